@@ -1,0 +1,303 @@
+//! The client library: one WebSocket connection, many requests in flight, replies matched
+//! by `u`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mpreg::ClientError> {
+//! use serde_json::json;
+//! let client = mpreg::Client::connect("ws://127.0.0.1:9000").await?;
+//! let sum = client
+//!     .call("add", json!([2, 3]))
+//!     .locs(["cpu"])
+//!     .function_id("math.add")
+//!     .version_constraint(">=1.0.0,<2.0.0")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+pub use error::ClientError;
+
+use crate::env::Env;
+use crate::protocol::{RpcCommand, RpcReply, RpcRequest};
+use crate::transport::{Outbound, websocket_config, write_loop};
+
+/// Client-side wait beyond the request's own timeout, so the node's timeout error (1004)
+/// arrives before the client gives up.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+/// Replies larger than this are refused (as the original Python client's default).
+const MAX_REPLY_BYTES: usize = 20 * 1024 * 1024;
+/// Requests queued for the socket before `call` waits.
+const SEND_QUEUE: usize = 1024;
+
+type Pending = Mutex<BTreeMap<u64, oneshot::Sender<RpcReply>>>;
+
+/// A connection to one node. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Outbound>,
+    /// Requests awaiting their reply, by sequence number.
+    pending: Arc<Pending>,
+    next_seq: AtomicU64,
+    /// Random per-connection prefix of every `u`, so ids stay unique across clients.
+    prefix: String,
+    default_timeout: Duration,
+    url: String,
+}
+
+/// `ws://host:port[/path]` → `host:port`.
+fn authority(url: &str) -> Result<&str, ClientError> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| ClientError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "only ws:// URLs are supported".to_owned(),
+        })?;
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    if authority.is_empty() || !authority.contains(':') {
+        return Err(ClientError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "expected ws://host:port".to_owned(),
+        });
+    }
+    Ok(authority)
+}
+
+impl Client {
+    /// Connects with the production environment.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Client::connect_with(&Env::production(), url).await
+    }
+
+    /// Connects through `env` (the simulator passes its own).
+    pub async fn connect_with(env: &Env, url: &str) -> Result<Client, ClientError> {
+        let addr = authority(url)?;
+        let stream = env
+            .net
+            .connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let config = websocket_config(MAX_REPLY_BYTES);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| ClientError::Handshake {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        let (sink, frames) = ws.split();
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        tokio::spawn(write_loop(sink, rx));
+        let pending: Arc<Pending> = Arc::default();
+        tokio::spawn(read_loop(frames, pending.clone()));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                tx,
+                pending,
+                next_seq: AtomicU64::new(0),
+                prefix: env.rng.hex_id(4),
+                default_timeout: Duration::from_secs(30),
+                url: url.to_owned(),
+            }),
+        })
+    }
+
+    /// The node this client talks to.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// One call; options are set on the returned builder, which is awaited.
+    pub fn call(&self, fun: impl Into<String>, args: Value) -> CallBuilder<'_> {
+        let fun = fun.into();
+        CallBuilder {
+            client: self,
+            cmd: RpcCommand::new(fun.clone(), fun).args(args),
+            timeout: None,
+        }
+    }
+
+    /// Runs `cmds` as one DAG; returns every sink's result by command name.
+    pub async fn request(&self, cmds: Vec<RpcCommand>) -> Result<Map<String, Value>, ClientError> {
+        let reply = self.send(RpcRequest::new(String::new(), cmds), None).await?;
+        reply.r.ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+    }
+
+    /// Sends a full request (its `u` is replaced) and returns the reply, failing with
+    /// [`ClientError::Rpc`] when the reply carries an error.
+    pub async fn send(&self, mut req: RpcRequest, timeout: Option<Duration>) -> Result<RpcReply, ClientError> {
+        let inner = &self.inner;
+        if let Some(t) = timeout {
+            req.timeout_ms = Some(t.as_millis().max(1) as u64);
+        }
+        let wait = timeout.unwrap_or(inner.default_timeout) + TIMEOUT_GRACE;
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        req.u = format!("{}-{seq}", inner.prefix);
+        let frame = serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&inner.pending).insert(seq, reply_tx);
+        // Removes the pending entry however this future ends (timeout, drop, error).
+        let _guard = PendingGuard { pending: &inner.pending, seq };
+        inner
+            .tx
+            .send(Outbound::Frame(Message::text(frame)))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let reply = match tokio::time::timeout(wait, reply_rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => return Err(ClientError::Timeout(wait)),
+        };
+        match reply.error {
+            Some(e) => Err(ClientError::Rpc {
+                code: e.code,
+                message: e.message,
+                details: e.details,
+            }),
+            None => Ok(reply),
+        }
+    }
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<RpcReply>>> {
+    // The map stays consistent even if a holder panicked: entries are inserted or removed whole.
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    seq: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.seq);
+    }
+}
+
+/// Routes replies to their callers; when the connection ends, every caller gets `Closed`.
+async fn read_loop<S>(mut frames: S, pending: Arc<Pending>)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(msg)) = frames.next().await {
+        let reply: RpcReply = match &msg {
+            Message::Text(t) => match serde_json::from_str(t) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable reply");
+                    continue;
+                }
+            },
+            Message::Binary(b) => match serde_json::from_slice(b) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable reply");
+                    continue;
+                }
+            },
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let seq = reply
+            .u
+            .as_str()
+            .and_then(|u| u.rsplit_once('-'))
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        if let Some(tx) = seq.and_then(|s| lock(&pending).remove(&s)) {
+            let _ = tx.send(reply);
+        }
+    }
+    // Dropping the senders wakes every waiting caller with `Closed`.
+    lock(&pending).clear();
+}
+
+/// A call being configured; `.await` sends it.
+pub struct CallBuilder<'c> {
+    client: &'c Client,
+    cmd: RpcCommand,
+    timeout: Option<Duration>,
+}
+
+impl CallBuilder<'_> {
+    /// Resources the executing function must have.
+    pub fn locs<I, S>(mut self, locs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cmd = self.cmd.locs(locs);
+        self
+    }
+
+    pub fn function_id(mut self, id: impl Into<String>) -> Self {
+        self.cmd = self.cmd.function_id(id);
+        self
+    }
+
+    /// e.g. `>=1.0.0,<2.0.0`.
+    pub fn version_constraint(mut self, c: impl Into<String>) -> Self {
+        self.cmd = self.cmd.version_constraint(c);
+        self
+    }
+
+    pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.cmd = self.cmd.kwarg(key, value);
+        self
+    }
+
+    /// Deadline for this call, enforced by the node and by the client.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+impl<'c> IntoFuture for CallBuilder<'c> {
+    type Output = Result<Value, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let name = self.cmd.name.clone();
+            let req = RpcRequest::new(String::new(), vec![self.cmd]);
+            let mut reply = self.client.send(req, self.timeout).await?;
+            reply
+                .r
+                .as_mut()
+                .and_then(|r| r.remove(&name))
+                .ok_or_else(|| ClientError::Protocol(format!("reply has no result for `{name}`")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(authority("ws://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(authority("ws://node:9000/any/path?x=1").unwrap(), "node:9000");
+        assert!(authority("wss://a:1").is_err());
+        assert!(authority("ws://nohost").is_err());
+    }
+}

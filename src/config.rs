@@ -1,0 +1,298 @@
+//! Node settings, layered: defaults < TOML file (`[mpreg]` table) < environment (`MPREG_*`)
+//! < command-line flags. Each layer is a [`SettingsLayer`] of optional values; applying
+//! one overrides only what it sets. Parsing is pure: the environment arrives as a list of
+//! pairs, so tests need not touch the process environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::rpc::ExecLimits;
+
+/// Resolved node settings. Names follow the original's `MPREGSettings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Interface to listen on.
+    pub host: String,
+    /// Port for clients (and, later, peers); 0 picks a free one.
+    pub port: u16,
+    /// Human-readable node name.
+    pub name: String,
+    /// Nodes with the same cluster id form one cluster.
+    pub cluster_id: String,
+    /// Resources this node offers; every function registered on it inherits them.
+    pub resources: BTreeSet<String>,
+    /// Other nodes to join (`ws://host:port`).
+    pub peers: Vec<String>,
+    /// `tracing` filter, e.g. `info` or `mpreg=debug`.
+    pub log_level: String,
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Most commands one request may carry.
+    pub max_commands_per_request: usize,
+    /// Deadline of a whole request unless it asks for less.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout_ms: u64,
+    /// Requests one connection may have running before the node stops reading from it.
+    pub max_inflight_per_connection: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".to_owned(),
+            port: 9000,
+            name: "mpreg-node".to_owned(),
+            cluster_id: "default-cluster".to_owned(),
+            resources: BTreeSet::new(),
+            peers: Vec::new(),
+            log_level: "info".to_owned(),
+            max_message_bytes: 20 * 1024 * 1024,
+            max_commands_per_request: 1000,
+            request_timeout_ms: 30_000,
+            drain_timeout_ms: 10_000,
+            max_inflight_per_connection: 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Applies layers in order, later ones winning.
+    pub fn layered<'a>(layers: impl IntoIterator<Item = &'a SettingsLayer>) -> Settings {
+        let mut s = Settings::default();
+        for layer in layers {
+            s.apply(layer);
+        }
+        s
+    }
+
+    pub fn apply(&mut self, l: &SettingsLayer) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                dst.clone_from(v);
+            }
+        }
+        set(&mut self.host, &l.host);
+        set(&mut self.port, &l.port);
+        set(&mut self.name, &l.name);
+        set(&mut self.cluster_id, &l.cluster_id);
+        set(&mut self.resources, &l.resources);
+        set(&mut self.peers, &l.peers);
+        set(&mut self.log_level, &l.log_level);
+        set(&mut self.max_message_bytes, &l.max_message_bytes);
+        set(&mut self.max_commands_per_request, &l.max_commands_per_request);
+        set(&mut self.request_timeout_ms, &l.request_timeout_ms);
+        set(&mut self.drain_timeout_ms, &l.drain_timeout_ms);
+        set(&mut self.max_inflight_per_connection, &l.max_inflight_per_connection);
+    }
+
+    /// `host:port` to bind.
+    pub fn bind_addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn exec_limits(&self) -> ExecLimits {
+        ExecLimits {
+            max_commands: self.max_commands_per_request,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+
+    /// Checks values no layer can be trusted to get right.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason: why.to_owned(),
+            })
+        };
+        if self.host.is_empty() {
+            return bad("host", "must not be empty");
+        }
+        if self.max_message_bytes < 1024 {
+            return bad("max_message_bytes", "must be at least 1024");
+        }
+        if self.max_commands_per_request == 0 {
+            return bad("max_commands_per_request", "must be at least 1");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1");
+        }
+        if self.max_inflight_per_connection == 0 {
+            return bad("max_inflight_per_connection", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One layer of settings; `None` leaves the value below it in place.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SettingsLayer {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub name: Option<String>,
+    pub cluster_id: Option<String>,
+    pub resources: Option<BTreeSet<String>>,
+    pub peers: Option<Vec<String>>,
+    pub log_level: Option<String>,
+    pub max_message_bytes: Option<usize>,
+    pub max_commands_per_request: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub max_inflight_per_connection: Option<usize>,
+    /// Settings of the original that this node does not act on (yet); reported, not fatal,
+    /// so the original's files load.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: String, message: String },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("setting `{key}` {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// The `[mpreg]` table of a settings file.
+#[derive(Deserialize)]
+struct TomlFile {
+    #[serde(default)]
+    mpreg: Option<SettingsLayer>,
+}
+
+impl SettingsLayer {
+    /// Parses the `[mpreg]` table of a TOML document; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<SettingsLayer, ConfigError> {
+        let file: TomlFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        file.mpreg.ok_or_else(|| ConfigError::Toml {
+            path: origin.to_owned(),
+            message: "no [mpreg] table".to_owned(),
+        })
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<SettingsLayer, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        SettingsLayer::from_toml_str(&text, &origin)
+    }
+
+    /// Reads `MPREG_HOST`, `MPREG_PORT`, `MPREG_NAME`, `MPREG_CLUSTER_ID`, `MPREG_RESOURCES`
+    /// and `MPREG_PEERS` (comma-separated), `MPREG_LOG_LEVEL`, `MPREG_MAX_MESSAGE_BYTES`,
+    /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
+    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION` from `vars`; other variables are ignored.
+    pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        fn num<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                var: var.to_owned(),
+                reason: format!("`{v}` is not a valid number"),
+            })
+        }
+        fn list(v: &str) -> impl Iterator<Item = String> + '_ {
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+        }
+        let mut l = SettingsLayer::default();
+        for (k, v) in vars {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            match k {
+                "MPREG_HOST" => l.host = Some(v.to_owned()),
+                "MPREG_PORT" => l.port = Some(num(k, v)?),
+                "MPREG_NAME" => l.name = Some(v.to_owned()),
+                "MPREG_CLUSTER_ID" => l.cluster_id = Some(v.to_owned()),
+                "MPREG_RESOURCES" => l.resources = Some(list(v).collect()),
+                "MPREG_PEERS" => l.peers = Some(list(v).collect()),
+                "MPREG_LOG_LEVEL" => l.log_level = Some(v.to_owned()),
+                "MPREG_MAX_MESSAGE_BYTES" => l.max_message_bytes = Some(num(k, v)?),
+                "MPREG_MAX_COMMANDS_PER_REQUEST" => l.max_commands_per_request = Some(num(k, v)?),
+                "MPREG_REQUEST_TIMEOUT_MS" => l.request_timeout_ms = Some(num(k, v)?),
+                "MPREG_DRAIN_TIMEOUT_MS" => l.drain_timeout_ms = Some(num(k, v)?),
+                "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
+                    l.max_inflight_per_connection = Some(num(k, v)?)
+                }
+                _ => {}
+            }
+        }
+        Ok(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_TOML: &str = r#"
+[mpreg]
+host = "127.0.0.1"
+port = 0
+name = "mpreg-node"
+cluster_id = "cluster-a"
+resources = ["cache", "queue"]
+monitoring_enabled = false
+enable_default_cache = true
+
+[mpreg.persistence_config]
+mode = "sqlite"
+data_dir = "/var/lib/mpreg"
+"#;
+
+    #[test]
+    fn the_seed_file_loads_and_reports_what_it_ignores() {
+        let l = SettingsLayer::from_toml_str(SEED_TOML, "seed").unwrap();
+        assert_eq!(l.port, Some(0));
+        assert_eq!(l.cluster_id.as_deref(), Some("cluster-a"));
+        let ignored: Vec<&str> = l.ignored.keys().map(String::as_str).collect();
+        assert_eq!(ignored, ["enable_default_cache", "monitoring_enabled", "persistence_config"]);
+    }
+
+    #[test]
+    fn later_layers_win_and_unset_values_fall_through() {
+        let file = SettingsLayer::from_toml_str(SEED_TOML, "seed").unwrap();
+        let env = SettingsLayer::from_env([("MPREG_PORT", "9100"), ("MPREG_RESOURCES", "gpu, cpu"), ("HOME", "/x")]).unwrap();
+        let flags = SettingsLayer {
+            port: Some(9200),
+            ..SettingsLayer::default()
+        };
+        let s = Settings::layered([&file, &env, &flags]);
+        assert_eq!(s.port, 9200);
+        assert_eq!(s.cluster_id, "cluster-a");
+        assert_eq!(s.resources, ["cpu", "gpu"].map(String::from).into());
+        assert_eq!(s.request_timeout_ms, Settings::default().request_timeout_ms);
+        let s = Settings::layered([&file, &env]);
+        assert_eq!(s.port, 9100);
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_source() {
+        let e = SettingsLayer::from_env([("MPREG_PORT", "ninety")]).unwrap_err();
+        assert!(e.to_string().contains("MPREG_PORT"));
+        let e = SettingsLayer::from_toml_str("[mpreg]\nport = \"x\"\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml"));
+        assert!(SettingsLayer::from_toml_str("[other]\n", "f.toml").is_err());
+        let s = Settings {
+            max_commands_per_request: 0,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! # mpreg
+//!
+//! A distributed RPC cluster: users register functions on nodes; a client sends one request
+//! made of commands whose arguments may name other commands, and the node runs that
+//! dependency DAG, each step as soon as its inputs are ready.
+//!
+//! ## Layout
+//!
+//! * [`env`]: the node's only door to the network, clocks and randomness (production or
+//!   simulated by the `sim` crate).
+//! * [`protocol`]: wire messages, error codes and frame decoding (no IO).
+//! * [`registry`]: functions with name, `function_id`, version and resources; matching.
+//! * [`rpc`]: the pure DAG planner, argument resolution, and the executor.
+//! * [`node`]: the WebSocket server: connections, reply coalescing, draining.
+//! * [`client`]: the client library.
+//! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
+//! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod env;
+pub mod node;
+pub mod protocol;
+pub mod registry;
+pub mod rpc;
+mod transport;
+
+pub use client::{CallBuilder, Client, ClientError};
+pub use config::Settings;
+pub use env::Env;
+pub use node::{Node, NodeBuilder, NodeError, RunningNode, ShutdownHandle};
+
+pub use protocol::{ErrorCode, RpcCommand};
+pub use registry::{CallArgs, CallError, Function, RegisterError};

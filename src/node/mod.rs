@@ -1,0 +1,251 @@
+//! The node: binds through the [`Env`], serves WebSocket clients, drains on shutdown.
+
+mod builtins;
+mod conn;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::env::{Env, Listener};
+use crate::registry::{Function, RegisterError, Registry};
+use crate::rpc::ExecLimits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid settings: {0}")]
+    Settings(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+}
+
+/// Live counters, read by `cluster_map` and the admin surfaces.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) active_clients: AtomicUsize,
+    pub(crate) inflight: AtomicUsize,
+}
+
+/// Facts about this node, as built-ins report them.
+pub(crate) struct NodeInfo {
+    node_id: String,
+    name: String,
+    cluster_id: String,
+    url: String,
+    resources: BTreeSet<String>,
+    functions: Vec<String>,
+    env: Env,
+    stats: Arc<Stats>,
+}
+
+/// What every connection of a running node shares.
+pub(crate) struct Shared {
+    env: Env,
+    settings: Settings,
+    registry: Registry,
+    limits: ExecLimits,
+    stats: Arc<Stats>,
+}
+
+/// Entry point: `Node::builder(settings)`.
+pub struct Node;
+
+impl Node {
+    pub fn builder(settings: Settings) -> NodeBuilder {
+        NodeBuilder {
+            settings,
+            env: None,
+            registry: Registry::default(),
+        }
+    }
+}
+
+/// Collects the environment and user functions, then [`NodeBuilder::start`]s the node.
+pub struct NodeBuilder {
+    settings: Settings,
+    env: Option<Env>,
+    registry: Registry,
+}
+
+impl NodeBuilder {
+    /// The environment to run in; production (`Env::production()`) by default.
+    pub fn env(mut self, env: Env) -> NodeBuilder {
+        self.env = Some(env);
+        self
+    }
+
+    /// Registers a user function. The node's own `resources` are added to the function's.
+    pub fn register(&mut self, f: Function) -> Result<&mut NodeBuilder, RegisterError> {
+        let f = f.add_resources(self.settings.resources.iter().cloned());
+        self.registry.register(f)?;
+        Ok(self)
+    }
+
+    /// [`NodeBuilder::register`] for chaining.
+    pub fn function(mut self, f: Function) -> Result<NodeBuilder, RegisterError> {
+        self.register(f)?;
+        Ok(self)
+    }
+
+    /// Binds the listener and starts serving; returns once the node accepts connections.
+    pub async fn start(self) -> Result<RunningNode, NodeError> {
+        self.settings.validate()?;
+        let env = self.env.unwrap_or_else(Env::production);
+        let addr = self.settings.bind_addr();
+        let bind_err = |source| NodeError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let listener = env.net.listen(&addr).await.map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let url = format!("ws://{local_addr}");
+        let node_id = format!("{}-{}", self.settings.name, env.rng.hex_id(4));
+        let stats = Arc::new(Stats::default());
+        let mut registry = self.registry;
+        let mut functions: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
+        functions.extend(["echo", "echos", "list_peers", "cluster_map"].map(String::from));
+        functions.sort();
+        functions.dedup();
+        let info = Arc::new(NodeInfo {
+            node_id: node_id.clone(),
+            name: self.settings.name.clone(),
+            cluster_id: self.settings.cluster_id.clone(),
+            url: url.clone(),
+            resources: self.settings.resources.clone(),
+            functions,
+            env: env.clone(),
+            stats: stats.clone(),
+        });
+        for f in [
+            builtins::echo(),
+            builtins::echos(),
+            builtins::list_peers(info.clone()),
+            builtins::cluster_map(info),
+        ] {
+            // A user function of the same name and version takes precedence.
+            let _ = registry.register(f);
+        }
+        let shared = Arc::new(Shared {
+            limits: self.settings.exec_limits(),
+            env,
+            settings: self.settings,
+            registry,
+            stats,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(shared, listener, shutdown_rx));
+        tracing::info!(%url, %node_id, "node listening");
+        Ok(RunningNode {
+            local_addr,
+            url,
+            node_id,
+            shutdown: Arc::new(shutdown_tx),
+            task,
+        })
+    }
+}
+
+/// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    local_addr: SocketAddr,
+    url: String,
+    node_id: String,
+    shutdown: Arc<watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Asks a node to drain and stop, from anywhere (a signal handler, a test).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl RunningNode {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://host:port` of this node.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `drain_timeout_ms`), closes
+    /// every connection, and returns when the node is gone.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.wait().await;
+    }
+
+    /// Waits until the node has stopped (after a shutdown asked for elsewhere).
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "node task ended abnormally");
+        }
+    }
+}
+
+/// Resolves once shutdown has been asked for. (A helper so that the watch guard never lives
+/// across an await of the caller, which would make its future `!Send`.)
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Accepts connections until shutdown, then drains them.
+async fn serve(shared: Arc<Shared>, mut listener: Box<dyn Listener>, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopping(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(conn::serve_connection(shared.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = Duration::from_millis(shared.settings.drain_timeout_ms);
+    let drained = tokio::time::timeout(drain, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "drain timeout reached; cancelling the remaining requests"
+        );
+        conns.abort_all();
+    }
+    tracing::info!("node stopped");
+}

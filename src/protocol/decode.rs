@@ -1,0 +1,185 @@
+//! Frame → message, with a precise error for every way a frame can be wrong.
+//!
+//! The fast path parses straight into [`RpcRequest`]. Only when that fails is the frame parsed
+//! again into a generic value to say exactly what is wrong, so well-formed traffic pays for
+//! one parse.
+
+use serde_json::Value;
+
+use super::{ErrorCode, RpcCommand, RpcRequest};
+
+/// A decoded client message.
+#[derive(Debug)]
+pub enum Incoming {
+    Rpc(RpcRequest),
+}
+
+/// Why a frame was rejected; answered with an error reply carrying `u` when it could be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub u: Value,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn unknown_u() -> Value {
+    Value::String("unknown".to_owned())
+}
+
+/// Decodes one text or binary frame.
+pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
+    match serde_json::from_slice::<RpcRequest>(bytes) {
+        Ok(req) => match req.role.as_deref() {
+            Some("rpc") => Ok(Incoming::Rpc(req)),
+            other => Err(DecodeError {
+                u: Value::String(req.u),
+                code: ErrorCode::TimeoutOrBadRole,
+                message: bad_role(other),
+            }),
+        },
+        Err(_) => Err(diagnose(bytes)),
+    }
+}
+
+fn bad_role(role: Option<&str>) -> String {
+    match role {
+        Some(r) => format!("Invalid RPC request role: {r}"),
+        None => "Invalid RPC request role: missing `role`".to_owned(),
+    }
+}
+
+/// The slow path: explain why `bytes` is not a valid request.
+fn diagnose(bytes: &[u8]) -> DecodeError {
+    let malformed = |message: String| DecodeError {
+        u: unknown_u(),
+        code: ErrorCode::MalformedMessage,
+        message,
+    };
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("recursion limit") => {
+            return malformed(
+                "message nests deeper than 128 levels (arrays/objects); flatten the arguments"
+                    .to_owned(),
+            );
+        }
+        Err(e) => return malformed(format!("invalid JSON: {e}")),
+    };
+    let Value::Object(obj) = &value else {
+        return malformed(format!(
+            "message must be a JSON object, got {}",
+            type_name(&value)
+        ));
+    };
+    let u = match obj.get("u") {
+        Some(u @ (Value::String(_) | Value::Number(_))) => u.clone(),
+        _ => unknown_u(),
+    };
+    let invalid = |message: String| DecodeError {
+        u: u.clone(),
+        code: ErrorCode::InvalidRequest,
+        message,
+    };
+    match obj.get("role") {
+        Some(Value::String(r)) if r == "rpc" => {}
+        Some(Value::String(r)) => {
+            return DecodeError {
+                u,
+                code: ErrorCode::TimeoutOrBadRole,
+                message: bad_role(Some(r)),
+            };
+        }
+        Some(other) => {
+            return DecodeError {
+                u,
+                code: ErrorCode::TimeoutOrBadRole,
+                message: bad_role(Some(&other.to_string())),
+            };
+        }
+        None => {
+            return DecodeError {
+                u,
+                code: ErrorCode::TimeoutOrBadRole,
+                message: bad_role(None),
+            };
+        }
+    }
+    match obj.get("u") {
+        None => return invalid("missing field `u` (the request id)".to_owned()),
+        Some(Value::String(_)) => {}
+        Some(other) => {
+            return invalid(format!("`u` must be a string, got {}", type_name(other)));
+        }
+    }
+    let cmds = match obj.get("cmds") {
+        None => return invalid("missing field `cmds`".to_owned()),
+        Some(Value::Array(cmds)) => cmds,
+        Some(other) => {
+            return invalid(format!("`cmds` must be an array, got {}", type_name(other)));
+        }
+    };
+    for (i, cmd) in cmds.iter().enumerate() {
+        if let Err(e) = serde_json::from_value::<RpcCommand>(cmd.clone()) {
+            return invalid(format!("cmds[{i}]: {e}"));
+        }
+    }
+    match serde_json::from_value::<RpcRequest>(value) {
+        Ok(_) => DecodeError {
+            u,
+            code: ErrorCode::Internal,
+            message: "request parsed on the second attempt only".to_owned(),
+        },
+        Err(e) => invalid(e.to_string()),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(frame: &str) -> DecodeError {
+        match decode_frame(frame.as_bytes()) {
+            Ok(_) => panic!("{frame} decoded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn minimal_request_decodes() {
+        let Incoming::Rpc(req) =
+            decode_frame(br#"{"role":"rpc","u":"r","cmds":[{"name":"e","fun":"echo","args":["hi"]}]}"#)
+                .unwrap();
+        assert_eq!(req.u, "r");
+        assert_eq!(req.cmds[0].args, vec![Value::String("hi".into())]);
+    }
+
+    #[test]
+    fn each_defect_has_its_code() {
+        assert_eq!(err("{nope").code, ErrorCode::MalformedMessage);
+        assert_eq!(err("[1,2]").code, ErrorCode::MalformedMessage);
+        let e = err(r#"{"role":"cache-request","u":"x"}"#);
+        assert_eq!((e.code, e.u), (ErrorCode::TimeoutOrBadRole, Value::from("x")));
+        assert_eq!(err(r#"{"u":"x","cmds":[]}"#).code, ErrorCode::TimeoutOrBadRole);
+        assert_eq!(err(r#"{"role":"rpc","cmds":[]}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(err(r#"{"role":"rpc","u":"x"}"#).code, ErrorCode::InvalidRequest);
+        let e = err(r#"{"role":"rpc","u":"x","cmds":[{"name":"a","fun":"f","locs":"gpu"}]}"#);
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.starts_with("cmds[0]:"), "{}", e.message);
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        let e = err(&format!(r#"{{"role":"rpc","u":"x","cmds":[{{"name":"a","fun":"echo","args":[{deep}]}}]}}"#));
+        assert_eq!(e.code, ErrorCode::MalformedMessage);
+        assert!(e.message.contains("deeper"), "{}", e.message);
+    }
+}

@@ -1,0 +1,214 @@
+//! Message shapes of the client protocol (docs/PROTOCOL.md).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ErrorCode;
+
+/// One step of a request: call `fun` and name its result `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcCommand {
+    /// The step's name: the key of its result in the reply and what other steps reference.
+    pub name: String,
+    /// The registered function to call.
+    pub fun: String,
+    /// Positional arguments; a string equal to another step's name is replaced by its result.
+    #[serde(default)]
+    pub args: Vec<Value>,
+    /// Keyword arguments, matched to parameter names; references resolve here too.
+    #[serde(default)]
+    pub kwargs: Map<String, Value>,
+    /// Resources the executing function must have (a subset of its registered resources).
+    #[serde(default)]
+    pub locs: Vec<String>,
+    /// Must equal the registered `function_id` when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_id: Option<String>,
+    /// e.g. `>=1.0.0,<2.0.0`; the highest matching version runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_constraint: Option<String>,
+    /// Federation target; accepted for compatibility, routing across clusters comes later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cluster: Option<String>,
+}
+
+impl RpcCommand {
+    /// A step named `name` calling `fun` with no arguments.
+    pub fn new(name: impl Into<String>, fun: impl Into<String>) -> RpcCommand {
+        RpcCommand {
+            name: name.into(),
+            fun: fun.into(),
+            args: Vec::new(),
+            kwargs: Map::new(),
+            locs: Vec::new(),
+            function_id: None,
+            version_constraint: None,
+            target_cluster: None,
+        }
+    }
+
+    /// Sets the positional arguments (a JSON array; any other value becomes one argument).
+    pub fn args(mut self, args: Value) -> RpcCommand {
+        self.args = match args {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        self
+    }
+
+    pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> RpcCommand {
+        self.kwargs.insert(key.into(), value);
+        self
+    }
+
+    pub fn locs<I, S>(mut self, locs: I) -> RpcCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.locs = locs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn function_id(mut self, id: impl Into<String>) -> RpcCommand {
+        self.function_id = Some(id.into());
+        self
+    }
+
+    pub fn version_constraint(mut self, constraint: impl Into<String>) -> RpcCommand {
+        self.version_constraint = Some(constraint.into());
+        self
+    }
+}
+
+/// `role: "rpc"`: run the commands as one dependency DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcRequest {
+    /// Always `"rpc"` for this message; kept optional so a missing role gets its own error.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Client-chosen correlation id, echoed in the reply.
+    pub u: String,
+    pub cmds: Vec<RpcCommand>,
+    /// Adds per-level results to the reply.
+    #[serde(default)]
+    pub return_intermediate_results: bool,
+    /// Adds timing per level to the reply.
+    #[serde(default)]
+    pub include_execution_summary: bool,
+    /// Lowers the node's request timeout for this request (mpreg extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl RpcRequest {
+    pub fn new(u: impl Into<String>, cmds: Vec<RpcCommand>) -> RpcRequest {
+        RpcRequest {
+            role: Some("rpc".to_owned()),
+            u: u.into(),
+            cmds,
+            return_intermediate_results: false,
+            include_execution_summary: false,
+            timeout_ms: None,
+        }
+    }
+}
+
+/// `error` of a failed reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default)]
+    pub details: Value,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, details: impl Into<String>) -> WireError {
+        WireError {
+            code: code.as_i64(),
+            message: code.title().to_owned(),
+            details: Value::String(details.into()),
+        }
+    }
+}
+
+/// Results of one execution level (`return_intermediate_results`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntermediateResult {
+    pub request_id: String,
+    pub level_index: usize,
+    pub level_results: Map<String, Value>,
+    pub accumulated_results: Map<String, Value>,
+    pub total_levels: usize,
+    pub completed_levels: usize,
+    pub timestamp: f64,
+    pub execution_time_ms: f64,
+}
+
+/// Timing of a whole request (`include_execution_summary`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    pub request_id: String,
+    pub total_execution_time_ms: f64,
+    pub total_levels: usize,
+    pub level_execution_times: Vec<f64>,
+    pub bottleneck_level_index: usize,
+    pub average_level_time_ms: f64,
+    pub parallel_commands_executed: usize,
+    pub cross_cluster_hops: usize,
+}
+
+/// The reply to an `rpc` request: `r` on success, `error` on failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcReply {
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The request's `u`, or `"unknown"` when it could not be read.
+    pub u: Value,
+    /// Results of every sink command (one no other command depends on), keyed by name.
+    #[serde(default)]
+    pub r: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+    #[serde(default)]
+    pub intermediate_results: Vec<IntermediateResult>,
+    #[serde(default)]
+    pub execution_summary: Option<ExecutionSummary>,
+}
+
+impl RpcReply {
+    pub fn success(u: Value, r: Map<String, Value>) -> RpcReply {
+        RpcReply {
+            role: Some("rpc-response".to_owned()),
+            u,
+            r: Some(r),
+            error: None,
+            intermediate_results: Vec::new(),
+            execution_summary: None,
+        }
+    }
+
+    pub fn failure(u: Value, error: WireError) -> RpcReply {
+        RpcReply {
+            role: Some("rpc-response".to_owned()),
+            u,
+            r: None,
+            error: Some(error),
+            intermediate_results: Vec::new(),
+            execution_summary: None,
+        }
+    }
+
+    /// The reply as JSON bytes. Serialising plain JSON values cannot fail; should it ever,
+    /// the reply degrades to an internal error rather than vanishing.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|e| {
+            let fallback = RpcReply::failure(
+                self.u.clone(),
+                WireError::new(ErrorCode::Internal, format!("reply encoding failed: {e}")),
+            );
+            serde_json::to_vec(&fallback).unwrap_or_default()
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! The client wire protocol: message shapes, error codes and frame decoding. No IO.
+//!
+//! Compatible with the original MPREG's Python clients (see docs/PROTOCOL.md): JSON objects in
+//! text or binary WebSocket frames, correlated by `u`.
+
+mod codes;
+mod decode;
+mod message;
+
+pub use codes::ErrorCode;
+pub use decode::{DecodeError, Incoming, decode_frame};
+pub use message::{
+    ExecutionSummary, IntermediateResult, RpcCommand, RpcReply, RpcRequest, WireError,
+};

@@ -1,0 +1,270 @@
+//! Turning typed async Rust functions into handlers that take JSON arguments.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The JSON arguments of one call, after dependency resolution.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallArgs {
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+}
+
+/// Why a call did not produce a value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// One argument does not decode into its parameter's type (or is missing).
+    #[error("parameter `{param}` (position {position}, type {expected}): {detail}")]
+    InvalidArgument {
+        param: String,
+        position: usize,
+        expected: &'static str,
+        detail: String,
+    },
+    /// The argument list as a whole does not fit (too many, unknown keyword, …).
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// The function ran and returned an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A callable registered function.
+pub trait Handler: Send + Sync + 'static {
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>>;
+}
+
+/// Implemented for async functions and closures of up to eight JSON-decodable parameters
+/// returning `Result<impl Serialize, impl Display>`. `M` only disambiguates the impls.
+pub trait IntoHandler<M>: Send + Sync + 'static {
+    /// How many parameters the function takes.
+    fn arity() -> usize;
+    /// Wraps the function; `params` are the parameter names used for keyword arguments and
+    /// error messages.
+    fn into_handler(self, params: Arc<[String]>) -> Arc<dyn Handler>;
+}
+
+struct Typed<F, M> {
+    f: F,
+    params: Arc<[String]>,
+    _args: PhantomData<fn() -> M>,
+}
+
+/// Matches positional and keyword arguments to parameter slots.
+fn bind(params: &[String], call: CallArgs) -> Result<Vec<Option<Value>>, CallError> {
+    let n = params.len();
+    if call.args.len() > n {
+        return Err(CallError::InvalidArguments(format!(
+            "takes {n} argument(s) but {} positional were given",
+            call.args.len()
+        )));
+    }
+    let mut slots: Vec<Option<Value>> = call.args.into_iter().map(Some).collect();
+    slots.resize(n, None);
+    for (key, value) in call.kwargs {
+        match params.iter().position(|p| *p == key) {
+            Some(i) if slots[i].is_none() => slots[i] = Some(value),
+            Some(_) => {
+                return Err(CallError::InvalidArguments(format!(
+                    "got multiple values for parameter `{key}`"
+                )));
+            }
+            None => {
+                return Err(CallError::InvalidArguments(format!(
+                    "unexpected keyword argument `{key}` (parameters: {})",
+                    params.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(slots)
+}
+
+/// Decodes one slot; a missing argument decodes as `null`, which only `Option` accepts.
+fn decode<T: DeserializeOwned>(
+    params: &[String],
+    position: usize,
+    slot: Option<Value>,
+) -> Result<T, CallError> {
+    let missing = slot.is_none();
+    serde_json::from_value(slot.unwrap_or(Value::Null)).map_err(|e| CallError::InvalidArgument {
+        param: params[position].clone(),
+        position,
+        expected: short_type_name::<T>(),
+        detail: if missing {
+            "missing required argument".to_owned()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// `alloc::vec::Vec<alloc::string::String>` → `Vec<String>`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    // Leak-free shortening is only possible for names without generics; keep the full name
+    // when it has them, trimmed of the common std prefixes.
+    match full.rfind("::") {
+        Some(i) if !full.contains('<') => &full[i + 2..],
+        _ => full,
+    }
+}
+
+async fn finish<R: Serialize, E: Display>(
+    fut: impl Future<Output = Result<R, E>>,
+) -> Result<Value, CallError> {
+    match fut.await {
+        Ok(r) => serde_json::to_value(r)
+            .map_err(|e| CallError::Failed(format!("result is not representable as JSON: {e}"))),
+        Err(e) => Err(CallError::Failed(e.to_string())),
+    }
+}
+
+macro_rules! typed_handler {
+    ($n:expr; $($T:ident $v:ident $i:tt),*) => {
+        impl<F, Fut, R, E, $($T,)*> IntoHandler<($($T,)*)> for F
+        where
+            F: Fn($($T),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, E>> + Send + 'static,
+            R: Serialize + 'static,
+            E: Display + 'static,
+            $($T: DeserializeOwned + Send + 'static,)*
+        {
+            fn arity() -> usize {
+                $n
+            }
+
+            fn into_handler(self, params: Arc<[String]>) -> Arc<dyn Handler> {
+                Arc::new(Typed::<F, ($($T,)*)> { f: self, params, _args: PhantomData })
+            }
+        }
+
+        impl<F, Fut, R, E, $($T,)*> Handler for Typed<F, ($($T,)*)>
+        where
+            F: Fn($($T),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, E>> + Send + 'static,
+            R: Serialize + 'static,
+            E: Display + 'static,
+            $($T: DeserializeOwned + Send + 'static,)*
+        {
+            #[allow(unused_mut, unused_variables)]
+            fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
+                let mut slots = match bind(&self.params, args) {
+                    Ok(s) => s,
+                    Err(e) => return Box::pin(std::future::ready(Err(e))),
+                };
+                $(
+                    let $v: $T = match decode(&self.params, $i, slots[$i].take()) {
+                        Ok(v) => v,
+                        Err(e) => return Box::pin(std::future::ready(Err(e))),
+                    };
+                )*
+                Box::pin(finish((self.f)($($v),*)))
+            }
+        }
+    };
+}
+
+typed_handler!(0;);
+typed_handler!(1; A1 a1 0);
+typed_handler!(2; A1 a1 0, A2 a2 1);
+typed_handler!(3; A1 a1 0, A2 a2 1, A3 a3 2);
+typed_handler!(4; A1 a1 0, A2 a2 1, A3 a3 2, A4 a4 3);
+typed_handler!(5; A1 a1 0, A2 a2 1, A3 a3 2, A4 a4 3, A5 a5 4);
+typed_handler!(6; A1 a1 0, A2 a2 1, A3 a3 2, A4 a4 3, A5 a5 4, A6 a6 5);
+typed_handler!(7; A1 a1 0, A2 a2 1, A3 a3 2, A4 a4 3, A5 a5 4, A6 a6 5, A7 a7 6);
+typed_handler!(8; A1 a1 0, A2 a2 1, A3 a3 2, A4 a4 3, A5 a5 4, A6 a6 5, A7 a7 6, A8 a8 7);
+
+/// A handler over the raw argument lists, for variadic functions such as `echos`.
+pub(crate) struct Raw<F>(pub(crate) F);
+
+impl<F, Fut> Handler for Raw<F>
+where
+    F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+{
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
+        Box::pin((self.0)(args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(n: &[&str]) -> Arc<[String]> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn call_now(h: &Arc<dyn Handler>, args: Value, kwargs: Value) -> Result<Value, CallError> {
+        let args = CallArgs {
+            args: args.as_array().cloned().unwrap_or_default(),
+            kwargs: kwargs.as_object().cloned().unwrap_or_default(),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(h.call(args))
+    }
+
+    #[test]
+    fn positional_keyword_and_optional_arguments() {
+        let h = (|a: i64, b: i64, scale: Option<i64>| async move {
+            Ok::<_, String>((a + b) * scale.unwrap_or(1))
+        })
+        .into_handler(names(&["a", "b", "scale"]));
+        assert_eq!(call_now(&h, json!([2, 3]), json!({})), Ok(json!(5)));
+        assert_eq!(call_now(&h, json!([2]), json!({"b": 3, "scale": 10})), Ok(json!(50)));
+    }
+
+    #[test]
+    fn mismatches_name_the_parameter() {
+        let h = (|a: i64, b: String| async move { Ok::<_, String>(format!("{a}{b}")) })
+            .into_handler(names(&["count", "label"]));
+        match call_now(&h, json!(["x", "y"]), json!({})) {
+            Err(CallError::InvalidArgument { param, position, .. }) => {
+                assert_eq!((param.as_str(), position), ("count", 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        match call_now(&h, json!([1]), json!({})) {
+            Err(CallError::InvalidArgument { param, detail, .. }) => {
+                assert_eq!(param, "label");
+                assert!(detail.contains("missing"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            call_now(&h, json!([1, "a", 3]), json!({})),
+            Err(CallError::InvalidArguments(_))
+        ));
+        assert!(matches!(
+            call_now(&h, json!([1, "a"]), json!({"nope": 1})),
+            Err(CallError::InvalidArguments(_))
+        ));
+        assert!(matches!(
+            call_now(&h, json!([1, "a"]), json!({"count": 1})),
+            Err(CallError::InvalidArguments(_))
+        ));
+    }
+
+    #[test]
+    fn function_errors_are_failures() {
+        let h = (|| async { Err::<i64, _>("boom") }).into_handler(names(&[]));
+        assert_eq!(
+            call_now(&h, json!([]), json!({})),
+            Err(CallError::Failed("boom".into()))
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Registered functions: name, `function_id`, semver version, resources and handler, and the
+//! original's matching rule for choosing one.
+
+mod handler;
+mod version;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use semver::Version;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use handler::{BoxFuture, CallArgs, CallError, Handler, IntoHandler};
+pub use version::{ConstraintError, VersionConstraint, parse_loose_version};
+
+/// A function ready to be registered: built with [`Function::new`] and its setters.
+pub struct Function {
+    name: String,
+    function_id: Option<String>,
+    version: String,
+    resources: BTreeSet<String>,
+    params: Option<Vec<String>>,
+    /// `None` for raw handlers, which take any number of arguments.
+    arity: Option<usize>,
+    make: Box<dyn FnOnce(Arc<[String]>) -> Arc<dyn Handler> + Send>,
+}
+
+impl Function {
+    /// A typed async function; its parameters decode from the JSON arguments.
+    ///
+    /// ```
+    /// use mpreg::Function;
+    /// let add = Function::new("add", |a: i64, b: i64| async move { Ok::<_, String>(a + b) })
+    ///     .params(["a", "b"])
+    ///     .function_id("math.add")
+    ///     .version("1.2.0")
+    ///     .resources(["cpu"]);
+    /// ```
+    pub fn new<M, F: IntoHandler<M>>(name: impl Into<String>, f: F) -> Function {
+        Function {
+            name: name.into(),
+            function_id: None,
+            version: "1.0.0".to_owned(),
+            resources: BTreeSet::new(),
+            params: None,
+            arity: Some(F::arity()),
+            make: Box::new(move |params| f.into_handler(params)),
+        }
+    }
+
+    /// A function over the raw argument lists (variadic).
+    pub fn raw<F, Fut>(name: impl Into<String>, f: F) -> Function
+    where
+        F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+    {
+        Function {
+            name: name.into(),
+            function_id: None,
+            version: "1.0.0".to_owned(),
+            resources: BTreeSet::new(),
+            params: None,
+            arity: None,
+            make: Box::new(move |_| Arc::new(handler::Raw(f))),
+        }
+    }
+
+    /// Defaults to the function's name.
+    pub fn function_id(mut self, id: impl Into<String>) -> Function {
+        self.function_id = Some(id.into());
+        self
+    }
+
+    /// A semver version (`X.Y.Z`, or the loose `X[.Y]`); defaults to `1.0.0`.
+    pub fn version(mut self, version: impl Into<String>) -> Function {
+        self.version = version.into();
+        self
+    }
+
+    /// Resources this function offers; a command's `locs` must be a subset.
+    pub fn resources<I, S>(mut self, resources: I) -> Function
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resources = resources.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds resources to those already set.
+    pub fn add_resources<I, S>(mut self, resources: I) -> Function
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resources.extend(resources.into_iter().map(Into::into));
+        self
+    }
+
+    /// Parameter names, for keyword arguments and error messages; default `arg0`, `arg1`, ….
+    pub fn params<I, S>(mut self, params: I) -> Function
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.params = Some(params.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// What the catalog knows of a function (no handler).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub function_id: String,
+    pub version: Version,
+    pub resources: BTreeSet<String>,
+}
+
+/// A registered function: its spec, parameter names and handler.
+pub struct RegisteredFunction {
+    pub spec: FunctionSpec,
+    pub params: Arc<[String]>,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for RegisteredFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredFunction")
+            .field("spec", &self.spec)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("a function needs a non-empty name")]
+    EmptyName,
+    #[error("function `{name}`: invalid version `{version}`: {reason}")]
+    InvalidVersion {
+        name: String,
+        version: String,
+        reason: String,
+    },
+    #[error("function `{name}` takes {arity} parameter(s) but {given} name(s) were given")]
+    ParamCount {
+        name: String,
+        arity: usize,
+        given: usize,
+    },
+    #[error("function `{name}` version {version} is already registered")]
+    Duplicate { name: String, version: Version },
+    #[error("function `{name}` is registered with function_id `{existing}`, not `{given}`")]
+    FunctionIdConflict {
+        name: String,
+        existing: String,
+        given: String,
+    },
+}
+
+/// What a command asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub name: &'a str,
+    pub function_id: Option<&'a str>,
+    pub version: Option<&'a VersionConstraint>,
+    pub locs: &'a [String],
+}
+
+/// No registered function satisfies a query; the text says which condition failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Command not found: {0}")]
+pub struct NotFound(pub String);
+
+/// All functions of one node, several versions per name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    /// Per name, versions in descending order so the first match is the highest.
+    by_name: BTreeMap<String, Vec<Arc<RegisteredFunction>>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, f: Function) -> Result<Arc<RegisteredFunction>, RegisterError> {
+        if f.name.is_empty() {
+            return Err(RegisterError::EmptyName);
+        }
+        let (version, _) =
+            parse_loose_version(&f.version).map_err(|reason| RegisterError::InvalidVersion {
+                name: f.name.clone(),
+                version: f.version.clone(),
+                reason,
+            })?;
+        let params: Vec<String> = match (f.params, f.arity) {
+            (Some(p), Some(arity)) if p.len() != arity => {
+                return Err(RegisterError::ParamCount {
+                    name: f.name,
+                    arity,
+                    given: p.len(),
+                });
+            }
+            (Some(p), _) => p,
+            (None, Some(arity)) => (0..arity).map(|i| format!("arg{i}")).collect(),
+            (None, None) => Vec::new(),
+        };
+        let function_id = f.function_id.unwrap_or_else(|| f.name.clone());
+        let versions = self.by_name.entry(f.name.clone()).or_default();
+        if let Some(existing) = versions.first()
+            && existing.spec.function_id != function_id
+        {
+            return Err(RegisterError::FunctionIdConflict {
+                name: f.name,
+                existing: existing.spec.function_id.clone(),
+                given: function_id,
+            });
+        }
+        if versions.iter().any(|r| r.spec.version == version) {
+            return Err(RegisterError::Duplicate {
+                name: f.name,
+                version,
+            });
+        }
+        let params: Arc<[String]> = params.into();
+        let registered = Arc::new(RegisteredFunction {
+            spec: FunctionSpec {
+                name: f.name,
+                function_id,
+                version,
+                resources: f.resources,
+            },
+            handler: (f.make)(params.clone()),
+            params,
+        });
+        versions.push(registered.clone());
+        versions.sort_by(|a, b| b.spec.version.cmp(&a.spec.version));
+        Ok(registered)
+    }
+
+    /// Removes one version (or every version when `version` is `None`); returns how many.
+    pub fn unregister(&mut self, name: &str, version: Option<&Version>) -> usize {
+        let Some(versions) = self.by_name.get_mut(name) else {
+            return 0;
+        };
+        let before = versions.len();
+        versions.retain(|r| version.is_some_and(|v| &r.spec.version != v));
+        let removed = before - versions.len();
+        if versions.is_empty() {
+            self.by_name.remove(name);
+        }
+        removed
+    }
+
+    /// The highest version matching name, function_id, constraint and `locs ⊆ resources`.
+    pub fn find(&self, q: Query<'_>) -> Result<&Arc<RegisteredFunction>, NotFound> {
+        let versions = self
+            .by_name
+            .get(q.name)
+            .ok_or_else(|| NotFound(q.name.to_owned()))?;
+        let mut reason = None;
+        for f in versions {
+            if let Some(id) = q.function_id
+                && f.spec.function_id != id
+            {
+                reason.get_or_insert_with(|| {
+                    format!("{} (function_id `{id}` not registered)", q.name)
+                });
+                continue;
+            }
+            if let Some(c) = q.version
+                && !c.matches(&f.spec.version)
+            {
+                reason.get_or_insert_with(|| format!("{} (no version matches)", q.name));
+                continue;
+            }
+            if let Some(missing) = q.locs.iter().find(|l| !f.spec.resources.contains(*l)) {
+                reason.get_or_insert_with(|| {
+                    format!("{} (no version offers resource `{missing}`)", q.name)
+                });
+                continue;
+            }
+            return Ok(f);
+        }
+        Err(NotFound(reason.unwrap_or_else(|| q.name.to_owned())))
+    }
+
+    /// Every registered function's spec, by name then descending version.
+    pub fn specs(&self) -> impl Iterator<Item = &FunctionSpec> {
+        self.by_name.values().flatten().map(|f| &f.spec)
+    }
+
+    /// The union of all functions' resources.
+    pub fn resources(&self) -> BTreeSet<String> {
+        self.specs().flat_map(|s| s.resources.iter().cloned()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str, version: &str, res: &[&str]) -> Function {
+        let v = version.to_owned();
+        Function::new(name, move || {
+            let v = v.clone();
+            async move { Ok::<_, String>(v) }
+        })
+        .version(version)
+        .resources(res.iter().copied())
+    }
+
+    fn q<'a>(name: &'a str, locs: &'a [String], c: Option<&'a VersionConstraint>) -> Query<'a> {
+        Query {
+            name,
+            function_id: None,
+            version: c,
+            locs,
+        }
+    }
+
+    #[test]
+    fn highest_matching_version_wins() {
+        let mut r = Registry::default();
+        r.register(f("g", "1.0.0", &["cpu"])).unwrap();
+        r.register(f("g", "1.5.0", &["cpu"])).unwrap();
+        r.register(f("g", "2.0.0", &["gpu"])).unwrap();
+        let none: Vec<String> = vec![];
+        assert_eq!(r.find(q("g", &none, None)).unwrap().spec.version.to_string(), "2.0.0");
+        let c = VersionConstraint::parse(">=1.0.0,<2.0.0").unwrap();
+        assert_eq!(r.find(q("g", &none, Some(&c))).unwrap().spec.version.to_string(), "1.5.0");
+        let cpu = vec!["cpu".to_owned()];
+        assert_eq!(r.find(q("g", &cpu, None)).unwrap().spec.version.to_string(), "1.5.0");
+        let tpu = vec!["tpu".to_owned()];
+        assert!(r.find(q("g", &tpu, None)).unwrap_err().0.contains("tpu"));
+        assert!(r.find(q("h", &none, None)).is_err());
+    }
+
+    #[test]
+    fn registration_rules() {
+        let mut r = Registry::default();
+        r.register(f("g", "1.0.0", &[])).unwrap();
+        assert!(matches!(r.register(f("g", "1.0.0", &[])), Err(RegisterError::Duplicate { .. })));
+        assert!(matches!(
+            r.register(f("g", "1.1.0", &[]).function_id("other")),
+            Err(RegisterError::FunctionIdConflict { .. })
+        ));
+        assert!(matches!(r.register(f("g", "one", &[])), Err(RegisterError::InvalidVersion { .. })));
+        assert!(matches!(
+            r.register(f("k", "1.0.0", &[]).params(["x"])),
+            Err(RegisterError::ParamCount { .. })
+        ));
+        let none: Vec<String> = vec![];
+        let mut query = q("g", &none, None);
+        query.function_id = Some("g");
+        assert!(r.find(query).is_ok());
+        query.function_id = Some("math.g");
+        assert!(r.find(query).is_err());
+        assert_eq!(r.unregister("g", None), 1);
+        assert!(r.find(q("g", &none, None)).is_err());
+    }
+}

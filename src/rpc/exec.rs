@@ -1,0 +1,298 @@
+//! Executes a planned request: every step starts as soon as the steps it needs have
+//! finished, so independent steps run concurrently and no level waits for its slowest member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Map, Value};
+
+use super::plan::{Plan, name_index, plan};
+use super::resolve::{resolve, resolve_map};
+use crate::env::Clock;
+use crate::protocol::{
+    ErrorCode, ExecutionSummary, IntermediateResult, RpcReply, RpcRequest, WireError,
+};
+use crate::registry::{CallArgs, CallError, Query, RegisteredFunction, Registry, VersionConstraint};
+
+/// Per-request limits, from the node's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecLimits {
+    pub max_commands: usize,
+    /// Applies when the request sets no lower `timeout_ms`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ExecLimits {
+    fn default() -> Self {
+        ExecLimits {
+            max_commands: 1000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a request failed, with its wire code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ExecError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ExecError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> ExecError {
+        ExecError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs `req` against `registry` and builds the reply (success or error).
+pub async fn execute(
+    registry: &Registry,
+    clock: &dyn Clock,
+    limits: ExecLimits,
+    req: RpcRequest,
+) -> RpcReply {
+    let u = Value::String(req.u.clone());
+    match run(registry, clock, limits, req).await {
+        Ok(reply) => reply,
+        Err(e) => RpcReply::failure(
+            u,
+            WireError {
+                code: e.code.as_i64(),
+                message: e.code.title().to_owned(),
+                details: Value::String(e.message),
+            },
+        ),
+    }
+}
+
+/// Finds every command's function before anything runs, so a typo costs nothing.
+fn bind_functions(
+    registry: &Registry,
+    req: &RpcRequest,
+) -> Result<Vec<Arc<RegisteredFunction>>, ExecError> {
+    req.cmds
+        .iter()
+        .map(|c| {
+            let constraint = c
+                .version_constraint
+                .as_deref()
+                .map(VersionConstraint::parse)
+                .transpose()
+                .map_err(|e| {
+                    ExecError::new(
+                        ErrorCode::InvalidVersionConstraint,
+                        format!("command `{}`: {e}", c.name),
+                    )
+                })?;
+            registry
+                .find(Query {
+                    name: &c.fun,
+                    function_id: c.function_id.as_deref(),
+                    version: constraint.as_ref(),
+                    locs: &c.locs,
+                })
+                .cloned()
+                .map_err(|e| ExecError::new(ErrorCode::CommandNotFound, e.to_string()))
+        })
+        .collect()
+}
+
+async fn run(
+    registry: &Registry,
+    clock: &dyn Clock,
+    limits: ExecLimits,
+    mut req: RpcRequest,
+) -> Result<RpcReply, ExecError> {
+    let plan = plan(&req.cmds, limits.max_commands)
+        .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
+    let functions = bind_functions(registry, &req)?;
+    let timeout = req
+        .timeout_ms
+        .map(Duration::from_millis)
+        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
+    let started = clock.now();
+    let timed = req.return_intermediate_results || req.include_execution_summary;
+    let flow = Dataflow {
+        req: &mut req,
+        plan: &plan,
+        functions: &functions,
+        clock: timed.then_some(clock),
+    };
+    let outcome = tokio::time::timeout(timeout, flow.run())
+        .await
+        .map_err(|_| {
+            ExecError::new(
+                ErrorCode::TimeoutOrBadRole,
+                format!(
+                    "RPC execution timed out after {:.1} seconds",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })??;
+    Ok(build_reply(req, &plan, outcome, started, clock))
+}
+
+/// Results and (when asked for) finish times of every step.
+struct Outcome {
+    results: Vec<Option<Value>>,
+    finished_at: Vec<Option<tokio::time::Instant>>,
+}
+
+struct Dataflow<'a> {
+    req: &'a mut RpcRequest,
+    plan: &'a Plan,
+    functions: &'a [Arc<RegisteredFunction>],
+    clock: Option<&'a dyn Clock>,
+}
+
+impl Dataflow<'_> {
+    async fn run(self) -> Result<Outcome, ExecError> {
+        let n = self.req.cmds.len();
+        let mut results: Vec<Option<Value>> = vec![None; n];
+        let mut finished_at = vec![None; n];
+        let mut waiting: Vec<usize> = self.plan.deps.iter().map(Vec::len).collect();
+        let mut running = FuturesUnordered::new();
+        for i in (0..n).filter(|&i| waiting[i] == 0) {
+            running.push(self.start(i, &results));
+        }
+        while let Some((i, result)) = running.next().await {
+            let value = result.map_err(|e| self.step_error(i, e))?;
+            results[i] = Some(value);
+            if let Some(clock) = self.clock {
+                finished_at[i] = Some(clock.now());
+            }
+            for &d in &self.plan.dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    running.push(self.start(d, &results));
+                }
+            }
+        }
+        Ok(Outcome {
+            results,
+            finished_at,
+        })
+    }
+
+    /// Starts step `i` with its references resolved (its dependencies have finished).
+    fn start(
+        &self,
+        i: usize,
+        results: &[Option<Value>],
+    ) -> impl Future<Output = (usize, Result<Value, CallError>)> + use<> {
+        let cmd = &self.req.cmds[i];
+        let args = if self.plan.deps[i].is_empty() {
+            CallArgs {
+                args: cmd.args.clone(),
+                kwargs: cmd.kwargs.clone(),
+            }
+        } else {
+            // Names are unique: `plan` checked them.
+            let names = name_index(&self.req.cmds).unwrap_or_default();
+            CallArgs {
+                args: cmd.args.iter().map(|a| resolve(a, &names, results)).collect(),
+                kwargs: resolve_map(&cmd.kwargs, &names, results),
+            }
+        };
+        let call = self.functions[i].handler.call(args);
+        async move { (i, call.await) }
+    }
+
+    fn step_error(&self, i: usize, e: CallError) -> ExecError {
+        let cmd = &self.req.cmds[i];
+        let code = match e {
+            CallError::InvalidArgument { .. } | CallError::InvalidArguments(_) => {
+                ErrorCode::InvalidArguments
+            }
+            CallError::Failed(_) => ErrorCode::ExecutionFailed,
+        };
+        ExecError::new(
+            code,
+            format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
+        )
+    }
+}
+
+fn ms_between(a: tokio::time::Instant, b: tokio::time::Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1000.0
+}
+
+fn build_reply(
+    req: RpcRequest,
+    plan: &Plan,
+    mut outcome: Outcome,
+    started: tokio::time::Instant,
+    clock: &dyn Clock,
+) -> RpcReply {
+    let mut intermediate = Vec::new();
+    let mut summary = None;
+    if req.return_intermediate_results || req.include_execution_summary {
+        let mut level_ms = Vec::with_capacity(plan.levels.len());
+        let mut accumulated = Map::new();
+        let mut level_start = started;
+        for (k, level) in plan.levels.iter().enumerate() {
+            let level_end = level
+                .iter()
+                .filter_map(|&i| outcome.finished_at[i])
+                .max()
+                .unwrap_or(level_start);
+            level_ms.push(ms_between(level_start, level_end));
+            if req.return_intermediate_results {
+                let level_results: Map<String, Value> = level
+                    .iter()
+                    .map(|&i| {
+                        let v = outcome.results[i].clone().unwrap_or(Value::Null);
+                        (req.cmds[i].name.clone(), v)
+                    })
+                    .collect();
+                accumulated.extend(level_results.clone());
+                intermediate.push(IntermediateResult {
+                    request_id: req.u.clone(),
+                    level_index: k,
+                    level_results,
+                    accumulated_results: accumulated.clone(),
+                    total_levels: plan.levels.len(),
+                    completed_levels: k + 1,
+                    timestamp: clock.wall_ms() as f64 / 1000.0,
+                    execution_time_ms: level_ms[k],
+                });
+            }
+            level_start = level_start.max(level_end);
+        }
+        if req.include_execution_summary {
+            let bottleneck = level_ms
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(k, _)| k);
+            summary = Some(ExecutionSummary {
+                request_id: req.u.clone(),
+                total_execution_time_ms: ms_between(started, clock.now()),
+                total_levels: plan.levels.len(),
+                average_level_time_ms: level_ms.iter().sum::<f64>() / level_ms.len() as f64,
+                level_execution_times: level_ms,
+                bottleneck_level_index: bottleneck,
+                parallel_commands_executed: plan.levels.iter().filter(|l| l.len() > 1).map(Vec::len).sum(),
+                cross_cluster_hops: 0,
+            });
+        }
+    }
+    let r: Map<String, Value> = plan
+        .sinks
+        .iter()
+        .map(|&i| {
+            let v = outcome.results[i].take().unwrap_or(Value::Null);
+            (req.cmds[i].name.clone(), v)
+        })
+        .collect();
+    let mut reply = RpcReply::success(Value::String(req.u), r);
+    reply.intermediate_results = intermediate;
+    reply.execution_summary = summary;
+    reply
+}
