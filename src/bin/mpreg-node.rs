@@ -1,1 +1,17 @@
-fn main() {}
+//! `mpreg-node`: run one mpreg node. See `mpreg-node --help`.
+
+use clap::Parser;
+use mpreg::cli::{NodeArgs, run_node};
+
+#[derive(Parser, Debug)]
+#[command(name = "mpreg-node", version, about = "Run an mpreg node")]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    std::process::exit(run_node(cli.node).await);
+}

@@ -1,1 +1,143 @@
+//! Command lines: `mpreg-node` (the daemon) and `mpreg` (server, client, bench).
 
+pub mod bench;
+mod client_cmd;
+mod node_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use node_cmd::{init_tracing, run_node};
+
+use crate::config::{ConfigError, Settings, SettingsLayer};
+
+/// Flags shared by `mpreg-node` and `mpreg server start`; they override the TOML file and the
+/// `MPREG_*` environment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// Interface to listen on [default: 127.0.0.1]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free port [default: 9000]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Node name [default: mpreg-node]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cluster id [default: default-cluster]
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Resources this node offers, comma-separated (e.g. cpu,gpu)
+    #[arg(long, value_delimiter = ',')]
+    pub resources: Option<Vec<String>>,
+    /// Peers to join, comma-separated ws:// URLs (clustering arrives with the control plane)
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// Settings file with an [mpreg] table
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace, or tracing directives) [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Largest accepted message in bytes [default: 20971520]
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Most commands per request [default: 1000]
+    #[arg(long)]
+    pub max_commands_per_request: Option<usize>,
+    /// Request deadline in milliseconds [default: 30000]
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl NodeArgs {
+    fn layer(&self) -> SettingsLayer {
+        SettingsLayer {
+            host: self.host.clone(),
+            port: self.port,
+            name: self.name.clone(),
+            cluster_id: self.cluster_id.clone(),
+            resources: self.resources.as_ref().map(|r| r.iter().cloned().collect()),
+            peers: self.peers.clone(),
+            log_level: self.log_level.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_commands_per_request: self.max_commands_per_request,
+            request_timeout_ms: self.request_timeout_ms,
+            ..SettingsLayer::default()
+        }
+    }
+
+    /// Defaults < `config` file < `env_vars` (`MPREG_*`) < these flags. Also returns the
+    /// file's settings that this node ignores, to report them.
+    pub fn settings<I, K, V>(&self, env_vars: I) -> Result<(Settings, Vec<String>), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let file = match &self.config {
+            Some(path) => SettingsLayer::from_toml_file(path)?,
+            None => SettingsLayer::default(),
+        };
+        let env = SettingsLayer::from_env(env_vars)?;
+        let settings = Settings::layered([&file, &env, &self.layer()]);
+        settings.validate()?;
+        Ok((settings, file.ignored.into_keys().collect()))
+    }
+}
+
+/// `mpreg`: run and talk to mpreg nodes.
+#[derive(Parser, Debug)]
+#[command(name = "mpreg", version, about = "Run and talk to mpreg nodes")]
+pub struct MpregCli {
+    #[command(subcommand)]
+    pub command: MpregCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MpregCommand {
+    /// Run a node
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Call functions on a node
+    #[command(subcommand)]
+    Client(client_cmd::ClientCommand),
+    /// Load-test a node (throughput and latency percentiles)
+    Bench(bench::BenchArgs),
+    /// A bare WebSocket echo server, the baseline `bench --raw-echo` compares against
+    #[command(hide = true)]
+    BenchEchoServer {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Start a node from flags (and MPREG_* variables)
+    Start(NodeArgs),
+    /// Start a node from a settings file; flags still override it
+    StartConfig {
+        /// TOML file with an [mpreg] table
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: NodeArgs,
+    },
+}
+
+/// Runs the `mpreg` command line; returns the process exit code.
+pub async fn run_mpreg(cli: MpregCli) -> i32 {
+    match cli.command {
+        MpregCommand::Server(ServerCommand::Start(args)) => run_node(args).await,
+        MpregCommand::Server(ServerCommand::StartConfig { file, mut overrides }) => {
+            overrides.config = Some(file);
+            run_node(overrides).await
+        }
+        MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
+        MpregCommand::Bench(args) => bench::run(args).await,
+        MpregCommand::BenchEchoServer { host, port } => bench::run_echo_server(&host, port).await,
+    }
+}

@@ -1,0 +1,355 @@
+//! `mpreg bench`: a closed-loop load generator. C connections each keep N requests in flight
+//! for a fixed time; latencies go into an HDR histogram. With `--raw-echo` it also starts a
+//! bare tokio-tungstenite echo server as a child process and runs the identical load against
+//! it, alternating rounds, so mpreg's figures come with a same-machine, same-run baseline.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::Args;
+use futures_util::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::env::Env;
+use crate::transport::{Outbound, websocket_config, write_loop};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Node to load
+    #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+    pub url: String,
+    /// Concurrent connections
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests kept in flight per connection
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Measured seconds per round
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Unmeasured seconds before each round
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Function to call (with one string argument)
+    #[arg(long, default_value = "echo")]
+    pub fun: String,
+    /// Size of the string argument in bytes
+    #[arg(long, default_value_t = 16)]
+    pub payload_bytes: usize,
+    /// Also measure a bare WebSocket echo server and print ratios against it
+    #[arg(long)]
+    pub raw_echo: bool,
+    /// Rounds per target (with --raw-echo they alternate); medians are reported
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One round against one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundResult {
+    pub calls: u64,
+    pub errors: u64,
+    pub calls_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// Medians over rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub target: String,
+    pub rounds: Vec<RoundResult>,
+    pub calls_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub errors: u64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Summary {
+    fn new(target: &str, rounds: Vec<RoundResult>) -> Summary {
+        let med = |f: fn(&RoundResult) -> f64| median(rounds.iter().map(f).collect());
+        Summary {
+            target: target.to_owned(),
+            calls_per_sec: med(|r| r.calls_per_sec),
+            p50_us: med(|r| r.p50_us as f64) as u64,
+            p99_us: med(|r| r.p99_us as f64) as u64,
+            p999_us: med(|r| r.p999_us as f64) as u64,
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            rounds,
+        }
+    }
+}
+
+/// The load of one round.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub connections: usize,
+    pub inflight: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub fun: String,
+    pub payload: String,
+}
+
+/// Only what the load generator reads of a reply: whose it is and whether it failed. The
+/// same parse runs for mpreg's replies and the echo server's echoes.
+#[derive(Deserialize)]
+struct Ack<'a> {
+    #[serde(borrow)]
+    u: Cow<'a, str>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// Per connection: the waiting slot of each in-flight loop.
+type Slots = Mutex<Vec<Option<oneshot::Sender<bool>>>>;
+
+/// Runs one round of `load` against `url`.
+pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult, String> {
+    let start = env.clock.now();
+    let measure_from = start + load.warmup;
+    let stop_at = measure_from + load.duration;
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for conn in 0..load.connections {
+        let stream = env
+            .net
+            .connect(url.trim_start_matches("ws://").split('/').next().unwrap_or(""))
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config(64 << 20)))
+            .await
+            .map_err(|e| format!("handshake with {url} failed: {e}"))?;
+        let (sink, mut frames) = ws.split();
+        let (tx, rx) = mpsc::channel(load.inflight + 1);
+        tokio::spawn(write_loop(sink, rx));
+        let slots: Arc<Slots> = Arc::new(Mutex::new((0..load.inflight).map(|_| None).collect()));
+        let reader_slots = slots.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = frames.next().await {
+                let data: &[u8] = match &msg {
+                    Message::Text(t) => t.as_bytes(),
+                    Message::Binary(b) => b,
+                    _ => continue,
+                };
+                let Ok(ack) = serde_json::from_slice::<Ack<'_>>(data) else { continue };
+                let slot = ack.u.split('-').next().and_then(|s| s.parse::<usize>().ok());
+                let waiter = slot.and_then(|s| {
+                    reader_slots.lock().unwrap_or_else(PoisonError::into_inner).get_mut(s)?.take()
+                });
+                if let Some(w) = waiter {
+                    let _ = w.send(ack.error.is_some());
+                }
+            }
+        });
+        for slot in 0..load.inflight {
+            let (tx, slots, hist, errors, env) = (tx.clone(), slots.clone(), hist.clone(), errors.clone(), env.clone());
+            let (fun, payload) = (load.fun.clone(), load.payload.clone());
+            tasks.spawn(async move {
+                let mut seq = 0u64;
+                loop {
+                    let sent = env.clock.now();
+                    if sent >= stop_at {
+                        return;
+                    }
+                    seq += 1;
+                    let frame = json!({"role": "rpc", "u": format!("{slot}-{conn}-{seq}"),
+                        "cmds": [{"name": "b", "fun": fun, "args": [payload]}]})
+                    .to_string();
+                    let (done_tx, done_rx) = oneshot::channel();
+                    slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(done_tx);
+                    if tx.send(Outbound::Frame(Message::text(frame))).await.is_err() {
+                        return;
+                    }
+                    let Ok(failed) = done_rx.await else { return };
+                    let done = env.clock.now();
+                    if sent >= measure_from && done <= stop_at {
+                        if failed {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let us = done.duration_since(sent).as_micros().max(1) as u64;
+                        let _ = hist.lock().unwrap_or_else(PoisonError::into_inner).record(us);
+                    }
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let h = hist.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    Ok(RoundResult {
+        calls: h.len(),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        calls_per_sec: h.len() as f64 / load.duration.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    })
+}
+
+fn describe(target: &str, r: &RoundResult) -> String {
+    format!(
+        "{target:<9} {:>12.0} calls/s  p50 {:>7.1} µs  p99 {:>8.1} µs  p999 {:>8.1} µs  errors {}",
+        r.calls_per_sec, r.p50_us as f64, r.p99_us as f64, r.p999_us as f64, r.errors
+    )
+}
+
+/// Starts this executable's hidden echo server and returns it with its URL.
+async fn spawn_echo_server() -> Result<(tokio::process::Child, String), String> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench-echo-server", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the echo server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("echo server has no stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .map_err(|e| format!("echo server: {e}"))?;
+    let url = line
+        .trim()
+        .strip_prefix("ECHO_URL=")
+        .ok_or_else(|| format!("echo server printed `{}`", line.trim()))?
+        .to_owned();
+    Ok((child, url))
+}
+
+pub async fn run(args: BenchArgs) -> i32 {
+    match bench(args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mpreg bench: {e}");
+            1
+        }
+    }
+}
+
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    if args.connections == 0 || args.inflight == 0 || args.rounds == 0 || args.duration <= 0.0 {
+        return Err("--connections, --inflight, --rounds and --duration must be positive".into());
+    }
+    let env = Env::production();
+    let load = Load {
+        connections: args.connections,
+        inflight: args.inflight,
+        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+        duration: Duration::from_secs_f64(args.duration),
+        fun: args.fun.clone(),
+        payload: "x".repeat(args.payload_bytes),
+    };
+    let echo = if args.raw_echo { Some(spawn_echo_server().await?) } else { None };
+    let mut mpreg_rounds = Vec::new();
+    let mut echo_rounds = Vec::new();
+    for round in 1..=args.rounds {
+        if let Some((_, echo_url)) = &echo {
+            let r = run_round(&env, echo_url, &load).await?;
+            eprintln!("round {round}/{} {}", args.rounds, describe("raw-echo", &r));
+            echo_rounds.push(r);
+        }
+        let r = run_round(&env, &args.url, &load).await?;
+        eprintln!("round {round}/{} {}", args.rounds, describe("mpreg", &r));
+        mpreg_rounds.push(r);
+    }
+    let mpreg = Summary::new("mpreg", mpreg_rounds);
+    let raw = (!echo_rounds.is_empty()).then(|| Summary::new("raw-echo", echo_rounds));
+    let ratios = raw.as_ref().map(|e| {
+        json!({
+            "throughput_vs_raw_echo": mpreg.calls_per_sec / e.calls_per_sec.max(f64::MIN_POSITIVE),
+            "p50_vs_raw_echo": mpreg.p50_us as f64 / (e.p50_us.max(1)) as f64,
+        })
+    });
+    if args.json {
+        let out = json!({
+            "config": {"url": args.url, "connections": args.connections, "inflight": args.inflight,
+                       "duration_s": args.duration, "warmup_s": args.warmup, "fun": args.fun,
+                       "payload_bytes": args.payload_bytes, "rounds": args.rounds},
+            "mpreg": mpreg, "raw_echo": raw, "ratios": ratios,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} connections x {} in flight, {} s x {} rounds, fun {} ({} B payload); medians:",
+            args.connections, args.inflight, args.duration, args.rounds, args.fun, args.payload_bytes
+        );
+        println!("{}", summary_line(&mpreg));
+        if let Some(e) = &raw {
+            println!("{}", summary_line(e));
+        }
+        if let Some(r) = ratios {
+            println!(
+                "mpreg / raw-echo: throughput {:.2}x, p50 latency {:.2}x",
+                r["throughput_vs_raw_echo"].as_f64().unwrap_or(0.0),
+                r["p50_vs_raw_echo"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    if mpreg.errors > 0 {
+        return Err(format!("{} calls failed", mpreg.errors));
+    }
+    Ok(())
+}
+
+fn summary_line(s: &Summary) -> String {
+    format!(
+        "{:<9} {:>12.0} calls/s  p50 {:>7} µs  p99 {:>8} µs  p999 {:>8} µs  errors {}",
+        s.target, s.calls_per_sec, s.p50_us, s.p99_us, s.p999_us, s.errors
+    )
+}
+
+/// The baseline: accept WebSocket connections and send every data frame straight back.
+/// `forward` writes while frames keep arriving and flushes when the input runs dry.
+pub async fn run_echo_server(host: &str, port: u16) -> i32 {
+    use std::io::Write;
+    let env = Env::production();
+    let mut listener = match env.net.listen(&format!("{host}:{port}")).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo server: {e}");
+            return 2;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("ECHO_URL=ws://{addr}"),
+        Err(e) => {
+            eprintln!("echo server: {e}");
+            return 2;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config(64 << 20))).await else {
+                return;
+            };
+            let (sink, frames) = ws.split();
+            let _ = frames
+                .try_filter(|m| std::future::ready(m.is_text() || m.is_binary()))
+                .forward(sink)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! `mpreg client …`: one call or one request file, printed as JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::client::{Client, ClientError};
+use crate::protocol::RpcCommand;
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Call one function: ARGS are JSON values, or plain strings when not valid JSON
+    Call {
+        /// Function name
+        fun: String,
+        /// Positional arguments
+        args: Vec<String>,
+        /// Node URL
+        #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+        url: String,
+        /// Required resources, comma-separated
+        #[arg(long, value_delimiter = ',')]
+        locs: Vec<String>,
+        /// Required function_id
+        #[arg(long)]
+        function_id: Option<String>,
+        /// Version constraint, e.g. ">=1.0.0,<2.0.0"
+        #[arg(long = "version", value_name = "CONSTRAINT")]
+        version_constraint: Option<String>,
+        /// Deadline in milliseconds
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Send a request from a JSON file: an array of commands, or an object with `cmds`
+    Request {
+        #[arg(long)]
+        file: PathBuf,
+        /// Node URL
+        #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+        url: String,
+        /// Deadline in milliseconds
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// A CLI argument as JSON: valid JSON as itself, anything else as a string.
+pub fn parse_arg(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn fail(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("mpreg: {e}");
+    1
+}
+
+fn print_json(v: &Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("mpreg: cannot print result: {e}"),
+    }
+}
+
+/// Reads commands from a request file.
+fn read_commands(path: &PathBuf) -> Result<Vec<RpcCommand>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
+    let cmds = match value {
+        Value::Object(mut o) => o.remove("cmds").ok_or_else(|| format!("{}: object has no `cmds`", path.display()))?,
+        other => other,
+    };
+    serde_json::from_value(cmds).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub async fn run(cmd: ClientCommand) -> i32 {
+    match cmd {
+        ClientCommand::Call { fun, args, url, locs, function_id, version_constraint, timeout_ms } => {
+            let client = match Client::connect(&url).await {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let args = Value::Array(args.iter().map(|a| parse_arg(a)).collect());
+            let mut call = client.call(fun, args).locs(locs);
+            if let Some(id) = function_id {
+                call = call.function_id(id);
+            }
+            if let Some(c) = version_constraint {
+                call = call.version_constraint(c);
+            }
+            if let Some(t) = timeout_ms {
+                call = call.timeout(Duration::from_millis(t));
+            }
+            report(call.await)
+        }
+        ClientCommand::Request { file, url, timeout_ms } => {
+            let cmds = match read_commands(&file) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let client = match Client::connect(&url).await {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let req = crate::protocol::RpcRequest::new(String::new(), cmds);
+            let reply = client.send(req, timeout_ms.map(Duration::from_millis)).await;
+            report(reply.map(|r| Value::Object(r.r.unwrap_or_default())))
+        }
+    }
+}
+
+fn report(result: Result<Value, ClientError>) -> i32 {
+    match result {
+        Ok(v) => {
+            print_json(&v);
+            0
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn args_are_json_or_strings() {
+        assert_eq!(parse_arg("\"hi\""), json!("hi"));
+        assert_eq!(parse_arg("hi"), json!("hi"));
+        assert_eq!(parse_arg("42"), json!(42));
+        assert_eq!(parse_arg("[1,{\"a\":2}]"), json!([1, {"a": 2}]));
+    }
+}
