@@ -83,10 +83,16 @@ impl Settings {
         set(&mut self.peers, &l.peers);
         set(&mut self.log_level, &l.log_level);
         set(&mut self.max_message_bytes, &l.max_message_bytes);
-        set(&mut self.max_commands_per_request, &l.max_commands_per_request);
+        set(
+            &mut self.max_commands_per_request,
+            &l.max_commands_per_request,
+        );
         set(&mut self.request_timeout_ms, &l.request_timeout_ms);
         set(&mut self.drain_timeout_ms, &l.drain_timeout_ms);
-        set(&mut self.max_inflight_per_connection, &l.max_inflight_per_connection);
+        set(
+            &mut self.max_inflight_per_connection,
+            &l.max_inflight_per_connection,
+        );
     }
 
     /// `host:port` to bind.
@@ -210,7 +216,10 @@ impl SettingsLayer {
             })
         }
         fn list(v: &str) -> impl Iterator<Item = String> + '_ {
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
         }
         let mut l = SettingsLayer::default();
         for (k, v) in vars {
@@ -262,13 +271,25 @@ data_dir = "/var/lib/mpreg"
         assert_eq!(l.port, Some(0));
         assert_eq!(l.cluster_id.as_deref(), Some("cluster-a"));
         let ignored: Vec<&str> = l.ignored.keys().map(String::as_str).collect();
-        assert_eq!(ignored, ["enable_default_cache", "monitoring_enabled", "persistence_config"]);
+        assert_eq!(
+            ignored,
+            [
+                "enable_default_cache",
+                "monitoring_enabled",
+                "persistence_config"
+            ]
+        );
     }
 
     #[test]
     fn later_layers_win_and_unset_values_fall_through() {
         let file = SettingsLayer::from_toml_str(SEED_TOML, "seed").unwrap();
-        let env = SettingsLayer::from_env([("MPREG_PORT", "9100"), ("MPREG_RESOURCES", "gpu, cpu"), ("HOME", "/x")]).unwrap();
+        let env = SettingsLayer::from_env([
+            ("MPREG_PORT", "9100"),
+            ("MPREG_RESOURCES", "gpu, cpu"),
+            ("HOME", "/x"),
+        ])
+        .unwrap();
         let flags = SettingsLayer {
             port: Some(9200),
             ..SettingsLayer::default()

@@ -1,1 +1,55 @@
+//! Deterministic simulation of mpreg under turmoil.
+//!
+//! A node and its clients run as turmoil hosts on one thread with simulated network and time.
+//! The node is the production code given a simulated [`mpreg::Env`] ([`env::sim_env`]); no
+//! code path differs. Everything random flows from the run's seed: turmoil's message
+//! latencies, the node's ids and the clients' workload. So one seed replays a run exactly,
+//! which [`trace::Trace`] hashes make checkable. See docs/SIMULATION.md.
 
+pub mod env;
+pub mod rpc_workload;
+pub mod trace;
+
+use std::path::PathBuf;
+
+/// The seeds a test runs: `MPREG_SIM_SEED=n` replays one seed; `MPREG_SIM_SEEDS=N` runs
+/// seeds 0..N (soaks); otherwise `default_count` seeds from 0.
+pub fn seeds(default_count: u64) -> Vec<u64> {
+    if let Some(one) = std::env::var("MPREG_SIM_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return vec![one];
+    }
+    let n = std::env::var("MPREG_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default_count);
+    (0..n).collect()
+}
+
+/// A failed run: everything needed to replay and inspect it.
+#[derive(Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub scenario: String,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl SimFailure {
+    /// Writes the trace under `target/sim-traces/` and returns a report naming the file and
+    /// the exact replay command.
+    pub fn report(&self, test_name: &str) -> String {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sim-traces");
+        let path = dir.join(format!("{}-{}.trace", self.scenario, self.seed));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, self.trace.join("\n")))
+            .map(|()| path.display().to_string())
+            .unwrap_or_else(|e| format!("(trace not written: {e})"));
+        format!(
+            "scenario `{}` failed with seed {}: {}\n  trace: {}\n  replay: MPREG_SIM_SEED={} cargo test -p sim -- {} --exact",
+            self.scenario, self.seed, self.message, written, self.seed, test_name
+        )
+    }
+}

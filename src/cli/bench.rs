@@ -133,12 +133,21 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
     for conn in 0..load.connections {
         let stream = env
             .net
-            .connect(url.trim_start_matches("ws://").split('/').next().unwrap_or(""))
+            .connect(
+                url.trim_start_matches("ws://")
+                    .split('/')
+                    .next()
+                    .unwrap_or(""),
+            )
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config(64 << 20)))
-            .await
-            .map_err(|e| format!("handshake with {url} failed: {e}"))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            stream,
+            Some(websocket_config(64 << 20)),
+        )
+        .await
+        .map_err(|e| format!("handshake with {url} failed: {e}"))?;
         let (sink, mut frames) = ws.split();
         let (tx, rx) = mpsc::channel(load.inflight + 1);
         tokio::spawn(write_loop(sink, rx));
@@ -151,10 +160,20 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                     Message::Binary(b) => b,
                     _ => continue,
                 };
-                let Ok(ack) = serde_json::from_slice::<Ack<'_>>(data) else { continue };
-                let slot = ack.u.split('-').next().and_then(|s| s.parse::<usize>().ok());
+                let Ok(ack) = serde_json::from_slice::<Ack<'_>>(data) else {
+                    continue;
+                };
+                let slot = ack
+                    .u
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok());
                 let waiter = slot.and_then(|s| {
-                    reader_slots.lock().unwrap_or_else(PoisonError::into_inner).get_mut(s)?.take()
+                    reader_slots
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_mut(s)?
+                        .take()
                 });
                 if let Some(w) = waiter {
                     let _ = w.send(ack.error.is_some());
@@ -162,7 +181,13 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
             }
         });
         for slot in 0..load.inflight {
-            let (tx, slots, hist, errors, env) = (tx.clone(), slots.clone(), hist.clone(), errors.clone(), env.clone());
+            let (tx, slots, hist, errors, env) = (
+                tx.clone(),
+                slots.clone(),
+                hist.clone(),
+                errors.clone(),
+                env.clone(),
+            );
             let (fun, payload) = (load.fun.clone(), load.payload.clone());
             tasks.spawn(async move {
                 let mut seq = 0u64;
@@ -177,7 +202,11 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                     .to_string();
                     let (done_tx, done_rx) = oneshot::channel();
                     slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(done_tx);
-                    if tx.send(Outbound::Frame(Message::text(frame))).await.is_err() {
+                    if tx
+                        .send(Outbound::Frame(Message::text(frame)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let Ok(failed) = done_rx.await else { return };
@@ -187,7 +216,10 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         let us = done.duration_since(sent).as_micros().max(1) as u64;
-                        let _ = hist.lock().unwrap_or_else(PoisonError::into_inner).record(us);
+                        let _ = hist
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .record(us);
                     }
                 }
             });
@@ -260,7 +292,11 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         fun: args.fun.clone(),
         payload: "x".repeat(args.payload_bytes),
     };
-    let echo = if args.raw_echo { Some(spawn_echo_server().await?) } else { None };
+    let echo = if args.raw_echo {
+        Some(spawn_echo_server().await?)
+    } else {
+        None
+    };
     let mut mpreg_rounds = Vec::new();
     let mut echo_rounds = Vec::new();
     for round in 1..=args.rounds {
@@ -292,7 +328,12 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     } else {
         println!(
             "{} connections x {} in flight, {} s x {} rounds, fun {} ({} B payload); medians:",
-            args.connections, args.inflight, args.duration, args.rounds, args.fun, args.payload_bytes
+            args.connections,
+            args.inflight,
+            args.duration,
+            args.rounds,
+            args.fun,
+            args.payload_bytes
         );
         println!("{}", summary_line(&mpreg));
         if let Some(e) = &raw {
@@ -340,9 +381,16 @@ pub async fn run_echo_server(host: &str, port: u16) -> i32 {
     }
     let _ = std::io::stdout().flush();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config(64 << 20))).await else {
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(
+                stream,
+                Some(websocket_config(64 << 20)),
+            )
+            .await
+            else {
                 return;
             };
             let (sink, frames) = ws.split();

@@ -65,10 +65,14 @@ fn print_json(v: &Value) {
 
 /// Reads commands from a request file.
 fn read_commands(path: &PathBuf) -> Result<Vec<RpcCommand>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
     let cmds = match value {
-        Value::Object(mut o) => o.remove("cmds").ok_or_else(|| format!("{}: object has no `cmds`", path.display()))?,
+        Value::Object(mut o) => o
+            .remove("cmds")
+            .ok_or_else(|| format!("{}: object has no `cmds`", path.display()))?,
         other => other,
     };
     serde_json::from_value(cmds).map_err(|e| format!("{}: {e}", path.display()))
@@ -76,7 +80,15 @@ fn read_commands(path: &PathBuf) -> Result<Vec<RpcCommand>, String> {
 
 pub async fn run(cmd: ClientCommand) -> i32 {
     match cmd {
-        ClientCommand::Call { fun, args, url, locs, function_id, version_constraint, timeout_ms } => {
+        ClientCommand::Call {
+            fun,
+            args,
+            url,
+            locs,
+            function_id,
+            version_constraint,
+            timeout_ms,
+        } => {
             let client = match Client::connect(&url).await {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -94,7 +106,11 @@ pub async fn run(cmd: ClientCommand) -> i32 {
             }
             report(call.await)
         }
-        ClientCommand::Request { file, url, timeout_ms } => {
+        ClientCommand::Request {
+            file,
+            url,
+            timeout_ms,
+        } => {
             let cmds = match read_commands(&file) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -104,7 +120,9 @@ pub async fn run(cmd: ClientCommand) -> i32 {
                 Err(e) => return fail(&e),
             };
             let req = crate::protocol::RpcRequest::new(String::new(), cmds);
-            let reply = client.send(req, timeout_ms.map(Duration::from_millis)).await;
+            let reply = client
+                .send(req, timeout_ms.map(Duration::from_millis))
+                .await;
             report(reply.map(|r| Value::Object(r.r.unwrap_or_default())))
         }
     }

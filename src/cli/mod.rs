@@ -132,7 +132,10 @@ pub enum ServerCommand {
 pub async fn run_mpreg(cli: MpregCli) -> i32 {
     match cli.command {
         MpregCommand::Server(ServerCommand::Start(args)) => run_node(args).await,
-        MpregCommand::Server(ServerCommand::StartConfig { file, mut overrides }) => {
+        MpregCommand::Server(ServerCommand::StartConfig {
+            file,
+            mut overrides,
+        }) => {
             overrides.config = Some(file);
             run_node(overrides).await
         }

@@ -11,7 +11,8 @@ use crate::node::Node;
 /// Logs to stderr at `level` (a level or `tracing` directives). Nothing is logged per call
 /// at `info`: the original lost ~40 % of its throughput to per-call INFO lines.
 pub fn init_tracing(level: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level `{level}`: {e}"))?;
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level `{level}`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,10 +10,7 @@ pub enum ClientError {
     #[error("invalid URL `{url}`: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("cannot connect to {url}: {source}")]
-    Connect {
-        url: String,
-        source: std::io::Error,
-    },
+    Connect { url: String, source: std::io::Error },
     #[error("WebSocket handshake with {url} failed: {message}")]
     Handshake { url: String, message: String },
     #[error("error {code} ({message}): {}", details_text(.details))]

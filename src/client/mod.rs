@@ -137,13 +137,21 @@ impl Client {
 
     /// Runs `cmds` as one DAG; returns every sink's result by command name.
     pub async fn request(&self, cmds: Vec<RpcCommand>) -> Result<Map<String, Value>, ClientError> {
-        let reply = self.send(RpcRequest::new(String::new(), cmds), None).await?;
-        reply.r.ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
+        let reply = self
+            .send(RpcRequest::new(String::new(), cmds), None)
+            .await?;
+        reply
+            .r
+            .ok_or_else(|| ClientError::Protocol("reply has neither `r` nor `error`".into()))
     }
 
     /// Sends a full request (its `u` is replaced) and returns the reply, failing with
     /// [`ClientError::Rpc`] when the reply carries an error.
-    pub async fn send(&self, mut req: RpcRequest, timeout: Option<Duration>) -> Result<RpcReply, ClientError> {
+    pub async fn send(
+        &self,
+        mut req: RpcRequest,
+        timeout: Option<Duration>,
+    ) -> Result<RpcReply, ClientError> {
         let inner = &self.inner;
         if let Some(t) = timeout {
             req.timeout_ms = Some(t.as_millis().max(1) as u64);
@@ -151,11 +159,15 @@ impl Client {
         let wait = timeout.unwrap_or(inner.default_timeout) + TIMEOUT_GRACE;
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
         req.u = format!("{}-{seq}", inner.prefix);
-        let frame = serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let frame =
+            serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&inner.pending).insert(seq, reply_tx);
         // Removes the pending entry however this future ends (timeout, drop, error).
-        let _guard = PendingGuard { pending: &inner.pending, seq };
+        let _guard = PendingGuard {
+            pending: &inner.pending,
+            seq,
+        };
         inner
             .tx
             .send(Outbound::Frame(Message::text(frame)))
@@ -296,7 +308,10 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(authority("ws://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(authority("ws://node:9000/any/path?x=1").unwrap(), "node:9000");
+        assert_eq!(
+            authority("ws://node:9000/any/path?x=1").unwrap(),
+            "node:9000"
+        );
         assert!(authority("wss://a:1").is_err());
         assert!(authority("ws://nohost").is_err());
     }

@@ -13,8 +13,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
@@ -95,7 +95,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn read_loop(&mut self, mut frames: SplitStream<Ws>, mut shutdown: watch::Receiver<bool>) {
+    async fn read_loop(
+        &mut self,
+        mut frames: SplitStream<Ws>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut draining = *shutdown.borrow();
         loop {
             if draining && self.requests.is_empty() {
@@ -143,7 +147,10 @@ impl Connection {
         if draining {
             let reply = RpcReply::failure(
                 Value::String(req.u),
-                WireError::new(ErrorCode::ShuttingDown, "node is draining; retry on another node"),
+                WireError::new(
+                    ErrorCode::ShuttingDown,
+                    "node is draining; retry on another node",
+                ),
             );
             return self.send(kind, &reply).await;
         }
@@ -155,7 +162,13 @@ impl Connection {
         let tx = self.tx.clone();
         self.requests.spawn(async move {
             shared.stats.inflight.fetch_add(1, Ordering::Relaxed);
-            let reply = execute(&shared.registry, shared.env.clock.as_ref(), shared.limits, req).await;
+            let reply = execute(
+                &shared.registry,
+                shared.env.clock.as_ref(),
+                shared.limits,
+                req,
+            )
+            .await;
             shared.stats.inflight.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(Outbound::Frame(kind.frame(reply.to_json()))).await;
             drop(permit);
@@ -176,7 +189,8 @@ impl Connection {
                 tracing::debug!(size, max_size, "closing connection: message too large");
                 let frame = CloseFrame {
                     code: CloseCode::Size,
-                    reason: format!("message of {size} bytes exceeds the limit of {max_size}").into(),
+                    reason: format!("message of {size} bytes exceeds the limit of {max_size}")
+                        .into(),
                 };
                 let _ = self.tx.send(Outbound::Close(frame)).await;
             }

@@ -215,7 +215,11 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Accepts connections until shutdown, then drains them.
-async fn serve(shared: Arc<Shared>, mut listener: Box<dyn Listener>, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    shared: Arc<Shared>,
+    mut listener: Box<dyn Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -236,10 +240,8 @@ async fn serve(shared: Arc<Shared>, mut listener: Box<dyn Listener>, mut shutdow
     }
     drop(listener);
     let drain = Duration::from_millis(shared.settings.drain_timeout_ms);
-    let drained = tokio::time::timeout(drain, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = conns.len(),

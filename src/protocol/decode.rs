@@ -158,9 +158,10 @@ mod tests {
 
     #[test]
     fn minimal_request_decodes() {
-        let Incoming::Rpc(req) =
-            decode_frame(br#"{"role":"rpc","u":"r","cmds":[{"name":"e","fun":"echo","args":["hi"]}]}"#)
-                .unwrap();
+        let Incoming::Rpc(req) = decode_frame(
+            br#"{"role":"rpc","u":"r","cmds":[{"name":"e","fun":"echo","args":["hi"]}]}"#,
+        )
+        .unwrap();
         assert_eq!(req.u, "r");
         assert_eq!(req.cmds[0].args, vec![Value::String("hi".into())]);
     }
@@ -170,15 +171,29 @@ mod tests {
         assert_eq!(err("{nope").code, ErrorCode::MalformedMessage);
         assert_eq!(err("[1,2]").code, ErrorCode::MalformedMessage);
         let e = err(r#"{"role":"cache-request","u":"x"}"#);
-        assert_eq!((e.code, e.u), (ErrorCode::TimeoutOrBadRole, Value::from("x")));
-        assert_eq!(err(r#"{"u":"x","cmds":[]}"#).code, ErrorCode::TimeoutOrBadRole);
-        assert_eq!(err(r#"{"role":"rpc","cmds":[]}"#).code, ErrorCode::InvalidRequest);
-        assert_eq!(err(r#"{"role":"rpc","u":"x"}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            (e.code, e.u),
+            (ErrorCode::TimeoutOrBadRole, Value::from("x"))
+        );
+        assert_eq!(
+            err(r#"{"u":"x","cmds":[]}"#).code,
+            ErrorCode::TimeoutOrBadRole
+        );
+        assert_eq!(
+            err(r#"{"role":"rpc","cmds":[]}"#).code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            err(r#"{"role":"rpc","u":"x"}"#).code,
+            ErrorCode::InvalidRequest
+        );
         let e = err(r#"{"role":"rpc","u":"x","cmds":[{"name":"a","fun":"f","locs":"gpu"}]}"#);
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.starts_with("cmds[0]:"), "{}", e.message);
         let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
-        let e = err(&format!(r#"{{"role":"rpc","u":"x","cmds":[{{"name":"a","fun":"echo","args":[{deep}]}}]}}"#));
+        let e = err(&format!(
+            r#"{{"role":"rpc","u":"x","cmds":[{{"name":"a","fun":"echo","args":[{deep}]}}]}}"#
+        ));
         assert_eq!(e.code, ErrorCode::MalformedMessage);
         assert!(e.message.contains("deeper"), "{}", e.message);
     }

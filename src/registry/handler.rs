@@ -225,7 +225,10 @@ mod tests {
         })
         .into_handler(names(&["a", "b", "scale"]));
         assert_eq!(call_now(&h, json!([2, 3]), json!({})), Ok(json!(5)));
-        assert_eq!(call_now(&h, json!([2]), json!({"b": 3, "scale": 10})), Ok(json!(50)));
+        assert_eq!(
+            call_now(&h, json!([2]), json!({"b": 3, "scale": 10})),
+            Ok(json!(50))
+        );
     }
 
     #[test]
@@ -233,7 +236,9 @@ mod tests {
         let h = (|a: i64, b: String| async move { Ok::<_, String>(format!("{a}{b}")) })
             .into_handler(names(&["count", "label"]));
         match call_now(&h, json!(["x", "y"]), json!({})) {
-            Err(CallError::InvalidArgument { param, position, .. }) => {
+            Err(CallError::InvalidArgument {
+                param, position, ..
+            }) => {
                 assert_eq!((param.as_str(), position), ("count", 0));
             }
             other => panic!("{other:?}"),

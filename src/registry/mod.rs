@@ -292,7 +292,9 @@ impl Registry {
 
     /// The union of all functions' resources.
     pub fn resources(&self) -> BTreeSet<String> {
-        self.specs().flat_map(|s| s.resources.iter().cloned()).collect()
+        self.specs()
+            .flat_map(|s| s.resources.iter().cloned())
+            .collect()
     }
 }
 
@@ -326,11 +328,28 @@ mod tests {
         r.register(f("g", "1.5.0", &["cpu"])).unwrap();
         r.register(f("g", "2.0.0", &["gpu"])).unwrap();
         let none: Vec<String> = vec![];
-        assert_eq!(r.find(q("g", &none, None)).unwrap().spec.version.to_string(), "2.0.0");
+        assert_eq!(
+            r.find(q("g", &none, None))
+                .unwrap()
+                .spec
+                .version
+                .to_string(),
+            "2.0.0"
+        );
         let c = VersionConstraint::parse(">=1.0.0,<2.0.0").unwrap();
-        assert_eq!(r.find(q("g", &none, Some(&c))).unwrap().spec.version.to_string(), "1.5.0");
+        assert_eq!(
+            r.find(q("g", &none, Some(&c)))
+                .unwrap()
+                .spec
+                .version
+                .to_string(),
+            "1.5.0"
+        );
         let cpu = vec!["cpu".to_owned()];
-        assert_eq!(r.find(q("g", &cpu, None)).unwrap().spec.version.to_string(), "1.5.0");
+        assert_eq!(
+            r.find(q("g", &cpu, None)).unwrap().spec.version.to_string(),
+            "1.5.0"
+        );
         let tpu = vec!["tpu".to_owned()];
         assert!(r.find(q("g", &tpu, None)).unwrap_err().0.contains("tpu"));
         assert!(r.find(q("h", &none, None)).is_err());
@@ -340,12 +359,18 @@ mod tests {
     fn registration_rules() {
         let mut r = Registry::default();
         r.register(f("g", "1.0.0", &[])).unwrap();
-        assert!(matches!(r.register(f("g", "1.0.0", &[])), Err(RegisterError::Duplicate { .. })));
+        assert!(matches!(
+            r.register(f("g", "1.0.0", &[])),
+            Err(RegisterError::Duplicate { .. })
+        ));
         assert!(matches!(
             r.register(f("g", "1.1.0", &[]).function_id("other")),
             Err(RegisterError::FunctionIdConflict { .. })
         ));
-        assert!(matches!(r.register(f("g", "one", &[])), Err(RegisterError::InvalidVersion { .. })));
+        assert!(matches!(
+            r.register(f("g", "one", &[])),
+            Err(RegisterError::InvalidVersion { .. })
+        ));
         assert!(matches!(
             r.register(f("k", "1.0.0", &[]).params(["x"])),
             Err(RegisterError::ParamCount { .. })

@@ -115,7 +115,11 @@ pub fn parse_loose_version(text: &str) -> Result<(Version, usize), String> {
     let nums: Result<Vec<u64>, _> = text.split('.').map(str::parse::<u64>).collect();
     match nums {
         Ok(n) if (1..=3).contains(&n.len()) => Ok((
-            Version::new(n[0], n.get(1).copied().unwrap_or(0), n.get(2).copied().unwrap_or(0)),
+            Version::new(
+                n[0],
+                n.get(1).copied().unwrap_or(0),
+                n.get(2).copied().unwrap_or(0),
+            ),
             n.len(),
         )),
         _ => Err(format!("`{text}` is not a version (expected X[.Y[.Z]])")),

@@ -14,7 +14,9 @@ use crate::env::Clock;
 use crate::protocol::{
     ErrorCode, ExecutionSummary, IntermediateResult, RpcReply, RpcRequest, WireError,
 };
-use crate::registry::{CallArgs, CallError, Query, RegisteredFunction, Registry, VersionConstraint};
+use crate::registry::{
+    CallArgs, CallError, Query, RegisteredFunction, Registry, VersionConstraint,
+};
 
 /// Per-request limits, from the node's settings.
 #[derive(Debug, Clone, Copy)]
@@ -196,7 +198,11 @@ impl Dataflow<'_> {
             // Names are unique: `plan` checked them.
             let names = name_index(&self.req.cmds).unwrap_or_default();
             CallArgs {
-                args: cmd.args.iter().map(|a| resolve(a, &names, results)).collect(),
+                args: cmd
+                    .args
+                    .iter()
+                    .map(|a| resolve(a, &names, results))
+                    .collect(),
                 kwargs: resolve_map(&cmd.kwargs, &names, results),
             }
         };
@@ -278,7 +284,12 @@ fn build_reply(
                 average_level_time_ms: level_ms.iter().sum::<f64>() / level_ms.len() as f64,
                 level_execution_times: level_ms,
                 bottleneck_level_index: bottleneck,
-                parallel_commands_executed: plan.levels.iter().filter(|l| l.len() > 1).map(Vec::len).sum(),
+                parallel_commands_executed: plan
+                    .levels
+                    .iter()
+                    .filter(|l| l.len() > 1)
+                    .map(Vec::len)
+                    .sum(),
                 cross_cluster_hops: 0,
             });
         }

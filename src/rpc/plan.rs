@@ -24,7 +24,9 @@ pub enum PlanError {
     SelfReference(String),
     #[error("commands form a dependency cycle among: {0}")]
     Cycle(String),
-    #[error("command `{command}` has {{\"$ref\": \"{reference}\"}}, but no command is named `{head}`")]
+    #[error(
+        "command `{command}` has {{\"$ref\": \"{reference}\"}}, but no command is named `{head}`"
+    )]
     UnknownReference {
         command: String,
         reference: String,
@@ -254,14 +256,27 @@ mod tests {
     fn rejections() {
         assert_eq!(plan(&[], 10), Err(PlanError::Empty));
         let many: Vec<_> = (0..11).map(|i| cmd(&format!("c{i}"), json!([]))).collect();
-        assert_eq!(plan(&many, 10).unwrap_err().code(), ErrorCode::TooManyCommands);
+        assert_eq!(
+            plan(&many, 10).unwrap_err().code(),
+            ErrorCode::TooManyCommands
+        );
         let dup = vec![cmd("a", json!([])), cmd("a", json!([]))];
         assert_eq!(plan(&dup, 10), Err(PlanError::Duplicate("a".into())));
         let selfref = vec![cmd("a", json!([{"k": "a"}]))];
-        assert_eq!(plan(&selfref, 10), Err(PlanError::SelfReference("a".into())));
-        let cyc = vec![cmd("a", json!(["b"])), cmd("b", json!(["a"])), cmd("c", json!([]))];
+        assert_eq!(
+            plan(&selfref, 10),
+            Err(PlanError::SelfReference("a".into()))
+        );
+        let cyc = vec![
+            cmd("a", json!(["b"])),
+            cmd("b", json!(["a"])),
+            cmd("c", json!([])),
+        ];
         assert_eq!(plan(&cyc, 10), Err(PlanError::Cycle("a, b".into())));
         let unknown = vec![cmd("a", json!([{"$ref": "zz.q"}]))];
-        assert_eq!(plan(&unknown, 10).unwrap_err().code(), ErrorCode::UnknownReference);
+        assert_eq!(
+            plan(&unknown, 10).unwrap_err().code(),
+            ErrorCode::UnknownReference
+        );
     }
 }

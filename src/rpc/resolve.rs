@@ -32,7 +32,9 @@ fn lookup<'v>(
 /// path becomes `null`.
 pub fn resolve(v: &Value, names: &NameIndex<'_>, results: &[Option<Value>]) -> Value {
     match v {
-        Value::String(s) => lookup(s, names, results).cloned().unwrap_or_else(|| v.clone()),
+        Value::String(s) => lookup(s, names, results)
+            .cloned()
+            .unwrap_or_else(|| v.clone()),
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -66,8 +68,12 @@ mod tests {
     #[test]
     fn substitution_rules() {
         let names: NameIndex<'_> = [("a", 0), ("g", 1)].into_iter().collect();
-        let results = vec![Some(json!(3)), Some(json!({"nested": {"v": 14}, "l": [5, 6]}))];
-        let v = json!(["a", "g.nested.v", "g.l.1", "g.missing", {"k": "a"}, {"$ref": "g.nope"}, "x"]);
+        let results = vec![
+            Some(json!(3)),
+            Some(json!({"nested": {"v": 14}, "l": [5, 6]})),
+        ];
+        let v =
+            json!(["a", "g.nested.v", "g.l.1", "g.missing", {"k": "a"}, {"$ref": "g.nope"}, "x"]);
         assert_eq!(
             resolve(&v, &names, &results),
             json!([3, 14, 6, "g.missing", {"k": 3}, null, "x"])
