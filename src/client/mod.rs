@@ -42,7 +42,15 @@ const MAX_REPLY_BYTES: usize = 20 * 1024 * 1024;
 /// Requests queued for the socket before `call` waits.
 const SEND_QUEUE: usize = 1024;
 
-type Pending = Mutex<BTreeMap<u64, oneshot::Sender<RpcReply>>>;
+/// Requests awaiting replies, and whether the connection has ended (then nothing more will
+/// be answered).
+#[derive(Default)]
+struct PendingState {
+    waiting: BTreeMap<u64, oneshot::Sender<RpcReply>>,
+    closed: bool,
+}
+
+type Pending = Mutex<PendingState>;
 
 /// A connection to one node. Cheap to clone; all clones share the connection.
 #[derive(Clone)]
@@ -162,7 +170,13 @@ impl Client {
         let frame =
             serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&inner.pending).insert(seq, reply_tx);
+        {
+            let mut pending = lock(&inner.pending);
+            if pending.closed {
+                return Err(ClientError::Closed);
+            }
+            pending.waiting.insert(seq, reply_tx);
+        }
         // Removes the pending entry however this future ends (timeout, drop, error).
         let _guard = PendingGuard {
             pending: &inner.pending,
@@ -189,7 +203,7 @@ impl Client {
     }
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<RpcReply>>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, PendingState> {
     // The map stays consistent even if a holder panicked: entries are inserted or removed whole.
     p.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -201,7 +215,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        lock(self.pending).remove(&self.seq);
+        lock(self.pending).waiting.remove(&self.seq);
     }
 }
 
@@ -234,12 +248,14 @@ where
             .as_str()
             .and_then(|u| u.rsplit_once('-'))
             .and_then(|(_, n)| n.parse::<u64>().ok());
-        if let Some(tx) = seq.and_then(|s| lock(&pending).remove(&s)) {
+        if let Some(tx) = seq.and_then(|s| lock(&pending).waiting.remove(&s)) {
             let _ = tx.send(reply);
         }
     }
     // Dropping the senders wakes every waiting caller with `Closed`.
-    lock(&pending).clear();
+    let mut pending = lock(&pending);
+    pending.closed = true;
+    pending.waiting.clear();
 }
 
 /// A call being configured; `.await` sends it.

@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: a real node on 127.0.0.1 and a raw WebSocket.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use mpreg::{Function, Node, RunningNode, Settings};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Raw = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Settings for a test node: loopback, any free port, quiet.
+pub fn test_settings() -> Settings {
+    Settings {
+        port: 0,
+        ..Settings::default()
+    }
+}
+
+/// Starts a node with `functions` registered.
+pub async fn start_node(settings: Settings, functions: Vec<Function>) -> RunningNode {
+    let mut b = Node::builder(settings);
+    for f in functions {
+        b.register(f).expect("register");
+    }
+    b.start().await.expect("node starts")
+}
+
+pub async fn raw_connect(url: &str) -> Raw {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
+}
+
+/// Sends `text` as a text frame and returns the next data frame as JSON.
+pub async fn raw_roundtrip(ws: &mut Raw, text: &str) -> Value {
+    ws.send(Message::text(text.to_owned())).await.expect("send");
+    next_json(ws).await
+}
+
+pub async fn next_json(ws: &mut Raw) -> Value {
+    loop {
+        match ws.next().await.expect("connection open").expect("frame") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("reply is JSON"),
+            Message::Binary(b) => return serde_json::from_slice(&b).expect("reply is JSON"),
+            Message::Close(c) => panic!("connection closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The error code of a reply (panics if it is a success).
+pub fn code_of(reply: &Value) -> i64 {
+    reply["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error reply: {reply}"))
+}
