@@ -24,8 +24,11 @@ pub struct Function {
     params: Option<Vec<String>>,
     /// `None` for raw handlers, which take any number of arguments.
     arity: Option<usize>,
-    make: Box<dyn FnOnce(Arc<[String]>) -> Arc<dyn Handler> + Send>,
+    make: MakeHandler,
 }
+
+/// Builds the handler once the parameter names are final.
+type MakeHandler = Box<dyn FnOnce(Arc<[String]>) -> Arc<dyn Handler> + Send>;
 
 impl Function {
     /// A typed async function; its parameters decode from the JSON arguments.

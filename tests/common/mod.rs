@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: a real node on 127.0.0.1 and a raw WebSocket.
 #![allow(dead_code)]
+// Tests are clients from outside the node: they may use real sockets directly.
+#![allow(clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
 use mpreg::{Function, Node, RunningNode, Settings};
