@@ -16,9 +16,14 @@ pub(crate) enum Outbound {
     Close(CloseFrame),
 }
 
+/// Bytes reserved per socket read. tungstenite zero-fills this reservation before every
+/// read; its 128 KiB default made `memset` 14 % of the node's profile under load.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Frame and message size limits (the same number: a frame is at most a whole message).
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
 }

@@ -18,22 +18,34 @@ struct NodeProcess {
 impl NodeProcess {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let mut cmd = Command::new(NODE);
-        cmd.args(["--port", "0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("mpreg-node starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read MPREG_URL");
-        let url = line.trim().strip_prefix("MPREG_URL=").unwrap_or_else(|| panic!("first line was `{line}`")).to_owned();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read MPREG_URL");
+        let url = line
+            .trim()
+            .strip_prefix("MPREG_URL=")
+            .unwrap_or_else(|| panic!("first line was `{line}`"))
+            .to_owned();
         NodeProcess { child, url }
     }
 
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(killed.success());
         self.child.wait().expect("node exits")
     }
@@ -66,17 +78,40 @@ fn node_serves_cli_calls_and_stops_cleanly_on_sigterm() {
     let node = NodeProcess::start(&[], &[]);
     assert!(node.url.starts_with("ws://127.0.0.1:"));
     let url = node.url.clone();
-    assert_eq!(json_out(&["client", "call", "echo", "\"hi\"", "--url", &url]), "hi");
     assert_eq!(
-        json_out(&["client", "call", "echos", "1", "plain", "{\"a\":[2]}", "--url", &url]),
+        json_out(&["client", "call", "echo", "\"hi\"", "--url", &url]),
+        "hi"
+    );
+    assert_eq!(
+        json_out(&[
+            "client",
+            "call",
+            "echos",
+            "1",
+            "plain",
+            "{\"a\":[2]}",
+            "--url",
+            &url
+        ]),
         serde_json::json!([1, "plain", {"a": [2]}])
     );
     let dir = std::env::temp_dir().join(format!("mpreg-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let steps = dir.join("steps.json");
-    std::fs::write(&steps, r#"[{"name":"a","fun":"echo","args":[5]},{"name":"b","fun":"echos","args":["a","a"]}]"#).unwrap();
+    std::fs::write(
+        &steps,
+        r#"[{"name":"a","fun":"echo","args":[5]},{"name":"b","fun":"echos","args":["a","a"]}]"#,
+    )
+    .unwrap();
     assert_eq!(
-        json_out(&["client", "request", "--file", steps.to_str().unwrap(), "--url", &url]),
+        json_out(&[
+            "client",
+            "request",
+            "--file",
+            steps.to_str().unwrap(),
+            "--url",
+            &url
+        ]),
         serde_json::json!({"b": [5, 5]})
     );
     let (code, _, err) = mpreg(&["client", "call", "missing_fn", "--url", &url]);
@@ -98,7 +133,10 @@ fn settings_layer_file_then_env_then_flags() {
     writeln!(f, "[mpreg]\nname = \"from-file\"\ncluster_id = \"file-cluster\"\nresources = [\"disk\"]\nmonitoring_enabled = false").unwrap();
     let node = NodeProcess::start(
         &["--config", file.to_str().unwrap(), "--name", "from-flag"],
-        &[("MPREG_NAME", "from-env"), ("MPREG_CLUSTER_ID", "env-cluster")],
+        &[
+            ("MPREG_NAME", "from-env"),
+            ("MPREG_CLUSTER_ID", "env-cluster"),
+        ],
     );
     let map = json_out(&["client", "call", "cluster_map", "--url", &node.url]);
     let me = &map["nodes"][0];
@@ -109,27 +147,47 @@ fn settings_layer_file_then_env_then_flags() {
 
     // `mpreg server start-config FILE` reads the same file.
     let mut child = Command::new(CLI)
-        .args(["server", "start-config", file.to_str().unwrap(), "--port", "0"])
+        .args([
+            "server",
+            "start-config",
+            file.to_str().unwrap(),
+            "--port",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().strip_prefix("MPREG_URL=").unwrap().to_owned();
     let map = json_out(&["client", "call", "cluster_map", "--url", &url]);
     assert_eq!(map["nodes"][0]["name"], "from-file");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 #[test]
 fn bad_settings_are_one_line_and_exit_2() {
-    let out = Command::new(NODE).args(["--config", "/nonexistent/mpreg.toml"]).output().unwrap();
+    let out = Command::new(NODE)
+        .args(["--config", "/nonexistent/mpreg.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/mpreg.toml") && err.lines().count() == 1, "{err}");
-    let out = Command::new(NODE).args(["--port", "0"]).env("MPREG_PORT", "x").output().unwrap();
+    assert!(
+        err.contains("/nonexistent/mpreg.toml") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = Command::new(NODE)
+        .args(["--port", "0"])
+        .env("MPREG_PORT", "x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MPREG_PORT"));
 }

@@ -10,6 +10,10 @@ struct Cli {
     node: NodeArgs,
 }
 
+/// mimalloc: small, short-lived allocations (one JSON request and reply each) dominate.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

@@ -3,6 +3,10 @@
 use clap::Parser;
 use mpreg::cli::{MpregCli, run_mpreg};
 
+/// mimalloc: small, short-lived allocations (one JSON request and reply each) dominate.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = MpregCli::parse();

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
 use futures_util::stream::SplitStream;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -36,14 +38,10 @@ enum FrameKind {
 }
 
 impl FrameKind {
-    fn frame(self, json: Vec<u8>) -> Message {
+    fn frame(self, reply: &RpcReply) -> Message {
         match self {
-            // serde_json only emits UTF-8.
-            FrameKind::Text => match String::from_utf8(json) {
-                Ok(s) => Message::text(s),
-                Err(e) => Message::binary(e.into_bytes()),
-            },
-            FrameKind::Binary => Message::binary(json),
+            FrameKind::Text => Message::text(reply.to_json_string()),
+            FrameKind::Binary => Message::binary(reply.to_json_string().into_bytes()),
         }
     }
 }
@@ -83,6 +81,22 @@ pub(super) async fn serve_connection(
     // The writer ends once every sender (the connection and its request tasks) is gone.
     let _ = writer.await;
     shared.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts a request as in flight for as long as it lives, however it ends.
+struct InflightGuard<'a>(&'a super::Stats);
+
+impl<'a> InflightGuard<'a> {
+    fn enter(stats: &'a super::Stats) -> Self {
+        stats.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(stats)
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Connection {
@@ -161,16 +175,26 @@ impl Connection {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         self.requests.spawn(async move {
-            shared.stats.inflight.fetch_add(1, Ordering::Relaxed);
-            let reply = execute(
+            let _inflight = InflightGuard::enter(&shared.stats);
+            let u = Value::String(req.u.clone());
+            let run = execute(
                 &shared.registry,
                 shared.env.clock.as_ref(),
                 shared.limits,
                 req,
-            )
-            .await;
-            shared.stats.inflight.fetch_sub(1, Ordering::Relaxed);
-            let _ = tx.send(Outbound::Frame(kind.frame(reply.to_json()))).await;
+            );
+            // Function panics are caught per step; this catches a node bug, so that the
+            // client still gets an answer.
+            let reply = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    RpcReply::failure(
+                        u,
+                        WireError::new(ErrorCode::Internal, "request handling panicked"),
+                    )
+                });
+            let _ = tx.send(Outbound::Frame(kind.frame(&reply))).await;
             drop(permit);
         });
         true
@@ -178,7 +202,7 @@ impl Connection {
 
     async fn send(&self, kind: FrameKind, reply: &RpcReply) -> bool {
         self.tx
-            .send(Outbound::Frame(kind.frame(reply.to_json())))
+            .send(Outbound::Frame(kind.frame(reply)))
             .await
             .is_ok()
     }

@@ -109,10 +109,12 @@ impl NodeBuilder {
         };
         let listener = env.net.listen(&addr).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        let url = format!("ws://{local_addr}");
+        let url = advertised_url(local_addr);
         let node_id = format!("{}-{}", self.settings.name, env.rng.hex_id(4));
         let stats = Arc::new(Stats::default());
         let mut registry = self.registry;
+        let mut resources = self.settings.resources.clone();
+        resources.extend(registry.resources());
         let mut functions: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
         functions.extend(["echo", "echos", "list_peers", "cluster_map"].map(String::from));
         functions.sort();
@@ -122,7 +124,7 @@ impl NodeBuilder {
             name: self.settings.name.clone(),
             cluster_id: self.settings.cluster_id.clone(),
             url: url.clone(),
-            resources: self.settings.resources.clone(),
+            resources,
             functions,
             env: env.clone(),
             stats: stats.clone(),
@@ -133,8 +135,9 @@ impl NodeBuilder {
             builtins::list_peers(info.clone()),
             builtins::cluster_map(info),
         ] {
-            // A user function of the same name and version takes precedence.
-            let _ = registry.register(f);
+            // Built-ins offer the node's resources like every function; a user function of
+            // the same name and version takes precedence.
+            let _ = registry.register(f.add_resources(self.settings.resources.iter().cloned()));
         }
         let shared = Arc::new(Shared {
             limits: self.settings.exec_limits(),
@@ -154,6 +157,17 @@ impl NodeBuilder {
             task,
         })
     }
+}
+
+/// The URL clients should use: a node bound to every interface (`0.0.0.0`, `::`) is
+/// reachable on loopback at least, so it advertises that.
+fn advertised_url(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("ws://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].

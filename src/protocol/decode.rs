@@ -38,7 +38,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
                 message: bad_role(other),
             }),
         },
-        Err(_) => Err(diagnose(bytes)),
+        Err(first) => Err(diagnose(bytes, &first)),
     }
 }
 
@@ -49,8 +49,9 @@ fn bad_role(role: Option<&str>) -> String {
     }
 }
 
-/// The slow path: explain why `bytes` is not a valid request.
-fn diagnose(bytes: &[u8]) -> DecodeError {
+/// The slow path: explain why `bytes` is not a valid request. `first` is the fast path's
+/// error, the answer when no finer diagnosis applies (e.g. a key given twice).
+fn diagnose(bytes: &[u8], first: &serde_json::Error) -> DecodeError {
     let malformed = |message: String| DecodeError {
         u: unknown_u(),
         code: ErrorCode::MalformedMessage,
@@ -60,7 +61,7 @@ fn diagnose(bytes: &[u8]) -> DecodeError {
         Ok(v) => v,
         Err(e) if e.to_string().contains("recursion limit") => {
             return malformed(
-                "message nests deeper than 128 levels (arrays/objects); flatten the arguments"
+                "message nests arrays/objects too deeply (at most 127 levels); flatten the arguments"
                     .to_owned(),
             );
         }
@@ -125,11 +126,8 @@ fn diagnose(bytes: &[u8]) -> DecodeError {
         }
     }
     match serde_json::from_value::<RpcRequest>(value) {
-        Ok(_) => DecodeError {
-            u,
-            code: ErrorCode::Internal,
-            message: "request parsed on the second attempt only".to_owned(),
-        },
+        // The generic value hides what the text showed (a duplicate key): report the text's.
+        Ok(_) => invalid(first.to_string()),
         Err(e) => invalid(e.to_string()),
     }
 }
@@ -195,6 +193,9 @@ mod tests {
             r#"{{"role":"rpc","u":"x","cmds":[{{"name":"a","fun":"echo","args":[{deep}]}}]}}"#
         ));
         assert_eq!(e.code, ErrorCode::MalformedMessage);
-        assert!(e.message.contains("deeper"), "{}", e.message);
+        assert!(e.message.contains("127"), "{}", e.message);
+        let e = err(r#"{"role":"rpc","u":"x","u":"y","cmds":[]}"#);
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("duplicate"), "{}", e.message);
     }
 }

@@ -1,5 +1,7 @@
 //! Message shapes of the client protocol (docs/PROTOCOL.md).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -163,7 +165,7 @@ pub struct ExecutionSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RpcReply {
     #[serde(default)]
-    pub role: Option<String>,
+    pub role: Option<Cow<'static, str>>,
     /// The request's `u`, or `"unknown"` when it could not be read.
     pub u: Value,
     /// Results of every sink command (one no other command depends on), keyed by name.
@@ -180,7 +182,7 @@ pub struct RpcReply {
 impl RpcReply {
     pub fn success(u: Value, r: Map<String, Value>) -> RpcReply {
         RpcReply {
-            role: Some("rpc-response".to_owned()),
+            role: Some(Cow::Borrowed("rpc-response")),
             u,
             r: Some(r),
             error: None,
@@ -191,7 +193,7 @@ impl RpcReply {
 
     pub fn failure(u: Value, error: WireError) -> RpcReply {
         RpcReply {
-            role: Some("rpc-response".to_owned()),
+            role: Some(Cow::Borrowed("rpc-response")),
             u,
             r: None,
             error: Some(error),
@@ -200,15 +202,15 @@ impl RpcReply {
         }
     }
 
-    /// The reply as JSON bytes. Serialising plain JSON values cannot fail; should it ever,
-    /// the reply degrades to an internal error rather than vanishing.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_else(|e| {
+    /// The reply as JSON. Serialising plain JSON values cannot fail; should it ever, the
+    /// reply degrades to an internal error rather than vanishing.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
             let fallback = RpcReply::failure(
                 self.u.clone(),
                 WireError::new(ErrorCode::Internal, format!("reply encoding failed: {e}")),
             );
-            serde_json::to_vec(&fallback).unwrap_or_default()
+            serde_json::to_string(&fallback).unwrap_or_default()
         })
     }
 }

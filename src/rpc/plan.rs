@@ -5,8 +5,6 @@
 //! (object keys are not scanned) equals the other's name, or is `name.path…`, or when an
 //! object `{"$ref": "name[.path…]"}` names it. [`super::resolve`] substitutes by the same rule.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::protocol::{ErrorCode, RpcCommand};
@@ -60,8 +58,27 @@ pub struct Plan {
     pub sinks: Vec<usize>,
 }
 
-/// Command names → indices, for reference lookups.
-pub type NameIndex<'a> = BTreeMap<&'a str, usize>;
+/// Command names → indices, for reference lookups: a sorted vector, one allocation per
+/// request however many commands it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameIndex<'a>(Vec<(&'a str, usize)>);
+
+impl<'a> NameIndex<'a> {
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.0
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|k| self.0[k].1)
+    }
+}
+
+impl<'a> FromIterator<(&'a str, usize)> for NameIndex<'a> {
+    fn from_iter<T: IntoIterator<Item = (&'a str, usize)>>(iter: T) -> Self {
+        let mut v: Vec<_> = iter.into_iter().collect();
+        v.sort_unstable();
+        NameIndex(v)
+    }
+}
 
 /// The `$ref` target of an explicit reference object, if `v` is one.
 pub fn explicit_ref(map: &serde_json::Map<String, Value>) -> Option<&str> {
@@ -73,11 +90,11 @@ pub fn explicit_ref(map: &serde_json::Map<String, Value>) -> Option<&str> {
 
 /// The command a string refers to: its exact name, or the head of `name.path`.
 pub fn implicit_ref(s: &str, names: &NameIndex<'_>) -> Option<usize> {
-    if let Some(&i) = names.get(s) {
+    if let Some(i) = names.get(s) {
         return Some(i);
     }
     let (head, _) = s.split_once('.')?;
-    names.get(head).copied()
+    names.get(head)
 }
 
 fn head_of(reference: &str) -> &str {
@@ -100,7 +117,7 @@ fn scan(
         }
         Value::Object(map) => match explicit_ref(map) {
             Some(r) => match names.get(head_of(r)) {
-                Some(&i) => out.push(i),
+                Some(i) => out.push(i),
                 None => {
                     return Err(PlanError::UnknownReference {
                         command: owner.to_owned(),
@@ -122,11 +139,13 @@ fn scan(
 
 /// Indexes command names, rejecting duplicates.
 pub fn name_index(cmds: &[RpcCommand]) -> Result<NameIndex<'_>, PlanError> {
-    let mut names = NameIndex::new();
-    for (i, c) in cmds.iter().enumerate() {
-        if names.insert(c.name.as_str(), i).is_some() {
-            return Err(PlanError::Duplicate(c.name.clone()));
-        }
+    let names: NameIndex<'_> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    if let Some(w) = names.0.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(PlanError::Duplicate(w[0].0.to_owned()));
     }
     Ok(names)
 }

@@ -4,11 +4,19 @@ use serde_json::{Map, Value};
 
 use super::plan::{NameIndex, explicit_ref, implicit_ref};
 
+/// A canonical array index: digits only, no leading zero (so `01` and `+1` are keys, not 1).
+fn array_index(seg: &str) -> Option<usize> {
+    let canonical = !seg.is_empty()
+        && seg.bytes().all(|b| b.is_ascii_digit())
+        && (seg == "0" || !seg.starts_with('0'));
+    canonical.then(|| seg.parse().ok()).flatten()
+}
+
 /// Follows `path` (dot-separated object keys or array indices) into `v`.
 fn navigate<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     path.split('.').try_fold(v, |cur, seg| match cur {
         Value::Object(m) => m.get(seg),
-        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        Value::Array(items) => array_index(seg).and_then(|i| items.get(i)),
         _ => None,
     })
 }
@@ -27,6 +35,24 @@ fn lookup<'v>(
     }
 }
 
+/// The value of an explicit `{"$ref": "name[.path]"}`: `name` is everything before the
+/// first dot, as the planner reads it.
+fn lookup_explicit<'v>(
+    reference: &str,
+    names: &NameIndex<'_>,
+    results: &'v [Option<Value>],
+) -> Option<&'v Value> {
+    let (head, path) = match reference.split_once('.') {
+        Some((head, path)) => (head, Some(path)),
+        None => (reference, None),
+    };
+    let result = results[names.get(head)?].as_ref()?;
+    match path {
+        Some(path) => navigate(result, path),
+        None => Some(result),
+    }
+}
+
 /// A copy of `v` with every reference replaced. An implicit `name.path` whose path does not
 /// exist stays the literal string (as in the original); an explicit `{"$ref"}` to a missing
 /// path becomes `null`.
@@ -42,7 +68,9 @@ pub fn resolve(v: &Value, names: &NameIndex<'_>, results: &[Option<Value>]) -> V
                 .collect(),
         ),
         Value::Object(map) => match explicit_ref(map) {
-            Some(r) => lookup(r, names, results).cloned().unwrap_or(Value::Null),
+            Some(r) => lookup_explicit(r, names, results)
+                .cloned()
+                .unwrap_or(Value::Null),
             None => Value::Object(resolve_map(map, names, results)),
         },
         Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
