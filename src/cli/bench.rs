@@ -11,7 +11,7 @@ use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -188,7 +188,9 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                 errors.clone(),
                 env.clone(),
             );
-            let (fun, payload) = (load.fun.clone(), load.payload.clone());
+            // JSON-encoded once; each request is then one `format!`.
+            let fun = Value::String(load.fun.clone()).to_string();
+            let payload = Value::String(load.payload.clone()).to_string();
             tasks.spawn(async move {
                 let mut seq = 0u64;
                 loop {
@@ -197,9 +199,9 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                         return;
                     }
                     seq += 1;
-                    let frame = json!({"role": "rpc", "u": format!("{slot}-{conn}-{seq}"),
-                        "cmds": [{"name": "b", "fun": fun, "args": [payload]}]})
-                    .to_string();
+                    let frame = format!(
+                        r#"{{"role":"rpc","u":"{slot}-{conn}-{seq}","cmds":[{{"name":"b","fun":{fun},"args":[{payload}]}}]}}"#
+                    );
                     let (done_tx, done_rx) = oneshot::channel();
                     slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(done_tx);
                     if tx

@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use std::panic::AssertUnwindSafe;
-
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use futures_util::stream::SplitStream;
-use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -68,13 +66,13 @@ pub(super) async fn serve_connection(
     };
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (sink, frames) = ws.split();
-    let (tx, rx) = mpsc::channel(shared.settings.max_inflight_per_connection + 16);
+    let max_inflight = shared.settings.max_inflight_per_connection;
+    let (tx, rx) = mpsc::channel(max_inflight + 16);
     let writer = tokio::spawn(write_loop(sink, rx));
-    let mut conn = Connection {
+    let conn = Connection {
         shared: shared.clone(),
         tx,
-        permits: Arc::new(Semaphore::new(shared.settings.max_inflight_per_connection)),
-        requests: JoinSet::new(),
+        max_inflight,
     };
     conn.read_loop(frames, shutdown).await;
     drop(conn);
@@ -102,21 +100,47 @@ impl Drop for InflightGuard<'_> {
 struct Connection {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Outbound>,
-    /// One per running request; when none is left the node stops reading this client.
-    permits: Arc<Semaphore>,
-    /// Running requests; dropping the set cancels them (client gone).
-    requests: JoinSet<()>,
+    /// Requests running at once; at the limit the node stops reading this client
+    /// (backpressure through TCP).
+    max_inflight: usize,
 }
 
+/// What a frame read from the client means for the connection.
+enum Read {
+    Data(tungstenite::Bytes, FrameKind),
+    Skip,
+    End,
+}
+
+/// A running request: resolves to its reply and the frame kind to send it in.
+type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (FrameKind, RpcReply)>;
+
 impl Connection {
-    async fn read_loop(
-        &mut self,
-        mut frames: SplitStream<Ws>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut draining = *shutdown.borrow();
+    async fn next_frame(&self, frames: &mut SplitStream<Ws>) -> Read {
+        match frames.next().await {
+            Some(Ok(m @ Message::Text(_))) => Read::Data(m.into_data(), FrameKind::Text),
+            Some(Ok(Message::Binary(b))) => Read::Data(b, FrameKind::Binary),
+            Some(Ok(Message::Close(_))) | None => Read::End,
+            Some(Ok(_)) => Read::Skip, // ping/pong: tungstenite answers pings itself
+            Some(Err(e)) => {
+                self.on_read_error(e).await;
+                Read::End
+            }
+        }
+    }
+
+    /// Reads requests and runs them concurrently inside this task: a request is a future
+    /// polled here, not a task of its own, so finishing one wakes nobody else and a client
+    /// that leaves cancels its requests by the drop of `running`. Handlers are async; a
+    /// function that burns CPU should move that work off the runtime (as in any tokio
+    /// server).
+    async fn read_loop(&self, mut frames: SplitStream<Ws>, mut shutdown: watch::Receiver<bool>) {
+        let stop = super::stopping(&mut shutdown);
+        tokio::pin!(stop);
+        let mut draining = false;
+        let mut running: FuturesUnordered<RequestFuture<'_>> = FuturesUnordered::new();
         loop {
-            if draining && self.requests.is_empty() {
+            if draining && running.is_empty() {
                 let frame = CloseFrame {
                     code: CloseCode::Away,
                     reason: "node shutting down".into(),
@@ -126,78 +150,75 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = super::stopping(&mut shutdown), if !draining => draining = true,
-                msg = frames.next(), if self.permits.available_permits() > 0 => {
-                    let go_on = match msg {
-                        Some(Ok(Message::Text(t))) => self.on_frame(t.as_bytes(), FrameKind::Text, draining).await,
-                        Some(Ok(Message::Binary(b))) => self.on_frame(&b, FrameKind::Binary, draining).await,
-                        Some(Ok(Message::Close(_))) | None => false,
-                        Some(Ok(_)) => true, // ping/pong: tungstenite answers pings itself
-                        Some(Err(e)) => {
-                            self.on_read_error(e).await;
-                            false
-                        }
-                    };
-                    if !go_on {
-                        // The client is gone: cancel whatever it was still waiting for.
-                        self.requests.abort_all();
+                _ = &mut stop, if !draining => draining = true,
+                Some((kind, reply)) = running.next(), if !running.is_empty() => {
+                    if !self.send(kind, &reply).await {
                         return;
                     }
                 }
-                Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {}
+                read = self.next_frame(&mut frames), if running.len() < self.max_inflight => {
+                    match read {
+                        Read::Data(bytes, kind) => {
+                            if let Some(reply) = self.on_frame(&bytes, kind, draining, &mut running)
+                                && !self.send(kind, &reply).await
+                            {
+                                return;
+                            }
+                        }
+                        Read::Skip => {}
+                        Read::End => return,
+                    }
+                }
             }
         }
     }
 
-    /// Handles one data frame; `false` ends the connection.
-    async fn on_frame(&mut self, bytes: &[u8], kind: FrameKind, draining: bool) -> bool {
+    /// Starts the request in `bytes`, or returns the immediate reply to a frame that is not
+    /// one (or to any request while draining).
+    fn on_frame<'a>(
+        &'a self,
+        bytes: &[u8],
+        kind: FrameKind,
+        draining: bool,
+        running: &mut FuturesUnordered<RequestFuture<'a>>,
+    ) -> Option<RpcReply> {
         let req = match decode_frame(bytes) {
             Ok(Incoming::Rpc(req)) => req,
-            Err(e) => {
-                let reply = RpcReply::failure(e.u, WireError::new(e.code, e.message));
-                return self.send(kind, &reply).await;
-            }
+            Err(e) => return Some(RpcReply::failure(e.u, WireError::new(e.code, e.message))),
         };
         if draining {
-            let reply = RpcReply::failure(
+            return Some(RpcReply::failure(
                 Value::String(req.u),
                 WireError::new(
                     ErrorCode::ShuttingDown,
                     "node is draining; retry on another node",
                 ),
-            );
-            return self.send(kind, &reply).await;
+            ));
         }
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            // Unreachable: the read branch only runs with a permit available.
-            return false;
-        };
-        let shared = self.shared.clone();
-        let tx = self.tx.clone();
-        self.requests.spawn(async move {
+        let shared = &*self.shared;
+        let mut request: RequestFuture<'_> = Box::pin(async move {
             let _inflight = InflightGuard::enter(&shared.stats);
-            let u = Value::String(req.u.clone());
-            let run = execute(
+            let reply = execute(
                 &shared.registry,
                 shared.env.clock.as_ref(),
                 shared.limits,
                 req,
-            );
-            // Function panics are caught per step; this catches a node bug, so that the
-            // client still gets an answer.
-            let reply = AssertUnwindSafe(run)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    RpcReply::failure(
-                        u,
-                        WireError::new(ErrorCode::Internal, "request handling panicked"),
-                    )
-                });
-            let _ = tx.send(Outbound::Frame(kind.frame(&reply))).await;
-            drop(permit);
+            )
+            .await;
+            (kind, reply)
         });
-        true
+        // Most requests complete on their first poll; only those that wait join `running`.
+        let waker = futures_util::task::noop_waker();
+        match request
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+        {
+            std::task::Poll::Ready((_, reply)) => Some(reply),
+            std::task::Poll::Pending => {
+                running.push(request);
+                None
+            }
+        }
     }
 
     async fn send(&self, kind: FrameKind, reply: &RpcReply) -> bool {

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{ErrorCode, RpcCommand, RpcRequest};
+use super::{ErrorCode, Role, RpcCommand, RpcRequest};
 
 /// A decoded client message.
 #[derive(Debug)]
@@ -30,12 +30,17 @@ fn unknown_u() -> Value {
 /// Decodes one text or binary frame.
 pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
     match serde_json::from_slice::<RpcRequest>(bytes) {
-        Ok(req) => match req.role.as_deref() {
-            Some("rpc") => Ok(Incoming::Rpc(req)),
-            other => Err(DecodeError {
+        Ok(req) => match &req.role {
+            Some(Role::Rpc) => Ok(Incoming::Rpc(req)),
+            Some(Role::Other(r)) => Err(DecodeError {
+                code: ErrorCode::TimeoutOrBadRole,
+                message: bad_role(Some(r)),
+                u: Value::String(req.u),
+            }),
+            None => Err(DecodeError {
                 u: Value::String(req.u),
                 code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(other),
+                message: bad_role(None),
             }),
         },
         Err(first) => Err(diagnose(bytes, &first)),

@@ -83,12 +83,48 @@ impl RpcCommand {
     }
 }
 
+/// A message's `role`. `"rpc"` is recognised without allocating: it is read for every
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Rpc,
+    Other(String),
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Role::Rpc => s.serialize_str("rpc"),
+            Role::Other(r) => s.serialize_str(r),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Role;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a role string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Role, E> {
+                Ok(match v {
+                    "rpc" => Role::Rpc,
+                    other => Role::Other(other.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// `role: "rpc"`: run the commands as one dependency DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RpcRequest {
     /// Always `"rpc"` for this message; kept optional so a missing role gets its own error.
     #[serde(default)]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// Client-chosen correlation id, echoed in the reply.
     pub u: String,
     pub cmds: Vec<RpcCommand>,
@@ -106,7 +142,7 @@ pub struct RpcRequest {
 impl RpcRequest {
     pub fn new(u: impl Into<String>, cmds: Vec<RpcCommand>) -> RpcRequest {
         RpcRequest {
-            role: Some("rpc".to_owned()),
+            role: Some(Role::Rpc),
             u: u.into(),
             cmds,
             return_intermediate_results: false,

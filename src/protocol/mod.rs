@@ -10,5 +10,5 @@ mod message;
 pub use codes::ErrorCode;
 pub use decode::{DecodeError, Incoming, decode_frame};
 pub use message::{
-    ExecutionSummary, IntermediateResult, RpcCommand, RpcReply, RpcRequest, WireError,
+    ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, WireError,
 };

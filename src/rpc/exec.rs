@@ -1,7 +1,7 @@
 //! Executes a planned request: every step starts as soon as the steps it needs have
 //! finished, so independent steps run concurrently and no level waits for its slowest member.
 
-use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
@@ -59,13 +59,28 @@ pub async fn execute(
     registry: &Registry,
     clock: &dyn Clock,
     limits: ExecLimits,
-    req: RpcRequest,
+    mut req: RpcRequest,
 ) -> RpcReply {
-    let u = Value::String(req.u.clone());
-    match run(registry, clock, limits, req).await {
-        Ok(reply) => reply,
+    // `u` moves out of the request and into the reply, whatever the outcome.
+    let u = std::mem::take(&mut req.u);
+    // Function panics are caught per step; this catches a node bug, so that the client
+    // still gets an answer.
+    let outcome = AssertUnwindSafe(run(registry, clock, limits, req, &u))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(ExecError::new(
+                ErrorCode::Internal,
+                "request handling panicked",
+            ))
+        });
+    match outcome {
+        Ok(mut reply) => {
+            reply.u = Value::String(u);
+            reply
+        }
         Err(e) => RpcReply::failure(
-            u,
+            Value::String(u),
             WireError {
                 code: e.code.as_i64(),
                 message: e.code.title().to_owned(),
@@ -76,10 +91,10 @@ pub async fn execute(
 }
 
 /// Finds every command's function before anything runs, so a typo costs nothing.
-fn bind_functions(
-    registry: &Registry,
+fn bind_functions<'r>(
+    registry: &'r Registry,
     req: &RpcRequest,
-) -> Result<Vec<Arc<RegisteredFunction>>, ExecError> {
+) -> Result<Vec<&'r RegisteredFunction>, ExecError> {
     req.cmds
         .iter()
         .map(|c| {
@@ -101,17 +116,19 @@ fn bind_functions(
                     version: constraint.as_ref(),
                     locs: &c.locs,
                 })
-                .cloned()
+                .map(|f| &**f)
                 .map_err(|e| ExecError::new(ErrorCode::CommandNotFound, e.to_string()))
         })
         .collect()
 }
 
+/// Plans and runs `req`; the reply's `u` is filled in by the caller.
 async fn run(
     registry: &Registry,
     clock: &dyn Clock,
     limits: ExecLimits,
     mut req: RpcRequest,
+    u: &str,
 ) -> Result<RpcReply, ExecError> {
     let plan = plan(&req.cmds, limits.max_commands)
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
@@ -120,8 +137,8 @@ async fn run(
         .timeout_ms
         .map(Duration::from_millis)
         .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
-    let started = clock.now();
     let timed = req.return_intermediate_results || req.include_execution_summary;
+    let started = timed.then(|| clock.now());
     // The arguments move out of the request; names stay for the reply.
     let args: Vec<CallArgs> = req
         .cmds
@@ -131,24 +148,32 @@ async fn run(
             kwargs: std::mem::take(&mut c.kwargs),
         })
         .collect();
-    let flow = Dataflow {
-        req: &req,
-        plan: &plan,
-        functions: &functions,
-        clock: timed.then_some(clock),
+    let outcome = {
+        let flow = Dataflow {
+            req: &req,
+            plan: &plan,
+            functions: &functions,
+            clock: timed.then_some(clock),
+        };
+        let work = flow.run(args);
+        tokio::pin!(work);
+        // Most calls finish on their first poll (echo, pure functions); only those that wait
+        // need a timer, which costs a lock on the runtime's timer wheel.
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(outcome) => outcome?,
+            Poll::Pending => tokio::time::timeout(timeout, work).await.map_err(|_| {
+                ExecError::new(
+                    ErrorCode::TimeoutOrBadRole,
+                    format!(
+                        "RPC execution timed out after {:.1} seconds",
+                        timeout.as_secs_f64()
+                    ),
+                )
+            })??,
+        }
     };
-    let outcome = tokio::time::timeout(timeout, flow.run(args))
-        .await
-        .map_err(|_| {
-            ExecError::new(
-                ErrorCode::TimeoutOrBadRole,
-                format!(
-                    "RPC execution timed out after {:.1} seconds",
-                    timeout.as_secs_f64()
-                ),
-            )
-        })??;
-    Ok(build_reply(req, &plan, outcome, started, clock))
+    Ok(build_reply(req, u, &plan, outcome, started, clock))
 }
 
 /// Results and (when asked for) finish times of every step.
@@ -160,7 +185,7 @@ struct Outcome {
 struct Dataflow<'a> {
     req: &'a RpcRequest,
     plan: &'a Plan,
-    functions: &'a [Arc<RegisteredFunction>],
+    functions: &'a [&'a RegisteredFunction],
     clock: Option<&'a dyn Clock>,
 }
 
@@ -222,10 +247,16 @@ impl Dataflow<'_> {
         i: usize,
         args: CallArgs,
     ) -> impl Future<Output = (usize, Result<Value, CallError>)> + use<> {
-        let handler = self.functions[i].handler.clone();
+        let handler = &self.functions[i].handler;
+        // `call` itself may run user code (argument decoding, a closure's body before its
+        // first await), so it is guarded as well as the future it returns.
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
         async move {
-            let call = AssertUnwindSafe(async move { handler.call(args).await }).catch_unwind();
-            let result = call.await.unwrap_or_else(|panic| {
+            let result = match call {
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            let result = result.unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -257,15 +288,16 @@ fn ms_between(a: tokio::time::Instant, b: tokio::time::Instant) -> f64 {
 }
 
 fn build_reply(
-    req: RpcRequest,
+    mut req: RpcRequest,
+    u: &str,
     plan: &Plan,
     mut outcome: Outcome,
-    started: tokio::time::Instant,
+    started: Option<tokio::time::Instant>,
     clock: &dyn Clock,
 ) -> RpcReply {
     let mut intermediate = Vec::new();
     let mut summary = None;
-    if req.return_intermediate_results || req.include_execution_summary {
+    if let Some(started) = started {
         let mut level_ms = Vec::with_capacity(plan.levels.len());
         let mut accumulated = Map::new();
         let mut level_start = started;
@@ -286,7 +318,7 @@ fn build_reply(
                     .collect();
                 accumulated.extend(level_results.clone());
                 intermediate.push(IntermediateResult {
-                    request_id: req.u.clone(),
+                    request_id: u.to_owned(),
                     level_index: k,
                     level_results,
                     accumulated_results: accumulated.clone(),
@@ -306,7 +338,7 @@ fn build_reply(
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(k, _)| k);
             summary = Some(ExecutionSummary {
-                request_id: req.u.clone(),
+                request_id: u.to_owned(),
                 total_execution_time_ms: ms_between(started, clock.now()),
                 total_levels: plan.levels.len(),
                 average_level_time_ms: level_ms.iter().sum::<f64>() / level_ms.len() as f64,
@@ -323,10 +355,10 @@ fn build_reply(
         .iter()
         .map(|&i| {
             let v = outcome.results[i].take().unwrap_or(Value::Null);
-            (req.cmds[i].name.clone(), v)
+            (std::mem::take(&mut req.cmds[i].name), v)
         })
         .collect();
-    let mut reply = RpcReply::success(Value::String(req.u), r);
+    let mut reply = RpcReply::success(Value::Null, r);
     reply.intermediate_results = intermediate;
     reply.execution_summary = summary;
     reply

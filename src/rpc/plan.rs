@@ -59,16 +59,28 @@ pub struct Plan {
 }
 
 /// Command names → indices, for reference lookups: a sorted vector, one allocation per
-/// request however many commands it has.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NameIndex<'a>(Vec<(&'a str, usize)>);
+/// request however many commands it has, and none for the common single command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameIndex<'a> {
+    One(&'a str),
+    Sorted(Vec<(&'a str, usize)>),
+}
+
+impl Default for NameIndex<'_> {
+    fn default() -> Self {
+        NameIndex::Sorted(Vec::new())
+    }
+}
 
 impl<'a> NameIndex<'a> {
     pub fn get(&self, name: &str) -> Option<usize> {
-        self.0
-            .binary_search_by(|(n, _)| (*n).cmp(name))
-            .ok()
-            .map(|k| self.0[k].1)
+        match self {
+            NameIndex::One(only) => (*only == name).then_some(0),
+            NameIndex::Sorted(v) => v
+                .binary_search_by(|(n, _)| (*n).cmp(name))
+                .ok()
+                .map(|k| v[k].1),
+        }
     }
 }
 
@@ -76,7 +88,7 @@ impl<'a> FromIterator<(&'a str, usize)> for NameIndex<'a> {
     fn from_iter<T: IntoIterator<Item = (&'a str, usize)>>(iter: T) -> Self {
         let mut v: Vec<_> = iter.into_iter().collect();
         v.sort_unstable();
-        NameIndex(v)
+        NameIndex::Sorted(v)
     }
 }
 
@@ -139,12 +151,17 @@ fn scan(
 
 /// Indexes command names, rejecting duplicates.
 pub fn name_index(cmds: &[RpcCommand]) -> Result<NameIndex<'_>, PlanError> {
+    if let [only] = cmds {
+        return Ok(NameIndex::One(&only.name));
+    }
     let names: NameIndex<'_> = cmds
         .iter()
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
-    if let Some(w) = names.0.windows(2).find(|w| w[0].0 == w[1].0) {
+    if let NameIndex::Sorted(v) = &names
+        && let Some(w) = v.windows(2).find(|w| w[0].0 == w[1].0)
+    {
         return Err(PlanError::Duplicate(w[0].0.to_owned()));
     }
     Ok(names)
