@@ -10,14 +10,14 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 
-use super::plan::{Plan, name_index, plan};
+use super::plan::{Plan, check_single, name_index, plan};
 use super::resolve::{resolve, resolve_map};
 use crate::env::Clock;
 use crate::protocol::{
-    ErrorCode, ExecutionSummary, IntermediateResult, RpcReply, RpcRequest, WireError,
+    ErrorCode, ExecutionSummary, IntermediateResult, RpcCommand, RpcReply, RpcRequest, WireError,
 };
 use crate::registry::{
-    CallArgs, CallError, Query, RegisteredFunction, Registry, VersionConstraint,
+    CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
 };
 
 /// Per-request limits, from the node's settings.
@@ -122,6 +122,39 @@ fn bind_functions<'r>(
         .collect()
 }
 
+/// The deadline of `req`: the node's, or less if the request asks for less.
+fn request_timeout(req: &RpcRequest, limits: ExecLimits) -> Duration {
+    req.timeout_ms
+        .map(Duration::from_millis)
+        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout))
+}
+
+/// One command and no timing asked for, the common call: the same checks and semantics as
+/// [`run`] without building a plan or any per-step bookkeeping.
+async fn run_single(
+    registry: &Registry,
+    limits: ExecLimits,
+    mut req: RpcRequest,
+) -> Result<RpcReply, ExecError> {
+    check_single(&req.cmds[0]).map_err(|e| ExecError::new(e.code(), e.to_string()))?;
+    let function = bind_functions(registry, &req)?[0];
+    let timeout = request_timeout(&req, limits);
+    let cmd = &mut req.cmds[0];
+    let args = CallArgs {
+        args: std::mem::take(&mut cmd.args),
+        kwargs: std::mem::take(&mut cmd.kwargs),
+    };
+    let call = async {
+        call_guarded(&*function.handler, args)
+            .await
+            .map_err(|e| step_error(cmd, e))
+    };
+    let value = with_deadline(call, timeout).await?;
+    let mut r = Map::new();
+    r.insert(std::mem::take(&mut req.cmds[0].name), value);
+    Ok(RpcReply::success(Value::Null, r))
+}
+
 /// Plans and runs `req`; the reply's `u` is filled in by the caller.
 async fn run(
     registry: &Registry,
@@ -130,14 +163,14 @@ async fn run(
     mut req: RpcRequest,
     u: &str,
 ) -> Result<RpcReply, ExecError> {
+    let timed = req.return_intermediate_results || req.include_execution_summary;
+    if req.cmds.len() == 1 && !timed {
+        return run_single(registry, limits, req).await;
+    }
     let plan = plan(&req.cmds, limits.max_commands)
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
     let functions = bind_functions(registry, &req)?;
-    let timeout = req
-        .timeout_ms
-        .map(Duration::from_millis)
-        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
-    let timed = req.return_intermediate_results || req.include_execution_summary;
+    let timeout = request_timeout(&req, limits);
     let started = timed.then(|| clock.now());
     // The arguments move out of the request; names stay for the reply.
     let args: Vec<CallArgs> = req
@@ -155,25 +188,55 @@ async fn run(
             functions: &functions,
             clock: timed.then_some(clock),
         };
-        let work = flow.run(args);
-        tokio::pin!(work);
-        // Most calls finish on their first poll (echo, pure functions); only those that wait
-        // need a timer, which costs a lock on the runtime's timer wheel.
-        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-        match first {
-            Poll::Ready(outcome) => outcome?,
-            Poll::Pending => tokio::time::timeout(timeout, work).await.map_err(|_| {
-                ExecError::new(
-                    ErrorCode::TimeoutOrBadRole,
-                    format!(
-                        "RPC execution timed out after {:.1} seconds",
-                        timeout.as_secs_f64()
-                    ),
-                )
-            })??,
-        }
+        with_deadline(flow.run(args), timeout).await?
     };
     Ok(build_reply(req, u, &plan, outcome, started, clock))
+}
+
+/// Calls `handler`. A function that panics fails its step like one that returned an
+/// error; the node and the other requests carry on. `call` itself may run user code
+/// (argument decoding, a closure's body before its first await), so it is guarded as well
+/// as the future it returns.
+fn call_guarded(
+    handler: &dyn Handler,
+    args: CallArgs,
+) -> impl Future<Output = Result<Value, CallError>> + use<> {
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
+    async move {
+        let result = match call {
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            Err(CallError::Failed(format!("function panicked: {what}")))
+        })
+    }
+}
+
+/// Awaits `work`, arming the request timer only if it does not finish on its first poll:
+/// most calls (echo, pure functions) do, and a timer costs a lock on the timer wheel.
+async fn with_deadline<T>(
+    work: impl Future<Output = Result<T, ExecError>>,
+    timeout: Duration,
+) -> Result<T, ExecError> {
+    tokio::pin!(work);
+    match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => tokio::time::timeout(timeout, work).await.map_err(|_| {
+            ExecError::new(
+                ErrorCode::TimeoutOrBadRole,
+                format!(
+                    "RPC execution timed out after {:.1} seconds",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?,
+    }
 }
 
 /// Results and (when asked for) finish times of every step.
@@ -240,47 +303,32 @@ impl Dataflow<'_> {
         })
     }
 
-    /// Starts step `i` with its final arguments. A function that panics fails its step
-    /// like one that returned an error; the node and the other requests carry on.
+    /// Starts step `i` with its final arguments.
     fn start(
         &self,
         i: usize,
         args: CallArgs,
     ) -> impl Future<Output = (usize, Result<Value, CallError>)> + use<> {
-        let handler = &self.functions[i].handler;
-        // `call` itself may run user code (argument decoding, a closure's body before its
-        // first await), so it is guarded as well as the future it returns.
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
-        async move {
-            let result = match call {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-                Err(panic) => Err(panic),
-            };
-            let result = result.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string payload".to_owned());
-                Err(CallError::Failed(format!("function panicked: {what}")))
-            });
-            (i, result)
-        }
+        let call = call_guarded(&*self.functions[i].handler, args);
+        async move { (i, call.await) }
     }
 
     fn step_error(&self, i: usize, e: CallError) -> ExecError {
-        let cmd = &self.req.cmds[i];
-        let code = match e {
-            CallError::InvalidArgument { .. } | CallError::InvalidArguments(_) => {
-                ErrorCode::InvalidArguments
-            }
-            CallError::Failed(_) => ErrorCode::ExecutionFailed,
-        };
-        ExecError::new(
-            code,
-            format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
-        )
+        step_error(&self.req.cmds[i], e)
     }
+}
+
+fn step_error(cmd: &RpcCommand, e: CallError) -> ExecError {
+    let code = match e {
+        CallError::InvalidArgument { .. } | CallError::InvalidArguments(_) => {
+            ErrorCode::InvalidArguments
+        }
+        CallError::Failed(_) => ErrorCode::ExecutionFailed,
+    };
+    ExecError::new(
+        code,
+        format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
+    )
 }
 
 fn ms_between(a: tokio::time::Instant, b: tokio::time::Instant) -> f64 {

@@ -167,6 +167,21 @@ pub fn name_index(cmds: &[RpcCommand]) -> Result<NameIndex<'_>, PlanError> {
     Ok(names)
 }
 
+/// The rules [`plan`] checks, for a request of one command (which can only reference
+/// itself), without building a plan.
+pub fn check_single(cmd: &RpcCommand) -> Result<(), PlanError> {
+    let names = NameIndex::One(&cmd.name);
+    let mut refs = Vec::new();
+    for a in cmd.args.iter().chain(cmd.kwargs.values()) {
+        scan(a, &names, &cmd.name, &mut refs)?;
+    }
+    if refs.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::SelfReference(cmd.name.clone()))
+    }
+}
+
 /// Plans `cmds`, checking every rule before anything runs.
 pub fn plan(cmds: &[RpcCommand], max_commands: usize) -> Result<Plan, PlanError> {
     if cmds.is_empty() {
