@@ -249,7 +249,14 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(ended) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    // A node bug: that client's connection is gone, the node carries on.
+                    tracing::error!(error = %e, "connection task panicked");
+                }
+            }
         }
     }
     drop(listener);

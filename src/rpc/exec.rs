@@ -63,17 +63,14 @@ pub async fn execute(
 ) -> RpcReply {
     // `u` moves out of the request and into the reply, whatever the outcome.
     let u = std::mem::take(&mut req.u);
-    // Function panics are caught per step; this catches a node bug, so that the client
-    // still gets an answer.
-    let outcome = AssertUnwindSafe(run(registry, clock, limits, req, &u))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            Err(ExecError::new(
-                ErrorCode::Internal,
-                "request handling panicked",
-            ))
-        });
+    let timed = req.return_intermediate_results || req.include_execution_summary;
+    let outcome = if req.cmds.len() == 1 && !timed {
+        run_single(registry, limits, req).await
+    } else {
+        // Boxed so that the common single call's future stays small (it is moved into
+        // its task and wrappers; the general executor's state is ~1 KiB).
+        Box::pin(run(registry, clock, limits, req, &u)).await
+    };
     match outcome {
         Ok(mut reply) => {
             reply.u = Value::String(u);
@@ -164,9 +161,6 @@ async fn run(
     u: &str,
 ) -> Result<RpcReply, ExecError> {
     let timed = req.return_intermediate_results || req.include_execution_summary;
-    if req.cmds.len() == 1 && !timed {
-        return run_single(registry, limits, req).await;
-    }
     let plan = plan(&req.cmds, limits.max_commands)
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
     let functions = bind_functions(registry, &req)?;
