@@ -51,7 +51,7 @@ pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
 
 impl NodeInfo {
     fn cluster_map(&self) -> Value {
-        let inflight = self.stats.inflight.load(Ordering::Relaxed);
+        let inflight = self.stats.inflight();
         let clients = self.stats.active_clients.load(Ordering::Relaxed);
         json!({
             "cluster_id": self.cluster_id,

@@ -69,10 +69,16 @@ pub(super) async fn serve_connection(
     let max_inflight = shared.settings.max_inflight_per_connection;
     let (tx, rx) = mpsc::channel(max_inflight + 16);
     let writer = tokio::spawn(write_loop(sink, rx));
+    let (id, inflight) = shared.stats.track_connection();
+    let _tracked = Tracked {
+        stats: &shared.stats,
+        id,
+    };
     let conn = Connection {
         shared: shared.clone(),
         tx,
         max_inflight,
+        inflight,
     };
     conn.read_loop(frames, shutdown).await;
     drop(conn);
@@ -81,19 +87,15 @@ pub(super) async fn serve_connection(
     shared.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Counts a request as in flight for as long as it lives, however it ends.
-struct InflightGuard<'a>(&'a super::Stats);
-
-impl<'a> InflightGuard<'a> {
-    fn enter(stats: &'a super::Stats) -> Self {
-        stats.inflight.fetch_add(1, Ordering::Relaxed);
-        InflightGuard(stats)
-    }
+/// Unregisters a connection's in-flight counter however the connection ends.
+struct Tracked<'a> {
+    stats: &'a super::Stats,
+    id: u64,
 }
 
-impl Drop for InflightGuard<'_> {
+impl Drop for Tracked<'_> {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.forget_connection(self.id);
     }
 }
 
@@ -103,6 +105,8 @@ struct Connection {
     /// Requests running at once; at the limit the node stops reading this client
     /// (backpressure through TCP).
     max_inflight: usize,
+    /// How many of this connection's requests are running, for `cluster_map`.
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a frame read from the client means for the connection.
@@ -148,6 +152,7 @@ impl Connection {
                 let _ = self.tx.send(Outbound::Close(frame)).await;
                 return;
             }
+            self.inflight.store(running.len(), Ordering::Relaxed);
             tokio::select! {
                 biased;
                 _ = &mut stop, if !draining => draining = true,
@@ -197,7 +202,6 @@ impl Connection {
         }
         let shared = &*self.shared;
         let mut request: RequestFuture<'_> = Box::pin(async move {
-            let _inflight = InflightGuard::enter(&shared.stats);
             let reply = execute(
                 &shared.registry,
                 shared.env.clock.as_ref(),

@@ -6,7 +6,7 @@ mod conn;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -34,7 +34,42 @@ pub enum NodeError {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) active_clients: AtomicUsize,
-    pub(crate) inflight: AtomicUsize,
+    /// Per connection, its requests still running (those that did not finish on their
+    /// first poll). One counter per connection keeps the request path free of a shared,
+    /// contended cache line; readers sum them.
+    connections: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<AtomicUsize>>>,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// Registers a connection's counter; it counts until `forget_connection`.
+    pub(crate) fn track_connection(&self) -> (u64, Arc<AtomicUsize>) {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let counter = Arc::new(AtomicUsize::new(0));
+        self.lock_connections().insert(id, counter.clone());
+        (id, counter)
+    }
+
+    pub(crate) fn forget_connection(&self, id: u64) {
+        self.lock_connections().remove(&id);
+    }
+
+    /// Requests running on the node now.
+    pub(crate) fn inflight(&self) -> usize {
+        self.lock_connections()
+            .values()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn lock_connections(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<AtomicUsize>>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Facts about this node, as built-ins report them.
