@@ -13,12 +13,14 @@
 //! * [`rpc`]: the pure DAG planner, argument resolution, and the executor.
 //! * [`node`]: the WebSocket server: connections, reply coalescing, draining.
 //! * [`client`]: the client library.
+//! * [`control`]: the replicated catalog's state machine (control plane).
 //! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod env;
 pub mod node;
 pub mod protocol;

@@ -1,0 +1,351 @@
+//! The catalog state machine: cluster members, the functions each node offers, queues and
+//! their owners, DNS service records.
+//!
+//! Pure: [`Catalog::apply`] takes a state and a command and returns the next state and a
+//! response, with no IO, no clock and no randomness, so every replica that applies the same
+//! log reaches the same state. A rejected command (say, functions for a node that is not a
+//! member) leaves the state untouched and answers an error: rejections are results, decided
+//! the same way on every replica, never panics.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+/// A node's stable id (kept in its data directory across restarts).
+pub type NodeId = u64;
+
+/// Whether a member votes in Raft or only replicates the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Voter,
+    Learner,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub name: String,
+    pub cluster_id: String,
+    /// Where clients and peers reach it (`ws://host:port`).
+    pub advertised_urls: Vec<String>,
+    pub resources: BTreeSet<String>,
+    pub role: Role,
+}
+
+/// One function version offered by one node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FunctionEntry {
+    pub name: String,
+    pub function_id: String,
+    pub version: Version,
+    pub resources: BTreeSet<String>,
+}
+
+/// Delivery settings of a queue (SQS-like).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// `at_most_once`, `at_least_once` or `exactly_once`.
+    pub delivery: String,
+    pub visibility_timeout_ms: u64,
+    /// Receives after which a message goes to the dead-letter queue (0: never).
+    pub max_receives: u32,
+    /// Deduplication window for exactly-once processing.
+    pub dedup_window_ms: u64,
+}
+
+/// A queue and the node that stores its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub name: String,
+    pub owner: NodeId,
+    pub config: QueueConfig,
+}
+
+/// Identifies a DNS service: `_name._protocol.namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+    pub protocol: String,
+}
+
+/// A service record, with the original `dns_register` fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsService {
+    pub key: ServiceKey,
+    pub port: u16,
+    pub targets: Vec<String>,
+    pub tags: BTreeSet<String>,
+    pub capabilities: BTreeSet<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub priority: u16,
+    pub weight: u16,
+    pub scope: String,
+    pub ttl_seconds: u32,
+    /// The member that registered it; its records go when it leaves.
+    pub registered_by: NodeId,
+}
+
+/// A change to the catalog: the payload of a Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    /// Adds a member, or updates it (a node that rejoins with new URLs).
+    UpsertMember(Member),
+    /// Removes a member with everything it registered (functions, DNS records). Its queues
+    /// stay: their messages live on its disk, and it may come back.
+    RemoveMember(NodeId),
+    SetRole {
+        id: NodeId,
+        role: Role,
+    },
+    /// Adds (or replaces, by name and version) functions offered by `node`.
+    RegisterFunctions {
+        node: NodeId,
+        functions: Vec<FunctionEntry>,
+    },
+    /// Removes `node`'s functions by name and version (`None`: every version).
+    UnregisterFunctions {
+        node: NodeId,
+        functions: Vec<(String, Option<Version>)>,
+    },
+    CreateQueue(QueueEntry),
+    DeleteQueue {
+        name: String,
+    },
+    RegisterService(DnsService),
+    UnregisterService(ServiceKey),
+}
+
+/// Why a command was rejected (the state is unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CatalogError {
+    #[error("node {0} is not a member")]
+    UnknownMember(NodeId),
+    #[error("function `{name}` has function_id `{existing}` in this cluster, not `{given}`")]
+    FunctionIdConflict {
+        name: String,
+        existing: String,
+        given: String,
+    },
+    #[error("queue `{0}` exists with another owner or configuration")]
+    QueueExists(String),
+    #[error("no queue `{0}`")]
+    UnknownQueue(String),
+    #[error("service `{0:?}` is registered by node {1}")]
+    ServiceTaken(ServiceKey, NodeId),
+    #[error("no service `{0:?}`")]
+    UnknownService(ServiceKey),
+}
+
+/// The whole replicated state. Ordered maps throughout: iteration order is part of what
+/// replicas must agree on (listings, snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    members: BTreeMap<NodeId, Member>,
+    /// Per node, its functions by (name, version).
+    functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
+    queues: BTreeMap<String, QueueEntry>,
+    services: BTreeMap<ServiceKey, DnsService>,
+}
+
+impl Catalog {
+    /// Applies one command. On `Err` the state is exactly as before.
+    pub fn apply(&mut self, cmd: CatalogCommand) -> Result<(), CatalogError> {
+        match cmd {
+            CatalogCommand::UpsertMember(m) => {
+                self.members.insert(m.id, m);
+                Ok(())
+            }
+            CatalogCommand::RemoveMember(id) => {
+                self.member(id)?;
+                self.members.remove(&id);
+                self.functions.remove(&id);
+                self.services.retain(|_, s| s.registered_by != id);
+                Ok(())
+            }
+            CatalogCommand::SetRole { id, role } => {
+                self.member(id)?;
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.role = role;
+                }
+                Ok(())
+            }
+            CatalogCommand::RegisterFunctions { node, functions } => {
+                self.member(node)?;
+                // Check everything first, so a rejected batch changes nothing.
+                for f in &functions {
+                    self.check_function_id(node, f, &functions)?;
+                }
+                let mine = self.functions.entry(node).or_default();
+                for f in functions {
+                    mine.insert((f.name.clone(), f.version.clone()), f);
+                }
+                Ok(())
+            }
+            CatalogCommand::UnregisterFunctions { node, functions } => {
+                self.member(node)?;
+                if let Some(mine) = self.functions.get_mut(&node) {
+                    for (name, version) in &functions {
+                        mine.retain(|(n, v), _| {
+                            n != name || version.as_ref().is_some_and(|want| want != v)
+                        });
+                    }
+                    if mine.is_empty() {
+                        self.functions.remove(&node);
+                    }
+                }
+                Ok(())
+            }
+            CatalogCommand::CreateQueue(q) => {
+                self.member(q.owner)?;
+                match self.queues.get(&q.name) {
+                    Some(existing) if existing == &q => Ok(()), // idempotent retry
+                    Some(_) => Err(CatalogError::QueueExists(q.name)),
+                    None => {
+                        self.queues.insert(q.name.clone(), q);
+                        Ok(())
+                    }
+                }
+            }
+            CatalogCommand::DeleteQueue { name } => self
+                .queues
+                .remove(&name)
+                .map(|_| ())
+                .ok_or(CatalogError::UnknownQueue(name)),
+            CatalogCommand::RegisterService(s) => {
+                self.member(s.registered_by)?;
+                if let Some(existing) = self.services.get(&s.key)
+                    && existing.registered_by != s.registered_by
+                {
+                    return Err(CatalogError::ServiceTaken(s.key, existing.registered_by));
+                }
+                self.services.insert(s.key.clone(), s);
+                Ok(())
+            }
+            CatalogCommand::UnregisterService(key) => self
+                .services
+                .remove(&key)
+                .map(|_| ())
+                .ok_or(CatalogError::UnknownService(key)),
+        }
+    }
+
+    fn member(&self, id: NodeId) -> Result<&Member, CatalogError> {
+        self.members.get(&id).ok_or(CatalogError::UnknownMember(id))
+    }
+
+    /// One name has one function_id in the whole cluster (as in the original), counting the
+    /// batch being registered.
+    fn check_function_id(
+        &self,
+        node: NodeId,
+        f: &FunctionEntry,
+        batch: &[FunctionEntry],
+    ) -> Result<(), CatalogError> {
+        let conflict = |existing: &FunctionEntry| {
+            (existing.name == f.name && existing.function_id != f.function_id).then(|| {
+                CatalogError::FunctionIdConflict {
+                    name: f.name.clone(),
+                    existing: existing.function_id.clone(),
+                    given: f.function_id.clone(),
+                }
+            })
+        };
+        let others = self
+            .functions
+            .iter()
+            .flat_map(|(n, fs)| fs.values().map(move |e| (*n, e)))
+            // A node re-registering replaces its own entries of the same name and version.
+            .filter(|(n, e)| !(*n == node && e.name == f.name && e.version == f.version))
+            .map(|(_, e)| e);
+        match others.chain(batch).find_map(conflict) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn member_by_id(&self, id: NodeId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// Every (node, function) pair, by node then name then version.
+    pub fn functions(&self) -> impl Iterator<Item = (NodeId, &FunctionEntry)> {
+        self.functions
+            .iter()
+            .flat_map(|(n, fs)| fs.values().map(move |f| (*n, f)))
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &QueueEntry> {
+        self.queues.values()
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &DnsService> {
+        self.services.values()
+    }
+
+    /// The state as bytes (bincode 2, standard config), for Raft snapshots.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Catalog, SnapshotError> {
+        let (catalog, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| SnapshotError(e.to_string()))?;
+        if read != bytes.len() {
+            return Err(SnapshotError(format!(
+                "{} trailing bytes after the catalog",
+                bytes.len() - read
+            )));
+        }
+        Ok(catalog)
+    }
+
+    /// Checks the invariants every reachable state keeps (used by tests and checkers).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (node, fs) in &self.functions {
+            if !self.members.contains_key(node) {
+                return Err(format!("functions of non-member {node}"));
+            }
+            if fs.is_empty() {
+                return Err(format!("empty function table for {node}"));
+            }
+        }
+        let mut ids: BTreeMap<&str, &str> = BTreeMap::new();
+        for (_, f) in self.functions() {
+            if let Some(prev) = ids.insert(&f.name, &f.function_id)
+                && prev != f.function_id
+            {
+                return Err(format!(
+                    "`{}` has function_ids `{prev}` and `{}`",
+                    f.name, f.function_id
+                ));
+            }
+        }
+        for s in self.services.values() {
+            if !self.members.contains_key(&s.registered_by) {
+                return Err(format!(
+                    "service {:?} of non-member {}",
+                    s.key, s.registered_by
+                ));
+            }
+        }
+        for (id, m) in &self.members {
+            if *id != m.id {
+                return Err(format!("member {} stored under id {id}", m.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot that cannot be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("catalog snapshot: {0}")]
+pub struct SnapshotError(pub String);

@@ -1,0 +1,9 @@
+//! The control plane: the replicated catalog. This module holds its pure state machine; the
+//! openraft wiring (log storage, network, membership) builds on it.
+
+pub mod catalog;
+
+pub use catalog::{
+    Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueConfig,
+    QueueEntry, Role, ServiceKey,
+};

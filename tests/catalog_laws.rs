@@ -1,0 +1,185 @@
+//! Laws of the catalog state machine over random command sequences: invariants hold after
+//! every command, a rejected command changes nothing, and a replica restored from a snapshot
+//! taken anywhere ends in the same state as one that applied the whole log.
+
+use std::collections::BTreeSet;
+
+use mpreg::control::{
+    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, QueueConfig, QueueEntry, Role,
+    ServiceKey,
+};
+use proptest::prelude::*;
+use semver::Version;
+
+fn member(id: u64, port: u16) -> Member {
+    Member {
+        id,
+        name: format!("n{id}"),
+        cluster_id: "c".into(),
+        advertised_urls: vec![format!("ws://127.0.0.1:{port}")],
+        resources: BTreeSet::from([format!("r{}", id % 2)]),
+        role: if id <= 3 { Role::Voter } else { Role::Learner },
+    }
+}
+
+fn function(name: u8, id: u8, minor: u64) -> FunctionEntry {
+    FunctionEntry {
+        name: format!("f{name}"),
+        function_id: format!("id{id}"),
+        version: Version::new(1, minor, 0),
+        resources: BTreeSet::new(),
+    }
+}
+
+fn service(name: u8, by: u64) -> DnsService {
+    DnsService {
+        key: ServiceKey {
+            namespace: "market".into(),
+            name: format!("s{name}"),
+            protocol: "tcp".into(),
+        },
+        port: 9000,
+        targets: vec!["10.0.0.1".into()],
+        tags: BTreeSet::new(),
+        capabilities: BTreeSet::new(),
+        metadata: Default::default(),
+        priority: 10,
+        weight: 5,
+        scope: "zone".into(),
+        ttl_seconds: 30,
+        registered_by: by,
+    }
+}
+
+fn command() -> impl Strategy<Value = CatalogCommand> {
+    let node = 1u64..6;
+    prop_oneof![
+        (node.clone(), 9000u16..9003)
+            .prop_map(|(id, port)| CatalogCommand::UpsertMember(member(id, port))),
+        node.clone().prop_map(CatalogCommand::RemoveMember),
+        (node.clone(), any::<bool>()).prop_map(|(id, v)| CatalogCommand::SetRole {
+            id,
+            role: if v { Role::Voter } else { Role::Learner }
+        }),
+        (
+            node.clone(),
+            prop::collection::vec((0u8..3, 0u8..2, 0u64..3), 1..4)
+        )
+            .prop_map(|(node, fs)| {
+                CatalogCommand::RegisterFunctions {
+                    node,
+                    functions: fs.into_iter().map(|(n, i, v)| function(n, i, v)).collect(),
+                }
+            }),
+        (node.clone(), 0u8..3, prop::option::of(0u64..3)).prop_map(|(node, n, v)| {
+            CatalogCommand::UnregisterFunctions {
+                node,
+                functions: vec![(format!("f{n}"), v.map(|m| Version::new(1, m, 0)))],
+            }
+        }),
+        (0u8..3, node.clone(), 0u32..2).prop_map(|(q, owner, r)| CatalogCommand::CreateQueue(
+            QueueEntry {
+                name: format!("q{q}"),
+                owner,
+                config: QueueConfig {
+                    delivery: "at_least_once".into(),
+                    visibility_timeout_ms: 30_000,
+                    max_receives: r,
+                    dedup_window_ms: 0,
+                },
+            }
+        )),
+        (0u8..3).prop_map(|q| CatalogCommand::DeleteQueue {
+            name: format!("q{q}")
+        }),
+        (0u8..3, node.clone()).prop_map(|(s, by)| CatalogCommand::RegisterService(service(s, by))),
+        (0u8..3).prop_map(|s| CatalogCommand::UnregisterService(service(s, 1).key)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_and_rejections_change_nothing(cmds in prop::collection::vec(command(), 0..60)) {
+        let mut c = Catalog::default();
+        for cmd in cmds {
+            let before = c.clone();
+            let removed = match &cmd {
+                CatalogCommand::RemoveMember(id) => Some(*id),
+                _ => None,
+            };
+            match c.apply(cmd) {
+                Ok(()) => {
+                    if let Some(id) = removed {
+                        prop_assert!(c.functions().all(|(n, _)| n != id));
+                        prop_assert!(c.services().all(|s| s.registered_by != id));
+                        prop_assert!(c.member_by_id(id).is_none());
+                    }
+                }
+                Err(_) => prop_assert_eq!(&c, &before),
+            }
+            if let Err(e) = c.check_invariants() {
+                prop_assert!(false, "invariant broken: {}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn a_replica_restored_from_any_snapshot_converges(
+        cmds in prop::collection::vec(command(), 0..60),
+        cut in 0usize..60,
+    ) {
+        let cut = cut.min(cmds.len());
+        let mut whole = Catalog::default();
+        let outcomes: Vec<_> = cmds.iter().cloned().map(|c| whole.apply(c)).collect();
+        let mut early = Catalog::default();
+        for c in &cmds[..cut] {
+            let _ = early.apply(c.clone());
+        }
+        let bytes = early.to_snapshot().unwrap();
+        let mut restored = Catalog::from_snapshot(&bytes).unwrap();
+        prop_assert_eq!(&restored, &early);
+        let mut rest = Vec::new();
+        for c in &cmds[cut..] {
+            rest.push(restored.apply(c.clone()));
+        }
+        prop_assert_eq!(&restored, &whole);
+        // The same responses too: replicas answer clients identically.
+        prop_assert_eq!(&rest[..], &outcomes[cut..]);
+    }
+}
+
+#[test]
+fn function_ids_are_unique_per_name_across_the_cluster() {
+    let mut c = Catalog::default();
+    c.apply(CatalogCommand::UpsertMember(member(1, 9000)))
+        .unwrap();
+    c.apply(CatalogCommand::UpsertMember(member(2, 9001)))
+        .unwrap();
+    c.apply(CatalogCommand::RegisterFunctions {
+        node: 1,
+        functions: vec![function(0, 0, 0)],
+    })
+    .unwrap();
+    let err = c
+        .apply(CatalogCommand::RegisterFunctions {
+            node: 2,
+            functions: vec![function(0, 1, 1)],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("function_id"), "{err}");
+    // The same id elsewhere is fine, and so is re-registering one's own entry.
+    c.apply(CatalogCommand::RegisterFunctions {
+        node: 2,
+        functions: vec![function(0, 0, 1)],
+    })
+    .unwrap();
+    c.apply(CatalogCommand::RegisterFunctions {
+        node: 1,
+        functions: vec![function(0, 0, 0)],
+    })
+    .unwrap();
+    assert_eq!(c.functions().count(), 2);
+    assert!(Catalog::from_snapshot(&[1, 2, 3]).is_err());
+}
