@@ -4,7 +4,7 @@
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Most frames written per flush; bounds the time a writer spends between flushes.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
@@ -12,8 +12,6 @@ const MAX_FRAMES_PER_FLUSH: usize = 256;
 /// What a writer task sends.
 pub(crate) enum Outbound {
     Frame(Message),
-    /// Send this close frame and stop.
-    Close(CloseFrame),
 }
 
 /// Bytes reserved per socket read. tungstenite zero-fills this reservation before every
@@ -35,20 +33,12 @@ pub(crate) async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Outbound>)
 where
     S: Sink<Message> + Unpin,
 {
-    'outer: while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut batched = 0;
-        while let Some(out) = next.take() {
-            match out {
-                Outbound::Frame(m) => {
-                    if sink.feed(m).await.is_err() {
-                        return;
-                    }
-                }
-                Outbound::Close(frame) => {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break 'outer;
-                }
+        while let Some(Outbound::Frame(m)) = next.take() {
+            if sink.feed(m).await.is_err() {
+                return;
             }
             batched += 1;
             if batched == 1 {

@@ -1,16 +1,22 @@
-//! One client connection: read frames, run each request as its own task, write replies
-//! through a single writer that coalesces them into as few socket writes as it can.
+//! One client connection, served by one task that owns the whole WebSocket: it reads
+//! frames, runs their requests concurrently as futures, and writes replies, flushing only
+//! when no more input or finished request is ready, so that one socket write carries as many
+//! replies as were ready (the echo server's "write while input flows, flush when it runs
+//! dry"). No channel, writer task or stream split sits between a reply and the socket.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::stream::SplitStream;
+use futures_util::{Sink, SinkExt, Stream};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -21,12 +27,13 @@ use super::Shared;
 use crate::env::BoxStream;
 use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
 use crate::rpc::execute;
-use crate::transport::{Outbound, write_loop};
 
 type Ws = WebSocketStream<BoxStream>;
 
 /// A peer that has not finished the WebSocket handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for its close frame to leave.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether replies go out as text or binary: the same kind as the request.
 #[derive(Clone, Copy)]
@@ -65,25 +72,17 @@ pub(super) async fn serve_connection(
         }
     };
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
-    let (sink, frames) = ws.split();
-    let max_inflight = shared.settings.max_inflight_per_connection;
-    let (tx, rx) = mpsc::channel(max_inflight + 16);
-    let writer = tokio::spawn(write_loop(sink, rx));
     let (id, inflight) = shared.stats.track_connection();
     let _tracked = Tracked {
         stats: &shared.stats,
         id,
     };
     let conn = Connection {
-        shared: shared.clone(),
-        tx,
-        max_inflight,
+        shared: &shared,
+        max_inflight: shared.settings.max_inflight_per_connection,
         inflight,
     };
-    conn.read_loop(frames, shutdown).await;
-    drop(conn);
-    // The writer ends once every sender (the connection and its request tasks) is gone.
-    let _ = writer.await;
+    conn.serve(ws, shutdown).await;
     shared.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -99,109 +98,109 @@ impl Drop for Tracked<'_> {
     }
 }
 
-struct Connection {
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Outbound>,
+struct Connection<'a> {
+    shared: &'a Shared,
     /// Requests running at once; at the limit the node stops reading this client
     /// (backpressure through TCP).
     max_inflight: usize,
     /// How many of this connection's requests are running, for `cluster_map`.
-    inflight: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// What a frame read from the client means for the connection.
-enum Read {
-    Data(tungstenite::Bytes, FrameKind),
-    Skip,
-    End,
+    inflight: Arc<AtomicUsize>,
 }
 
 /// A running request: resolves to its reply and the frame kind to send it in.
 type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (FrameKind, RpcReply)>;
 
-impl Connection {
-    async fn next_frame(&self, frames: &mut SplitStream<Ws>) -> Read {
-        match frames.next().await {
-            Some(Ok(m @ Message::Text(_))) => Read::Data(m.into_data(), FrameKind::Text),
-            Some(Ok(Message::Binary(b))) => Read::Data(b, FrameKind::Binary),
-            Some(Ok(Message::Close(_))) | None => Read::End,
-            Some(Ok(_)) => Read::Skip, // ping/pong: tungstenite answers pings itself
-            Some(Err(e)) => {
-                self.on_read_error(e).await;
-                Read::End
-            }
-        }
-    }
+/// What woke the connection.
+enum Event {
+    Stop,
+    Finished(FrameKind, RpcReply),
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    /// The socket failed while writing: the client is gone.
+    WriteFailed,
+}
 
-    /// Reads requests and runs them concurrently inside this task: a request is a future
-    /// polled here, not a task of its own, so finishing one wakes nobody else and a client
-    /// that leaves cancels its requests by the drop of `running`. Handlers are async; a
-    /// function that burns CPU should move that work off the runtime (as in any tokio
-    /// server).
-    async fn read_loop(&self, mut frames: SplitStream<Ws>, mut shutdown: watch::Receiver<bool>) {
+impl<'a> Connection<'a> {
+    async fn serve(&self, mut ws: Ws, mut shutdown: watch::Receiver<bool>) {
         let stop = super::stopping(&mut shutdown);
         tokio::pin!(stop);
         let mut draining = false;
-        let mut running: FuturesUnordered<RequestFuture<'_>> = FuturesUnordered::new();
+        let mut running: FuturesUnordered<RequestFuture<'a>> = FuturesUnordered::new();
+        let mut out: VecDeque<Message> = VecDeque::new();
+        let mut unflushed = false;
         loop {
             if draining && running.is_empty() {
                 let frame = CloseFrame {
                     code: CloseCode::Away,
                     reason: "node shutting down".into(),
                 };
-                let _ = self.tx.send(Outbound::Close(frame)).await;
-                return;
+                return close(ws, out, frame).await;
             }
             self.inflight.store(running.len(), Ordering::Relaxed);
-            tokio::select! {
-                biased;
-                _ = &mut stop, if !draining => draining = true,
-                Some((kind, reply)) = running.next(), if !running.is_empty() => {
-                    if !self.send(kind, &reply).await {
-                        return;
-                    }
+            let event = std::future::poll_fn(|cx| {
+                poll_event(
+                    cx,
+                    &mut ws,
+                    &mut out,
+                    &mut unflushed,
+                    &mut running,
+                    stop.as_mut(),
+                    draining,
+                    self.max_inflight,
+                )
+            })
+            .await;
+            match event {
+                Event::Stop => draining = true,
+                Event::Finished(kind, reply) => out.push_back(kind.frame(&reply)),
+                Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
+                    t.as_bytes(),
+                    FrameKind::Text,
+                    draining,
+                    &mut running,
+                    &mut out,
+                ),
+                Event::Frame(Some(Ok(Message::Binary(b)))) => {
+                    self.on_frame(&b, FrameKind::Binary, draining, &mut running, &mut out)
                 }
-                read = self.next_frame(&mut frames), if running.len() < self.max_inflight => {
-                    match read {
-                        Read::Data(bytes, kind) => {
-                            if let Some(reply) = self.on_frame(&bytes, kind, draining, &mut running)
-                                && !self.send(kind, &reply).await
-                            {
-                                return;
-                            }
-                        }
-                        Read::Skip => {}
-                        Read::End => return,
-                    }
+                // Ping/pong: tungstenite answers pings itself.
+                Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
                 }
+                // The client closed, or is gone: dropping `running` cancels its requests.
+                Event::Frame(Some(Ok(Message::Close(_))) | None) | Event::WriteFailed => return,
+                Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out, e).await,
             }
         }
     }
 
-    /// Starts the request in `bytes`, or returns the immediate reply to a frame that is not
+    /// Starts the request in `bytes`, or queues the immediate reply to a frame that is not
     /// one (or to any request while draining).
-    fn on_frame<'a>(
-        &'a self,
+    fn on_frame(
+        &self,
         bytes: &[u8],
         kind: FrameKind,
         draining: bool,
         running: &mut FuturesUnordered<RequestFuture<'a>>,
-    ) -> Option<RpcReply> {
+        out: &mut VecDeque<Message>,
+    ) {
         let req = match decode_frame(bytes) {
             Ok(Incoming::Rpc(req)) => req,
-            Err(e) => return Some(RpcReply::failure(e.u, WireError::new(e.code, e.message))),
+            Err(e) => {
+                let reply = RpcReply::failure(e.u, WireError::new(e.code, e.message));
+                return out.push_back(kind.frame(&reply));
+            }
         };
         if draining {
-            return Some(RpcReply::failure(
+            let reply = RpcReply::failure(
                 Value::String(req.u),
                 WireError::new(
                     ErrorCode::ShuttingDown,
                     "node is draining; retry on another node",
                 ),
-            ));
+            );
+            return out.push_back(kind.frame(&reply));
         }
-        let shared = &*self.shared;
-        let mut request: RequestFuture<'_> = Box::pin(async move {
+        let shared = self.shared;
+        let mut request: RequestFuture<'a> = Box::pin(async move {
             let reply = execute(
                 &shared.registry,
                 shared.env.clock.as_ref(),
@@ -211,28 +210,16 @@ impl Connection {
             .await;
             (kind, reply)
         });
-        // Most requests complete on their first poll; only those that wait join `running`.
+        // Most requests complete on their first poll; only those that wait join `running`
+        // (which polls them again with a real waker).
         let waker = futures_util::task::noop_waker();
-        match request
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(&waker))
-        {
-            std::task::Poll::Ready((_, reply)) => Some(reply),
-            std::task::Poll::Pending => {
-                running.push(request);
-                None
-            }
+        match request.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready((kind, reply)) => out.push_back(kind.frame(&reply)),
+            Poll::Pending => running.push(request),
         }
     }
 
-    async fn send(&self, kind: FrameKind, reply: &RpcReply) -> bool {
-        self.tx
-            .send(Outbound::Frame(kind.frame(reply)))
-            .await
-            .is_ok()
-    }
-
-    async fn on_read_error(&self, e: tungstenite::Error) {
+    async fn on_read_error(&self, ws: Ws, out: VecDeque<Message>, e: tungstenite::Error) {
         match e {
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
                 tracing::debug!(size, max_size, "closing connection: message too large");
@@ -241,9 +228,73 @@ impl Connection {
                     reason: format!("message of {size} bytes exceeds the limit of {max_size}")
                         .into(),
                 };
-                let _ = self.tx.send(Outbound::Close(frame)).await;
+                close(ws, out, frame).await;
             }
             other => tracing::debug!(error = %other, "connection read failed"),
         }
     }
+}
+
+/// One step of the connection: moves queued replies into the socket, then reports the
+/// first ready event. Flushes only when nothing is ready, so replies that finish together
+/// leave in one write.
+#[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
+fn poll_event<'a>(
+    cx: &mut Context<'_>,
+    ws: &mut Ws,
+    out: &mut VecDeque<Message>,
+    unflushed: &mut bool,
+    running: &mut FuturesUnordered<RequestFuture<'a>>,
+    stop: Pin<&mut impl Future<Output = ()>>,
+    draining: bool,
+    max_inflight: usize,
+) -> Poll<Event> {
+    use futures_util::StreamExt;
+    while !out.is_empty() {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(m) = out.pop_front()
+                    && Pin::new(&mut *ws).start_send(m).is_err()
+                {
+                    return Poll::Ready(Event::WriteFailed);
+                }
+                *unflushed = true;
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+            Poll::Pending => break, // the socket is full: keep reading nothing new
+        }
+    }
+    if !draining && stop.poll(cx).is_ready() {
+        return Poll::Ready(Event::Stop);
+    }
+    if let Poll::Ready(Some((kind, reply))) = running.poll_next_unpin(cx) {
+        return Poll::Ready(Event::Finished(kind, reply));
+    }
+    // Read only with room for another request and no backlog of unsent replies.
+    if running.len() < max_inflight
+        && out.len() < max_inflight
+        && let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx)
+    {
+        return Poll::Ready(Event::Frame(frame));
+    }
+    if *unflushed && out.is_empty() {
+        match Pin::new(&mut *ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+/// Sends what is queued and a close frame, then closes (bounded by [`CLOSE_TIMEOUT`]).
+async fn close(mut ws: Ws, out: VecDeque<Message>, frame: CloseFrame) {
+    let flush_all = async {
+        for m in out {
+            ws.feed(m).await?;
+        }
+        ws.send(Message::Close(Some(frame))).await?;
+        ws.close(None).await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, flush_all).await;
 }
