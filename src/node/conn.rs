@@ -113,7 +113,8 @@ type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (FrameKind, RpcRepl
 /// What woke the connection.
 enum Event {
     Stop,
-    Finished(FrameKind, RpcReply),
+    /// A request finished; its reply, ready to send.
+    Finished(Message),
     Frame(Option<Result<Message, tungstenite::Error>>),
     /// The socket failed while writing: the client is gone.
     WriteFailed,
@@ -151,7 +152,7 @@ impl<'a> Connection<'a> {
             .await;
             match event {
                 Event::Stop => draining = true,
-                Event::Finished(kind, reply) => out.push_back(kind.frame(&reply)),
+                Event::Finished(reply) => out.push_back(reply),
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
                     t.as_bytes(),
                     FrameKind::Text,
@@ -268,7 +269,7 @@ fn poll_event<'a>(
         return Poll::Ready(Event::Stop);
     }
     if let Poll::Ready(Some((kind, reply))) = running.poll_next_unpin(cx) {
-        return Poll::Ready(Event::Finished(kind, reply));
+        return Poll::Ready(Event::Finished(kind.frame(&reply)));
     }
     // Read only with room for another request and no backlog of unsent replies.
     if running.len() < max_inflight
