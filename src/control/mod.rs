@@ -2,6 +2,7 @@
 //! openraft wiring (log storage, network, membership) builds on it.
 
 pub mod catalog;
+pub mod raft;
 
 pub use catalog::{
     Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueConfig,

@@ -20,8 +20,8 @@ pub use rng::SharedRng;
 pub use tokio_env::{SystemClock, TokioNet};
 
 /// A connected, ordered byte stream (a TCP connection in production).
-pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> ByteStream for T {}
 
 /// An owned byte stream of any implementation.
 pub type BoxStream = Box<dyn ByteStream>;

@@ -1,0 +1,34 @@
+//! openraft wiring for the catalog: the type configuration, a runtime whose randomness is
+//! seeded (so simulated elections replay exactly), storage, and the peer network.
+//!
+//! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
+
+mod network;
+mod runtime;
+mod store;
+
+use std::io::Cursor;
+
+pub use network::{NetworkFactory, RaftReply, RaftRequest, serve_raft};
+pub use runtime::{SeededRuntime, seed_raft_rng};
+pub use store::{CatalogStateMachine, LogStore, StoredState};
+
+use super::catalog::{CatalogCommand, CatalogError};
+
+/// A command's outcome as every replica computes it.
+pub type CatalogResponse = Result<(), CatalogError>;
+
+openraft::declare_raft_types!(
+    /// mpreg's Raft: log entries are catalog commands; nodes are reached at `host:port`.
+    pub TypeConfig:
+        D = CatalogCommand,
+        R = CatalogResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = SeededRuntime,
+);
+
+/// The Raft handle of one node.
+pub type Raft = openraft::Raft<TypeConfig>;
