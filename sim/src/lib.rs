@@ -7,6 +7,7 @@
 //! which [`trace::Trace`] hashes make checkable. See docs/SIMULATION.md.
 
 pub mod env;
+pub mod raft_cluster;
 pub mod rpc_workload;
 pub mod trace;
 

@@ -18,6 +18,14 @@ impl Trace {
             .push(format!("{ms:>10}us {host:<8} {}", event.as_ref()));
     }
 
+    /// Records `event` at an explicit simulated time (from outside any host).
+    pub fn record_at(&self, at: std::time::Duration, host: &str, event: impl AsRef<str>) {
+        let us = at.as_micros();
+        self.0
+            .borrow_mut()
+            .push(format!("{us:>10}us {host:<8} {}", event.as_ref()));
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.0.borrow().clone()
     }

@@ -9,7 +9,7 @@ mod store;
 
 use std::io::Cursor;
 
-pub use network::{NetworkFactory, RaftReply, RaftRequest, serve_raft};
+pub use network::{NetworkFactory, PeerClient, RaftReply, RaftRequest, serve_raft};
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use store::{CatalogStateMachine, LogStore, StoredState};
 
