@@ -7,6 +7,7 @@
 //! OS-seeded RNG (enforced by `clippy.toml`).
 
 mod rng;
+pub mod sqlite;
 mod tokio_env;
 
 use std::io;

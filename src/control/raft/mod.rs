@@ -5,12 +5,14 @@
 
 mod network;
 mod runtime;
+mod sqlite_store;
 mod store;
 
 use std::io::Cursor;
 
 pub use network::{NetworkFactory, PeerClient, RaftReply, RaftRequest, serve_raft};
 pub use runtime::{SeededRuntime, seed_raft_rng};
+pub use sqlite_store::SqliteLogStore;
 pub use store::{CatalogStateMachine, LogStore, StoredState};
 
 use super::catalog::{CatalogCommand, CatalogError};

@@ -253,3 +253,24 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
             }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+
+    struct Fresh;
+
+    impl StoreBuilder<TypeConfig, LogStore, CatalogStateMachine> for Fresh {
+        async fn build(&self) -> Result<((), LogStore, CatalogStateMachine), StorageError<u64>> {
+            Ok(((), LogStore::default(), CatalogStateMachine::default()))
+        }
+    }
+
+    /// openraft's own conformance suite for storage implementations.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Fresh).expect("memory storage conforms");
+    }
+}

@@ -1,0 +1,328 @@
+//! The Raft log, vote and committed id in SQLite (`synchronous=FULL`): an append is one
+//! transaction, and openraft hears that it is flushed only after that transaction's commit
+//! (the WAL fsync) returned. Entries are bincode-encoded blobs keyed by index.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
+    StorageIOError, Vote,
+};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::TypeConfig;
+use crate::env::sqlite::{DbError, Durability, SqliteDb};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+";
+
+fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })
+}
+
+fn storage_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: DbError) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+/// A durable Raft log store; clones share the database.
+#[derive(Clone)]
+pub struct SqliteLogStore {
+    db: SqliteDb,
+}
+
+impl SqliteLogStore {
+    /// Opens (or creates) the log at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteLogStore, DbError> {
+        let db = SqliteDb::open(path, Durability::Full)?;
+        db.call(|c| c.execute_batch(SCHEMA)).await?;
+        Ok(SqliteLogStore { db })
+    }
+
+    async fn meta<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, DbError> {
+        self.db
+            .call(move |c| {
+                let bytes: Option<Vec<u8>> = c
+                    .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                bytes.map(|b| decode(&b)).transpose()
+            })
+            .await
+    }
+
+    async fn set_meta<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), DbError> {
+        let bytes = encode(value)?;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO raft_meta (key, value) VALUES (?1, ?2)",
+                    params![key, bytes],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
+    /// Whether this node has ever voted (so it must not bootstrap a new cluster).
+    pub async fn has_vote(&self) -> Result<bool, DbError> {
+        Ok(self.meta::<Vote<u64>>("vote").await?.is_some())
+    }
+}
+
+/// `range` as `[start, end)` over u64 indices.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+/// SQLite integers are signed: clamp indices into range.
+fn sql_index(i: u64) -> i64 {
+    i64::try_from(i).unwrap_or(i64::MAX)
+}
+
+impl RaftLogReader<TypeConfig> for SqliteLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        let (start, end) = bounds(&range);
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+                )?;
+                let rows = stmt.query_map(params![sql_index(start), sql_index(end)], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })?;
+                rows.map(|b| decode(&b?)).collect()
+            })
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for SqliteLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let err = |e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let last_purged: Option<LogId<u64>> = self.meta("last_purged").await.map_err(err)?;
+        let last: Option<Entry<TypeConfig>> = self
+            .db
+            .call(|c| {
+                let bytes: Option<Vec<u8>> = c
+                    .query_row(
+                        "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                bytes.map(|b| decode(&b)).transpose()
+            })
+            .await
+            .map_err(err)?;
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.map(|e| e.log_id).or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        self.set_meta("vote", vote)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.meta("vote")
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        self.set_meta("committed", &committed)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        self.meta::<Option<LogId<u64>>>("committed")
+            .await
+            .map(Option::flatten)
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Read, e))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let rows: Vec<(i64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| Ok((sql_index(e.log_id.index), encode(&e)?)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e.into()))?;
+        let written = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
+                    )?;
+                    for (idx, bytes) in &rows {
+                        stmt.execute(params![idx, bytes])?;
+                    }
+                }
+                tx.commit() // with synchronous=FULL this returns after the WAL fsync
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let from = sql_index(log_id.index);
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM raft_log WHERE idx >= ?1", [from])
+                    .map(|_| ())
+            })
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let upto = sql_index(log_id.index);
+        let bytes = encode(&log_id)
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e.into()))?;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO raft_meta (key, value) VALUES ('last_purged', ?1)",
+                    [bytes],
+                )?;
+                tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [upto])?;
+                tx.commit()
+            })
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::control::raft::CatalogStateMachine;
+
+    /// A fresh database file per store the suite asks for.
+    struct FreshDb(std::path::PathBuf);
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    impl FreshDb {
+        fn new() -> FreshDb {
+            let dir = std::env::temp_dir().join(format!("mpreg-raftlog-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            FreshDb(dir)
+        }
+    }
+
+    impl StoreBuilder<TypeConfig, SqliteLogStore, CatalogStateMachine> for FreshDb {
+        async fn build(
+            &self,
+        ) -> Result<((), SqliteLogStore, CatalogStateMachine), StorageError<u64>> {
+            let path = self.0.join(format!(
+                "log-{}.sqlite",
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let store = SqliteLogStore::open(&path)
+                .await
+                .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            Ok(((), store, CatalogStateMachine::default()))
+        }
+    }
+
+    /// openraft's own conformance suite for storage implementations.
+    #[test]
+    fn openraft_storage_suite() {
+        let db = FreshDb::new();
+        let dir = db.0.clone();
+        Suite::test_all(db).expect("sqlite storage conforms");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_log_and_vote_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("mpreg-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let vote = Vote::new(3, 1);
+        {
+            let mut s = SqliteLogStore::open(&path).await.unwrap();
+            s.save_vote(&vote).await.unwrap();
+            s.save_committed(Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 7)))
+                .await
+                .unwrap();
+        }
+        let mut s = SqliteLogStore::open(&path).await.unwrap();
+        assert!(s.has_vote().await.unwrap());
+        assert_eq!(s.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(s.read_committed().await.unwrap().map(|c| c.index), Some(7));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
