@@ -10,7 +10,9 @@ mod store;
 
 use std::io::Cursor;
 
-pub use network::{NetworkFactory, PeerClient, RaftReply, RaftRequest, serve_raft};
+pub use network::{
+    NetworkFactory, PeerClient, RAFT_PATH, RaftReply, RaftRequest, answer, serve_peer, serve_raft,
+};
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use sqlite_store::SqliteLogStore;
 pub use store::{CatalogStateMachine, LogStore, StoredState};

@@ -1,5 +1,5 @@
-//! Raft RPCs between nodes: length-prefixed bincode frames over a connection from the
-//! node's [`Env`], one request and one reply at a time per connection.
+//! Raft RPCs between nodes: bincode in binary WebSocket frames on the node's own port, on the
+//! path [`RAFT_PATH`] (the peer hello), one request and one reply at a time per connection.
 //!
 //! turmoil's TCP never retransmits, and openraft drops an RPC's future when its deadline
 //! passes, so a connection is taken out of the client for the duration of one RPC and only
@@ -9,6 +9,7 @@
 use std::io;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use openraft::BasicNode;
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
@@ -21,11 +22,13 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{BoxStream, Env, Listener};
+use crate::transport::websocket_config;
 
 /// Largest frame accepted (snapshots included).
 const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -53,30 +56,33 @@ pub enum RaftReply {
     Write(WriteResult),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut BoxStream, value: &T) -> io::Result<()> {
-    let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(io::Error::other)?;
-    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(&bytes).await?;
-    stream.flush().await
+type PeerWs = WebSocketStream<BoxStream>;
+
+/// The path a peer's WebSocket handshake asks for; it marks the connection as Raft's.
+pub const RAFT_PATH: &str = "/_mpreg/raft";
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map(Message::binary)
+        .map_err(io::Error::other)
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut BoxStream) -> io::Result<T> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("raft frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
-        ));
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The next binary frame, decoded; `None` when the peer closed.
+async fn next_binary<T: DeserializeOwned>(ws: &mut PeerWs) -> io::Result<Option<T>> {
+    while let Some(msg) = ws.next().await {
+        match msg.map_err(io::Error::other)? {
+            Message::Binary(b) => return decode(&b).map(Some),
+            Message::Close(_) => return Ok(None),
+            _ => {}
+        }
     }
-    let mut buf = vec![0u8; len];
-    stream.read_exact(&mut buf).await?;
-    let (value, _) = bincode::serde::decode_from_slice(&buf, bincode::config::standard())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(value)
+    Ok(None)
 }
 
 /// Builds a client per peer.
@@ -110,20 +116,30 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     /// Present between RPCs; taken out during one (see the module comment).
-    stream: Option<BoxStream>,
+    stream: Option<PeerWs>,
 }
 
 impl PeerClient {
     /// One RPC within `ttl`.
     pub async fn call(&mut self, req: &RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
         let exchange = async {
-            let mut stream = match self.stream.take() {
-                Some(s) => s,
-                None => self.env.net.connect(&self.addr).await?,
+            let mut ws = match self.stream.take() {
+                Some(ws) => ws,
+                None => {
+                    let tcp = self.env.net.connect(&self.addr).await?;
+                    let url = format!("ws://{}{RAFT_PATH}", self.addr);
+                    let config = websocket_config(MAX_FRAME_BYTES);
+                    tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+                        .await
+                        .map_err(io::Error::other)?
+                        .0
+                }
             };
-            write_frame(&mut stream, req).await?;
-            let reply = read_frame(&mut stream).await?;
-            Ok::<_, io::Error>((stream, reply))
+            ws.send(encode(req)?).await.map_err(io::Error::other)?;
+            let reply = next_binary(&mut ws)
+                .await?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"))?;
+            Ok::<_, io::Error>((ws, reply))
         };
         match tokio::time::timeout(ttl, exchange).await {
             Ok(Ok((stream, reply))) => {
@@ -227,27 +243,41 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Serves Raft RPCs accepted on `listener` until the listener fails.
+/// Answers one request with the local Raft.
+pub async fn answer(raft: &Raft, req: RaftRequest) -> RaftReply {
+    match req {
+        RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
+        RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
+        RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
+        RaftRequest::Write(cmd) => RaftReply::Write(raft.client_write(cmd).await),
+    }
+}
+
+/// Answers a peer's RPCs, in order, until it disconnects or sends a bad frame.
+pub async fn serve_peer(raft: Raft, mut ws: PeerWs) {
+    while let Ok(Some(req)) = next_binary::<RaftRequest>(&mut ws).await {
+        let reply = answer(&raft, req).await;
+        let Ok(frame) = encode(&reply) else { return };
+        if ws.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves Raft alone on `listener` (the simulator's replicas; a node serves Raft on its
+/// client port instead, see `node::conn`).
 pub async fn serve_raft(raft: Raft, mut listener: Box<dyn Listener>) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             return;
         };
-        tokio::spawn(serve_peer(raft.clone(), stream));
-    }
-}
-
-/// Answers one peer's RPCs in order until it disconnects or sends a bad frame.
-async fn serve_peer(raft: Raft, mut stream: BoxStream) {
-    while let Ok(req) = read_frame::<RaftRequest>(&mut stream).await {
-        let reply = match req {
-            RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
-            RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
-            RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
-            RaftRequest::Write(cmd) => RaftReply::Write(raft.client_write(cmd).await),
-        };
-        if write_frame(&mut stream, &reply).await.is_err() {
-            return;
-        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let config = websocket_config(MAX_FRAME_BYTES);
+            if let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
+            {
+                serve_peer(raft, ws).await;
+            }
+        });
     }
 }
