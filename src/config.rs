@@ -103,6 +103,8 @@ impl Settings {
     pub fn exec_limits(&self) -> ExecLimits {
         ExecLimits {
             max_commands: self.max_commands_per_request,
+            // References may copy up to four messages' worth of data per request.
+            max_resolved_bytes: self.max_message_bytes.saturating_mul(4),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
         }
     }

@@ -220,3 +220,92 @@ async fn disconnect_mid_request_cancels_its_steps() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn exponential_copies_are_stopped_by_the_budget() {
+    let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": ["x".repeat(1000)]})];
+    for k in 1..40 {
+        let prev = format!("c{}", k - 1);
+        cmds.push(json!({"name": format!("c{k}"), "fun": "echos", "args": [prev, prev]}));
+    }
+    let frame = json!({"role": "rpc", "u": "exp", "cmds": cmds}).to_string();
+    let reply = rejects(&frame, 1016).await;
+    assert!(
+        reply["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("budget"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn nesting_built_from_references_is_stopped() {
+    // Each step wraps the previous one in 100 more levels: legal on the wire, too deep after
+    // resolution.
+    let mut cmds = vec![json!({"name": "c0", "fun": "echo", "args": [1]})];
+    for k in 1..5 {
+        let mut v = json!(format!("c{}", k - 1));
+        for _ in 0..100 {
+            v = json!([v]);
+        }
+        cmds.push(json!({"name": format!("c{k}"), "fun": "echo", "args": [v]}));
+    }
+    let frame = json!({"role": "rpc", "u": "nest", "cmds": cmds}).to_string();
+    let reply = rejects(&frame, 1016).await;
+    assert!(
+        reply["error"]["details"].as_str().unwrap().contains("124"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_over_the_message_limit_becomes_an_error() {
+    let settings = Settings {
+        max_message_bytes: 64 * 1024,
+        ..test_settings()
+    };
+    let node = start_node(settings, vec![]).await;
+    let mut ws = raw_connect(node.url()).await;
+    let big = "y".repeat(40 * 1024);
+    let frame = json!({"role": "rpc", "u": "fat", "cmds": [
+        {"name": "a", "fun": "echo", "args": [big]},
+        {"name": "b", "fun": "echos", "args": ["a", "a"]}]});
+    let reply = raw_roundtrip(&mut ws, &frame.to_string()).await;
+    assert_eq!(code_of(&reply), 1016, "{reply}");
+    assert_eq!(reply["u"], "fat");
+    let ok = raw_roundtrip(&mut ws, OK_REQUEST).await;
+    assert_eq!(ok["r"]["e"], "still here");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    let node = start_node(test_settings(), vec![]).await;
+    let mut ws = raw_connect(node.url()).await;
+    ws.close(None).await.unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("no clean close handshake: {e}"),
+        }
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_node_handle_does_not_stop_the_node() {
+    let node = start_node(test_settings(), vec![]).await;
+    let url = node.url().to_owned();
+    drop(node);
+    let client = Client::connect(&url).await.unwrap();
+    assert_eq!(
+        client.call("echo", json!(["alive"])).await.unwrap(),
+        json!("alive")
+    );
+    assert_eq!(
+        client.call("echo", json!(["echo"])).await.unwrap(),
+        json!("echo")
+    );
+}

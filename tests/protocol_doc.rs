@@ -245,6 +245,7 @@ fn doc_settings() -> Settings {
         name: "doc-node".to_owned(),
         cluster_id: "doc-cluster".to_owned(),
         max_commands_per_request: DOC_MAX_COMMANDS,
+        max_message_bytes: 1 << 20,
         ..Settings::default()
     }
 }

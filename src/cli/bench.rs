@@ -179,6 +179,12 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                     let _ = w.send(ack.error.is_some());
                 }
             }
+            // The connection ended: wake every waiting loop (their calls are lost).
+            reader_slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter_mut()
+                .for_each(|s| drop(s.take()));
         });
         for slot in 0..load.inflight {
             let (tx, slots, hist, errors, env) = (
@@ -282,8 +288,15 @@ pub async fn run(args: BenchArgs) -> i32 {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
-    if args.connections == 0 || args.inflight == 0 || args.rounds == 0 || args.duration <= 0.0 {
-        return Err("--connections, --inflight, --rounds and --duration must be positive".into());
+    let seconds_ok = |s: f64| s.is_finite() && (0.0..=86_400.0).contains(&s);
+    if args.connections == 0
+        || args.inflight == 0
+        || args.rounds == 0
+        || args.duration <= 0.0
+        || !seconds_ok(args.duration)
+        || !seconds_ok(args.warmup)
+    {
+        return Err("--connections, --inflight and --rounds must be positive; --duration and --warmup finite seconds (duration > 0)".into());
     }
     let env = Env::production();
     let load = Load {

@@ -49,6 +49,12 @@ pub struct NodeArgs {
     /// Request deadline in milliseconds [default: 30000]
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// How long shutdown waits for in-flight requests, in milliseconds [default: 10000]
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u64>,
+    /// Requests one connection may run at once [default: 1024]
+    #[arg(long)]
+    pub max_inflight_per_connection: Option<usize>,
 }
 
 impl NodeArgs {
@@ -64,6 +70,8 @@ impl NodeArgs {
             max_message_bytes: self.max_message_bytes,
             max_commands_per_request: self.max_commands_per_request,
             request_timeout_ms: self.request_timeout_ms,
+            drain_timeout_ms: self.drain_timeout_ms,
+            max_inflight_per_connection: self.max_inflight_per_connection,
             ..SettingsLayer::default()
         }
     }

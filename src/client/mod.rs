@@ -136,9 +136,10 @@ impl Client {
     /// One call; options are set on the returned builder, which is awaited.
     pub fn call(&self, fun: impl Into<String>, args: Value) -> CallBuilder<'_> {
         let fun = fun.into();
+        let cmd = RpcCommand::new(String::new(), fun).args(args);
         CallBuilder {
             client: self,
-            cmd: RpcCommand::new(fun.clone(), fun).args(args),
+            cmd,
             timeout: None,
         }
     }
@@ -162,9 +163,11 @@ impl Client {
     ) -> Result<RpcReply, ClientError> {
         let inner = &self.inner;
         if let Some(t) = timeout {
-            req.timeout_ms = Some(t.as_millis().max(1) as u64);
+            req.timeout_ms = Some(u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
         }
-        let wait = timeout.unwrap_or(inner.default_timeout) + TIMEOUT_GRACE;
+        let wait = timeout
+            .unwrap_or(inner.default_timeout)
+            .saturating_add(TIMEOUT_GRACE);
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
         req.u = format!("{}-{seq}", inner.prefix);
         let frame =
@@ -258,6 +261,37 @@ where
     pending.waiting.clear();
 }
 
+/// The name of a call's one command: the function's name, as the original client sends,
+/// unless an argument would then read as a reference to the call itself (`echo("echo")`
+/// would be a self reference); then the first of `fun#1`, `fun#2`, … that no argument uses.
+fn call_name(cmd: &RpcCommand) -> String {
+    fn mentions(v: &Value, name: &str) -> bool {
+        match v {
+            Value::String(s) => {
+                s == name
+                    || s.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            }
+            Value::Array(items) => items.iter().any(|i| mentions(i, name)),
+            Value::Object(m) => m.values().any(|i| mentions(i, name)),
+            _ => false,
+        }
+    }
+    let used = |name: &str| {
+        cmd.args
+            .iter()
+            .chain(cmd.kwargs.values())
+            .any(|a| mentions(a, name))
+    };
+    if !used(&cmd.fun) {
+        return cmd.fun.clone();
+    }
+    (1u64..)
+        .map(|k| format!("{}#{k}", cmd.fun))
+        .find(|n| !used(n))
+        .unwrap_or_default()
+}
+
 /// A call being configured; `.await` sends it.
 pub struct CallBuilder<'c> {
     client: &'c Client,
@@ -305,8 +339,10 @@ impl<'c> IntoFuture for CallBuilder<'c> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let name = self.cmd.name.clone();
-            let req = RpcRequest::new(String::new(), vec![self.cmd]);
+            let mut cmd = self.cmd;
+            cmd.name = call_name(&cmd);
+            let name = cmd.name.clone();
+            let req = RpcRequest::new(String::new(), vec![cmd]);
             let mut reply = self.client.send(req, self.timeout).await?;
             reply
                 .r
@@ -320,6 +356,14 @@ impl<'c> IntoFuture for CallBuilder<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_names_never_reference_themselves() {
+        let cmd = RpcCommand::new("", "echo").args(serde_json::json!(["echo", "echo#1.x"]));
+        assert_eq!(call_name(&cmd), "echo#2");
+        let cmd = RpcCommand::new("", "echo").args(serde_json::json!(["hi"]));
+        assert_eq!(call_name(&cmd), "echo");
+    }
 
     #[test]
     fn urls() {

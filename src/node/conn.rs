@@ -43,10 +43,26 @@ enum FrameKind {
 }
 
 impl FrameKind {
-    fn frame(self, reply: &RpcReply) -> Message {
+    /// The reply as a frame; a reply larger than the node's message limit is replaced by a
+    /// 1016 error (clients apply the same limit and would otherwise drop the connection).
+    fn frame(self, reply: &RpcReply, max_message_bytes: usize) -> Message {
+        let mut json = reply.to_json_string();
+        if json.len() > max_message_bytes {
+            let too_big = RpcReply::failure(
+                reply.u.clone(),
+                WireError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "reply of {} bytes exceeds max_message_bytes ({max_message_bytes})",
+                        json.len()
+                    ),
+                ),
+            );
+            json = too_big.to_json_string();
+        }
         match self {
-            FrameKind::Text => Message::text(reply.to_json_string()),
-            FrameKind::Binary => Message::binary(reply.to_json_string().into_bytes()),
+            FrameKind::Text => Message::text(json),
+            FrameKind::Binary => Message::binary(json.into_bytes()),
         }
     }
 }
@@ -83,10 +99,10 @@ pub(super) async fn serve_connection(
         inflight,
     };
     conn.serve(ws, shutdown).await;
-    shared.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Unregisters a connection's in-flight counter however the connection ends.
+/// Unregisters a connection (its in-flight counter, the client count) however the
+/// connection ends, panics and aborts included.
 struct Tracked<'a> {
     stats: &'a super::Stats,
     id: u64,
@@ -95,6 +111,7 @@ struct Tracked<'a> {
 impl Drop for Tracked<'_> {
     fn drop(&mut self) {
         self.stats.forget_connection(self.id);
+        self.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -108,7 +125,7 @@ struct Connection<'a> {
 }
 
 /// A running request: resolves to its reply and the frame kind to send it in.
-type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (FrameKind, RpcReply)>;
+type RequestFuture<'a> = futures_util::future::BoxFuture<'a, Message>;
 
 /// What woke the connection.
 enum Event {
@@ -166,8 +183,16 @@ impl<'a> Connection<'a> {
                 // Ping/pong: tungstenite answers pings itself.
                 Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
                 }
-                // The client closed, or is gone: dropping `running` cancels its requests.
-                Event::Frame(Some(Ok(Message::Close(_))) | None) | Event::WriteFailed => return,
+                // The client closed: answer its close frame (tungstenite queued the reply).
+                // Dropping `running` cancels its requests.
+                Event::Frame(Some(Ok(Message::Close(_)))) => {
+                    // `SinkExt::close` flushes it; the inherent `close` would try to send
+                    // a second close frame and fail.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::close(&mut ws)).await;
+                    return;
+                }
+                // The client is gone.
+                Event::Frame(None) | Event::WriteFailed => return,
                 Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out, e).await,
             }
         }
@@ -183,11 +208,12 @@ impl<'a> Connection<'a> {
         running: &mut FuturesUnordered<RequestFuture<'a>>,
         out: &mut VecDeque<Message>,
     ) {
+        let max = self.shared.settings.max_message_bytes;
         let req = match decode_frame(bytes) {
             Ok(Incoming::Rpc(req)) => req,
             Err(e) => {
                 let reply = RpcReply::failure(e.u, WireError::new(e.code, e.message));
-                return out.push_back(kind.frame(&reply));
+                return out.push_back(kind.frame(&reply, max));
             }
         };
         if draining {
@@ -198,7 +224,7 @@ impl<'a> Connection<'a> {
                     "node is draining; retry on another node",
                 ),
             );
-            return out.push_back(kind.frame(&reply));
+            return out.push_back(kind.frame(&reply, max));
         }
         let shared = self.shared;
         let mut request: RequestFuture<'a> = Box::pin(async move {
@@ -209,13 +235,13 @@ impl<'a> Connection<'a> {
                 req,
             )
             .await;
-            (kind, reply)
+            kind.frame(&reply, max)
         });
         // Most requests complete on their first poll; only those that wait join `running`
         // (which polls them again with a real waker).
         let waker = futures_util::task::noop_waker();
         match request.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready((kind, reply)) => out.push_back(kind.frame(&reply)),
+            Poll::Ready(reply) => out.push_back(reply),
             Poll::Pending => running.push(request),
         }
     }
@@ -228,6 +254,20 @@ impl<'a> Connection<'a> {
                     code: CloseCode::Size,
                     reason: format!("message of {size} bytes exceeds the limit of {max_size}")
                         .into(),
+                };
+                close(ws, out, frame).await;
+            }
+            tungstenite::Error::Protocol(e) => {
+                let frame = CloseFrame {
+                    code: CloseCode::Protocol,
+                    reason: e.to_string().into(),
+                };
+                close(ws, out, frame).await;
+            }
+            tungstenite::Error::Utf8(e) => {
+                let frame = CloseFrame {
+                    code: CloseCode::Invalid,
+                    reason: format!("text frame is not UTF-8: {e}").into(),
                 };
                 close(ws, out, frame).await;
             }
@@ -268,8 +308,8 @@ fn poll_event<'a>(
     if !draining && stop.poll(cx).is_ready() {
         return Poll::Ready(Event::Stop);
     }
-    if let Poll::Ready(Some((kind, reply))) = running.poll_next_unpin(cx) {
-        return Poll::Ready(Event::Finished(kind.frame(&reply)));
+    if let Poll::Ready(Some(reply)) = running.poll_next_unpin(cx) {
+        return Poll::Ready(Event::Finished(reply));
     }
     // Read only with room for another request and no backlog of unsent replies.
     if running.len() < max_inflight
@@ -295,7 +335,7 @@ async fn close(mut ws: Ws, out: VecDeque<Message>, frame: CloseFrame) {
             ws.feed(m).await?;
         }
         ws.send(Message::Close(Some(frame))).await?;
-        ws.close(None).await
+        SinkExt::close(&mut ws).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, flush_all).await;
 }

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     UnknownReference,
     /// More commands than the node's `max_commands_per_request`.
     TooManyCommands,
+    /// A request grew past a node limit while running (resolved argument bytes, nesting
+    /// depth of a value, size of the reply).
+    LimitExceeded,
     /// The node is shutting down and takes no new requests.
     ShuttingDown,
     /// A node-internal failure (a bug); the message says what.
@@ -42,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::CommandNotFound,
         ErrorCode::ExecutionFailed,
         ErrorCode::TimeoutOrBadRole,
@@ -56,6 +59,7 @@ impl ErrorCode {
         ErrorCode::DependencyCycle,
         ErrorCode::UnknownReference,
         ErrorCode::TooManyCommands,
+        ErrorCode::LimitExceeded,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -76,6 +80,7 @@ impl ErrorCode {
             ErrorCode::DependencyCycle => 1013,
             ErrorCode::UnknownReference => 1014,
             ErrorCode::TooManyCommands => 1015,
+            ErrorCode::LimitExceeded => 1016,
             ErrorCode::ShuttingDown => 1020,
         }
     }
@@ -97,6 +102,7 @@ impl ErrorCode {
             ErrorCode::DependencyCycle => "Dependency cycle",
             ErrorCode::UnknownReference => "Unknown reference",
             ErrorCode::TooManyCommands => "Too many commands",
+            ErrorCode::LimitExceeded => "Limit exceeded",
             ErrorCode::ShuttingDown => "Node shutting down",
         }
     }

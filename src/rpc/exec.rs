@@ -11,7 +11,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 
 use super::plan::{Plan, check_single, name_index, plan};
-use super::resolve::{resolve, resolve_map};
+use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, deeper_than, resolve_within};
 use crate::env::Clock;
 use crate::protocol::{
     ErrorCode, ExecutionSummary, IntermediateResult, RpcCommand, RpcReply, RpcRequest, WireError,
@@ -24,6 +24,8 @@ use crate::registry::{
 #[derive(Debug, Clone, Copy)]
 pub struct ExecLimits {
     pub max_commands: usize,
+    /// Bytes that resolving references may copy in one request (see `resolve::Budget`).
+    pub max_resolved_bytes: usize,
     /// Applies when the request sets no lower `timeout_ms`.
     pub request_timeout: Duration,
 }
@@ -32,6 +34,7 @@ impl Default for ExecLimits {
     fn default() -> Self {
         ExecLimits {
             max_commands: 1000,
+            max_resolved_bytes: 64 << 20,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -142,9 +145,10 @@ async fn run_single(
         kwargs: std::mem::take(&mut cmd.kwargs),
     };
     let call = async {
-        call_guarded(&*function.handler, args)
+        let value = call_guarded(&*function.handler, args)
             .await
-            .map_err(|e| step_error(cmd, e))
+            .map_err(|e| step_error(cmd, e))?;
+        check_result(cmd, value)
     };
     let value = with_deadline(call, timeout).await?;
     let mut r = Map::new();
@@ -177,6 +181,7 @@ async fn run(
         .collect();
     let outcome = {
         let flow = Dataflow {
+            max_resolved_bytes: limits.max_resolved_bytes,
             req: &req,
             plan: &plan,
             functions: &functions,
@@ -240,6 +245,7 @@ struct Outcome {
 }
 
 struct Dataflow<'a> {
+    max_resolved_bytes: usize,
     req: &'a RpcRequest,
     plan: &'a Plan,
     functions: &'a [&'a RegisteredFunction],
@@ -254,7 +260,8 @@ impl Dataflow<'_> {
         if n == 1 {
             // The common single call: no scheduling structures at all.
             let (_, result) = self.start(0, std::mem::take(&mut args[0])).await;
-            results[0] = Some(result.map_err(|e| self.step_error(0, e))?);
+            let value = result.map_err(|e| self.step_error(0, e))?;
+            results[0] = Some(check_result(&self.req.cmds[0], value)?);
             finished_at[0] = self.clock.map(|c| c.now());
             return Ok(Outcome {
                 results,
@@ -265,12 +272,14 @@ impl Dataflow<'_> {
         let names = name_index(&self.req.cmds).unwrap_or_default();
         let mut waiting: Vec<usize> = self.plan.deps.iter().map(Vec::len).collect();
         let mut running = FuturesUnordered::new();
+        let total = self.max_resolved_bytes;
+        let mut budget = Budget { bytes_left: total };
         for i in (0..n).filter(|&i| waiting[i] == 0) {
             running.push(self.start(i, std::mem::take(&mut args[i])));
         }
         while let Some((i, result)) = running.next().await {
             let value = result.map_err(|e| self.step_error(i, e))?;
-            results[i] = Some(value);
+            results[i] = Some(check_result(&self.req.cmds[i], value)?);
             if let Some(clock) = self.clock {
                 finished_at[i] = Some(clock.now());
             }
@@ -279,15 +288,26 @@ impl Dataflow<'_> {
                 if waiting[d] == 0 {
                     // Its dependencies have finished: substitute their results.
                     let raw = std::mem::take(&mut args[d]);
-                    let resolved = CallArgs {
-                        args: raw
-                            .args
-                            .iter()
-                            .map(|a| resolve(a, &names, &results))
-                            .collect(),
-                        kwargs: resolve_map(&raw.kwargs, &names, &results),
+                    let limit = |e: LimitError| {
+                        let cmd = &self.req.cmds[d];
+                        ExecError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
+                        )
                     };
-                    running.push(self.start(d, resolved));
+                    let mut resolve = |a: &Value| {
+                        resolve_within(a, &names, &results, &mut budget, total, 0).map_err(limit)
+                    };
+                    let args = raw
+                        .args
+                        .iter()
+                        .map(&mut resolve)
+                        .collect::<Result<_, _>>()?;
+                    let mut kwargs = Map::new();
+                    for (k, v) in &raw.kwargs {
+                        kwargs.insert(k.clone(), resolve(v)?);
+                    }
+                    running.push(self.start(d, CallArgs { args, kwargs }));
                 }
             }
         }
@@ -310,6 +330,21 @@ impl Dataflow<'_> {
     fn step_error(&self, i: usize, e: CallError) -> ExecError {
         step_error(&self.req.cmds[i], e)
     }
+}
+
+/// A step's result, refused when it nests deeper than a reply may
+/// ([`MAX_VALUE_DEPTH`]): such a value could not be parsed by clients, or copied safely.
+fn check_result(cmd: &RpcCommand, value: Value) -> Result<Value, ExecError> {
+    if deeper_than(&value, MAX_VALUE_DEPTH) {
+        return Err(ExecError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "command `{}` (fun `{}`): its result nests deeper than {MAX_VALUE_DEPTH} levels",
+                cmd.name, cmd.fun
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 fn step_error(cmd: &RpcCommand, e: CallError) -> ExecError {

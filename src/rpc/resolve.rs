@@ -53,6 +53,139 @@ fn lookup_explicit<'v>(
     }
 }
 
+/// Deepest value (arrays/objects) a resolved argument or a step's result may be. Incoming
+/// messages are capped by the JSON parser at 128 levels; staying at 124 for values keeps
+/// every reply (3 levels of envelope) parseable by clients with the same cap.
+pub const MAX_VALUE_DEPTH: usize = 124;
+
+/// What resolving a request's references may still copy. Each reference copies the value it
+/// names, so without a bound a tiny request (`b = [a, a]`, `c = [b, b]`, …) grows
+/// exponentially.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Bytes left to copy: string bytes plus 16 per value node.
+    pub bytes_left: usize,
+}
+
+/// Resolution stopped at a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("resolved arguments exceed the request's copy budget ({0} bytes)")]
+    Bytes(usize),
+    #[error("a value nests deeper than {MAX_VALUE_DEPTH} levels")]
+    Depth,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: usize, total: usize) -> Result<(), LimitError> {
+        self.bytes_left = self
+            .bytes_left
+            .checked_sub(bytes)
+            .ok_or(LimitError::Bytes(total))?;
+        Ok(())
+    }
+}
+
+/// Whether `v` nests deeper than `max` (iterative: `v` may be arbitrarily deep).
+pub fn deeper_than(v: &Value, max: usize) -> bool {
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => continue,
+        };
+        if d + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    false
+}
+
+/// `v` copied within `budget` and [`MAX_VALUE_DEPTH`] (counting from `depth`).
+fn copy_within(
+    v: &Value,
+    budget: &mut Budget,
+    total: usize,
+    depth: usize,
+) -> Result<Value, LimitError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(LimitError::Depth);
+    }
+    Ok(match v {
+        Value::String(s) => {
+            budget.charge(16 + s.len(), total)?;
+            v.clone()
+        }
+        Value::Array(items) => {
+            budget.charge(16, total)?;
+            Value::Array(
+                items
+                    .iter()
+                    .map(|i| copy_within(i, budget, total, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Value::Object(m) => {
+            budget.charge(16, total)?;
+            let mut out = Map::new();
+            for (k, i) in m {
+                budget.charge(16 + k.len(), total)?;
+                out.insert(k.clone(), copy_within(i, budget, total, depth + 1)?);
+            }
+            Value::Object(out)
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {
+            budget.charge(16, total)?;
+            v.clone()
+        }
+    })
+}
+
+/// [`resolve`] within `budget`, failing at the first limit.
+pub fn resolve_within(
+    v: &Value,
+    names: &NameIndex<'_>,
+    results: &[Option<Value>],
+    budget: &mut Budget,
+    total: usize,
+    depth: usize,
+) -> Result<Value, LimitError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(LimitError::Depth);
+    }
+    Ok(match v {
+        Value::String(s) => match lookup(s, names, results) {
+            Some(found) => copy_within(found, budget, total, depth)?,
+            None => copy_within(v, budget, total, depth)?,
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| resolve_within(item, names, results, budget, total, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => match explicit_ref(map) {
+            Some(r) => match lookup_explicit(r, names, results) {
+                Some(found) => copy_within(found, budget, total, depth)?,
+                None => Value::Null,
+            },
+            None => {
+                let mut out = Map::new();
+                for (k, item) in map {
+                    out.insert(
+                        k.clone(),
+                        resolve_within(item, names, results, budget, total, depth + 1)?,
+                    );
+                }
+                Value::Object(out)
+            }
+        },
+        Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
+    })
+}
+
 /// A copy of `v` with every reference replaced. An implicit `name.path` whose path does not
 /// exist stays the literal string (as in the original); an explicit `{"$ref"}` to a missing
 /// path becomes `null`.
@@ -92,6 +225,33 @@ pub fn resolve_map(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn budgets_stop_exponential_copies_and_deep_values() {
+        let names: NameIndex<'_> = [("a", 0)].into_iter().collect();
+        let results = vec![Some(json!("x".repeat(1000)))];
+        let mut budget = Budget { bytes_left: 2500 };
+        let two = json!(["a", "a"]);
+        assert!(resolve_within(&two, &names, &results, &mut budget, 2500, 0).is_ok());
+        assert_eq!(
+            resolve_within(&two, &names, &results, &mut budget, 2500, 0),
+            Err(LimitError::Bytes(2500))
+        );
+        let mut deep = json!("a");
+        for _ in 0..MAX_VALUE_DEPTH + 1 {
+            deep = json!([deep]);
+        }
+        let mut budget = Budget {
+            bytes_left: usize::MAX,
+        };
+        assert_eq!(
+            resolve_within(&deep, &names, &results, &mut budget, 0, 0),
+            Err(LimitError::Depth)
+        );
+        assert!(deeper_than(&deep, MAX_VALUE_DEPTH));
+        assert!(!deeper_than(&json!([[1]]), 2));
+        assert!(deeper_than(&json!([[[1]]]), 2));
+    }
 
     #[test]
     fn substitution_rules() {
