@@ -88,6 +88,9 @@ impl Budget {
 
 /// Whether `v` nests deeper than `max` (iterative: `v` may be arbitrarily deep).
 pub fn deeper_than(v: &Value, max: usize) -> bool {
+    if !matches!(v, Value::Array(_) | Value::Object(_)) {
+        return false; // the common scalar result: no walk, no allocation
+    }
     let mut stack = vec![(v, 0usize)];
     while let Some((v, d)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match v {
