@@ -1,13 +1,17 @@
-//! Scenario `raft_partition`: three catalog replicas under openraft. A client writes catalog
-//! changes; midway the leader is cut off from the other two, which must elect a new leader
-//! and keep committing; then the partition heals and every replica must converge.
+//! Scenarios `raft_partition` and `raft_crash`: three catalog replicas under openraft. A
+//! client writes catalog changes; after a third of them the leader is cut off from the other
+//! two (or crashed), which must elect a new leader and keep committing; after two thirds the
+//! partition heals (or the crashed node restarts from its storage), and every replica must
+//! converge.
 //!
-//! Checkers: every acknowledged write is in every replica's final catalog (committed entries
+//! Checkers: at most one leader per term (election safety); every acknowledged write is in every replica's final catalog (committed entries
 //! are never lost; a timed-out write is "unknown", never "failed"); replicas applied the
 //! same log id at every index they share (log matching / state-machine safety); replicas
 //! converge to one catalog; and the trace replays with the seed.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,7 +20,7 @@ use mpreg::control::raft::{
 };
 use mpreg::control::{CatalogCommand, FunctionEntry, Member, Role};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config};
+use openraft::{BasicNode, Config, ServerState};
 
 use crate::SimFailure;
 use crate::env::sim_env;
@@ -25,6 +29,31 @@ use crate::trace::Trace;
 const RAFT_PORT: u16 = 7000;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const WRITE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The fault injected midway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The leader is partitioned from the other replicas, then healed.
+    PartitionLeader,
+    /// The leader crashes (its tasks and connections vanish; its storage stays), then
+    /// restarts.
+    CrashLeader,
+}
+
+impl Fault {
+    fn scenario(self) -> &'static str {
+        match self {
+            Fault::PartitionLeader => "raft_partition",
+            Fault::CrashLeader => "raft_crash",
+        }
+    }
+}
+
+/// What the client asks the harness to do to a host (only the outer loop can crash one).
+enum HostAction {
+    Crash(&'static str),
+    Bounce(&'static str),
+}
 
 /// What a successful run produced.
 #[derive(Debug)]
@@ -81,9 +110,12 @@ fn member_one() -> CatalogCommand {
 }
 
 /// Runs the scenario with `seed`.
-pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
+pub fn run(seed: u64, writes: usize, fault: Fault) -> Result<RaftReport, SimFailure> {
     seed_raft_rng(seed);
     let trace = Trace::default();
+    // Per term, the nodes that reported themselves leader.
+    let leaders: Rc<RefCell<BTreeMap<u64, BTreeSet<u64>>>> = Rc::default();
+    let actions: Rc<RefCell<Vec<HostAction>>> = Rc::default();
     let stores: Vec<(LogStore, CatalogStateMachine)> = NODES
         .iter()
         .map(|_| (LogStore::default(), CatalogStateMachine::default()))
@@ -97,8 +129,9 @@ pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
         .build();
     for (i, name) in NODES.iter().enumerate() {
         let (log, sm) = stores[i].clone();
+        let leaders = leaders.clone();
         sim.host(*name, move || {
-            let (log, sm) = (log.clone(), sm.clone());
+            let (log, sm, leaders) = (log.clone(), sm.clone(), leaders.clone());
             async move {
                 let env = sim_env(seed, name);
                 let id = i as u64 + 1;
@@ -110,12 +143,28 @@ pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
                 if bootstrap {
                     raft.initialize(members()).await?;
                 }
-                std::future::pending::<()>().await;
-                Ok(())
+                // Record every (term, leader) this node reports, for election safety.
+                let mut metrics = raft.metrics();
+                loop {
+                    {
+                        let m = metrics.borrow_and_update();
+                        if m.state == ServerState::Leader {
+                            leaders
+                                .borrow_mut()
+                                .entry(m.current_term)
+                                .or_default()
+                                .insert(id);
+                        }
+                    }
+                    if metrics.changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         });
     }
     let client_trace = trace.clone();
+    let client_actions = actions.clone();
     sim.client("client", async move {
         let env = sim_env(seed, "client");
         let mut peers: Vec<PeerClient> = NODES
@@ -130,21 +179,39 @@ pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
         for k in 0..=writes {
             let cmd = if k == 0 { member_one() } else { write(k) };
             if k == cut_at {
-                // Cut the current leader off from the other replicas (not from the client).
                 let l = NODES[leader];
-                for other in NODES.iter().filter(|n| **n != l) {
-                    turmoil::partition(l, *other);
+                match fault {
+                    // Cut the current leader off from the other replicas (not the client).
+                    Fault::PartitionLeader => {
+                        for other in NODES.iter().filter(|n| **n != l) {
+                            turmoil::partition(l, *other);
+                        }
+                        client_trace.record("client", format!("partition {l} from the others"));
+                    }
+                    Fault::CrashLeader => {
+                        client_actions.borrow_mut().push(HostAction::Crash(l));
+                        client_trace.record("client", format!("crash {l}"));
+                        // Give the harness a tick to carry it out.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
-                client_trace.record("client", format!("partition {l} from the others"));
                 cut = Some(l);
             }
             if k == heal_at
                 && let Some(l) = cut.take()
             {
-                for other in NODES.iter().filter(|n| **n != l) {
-                    turmoil::repair(l, *other);
+                match fault {
+                    Fault::PartitionLeader => {
+                        for other in NODES.iter().filter(|n| **n != l) {
+                            turmoil::repair(l, *other);
+                        }
+                        client_trace.record("client", format!("heal {l}"));
+                    }
+                    Fault::CrashLeader => {
+                        client_actions.borrow_mut().push(HostAction::Bounce(l));
+                        client_trace.record("client", format!("restart {l}"));
+                    }
                 }
-                client_trace.record("client", format!("heal {l}"));
             }
             let mut result = "unknown";
             // Try each node at most twice, following leader hints.
@@ -176,15 +243,25 @@ pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
         // Wait (in simulated time) until every replica applied the same log.
         Ok(())
     });
-    let result = sim.run();
     let fail = |message: String, trace: &Trace| SimFailure {
         seed,
-        scenario: "raft_partition".to_owned(),
+        scenario: fault.scenario().to_owned(),
         message,
         trace: trace.lines(),
     };
-    if let Err(e) = result {
-        return Err(fail(format!("simulation error: {e}"), &trace));
+    // Step by hand so that the client's crash/restart requests can be carried out.
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(fail(format!("simulation error: {e}"), &trace)),
+        }
+        for action in actions.borrow_mut().drain(..) {
+            match action {
+                HostAction::Crash(h) => sim.crash(h),
+                HostAction::Bounce(h) => sim.bounce(h),
+            }
+        }
     }
     // Let the cluster settle after the client finished: step until converged or 30 s pass.
     let deadline = sim.elapsed() + Duration::from_secs(30);
@@ -197,6 +274,14 @@ pub fn run(seed: u64, writes: usize) -> Result<RaftReport, SimFailure> {
         }
     }
     check(&stores, &trace).map_err(|m| fail(m, &trace))?;
+    for (term, ids) in leaders.borrow().iter() {
+        if ids.len() > 1 {
+            return Err(fail(
+                format!("election safety: term {term} had leaders {ids:?}"),
+                &trace,
+            ));
+        }
+    }
     let lines = trace.lines();
     let acknowledged = lines.iter().filter(|l| l.ends_with(": ok")).count();
     let unknown = lines.iter().filter(|l| l.ends_with(": unknown")).count();

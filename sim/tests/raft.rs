@@ -1,6 +1,6 @@
 //! The `raft_partition` scenario over many seeds, and its determinism.
 
-use sim::raft_cluster::run;
+use sim::raft_cluster::{Fault, run};
 use sim::seeds;
 
 const WRITES: usize = 30;
@@ -8,7 +8,7 @@ const WRITES: usize = 30;
 #[test]
 fn raft_partition_keeps_acknowledged_writes_and_converges() {
     for seed in seeds(16) {
-        match run(seed, WRITES) {
+        match run(seed, WRITES, Fault::PartitionLeader) {
             Ok(r) => {
                 eprintln!(
                     "seed {seed}: trace {:016x}, {} acknowledged, {} unknown, {:?} simulated",
@@ -31,11 +31,34 @@ fn raft_partition_keeps_acknowledged_writes_and_converges() {
 #[test]
 fn raft_partition_replays_exactly() {
     for seed in seeds(2) {
-        let a = run(seed, WRITES)
+        let a = run(seed, WRITES, Fault::PartitionLeader)
             .unwrap_or_else(|f| panic!("{}", f.report("raft_partition_replays_exactly")));
-        let b = run(seed, WRITES)
+        let b = run(seed, WRITES, Fault::PartitionLeader)
             .unwrap_or_else(|f| panic!("{}", f.report("raft_partition_replays_exactly")));
         assert_eq!(a.hash, b.hash, "seed {seed} did not replay");
+    }
+}
+
+#[test]
+fn raft_crash_of_the_leader_keeps_acknowledged_writes_and_converges() {
+    for seed in seeds(16) {
+        match run(seed, WRITES, Fault::CrashLeader) {
+            Ok(r) => {
+                eprintln!(
+                    "seed {seed}: trace {:016x}, {} acknowledged, {} unknown, {:?} simulated",
+                    r.hash, r.acknowledged, r.unknown, r.sim_elapsed
+                );
+                assert!(
+                    r.acknowledged > WRITES / 2,
+                    "seed {seed}: only {} writes acknowledged",
+                    r.acknowledged
+                );
+            }
+            Err(f) => panic!(
+                "{}",
+                f.report("raft_crash_of_the_leader_keeps_acknowledged_writes_and_converges")
+            ),
+        }
     }
 }
 
@@ -43,6 +66,12 @@ fn raft_partition_replays_exactly() {
 #[ignore = "prints one run's trace; run with --ignored --nocapture"]
 fn print_trace() {
     let seed = sim::seeds(1)[0];
-    let r = run(seed, WRITES).unwrap_or_else(|f| panic!("{}", f.report("print_trace")));
+    // MPREG_SIM_CRASH=1 prints the crash scenario instead of the partition one.
+    let fault = if std::env::var_os("MPREG_SIM_CRASH").is_some() {
+        Fault::CrashLeader
+    } else {
+        Fault::PartitionLeader
+    };
+    let r = run(seed, WRITES, fault).unwrap_or_else(|f| panic!("{}", f.report("print_trace")));
     eprintln!("{r:?}");
 }
