@@ -11,7 +11,7 @@ use mpreg::env::SystemClock;
 use mpreg::protocol::{RpcCommand, RpcRequest};
 use mpreg::registry::Registry;
 use mpreg::rpc::plan::name_index;
-use mpreg::rpc::resolve::resolve;
+use mpreg::rpc::resolve::{Budget, resolve_within};
 use mpreg::rpc::{ExecLimits, execute, plan};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -94,6 +94,13 @@ fn commands(s: &Spec) -> Vec<RpcCommand> {
 /// What `node` computes, as a pure function of its resolved arguments.
 fn node_value(tag: &Value, inputs: &Value, extra: &Value) -> Value {
     json!({"tag": tag, "in": inputs, "extra": extra})
+}
+
+fn resolve(v: &Value, names: &mpreg::rpc::plan::NameIndex<'_>, results: &[Option<Value>]) -> Value {
+    let mut unlimited = Budget {
+        bytes_left: usize::MAX,
+    };
+    resolve_within(v, names, results, &mut unlimited, usize::MAX, 0).expect("small values")
 }
 
 /// The reference: evaluate one ready command at a time, in sending order.

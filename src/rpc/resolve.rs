@@ -146,7 +146,10 @@ fn copy_within(
     })
 }
 
-/// [`resolve`] within `budget`, failing at the first limit.
+/// A copy of `v` with every reference replaced, within `budget` (`total` is its original
+/// size, for the error) and [`MAX_VALUE_DEPTH`] counted from `depth`. An implicit
+/// `name.path` whose path does not exist stays the literal string (as in the original); an
+/// explicit `{"$ref"}` to a missing path becomes `null`.
 pub fn resolve_within(
     v: &Value,
     names: &NameIndex<'_>,
@@ -189,41 +192,6 @@ pub fn resolve_within(
     })
 }
 
-/// A copy of `v` with every reference replaced. An implicit `name.path` whose path does not
-/// exist stays the literal string (as in the original); an explicit `{"$ref"}` to a missing
-/// path becomes `null`.
-pub fn resolve(v: &Value, names: &NameIndex<'_>, results: &[Option<Value>]) -> Value {
-    match v {
-        Value::String(s) => lookup(s, names, results)
-            .cloned()
-            .unwrap_or_else(|| v.clone()),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| resolve(item, names, results))
-                .collect(),
-        ),
-        Value::Object(map) => match explicit_ref(map) {
-            Some(r) => lookup_explicit(r, names, results)
-                .cloned()
-                .unwrap_or(Value::Null),
-            None => Value::Object(resolve_map(map, names, results)),
-        },
-        Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
-    }
-}
-
-/// [`resolve`] over every value of a map (keys are kept as they are).
-pub fn resolve_map(
-    map: &Map<String, Value>,
-    names: &NameIndex<'_>,
-    results: &[Option<Value>],
-) -> Map<String, Value> {
-    map.iter()
-        .map(|(k, v)| (k.clone(), resolve(v, names, results)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +222,13 @@ mod tests {
         assert!(deeper_than(&deep, MAX_VALUE_DEPTH));
         assert!(!deeper_than(&json!([[1]]), 2));
         assert!(deeper_than(&json!([[[1]]]), 2));
+    }
+
+    fn resolve(v: &Value, names: &NameIndex<'_>, results: &[Option<Value>]) -> Value {
+        let mut unlimited = Budget {
+            bytes_left: usize::MAX,
+        };
+        resolve_within(v, names, results, &mut unlimited, usize::MAX, 0).unwrap()
     }
 
     #[test]
