@@ -49,7 +49,9 @@ impl Default for Settings {
             cluster_id: "default-cluster".to_owned(),
             resources: BTreeSet::new(),
             peers: Vec::new(),
-            log_level: "info".to_owned(),
+            // openraft narrates elections and membership changes at info; keep those quiet
+            // unless asked for.
+            log_level: "info,openraft=error".to_owned(),
             max_message_bytes: 20 * 1024 * 1024,
             max_commands_per_request: 1000,
             request_timeout_ms: 30_000,

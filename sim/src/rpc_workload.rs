@@ -151,6 +151,8 @@ fn outcome(
 
 /// Runs the scenario with `seed`.
 pub fn run(seed: u64, w: &RpcWorkload) -> Result<RunReport, SimFailure> {
+    // The node runs a (single-replica) Raft: its election timeouts come from the seed too.
+    mpreg::control::raft::seed_raft_rng(seed);
     let trace = Trace::default();
     let failures = Trace::default();
     let mut sim = turmoil::Builder::new()

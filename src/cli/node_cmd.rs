@@ -38,9 +38,6 @@ pub async fn run_node(args: NodeArgs) -> i32 {
     for key in ignored {
         tracing::warn!(setting = %key, "setting not supported by this version; ignored");
     }
-    if !settings.peers.is_empty() {
-        tracing::warn!(peers = ?settings.peers, "clustering is not available yet; running as a single node");
-    }
     let node = match Node::builder(settings).env(Env::production()).start().await {
         Ok(node) => node,
         Err(e) => {

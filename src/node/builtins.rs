@@ -35,9 +35,35 @@ pub(super) fn echos() -> Function {
     })
 }
 
-/// `list_peers()`: the other members this node knows (none yet: single-node clusters).
-pub(super) fn list_peers(_info: Arc<NodeInfo>) -> Function {
-    Function::raw("list_peers", |_call: CallArgs| async move { Ok(json!([])) })
+/// `list_peers()`: the other members of the cluster, from this node's catalog replica.
+pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
+    Function::raw("list_peers", move |_call: CallArgs| {
+        let info = info.clone();
+        async move {
+            let peers: Vec<Value> = super::control::members_view(&info.control)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.member.id != info.control.id)
+                .map(
+                    |super::control::MemberView {
+                         member: m,
+                         resources,
+                         functions,
+                     }| {
+                        json!({
+                            "node_id": format!("{}-{:016x}", m.name, m.id),
+                            "name": m.name,
+                            "cluster_id": m.cluster_id,
+                            "advertised_urls": m.advertised_urls,
+                            "resources": resources,
+                            "functions": functions,
+                        })
+                    },
+                )
+                .collect();
+            Ok(Value::Array(peers))
+        }
+    })
 }
 
 /// `cluster_map()`: the nodes of the cluster in the shape the original's
@@ -50,7 +76,53 @@ pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
 }
 
 impl NodeInfo {
+    /// From the catalog once this node is in it; until then, this node alone.
     fn cluster_map(&self) -> Value {
+        let Some(members) = super::control::members_view(&self.control) else {
+            return self.local_cluster_map();
+        };
+        let nodes: Vec<Value> = members
+            .into_iter()
+            .map(
+                |super::control::MemberView {
+                     member: m,
+                     resources,
+                     functions,
+                 }| {
+                    let local = m.id == self.control.id;
+                    let inflight = if local { self.stats.inflight() } else { 0 };
+                    let clients = if local {
+                        self.stats.active_clients.load(Ordering::Relaxed)
+                    } else {
+                        0
+                    };
+                    json!({
+                        "node_id": format!("{}-{:016x}", m.name, m.id),
+                        "name": m.name,
+                        "cluster_id": m.cluster_id,
+                        "region": "",
+                        "advertised_urls": m.advertised_urls,
+                        "resources": resources,
+                        "functions": functions,
+                        "status": "ok",
+                        "is_local": local,
+                        "load": {
+                            "load_score": inflight as f64,
+                            "active_clients": clients,
+                            "inflight_requests": inflight,
+                        },
+                    })
+                },
+            )
+            .collect();
+        json!({
+            "cluster_id": self.cluster_id,
+            "generated_at": self.env.wall_seconds(),
+            "nodes": nodes,
+        })
+    }
+
+    fn local_cluster_map(&self) -> Value {
         let inflight = self.stats.inflight();
         let clients = self.stats.active_clients.load(Ordering::Relaxed);
         json!({

@@ -19,11 +19,13 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
+use crate::control::raft::{RAFT_PATH, serve_peer};
 use crate::env::BoxStream;
 use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
 use crate::rpc::execute;
@@ -75,7 +77,15 @@ pub(super) async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let config = crate::transport::websocket_config(shared.settings.max_message_bytes);
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    // The request path tells clients from peers: peers ask for RAFT_PATH.
+    let mut path = String::new();
+    #[allow(clippy::result_large_err)] // the error type is tungstenite's Callback contract
+    let remember_path = |req: &Request, resp: Response| {
+        path = req.uri().path().to_owned();
+        Ok(resp)
+    };
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, remember_path, Some(config));
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -87,6 +97,16 @@ pub(super) async fn serve_connection(
             return;
         }
     };
+    if path == RAFT_PATH {
+        // Peer links end with the node: a draining node waits for clients, not for peers.
+        let mut shutdown = shutdown;
+        tokio::select! {
+            biased;
+            _ = super::stopping(&mut shutdown) => {}
+            _ = serve_peer(shared.control.raft.clone(), ws) => {}
+        }
+        return;
+    }
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();
     let _tracked = Tracked {

@@ -2,6 +2,7 @@
 
 mod builtins;
 mod conn;
+mod control;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum NodeError {
     Settings(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Register(#[from] RegisterError),
+    #[error("cannot start the control plane: {0}")]
+    Control(String),
 }
 
 /// Live counters, read by `cluster_map` and the admin surfaces.
@@ -82,6 +85,7 @@ pub(crate) struct NodeInfo {
     functions: Vec<String>,
     env: Env,
     stats: Arc<Stats>,
+    control: Arc<control::Control>,
 }
 
 /// What every connection of a running node shares.
@@ -91,6 +95,8 @@ pub(crate) struct Shared {
     registry: Registry,
     limits: ExecLimits,
     stats: Arc<Stats>,
+    /// This node's replica of the cluster catalog.
+    control: Arc<control::Control>,
 }
 
 /// Entry point: `Node::builder(settings)`.
@@ -145,7 +151,14 @@ impl NodeBuilder {
         let listener = env.net.listen(&addr).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let url = advertised_url(local_addr);
-        let node_id = format!("{}-{}", self.settings.name, env.rng.hex_id(4));
+        // Raft ids are nonzero; the readable id carries the same number.
+        let raft_id = (env.rng.next_u64() >> 1) | 1;
+        let node_id = format!("{}-{raft_id:016x}", self.settings.name);
+        let control = Arc::new(
+            control::Control::start(&env, raft_id)
+                .await
+                .map_err(NodeError::Control)?,
+        );
         let stats = Arc::new(Stats::default());
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
@@ -163,6 +176,7 @@ impl NodeBuilder {
             functions,
             env: env.clone(),
             stats: stats.clone(),
+            control: control.clone(),
         });
         for f in [
             builtins::echo(),
@@ -174,7 +188,35 @@ impl NodeBuilder {
             // the same name and version takes precedence.
             let _ = registry.register(f.add_resources(self.settings.resources.iter().cloned()));
         }
+        let registration = control::Registration {
+            member: control::member(
+                raft_id,
+                &self.settings.name,
+                &self.settings.cluster_id,
+                &url,
+                &self.settings.resources,
+            ),
+            functions: registry
+                .specs()
+                .map(|s| crate::control::FunctionEntry {
+                    name: s.name.clone(),
+                    function_id: s.function_id.clone(),
+                    version: s.version.clone(),
+                    resources: s.resources.clone(),
+                })
+                .collect(),
+            peers: self
+                .settings
+                .peers
+                .iter()
+                .map(|p| {
+                    let rest = p.strip_prefix("ws://").unwrap_or(p);
+                    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+                })
+                .collect(),
+        };
         let shared = Arc::new(Shared {
+            control: control.clone(),
             limits: self.settings.exec_limits(),
             env,
             settings: self.settings,
@@ -182,6 +224,11 @@ impl NodeBuilder {
             stats,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(control::join_and_register(
+            control,
+            registration,
+            shutdown_rx.clone(),
+        ));
         let task = tokio::spawn(serve(shared, listener, shutdown_rx));
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
@@ -308,6 +355,9 @@ async fn serve(
             "drain timeout reached; cancelling the remaining requests"
         );
         conns.abort_all();
+    }
+    if let Err(e) = shared.control.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
     tracing::info!("node stopped");
 }

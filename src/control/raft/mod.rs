@@ -11,7 +11,8 @@ mod store;
 use std::io::Cursor;
 
 pub use network::{
-    NetworkFactory, PeerClient, RAFT_PATH, RaftReply, RaftRequest, answer, serve_peer, serve_raft,
+    JoinError, MAX_VOTERS, NetworkFactory, PeerClient, RAFT_PATH, RaftReply, RaftRequest, answer,
+    serve_peer, serve_raft,
 };
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use sqlite_store::SqliteLogStore;

@@ -42,6 +42,20 @@ pub enum RaftRequest {
     /// A catalog change to commit; only the leader accepts it (others answer
     /// `ForwardToLeader`).
     Write(CatalogCommand),
+    /// A node asks to join the cluster; only the leader accepts it.
+    Join {
+        id: u64,
+        node: BasicNode,
+    },
+}
+
+/// Why a join was not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinError {
+    #[error("not the leader; the leader is {leader:?}")]
+    ForwardToLeader { leader: Option<BasicNode> },
+    #[error("join failed: {0}")]
+    Failed(String),
 }
 
 type WriteResult =
@@ -54,6 +68,7 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Write(WriteResult),
+    Join(Result<(), JoinError>),
 }
 
 type PeerWs = WebSocketStream<BoxStream>;
@@ -165,6 +180,22 @@ impl PeerClient {
         }
     }
 
+    /// Asks this peer to add node `id` at `node`.
+    pub async fn join(
+        &mut self,
+        id: u64,
+        node: BasicNode,
+        ttl: Duration,
+    ) -> io::Result<Result<(), JoinError>> {
+        match self.call(&RaftRequest::Join { id, node }, ttl).await? {
+            RaftReply::Join(r) => Ok(r),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched raft reply",
+            )),
+        }
+    }
+
     /// A client for `addr` outside openraft (no target id needed).
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
@@ -250,7 +281,39 @@ pub async fn answer(raft: &Raft, req: RaftRequest) -> RaftReply {
         RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
         RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
         RaftRequest::Write(cmd) => RaftReply::Write(raft.client_write(cmd).await),
+        RaftRequest::Join { id, node } => RaftReply::Join(join(raft, id, node).await),
     }
+}
+
+/// Voters kept by the leader; further members are learners, which still hold the catalog.
+pub const MAX_VOTERS: usize = 3;
+
+/// Adds `id` as a learner, then as a voter while there are fewer than [`MAX_VOTERS`].
+async fn join(raft: &Raft, id: u64, node: BasicNode) -> Result<(), JoinError> {
+    let leader_error = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => JoinError::ForwardToLeader {
+            leader: f.leader_node,
+        },
+        other => JoinError::Failed(other.to_string()),
+    };
+    raft.add_learner(id, node, true)
+        .await
+        .map_err(leader_error)?;
+    let voters: std::collections::BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    if voters.len() < MAX_VOTERS && !voters.contains(&id) {
+        let mut next = voters;
+        next.insert(id);
+        raft.change_membership(next, true)
+            .await
+            .map_err(leader_error)?;
+    }
+    Ok(())
 }
 
 /// Answers a peer's RPCs, in order, until it disconnects or sends a bad frame.

@@ -1,0 +1,204 @@
+//! The node's part in the control plane: its Raft replica of the catalog, joining the
+//! cluster, and putting itself and its functions into the catalog.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config};
+use tokio::sync::watch;
+
+use crate::control::raft::{
+    CatalogStateMachine, JoinError, LogStore, NetworkFactory, PeerClient, Raft,
+};
+use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
+use crate::env::Env;
+
+/// Deadline of one control-plane RPC made by the node itself.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between attempts to join or to commit while no leader is reachable.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// A node's replica of the catalog.
+pub(crate) struct Control {
+    pub(crate) id: u64,
+    pub(crate) raft: Raft,
+    pub(crate) catalog: CatalogStateMachine,
+    env: Env,
+}
+
+impl Control {
+    /// Starts the replica (in memory for now; persistence comes with the data directory).
+    pub(crate) async fn start(env: &Env, id: u64) -> Result<Control, String> {
+        let config = Config {
+            cluster_name: "mpreg".to_owned(),
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        let catalog = CatalogStateMachine::default();
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            NetworkFactory::new(env.clone()),
+            LogStore::default(),
+            catalog.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Control {
+            id,
+            raft,
+            catalog,
+            env: env.clone(),
+        })
+    }
+
+    /// Commits `cmd` through the leader, wherever it is; retries while no leader answers.
+    /// A command the catalog rejects is reported, not retried.
+    async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
+        loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return resp.data.map_err(|e| e.to_string()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(e) => return Err(e.to_string()),
+            };
+            if let Some(leader) = leader {
+                let mut peer = PeerClient::to_addr(self.env.clone(), leader.addr);
+                if let Ok(Ok(resp)) = peer.write(cmd.clone(), RPC_TIMEOUT).await {
+                    return resp.data.map_err(|e| e.to_string());
+                }
+            }
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
+
+    /// Joins through `peers` (`host:port`), following the leader, until it is accepted.
+    async fn join(&self, me: &BasicNode, peers: &[String]) {
+        let mut targets: Vec<String> = peers.to_vec();
+        let mut k = 0usize;
+        loop {
+            let addr = targets[k % targets.len()].clone();
+            let mut peer = PeerClient::to_addr(self.env.clone(), addr);
+            match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
+                Ok(Ok(())) => return,
+                Ok(Err(JoinError::ForwardToLeader { leader: Some(l) })) => {
+                    targets.push(l.addr);
+                    k = targets.len() - 1;
+                    continue;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "join attempt failed"),
+                Err(e) => tracing::debug!(error = %e, "join attempt failed"),
+            }
+            k += 1;
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
+}
+
+/// What the node puts into the catalog about itself.
+pub(crate) struct Registration {
+    pub(crate) member: Member,
+    pub(crate) functions: Vec<FunctionEntry>,
+    /// Other nodes to join through (`host:port`); none: bootstrap a new cluster.
+    pub(crate) peers: Vec<String>,
+}
+
+/// Bootstraps or joins, then registers the node and its functions. Ends early on shutdown.
+pub(crate) async fn join_and_register(
+    control: Arc<Control>,
+    reg: Registration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let me = BasicNode::new(
+        reg.member
+            .advertised_urls
+            .first()
+            .map_or("", |u| u.trim_start_matches("ws://")),
+    );
+    let work = async {
+        if reg.peers.is_empty() {
+            let members = BTreeMap::from([(control.id, me.clone())]);
+            // Fails harmlessly when already initialized.
+            let _ = control.raft.initialize(members).await;
+        } else {
+            control.join(&me, &reg.peers).await;
+        }
+        if let Err(e) = control
+            .propose(CatalogCommand::UpsertMember(reg.member))
+            .await
+        {
+            tracing::warn!(error = %e, "could not register this node in the catalog");
+            return;
+        }
+        let functions = CatalogCommand::RegisterFunctions {
+            node: control.id,
+            functions: reg.functions,
+        };
+        if let Err(e) = control.propose(functions).await {
+            tracing::warn!(error = %e, "the catalog refused this node's functions");
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = super::stopping(&mut shutdown) => {}
+        () = work => tracing::info!(id = control.id, "registered in the cluster catalog"),
+    }
+}
+
+/// A member with what it offers, for `cluster_map` and `list_peers`.
+pub(crate) struct MemberView {
+    pub(crate) member: Member,
+    /// The member's own resources and those of its functions.
+    pub(crate) resources: BTreeSet<String>,
+    pub(crate) functions: BTreeSet<String>,
+}
+
+/// The catalog's view of the cluster (`None` before this node is in it).
+pub(crate) fn members_view(control: &Control) -> Option<Vec<MemberView>> {
+    let state = control.catalog.state();
+    let catalog = &state.catalog;
+    catalog.member_by_id(control.id)?;
+    Some(
+        catalog
+            .members()
+            .map(|m| {
+                let mut resources = m.resources.clone();
+                let mut functions = BTreeSet::new();
+                for (node, f) in catalog.functions() {
+                    if node == m.id {
+                        resources.extend(f.resources.iter().cloned());
+                        functions.insert(f.name.clone());
+                    }
+                }
+                MemberView {
+                    member: m.clone(),
+                    resources,
+                    functions,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A member record for this node.
+pub(crate) fn member(
+    id: u64,
+    name: &str,
+    cluster_id: &str,
+    url: &str,
+    resources: &BTreeSet<String>,
+) -> Member {
+    Member {
+        id,
+        name: name.to_owned(),
+        cluster_id: cluster_id.to_owned(),
+        advertised_urls: vec![url.to_owned()],
+        resources: resources.clone(),
+        role: Role::Voter,
+    }
+}
