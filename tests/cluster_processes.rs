@@ -1,5 +1,7 @@
 //! Real processes: three `mpreg-node`s form a cluster; the leader is killed with SIGKILL;
 //! the survivors still commit catalog changes (a fourth node joins through them).
+// This test drives real processes in real time, from outside any node.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
