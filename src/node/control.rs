@@ -87,8 +87,18 @@ impl Control {
             match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
                 Ok(Ok(())) => return,
                 Ok(Err(JoinError::ForwardToLeader { leader: Some(l) })) => {
-                    targets.push(l.addr);
-                    k = targets.len() - 1;
+                    // Follow the hint; a stale hint that points back here waits a little.
+                    let next = match targets.iter().position(|t| *t == l.addr) {
+                        Some(i) => i,
+                        None => {
+                            targets.push(l.addr);
+                            targets.len() - 1
+                        }
+                    };
+                    if next == k % targets.len() {
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                    k = next;
                     continue;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "join attempt failed"),
