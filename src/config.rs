@@ -38,6 +38,66 @@ pub struct Settings {
     pub drain_timeout_ms: u64,
     /// Requests one connection may have running before the node stops reading from it.
     pub max_inflight_per_connection: usize,
+    /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
+    pub persistence: PersistenceConfig,
+}
+
+/// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
+/// entries, commit index) live in `data_dir/sqlite_filename`, so a restarted node rejoins
+/// as itself and catches up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersistenceMode {
+    Memory,
+    Sqlite,
+}
+
+impl std::str::FromStr for PersistenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" => Ok(PersistenceMode::Memory),
+            "sqlite" => Ok(PersistenceMode::Sqlite),
+            other => Err(format!(
+                "`{other}` is not a persistence mode (memory or sqlite)"
+            )),
+        }
+    }
+}
+
+/// The original's `persistence_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistenceConfig {
+    pub mode: PersistenceMode,
+    pub data_dir: std::path::PathBuf,
+    pub sqlite_filename: String,
+}
+
+impl Default for PersistenceConfig {
+    /// Memory for embedded nodes (tests, examples); the `mpreg-node` command line defaults
+    /// to `sqlite` in `./mpreg-data`.
+    fn default() -> Self {
+        PersistenceConfig {
+            mode: PersistenceMode::Memory,
+            data_dir: "mpreg-data".into(),
+            sqlite_filename: "mpreg.sqlite".to_owned(),
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// The database file in `sqlite` mode.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.data_dir.join(&self.sqlite_filename)
+    }
+}
+
+/// `[mpreg.persistence_config]` as a layer: unset keys keep the value below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PersistenceLayer {
+    pub mode: Option<PersistenceMode>,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub sqlite_filename: Option<String>,
 }
 
 impl Default for Settings {
@@ -57,6 +117,7 @@ impl Default for Settings {
             request_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
             max_inflight_per_connection: 1024,
+            persistence: PersistenceConfig::default(),
         }
     }
 }
@@ -95,6 +156,11 @@ impl Settings {
             &mut self.max_inflight_per_connection,
             &l.max_inflight_per_connection,
         );
+        if let Some(p) = &l.persistence_config {
+            set(&mut self.persistence.mode, &p.mode);
+            set(&mut self.persistence.data_dir, &p.data_dir);
+            set(&mut self.persistence.sqlite_filename, &p.sqlite_filename);
+        }
     }
 
     /// `host:port` to bind.
@@ -153,6 +219,7 @@ pub struct SettingsLayer {
     pub request_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub max_inflight_per_connection: Option<usize>,
+    pub persistence_config: Option<PersistenceLayer>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
@@ -206,7 +273,8 @@ impl SettingsLayer {
     /// Reads `MPREG_HOST`, `MPREG_PORT`, `MPREG_NAME`, `MPREG_CLUSTER_ID`, `MPREG_RESOURCES`
     /// and `MPREG_PEERS` (comma-separated), `MPREG_LOG_LEVEL`, `MPREG_MAX_MESSAGE_BYTES`,
     /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
-    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION` from `vars`; other variables are ignored.
+    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_PERSISTENCE_MODE` and
+    /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -243,6 +311,20 @@ impl SettingsLayer {
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }
+                "MPREG_PERSISTENCE_MODE" => {
+                    let mode = v.parse().map_err(|reason| ConfigError::Env {
+                        var: k.to_owned(),
+                        reason,
+                    })?;
+                    l.persistence_config
+                        .get_or_insert_with(Default::default)
+                        .mode = Some(mode);
+                }
+                "MPREG_PERSISTENCE_DIR" | "MPREG_DATA_DIR" => {
+                    l.persistence_config
+                        .get_or_insert_with(Default::default)
+                        .data_dir = Some(v.into());
+                }
                 _ => {}
             }
         }
@@ -275,13 +357,12 @@ data_dir = "/var/lib/mpreg"
         assert_eq!(l.port, Some(0));
         assert_eq!(l.cluster_id.as_deref(), Some("cluster-a"));
         let ignored: Vec<&str> = l.ignored.keys().map(String::as_str).collect();
+        assert_eq!(ignored, ["enable_default_cache", "monitoring_enabled"]);
+        let s = Settings::layered([&l]);
+        assert_eq!(s.persistence.mode, PersistenceMode::Sqlite);
         assert_eq!(
-            ignored,
-            [
-                "enable_default_cache",
-                "monitoring_enabled",
-                "persistence_config"
-            ]
+            s.persistence.sqlite_path(),
+            std::path::Path::new("/var/lib/mpreg/mpreg.sqlite")
         );
     }
 

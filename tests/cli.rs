@@ -18,7 +18,7 @@ struct NodeProcess {
 impl NodeProcess {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let mut cmd = Command::new(NODE);
-        cmd.args(["--port", "0"])
+        cmd.args(["--port", "0", "--persistence-mode", "memory"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -153,6 +153,8 @@ fn settings_layer_file_then_env_then_flags() {
             file.to_str().unwrap(),
             "--port",
             "0",
+            "--persistence-mode",
+            "memory",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,7 +1,7 @@
 //! Real processes: three `mpreg-node`s form a cluster; the leader is killed with SIGKILL;
 //! the survivors still commit catalog changes (a fourth node joins through them).
-// This test drives real processes in real time, from outside any node.
-#![allow(clippy::disallowed_methods)]
+// This test drives real processes in real time and picks free ports, from outside any node.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -18,10 +18,34 @@ struct Proc {
     url: String,
 }
 
+/// A port free right now (the OS picks it; the node binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 impl Proc {
     fn start(name: &str, peers: Option<&str>) -> Proc {
+        Proc::start_at(name, peers, 0, None)
+    }
+
+    /// On `port`, keeping state in `data_dir` (sqlite) or in memory (`None`).
+    fn start_at(
+        name: &str,
+        peers: Option<&str>,
+        port: u16,
+        data_dir: Option<&std::path::Path>,
+    ) -> Proc {
         let mut cmd = Command::new(NODE);
-        cmd.args(["--port", "0", "--name", name]);
+        cmd.args(["--port", &port.to_string(), "--name", name]);
+        match data_dir {
+            Some(d) => cmd
+                .args(["--persistence-mode", "sqlite", "--data-dir"])
+                .arg(d),
+            None => cmd.args(["--persistence-mode", "memory"]),
+        };
         if let Some(p) = peers {
             cmd.args(["--peers", p]);
         }
@@ -112,4 +136,27 @@ fn the_cluster_survives_the_loss_of_its_leader() {
     for p in [&n2, &n3, &n4] {
         wait_for(&p.url, &["n1", "n2", "n3", "n4"]);
     }
+}
+
+#[test]
+fn a_killed_node_restarts_from_its_data_dir_and_catches_up() {
+    let root = std::env::temp_dir().join(format!("mpreg-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = |n: &str| root.join(n);
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = Proc::start_at("n1", None, ports[0], Some(&dir("n1")));
+    let n2 = Proc::start_at("n2", Some(&n1.url), ports[1], Some(&dir("n2")));
+    let mut n3 = Proc::start_at("n3", Some(&n1.url), ports[2], Some(&dir("n3")));
+    for p in [&n1, &n2, &n3] {
+        wait_for(&p.url, &["n1", "n2", "n3"]);
+    }
+    n3.kill9();
+    // A catalog change n3 misses while it is down.
+    let n4 = Proc::start("n4", Some(&n1.url));
+    wait_for(&n1.url, &["n1", "n2", "n3", "n4"]);
+    // Same port, same data dir: it rejoins as itself and the leader catches it up.
+    let n3 = Proc::start_at("n3", None, ports[2], Some(&dir("n3")));
+    wait_for(&n3.url, &["n1", "n2", "n3", "n4"]);
+    drop((n1, n2, n3, n4));
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -55,6 +55,12 @@ pub struct NodeArgs {
     /// Requests one connection may run at once [default: 1024]
     #[arg(long)]
     pub max_inflight_per_connection: Option<usize>,
+    /// Where durable state lives: memory or sqlite [default: sqlite]
+    #[arg(long, value_name = "MODE")]
+    pub persistence_mode: Option<crate::config::PersistenceMode>,
+    /// Directory of the SQLite data [default: ./mpreg-data]
+    #[arg(long, visible_alias = "data-dir", value_name = "DIR")]
+    pub persistence_dir: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -72,6 +78,12 @@ impl NodeArgs {
             request_timeout_ms: self.request_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_inflight_per_connection: self.max_inflight_per_connection,
+            persistence_config: (self.persistence_mode.is_some() || self.persistence_dir.is_some())
+                .then(|| crate::config::PersistenceLayer {
+                    mode: self.persistence_mode,
+                    data_dir: self.persistence_dir.clone(),
+                    sqlite_filename: None,
+                }),
             ..SettingsLayer::default()
         }
     }
@@ -89,7 +101,16 @@ impl NodeArgs {
             None => SettingsLayer::default(),
         };
         let env = SettingsLayer::from_env(env_vars)?;
-        let settings = Settings::layered([&file, &env, &self.layer()]);
+        // The daemon keeps its state on disk unless told otherwise (embedded nodes default
+        // to memory).
+        let daemon = SettingsLayer {
+            persistence_config: Some(crate::config::PersistenceLayer {
+                mode: Some(crate::config::PersistenceMode::Sqlite),
+                ..Default::default()
+            }),
+            ..SettingsLayer::default()
+        };
+        let settings = Settings::layered([&daemon, &file, &env, &self.layer()]);
         settings.validate()?;
         Ok((settings, file.ignored.into_keys().collect()))
     }

@@ -23,7 +23,7 @@ pub enum Durability {
 pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot start the storage thread: {0}")]
+    #[error("storage: {0}")]
     Thread(std::io::Error),
     #[error("the storage thread has stopped")]
     Closed,
@@ -39,6 +39,9 @@ pub struct SqliteDb {
 impl SqliteDb {
     /// Opens (creating if needed) `path` in WAL mode with `durability`.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteDb, DbError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(DbError::Thread)?;
+        }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {

@@ -9,8 +9,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use tokio::sync::watch;
 
+use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
-    CatalogStateMachine, JoinError, LogStore, NetworkFactory, PeerClient, Raft,
+    CatalogStateMachine, JoinError, LogStore, NetworkFactory, PeerClient, Raft, SqliteLogStore,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
@@ -23,37 +24,68 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// A node's replica of the catalog.
 pub(crate) struct Control {
     pub(crate) id: u64,
+    /// The storage held a vote: this node was a member before and rejoins as itself.
+    restored: bool,
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     env: Env,
 }
 
 impl Control {
-    /// Starts the replica (in memory for now; persistence comes with the data directory).
-    pub(crate) async fn start(env: &Env, id: u64) -> Result<Control, String> {
-        let config = Config {
-            cluster_name: "mpreg".to_owned(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            ..Config::default()
-        }
-        .validate()
-        .map_err(|e| e.to_string())?;
+    /// Starts the replica: in memory, or on the SQLite log in the data directory, where the
+    /// node also keeps its id (`fresh_id` is used the first time only).
+    pub(crate) async fn start(
+        env: &Env,
+        persistence: &PersistenceConfig,
+        fresh_id: u64,
+    ) -> Result<Control, String> {
+        let config = Arc::new(
+            Config {
+                cluster_name: "mpreg".to_owned(),
+                heartbeat_interval: 50,
+                election_timeout_min: 150,
+                election_timeout_max: 300,
+                ..Config::default()
+            }
+            .validate()
+            .map_err(|e| e.to_string())?,
+        );
         let catalog = CatalogStateMachine::default();
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            NetworkFactory::new(env.clone()),
-            LogStore::default(),
-            catalog.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let network = NetworkFactory::new(env.clone());
+        let (id, raft, restored) = match persistence.mode {
+            PersistenceMode::Memory => {
+                let raft = Raft::new(
+                    fresh_id,
+                    config,
+                    network,
+                    LogStore::default(),
+                    catalog.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                (fresh_id, raft, false)
+            }
+            PersistenceMode::Sqlite => {
+                let path = persistence.sqlite_path();
+                let store = SqliteLogStore::open(&path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let id = store
+                    .node_id_or_insert(fresh_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let restored = store.has_vote().await.map_err(|e| e.to_string())?;
+                let raft = Raft::new(id, config, network, store, catalog.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (id, raft, restored)
+            }
+        };
         Ok(Control {
             id,
             raft,
             catalog,
+            restored,
             env: env.clone(),
         })
     }
@@ -131,7 +163,9 @@ pub(crate) async fn join_and_register(
             .map_or("", |u| u.trim_start_matches("ws://")),
     );
     let work = async {
-        if reg.peers.is_empty() {
+        if control.restored {
+            // A member already: its log says so; the cluster catches it up.
+        } else if reg.peers.is_empty() {
             let members = BTreeMap::from([(control.id, me.clone())]);
             // Fails harmlessly when already initialized.
             let _ = control.raft.initialize(members).await;

@@ -151,14 +151,15 @@ impl NodeBuilder {
         let listener = env.net.listen(&addr).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let url = advertised_url(local_addr);
-        // Raft ids are nonzero; the readable id carries the same number.
-        let raft_id = (env.rng.next_u64() >> 1) | 1;
-        let node_id = format!("{}-{raft_id:016x}", self.settings.name);
+        // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
+        let fresh_id = (env.rng.next_u64() >> 1) | 1;
         let control = Arc::new(
-            control::Control::start(&env, raft_id)
+            control::Control::start(&env, &self.settings.persistence, fresh_id)
                 .await
                 .map_err(NodeError::Control)?,
         );
+        let raft_id = control.id;
+        let node_id = format!("{}-{raft_id:016x}", self.settings.name);
         let stats = Arc::new(Stats::default());
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();

@@ -83,6 +83,18 @@ impl SqliteLogStore {
             .await
     }
 
+    /// The node id stored in this database, storing `fresh` first if there is none: a node
+    /// keeps its identity across restarts.
+    pub async fn node_id_or_insert(&self, fresh: u64) -> Result<u64, DbError> {
+        match self.meta::<u64>("node_id").await? {
+            Some(id) => Ok(id),
+            None => {
+                self.set_meta("node_id", &fresh).await?;
+                Ok(fresh)
+            }
+        }
+    }
+
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
     pub async fn has_vote(&self) -> Result<bool, DbError> {
         Ok(self.meta::<Vote<u64>>("vote").await?.is_some())
