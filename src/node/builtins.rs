@@ -42,24 +42,9 @@ pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
         async move {
             let peers: Vec<Value> = super::control::members_view(&info.control)
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
                 .filter(|v| v.member.id != info.control.id)
-                .map(
-                    |super::control::MemberView {
-                         member: m,
-                         resources,
-                         functions,
-                     }| {
-                        json!({
-                            "node_id": format!("{}-{:016x}", m.name, m.id),
-                            "name": m.name,
-                            "cluster_id": m.cluster_id,
-                            "advertised_urls": m.advertised_urls,
-                            "resources": resources,
-                            "functions": functions,
-                        })
-                    },
-                )
+                .map(|v| Value::Object(describe(v)))
                 .collect();
             Ok(Value::Array(peers))
         }
@@ -75,6 +60,23 @@ pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
     })
 }
 
+/// What `list_peers` and `cluster_map` say of every member.
+fn describe(v: &super::control::MemberView) -> serde_json::Map<String, Value> {
+    let m = &v.member;
+    let described = json!({
+        "node_id": format!("{}-{:016x}", m.name, m.id),
+        "name": m.name,
+        "cluster_id": m.cluster_id,
+        "advertised_urls": m.advertised_urls,
+        "resources": v.resources,
+        "functions": v.functions,
+    });
+    match described {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 impl NodeInfo {
     /// From the catalog once this node is in it; until then, this node alone.
     fn cluster_map(&self) -> Value {
@@ -82,38 +84,30 @@ impl NodeInfo {
             return self.local_cluster_map();
         };
         let nodes: Vec<Value> = members
-            .into_iter()
-            .map(
-                |super::control::MemberView {
-                     member: m,
-                     resources,
-                     functions,
-                 }| {
-                    let local = m.id == self.control.id;
-                    let inflight = if local { self.stats.inflight() } else { 0 };
-                    let clients = if local {
-                        self.stats.active_clients.load(Ordering::Relaxed)
-                    } else {
-                        0
-                    };
+            .iter()
+            .map(|v| {
+                let local = v.member.id == self.control.id;
+                // Load is known for this node only; peers' load arrives with gossip (later).
+                let (inflight, clients) = if local {
+                    let clients = self.stats.active_clients.load(Ordering::Relaxed);
+                    (self.stats.inflight(), clients)
+                } else {
+                    (0, 0)
+                };
+                let mut node = describe(v);
+                node.insert("region".into(), json!(""));
+                node.insert("status".into(), json!("ok"));
+                node.insert("is_local".into(), json!(local));
+                node.insert(
+                    "load".into(),
                     json!({
-                        "node_id": format!("{}-{:016x}", m.name, m.id),
-                        "name": m.name,
-                        "cluster_id": m.cluster_id,
-                        "region": "",
-                        "advertised_urls": m.advertised_urls,
-                        "resources": resources,
-                        "functions": functions,
-                        "status": "ok",
-                        "is_local": local,
-                        "load": {
-                            "load_score": inflight as f64,
-                            "active_clients": clients,
-                            "inflight_requests": inflight,
-                        },
-                    })
-                },
-            )
+                        "load_score": inflight as f64,
+                        "active_clients": clients,
+                        "inflight_requests": inflight,
+                    }),
+                );
+                Value::Object(node)
+            })
             .collect();
         json!({
             "cluster_id": self.cluster_id,

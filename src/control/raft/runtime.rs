@@ -102,6 +102,7 @@ impl AsyncRuntime for SeededRuntime {
         TokioRuntime::is_panic(join_error)
     }
 
+    // openraft's name for its RNG hook: it returns our seeded generator, not rand's.
     fn thread_rng() -> Self::ThreadLocalRng {
         RaftRng
     }
