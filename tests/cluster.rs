@@ -72,6 +72,41 @@ async fn three_nodes_share_one_catalog() {
             "{map}"
         );
     }
+    let query = |filter: Value| {
+        let url = c.url().to_owned();
+        async move {
+            Client::connect(&url)
+                .await
+                .unwrap()
+                .call("catalog_query", json!([filter]))
+                .await
+        }
+    };
+    let found = query(json!({"name": "infer"})).await.unwrap();
+    let found = found["functions"].as_array().unwrap().clone();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["node_name"], "b");
+    assert_eq!(found[0]["version"], "1.0.0");
+    let gpu = query(json!({"name": "infer", "locs": ["gpu"]}))
+        .await
+        .unwrap();
+    assert_eq!(gpu["functions"].as_array().map(Vec::len), Some(1));
+    let newer = query(json!({"name": "infer", "version_constraint": ">=2"}))
+        .await
+        .unwrap();
+    assert_eq!(newer["functions"].as_array().map(Vec::len), Some(0));
+    let echoes = query(json!({"name": "echo"})).await.unwrap();
+    assert_eq!(
+        echoes["functions"].as_array().map(Vec::len),
+        Some(3),
+        "every node has echo"
+    );
+    let bad = query(json!({"nmae": "typo"})).await.unwrap_err();
+    assert_eq!(
+        bad.code(),
+        Some(mpreg::ErrorCode::InvalidArguments),
+        "{bad}"
+    );
     let peers = Client::connect(a.url())
         .await
         .unwrap()

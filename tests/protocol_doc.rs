@@ -255,7 +255,10 @@ async fn start(settings: Settings, functions: Vec<Function>) -> RunningNode {
     for f in functions {
         builder.register(f).expect("function registers");
     }
-    builder.start().await.expect("node starts")
+    let node = builder.start().await.expect("node starts");
+    // Examples that read the catalog (cluster_map, catalog_query) need the node in it.
+    assert!(node.registered().await, "node registered in its catalog");
+    node
 }
 
 /// A function that reports it has started, then waits until the test releases it.

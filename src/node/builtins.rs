@@ -51,6 +51,70 @@ pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
     })
 }
 
+/// What `catalog_query` filters on; every field is optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFilter {
+    name: Option<String>,
+    function_id: Option<String>,
+    version_constraint: Option<String>,
+    #[serde(default)]
+    locs: Vec<String>,
+}
+
+/// `catalog_query({name?, function_id?, version_constraint?, locs?})`: the functions of the
+/// whole cluster that match, from this node's catalog replica, as
+/// `{"functions": [{node_id, node_name, name, function_id, version, resources}]}`.
+pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
+    Function::raw("catalog_query", move |call: CallArgs| {
+        let info = info.clone();
+        async move {
+            let filter: CatalogFilter = match (call.args.into_iter().next(), call.kwargs.is_empty())
+            {
+                (None, true) => CatalogFilter::default(),
+                (Some(v), true) => serde_json::from_value(v).map_err(|e| {
+                    CallError::InvalidArguments(format!("catalog_query filter: {e}"))
+                })?,
+                (_, false) => serde_json::from_value(Value::Object(call.kwargs)).map_err(|e| {
+                    CallError::InvalidArguments(format!("catalog_query filter: {e}"))
+                })?,
+            };
+            let constraint = filter
+                .version_constraint
+                .as_deref()
+                .map(crate::registry::VersionConstraint::parse)
+                .transpose()
+                .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+            let state = info.control.catalog.state();
+            let catalog = &state.catalog;
+            let found: Vec<Value> = catalog
+                .functions()
+                .filter(|(_, f)| filter.name.as_ref().is_none_or(|n| *n == f.name))
+                .filter(|(_, f)| {
+                    filter
+                        .function_id
+                        .as_ref()
+                        .is_none_or(|id| *id == f.function_id)
+                })
+                .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
+                .filter(|(_, f)| filter.locs.iter().all(|l| f.resources.contains(l)))
+                .map(|(node, f)| {
+                    let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
+                    json!({
+                        "node_id": format!("{node_name}-{node:016x}"),
+                        "node_name": node_name,
+                        "name": f.name,
+                        "function_id": f.function_id,
+                        "version": f.version.to_string(),
+                        "resources": f.resources,
+                    })
+                })
+                .collect();
+            Ok(json!({ "functions": found }))
+        }
+    })
+}
+
 /// `cluster_map()`: the nodes of the cluster in the shape the original's
 /// `MPREGClusterClient` reads (`cluster_id`, `generated_at`, `nodes[]`).
 pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {

@@ -155,6 +155,7 @@ pub(crate) async fn join_and_register(
     control: Arc<Control>,
     reg: Registration,
     mut shutdown: watch::Receiver<bool>,
+    registered: watch::Sender<bool>,
 ) {
     let me = BasicNode::new(
         reg.member
@@ -177,7 +178,7 @@ pub(crate) async fn join_and_register(
             .await
         {
             tracing::warn!(error = %e, "could not register this node in the catalog");
-            return;
+            return false;
         }
         let functions = CatalogCommand::RegisterFunctions {
             node: control.id,
@@ -185,12 +186,17 @@ pub(crate) async fn join_and_register(
         };
         if let Err(e) = control.propose(functions).await {
             tracing::warn!(error = %e, "the catalog refused this node's functions");
+            return false;
         }
+        true
     };
     tokio::select! {
         biased;
         _ = super::stopping(&mut shutdown) => {}
-        () = work => tracing::info!(id = control.id, "registered in the cluster catalog"),
+        done = work => if done {
+            tracing::info!(id = control.id, "registered in the cluster catalog");
+            let _ = registered.send(true);
+        }
     }
 }
 

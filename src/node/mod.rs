@@ -165,7 +165,16 @@ impl NodeBuilder {
         let mut resources = self.settings.resources.clone();
         resources.extend(registry.resources());
         let mut functions: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
-        functions.extend(["echo", "echos", "list_peers", "cluster_map"].map(String::from));
+        functions.extend(
+            [
+                "echo",
+                "echos",
+                "list_peers",
+                "cluster_map",
+                "catalog_query",
+            ]
+            .map(String::from),
+        );
         functions.sort();
         functions.dedup();
         let info = Arc::new(NodeInfo {
@@ -183,6 +192,7 @@ impl NodeBuilder {
             builtins::echo(),
             builtins::echos(),
             builtins::list_peers(info.clone()),
+            builtins::catalog_query(info.clone()),
             builtins::cluster_map(info),
         ] {
             // Built-ins offer the node's resources like every function; a user function of
@@ -225,14 +235,17 @@ impl NodeBuilder {
             stats,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (registered_tx, registered) = watch::channel(false);
         tokio::spawn(control::join_and_register(
             control,
             registration,
             shutdown_rx.clone(),
+            registered_tx,
         ));
         let task = tokio::spawn(serve(shared, listener, shutdown_rx));
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
+            registered,
             local_addr,
             url,
             node_id,
@@ -258,6 +271,8 @@ pub struct RunningNode {
     local_addr: SocketAddr,
     url: String,
     node_id: String,
+    /// Becomes true once this node and its functions are in the cluster catalog.
+    registered: watch::Receiver<bool>,
     shutdown: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -284,6 +299,14 @@ impl RunningNode {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Waits until this node and its functions are in the cluster catalog (joining and
+    /// registering are Raft commits that finish after `start` returns). Returns `false` if
+    /// the node stopped first.
+    pub async fn registered(&self) -> bool {
+        let mut r = self.registered.clone();
+        r.wait_for(|done| *done).await.is_ok()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
