@@ -9,11 +9,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// Most frames written per flush; bounds the time a writer spends between flushes.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
-/// What a writer task sends.
-pub(crate) enum Outbound {
-    Frame(Message),
-}
-
 /// Bytes reserved per socket read. tungstenite zero-fills this reservation before every
 /// read; its 128 KiB default made `memset` 14 % of the node's profile under load.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -29,14 +24,14 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 /// Writes frames from `rx`, flushing once per batch. After the first frame of a batch it
 /// yields once, so that replies finishing in the same instant join the batch: one socket
 /// write per batch instead of one per reply (rust-stack.md §9 measured ~3x throughput).
-pub(crate) async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Outbound>)
+pub(crate) async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Message>)
 where
     S: Sink<Message> + Unpin,
 {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut batched = 0;
-        while let Some(Outbound::Frame(m)) = next.take() {
+        while let Some(m) = next.take() {
             if sink.feed(m).await.is_err() {
                 return;
             }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::env::Env;
-use crate::transport::{Outbound, websocket_config, write_loop};
+use crate::transport::{websocket_config, write_loop};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -211,7 +211,7 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                     let (done_tx, done_rx) = oneshot::channel();
                     slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(done_tx);
                     if tx
-                        .send(Outbound::Frame(Message::text(frame)))
+                        .send(Message::text(frame))
                         .await
                         .is_err()
                     {

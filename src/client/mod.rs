@@ -32,7 +32,7 @@ pub use error::ClientError;
 
 use crate::env::Env;
 use crate::protocol::{RpcCommand, RpcReply, RpcRequest};
-use crate::transport::{Outbound, websocket_config, write_loop};
+use crate::transport::{websocket_config, write_loop};
 
 /// Client-side wait beyond the request's own timeout, so the node's timeout error (1004)
 /// arrives before the client gives up.
@@ -59,7 +59,7 @@ pub struct Client {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Message>,
     /// Requests awaiting their reply, by sequence number.
     pending: Arc<Pending>,
     next_seq: AtomicU64,
@@ -187,7 +187,7 @@ impl Client {
         };
         inner
             .tx
-            .send(Outbound::Frame(Message::text(frame)))
+            .send(Message::text(frame))
             .await
             .map_err(|_| ClientError::Closed)?;
         let reply = match tokio::time::timeout(wait, reply_rx).await {

@@ -193,7 +193,7 @@ impl NodeInfo {
                 "region": "",
                 "advertised_urls": [self.url],
                 "resources": self.resources,
-                "functions": self.functions,
+                "functions": self.functions.get(),
                 "status": "ok",
                 "is_local": true,
                 "load": {

@@ -82,7 +82,8 @@ pub(crate) struct NodeInfo {
     cluster_id: String,
     url: String,
     resources: BTreeSet<String>,
-    functions: Vec<String>,
+    /// Names of every registered function, built-ins included (set once they are).
+    functions: std::sync::OnceLock<Vec<String>>,
     env: Env,
     stats: Arc<Stats>,
     control: Arc<control::Control>,
@@ -164,26 +165,13 @@ impl NodeBuilder {
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
         resources.extend(registry.resources());
-        let mut functions: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
-        functions.extend(
-            [
-                "echo",
-                "echos",
-                "list_peers",
-                "cluster_map",
-                "catalog_query",
-            ]
-            .map(String::from),
-        );
-        functions.sort();
-        functions.dedup();
         let info = Arc::new(NodeInfo {
             node_id: node_id.clone(),
             name: self.settings.name.clone(),
             cluster_id: self.settings.cluster_id.clone(),
             url: url.clone(),
             resources,
-            functions,
+            functions: std::sync::OnceLock::new(),
             env: env.clone(),
             stats: stats.clone(),
             control: control.clone(),
@@ -193,12 +181,15 @@ impl NodeBuilder {
             builtins::echos(),
             builtins::list_peers(info.clone()),
             builtins::catalog_query(info.clone()),
-            builtins::cluster_map(info),
+            builtins::cluster_map(info.clone()),
         ] {
             // Built-ins offer the node's resources like every function; a user function of
             // the same name and version takes precedence.
             let _ = registry.register(f.add_resources(self.settings.resources.iter().cloned()));
         }
+        let mut names: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
+        names.dedup(); // specs come sorted by name
+        let _ = info.functions.set(names);
         let registration = control::Registration {
             member: control::member(
                 raft_id,

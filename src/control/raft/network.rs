@@ -218,23 +218,34 @@ fn mismatched<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
     )))
 }
 
+impl PeerClient {
+    /// One openraft RPC: `pick` takes its answer out of the reply (`None`: wrong variant).
+    async fn rpc<T, E: std::error::Error>(
+        &mut self,
+        req: RaftRequest,
+        option: RPCOption,
+        pick: impl FnOnce(RaftReply) -> Option<Result<T, RaftError<u64, E>>>,
+    ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+        match self.call(&req, option.hard_ttl()).await.map(pick) {
+            Ok(Some(Ok(r))) => Ok(r),
+            Ok(Some(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(None) => Err(mismatched()),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self
-            .call(&RaftRequest::Append(rpc), option.hard_ttl())
-            .await
-        {
-            Ok(RaftReply::Append(Ok(r))) => Ok(r),
-            Ok(RaftReply::Append(Err(e))) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Ok(_) => Err(mismatched()),
-            Err(e) => Err(unreachable(e)),
-        }
+        self.rpc(RaftRequest::Append(rpc), option, |r| match r {
+            RaftReply::Append(a) => Some(a),
+            _ => None,
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -245,17 +256,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self
-            .call(&RaftRequest::Snapshot(rpc), option.hard_ttl())
-            .await
-        {
-            Ok(RaftReply::Snapshot(Ok(r))) => Ok(r),
-            Ok(RaftReply::Snapshot(Err(e))) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Ok(_) => Err(mismatched()),
-            Err(e) => Err(unreachable(e)),
-        }
+        self.rpc(RaftRequest::Snapshot(rpc), option, |r| match r {
+            RaftReply::Snapshot(s) => Some(s),
+            _ => None,
+        })
+        .await
     }
 
     async fn vote(
@@ -263,14 +268,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(RaftReply::Vote(Ok(r))) => Ok(r),
-            Ok(RaftReply::Vote(Err(e))) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Ok(_) => Err(mismatched()),
-            Err(e) => Err(unreachable(e)),
-        }
+        self.rpc(RaftRequest::Vote(rpc), option, |r| match r {
+            RaftReply::Vote(v) => Some(v),
+            _ => None,
+        })
+        .await
     }
 }
 
