@@ -40,6 +40,10 @@ pub struct Settings {
     pub max_inflight_per_connection: usize,
     /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
     pub persistence: PersistenceConfig,
+    /// Most members that vote in the control plane; the others are learners.
+    pub voters: usize,
+    /// A voter unreachable this long is replaced by a live learner.
+    pub replace_voter_after_ms: u64,
 }
 
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
@@ -118,6 +122,8 @@ impl Default for Settings {
             drain_timeout_ms: 10_000,
             max_inflight_per_connection: 1024,
             persistence: PersistenceConfig::default(),
+            voters: 3,
+            replace_voter_after_ms: 30_000,
         }
     }
 }
@@ -156,6 +162,8 @@ impl Settings {
             &mut self.max_inflight_per_connection,
             &l.max_inflight_per_connection,
         );
+        set(&mut self.voters, &l.voters);
+        set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
         if let Some(p) = &l.persistence_config {
             set(&mut self.persistence.mode, &p.mode);
             set(&mut self.persistence.data_dir, &p.data_dir);
@@ -166,6 +174,14 @@ impl Settings {
     /// `host:port` to bind.
     pub fn bind_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// How the node shapes the membership when it leads.
+    pub fn membership_policy(&self) -> crate::control::raft::MembershipPolicy {
+        crate::control::raft::MembershipPolicy {
+            max_voters: self.voters,
+            replace_voter_after: Duration::from_millis(self.replace_voter_after_ms),
+        }
     }
 
     pub fn exec_limits(&self) -> ExecLimits {
@@ -197,6 +213,9 @@ impl Settings {
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
+        if self.voters == 0 {
+            return bad("voters", "must be at least 1");
+        }
         if self.max_inflight_per_connection == 0 {
             return bad("max_inflight_per_connection", "must be at least 1");
         }
@@ -220,6 +239,8 @@ pub struct SettingsLayer {
     pub drain_timeout_ms: Option<u64>,
     pub max_inflight_per_connection: Option<usize>,
     pub persistence_config: Option<PersistenceLayer>,
+    pub voters: Option<usize>,
+    pub replace_voter_after_ms: Option<u64>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
@@ -308,6 +329,8 @@ impl SettingsLayer {
                 "MPREG_MAX_COMMANDS_PER_REQUEST" => l.max_commands_per_request = Some(num(k, v)?),
                 "MPREG_REQUEST_TIMEOUT_MS" => l.request_timeout_ms = Some(num(k, v)?),
                 "MPREG_DRAIN_TIMEOUT_MS" => l.drain_timeout_ms = Some(num(k, v)?),
+                "MPREG_VOTERS" => l.voters = Some(num(k, v)?),
+                "MPREG_REPLACE_VOTER_AFTER_MS" => l.replace_voter_after_ms = Some(num(k, v)?),
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }

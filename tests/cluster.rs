@@ -118,3 +118,101 @@ async fn three_nodes_share_one_catalog() {
         node.shutdown().await;
     }
 }
+
+/// Waits until `node`'s replica satisfies `ok` (Raft metrics), or fails after 20 s.
+async fn wait_metrics(
+    node: &mpreg::RunningNode,
+    what: &str,
+    ok: impl Fn(&mpreg::control::raft::RaftMetrics) -> bool,
+) {
+    let mut m = node.raft_metrics();
+    let waited = tokio::time::timeout(Duration::from_secs(20), m.wait_for(|m| ok(m))).await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "{what}: {:?}",
+        node.raft_metrics().borrow().membership_config
+    );
+}
+
+fn role_counts(m: &mpreg::control::raft::RaftMetrics) -> (usize, usize) {
+    let membership = m.membership_config.membership();
+    (
+        membership.voter_ids().count(),
+        membership.learner_ids().count(),
+    )
+}
+
+/// With `voters = 2`, the third and fourth nodes join as learners that still hold the whole
+/// catalog; a voter that shuts down leaves the membership and the catalog, and a learner
+/// takes its seat; a linearizable read on a learner sees a write committed just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_learners_and_graceful_leave() {
+    let settings = |name: &str, peers: Vec<String>| Settings {
+        name: name.to_owned(),
+        peers,
+        voters: 2,
+        ..test_settings()
+    };
+    let a = start_node(settings("a", vec![]), vec![]).await;
+    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    let c = start_node(settings("c", vec![a.url().to_owned()]), vec![]).await;
+    let d = start_node(settings("d", vec![b.url().to_owned()]), vec![]).await;
+    for n in [&a, &b, &c, &d] {
+        assert!(n.registered().await);
+    }
+    wait_metrics(&d, "two voters and two learners", |m| {
+        role_counts(m) == (2, 2)
+    })
+    .await;
+    let map = wait_for_nodes(d.url(), 4).await;
+    assert_eq!(map["nodes"].as_array().map(Vec::len), Some(4));
+
+    // A function registered on the leader's side is visible at once to a linearizable read
+    // on a learner.
+    let learner = [&c, &d]
+        .into_iter()
+        .find(|n| {
+            let m = n.raft_metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .learner_ids()
+                .any(|l| l == n.raft_id())
+        })
+        .expect("a learner among c and d");
+    let q = Client::connect(learner.url()).await.unwrap();
+    let found = q
+        .call(
+            "catalog_query",
+            json!([{"name": "echo", "linearizable": true, "queues": true}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found["functions"].as_array().map(Vec::len),
+        Some(4),
+        "{found}"
+    );
+    assert_eq!(found["queues"], json!([]), "{found}");
+
+    // The first node (a voter, and the first leader) leaves gracefully.
+    let a_id = a.raft_id();
+    a.shutdown().await;
+    wait_metrics(&b, "a left; a learner promoted", |m| {
+        let membership = m.membership_config.membership();
+        membership.get_node(&a_id).is_none() && role_counts(m) == (2, 1)
+    })
+    .await;
+    let map = wait_for_nodes(d.url(), 3).await;
+    assert!(
+        map["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["name"] != "a"),
+        "{map}"
+    );
+    for node in [d, c, b] {
+        node.shutdown().await;
+    }
+}

@@ -139,7 +139,12 @@ pub fn run(seed: u64, writes: usize, fault: Fault) -> Result<RaftReport, SimFail
                 let raft =
                     Raft::new(id, raft_config(), NetworkFactory::new(env.clone()), log, sm).await?;
                 let listener = env.net.listen(&format!("0.0.0.0:{RAFT_PORT}")).await?;
-                tokio::spawn(mpreg::control::raft::serve_raft(raft.clone(), listener));
+                let service = mpreg::control::raft::PeerService {
+                    raft: raft.clone(),
+                    env: env.clone(),
+                    policy: Default::default(),
+                };
+                tokio::spawn(mpreg::control::raft::serve_raft(service, listener));
                 if bootstrap {
                     raft.initialize(members()).await?;
                 }
@@ -318,7 +323,12 @@ fn check(stores: &[(LogStore, CatalogStateMachine)], trace: &Trace) -> Result<()
     // Log matching: at every index two replicas both applied, they applied the same entry.
     let histories: Vec<BTreeMap<u64, _>> = stores
         .iter()
-        .map(|(_, sm)| sm.history().into_iter().map(|id| (id.index, id)).collect())
+        .map(|(_, sm)| {
+            sm.history()
+                .into_iter()
+                .map(|a| (a.log_id.index, a.log_id))
+                .collect()
+        })
         .collect();
     for (a, ha) in histories.iter().enumerate() {
         for (b, hb) in histories.iter().enumerate().skip(a + 1) {

@@ -55,6 +55,12 @@ pub struct NodeArgs {
     /// Requests one connection may run at once [default: 1024]
     #[arg(long)]
     pub max_inflight_per_connection: Option<usize>,
+    /// Most members that vote in the control plane; later ones are learners [default: 3]
+    #[arg(long)]
+    pub voters: Option<usize>,
+    /// Replace a voter unreachable this long by a live learner, in ms [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub replace_voter_after_ms: Option<u64>,
     /// Where durable state lives: memory or sqlite [default: sqlite]
     #[arg(long, value_name = "MODE")]
     pub persistence_mode: Option<crate::config::PersistenceMode>,
@@ -78,6 +84,8 @@ impl NodeArgs {
             request_timeout_ms: self.request_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_inflight_per_connection: self.max_inflight_per_connection,
+            voters: self.voters,
+            replace_voter_after_ms: self.replace_voter_after_ms,
             persistence_config: (self.persistence_mode.is_some() || self.persistence_dir.is_some())
                 .then(|| crate::config::PersistenceLayer {
                     mode: self.persistence_mode,

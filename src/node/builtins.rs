@@ -60,11 +60,22 @@ struct CatalogFilter {
     version_constraint: Option<String>,
     #[serde(default)]
     locs: Vec<String>,
+    /// Wait until this replica has everything committed when the query arrived.
+    #[serde(default)]
+    linearizable: bool,
+    /// Also list the cluster's queues (`{"queues": [{name, owner}]}`).
+    #[serde(default)]
+    queues: bool,
 }
 
-/// `catalog_query({name?, function_id?, version_constraint?, locs?})`: the functions of the
-/// whole cluster that match, from this node's catalog replica, as
-/// `{"functions": [{node_id, node_name, name, function_id, version, resources}]}`.
+/// How long a linearizable `catalog_query` may wait for the leader and for this replica.
+const LINEARIZABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `catalog_query({name?, function_id?, version_constraint?, locs?, linearizable?, queues?})`:
+/// the functions of the whole cluster that match, from this node's catalog replica, as
+/// `{"functions": [{node_id, node_name, name, function_id, version, resources}]}` (plus
+/// `queues` when asked). With `linearizable`, the answer reflects every catalog change
+/// committed before the query arrived (else error 1017).
 pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
     Function::raw("catalog_query", move |call: CallArgs| {
         let info = info.clone();
@@ -85,6 +96,12 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                 .map(crate::registry::VersionConstraint::parse)
                 .transpose()
                 .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+            if filter.linearizable {
+                info.control
+                    .linearizable(LINEARIZABLE_TIMEOUT)
+                    .await
+                    .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            }
             let state = info.control.catalog.state();
             let catalog = &state.catalog;
             let found: Vec<Value> = catalog
@@ -110,7 +127,15 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                     })
                 })
                 .collect();
-            Ok(json!({ "functions": found }))
+            let mut reply = json!({ "functions": found });
+            if filter.queues {
+                let queues: Vec<Value> = catalog
+                    .queues()
+                    .map(|q| json!({ "name": q.name, "owner": format!("{:016x}", q.owner) }))
+                    .collect();
+                reply["queues"] = Value::Array(queues);
+            }
+            Ok(reply)
         }
     })
 }

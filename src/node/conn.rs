@@ -98,12 +98,13 @@ pub(super) async fn serve_connection(
         }
     };
     if path == RAFT_PATH {
-        // Peer links end with the node: a draining node waits for clients, not for peers.
-        let mut shutdown = shutdown;
+        // Peer links outlive the shutdown signal: a stopping node still needs its peers to
+        // commit its departure. They end once it has left (or given up).
+        let mut links_closed = shared.peer_links_closed.subscribe();
         tokio::select! {
             biased;
-            _ = super::stopping(&mut shutdown) => {}
-            _ = serve_peer(shared.control.raft.clone(), ws) => {}
+            _ = super::stopping(&mut links_closed) => {}
+            _ = serve_peer(shared.control.peer_service(), ws) => {}
         }
         return;
     }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
-    CatalogStateMachine, JoinError, LogStore, NetworkFactory, PeerClient, Raft, SqliteLogStore,
+    CatalogStateMachine, LogStore, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
+    PeerService, Raft, SnapshotDisk, SqliteLogStore,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
@@ -28,15 +29,35 @@ pub(crate) struct Control {
     restored: bool,
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
+    pub(crate) policy: MembershipPolicy,
+    /// The durable store, to forget the membership after leaving (SQLite mode).
+    sqlite: Option<SqliteLogStore>,
     env: Env,
 }
 
+/// Where the replica keeps its log: what the settings say, or a disk the caller keeps
+/// (the simulator, which crashes and restarts nodes on the same disk).
+pub(crate) enum Storage<'a> {
+    Configured(&'a PersistenceConfig),
+    Memory(LogStore),
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("no leader confirmed the read: {0}")]
+    NoLeader(String),
+    #[error("this replica did not catch up with the leader in time")]
+    Lagging,
+}
+
 impl Control {
-    /// Starts the replica: in memory, or on the SQLite log in the data directory, where the
-    /// node also keeps its id (`fresh_id` is used the first time only).
+    /// Starts the replica on `storage`; with SQLite the node also keeps its id there
+    /// (`fresh_id` is used the first time only).
     pub(crate) async fn start(
         env: &Env,
-        persistence: &PersistenceConfig,
+        storage: Storage<'_>,
+        policy: MembershipPolicy,
         fresh_id: u64,
     ) -> Result<Control, String> {
         let config = Arc::new(
@@ -50,23 +71,11 @@ impl Control {
             .validate()
             .map_err(|e| e.to_string())?,
         );
-        let catalog = CatalogStateMachine::default();
         let network = NetworkFactory::new(env.clone());
-        let (id, raft, restored) = match persistence.mode {
-            PersistenceMode::Memory => {
-                let raft = Raft::new(
-                    fresh_id,
-                    config,
-                    network,
-                    LogStore::default(),
-                    catalog.clone(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                (fresh_id, raft, false)
-            }
-            PersistenceMode::Sqlite => {
-                let path = persistence.sqlite_path();
+        let err = |e: openraft::StorageError<u64>| e.to_string();
+        let (id, raft, catalog, restored, sqlite) = match storage {
+            Storage::Configured(p) if p.mode == PersistenceMode::Sqlite => {
+                let path = p.sqlite_path();
                 let store = SqliteLogStore::open(&path)
                     .await
                     .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -75,10 +84,33 @@ impl Control {
                     .await
                     .map_err(|e| e.to_string())?;
                 let restored = store.has_vote().await.map_err(|e| e.to_string())?;
-                let raft = Raft::new(id, config, network, store, catalog.clone())
+                let catalog = CatalogStateMachine::open(SnapshotDisk::Sqlite(store.clone()))
+                    .await
+                    .map_err(err)?;
+                let raft = Raft::new(id, config, network, store.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                (id, raft, restored)
+                (id, raft, catalog, restored, Some(store))
+            }
+            Storage::Configured(_) => {
+                let disk = LogStore::default();
+                let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
+                    .await
+                    .map_err(err)?;
+                let raft = Raft::new(fresh_id, config, network, disk, catalog.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (fresh_id, raft, catalog, false, None)
+            }
+            Storage::Memory(disk) => {
+                let restored = disk.has_vote();
+                let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
+                    .await
+                    .map_err(err)?;
+                let raft = Raft::new(fresh_id, config, network, disk, catalog.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (fresh_id, raft, catalog, restored, None)
             }
         };
         Ok(Control {
@@ -86,8 +118,102 @@ impl Control {
             raft,
             catalog,
             restored,
+            policy,
+            sqlite,
             env: env.clone(),
         })
+    }
+
+    /// What the peer endpoint serves with.
+    pub(crate) fn peer_service(&self) -> PeerService {
+        PeerService {
+            raft: self.raft.clone(),
+            env: self.env.clone(),
+            policy: self.policy,
+        }
+    }
+
+    /// Waits until this replica has applied everything the leader had committed when the
+    /// read began (a linearizable read).
+    pub(crate) async fn linearizable(&self, timeout: Duration) -> Result<(), ReadError> {
+        let read_at = match self.raft.ensure_linearizable().await {
+            Ok(at) => at,
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                let Some(leader) = f.leader_node else {
+                    return Err(ReadError::NoLeader("no leader is known".into()));
+                };
+                let mut peer = PeerClient::to_addr(self.env.clone(), leader.addr);
+                match peer.read_index(timeout).await {
+                    Ok(Ok(at)) => at,
+                    Ok(Err(e)) => return Err(ReadError::NoLeader(e.to_string())),
+                    Err(e) => return Err(ReadError::NoLeader(e.to_string())),
+                }
+            }
+            Err(e) => return Err(ReadError::NoLeader(e.to_string())),
+        };
+        let Some(at) = read_at else { return Ok(()) };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(at.index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_| ReadError::Lagging)
+    }
+
+    /// Leaves the cluster (graceful shutdown): asks the leader to take this node out of the
+    /// membership, which also drops its catalog entries. With SQLite, the Raft state is
+    /// then forgotten (the id is kept), so a later start joins afresh.
+    pub(crate) async fn leave(&self, peers: &[String], deadline: Duration) {
+        let attempt = async {
+            // The leader, wherever it is: this node, a hint, or any configured peer.
+            let mut targets: Vec<String> = Vec::new();
+            loop {
+                let leader = self.raft.metrics().borrow().current_leader;
+                if leader == Some(self.id) {
+                    match crate::control::raft::leave_here(&self.raft, self.policy, self.id).await {
+                        Ok(()) => return true,
+                        Err(e) => tracing::debug!(error = %e, "leave failed"),
+                    }
+                } else {
+                    let hint = leader.and_then(|l| {
+                        let m = self.raft.metrics().borrow().membership_config.clone();
+                        m.membership().get_node(&l).map(|n| n.addr.clone())
+                    });
+                    targets.extend(hint);
+                    targets.extend(peers.iter().cloned());
+                    for addr in targets.drain(..) {
+                        let mut peer = PeerClient::to_addr(self.env.clone(), addr);
+                        match peer.leave(self.id, RPC_TIMEOUT).await {
+                            Ok(Ok(())) => return true,
+                            Ok(Err(MembershipError::ForwardToLeader { leader: Some(l) })) => {
+                                let mut peer = PeerClient::to_addr(self.env.clone(), l.addr);
+                                if let Ok(Ok(())) = peer.leave(self.id, RPC_TIMEOUT).await {
+                                    return true;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(_) => {
+                tracing::info!(id = self.id, "left the cluster");
+                if let Some(store) = &self.sqlite {
+                    // Stop Raft first so that nothing writes behind the wipe.
+                    let _ = self.raft.shutdown().await;
+                    if let Err(e) = store.forget_membership().await {
+                        tracing::warn!(error = %e, "could not forget the membership");
+                    }
+                }
+            }
+            Err(_) => tracing::warn!(
+                "could not leave the cluster before the deadline; the others will replace \
+                 this node if it stays away"
+            ),
+        }
     }
 
     /// Commits `cmd` through the leader, wherever it is; retries while no leader answers.
@@ -118,7 +244,7 @@ impl Control {
             let mut peer = PeerClient::to_addr(self.env.clone(), addr);
             match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
                 Ok(Ok(())) => return,
-                Ok(Err(JoinError::ForwardToLeader { leader: Some(l) })) => {
+                Ok(Err(MembershipError::ForwardToLeader { leader: Some(l) })) => {
                     // Follow the hint; a stale hint that points back here waits a little.
                     let next = match targets.iter().position(|t| *t == l.addr) {
                         Some(i) => i,

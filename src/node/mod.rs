@@ -91,6 +91,8 @@ pub(crate) struct NodeInfo {
 
 /// What every connection of a running node shares.
 pub(crate) struct Shared {
+    /// Set once the stopping node has left the cluster: its peer links may close then.
+    peer_links_closed: watch::Sender<bool>,
     env: Env,
     settings: Settings,
     registry: Registry,
@@ -108,6 +110,7 @@ impl Node {
         NodeBuilder {
             settings,
             env: None,
+            disk: None,
             registry: Registry::default(),
         }
     }
@@ -117,6 +120,7 @@ impl Node {
 pub struct NodeBuilder {
     settings: Settings,
     env: Option<Env>,
+    disk: Option<crate::control::raft::LogStore>,
     registry: Registry,
 }
 
@@ -128,6 +132,13 @@ impl NodeBuilder {
     }
 
     /// Registers a user function. The node's own `resources` are added to the function's.
+    /// Keeps the Raft log on `disk` instead of what the settings say. The simulator uses
+    /// this to crash a node and restart it on the same (in-memory) disk.
+    pub fn memory_disk(mut self, disk: crate::control::raft::LogStore) -> NodeBuilder {
+        self.disk = Some(disk);
+        self
+    }
+
     pub fn register(&mut self, f: Function) -> Result<&mut NodeBuilder, RegisterError> {
         let f = f.add_resources(self.settings.resources.iter().cloned());
         self.registry.register(f)?;
@@ -154,8 +165,12 @@ impl NodeBuilder {
         let url = advertised_url(local_addr);
         // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
         let fresh_id = (env.rng.next_u64() >> 1) | 1;
+        let storage = match self.disk {
+            Some(disk) => control::Storage::Memory(disk),
+            None => control::Storage::Configured(&self.settings.persistence),
+        };
         let control = Arc::new(
-            control::Control::start(&env, &self.settings.persistence, fresh_id)
+            control::Control::start(&env, storage, self.settings.membership_policy(), fresh_id)
                 .await
                 .map_err(NodeError::Control)?,
         );
@@ -218,6 +233,7 @@ impl NodeBuilder {
                 .collect(),
         };
         let shared = Arc::new(Shared {
+            peer_links_closed: watch::channel(false).0,
             control: control.clone(),
             limits: self.settings.exec_limits(),
             env,
@@ -227,15 +243,22 @@ impl NodeBuilder {
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (registered_tx, registered) = watch::channel(false);
+        tokio::spawn(crate::control::raft::supervise(
+            control.peer_service(),
+            control.catalog.clone(),
+            shutdown_rx.clone(),
+        ));
+        let peers = registration.peers.clone();
         tokio::spawn(control::join_and_register(
-            control,
+            control.clone(),
             registration,
             shutdown_rx.clone(),
             registered_tx,
         ));
-        let task = tokio::spawn(serve(shared, listener, shutdown_rx));
+        let task = tokio::spawn(serve(shared, listener, shutdown_rx, peers));
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
+            control,
             registered,
             local_addr,
             url,
@@ -259,6 +282,7 @@ fn advertised_url(bound: SocketAddr) -> String {
 
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
+    control: Arc<control::Control>,
     local_addr: SocketAddr,
     url: String,
     node_id: String,
@@ -295,6 +319,21 @@ impl RunningNode {
     /// Waits until this node and its functions are in the cluster catalog (joining and
     /// registering are Raft commits that finish after `start` returns). Returns `false` if
     /// the node stopped first.
+    /// This node's id in the control plane (kept across restarts with SQLite).
+    pub fn raft_id(&self) -> u64 {
+        self.control.id
+    }
+
+    /// Live control-plane metrics: role, term, leader, membership, applied index.
+    pub fn raft_metrics(&self) -> watch::Receiver<crate::control::raft::RaftMetrics> {
+        self.control.raft.metrics()
+    }
+
+    /// This node's replica of the catalog.
+    pub fn catalog(&self) -> crate::control::raft::CatalogStateMachine {
+        self.control.catalog.clone()
+    }
+
     pub async fn registered(&self) -> bool {
         let mut r = self.registered.clone();
         r.wait_for(|done| *done).await.is_ok()
@@ -330,10 +369,14 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Accepts connections until shutdown, then drains them.
+/// How long a stopping node tries to leave the cluster before it gives up.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
+
 async fn serve(
     shared: Arc<Shared>,
     mut listener: Box<dyn Listener>,
     mut shutdown: watch::Receiver<bool>,
+    peers: Vec<String>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -360,7 +403,24 @@ async fn serve(
             }
         }
     }
+    // Leave the cluster while still accepting connections: the peers that commit the
+    // departure reach this node through the listener. New clients are told to go away
+    // (their connections see the shutdown signal).
+    {
+        let leave = shared.control.leave(&peers, LEAVE_DEADLINE);
+        tokio::pin!(leave);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut leave => break,
+                accepted = listener.accept() => if let Ok((stream, peer)) = accepted {
+                    conns.spawn(conn::serve_connection(shared.clone(), stream, peer, shutdown.clone()));
+                },
+            }
+        }
+    }
     drop(listener);
+    let _ = shared.peer_links_closed.send(true);
     let drain = Duration::from_millis(shared.settings.drain_timeout_ms);
     let drained =
         tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;

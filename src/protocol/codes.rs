@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// A request grew past a node limit while running (resolved argument bytes, nesting
     /// depth of a value, size of the reply).
     LimitExceeded,
+    /// The control plane could not serve the request: no leader confirmed a linearizable
+    /// read (no quorum reachable), or this replica did not catch up in time.
+    ClusterUnavailable,
     /// The node is shutting down and takes no new requests.
     ShuttingDown,
     /// A node-internal failure (a bug); the message says what.
@@ -45,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::CommandNotFound,
         ErrorCode::ExecutionFailed,
         ErrorCode::TimeoutOrBadRole,
@@ -60,6 +63,7 @@ impl ErrorCode {
         ErrorCode::UnknownReference,
         ErrorCode::TooManyCommands,
         ErrorCode::LimitExceeded,
+        ErrorCode::ClusterUnavailable,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::UnknownReference => 1014,
             ErrorCode::TooManyCommands => 1015,
             ErrorCode::LimitExceeded => 1016,
+            ErrorCode::ClusterUnavailable => 1017,
             ErrorCode::ShuttingDown => 1020,
         }
     }
@@ -103,6 +108,7 @@ impl ErrorCode {
             ErrorCode::UnknownReference => "Unknown reference",
             ErrorCode::TooManyCommands => "Too many commands",
             ErrorCode::LimitExceeded => "Limit exceeded",
+            ErrorCode::ClusterUnavailable => "Cluster unavailable",
             ErrorCode::ShuttingDown => "Node shutting down",
         }
     }

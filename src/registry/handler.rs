@@ -37,6 +37,9 @@ pub enum CallError {
     /// The function ran and returned an error.
     #[error("{0}")]
     Failed(String),
+    /// A built-in needed the control plane and it could not answer (code 1017).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A callable registered function.

@@ -353,6 +353,7 @@ fn step_error(cmd: &RpcCommand, e: CallError) -> ExecError {
             ErrorCode::InvalidArguments
         }
         CallError::Failed(_) => ErrorCode::ExecutionFailed,
+        CallError::Unavailable(_) => ErrorCode::ClusterUnavailable,
     };
     ExecError::new(
         code,

@@ -3,6 +3,7 @@
 //!
 //! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
 
+mod membership;
 mod network;
 mod runtime;
 mod sqlite_store;
@@ -10,13 +11,16 @@ mod store;
 
 use std::io::Cursor;
 
+pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{
-    JoinError, MAX_VOTERS, NetworkFactory, PeerClient, RAFT_PATH, RaftReply, RaftRequest, answer,
-    serve_peer, serve_raft,
+    JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RAFT_PATH, RaftReply,
+    RaftRequest, answer, serve_peer, serve_raft,
 };
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use sqlite_store::SqliteLogStore;
-pub use store::{CatalogStateMachine, LogStore, StoredState};
+pub use store::{
+    Applied, CatalogStateMachine, LogStore, SnapshotDisk, StoredSnapshot, StoredState,
+};
 
 use super::catalog::{CatalogCommand, CatalogError};
 
@@ -37,3 +41,6 @@ openraft::declare_raft_types!(
 
 /// The Raft handle of one node.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// What a replica reports about itself.
+pub type RaftMetrics = openraft::RaftMetrics<u64, openraft::BasicNode>;

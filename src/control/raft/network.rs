@@ -10,7 +10,6 @@ use std::io;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use openraft::BasicNode;
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -20,11 +19,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, LogId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{BoxStream, Env, Listener};
@@ -39,26 +40,41 @@ pub enum RaftRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A catalog change to commit; only the leader accepts it (others answer
-    /// `ForwardToLeader`).
-    Write(CatalogCommand),
+    /// A catalog change to commit. A follower that knows the leader forwards it there once
+    /// (`forward: true`); a forwarded write is not forwarded again, so a stale hint cannot
+    /// make a loop: the caller gets `ForwardToLeader` and tries again.
+    Write {
+        cmd: CatalogCommand,
+        forward: bool,
+    },
     /// A node asks to join the cluster; only the leader accepts it.
     Join {
         id: u64,
         node: BasicNode,
     },
+    /// A node leaves the cluster (graceful shutdown); only the leader accepts it.
+    Leave {
+        id: u64,
+    },
+    /// Liveness probe from the leader's membership supervisor.
+    Ping,
+    /// The leader confirms it still leads and says up to which log id a read must wait.
+    ReadIndex,
 }
 
-/// Why a join was not done.
+/// Why a membership change (join or leave) or a linearizable read was not done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum JoinError {
+pub enum MembershipError {
     #[error("not the leader; the leader is {leader:?}")]
     ForwardToLeader { leader: Option<BasicNode> },
-    #[error("join failed: {0}")]
+    #[error("{0}")]
     Failed(String),
 }
 
-type WriteResult =
+/// Kept for callers that only join.
+pub type JoinError = MembershipError;
+
+pub(crate) type WriteResult =
     Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
 
 /// The answer to a [`RaftRequest`] of the same variant.
@@ -68,7 +84,10 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Write(WriteResult),
-    Join(Result<(), JoinError>),
+    Join(Result<(), MembershipError>),
+    Leave(Result<(), MembershipError>),
+    Pong,
+    ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
 }
 
 type PeerWs = WebSocketStream<BoxStream>;
@@ -170,33 +189,93 @@ impl PeerClient {
     }
 
     /// Sends a client write to this peer (the test harness and write forwarding use it).
+    /// Asks the node to commit `cmd` (it forwards to the leader if it knows one).
     pub async fn write(&mut self, cmd: CatalogCommand, ttl: Duration) -> io::Result<WriteResult> {
-        match self.call(&RaftRequest::Write(cmd), ttl).await? {
-            RaftReply::Write(r) => Ok(r),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched raft reply",
-            )),
-        }
+        self.expect(
+            &RaftRequest::Write { cmd, forward: true },
+            ttl,
+            |r| match r {
+                RaftReply::Write(w) => Some(w),
+                _ => None,
+            },
+        )
+        .await
     }
 
-    /// Asks this peer to add node `id` at `node`.
+    /// Commits `cmd` on this node only if it leads (a forwarded write).
+    pub(crate) async fn write_here(
+        &mut self,
+        cmd: CatalogCommand,
+        ttl: Duration,
+    ) -> io::Result<WriteResult> {
+        self.expect(
+            &RaftRequest::Write {
+                cmd,
+                forward: false,
+            },
+            ttl,
+            |r| match r {
+                RaftReply::Write(w) => Some(w),
+                _ => None,
+            },
+        )
+        .await
+    }
+
     pub async fn join(
         &mut self,
         id: u64,
         node: BasicNode,
         ttl: Duration,
-    ) -> io::Result<Result<(), JoinError>> {
-        match self.call(&RaftRequest::Join { id, node }, ttl).await? {
-            RaftReply::Join(r) => Ok(r),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched raft reply",
-            )),
-        }
+    ) -> io::Result<Result<(), MembershipError>> {
+        self.expect(&RaftRequest::Join { id, node }, ttl, |r| match r {
+            RaftReply::Join(j) => Some(j),
+            _ => None,
+        })
+        .await
     }
 
-    /// A client for `addr` outside openraft (no target id needed).
+    pub async fn leave(
+        &mut self,
+        id: u64,
+        ttl: Duration,
+    ) -> io::Result<Result<(), MembershipError>> {
+        self.expect(&RaftRequest::Leave { id }, ttl, |r| match r {
+            RaftReply::Leave(l) => Some(l),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn ping(&mut self, ttl: Duration) -> io::Result<()> {
+        self.expect(&RaftRequest::Ping, ttl, |r| match r {
+            RaftReply::Pong => Some(()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn read_index(
+        &mut self,
+        ttl: Duration,
+    ) -> io::Result<Result<Option<LogId<u64>>, MembershipError>> {
+        self.expect(&RaftRequest::ReadIndex, ttl, |r| match r {
+            RaftReply::ReadIndex(i) => Some(i),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn expect<T>(
+        &mut self,
+        req: &RaftRequest,
+        ttl: Duration,
+        pick: impl FnOnce(RaftReply) -> Option<T>,
+    ) -> io::Result<T> {
+        pick(self.call(req, ttl).await?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
+    }
+
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             env,
@@ -276,52 +355,68 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Answers one request with the local Raft.
-pub async fn answer(raft: &Raft, req: RaftRequest) -> RaftReply {
+/// What a node's peer endpoint serves with: its replica, its environment (to forward
+/// writes) and the membership policy it applies when it leads.
+#[derive(Clone)]
+pub struct PeerService {
+    pub raft: Raft,
+    pub env: Env,
+    pub policy: MembershipPolicy,
+}
+
+/// Deadline of a write this node forwards to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Answers one peer request.
+pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
+    let raft = &service.raft;
     match req {
         RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
         RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
         RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
-        RaftRequest::Write(cmd) => RaftReply::Write(raft.client_write(cmd).await),
-        RaftRequest::Join { id, node } => RaftReply::Join(join(raft, id, node).await),
+        RaftRequest::Write { cmd, forward } => RaftReply::Write(write(service, cmd, forward).await),
+        RaftRequest::Join { id, node } => {
+            RaftReply::Join(membership::join(raft, service.policy, id, node).await)
+        }
+        RaftRequest::Leave { id } => {
+            RaftReply::Leave(membership::leave(raft, service.policy, id).await)
+        }
+        RaftRequest::Ping => RaftReply::Pong,
+        RaftRequest::ReadIndex => {
+            RaftReply::ReadIndex(raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                    MembershipError::ForwardToLeader {
+                        leader: f.leader_node,
+                    }
+                }
+                other => MembershipError::Failed(other.to_string()),
+            }))
+        }
     }
 }
 
-/// Voters kept by the leader; further members are learners, which still hold the catalog.
-pub const MAX_VOTERS: usize = 3;
-
-/// Adds `id` as a learner, then as a voter while there are fewer than [`MAX_VOTERS`].
-async fn join(raft: &Raft, id: u64, node: BasicNode) -> Result<(), JoinError> {
-    let leader_error = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => JoinError::ForwardToLeader {
-            leader: f.leader_node,
-        },
-        other => JoinError::Failed(other.to_string()),
+/// Commits `cmd` here if this node leads, else (once) on the leader it knows.
+async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> WriteResult {
+    let result = service.raft.client_write(cmd.clone()).await;
+    let leader = match &result {
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if forward => {
+            f.leader_node.clone()
+        }
+        _ => return result,
     };
-    raft.add_learner(id, node, true)
-        .await
-        .map_err(leader_error)?;
-    let voters: std::collections::BTreeSet<u64> = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    if voters.len() < MAX_VOTERS && !voters.contains(&id) {
-        let mut next = voters;
-        next.insert(id);
-        raft.change_membership(next, true)
-            .await
-            .map_err(leader_error)?;
+    let Some(leader) = leader else { return result };
+    let mut peer = PeerClient::to_addr(service.env.clone(), leader.addr);
+    match peer.write_here(cmd, FORWARD_TIMEOUT).await {
+        Ok(forwarded) => forwarded,
+        // The leader did not answer: the caller learns who it was and decides.
+        Err(_) => result,
     }
-    Ok(())
 }
 
 /// Answers a peer's RPCs, in order, until it disconnects or sends a bad frame.
-pub async fn serve_peer(raft: Raft, mut ws: PeerWs) {
+pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
     while let Ok(Some(req)) = next_binary::<RaftRequest>(&mut ws).await {
-        let reply = answer(&raft, req).await;
+        let reply = answer(&service, req).await;
         let Ok(frame) = encode(&reply) else { return };
         if ws.send(frame).await.is_err() {
             return;
@@ -331,17 +426,17 @@ pub async fn serve_peer(raft: Raft, mut ws: PeerWs) {
 
 /// Serves Raft alone on `listener` (the simulator's replicas; a node serves Raft on its
 /// client port instead, see `node::conn`).
-pub async fn serve_raft(raft: Raft, mut listener: Box<dyn Listener>) {
+pub async fn serve_raft(service: PeerService, mut listener: Box<dyn Listener>) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             return;
         };
-        let raft = raft.clone();
+        let service = service.clone();
         tokio::spawn(async move {
             let config = websocket_config(MAX_FRAME_BYTES);
             if let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
             {
-                serve_peer(raft, ws).await;
+                serve_peer(service, ws).await;
             }
         });
     }

@@ -1,6 +1,7 @@
 //! The Raft log, vote and committed id in SQLite (`synchronous=FULL`): an append is one
 //! transaction, and openraft hears that it is flushed only after that transaction's commit
-//! (the WAL fsync) returned. Entries are bincode-encoded blobs keyed by index.
+//! (the WAL fsync) returned. Entries are bincode-encoded blobs keyed by index. The state
+//! machine's last snapshot lives here too (one row), so the log behind it can be purged.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -16,11 +17,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
+use super::store::StoredSnapshot;
 use crate::env::sqlite::{DbError, Durability, SqliteDb};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS raft_snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1), meta BLOB NOT NULL, data BLOB NOT NULL);
 ";
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
@@ -98,6 +102,55 @@ impl SqliteLogStore {
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
     pub async fn has_vote(&self) -> Result<bool, DbError> {
         Ok(self.meta::<Vote<u64>>("vote").await?.is_some())
+    }
+
+    /// Forgets the Raft state (vote, log, snapshot) but keeps the node id: after leaving the
+    /// cluster a node that starts again joins as a newcomer with its old identity.
+    pub async fn forget_membership(&self) -> Result<(), DbError> {
+        self.db
+            .call(|c| {
+                let tx = c.transaction()?;
+                tx.execute("DELETE FROM raft_log", [])?;
+                tx.execute("DELETE FROM raft_snapshot", [])?;
+                tx.execute("DELETE FROM raft_meta WHERE key <> 'node_id'", [])?;
+                tx.commit()
+            })
+            .await
+    }
+
+    pub(crate) async fn save_snapshot(
+        &self,
+        (meta, data): StoredSnapshot,
+    ) -> Result<(), StorageError<u64>> {
+        let err = |e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        let meta = encode(&meta).map_err(|e| err(e.into()))?;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                    params![meta, data],
+                )
+                .map(|_| ())
+            })
+            .await
+            .map_err(err)
+    }
+
+    pub(crate) async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
+        self.db
+            .call(|c| {
+                let row: Option<(Vec<u8>, Vec<u8>)> = c
+                    .query_row(
+                        "SELECT meta, data FROM raft_snapshot WHERE id = 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                row.map(|(meta, data)| Ok((decode(&meta)?, data)))
+                    .transpose()
+            })
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
     }
 }
 
@@ -278,7 +331,7 @@ mod tests {
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
-    use crate::control::raft::CatalogStateMachine;
+    use crate::control::raft::{CatalogStateMachine, SnapshotDisk};
 
     /// A fresh database file per store the suite asks for.
     struct FreshDb(std::path::PathBuf);
@@ -304,7 +357,8 @@ mod tests {
             let store = SqliteLogStore::open(&path)
                 .await
                 .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            Ok(((), store, CatalogStateMachine::default()))
+            let sm = CatalogStateMachine::open(SnapshotDisk::Sqlite(store.clone())).await?;
+            Ok(((), store, sm))
         }
     }
 
@@ -335,6 +389,39 @@ mod tests {
         assert!(s.has_vote().await.unwrap());
         assert_eq!(s.read_vote().await.unwrap(), Some(vote));
         assert_eq!(s.read_committed().await.unwrap().map(|c| c.index), Some(7));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The snapshot survives reopening (the log behind it may be purged); leaving the
+    /// cluster forgets vote, log and snapshot but keeps the node id.
+    #[tokio::test]
+    async fn the_snapshot_survives_and_leaving_keeps_only_the_id() {
+        let dir = std::env::temp_dir().join(format!("mpreg-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let last = LogId::new(openraft::CommittedLeaderId::new(2, 1), 9);
+        let meta = openraft::SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: Default::default(),
+            snapshot_id: "2-9".into(),
+        };
+        {
+            let mut s = SqliteLogStore::open(&path).await.unwrap();
+            assert_eq!(s.node_id_or_insert(42).await.unwrap(), 42);
+            s.save_vote(&Vote::new(2, 1)).await.unwrap();
+            s.save_snapshot((meta.clone(), vec![1, 2, 3]))
+                .await
+                .unwrap();
+        }
+        let s = SqliteLogStore::open(&path).await.unwrap();
+        let (got, data) = s.load_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(got, meta);
+        assert_eq!(data, vec![1, 2, 3]);
+        s.forget_membership().await.unwrap();
+        assert!(!s.has_vote().await.unwrap());
+        assert!(s.load_snapshot().await.unwrap().is_none());
+        assert_eq!(s.node_id_or_insert(7).await.unwrap(), 42);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

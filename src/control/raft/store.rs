@@ -1,13 +1,24 @@
-//! In-memory Raft storage: the log (with vote and committed id) and the catalog state
-//! machine. Handles are cheap clones of shared state, so a simulated node that crashes and
-//! restarts finds its "disk" where it left it. Writes are complete when the call returns,
-//! so the callback is answered at once: nothing acknowledged is ever unsynced.
+//! In-memory Raft storage: the log (with vote, committed id and the last snapshot) and the
+//! catalog state machine.
+//!
+//! [`LogStore`] is a simulated disk with crash semantics. Every write lands in a *live* copy
+//! (what a running node reads, like the OS page cache) and reaches the *durable* copy only
+//! when synced: votes and snapshots at once (openraft needs them durable on return), log
+//! appends after the store's sync delay, and only then does openraft hear the entries are
+//! flushed. [`LogStore::crash`] throws away everything not yet synced, as losing power does.
+//! Handles are cheap clones of shared state, so a simulated node that crashes and restarts
+//! finds its disk where it left it. In production memory mode the delay is zero: appends
+//! are synced (and acknowledged) at once.
+//!
+//! [`CatalogStateMachine`] is volatile: a restarted node rebuilds it from the last durable
+//! snapshot and then re-applies the committed log.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -16,6 +27,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::sqlite_store::SqliteLogStore;
 use super::{CatalogResponse, TypeConfig};
 use crate::control::catalog::Catalog;
 
@@ -24,22 +36,103 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[derive(Debug, Default)]
-struct LogData {
+/// A snapshot as stored: its metadata and the encoded [`StoredState`].
+pub type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
+
+/// What one copy of the disk holds.
+#[derive(Debug, Clone, Default)]
+struct Disk {
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
+    snapshot: Option<StoredSnapshot>,
 }
 
-/// The Raft log of one node.
-#[derive(Debug, Clone, Default)]
-pub struct LogStore(Arc<Mutex<LogData>>);
+#[derive(Default)]
+struct DiskState {
+    live: Disk,
+    durable: Disk,
+    /// How long an append takes to reach the durable copy (`None`: at once).
+    sync_delay: Option<Duration>,
+    /// Appends written but not yet synced, answered in order by the next sync.
+    waiting: Vec<LogFlushed<TypeConfig>>,
+    sync_scheduled: bool,
+    /// Bumped by every crash, so a sync scheduled before it does nothing after it.
+    epoch: u64,
+}
+
+/// The Raft log of one node (a simulated disk; see the module comment).
+#[derive(Clone, Default)]
+pub struct LogStore(Arc<Mutex<DiskState>>);
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = lock(&self.0);
+        f.debug_struct("LogStore")
+            .field("live_entries", &d.live.entries.len())
+            .field("durable_entries", &d.durable.entries.len())
+            .finish()
+    }
+}
 
 impl LogStore {
+    /// A disk whose appends become durable (and are acknowledged to openraft) only `delay`
+    /// after they were written: a crash in between loses them.
+    pub fn with_sync_delay(delay: Duration) -> LogStore {
+        let store = LogStore::default();
+        lock(&store.0).sync_delay = Some(delay);
+        store
+    }
+
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
     pub fn has_vote(&self) -> bool {
-        lock(&self.0).vote.is_some()
+        lock(&self.0).durable.vote.is_some()
+    }
+
+    /// Power loss: whatever was not synced is gone, and pending acknowledgements with it.
+    pub fn crash(&self) {
+        let mut d = lock(&self.0);
+        d.live = d.durable.clone();
+        d.waiting.clear();
+        d.sync_scheduled = false;
+        d.epoch += 1;
+    }
+
+    /// Entries that were written but not synced (for tests of the crash semantics).
+    pub fn unsynced_entries(&self) -> usize {
+        let d = lock(&self.0);
+        d.live
+            .entries
+            .keys()
+            .filter(|i| !d.durable.entries.contains_key(i))
+            .count()
+    }
+
+    /// Writes everything live to the durable copy and answers the waiting appends.
+    fn sync(&self, epoch: u64) {
+        let waiting = {
+            let mut d = lock(&self.0);
+            if d.epoch != epoch {
+                return;
+            }
+            d.durable = d.live.clone();
+            d.sync_scheduled = false;
+            std::mem::take(&mut d.waiting)
+        };
+        for callback in waiting {
+            callback.log_io_completed(Ok(()));
+        }
+    }
+
+    pub(crate) fn save_snapshot(&self, snapshot: StoredSnapshot) {
+        let mut d = lock(&self.0);
+        d.live.snapshot = Some(snapshot.clone());
+        d.durable.snapshot = Some(snapshot);
+    }
+
+    pub(crate) fn load_snapshot(&self) -> Option<StoredSnapshot> {
+        lock(&self.0).live.snapshot.clone()
     }
 }
 
@@ -49,6 +142,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
         Ok(lock(&self.0)
+            .live
             .entries
             .range(range)
             .map(|(_, e)| e.clone())
@@ -61,10 +155,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let d = lock(&self.0);
-        let last = d.entries.values().next_back().map(|e| e.log_id);
+        let last = d.live.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
-            last_purged_log_id: d.last_purged,
-            last_log_id: last.or(d.last_purged),
+            last_purged_log_id: d.live.last_purged,
+            last_log_id: last.or(d.live.last_purged),
         })
     }
 
@@ -73,24 +167,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        lock(&self.0).vote = Some(*vote);
+        let mut d = lock(&self.0);
+        d.live.vote = Some(*vote);
+        d.durable.vote = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        Ok(lock(&self.0).vote)
+        Ok(lock(&self.0).live.vote)
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        lock(&self.0).committed = committed;
+        // Not synced on its own: losing it only means re-applying from an older point.
+        lock(&self.0).live.committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(lock(&self.0).committed)
+        Ok(lock(&self.0).live.committed)
     }
 
     async fn append<I>(
@@ -102,25 +199,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
+        let (delay, epoch, schedule) = {
             let mut d = lock(&self.0);
             for e in entries {
-                d.entries.insert(e.log_id.index, e);
+                d.live.entries.insert(e.log_id.index, e);
             }
+            d.waiting.push(callback);
+            let schedule = !d.sync_scheduled;
+            d.sync_scheduled = true;
+            (d.sync_delay, d.epoch, schedule)
+        };
+        match delay {
+            None => self.sync(epoch),
+            Some(delay) if schedule => {
+                let disk = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    disk.sync(epoch);
+                });
+            }
+            Some(_) => {} // the scheduled sync answers this append too
         }
-        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        lock(&self.0).entries.split_off(&log_id.index);
+        lock(&self.0).live.entries.split_off(&log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut d = lock(&self.0);
-        d.last_purged = Some(log_id);
-        d.entries = d.entries.split_off(&(log_id.index + 1));
+        d.live.last_purged = Some(log_id);
+        d.live.entries = d.live.entries.split_off(&(log_id.index + 1));
         Ok(())
     }
 }
@@ -133,27 +244,66 @@ pub struct StoredState {
     pub catalog: Catalog,
 }
 
-#[derive(Debug, Default)]
+/// One applied log entry: its id and a digest of its payload, so that checkers can compare
+/// what replicas applied, not just where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub log_id: LogId<u64>,
+    pub digest: u64,
+}
+
+/// Where a state machine keeps its snapshots so that they survive a restart: openraft
+/// purges the log behind a snapshot, so losing the snapshot would lose the catalog.
+#[derive(Clone, Default)]
+pub enum SnapshotDisk {
+    /// Nowhere (tests of the state machine alone).
+    #[default]
+    None,
+    Memory(LogStore),
+    Sqlite(SqliteLogStore),
+}
+
+impl SnapshotDisk {
+    async fn save(&self, snapshot: StoredSnapshot) -> Result<(), StorageError<u64>> {
+        match self {
+            SnapshotDisk::None => Ok(()),
+            SnapshotDisk::Memory(disk) => {
+                disk.save_snapshot(snapshot);
+                Ok(())
+            }
+            SnapshotDisk::Sqlite(db) => db.save_snapshot(snapshot).await,
+        }
+    }
+
+    async fn load(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
+        match self {
+            SnapshotDisk::None => Ok(None),
+            SnapshotDisk::Memory(disk) => Ok(disk.load_snapshot()),
+            SnapshotDisk::Sqlite(db) => db.load_snapshot().await,
+        }
+    }
+}
+
+#[derive(Default)]
 struct MachineData {
     state: StoredState,
-    /// Every applied log id, in order: the checkers compare these across nodes.
-    history: Vec<LogId<u64>>,
-    snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    /// Every entry applied since this machine started or last installed a snapshot.
+    history: Vec<Applied>,
+    snapshot: Option<StoredSnapshot>,
 }
 
 /// The catalog as a Raft state machine.
-#[derive(Debug, Clone, Default)]
-pub struct CatalogStateMachine(Arc<Mutex<MachineData>>);
+#[derive(Clone, Default)]
+pub struct CatalogStateMachine {
+    data: Arc<Mutex<MachineData>>,
+    disk: SnapshotDisk,
+}
 
-impl CatalogStateMachine {
-    /// A copy of the applied state (catalog, last applied id, membership).
-    pub fn state(&self) -> StoredState {
-        lock(&self.0).state.clone()
-    }
-
-    /// Log ids applied since this machine was created or last installed a snapshot.
-    pub fn history(&self) -> Vec<LogId<u64>> {
-        lock(&self.0).history.clone()
+impl Debug for CatalogStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogStateMachine")
+            .field("last_applied", &lock(&self.data).state.last_applied)
+            .finish()
     }
 }
 
@@ -161,21 +311,65 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::read_state_machine(&e).into()
 }
 
+#[allow(clippy::result_large_err)] // openraft's storage methods all return this error
+fn decode_state(bytes: &[u8]) -> Result<StoredState, StorageError<u64>> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(s, _)| s)
+        .map_err(io_error)
+}
+
+/// FNV-1a: a stable digest (the same in every process and run).
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl CatalogStateMachine {
+    /// A state machine that keeps its snapshots on `disk`, starting from the last one there.
+    pub async fn open(disk: SnapshotDisk) -> Result<CatalogStateMachine, StorageError<u64>> {
+        let mut data = MachineData::default();
+        if let Some((meta, bytes)) = disk.load().await? {
+            data.state = decode_state(&bytes)?;
+            data.snapshot = Some((meta, bytes));
+        }
+        Ok(CatalogStateMachine {
+            data: Arc::new(Mutex::new(data)),
+            disk,
+        })
+    }
+
+    /// A copy of the applied state (catalog, last applied id, membership).
+    pub fn state(&self) -> StoredState {
+        lock(&self.data).state.clone()
+    }
+
+    /// Entries applied since this machine was created or last installed a snapshot.
+    pub fn history(&self) -> Vec<Applied> {
+        lock(&self.data).history.clone()
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let mut d = lock(&self.0);
-        let bytes = bincode::serde::encode_to_vec(&d.state, bincode::config::standard())
-            .map_err(io_error)?;
-        let last = d.state.last_applied;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: d.state.membership.clone(),
-            snapshot_id: match last {
-                Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-                None => "empty".to_owned(),
-            },
+        let (meta, bytes) = {
+            let d = lock(&self.data);
+            let bytes = bincode::serde::encode_to_vec(&d.state, bincode::config::standard())
+                .map_err(io_error)?;
+            let last = d.state.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: d.state.membership.clone(),
+                snapshot_id: match last {
+                    Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+                    None => "empty".to_owned(),
+                },
+            };
+            (meta, bytes)
         };
-        d.snapshot = Some((meta.clone(), bytes.clone()));
+        // Durable before openraft may purge the log it replaces.
+        self.disk.save((meta.clone(), bytes.clone())).await?;
+        lock(&self.data).snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -189,7 +383,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
-        let d = lock(&self.0);
+        let d = lock(&self.data);
         Ok((d.state.last_applied, d.state.membership.clone()))
     }
 
@@ -198,11 +392,16 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut d = lock(&self.0);
+        let mut d = lock(&self.data);
         let mut out = Vec::new();
         for e in entries {
+            let bytes = bincode::serde::encode_to_vec(&e.payload, bincode::config::standard())
+                .map_err(io_error)?;
             d.state.last_applied = Some(e.log_id);
-            d.history.push(e.log_id);
+            d.history.push(Applied {
+                log_id: e.log_id,
+                digest: digest(&bytes),
+            });
             out.push(match e.payload {
                 EntryPayload::Blank => Ok(()),
                 EntryPayload::Normal(cmd) => d.state.catalog.apply(cmd),
@@ -231,10 +430,9 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
-        let (state, _): (StoredState, usize) =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map_err(io_error)?;
-        let mut d = lock(&self.0);
+        let state = decode_state(&bytes)?;
+        self.disk.save((meta.clone(), bytes.clone())).await?;
+        let mut d = lock(&self.data);
         d.state = state;
         d.history.clear();
         d.snapshot = Some((meta.clone(), bytes));
@@ -244,7 +442,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(lock(&self.0)
+        Ok(lock(&self.data)
             .snapshot
             .as_ref()
             .map(|(meta, bytes)| Snapshot {
@@ -264,7 +462,9 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, CatalogStateMachine> for Fresh {
         async fn build(&self) -> Result<((), LogStore, CatalogStateMachine), StorageError<u64>> {
-            Ok(((), LogStore::default(), CatalogStateMachine::default()))
+            let disk = LogStore::default();
+            let sm = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone())).await?;
+            Ok(((), disk, sm))
         }
     }
 
@@ -272,5 +472,28 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Fresh).expect("memory storage conforms");
+    }
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A snapshot survives the state machine: a new one opened on the disk starts from it.
+    #[tokio::test]
+    async fn a_new_state_machine_starts_from_the_durable_snapshot() {
+        let disk = LogStore::default();
+        let mut sm = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
+            .await
+            .unwrap();
+        sm.apply([entry(1), entry(2)]).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        disk.crash();
+        let reopened = CatalogStateMachine::open(SnapshotDisk::Memory(disk))
+            .await
+            .unwrap();
+        assert_eq!(reopened.state().last_applied.map(|l| l.index), Some(2));
     }
 }

@@ -1,0 +1,338 @@
+//! Who votes: the leader's side of joins and leaves, and its supervisor that keeps the
+//! number of voters up and replaces voters that stay down.
+//!
+//! Up to `max_voters` members vote; the rest are learners that hold the whole catalog and
+//! serve reads but do not count towards a quorum (so a big cluster does not pay for big
+//! quorums). Every decision here is made by the current leader and committed through Raft.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::network::{MembershipError, PeerClient, PeerService};
+use super::{CatalogStateMachine, Raft};
+use crate::control::catalog::{CatalogCommand, Role};
+
+/// How the leader shapes the membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipPolicy {
+    /// Most members that vote (`--voters`); at least 1.
+    pub max_voters: usize,
+    /// A voter unreachable this long is demoted to learner and a live learner promoted.
+    pub replace_voter_after: Duration,
+}
+
+impl Default for MembershipPolicy {
+    fn default() -> MembershipPolicy {
+        MembershipPolicy {
+            max_voters: 3,
+            replace_voter_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How often the supervisor probes the members, and the deadline of one probe.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+
+type ChangeError = RaftError<u64, ClientWriteError<u64, BasicNode>>;
+
+fn membership_error(e: ChangeError) -> MembershipError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            MembershipError::ForwardToLeader {
+                leader: f.leader_node,
+            }
+        }
+        other => MembershipError::Failed(other.to_string()),
+    }
+}
+
+/// The voters and learners of the effective membership.
+fn roles(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
+    (voters, learners)
+}
+
+/// Adds `id` as a learner (returns once it has caught up), then makes it a voter if there
+/// is room.
+pub(crate) async fn join(
+    raft: &Raft,
+    policy: MembershipPolicy,
+    id: u64,
+    node: BasicNode,
+) -> Result<(), MembershipError> {
+    raft.add_learner(id, node, true)
+        .await
+        .map_err(membership_error)?;
+    let (voters, _) = roles(raft);
+    if voters.len() < policy.max_voters.max(1) && !voters.contains(&id) {
+        let mut next = voters;
+        next.insert(id);
+        raft.change_membership(next, true)
+            .await
+            .map_err(membership_error)?;
+    }
+    Ok(())
+}
+
+/// Removes `id` from the membership; a learner is promoted in a departed voter's place.
+pub async fn leave(raft: &Raft, policy: MembershipPolicy, id: u64) -> Result<(), MembershipError> {
+    let (voters, learners) = roles(raft);
+    if voters.contains(&id) {
+        let mut next = voters.clone();
+        next.remove(&id);
+        // Keep the number of voters: promote the lowest-numbered learner, if any.
+        if next.len() < policy.max_voters
+            && let Some(&l) = learners.iter().find(|l| **l != id)
+        {
+            next.insert(l);
+        }
+        if next.is_empty() {
+            // The only member: the cluster ends with it; there is nobody to tell.
+            return Ok(());
+        }
+        raft.change_membership(next, false)
+            .await
+            .map_err(membership_error)?;
+    } else if learners.contains(&id) {
+        raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+    } else {
+        // Not a member (any more): leaving is done. Only the leader can know that.
+        raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                MembershipError::ForwardToLeader {
+                    leader: f.leader_node,
+                }
+            }
+            other => MembershipError::Failed(other.to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+/// What the supervisor decides to change in one round (pure, so it is tested alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// The new voter set; voters left out stay on as learners.
+    Voters(BTreeSet<u64>),
+}
+
+/// Decides the next membership change from the current voters and learners and the time
+/// each member last answered (`None`: never). `me` is the leader, always alive.
+pub(crate) fn next_change(
+    policy: MembershipPolicy,
+    me: u64,
+    voters: &BTreeSet<u64>,
+    learners: &BTreeSet<u64>,
+    last_seen: &BTreeMap<u64, Instant>,
+    now: Instant,
+) -> Option<Change> {
+    let alive = |id: &u64, within: Duration| {
+        *id == me
+            || last_seen
+                .get(id)
+                .is_some_and(|t| now.saturating_duration_since(*t) <= within)
+    };
+    // Learners that answered the last probes are fit to vote.
+    let fit: Vec<u64> = learners
+        .iter()
+        .copied()
+        .filter(|l| alive(l, PROBE_EVERY * 3))
+        .collect();
+    let max = policy.max_voters.max(1);
+    // Room for more voters (one left, or the cluster grew): promote one.
+    if voters.len() < max
+        && let Some(&l) = fit.first()
+    {
+        let mut next = voters.clone();
+        next.insert(l);
+        return Some(Change::Voters(next));
+    }
+    // A voter down for too long: swap it with a fit learner (one swap per round).
+    let down = voters
+        .iter()
+        .find(|v| !alive(v, policy.replace_voter_after));
+    if let (Some(&down), Some(&l)) = (down, fit.first()) {
+        let mut next = voters.clone();
+        next.remove(&down);
+        next.insert(l);
+        return Some(Change::Voters(next));
+    }
+    None
+}
+
+/// Runs while the node runs: when it leads, probes every member, applies [`next_change`],
+/// and keeps the catalog's member roles (and departures) in step with the membership.
+pub async fn supervise(
+    service: PeerService,
+    catalog: CatalogStateMachine,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = service.raft.metrics().borrow().id;
+    let mut peers: BTreeMap<u64, PeerClient> = BTreeMap::new();
+    let mut last_seen: BTreeMap<u64, Instant> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+        let (state, nodes) = {
+            let metrics = service.raft.metrics();
+            let m = metrics.borrow();
+            let nodes: BTreeMap<u64, BasicNode> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect();
+            (m.state, nodes)
+        };
+        if state != ServerState::Leader {
+            last_seen.clear();
+            continue;
+        }
+        peers.retain(|id, _| nodes.contains_key(id));
+        last_seen.retain(|id, _| nodes.contains_key(id));
+        let start = Instant::now();
+        for (id, node) in nodes.iter().filter(|(id, _)| **id != me) {
+            let peer = peers
+                .entry(*id)
+                .or_insert_with(|| PeerClient::to_addr(service.env.clone(), node.addr.clone()));
+            match peer.ping(PROBE_TIMEOUT).await {
+                Ok(()) => {
+                    last_seen.insert(*id, Instant::now());
+                }
+                Err(_) => {
+                    // A fresh connection next time; a first miss counts from now.
+                    peers.remove(id);
+                    last_seen.entry(*id).or_insert(start);
+                }
+            }
+        }
+        let (voters, learners) = roles(&service.raft);
+        if let Some(Change::Voters(next)) = next_change(
+            service.policy,
+            me,
+            &voters,
+            &learners,
+            &last_seen,
+            Instant::now(),
+        ) {
+            tracing::info!(?voters, ?next, "changing the voters");
+            if let Err(e) = service.raft.change_membership(next, true).await {
+                tracing::debug!(error = %e, "membership change failed");
+            }
+        }
+        sync_catalog_roles(&service.raft, &catalog).await;
+    }
+}
+
+/// Makes the catalog's member records agree with the Raft membership: roles follow it, and
+/// members that left it leave the catalog. Idempotent; runs every round on the leader.
+async fn sync_catalog_roles(raft: &Raft, catalog: &CatalogStateMachine) {
+    let (voters, learners) = roles(raft);
+    let fixes: Vec<CatalogCommand> = catalog
+        .state()
+        .catalog
+        .members()
+        .filter_map(|m| {
+            let role = if voters.contains(&m.id) {
+                Role::Voter
+            } else if learners.contains(&m.id) {
+                Role::Learner
+            } else {
+                return Some(CatalogCommand::RemoveMember(m.id));
+            };
+            (m.role != role).then_some(CatalogCommand::SetRole { id: m.id, role })
+        })
+        .collect();
+    for cmd in fixes {
+        if let Err(e) = raft.client_write(cmd).await {
+            tracing::debug!(error = %e, "catalog role update failed");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    fn policy() -> MembershipPolicy {
+        MembershipPolicy {
+            max_voters: 3,
+            replace_voter_after: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_live_learner_fills_a_free_voter_seat() {
+        let now = Instant::now();
+        let seen = BTreeMap::from([(2, now), (4, now)]);
+        let change = next_change(policy(), 1, &set(&[1, 2]), &set(&[4]), &seen, now);
+        assert_eq!(change, Some(Change::Voters(set(&[1, 2, 4]))));
+    }
+
+    #[test]
+    fn a_silent_learner_is_not_promoted() {
+        let now = Instant::now();
+        let seen = BTreeMap::from([(2, now)]);
+        assert_eq!(
+            next_change(policy(), 1, &set(&[1, 2]), &set(&[4]), &seen, now),
+            None
+        );
+    }
+
+    #[test]
+    fn a_voter_down_too_long_is_swapped_for_a_live_learner() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(11);
+        let seen = BTreeMap::from([(2, now), (3, start), (4, now)]);
+        let change = next_change(policy(), 1, &set(&[1, 2, 3]), &set(&[4]), &seen, now);
+        assert_eq!(change, Some(Change::Voters(set(&[1, 2, 4]))));
+        // Not yet down for long enough: nothing changes.
+        let early = start + Duration::from_secs(9);
+        let seen = BTreeMap::from([(2, early), (3, start), (4, early)]);
+        assert_eq!(
+            next_change(policy(), 1, &set(&[1, 2, 3]), &set(&[4]), &seen, early),
+            None
+        );
+    }
+
+    #[test]
+    fn no_learner_means_no_swap() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(60);
+        let seen = BTreeMap::from([(2, now), (3, start)]);
+        assert_eq!(
+            next_change(policy(), 1, &set(&[1, 2, 3]), &set(&[]), &seen, now),
+            None
+        );
+    }
+
+    #[test]
+    fn full_voter_seats_leave_learners_learning() {
+        let now = Instant::now();
+        let seen = BTreeMap::from([(2, now), (3, now), (4, now)]);
+        assert_eq!(
+            next_change(policy(), 1, &set(&[1, 2, 3]), &set(&[4]), &seen, now),
+            None
+        );
+    }
+}
