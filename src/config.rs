@@ -40,6 +40,9 @@ pub struct Settings {
     pub max_inflight_per_connection: usize,
     /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
     pub persistence: PersistenceConfig,
+    /// URLs other nodes and clients reach this node at (`ws://host:port`); empty: derived
+    /// from the bound address (0.0.0.0 becomes 127.0.0.1, so set this on multi-host clusters).
+    pub advertised_urls: Vec<String>,
     /// Most members that vote in the control plane; the others are learners.
     pub voters: usize,
     /// A voter unreachable this long is replaced by a live learner.
@@ -122,6 +125,7 @@ impl Default for Settings {
             drain_timeout_ms: 10_000,
             max_inflight_per_connection: 1024,
             persistence: PersistenceConfig::default(),
+            advertised_urls: Vec::new(),
             voters: 3,
             replace_voter_after_ms: 30_000,
         }
@@ -162,6 +166,7 @@ impl Settings {
             &mut self.max_inflight_per_connection,
             &l.max_inflight_per_connection,
         );
+        set(&mut self.advertised_urls, &l.advertised_urls);
         set(&mut self.voters, &l.voters);
         set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
         if let Some(p) = &l.persistence_config {
@@ -213,6 +218,16 @@ impl Settings {
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
+        if let Some(bad_url) = self
+            .advertised_urls
+            .iter()
+            .find(|u| !u.starts_with("ws://") || u.len() <= "ws://".len())
+        {
+            return Err(ConfigError::Invalid {
+                key: "advertised_urls".to_owned(),
+                reason: format!("`{bad_url}` is not a ws://host:port URL"),
+            });
+        }
         if self.voters == 0 {
             return bad("voters", "must be at least 1");
         }
@@ -239,6 +254,7 @@ pub struct SettingsLayer {
     pub drain_timeout_ms: Option<u64>,
     pub max_inflight_per_connection: Option<usize>,
     pub persistence_config: Option<PersistenceLayer>,
+    pub advertised_urls: Option<Vec<String>>,
     pub voters: Option<usize>,
     pub replace_voter_after_ms: Option<u64>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
@@ -330,6 +346,7 @@ impl SettingsLayer {
                 "MPREG_REQUEST_TIMEOUT_MS" => l.request_timeout_ms = Some(num(k, v)?),
                 "MPREG_DRAIN_TIMEOUT_MS" => l.drain_timeout_ms = Some(num(k, v)?),
                 "MPREG_VOTERS" => l.voters = Some(num(k, v)?),
+                "MPREG_ADVERTISED_URLS" => l.advertised_urls = Some(list(v).collect()),
                 "MPREG_REPLACE_VOTER_AFTER_MS" => l.replace_voter_after_ms = Some(num(k, v)?),
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)

@@ -6,9 +6,12 @@
 //! latencies, the node's ids and the clients' workload. So one seed replays a run exactly,
 //! which [`trace::Trace`] hashes make checkable. See docs/SIMULATION.md.
 
+pub mod check;
+pub mod cluster;
 pub mod env;
-pub mod raft_cluster;
 pub mod rpc_workload;
+pub mod scenario;
+pub mod shrink;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ pub struct SimFailure {
     pub scenario: String,
     pub message: String,
     pub trace: Vec<String>,
+    /// The faults as they were applied (targets resolved); empty for fault-free runs.
+    pub schedule: Vec<String>,
 }
 
 impl SimFailure {
@@ -48,9 +53,31 @@ impl SimFailure {
             .and_then(|()| std::fs::write(&path, self.trace.join("\n")))
             .map(|()| path.display().to_string())
             .unwrap_or_else(|e| format!("(trace not written: {e})"));
+        let schedule = if self.schedule.is_empty() {
+            String::new()
+        } else {
+            format!("\n  fault schedule:\n    {}", self.schedule.join("\n    "))
+        };
         format!(
-            "scenario `{}` failed with seed {}: {}\n  trace: {}\n  replay: MPREG_SIM_SEED={} cargo test -p sim -- {} --exact",
+            "scenario `{}` failed with seed {}: {}{schedule}\n  trace: {}\n  replay: MPREG_SIM_SEED={} cargo test -p sim -- {} --exact",
             self.scenario, self.seed, self.message, written, self.seed, test_name
         )
     }
+}
+
+/// Runs `scenario` with `seed` and applies `checkers` to what it observed.
+pub fn run_checked(
+    scenario: &scenario::Scenario,
+    seed: u64,
+    checkers: &[(&str, check::Checker)],
+) -> Result<cluster::RunReport, SimFailure> {
+    let report = cluster::run(scenario, seed)?;
+    check::run_all(&report.obs, checkers).map_err(|message| SimFailure {
+        seed,
+        scenario: scenario.name.clone(),
+        message,
+        trace: report.trace.clone(),
+        schedule: report.obs.schedule.clone(),
+    })?;
+    Ok(report)
 }

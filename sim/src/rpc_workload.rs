@@ -220,6 +220,7 @@ pub fn run(seed: u64, w: &RpcWorkload) -> Result<RunReport, SimFailure> {
         scenario: "rpc".to_owned(),
         message,
         trace: trace.lines(),
+        schedule: Vec::new(),
     };
     if let Err(e) = result {
         return Err(fail(format!("simulation error: {e}")));

@@ -12,7 +12,10 @@ pub struct Trace(Rc<RefCell<Vec<String>>>);
 impl Trace {
     /// Records `event` of `host` at the host's simulated time.
     pub fn record(&self, host: &str, event: impl AsRef<str>) {
-        let ms = turmoil::elapsed().as_micros();
+        // Simulation time, not the host's own (a host added later starts its clock at 0).
+        let ms = turmoil::sim_elapsed()
+            .unwrap_or_else(turmoil::elapsed)
+            .as_micros();
         self.0
             .borrow_mut()
             .push(format!("{ms:>10}us {host:<8} {}", event.as_ref()));

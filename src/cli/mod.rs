@@ -55,6 +55,10 @@ pub struct NodeArgs {
     /// Requests one connection may run at once [default: 1024]
     #[arg(long)]
     pub max_inflight_per_connection: Option<usize>,
+    /// URL peers and clients reach this node at, e.g. ws://10.0.0.5:9000 (repeatable)
+    /// [default: derived from --host and --port]
+    #[arg(long = "advertised-url", value_name = "URL")]
+    pub advertised_urls: Option<Vec<String>>,
     /// Most members that vote in the control plane; later ones are learners [default: 3]
     #[arg(long)]
     pub voters: Option<usize>,
@@ -84,6 +88,7 @@ impl NodeArgs {
             request_timeout_ms: self.request_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_inflight_per_connection: self.max_inflight_per_connection,
+            advertised_urls: self.advertised_urls.clone(),
             voters: self.voters,
             replace_voter_after_ms: self.replace_voter_after_ms,
             persistence_config: (self.persistence_mode.is_some() || self.persistence_dir.is_some())

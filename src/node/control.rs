@@ -30,9 +30,15 @@ pub(crate) struct Control {
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
-    /// The durable store, to forget the membership after leaving (SQLite mode).
-    sqlite: Option<SqliteLogStore>,
+    /// The store that outlives the process (or the simulated crash), to forget the
+    /// membership after leaving.
+    durable: Option<DurableStore>,
     env: Env,
+}
+
+enum DurableStore {
+    Sqlite(SqliteLogStore),
+    Memory(LogStore),
 }
 
 /// Where the replica keeps its log: what the settings say, or a disk the caller keeps
@@ -73,7 +79,7 @@ impl Control {
         );
         let network = NetworkFactory::new(env.clone());
         let err = |e: openraft::StorageError<u64>| e.to_string();
-        let (id, raft, catalog, restored, sqlite) = match storage {
+        let (id, raft, catalog, restored, durable) = match storage {
             Storage::Configured(p) if p.mode == PersistenceMode::Sqlite => {
                 let path = p.sqlite_path();
                 let store = SqliteLogStore::open(&path)
@@ -90,7 +96,13 @@ impl Control {
                 let raft = Raft::new(id, config, network, store.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                (id, raft, catalog, restored, Some(store))
+                (
+                    id,
+                    raft,
+                    catalog,
+                    restored,
+                    Some(DurableStore::Sqlite(store)),
+                )
             }
             Storage::Configured(_) => {
                 let disk = LogStore::default();
@@ -103,14 +115,21 @@ impl Control {
                 (fresh_id, raft, catalog, false, None)
             }
             Storage::Memory(disk) => {
+                let id = disk.node_id_or_insert(fresh_id);
                 let restored = disk.has_vote();
                 let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
                     .await
                     .map_err(err)?;
-                let raft = Raft::new(fresh_id, config, network, disk, catalog.clone())
+                let raft = Raft::new(id, config, network, disk.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                (fresh_id, raft, catalog, restored, None)
+                (
+                    id,
+                    raft,
+                    catalog,
+                    restored,
+                    Some(DurableStore::Memory(disk)),
+                )
             }
         };
         Ok(Control {
@@ -119,7 +138,7 @@ impl Control {
             catalog,
             restored,
             policy,
-            sqlite,
+            durable,
             env: env.clone(),
         })
     }
@@ -201,11 +220,16 @@ impl Control {
         match tokio::time::timeout(deadline, attempt).await {
             Ok(_) => {
                 tracing::info!(id = self.id, "left the cluster");
-                if let Some(store) = &self.sqlite {
+                if let Some(store) = &self.durable {
                     // Stop Raft first so that nothing writes behind the wipe.
                     let _ = self.raft.shutdown().await;
-                    if let Err(e) = store.forget_membership().await {
-                        tracing::warn!(error = %e, "could not forget the membership");
+                    match store {
+                        DurableStore::Sqlite(db) => {
+                            if let Err(e) = db.forget_membership().await {
+                                tracing::warn!(error = %e, "could not forget the membership");
+                            }
+                        }
+                        DurableStore::Memory(disk) => disk.forget_membership(),
                     }
                 }
             }

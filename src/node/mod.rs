@@ -162,7 +162,10 @@ impl NodeBuilder {
         };
         let listener = env.net.listen(&addr).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        let url = advertised_url(local_addr);
+        let url = match self.settings.advertised_urls.first() {
+            Some(u) => u.clone(),
+            None => advertised_url(local_addr),
+        };
         // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
         let fresh_id = (env.rng.next_u64() >> 1) | 1;
         let storage = match self.disk {

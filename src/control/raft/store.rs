@@ -60,6 +60,8 @@ struct DiskState {
     sync_scheduled: bool,
     /// Bumped by every crash, so a sync scheduled before it does nothing after it.
     epoch: u64,
+    /// The node's id, written (durably) the first time it starts on this disk.
+    node_id: Option<u64>,
 }
 
 /// The Raft log of one node (a simulated disk; see the module comment).
@@ -88,6 +90,21 @@ impl LogStore {
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
     pub fn has_vote(&self) -> bool {
         lock(&self.0).durable.vote.is_some()
+    }
+
+    /// The id of the node on this disk, storing `fresh` the first time.
+    pub fn node_id_or_insert(&self, fresh: u64) -> u64 {
+        *lock(&self.0).node_id.get_or_insert(fresh)
+    }
+
+    /// Forgets vote, log and snapshot (after the node left the cluster); keeps the id.
+    pub fn forget_membership(&self) {
+        let mut d = lock(&self.0);
+        d.live = Disk::default();
+        d.durable = Disk::default();
+        d.waiting.clear();
+        d.epoch += 1;
+        d.sync_scheduled = false;
     }
 
     /// Power loss: whatever was not synced is gone, and pending acknowledgements with it.

@@ -1,0 +1,34 @@
+//! The checkers: each takes a run's [`Observations`] and says which property it broke.
+//! One file per property, each citing it. Determinism (the fifth property) is checked by
+//! running a seed twice and comparing trace hashes (see `tests/scenarios.rs`).
+
+mod convergence;
+mod election_safety;
+mod linearizable_reads;
+mod no_lost_ack;
+mod planted;
+mod state_machine_safety;
+
+use crate::cluster::Observations;
+
+pub use planted::leader_never_changes;
+
+/// A checker: `Err` names the broken property and the evidence.
+pub type Checker = fn(&Observations) -> Result<(), String>;
+
+/// The checkers every scenario must pass.
+pub const ALL: [(&str, Checker); 5] = [
+    ("election safety", election_safety::check),
+    ("state-machine safety", state_machine_safety::check),
+    ("acknowledged writes are never lost", no_lost_ack::check),
+    ("convergence after healing", convergence::check),
+    ("linearizable reads", linearizable_reads::check),
+];
+
+/// Runs `checkers` in order; the first failure is reported with its property's name.
+pub fn run_all(obs: &Observations, checkers: &[(&str, Checker)]) -> Result<(), String> {
+    for (name, check) in checkers {
+        check(obs).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}

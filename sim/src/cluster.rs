@@ -1,0 +1,772 @@
+//! Runs a [`Scenario`]: production nodes (the whole `mpreg` node, its Raft replica
+//! included) on simulated hosts `n1`, `n2`, …, clients `c0`, `c1`, … that write and read the
+//! catalog through the nodes, and the scenario's fault schedule applied by the harness
+//! between simulation steps. Everything the checkers need is recorded in [`Observations`].
+//!
+//! Each node keeps its Raft log on a simulated disk ([`LogStore`]) that the harness holds,
+//! so a crashed node restarts on what it had synced, and loses what it had not.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mpreg::control::raft::{CatalogStateMachine, LogStore, PeerClient, seed_raft_rng};
+use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::{Client, Node, Settings};
+use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
+use serde_json::json;
+
+use crate::SimFailure;
+use crate::env::sim_env;
+use crate::scenario::{Action, FaultEvent, Scenario, Target};
+use crate::trace::Trace;
+
+const PORT: u16 = 9000;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The simulated disk syncs appends this long after they were written.
+const DISK_SYNC_DELAY: Duration = Duration::from_millis(2);
+
+/// What one client write came to. A write that timed out or lost its connection is
+/// `Unknown`: it may or may not have committed, and the checkers must allow both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Acknowledged,
+    Rejected,
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteRecord {
+    pub client: String,
+    /// The queue the write creates (unique per write).
+    pub queue: String,
+    pub started: Duration,
+    pub finished: Duration,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub client: String,
+    pub node: String,
+    pub started: Duration,
+    pub finished: Duration,
+    /// The queues a linearizable read saw, or why it failed.
+    pub result: Result<BTreeSet<String>, String>,
+}
+
+/// One boot of one node: its state machine (volatile, rebuilt at each boot).
+#[derive(Clone)]
+pub struct Boot {
+    pub host: String,
+    pub boot: usize,
+    pub machine: CatalogStateMachine,
+}
+
+/// Everything a run recorded for the checkers.
+#[derive(Default)]
+pub struct Observations {
+    /// Per term, the hosts that reported being leader in it.
+    pub leaders: BTreeMap<u64, BTreeSet<String>>,
+    pub boots: Vec<Boot>,
+    pub writes: Vec<WriteRecord>,
+    pub reads: Vec<ReadRecord>,
+    /// Hosts up and still members at the end (their replicas must have converged).
+    pub final_members: Vec<String>,
+    /// When the last fault was healed.
+    pub healed_at: Duration,
+    /// When the replicas were first seen to agree after that (`None`: never, within the
+    /// scenario's bound).
+    pub converged_at: Option<Duration>,
+    /// The fault schedule as it happened, targets resolved.
+    pub schedule: Vec<String>,
+}
+
+/// What the harness knows of a node.
+#[derive(Debug, Clone, Default)]
+struct NodeStatus {
+    raft_id: u64,
+    up: bool,
+    state: Option<ServerState>,
+    term: u64,
+    /// A voter in the membership this node last saw.
+    voter: bool,
+}
+
+/// State shared by the harness and every simulated host (they all run on this thread).
+#[derive(Default)]
+struct World {
+    nodes: BTreeMap<String, NodeStatus>,
+    crashed: BTreeSet<String>,
+    left: BTreeSet<String>,
+    leave_requested: BTreeSet<String>,
+    boots: BTreeMap<String, usize>,
+    obs: Observations,
+}
+
+type Shared = Rc<RefCell<World>>;
+
+impl World {
+    /// The live node leading in the highest term.
+    fn leader(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| s.up && s.state == Some(ServerState::Leader))
+            .max_by_key(|(_, s)| s.term)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn live(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(n, s)| s.up && !self.left.contains(*n))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The node a queue created by a client of `home` is owned by: `home` while it is a
+    /// member, else the first node still in the cluster.
+    fn owner_for(&self, home: &str) -> u64 {
+        let usable = |n: &str| !self.left.contains(n);
+        let pick = if usable(home) {
+            Some(home.to_owned())
+        } else {
+            self.nodes.keys().find(|n| usable(n)).cloned()
+        };
+        pick.and_then(|n| self.nodes.get(&n).map(|s| s.raft_id))
+            .unwrap_or(0)
+    }
+}
+
+/// A successful run: its trace and what it observed.
+pub struct RunReport {
+    pub hash: u64,
+    pub trace: Vec<String>,
+    pub obs: Observations,
+    pub sim_elapsed: Duration,
+}
+
+impl RunReport {
+    pub fn acknowledged(&self) -> usize {
+        self.obs
+            .writes
+            .iter()
+            .filter(|w| w.outcome == Outcome::Acknowledged)
+            .count()
+    }
+}
+
+fn node_settings(name: &str, scenario: &Scenario, initial: &[String]) -> Settings {
+    let peers = if name == "n1" {
+        Vec::new() // the seed node bootstraps the cluster
+    } else {
+        initial
+            .iter()
+            .filter(|n| *n != name)
+            .map(|n| format!("ws://{n}:{PORT}"))
+            .collect()
+    };
+    Settings {
+        host: "0.0.0.0".into(),
+        port: PORT,
+        name: name.to_owned(),
+        cluster_id: "sim".into(),
+        peers,
+        advertised_urls: vec![format!("ws://{name}:{PORT}")],
+        voters: scenario.voters,
+        replace_voter_after_ms: scenario.replace_voter_after_ms,
+        drain_timeout_ms: 1_000,
+        ..Settings::default()
+    }
+}
+
+/// Adds host `name` running a node on `disk`.
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Shared,
+    trace: &Trace,
+    seed: u64,
+    name: &str,
+    settings: Settings,
+    disk: LogStore,
+) {
+    world
+        .borrow_mut()
+        .nodes
+        .insert(name.to_owned(), NodeStatus::default());
+    let (world, trace, host) = (world.clone(), trace.clone(), name.to_owned());
+    sim.host(name, move || {
+        let (world, trace, host, settings, disk) = (
+            world.clone(),
+            trace.clone(),
+            host.clone(),
+            settings.clone(),
+            disk.clone(),
+        );
+        async move {
+            let boot = {
+                let mut w = world.borrow_mut();
+                let b = w.boots.entry(host.clone()).or_insert(0);
+                *b += 1;
+                *b
+            };
+            // Each boot draws fresh randomness; the disk keeps the node id.
+            let env = sim_env(seed ^ (boot as u64).wrapping_mul(0x9e37_79b9), &host);
+            let node = Node::builder(settings)
+                .env(env)
+                .memory_disk(disk)
+                .start()
+                .await?;
+            {
+                let mut w = world.borrow_mut();
+                let status = w.nodes.entry(host.clone()).or_default();
+                status.raft_id = node.raft_id();
+                status.up = true;
+                w.obs.boots.push(Boot {
+                    host: host.clone(),
+                    boot,
+                    machine: node.catalog(),
+                });
+            }
+            trace.record(
+                &host,
+                format!("boot {boot}: raft id {:016x}", node.raft_id()),
+            );
+            // Record every (term, leader) this node reports, until asked to leave. (One
+            // loop, not a spawned task: the shared state is thread-local.)
+            let mut metrics = node.raft_metrics();
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    let mut w = world.borrow_mut();
+                    if let Some(s) = w.nodes.get_mut(&host) {
+                        s.state = Some(m.state);
+                        s.term = m.current_term;
+                        s.voter = m
+                            .membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == s.raft_id);
+                    }
+                    if m.state == ServerState::Leader
+                        && w.obs
+                            .leaders
+                            .entry(m.current_term)
+                            .or_default()
+                            .insert(host.clone())
+                    {
+                        trace.record(&host, format!("leader in term {}", m.current_term));
+                    }
+                }
+                if world.borrow().leave_requested.contains(&host) {
+                    break;
+                }
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            node.shutdown().await;
+            let mut w = world.borrow_mut();
+            w.left.insert(host.clone());
+            if let Some(s) = w.nodes.get_mut(&host) {
+                s.up = false;
+            }
+            trace.record(&host, "left the cluster");
+            Ok(())
+        }
+    });
+}
+
+/// Adds client host `c{i}`: it writes `writes_per_client` queues through its home node
+/// (following leader hints to others) and reads linearizably every `read_every` writes.
+fn add_client(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Shared,
+    trace: &Trace,
+    seed: u64,
+    i: usize,
+    scenario: &Scenario,
+) {
+    let name = format!("c{i}");
+    // The node this client talks to; it moves to another node when that one fails it.
+    let mut home = format!("n{}", i % scenario.nodes + 1);
+    let (world, trace, scenario) = (world.clone(), trace.clone(), scenario.clone());
+    sim.client(name.clone(), async move {
+        let env = sim_env(seed, &name);
+        let mut reader: Option<(String, Client)> = None;
+        for k in 0..scenario.writes_per_client {
+            tokio::time::sleep(Duration::from_millis(scenario.write_every_ms)).await;
+            let queue = format!("{name}-q{k}");
+            let owner = world.borrow().owner_for(&home);
+            let cmd = CatalogCommand::CreateQueue(QueueEntry {
+                name: queue.clone(),
+                owner,
+                config: QueueConfig {
+                    delivery: "at_least_once".into(),
+                    visibility_timeout_ms: 30_000,
+                    max_receives: 0,
+                    dedup_window_ms: 0,
+                },
+            });
+            let started = now();
+            let mut outcome = Outcome::Unknown;
+            let mut detail = String::new();
+            let mut target = home.clone();
+            for attempt in 0..4 {
+                let mut peer = PeerClient::to_addr(env.clone(), format!("{target}:{PORT}"));
+                match peer.write(cmd.clone(), WRITE_TIMEOUT).await {
+                    Ok(Ok(resp)) => {
+                        outcome = match resp.data {
+                            Ok(()) => Outcome::Acknowledged,
+                            Err(e) => {
+                                detail = format!(" ({e})");
+                                Outcome::Rejected
+                            }
+                        };
+                        home = target;
+                        break;
+                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        if let Some(leader) = f.leader_node {
+                            target = leader.addr.split(':').next().unwrap_or_default().to_owned();
+                            continue;
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => {}
+                }
+                // No answer, or no leader known: fail over to another live node.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let live = world.borrow().live();
+                if !live.is_empty() {
+                    target = live[(i + attempt + 1) % live.len()].clone();
+                }
+            }
+            let finished = now();
+            trace.record(&name, format!("write {queue}: {outcome:?}{detail}"));
+            world.borrow_mut().obs.writes.push(WriteRecord {
+                client: name.clone(),
+                queue,
+                started,
+                finished,
+                outcome,
+            });
+            if scenario.read_every > 0 && (k + 1) % scenario.read_every == 0 {
+                let via = home.clone();
+                let started = now();
+                let result =
+                    tokio::time::timeout(READ_TIMEOUT, read_queues(&env, &via, &mut reader))
+                        .await
+                        .unwrap_or_else(|_| {
+                            reader = None;
+                            Err("timed out".into())
+                        });
+                let finished = now();
+                trace.record(
+                    &name,
+                    match &result {
+                        Ok(q) => format!("read via {via}: {} queues", q.len()),
+                        Err(e) => format!("read via {via} failed: {e}"),
+                    },
+                );
+                if result.is_err() {
+                    // Fail over to another live node for the next read.
+                    let live = world.borrow().live();
+                    if let Some(n) = live.get(k % live.len().max(1)) {
+                        home = n.clone();
+                    }
+                }
+                world.borrow_mut().obs.reads.push(ReadRecord {
+                    client: name.clone(),
+                    node: via,
+                    started,
+                    finished,
+                    result,
+                });
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Simulated time since the run began.
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_else(turmoil::elapsed)
+}
+
+/// A linearizable `catalog_query` for the queues, over the client protocol, on `home`
+/// (reconnecting when the client moved to another node).
+async fn read_queues(
+    env: &mpreg::Env,
+    home: &str,
+    reader: &mut Option<(String, Client)>,
+) -> Result<BTreeSet<String>, String> {
+    if reader.as_ref().is_none_or(|(at, _)| at != home) {
+        *reader = None;
+        *reader = Some((
+            home.to_owned(),
+            Client::connect_with(env, &format!("ws://{home}:{PORT}"))
+                .await
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    let (_, client) = reader.as_ref().ok_or("no connection")?;
+    let reply = client
+        .call(
+            "catalog_query",
+            json!([{"name": "-", "linearizable": true, "queues": true}]),
+        )
+        .timeout(READ_TIMEOUT)
+        .await;
+    match reply {
+        Ok(v) => Ok(v["queues"]
+            .as_array()
+            .map(|qs| {
+                qs.iter()
+                    .filter_map(|q| q["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()),
+        Err(e) => {
+            if e.code().is_none() {
+                *reader = None; // the connection broke: reconnect next time
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The harness's side of one run: the simulation and the disks it keeps.
+struct Harness<'a> {
+    sim: turmoil::Sim<'a>,
+    world: Shared,
+    trace: Trace,
+    disks: BTreeMap<String, LogStore>,
+    scenario: Scenario,
+    seed: u64,
+    initial: Vec<String>,
+    /// Deterministic choices of `Target::Random`.
+    rng: u64,
+}
+
+impl Harness<'_> {
+    fn node_names(&self) -> Vec<String> {
+        self.world.borrow().nodes.keys().cloned().collect()
+    }
+
+    /// Resolves `target` to node names (empty: nothing to do).
+    fn resolve(&mut self, target: &Target) -> Vec<String> {
+        let w = self.world.borrow();
+        let leader = w.leader();
+        match target {
+            Target::Leader => leader.into_iter().collect(),
+            Target::Follower => w
+                .live()
+                .into_iter()
+                .find(|n| Some(n) != leader.as_ref() && w.nodes.get(n).is_some_and(|s| s.voter))
+                .into_iter()
+                .collect(),
+            Target::Random => {
+                let candidates: Vec<String> = w
+                    .live()
+                    .into_iter()
+                    .filter(|n| Some(n) != leader.as_ref())
+                    .collect();
+                drop(w);
+                self.rng = self
+                    .rng
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                if candidates.is_empty() {
+                    return Vec::new();
+                }
+                vec![candidates[(self.rng >> 33) as usize % candidates.len()].clone()]
+            }
+            Target::Crashed => w.crashed.iter().cloned().collect(),
+            Target::Node(n) => vec![n.clone()],
+        }
+    }
+
+    fn apply(&mut self, event: &FaultEvent) {
+        let description = match &event.action {
+            Action::Isolate { target } => {
+                let targets = self.resolve(target);
+                for t in &targets {
+                    for other in self.node_names().iter().filter(|o| *o != t) {
+                        self.sim.partition(t.as_str(), other.as_str());
+                    }
+                }
+                format!("isolate {targets:?}")
+            }
+            Action::Split { leader_in_minority } => {
+                let (live, leader) = {
+                    let w = self.world.borrow();
+                    (w.live(), w.leader())
+                };
+                let mut ordered: Vec<String> = Vec::new();
+                // The leader goes first (minority) or last (majority).
+                if *leader_in_minority {
+                    ordered.extend(leader.clone());
+                }
+                ordered.extend(live.iter().filter(|n| Some(*n) != leader.as_ref()).cloned());
+                if !*leader_in_minority {
+                    ordered.extend(leader.clone());
+                }
+                let minority: Vec<String> = ordered[..ordered.len() / 2].to_vec();
+                let all = self.node_names();
+                for a in &minority {
+                    for b in all.iter().filter(|b| !minority.contains(b)) {
+                        self.sim.partition(a.as_str(), b.as_str());
+                    }
+                }
+                format!("split off {minority:?} (leader was {leader:?})")
+            }
+            Action::Heal => {
+                self.heal_links();
+                "heal".to_owned()
+            }
+            Action::Crash { target } => {
+                let targets = self.resolve(target);
+                for t in &targets {
+                    self.crash(t);
+                }
+                format!("crash {targets:?}")
+            }
+            Action::Restart { target } => {
+                let targets = self.resolve(target);
+                let mut restarted = Vec::new();
+                for t in targets {
+                    if self.world.borrow_mut().crashed.remove(&t) {
+                        self.sim.bounce(t.as_str());
+                        restarted.push(t);
+                    }
+                }
+                format!("restart {restarted:?}")
+            }
+            Action::Join => {
+                let name = format!("n{}", self.node_names().len() + 1);
+                let settings = node_settings(&name, &self.scenario, &self.initial);
+                let disk = LogStore::with_sync_delay(DISK_SYNC_DELAY);
+                self.disks.insert(name.clone(), disk.clone());
+                add_node(
+                    &mut self.sim,
+                    &self.world,
+                    &self.trace,
+                    self.seed,
+                    &name,
+                    settings,
+                    disk,
+                );
+                format!("join {name}")
+            }
+            Action::Leave { target } => {
+                let targets = self.resolve(target);
+                let mut w = self.world.borrow_mut();
+                for t in &targets {
+                    w.leave_requested.insert(t.clone());
+                }
+                format!("leave {targets:?}")
+            }
+            Action::Links {
+                fail_rate,
+                max_latency_ms,
+            } => {
+                self.set_links(*fail_rate, Duration::from_millis(*max_latency_ms));
+                format!("links fail_rate={fail_rate} max_latency={max_latency_ms}ms")
+            }
+            Action::Calm => {
+                self.set_links(0.0, Duration::from_millis(5));
+                "calm".to_owned()
+            }
+        };
+        let line = format!("{:>6}ms {description}", event.at_ms);
+        self.trace
+            .record_at(self.sim.elapsed(), "harness", &description);
+        self.world.borrow_mut().obs.schedule.push(line);
+    }
+
+    fn crash(&mut self, host: &str) {
+        {
+            let mut w = self.world.borrow_mut();
+            if w.crashed.contains(host) || w.left.contains(host) {
+                return;
+            }
+            w.crashed.insert(host.to_owned());
+            if let Some(s) = w.nodes.get_mut(host) {
+                s.up = false;
+                s.state = None;
+            }
+        }
+        self.sim.crash(host);
+        if let Some(disk) = self.disks.get(host) {
+            disk.crash();
+        }
+    }
+
+    fn heal_links(&mut self) {
+        let names = self.node_names();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                self.sim.repair(a.as_str(), b.as_str());
+            }
+        }
+    }
+
+    fn set_links(&mut self, fail_rate: f64, max_latency: Duration) {
+        let names = self.node_names();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                self.sim
+                    .set_link_fail_rate(a.as_str(), b.as_str(), fail_rate);
+                self.sim
+                    .set_link_max_message_latency(a.as_str(), b.as_str(), max_latency);
+            }
+        }
+    }
+
+    /// Every live member's current replica applied the same log to the same catalog.
+    fn converged(&self) -> bool {
+        let w = self.world.borrow();
+        let live = w.live();
+        let states: Vec<_> = live
+            .iter()
+            .filter_map(|n| w.obs.boots.iter().rev().find(|b| &b.host == n))
+            .map(|b| b.machine.state())
+            .collect();
+        states.len() == live.len()
+            && states
+                .windows(2)
+                .all(|p| p[0].last_applied == p[1].last_applied && p[0].catalog == p[1].catalog)
+    }
+}
+
+/// Runs `scenario` with `seed`: the schedule, then healing, then settling. Returns the
+/// observations for the checkers, or a failure if the simulation itself broke.
+pub fn run(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
+    seed_raft_rng(seed);
+    let trace = Trace::default();
+    let world: Shared = Rc::default();
+    let horizon = scenario
+        .faults
+        .iter()
+        .map(|f| f.at_ms)
+        .max()
+        .unwrap_or(0)
+        .max(scenario.workload_ms())
+        + 4 * scenario.settle_ms
+        + 60_000;
+    let sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .simulation_duration(Duration::from_millis(horizon))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    let initial: Vec<String> = (1..=scenario.nodes).map(|i| format!("n{i}")).collect();
+    let mut h = Harness {
+        sim,
+        world: world.clone(),
+        trace: trace.clone(),
+        disks: BTreeMap::new(),
+        scenario: scenario.clone(),
+        seed,
+        initial: initial.clone(),
+        rng: seed ^ 0x5eed,
+    };
+    for name in &initial {
+        let disk = LogStore::with_sync_delay(DISK_SYNC_DELAY);
+        h.disks.insert(name.clone(), disk.clone());
+        let settings = node_settings(name, scenario, &initial);
+        add_node(&mut h.sim, &world, &trace, seed, name, settings, disk);
+    }
+    for i in 0..scenario.clients {
+        add_client(&mut h.sim, &world, &trace, seed, i, scenario);
+    }
+    let fail = |message: String| SimFailure {
+        seed,
+        scenario: scenario.name.clone(),
+        message,
+        trace: trace.lines(),
+        schedule: world.borrow().obs.schedule.clone(),
+    };
+    let mut faults: Vec<FaultEvent> = scenario.faults.clone();
+    faults.sort_by_key(|f| f.at_ms);
+    let mut next = 0;
+    // The workload with the faults, until the clients are done and every fault fired.
+    loop {
+        let done = match h.sim.step() {
+            Ok(done) => done,
+            Err(e) => return Err(fail(format!("simulation error: {e}"))),
+        };
+        while next < faults.len() && h.sim.elapsed() >= Duration::from_millis(faults[next].at_ms) {
+            let event = faults[next].clone();
+            h.apply(&event);
+            next += 1;
+        }
+        if done && next == faults.len() {
+            break;
+        }
+    }
+    // Heal everything, then give the cluster `settle_ms` to agree.
+    h.heal_links();
+    h.set_links(0.0, Duration::from_millis(5));
+    let crashed: Vec<String> = world.borrow().crashed.iter().cloned().collect();
+    for c in crashed {
+        world.borrow_mut().crashed.remove(&c);
+        h.sim.bounce(c.as_str());
+    }
+    let healed_at = h.sim.elapsed();
+    trace.record_at(
+        healed_at,
+        "harness",
+        "healed: links repaired, crashed nodes restarted",
+    );
+    let deadline = healed_at + Duration::from_millis(scenario.settle_ms);
+    let mut converged_at = None;
+    while h.sim.elapsed() < deadline {
+        if let Err(e) = h.sim.step() {
+            return Err(fail(format!("simulation error while settling: {e}")));
+        }
+        // A restarted node is "live" only once it booted; wait for all of them.
+        let all_up = {
+            let w = world.borrow();
+            w.nodes.iter().all(|(n, s)| s.up || w.left.contains(n))
+        };
+        if all_up && h.converged() {
+            converged_at = Some(h.sim.elapsed());
+            break;
+        }
+    }
+    let sim_elapsed = h.sim.elapsed();
+    {
+        let mut w = world.borrow_mut();
+        w.obs.final_members = w.live();
+        w.obs.healed_at = healed_at;
+        w.obs.converged_at = converged_at;
+    }
+    for b in world.borrow().obs.boots.iter() {
+        let s = b.machine.state();
+        trace.record_at(
+            sim_elapsed,
+            &b.host,
+            format!(
+                "boot {} applied {:?}: {} members, {} queues",
+                b.boot,
+                s.last_applied.map(|l| l.index),
+                s.catalog.members().count(),
+                s.catalog.queues().count()
+            ),
+        );
+    }
+    drop(h);
+    let obs = std::mem::take(&mut world.borrow_mut().obs);
+    Ok(RunReport {
+        hash: trace.hash(),
+        trace: trace.lines(),
+        obs,
+        sim_elapsed,
+    })
+}

@@ -1,0 +1,219 @@
+//! A scenario: the cluster, the workload and the fault schedule of one simulated run, as
+//! written in `scenarios/*.toml` (see docs/SIMULATION.md for the format).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// One scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Nodes started at time 0: `n1` bootstraps, the others join through `n1`.
+    #[serde(default = "defaults::nodes")]
+    pub nodes: usize,
+    /// The nodes' `voters` setting.
+    #[serde(default = "defaults::voters")]
+    pub voters: usize,
+    /// The nodes' `replace_voter_after_ms` setting.
+    #[serde(default = "defaults::replace_voter_after_ms")]
+    pub replace_voter_after_ms: u64,
+    /// Client hosts; client `i` talks to node `n{i % nodes + 1}` first.
+    #[serde(default = "defaults::clients")]
+    pub clients: usize,
+    #[serde(default = "defaults::writes_per_client")]
+    pub writes_per_client: usize,
+    /// Pause between one client's writes.
+    #[serde(default = "defaults::write_every_ms")]
+    pub write_every_ms: u64,
+    /// A linearizable read after every this many writes (0: no reads).
+    #[serde(default = "defaults::read_every")]
+    pub read_every: usize,
+    /// After the workload ends and every fault is healed, the replicas must agree within
+    /// this much simulated time.
+    #[serde(default = "defaults::settle_ms")]
+    pub settle_ms: u64,
+    /// Seeds run by `cargo test`: 0..seeds (`MPREG_SIM_SEEDS` / `MPREG_SIM_SEED` override).
+    #[serde(default = "defaults::seeds")]
+    pub seeds: u64,
+    /// Run exactly this seed (a scenario written by the shrinker replays its failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub faults: Vec<FaultEvent>,
+}
+
+mod defaults {
+    pub fn nodes() -> usize {
+        3
+    }
+    pub fn voters() -> usize {
+        3
+    }
+    pub fn replace_voter_after_ms() -> u64 {
+        30_000
+    }
+    pub fn clients() -> usize {
+        3
+    }
+    pub fn writes_per_client() -> usize {
+        12
+    }
+    pub fn write_every_ms() -> u64 {
+        250
+    }
+    pub fn read_every() -> usize {
+        3
+    }
+    pub fn settle_ms() -> u64 {
+        30_000
+    }
+    pub fn seeds() -> u64 {
+        16
+    }
+}
+
+/// One fault, applied when simulated time reaches `at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What happens to the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Cuts `target` off from every other node (clients still reach it).
+    Isolate { target: Target },
+    /// Splits the live nodes in two halves, the smaller one with the leader or without it;
+    /// no link crosses.
+    Split { leader_in_minority: bool },
+    /// Repairs every cut link.
+    Heal,
+    /// Kills `target`: its tasks and connections vanish, its disk keeps what was synced.
+    Crash { target: Target },
+    /// Starts crashed nodes again on their disks (`target` = `crashed`: all of them).
+    Restart { target: Target },
+    /// A new node joins through the initial nodes.
+    Join,
+    /// `target` shuts down gracefully, leaving the membership.
+    Leave { target: Target },
+    /// Every link between nodes drops messages at `fail_rate` (0–1, each message) and
+    /// delays them up to `max_latency_ms`.
+    Links { fail_rate: f64, max_latency_ms: u64 },
+    /// Links back to normal (no loss, 1–5 ms latency).
+    Calm,
+}
+
+/// Which node a fault hits, resolved when it fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The current leader (the live node leading in the highest term).
+    Leader,
+    /// The lowest-named live voter that is not the leader.
+    Follower,
+    /// A live node that is not the leader, chosen by the run's seed.
+    Random,
+    /// Every crashed node (for `restart`).
+    Crashed,
+    /// A node by name, e.g. `n2`.
+    #[serde(untagged)]
+    Node(String),
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Scenario, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Scenario::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot encode: {e}"))
+    }
+
+    /// The seeds `cargo test` runs for this scenario.
+    pub fn seeds(&self) -> Vec<u64> {
+        match self.seed {
+            Some(s) if std::env::var_os("MPREG_SIM_SEED").is_none() => vec![s],
+            _ => crate::seeds(self.seeds),
+        }
+    }
+
+    /// When the workload's last write is due (without retries), in simulated ms.
+    pub fn workload_ms(&self) -> u64 {
+        self.writes_per_client as u64 * self.write_every_ms
+    }
+}
+
+/// The scenario files shipped in `scenarios/`, sorted by name.
+pub fn shipped() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_round_trips_through_toml() {
+        let s = Scenario::from_toml(
+            r#"
+            name = "x"
+            nodes = 5
+            [[faults]]
+            at_ms = 1000
+            action = "isolate"
+            target = "leader"
+            [[faults]]
+            at_ms = 2000
+            action = "crash"
+            target = "n2"
+            [[faults]]
+            at_ms = 3000
+            action = "links"
+            fail_rate = 0.1
+            max_latency_ms = 50
+            [[faults]]
+            at_ms = 4000
+            action = "heal"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.nodes, 5);
+        assert_eq!(
+            s.faults[1].action,
+            Action::Crash {
+                target: Target::Node("n2".into())
+            }
+        );
+        let again = Scenario::from_toml(&s.to_toml()).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn unknown_actions_are_refused() {
+        let e = Scenario::from_toml("name = \"x\"\n[[faults]]\nat_ms = 1\naction = \"explode\"\n")
+            .unwrap_err();
+        assert!(e.contains("explode"), "{e}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Every scenario in `scenarios/*.toml`, over its seeds, against every checker; plus
+#![allow(clippy::disallowed_methods)] // wall time only measures and prints the simulator's speed
+//! determinism (a seed replays to the same trace hash) and replaying one scenario file.
+
+use std::path::{Path, PathBuf};
+
+use sim::check::ALL;
+use sim::run_checked;
+use sim::scenario::{Scenario, shipped};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(format!("{name}.toml"))
+}
+
+/// Runs scenario `name` over its seeds; any checker failure panics with the replay report.
+fn holds(name: &str) {
+    let scenario = Scenario::load(&scenario_path(name)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scenario.name, name,
+        "the file name and the scenario name differ"
+    );
+    let mut acknowledged = 0;
+    let mut writes = 0;
+    for seed in scenario.seeds() {
+        let wall = std::time::Instant::now();
+        match run_checked(&scenario, seed, &ALL) {
+            Ok(r) => {
+                eprintln!(
+                    "{name} seed {seed}: trace {:016x}, {}/{} writes acknowledged, {} reads, \
+                     {:.1} s simulated in {:.2} s",
+                    r.hash,
+                    r.acknowledged(),
+                    r.obs.writes.len(),
+                    r.obs.reads.len(),
+                    r.sim_elapsed.as_secs_f64(),
+                    wall.elapsed().as_secs_f64()
+                );
+                acknowledged += r.acknowledged();
+                writes += r.obs.writes.len();
+            }
+            Err(f) => panic!("{}", f.report(name)),
+        }
+    }
+    // The faults are survivable: most writes must get through (a run where nothing commits
+    // would pass the safety checkers vacuously).
+    assert!(
+        acknowledged * 2 > writes,
+        "{name}: only {acknowledged} of {writes} writes acknowledged"
+    );
+}
+
+macro_rules! scenario_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                holds(stringify!($name));
+            }
+        )*
+        const TESTED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+scenario_tests!(
+    churn,
+    five_nodes_under_load,
+    leader_crash_restart,
+    leader_partitioned,
+    majority_partition,
+    minority_partition,
+    random_links,
+    rolling_restart,
+    voter_replacement,
+);
+
+#[test]
+fn every_scenario_file_has_a_test() {
+    let files: Vec<String> = shipped()
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert!(
+            TESTED.contains(&f.as_str()),
+            "scenarios/{f}.toml has no test in sim/tests/scenarios.rs"
+        );
+    }
+}
+
+/// Determinism: one seed of each scenario, run twice, gives the same trace.
+#[test]
+fn scenarios_replay_exactly() {
+    for path in shipped() {
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let seed = scenario.seeds()[0];
+        let run = || {
+            run_checked(&scenario, seed, &ALL)
+                .unwrap_or_else(|f| panic!("{}", f.report("scenarios_replay_exactly")))
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(
+            a.hash, b.hash,
+            "{} seed {seed} did not replay: traces differ",
+            scenario.name
+        );
+    }
+}
+
+/// The voter that crashed and stayed down was replaced: at the end it is a learner and
+/// three others vote.
+#[test]
+fn a_voter_down_too_long_is_replaced() {
+    let scenario = Scenario::load(&scenario_path("voter_replacement")).unwrap();
+    for seed in sim::seeds(4) {
+        let r = run_checked(&scenario, seed, &ALL)
+            .unwrap_or_else(|f| panic!("{}", f.report("a_voter_down_too_long_is_replaced")));
+        let crashed = r
+            .obs
+            .schedule
+            .iter()
+            .find_map(|l| l.split("crash [\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .expect("a voter was crashed")
+            .to_owned();
+        let boot = r.obs.boots.last().expect("a boot");
+        let state = boot.machine.state();
+        let membership = state.membership.membership();
+        let crashed_id = state
+            .catalog
+            .members()
+            .find(|m| m.name == crashed)
+            .map(|m| m.id)
+            .expect("the crashed node is still a member");
+        assert_eq!(membership.voter_ids().count(), 3, "seed {seed}");
+        assert!(
+            membership.learner_ids().any(|l| l == crashed_id),
+            "seed {seed}: {crashed} was not demoted to learner: {membership:?}"
+        );
+    }
+}
+
+/// Replays one scenario file, e.g. one the shrinker wrote:
+/// `MPREG_SIM_SCENARIO=path cargo test -p sim --test scenarios -- replay_scenario_file
+/// --exact --ignored --nocapture`.
+#[test]
+#[ignore = "replays the file named by MPREG_SIM_SCENARIO"]
+fn replay_scenario_file() {
+    let path = std::env::var("MPREG_SIM_SCENARIO").expect("set MPREG_SIM_SCENARIO to a file");
+    let scenario = Scenario::load(Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+    for seed in scenario.seeds() {
+        match run_checked(&scenario, seed, &ALL) {
+            Ok(r) => eprintln!(
+                "{} seed {seed}: passed, trace {:016x}",
+                scenario.name, r.hash
+            ),
+            Err(f) => panic!("{}", f.report("replay_scenario_file")),
+        }
+    }
+}
