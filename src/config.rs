@@ -47,6 +47,12 @@ pub struct Settings {
     pub voters: usize,
     /// A voter unreachable this long is replaced by a live learner.
     pub replace_voter_after_ms: u64,
+    /// How often the Raft leader heartbeats its followers.
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (randomized up to twice as long)
+    /// starts an election. Well above the heartbeat and a loaded disk's fsync, so that a
+    /// busy leader is not deposed.
+    pub raft_election_timeout_ms: u64,
 }
 
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
@@ -128,6 +134,8 @@ impl Default for Settings {
             advertised_urls: Vec::new(),
             voters: 3,
             replace_voter_after_ms: 30_000,
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 1_000,
         }
     }
 }
@@ -169,6 +177,11 @@ impl Settings {
         set(&mut self.advertised_urls, &l.advertised_urls);
         set(&mut self.voters, &l.voters);
         set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
+        set(&mut self.raft_heartbeat_ms, &l.raft_heartbeat_ms);
+        set(
+            &mut self.raft_election_timeout_ms,
+            &l.raft_election_timeout_ms,
+        );
         if let Some(p) = &l.persistence_config {
             set(&mut self.persistence.mode, &p.mode);
             set(&mut self.persistence.data_dir, &p.data_dir);
@@ -228,6 +241,12 @@ impl Settings {
                 reason: format!("`{bad_url}` is not a ws://host:port URL"),
             });
         }
+        if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
+            return bad(
+                "raft_election_timeout_ms",
+                "must be above raft_heartbeat_ms, which must be at least 1",
+            );
+        }
         if self.voters == 0 {
             return bad("voters", "must be at least 1");
         }
@@ -257,6 +276,8 @@ pub struct SettingsLayer {
     pub advertised_urls: Option<Vec<String>>,
     pub voters: Option<usize>,
     pub replace_voter_after_ms: Option<u64>,
+    pub raft_heartbeat_ms: Option<u64>,
+    pub raft_election_timeout_ms: Option<u64>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
@@ -348,6 +369,8 @@ impl SettingsLayer {
                 "MPREG_VOTERS" => l.voters = Some(num(k, v)?),
                 "MPREG_ADVERTISED_URLS" => l.advertised_urls = Some(list(v).collect()),
                 "MPREG_REPLACE_VOTER_AFTER_MS" => l.replace_voter_after_ms = Some(num(k, v)?),
+                "MPREG_RAFT_HEARTBEAT_MS" => l.raft_heartbeat_ms = Some(num(k, v)?),
+                "MPREG_RAFT_ELECTION_TIMEOUT_MS" => l.raft_election_timeout_ms = Some(num(k, v)?),
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }

@@ -38,7 +38,10 @@ fn generated_fault_schedules_hold() {
 #[test]
 fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
     let mut planted: Vec<(&str, Checker)> = ALL.to_vec();
-    planted.push(("planted: the first leader stays leader", leader_never_changes));
+    planted.push((
+        "planted: the first leader stays leader",
+        leader_never_changes,
+    ));
     let seed = 11;
     let shrunk = explore(seed, 32, &planted).expect_err("the planted checker must fail");
     assert!(
@@ -59,8 +62,5 @@ fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
     };
     assert!(again.message.contains("planted"), "{}", again.message);
     run_checked(&replayed, seed, &ALL).unwrap_or_else(|f| panic!("{}", f.report("shrink")));
-    eprintln!(
-        "shrunk to {faults:?} in {}",
-        shrunk.path.display()
-    );
+    eprintln!("shrunk to {faults:?} in {}", shrunk.path.display());
 }

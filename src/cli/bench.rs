@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Measure catalog writes through Raft instead of calls: each connection keeps one
+    /// write in flight (--inflight is ignored); latency is until the write is committed
+    #[arg(long)]
+    pub catalog: bool,
 }
 
 /// One round against one target.
@@ -312,6 +316,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     } else {
         None
     };
+    if args.catalog {
+        return bench_catalog(&env, &args, &load).await;
+    }
     let mut mpreg_rounds = Vec::new();
     let mut echo_rounds = Vec::new();
     for round in 1..=args.rounds {
@@ -364,6 +371,40 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     if mpreg.errors > 0 {
         return Err(format!("{} calls failed", mpreg.errors));
+    }
+    Ok(())
+}
+
+async fn bench_catalog(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), String> {
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let r = super::bench_catalog::run_round(env, &args.url, load, round).await?;
+        eprintln!(
+            "round {round}/{} {} writes/s  p50 {} µs  p99 {} µs  errors {}",
+            args.rounds, r.calls_per_sec as u64, r.p50_us, r.p99_us, r.errors
+        );
+        rounds.push(r);
+    }
+    let s = Summary::new("catalog", rounds);
+    if args.json {
+        let out = json!({
+            "config": {"url": args.url, "writers": args.connections, "duration_s": args.duration,
+                       "warmup_s": args.warmup, "rounds": args.rounds},
+            "catalog": s,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "catalog writes, {} writers x 1 in flight, {} s x {} rounds; medians:",
+            args.connections, args.duration, args.rounds
+        );
+        println!(
+            "catalog   {:>10.0} writes/s  commit p50 {:>7} µs  p99 {:>8} µs  p999 {:>8} µs  errors {}",
+            s.calls_per_sec, s.p50_us, s.p99_us, s.p999_us, s.errors
+        );
+    }
+    if s.errors > 0 {
+        return Err(format!("{} writes failed", s.errors));
     }
     Ok(())
 }

@@ -58,7 +58,11 @@ fn fail(e: &dyn std::fmt::Display) -> i32 {
 
 fn print_json(v: &Value) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
+        }
         Err(e) => eprintln!("mpreg: cannot print result: {e}"),
     }
 }

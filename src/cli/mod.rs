@@ -1,6 +1,7 @@
 //! Command lines: `mpreg-node` (the daemon) and `mpreg` (server, client, bench).
 
 pub mod bench;
+mod bench_catalog;
 mod client_cmd;
 mod node_cmd;
 

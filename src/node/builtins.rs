@@ -102,39 +102,42 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                     .await
                     .map_err(|e| CallError::Unavailable(e.to_string()))?;
             }
-            let state = info.control.catalog.state();
-            let catalog = &state.catalog;
-            let found: Vec<Value> = catalog
-                .functions()
-                .filter(|(_, f)| filter.name.as_ref().is_none_or(|n| *n == f.name))
-                .filter(|(_, f)| {
-                    filter
-                        .function_id
-                        .as_ref()
-                        .is_none_or(|id| *id == f.function_id)
-                })
-                .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
-                .filter(|(_, f)| filter.locs.iter().all(|l| f.resources.contains(l)))
-                .map(|(node, f)| {
-                    let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
-                    json!({
-                        "node_id": format!("{node_name}-{node:016x}"),
-                        "node_name": node_name,
-                        "name": f.name,
-                        "function_id": f.function_id,
-                        "version": f.version.to_string(),
-                        "resources": f.resources,
+            // Built under the replica's lock: no copy of the whole catalog per query.
+            let reply = info.control.catalog.read(|state| {
+                let catalog = &state.catalog;
+                let found: Vec<Value> = catalog
+                    .functions()
+                    .filter(|(_, f)| filter.name.as_ref().is_none_or(|n| *n == f.name))
+                    .filter(|(_, f)| {
+                        filter
+                            .function_id
+                            .as_ref()
+                            .is_none_or(|id| *id == f.function_id)
                     })
-                })
-                .collect();
-            let mut reply = json!({ "functions": found });
-            if filter.queues {
-                let queues: Vec<Value> = catalog
-                    .queues()
-                    .map(|q| json!({ "name": q.name, "owner": format!("{:016x}", q.owner) }))
+                    .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
+                    .filter(|(_, f)| filter.locs.iter().all(|l| f.resources.contains(l)))
+                    .map(|(node, f)| {
+                        let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
+                        json!({
+                            "node_id": format!("{node_name}-{node:016x}"),
+                            "node_name": node_name,
+                            "name": f.name,
+                            "function_id": f.function_id,
+                            "version": f.version.to_string(),
+                            "resources": f.resources,
+                        })
+                    })
                     .collect();
-                reply["queues"] = Value::Array(queues);
-            }
+                let mut reply = json!({ "functions": found });
+                if filter.queues {
+                    let queues: Vec<Value> = catalog
+                        .queues()
+                        .map(|q| json!({ "name": q.name, "owner": format!("{:016x}", q.owner) }))
+                        .collect();
+                    reply["queues"] = Value::Array(queues);
+                }
+                reply
+            });
             Ok(reply)
         }
     })

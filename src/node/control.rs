@@ -63,15 +63,16 @@ impl Control {
     pub(crate) async fn start(
         env: &Env,
         storage: Storage<'_>,
-        policy: MembershipPolicy,
+        settings: &crate::config::Settings,
         fresh_id: u64,
     ) -> Result<Control, String> {
+        let policy = settings.membership_policy();
         let config = Arc::new(
             Config {
                 cluster_name: "mpreg".to_owned(),
-                heartbeat_interval: 50,
-                election_timeout_min: 150,
-                election_timeout_max: 300,
+                heartbeat_interval: settings.raft_heartbeat_ms,
+                election_timeout_min: settings.raft_election_timeout_ms,
+                election_timeout_max: settings.raft_election_timeout_ms * 2,
                 ..Config::default()
             }
             .validate()
@@ -360,29 +361,30 @@ pub(crate) struct MemberView {
 
 /// The catalog's view of the cluster (`None` before this node is in it).
 pub(crate) fn members_view(control: &Control) -> Option<Vec<MemberView>> {
-    let state = control.catalog.state();
-    let catalog = &state.catalog;
-    catalog.member_by_id(control.id)?;
-    Some(
-        catalog
-            .members()
-            .map(|m| {
-                let mut resources = m.resources.clone();
-                let mut functions = BTreeSet::new();
-                for (node, f) in catalog.functions() {
-                    if node == m.id {
-                        resources.extend(f.resources.iter().cloned());
-                        functions.insert(f.name.clone());
+    control.catalog.read(|state| {
+        let catalog = &state.catalog;
+        catalog.member_by_id(control.id)?;
+        Some(
+            catalog
+                .members()
+                .map(|m| {
+                    let mut resources = m.resources.clone();
+                    let mut functions = BTreeSet::new();
+                    for (node, f) in catalog.functions() {
+                        if node == m.id {
+                            resources.extend(f.resources.iter().cloned());
+                            functions.insert(f.name.clone());
+                        }
                     }
-                }
-                MemberView {
-                    member: m.clone(),
-                    resources,
-                    functions,
-                }
-            })
-            .collect(),
-    )
+                    MemberView {
+                        member: m.clone(),
+                        resources,
+                        functions,
+                    }
+                })
+                .collect(),
+        )
+    })
 }
 
 /// A member record for this node.

@@ -173,7 +173,7 @@ impl NodeBuilder {
             None => control::Storage::Configured(&self.settings.persistence),
         };
         let control = Arc::new(
-            control::Control::start(&env, storage, self.settings.membership_policy(), fresh_id)
+            control::Control::start(&env, storage, &self.settings, fresh_id)
                 .await
                 .map_err(NodeError::Control)?,
         );

@@ -243,21 +243,22 @@ pub async fn supervise(
 /// members that left it leave the catalog. Idempotent; runs every round on the leader.
 async fn sync_catalog_roles(raft: &Raft, catalog: &CatalogStateMachine) {
     let (voters, learners) = roles(raft);
-    let fixes: Vec<CatalogCommand> = catalog
-        .state()
-        .catalog
-        .members()
-        .filter_map(|m| {
-            let role = if voters.contains(&m.id) {
-                Role::Voter
-            } else if learners.contains(&m.id) {
-                Role::Learner
-            } else {
-                return Some(CatalogCommand::RemoveMember(m.id));
-            };
-            (m.role != role).then_some(CatalogCommand::SetRole { id: m.id, role })
-        })
-        .collect();
+    let fixes: Vec<CatalogCommand> = catalog.read(|state| {
+        state
+            .catalog
+            .members()
+            .filter_map(|m| {
+                let role = if voters.contains(&m.id) {
+                    Role::Voter
+                } else if learners.contains(&m.id) {
+                    Role::Learner
+                } else {
+                    return Some(CatalogCommand::RemoveMember(m.id));
+                };
+                (m.role != role).then_some(CatalogCommand::SetRole { id: m.id, role })
+            })
+            .collect()
+    });
     for cmd in fixes {
         if let Err(e) = raft.client_write(cmd).await {
             tracing::debug!(error = %e, "catalog role update failed");

@@ -276,6 +276,11 @@ impl PeerClient {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
     }
 
+    /// The `host:port` this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             env,

@@ -60,6 +60,9 @@ struct DiskState {
     sync_scheduled: bool,
     /// Bumped by every crash, so a sync scheduled before it does nothing after it.
     epoch: u64,
+    /// The lowest log index written or truncated since the last sync: a sync copies the
+    /// live log from there (not the whole log: appends stay O(batch)).
+    dirty_from: Option<u64>,
     /// The node's id, written (durably) the first time it starts on this disk.
     node_id: Option<u64>,
 }
@@ -102,6 +105,7 @@ impl LogStore {
         let mut d = lock(&self.0);
         d.live = Disk::default();
         d.durable = Disk::default();
+        d.dirty_from = None;
         d.waiting.clear();
         d.epoch += 1;
         d.sync_scheduled = false;
@@ -111,6 +115,7 @@ impl LogStore {
     pub fn crash(&self) {
         let mut d = lock(&self.0);
         d.live = d.durable.clone();
+        d.dirty_from = None;
         d.waiting.clear();
         d.sync_scheduled = false;
         d.epoch += 1;
@@ -133,7 +138,20 @@ impl LogStore {
             if d.epoch != epoch {
                 return;
             }
-            d.durable = d.live.clone();
+            let d = &mut *d;
+            if let Some(from) = d.dirty_from.take() {
+                d.durable.entries.split_off(&from);
+                d.durable
+                    .entries
+                    .extend(d.live.entries.range(from..).map(|(i, e)| (*i, e.clone())));
+            }
+            if d.durable.last_purged != d.live.last_purged {
+                d.durable.last_purged = d.live.last_purged;
+                if let Some(p) = d.live.last_purged {
+                    d.durable.entries = d.durable.entries.split_off(&(p.index + 1));
+                }
+            }
+            d.durable.committed = d.live.committed;
             d.sync_scheduled = false;
             std::mem::take(&mut d.waiting)
         };
@@ -219,7 +237,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (delay, epoch, schedule) = {
             let mut d = lock(&self.0);
             for e in entries {
-                d.live.entries.insert(e.log_id.index, e);
+                let i = e.log_id.index;
+                d.dirty_from = Some(d.dirty_from.map_or(i, |f| f.min(i)));
+                d.live.entries.insert(i, e);
             }
             d.waiting.push(callback);
             let schedule = !d.sync_scheduled;
@@ -241,7 +261,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        lock(&self.0).live.entries.split_off(&log_id.index);
+        let mut d = lock(&self.0);
+        let i = log_id.index;
+        d.dirty_from = Some(d.dirty_from.map_or(i, |f| f.min(i)));
+        d.live.entries.split_off(&i);
         Ok(())
     }
 
@@ -359,6 +382,11 @@ impl CatalogStateMachine {
     /// A copy of the applied state (catalog, last applied id, membership).
     pub fn state(&self) -> StoredState {
         lock(&self.data).state.clone()
+    }
+
+    /// Reads the applied state in place (no copy of the catalog); `f` must not block.
+    pub fn read<R>(&self, f: impl FnOnce(&StoredState) -> R) -> R {
+        f(&lock(&self.data).state)
     }
 
     /// Entries applied since this machine was created or last installed a snapshot.

@@ -1,0 +1,120 @@
+//! `mpreg bench --catalog`: catalog writes through Raft. Each of `--connections` writers
+//! keeps one write in flight on its own peer connection to the node (which forwards to the
+//! leader); a write counts when the leader reports it committed and applied. Every write
+//! creates a new queue owned by the target node, so nothing is deduplicated.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::bench::{Load, RoundResult};
+use crate::client::Client;
+use crate::control::raft::PeerClient;
+use crate::control::{CatalogCommand, QueueConfig, QueueEntry};
+use crate::env::Env;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The target node's Raft id, from its `cluster_map` entry (`name-<hex id>`).
+async fn node_raft_id(env: &Env, url: &str) -> Result<u64, String> {
+    let client = Client::connect_with(env, url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let map = client
+        .call("cluster_map", serde_json::json!([]))
+        .await
+        .map_err(|e| format!("cluster_map on {url}: {e}"))?;
+    map["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["is_local"] == true))
+        .and_then(|n| n["node_id"].as_str())
+        .and_then(|id| id.rsplit('-').next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| format!("{url} is not in a cluster catalog yet: {map}"))
+}
+
+/// One measured round of catalog writes against `url`. `round` keeps queue names unique
+/// across rounds.
+pub async fn run_round(
+    env: &Env,
+    url: &str,
+    load: &Load,
+    round: usize,
+) -> Result<RoundResult, String> {
+    let owner = node_raft_id(env, url).await?;
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let start = env.clock.now();
+    let measure_from = start + load.warmup;
+    let stop_at = measure_from + load.duration;
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..load.connections {
+        let (env, addr, hist, errors) = (env.clone(), addr.clone(), hist.clone(), errors.clone());
+        let prefix = format!("bench-{:x}-{round}-{writer}", env.rng.next_u64() >> 40);
+        tasks.spawn(async move {
+            let mut peer = PeerClient::to_addr(env.clone(), addr);
+            let mut seq = 0u64;
+            loop {
+                let sent = env.clock.now();
+                if sent >= stop_at {
+                    return;
+                }
+                seq += 1;
+                let cmd = CatalogCommand::CreateQueue(QueueEntry {
+                    name: format!("{prefix}-{seq}"),
+                    owner,
+                    config: QueueConfig {
+                        delivery: "at_least_once".into(),
+                        visibility_timeout_ms: 30_000,
+                        max_receives: 0,
+                        dedup_window_ms: 0,
+                    },
+                });
+                let ok = matches!(
+                    peer.write(cmd, WRITE_TIMEOUT).await,
+                    Ok(Ok(ref resp)) if resp.data.is_ok()
+                );
+                let done = env.clock.now();
+                if sent >= measure_from && done <= stop_at {
+                    if ok {
+                        let us = done.duration_since(sent).as_micros().max(1) as u64;
+                        let _ = hist
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .record(us);
+                    } else {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if !ok {
+                    // A fresh connection for the next write (this one may be broken).
+                    peer = PeerClient::to_addr(env.clone(), peer_addr(&peer));
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let h = hist.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    Ok(RoundResult {
+        calls: h.len(),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        calls_per_sec: h.len() as f64 / load.duration.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    })
+}
+
+fn peer_addr(peer: &PeerClient) -> String {
+    peer.addr().to_owned()
+}
