@@ -193,3 +193,49 @@ fn bad_settings_are_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MPREG_PORT"));
 }
+
+/// `mpreg bench --catalog` commits catalog writes through Raft and reports them; the
+/// queues it created are then in the catalog.
+#[test]
+fn bench_catalog_commits_writes() {
+    let node = NodeProcess::start(&[], &[]);
+    let url = node.url.clone();
+    // The node registers itself in the catalog just after it starts listening.
+    let mut polls = 0;
+    while json_out(&["client", "call", "cluster_map", "--url", &url])["leader"].is_null() {
+        polls += 1;
+        assert!(polls < 400, "no leader after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = json_out(&[
+        "bench",
+        "--catalog",
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let writes = out["catalog"]["rounds"][0]["calls"].as_u64().unwrap_or(0);
+    assert!(writes > 0, "{out}");
+    assert_eq!(out["catalog"]["errors"], 0, "{out}");
+    let queues = json_out(&[
+        "client",
+        "call",
+        "catalog_query",
+        "{\"queues\": true, \"linearizable\": true}",
+        "--url",
+        &url,
+    ]);
+    let created = queues["queues"].as_array().map_or(0, Vec::len) as u64;
+    assert!(
+        created >= writes,
+        "{created} queues for {writes} writes: {queues}"
+    );
+}

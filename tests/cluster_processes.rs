@@ -1,5 +1,6 @@
 //! Real processes: three `mpreg-node`s form a cluster; the leader is killed with SIGKILL;
-//! the survivors still commit catalog changes (a fourth node joins through them).
+//! the survivors still commit catalog changes (a fourth node joins through them); the killed
+//! leader restarts from its SQLite data dir and catches up.
 // This test drives real processes in real time and picks free ports, from outside any node.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -138,25 +139,71 @@ fn the_cluster_survives_the_loss_of_its_leader() {
     }
 }
 
+/// The leader's name as `url`'s `cluster_map` marks it, once it marks one.
+fn leader_name(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster_map(url)
+            .and_then(|m| m["leader"].as_str().map(str::to_owned))
+            .and_then(|id| id.split('-').next().map(str::to_owned));
+        if let Some(l) = leader {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "{url} names no leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Three nodes on SQLite data dirs; the leader (as `cluster_map` marks it) is killed with
+/// SIGKILL; a new leader is elected and takes a catalog write (a fourth node joins); the
+/// killed node restarts on its port and data dir, rejoins as itself and catches up.
 #[test]
-fn a_killed_node_restarts_from_its_data_dir_and_catches_up() {
+fn a_killed_leader_restarts_from_its_data_dir_and_catches_up() {
     let root = std::env::temp_dir().join(format!("mpreg-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let dir = |n: &str| root.join(n);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let n1 = Proc::start_at("n1", None, ports[0], Some(&dir("n1")));
-    let n2 = Proc::start_at("n2", Some(&n1.url), ports[1], Some(&dir("n2")));
-    let mut n3 = Proc::start_at("n3", Some(&n1.url), ports[2], Some(&dir("n3")));
-    for p in [&n1, &n2, &n3] {
+    let mut nodes: Vec<(String, Proc)> = Vec::new();
+    let first = Proc::start_at("n1", None, ports[0], Some(&dir("n1")));
+    let seed = first.url.clone();
+    nodes.push(("n1".into(), first));
+    for (i, name) in ["n2", "n3"].iter().enumerate() {
+        let p = Proc::start_at(name, Some(&seed), ports[i + 1], Some(&dir(name)));
+        nodes.push(((*name).into(), p));
+    }
+    for (_, p) in &nodes {
         wait_for(&p.url, &["n1", "n2", "n3"]);
     }
-    n3.kill9();
-    // A catalog change n3 misses while it is down.
-    let n4 = Proc::start("n4", Some(&n1.url));
-    wait_for(&n1.url, &["n1", "n2", "n3", "n4"]);
+    let leader = leader_name(&nodes[2].1.url);
+    let at = nodes
+        .iter()
+        .position(|(n, _)| *n == leader)
+        .expect("leader is one of them");
+    let (_, mut killed) = nodes.remove(at);
+    killed.kill9();
+    // A new leader among the survivors...
+    let survivor = nodes[0].1.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_name(&survivor) == leader {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader after killing {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...takes catalog writes: a fourth node joins through the survivors.
+    let peers = format!("{},{}", nodes[0].1.url, nodes[1].1.url);
+    let n4 = Proc::start("n4", Some(&peers));
+    for url in [&nodes[0].1.url, &nodes[1].1.url, &n4.url] {
+        wait_for(url, &["n1", "n2", "n3", "n4"]);
+    }
     // Same port, same data dir: it rejoins as itself and the leader catches it up.
-    let n3 = Proc::start_at("n3", None, ports[2], Some(&dir("n3")));
-    wait_for(&n3.url, &["n1", "n2", "n3", "n4"]);
-    drop((n1, n2, n3, n4));
+    let port = ports[["n1", "n2", "n3"]
+        .iter()
+        .position(|n| **n == leader)
+        .unwrap_or(0)];
+    let back = Proc::start_at(&leader, None, port, Some(&dir(&leader)));
+    wait_for(&back.url, &["n1", "n2", "n3", "n4"]);
+    drop((nodes, n4, back));
     let _ = std::fs::remove_dir_all(&root);
 }

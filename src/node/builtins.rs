@@ -175,6 +175,7 @@ impl NodeInfo {
         let Some(members) = super::control::members_view(&self.control) else {
             return self.local_cluster_map();
         };
+        let leader = self.control.raft.metrics().borrow().current_leader;
         let nodes: Vec<Value> = members
             .iter()
             .map(|v| {
@@ -190,6 +191,14 @@ impl NodeInfo {
                 node.insert("region".into(), json!(""));
                 node.insert("status".into(), json!("ok"));
                 node.insert("is_local".into(), json!(local));
+                node.insert("is_leader".into(), json!(leader == Some(v.member.id)));
+                node.insert(
+                    "raft_role".into(),
+                    json!(match v.member.role {
+                        crate::control::Role::Voter => "voter",
+                        crate::control::Role::Learner => "learner",
+                    }),
+                );
                 node.insert(
                     "load".into(),
                     json!({
@@ -201,9 +210,16 @@ impl NodeInfo {
                 Value::Object(node)
             })
             .collect();
+        let leader_id = leader.and_then(|l| {
+            members
+                .iter()
+                .find(|v| v.member.id == l)
+                .map(|v| format!("{}-{l:016x}", v.member.name))
+        });
         json!({
             "cluster_id": self.cluster_id,
             "generated_at": self.env.wall_seconds(),
+            "leader": leader_id,
             "nodes": nodes,
         })
     }
