@@ -645,7 +645,46 @@ impl Harness<'_> {
 
 /// Runs `scenario` with `seed`: the schedule, then healing, then settling. Returns the
 /// observations for the checkers, or a failure if the simulation itself broke.
+///
+/// Each run gets a thread of its own: thread-local state left behind by an earlier run
+/// (dependencies' caches and counters) must not leak into this one's schedule.
+///
+/// Runs in one process take turns: tokio's task ids are process-wide (see
+/// [`align_task_ids`]), so two simulations spawning tasks at once would shift each other's.
+#[allow(clippy::disallowed_methods)] // a fresh thread is what makes a run replayable
 pub fn run(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::thread::scope(|s| {
+        s.spawn(|| run_here(scenario, seed))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// tokio numbers tasks process-wide, and a runtime that shuts down (a crashed host) drops
+/// its tasks grouped by id modulo 4 (its task list's shards). Their sockets close in that
+/// order, and turmoil turns the closes into messages whose latencies it draws in order: a
+/// run's crashes would depend on how many tasks earlier runs spawned. Every run therefore
+/// starts at the same task-id residue.
+fn align_task_ids() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    rt.block_on(async {
+        for _ in 0..1024 {
+            let id = tokio::spawn(async {}).id().to_string();
+            if id.parse::<u64>().is_ok_and(|n| n % 64 == 63) {
+                return;
+            }
+        }
+    });
+}
+
+fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
+    align_task_ids();
     seed_raft_rng(seed);
     let trace = Trace::default();
     let world: Shared = Rc::default();

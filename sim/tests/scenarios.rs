@@ -101,11 +101,30 @@ fn scenarios_replay_exactly() {
                 .unwrap_or_else(|f| panic!("{}", f.report("scenarios_replay_exactly")))
         };
         let (a, b) = (run(), run());
-        assert_eq!(
-            a.hash, b.hash,
-            "{} seed {seed} did not replay: traces differ",
-            scenario.name
-        );
+        if a.hash != b.hash {
+            let first = a.trace.iter().zip(&b.trace).position(|(x, y)| x != y);
+            let show = |t: &Vec<String>, i: Option<usize>| {
+                i.and_then(|i| t.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| "(end)".into())
+            };
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim-traces");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                dir.join(format!("{}-{seed}.a.trace", scenario.name)),
+                a.trace.join("\n"),
+            );
+            let _ = std::fs::write(
+                dir.join(format!("{}-{seed}.b.trace", scenario.name)),
+                b.trace.join("\n"),
+            );
+            panic!(
+                "{} seed {seed} did not replay (both traces in target/sim-traces/): traces differ first at line {first:?}:\n  {}\n  {}",
+                scenario.name,
+                show(&a.trace, first),
+                show(&b.trace, first)
+            );
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) struct Control {
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
+    cluster_id: String,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
@@ -78,7 +79,7 @@ impl Control {
             .validate()
             .map_err(|e| e.to_string())?,
         );
-        let network = NetworkFactory::new(env.clone());
+        let network = NetworkFactory::new(env.clone()).cluster(settings.cluster_id.clone());
         let err = |e: openraft::StorageError<u64>| e.to_string();
         let (id, raft, catalog, restored, durable) = match storage {
             Storage::Configured(p) if p.mode == PersistenceMode::Sqlite => {
@@ -139,6 +140,7 @@ impl Control {
             catalog,
             restored,
             policy,
+            cluster_id: settings.cluster_id.clone(),
             durable,
             env: env.clone(),
         })
@@ -150,6 +152,7 @@ impl Control {
             raft: self.raft.clone(),
             env: self.env.clone(),
             policy: self.policy,
+            cluster_id: self.cluster_id.clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
 
+mod link;
 mod membership;
 mod network;
 mod runtime;
@@ -11,10 +12,11 @@ mod store;
 
 use std::io::Cursor;
 
+pub use link::{RAFT_PATH, serve_peer};
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{
-    JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RAFT_PATH, RaftReply,
-    RaftRequest, answer, serve_peer, serve_raft,
+    JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RaftReply, RaftRequest,
+    answer, serve_raft,
 };
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use sqlite_store::SqliteLogStore;

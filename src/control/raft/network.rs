@@ -1,15 +1,12 @@
-//! Raft RPCs between nodes: bincode in binary WebSocket frames on the node's own port, on the
-//! path [`RAFT_PATH`] (the peer hello), one request and one reply at a time per connection.
-//!
-//! turmoil's TCP never retransmits, and openraft drops an RPC's future when its deadline
-//! passes, so a connection is taken out of the client for the duration of one RPC and only
-//! put back after a complete reply: a timed-out or failed RPC takes its connection with it,
-//! and the next RPC connects afresh.
+//! Raft RPCs between nodes, and the other peer requests (client writes, joins, leaves,
+//! liveness probes, read indexes): what they are, how a node answers them, and the client
+//! that sends them over a multiplexed peer link (`link.rs`).
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -20,19 +17,14 @@ use openraft::raft::{
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, LogId};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
+use super::link::{Link, MAX_FRAME_BYTES};
 use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
-use crate::env::{BoxStream, Env, Listener};
+use crate::env::{Env, Listener};
 use crate::transport::websocket_config;
-
-/// Largest frame accepted (snapshots included).
-const MAX_FRAME_BYTES: usize = 64 << 20;
 
 /// A request to a node's Raft.
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,44 +82,27 @@ pub enum RaftReply {
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
 }
 
-type PeerWs = WebSocketStream<BoxStream>;
-
-/// The path a peer's WebSocket handshake asks for; it marks the connection as Raft's.
-pub const RAFT_PATH: &str = "/_mpreg/raft";
-
-fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map(Message::binary)
-        .map_err(io::Error::other)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// The next binary frame, decoded; `None` when the peer closed.
-async fn next_binary<T: DeserializeOwned>(ws: &mut PeerWs) -> io::Result<Option<T>> {
-    while let Some(msg) = ws.next().await {
-        match msg.map_err(io::Error::other)? {
-            Message::Binary(b) => return decode(&b).map(Some),
-            Message::Close(_) => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(None)
-}
-
-/// Builds a client per peer.
+/// Builds the client for each peer; all clients of one peer share one multiplexed link.
 #[derive(Clone)]
 pub struct NetworkFactory {
     env: Env,
+    cluster: Option<String>,
+    links: Arc<Mutex<BTreeMap<String, Link>>>,
 }
 
 impl NetworkFactory {
     pub fn new(env: Env) -> NetworkFactory {
-        NetworkFactory { env }
+        NetworkFactory {
+            env,
+            cluster: None,
+            links: Arc::default(),
+        }
+    }
+
+    /// Says `cluster_id` in every hello, so that peers of another cluster refuse the link.
+    pub fn cluster(mut self, cluster_id: impl Into<String>) -> NetworkFactory {
+        self.cluster = Some(cluster_id.into());
+        self
     }
 }
 
@@ -135,64 +110,34 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient {
-            env: self.env.clone(),
-            target,
-            addr: node.addr.clone(),
-            stream: None,
-        }
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(node.addr.clone())
+            .or_insert_with(|| Link::new(self.env.clone(), node.addr.clone(), self.cluster.clone()))
+            .clone();
+        PeerClient { target, link }
     }
 }
 
-/// The connection to one peer.
+/// A client of one peer (see `link.rs`: calls are multiplexed and each has a deadline).
 pub struct PeerClient {
-    env: Env,
     target: u64,
-    addr: String,
-    /// Present between RPCs; taken out during one (see the module comment).
-    stream: Option<PeerWs>,
+    link: Link,
 }
 
 impl PeerClient {
     /// One RPC within `ttl`.
-    pub async fn call(&mut self, req: &RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
-        let exchange = async {
-            let mut ws = match self.stream.take() {
-                Some(ws) => ws,
-                None => {
-                    let tcp = self.env.net.connect(&self.addr).await?;
-                    let url = format!("ws://{}{RAFT_PATH}", self.addr);
-                    let config = websocket_config(MAX_FRAME_BYTES);
-                    tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
-                        .await
-                        .map_err(io::Error::other)?
-                        .0
-                }
-            };
-            ws.send(encode(req)?).await.map_err(io::Error::other)?;
-            let reply = next_binary(&mut ws)
-                .await?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"))?;
-            Ok::<_, io::Error>((ws, reply))
-        };
-        match tokio::time::timeout(ttl, exchange).await {
-            Ok(Ok((stream, reply))) => {
-                self.stream = Some(stream);
-                Ok(reply)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "raft rpc timed out",
-            )),
-        }
+    pub async fn call(&mut self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
+        self.link.call(req, ttl).await
     }
 
     /// Sends a client write to this peer (the test harness and write forwarding use it).
     /// Asks the node to commit `cmd` (it forwards to the leader if it knows one).
     pub async fn write(&mut self, cmd: CatalogCommand, ttl: Duration) -> io::Result<WriteResult> {
         self.expect(
-            &RaftRequest::Write { cmd, forward: true },
+            RaftRequest::Write { cmd, forward: true },
             ttl,
             |r| match r {
                 RaftReply::Write(w) => Some(w),
@@ -209,7 +154,7 @@ impl PeerClient {
         ttl: Duration,
     ) -> io::Result<WriteResult> {
         self.expect(
-            &RaftRequest::Write {
+            RaftRequest::Write {
                 cmd,
                 forward: false,
             },
@@ -228,7 +173,7 @@ impl PeerClient {
         node: BasicNode,
         ttl: Duration,
     ) -> io::Result<Result<(), MembershipError>> {
-        self.expect(&RaftRequest::Join { id, node }, ttl, |r| match r {
+        self.expect(RaftRequest::Join { id, node }, ttl, |r| match r {
             RaftReply::Join(j) => Some(j),
             _ => None,
         })
@@ -240,7 +185,7 @@ impl PeerClient {
         id: u64,
         ttl: Duration,
     ) -> io::Result<Result<(), MembershipError>> {
-        self.expect(&RaftRequest::Leave { id }, ttl, |r| match r {
+        self.expect(RaftRequest::Leave { id }, ttl, |r| match r {
             RaftReply::Leave(l) => Some(l),
             _ => None,
         })
@@ -248,7 +193,7 @@ impl PeerClient {
     }
 
     pub async fn ping(&mut self, ttl: Duration) -> io::Result<()> {
-        self.expect(&RaftRequest::Ping, ttl, |r| match r {
+        self.expect(RaftRequest::Ping, ttl, |r| match r {
             RaftReply::Pong => Some(()),
             _ => None,
         })
@@ -259,7 +204,7 @@ impl PeerClient {
         &mut self,
         ttl: Duration,
     ) -> io::Result<Result<Option<LogId<u64>>, MembershipError>> {
-        self.expect(&RaftRequest::ReadIndex, ttl, |r| match r {
+        self.expect(RaftRequest::ReadIndex, ttl, |r| match r {
             RaftReply::ReadIndex(i) => Some(i),
             _ => None,
         })
@@ -268,7 +213,7 @@ impl PeerClient {
 
     async fn expect<T>(
         &mut self,
-        req: &RaftRequest,
+        req: RaftRequest,
         ttl: Duration,
         pick: impl FnOnce(RaftReply) -> Option<T>,
     ) -> io::Result<T> {
@@ -278,15 +223,14 @@ impl PeerClient {
 
     /// The `host:port` this client talks to.
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.link.addr()
     }
 
+    /// A client with a link of its own to `addr` (tools, joins, forwarded writes).
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
-            env,
             target: 0,
-            addr: addr.into(),
-            stream: None,
+            link: Link::new(env, addr.into(), None),
         }
     }
 }
@@ -310,7 +254,7 @@ impl PeerClient {
         option: RPCOption,
         pick: impl FnOnce(RaftReply) -> Option<Result<T, RaftError<u64, E>>>,
     ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>> {
-        match self.call(&req, option.hard_ttl()).await.map(pick) {
+        match self.call(req, option.hard_ttl()).await.map(pick) {
             Ok(Some(Ok(r))) => Ok(r),
             Ok(Some(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(None) => Err(mismatched()),
@@ -367,6 +311,8 @@ pub struct PeerService {
     pub raft: Raft,
     pub env: Env,
     pub policy: MembershipPolicy,
+    /// Links whose hello names another cluster are refused.
+    pub cluster_id: String,
 }
 
 /// Deadline of a write this node forwards to the leader.
@@ -418,17 +364,6 @@ async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> Wri
     }
 }
 
-/// Answers a peer's RPCs, in order, until it disconnects or sends a bad frame.
-pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
-    while let Ok(Some(req)) = next_binary::<RaftRequest>(&mut ws).await {
-        let reply = answer(&service, req).await;
-        let Ok(frame) = encode(&reply) else { return };
-        if ws.send(frame).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Serves Raft alone on `listener` (the simulator's replicas; a node serves Raft on its
 /// client port instead, see `node::conn`).
 pub async fn serve_raft(service: PeerService, mut listener: Box<dyn Listener>) {
@@ -441,7 +376,7 @@ pub async fn serve_raft(service: PeerService, mut listener: Box<dyn Listener>) {
             let config = websocket_config(MAX_FRAME_BYTES);
             if let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
             {
-                serve_peer(service, ws).await;
+                super::link::serve_peer(service, ws).await;
             }
         });
     }
