@@ -216,3 +216,56 @@ async fn voters_learners_and_graceful_leave() {
         node.shutdown().await;
     }
 }
+
+/// A function registered on a running node is callable there at once and, once committed,
+/// in every node's catalog; unregistered, it leaves both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_registered_and_unregistered_at_run_time() {
+    let settings = |name: &str, peers: Vec<String>| Settings {
+        name: name.to_owned(),
+        peers,
+        ..test_settings()
+    };
+    let a = start_node(settings("a", vec![]), vec![]).await;
+    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    assert!(b.registered().await);
+    let triple = Function::new("triple", |x: i64| async move { Ok::<_, String>(x * 3) })
+        .params(["x"])
+        .version("2.1.0");
+    b.register(triple).await.expect("registered");
+    let on_b = Client::connect(b.url()).await.unwrap();
+    assert_eq!(on_b.call("triple", json!([5])).await.unwrap(), json!(15));
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let seen = on_a
+        .call(
+            "catalog_query",
+            json!([{"name": "triple", "linearizable": true}]),
+        )
+        .await
+        .unwrap();
+    let found = seen["functions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "{seen}");
+    assert_eq!(found[0]["node_name"], "b");
+    assert_eq!(found[0]["version"], "2.1.0");
+
+    assert_eq!(b.unregister("triple", None).await.expect("unregistered"), 1);
+    let gone = on_b.call("triple", json!([5])).await.unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Some(mpreg::ErrorCode::CommandNotFound),
+        "{gone}"
+    );
+    let seen = on_a
+        .call(
+            "catalog_query",
+            json!([{"name": "triple", "linearizable": true}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen["functions"], json!([]), "{seen}");
+    // A duplicate registration is refused with the registry's error, nothing changes.
+    let dup = Function::new("echo", |x: i64| async move { Ok::<_, String>(x) }).params(["x"]);
+    assert!(b.register(dup).await.is_err());
+    b.shutdown().await;
+    a.shutdown().await;
+}

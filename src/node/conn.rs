@@ -248,14 +248,9 @@ impl<'a> Connection<'a> {
             return out.push_back(kind.frame(&reply, max));
         }
         let shared = self.shared;
+        let registry = shared.registry();
         let mut request: RequestFuture<'a> = Box::pin(async move {
-            let reply = execute(
-                &shared.registry,
-                shared.env.clock.as_ref(),
-                shared.limits,
-                req,
-            )
-            .await;
+            let reply = execute(&registry, shared.env.clock.as_ref(), shared.limits, req).await;
             kind.frame(&reply, max)
         });
         // Most requests complete on their first poll; only those that wait join `running`

@@ -246,7 +246,7 @@ impl Control {
 
     /// Commits `cmd` through the leader, wherever it is; retries while no leader answers.
     /// A command the catalog rejects is reported, not retried.
-    async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
+    pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
         loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return resp.data.map_err(|e| e.to_string()),

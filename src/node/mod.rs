@@ -44,6 +44,16 @@ pub(crate) struct Stats {
     next_connection: std::sync::atomic::AtomicU64,
 }
 
+impl Shared {
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        // Only whole sets are swapped in; a poisoned lock still holds a whole set.
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl Stats {
     /// Registers a connection's counter; it counts until `forget_connection`.
     pub(crate) fn track_connection(&self) -> (u64, Arc<AtomicUsize>) {
@@ -95,7 +105,9 @@ pub(crate) struct Shared {
     peer_links_closed: watch::Sender<bool>,
     env: Env,
     settings: Settings,
-    registry: Registry,
+    /// The functions calls run against. A request takes the current set when it starts;
+    /// registering at run time swaps in a new set.
+    registry: Arc<std::sync::RwLock<Arc<Registry>>>,
     limits: ExecLimits,
     stats: Arc<Stats>,
     /// This node's replica of the cluster catalog.
@@ -235,13 +247,14 @@ impl NodeBuilder {
                 })
                 .collect(),
         };
+        let registry = Arc::new(std::sync::RwLock::new(Arc::new(registry)));
         let shared = Arc::new(Shared {
             peer_links_closed: watch::channel(false).0,
             control: control.clone(),
             limits: self.settings.exec_limits(),
             env,
             settings: self.settings,
-            registry,
+            registry: registry.clone(),
             stats,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -258,10 +271,13 @@ impl NodeBuilder {
             shutdown_rx.clone(),
             registered_tx,
         ));
+        let node_resources = shared.settings.resources.clone();
         let task = tokio::spawn(serve(shared, listener, shutdown_rx, peers));
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
+            registry,
+            node_resources,
             registered,
             local_addr,
             url,
@@ -286,6 +302,8 @@ fn advertised_url(bound: SocketAddr) -> String {
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     control: Arc<control::Control>,
+    registry: Arc<std::sync::RwLock<Arc<Registry>>>,
+    node_resources: BTreeSet<String>,
     local_addr: SocketAddr,
     url: String,
     node_id: String,
@@ -335,6 +353,67 @@ impl RunningNode {
     /// This node's replica of the catalog.
     pub fn catalog(&self) -> crate::control::raft::CatalogStateMachine {
         self.control.catalog.clone()
+    }
+
+    /// Registers `f` on the running node and, once the node is in the cluster catalog,
+    /// commits it there (so every node sees it). Calls on this node find it at once.
+    pub async fn register(&self, f: Function) -> Result<(), NodeError> {
+        let f = f.add_resources(self.node_resources.iter().cloned());
+        let entry = {
+            let mut slot = self
+                .registry
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut next = Registry::clone(&slot);
+            let spec = next.register(f)?.spec.clone();
+            *slot = Arc::new(next);
+            crate::control::FunctionEntry {
+                name: spec.name,
+                function_id: spec.function_id,
+                version: spec.version,
+                resources: spec.resources,
+            }
+        };
+        if !self.registered().await {
+            return Err(NodeError::Control("the node stopped before joining".into()));
+        }
+        self.control
+            .propose(crate::control::CatalogCommand::RegisterFunctions {
+                node: self.control.id,
+                functions: vec![entry],
+            })
+            .await
+            .map_err(NodeError::Control)
+    }
+
+    /// Removes `name` (one `version`, or all) from the running node and from the catalog;
+    /// returns how many versions were removed here.
+    pub async fn unregister(
+        &self,
+        name: &str,
+        version: Option<&semver::Version>,
+    ) -> Result<usize, NodeError> {
+        let removed = {
+            let mut slot = self
+                .registry
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut next = Registry::clone(&slot);
+            let removed = next.unregister(name, version);
+            *slot = Arc::new(next);
+            removed
+        };
+        if !self.registered().await {
+            return Err(NodeError::Control("the node stopped before joining".into()));
+        }
+        self.control
+            .propose(crate::control::CatalogCommand::UnregisterFunctions {
+                node: self.control.id,
+                functions: vec![(name.to_owned(), version.cloned())],
+            })
+            .await
+            .map_err(NodeError::Control)?;
+        Ok(removed)
     }
 
     pub async fn registered(&self) -> bool {
