@@ -25,6 +25,7 @@ pub mod env;
 pub mod node;
 pub mod protocol;
 pub mod registry;
+pub mod routing;
 pub mod rpc;
 mod transport;
 

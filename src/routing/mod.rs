@@ -1,0 +1,349 @@
+//! Where a command runs: the pure choice among the nodes whose catalog entries offer its
+//! function (issue 4 builds the forwarding on top).
+//!
+//! A command asks for a name, maybe a `function_id`, a version constraint and `locs` (the
+//! resources it needs). Among the catalog entries that match, the highest version anywhere
+//! wins (as on one node, where the highest matching version runs); among the nodes offering
+//! that version:
+//!
+//! 1. nodes known to be down are never chosen, and alive ones are preferred to suspect ones;
+//! 2. the local node runs it if it can (no hop);
+//! 3. otherwise "power of two choices": two distinct candidates drawn with the caller's
+//!    (seeded) randomness, the less loaded one wins (ties: the lower id). This spreads load
+//!    almost as well as asking everyone, without herding on one stale "least loaded" node.
+//!
+//! "Not found" is an answer about this moment's view; callers must not cache it.
+
+use std::collections::BTreeMap;
+
+use semver::Version;
+
+use crate::control::{Catalog, FunctionEntry, NodeId};
+use crate::registry::VersionConstraint;
+
+/// What the failure detector says of a node (the data plane's view, not Raft's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Down,
+}
+
+/// What a command asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    pub name: &'a str,
+    pub function_id: Option<&'a str>,
+    pub version: Option<&'a VersionConstraint>,
+    pub locs: &'a [String],
+}
+
+impl Want<'_> {
+    fn accepts(&self, f: &FunctionEntry) -> bool {
+        f.name == self.name
+            && self.function_id.is_none_or(|id| id == f.function_id)
+            && self.version.is_none_or(|c| c.matches(&f.version))
+            && self.locs.iter().all(|l| f.resources.contains(l))
+    }
+}
+
+/// The cluster as the router sees it at one moment.
+pub struct View<'a> {
+    pub catalog: &'a Catalog,
+    /// This node.
+    pub local: NodeId,
+    /// Nodes missing here count as alive (a new member has not been probed yet).
+    pub liveness: &'a BTreeMap<NodeId, Liveness>,
+    /// In-flight requests per node (missing: 0).
+    pub load: &'a BTreeMap<NodeId, u64>,
+}
+
+/// Why no node was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoute {
+    #[error("no node offers a function that matches")]
+    NotFound,
+    #[error("every node that offers it is down")]
+    AllDown,
+}
+
+/// The nodes offering the highest matching version, with that version.
+pub fn candidates(catalog: &Catalog, want: Want<'_>) -> Option<(Version, Vec<NodeId>)> {
+    let mut best: Option<(Version, Vec<NodeId>)> = None;
+    for (node, f) in catalog.functions().filter(|(_, f)| want.accepts(f)) {
+        match &mut best {
+            Some((v, nodes)) if *v == f.version => {
+                if nodes.last() != Some(&node) {
+                    nodes.push(node);
+                }
+            }
+            Some((v, _)) if *v > f.version => {}
+            _ => best = Some((f.version.clone(), vec![node])),
+        }
+    }
+    best
+}
+
+/// Chooses the node for one command; `draw` is the caller's seeded randomness.
+pub fn choose(
+    view: &View<'_>,
+    want: Want<'_>,
+    draw: &mut impl FnMut() -> u64,
+) -> Result<NodeId, NoRoute> {
+    let (_, nodes) = candidates(view.catalog, want).ok_or(NoRoute::NotFound)?;
+    let liveness = |n: &NodeId| {
+        if *n == view.local {
+            Liveness::Alive
+        } else {
+            view.liveness.get(n).copied().unwrap_or(Liveness::Alive)
+        }
+    };
+    let best = nodes
+        .iter()
+        .map(liveness)
+        .filter(|l| *l != Liveness::Down)
+        .min()
+        .ok_or(NoRoute::AllDown)?;
+    let eligible: Vec<NodeId> = nodes.into_iter().filter(|n| liveness(n) == best).collect();
+    if eligible.contains(&view.local) {
+        return Ok(view.local);
+    }
+    let load = |n: NodeId| view.load.get(&n).copied().unwrap_or(0);
+    match eligible.len() {
+        0 => Err(NoRoute::AllDown),
+        1 => Ok(eligible[0]),
+        len => {
+            let i = (draw() % len as u64) as usize;
+            // A second, different index: offset by 1..len.
+            let j = (i + 1 + (draw() % (len as u64 - 1)) as usize) % len;
+            let (a, b) = (eligible[i], eligible[j]);
+            Ok(match load(a).cmp(&load(b)) {
+                std::cmp::Ordering::Less => a,
+                std::cmp::Ordering::Greater => b,
+                std::cmp::Ordering::Equal => a.min(b),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::control::{CatalogCommand, Member, Role};
+
+    fn member(id: NodeId) -> CatalogCommand {
+        CatalogCommand::UpsertMember(Member {
+            id,
+            name: format!("n{id}"),
+            cluster_id: "c".into(),
+            advertised_urls: vec![],
+            resources: BTreeSet::new(),
+            role: Role::Voter,
+        })
+    }
+
+    fn offer(node: NodeId, version: &str, resources: &[&str]) -> CatalogCommand {
+        CatalogCommand::RegisterFunctions {
+            node,
+            functions: vec![FunctionEntry {
+                name: "f".into(),
+                function_id: "f".into(),
+                version: Version::parse(version).unwrap(),
+                resources: resources.iter().map(|r| r.to_string()).collect(),
+            }],
+        }
+    }
+
+    fn catalog(cmds: Vec<CatalogCommand>) -> Catalog {
+        let mut c = Catalog::default();
+        for cmd in cmds {
+            c.apply(cmd).unwrap();
+        }
+        c
+    }
+
+    fn want<'a>(locs: &'a [String]) -> Want<'a> {
+        Want {
+            name: "f",
+            function_id: None,
+            version: None,
+            locs,
+        }
+    }
+
+    /// A deterministic draw for tests.
+    fn counter() -> impl FnMut() -> u64 {
+        let mut x = 0u64;
+        move || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 11
+        }
+    }
+
+    #[test]
+    fn the_highest_version_anywhere_wins_and_locs_filter() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            member(3),
+            offer(1, "1.0.0", &["cpu"]),
+            offer(2, "2.0.0", &["gpu"]),
+            offer(3, "2.0.0", &["cpu"]),
+        ]);
+        assert_eq!(
+            candidates(&c, want(&[])),
+            Some((Version::new(2, 0, 0), vec![2, 3]))
+        );
+        let cpu = ["cpu".to_string()];
+        assert_eq!(
+            candidates(&c, want(&cpu)),
+            Some((Version::new(2, 0, 0), vec![3]))
+        );
+        let tpu = ["tpu".to_string()];
+        assert_eq!(candidates(&c, want(&tpu)), None);
+    }
+
+    #[test]
+    fn local_first_down_never_suspect_last() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            member(3),
+            offer(1, "1.0.0", &[]),
+            offer(2, "1.0.0", &[]),
+            offer(3, "1.0.0", &[]),
+        ]);
+        let load = BTreeMap::new();
+        let mut live = BTreeMap::new();
+        let view = |local, live: &BTreeMap<NodeId, Liveness>| {
+            choose(
+                &View {
+                    catalog: &c,
+                    local,
+                    liveness: live,
+                    load: &load,
+                },
+                want(&[]),
+                &mut counter(),
+            )
+        };
+        assert_eq!(view(2, &live), Ok(2));
+        live.insert(2, Liveness::Down);
+        live.insert(3, Liveness::Suspect);
+        assert_eq!(view(9, &live), Ok(1), "alive beats suspect");
+        live.insert(1, Liveness::Down);
+        assert_eq!(view(9, &live), Ok(3), "suspect beats down");
+        live.insert(3, Liveness::Down);
+        assert_eq!(view(9, &live), Err(NoRoute::AllDown));
+    }
+
+    #[test]
+    fn two_choices_take_the_less_loaded() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            offer(1, "1.0.0", &[]),
+            offer(2, "1.0.0", &[]),
+        ]);
+        let live = BTreeMap::new();
+        let load = BTreeMap::from([(1, 10), (2, 3)]);
+        let v = View {
+            catalog: &c,
+            local: 9,
+            liveness: &live,
+            load: &load,
+        };
+        let mut draw = counter();
+        for _ in 0..20 {
+            assert_eq!(choose(&v, want(&[]), &mut draw), Ok(2));
+        }
+    }
+
+    #[test]
+    fn equal_loads_spread_over_every_candidate() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            member(3),
+            member(4),
+            offer(1, "1.0.0", &[]),
+            offer(2, "1.0.0", &[]),
+            offer(3, "1.0.0", &[]),
+            offer(4, "1.0.0", &[]),
+        ]);
+        let live = BTreeMap::new();
+        let mut load = BTreeMap::new();
+        let mut draw = counter();
+        let mut chosen = BTreeMap::new();
+        for _ in 0..400 {
+            let n = choose(
+                &View {
+                    catalog: &c,
+                    local: 9,
+                    liveness: &live,
+                    load: &load,
+                },
+                want(&[]),
+                &mut draw,
+            )
+            .unwrap();
+            // The chosen node gets busier, as a forwarded call would make it.
+            *load.entry(n).or_insert(0) += 1;
+            *chosen.entry(n).or_insert(0u32) += 1;
+        }
+        assert_eq!(chosen.len(), 4, "{chosen:?}");
+        let (min, max) = (chosen.values().min(), chosen.values().max());
+        assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 10), "{chosen:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the catalog, liveness and load: a chosen node offers a matching entry of
+        /// the highest matching version and is not down; the local node wins when it is
+        /// among the best-liveness candidates; "all down" only when every offer is down.
+        #[test]
+        fn choices_obey_the_rules(
+            offers in proptest::collection::vec((1u64..6, 0u64..3, proptest::bool::ANY), 0..12),
+            down in proptest::collection::btree_set(1u64..6, 0..6),
+            suspect in proptest::collection::btree_set(1u64..6, 0..6),
+            loads in proptest::collection::btree_map(1u64..6, 0u64..5, 0..6),
+            local in 1u64..7,
+            seed in proptest::num::u64::ANY,
+        ) {
+            let mut cmds: Vec<CatalogCommand> = (1..6).map(member).collect();
+            for (node, minor, gpu) in &offers {
+                let res: &[&str] = if *gpu { &["gpu"] } else { &[] };
+                cmds.push(offer(*node, &format!("1.{minor}.0"), res));
+            }
+            let c = catalog(cmds);
+            let mut live = BTreeMap::new();
+            for n in &suspect { live.insert(*n, Liveness::Suspect); }
+            for n in &down { live.insert(*n, Liveness::Down); }
+            let gpu = ["gpu".to_string()];
+            for locs in [&[][..], &gpu[..]] {
+                let w = want(locs);
+                let mut x = seed;
+                let mut draw = move || { x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1); x >> 11 };
+                let v = View { catalog: &c, local, liveness: &live, load: &loads };
+                let best = candidates(&c, w);
+                match (choose(&v, w, &mut draw), &best) {
+                    (Ok(n), Some((version, nodes))) => {
+                        proptest::prop_assert!(nodes.contains(&n));
+                        proptest::prop_assert!(c.functions().any(|(m, f)| m == n && w.accepts(f) && f.version == *version));
+                        proptest::prop_assert!(n == local || live.get(&n) != Some(&Liveness::Down));
+                        // The local node counts as alive, so it is always among the best.
+                        if nodes.contains(&local) {
+                            proptest::prop_assert_eq!(n, local);
+                        }
+                    }
+                    (Err(NoRoute::NotFound), None) => {}
+                    (Err(NoRoute::AllDown), Some((_, nodes))) => {
+                        proptest::prop_assert!(nodes.iter().all(|m| *m != local && live.get(m) == Some(&Liveness::Down)));
+                    }
+                    (got, best) => proptest::prop_assert!(false, "{got:?} for {best:?}"),
+                }
+            }
+        }
+    }
+}
