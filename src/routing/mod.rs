@@ -14,6 +14,8 @@
 //!
 //! "Not found" is an answer about this moment's view; callers must not cache it.
 
+pub mod liveness;
+
 use std::collections::BTreeMap;
 
 use semver::Version;
