@@ -47,6 +47,24 @@ async fn three_nodes_share_one_catalog() {
 
     for node in [&a, &b, &c] {
         let map = wait_for_nodes(node.url(), 3).await;
+        let _ = map;
+        // Heartbeats flow between the members: every other node has answered one.
+        let client = Client::connect(node.url()).await.unwrap();
+        let mut polls = 0;
+        let map = loop {
+            let map = client.call("cluster_map", json!([])).await.unwrap();
+            let all_heard = map["nodes"].as_array().is_some_and(|ns| {
+                ns.iter().all(|n| {
+                    n["is_local"] == true || (n["status"] == "ok" && n["heartbeat_age_ms"].is_u64())
+                })
+            });
+            if all_heard {
+                break map;
+            }
+            polls += 1;
+            assert!(polls < 200, "not every member answered heartbeats: {map}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
 
         let nodes = map["nodes"].as_array().unwrap();
         let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();

@@ -181,8 +181,25 @@ fn a_killed_leader_restarts_from_its_data_dir_and_catches_up() {
         .expect("leader is one of them");
     let (_, mut killed) = nodes.remove(at);
     killed.kill9();
-    // A new leader among the survivors...
+    // Heartbeats stop: the survivors' cluster maps mark the killed node down (routing
+    // stops sending it work within 2 s of its death; polled here with slack for CI).
     let survivor = nodes[0].1.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cluster_map(&survivor).and_then(|m| {
+            m["nodes"].as_array().and_then(|ns| {
+                ns.iter()
+                    .find(|n| n["name"] == leader.as_str())
+                    .and_then(|n| n["status"].as_str().map(str::to_owned))
+            })
+        });
+        if status.as_deref() == Some("down") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{leader} is still {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A new leader among the survivors...
     let deadline = Instant::now() + Duration::from_secs(30);
     while leader_name(&survivor) == leader {
         assert!(

@@ -180,16 +180,25 @@ impl NodeInfo {
             .iter()
             .map(|v| {
                 let local = v.member.id == self.control.id;
-                // Load is known for this node only; peers' load arrives with gossip (later).
-                let (inflight, clients) = if local {
+                // This node's load from its counters; the others' from their heartbeats.
+                let (status, inflight, clients, heard) = if local {
                     let clients = self.stats.active_clients.load(Ordering::Relaxed);
-                    (self.stats.inflight(), clients)
+                    ("ok", self.stats.inflight() as u64, clients, None)
                 } else {
-                    (0, 0)
+                    let d = super::heartbeat::lock(&self.detector);
+                    let now = tokio::time::Instant::now();
+                    let status = match d.status(v.member.id, now) {
+                        crate::routing::Liveness::Alive => "ok",
+                        crate::routing::Liveness::Suspect => "suspect",
+                        crate::routing::Liveness::Down => "down",
+                    };
+                    let heard = d.age(v.member.id, now).map(|a| a.as_millis() as u64);
+                    (status, d.load(v.member.id), 0, heard)
                 };
                 let mut node = describe(v);
                 node.insert("region".into(), json!(""));
-                node.insert("status".into(), json!("ok"));
+                node.insert("status".into(), json!(status));
+                node.insert("heartbeat_age_ms".into(), json!(heard));
                 node.insert("is_local".into(), json!(local));
                 node.insert("is_leader".into(), json!(leader == Some(v.member.id)));
                 node.insert(

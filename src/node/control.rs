@@ -31,6 +31,8 @@ pub(crate) struct Control {
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
     cluster_id: String,
+    /// How to read this node's load (set once the node's stats exist).
+    pub(crate) load: Arc<std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>>,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
@@ -141,18 +143,21 @@ impl Control {
             restored,
             policy,
             cluster_id: settings.cluster_id.clone(),
+            load: Arc::default(),
             durable,
             env: env.clone(),
         })
     }
 
-    /// What the peer endpoint serves with.
+    /// What the peer endpoint serves with; `load` is this node's requests in flight.
     pub(crate) fn peer_service(&self) -> PeerService {
+        let load = self.load.clone();
         PeerService {
             raft: self.raft.clone(),
             env: self.env.clone(),
             policy: self.policy,
             cluster_id: self.cluster_id.clone(),
+            load: Arc::new(move || load.get().map_or(0, |f| f())),
         }
     }
 

@@ -3,6 +3,7 @@
 mod builtins;
 mod conn;
 mod control;
+mod heartbeat;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -97,6 +98,8 @@ pub(crate) struct NodeInfo {
     env: Env,
     stats: Arc<Stats>,
     control: Arc<control::Control>,
+    /// What heartbeats say of the other members.
+    detector: heartbeat::SharedDetector,
 }
 
 /// What every connection of a running node shares.
@@ -192,6 +195,11 @@ impl NodeBuilder {
         let raft_id = control.id;
         let node_id = format!("{}-{raft_id:016x}", self.settings.name);
         let stats = Arc::new(Stats::default());
+        {
+            let stats = stats.clone();
+            let _ = control.load.set(Box::new(move || stats.inflight() as u64));
+        }
+        let detector: heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
         resources.extend(registry.resources());
@@ -205,6 +213,7 @@ impl NodeBuilder {
             env: env.clone(),
             stats: stats.clone(),
             control: control.clone(),
+            detector: detector.clone(),
         });
         for f in [
             builtins::echo(),
@@ -262,6 +271,13 @@ impl NodeBuilder {
         tokio::spawn(crate::control::raft::supervise(
             control.peer_service(),
             control.catalog.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(heartbeat::run(
+            shared.env.clone(),
+            control.clone(),
+            shared.stats.clone(),
+            detector,
             shutdown_rx.clone(),
         ));
         let peers = registration.peers.clone();

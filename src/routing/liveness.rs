@@ -92,6 +92,18 @@ impl Detector {
         }
     }
 
+    /// How long ago `node` last answered (`None`: never).
+    pub fn age(&self, node: NodeId, now: Instant) -> Option<Duration> {
+        self.heard
+            .get(&node)
+            .map(|h| now.saturating_duration_since(h.at))
+    }
+
+    /// The load `node` reported with its last answer (0 if it never answered).
+    pub fn load(&self, node: NodeId) -> u64 {
+        self.heard.get(&node).map_or(0, |h| h.load)
+    }
+
     /// Every watched peer's liveness and last reported load, for a routing [`super::View`].
     pub fn snapshot(&self, now: Instant) -> (BTreeMap<NodeId, Liveness>, BTreeMap<NodeId, u64>) {
         let nodes = self.heard.keys().chain(self.watched_since.keys());

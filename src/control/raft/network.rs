@@ -52,6 +52,10 @@ pub enum RaftRequest {
     Ping,
     /// The leader confirms it still leads and says up to which log id a read must wait.
     ReadIndex,
+    /// Data-plane heartbeat: the sender's load; the answer carries the receiver's.
+    Heartbeat {
+        load: u64,
+    },
 }
 
 /// Why a membership change (join or leave) or a linearizable read was not done.
@@ -80,6 +84,7 @@ pub enum RaftReply {
     Leave(Result<(), MembershipError>),
     Pong,
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
+    Heartbeat { load: u64 },
 }
 
 /// Builds the client for each peer; all clients of one peer share one multiplexed link.
@@ -200,6 +205,15 @@ impl PeerClient {
         .await
     }
 
+    /// A heartbeat carrying this node's `load`; answers the peer's.
+    pub async fn heartbeat(&mut self, load: u64, ttl: Duration) -> io::Result<u64> {
+        self.expect(RaftRequest::Heartbeat { load }, ttl, |r| match r {
+            RaftReply::Heartbeat { load } => Some(load),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn read_index(
         &mut self,
         ttl: Duration,
@@ -313,6 +327,8 @@ pub struct PeerService {
     pub policy: MembershipPolicy,
     /// Links whose hello names another cluster are refused.
     pub cluster_id: String,
+    /// This node's load (requests in flight), sent back with heartbeats.
+    pub load: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// Deadline of a write this node forwards to the leader.
@@ -333,6 +349,9 @@ pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
             RaftReply::Leave(membership::leave(raft, service.policy, id).await)
         }
         RaftRequest::Ping => RaftReply::Pong,
+        RaftRequest::Heartbeat { load: _ } => RaftReply::Heartbeat {
+            load: (service.load)(),
+        },
         RaftRequest::ReadIndex => {
             RaftReply::ReadIndex(raft.ensure_linearizable().await.map_err(|e| match e {
                 RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {

@@ -1,0 +1,88 @@
+//! The data plane's heartbeats: every 250 ms the node sends its load to every other member
+//! of the catalog over the peer links and records each answer (with the peer's load) in the
+//! failure detector, which `cluster_map` reports and routing (issue 4) reads.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Stats;
+use super::control::Control;
+use crate::control::NodeId;
+use crate::control::raft::PeerClient;
+use crate::env::Env;
+use crate::routing::liveness::Detector;
+
+const EVERY: Duration = Duration::from_millis(250);
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The detector, shared by the heartbeat loop and its readers.
+pub(crate) type SharedDetector = Arc<Mutex<Detector>>;
+
+pub(crate) fn lock(d: &SharedDetector) -> std::sync::MutexGuard<'_, Detector> {
+    // Every update is whole; a poisoned detector is still consistent.
+    d.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs until shutdown.
+pub(crate) async fn run(
+    env: Env,
+    control: Arc<Control>,
+    stats: Arc<Stats>,
+    detector: SharedDetector,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut peers: BTreeMap<NodeId, PeerClient> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = super::stopping(&mut shutdown) => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+        // The other members and where to reach them, from this node's replica.
+        let members: BTreeMap<NodeId, String> = control.catalog.read(|s| {
+            s.catalog
+                .members()
+                .filter(|m| m.id != control.id)
+                .filter_map(|m| {
+                    let url = m.advertised_urls.first()?;
+                    Some((m.id, url.trim_start_matches("ws://").to_owned()))
+                })
+                .collect()
+        });
+        let now = Instant::now();
+        {
+            let mut d = lock(&detector);
+            for id in peers.keys().filter(|id| !members.contains_key(id)) {
+                d.forget(*id);
+            }
+            for id in members.keys() {
+                d.watch(*id, now);
+            }
+        }
+        peers.retain(|id, p| members.get(id).is_some_and(|a| a == p.addr()));
+        for (id, addr) in &members {
+            peers
+                .entry(*id)
+                .or_insert_with(|| PeerClient::to_addr(env.clone(), addr.clone()));
+        }
+        let load = stats.inflight() as u64;
+        let answers = join_all(
+            peers
+                .iter_mut()
+                .map(|(id, peer)| async move { (*id, peer.heartbeat(load, TIMEOUT).await) }),
+        )
+        .await;
+        let at = Instant::now();
+        let mut d = lock(&detector);
+        for (id, answer) in answers {
+            if let Ok(load) = answer {
+                d.heard(id, at, load);
+            }
+        }
+    }
+}
