@@ -194,6 +194,15 @@ fn a_killed_leader_restarts_from_its_data_dir_and_catches_up() {
             })
         });
         if status.as_deref() == Some("down") {
+            // The dead peer's unanswered heartbeats must not make the live one look dead.
+            let other = &nodes[1].0;
+            let map = cluster_map(&survivor).unwrap_or_default();
+            let other_status = map["nodes"].as_array().and_then(|ns| {
+                ns.iter()
+                    .find(|n| n["name"] == other.as_str())
+                    .map(|n| n["status"].clone())
+            });
+            assert_eq!(other_status, Some(serde_json::json!("ok")), "{map}");
             break;
         }
         assert!(Instant::now() < deadline, "{leader} is still {status:?}");
