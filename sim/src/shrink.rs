@@ -79,6 +79,8 @@ pub fn schedule() -> impl Strategy<Value = Vec<FaultEvent>> {
 /// The smallest failing schedule found, written out as a scenario.
 #[derive(Debug)]
 pub struct Shrunk {
+    /// The first failing schedule proptest drew, before shrinking.
+    pub first_failing: Vec<FaultEvent>,
     pub scenario: Scenario,
     pub message: String,
     pub path: PathBuf,
@@ -104,15 +106,20 @@ pub fn explore(seed: u64, cases: u32, checkers: &[(&str, Checker)]) -> Result<u3
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
     let mut runner = TestRunner::new_with_rng(config, rng);
     let base = base_scenario();
+    let first_failing: std::cell::RefCell<Option<Vec<FaultEvent>>> = Default::default();
     let outcome = runner.run(&schedule(), |faults| {
         let scenario = Scenario {
-            faults,
+            faults: faults.clone(),
             ..base.clone()
         };
         run_checked(&scenario, seed, checkers)
             .map(|_| ())
-            .map_err(|f| TestCaseError::fail(f.message))
+            .map_err(|f| {
+                first_failing.borrow_mut().get_or_insert(faults);
+                TestCaseError::fail(f.message)
+            })
     });
+    let first_failing = first_failing.into_inner().unwrap_or_default();
     match outcome {
         Ok(()) => Ok(cases),
         Err(TestError::Fail(reason, mut faults)) => {
@@ -126,12 +133,14 @@ pub fn explore(seed: u64, cases: u32, checkers: &[(&str, Checker)]) -> Result<u3
             };
             let path = write(&scenario, &reason.to_string());
             Err(Box::new(Shrunk {
+                first_failing,
                 scenario,
                 message: reason.to_string(),
                 path,
             }))
         }
         Err(TestError::Abort(reason)) => Err(Box::new(Shrunk {
+            first_failing,
             scenario: base,
             message: format!("proptest gave up: {reason}"),
             path: PathBuf::new(),

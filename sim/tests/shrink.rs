@@ -31,10 +31,10 @@ fn generated_fault_schedules_hold() {
 }
 
 /// The shrinker works: with a deliberately wrong checker planted ("the first leader stays
-/// leader"), a failing schedule is found, shrunk to at most two faults, written as a
-/// scenario file, and that file still fails the planted checker when replayed (while the
-/// real checkers pass on it: the schedule is survivable, only the planted property is
-/// wrong).
+/// leader"), a failing schedule is found and shrunk: to at most three faults, no more than
+/// it started with, and 1-minimal (without any one of its faults it passes). It is written
+/// as a scenario file that still fails the planted checker when replayed, while the real
+/// checkers pass on it (the schedule is survivable; only the planted property is wrong).
 #[test]
 fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
     let mut planted: Vec<(&str, Checker)> = ALL.to_vec();
@@ -51,9 +51,19 @@ fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
     );
     let faults = &shrunk.scenario.faults;
     assert!(
-        (1..=2).contains(&faults.len()),
-        "not shrunk enough: {faults:?}"
+        (1..=3).contains(&faults.len()) && faults.len() <= shrunk.first_failing.len(),
+        "not shrunk enough: {faults:?} from {:?}",
+        shrunk.first_failing
     );
+    for i in 0..faults.len() {
+        let mut fewer = shrunk.scenario.clone();
+        fewer.faults.remove(i);
+        assert!(
+            run_checked(&fewer, seed, &planted).is_ok(),
+            "not minimal: it still fails without {:?}",
+            faults[i]
+        );
+    }
     let replayed = Scenario::load(&shrunk.path).expect("the shrunk scenario was written");
     assert_eq!(replayed.faults, *faults);
     assert_eq!(replayed.seeds(), vec![seed]);
@@ -62,5 +72,9 @@ fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
     };
     assert!(again.message.contains("planted"), "{}", again.message);
     run_checked(&replayed, seed, &ALL).unwrap_or_else(|f| panic!("{}", f.report("shrink")));
-    eprintln!("shrunk to {faults:?} in {}", shrunk.path.display());
+    eprintln!(
+        "shrunk {} faults to {faults:?} in {}",
+        shrunk.first_failing.len(),
+        shrunk.path.display()
+    );
 }
