@@ -55,13 +55,12 @@ fn a_planted_bug_is_shrunk_to_a_small_replayable_schedule() {
         "not shrunk enough: {faults:?} from {:?}",
         shrunk.first_failing
     );
-    for i in 0..faults.len() {
+    for (i, fault) in faults.iter().enumerate() {
         let mut fewer = shrunk.scenario.clone();
         fewer.faults.remove(i);
         assert!(
             run_checked(&fewer, seed, &planted).is_ok(),
-            "not minimal: it still fails without {:?}",
-            faults[i]
+            "not minimal: it still fails without {fault:?}"
         );
     }
     let replayed = Scenario::load(&shrunk.path).expect("the shrunk scenario was written");
