@@ -68,6 +68,21 @@ pub struct RoundResult {
     pub max_us: u64,
 }
 
+impl RoundResult {
+    /// The round's figures from its latency histogram (µs) over `duration`.
+    pub(crate) fn new(h: &Histogram<u64>, errors: u64, duration: Duration) -> RoundResult {
+        RoundResult {
+            calls: h.len(),
+            errors,
+            calls_per_sec: h.len() as f64 / duration.as_secs_f64(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
 /// Medians over rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -238,16 +253,12 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
         }
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    Ok(RoundResult {
-        calls: h.len(),
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        calls_per_sec: h.len() as f64 / load.duration.as_secs_f64(),
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-    })
+    let h = hist.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(RoundResult::new(
+        &h,
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+        load.duration,
+    ))
 }
 
 fn describe(target: &str, r: &RoundResult) -> String {

@@ -97,24 +97,16 @@ pub async fn run_round(
                 }
                 if !ok {
                     // A fresh connection for the next write (this one may be broken).
-                    peer = PeerClient::to_addr(env.clone(), peer_addr(&peer));
+                    peer = PeerClient::to_addr(env.clone(), peer.addr().to_owned());
                 }
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    Ok(RoundResult {
-        calls: h.len(),
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        calls_per_sec: h.len() as f64 / load.duration.as_secs_f64(),
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-    })
-}
-
-fn peer_addr(peer: &PeerClient) -> String {
-    peer.addr().to_owned()
+    let h = hist.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(RoundResult::new(
+        &h,
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+        load.duration,
+    ))
 }

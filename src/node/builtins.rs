@@ -186,7 +186,7 @@ impl NodeInfo {
                     ("ok", self.stats.inflight() as u64, clients, None)
                 } else {
                     let d = super::heartbeat::lock(&self.detector);
-                    let now = tokio::time::Instant::now();
+                    let now = self.env.clock.now();
                     let status = match d.status(v.member.id, now) {
                         crate::routing::Liveness::Alive => "ok",
                         crate::routing::Liveness::Suspect => "suspect",

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
     CatalogStateMachine, LogStore, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
-    PeerService, Raft, SnapshotDisk, SqliteLogStore,
+    PeerService, Raft, SnapshotDisk, SqliteLogStore, read_index,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
@@ -83,8 +83,15 @@ impl Control {
         );
         let network = NetworkFactory::new(env.clone()).cluster(settings.cluster_id.clone());
         let err = |e: openraft::StorageError<u64>| e.to_string();
+        // Memory mode is a fresh in-memory disk that nobody else keeps.
+        let storage = match storage {
+            Storage::Configured(p) if p.mode != PersistenceMode::Sqlite => {
+                Storage::Memory(LogStore::default())
+            }
+            other => other,
+        };
         let (id, raft, catalog, restored, durable) = match storage {
-            Storage::Configured(p) if p.mode == PersistenceMode::Sqlite => {
+            Storage::Configured(p) => {
                 let path = p.sqlite_path();
                 let store = SqliteLogStore::open(&path)
                     .await
@@ -107,16 +114,6 @@ impl Control {
                     restored,
                     Some(DurableStore::Sqlite(store)),
                 )
-            }
-            Storage::Configured(_) => {
-                let disk = LogStore::default();
-                let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
-                    .await
-                    .map_err(err)?;
-                let raft = Raft::new(fresh_id, config, network, disk, catalog.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (fresh_id, raft, catalog, false, None)
             }
             Storage::Memory(disk) => {
                 let id = disk.node_id_or_insert(fresh_id);
@@ -164,18 +161,20 @@ impl Control {
     /// Waits until this replica has applied everything the leader had committed when the
     /// read began (a linearizable read).
     pub(crate) async fn linearizable(&self, timeout: Duration) -> Result<(), ReadError> {
-        let read_at = match self.raft.ensure_linearizable().await {
+        let read_at = match read_index(&self.raft).await {
             Ok(at) => at,
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                let Some(leader) = f.leader_node else {
-                    return Err(ReadError::NoLeader("no leader is known".into()));
-                };
+            Err(MembershipError::ForwardToLeader {
+                leader: Some(leader),
+            }) => {
                 let mut peer = PeerClient::to_addr(self.env.clone(), leader.addr);
                 match peer.read_index(timeout).await {
                     Ok(Ok(at)) => at,
                     Ok(Err(e)) => return Err(ReadError::NoLeader(e.to_string())),
                     Err(e) => return Err(ReadError::NoLeader(e.to_string())),
                 }
+            }
+            Err(MembershipError::ForwardToLeader { leader: None }) => {
+                return Err(ReadError::NoLeader("no leader is known".into()));
             }
             Err(e) => return Err(ReadError::NoLeader(e.to_string())),
         };

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::Stats;
 use super::control::Control;
@@ -56,7 +55,7 @@ pub(crate) async fn run(
                 })
                 .collect()
         });
-        let now = Instant::now();
+        let now = env.clock.now();
         {
             let mut d = lock(&detector);
             for id in peers.keys().filter(|id| !members.contains_key(id)) {
@@ -79,7 +78,7 @@ pub(crate) async fn run(
                 .map(|(id, peer)| async move { (*id, peer.heartbeat(load, TIMEOUT).await) }),
         )
         .await;
-        let at = Instant::now();
+        let at = env.clock.now();
         let mut d = lock(&detector);
         for (id, answer) in answers {
             if let Ok(load) = answer {

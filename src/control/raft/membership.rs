@@ -109,16 +109,24 @@ pub async fn leave(raft: &Raft, policy: MembershipPolicy, id: u64) -> Result<(),
             .map_err(membership_error)?;
     } else {
         // Not a member (any more): leaving is done. Only the leader can know that.
-        raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-                MembershipError::ForwardToLeader {
-                    leader: f.leader_node,
-                }
-            }
-            other => MembershipError::Failed(other.to_string()),
-        })?;
+        read_index(raft).await?;
     }
     Ok(())
+}
+
+/// The leader's read index (`ensure_linearizable`: it confirms its leadership with a
+/// quorum); on a follower, where the leader is.
+pub(crate) async fn read_index(
+    raft: &Raft,
+) -> Result<Option<openraft::LogId<u64>>, MembershipError> {
+    raft.ensure_linearizable().await.map_err(|e| match e {
+        RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+            MembershipError::ForwardToLeader {
+                leader: f.leader_node,
+            }
+        }
+        other => MembershipError::Failed(other.to_string()),
+    })
 }
 
 /// What the supervisor decides to change in one round (pure, so it is tested alone).
@@ -205,14 +213,14 @@ pub async fn supervise(
         }
         peers.retain(|id, _| nodes.contains_key(id));
         last_seen.retain(|id, _| nodes.contains_key(id));
-        let start = Instant::now();
+        let start = service.env.clock.now();
         for (id, node) in nodes.iter().filter(|(id, _)| **id != me) {
             let peer = peers
                 .entry(*id)
                 .or_insert_with(|| PeerClient::to_addr(service.env.clone(), node.addr.clone()));
             match peer.ping(PROBE_TIMEOUT).await {
                 Ok(()) => {
-                    last_seen.insert(*id, Instant::now());
+                    last_seen.insert(*id, service.env.clock.now());
                 }
                 Err(_) => {
                     // A fresh connection next time; a first miss counts from now.
@@ -228,7 +236,7 @@ pub async fn supervise(
             &voters,
             &learners,
             &last_seen,
-            Instant::now(),
+            service.env.clock.now(),
         ) {
             tracing::info!(?voters, ?next, "changing the voters");
             if let Err(e) = service.raft.change_membership(next, true).await {

@@ -13,6 +13,7 @@ mod store;
 use std::io::Cursor;
 
 pub use link::{RAFT_PATH, serve_peer};
+pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{
     JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RaftReply, RaftRequest,

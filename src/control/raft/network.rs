@@ -352,16 +352,7 @@ pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
         RaftRequest::Heartbeat { load: _ } => RaftReply::Heartbeat {
             load: (service.load)(),
         },
-        RaftRequest::ReadIndex => {
-            RaftReply::ReadIndex(raft.ensure_linearizable().await.map_err(|e| match e {
-                RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-                    MembershipError::ForwardToLeader {
-                        leader: f.leader_node,
-                    }
-                }
-                other => MembershipError::Failed(other.to_string()),
-            }))
-        }
+        RaftRequest::ReadIndex => RaftReply::ReadIndex(membership::read_index(raft).await),
     }
 }
 

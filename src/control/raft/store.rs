@@ -67,6 +67,13 @@ struct DiskState {
     node_id: Option<u64>,
 }
 
+impl DiskState {
+    /// The live log changed from index `i` on: the next sync copies from there.
+    fn mark_dirty(&mut self, i: u64) {
+        self.dirty_from = Some(self.dirty_from.map_or(i, |f| f.min(i)));
+    }
+}
+
 /// The Raft log of one node (a simulated disk; see the module comment).
 #[derive(Clone, Default)]
 pub struct LogStore(Arc<Mutex<DiskState>>);
@@ -238,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut d = lock(&self.0);
             for e in entries {
                 let i = e.log_id.index;
-                d.dirty_from = Some(d.dirty_from.map_or(i, |f| f.min(i)));
+                d.mark_dirty(i);
                 d.live.entries.insert(i, e);
             }
             d.waiting.push(callback);
@@ -263,7 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut d = lock(&self.0);
         let i = log_id.index;
-        d.dirty_from = Some(d.dirty_from.map_or(i, |f| f.min(i)));
+        d.mark_dirty(i);
         d.live.entries.split_off(&i);
         Ok(())
     }
