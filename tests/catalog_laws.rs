@@ -28,6 +28,7 @@ fn function(name: u8, id: u8, minor: u64) -> FunctionEntry {
         function_id: format!("id{id}"),
         version: Version::new(1, minor, 0),
         resources: BTreeSet::new(),
+        idempotent: minor.is_multiple_of(2),
     }
 }
 

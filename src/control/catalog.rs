@@ -41,6 +41,8 @@ pub struct FunctionEntry {
     pub function_id: String,
     pub version: Version,
     pub resources: BTreeSet<String>,
+    /// Safe to run twice for one request (retried elsewhere if its node fails mid-call).
+    pub idempotent: bool,
 }
 
 /// Delivery settings of a queue (SQS-like).

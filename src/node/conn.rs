@@ -25,10 +25,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
+use super::worker::Worker;
 use crate::control::raft::{RAFT_PATH, serve_peer};
 use crate::env::BoxStream;
 use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
-use crate::rpc::execute;
+use crate::rpc::execute_in;
 
 type Ws = WebSocketStream<BoxStream>;
 
@@ -156,10 +157,35 @@ enum Event {
     Frame(Option<Result<Message, tungstenite::Error>>),
     /// The socket failed while writing: the client is gone.
     WriteFailed,
+    /// A call for the worker on the other end.
+    ToWorker(Message),
 }
 
 impl<'a> Connection<'a> {
-    async fn serve(&self, mut ws: Ws, mut shutdown: watch::Receiver<bool>) {
+    async fn serve(&self, ws: Ws, shutdown: watch::Receiver<bool>) {
+        let mut worker = None;
+        self.serve_frames(ws, shutdown, &mut worker).await;
+        // A worker's functions leave with its connection.
+        if let Some(w) = worker {
+            let which = w.end();
+            if !which.is_empty() {
+                self.shared.functions.remove(&which);
+                let functions = self.shared.functions.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = functions.unpublish(which).await {
+                        tracing::warn!(error = %e, "a disconnected worker's functions stay in the catalog");
+                    }
+                });
+            }
+        }
+    }
+
+    async fn serve_frames(
+        &self,
+        mut ws: Ws,
+        mut shutdown: watch::Receiver<bool>,
+        worker: &mut Option<Worker>,
+    ) {
         let stop = super::stopping(&mut shutdown);
         tokio::pin!(stop);
         let mut draining = false;
@@ -185,22 +211,29 @@ impl<'a> Connection<'a> {
                     stop.as_mut(),
                     draining,
                     self.max_inflight,
+                    worker.as_mut().map(|w| &mut w.outbox),
                 )
             })
             .await;
             match event {
                 Event::Stop => draining = true,
-                Event::Finished(reply) => out.push_back(reply),
+                Event::Finished(reply) | Event::ToWorker(reply) => out.push_back(reply),
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
                     t.as_bytes(),
                     FrameKind::Text,
                     draining,
                     &mut running,
                     &mut out,
+                    worker,
                 ),
-                Event::Frame(Some(Ok(Message::Binary(b)))) => {
-                    self.on_frame(&b, FrameKind::Binary, draining, &mut running, &mut out)
-                }
+                Event::Frame(Some(Ok(Message::Binary(b)))) => self.on_frame(
+                    &b,
+                    FrameKind::Binary,
+                    draining,
+                    &mut running,
+                    &mut out,
+                    worker,
+                ),
                 // Ping/pong: tungstenite answers pings itself.
                 Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
                 }
@@ -221,6 +254,7 @@ impl<'a> Connection<'a> {
 
     /// Starts the request in `bytes`, or queues the immediate reply to a frame that is not
     /// one (or to any request while draining).
+    #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
     fn on_frame(
         &self,
         bytes: &[u8],
@@ -228,10 +262,30 @@ impl<'a> Connection<'a> {
         draining: bool,
         running: &mut FuturesUnordered<RequestFuture<'a>>,
         out: &mut VecDeque<Message>,
+        worker: &mut Option<Worker>,
     ) {
         let max = self.shared.settings.max_message_bytes;
         let req = match decode_frame(bytes) {
             Ok(Incoming::Rpc(req)) => req,
+            Ok(Incoming::CallResult(result)) => {
+                match worker {
+                    Some(w) => w.answer(result),
+                    None => {
+                        tracing::debug!(u = %result.u, "call-result on a connection that registered nothing")
+                    }
+                }
+                return;
+            }
+            Ok(Incoming::Register(reg)) => {
+                if draining {
+                    let reply = RpcReply::failure(
+                        Value::String(reg.u),
+                        WireError::new(ErrorCode::ShuttingDown, "node is draining"),
+                    );
+                    return out.push_back(kind.frame(&reply, max));
+                }
+                return self.register_worker(reg, kind, running, out, worker);
+            }
             Err(e) => {
                 let reply = RpcReply::failure(e.u, WireError::new(e.code, e.message));
                 return out.push_back(kind.frame(&reply, max));
@@ -250,7 +304,14 @@ impl<'a> Connection<'a> {
         let shared = self.shared;
         let registry = shared.registry();
         let mut request: RequestFuture<'a> = Box::pin(async move {
-            let reply = execute(&registry, shared.env.clock.as_ref(), shared.limits, req).await;
+            let reply = execute_in(
+                &registry,
+                Some(&*shared.peers),
+                shared.env.clock.as_ref(),
+                shared.limits,
+                req,
+            )
+            .await;
             kind.frame(&reply, max)
         });
         // Most requests complete on their first poll; only those that wait join `running`
@@ -260,6 +321,60 @@ impl<'a> Connection<'a> {
             Poll::Ready(reply) => out.push_back(reply),
             Poll::Pending => running.push(request),
         }
+    }
+
+    /// Registers a worker's functions here (callable at once) and answers once the catalog
+    /// has them (routable from every node).
+    fn register_worker(
+        &self,
+        reg: crate::protocol::RegisterRequest,
+        kind: FrameKind,
+        running: &mut FuturesUnordered<RequestFuture<'a>>,
+        out: &mut VecDeque<Message>,
+        worker: &mut Option<Worker>,
+    ) {
+        let max = self.shared.settings.max_message_bytes;
+        let u = Value::String(reg.u.clone());
+        let w = worker.get_or_insert_with(Worker::new);
+        let entries = match self.shared.functions.add(w.functions(&reg)) {
+            Ok(entries) => entries,
+            Err(e) => {
+                let reply =
+                    RpcReply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
+                return out.push_back(kind.frame(&reply, max));
+            }
+        };
+        w.serving(&entries);
+        let functions = &self.shared.functions;
+        running.push(Box::pin(async move {
+            let reply = match functions.publish(entries.clone()).await {
+                Ok(()) => {
+                    let listed: Vec<Value> = entries
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "name": e.name,
+                                "function_id": e.function_id,
+                                "version": e.version.to_string(),
+                                "resources": e.resources,
+                                "idempotent": e.idempotent,
+                            })
+                        })
+                        .collect();
+                    let mut r = serde_json::Map::new();
+                    r.insert("registered".into(), Value::Array(listed));
+                    RpcReply::success(u, r)
+                }
+                Err(e) => RpcReply::failure(
+                    u,
+                    WireError::new(
+                        ErrorCode::ClusterUnavailable,
+                        format!("registered on this node, but not in the cluster catalog: {e}"),
+                    ),
+                ),
+            };
+            kind.frame(&reply, max)
+        }));
     }
 
     async fn on_read_error(&self, ws: Ws, out: VecDeque<Message>, e: tungstenite::Error) {
@@ -305,6 +420,7 @@ fn poll_event<'a>(
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
     max_inflight: usize,
+    to_worker: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
 ) -> Poll<Event> {
     use futures_util::StreamExt;
     while !out.is_empty() {
@@ -327,8 +443,17 @@ fn poll_event<'a>(
     if let Poll::Ready(Some(reply)) = running.poll_next_unpin(cx) {
         return Poll::Ready(Event::Finished(reply));
     }
-    // Read only with room for another request and no backlog of unsent replies.
-    if running.len() < max_inflight
+    let worker = to_worker.is_some();
+    if out.len() < max_inflight
+        && let Some(calls) = to_worker
+        && let Poll::Ready(Some(call)) = calls.poll_recv(cx)
+    {
+        return Poll::Ready(Event::ToWorker(call));
+    }
+    // Read only with room for another request and no backlog of unsent replies. A worker's
+    // connection is read regardless of its running requests: the answers its requests may
+    // be waiting for arrive on it.
+    if (worker || running.len() < max_inflight)
         && out.len() < max_inflight
         && let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx)
     {

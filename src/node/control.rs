@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
     CatalogStateMachine, LogStore, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
-    PeerService, Raft, SnapshotDisk, SqliteLogStore, read_index,
+    PeerService, Raft, SnapshotDisk, SqliteLogStore, StepRunner, read_index,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
@@ -33,6 +33,10 @@ pub(crate) struct Control {
     cluster_id: String,
     /// How to read this node's load (set once the node's stats exist).
     pub(crate) load: Arc<std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>>,
+    /// How to run forwarded steps (set once the node's functions exist).
+    pub(crate) steps: Arc<std::sync::OnceLock<StepRunner>>,
+    /// The peer links, shared by Raft, heartbeats and forwarded steps: one per peer.
+    pub(crate) network: NetworkFactory,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
@@ -104,7 +108,7 @@ impl Control {
                 let catalog = CatalogStateMachine::open(SnapshotDisk::Sqlite(store.clone()))
                     .await
                     .map_err(err)?;
-                let raft = Raft::new(id, config, network, store.clone(), catalog.clone())
+                let raft = Raft::new(id, config, network.clone(), store.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
                 (
@@ -121,7 +125,7 @@ impl Control {
                 let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
                     .await
                     .map_err(err)?;
-                let raft = Raft::new(id, config, network, disk.clone(), catalog.clone())
+                let raft = Raft::new(id, config, network.clone(), disk.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
                 (
@@ -141,6 +145,8 @@ impl Control {
             policy,
             cluster_id: settings.cluster_id.clone(),
             load: Arc::default(),
+            steps: Arc::default(),
+            network,
             durable,
             env: env.clone(),
         })
@@ -155,6 +161,7 @@ impl Control {
             policy: self.policy,
             cluster_id: self.cluster_id.clone(),
             load: Arc::new(move || load.get().map_or(0, |f| f())),
+            steps: self.steps.clone(),
         }
     }
 

@@ -20,6 +20,10 @@ const EVERY: Duration = Duration::from_millis(250);
 /// A round waits for its slowest answer; with this deadline a dead peer cannot stretch the
 /// rounds past 500 ms, so live peers are heard well within the 750 ms suspicion threshold.
 const TIMEOUT: Duration = Duration::from_millis(250);
+/// Consecutive unanswered heartbeats after which the link to that peer is dropped and
+/// reopened: one lost in a partition never recovers (nothing arrives on it again), while a
+/// single slow answer on a busy link must not cut the forwarded steps riding on it.
+const MISSES_BEFORE_RESET: u32 = 4;
 
 /// The detector, shared by the heartbeat loop and its readers.
 pub(crate) type SharedDetector = Arc<Mutex<Detector>>;
@@ -38,6 +42,7 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut peers: BTreeMap<NodeId, PeerClient> = BTreeMap::new();
+    let mut misses: BTreeMap<NodeId, u32> = BTreeMap::new();
     loop {
         tokio::select! {
             biased;
@@ -69,7 +74,7 @@ pub(crate) async fn run(
         for (id, addr) in &members {
             peers
                 .entry(*id)
-                .or_insert_with(|| PeerClient::to_addr(env.clone(), addr.clone()));
+                .or_insert_with(|| control.network.peer(*id, addr));
         }
         let load = stats.inflight() as u64;
         let answers = join_all(
@@ -79,10 +84,29 @@ pub(crate) async fn run(
         )
         .await;
         let at = env.clock.now();
-        let mut d = lock(&detector);
-        for (id, answer) in answers {
-            if let Ok(load) = answer {
-                d.heard(id, at, load);
+        misses.retain(|id, _| peers.contains_key(id));
+        let mut silent = Vec::new();
+        {
+            let mut d = lock(&detector);
+            for (id, answer) in answers {
+                let missed = misses.entry(id).or_insert(0);
+                match answer {
+                    Ok(load) => {
+                        *missed = 0;
+                        d.heard(id, at, load);
+                    }
+                    Err(_) => {
+                        *missed += 1;
+                        if (*missed).is_multiple_of(MISSES_BEFORE_RESET) {
+                            silent.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        for id in silent {
+            if let Some(peer) = peers.get(&id) {
+                peer.reset().await;
             }
         }
     }

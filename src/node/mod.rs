@@ -3,7 +3,10 @@
 mod builtins;
 mod conn;
 mod control;
+mod functions;
 mod heartbeat;
+mod peers;
+mod worker;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -43,15 +46,22 @@ pub(crate) struct Stats {
     /// contended cache line; readers sum them.
     connections: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<AtomicUsize>>>,
     next_connection: std::sync::atomic::AtomicU64,
+    /// Steps other nodes forwarded here, running now.
+    pub(crate) steps_running: AtomicUsize,
 }
 
 impl Shared {
     pub(crate) fn registry(&self) -> Arc<Registry> {
-        // Only whole sets are swapped in; a poisoned lock still holds a whole set.
-        self.registry
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.functions.current()
+    }
+}
+
+/// Counts a forwarded step as finished however its future ends (cancelled included).
+struct StepDone<'a>(&'a Stats);
+
+impl Drop for StepDone<'_> {
+    fn drop(&mut self) {
+        self.0.steps_running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -70,10 +80,12 @@ impl Stats {
 
     /// Requests running on the node now.
     pub(crate) fn inflight(&self) -> usize {
-        self.lock_connections()
+        let requests: usize = self
+            .lock_connections()
             .values()
             .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+            .sum();
+        requests + self.steps_running.load(Ordering::Relaxed)
     }
 
     fn lock_connections(
@@ -110,11 +122,13 @@ pub(crate) struct Shared {
     settings: Settings,
     /// The functions calls run against. A request takes the current set when it starts;
     /// registering at run time swaps in a new set.
-    registry: Arc<std::sync::RwLock<Arc<Registry>>>,
+    functions: Arc<functions::Functions>,
     limits: ExecLimits,
     stats: Arc<Stats>,
     /// This node's replica of the cluster catalog.
     control: Arc<control::Control>,
+    /// Where steps this node cannot run go.
+    peers: Arc<peers::Peers>,
 }
 
 /// Entry point: `Node::builder(settings)`.
@@ -237,15 +251,7 @@ impl NodeBuilder {
                 &url,
                 &self.settings.resources,
             ),
-            functions: registry
-                .specs()
-                .map(|s| crate::control::FunctionEntry {
-                    name: s.name.clone(),
-                    function_id: s.function_id.clone(),
-                    version: s.version.clone(),
-                    resources: s.resources.clone(),
-                })
-                .collect(),
+            functions: registry.specs().map(functions::entry).collect(),
             peers: self
                 .settings
                 .peers
@@ -256,18 +262,44 @@ impl NodeBuilder {
                 })
                 .collect(),
         };
-        let registry = Arc::new(std::sync::RwLock::new(Arc::new(registry)));
+        let (registered_tx, registered) = watch::channel(false);
+        let functions = Arc::new(functions::Functions::new(
+            registry,
+            self.settings.resources.clone(),
+            control.clone(),
+            registered.clone(),
+        ));
+        let limits = self.settings.exec_limits();
+        {
+            let (functions, stats) = (functions.clone(), stats.clone());
+            let runner: crate::control::raft::StepRunner = Box::new(move |step| {
+                let registry = functions.current();
+                let stats = stats.clone();
+                Box::pin(async move {
+                    stats.steps_running.fetch_add(1, Ordering::Relaxed);
+                    let _done = StepDone(&stats);
+                    crate::rpc::run_step(&registry, limits, step).await
+                })
+            });
+            let _ = control.steps.set(runner);
+        }
+        let peers = Arc::new(peers::Peers {
+            control: control.clone(),
+            detector: detector.clone(),
+            env: env.clone(),
+            sent: Arc::default(),
+        });
         let shared = Arc::new(Shared {
+            peers,
             peer_links_closed: watch::channel(false).0,
             control: control.clone(),
-            limits: self.settings.exec_limits(),
+            limits,
             env,
             settings: self.settings,
-            registry: registry.clone(),
+            functions: functions.clone(),
             stats,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (registered_tx, registered) = watch::channel(false);
         tokio::spawn(crate::control::raft::supervise(
             control.peer_service(),
             control.catalog.clone(),
@@ -287,13 +319,11 @@ impl NodeBuilder {
             shutdown_rx.clone(),
             registered_tx,
         ));
-        let node_resources = shared.settings.resources.clone();
         let task = tokio::spawn(serve(shared, listener, shutdown_rx, peers));
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
-            registry,
-            node_resources,
+            functions,
             registered,
             local_addr,
             url,
@@ -318,8 +348,7 @@ fn advertised_url(bound: SocketAddr) -> String {
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     control: Arc<control::Control>,
-    registry: Arc<std::sync::RwLock<Arc<Registry>>>,
-    node_resources: BTreeSet<String>,
+    functions: Arc<functions::Functions>,
     local_addr: SocketAddr,
     url: String,
     node_id: String,
@@ -374,32 +403,8 @@ impl RunningNode {
     /// Registers `f` on the running node and, once the node is in the cluster catalog,
     /// commits it there (so every node sees it). Calls on this node find it at once.
     pub async fn register(&self, f: Function) -> Result<(), NodeError> {
-        let f = f.add_resources(self.node_resources.iter().cloned());
-        let entry = {
-            let mut slot = self
-                .registry
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut next = Registry::clone(&slot);
-            let spec = next.register(f)?.spec.clone();
-            *slot = Arc::new(next);
-            crate::control::FunctionEntry {
-                name: spec.name,
-                function_id: spec.function_id,
-                version: spec.version,
-                resources: spec.resources,
-            }
-        };
-        if !self.registered().await {
-            return Err(NodeError::Control("the node stopped before joining".into()));
-        }
-        self.control
-            .propose(crate::control::CatalogCommand::RegisterFunctions {
-                node: self.control.id,
-                functions: vec![entry],
-            })
-            .await
-            .map_err(NodeError::Control)
+        let entries = self.functions.add(vec![f])?;
+        self.functions.publish(entries).await
     }
 
     /// Removes `name` (one `version`, or all) from the running node and from the catalog;
@@ -409,26 +414,9 @@ impl RunningNode {
         name: &str,
         version: Option<&semver::Version>,
     ) -> Result<usize, NodeError> {
-        let removed = {
-            let mut slot = self
-                .registry
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut next = Registry::clone(&slot);
-            let removed = next.unregister(name, version);
-            *slot = Arc::new(next);
-            removed
-        };
-        if !self.registered().await {
-            return Err(NodeError::Control("the node stopped before joining".into()));
-        }
-        self.control
-            .propose(crate::control::CatalogCommand::UnregisterFunctions {
-                node: self.control.id,
-                functions: vec![(name.to_owned(), version.cloned())],
-            })
-            .await
-            .map_err(NodeError::Control)?;
+        let which = vec![(name.to_owned(), version.cloned())];
+        let removed = self.functions.remove(&which);
+        self.functions.unpublish(which).await?;
         Ok(removed)
     }
 

@@ -37,9 +37,13 @@ pub enum ErrorCode {
     /// A request grew past a node limit while running (resolved argument bytes, nesting
     /// depth of a value, size of the reply).
     LimitExceeded,
-    /// The control plane could not serve the request: no leader confirmed a linearizable
-    /// read (no quorum reachable), or this replica did not catch up in time.
+    /// The cluster could not serve the request: no leader confirmed a linearizable read (no
+    /// quorum reachable), this replica did not catch up in time, or every node that offers
+    /// a step's function is down or unreachable.
     ClusterUnavailable,
+    /// A step's node failed after receiving it and the function is not idempotent: the
+    /// step may have run, so it was not retried.
+    StepLost,
     /// The node is shutting down and takes no new requests.
     ShuttingDown,
     /// A node-internal failure (a bug); the message says what.
@@ -48,7 +52,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::CommandNotFound,
         ErrorCode::ExecutionFailed,
         ErrorCode::TimeoutOrBadRole,
@@ -64,6 +68,7 @@ impl ErrorCode {
         ErrorCode::TooManyCommands,
         ErrorCode::LimitExceeded,
         ErrorCode::ClusterUnavailable,
+        ErrorCode::StepLost,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -86,6 +91,7 @@ impl ErrorCode {
             ErrorCode::TooManyCommands => 1015,
             ErrorCode::LimitExceeded => 1016,
             ErrorCode::ClusterUnavailable => 1017,
+            ErrorCode::StepLost => 1018,
             ErrorCode::ShuttingDown => 1020,
         }
     }
@@ -109,6 +115,7 @@ impl ErrorCode {
             ErrorCode::TooManyCommands => "Too many commands",
             ErrorCode::LimitExceeded => "Limit exceeded",
             ErrorCode::ClusterUnavailable => "Cluster unavailable",
+            ErrorCode::StepLost => "Step lost",
             ErrorCode::ShuttingDown => "Node shutting down",
         }
     }

@@ -6,12 +6,16 @@
 
 use serde_json::Value;
 
-use super::{ErrorCode, Role, RpcCommand, RpcRequest};
+use super::{CallResult, ErrorCode, RegisterRequest, Role, RpcCommand, RpcRequest};
 
 /// A decoded client message.
 #[derive(Debug)]
 pub enum Incoming {
     Rpc(RpcRequest),
+    /// A worker registers the functions it serves.
+    Register(RegisterRequest),
+    /// A worker answers a call.
+    CallResult(CallResult),
 }
 
 /// Why a frame was rejected; answered with an error reply carrying `u` when it could be read.
@@ -43,7 +47,36 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
                 message: bad_role(None),
             }),
         },
-        Err(first) => Err(diagnose(bytes, &first)),
+        Err(first) => worker_message(bytes).unwrap_or_else(|| Err(diagnose(bytes, &first))),
+    }
+}
+
+/// A worker's message (`register`, `call-result`), or `None` for anything else.
+fn worker_message(bytes: &[u8]) -> Option<Result<Incoming, DecodeError>> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        role: String,
+        #[serde(default)]
+        u: Value,
+    }
+    let head: Head = serde_json::from_slice(bytes).ok()?;
+    let invalid = |e: serde_json::Error| DecodeError {
+        u: head.u.clone(),
+        code: ErrorCode::InvalidRequest,
+        message: format!("`{}` message: {e}", head.role),
+    };
+    match head.role.as_str() {
+        "register" => Some(
+            serde_json::from_slice(bytes)
+                .map(Incoming::Register)
+                .map_err(invalid),
+        ),
+        "call-result" => Some(
+            serde_json::from_slice(bytes)
+                .map(Incoming::CallResult)
+                .map_err(invalid),
+        ),
+        _ => None,
     }
 }
 
@@ -161,12 +194,37 @@ mod tests {
 
     #[test]
     fn minimal_request_decodes() {
-        let Incoming::Rpc(req) = decode_frame(
+        let Ok(Incoming::Rpc(req)) = decode_frame(
             br#"{"role":"rpc","u":"r","cmds":[{"name":"e","fun":"echo","args":["hi"]}]}"#,
-        )
-        .unwrap();
+        ) else {
+            panic!("not an rpc request");
+        };
         assert_eq!(req.u, "r");
         assert_eq!(req.cmds[0].args, vec![Value::String("hi".into())]);
+    }
+
+    #[test]
+    fn worker_messages_decode_and_their_defects_are_1006() {
+        let Ok(Incoming::Register(reg)) = decode_frame(
+            br#"{"role":"register","u":"r1","functions":[{"name":"f","resources":["gpu"]}]}"#,
+        ) else {
+            panic!("not a registration");
+        };
+        assert_eq!(
+            (reg.u.as_str(), reg.functions[0].version.as_str()),
+            ("r1", "1.0.0")
+        );
+        let Ok(Incoming::CallResult(res)) =
+            decode_frame(br#"{"role":"call-result","u":"c1","error":{"message":"no"}}"#)
+        else {
+            panic!("not a call result");
+        };
+        assert_eq!(res.failure().as_deref(), Some("no"));
+        let e = err(r#"{"role":"register","u":"r2","functions":[{"version":"1"}]}"#);
+        assert_eq!(
+            (e.code, e.u),
+            (ErrorCode::InvalidRequest, Value::from("r2"))
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 mod codes;
 mod decode;
 mod message;
+mod worker;
 
 pub use codes::ErrorCode;
 pub use decode::{DecodeError, Incoming, decode_frame};
 pub use message::{
     ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, WireError,
 };
+pub use worker::{CallResult, RegisterRequest, WorkerCall, WorkerFunction};

@@ -37,9 +37,13 @@ pub enum CallError {
     /// The function ran and returned an error.
     #[error("{0}")]
     Failed(String),
-    /// A built-in needed the control plane and it could not answer (code 1017).
+    /// A built-in needed the control plane and it could not answer, or the worker serving
+    /// the function is gone before the call reached it (code 1017).
     #[error("{0}")]
     Unavailable(String),
+    /// Whatever ran the call went away before answering: it may have run (code 1018).
+    #[error("{0}")]
+    Lost(String),
 }
 
 /// A callable registered function.

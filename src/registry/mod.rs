@@ -21,6 +21,7 @@ pub struct Function {
     function_id: Option<String>,
     version: String,
     resources: BTreeSet<String>,
+    idempotent: bool,
     params: Option<Vec<String>>,
     /// `None` for raw handlers, which take any number of arguments.
     arity: Option<usize>,
@@ -47,6 +48,7 @@ impl Function {
             function_id: None,
             version: "1.0.0".to_owned(),
             resources: BTreeSet::new(),
+            idempotent: false,
             params: None,
             arity: Some(F::arity()),
             make: Box::new(move |params| f.into_handler(params)),
@@ -64,6 +66,7 @@ impl Function {
             function_id: None,
             version: "1.0.0".to_owned(),
             resources: BTreeSet::new(),
+            idempotent: false,
             params: None,
             arity: None,
             make: Box::new(move |_| Arc::new(handler::Raw(f))),
@@ -83,6 +86,13 @@ impl Function {
     }
 
     /// Resources this function offers; a command's `locs` must be a subset.
+    /// Marks the function safe to run more than once for one request: when its node fails
+    /// mid-call, the step is retried on another node instead of failing the request.
+    pub fn idempotent(mut self, idempotent: bool) -> Function {
+        self.idempotent = idempotent;
+        self
+    }
+
     pub fn resources<I, S>(mut self, resources: I) -> Function
     where
         I: IntoIterator<Item = S>,
@@ -120,6 +130,7 @@ pub struct FunctionSpec {
     pub function_id: String,
     pub version: Version,
     pub resources: BTreeSet<String>,
+    pub idempotent: bool,
 }
 
 /// A registered function: its spec, parameter names and handler.
@@ -232,6 +243,7 @@ impl Registry {
                 function_id,
                 version,
                 resources: f.resources,
+                idempotent: f.idempotent,
             },
             handler: (f.make)(params.clone()),
             params,

@@ -79,6 +79,19 @@ impl VersionConstraint {
         }
     }
 
+    /// Matches `v` alone (build metadata aside).
+    pub fn exactly(v: &Version) -> VersionConstraint {
+        VersionConstraint(Rule::Semver(VersionReq {
+            comparators: vec![semver::Comparator {
+                op: semver::Op::Exact,
+                major: v.major,
+                minor: Some(v.minor),
+                patch: Some(v.patch),
+                pre: v.pre.clone(),
+            }],
+        }))
+    }
+
     pub fn matches(&self, v: &Version) -> bool {
         match &self.0 {
             Rule::Clauses(cs) => cs.iter().all(|c| c.matches(v)),

@@ -9,7 +9,7 @@
 //! 1. nodes known to be down are never chosen, and alive ones are preferred to suspect ones;
 //! 2. the local node runs it if it can (no hop);
 //! 3. otherwise "power of two choices": two distinct candidates drawn with the caller's
-//!    (seeded) randomness, the less loaded one wins (ties: the lower id). This spreads load
+//!    (seeded) randomness, the less loaded one wins (ties: the first drawn). This spreads load
 //!    almost as well as asking everyone, without herding on one stale "least loaded" node.
 //!
 //! "Not found" is an answer about this moment's view; callers must not cache it.
@@ -86,6 +86,37 @@ pub fn candidates(catalog: &Catalog, want: Want<'_>) -> Option<(Version, Vec<Nod
     best
 }
 
+/// Where a step goes: the node, the version it offers, and whether that function may run
+/// twice for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub node: NodeId,
+    pub version: Version,
+    pub idempotent: bool,
+}
+
+/// [`choose`], with what the chosen node offers.
+pub fn route(
+    view: &View<'_>,
+    want: Want<'_>,
+    draw: &mut impl FnMut() -> u64,
+) -> Result<Route, NoRoute> {
+    let node = choose(view, want, draw)?;
+    // The chosen node offers the highest matching version; that is its best entry.
+    let (version, idempotent) = view
+        .catalog
+        .functions()
+        .filter(|(n, f)| *n == node && want.accepts(f))
+        .map(|(_, f)| (f.version.clone(), f.idempotent))
+        .max()
+        .ok_or(NoRoute::NotFound)?;
+    Ok(Route {
+        node,
+        version,
+        idempotent,
+    })
+}
+
 /// Chooses the node for one command; `draw` is the caller's seeded randomness.
 pub fn choose(
     view: &View<'_>,
@@ -122,7 +153,8 @@ pub fn choose(
             Ok(match load(a).cmp(&load(b)) {
                 std::cmp::Ordering::Less => a,
                 std::cmp::Ordering::Greater => b,
-                std::cmp::Ordering::Equal => a.min(b),
+                // The first draw: ties (an idle cluster) spread at random too.
+                std::cmp::Ordering::Equal => a,
             })
         }
     }
@@ -154,6 +186,7 @@ mod tests {
                 function_id: "f".into(),
                 version: Version::parse(version).unwrap(),
                 resources: resources.iter().map(|r| r.to_string()).collect(),
+                idempotent: false,
             }],
         }
     }

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 
+use super::forward::{Cluster, ForwardError, Step, StepOutcome};
 use super::plan::{Plan, check_single, name_index, plan};
 use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, deeper_than, resolve_within};
 use crate::env::Clock;
@@ -19,6 +21,8 @@ use crate::protocol::{
 use crate::registry::{
     CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
 };
+use crate::routing::{NoRoute, Want};
+use tokio::time::Instant;
 
 /// Per-request limits, from the node's settings.
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +61,21 @@ impl ExecError {
     }
 }
 
-/// Runs `req` against `registry` and builds the reply (success or error).
+/// Runs `req` against `registry` alone and builds the reply (success or error).
 pub async fn execute(
     registry: &Registry,
+    clock: &dyn Clock,
+    limits: ExecLimits,
+    req: RpcRequest,
+) -> RpcReply {
+    execute_in(registry, None, clock, limits, req).await
+}
+
+/// Runs `req` on this node, sending the steps it has no function for to the nodes
+/// `cluster` chooses, and builds the reply (success or error).
+pub async fn execute_in(
+    registry: &Registry,
+    cluster: Option<&dyn Cluster>,
     clock: &dyn Clock,
     limits: ExecLimits,
     mut req: RpcRequest,
@@ -67,12 +83,17 @@ pub async fn execute(
     // `u` moves out of the request and into the reply, whatever the outcome.
     let u = std::mem::take(&mut req.u);
     let timed = req.return_intermediate_results || req.include_execution_summary;
+    let env = Here {
+        registry,
+        cluster,
+        clock,
+    };
     let outcome = if req.cmds.len() == 1 && !timed {
-        run_single(registry, limits, req).await
+        run_single(env, limits, req).await
     } else {
         // Boxed so that the common single call's future stays small (it is moved into
         // its task and wrappers; the general executor's state is ~1 KiB).
-        Box::pin(run(registry, clock, limits, req, &u)).await
+        Box::pin(run(env, limits, req, &u)).await
     };
     match outcome {
         Ok(mut reply) => {
@@ -90,11 +111,35 @@ pub async fn execute(
     }
 }
 
-/// Finds every command's function before anything runs, so a typo costs nothing.
-fn bind_functions<'r>(
+/// What a request runs against on this node.
+#[derive(Clone, Copy)]
+struct Here<'r> {
     registry: &'r Registry,
-    req: &RpcRequest,
-) -> Result<Vec<&'r RegisteredFunction>, ExecError> {
+    /// The other nodes; `None` runs everything here.
+    cluster: Option<&'r dyn Cluster>,
+    clock: &'r dyn Clock,
+}
+
+/// Where one command runs.
+enum Binding<'r> {
+    /// Here: this node has a matching function (the local node is preferred, no hop).
+    Local(&'r RegisteredFunction),
+    /// On another node, chosen when the step starts (liveness may change until then).
+    Remote(Option<VersionConstraint>),
+}
+
+fn want<'c>(cmd: &'c RpcCommand, constraint: Option<&'c VersionConstraint>) -> Want<'c> {
+    Want {
+        name: &cmd.fun,
+        function_id: cmd.function_id.as_deref(),
+        version: constraint,
+        locs: &cmd.locs,
+    }
+}
+
+/// Finds every command's function (here or on some node) before anything runs, so a typo
+/// costs nothing. "Not found" is this moment's answer; nothing remembers it.
+fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r>>, ExecError> {
     req.cmds
         .iter()
         .map(|c| {
@@ -109,17 +154,178 @@ fn bind_functions<'r>(
                         format!("command `{}`: {e}", c.name),
                     )
                 })?;
-            registry
-                .find(Query {
-                    name: &c.fun,
-                    function_id: c.function_id.as_deref(),
-                    version: constraint.as_ref(),
-                    locs: &c.locs,
-                })
-                .map(|f| &**f)
-                .map_err(|e| ExecError::new(ErrorCode::CommandNotFound, e.to_string()))
+            let local = here.registry.find(Query {
+                name: &c.fun,
+                function_id: c.function_id.as_deref(),
+                version: constraint.as_ref(),
+                locs: &c.locs,
+            });
+            let missing = match local {
+                Ok(f) => return Ok(Binding::Local(f)),
+                Err(e) => e,
+            };
+            let Some(cluster) = here.cluster else {
+                return Err(ExecError::new(
+                    ErrorCode::CommandNotFound,
+                    missing.to_string(),
+                ));
+            };
+            match cluster.route(want(c, constraint.as_ref()), &[]) {
+                Ok(_) => Ok(Binding::Remote(constraint)),
+                Err(NoRoute::NotFound) => Err(ExecError::new(
+                    ErrorCode::CommandNotFound,
+                    missing.to_string(),
+                )),
+                Err(NoRoute::AllDown) => Err(ExecError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!(
+                        "command `{}` (fun `{}`): every node that offers it is down",
+                        c.name, c.fun
+                    ),
+                )),
+            }
         })
         .collect()
+}
+
+/// Runs `cmd` on another node. A step that never reached its node, or reached one that
+/// no longer has the function, goes to the next choice; one whose node failed after
+/// receiving it is retried only when the function is idempotent (it may have run), and
+/// otherwise fails the request with 1018.
+async fn remote_step(
+    here: Here<'_>,
+    cmd: &RpcCommand,
+    constraint: Option<&VersionConstraint>,
+    args: CallArgs,
+    deadline: Instant,
+) -> Result<Value, ExecError> {
+    let Some(cluster) = here.cluster else {
+        return Err(ExecError::new(
+            ErrorCode::CommandNotFound,
+            format!("{} (no other node to run it)", cmd.fun),
+        ));
+    };
+    let fail = |code, why: String| {
+        ExecError::new(
+            code,
+            format!("command `{}` (fun `{}`): {why}", cmd.name, cmd.fun),
+        )
+    };
+    let args_json = serde_json::to_string(&(&args.args, &args.kwargs))
+        .map_err(|e| fail(ErrorCode::InvalidArguments, e.to_string()))?;
+    let mut tried: Vec<crate::control::NodeId> = Vec::new();
+    let mut last_failure = String::new();
+    loop {
+        let route = match cluster.route(want(cmd, constraint), &tried) {
+            Ok(r) => r,
+            Err(_) if !tried.is_empty() => {
+                return Err(fail(
+                    ErrorCode::ClusterUnavailable,
+                    format!("no node could take it; the last one tried: {last_failure}"),
+                ));
+            }
+            Err(NoRoute::NotFound) => {
+                return Err(fail(ErrorCode::CommandNotFound, "no node offers it".into()));
+            }
+            Err(NoRoute::AllDown) => {
+                return Err(fail(
+                    ErrorCode::ClusterUnavailable,
+                    "every node that offers it is down".into(),
+                ));
+            }
+        };
+        let left = deadline.saturating_duration_since(here.clock.now());
+        let step = Step {
+            fun: cmd.fun.clone(),
+            function_id: cmd.function_id.clone(),
+            version: route.version.clone(),
+            locs: cmd.locs.clone(),
+            args_json: args_json.clone(),
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        };
+        // The target gives up at the deadline and says so; the grace covers the trip back.
+        let wait = left + STEP_REPLY_GRACE;
+        match cluster.forward(route.node, step, wait).await {
+            Ok(StepOutcome::Done(json)) => {
+                return serde_json::from_str(&json)
+                    .map_err(|e| fail(ErrorCode::Internal, format!("unreadable result: {e}")));
+            }
+            Ok(StepOutcome::Failed { code, message }) => {
+                let code = ErrorCode::from_i64(code).unwrap_or(ErrorCode::ExecutionFailed);
+                return Err(fail(
+                    code,
+                    format!("on node {:016x}: {message}", route.node),
+                ));
+            }
+            Ok(StepOutcome::NotHere(why)) => {
+                last_failure = format!("node {:016x} no longer has it ({why})", route.node);
+            }
+            Err(ForwardError::NotSent(why)) => {
+                last_failure = format!("node {:016x} unreachable ({why})", route.node);
+            }
+            Err(ForwardError::Lost(why)) if route.idempotent => {
+                last_failure = format!("node {:016x} failed mid-call ({why})", route.node);
+            }
+            Err(ForwardError::Lost(why)) => {
+                return Err(fail(
+                    ErrorCode::StepLost,
+                    format!(
+                        "node {:016x} failed while running it ({why}); it may have run, and \
+                         `{}` is not registered as idempotent, so it was not retried",
+                        route.node, cmd.fun
+                    ),
+                ));
+            }
+        }
+        tried.push(route.node);
+    }
+}
+
+/// How long past the request's deadline the entry node waits for a forwarded step's answer
+/// (the target stops at the deadline and replies; this is the reply's trip).
+const STEP_REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a step another node sent here: the exact version it chose, or nothing (`NotHere`).
+pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> StepOutcome {
+    let version = VersionConstraint::exactly(&step.version);
+    let function = match registry.find(Query {
+        name: &step.fun,
+        function_id: step.function_id.as_deref(),
+        version: Some(&version),
+        locs: &step.locs,
+    }) {
+        Ok(f) => f.clone(),
+        Err(e) => return StepOutcome::NotHere(e.to_string()),
+    };
+    let failed = |code: ErrorCode, message: String| StepOutcome::Failed {
+        code: code.as_i64(),
+        message,
+    };
+    let (args, kwargs): (Vec<Value>, Map<String, Value>) =
+        match serde_json::from_str(&step.args_json) {
+            Ok(a) => a,
+            Err(e) => return failed(ErrorCode::MalformedMessage, format!("step arguments: {e}")),
+        };
+    let timeout = Duration::from_millis(step.timeout_ms).min(limits.request_timeout);
+    let call = async {
+        let value = call_guarded(&*function.handler, CallArgs { args, kwargs })
+            .await
+            .map_err(|e| ExecError::new(call_error_code(&e), e.to_string()))?;
+        if deeper_than(&value, MAX_VALUE_DEPTH) {
+            return Err(ExecError::new(
+                ErrorCode::LimitExceeded,
+                format!("its result nests deeper than {MAX_VALUE_DEPTH} levels"),
+            ));
+        }
+        Ok(value)
+    };
+    match with_deadline(call, timeout).await {
+        Ok(value) => match serde_json::to_string(&value) {
+            Ok(json) => StepOutcome::Done(json),
+            Err(e) => failed(ErrorCode::Internal, e.to_string()),
+        },
+        Err(e) => failed(e.code, e.message),
+    }
 }
 
 /// The deadline of `req`: the node's, or less if the request asks for less.
@@ -132,25 +338,38 @@ fn request_timeout(req: &RpcRequest, limits: ExecLimits) -> Duration {
 /// One command and no timing asked for, the common call: the same checks and semantics as
 /// [`run`] without building a plan or any per-step bookkeeping.
 async fn run_single(
-    registry: &Registry,
+    here: Here<'_>,
     limits: ExecLimits,
     mut req: RpcRequest,
 ) -> Result<RpcReply, ExecError> {
     check_single(&req.cmds[0]).map_err(|e| ExecError::new(e.code(), e.to_string()))?;
-    let function = bind_functions(registry, &req)?[0];
+    let binding = bind_functions(here, &req)?.pop();
     let timeout = request_timeout(&req, limits);
     let cmd = &mut req.cmds[0];
     let args = CallArgs {
         args: std::mem::take(&mut cmd.args),
         kwargs: std::mem::take(&mut cmd.kwargs),
     };
-    let call = async {
-        let value = call_guarded(&*function.handler, args)
-            .await
-            .map_err(|e| step_error(cmd, e))?;
-        check_result(cmd, value)
+    let value = match binding {
+        Some(Binding::Local(function)) => {
+            let call = async {
+                let value = call_guarded(&*function.handler, args)
+                    .await
+                    .map_err(|e| step_error(cmd, e))?;
+                check_result(cmd, value)
+            };
+            with_deadline(call, timeout).await?
+        }
+        Some(Binding::Remote(constraint)) => {
+            let deadline = here.clock.now() + timeout;
+            let call = async {
+                let value = remote_step(here, cmd, constraint.as_ref(), args, deadline).await?;
+                check_result(cmd, value)
+            };
+            with_deadline(call, timeout).await?
+        }
+        None => return Err(ExecError::new(ErrorCode::EmptyRequest, "no command")),
     };
-    let value = with_deadline(call, timeout).await?;
     let mut r = Map::new();
     r.insert(std::mem::take(&mut req.cmds[0].name), value);
     Ok(RpcReply::success(Value::Null, r))
@@ -158,18 +377,20 @@ async fn run_single(
 
 /// Plans and runs `req`; the reply's `u` is filled in by the caller.
 async fn run(
-    registry: &Registry,
-    clock: &dyn Clock,
+    here: Here<'_>,
     limits: ExecLimits,
     mut req: RpcRequest,
     u: &str,
 ) -> Result<RpcReply, ExecError> {
+    let clock = here.clock;
     let timed = req.return_intermediate_results || req.include_execution_summary;
     let plan = plan(&req.cmds, limits.max_commands)
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
-    let functions = bind_functions(registry, &req)?;
+    let functions = bind_functions(here, &req)?;
     let timeout = request_timeout(&req, limits);
-    let started = timed.then(|| clock.now());
+    let remote = functions.iter().any(|b| matches!(b, Binding::Remote(_)));
+    let started = (timed || remote).then(|| clock.now());
+    let deadline = started.map(|s| s + timeout);
     // The arguments move out of the request; names stay for the reply.
     let args: Vec<CallArgs> = req
         .cmds
@@ -185,6 +406,8 @@ async fn run(
             req: &req,
             plan: &plan,
             functions: &functions,
+            here,
+            deadline,
             clock: timed.then_some(clock),
         };
         with_deadline(flow.run(args), timeout).await?
@@ -248,11 +471,15 @@ struct Dataflow<'a> {
     max_resolved_bytes: usize,
     req: &'a RpcRequest,
     plan: &'a Plan,
-    functions: &'a [&'a RegisteredFunction],
+    functions: &'a [Binding<'a>],
+    here: Here<'a>,
+    /// When the request runs out of time (set when any step is remote).
+    deadline: Option<Instant>,
+    /// Set when the reply reports timings.
     clock: Option<&'a dyn Clock>,
 }
 
-impl Dataflow<'_> {
+impl<'a> Dataflow<'a> {
     async fn run(self, mut args: Vec<CallArgs>) -> Result<Outcome, ExecError> {
         let n = self.req.cmds.len();
         let mut results: Vec<Option<Value>> = vec![None; n];
@@ -260,7 +487,7 @@ impl Dataflow<'_> {
         if n == 1 {
             // The common single call: no scheduling structures at all.
             let (_, result) = self.start(0, std::mem::take(&mut args[0])).await;
-            let value = result.map_err(|e| self.step_error(0, e))?;
+            let value = result?;
             results[0] = Some(check_result(&self.req.cmds[0], value)?);
             finished_at[0] = self.clock.map(|c| c.now());
             return Ok(Outcome {
@@ -278,7 +505,7 @@ impl Dataflow<'_> {
             running.push(self.start(i, std::mem::take(&mut args[i])));
         }
         while let Some((i, result)) = running.next().await {
-            let value = result.map_err(|e| self.step_error(i, e))?;
+            let value = result?;
             results[i] = Some(check_result(&self.req.cmds[i], value)?);
             if let Some(clock) = self.clock {
                 finished_at[i] = Some(clock.now());
@@ -317,18 +544,29 @@ impl Dataflow<'_> {
         })
     }
 
-    /// Starts step `i` with its final arguments.
+    /// Starts step `i` with its final arguments, here or on another node.
     fn start(
         &self,
         i: usize,
         args: CallArgs,
-    ) -> impl Future<Output = (usize, Result<Value, CallError>)> + use<> {
-        let call = call_guarded(&*self.functions[i].handler, args);
-        async move { (i, call.await) }
-    }
-
-    fn step_error(&self, i: usize, e: CallError) -> ExecError {
-        step_error(&self.req.cmds[i], e)
+    ) -> impl Future<Output = (usize, Result<Value, ExecError>)> + use<'a> {
+        let cmd = &self.req.cmds[i];
+        match &self.functions[i] {
+            Binding::Local(f) => {
+                let call = call_guarded(&*f.handler, args);
+                Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
+            }
+            Binding::Remote(constraint) => {
+                let (here, deadline) = (self.here, self.deadline);
+                Either::Right(Box::pin(async move {
+                    let deadline = deadline.unwrap_or_else(|| here.clock.now());
+                    (
+                        i,
+                        remote_step(here, cmd, constraint.as_ref(), args, deadline).await,
+                    )
+                }))
+            }
+        }
     }
 }
 
@@ -347,16 +585,20 @@ fn check_result(cmd: &RpcCommand, value: Value) -> Result<Value, ExecError> {
     Ok(value)
 }
 
-fn step_error(cmd: &RpcCommand, e: CallError) -> ExecError {
-    let code = match e {
+fn call_error_code(e: &CallError) -> ErrorCode {
+    match e {
         CallError::InvalidArgument { .. } | CallError::InvalidArguments(_) => {
             ErrorCode::InvalidArguments
         }
         CallError::Failed(_) => ErrorCode::ExecutionFailed,
         CallError::Unavailable(_) => ErrorCode::ClusterUnavailable,
-    };
+        CallError::Lost(_) => ErrorCode::StepLost,
+    }
+}
+
+fn step_error(cmd: &RpcCommand, e: CallError) -> ExecError {
     ExecError::new(
-        code,
+        call_error_code(&e),
         format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
     )
 }

@@ -1,8 +1,10 @@
 //! Requests → plan → execution.
 
 mod exec;
+pub mod forward;
 pub mod plan;
 pub mod resolve;
 
-pub use exec::{ExecError, ExecLimits, execute};
+pub use exec::{ExecError, ExecLimits, execute, execute_in, run_step};
+pub use forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 pub use plan::{Plan, PlanError, plan};

@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,6 +50,10 @@ enum Frame {
     Reply {
         id: u64,
         reply: RaftReply,
+    },
+    /// The caller no longer waits for request `id`: a forwarded step stops running.
+    Cancel {
+        id: u64,
     },
 }
 
@@ -130,30 +135,78 @@ impl Link {
         &self.addr
     }
 
-    /// One RPC within `ttl` (connecting first if needed, within the same deadline).
+    /// One RPC within `ttl` (connecting first if needed, within the same deadline). A
+    /// missed deadline breaks the link.
     pub(crate) async fn call(&self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
+        self.exchange(req, ttl, true).await.map_err(|f| f.error)
+    }
+
+    /// A forwarded step: says whether the request left, and a missed deadline does not
+    /// break the link (the step was merely slow; Raft's own calls and the heartbeats judge
+    /// the link). Dropping the future before the answer cancels the step on the peer.
+    pub(crate) async fn call_step(
+        &self,
+        req: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftReply, CallFailure> {
+        self.exchange(req, ttl, false).await
+    }
+
+    async fn exchange(
+        &self,
+        req: RaftRequest,
+        ttl: Duration,
+        break_on_timeout: bool,
+    ) -> Result<RaftReply, CallFailure> {
+        let not_sent = |error| CallFailure { sent: false, error };
         let deadline = tokio::time::Instant::now() + ttl;
         let open = tokio::time::timeout_at(deadline, self.connected())
             .await
-            .map_err(|_| timed_out("connect"))??;
+            .map_err(|_| not_sent(timed_out("connect")))?
+            .map_err(not_sent)?;
         let id = open.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&Frame::Request { id, req }).map_err(not_sent)?;
         let (tx, rx) = oneshot::channel();
         lock(&open.pending).insert(id, tx);
-        let frame = encode(&Frame::Request { id, req })?;
-        let sent = tokio::time::timeout_at(deadline, open.outbox.send(frame)).await;
-        let result = match sent {
-            Ok(Ok(())) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(_)) => io::Error::new(io::ErrorKind::ConnectionAborted, "peer link broke"),
-                Err(_) => timed_out("rpc"),
-            },
+        let mut call = InFlight {
+            open: &open,
+            id,
+            sent: false,
+            answered: false,
+        };
+        let failure = match tokio::time::timeout_at(deadline, open.outbox.send(frame)).await {
+            Ok(Ok(())) => {
+                call.sent = true;
+                match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(reply)) => {
+                        call.answered = true;
+                        return Ok(reply);
+                    }
+                    Ok(Err(_)) => {
+                        io::Error::new(io::ErrorKind::ConnectionAborted, "peer link broke")
+                    }
+                    Err(_) => timed_out("rpc"),
+                }
+            }
             Ok(Err(_)) => io::Error::new(io::ErrorKind::ConnectionAborted, "peer link closed"),
             Err(_) => timed_out("send"),
         };
-        lock(&open.pending).remove(&id);
-        // Whatever was lost on this connection will never arrive: start afresh.
-        open.break_it();
-        Err(result)
+        if break_on_timeout {
+            // Whatever was lost on this connection will never arrive: start afresh.
+            open.break_it();
+        }
+        Err(CallFailure {
+            sent: call.sent,
+            error: failure,
+        })
+    }
+
+    /// Drops the connection (if any); the next call reconnects. For callers that judge the
+    /// link dead by their own rule (the heartbeats, after several misses).
+    pub(crate) async fn reset(&self) {
+        if let Some(open) = self.open.lock().await.take() {
+            open.break_it();
+        }
     }
 
     /// The open link, connecting (and saying hello) if there is none or it broke.
@@ -197,6 +250,38 @@ impl Link {
         tokio::spawn(drive(ws, queue, open.pending.clone(), broken_rx));
         *slot = Some(open.clone());
         Ok(open)
+    }
+}
+
+/// Why a call has no answer, and whether its request left.
+#[derive(Debug)]
+pub(crate) struct CallFailure {
+    /// The request was handed to the link: the peer may have received it.
+    pub(crate) sent: bool,
+    pub(crate) error: io::Error,
+}
+
+/// A call waiting for its answer. However the wait ends (answer, deadline, the caller
+/// dropping it), its entry leaves the pending map; a request that left unanswered is
+/// cancelled on the peer.
+struct InFlight<'o> {
+    open: &'o Open,
+    id: u64,
+    sent: bool,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.open.pending).remove(&self.id);
+        if self.sent
+            && !self.answered
+            && let Ok(frame) = encode(&Frame::Cancel { id: self.id })
+        {
+            // Best effort: a full or closed link drops it (a closed one has already
+            // cancelled everything on the peer's side).
+            let _ = self.open.outbox.try_send(frame);
+        }
     }
 }
 
@@ -244,8 +329,13 @@ async fn drive(
     queue.close();
 }
 
+/// Forwarded steps one link may run at once; beyond it the node stops reading the link
+/// (backpressure through TCP) until some finish.
+const MAX_STEPS_PER_LINK: usize = 4096;
+
 /// Serves one peer's link: checks its hello, then answers every request concurrently and
-/// writes the replies as they finish. Ends when the peer disconnects or misbehaves.
+/// writes the replies as they finish. Ends when the peer disconnects or misbehaves; the
+/// forwarded steps still running then are cancelled (nobody waits for them).
 pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
     let hello = match next_frame(&mut ws).await {
         Ok(Some(Frame::Hello { cluster })) => cluster,
@@ -265,20 +355,39 @@ pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
     if ws.send(frame).await.is_err() || refused {
         return;
     }
-    let (replies, mut outgoing) = mpsc::channel::<Message>(256);
+    let (replies, mut outgoing) = mpsc::channel::<(u64, Message)>(256);
+    // Forwarded steps, by request id, so that a cancel can stop one; dropping the set
+    // when the link ends cancels the rest.
+    let mut steps: JoinSet<()> = JoinSet::new();
+    let mut running: BTreeMap<u64, AbortHandle> = BTreeMap::new();
     loop {
         tokio::select! {
             biased;
-            Some(frame) = outgoing.recv() => if ws.send(frame).await.is_err() { return },
-            frame = next_frame(&mut ws) => match frame {
+            Some((id, frame)) = outgoing.recv() => {
+                running.remove(&id);
+                if ws.send(frame).await.is_err() { return }
+            }
+            Some(_) = steps.join_next(), if !steps.is_empty() => {}
+            frame = next_frame(&mut ws), if steps.len() < MAX_STEPS_PER_LINK => match frame {
                 Ok(Some(Frame::Request { id, req })) => {
+                    let is_step = matches!(req, RaftRequest::Step(_));
                     let (service, replies) = (service.clone(), replies.clone());
-                    tokio::spawn(async move {
+                    let task = async move {
                         let reply = answer(&service, req).await;
                         if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
-                            let _ = replies.send(frame).await;
+                            let _ = replies.send((id, frame)).await;
                         }
-                    });
+                    };
+                    if is_step {
+                        running.insert(id, steps.spawn(task));
+                    } else {
+                        tokio::spawn(task);
+                    }
+                }
+                Ok(Some(Frame::Cancel { id })) => {
+                    if let Some(step) = running.remove(&id) {
+                        step.abort();
+                    }
                 }
                 Ok(Some(_)) => return, // a second hello, or a reply: not a peer we know
                 Ok(None) | Err(_) => return,

@@ -17,7 +17,7 @@ pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{
     JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RaftReply, RaftRequest,
-    answer, serve_raft,
+    StepRunner, answer, serve_raft,
 };
 pub use runtime::{SeededRuntime, seed_raft_rng};
 pub use sqlite_store::SqliteLogStore;

@@ -24,6 +24,7 @@ use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{Env, Listener};
+use crate::rpc::{ForwardError, Step, StepOutcome};
 use crate::transport::websocket_config;
 
 /// A request to a node's Raft.
@@ -56,6 +57,8 @@ pub enum RaftRequest {
     Heartbeat {
         load: u64,
     },
+    /// A command to run here, forwarded by the node coordinating its request.
+    Step(Step),
 }
 
 /// Why a membership change (join or leave) or a linearizable read was not done.
@@ -85,6 +88,7 @@ pub enum RaftReply {
     Pong,
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
     Heartbeat { load: u64 },
+    Step(StepOutcome),
 }
 
 /// Builds the client for each peer; all clients of one peer share one multiplexed link.
@@ -111,18 +115,25 @@ impl NetworkFactory {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+impl NetworkFactory {
+    /// The client of the peer at `addr` (`host:port`), on the link every caller shares.
+    pub fn peer(&self, target: u64, addr: &str) -> PeerClient {
         let link = self
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(node.addr.clone())
-            .or_insert_with(|| Link::new(self.env.clone(), node.addr.clone(), self.cluster.clone()))
+            .entry(addr.to_owned())
+            .or_insert_with(|| Link::new(self.env.clone(), addr.to_owned(), self.cluster.clone()))
             .clone();
         PeerClient { target, link }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.peer(target, &node.addr)
     }
 }
 
@@ -205,13 +216,27 @@ impl PeerClient {
         .await
     }
 
-    /// A heartbeat carrying this node's `load`; answers the peer's.
+    /// A heartbeat carrying this node's `load`; answers the peer's. A missed deadline
+    /// does not break the link (it is shared with forwarded steps, which would be lost):
+    /// the caller decides when silence means the link is dead ([`PeerClient::reset`]).
     pub async fn heartbeat(&mut self, load: u64, ttl: Duration) -> io::Result<u64> {
-        self.expect(RaftRequest::Heartbeat { load }, ttl, |r| match r {
-            RaftReply::Heartbeat { load } => Some(load),
-            _ => None,
-        })
-        .await
+        match self
+            .link
+            .call_step(RaftRequest::Heartbeat { load }, ttl)
+            .await
+        {
+            Ok(RaftReply::Heartbeat { load }) => Ok(load),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched peer reply",
+            )),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    /// Drops the connection to the peer; the next call opens a new one.
+    pub async fn reset(&self) {
+        self.link.reset().await;
     }
 
     pub async fn read_index(
@@ -233,6 +258,16 @@ impl PeerClient {
     ) -> io::Result<T> {
         pick(self.call(req, ttl).await?)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
+    }
+
+    /// Runs `step` on the peer within `ttl`; a missed deadline does not break the link.
+    pub async fn step(&self, step: Step, ttl: Duration) -> Result<StepOutcome, ForwardError> {
+        match self.link.call_step(RaftRequest::Step(step), ttl).await {
+            Ok(RaftReply::Step(outcome)) => Ok(outcome),
+            Ok(_) => Err(ForwardError::Lost("mismatched peer reply".into())),
+            Err(f) if f.sent => Err(ForwardError::Lost(f.error.to_string())),
+            Err(f) => Err(ForwardError::NotSent(f.error.to_string())),
+        }
     }
 
     /// The `host:port` this client talks to.
@@ -329,7 +364,12 @@ pub struct PeerService {
     pub cluster_id: String,
     /// This node's load (requests in flight), sent back with heartbeats.
     pub load: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Runs forwarded steps (set once the node's functions exist).
+    pub steps: Arc<std::sync::OnceLock<StepRunner>>,
 }
+
+/// How a node runs a step another node forwarded to it.
+pub type StepRunner = Box<dyn Fn(Step) -> crate::registry::BoxFuture<StepOutcome> + Send + Sync>;
 
 /// Deadline of a write this node forwards to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
@@ -353,6 +393,10 @@ pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
             load: (service.load)(),
         },
         RaftRequest::ReadIndex => RaftReply::ReadIndex(membership::read_index(raft).await),
+        RaftRequest::Step(step) => RaftReply::Step(match service.steps.get() {
+            Some(run) => run(step).await,
+            None => StepOutcome::NotHere("the node is starting".into()),
+        }),
     }
 }
 

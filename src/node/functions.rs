@@ -1,0 +1,120 @@
+//! The node's function set: what calls run against here, and what the catalog says this
+//! node offers. The set is swapped whole on every change, so a request keeps the set it
+//! started with; additions are callable here at once and routable cluster-wide once their
+//! catalog entries commit.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use semver::Version;
+use tokio::sync::watch;
+
+use super::NodeError;
+use super::control::Control;
+use crate::control::{CatalogCommand, FunctionEntry};
+use crate::registry::{Function, FunctionSpec, RegisterError, Registry};
+
+pub(crate) struct Functions {
+    slot: RwLock<Arc<Registry>>,
+    /// Added to every function registered at run time.
+    node_resources: BTreeSet<String>,
+    control: Arc<Control>,
+    /// True once this node is in the catalog (its entries can be committed then).
+    registered: watch::Receiver<bool>,
+}
+
+pub(crate) fn entry(spec: &FunctionSpec) -> FunctionEntry {
+    FunctionEntry {
+        name: spec.name.clone(),
+        function_id: spec.function_id.clone(),
+        version: spec.version.clone(),
+        resources: spec.resources.clone(),
+        idempotent: spec.idempotent,
+    }
+}
+
+impl Functions {
+    pub(crate) fn new(
+        registry: Registry,
+        node_resources: BTreeSet<String>,
+        control: Arc<Control>,
+        registered: watch::Receiver<bool>,
+    ) -> Functions {
+        Functions {
+            slot: RwLock::new(Arc::new(registry)),
+            node_resources,
+            control,
+            registered,
+        }
+    }
+
+    /// The current set.
+    pub(crate) fn current(&self) -> Arc<Registry> {
+        // Only whole sets are swapped in; a poisoned lock still holds a whole set.
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds every one of `fs` here, or none of them (the first error); returns their
+    /// catalog entries. Calls on this node find them at once.
+    pub(crate) fn add(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, RegisterError> {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Registry::clone(&slot);
+        let mut entries = Vec::with_capacity(fs.len());
+        for f in fs {
+            let f = f.add_resources(self.node_resources.iter().cloned());
+            entries.push(entry(&next.register(f)?.spec));
+        }
+        *slot = Arc::new(next);
+        Ok(entries)
+    }
+
+    /// Removes each `(name, version)` here (every version when `None`); returns how many.
+    pub(crate) fn remove(&self, which: &[(String, Option<Version>)]) -> usize {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Registry::clone(&slot);
+        let removed = which
+            .iter()
+            .map(|(name, version)| next.unregister(name, version.as_ref()))
+            .sum();
+        *slot = Arc::new(next);
+        removed
+    }
+
+    /// Commits `entries` to the catalog as this node's, once the node has joined.
+    pub(crate) async fn publish(&self, entries: Vec<FunctionEntry>) -> Result<(), NodeError> {
+        self.joined().await?;
+        self.control
+            .propose(CatalogCommand::RegisterFunctions {
+                node: self.control.id,
+                functions: entries,
+            })
+            .await
+            .map_err(NodeError::Control)
+    }
+
+    /// Removes `which` from this node's catalog entries.
+    pub(crate) async fn unpublish(
+        &self,
+        which: Vec<(String, Option<Version>)>,
+    ) -> Result<(), NodeError> {
+        self.joined().await?;
+        self.control
+            .propose(CatalogCommand::UnregisterFunctions {
+                node: self.control.id,
+                functions: which,
+            })
+            .await
+            .map_err(NodeError::Control)
+    }
+
+    async fn joined(&self) -> Result<(), NodeError> {
+        let mut r = self.registered.clone();
+        match r.wait_for(|done| *done).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NodeError::Control("the node stopped before joining".into())),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The rest of the cluster as this node's executor sees it: routing over the local catalog
+//! replica and the failure detector, and forwarding steps over the shared peer links.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::control::Control;
+use super::heartbeat::{self, SharedDetector};
+use crate::control::NodeId;
+use crate::env::Env;
+use crate::registry::BoxFuture;
+use crate::routing::{self, Liveness, NoRoute, Route, View, Want};
+use crate::rpc::{Cluster, ForwardError, Step, StepOutcome};
+
+pub(crate) struct Peers {
+    pub(crate) control: Arc<Control>,
+    pub(crate) detector: SharedDetector,
+    pub(crate) env: Env,
+    /// Steps this node has sent to each peer and not yet heard back about: fresher than
+    /// the load the peer's last heartbeat reported, so a burst does not herd on one node.
+    pub(crate) sent: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+}
+
+fn lock_sent(
+    sent: &Mutex<BTreeMap<NodeId, u64>>,
+) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
+    // Counters only; a poisoned map is still usable.
+    sent.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counts one step as outstanding at `node` until dropped.
+struct Outstanding {
+    sent: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    node: NodeId,
+}
+
+impl Outstanding {
+    fn new(sent: Arc<Mutex<BTreeMap<NodeId, u64>>>, node: NodeId) -> Outstanding {
+        *lock_sent(&sent).entry(node).or_insert(0) += 1;
+        Outstanding { sent, node }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        let mut sent = lock_sent(&self.sent);
+        if let Some(n) = sent.get_mut(&self.node) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                sent.remove(&self.node);
+            }
+        }
+    }
+}
+
+impl Cluster for Peers {
+    fn route(&self, want: Want<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute> {
+        let (mut liveness, mut load) =
+            heartbeat::lock(&self.detector).snapshot(self.env.clock.now());
+        for (node, n) in lock_sent(&self.sent).iter() {
+            *load.entry(*node).or_insert(0) += n;
+        }
+        // Steps come here only when this node has no matching function, so it is out too.
+        for node in exclude.iter().chain([&self.control.id]) {
+            liveness.insert(*node, Liveness::Down);
+        }
+        self.control.catalog.read(|s| {
+            let view = View {
+                catalog: &s.catalog,
+                local: 0, // no node: raft ids are nonzero
+                liveness: &liveness,
+                load: &load,
+            };
+            routing::route(&view, want, &mut || self.env.rng.next_u64())
+        })
+    }
+
+    fn forward(
+        &self,
+        node: NodeId,
+        step: Step,
+        wait: Duration,
+    ) -> BoxFuture<Result<StepOutcome, ForwardError>> {
+        let addr = self.control.catalog.read(|s| {
+            s.catalog
+                .members()
+                .find(|m| m.id == node)
+                .and_then(|m| m.advertised_urls.first())
+                .map(|u| u.trim_start_matches("ws://").to_owned())
+        });
+        let Some(addr) = addr else {
+            return Box::pin(async move {
+                Err(ForwardError::NotSent(format!(
+                    "node {node:016x} has no address in the catalog"
+                )))
+            });
+        };
+        let peer = self.control.network.peer(node, &addr);
+        let outstanding = Outstanding::new(self.sent.clone(), node);
+        Box::pin(async move {
+            let outcome = peer.step(step, wait).await;
+            drop(outstanding);
+            outcome
+        })
+    }
+}

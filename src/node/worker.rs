@@ -1,0 +1,170 @@
+//! The worker side of a client connection: functions the connection registered, served by
+//! sending `call` messages down that connection and waiting for its `call-result`s. When
+//! the connection ends, its functions leave the node and the catalog, and calls still
+//! waiting fail with 1018 (the worker may have run them).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use semver::Version;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::control::FunctionEntry;
+use crate::protocol::{CallResult, RegisterRequest, WorkerCall};
+use crate::registry::{CallArgs, CallError, Function};
+
+/// Calls queued for the worker before the node stops taking more (backpressure on callers).
+const QUEUED_CALLS: usize = 1024;
+
+type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Value, CallError>>>>;
+
+fn lock(
+    w: &Waiters,
+) -> MutexGuard<'_, BTreeMap<String, oneshot::Sender<Result<Value, CallError>>>> {
+    // Entries go in and out whole; a poisoned map is still consistent.
+    w.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) struct Worker {
+    /// Messages for the worker; the connection writes them out.
+    pub(super) outbox: mpsc::Receiver<Message>,
+    sender: mpsc::Sender<Message>,
+    waiters: Arc<Waiters>,
+    next_call: Arc<AtomicU64>,
+    /// What this connection registered, to remove when it ends.
+    served: Vec<(String, Option<Version>)>,
+}
+
+impl Worker {
+    pub(super) fn new() -> Worker {
+        let (sender, outbox) = mpsc::channel(QUEUED_CALLS);
+        Worker {
+            outbox,
+            sender,
+            waiters: Arc::default(),
+            next_call: Arc::default(),
+            served: Vec::new(),
+        }
+    }
+
+    /// Node functions that forward each call to this worker.
+    pub(super) fn functions(&self, req: &RegisterRequest) -> Vec<Function> {
+        req.functions
+            .iter()
+            .map(|f| {
+                let (sender, waiters, next) = (
+                    self.sender.clone(),
+                    self.waiters.clone(),
+                    self.next_call.clone(),
+                );
+                let (name, version) = (f.name.clone(), f.version.clone());
+                let mut function = Function::raw(f.name.clone(), move |args: CallArgs| {
+                    let u = format!("call-{}", next.fetch_add(1, Ordering::Relaxed));
+                    call(
+                        sender.clone(),
+                        waiters.clone(),
+                        u,
+                        name.clone(),
+                        version.clone(),
+                        args,
+                    )
+                })
+                .version(f.version.clone())
+                .resources(f.resources.iter().cloned())
+                .idempotent(f.idempotent);
+                if let Some(id) = &f.function_id {
+                    function = function.function_id(id.clone());
+                }
+                function
+            })
+            .collect()
+    }
+
+    /// Remembers what was registered, to remove it when the connection ends.
+    pub(super) fn serving(&mut self, entries: &[FunctionEntry]) {
+        self.served.extend(
+            entries
+                .iter()
+                .map(|e| (e.name.clone(), Some(e.version.clone()))),
+        );
+    }
+
+    /// Hands the worker's answer to the call waiting for it (a late answer to a call
+    /// that was cancelled is dropped).
+    pub(super) fn answer(&self, result: CallResult) {
+        let outcome = match result.failure() {
+            Some(message) => Err(CallError::Failed(message)),
+            None => Ok(result.r),
+        };
+        if let Some(waiter) = lock(&self.waiters).remove(&result.u) {
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    /// The connection ended: fails the waiting calls and returns what to unregister.
+    pub(super) fn end(self) -> Vec<(String, Option<Version>)> {
+        lock(&self.waiters).clear();
+        self.served
+    }
+}
+
+/// One call to the worker: queue the message, wait for the answer.
+async fn call(
+    sender: mpsc::Sender<Message>,
+    waiters: Arc<Waiters>,
+    u: String,
+    fun: String,
+    version: String,
+    args: CallArgs,
+) -> Result<Value, CallError> {
+    let message = serde_json::to_string(&WorkerCall {
+        role: "call",
+        u: &u,
+        fun: &fun,
+        version: &version,
+        args: &args.args,
+        kwargs: &args.kwargs,
+    })
+    .map_err(|e| CallError::Failed(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    lock(&waiters).insert(u.clone(), tx);
+    let mut waiting = Waiting {
+        waiters,
+        sender: sender.clone(),
+        u,
+        sent: false,
+        answered: false,
+    };
+    sender
+        .send(Message::text(message))
+        .await
+        .map_err(|_| CallError::Unavailable("the worker serving it has disconnected".into()))?;
+    waiting.sent = true;
+    let outcome = rx.await.map_err(|_| {
+        CallError::Lost("the worker serving it disconnected during the call".into())
+    })?;
+    waiting.answered = true;
+    outcome
+}
+
+/// However a call ends, its waiter goes; one that left unanswered is cancelled.
+struct Waiting {
+    waiters: Arc<Waiters>,
+    sender: mpsc::Sender<Message>,
+    u: String,
+    sent: bool,
+    answered: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        lock(&self.waiters).remove(&self.u);
+        if self.sent && !self.answered {
+            let cancel = json!({"role": "cancel", "u": self.u}).to_string();
+            let _ = self.sender.try_send(Message::text(cancel));
+        }
+    }
+}

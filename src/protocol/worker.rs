@@ -1,0 +1,78 @@
+//! Worker connections: a client connection that registers functions and serves the calls
+//! the node routes to it (docs/PROTOCOL.md, "Worker connections").
+//!
+//! ```text
+//! worker → node  {"role":"register","u":"r1","functions":[{"name":"resize","resources":["gpu"]}]}
+//! node → worker  {"u":"r1","r":{"registered":[{"name":"resize","version":"1.0.0",…}]},"error":null}
+//! node → worker  {"role":"call","u":"call-1","fun":"resize","version":"1.0.0","args":[…],"kwargs":{}}
+//! worker → node  {"role":"call-result","u":"call-1","r":…}   or   …,"error":{"message":"…"}}
+//! node → worker  {"role":"cancel","u":"call-1"}   (the caller stopped waiting)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `role: "register"`: the functions this connection serves from now until it closes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RegisterRequest {
+    pub u: String,
+    pub functions: Vec<WorkerFunction>,
+}
+
+/// One function a worker offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFunction {
+    pub name: String,
+    /// Defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_id: Option<String>,
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Added to the node's own resources.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Safe to run twice for one request.
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+fn default_version() -> String {
+    "1.0.0".to_owned()
+}
+
+/// `role: "call"`: the node asks the worker to run one function.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerCall<'a> {
+    pub role: &'static str,
+    pub u: &'a str,
+    pub fun: &'a str,
+    pub version: &'a str,
+    pub args: &'a [Value],
+    pub kwargs: &'a Map<String, Value>,
+}
+
+/// `role: "call-result"`: the worker's answer to a call.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CallResult {
+    pub u: String,
+    #[serde(default)]
+    pub r: Value,
+    /// Present when the call failed; its `message` (or the whole value) is reported.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+impl CallResult {
+    /// The worker's failure, in words, if it reported one.
+    pub fn failure(&self) -> Option<String> {
+        match &self.error {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => Some(match o.get("message") {
+                Some(Value::String(m)) => m.clone(),
+                _ => Value::Object(o.clone()).to_string(),
+            }),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        }
+    }
+}
