@@ -29,7 +29,7 @@ pub mod routing;
 pub mod rpc;
 mod transport;
 
-pub use client::{CallBuilder, Client, ClientError};
+pub use client::{CallBuilder, Client, ClientError, ClusterClient, Retry};
 pub use config::Settings;
 pub use env::Env;
 pub use node::{Node, NodeBuilder, NodeError, RunningNode, ShutdownHandle};

@@ -268,3 +268,51 @@ async fn wait_for(done: impl Fn() -> bool, what: &str) {
     }
     panic!("timed out waiting until: {what}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_client_learns_the_cluster_and_fails_over() {
+    let double =
+        || Function::new("double", |x: i64| async move { Ok::<_, String>(x * 2) }).params(["x"]);
+    let a = start_node(settings("a", vec![], &[]), vec![double()]).await;
+    let b = start_node(settings("b", vec![a.url().to_owned()], &[]), vec![double()]).await;
+    let c = start_node(settings("c", vec![a.url().to_owned()], &[]), vec![double()]).await;
+    wait_routable(&[&a, &b, &c], "double", 3).await;
+
+    // One seed (and a dead one before it) is enough: the rest comes from cluster_map.
+    let cluster = mpreg::ClusterClient::connect(&["ws://127.0.0.1:1", a.url()])
+        .await
+        .unwrap();
+    assert_eq!(cluster.url().await.as_deref(), Some(a.url()));
+    let known = cluster.known_urls().await;
+    for n in [&a, &b, &c] {
+        assert!(known.iter().any(|u| u == n.url()), "{known:?}");
+    }
+    assert_eq!(
+        cluster.call("double", json!([21])).await.unwrap(),
+        json!(42)
+    );
+
+    // The node it talks to leaves: the next calls go to another one.
+    a.shutdown().await;
+    for x in 0..10 {
+        assert_eq!(
+            cluster.call("double", json!([x])).await.unwrap(),
+            json!(x * 2)
+        );
+    }
+    let now = cluster.url().await.unwrap();
+    assert!(now == b.url() || now == c.url(), "{now}");
+    let r = cluster
+        .request(vec![
+            RpcCommand::new("x", "double").args(json!([1])),
+            RpcCommand::new("y", "double").args(json!(["x"])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(Value::Object(r), json!({"y": 4}));
+    b.shutdown().await;
+    c.shutdown().await;
+    // Nobody left: a clear connection error, not a hang.
+    let err = cluster.call("double", json!([1])).await.unwrap_err();
+    assert!(matches!(err, mpreg::ClientError::Connect { .. }), "{err:?}");
+}

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod error;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+pub use cluster::{ClusterClient, Retry};
 pub use error::ClientError;
 
 use crate::env::Env;
@@ -158,9 +160,26 @@ impl Client {
     /// [`ClientError::Rpc`] when the reply carries an error.
     pub async fn send(
         &self,
-        mut req: RpcRequest,
+        req: RpcRequest,
         timeout: Option<Duration>,
     ) -> Result<RpcReply, ClientError> {
+        self.send_tracked(req, timeout).await.map_err(|f| f.error)
+    }
+
+    /// Whether the connection has ended (nothing more can be sent or answered on it).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.pending).closed || self.inner.tx.is_closed()
+    }
+
+    /// [`Client::send`], saying on failure whether the request left this client (the
+    /// cluster client retries only what certainly did not).
+    pub(crate) async fn send_tracked(
+        &self,
+        mut req: RpcRequest,
+        timeout: Option<Duration>,
+    ) -> Result<RpcReply, SendFailure> {
+        let not_sent = |error| SendFailure { sent: false, error };
+        let sent = |error| SendFailure { sent: true, error };
         let inner = &self.inner;
         if let Some(t) = timeout {
             req.timeout_ms = Some(u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
@@ -170,13 +189,13 @@ impl Client {
             .saturating_add(TIMEOUT_GRACE);
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
         req.u = format!("{}-{seq}", inner.prefix);
-        let frame =
-            serde_json::to_string(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let frame = serde_json::to_string(&req)
+            .map_err(|e| not_sent(ClientError::Protocol(e.to_string())))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         {
             let mut pending = lock(&inner.pending);
             if pending.closed {
-                return Err(ClientError::Closed);
+                return Err(not_sent(ClientError::Closed));
             }
             pending.waiting.insert(seq, reply_tx);
         }
@@ -189,21 +208,28 @@ impl Client {
             .tx
             .send(Message::text(frame))
             .await
-            .map_err(|_| ClientError::Closed)?;
+            .map_err(|_| not_sent(ClientError::Closed))?;
         let reply = match tokio::time::timeout(wait, reply_rx).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(ClientError::Closed),
-            Err(_) => return Err(ClientError::Timeout(wait)),
+            Ok(Err(_)) => return Err(sent(ClientError::Closed)),
+            Err(_) => return Err(sent(ClientError::Timeout(wait))),
         };
         match reply.error {
-            Some(e) => Err(ClientError::Rpc {
+            Some(e) => Err(sent(ClientError::Rpc {
                 code: e.code,
                 message: e.message,
                 details: e.details,
-            }),
+            })),
             None => Ok(reply),
         }
     }
+}
+
+/// A failed send, and whether the request had left the client.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub(crate) sent: bool,
+    pub(crate) error: ClientError,
 }
 
 fn lock(p: &Pending) -> std::sync::MutexGuard<'_, PendingState> {
