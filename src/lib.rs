@@ -12,7 +12,9 @@
 //! * [`registry`]: functions with name, `function_id`, version and resources; matching.
 //! * [`rpc`]: the pure DAG planner, argument resolution, and the executor.
 //! * [`node`]: the WebSocket server: connections, reply coalescing, draining.
-//! * [`client`]: the client library.
+//! * [`client`]: the client library: one node ([`Client`]) or the cluster ([`ClusterClient`]).
+//! * [`routing`]: which node runs a command (pure), and the failure detector.
+//! * [`demo`]: the demo functions `mpreg-demo-node` and the examples serve.
 //! * [`control`]: the replicated catalog's state machine (control plane).
 //! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod env;
 pub mod node;
 pub mod protocol;

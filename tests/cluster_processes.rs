@@ -1,6 +1,7 @@
 //! Real processes: three `mpreg-node`s form a cluster; the leader is killed with SIGKILL;
 //! the survivors still commit catalog changes (a fourth node joins through them); the killed
-//! leader restarts from its SQLite data dir and catches up.
+//! leader restarts from its SQLite data dir and catches up. And three `mpreg-demo-node`s
+//! with different resources run one cross-node request; one is killed mid-step.
 // This test drives real processes in real time and picks free ports, from outside any node.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const NODE: &str = env!("CARGO_BIN_EXE_mpreg-node");
+const DEMO_NODE: &str = env!("CARGO_BIN_EXE_mpreg-demo-node");
 const CLI: &str = env!("CARGO_BIN_EXE_mpreg");
 
 /// A node process, killed when the test ends however it ends.
@@ -39,7 +41,23 @@ impl Proc {
         port: u16,
         data_dir: Option<&std::path::Path>,
     ) -> Proc {
-        let mut cmd = Command::new(NODE);
+        Proc::spawn(Command::new(NODE), name, peers, port, data_dir)
+    }
+
+    /// An `mpreg-demo-node` offering `resources` (comma-separated), in memory.
+    fn demo(name: &str, peers: Option<&str>, resources: &str) -> Proc {
+        let mut cmd = Command::new(DEMO_NODE);
+        cmd.args(["--resources", resources]);
+        Proc::spawn(cmd, name, peers, 0, None)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        name: &str,
+        peers: Option<&str>,
+        port: u16,
+        data_dir: Option<&std::path::Path>,
+    ) -> Proc {
         cmd.args(["--port", &port.to_string(), "--name", name]);
         match data_dir {
             Some(d) => cmd
@@ -232,4 +250,126 @@ fn a_killed_leader_restarts_from_its_data_dir_and_catches_up() {
     wait_for(&back.url, &["n1", "n2", "n3", "n4"]);
     drop((nodes, n4, back));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The status and in-flight requests `url`'s cluster map reports for node `name`.
+fn peer_state(url: &str, name: &str) -> Option<(String, u64)> {
+    let map = cluster_map(url)?;
+    let node = map["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)?
+        .clone();
+    Some((
+        node["status"].as_str()?.to_owned(),
+        node["load"]["inflight_requests"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Three demo nodes with different resources; one request needs all three (cpu → two gpu
+/// inferences in parallel → database store and cpu aggregate). Then the node running a
+/// non-idempotent step is killed: that request fails with 1018, the function's other
+/// replica takes every later call, and the dead node is marked down.
+#[test]
+fn a_cross_node_request_runs_everywhere_and_a_killed_node_is_routed_around() {
+    use mpreg::{Client, ErrorCode, RpcCommand};
+    use serde_json::json;
+    use std::future::IntoFuture;
+
+    let cpu = Proc::demo("cpu", None, "cpu");
+    let mut gpu1 = Proc::demo("gpu1", Some(&cpu.url), "gpu,a100");
+    let gpu2 = Proc::demo("gpu2", Some(&cpu.url), "gpu,database");
+    for p in [&cpu, &gpu1, &gpu2] {
+        wait_for(&p.url, &["cpu", "gpu1", "gpu2"]);
+    }
+    // Multi-threaded: the spawned call must run while this thread polls with the CLI.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt.block_on(Client::connect(&cpu.url)).expect("connect");
+    // Both gpu nodes' functions are in the entry node's catalog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = rt
+            .block_on(
+                client
+                    .call("catalog_query", json!([{"name": "infer"}]))
+                    .into_future(),
+            )
+            .expect("catalog_query");
+        if found["functions"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "infer is not on both gpu nodes: {found}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let r = rt
+        .block_on(client.request(vec![
+            RpcCommand::new("p", "preprocess").args(json!([[2.0, 4.0, 8.0]])),
+            RpcCommand::new("a", "infer").args(json!(["p"])).locs(["a100"]),
+            RpcCommand::new("b", "infer").args(json!(["p"])).locs(["database"]),
+            RpcCommand::new("s", "store").args(json!(["a"])),
+            RpcCommand::new("t", "aggregate").args(json!([["a", "b"]])),
+        ]))
+        .expect("cross-node request");
+    let mean = (0.25 + 0.5 + 1.0) / 3.0;
+    assert_eq!(
+        r["s"]["node"], "gpu2",
+        "store runs on the database node: {r:?}"
+    );
+    assert_eq!(r["s"]["record"]["node"], "gpu1", "{r:?}");
+    assert_eq!(r["t"]["node"], "cpu", "{r:?}");
+    assert_eq!(r["t"]["count"], 2);
+    assert!(
+        (r["t"]["total"].as_f64().unwrap_or(0.0) - 2.0 * mean).abs() < 1e-9,
+        "{r:?}"
+    );
+
+    // A non-idempotent step running on gpu1 when it dies: the request fails with 1018.
+    let training = {
+        let client = client.clone();
+        rt.spawn(async move { client.call("train", json!([20_000])).locs(["a100"]).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer_state(&cpu.url, "gpu1").is_none_or(|(_, inflight)| inflight == 0) {
+        assert!(Instant::now() < deadline, "train never started on gpu1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gpu1.kill9();
+    let killed_at = Instant::now();
+    let lost = rt
+        .block_on(training)
+        .expect("task")
+        .expect_err("train was lost");
+    assert_eq!(lost.code(), Some(ErrorCode::StepLost), "{lost}");
+
+    // Every later call goes to the replica that is left.
+    for x in 0..20 {
+        let r = rt
+            .block_on(client.call("infer", json!([{"values": [x]}])).into_future())
+            .expect("infer fails over");
+        assert_eq!(r["node"], "gpu2", "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer_state(&cpu.url, "gpu1").is_none_or(|(status, _)| status != "down") {
+        assert!(Instant::now() < deadline, "gpu1 never marked down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("gpu1 marked down {:?} after SIGKILL", killed_at.elapsed());
+    // With no a100 left, a pinned call fails clearly instead of waiting.
+    let err = rt
+        .block_on(
+            client
+                .call("train", json!([1]))
+                .locs(["a100"])
+                .into_future(),
+        )
+        .expect_err("no a100 node is alive");
+    assert_eq!(err.code(), Some(ErrorCode::ClusterUnavailable), "{err}");
 }

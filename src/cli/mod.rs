@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use node_cmd::{init_tracing, run_node};
+pub use node_cmd::{init_tracing, run_node, run_node_with};
 
 use crate::config::{ConfigError, Settings, SettingsLayer};
 

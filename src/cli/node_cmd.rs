@@ -24,6 +24,15 @@ pub fn init_tracing(level: &str) -> Result<(), String> {
 /// Starts a node, prints `MPREG_URL=…`, serves until SIGTERM or Ctrl-C, drains, returns 0.
 /// Any start-up failure is one line on stderr and exit code 2.
 pub async fn run_node(args: NodeArgs) -> i32 {
+    run_node_with(args, |_, _| Vec::new()).await
+}
+
+/// [`run_node`] with the functions `functions(name, resources)` returns for the node's
+/// settings registered.
+pub async fn run_node_with(
+    args: NodeArgs,
+    functions: impl FnOnce(&str, &std::collections::BTreeSet<String>) -> Vec<crate::Function>,
+) -> i32 {
     let (settings, ignored) = match args.settings(std::env::vars()) {
         Ok(s) => s,
         Err(e) => {
@@ -38,7 +47,15 @@ pub async fn run_node(args: NodeArgs) -> i32 {
     for key in ignored {
         tracing::warn!(setting = %key, "setting not supported by this version; ignored");
     }
-    let node = match Node::builder(settings).env(Env::production()).start().await {
+    let fs = functions(&settings.name, &settings.resources);
+    let mut builder = Node::builder(settings).env(Env::production());
+    for f in fs {
+        if let Err(e) = builder.register(f) {
+            eprintln!("mpreg-node: {e}");
+            return 2;
+        }
+    }
+    let node = match builder.start().await {
         Ok(node) => node,
         Err(e) => {
             eprintln!("mpreg-node: {e}");

@@ -1,0 +1,25 @@
+//! `mpreg-demo-node`: an mpreg node serving the demo functions that fit its `--resources`
+//! (see `mpreg::demo`): `cpu` → preprocess, aggregate; `gpu` → infer, render, train;
+//! `database` → store, lookup. Takes every `mpreg-node` option.
+//!
+//!     cargo run --bin mpreg-demo-node -- --port 9001 --name gpu1 --resources gpu --peers ws://127.0.0.1:9000
+
+use clap::Parser;
+use mpreg::cli::{NodeArgs, run_node_with};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mpreg-demo-node",
+    version,
+    about = "Run an mpreg node with the demo functions for its resources"
+)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    std::process::exit(run_node_with(cli.node, mpreg::demo::functions).await);
+}
