@@ -10,6 +10,9 @@
 //! Each node serves `mpreg::demo`'s functions for its resources; every result names the node
 //! that computed it.
 
+// An example program that times itself from outside any node.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
