@@ -19,6 +19,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde_json::json;
 
 use crate::SimFailure;
+use crate::cluster_rpc::{self, Executions, ProbeRecord, RpcRecord};
 use crate::env::sim_env;
 use crate::scenario::{Action, FaultEvent, Scenario, Target};
 use crate::trace::Trace;
@@ -83,6 +84,13 @@ pub struct Observations {
     pub converged_at: Option<Duration>,
     /// The fault schedule as it happened, targets resolved.
     pub schedule: Vec<String>,
+    /// The RPC workload's requests (scenarios with `rpc_clients`).
+    pub rpc: Vec<RpcRecord>,
+    /// How many times `record` started, per request and step.
+    pub executions: BTreeMap<String, u32>,
+    /// After healing: every function some live member offers, called through every live
+    /// member.
+    pub probes: Vec<ProbeRecord>,
 }
 
 /// What the harness knows of a node.
@@ -105,6 +113,10 @@ struct World {
     leave_requested: BTreeSet<String>,
     boots: BTreeMap<String, usize>,
     obs: Observations,
+    /// The probe after healing has finished.
+    probed: bool,
+    /// `record`'s execution counts, when the scenario has an RPC workload.
+    executions: Option<Executions>,
 }
 
 type Shared = Rc<RefCell<World>>;
@@ -193,11 +205,13 @@ fn add_node(
     settings: Settings,
     disk: LogStore,
 ) {
+    let rpc = world.borrow().executions.clone();
     world
         .borrow_mut()
         .nodes
         .insert(name.to_owned(), NodeStatus::default());
     let (world, trace, host) = (world.clone(), trace.clone(), name.to_owned());
+    let index: usize = name.trim_start_matches('n').parse().unwrap_or(0);
     sim.host(name, move || {
         let (world, trace, host, settings, disk) = (
             world.clone(),
@@ -206,6 +220,10 @@ fn add_node(
             settings.clone(),
             disk.clone(),
         );
+        let functions = rpc
+            .as_ref()
+            .map(|e| cluster_rpc::functions(index, e))
+            .unwrap_or_default();
         async move {
             let boot = {
                 let mut w = world.borrow_mut();
@@ -215,11 +233,11 @@ fn add_node(
             };
             // Each boot draws fresh randomness; the disk keeps the node id.
             let env = sim_env(seed ^ (boot as u64).wrapping_mul(0x9e37_79b9), &host);
-            let node = Node::builder(settings)
-                .env(env)
-                .memory_disk(disk)
-                .start()
-                .await?;
+            let mut builder = Node::builder(settings).env(env).memory_disk(disk);
+            for f in functions {
+                builder.register(f)?;
+            }
+            let node = builder.start().await?;
             {
                 let mut w = world.borrow_mut();
                 let status = w.nodes.entry(host.clone()).or_default();
@@ -388,6 +406,88 @@ fn add_client(
                 });
             }
         }
+        Ok(())
+    });
+}
+
+/// Adds RPC client host `r{i}`: it sends the workload's requests through a
+/// `ClusterClient` seeded with every initial node (its own first).
+fn add_rpc_client(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Shared,
+    trace: &Trace,
+    seed: u64,
+    i: usize,
+    scenario: &Scenario,
+) {
+    let name = format!("r{i}");
+    let seeds: Vec<String> = (0..scenario.nodes)
+        .map(|k| format!("ws://n{}:{PORT}", (i + k) % scenario.nodes + 1))
+        .collect();
+    let (world, trace, scenario) = (world.clone(), trace.clone(), scenario.clone());
+    sim.client(name.clone(), async move {
+        let env = sim_env(seed, &name);
+        let Some(cluster) = cluster_rpc::connect(&env, &seeds).await else {
+            trace.record(&name, "no node reachable");
+            return Ok(());
+        };
+        for k in 0..scenario.rpc_requests_per_client {
+            tokio::time::sleep(Duration::from_millis(scenario.rpc_every_ms)).await;
+            let (request, cmds, expected) = cluster_rpc::request(i, k);
+            let answer = cluster_rpc::send(&cluster, cmds).await;
+            trace.record(
+                &name,
+                match &answer {
+                    Ok(v) => format!("{request}: {v}"),
+                    Err((code, e)) => format!("{request} failed ({code:?}): {e}"),
+                },
+            );
+            world.borrow_mut().obs.rpc.push(RpcRecord {
+                client: name.clone(),
+                request,
+                expected,
+                answer,
+            });
+        }
+        Ok(())
+    });
+}
+
+/// How long (simulated) the probe after healing may take.
+const PROBE_BOUND: Duration = Duration::from_secs(60);
+
+/// After healing: calls every function a live member offers through every live member.
+fn add_probe(sim: &mut turmoil::Sim<'_>, world: &Shared, trace: &Trace, seed: u64) {
+    let (live, offered) = {
+        let w = world.borrow();
+        // Nodes asked to leave are on their way out: not probed, not counted as offering.
+        let live: Vec<String> = w
+            .live()
+            .into_iter()
+            .filter(|n| !w.leave_requested.contains(n))
+            .collect();
+        let mut offered: BTreeSet<&'static str> = BTreeSet::new();
+        for n in &live {
+            let index: usize = n.trim_start_matches('n').parse().unwrap_or(0);
+            offered.extend(cluster_rpc::offered(index));
+        }
+        (live, offered)
+    };
+    let (world, trace) = (world.clone(), trace.clone());
+    sim.client("probe", async move {
+        let env = sim_env(seed, "probe");
+        for node in &live {
+            for function in &offered {
+                let result = cluster_rpc::probe(&env, node, PORT, function).await;
+                trace.record("probe", format!("{function} via {node}: {result:?}"));
+                world.borrow_mut().obs.probes.push(ProbeRecord {
+                    node: node.clone(),
+                    function: (*function).to_owned(),
+                    result,
+                });
+            }
+        }
+        world.borrow_mut().probed = true;
         Ok(())
     });
 }
@@ -715,6 +815,7 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         initial: initial.clone(),
         rng: seed ^ 0x5eed,
     };
+    world.borrow_mut().executions = (scenario.rpc_clients > 0).then(Executions::default);
     for name in &initial {
         let disk = LogStore::with_sync_delay(DISK_SYNC_DELAY);
         h.disks.insert(name.clone(), disk.clone());
@@ -723,6 +824,9 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     }
     for i in 0..scenario.clients {
         add_client(&mut h.sim, &world, &trace, seed, i, scenario);
+    }
+    for i in 0..scenario.rpc_clients {
+        add_rpc_client(&mut h.sim, &world, &trace, seed, i, scenario);
     }
     let fail = |message: String| SimFailure {
         seed,
@@ -779,12 +883,27 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
             break;
         }
     }
+    if scenario.rpc_clients > 0 && converged_at.is_some() {
+        add_probe(&mut h.sim, &world, &trace, seed);
+        let deadline = h.sim.elapsed() + PROBE_BOUND;
+        while !world.borrow().probed && h.sim.elapsed() < deadline {
+            if let Err(e) = h.sim.step() {
+                return Err(fail(format!("simulation error while probing: {e}")));
+            }
+        }
+        if !world.borrow().probed {
+            return Err(fail("the probe did not finish".into()));
+        }
+    }
     let sim_elapsed = h.sim.elapsed();
     {
         let mut w = world.borrow_mut();
         w.obs.final_members = w.live();
         w.obs.healed_at = healed_at;
         w.obs.converged_at = converged_at;
+        if let Some(e) = w.executions.clone() {
+            w.obs.executions = cluster_rpc::lock(&e).clone();
+        }
     }
     for b in world.borrow().obs.boots.iter() {
         let s = b.machine.state();

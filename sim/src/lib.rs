@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod cluster_rpc;
 pub mod env;
 pub mod rpc_workload;
 pub mod scenario;

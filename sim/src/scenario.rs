@@ -32,6 +32,15 @@ pub struct Scenario {
     /// A linearizable read after every this many writes (0: no reads).
     #[serde(default = "defaults::read_every")]
     pub read_every: usize,
+    /// Client hosts `r0`, `r1`, … sending RPCs and DAGs through a `ClusterClient`; with
+    /// any, the nodes serve the RPC workload's functions (see `cluster_rpc`).
+    #[serde(default)]
+    pub rpc_clients: usize,
+    #[serde(default = "defaults::rpc_requests_per_client")]
+    pub rpc_requests_per_client: usize,
+    /// Pause between one RPC client's requests.
+    #[serde(default = "defaults::rpc_every_ms")]
+    pub rpc_every_ms: u64,
     /// After the workload ends and every fault is healed, the replicas must agree within
     /// this much simulated time.
     #[serde(default = "defaults::settle_ms")]
@@ -67,6 +76,12 @@ mod defaults {
     }
     pub fn read_every() -> usize {
         3
+    }
+    pub fn rpc_requests_per_client() -> usize {
+        16
+    }
+    pub fn rpc_every_ms() -> u64 {
+        200
     }
     pub fn settle_ms() -> u64 {
         30_000
@@ -151,7 +166,12 @@ impl Scenario {
 
     /// When the workload's last write is due (without retries), in simulated ms.
     pub fn workload_ms(&self) -> u64 {
-        self.writes_per_client as u64 * self.write_every_ms
+        let rpc = if self.rpc_clients > 0 {
+            self.rpc_requests_per_client as u64 * self.rpc_every_ms
+        } else {
+            0
+        };
+        (self.writes_per_client as u64 * self.write_every_ms).max(rpc)
     }
 }
 

@@ -23,6 +23,7 @@ fn holds(name: &str) {
     );
     let mut acknowledged = 0;
     let mut writes = 0;
+    let (mut rpc_ok, mut rpc_all) = (0, 0);
     for seed in scenario.seeds() {
         let wall = std::time::Instant::now();
         match run_checked(&scenario, seed, &ALL) {
@@ -39,6 +40,27 @@ fn holds(name: &str) {
                 );
                 acknowledged += r.acknowledged();
                 writes += r.obs.writes.len();
+                rpc_ok += r.obs.rpc.iter().filter(|q| q.answer.is_ok()).count();
+                rpc_all += r.obs.rpc.len();
+                if scenario.rpc_clients > 0 {
+                    let mut codes = std::collections::BTreeMap::new();
+                    for q in &r.obs.rpc {
+                        if let Err((code, _)) = &q.answer {
+                            codes
+                                .entry(code.map_or("client".to_owned(), |c| c.to_string()))
+                                .or_insert_with(Vec::new)
+                                .push(q.request.as_str());
+                        }
+                    }
+                    eprintln!(
+                        "  rpc: {}/{} answered (failed by code: {codes:?}), {} `record` starts, \
+                         {} probes",
+                        r.obs.rpc.iter().filter(|q| q.answer.is_ok()).count(),
+                        r.obs.rpc.len(),
+                        r.obs.executions.values().sum::<u32>(),
+                        r.obs.probes.len()
+                    );
+                }
             }
             Err(f) => panic!("{}", f.report(name)),
         }
@@ -49,6 +71,13 @@ fn holds(name: &str) {
         acknowledged * 2 > writes,
         "{name}: only {acknowledged} of {writes} writes acknowledged"
     );
+    // Likewise most RPCs must complete (each completed one was checked for its answer).
+    if scenario.rpc_clients > 0 {
+        assert!(
+            rpc_ok * 2 > rpc_all,
+            "{name}: only {rpc_ok} of {rpc_all} RPC requests answered"
+        );
+    }
 }
 
 macro_rules! scenario_tests {
@@ -72,6 +101,9 @@ scenario_tests!(
     minority_partition,
     random_links,
     rolling_restart,
+    rpc_churn,
+    rpc_node_crash,
+    rpc_partition,
     voter_replacement,
 );
 

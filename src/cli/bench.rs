@@ -54,6 +54,18 @@ pub struct BenchArgs {
     /// write in flight (--inflight is ignored); latency is until the write is committed
     #[arg(long)]
     pub catalog: bool,
+    /// Also run the identical load against this node, alternating rounds, and print its
+    /// figures as ratios to --url's: give --url the node hosting --fun and this one a node
+    /// that must forward each call there (one hop)
+    #[arg(long, value_name = "URL")]
+    pub forwarded_via: Option<String>,
+    /// Instead of single calls: one request of N calls of --fun and one --fan-in command
+    /// over their results, against N sequential calls of --fun (one connection each)
+    #[arg(long, value_name = "N")]
+    pub fanout: Option<usize>,
+    /// The command taking every fan-out result (with --fanout)
+    #[arg(long, default_value = "aggregate")]
+    pub fan_in: String,
 }
 
 /// One round against one target.
@@ -330,6 +342,12 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.catalog {
         return bench_catalog(&env, &args, &load).await;
     }
+    if let Some(n) = args.fanout {
+        return bench_fanout(&env, &args, &load, n).await;
+    }
+    if let Some(via) = &args.forwarded_via {
+        return bench_forwarded(&env, &args, &load, via).await;
+    }
     let mut mpreg_rounds = Vec::new();
     let mut echo_rounds = Vec::new();
     for round in 1..=args.rounds {
@@ -416,6 +434,107 @@ async fn bench_catalog(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), S
     }
     if s.errors > 0 {
         return Err(format!("{} writes failed", s.errors));
+    }
+    Ok(())
+}
+
+/// Direct calls to the hosting node against the same calls through a node that forwards
+/// them, alternating rounds.
+async fn bench_forwarded(
+    env: &Env,
+    args: &BenchArgs,
+    load: &Load,
+    via: &str,
+) -> Result<(), String> {
+    let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let r = run_round(env, &args.url, load).await?;
+        eprintln!("round {round}/{} {}", args.rounds, describe("direct", &r));
+        direct.push(r);
+        let r = run_round(env, via, load).await?;
+        eprintln!(
+            "round {round}/{} {}",
+            args.rounds,
+            describe("forwarded", &r)
+        );
+        forwarded.push(r);
+    }
+    let (d, f) = (
+        Summary::new("direct", direct),
+        Summary::new("forwarded", forwarded),
+    );
+    compare(args, &d, &f, "forwarded / direct")
+}
+
+/// The fan-out/fan-in request against the same calls made one after another.
+async fn bench_fanout(env: &Env, args: &BenchArgs, load: &Load, n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("--fanout must be positive".into());
+    }
+    let (mut seq, mut dag) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let r = super::bench_dag::run_round(env, &args.url, load, n, &args.fan_in, false).await?;
+        eprintln!(
+            "round {round}/{} {}",
+            args.rounds,
+            describe("sequential", &r)
+        );
+        seq.push(r);
+        let r = super::bench_dag::run_round(env, &args.url, load, n, &args.fan_in, true).await?;
+        eprintln!("round {round}/{} {}", args.rounds, describe("fan-out", &r));
+        dag.push(r);
+    }
+    let (s, d) = (
+        Summary::new("sequential", seq),
+        Summary::new("fan-out", dag),
+    );
+    compare(
+        args,
+        &s,
+        &d,
+        &format!("one {n}-call fan-out request / {n} sequential calls"),
+    )
+}
+
+/// Prints `base` and `other` and `other`'s ratios to `base`.
+fn compare(args: &BenchArgs, base: &Summary, other: &Summary, what: &str) -> Result<(), String> {
+    let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
+    let ratios = json!({
+        "throughput": ratio(other.calls_per_sec, base.calls_per_sec),
+        "p50": ratio(other.p50_us as f64, base.p50_us as f64),
+        "p99": ratio(other.p99_us as f64, base.p99_us as f64),
+    });
+    if args.json {
+        println!(
+            "{}",
+            json!({base.target.clone(): base, other.target.clone(): other, "ratios": ratios})
+        );
+    } else {
+        println!(
+            "{} connections x {} in flight, {} s x {} rounds, fun {}; medians (a sample is one {}):",
+            args.connections,
+            args.inflight,
+            args.duration,
+            args.rounds,
+            args.fun,
+            if args.fanout.is_some() {
+                "request or sequence"
+            } else {
+                "call"
+            },
+        );
+        println!("{}", summary_line(base));
+        println!("{}", summary_line(other));
+        println!(
+            "{what}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+            ratios["throughput"].as_f64().unwrap_or(0.0),
+            ratios["p50"].as_f64().unwrap_or(0.0),
+            ratios["p99"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let errors = base.errors + other.errors;
+    if errors > 0 {
+        return Err(format!("{errors} calls failed"));
     }
     Ok(())
 }

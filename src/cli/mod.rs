@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod bench_catalog;
+mod bench_dag;
 mod client_cmd;
 mod node_cmd;
 

@@ -39,6 +39,9 @@ pub enum Retry {
 
 /// How many nodes a request tries before giving up.
 const MAX_ATTEMPTS: usize = 8;
+/// How long connecting to one node (and asking it for `cluster_map`) may take: a node
+/// behind a partition never answers, and the next one should be tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct ClusterClient {
     env: Env,
@@ -172,16 +175,31 @@ impl ClusterClient {
         for _ in 0..state.known.len() {
             let url = state.known[state.next % state.known.len()].clone();
             state.next = (state.next + 1) % state.known.len();
-            match Client::connect_with(&self.env, &url).await {
-                Ok(client) => {
+            let connect =
+                tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with(&self.env, &url));
+            match connect.await {
+                Ok(Ok(client)) => {
                     // Learn the cluster from it; a node that cannot answer is still usable.
-                    if let Ok(map) = client.call("cluster_map", Value::Array(vec![])).await {
+                    let map = client
+                        .call("cluster_map", Value::Array(vec![]))
+                        .timeout(CONNECT_TIMEOUT)
+                        .await;
+                    if let Ok(map) = map {
                         learn(&mut state.known, &map);
                     }
                     state.current = Some(client.clone());
                     return Ok(client);
                 }
-                Err(e) => last = Some(e),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(ClientError::Connect {
+                        url: url.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {CONNECT_TIMEOUT:?}"),
+                        ),
+                    });
+                }
             }
         }
         Err(last.unwrap_or(ClientError::Closed))

@@ -2,11 +2,14 @@
 //! One file per property, each citing it. Determinism (the fifth property) is checked by
 //! running a seed twice and comparing trace hashes (see `tests/scenarios.rs`).
 
+mod at_most_once;
+mod callable_everywhere;
 mod convergence;
 mod election_safety;
 mod linearizable_reads;
 mod no_lost_ack;
 mod planted;
+mod rpc_answers;
 mod state_machine_safety;
 
 use crate::cluster::Observations;
@@ -17,12 +20,18 @@ pub use planted::leader_never_changes;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 5] = [
+pub const ALL: [(&str, Checker); 8] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
     ("convergence after healing", convergence::check),
     ("linearizable reads", linearizable_reads::check),
+    ("RPC answers are right", rpc_answers::check),
+    ("non-idempotent steps run at most once", at_most_once::check),
+    (
+        "every function callable everywhere after healing",
+        callable_everywhere::check,
+    ),
 ];
 
 /// Runs `checkers` in order; the first failure is reported with its property's name.

@@ -29,6 +29,11 @@ use crate::transport::websocket_config;
 /// Largest frame on a peer link (snapshots travel in one).
 pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
 
+/// How long opening a link (TCP, WebSocket handshake, hello) may take, whatever the call's
+/// deadline: a peer that is gone or cut off never answers, and a forwarded step should move
+/// on to another node well before its request's deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The path a peer's WebSocket handshake asks for; it marks the connection as Raft's.
 pub const RAFT_PATH: &str = "/_mpreg/raft";
 
@@ -160,7 +165,8 @@ impl Link {
     ) -> Result<RaftReply, CallFailure> {
         let not_sent = |error| CallFailure { sent: false, error };
         let deadline = tokio::time::Instant::now() + ttl;
-        let open = tokio::time::timeout_at(deadline, self.connected())
+        let connect_by = deadline.min(tokio::time::Instant::now() + CONNECT_TIMEOUT);
+        let open = tokio::time::timeout_at(connect_by, self.connected())
             .await
             .map_err(|_| not_sent(timed_out("connect")))?
             .map_err(not_sent)?;
