@@ -4,7 +4,6 @@
 //! connection. Both go to the same node, so the figures compare the DAG executor's
 //! parallel fan-out with client-side sequencing, on whatever nodes host the functions.
 
-
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 

@@ -8,13 +8,13 @@
 //! real one behind a dead peer) never delivers what was lost, so the only safe recovery is a
 //! new connection. The calls still waiting fail at once and the next call reconnects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -75,7 +75,10 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 }
 
 /// The next binary frame, decoded; `None` when the peer closed.
-async fn next_frame(ws: &mut PeerWs) -> io::Result<Option<Frame>> {
+async fn next_frame<S>(ws: &mut S) -> io::Result<Option<Frame>>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     while let Some(msg) = ws.next().await {
         match msg.map_err(io::Error::other)? {
             Message::Binary(b) => return decode(&b).map(Some),
@@ -93,33 +96,120 @@ fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// An open link: calls are sent to its task, replies routed back by id.
+type Writer = futures_util::stream::SplitSink<PeerWs, Message>;
+
+/// The sending side of an open link: a queue of frames, written by a caller of an idle
+/// link itself or by the link's task (see [`Open::send`]).
+struct Outgoing {
+    writer: tokio::sync::Mutex<Writer>,
+    queue: Mutex<VecDeque<Message>>,
+    /// Tells the link's task that frames wait in the queue.
+    queued: tokio::sync::Notify,
+    /// Set when the link's task has ended: nothing will be read from this link again.
+    ended: std::sync::atomic::AtomicBool,
+}
+
+fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>> {
+    // Frames go in and out whole; a poisoned queue is still consistent.
+    q.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Outgoing {
+    /// Writes every queued frame and flushes. A frame leaves the queue only once the sink
+    /// has room for it, so a writer cancelled at an await point strands nothing.
+    async fn write_queued(&self, w: &mut Writer) -> io::Result<()> {
+        loop {
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *w).poll_ready(cx))
+                .await
+                .map_err(io::Error::other)?;
+            let Some(frame) = lock_queue(&self.queue).pop_front() else {
+                break;
+            };
+            std::pin::Pin::new(&mut *w)
+                .start_send(frame)
+                .map_err(io::Error::other)?;
+        }
+        w.flush().await.map_err(io::Error::other)
+    }
+}
+
+/// An open link: callers write requests (see [`Outgoing`]); its task reads the replies and
+/// routes them back by id.
 struct Open {
-    outbox: mpsc::Sender<Message>,
+    out: Arc<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicU64,
     /// Set to break the link (its task then drops the socket and every waiting call).
     broken: watch::Sender<bool>,
+    /// Dropped with the last handle, which ends the link's task.
+    _alive: mpsc::Sender<()>,
 }
 
 impl Open {
     fn is_broken(&self) -> bool {
-        *self.broken.borrow() || self.outbox.is_closed()
+        *self.broken.borrow() || self.out.ended.load(Ordering::Acquire)
     }
 
     fn break_it(&self) {
         let _ = self.broken.send(true);
+    }
+
+    /// Sends `frame`. On an idle link (no other call waiting) the caller writes and
+    /// flushes it itself: no hand-off to another task before it leaves. On a busy one it
+    /// is queued for the link's task, which writes everything queued with one flush.
+    async fn send(&self, frame: Message) -> io::Result<()> {
+        if self.is_broken() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "peer link closed",
+            ));
+        }
+        lock_queue(&self.out.queue).push_back(frame);
+        let idle = lock(&self.pending).len() <= 1; // this call's own entry
+        let writer = if idle {
+            self.out.writer.try_lock().ok()
+        } else {
+            None
+        };
+        match writer {
+            Some(mut w) => {
+                let written = self.out.write_queued(&mut w).await;
+                if written.is_err() {
+                    self.break_it();
+                }
+                written
+            }
+            None => {
+                self.out.queued.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues `frame` for the link's task (from code that cannot wait).
+    fn send_later(&self, frame: Message) {
+        lock_queue(&self.out.queue).push_back(frame);
+        self.out.queued.notify_one();
     }
 }
 
 /// A link to one peer address, opened on first use and reopened after it broke. Clones
 /// share the connection.
 #[derive(Clone)]
-pub(crate) struct Link {
+pub(crate) struct Link(Arc<LinkInner>);
+
+pub(crate) struct LinkInner {
     env: Env,
     addr: String,
     cluster: Option<String>,
-    open: Arc<tokio::sync::Mutex<Option<Arc<Open>>>>,
+    open: tokio::sync::Mutex<Option<Arc<Open>>>,
+}
+
+impl std::ops::Deref for Link {
+    type Target = LinkInner;
+    fn deref(&self) -> &LinkInner {
+        &self.0
+    }
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -128,12 +218,12 @@ fn timed_out(what: &str) -> io::Error {
 
 impl Link {
     pub(crate) fn new(env: Env, addr: String, cluster: Option<String>) -> Link {
-        Link {
+        Link(Arc::new(LinkInner {
             env,
             addr,
             cluster,
-            open: Arc::default(),
-        }
+            open: tokio::sync::Mutex::default(),
+        }))
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -180,7 +270,7 @@ impl Link {
             sent: false,
             answered: false,
         };
-        let failure = match tokio::time::timeout_at(deadline, open.outbox.send(frame)).await {
+        let failure = match tokio::time::timeout_at(deadline, open.send(frame)).await {
             Ok(Ok(())) => {
                 call.sent = true;
                 match tokio::time::timeout_at(deadline, rx).await {
@@ -194,7 +284,7 @@ impl Link {
                     Err(_) => timed_out("rpc"),
                 }
             }
-            Ok(Err(_)) => io::Error::new(io::ErrorKind::ConnectionAborted, "peer link closed"),
+            Ok(Err(e)) => e,
             Err(_) => timed_out("send"),
         };
         if break_on_timeout {
@@ -245,15 +335,29 @@ impl Link {
                 ));
             }
         }
-        let (outbox, queue) = mpsc::channel(256);
+        let (writer, frames) = ws.split();
+        let (alive, handles_gone) = mpsc::channel(1);
         let (broken, broken_rx) = watch::channel(false);
+        let out = Arc::new(Outgoing {
+            writer: tokio::sync::Mutex::new(writer),
+            queue: Mutex::default(),
+            queued: tokio::sync::Notify::new(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+        });
         let open = Arc::new(Open {
-            outbox,
+            out: out.clone(),
             pending: Arc::default(),
             next_id: AtomicU64::new(1),
             broken,
+            _alive: alive,
         });
-        tokio::spawn(drive(ws, queue, open.pending.clone(), broken_rx));
+        tokio::spawn(drive(
+            frames,
+            out,
+            open.pending.clone(),
+            broken_rx,
+            handles_gone,
+        ));
         *slot = Some(open.clone());
         Ok(open)
     }
@@ -284,9 +388,9 @@ impl Drop for InFlight<'_> {
             && !self.answered
             && let Ok(frame) = encode(&Frame::Cancel { id: self.id })
         {
-            // Best effort: a full or closed link drops it (a closed one has already
-            // cancelled everything on the peer's side).
-            let _ = self.open.outbox.try_send(frame);
+            // Best effort: a closed link drops it (and has already cancelled everything on
+            // the peer's side).
+            self.open.send_later(frame);
         }
     }
 }
@@ -303,23 +407,28 @@ async fn until_broken(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Owns the socket of one open link: writes queued requests, routes replies to their
-/// callers, and ends (failing every waiting call) when the link breaks or closes.
+/// The task of one open link: routes replies to their callers, writes frames queued while
+/// a caller was writing, and ends (failing every waiting call, closing the socket) when
+/// the link breaks or closes or its last handle is gone.
 async fn drive(
-    mut ws: PeerWs,
-    mut queue: mpsc::Receiver<Message>,
+    mut frames: futures_util::stream::SplitStream<PeerWs>,
+    out: Arc<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     mut broken: watch::Receiver<bool>,
+    mut handles_gone: mpsc::Receiver<()>,
 ) {
     loop {
         tokio::select! {
             biased;
             () = until_broken(&mut broken) => break,
-            out = queue.recv() => match out {
-                Some(frame) => if ws.send(frame).await.is_err() { break },
-                None => break, // every handle is gone
-            },
-            frame = next_frame(&mut ws) => match frame {
+            _ = handles_gone.recv() => break,
+            () = out.queued.notified() => {
+                let mut w = out.writer.lock().await;
+                if out.write_queued(&mut w).await.is_err() {
+                    break;
+                }
+            }
+            frame = next_frame(&mut frames) => match frame {
                 Ok(Some(Frame::Reply { id, reply })) => {
                     if let Some(waiter) = lock(&pending).remove(&id) {
                         let _ = waiter.send(reply);
@@ -330,9 +439,18 @@ async fn drive(
             },
         }
     }
-    // Dropping the senders fails the waiting calls at once.
+    // Dropping the senders fails the waiting calls at once; later calls see the link ended
+    // (a call registered between the two finds no reply and hits its deadline).
+    out.ended.store(true, Ordering::Release);
     lock(&pending).clear();
-    queue.close();
+    lock_queue(&out.queue).clear();
+    // Close the socket (the peer then cancels the steps it runs for this link); a writer
+    // stuck on a dead peer is given up on.
+    let close = async {
+        let mut w = out.writer.lock().await;
+        let _ = w.close().await;
+    };
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
 }
 
 /// Forwarded steps one link may run at once; beyond it the node stops reading the link
@@ -361,43 +479,121 @@ pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
     if ws.send(frame).await.is_err() || refused {
         return;
     }
+    let service = Arc::new(service);
     let (replies, mut outgoing) = mpsc::channel::<(u64, Message)>(256);
-    // Forwarded steps, by request id, so that a cancel can stop one; dropping the set
-    // when the link ends cancels the rest.
-    let mut steps: JoinSet<()> = JoinSet::new();
-    let mut running: BTreeMap<u64, AbortHandle> = BTreeMap::new();
+    let mut link = Served {
+        service,
+        replies,
+        steps: JoinSet::new(),
+        running: BTreeMap::new(),
+        out: Vec::new(),
+    };
     loop {
         tokio::select! {
             biased;
             Some((id, frame)) = outgoing.recv() => {
-                running.remove(&id);
-                if ws.send(frame).await.is_err() { return }
+                link.replied(id, frame);
+                while let Ok((id, frame)) = outgoing.try_recv() {
+                    link.replied(id, frame);
+                }
             }
-            Some(_) = steps.join_next(), if !steps.is_empty() => {}
-            frame = next_frame(&mut ws), if steps.len() < MAX_STEPS_PER_LINK => match frame {
-                Ok(Some(Frame::Request { id, req })) => {
-                    let is_step = matches!(req, RaftRequest::Step(_));
-                    let (service, replies) = (service.clone(), replies.clone());
-                    let task = async move {
-                        let reply = answer(&service, req).await;
+            Some(_) = link.steps.join_next(), if !link.steps.is_empty() => {}
+            frame = next_frame(&mut ws), if link.steps.len() < MAX_STEPS_PER_LINK => {
+                if !link.handle(frame) {
+                    return;
+                }
+                // Whatever else has arrived already is handled before the replies go out,
+                // so that they leave together.
+                for _ in 0..READ_BATCH {
+                    if link.steps.len() >= MAX_STEPS_PER_LINK {
+                        break;
+                    }
+                    match next_frame(&mut ws).now_or_never() {
+                        Some(frame) => if !link.handle(frame) { return },
+                        None => break,
+                    }
+                }
+            }
+        }
+        if !link.out.is_empty() {
+            for frame in link.out.drain(..) {
+                if ws.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            if ws.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Frames read in one go before the replies they produced are written.
+const READ_BATCH: usize = 64;
+
+/// The serving side of one link.
+struct Served {
+    service: Arc<PeerService>,
+    /// Where spawned requests send their replies.
+    replies: mpsc::Sender<(u64, Message)>,
+    /// Forwarded steps, by request id, so that a cancel can stop one; dropping the set
+    /// when the link ends cancels the rest.
+    steps: JoinSet<()>,
+    running: BTreeMap<u64, AbortHandle>,
+    /// Replies ready to write.
+    out: Vec<Message>,
+}
+
+impl Served {
+    fn replied(&mut self, id: u64, frame: Message) {
+        self.running.remove(&id);
+        self.out.push(frame);
+    }
+
+    /// Handles one frame; `false` ends the link.
+    fn handle(&mut self, frame: io::Result<Option<Frame>>) -> bool {
+        match frame {
+            Ok(Some(Frame::Request { id, req })) => {
+                let is_step = matches!(req, RaftRequest::Step(_));
+                let service = self.service.clone();
+                let mut reply = Box::pin(async move { answer(&service, req).await });
+                // Most steps and heartbeats finish on their first poll: answer those here,
+                // without a task.
+                let waker = futures_util::task::noop_waker();
+                match reply
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker))
+                {
+                    std::task::Poll::Ready(reply) => {
                         if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
-                            let _ = replies.send((id, frame)).await;
+                            self.out.push(frame);
                         }
-                    };
-                    if is_step {
-                        running.insert(id, steps.spawn(task));
-                    } else {
-                        tokio::spawn(task);
+                    }
+                    std::task::Poll::Pending => {
+                        let replies = self.replies.clone();
+                        let task = async move {
+                            let reply = reply.await;
+                            if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
+                                let _ = replies.send((id, frame)).await;
+                            }
+                        };
+                        if is_step {
+                            self.running.insert(id, self.steps.spawn(task));
+                        } else {
+                            tokio::spawn(task);
+                        }
                     }
                 }
-                Ok(Some(Frame::Cancel { id })) => {
-                    if let Some(step) = running.remove(&id) {
-                        step.abort();
-                    }
+                true
+            }
+            Ok(Some(Frame::Cancel { id })) => {
+                if let Some(step) = self.running.remove(&id) {
+                    step.abort();
                 }
-                Ok(Some(_)) => return, // a second hello, or a reply: not a peer we know
-                Ok(None) | Err(_) => return,
-            },
+                true
+            }
+            // A second hello, or a reply: not a peer we know.
+            Ok(Some(_)) | Ok(None) | Err(_) => false,
         }
     }
 }
