@@ -510,18 +510,21 @@ fn compare(args: &BenchArgs, base: &Summary, other: &Summary, what: &str) -> Res
             json!({base.target.clone(): base, other.target.clone(): other, "ratios": ratios})
         );
     } else {
+        let shape = match args.fanout {
+            Some(n) => format!("1 connection, one {n}-call request or sequence at a time"),
+            None => format!(
+                "{} connections x {} in flight",
+                args.connections, args.inflight
+            ),
+        };
+        let sample = if args.fanout.is_some() {
+            "request or sequence"
+        } else {
+            "call"
+        };
         println!(
-            "{} connections x {} in flight, {} s x {} rounds, fun {}; medians (a sample is one {}):",
-            args.connections,
-            args.inflight,
-            args.duration,
-            args.rounds,
-            args.fun,
-            if args.fanout.is_some() {
-                "request or sequence"
-            } else {
-                "call"
-            },
+            "{shape}, {} s x {} rounds, fun {}; medians (a sample is one {sample}):",
+            args.duration, args.rounds, args.fun,
         );
         println!("{}", summary_line(base));
         println!("{}", summary_line(other));
