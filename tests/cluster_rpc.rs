@@ -168,10 +168,16 @@ async fn a_request_runs_each_step_where_its_resources_are() {
         Some(ErrorCode::CommandNotFound),
         "{missing}"
     );
+    let registering = tokio::time::Instant::now();
     cpu.register(Function::new("late", || async { Ok::<_, String>("here") }))
         .await
         .unwrap();
     wait_routable(&nodes, "late", 1).await;
+    // Reported, not asserted (no timed tests): the issue asks for well under 1 s.
+    eprintln!(
+        "`late` routable from every node {:?} after register() was called",
+        registering.elapsed()
+    );
     assert_eq!(client.call("late", json!([])).await.unwrap(), json!("here"));
 
     // A remote error names the step and keeps its code.

@@ -181,9 +181,9 @@ impl NodeInfo {
             .map(|v| {
                 let local = v.member.id == self.control.id;
                 // This node's load from its counters; the others' from their heartbeats.
-                let (status, inflight, clients, heard) = if local {
+                let (status, load, clients, heard) = if local {
                     let clients = self.stats.active_clients.load(Ordering::Relaxed);
-                    ("ok", self.stats.inflight() as u64, clients, None)
+                    ("ok", self.stats.load(), clients, None)
                 } else {
                     let d = super::heartbeat::lock(&self.detector);
                     let now = self.env.clock.now();
@@ -211,9 +211,10 @@ impl NodeInfo {
                 node.insert(
                     "load".into(),
                     json!({
-                        "load_score": inflight as f64,
+                        "load_score": load.inflight as f64,
                         "active_clients": clients,
-                        "inflight_requests": inflight,
+                        "inflight_requests": load.inflight,
+                        "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,
                     }),
                 );
                 Value::Object(node)

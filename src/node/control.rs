@@ -16,6 +16,7 @@ use crate::control::raft::{
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
+use crate::routing::liveness::Load;
 
 /// Deadline of one control-plane RPC made by the node itself.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +33,7 @@ pub(crate) struct Control {
     pub(crate) policy: MembershipPolicy,
     cluster_id: String,
     /// How to read this node's load (set once the node's stats exist).
-    pub(crate) load: Arc<std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>>,
+    pub(crate) load: Arc<std::sync::OnceLock<Box<dyn Fn() -> Load + Send + Sync>>>,
     /// How to run forwarded steps (set once the node's functions exist).
     pub(crate) steps: Arc<std::sync::OnceLock<StepRunner>>,
     /// The peer links, shared by Raft, heartbeats and forwarded steps: one per peer.
@@ -160,7 +161,7 @@ impl Control {
             env: self.env.clone(),
             policy: self.policy,
             cluster_id: self.cluster_id.clone(),
-            load: Arc::new(move || load.get().map_or(0, |f| f())),
+            load: Arc::new(move || load.get().map_or(Load::default(), |f| f())),
             steps: self.steps.clone(),
         }
     }

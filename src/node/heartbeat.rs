@@ -76,7 +76,7 @@ pub(crate) async fn run(
                 .entry(*id)
                 .or_insert_with(|| control.network.peer(*id, addr));
         }
-        let load = stats.inflight() as u64;
+        let load = stats.load();
         let answers = join_all(
             peers
                 .iter_mut()

@@ -48,6 +48,8 @@ pub(crate) struct Stats {
     next_connection: std::sync::atomic::AtomicU64,
     /// Steps other nodes forwarded here, running now.
     pub(crate) steps_running: AtomicUsize,
+    /// Moving average (1/8 weight per sample) of how long forwarded steps took here, µs.
+    step_latency_us: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -86,6 +88,27 @@ impl Stats {
             .map(|c| c.load(Ordering::Relaxed))
             .sum();
         requests + self.steps_running.load(Ordering::Relaxed)
+    }
+
+    /// What heartbeats report of this node.
+    pub(crate) fn load(&self) -> crate::routing::liveness::Load {
+        crate::routing::liveness::Load {
+            inflight: self.inflight() as u64,
+            step_latency_us: self.step_latency_us.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Folds one forwarded step's duration into the moving average (racy updates may
+    /// drop a sample; it is an estimate).
+    fn step_took(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.step_latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample.max(1)
+        } else {
+            (old - old / 8 + sample / 8).max(1)
+        };
+        self.step_latency_us.store(new, Ordering::Relaxed);
     }
 
     fn lock_connections(
@@ -211,7 +234,7 @@ impl NodeBuilder {
         let stats = Arc::new(Stats::default());
         {
             let stats = stats.clone();
-            let _ = control.load.set(Box::new(move || stats.inflight() as u64));
+            let _ = control.load.set(Box::new(move || stats.load()));
         }
         let detector: heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
@@ -271,14 +294,17 @@ impl NodeBuilder {
         ));
         let limits = self.settings.exec_limits();
         {
-            let (functions, stats) = (functions.clone(), stats.clone());
+            let (functions, stats, clock) = (functions.clone(), stats.clone(), env.clock.clone());
             let runner: crate::control::raft::StepRunner = Box::new(move |step| {
                 let registry = functions.current();
-                let stats = stats.clone();
+                let (stats, clock) = (stats.clone(), clock.clone());
                 Box::pin(async move {
                     stats.steps_running.fetch_add(1, Ordering::Relaxed);
                     let _done = StepDone(&stats);
-                    crate::rpc::run_step(&registry, limits, step).await
+                    let started = clock.now();
+                    let outcome = crate::rpc::run_step(&registry, limits, step).await;
+                    stats.step_took(clock.now().saturating_duration_since(started));
+                    outcome
                 })
             });
             let _ = control.steps.set(runner);

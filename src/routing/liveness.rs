@@ -28,10 +28,19 @@ impl Default for Thresholds {
     }
 }
 
+/// What a node reports of itself with every heartbeat answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Load {
+    /// Requests and forwarded steps running there now.
+    pub inflight: u64,
+    /// A moving average of how long the steps forwarded to it took there (µs; 0: none yet).
+    pub step_latency_us: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Heard {
     at: Instant,
-    load: u64,
+    load: Load,
 }
 
 /// Per peer: when it last answered, and the load it reported then.
@@ -60,7 +69,7 @@ impl Detector {
     }
 
     /// `node` answered a heartbeat at `at`, reporting `load` requests in flight.
-    pub fn heard(&mut self, node: NodeId, at: Instant, load: u64) {
+    pub fn heard(&mut self, node: NodeId, at: Instant, load: Load) {
         self.watched_since.remove(&node);
         match self.heard.get(&node) {
             Some(h) if h.at > at => {} // an older answer arriving late changes nothing
@@ -99,16 +108,20 @@ impl Detector {
             .map(|h| now.saturating_duration_since(h.at))
     }
 
-    /// The load `node` reported with its last answer (0 if it never answered).
-    pub fn load(&self, node: NodeId) -> u64 {
-        self.heard.get(&node).map_or(0, |h| h.load)
+    /// The load `node` reported with its last answer (zero if it never answered).
+    pub fn load(&self, node: NodeId) -> Load {
+        self.heard.get(&node).map_or(Load::default(), |h| h.load)
     }
 
     /// Every watched peer's liveness and last reported load, for a routing [`super::View`].
     pub fn snapshot(&self, now: Instant) -> (BTreeMap<NodeId, Liveness>, BTreeMap<NodeId, u64>) {
         let nodes = self.heard.keys().chain(self.watched_since.keys());
         let liveness = nodes.map(|n| (*n, self.status(*n, now))).collect();
-        let load = self.heard.iter().map(|(n, h)| (*n, h.load)).collect();
+        let load = self
+            .heard
+            .iter()
+            .map(|(n, h)| (*n, h.load.inflight))
+            .collect();
         (liveness, load)
     }
 }
@@ -121,15 +134,22 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn inflight(n: u64) -> Load {
+        Load {
+            inflight: n,
+            step_latency_us: 0,
+        }
+    }
+
     #[test]
     fn silence_turns_alive_into_suspect_then_down_and_an_answer_revives() {
         let t0 = Instant::now();
         let mut d = Detector::new(Thresholds::default());
-        d.heard(7, t0, 3);
+        d.heard(7, t0, inflight(3));
         assert_eq!(d.status(7, t0 + ms(700)), Liveness::Alive);
         assert_eq!(d.status(7, t0 + ms(800)), Liveness::Suspect);
         assert_eq!(d.status(7, t0 + ms(1600)), Liveness::Down);
-        d.heard(7, t0 + ms(1700), 1);
+        d.heard(7, t0 + ms(1700), inflight(1));
         assert_eq!(d.status(7, t0 + ms(1700)), Liveness::Alive);
         let (live, load) = d.snapshot(t0 + ms(1700));
         assert_eq!(live.get(&7), Some(&Liveness::Alive));
@@ -153,8 +173,8 @@ mod tests {
     fn a_late_old_answer_does_not_rewind_the_clock() {
         let t0 = Instant::now();
         let mut d = Detector::new(Thresholds::default());
-        d.heard(1, t0 + ms(1000), 5);
-        d.heard(1, t0, 0);
+        d.heard(1, t0 + ms(1000), inflight(5));
+        d.heard(1, t0, inflight(0));
         assert_eq!(d.status(1, t0 + ms(1600)), Liveness::Alive);
         assert_eq!(d.snapshot(t0).1.get(&1), Some(&5));
     }

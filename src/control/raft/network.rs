@@ -24,6 +24,7 @@ use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{Env, Listener};
+use crate::routing::liveness::Load;
 use crate::rpc::{ForwardError, Step, StepOutcome};
 use crate::transport::websocket_config;
 
@@ -55,7 +56,7 @@ pub enum RaftRequest {
     ReadIndex,
     /// Data-plane heartbeat: the sender's load; the answer carries the receiver's.
     Heartbeat {
-        load: u64,
+        load: Load,
     },
     /// A command to run here, forwarded by the node coordinating its request.
     Step(Step),
@@ -87,7 +88,7 @@ pub enum RaftReply {
     Leave(Result<(), MembershipError>),
     Pong,
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
-    Heartbeat { load: u64 },
+    Heartbeat { load: Load },
     Step(StepOutcome),
 }
 
@@ -219,7 +220,7 @@ impl PeerClient {
     /// A heartbeat carrying this node's `load`; answers the peer's. A missed deadline
     /// does not break the link (it is shared with forwarded steps, which would be lost):
     /// the caller decides when silence means the link is dead ([`PeerClient::reset`]).
-    pub async fn heartbeat(&mut self, load: u64, ttl: Duration) -> io::Result<u64> {
+    pub async fn heartbeat(&mut self, load: Load, ttl: Duration) -> io::Result<Load> {
         match self
             .link
             .call_step(RaftRequest::Heartbeat { load }, ttl)
@@ -363,7 +364,7 @@ pub struct PeerService {
     /// Links whose hello names another cluster are refused.
     pub cluster_id: String,
     /// This node's load (requests in flight), sent back with heartbeats.
-    pub load: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub load: Arc<dyn Fn() -> Load + Send + Sync>,
     /// Runs forwarded steps (set once the node's functions exist).
     pub steps: Arc<std::sync::OnceLock<StepRunner>>,
 }
