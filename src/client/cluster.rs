@@ -13,9 +13,10 @@
 //! ```
 //!
 //! What is retried on another node: a request that never left (the connection was already
-//! gone), and one the node refused while draining (1020). A request whose connection broke
-//! after it was sent may have run, so it fails with [`ClientError::Closed`] unless the caller
-//! says it may run twice ([`Retry::Always`]).
+//! gone), one the node refused while draining (1020), and one left unanswered when a
+//! draining node closed the connection (it answers everything it ran before it closes). A
+//! request whose connection broke otherwise may have run, so it fails with
+//! [`ClientError::Closed`] unless the caller says it may run twice ([`Retry::Always`]).
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;

@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub use cluster::{ClusterClient, Retry};
 pub use error::ClientError;
@@ -50,6 +51,10 @@ const SEND_QUEUE: usize = 1024;
 struct PendingState {
     waiting: BTreeMap<u64, oneshot::Sender<RpcReply>>,
     closed: bool,
+    /// The node closed the connection as "going away" (1001): it was draining, and it only
+    /// closes once every request it ran has been answered, so an unanswered request on
+    /// this connection never ran.
+    drained: bool,
 }
 
 type Pending = Mutex<PendingState>;
@@ -211,7 +216,14 @@ impl Client {
             .map_err(|_| not_sent(ClientError::Closed))?;
         let reply = match tokio::time::timeout(wait, reply_rx).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(sent(ClientError::Closed)),
+            Ok(Err(_)) => {
+                let ran_maybe = !lock(&inner.pending).drained;
+                let failure = SendFailure {
+                    sent: ran_maybe,
+                    error: ClientError::Closed,
+                };
+                return Err(failure);
+            }
             Err(_) => return Err(sent(ClientError::Timeout(wait))),
         };
         match reply.error {
@@ -269,7 +281,12 @@ where
                     continue;
                 }
             },
-            Message::Close(_) => break,
+            Message::Close(frame) => {
+                if frame.as_ref().is_some_and(|f| f.code == CloseCode::Away) {
+                    lock(&pending).drained = true;
+                }
+                break;
+            }
             _ => continue,
         };
         let seq = reply

@@ -211,7 +211,13 @@ impl NodeInfo {
                 node.insert(
                     "load".into(),
                     json!({
-                        "load_score": load.inflight as f64,
+                        // As the original ranks nodes (its cluster client tries the lowest
+                        // score first): a suspect node +500, a down one +1000.
+                        "load_score": load.inflight as f64 + match status {
+                            "suspect" => 500.0,
+                            "down" => 1000.0,
+                            _ => 0.0,
+                        },
                         "active_clients": clients,
                         "inflight_requests": load.inflight,
                         "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,

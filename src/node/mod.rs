@@ -216,7 +216,17 @@ impl NodeBuilder {
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let url = match self.settings.advertised_urls.first() {
             Some(u) => u.clone(),
-            None => advertised_url(local_addr),
+            None => {
+                if local_addr.ip().is_unspecified() {
+                    tracing::warn!(
+                        bound = %local_addr,
+                        "bound to every interface without --advertised-url: other nodes and \
+                         cluster clients are told a loopback address, which only works on \
+                         this machine"
+                    );
+                }
+                advertised_url(local_addr)
+            }
         };
         // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
         let fresh_id = (env.rng.next_u64() >> 1) | 1;
