@@ -362,10 +362,11 @@ async fn run_single(
         }
         Some(Binding::Remote(constraint)) => {
             let deadline = here.clock.now() + timeout;
-            let call = async {
+            // Boxed: the remote path's state would otherwise grow every local call's future.
+            let call = Box::pin(async {
                 let value = remote_step(here, cmd, constraint.as_ref(), args, deadline).await?;
                 check_result(cmd, value)
-            };
+            });
             with_deadline(call, timeout).await?
         }
         None => return Err(ExecError::new(ErrorCode::EmptyRequest, "no command")),
