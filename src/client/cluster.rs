@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Client, ClientError, call_name};
+use super::{Client, ClientError, single_call, single_result};
 use crate::env::Env;
 use crate::protocol::{ErrorCode, RpcCommand, RpcReply, RpcRequest};
 
@@ -246,34 +246,7 @@ pub struct ClusterCallBuilder<'c> {
 }
 
 impl ClusterCallBuilder<'_> {
-    pub fn locs<I, S>(mut self, locs: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.cmd = self.cmd.locs(locs);
-        self
-    }
-
-    pub fn function_id(mut self, id: impl Into<String>) -> Self {
-        self.cmd = self.cmd.function_id(id);
-        self
-    }
-
-    pub fn version_constraint(mut self, c: impl Into<String>) -> Self {
-        self.cmd = self.cmd.version_constraint(c);
-        self
-    }
-
-    pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> Self {
-        self.cmd = self.cmd.kwarg(key, value);
-        self
-    }
-
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
+    super::call_setters!();
 
     /// Which failures are retried on another node (default: only what did not run).
     pub fn retry(mut self, retry: Retry) -> Self {
@@ -286,17 +259,13 @@ impl<'c> IntoFuture for ClusterCallBuilder<'c> {
     type Output = Result<Value, ClientError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'c>>;
 
-    fn into_future(mut self) -> Self::IntoFuture {
+    fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let name = call_name(&self.cmd);
-            self.cmd.name = name.clone();
-            let req = RpcRequest::new(String::new(), vec![self.cmd]);
-            let mut reply = self.cluster.send(req, self.timeout, self.retry).await?;
-            reply
-                .r
-                .as_mut()
-                .and_then(|r| r.remove(&name))
-                .ok_or_else(|| ClientError::Protocol(format!("reply has no result for `{name}`")))
+            let (req, name) = single_call(self.cmd);
+            single_result(
+                self.cluster.send(req, self.timeout, self.retry).await?,
+                &name,
+            )
         })
     }
 }

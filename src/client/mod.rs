@@ -342,38 +342,63 @@ pub struct CallBuilder<'c> {
     timeout: Option<Duration>,
 }
 
+/// The setters every call builder has: the command's matching fields and a deadline.
+/// (For builders with `cmd: RpcCommand` and `timeout: Option<Duration>` fields.)
+macro_rules! call_setters {
+    () => {
+        /// Resources the executing function must have.
+        pub fn locs<I, S>(mut self, locs: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            self.cmd = self.cmd.locs(locs);
+            self
+        }
+
+        pub fn function_id(mut self, id: impl Into<String>) -> Self {
+            self.cmd = self.cmd.function_id(id);
+            self
+        }
+
+        /// e.g. `>=1.0.0,<2.0.0`.
+        pub fn version_constraint(mut self, c: impl Into<String>) -> Self {
+            self.cmd = self.cmd.version_constraint(c);
+            self
+        }
+
+        pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> Self {
+            self.cmd = self.cmd.kwarg(key, value);
+            self
+        }
+
+        /// Deadline for this call, enforced by the node and by the client.
+        pub fn timeout(mut self, t: Duration) -> Self {
+            self.timeout = Some(t);
+            self
+        }
+    };
+}
+pub(crate) use call_setters;
+
 impl CallBuilder<'_> {
-    /// Resources the executing function must have.
-    pub fn locs<I, S>(mut self, locs: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.cmd = self.cmd.locs(locs);
-        self
-    }
+    call_setters!();
+}
 
-    pub fn function_id(mut self, id: impl Into<String>) -> Self {
-        self.cmd = self.cmd.function_id(id);
-        self
-    }
+/// A one-command request for `cmd` (named by [`call_name`]), and that name.
+pub(crate) fn single_call(mut cmd: RpcCommand) -> (RpcRequest, String) {
+    cmd.name = call_name(&cmd);
+    let name = cmd.name.clone();
+    (RpcRequest::new(String::new(), vec![cmd]), name)
+}
 
-    /// e.g. `>=1.0.0,<2.0.0`.
-    pub fn version_constraint(mut self, c: impl Into<String>) -> Self {
-        self.cmd = self.cmd.version_constraint(c);
-        self
-    }
-
-    pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> Self {
-        self.cmd = self.cmd.kwarg(key, value);
-        self
-    }
-
-    /// Deadline for this call, enforced by the node and by the client.
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
+/// The result of a [`single_call`] named `name` in `reply`.
+pub(crate) fn single_result(mut reply: RpcReply, name: &str) -> Result<Value, ClientError> {
+    reply
+        .r
+        .as_mut()
+        .and_then(|r| r.remove(name))
+        .ok_or_else(|| ClientError::Protocol(format!("reply has no result for `{name}`")))
 }
 
 impl<'c> IntoFuture for CallBuilder<'c> {
@@ -382,16 +407,8 @@ impl<'c> IntoFuture for CallBuilder<'c> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let mut cmd = self.cmd;
-            cmd.name = call_name(&cmd);
-            let name = cmd.name.clone();
-            let req = RpcRequest::new(String::new(), vec![cmd]);
-            let mut reply = self.client.send(req, self.timeout).await?;
-            reply
-                .r
-                .as_mut()
-                .and_then(|r| r.remove(&name))
-                .ok_or_else(|| ClientError::Protocol(format!("reply has no result for `{name}`")))
+            let (req, name) = single_call(self.cmd);
+            single_result(self.client.send(req, self.timeout).await?, &name)
         })
     }
 }

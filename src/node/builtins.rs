@@ -9,6 +9,16 @@ use super::NodeInfo;
 use crate::registry::{CallArgs, CallError, Function};
 
 /// `echo(arg)`: returns its one argument (positional, or keyword `arg`).
+/// A catalog function entry as replies show it: name, function_id, version, resources.
+pub(super) fn describe_entry(f: &crate::control::FunctionEntry) -> serde_json::Map<String, Value> {
+    let mut d = serde_json::Map::new();
+    d.insert("name".into(), json!(f.name));
+    d.insert("function_id".into(), json!(f.function_id));
+    d.insert("version".into(), json!(f.version.to_string()));
+    d.insert("resources".into(), json!(f.resources));
+    d
+}
+
 pub(super) fn echo() -> Function {
     Function::raw("echo", |mut call: CallArgs| async move {
         match (call.args.len(), call.kwargs.remove("arg")) {
@@ -118,14 +128,10 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                     .filter(|(_, f)| filter.locs.iter().all(|l| f.resources.contains(l)))
                     .map(|(node, f)| {
                         let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
-                        json!({
-                            "node_id": format!("{node_name}-{node:016x}"),
-                            "node_name": node_name,
-                            "name": f.name,
-                            "function_id": f.function_id,
-                            "version": f.version.to_string(),
-                            "resources": f.resources,
-                        })
+                        let mut d = describe_entry(f);
+                        d.insert("node_id".into(), json!(format!("{node_name}-{node:016x}")));
+                        d.insert("node_name".into(), json!(node_name));
+                        Value::Object(d)
                     })
                     .collect();
                 let mut reply = json!({ "functions": found });

@@ -352,13 +352,9 @@ impl<'a> Connection<'a> {
                     let listed: Vec<Value> = entries
                         .iter()
                         .map(|e| {
-                            serde_json::json!({
-                                "name": e.name,
-                                "function_id": e.function_id,
-                                "version": e.version.to_string(),
-                                "resources": e.resources,
-                                "idempotent": e.idempotent,
-                            })
+                            let mut d = super::builtins::describe_entry(e);
+                            d.insert("idempotent".into(), Value::Bool(e.idempotent));
+                            Value::Object(d)
                         })
                         .collect();
                     let mut r = serde_json::Map::new();
