@@ -11,7 +11,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 
-use super::forward::{Cluster, ForwardError, Step, StepOutcome};
+use super::forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 use super::plan::{Plan, check_single, name_index, plan};
 use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, deeper_than, resolve_within};
 use crate::env::Clock;
@@ -124,8 +124,10 @@ struct Here<'r> {
 enum Binding<'r> {
     /// Here: this node has a matching function (the local node is preferred, no hop).
     Local(&'r RegisteredFunction),
-    /// On another node, chosen when the step starts (liveness may change until then).
-    Remote(Option<VersionConstraint>),
+    /// On another node. The route found while binding serves a step that starts at once
+    /// (a single call); a step that waits for others is routed when it starts, since
+    /// liveness may change meanwhile.
+    Remote(Option<VersionConstraint>, Route),
 }
 
 fn want<'c>(cmd: &'c RpcCommand, constraint: Option<&'c VersionConstraint>) -> Want<'c> {
@@ -171,7 +173,7 @@ fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r
                 ));
             };
             match cluster.route(want(c, constraint.as_ref()), &[]) {
-                Ok(_) => Ok(Binding::Remote(constraint)),
+                Ok(route) => Ok(Binding::Remote(constraint, route)),
                 Err(NoRoute::NotFound) => Err(ExecError::new(
                     ErrorCode::CommandNotFound,
                     missing.to_string(),
@@ -198,6 +200,7 @@ async fn remote_step(
     constraint: Option<&VersionConstraint>,
     args: CallArgs,
     deadline: Instant,
+    mut first: Option<Route>,
 ) -> Result<Value, ExecError> {
     let Some(cluster) = here.cluster else {
         return Err(ExecError::new(
@@ -216,7 +219,11 @@ async fn remote_step(
     let mut tried: Vec<crate::control::NodeId> = Vec::new();
     let mut last_failure = String::new();
     loop {
-        let route = match cluster.route(want(cmd, constraint), &tried) {
+        let routed = match first.take() {
+            Some(r) => Ok(r),
+            None => cluster.route(want(cmd, constraint), &tried),
+        };
+        let route = match routed {
             Ok(r) => r,
             Err(_) if !tried.is_empty() => {
                 return Err(fail(
@@ -360,11 +367,13 @@ async fn run_single(
             };
             with_deadline(call, timeout).await?
         }
-        Some(Binding::Remote(constraint)) => {
+        Some(Binding::Remote(constraint, route)) => {
             let deadline = here.clock.now() + timeout;
             // Boxed: the remote path's state would otherwise grow every local call's future.
             let call = Box::pin(async {
-                let value = remote_step(here, cmd, constraint.as_ref(), args, deadline).await?;
+                let value =
+                    remote_step(here, cmd, constraint.as_ref(), args, deadline, Some(route))
+                        .await?;
                 check_result(cmd, value)
             });
             with_deadline(call, timeout).await?
@@ -389,7 +398,7 @@ async fn run(
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
     let functions = bind_functions(here, &req)?;
     let timeout = request_timeout(&req, limits);
-    let remote = functions.iter().any(|b| matches!(b, Binding::Remote(_)));
+    let remote = functions.iter().any(|b| matches!(b, Binding::Remote(..)));
     let started = (timed || remote).then(|| clock.now());
     let deadline = started.map(|s| s + timeout);
     // The arguments move out of the request; names stay for the reply.
@@ -557,13 +566,13 @@ impl<'a> Dataflow<'a> {
                 let call = call_guarded(&*f.handler, args);
                 Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
             }
-            Binding::Remote(constraint) => {
+            Binding::Remote(constraint, _) => {
                 let (here, deadline) = (self.here, self.deadline);
                 Either::Right(Box::pin(async move {
                     let deadline = deadline.unwrap_or_else(|| here.clock.now());
                     (
                         i,
-                        remote_step(here, cmd, constraint.as_ref(), args, deadline).await,
+                        remote_step(here, cmd, constraint.as_ref(), args, deadline, None).await,
                     )
                 }))
             }
