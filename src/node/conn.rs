@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -29,7 +28,7 @@ use super::worker::Worker;
 use crate::control::raft::{RAFT_PATH, serve_peer};
 use crate::env::BoxStream;
 use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
-use crate::rpc::execute_in;
+use crate::rpc::{Unordered, execute_in};
 
 type Ws = WebSocketStream<BoxStream>;
 
@@ -189,7 +188,7 @@ impl<'a> Connection<'a> {
         let stop = super::stopping(&mut shutdown);
         tokio::pin!(stop);
         let mut draining = false;
-        let mut running: FuturesUnordered<RequestFuture<'a>> = FuturesUnordered::new();
+        let mut running: Unordered<RequestFuture<'a>> = Unordered::new();
         let mut out: VecDeque<Message> = VecDeque::new();
         let mut unflushed = false;
         loop {
@@ -260,7 +259,7 @@ impl<'a> Connection<'a> {
         bytes: &[u8],
         kind: FrameKind,
         draining: bool,
-        running: &mut FuturesUnordered<RequestFuture<'a>>,
+        running: &mut Unordered<RequestFuture<'a>>,
         out: &mut VecDeque<Message>,
         worker: &mut Option<Worker>,
     ) {
@@ -329,7 +328,7 @@ impl<'a> Connection<'a> {
         &self,
         reg: crate::protocol::RegisterRequest,
         kind: FrameKind,
-        running: &mut FuturesUnordered<RequestFuture<'a>>,
+        running: &mut Unordered<RequestFuture<'a>>,
         out: &mut VecDeque<Message>,
         worker: &mut Option<Worker>,
     ) {
@@ -412,7 +411,7 @@ fn poll_event<'a>(
     ws: &mut Ws,
     out: &mut VecDeque<Message>,
     unflushed: &mut bool,
-    running: &mut FuturesUnordered<RequestFuture<'a>>,
+    running: &mut Unordered<RequestFuture<'a>>,
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
     max_inflight: usize,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 
@@ -508,7 +507,7 @@ impl<'a> Dataflow<'a> {
         // Names are unique: `plan` checked them.
         let names = name_index(&self.req.cmds).unwrap_or_default();
         let mut waiting: Vec<usize> = self.plan.deps.iter().map(Vec::len).collect();
-        let mut running = FuturesUnordered::new();
+        let mut running = super::Unordered::new();
         let total = self.max_resolved_bytes;
         let mut budget = Budget { bytes_left: total };
         for i in (0..n).filter(|&i| waiting[i] == 0) {

@@ -174,8 +174,9 @@ impl Open {
         match writer {
             Some(mut w) => {
                 let written = self.out.write_queued(&mut w).await;
-                if written.is_err() {
-                    self.break_it();
+                match written {
+                    Ok(()) => disown_writes(&mut w),
+                    Err(_) => self.break_it(),
                 }
                 written
             }
@@ -191,6 +192,18 @@ impl Open {
         lock_queue(&self.out.queue).push_back(frame);
         self.out.queued.notify_one();
     }
+}
+
+/// Leaves no task's waker behind as the link's writer. tokio-tungstenite wakes the last
+/// writer's task whenever the socket turns readable (its waker proxy wakes readers and
+/// writers alike), so a caller that wrote through would be woken, for nothing, by every
+/// frame the link receives; with two tasks woken at once tokio also wakes a second worker
+/// thread to share them, a futex round trip per forwarded call. A flush of the emptied
+/// buffer under a no-op waker takes the caller's place.
+fn disown_writes(w: &mut Writer) {
+    let waker = futures_util::task::noop_waker();
+    // Ready at once (nothing is buffered); anything else is left to the next writer.
+    let _ = std::pin::Pin::new(w).poll_flush(&mut std::task::Context::from_waker(&waker));
 }
 
 /// A link to one peer address, opened on first use and reopened after it broke. Clones
