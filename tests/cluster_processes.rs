@@ -157,6 +157,52 @@ fn the_cluster_survives_the_loss_of_its_leader() {
     }
 }
 
+/// A node killed and restarted in memory mode at its old address comes back with a new id.
+/// Its predecessor's entry must turn `down` (the new process refuses links meant for the
+/// old id instead of answering heartbeats, votes and appends in its name), and the map
+/// lists it before the live entry (the original cluster client keeps the last score it
+/// reads for a URL).
+#[test]
+fn a_node_restarted_at_its_address_does_not_answer_for_its_predecessor() {
+    let n1 = Proc::start("n1", None);
+    let n2 = Proc::start("n2", Some(&n1.url));
+    let port = free_port();
+    let mut n3 = Proc::start_at("n3", Some(&n1.url), port, None);
+    wait_for(&n1.url, &["n1", "n2", "n3"]);
+    n3.kill9();
+    let n3_again = Proc::start_at("n3", Some(&n1.url), port, None);
+    assert_eq!(n3_again.url, n3.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let statuses = loop {
+        let map = cluster_map(&n1.url).unwrap_or(Value::Null);
+        let statuses: Vec<(String, String)> = map["nodes"]
+            .as_array()
+            .map(|ns| {
+                ns.iter()
+                    .filter(|n| n["name"] == "n3")
+                    .map(|n| {
+                        (
+                            n["node_id"].as_str().unwrap_or("").to_owned(),
+                            n["status"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let settled: Vec<&str> = statuses.iter().map(|(_, s)| s.as_str()).collect();
+        if settled == ["down", "ok"] {
+            break statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1's map should list the old n3 down, then the new one ok: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(statuses[0].0, statuses[1].0, "two ids for one address");
+    drop(n2);
+}
+
 /// The leader's name as `url`'s `cluster_map` marks it, once it marks one.
 fn leader_name(url: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);

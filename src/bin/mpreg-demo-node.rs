@@ -7,6 +7,11 @@
 use clap::Parser;
 use mpreg::cli::{NodeArgs, run_node_with};
 
+// As `mpreg-node`: the node's own allocator, so that the demo cluster measures what a
+// deployment runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mpreg-demo-node",

@@ -175,6 +175,19 @@ fn describe(v: &super::control::MemberView) -> serde_json::Map<String, Value> {
     }
 }
 
+/// Orders `cluster_map`'s nodes down first, then suspect, then live (stable otherwise).
+/// A node restarted in memory mode at its old address rejoins with a new id while its old
+/// entry stays, down, under the same URL; the original `MPREGClusterClient` keeps the last
+/// score it reads for a URL, so the live entry must come last or the client would rank a
+/// working node as dead.
+fn down_first(nodes: &mut [Value]) {
+    nodes.sort_by_key(|n| match n["status"].as_str() {
+        Some("down") => 0,
+        Some("suspect") => 1,
+        _ => 2,
+    });
+}
+
 impl NodeInfo {
     /// From the catalog once this node is in it; until then, this node alone.
     fn cluster_map(&self) -> Value {
@@ -182,7 +195,7 @@ impl NodeInfo {
             return self.local_cluster_map();
         };
         let leader = self.control.raft.metrics().borrow().current_leader;
-        let nodes: Vec<Value> = members
+        let mut nodes: Vec<Value> = members
             .iter()
             .map(|v| {
                 let local = v.member.id == self.control.id;
@@ -232,6 +245,7 @@ impl NodeInfo {
                 Value::Object(node)
             })
             .collect();
+        down_first(&mut nodes);
         let leader_id = leader.and_then(|l| {
             members
                 .iter()
@@ -269,5 +283,29 @@ impl NodeInfo {
                 },
             }],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_live_entry_for_a_url_comes_after_its_dead_predecessor() {
+        let mut nodes = vec![
+            json!({"node_id": "a-1", "advertised_urls": ["ws://h:1"], "status": "ok"}),
+            json!({"node_id": "b-2", "advertised_urls": ["ws://h:2"], "status": "ok"}),
+            json!({"node_id": "b-3", "advertised_urls": ["ws://h:2"], "status": "down"}),
+            json!({"node_id": "c-4", "advertised_urls": ["ws://h:3"], "status": "suspect"}),
+        ];
+        super::down_first(&mut nodes);
+        let order: Vec<&str> = nodes.iter().filter_map(|n| n["node_id"].as_str()).collect();
+        assert_eq!(order, ["b-3", "c-4", "a-1", "b-2"]);
+        // What the original client does with them: the last score per URL wins.
+        let mut score = std::collections::BTreeMap::new();
+        for n in &nodes {
+            score.insert(n["advertised_urls"][0].as_str(), n["status"].as_str());
+        }
+        assert_eq!(score[&Some("ws://h:2")], Some("ok"));
     }
 }

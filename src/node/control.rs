@@ -157,6 +157,7 @@ impl Control {
     pub(crate) fn peer_service(&self) -> PeerService {
         let load = self.load.clone();
         PeerService {
+            id: self.id,
             raft: self.raft.clone(),
             env: self.env.clone(),
             policy: self.policy,

@@ -42,9 +42,11 @@ pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 /// What travels on a link.
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    /// The caller's first frame: its cluster id (`None`: a tool, not a node).
+    /// The caller's first frame: its cluster id (`None`: a tool, not a node), and the node
+    /// it means to reach (`None`: whichever node is at the address).
     Hello {
         cluster: Option<String>,
+        node: Option<u64>,
     },
     /// The answer to `Hello`: accepted, or why not.
     Welcome(Result<(), String>),
@@ -215,6 +217,9 @@ pub(crate) struct LinkInner {
     env: Env,
     addr: String,
     cluster: Option<String>,
+    /// The node this link must reach: a different node now at `addr` (one restarted there
+    /// with a new id) refuses the hello, so it never answers for the one that is gone.
+    node: Option<u64>,
     open: tokio::sync::Mutex<Option<Arc<Open>>>,
 }
 
@@ -230,11 +235,12 @@ fn timed_out(what: &str) -> io::Error {
 }
 
 impl Link {
-    pub(crate) fn new(env: Env, addr: String, cluster: Option<String>) -> Link {
+    pub(crate) fn new(env: Env, addr: String, cluster: Option<String>, node: Option<u64>) -> Link {
         Link(Arc::new(LinkInner {
             env,
             addr,
             cluster,
+            node,
             open: tokio::sync::Mutex::default(),
         }))
     }
@@ -333,6 +339,7 @@ impl Link {
             .map_err(io::Error::other)?;
         ws.send(encode(&Frame::Hello {
             cluster: self.cluster.clone(),
+            node: self.node,
         })?)
         .await
         .map_err(io::Error::other)?;
@@ -474,15 +481,18 @@ const MAX_STEPS_PER_LINK: usize = 4096;
 /// writes the replies as they finish. Ends when the peer disconnects or misbehaves; the
 /// forwarded steps still running then are cancelled (nobody waits for them).
 pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
-    let hello = match next_frame(&mut ws).await {
-        Ok(Some(Frame::Hello { cluster })) => cluster,
+    let (cluster, node) = match next_frame(&mut ws).await {
+        Ok(Some(Frame::Hello { cluster, node })) => (cluster, node),
         _ => return,
     };
-    let welcome = match hello {
-        Some(c) if c != service.cluster_id => Err(format!(
+    let welcome = match (cluster, node) {
+        (Some(c), _) if c != service.cluster_id => Err(format!(
             "this node is in cluster `{}`, not `{c}`",
             service.cluster_id
         )),
+        (_, Some(n)) if n != service.id => {
+            Err(format!("this is node {:016x}, not {n:016x}", service.id))
+        }
         _ => Ok(()),
     };
     let refused = welcome.is_err();

@@ -97,7 +97,8 @@ pub enum RaftReply {
 pub struct NetworkFactory {
     env: Env,
     cluster: Option<String>,
-    links: Arc<Mutex<BTreeMap<String, Link>>>,
+    /// By node and address: a node restarted at an address with a new id is a new link.
+    links: Arc<Mutex<BTreeMap<(u64, String), Link>>>,
 }
 
 impl NetworkFactory {
@@ -123,8 +124,15 @@ impl NetworkFactory {
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(addr.to_owned())
-            .or_insert_with(|| Link::new(self.env.clone(), addr.to_owned(), self.cluster.clone()))
+            .entry((target, addr.to_owned()))
+            .or_insert_with(|| {
+                Link::new(
+                    self.env.clone(),
+                    addr.to_owned(),
+                    self.cluster.clone(),
+                    Some(target),
+                )
+            })
             .clone();
         PeerClient { target, link }
     }
@@ -280,7 +288,7 @@ impl PeerClient {
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             target: 0,
-            link: Link::new(env, addr.into(), None),
+            link: Link::new(env, addr.into(), None, None),
         }
     }
 }
@@ -358,6 +366,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// writes) and the membership policy it applies when it leads.
 #[derive(Clone)]
 pub struct PeerService {
+    /// This node's id: a hello naming another node is refused.
+    pub id: u64,
     pub raft: Raft,
     pub env: Env,
     pub policy: MembershipPolicy,
