@@ -159,47 +159,54 @@ fn the_cluster_survives_the_loss_of_its_leader() {
 
 /// A node killed and restarted in memory mode at its old address comes back with a new id.
 /// Its predecessor's entry must turn `down` (the new process refuses links meant for the
-/// old id instead of answering heartbeats, votes and appends in its name), and the map
-/// lists it before the live entry (the original cluster client keeps the last score it
-/// reads for a URL).
+/// old id instead of answering heartbeats, votes and appends in its name), lose its vote
+/// to a live node (the leader's probes of it fail too), and be listed before the live
+/// entry (the original cluster client keeps the last score it reads for a URL).
 #[test]
 fn a_node_restarted_at_its_address_does_not_answer_for_its_predecessor() {
-    let n1 = Proc::start("n1", None);
-    let n2 = Proc::start("n2", Some(&n1.url));
+    let start = |name: &str, peers: Option<&str>, port: u16| {
+        let mut cmd = Command::new(NODE);
+        cmd.args(["--replace-voter-after-ms", "1000"]);
+        Proc::spawn(cmd, name, peers, port, None)
+    };
+    let n1 = start("n1", None, 0);
+    let n2 = start("n2", Some(&n1.url), 0);
     let port = free_port();
-    let mut n3 = Proc::start_at("n3", Some(&n1.url), port, None);
+    let mut n3 = start("n3", Some(&n1.url), port);
     wait_for(&n1.url, &["n1", "n2", "n3"]);
     n3.kill9();
-    let n3_again = Proc::start_at("n3", Some(&n1.url), port, None);
+    let n3_again = start("n3", Some(&n1.url), port);
     assert_eq!(n3_again.url, n3.url);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let statuses = loop {
+    let entries = loop {
         let map = cluster_map(&n1.url).unwrap_or(Value::Null);
-        let statuses: Vec<(String, String)> = map["nodes"]
+        let entries: Vec<[String; 3]> = map["nodes"]
             .as_array()
             .map(|ns| {
                 ns.iter()
                     .filter(|n| n["name"] == "n3")
                     .map(|n| {
-                        (
-                            n["node_id"].as_str().unwrap_or("").to_owned(),
-                            n["status"].as_str().unwrap_or("").to_owned(),
-                        )
+                        ["node_id", "status", "raft_role"]
+                            .map(|k| n[k].as_str().unwrap_or("").to_owned())
                     })
                     .collect()
             })
             .unwrap_or_default();
-        let settled: Vec<&str> = statuses.iter().map(|(_, s)| s.as_str()).collect();
-        if settled == ["down", "ok"] {
-            break statuses;
+        let settled: Vec<[&str; 2]> = entries
+            .iter()
+            .map(|[_, status, role]| [status.as_str(), role.as_str()])
+            .collect();
+        if settled == [["down", "learner"], ["ok", "voter"]] {
+            break entries;
         }
         assert!(
             Instant::now() < deadline,
-            "n1's map should list the old n3 down, then the new one ok: {statuses:?}"
+            "n1's map should list the old n3 down and demoted, then the new one ok and \
+             voting: {entries:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_ne!(statuses[0].0, statuses[1].0, "two ids for one address");
+    assert_ne!(entries[0][0], entries[1][0], "two ids for one address");
     drop(n2);
 }
 

@@ -215,9 +215,9 @@ pub async fn supervise(
         last_seen.retain(|id, _| nodes.contains_key(id));
         let start = service.env.clock.now();
         for (id, node) in nodes.iter().filter(|(id, _)| **id != me) {
-            let peer = peers
-                .entry(*id)
-                .or_insert_with(|| PeerClient::to_addr(service.env.clone(), node.addr.clone()));
+            let peer = peers.entry(*id).or_insert_with(|| {
+                PeerClient::to_member(service.env.clone(), *id, node.addr.clone())
+            });
             match peer.ping(PROBE_TIMEOUT).await {
                 Ok(()) => {
                     last_seen.insert(*id, service.env.clock.now());

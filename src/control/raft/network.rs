@@ -291,6 +291,15 @@ impl PeerClient {
             link: Link::new(env, addr.into(), None, None),
         }
     }
+
+    /// A client with a link of its own to member `id` at `addr`: another node now at that
+    /// address (one restarted there with a new id) refuses it instead of answering for `id`.
+    pub fn to_member(env: Env, id: u64, addr: impl Into<String>) -> PeerClient {
+        PeerClient {
+            target: id,
+            link: Link::new(env, addr.into(), None, Some(id)),
+        }
+    }
 }
 
 fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<u64, BasicNode, E> {
