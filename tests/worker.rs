@@ -167,3 +167,82 @@ async fn a_worker_serves_calls_from_any_node_until_it_disconnects() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Registers `functions` over a new connection to `node` and serves it: every call is
+/// answered with `{"by": name}`, except that a worker named "quitter" drops its connection
+/// on its first call instead (mid-call, as a crashed worker process would).
+async fn worker(
+    node: &RunningNode,
+    name: &'static str,
+    functions: Value,
+) -> tokio::task::JoinHandle<()> {
+    let mut ws = raw_connect(node.url()).await;
+    let reply = raw_roundtrip(
+        &mut ws,
+        &json!({"role": "register", "u": "reg", "functions": functions}).to_string(),
+    )
+    .await;
+    assert_eq!(reply["error"], Value::Null, "{reply}");
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(t) = frame else { continue };
+            let call: Value = serde_json::from_str(t.as_str()).unwrap();
+            if call["role"] != "call" {
+                continue;
+            }
+            if name == "quitter" {
+                return;
+            }
+            let answer = json!({"role": "call-result", "u": call["u"], "r": {"by": name}});
+            ws.send(Message::text(answer.to_string())).await.unwrap();
+        }
+    })
+}
+
+/// A worker that disconnects during a call: an idempotent function's call moves to another
+/// node's worker (whether the worker was on the entry node or on the node a step was
+/// forwarded to), a non-idempotent one fails with 1018 and never runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_lost_with_its_worker_moves_to_another_worker() {
+    let a = start_node(settings("a", vec![]), vec![]).await;
+    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    let c = start_node(settings("c", vec![a.url().to_owned()]), vec![]).await;
+    assert!(b.registered().await && c.registered().await);
+    // Routing takes the highest version first: the quitter's 2.0.0 on a, then the steady
+    // worker's 1.0.0 on c.
+    let on_a = |version: &str| {
+        json!([
+            {"name": "thumb", "version": version, "idempotent": true},
+            {"name": "stamp", "version": version},
+        ])
+    };
+    let steady = worker(&c, "steady", on_a("1.0.0")).await;
+
+    // Forwarded: b sends the step to a, whose worker quits; b retries it on c.
+    let quitter = worker(&a, "quitter", on_a("2.0.0")).await;
+    wait_offers(&b, "thumb", 2).await;
+    let via_b = Client::connect(b.url()).await.unwrap();
+    let r = via_b.call("thumb", json!(["x"])).await.unwrap();
+    assert_eq!(r, json!({"by": "steady"}));
+    quitter.await.unwrap();
+
+    // On the entry node: a's own worker quits; a moves the call to c.
+    let quitter = worker(&a, "quitter", on_a("2.0.0")).await;
+    wait_offers(&b, "thumb", 2).await;
+    let via_a = Client::connect(a.url()).await.unwrap();
+    let r = via_a.call("thumb", json!(["x"])).await.unwrap();
+    assert_eq!(r, json!({"by": "steady"}));
+    quitter.await.unwrap();
+
+    // Not idempotent: lost, and not run again elsewhere.
+    let quitter = worker(&a, "quitter", on_a("2.0.0")).await;
+    wait_offers(&b, "stamp", 2).await;
+    let lost = via_a.call("stamp", json!(["x"])).await.unwrap_err();
+    assert_eq!(lost.code(), Some(ErrorCode::StepLost), "{lost}");
+    quitter.await.unwrap();
+
+    steady.abort();
+    for n in [c, b, a] {
+        n.shutdown().await;
+    }
+}

@@ -61,7 +61,7 @@ impl Worker {
                     self.next_call.clone(),
                 );
                 let (name, version) = (f.name.clone(), f.version.clone());
-                let mut function = Function::raw(f.name.clone(), move |args: CallArgs| {
+                let mut function = Function::hosted(f.name.clone(), move |args: CallArgs| {
                     let u = format!("call-{}", next.fetch_add(1, Ordering::Relaxed));
                     call(
                         sender.clone(),

@@ -49,6 +49,14 @@ pub enum CallError {
 /// A callable registered function.
 pub trait Handler: Send + Sync + 'static {
     fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>>;
+
+    /// Its calls run in another process (a worker connection) that can go away in the
+    /// middle of one. The executor then keeps a copy of the arguments, so that a call that
+    /// never reached it ([`CallError::Unavailable`]), or an idempotent one lost with it
+    /// ([`CallError::Lost`]), can move to another node.
+    fn hosted_elsewhere(&self) -> bool {
+        false
+    }
 }
 
 /// Implemented for async functions and closures of up to eight JSON-decodable parameters
@@ -202,6 +210,23 @@ where
 {
     fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
         Box::pin((self.0)(args))
+    }
+}
+
+/// A raw handler whose calls run in another process (see [`Handler::hosted_elsewhere`]).
+pub(crate) struct Hosted<F>(pub(crate) F);
+
+impl<F, Fut> Handler for Hosted<F>
+where
+    F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+{
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
+        Box::pin((self.0)(args))
+    }
+
+    fn hosted_elsewhere(&self) -> bool {
+        true
     }
 }
 

@@ -73,6 +73,19 @@ impl Function {
         }
     }
 
+    /// Like [`Function::raw`], for a function served by another process (a worker
+    /// connection) that may go away mid-call.
+    pub(crate) fn hosted<F, Fut>(name: impl Into<String>, f: F) -> Function
+    where
+        F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+    {
+        Function {
+            make: Box::new(move |_| Arc::new(handler::Hosted(f))),
+            ..Function::raw(name, |_| async { Ok(Value::Null) })
+        }
+    }
+
     /// Defaults to the function's name.
     pub fn function_id(mut self, id: impl Into<String>) -> Function {
         self.function_id = Some(id.into());

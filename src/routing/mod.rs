@@ -2,9 +2,10 @@
 //! function (issue 4 builds the forwarding on top).
 //!
 //! A command asks for a name, maybe a `function_id`, a version constraint and `locs` (the
-//! resources it needs). Among the catalog entries that match, the highest version anywhere
-//! wins (as on one node, where the highest matching version runs); among the nodes offering
-//! that version:
+//! resources it needs). Among the catalog entries that match, the highest version offered
+//! by a node that is not down wins (as on one node, where the highest matching version
+//! runs; when every node offering it is down, the next version still satisfies the
+//! command's constraint); among the nodes offering that version:
 //!
 //! 1. nodes known to be down are never chosen, and alive ones are preferred to suspect ones;
 //! 2. the local node runs it if it can (no hop);
@@ -16,7 +17,7 @@
 
 pub mod liveness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use semver::Version;
 
@@ -123,7 +124,6 @@ pub fn choose(
     want: Want<'_>,
     draw: &mut impl FnMut() -> u64,
 ) -> Result<NodeId, NoRoute> {
-    let (_, nodes) = candidates(view.catalog, want).ok_or(NoRoute::NotFound)?;
     let liveness = |n: &NodeId| {
         if *n == view.local {
             Liveness::Alive
@@ -131,11 +131,25 @@ pub fn choose(
             view.liveness.get(n).copied().unwrap_or(Liveness::Alive)
         }
     };
-    let best = nodes
-        .iter()
-        .map(liveness)
-        .filter(|l| *l != Liveness::Down)
-        .min()
+    let mut by_version: BTreeMap<&Version, BTreeSet<NodeId>> = BTreeMap::new();
+    for (node, f) in view.catalog.functions().filter(|(_, f)| want.accepts(f)) {
+        by_version.entry(&f.version).or_default().insert(node);
+    }
+    if by_version.is_empty() {
+        return Err(NoRoute::NotFound);
+    }
+    // The highest version with a node that is not down, and the best liveness among its nodes.
+    let (best, nodes) = by_version
+        .into_values()
+        .rev()
+        .find_map(|nodes| {
+            let best = nodes
+                .iter()
+                .map(liveness)
+                .filter(|l| *l != Liveness::Down)
+                .min()?;
+            Some((best, nodes))
+        })
         .ok_or(NoRoute::AllDown)?;
     let eligible: Vec<NodeId> = nodes.into_iter().filter(|n| liveness(n) == best).collect();
     if eligible.contains(&view.local) {
@@ -162,8 +176,6 @@ pub fn choose(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
     use crate::control::{CatalogCommand, Member, Role};
 
@@ -275,6 +287,38 @@ mod tests {
     }
 
     #[test]
+    fn a_lower_version_serves_when_every_node_of_the_highest_is_down() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            offer(1, "2.0.0", &[]),
+            offer(2, "1.0.0", &[]),
+        ]);
+        let load = BTreeMap::new();
+        let mut live = BTreeMap::new();
+        let pick = |live: &BTreeMap<NodeId, Liveness>| {
+            let view = View {
+                catalog: &c,
+                local: 9,
+                liveness: live,
+                load: &load,
+            };
+            route(&view, want(&[]), &mut counter()).map(|r| (r.node, r.version))
+        };
+        assert_eq!(pick(&live), Ok((1, Version::new(2, 0, 0))));
+        live.insert(1, Liveness::Suspect);
+        assert_eq!(
+            pick(&live),
+            Ok((1, Version::new(2, 0, 0))),
+            "suspect still serves"
+        );
+        live.insert(1, Liveness::Down);
+        assert_eq!(pick(&live), Ok((2, Version::new(1, 0, 0))));
+        live.insert(2, Liveness::Down);
+        assert_eq!(pick(&live), Err(NoRoute::AllDown));
+    }
+
+    #[test]
     fn two_choices_take_the_less_loaded() {
         let c = catalog(vec![
             member(1),
@@ -335,8 +379,9 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever the catalog, liveness and load: a chosen node offers a matching entry of
-        /// the highest matching version and is not down; the local node wins when it is
-        /// among the best-liveness candidates; "all down" only when every offer is down.
+        /// the highest matching version that a node not down offers, and is not down; the
+        /// local node wins when it is among the best-liveness candidates of that version;
+        /// "all down" only when every offer is down.
         #[test]
         fn choices_obey_the_rules(
             offers in proptest::collection::vec((1u64..6, 0u64..3, proptest::bool::ANY), 0..12),
@@ -361,22 +406,23 @@ mod tests {
                 let mut x = seed;
                 let mut draw = move || { x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1); x >> 11 };
                 let v = View { catalog: &c, local, liveness: &live, load: &loads };
-                let best = candidates(&c, w);
-                match (choose(&v, w, &mut draw), &best) {
-                    (Ok(n), Some((version, nodes))) => {
+                let up = |m: &NodeId| *m == local || live.get(m) != Some(&Liveness::Down);
+                // The highest matching version some node not down offers, with its nodes.
+                let offers: Vec<(NodeId, Version)> = c.functions().filter(|(_, f)| w.accepts(f)).map(|(m, f)| (m, f.version.clone())).collect();
+                let version = offers.iter().filter(|(m, _)| up(m)).map(|(_, v)| v.clone()).max();
+                let nodes: BTreeSet<NodeId> = offers.iter().filter(|(_, v)| Some(v) == version.as_ref()).map(|(m, _)| *m).collect();
+                match (choose(&v, w, &mut draw), &version) {
+                    (Ok(n), Some(_)) => {
                         proptest::prop_assert!(nodes.contains(&n));
-                        proptest::prop_assert!(c.functions().any(|(m, f)| m == n && w.accepts(f) && f.version == *version));
-                        proptest::prop_assert!(n == local || live.get(&n) != Some(&Liveness::Down));
+                        proptest::prop_assert!(up(&n));
                         // The local node counts as alive, so it is always among the best.
                         if nodes.contains(&local) {
                             proptest::prop_assert_eq!(n, local);
                         }
                     }
-                    (Err(NoRoute::NotFound), None) => {}
-                    (Err(NoRoute::AllDown), Some((_, nodes))) => {
-                        proptest::prop_assert!(nodes.iter().all(|m| *m != local && live.get(m) == Some(&Liveness::Down)));
-                    }
-                    (got, best) => proptest::prop_assert!(false, "{got:?} for {best:?}"),
+                    (Err(NoRoute::NotFound), None) => proptest::prop_assert!(offers.is_empty()),
+                    (Err(NoRoute::AllDown), None) => proptest::prop_assert!(!offers.is_empty()),
+                    (got, version) => proptest::prop_assert!(false, "{got:?} for {version:?} of {offers:?}"),
                 }
             }
         }

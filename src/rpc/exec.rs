@@ -123,6 +123,9 @@ struct Here<'r> {
 enum Binding<'r> {
     /// Here: this node has a matching function (the local node is preferred, no hop).
     Local(&'r RegisteredFunction),
+    /// Here, served by a worker connection that may go away mid-call: such a call can move
+    /// to another node (see [`hosted_step`]).
+    Hosted(&'r RegisteredFunction, Option<VersionConstraint>),
     /// On another node. The route found while binding serves a step that starts at once
     /// (a single call); a step that waits for others is routed when it starts, since
     /// liveness may change meanwhile.
@@ -162,6 +165,9 @@ fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r
                 locs: &c.locs,
             });
             let missing = match local {
+                Ok(f) if f.handler.hosted_elsewhere() => {
+                    return Ok(Binding::Hosted(f, constraint));
+                }
                 Ok(f) => return Ok(Binding::Local(f)),
                 Err(e) => e,
             };
@@ -251,7 +257,13 @@ async fn remote_step(
         };
         // The target gives up at the deadline and says so; the grace covers the trip back.
         let wait = left + STEP_REPLY_GRACE;
-        match cluster.forward(route.node, step, wait).await {
+        let outcome = match cluster.forward(route.node, step, wait).await {
+            // Its worker there went away mid-call: as if the node had.
+            Ok(StepOutcome::Lost(why)) => Err(ForwardError::Lost(why)),
+            other => other,
+        };
+        match outcome {
+            Ok(StepOutcome::Lost(_)) => unreachable!("mapped above"),
             Ok(StepOutcome::Done(json)) => {
                 return serde_json::from_str(&json)
                     .map_err(|e| fail(ErrorCode::Internal, format!("unreadable result: {e}")));
@@ -284,6 +296,43 @@ async fn remote_step(
             }
         }
         tried.push(route.node);
+    }
+}
+
+/// Calls a function a worker connection serves here. A call that never reached the worker
+/// (it was leaving) moves to another node that offers the function, and so does an
+/// idempotent one the worker took with it when it disconnected; a non-idempotent lost call
+/// fails with 1018, as a lost step does. With no other offer the worker's error stands.
+async fn hosted_step(
+    here: Here<'_>,
+    cmd: &RpcCommand,
+    constraint: Option<&VersionConstraint>,
+    f: &RegisteredFunction,
+    args: CallArgs,
+    deadline: Instant,
+) -> Result<Value, ExecError> {
+    let copy = args.clone();
+    let moved = match call_guarded(&*f.handler, args).await {
+        Err(CallError::Unavailable(why)) => why,
+        Err(CallError::Lost(why)) if f.spec.idempotent => why,
+        other => return other.map_err(|e| step_error(cmd, e)),
+    };
+    match remote_step(here, cmd, constraint, copy, deadline, None).await {
+        Err(e) if e.code == ErrorCode::CommandNotFound => {
+            let code = if f.spec.idempotent {
+                ErrorCode::StepLost
+            } else {
+                ErrorCode::ClusterUnavailable
+            };
+            Err(ExecError::new(
+                code,
+                format!(
+                    "command `{}` (fun `{}`): {moved}; no other node offers it",
+                    cmd.name, cmd.fun
+                ),
+            ))
+        }
+        other => other,
     }
 }
 
@@ -330,6 +379,16 @@ pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> St
             Ok(json) => StepOutcome::Done(json),
             Err(e) => failed(ErrorCode::Internal, e.to_string()),
         },
+        // The worker serving it here went away: before the call reached it (nothing ran,
+        // another node may take it), or during it (the caller decides, by idempotence).
+        Err(e)
+            if function.handler.hosted_elsewhere() && e.code == ErrorCode::ClusterUnavailable =>
+        {
+            StepOutcome::NotHere(e.message)
+        }
+        Err(e) if function.handler.hosted_elsewhere() && e.code == ErrorCode::StepLost => {
+            StepOutcome::Lost(e.message)
+        }
         Err(e) => failed(e.code, e.message),
     }
 }
@@ -366,6 +425,15 @@ async fn run_single(
             };
             with_deadline(call, timeout).await?
         }
+        Some(Binding::Hosted(function, constraint)) => {
+            let deadline = here.clock.now() + timeout;
+            let call = Box::pin(async {
+                let value =
+                    hosted_step(here, cmd, constraint.as_ref(), function, args, deadline).await?;
+                check_result(cmd, value)
+            });
+            with_deadline(call, timeout).await?
+        }
         Some(Binding::Remote(constraint, route)) => {
             let deadline = here.clock.now() + timeout;
             // Boxed: the remote path's state would otherwise grow every local call's future.
@@ -397,7 +465,9 @@ async fn run(
         .map_err(|e| ExecError::new(e.code(), e.to_string()))?;
     let functions = bind_functions(here, &req)?;
     let timeout = request_timeout(&req, limits);
-    let remote = functions.iter().any(|b| matches!(b, Binding::Remote(..)));
+    let remote = functions
+        .iter()
+        .any(|b| matches!(b, Binding::Remote(..) | Binding::Hosted(..)));
     let started = (timed || remote).then(|| clock.now());
     let deadline = started.map(|s| s + timeout);
     // The arguments move out of the request; names stay for the reply.
@@ -565,15 +635,27 @@ impl<'a> Dataflow<'a> {
                 let call = call_guarded(&*f.handler, args);
                 Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
             }
+            Binding::Hosted(f, constraint) => {
+                let (here, deadline) = (self.here, self.deadline);
+                Either::Right(
+                    async move {
+                        let deadline = deadline.unwrap_or_else(|| here.clock.now());
+                        let r = hosted_step(here, cmd, constraint.as_ref(), f, args, deadline);
+                        (i, r.await)
+                    }
+                    .boxed(),
+                )
+            }
             Binding::Remote(constraint, _) => {
                 let (here, deadline) = (self.here, self.deadline);
-                Either::Right(Box::pin(async move {
-                    let deadline = deadline.unwrap_or_else(|| here.clock.now());
-                    (
-                        i,
-                        remote_step(here, cmd, constraint.as_ref(), args, deadline, None).await,
-                    )
-                }))
+                Either::Right(
+                    async move {
+                        let deadline = deadline.unwrap_or_else(|| here.clock.now());
+                        let r = remote_step(here, cmd, constraint.as_ref(), args, deadline, None);
+                        (i, r.await)
+                    }
+                    .boxed(),
+                )
             }
         }
     }

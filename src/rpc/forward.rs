@@ -41,6 +41,8 @@ pub enum StepOutcome {
     NotHere(String),
     /// It ran and failed, or ran out of time: a wire error code and message.
     Failed { code: i64, message: String },
+    /// The process serving it here (a worker) went away during the call: it may have run.
+    Lost(String),
 }
 
 /// Why a forwarded step has no outcome.
