@@ -257,13 +257,7 @@ async fn remote_step(
         };
         // The target gives up at the deadline and says so; the grace covers the trip back.
         let wait = left + STEP_REPLY_GRACE;
-        let outcome = match cluster.forward(route.node, step, wait).await {
-            // Its worker there went away mid-call: as if the node had.
-            Ok(StepOutcome::Lost(why)) => Err(ForwardError::Lost(why)),
-            other => other,
-        };
-        match outcome {
-            Ok(StepOutcome::Lost(_)) => unreachable!("mapped above"),
+        match cluster.forward(route.node, step, wait).await {
             Ok(StepOutcome::Done(json)) => {
                 return serde_json::from_str(&json)
                     .map_err(|e| fail(ErrorCode::Internal, format!("unreadable result: {e}")));
@@ -281,10 +275,11 @@ async fn remote_step(
             Err(ForwardError::NotSent(why)) => {
                 last_failure = format!("node {:016x} unreachable ({why})", route.node);
             }
-            Err(ForwardError::Lost(why)) if route.idempotent => {
+            // Lost with the node, or with the worker serving it there.
+            Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) if route.idempotent => {
                 last_failure = format!("node {:016x} failed mid-call ({why})", route.node);
             }
-            Err(ForwardError::Lost(why)) => {
+            Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) => {
                 return Err(fail(
                     ErrorCode::StepLost,
                     format!(
@@ -312,26 +307,20 @@ async fn hosted_step(
     deadline: Instant,
 ) -> Result<Value, ExecError> {
     let copy = args.clone();
-    let moved = match call_guarded(&*f.handler, args).await {
-        Err(CallError::Unavailable(why)) => why,
-        Err(CallError::Lost(why)) if f.spec.idempotent => why,
+    // Why it moves, and the code it fails with if nowhere else offers it.
+    let (moved, code) = match call_guarded(&*f.handler, args).await {
+        Err(CallError::Unavailable(why)) => (why, ErrorCode::ClusterUnavailable),
+        Err(CallError::Lost(why)) if f.spec.idempotent => (why, ErrorCode::StepLost),
         other => return other.map_err(|e| step_error(cmd, e)),
     };
     match remote_step(here, cmd, constraint, copy, deadline, None).await {
-        Err(e) if e.code == ErrorCode::CommandNotFound => {
-            let code = if f.spec.idempotent {
-                ErrorCode::StepLost
-            } else {
-                ErrorCode::ClusterUnavailable
-            };
-            Err(ExecError::new(
-                code,
-                format!(
-                    "command `{}` (fun `{}`): {moved}; no other node offers it",
-                    cmd.name, cmd.fun
-                ),
-            ))
-        }
+        Err(e) if e.code == ErrorCode::CommandNotFound => Err(ExecError::new(
+            code,
+            format!(
+                "command `{}` (fun `{}`): {moved}; no other node offers it",
+                cmd.name, cmd.fun
+            ),
+        )),
         other => other,
     }
 }
