@@ -202,7 +202,7 @@ impl NodeInfo {
                 // This node's load from its counters; the others' from their heartbeats.
                 let (status, load, clients, heard) = if local {
                     let clients = self.stats.active_clients.load(Ordering::Relaxed);
-                    ("ok", self.stats.load(), clients, None)
+                    ("ok", self.stats.load(self.env.clock.now()), clients, None)
                 } else {
                     let d = super::heartbeat::lock(&self.detector);
                     let now = self.env.clock.now();

@@ -76,7 +76,7 @@ pub(crate) async fn run(
                 .entry(*id)
                 .or_insert_with(|| control.network.peer(*id, addr));
         }
-        let load = stats.load();
+        let load = stats.load(env.clock.now());
         let answers = join_all(
             peers
                 .iter_mut()

@@ -50,7 +50,13 @@ pub(crate) struct Stats {
     pub(crate) steps_running: AtomicUsize,
     /// Moving average (1/8 weight per sample) of how long forwarded steps took here, µs.
     step_latency_us: std::sync::atomic::AtomicU64,
+    /// When the last forwarded step finished: an average older than [`LATENCY_MEMORY`] is
+    /// not reported (routing would otherwise shun a node for one slow step long ago).
+    last_step: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a node's step latency stays its "recent" latency without new steps.
+const LATENCY_MEMORY: Duration = Duration::from_secs(10);
 
 impl Shared {
     pub(crate) fn registry(&self) -> Arc<Registry> {
@@ -91,18 +97,39 @@ impl Stats {
     }
 
     /// What heartbeats report of this node.
-    pub(crate) fn load(&self) -> crate::routing::liveness::Load {
+    pub(crate) fn load(&self, now: tokio::time::Instant) -> crate::routing::liveness::Load {
         crate::routing::liveness::Load {
             inflight: self.inflight() as u64,
-            step_latency_us: self.step_latency_us.load(Ordering::Relaxed),
+            step_latency_us: if self.latency_is_recent(now) {
+                self.step_latency_us.load(Ordering::Relaxed)
+            } else {
+                0
+            },
         }
     }
 
-    /// Folds one forwarded step's duration into the moving average (racy updates may
-    /// drop a sample; it is an estimate).
-    fn step_took(&self, took: Duration) {
+    fn latency_is_recent(&self, now: tokio::time::Instant) -> bool {
+        let last = *self
+            .last_step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.is_some_and(|t| now.saturating_duration_since(t) <= LATENCY_MEMORY)
+    }
+
+    /// Folds the duration of a forwarded step that finished at `now` into the moving
+    /// average, which starts afresh after [`LATENCY_MEMORY`] without steps (racy updates
+    /// may drop a sample; it is an estimate).
+    fn step_took(&self, took: Duration, now: tokio::time::Instant) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let old = self.step_latency_us.load(Ordering::Relaxed);
+        let old = if self.latency_is_recent(now) {
+            self.step_latency_us.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        *self
+            .last_step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
         let new = if old == 0 {
             sample.max(1)
         } else {
@@ -244,7 +271,8 @@ impl NodeBuilder {
         let stats = Arc::new(Stats::default());
         {
             let stats = stats.clone();
-            let _ = control.load.set(Box::new(move || stats.load()));
+            let clock = env.clock.clone();
+            let _ = control.load.set(Box::new(move || stats.load(clock.now())));
         }
         let detector: heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
@@ -313,7 +341,8 @@ impl NodeBuilder {
                     let _done = StepDone(&stats);
                     let started = clock.now();
                     let outcome = crate::rpc::run_step(&registry, limits, step).await;
-                    stats.step_took(clock.now().saturating_duration_since(started));
+                    let now = clock.now();
+                    stats.step_took(now.saturating_duration_since(started), now);
                     outcome
                 })
             });
@@ -557,4 +586,32 @@ async fn serve(
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
     tracing::info!("node stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{LATENCY_MEMORY, Stats};
+
+    #[test]
+    fn step_latency_is_reported_while_recent_and_starts_afresh_after() {
+        let stats = Stats::default();
+        let t0 = Instant::now();
+        assert_eq!(stats.load(t0).step_latency_us, 0, "no step yet");
+        stats.step_took(Duration::from_millis(5), t0);
+        assert_eq!(stats.load(t0).step_latency_us, 5_000);
+        stats.step_took(Duration::from_millis(13), t0);
+        assert_eq!(
+            stats.load(t0).step_latency_us,
+            6_000,
+            "1/8 of the way to 13 ms"
+        );
+        let later = t0 + LATENCY_MEMORY + Duration::from_millis(1);
+        assert_eq!(stats.load(later).step_latency_us, 0, "too old to count");
+        stats.step_took(Duration::from_millis(1), later);
+        assert_eq!(stats.load(later).step_latency_us, 1_000, "a fresh average");
+    }
 }

@@ -56,8 +56,11 @@ impl Drop for Outstanding {
 
 impl Cluster for Peers {
     fn route(&self, want: Want<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute> {
-        let (mut liveness, mut load) =
-            heartbeat::lock(&self.detector).snapshot(self.env.clock.now());
+        let (mut liveness, mut load, latency_us) = {
+            let d = heartbeat::lock(&self.detector);
+            let (liveness, load) = d.snapshot(self.env.clock.now());
+            (liveness, load, d.latencies())
+        };
         for (node, n) in lock_sent(&self.sent).iter() {
             *load.entry(*node).or_insert(0) += n;
         }
@@ -71,6 +74,7 @@ impl Cluster for Peers {
                 local: 0, // no node: raft ids are nonzero
                 liveness: &liveness,
                 load: &load,
+                latency_us: &latency_us,
             };
             routing::route(&view, want, &mut || self.env.rng.next_u64())
         })

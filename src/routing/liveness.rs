@@ -124,6 +124,15 @@ impl Detector {
             .collect();
         (liveness, load)
     }
+
+    /// The step latency each node last reported (µs), for nodes that reported one.
+    pub fn latencies(&self) -> BTreeMap<NodeId, u64> {
+        self.heard
+            .iter()
+            .filter(|(_, h)| h.load.step_latency_us > 0)
+            .map(|(n, h)| (*n, h.load.step_latency_us))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //! 3. otherwise "power of two choices": two distinct candidates drawn with the caller's
 //!    (seeded) randomness, the less loaded one wins (ties: the first drawn). This spreads load
 //!    almost as well as asking everyone, without herding on one stale "least loaded" node.
+//!    Load is the expected wait for one more call: (in flight + 1) × (the node's recent step
+//!    latency + [`HOP_US`]), so a node whose steps run slow gets fewer of them, and a node
+//!    that reported no latency yet is judged by its in-flight count.
 //!
 //! "Not found" is an answer about this moment's view; callers must not cache it.
 
@@ -59,7 +62,13 @@ pub struct View<'a> {
     pub liveness: &'a BTreeMap<NodeId, Liveness>,
     /// In-flight requests per node (missing: 0).
     pub load: &'a BTreeMap<NodeId, u64>,
+    /// Recent step latency per node, µs (missing: 0, none reported yet).
+    pub latency_us: &'a BTreeMap<NodeId, u64>,
 }
+
+/// What one call costs a node besides running its step (µs): the hop, both ways, on a LAN.
+/// It keeps small latency differences from outweighing queue lengths.
+pub const HOP_US: u64 = 200;
 
 /// Why no node was chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,7 +164,13 @@ pub fn choose(
     if eligible.contains(&view.local) {
         return Ok(view.local);
     }
-    let load = |n: NodeId| view.load.get(&n).copied().unwrap_or(0);
+    let load = |n: NodeId| {
+        let inflight = view.load.get(&n).copied().unwrap_or(0);
+        let latency = view.latency_us.get(&n).copied().unwrap_or(0);
+        inflight
+            .saturating_add(1)
+            .saturating_mul(latency.saturating_add(HOP_US))
+    };
     match eligible.len() {
         0 => Err(NoRoute::AllDown),
         1 => Ok(eligible[0]),
@@ -271,6 +286,7 @@ mod tests {
                     local,
                     liveness: live,
                     load: &load,
+                    latency_us: &BTreeMap::new(),
                 },
                 want(&[]),
                 &mut counter(),
@@ -302,6 +318,7 @@ mod tests {
                 local: 9,
                 liveness: live,
                 load: &load,
+                latency_us: &BTreeMap::new(),
             };
             route(&view, want(&[]), &mut counter()).map(|r| (r.node, r.version))
         };
@@ -333,11 +350,46 @@ mod tests {
             local: 9,
             liveness: &live,
             load: &load,
+            latency_us: &BTreeMap::new(),
         };
         let mut draw = counter();
         for _ in 0..20 {
             assert_eq!(choose(&v, want(&[]), &mut draw), Ok(2));
         }
+    }
+
+    #[test]
+    fn slow_steps_count_as_load() {
+        let c = catalog(vec![
+            member(1),
+            member(2),
+            offer(1, "1.0.0", &[]),
+            offer(2, "1.0.0", &[]),
+        ]);
+        let live = BTreeMap::new();
+        let pick = |load: &BTreeMap<NodeId, u64>, latency_us: &BTreeMap<NodeId, u64>| {
+            let v = View {
+                catalog: &c,
+                local: 9,
+                liveness: &live,
+                load,
+                latency_us,
+            };
+            let mut draw = counter();
+            (0..20)
+                .map(|_| choose(&v, want(&[]), &mut draw).unwrap())
+                .collect::<BTreeSet<_>>()
+        };
+        let idle = BTreeMap::new();
+        // Node 2's steps take 5 ms: idle, node 1 wins every time.
+        let latency = BTreeMap::from([(1, 100), (2, 5_000)]);
+        assert_eq!(pick(&idle, &latency), BTreeSet::from([1]));
+        // Ten calls queued on node 1 (11 × 300 µs) still beat one more on node 2 (5.2 ms).
+        let busy = BTreeMap::from([(1, 10)]);
+        assert_eq!(pick(&busy, &latency), BTreeSet::from([1]));
+        // Thirty do not (31 × 300 µs > 5.2 ms).
+        let busier = BTreeMap::from([(1, 30)]);
+        assert_eq!(pick(&busier, &latency), BTreeSet::from([2]));
     }
 
     #[test]
@@ -363,6 +415,7 @@ mod tests {
                     local: 9,
                     liveness: &live,
                     load: &load,
+                    latency_us: &BTreeMap::new(),
                 },
                 want(&[]),
                 &mut draw,
@@ -405,7 +458,7 @@ mod tests {
                 let w = want(locs);
                 let mut x = seed;
                 let mut draw = move || { x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1); x >> 11 };
-                let v = View { catalog: &c, local, liveness: &live, load: &loads };
+                let v = View { catalog: &c, local, liveness: &live, load: &loads, latency_us: &BTreeMap::new() };
                 let up = |m: &NodeId| *m == local || live.get(m) != Some(&Liveness::Down);
                 // The highest matching version some node not down offers, with its nodes.
                 let offers: Vec<(NodeId, Version)> = c.functions().filter(|(_, f)| w.accepts(f)).map(|(m, f)| (m, f.version.clone())).collect();
