@@ -213,16 +213,12 @@ where
     }
 }
 
-/// A raw handler whose calls run in another process (see [`Handler::hosted_elsewhere`]).
-pub(crate) struct Hosted<F>(pub(crate) F);
+/// A handler whose calls run in another process (see [`Handler::hosted_elsewhere`]).
+pub(crate) struct Hosted<H>(pub(crate) H);
 
-impl<F, Fut> Handler for Hosted<F>
-where
-    F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
-{
+impl<H: Handler> Handler for Hosted<H> {
     fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
-        Box::pin((self.0)(args))
+        self.0.call(args)
     }
 
     fn hosted_elsewhere(&self) -> bool {

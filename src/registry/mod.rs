@@ -81,7 +81,7 @@ impl Function {
         Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
     {
         Function {
-            make: Box::new(move |_| Arc::new(handler::Hosted(f))),
+            make: Box::new(move |_| Arc::new(handler::Hosted(handler::Raw(f)))),
             ..Function::raw(name, |_| async { Ok(Value::Null) })
         }
     }

@@ -325,6 +325,30 @@ async fn hosted_step(
     }
 }
 
+/// Runs one command as it was bound. `reuse_route`: a remote command goes where binding
+/// routed it instead of being routed again.
+async fn run_bound(
+    here: Here<'_>,
+    cmd: &RpcCommand,
+    binding: &Binding<'_>,
+    args: CallArgs,
+    deadline: Instant,
+    reuse_route: bool,
+) -> Result<Value, ExecError> {
+    match binding {
+        Binding::Local(f) => call_guarded(&*f.handler, args)
+            .await
+            .map_err(|e| step_error(cmd, e)),
+        Binding::Hosted(f, constraint) => {
+            hosted_step(here, cmd, constraint.as_ref(), f, args, deadline).await
+        }
+        Binding::Remote(constraint, route) => {
+            let first = reuse_route.then(|| route.clone());
+            remote_step(here, cmd, constraint.as_ref(), args, deadline, first).await
+        }
+    }
+}
+
 /// How long past the request's deadline the entry node waits for a forwarded step's answer
 /// (the target stops at the deadline and replies; this is the reply's trip).
 const STEP_REPLY_GRACE: Duration = Duration::from_secs(2);
@@ -351,33 +375,29 @@ pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> St
             Err(e) => return failed(ErrorCode::MalformedMessage, format!("step arguments: {e}")),
         };
     let timeout = Duration::from_millis(step.timeout_ms).min(limits.request_timeout);
+    let hosted = function.handler.hosted_elsewhere();
     let call = async {
-        let value = call_guarded(&*function.handler, CallArgs { args, kwargs })
-            .await
-            .map_err(|e| ExecError::new(call_error_code(&e), e.to_string()))?;
+        let value = match call_guarded(&*function.handler, CallArgs { args, kwargs }).await {
+            Ok(value) => value,
+            // The worker serving it here went away: before the call reached it (nothing
+            // ran, another node may take it), or during it (the caller decides, by
+            // idempotence).
+            Err(CallError::Unavailable(why)) if hosted => return Ok(StepOutcome::NotHere(why)),
+            Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
+            Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
+        };
         if deeper_than(&value, MAX_VALUE_DEPTH) {
             return Err(ExecError::new(
                 ErrorCode::LimitExceeded,
                 format!("its result nests deeper than {MAX_VALUE_DEPTH} levels"),
             ));
         }
-        Ok(value)
+        serde_json::to_string(&value)
+            .map(StepOutcome::Done)
+            .map_err(|e| ExecError::new(ErrorCode::Internal, e.to_string()))
     };
     match with_deadline(call, timeout).await {
-        Ok(value) => match serde_json::to_string(&value) {
-            Ok(json) => StepOutcome::Done(json),
-            Err(e) => failed(ErrorCode::Internal, e.to_string()),
-        },
-        // The worker serving it here went away: before the call reached it (nothing ran,
-        // another node may take it), or during it (the caller decides, by idempotence).
-        Err(e)
-            if function.handler.hosted_elsewhere() && e.code == ErrorCode::ClusterUnavailable =>
-        {
-            StepOutcome::NotHere(e.message)
-        }
-        Err(e) if function.handler.hosted_elsewhere() && e.code == ErrorCode::StepLost => {
-            StepOutcome::Lost(e.message)
-        }
+        Ok(outcome) => outcome,
         Err(e) => failed(e.code, e.message),
     }
 }
@@ -414,22 +434,12 @@ async fn run_single(
             };
             with_deadline(call, timeout).await?
         }
-        Some(Binding::Hosted(function, constraint)) => {
+        Some(binding) => {
             let deadline = here.clock.now() + timeout;
+            // Boxed: this path's state would otherwise grow every local call's future. A
+            // single call starts at once, so the route found while binding still serves.
             let call = Box::pin(async {
-                let value =
-                    hosted_step(here, cmd, constraint.as_ref(), function, args, deadline).await?;
-                check_result(cmd, value)
-            });
-            with_deadline(call, timeout).await?
-        }
-        Some(Binding::Remote(constraint, route)) => {
-            let deadline = here.clock.now() + timeout;
-            // Boxed: the remote path's state would otherwise grow every local call's future.
-            let call = Box::pin(async {
-                let value =
-                    remote_step(here, cmd, constraint.as_ref(), args, deadline, Some(route))
-                        .await?;
+                let value = run_bound(here, cmd, &binding, args, deadline, true).await?;
                 check_result(cmd, value)
             });
             with_deadline(call, timeout).await?
@@ -624,24 +634,17 @@ impl<'a> Dataflow<'a> {
                 let call = call_guarded(&*f.handler, args);
                 Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
             }
-            Binding::Hosted(f, constraint) => {
+            // A step that waited for others is routed when it starts: liveness may have
+            // changed since binding.
+            binding => {
                 let (here, deadline) = (self.here, self.deadline);
                 Either::Right(
                     async move {
                         let deadline = deadline.unwrap_or_else(|| here.clock.now());
-                        let r = hosted_step(here, cmd, constraint.as_ref(), f, args, deadline);
-                        (i, r.await)
-                    }
-                    .boxed(),
-                )
-            }
-            Binding::Remote(constraint, _) => {
-                let (here, deadline) = (self.here, self.deadline);
-                Either::Right(
-                    async move {
-                        let deadline = deadline.unwrap_or_else(|| here.clock.now());
-                        let r = remote_step(here, cmd, constraint.as_ref(), args, deadline, None);
-                        (i, r.await)
+                        (
+                            i,
+                            run_bound(here, cmd, binding, args, deadline, false).await,
+                        )
                     }
                     .boxed(),
                 )
