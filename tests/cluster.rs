@@ -287,3 +287,55 @@ async fn functions_registered_and_unregistered_at_run_time() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Point 1 of the cluster RPC issue: one connection per peer pair. Catalog writes a
+/// follower forwards to the leader and the read index a linearizable read asks it for
+/// travel on the link the two nodes already share; they used to open a connection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_writes_and_reads_share_the_peer_link() {
+    let settings = |name: &str, peers: Vec<String>| Settings {
+        name: name.to_owned(),
+        peers,
+        ..test_settings()
+    };
+    let a = start_node(settings("a", vec![]), vec![]).await;
+    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    assert!(b.registered().await);
+    assert_eq!(
+        b.raft_metrics().borrow().current_leader,
+        Some(a.raft_id()),
+        "the first node leads"
+    );
+    let function =
+        |name: &str| Function::new(name, |x: i64| async move { Ok::<_, String>(x) }).params(["x"]);
+    // One forwarded write first: whatever links b opens to a exist after it.
+    b.register(function("warm")).await.expect("registered");
+    let before = a.peer_links_accepted();
+
+    let on_b = Client::connect(b.url()).await.unwrap();
+    for i in 0..10 {
+        let name = format!("f{i}");
+        b.register(function(&name)).await.expect("registered");
+        let seen = on_b
+            .call(
+                "catalog_query",
+                json!([{"name": name, "linearizable": true}]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            seen["functions"].as_array().map(Vec::len),
+            Some(1),
+            "{seen}"
+        );
+        assert_eq!(b.unregister(&name, None).await.expect("unregistered"), 1);
+    }
+    // 30 forwarded calls; a link that broke and reconnected once is tolerated.
+    let opened = a.peer_links_accepted() - before;
+    assert!(
+        opened <= 1,
+        "{opened} peer connections opened for 30 forwarded calls"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -98,6 +98,10 @@ pub(super) async fn serve_connection(
         }
     };
     if path == RAFT_PATH {
+        shared
+            .stats
+            .peer_links_accepted
+            .fetch_add(1, Ordering::Relaxed);
         // Peer links outlive the shutdown signal: a stopping node still needs its peers to
         // commit its departure. They end once it has left (or given up).
         let mut links_closed = shared.peer_links_closed.subscribe();

@@ -164,6 +164,7 @@ impl Control {
             cluster_id: self.cluster_id.clone(),
             load: Arc::new(move || load.get().map_or(Load::default(), |f| f())),
             steps: self.steps.clone(),
+            network: self.network.clone(),
         }
     }
 
@@ -173,16 +174,17 @@ impl Control {
         let read_at = match read_index(&self.raft).await {
             Ok(at) => at,
             Err(MembershipError::ForwardToLeader {
+                leader_id,
                 leader: Some(leader),
             }) => {
-                let mut peer = PeerClient::to_addr(self.env.clone(), leader.addr);
+                let mut peer = self.network.leader(leader_id, leader);
                 match peer.read_index(timeout).await {
                     Ok(Ok(at)) => at,
                     Ok(Err(e)) => return Err(ReadError::NoLeader(e.to_string())),
                     Err(e) => return Err(ReadError::NoLeader(e.to_string())),
                 }
             }
-            Err(MembershipError::ForwardToLeader { leader: None }) => {
+            Err(MembershipError::ForwardToLeader { leader: None, .. }) => {
                 return Err(ReadError::NoLeader("no leader is known".into()));
             }
             Err(e) => return Err(ReadError::NoLeader(e.to_string())),
@@ -202,7 +204,6 @@ impl Control {
     pub(crate) async fn leave(&self, peers: &[String], deadline: Duration) {
         let attempt = async {
             // The leader, wherever it is: this node, a hint, or any configured peer.
-            let mut targets: Vec<String> = Vec::new();
             loop {
                 let leader = self.raft.metrics().borrow().current_leader;
                 if leader == Some(self.id) {
@@ -213,16 +214,24 @@ impl Control {
                 } else {
                     let hint = leader.and_then(|l| {
                         let m = self.raft.metrics().borrow().membership_config.clone();
-                        m.membership().get_node(&l).map(|n| n.addr.clone())
+                        m.membership().get_node(&l).map(|n| (l, n.clone()))
                     });
-                    targets.extend(hint);
-                    targets.extend(peers.iter().cloned());
-                    for addr in targets.drain(..) {
-                        let mut peer = PeerClient::to_addr(self.env.clone(), addr);
+                    // The leader it knows, on the shared link; then any configured peer.
+                    let mut clients: Vec<PeerClient> = Vec::new();
+                    clients.extend(hint.map(|(id, node)| self.network.leader(Some(id), node)));
+                    clients.extend(
+                        peers
+                            .iter()
+                            .map(|addr| PeerClient::to_addr(self.env.clone(), addr.clone())),
+                    );
+                    for mut peer in clients {
                         match peer.leave(self.id, RPC_TIMEOUT).await {
                             Ok(Ok(())) => return true,
-                            Ok(Err(MembershipError::ForwardToLeader { leader: Some(l) })) => {
-                                let mut peer = PeerClient::to_addr(self.env.clone(), l.addr);
+                            Ok(Err(MembershipError::ForwardToLeader {
+                                leader_id,
+                                leader: Some(l),
+                            })) => {
+                                let mut peer = self.network.leader(leader_id, l);
                                 if let Ok(Ok(())) = peer.leave(self.id, RPC_TIMEOUT).await {
                                     return true;
                                 }
@@ -263,11 +272,13 @@ impl Control {
         loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return resp.data.map_err(|e| e.to_string()),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    f.leader_node.map(|node| (f.leader_id, node))
+                }
                 Err(e) => return Err(e.to_string()),
             };
-            if let Some(leader) = leader {
-                let mut peer = PeerClient::to_addr(self.env.clone(), leader.addr);
+            if let Some((id, node)) = leader {
+                let mut peer = self.network.leader(id, node);
                 if let Ok(Ok(resp)) = peer.write(cmd.clone(), RPC_TIMEOUT).await {
                     return resp.data.map_err(|e| e.to_string());
                 }
@@ -285,7 +296,9 @@ impl Control {
             let mut peer = PeerClient::to_addr(self.env.clone(), addr);
             match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
                 Ok(Ok(())) => return,
-                Ok(Err(MembershipError::ForwardToLeader { leader: Some(l) })) => {
+                Ok(Err(MembershipError::ForwardToLeader {
+                    leader: Some(l), ..
+                })) => {
                     // Follow the hint; a stale hint that points back here waits a little.
                     let next = match targets.iter().position(|t| *t == l.addr) {
                         Some(i) => i,

@@ -53,6 +53,9 @@ pub(crate) struct Stats {
     /// When the last forwarded step finished: an average older than [`LATENCY_MEMORY`] is
     /// not reported (routing would otherwise shun a node for one slow step long ago).
     last_step: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Peer connections (Raft and forwarded steps) accepted since start: with one link per
+    /// peer pair it stays near the number of peers; steady growth means connection churn.
+    pub(crate) peer_links_accepted: std::sync::atomic::AtomicU64,
 }
 
 /// How long a node's step latency stays its "recent" latency without new steps.
@@ -362,7 +365,7 @@ impl NodeBuilder {
             env,
             settings: self.settings,
             functions: functions.clone(),
-            stats,
+            stats: stats.clone(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::control::raft::supervise(
@@ -388,6 +391,7 @@ impl NodeBuilder {
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
+            stats,
             functions,
             registered,
             local_addr,
@@ -413,6 +417,7 @@ fn advertised_url(bound: SocketAddr) -> String {
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     control: Arc<control::Control>,
+    stats: Arc<Stats>,
     functions: Arc<functions::Functions>,
     local_addr: SocketAddr,
     url: String,
@@ -447,12 +452,14 @@ impl RunningNode {
         &self.node_id
     }
 
-    /// Waits until this node and its functions are in the cluster catalog (joining and
-    /// registering are Raft commits that finish after `start` returns). Returns `false` if
-    /// the node stopped first.
     /// This node's id in the control plane (kept across restarts with SQLite).
     pub fn raft_id(&self) -> u64 {
         self.control.id
+    }
+
+    /// Peer connections this node has accepted since it started (see [`Stats`]).
+    pub fn peer_links_accepted(&self) -> u64 {
+        self.stats.peer_links_accepted.load(Ordering::Relaxed)
     }
 
     /// Live control-plane metrics: role, term, leader, membership, applied index.
@@ -485,6 +492,9 @@ impl RunningNode {
         Ok(removed)
     }
 
+    /// Waits until this node and its functions are in the cluster catalog (joining and
+    /// registering are Raft commits that finish after `start` returns). Returns `false` if
+    /// the node stopped first.
     pub async fn registered(&self) -> bool {
         let mut r = self.registered.clone();
         r.wait_for(|done| *done).await.is_ok()

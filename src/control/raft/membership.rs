@@ -13,7 +13,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::network::{MembershipError, PeerClient, PeerService};
+use super::network::{MembershipError, PeerService};
 use super::{CatalogStateMachine, Raft};
 use crate::control::catalog::{CatalogCommand, Role};
 
@@ -45,6 +45,7 @@ fn membership_error(e: ChangeError) -> MembershipError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             MembershipError::ForwardToLeader {
+                leader_id: f.leader_id,
                 leader: f.leader_node,
             }
         }
@@ -122,6 +123,7 @@ pub(crate) async fn read_index(
     raft.ensure_linearizable().await.map_err(|e| match e {
         RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
             MembershipError::ForwardToLeader {
+                leader_id: f.leader_id,
                 leader: f.leader_node,
             }
         }
@@ -188,7 +190,6 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) {
     let me = service.raft.metrics().borrow().id;
-    let mut peers: BTreeMap<u64, PeerClient> = BTreeMap::new();
     let mut last_seen: BTreeMap<u64, Instant> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -211,20 +212,19 @@ pub async fn supervise(
             last_seen.clear();
             continue;
         }
-        peers.retain(|id, _| nodes.contains_key(id));
         last_seen.retain(|id, _| nodes.contains_key(id));
         let start = service.env.clock.now();
         for (id, node) in nodes.iter().filter(|(id, _)| **id != me) {
-            let peer = peers.entry(*id).or_insert_with(|| {
-                PeerClient::to_member(service.env.clone(), *id, node.addr.clone())
-            });
+            // On the link Raft shares with the data plane (one per peer pair): it names the
+            // member, so another node restarted at its address refuses it; a probe that
+            // misses its deadline breaks it, and the next call reconnects.
+            let mut peer = service.network.peer(*id, &node.addr);
             match peer.ping(PROBE_TIMEOUT).await {
                 Ok(()) => {
                     last_seen.insert(*id, service.env.clock.now());
                 }
                 Err(_) => {
-                    // A fresh connection next time; a first miss counts from now.
-                    peers.remove(id);
+                    // A first miss counts from now.
                     last_seen.entry(*id).or_insert(start);
                 }
             }

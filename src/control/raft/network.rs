@@ -66,7 +66,10 @@ pub enum RaftRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MembershipError {
     #[error("not the leader; the leader is {leader:?}")]
-    ForwardToLeader { leader: Option<BasicNode> },
+    ForwardToLeader {
+        leader_id: Option<u64>,
+        leader: Option<BasicNode>,
+    },
     #[error("{0}")]
     Failed(String),
 }
@@ -136,6 +139,16 @@ impl NetworkFactory {
             .clone();
         PeerClient { target, link }
     }
+
+    /// The client of a leader a node pointed to (`ForwardToLeader`): on the link every
+    /// caller shares when its id is known, so forwarded writes and reads open no
+    /// connection of their own.
+    pub fn leader(&self, id: Option<u64>, node: BasicNode) -> PeerClient {
+        match id {
+            Some(id) => self.peer(id, &node.addr),
+            None => PeerClient::to_addr(self.env.clone(), node.addr),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -158,10 +171,17 @@ impl PeerClient {
         self.link.call(req, ttl).await
     }
 
+    /// One RPC within `ttl` whose missed deadline leaves the link up: the peer may just
+    /// be slow to answer (a commit waiting for a quorum), and the link is shared with
+    /// forwarded steps, which breaking it would lose. Heartbeats judge the link instead.
+    async fn call_patiently(&self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
+        self.link.call_step(req, ttl).await.map_err(|f| f.error)
+    }
+
     /// Sends a client write to this peer (the test harness and write forwarding use it).
     /// Asks the node to commit `cmd` (it forwards to the leader if it knows one).
     pub async fn write(&mut self, cmd: CatalogCommand, ttl: Duration) -> io::Result<WriteResult> {
-        self.expect(
+        self.expect_patiently(
             RaftRequest::Write { cmd, forward: true },
             ttl,
             |r| match r {
@@ -178,7 +198,7 @@ impl PeerClient {
         cmd: CatalogCommand,
         ttl: Duration,
     ) -> io::Result<WriteResult> {
-        self.expect(
+        self.expect_patiently(
             RaftRequest::Write {
                 cmd,
                 forward: false,
@@ -252,7 +272,7 @@ impl PeerClient {
         &mut self,
         ttl: Duration,
     ) -> io::Result<Result<Option<LogId<u64>>, MembershipError>> {
-        self.expect(RaftRequest::ReadIndex, ttl, |r| match r {
+        self.expect_patiently(RaftRequest::ReadIndex, ttl, |r| match r {
             RaftReply::ReadIndex(i) => Some(i),
             _ => None,
         })
@@ -266,6 +286,16 @@ impl PeerClient {
         pick: impl FnOnce(RaftReply) -> Option<T>,
     ) -> io::Result<T> {
         pick(self.call(req, ttl).await?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
+    }
+
+    async fn expect_patiently<T>(
+        &mut self,
+        req: RaftRequest,
+        ttl: Duration,
+        pick: impl FnOnce(RaftReply) -> Option<T>,
+    ) -> io::Result<T> {
+        pick(self.call_patiently(req, ttl).await?)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
     }
 
@@ -284,20 +314,12 @@ impl PeerClient {
         self.link.addr()
     }
 
-    /// A client with a link of its own to `addr` (tools, joins, forwarded writes).
+    /// A client with a link of its own to `addr`, whichever node is there (tools, joins,
+    /// a leave through a configured peer).
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             target: 0,
             link: Link::new(env, addr.into(), None, None),
-        }
-    }
-
-    /// A client with a link of its own to member `id` at `addr`: another node now at that
-    /// address (one restarted there with a new id) refuses it instead of answering for `id`.
-    pub fn to_member(env: Env, id: u64, addr: impl Into<String>) -> PeerClient {
-        PeerClient {
-            target: id,
-            link: Link::new(env, addr.into(), None, Some(id)),
         }
     }
 }
@@ -386,6 +408,8 @@ pub struct PeerService {
     pub load: Arc<dyn Fn() -> Load + Send + Sync>,
     /// Runs forwarded steps (set once the node's functions exist).
     pub steps: Arc<std::sync::OnceLock<StepRunner>>,
+    /// This node's links to its peers: writes it forwards to the leader use them.
+    pub network: NetworkFactory,
 }
 
 /// How a node runs a step another node forwarded to it.
@@ -425,12 +449,14 @@ async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> Wri
     let result = service.raft.client_write(cmd.clone()).await;
     let leader = match &result {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if forward => {
-            f.leader_node.clone()
+            f.leader_node.clone().map(|node| (f.leader_id, node))
         }
         _ => return result,
     };
-    let Some(leader) = leader else { return result };
-    let mut peer = PeerClient::to_addr(service.env.clone(), leader.addr);
+    let Some((id, node)) = leader else {
+        return result;
+    };
+    let mut peer = service.network.leader(id, node);
     match peer.write_here(cmd, FORWARD_TIMEOUT).await {
         Ok(forwarded) => forwarded,
         // The leader did not answer: the caller learns who it was and decides.
