@@ -329,6 +329,13 @@ async fn forwarded_writes_and_reads_share_the_peer_link() {
             "{seen}"
         );
         assert_eq!(b.unregister(&name, None).await.expect("unregistered"), 1);
+        // Read your writes: once unregister returns, b's own catalog no longer lists it.
+        let gone = on_b.call(&name, json!([1])).await.unwrap_err();
+        assert_eq!(
+            gone.code(),
+            Some(mpreg::ErrorCode::CommandNotFound),
+            "{gone}"
+        );
     }
     // 30 forwarded calls; a link that broke and reconnected once is tolerated.
     let opened = a.peer_links_accepted() - before;

@@ -267,11 +267,12 @@ impl Control {
     }
 
     /// Commits `cmd` through the leader, wherever it is; retries while no leader answers.
-    /// A command the catalog rejects is reported, not retried.
+    /// A command the catalog rejects is reported, not retried. Returns once this replica
+    /// has applied it too (see [`Control::applied`]).
     pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
-        loop {
+        let resp = loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
-                Ok(resp) => return resp.data.map_err(|e| e.to_string()),
+                Ok(resp) => break resp,
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     f.leader_node.map(|node| (f.leader_id, node))
                 }
@@ -280,10 +281,28 @@ impl Control {
             if let Some((id, node)) = leader {
                 let mut peer = self.network.leader(id, node);
                 if let Ok(Ok(resp)) = peer.write(cmd.clone(), RPC_TIMEOUT).await {
-                    return resp.data.map_err(|e| e.to_string());
+                    break resp;
                 }
             }
             tokio::time::sleep(RETRY_BACKOFF).await;
+        };
+        self.applied(resp.log_id.index).await;
+        resp.data.map_err(|e| e.to_string())
+    }
+
+    /// Waits (at most [`RPC_TIMEOUT`]) until this replica has applied log entry `index`:
+    /// read your writes. A follower learns of a commit only with the leader's next append,
+    /// and until then its catalog still shows the old state: a function unregistered here
+    /// would still be routed to (and refused as down) instead of being unknown. A replica
+    /// that lags longer is left to catch up; the write itself is committed.
+    async fn applied(&self, index: u64) {
+        let caught_up = self
+            .raft
+            .wait(Some(RPC_TIMEOUT))
+            .applied_index_at_least(Some(index), "read your catalog write")
+            .await;
+        if let Err(e) = caught_up {
+            tracing::debug!(index, error = %e, "this replica has not applied its write yet");
         }
     }
 
