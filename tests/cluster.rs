@@ -346,3 +346,50 @@ async fn forwarded_writes_and_reads_share_the_peer_link() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// A node configured for another cluster is refused at the hello of its join. It used to be
+/// taken into the membership as a learner that nobody could replicate to (its own links
+/// refuse this cluster), which held that configuration change open and blocked every later
+/// join ("already undergoing a configuration change").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_cannot_join() {
+    let settings = |name: &str, cluster: &str, peers: Vec<String>| Settings {
+        name: name.to_owned(),
+        cluster_id: cluster.to_owned(),
+        peers,
+        ..test_settings()
+    };
+    let a = start_node(settings("a", "alpha", vec![]), vec![]).await;
+    assert!(a.registered().await);
+    let stray = start_node(settings("stray", "beta", vec![a.url().to_owned()]), vec![]).await;
+    // Its join has reached `a` once the link is accepted (the join request follows the
+    // hello at once).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.peer_links_accepted() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stray never dialled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c = start_node(settings("c", "alpha", vec![a.url().to_owned()]), vec![]).await;
+    let joined = tokio::time::timeout(Duration::from_secs(8), c.registered()).await;
+    assert!(
+        matches!(joined, Ok(true)),
+        "a node of this cluster could not join: {:?}",
+        a.raft_metrics().borrow().membership_config
+    );
+    let members: Vec<u64> = a
+        .raft_metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(!members.contains(&stray.raft_id()), "{members:?}");
+    assert!(members.contains(&c.raft_id()), "{members:?}");
+    stray.shutdown().await;
+    c.shutdown().await;
+    a.shutdown().await;
+}

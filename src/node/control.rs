@@ -219,11 +219,7 @@ impl Control {
                     // The leader it knows, on the shared link; then any configured peer.
                     let mut clients: Vec<PeerClient> = Vec::new();
                     clients.extend(hint.map(|(id, node)| self.network.leader(Some(id), node)));
-                    clients.extend(
-                        peers
-                            .iter()
-                            .map(|addr| PeerClient::to_addr(self.env.clone(), addr.clone())),
-                    );
+                    clients.extend(peers.iter().map(|addr| self.network.dial(addr.clone())));
                     for mut peer in clients {
                         match peer.leave(self.id, RPC_TIMEOUT).await {
                             Ok(Ok(())) => return true,
@@ -310,9 +306,20 @@ impl Control {
     async fn join(&self, me: &BasicNode, peers: &[String]) {
         let mut targets: Vec<String> = peers.to_vec();
         let mut k = 0usize;
+        // Each new reason a join fails is logged once as a warning (a peer of another
+        // cluster or build refuses every attempt; an operator needs to see why), repeats
+        // only at debug level.
+        let mut reported: BTreeSet<String> = BTreeSet::new();
         loop {
             let addr = targets[k % targets.len()].clone();
-            let mut peer = PeerClient::to_addr(self.env.clone(), addr);
+            let mut peer = self.network.dial(addr.clone());
+            let failed = |error: String, reported: &mut BTreeSet<String>| {
+                if reported.insert(error.clone()) {
+                    tracing::warn!(peer = %addr, %error, "join attempt failed; retrying");
+                } else {
+                    tracing::debug!(peer = %addr, %error, "join attempt failed");
+                }
+            };
             match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
                 Ok(Ok(())) => return,
                 Ok(Err(MembershipError::ForwardToLeader {
@@ -332,8 +339,8 @@ impl Control {
                     k = next;
                     continue;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "join attempt failed"),
-                Err(e) => tracing::debug!(error = %e, "join attempt failed"),
+                Ok(Err(e)) => failed(e.to_string(), &mut reported),
+                Err(e) => failed(e.to_string(), &mut reported),
             }
             k += 1;
             tokio::time::sleep(RETRY_BACKOFF).await;

@@ -39,12 +39,24 @@ pub const RAFT_PATH: &str = "/_mpreg/raft";
 
 pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 
+/// The peer protocol this build speaks; bump it whenever a frame, request or reply changes
+/// its encoding. bincode is not self-describing, so nodes of two builds that disagree would
+/// otherwise fail mid-conversation; the hello lets the serving node refuse at once, saying
+/// why. It stays `Frame`'s first variant with the version as its first field, so that any
+/// later build can still read the version when the rest of the frame has changed.
+pub(crate) const PEER_PROTOCOL: u32 = 2;
+
+/// How long an accepted link may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What travels on a link.
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    /// The caller's first frame: its cluster id (`None`: a tool, not a node), and the node
-    /// it means to reach (`None`: whichever node is at the address).
+    /// The caller's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
+    /// (`None`: a tool, not a node), and the node it means to reach (`None`: whichever
+    /// node is at the address).
     Hello {
+        protocol: u32,
         cluster: Option<String>,
         node: Option<u64>,
     },
@@ -338,20 +350,30 @@ impl Link {
             .await
             .map_err(io::Error::other)?;
         ws.send(encode(&Frame::Hello {
+            protocol: PEER_PROTOCOL,
             cluster: self.cluster.clone(),
             node: self.node,
         })?)
         .await
         .map_err(io::Error::other)?;
-        match next_frame(&mut ws).await? {
-            Some(Frame::Welcome(Ok(()))) => {}
-            Some(Frame::Welcome(Err(why))) => {
+        match next_frame(&mut ws).await {
+            Ok(Some(Frame::Welcome(Ok(())))) => {}
+            Ok(Some(Frame::Welcome(Err(why)))) => {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
             }
-            _ => {
+            // A build that cannot read this hello drops the connection without a word.
+            other => {
+                let what = match other {
+                    Err(e) => e.to_string(),
+                    Ok(None) => "it closed the link".to_owned(),
+                    Ok(Some(_)) => "it sent another frame".to_owned(),
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "the peer did not answer the hello",
+                    format!(
+                        "the peer did not answer the hello ({what}): is it an mpreg node of \
+                         a build speaking another peer protocol?"
+                    ),
                 ));
             }
         }
@@ -481,20 +503,17 @@ const MAX_STEPS_PER_LINK: usize = 4096;
 /// writes the replies as they finish. Ends when the peer disconnects or misbehaves; the
 /// forwarded steps still running then are cancelled (nobody waits for them).
 pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
-    let (cluster, node) = match next_frame(&mut ws).await {
-        Ok(Some(Frame::Hello { cluster, node })) => (cluster, node),
-        _ => return,
+    let Ok(Ok(Some(hello))) = tokio::time::timeout(HELLO_TIMEOUT, next_binary(&mut ws)).await
+    else {
+        return;
     };
-    let welcome = match (cluster, node) {
-        (Some(c), _) if c != service.cluster_id => Err(format!(
-            "this node is in cluster `{}`, not `{c}`",
-            service.cluster_id
-        )),
-        (_, Some(n)) if n != service.id => {
-            Err(format!("this is node {:016x}, not {n:016x}", service.id))
-        }
-        _ => Ok(()),
+    let welcome = match admit(&hello, &service.cluster_id, service.id) {
+        Some(welcome) => welcome,
+        None => return, // not a hello: not a peer
     };
+    if let Err(why) = &welcome {
+        tracing::debug!(%why, "refused a peer link");
+    }
     let refused = welcome.is_err();
     let Ok(frame) = encode(&Frame::Welcome(welcome)) else {
         return;
@@ -549,6 +568,48 @@ pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
             }
         }
     }
+}
+
+/// The answer to the hello in `bytes` from a node serving `cluster_id` as node `id`, or
+/// `None` if the bytes are no hello at all.
+fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<(), String>> {
+    let (protocol, cluster, node) = match decode::<Frame>(bytes) {
+        Ok(Frame::Hello {
+            protocol,
+            cluster,
+            node,
+        }) => (protocol, cluster, node),
+        Ok(_) => return None,
+        // Another build's hello: its version still leads it (variant 0, then the version).
+        Err(_) => match decode::<(u32, u32)>(bytes) {
+            Ok((0, protocol)) => (protocol, None, None),
+            _ => return None,
+        },
+    };
+    Some(if protocol != PEER_PROTOCOL {
+        Err(format!(
+            "this node speaks peer protocol {PEER_PROTOCOL}, the caller {protocol}: run one \
+             mpreg version across the cluster"
+        ))
+    } else if let Some(c) = cluster.filter(|c| c != cluster_id) {
+        Err(format!("this node is in cluster `{cluster_id}`, not `{c}`"))
+    } else if let Some(n) = node.filter(|n| *n != id) {
+        Err(format!("this is node {id:016x}, not {n:016x}"))
+    } else {
+        Ok(())
+    })
+}
+
+/// The next binary frame's bytes; `None` when the peer closed.
+async fn next_binary(ws: &mut PeerWs) -> io::Result<Option<Vec<u8>>> {
+    while let Some(msg) = ws.next().await {
+        match msg.map_err(io::Error::other)? {
+            Message::Binary(b) => return Ok(Some(b.to_vec())),
+            Message::Close(_) => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Frames read in one go before the replies they produced are written.
@@ -618,5 +679,72 @@ impl Served {
             // A second hello, or a reply: not a peer we know.
             Ok(Some(_)) | Ok(None) | Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(protocol: u32, cluster: Option<&str>, node: Option<u64>) -> Vec<u8> {
+        let frame = Frame::Hello {
+            protocol,
+            cluster: cluster.map(str::to_owned),
+            node,
+        };
+        bincode::serde::encode_to_vec(&frame, bincode::config::standard()).unwrap()
+    }
+
+    #[test]
+    fn a_hello_is_admitted_only_from_this_protocol_cluster_and_for_this_node() {
+        let ok = admit(&hello(PEER_PROTOCOL, Some("c"), Some(7)), "c", 7);
+        assert_eq!(ok, Some(Ok(())));
+        // Tools name neither cluster nor node.
+        assert_eq!(
+            admit(&hello(PEER_PROTOCOL, None, None), "c", 7),
+            Some(Ok(()))
+        );
+        let other_cluster = admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7);
+        assert_eq!(
+            other_cluster,
+            Some(Err("this node is in cluster `c`, not `d`".into()))
+        );
+        let other_node = admit(&hello(PEER_PROTOCOL, Some("c"), Some(8)), "c", 7);
+        assert_eq!(
+            other_node,
+            Some(Err(format!("this is node {:016x}, not {:016x}", 7, 8)))
+        );
+        let Some(Err(why)) = admit(&hello(PEER_PROTOCOL + 1, Some("c"), Some(7)), "c", 7) else {
+            panic!("another protocol was admitted");
+        };
+        assert!(why.contains(&format!(
+            "protocol {PEER_PROTOCOL}, the caller {}",
+            PEER_PROTOCOL + 1
+        )));
+    }
+
+    #[test]
+    fn another_builds_hello_is_refused_by_its_version_whatever_follows_it() {
+        // A later build whose hello grew a field this build cannot decode: variant 0, its
+        // version, then bytes of any shape.
+        let mut future =
+            bincode::serde::encode_to_vec((0u32, PEER_PROTOCOL + 1), bincode::config::standard())
+                .unwrap();
+        future.extend([0xff, 0xfe, 0xfd]);
+        let Some(Err(why)) = admit(&future, "c", 7) else {
+            panic!("a later build's hello was not refused");
+        };
+        assert!(why.contains("run one mpreg version"), "{why}");
+        // The hello of the build before versions (cluster and node only) reads as an
+        // older protocol and is refused too, not misread.
+        let old = bincode::serde::encode_to_vec(
+            (0u32, Some("c".to_owned()), Some(7u64)),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        assert!(matches!(admit(&old, "c", 7), Some(Err(_))));
+        // Frames that are no hello are not answered at all.
+        let cancel = encode(&Frame::Cancel { id: 1 }).unwrap().into_data();
+        assert_eq!(admit(&cancel, "c", 7), None);
     }
 }

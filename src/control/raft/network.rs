@@ -140,13 +140,23 @@ impl NetworkFactory {
         PeerClient { target, link }
     }
 
+    /// A client with a link of its own to whichever node is at `addr` (joins, a leave
+    /// through a configured peer): its hello says this cluster, so that a node of another
+    /// cluster refuses it instead of taking this node into its membership.
+    pub fn dial(&self, addr: impl Into<String>) -> PeerClient {
+        PeerClient {
+            target: 0,
+            link: Link::new(self.env.clone(), addr.into(), self.cluster.clone(), None),
+        }
+    }
+
     /// The client of a leader a node pointed to (`ForwardToLeader`): on the link every
     /// caller shares when its id is known, so forwarded writes and reads open no
     /// connection of their own.
     pub fn leader(&self, id: Option<u64>, node: BasicNode) -> PeerClient {
         match id {
             Some(id) => self.peer(id, &node.addr),
-            None => PeerClient::to_addr(self.env.clone(), node.addr),
+            None => self.dial(node.addr),
         }
     }
 }
@@ -314,8 +324,8 @@ impl PeerClient {
         self.link.addr()
     }
 
-    /// A client with a link of its own to `addr`, whichever node is there (tools, joins,
-    /// a leave through a configured peer).
+    /// A client with a link of its own to `addr`, whichever node of whichever cluster is
+    /// there (tools).
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             target: 0,
