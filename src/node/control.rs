@@ -28,6 +28,9 @@ pub(crate) struct Control {
     pub(crate) id: u64,
     /// The storage held a vote: this node was a member before and rejoins as itself.
     restored: bool,
+    /// This node is (or was taken into) the membership: it bootstrapped, was restored, or a
+    /// join was accepted. A node that never got in has nothing to leave when it stops.
+    joined: std::sync::atomic::AtomicBool,
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
@@ -143,6 +146,7 @@ impl Control {
             raft,
             catalog,
             restored,
+            joined: std::sync::atomic::AtomicBool::new(false),
             policy,
             cluster_id: settings.cluster_id.clone(),
             load: Arc::default(),
@@ -202,6 +206,12 @@ impl Control {
     /// membership, which also drops its catalog entries. With SQLite, the Raft state is
     /// then forgotten (the id is kept), so a later start joins afresh.
     pub(crate) async fn leave(&self, peers: &[String], deadline: Duration) {
+        if !self.joined.load(std::sync::atomic::Ordering::Acquire) {
+            // Refused (another cluster or build) or stopped before its join was accepted:
+            // there is no membership to leave, only a deadline to wait out.
+            tracing::info!(id = self.id, "never joined the cluster: nothing to leave");
+            return;
+        }
         let attempt = async {
             // The leader, wherever it is: this node, a hint, or any configured peer.
             loop {
@@ -379,6 +389,9 @@ pub(crate) async fn join_and_register(
         } else {
             control.join(&me, &reg.peers).await;
         }
+        control
+            .joined
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Err(e) = control
             .propose(CatalogCommand::UpsertMember(reg.member))
             .await
