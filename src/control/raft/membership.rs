@@ -71,6 +71,23 @@ pub(crate) async fn join(
     id: u64,
     node: BasicNode,
 ) -> Result<(), MembershipError> {
+    let in_a_cluster = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .next()
+        .is_some();
+    if !in_a_cluster {
+        // Nodes that all list each other as peers wait for each other forever: say so
+        // (openraft would answer "not the leader; the leader is None").
+        return Err(MembershipError::Failed(
+            "this node is not in a cluster yet (it is joining one itself): start one node \
+             without peers to bootstrap the cluster, then point the others at it"
+                .into(),
+        ));
+    }
     raft.add_learner(id, node, true)
         .await
         .map_err(membership_error)?;
