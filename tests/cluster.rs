@@ -9,6 +9,15 @@ use common::*;
 use mpreg::{Client, Function, Settings};
 use serde_json::{Value, json};
 
+/// A test node named `name` that joins through `peers` (none: it bootstraps).
+fn named(name: &str, peers: Vec<String>) -> Settings {
+    Settings {
+        name: name.to_owned(),
+        peers,
+        ..test_settings()
+    }
+}
+
 /// Polls `cluster_map` on `url` until it lists `n` nodes (the catalog converges
 /// asynchronously: joins and registrations are Raft commits).
 async fn wait_for_nodes(url: &str, n: usize) -> Value {
@@ -30,10 +39,8 @@ async fn wait_for_nodes(url: &str, n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_catalog() {
     let settings = |name: &str, peers: Vec<String>, resources: &[&str]| Settings {
-        name: name.to_owned(),
-        peers,
         resources: resources.iter().map(|r| r.to_string()).collect(),
-        ..test_settings()
+        ..named(name, peers)
     };
     let a = start_node(settings("a", vec![], &["cpu"]), vec![]).await;
     let gpu_fn =
@@ -166,10 +173,8 @@ fn role_counts(m: &mpreg::control::raft::RaftMetrics) -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voters_learners_and_graceful_leave() {
     let settings = |name: &str, peers: Vec<String>| Settings {
-        name: name.to_owned(),
-        peers,
         voters: 2,
-        ..test_settings()
+        ..named(name, peers)
     };
     let a = start_node(settings("a", vec![]), vec![]).await;
     let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
@@ -239,13 +244,8 @@ async fn voters_learners_and_graceful_leave() {
 /// in every node's catalog; unregistered, it leaves both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_registered_and_unregistered_at_run_time() {
-    let settings = |name: &str, peers: Vec<String>| Settings {
-        name: name.to_owned(),
-        peers,
-        ..test_settings()
-    };
-    let a = start_node(settings("a", vec![]), vec![]).await;
-    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    let a = start_node(named("a", vec![]), vec![]).await;
+    let b = start_node(named("b", vec![a.url().to_owned()]), vec![]).await;
     assert!(b.registered().await);
     let triple = Function::new("triple", |x: i64| async move { Ok::<_, String>(x * 3) })
         .params(["x"])
@@ -293,13 +293,8 @@ async fn functions_registered_and_unregistered_at_run_time() {
 /// travel on the link the two nodes already share; they used to open a connection each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_writes_and_reads_share_the_peer_link() {
-    let settings = |name: &str, peers: Vec<String>| Settings {
-        name: name.to_owned(),
-        peers,
-        ..test_settings()
-    };
-    let a = start_node(settings("a", vec![]), vec![]).await;
-    let b = start_node(settings("b", vec![a.url().to_owned()]), vec![]).await;
+    let a = start_node(named("a", vec![]), vec![]).await;
+    let b = start_node(named("b", vec![a.url().to_owned()]), vec![]).await;
     assert!(b.registered().await);
     assert_eq!(
         b.raft_metrics().borrow().current_leader,
@@ -354,10 +349,8 @@ async fn forwarded_writes_and_reads_share_the_peer_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_cannot_join() {
     let settings = |name: &str, cluster: &str, peers: Vec<String>| Settings {
-        name: name.to_owned(),
         cluster_id: cluster.to_owned(),
-        peers,
-        ..test_settings()
+        ..named(name, peers)
     };
     let a = start_node(settings("a", "alpha", vec![]), vec![]).await;
     assert!(a.registered().await);

@@ -61,6 +61,11 @@ pub(crate) struct Stats {
 /// How long a node's step latency stays its "recent" latency without new steps.
 const LATENCY_MEMORY: Duration = Duration::from_secs(10);
 
+/// Whether a step that finished at `last` is recent at `now`.
+fn recent(last: Option<tokio::time::Instant>, now: tokio::time::Instant) -> bool {
+    last.is_some_and(|t| now.saturating_duration_since(t) <= LATENCY_MEMORY)
+}
+
 impl Shared {
     pub(crate) fn registry(&self) -> Arc<Registry> {
         self.functions.current()
@@ -112,11 +117,14 @@ impl Stats {
     }
 
     fn latency_is_recent(&self, now: tokio::time::Instant) -> bool {
-        let last = *self
-            .last_step
+        recent(*self.lock_last_step(), now)
+    }
+
+    fn lock_last_step(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        // One instant, written whole: a poisoned lock still holds a valid one.
+        self.last_step
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.is_some_and(|t| now.saturating_duration_since(t) <= LATENCY_MEMORY)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Folds the duration of a forwarded step that finished at `now` into the moving
@@ -124,15 +132,12 @@ impl Stats {
     /// may drop a sample; it is an estimate).
     fn step_took(&self, took: Duration, now: tokio::time::Instant) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let old = if self.latency_is_recent(now) {
+        let previous = self.lock_last_step().replace(now);
+        let old = if recent(previous, now) {
             self.step_latency_us.load(Ordering::Relaxed)
         } else {
             0
         };
-        *self
-            .last_step
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
         let new = if old == 0 {
             sample.max(1)
         } else {

@@ -93,9 +93,17 @@ async fn next_frame<S>(ws: &mut S) -> io::Result<Option<Frame>>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    next_binary(ws).await?.map(|b| decode(&b)).transpose()
+}
+
+/// The next binary frame's bytes; `None` when the peer closed.
+async fn next_binary<S>(ws: &mut S) -> io::Result<Option<tokio_tungstenite::tungstenite::Bytes>>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     while let Some(msg) = ws.next().await {
         match msg.map_err(io::Error::other)? {
-            Message::Binary(b) => return decode(&b).map(Some),
+            Message::Binary(b) => return Ok(Some(b)),
             Message::Close(_) => return Ok(None),
             _ => {}
         }
@@ -598,18 +606,6 @@ fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<(), String>> 
     } else {
         Ok(())
     })
-}
-
-/// The next binary frame's bytes; `None` when the peer closed.
-async fn next_binary(ws: &mut PeerWs) -> io::Result<Option<Vec<u8>>> {
-    while let Some(msg) = ws.next().await {
-        match msg.map_err(io::Error::other)? {
-            Message::Binary(b) => return Ok(Some(b.to_vec())),
-            Message::Close(_) => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(None)
 }
 
 /// Frames read in one go before the replies they produced are written.

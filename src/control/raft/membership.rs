@@ -71,15 +71,7 @@ pub(crate) async fn join(
     id: u64,
     node: BasicNode,
 ) -> Result<(), MembershipError> {
-    let in_a_cluster = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .next()
-        .is_some();
-    if !in_a_cluster {
+    if roles(raft).0.is_empty() {
         // Nodes that all list each other as peers wait for each other forever: say so
         // (openraft would answer "not the leader; the leader is None").
         return Err(MembershipError::Failed(

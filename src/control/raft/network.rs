@@ -181,13 +181,6 @@ impl PeerClient {
         self.link.call(req, ttl).await
     }
 
-    /// One RPC within `ttl` whose missed deadline leaves the link up: the peer may just
-    /// be slow to answer (a commit waiting for a quorum), and the link is shared with
-    /// forwarded steps, which breaking it would lose. Heartbeats judge the link instead.
-    async fn call_patiently(&self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
-        self.link.call_step(req, ttl).await.map_err(|f| f.error)
-    }
-
     /// Sends a client write to this peer (the test harness and write forwarding use it).
     /// Asks the node to commit `cmd` (it forwards to the leader if it knows one).
     pub async fn write(&mut self, cmd: CatalogCommand, ttl: Duration) -> io::Result<WriteResult> {
@@ -295,18 +288,20 @@ impl PeerClient {
         ttl: Duration,
         pick: impl FnOnce(RaftReply) -> Option<T>,
     ) -> io::Result<T> {
-        pick(self.call(req, ttl).await?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
+        picked(self.call(req, ttl).await?, pick)
     }
 
+    /// As [`PeerClient::expect`], but a missed deadline leaves the link up: the peer may
+    /// just be slow to answer (a commit waiting for a quorum), and the link is shared with
+    /// forwarded steps, which breaking it would lose. Heartbeats judge the link instead.
     async fn expect_patiently<T>(
-        &mut self,
+        &self,
         req: RaftRequest,
         ttl: Duration,
         pick: impl FnOnce(RaftReply) -> Option<T>,
     ) -> io::Result<T> {
-        pick(self.call_patiently(req, ttl).await?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
+        let reply = self.link.call_step(req, ttl).await.map_err(|f| f.error)?;
+        picked(reply, pick)
     }
 
     /// Runs `step` on the peer within `ttl`; a missed deadline does not break the link.
@@ -332,6 +327,11 @@ impl PeerClient {
             link: Link::new(env, addr.into(), None, None),
         }
     }
+}
+
+/// The answer `pick` takes out of `reply`; `None` (another variant) is an error.
+fn picked<T>(reply: RaftReply, pick: impl FnOnce(RaftReply) -> Option<T>) -> io::Result<T> {
+    pick(reply).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mismatched raft reply"))
 }
 
 fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<u64, BasicNode, E> {
