@@ -342,6 +342,72 @@ async fn forwarded_writes_and_reads_share_the_peer_link() {
     a.shutdown().await;
 }
 
+/// Point 1 of the cluster RPC issue, the other half: one connection per node *pair*, not
+/// per pair and direction. Every pair talks both ways (heartbeats each way, Raft from the
+/// leader, steps forwarded in both directions), and each node ends with one connection
+/// per peer: the one it accepted serves its own calls too. Before, each node held four
+/// (its two dialled links and the two its peers dialled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_pair_shares_one_connection() {
+    let only = |name: &str| {
+        let name = name.to_owned();
+        Function::new(format!("on_{name}"), move |x: i64| {
+            let name = name.clone();
+            async move { Ok::<_, String>(json!([name, x])) }
+        })
+        .params(["x"])
+    };
+    let a = start_node(named("a", vec![]), vec![only("a")]).await;
+    assert!(a.registered().await);
+    let b = start_node(named("b", vec![a.url().to_owned()]), vec![only("b")]).await;
+    let c = start_node(named("c", vec![a.url().to_owned()]), vec![only("c")]).await;
+    assert!(b.registered().await && c.registered().await);
+    wait_for_nodes(a.url(), 3).await;
+    let nodes = [("a", &a), ("b", &b), ("c", &c)];
+    // Every node calls every other node's function (routable from everywhere within 1 s).
+    let call_everywhere = || async {
+        for (from, node) in nodes {
+            let client = Client::connect(node.url()).await.unwrap();
+            for (to, _) in nodes.iter().filter(|(to, _)| *to != from) {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                let got = loop {
+                    match client.call(format!("on_{to}"), json!([1])).await {
+                        Ok(v) => break v,
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            assert_eq!(e.code(), Some(mpreg::ErrorCode::CommandNotFound), "{e}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("{from} could not call on_{to}: {e}"),
+                    }
+                };
+                assert_eq!(got, json!([to, 1]), "{from} -> {to}");
+            }
+        }
+    };
+    call_everywhere().await;
+    let counts = || nodes.map(|(name, n)| (name, n.peer_connections()));
+    // Connections both nodes of a pair dialled at once settle to one (the spare closes
+    // once neither side waits on it); the joins' own connections close after the join.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counts().iter().any(|(_, n)| *n != 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not one connection per peer: {:?}",
+            counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Settled: more traffic both ways opens nothing new.
+    let accepted: Vec<u64> = nodes.iter().map(|(_, n)| n.peer_links_accepted()).collect();
+    call_everywhere().await;
+    assert_eq!(counts().map(|(_, n)| n), [2, 2, 2], "{:?}", counts());
+    let after: Vec<u64> = nodes.iter().map(|(_, n)| n.peer_links_accepted()).collect();
+    assert_eq!(accepted, after, "peer connections accepted after settling");
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 /// A node configured for another cluster is refused at the hello of its join. It used to be
 /// taken into the membership as a learner that nobody could replicate to (its own links
 /// refuse this cluster), which held that configuration change open and blocked every later

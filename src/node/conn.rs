@@ -103,14 +103,10 @@ pub(super) async fn serve_connection(
             .peer_links_accepted
             .fetch_add(1, Ordering::Relaxed);
         // Peer links outlive the shutdown signal: a stopping node still needs its peers to
-        // commit its departure. They end once it has left (or given up).
-        let mut links_closed = shared.peer_links_closed.subscribe();
-        tokio::select! {
-            biased;
-            _ = super::stopping(&mut links_closed) => {}
-            _ = serve_peer(shared.control.peer_service(), ws) => {}
-        }
-        return;
+        // commit its departure. They end once it has left (or given up), when the node
+        // closes its network; ending them here instead would leave the socket open under
+        // the node's own calls on it.
+        return serve_peer(shared.control.service.clone(), ws).await;
     }
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();

@@ -34,18 +34,21 @@ pub(crate) struct Control {
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
-    cluster_id: String,
     /// How to read this node's load (set once the node's stats exist).
-    pub(crate) load: Arc<std::sync::OnceLock<Box<dyn Fn() -> Load + Send + Sync>>>,
+    pub(crate) load: Arc<std::sync::OnceLock<LoadFn>>,
     /// How to run forwarded steps (set once the node's functions exist).
     pub(crate) steps: Arc<std::sync::OnceLock<StepRunner>>,
     /// The peer links, shared by Raft, heartbeats and forwarded steps: one per peer.
     pub(crate) network: NetworkFactory,
+    /// What answers peers' requests, on connections either side dialled.
+    pub(crate) service: Arc<PeerService>,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
-    env: Env,
 }
+
+/// Reads this node's load.
+pub(crate) type LoadFn = Box<dyn Fn() -> Load + Send + Sync>;
 
 enum DurableStore {
     Sqlite(SqliteLogStore),
@@ -70,12 +73,14 @@ pub(crate) enum ReadError {
 
 impl Control {
     /// Starts the replica on `storage`; with SQLite the node also keeps its id there
-    /// (`fresh_id` is used the first time only).
+    /// (`fresh_id` is used the first time only). `addr` (`host:port`) is where peers reach
+    /// this node.
     pub(crate) async fn start(
         env: &Env,
         storage: Storage<'_>,
         settings: &crate::config::Settings,
         fresh_id: u64,
+        addr: &str,
     ) -> Result<Control, String> {
         let policy = settings.membership_policy();
         let config = Arc::new(
@@ -141,6 +146,22 @@ impl Control {
                 )
             }
         };
+        let load: Arc<std::sync::OnceLock<LoadFn>> = Arc::default();
+        let steps: Arc<std::sync::OnceLock<StepRunner>> = Arc::default();
+        let service = {
+            let load = load.clone();
+            Arc::new(PeerService {
+                id,
+                raft: raft.clone(),
+                env: env.clone(),
+                policy,
+                cluster_id: settings.cluster_id.clone(),
+                load: Arc::new(move || load.get().map_or(Load::default(), |f| f())),
+                steps: steps.clone(),
+                network: network.clone(),
+            })
+        };
+        network.serve_as(id, addr, &service);
         Ok(Control {
             id,
             raft,
@@ -148,28 +169,17 @@ impl Control {
             restored,
             joined: std::sync::atomic::AtomicBool::new(false),
             policy,
-            cluster_id: settings.cluster_id.clone(),
-            load: Arc::default(),
-            steps: Arc::default(),
+            load,
+            steps,
             network,
+            service,
             durable,
-            env: env.clone(),
         })
     }
 
-    /// What the peer endpoint serves with; `load` is this node's requests in flight.
+    /// What the peer endpoint serves with (the membership supervisor's copy).
     pub(crate) fn peer_service(&self) -> PeerService {
-        let load = self.load.clone();
-        PeerService {
-            id: self.id,
-            raft: self.raft.clone(),
-            env: self.env.clone(),
-            policy: self.policy,
-            cluster_id: self.cluster_id.clone(),
-            load: Arc::new(move || load.get().map_or(Load::default(), |f| f())),
-            steps: self.steps.clone(),
-            network: self.network.clone(),
-        }
+        (*self.service).clone()
     }
 
     /// Waits until this replica has applied everything the leader had committed when the

@@ -174,8 +174,6 @@ pub(crate) struct NodeInfo {
 
 /// What every connection of a running node shares.
 pub(crate) struct Shared {
-    /// Set once the stopping node has left the cluster: its peer links may close then.
-    peer_links_closed: watch::Sender<bool>,
     env: Env,
     settings: Settings,
     /// The functions calls run against. A request takes the current set when it starts;
@@ -270,9 +268,15 @@ impl NodeBuilder {
             None => control::Storage::Configured(&self.settings.persistence),
         };
         let control = Arc::new(
-            control::Control::start(&env, storage, &self.settings, fresh_id)
-                .await
-                .map_err(NodeError::Control)?,
+            control::Control::start(
+                &env,
+                storage,
+                &self.settings,
+                fresh_id,
+                url.trim_start_matches("ws://"),
+            )
+            .await
+            .map_err(NodeError::Control)?,
         );
         let raft_id = control.id;
         let node_id = format!("{}-{raft_id:016x}", self.settings.name);
@@ -364,7 +368,6 @@ impl NodeBuilder {
         });
         let shared = Arc::new(Shared {
             peers,
-            peer_links_closed: watch::channel(false).0,
             control: control.clone(),
             limits,
             env,
@@ -465,6 +468,12 @@ impl RunningNode {
     /// Peer connections this node has accepted since it started (see [`Stats`]).
     pub fn peer_links_accepted(&self) -> u64 {
         self.stats.peer_links_accepted.load(Ordering::Relaxed)
+    }
+
+    /// Peer connections open now, dialled or accepted: one per peer once they settle
+    /// (two nodes that dial each other at once keep one of the two).
+    pub fn peer_connections(&self) -> usize {
+        self.control.network.open_connections()
     }
 
     /// Live control-plane metrics: role, term, leader, membership, applied index.
@@ -586,7 +595,8 @@ async fn serve(
         }
     }
     drop(listener);
-    let _ = shared.peer_links_closed.send(true);
+    // The node has left the cluster (or given up): its peer links may close now.
+    shared.control.network.close();
     let drain = Duration::from_millis(shared.settings.drain_timeout_ms);
     let drained =
         tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;

@@ -1,8 +1,14 @@
-//! The peer link: one WebSocket to a peer (path `/_mpreg/raft` on its client port) carrying
-//! many RPCs at once. After the handshake the caller says hello (its cluster id, if it has
-//! one); then every request carries an id and the replies, in whatever order they finish,
-//! carry it back. A node shares one link per peer among all its Raft replication streams,
-//! votes and membership calls.
+//! The peer link: one WebSocket between two nodes (path `/_mpreg/raft` on the client port)
+//! carrying many RPCs at once, in both directions. After the handshake the dialling side
+//! says hello (its peer protocol, its cluster id, the node it means to reach, and who it
+//! is); then either side sends requests, each with an id that its reply carries back in
+//! whatever order the replies finish.
+//!
+//! One connection per node pair: a node that accepts a peer's connection uses it for its
+//! own calls to that peer too, instead of dialling a second one. When both dial at the same
+//! moment, both keep the connection dialled by the node with the lower id (see
+//! [`Open::preferred_over`]); each side sends `Done` on the other connection once none of
+//! its calls wait on it, and the connection closes when both have.
 //!
 //! Every call has a deadline. A call that misses it breaks the link: turmoil's TCP (and a
 //! real one behind a dead peer) never delivers what was lost, so the only safe recovery is a
@@ -10,8 +16,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
@@ -44,21 +50,31 @@ pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 /// otherwise fail mid-conversation; the hello lets the serving node refuse at once, saying
 /// why. It stays `Frame`'s first variant with the version as its first field, so that any
 /// later build can still read the version when the rest of the frame has changed.
-pub(crate) const PEER_PROTOCOL: u32 = 2;
+pub(crate) const PEER_PROTOCOL: u32 = 3;
 
 /// How long an accepted link may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A node introducing itself in its hello: its Raft id and the address its peers know it
+/// by, so that the node it dialled can use the connection as its own link back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Caller {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+}
+
 /// What travels on a link.
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    /// The caller's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
-    /// (`None`: a tool, not a node), and the node it means to reach (`None`: whichever
-    /// node is at the address).
+    /// The dialler's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
+    /// (`None`: a tool, not a node), the node it means to reach (`None`: whichever node is
+    /// at the address), and who it is (`None`: a tool, or a node that wants no calls back
+    /// on this connection, such as a join).
     Hello {
         protocol: u32,
         cluster: Option<String>,
         node: Option<u64>,
+        from: Option<Caller>,
     },
     /// The answer to `Hello`: accepted, or why not.
     Welcome(Result<(), String>),
@@ -70,10 +86,13 @@ enum Frame {
         id: u64,
         reply: RaftReply,
     },
-    /// The caller no longer waits for request `id`: a forwarded step stops running.
+    /// The sender no longer waits for its request `id`: a forwarded step stops running.
     Cancel {
         id: u64,
     },
+    /// The sender waits for nothing more on this connection and will send no request on
+    /// it (it talks to this peer on another one).
+    Done,
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
@@ -120,15 +139,15 @@ fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 
 type Writer = futures_util::stream::SplitSink<PeerWs, Message>;
 
-/// The sending side of an open link: a queue of frames, written by a caller of an idle
-/// link itself or by the link's task (see [`Open::send`]).
+/// The sending side of an open connection: a queue of frames, written by a caller of an
+/// idle link itself or by the connection's task (see [`Open::send`]).
 struct Outgoing {
     writer: tokio::sync::Mutex<Writer>,
     queue: Mutex<VecDeque<Message>>,
-    /// Tells the link's task that frames wait in the queue.
+    /// Tells the connection's task that frames wait in the queue.
     queued: tokio::sync::Notify,
-    /// Set when the link's task has ended: nothing will be read from this link again.
-    ended: std::sync::atomic::AtomicBool,
+    /// Set when the connection's task has ended: nothing will be read from it again.
+    ended: AtomicBool,
 }
 
 fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>> {
@@ -153,17 +172,72 @@ impl Outgoing {
         }
         w.flush().await.map_err(io::Error::other)
     }
+
+    /// Takes the writer (after any caller writing through) and writes what is queued.
+    async fn write_all(&self) -> io::Result<()> {
+        let mut w = self.writer.lock().await;
+        self.write_queued(&mut w).await
+    }
+
+    fn has_queued(&self) -> bool {
+        !lock_queue(&self.queue).is_empty()
+    }
+
+    fn push(&self, frame: Message) {
+        lock_queue(&self.queue).push_back(frame);
+    }
 }
 
-/// An open link: callers write requests (see [`Outgoing`]); its task reads the replies and
-/// routes them back by id.
-struct Open {
+/// What the links of one node share: who the node is (its hellos say so, so that a peer
+/// can use the connection for its calls back), how it answers the requests peers send on
+/// connections it dialled, and how many connections it has open.
+#[derive(Default)]
+pub(crate) struct Endpoint {
+    me: OnceLock<Caller>,
+    service: OnceLock<Weak<PeerService>>,
+    open: AtomicUsize,
+    /// Set when the node has stopped: every connection ends and no new one is dialled.
+    closed: watch::Sender<bool>,
+}
+
+impl Endpoint {
+    /// Sets who this node is; hellos name nobody before (a node learns its id at start).
+    pub(crate) fn introduce(&self, me: Caller) {
+        let _ = self.me.set(me);
+    }
+
+    /// Sets what answers requests on connections this node dialled.
+    pub(crate) fn serve_with(&self, service: Weak<PeerService>) {
+        let _ = self.service.set(service);
+    }
+
+    /// Peer connections open now, dialled or accepted.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Ends every connection of this node, dialled or accepted, and dials no more (the
+    /// node has stopped: a peer must not keep sending it requests).
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    fn service(&self) -> Weak<PeerService> {
+        self.service.get().cloned().unwrap_or_default()
+    }
+}
+
+/// An open connection: this side's calls write requests (see [`Outgoing`]); its task reads
+/// every frame, routing replies to the calls by id and answering the peer's requests.
+pub(crate) struct Open {
     out: Arc<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicU64,
-    /// Set to break the link (its task then drops the socket and every waiting call).
+    /// Set to break the connection (its task then drops the socket and every waiting call).
     broken: watch::Sender<bool>,
-    /// Dropped with the last handle, which ends the link's task.
+    /// The node that dialled it (0: a tool, or a node that did not say).
+    dialled_by: u64,
+    /// Dropped with the last handle: this side then tells the peer it is done with it.
     _alive: mpsc::Sender<()>,
 }
 
@@ -176,9 +250,17 @@ impl Open {
         let _ = self.broken.send(true);
     }
 
+    /// Whether both nodes should use this connection rather than `other`, an open one
+    /// between the same two nodes. The one the lower id dialled wins, a rule both sides
+    /// apply alike; of two the same node dialled, the newer (`self`) wins, since a node
+    /// dials only when it has no working connection.
+    fn preferred_over(&self, other: &Open) -> bool {
+        self.dialled_by <= other.dialled_by
+    }
+
     /// Sends `frame`. On an idle link (no other call waiting) the caller writes and
     /// flushes it itself: no hand-off to another task before it leaves. On a busy one it
-    /// is queued for the link's task, which writes everything queued with one flush.
+    /// is queued for the connection's task, which writes everything queued with one flush.
     async fn send(&self, frame: Message) -> io::Result<()> {
         if self.is_broken() {
             return Err(io::Error::new(
@@ -186,7 +268,7 @@ impl Open {
                 "peer link closed",
             ));
         }
-        lock_queue(&self.out.queue).push_back(frame);
+        self.out.push(frame);
         let idle = lock(&self.pending).len() <= 1; // this call's own entry
         let writer = if idle {
             self.out.writer.try_lock().ok()
@@ -209,9 +291,9 @@ impl Open {
         }
     }
 
-    /// Queues `frame` for the link's task (from code that cannot wait).
+    /// Queues `frame` for the connection's task (from code that cannot wait).
     fn send_later(&self, frame: Message) {
-        lock_queue(&self.out.queue).push_back(frame);
+        self.out.push(frame);
         self.out.queued.notify_one();
     }
 }
@@ -228,8 +310,46 @@ fn disown_writes(w: &mut Writer) {
     let _ = std::pin::Pin::new(w).poll_flush(&mut std::task::Context::from_waker(&waker));
 }
 
-/// A link to one peer address, opened on first use and reopened after it broke. Clones
-/// share the connection.
+/// Starts using `ws`, whose hello is done: the handle that calls share, and the task that
+/// must run for the connection to work (the dialler spawns it; an accepted connection's
+/// own task runs it).
+fn start(
+    ws: PeerWs,
+    dialled_by: u64,
+    endpoint: Arc<Endpoint>,
+    service: Weak<PeerService>,
+) -> (Arc<Open>, impl Future<Output = ()> + Send + 'static) {
+    let (writer, frames) = ws.split();
+    let (alive, handles_gone) = mpsc::channel(1);
+    let (broken, broken_rx) = watch::channel(false);
+    let out = Arc::new(Outgoing {
+        writer: tokio::sync::Mutex::new(writer),
+        queue: Mutex::default(),
+        queued: tokio::sync::Notify::new(),
+        ended: AtomicBool::new(false),
+    });
+    let open = Arc::new(Open {
+        out: out.clone(),
+        pending: Arc::default(),
+        next_id: AtomicU64::new(1),
+        broken,
+        dialled_by,
+        _alive: alive,
+    });
+    let task = drive(Driven {
+        frames,
+        out,
+        pending: open.pending.clone(),
+        broken: broken_rx,
+        handles_gone,
+        service,
+        endpoint,
+    });
+    (open, task)
+}
+
+/// A link to one peer, opened on first use (or adopted from the peer's own dial) and
+/// reopened after it broke. Clones share the connection.
 #[derive(Clone)]
 pub(crate) struct Link(Arc<LinkInner>);
 
@@ -240,7 +360,14 @@ pub(crate) struct LinkInner {
     /// The node this link must reach: a different node now at `addr` (one restarted there
     /// with a new id) refuses the hello, so it never answers for the one that is gone.
     node: Option<u64>,
-    open: tokio::sync::Mutex<Option<Arc<Open>>>,
+    /// Whether the hello says who this node is, offering the peer the connection for its
+    /// calls back (links to a node; not a join's or a tool's).
+    introduce: bool,
+    endpoint: Arc<Endpoint>,
+    /// The connection in use.
+    slot: Mutex<Option<Arc<Open>>>,
+    /// Held while dialling, so that calls arriving meanwhile wait for that connection.
+    dialling: tokio::sync::Mutex<()>,
 }
 
 impl std::ops::Deref for Link {
@@ -254,14 +381,30 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("peer {what} timed out"))
 }
 
+fn lock_slot(s: &Mutex<Option<Arc<Open>>>) -> MutexGuard<'_, Option<Arc<Open>>> {
+    // One handle, replaced whole; a poisoned slot is still consistent.
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a new link introduces itself and what it shares with the node's other links.
+pub(crate) struct LinkTo {
+    pub(crate) cluster: Option<String>,
+    pub(crate) node: Option<u64>,
+    pub(crate) introduce: bool,
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
 impl Link {
-    pub(crate) fn new(env: Env, addr: String, cluster: Option<String>, node: Option<u64>) -> Link {
+    pub(crate) fn new(env: Env, addr: String, to: LinkTo) -> Link {
         Link(Arc::new(LinkInner {
             env,
             addr,
-            cluster,
-            node,
-            open: tokio::sync::Mutex::default(),
+            cluster: to.cluster,
+            node: to.node,
+            introduce: to.introduce,
+            endpoint: to.endpoint,
+            slot: Mutex::default(),
+            dialling: tokio::sync::Mutex::default(),
         }))
     }
 
@@ -339,28 +482,71 @@ impl Link {
     /// Drops the connection (if any); the next call reconnects. For callers that judge the
     /// link dead by their own rule (the heartbeats, after several misses).
     pub(crate) async fn reset(&self) {
-        if let Some(open) = self.open.lock().await.take() {
+        if let Some(open) = lock_slot(&self.slot).take() {
             open.break_it();
         }
     }
 
-    /// The open link, connecting (and saying hello) if there is none or it broke.
-    async fn connected(&self) -> io::Result<Arc<Open>> {
-        let mut slot = self.open.lock().await;
-        if let Some(open) = slot.as_ref().filter(|o| !o.is_broken()) {
-            return Ok(open.clone());
+    /// The connection in use, unless there is none or it broke.
+    fn current(&self) -> Option<Arc<Open>> {
+        lock_slot(&self.slot)
+            .as_ref()
+            .filter(|o| !o.is_broken())
+            .cloned()
+    }
+
+    /// Puts `open` in use unless the connection in use is preferred to it, and returns
+    /// the one in use. The other is left to the calls still waiting on it; it closes once
+    /// neither side waits for anything on it.
+    pub(crate) fn install(&self, open: Arc<Open>) -> Arc<Open> {
+        let mut slot = lock_slot(&self.slot);
+        if let Some(current) = slot.as_ref().filter(|o| !o.is_broken())
+            && !open.preferred_over(current)
+        {
+            return current.clone();
         }
-        *slot = None;
+        *slot = Some(open.clone());
+        open
+    }
+
+    /// The connection in use, dialling one (and saying hello) if there is none.
+    async fn connected(&self) -> io::Result<Arc<Open>> {
+        if let Some(open) = self.current() {
+            return Ok(open);
+        }
+        let _dialling = self.dialling.lock().await;
+        // Another call dialled meanwhile, or the peer dialled this node and its connection
+        // was adopted.
+        if let Some(open) = self.current() {
+            return Ok(open);
+        }
+        let open = self.dial().await?;
+        Ok(self.install(open))
+    }
+
+    async fn dial(&self) -> io::Result<Arc<Open>> {
+        if *self.endpoint.closed.borrow() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "this node has stopped",
+            ));
+        }
         let tcp = self.env.net.connect(&self.addr).await?;
         let url = format!("ws://{}{RAFT_PATH}", self.addr);
         let config = websocket_config(MAX_FRAME_BYTES);
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
             .await
             .map_err(io::Error::other)?;
+        let from = self
+            .introduce
+            .then(|| self.endpoint.me.get().cloned())
+            .flatten();
+        let dialled_by = from.as_ref().map_or(0, |me| me.id);
         ws.send(encode(&Frame::Hello {
             protocol: PEER_PROTOCOL,
             cluster: self.cluster.clone(),
             node: self.node,
+            from,
         })?)
         .await
         .map_err(io::Error::other)?;
@@ -385,30 +571,9 @@ impl Link {
                 ));
             }
         }
-        let (writer, frames) = ws.split();
-        let (alive, handles_gone) = mpsc::channel(1);
-        let (broken, broken_rx) = watch::channel(false);
-        let out = Arc::new(Outgoing {
-            writer: tokio::sync::Mutex::new(writer),
-            queue: Mutex::default(),
-            queued: tokio::sync::Notify::new(),
-            ended: std::sync::atomic::AtomicBool::new(false),
-        });
-        let open = Arc::new(Open {
-            out: out.clone(),
-            pending: Arc::default(),
-            next_id: AtomicU64::new(1),
-            broken,
-            _alive: alive,
-        });
-        tokio::spawn(drive(
-            frames,
-            out,
-            open.pending.clone(),
-            broken_rx,
-            handles_gone,
-        ));
-        *slot = Some(open.clone());
+        let service = self.endpoint.service();
+        let (open, task) = start(ws, dialled_by, self.endpoint.clone(), service);
+        tokio::spawn(task);
         Ok(open)
     }
 }
@@ -445,7 +610,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Resolves once the link is marked broken (never, if every handle is gone).
+/// Resolves once `rx` says true: the link is broken, or the node closed its links (never,
+/// if the sender is gone).
 async fn until_broken(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
@@ -457,45 +623,118 @@ async fn until_broken(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The task of one open link: routes replies to their callers, writes frames queued while
-/// a caller was writing, and ends (failing every waiting call, closing the socket) when
-/// the link breaks or closes or its last handle is gone.
-async fn drive(
-    mut frames: futures_util::stream::SplitStream<PeerWs>,
+/// What a connection's task works with.
+struct Driven {
+    frames: futures_util::stream::SplitStream<PeerWs>,
     out: Arc<Outgoing>,
     pending: Arc<Mutex<Pending>>,
-    mut broken: watch::Receiver<bool>,
-    mut handles_gone: mpsc::Receiver<()>,
-) {
-    loop {
+    broken: watch::Receiver<bool>,
+    handles_gone: mpsc::Receiver<()>,
+    service: Weak<PeerService>,
+    endpoint: Arc<Endpoint>,
+}
+
+/// Marks a connection's end however its task ends (cancelled with the accepting
+/// connection's task included): the calls still waiting fail at once (their senders are
+/// dropped), later calls see it ended, and it no longer counts as open.
+struct Ended<'a> {
+    out: &'a Outgoing,
+    pending: &'a Mutex<Pending>,
+    endpoint: &'a Endpoint,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.out.ended.store(true, Ordering::Release);
+        lock(self.pending).clear();
+        lock_queue(&self.out.queue).clear();
+        self.endpoint.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The task of one open connection: routes replies to this side's calls, answers the
+/// peer's requests, writes what is queued, and ends when the connection breaks or closes,
+/// or once neither side waits for anything on it (both said `Done`).
+async fn drive(d: Driven) {
+    let Driven {
+        mut frames,
+        out,
+        pending,
+        mut broken,
+        mut handles_gone,
+        service,
+        endpoint,
+    } = d;
+    endpoint.open.fetch_add(1, Ordering::Relaxed);
+    let ended = Ended {
+        out: &out,
+        pending: &pending,
+        endpoint: &endpoint,
+    };
+    let mut closed = endpoint.closed.subscribe();
+    let (replies, mut replied) = mpsc::channel::<(u64, Message)>(256);
+    let mut served = Served {
+        service,
+        replies,
+        steps: JoinSet::new(),
+        running: BTreeMap::new(),
+    };
+    // Whether this side, and the peer, are done with the connection.
+    let (mut done_here, mut done_there) = (false, false);
+    // Frames were handed to the writer and may not all have left yet.
+    let mut unflushed = false;
+    while !(done_here && done_there) {
+        unflushed |= out.has_queued();
         tokio::select! {
             biased;
             () = until_broken(&mut broken) => break,
-            _ = handles_gone.recv() => break,
-            () = out.queued.notified() => {
-                let mut w = out.writer.lock().await;
-                if out.write_queued(&mut w).await.is_err() {
-                    break;
+            () = until_broken(&mut closed) => break,
+            _ = handles_gone.recv(), if !done_here => {
+                done_here = true;
+                if let Ok(frame) = encode(&Frame::Done) {
+                    out.push(frame);
                 }
             }
-            frame = next_frame(&mut frames) => match frame {
-                Ok(Some(Frame::Reply { id, reply })) => {
-                    if let Some(waiter) = lock(&pending).remove(&id) {
-                        let _ = waiter.send(reply);
+            // Writing never holds up reading: a peer that waits for its replies to be read
+            // before it reads would otherwise stall both sides.
+            written = out.write_all(), if unflushed => match written {
+                Ok(()) => unflushed = false,
+                Err(_) => break,
+            },
+            Some((id, frame)) = replied.recv() => {
+                served.replied(id, frame, &out);
+                while let Ok((id, frame)) = replied.try_recv() {
+                    served.replied(id, frame, &out);
+                }
+            }
+            Some(_) = served.steps.join_next(), if !served.steps.is_empty() => {}
+            () = out.queued.notified() => {}
+            frame = next_frame(&mut frames), if served.steps.len() < MAX_STEPS_PER_LINK => {
+                let mut frame = Some(frame);
+                // Whatever else has arrived already is handled before the replies go out,
+                // so that they leave together.
+                let mut batch = 0;
+                while let Some(f) = frame.take() {
+                    match served.handle(f, &pending, &out) {
+                        Handled::Continue => {}
+                        Handled::PeerDone => done_there = true,
+                        Handled::End => return finish(ended, &out).await,
+                    }
+                    batch += 1;
+                    if batch < READ_BATCH && served.steps.len() < MAX_STEPS_PER_LINK {
+                        frame = next_frame(&mut frames).now_or_never();
                     }
                 }
-                Ok(Some(_)) => {} // nothing else is expected after the welcome
-                Ok(None) | Err(_) => break,
-            },
+            }
         }
     }
-    // Dropping the senders fails the waiting calls at once; later calls see the link ended
-    // (a call registered between the two finds no reply and hits its deadline).
-    out.ended.store(true, Ordering::Release);
-    lock(&pending).clear();
-    lock_queue(&out.queue).clear();
-    // Close the socket (the peer then cancels the steps it runs for this link); a writer
-    // stuck on a dead peer is given up on.
+    finish(ended, &out).await;
+}
+
+/// Ends a connection: fails what still waits on it, then closes the socket (the peer then
+/// cancels the steps it runs for this side). A writer stuck on a dead peer is given up on.
+async fn finish(ended: Ended<'_>, out: &Outgoing) {
+    drop(ended);
     let close = async {
         let mut w = out.writer.lock().await;
         let _ = w.close().await;
@@ -503,94 +742,74 @@ async fn drive(
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
 }
 
-/// Forwarded steps one link may run at once; beyond it the node stops reading the link
-/// (backpressure through TCP) until some finish.
+/// Requests one connection may run at once for the peer; beyond it the node stops reading
+/// the connection (backpressure through TCP) until some finish. The replies to this side's
+/// own calls wait too; the steps counted here run on this node and finish on their own.
 const MAX_STEPS_PER_LINK: usize = 4096;
 
-/// Serves one peer's link: checks its hello, then answers every request concurrently and
-/// writes the replies as they finish. Ends when the peer disconnects or misbehaves; the
-/// forwarded steps still running then are cancelled (nobody waits for them).
-pub async fn serve_peer(service: PeerService, mut ws: PeerWs) {
-    let Ok(Ok(Some(hello))) = tokio::time::timeout(HELLO_TIMEOUT, next_binary(&mut ws)).await
-    else {
+/// Serves a connection a peer dialled: checks its hello, then runs it as any other; when
+/// the hello says which node dialled, this node uses the connection for its calls to that
+/// node too. Ends when the peer disconnects or misbehaves; the forwarded steps still
+/// running then are cancelled (nobody waits for them).
+pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs) {
+    let endpoint = service.network.endpoint().clone();
+    let mut closed = endpoint.closed.subscribe();
+    let hello = tokio::select! {
+        biased;
+        () = until_broken(&mut closed) => return,
+        hello = tokio::time::timeout(HELLO_TIMEOUT, next_binary(&mut ws)) => hello,
+    };
+    let Ok(Ok(Some(hello))) = hello else {
         return;
     };
-    let welcome = match admit(&hello, &service.cluster_id, service.id) {
-        Some(welcome) => welcome,
+    let admitted = match admit(&hello, &service.cluster_id, service.id) {
+        Some(admitted) => admitted,
         None => return, // not a hello: not a peer
     };
+    let welcome = admitted.as_ref().map(|_| ()).map_err(Clone::clone);
     if let Err(why) = &welcome {
         tracing::debug!(%why, "refused a peer link");
     }
-    let refused = welcome.is_err();
     let Ok(frame) = encode(&Frame::Welcome(welcome)) else {
         return;
     };
-    if ws.send(frame).await.is_err() || refused {
+    let from = match admitted {
+        Ok(from) => from,
+        Err(_) => {
+            let _ = ws.send(frame).await;
+            return;
+        }
+    };
+    if ws.send(frame).await.is_err() {
         return;
     }
-    let service = Arc::new(service);
-    let (replies, mut outgoing) = mpsc::channel::<(u64, Message)>(256);
-    let mut link = Served {
-        service,
-        replies,
-        steps: JoinSet::new(),
-        running: BTreeMap::new(),
-        out: Vec::new(),
-    };
-    loop {
-        tokio::select! {
-            biased;
-            Some((id, frame)) = outgoing.recv() => {
-                link.replied(id, frame);
-                while let Ok((id, frame)) = outgoing.try_recv() {
-                    link.replied(id, frame);
-                }
-            }
-            Some(_) = link.steps.join_next(), if !link.steps.is_empty() => {}
-            frame = next_frame(&mut ws), if link.steps.len() < MAX_STEPS_PER_LINK => {
-                if !link.handle(frame) {
-                    return;
-                }
-                // Whatever else has arrived already is handled before the replies go out,
-                // so that they leave together.
-                for _ in 0..READ_BATCH {
-                    if link.steps.len() >= MAX_STEPS_PER_LINK {
-                        break;
-                    }
-                    match next_frame(&mut ws).now_or_never() {
-                        Some(frame) => if !link.handle(frame) { return },
-                        None => break,
-                    }
-                }
-            }
-        }
-        if !link.out.is_empty() {
-            for frame in link.out.drain(..) {
-                if ws.feed(frame).await.is_err() {
-                    return;
-                }
-            }
-            if ws.flush().await.is_err() {
-                return;
-            }
-        }
+    let dialled_by = from.as_ref().map_or(0, |c| c.id);
+    let (open, task) = start(ws, dialled_by, endpoint, Arc::downgrade(&service));
+    if let Some(caller) = from.filter(|c| c.id != service.id) {
+        service
+            .network
+            .link_to(caller.id, &caller.addr)
+            .install(open);
+    } else {
+        drop(open);
     }
+    task.await;
 }
 
-/// The answer to the hello in `bytes` from a node serving `cluster_id` as node `id`, or
-/// `None` if the bytes are no hello at all.
-fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<(), String>> {
-    let (protocol, cluster, node) = match decode::<Frame>(bytes) {
+/// The answer to the hello in `bytes` from a node serving `cluster_id` as node `id` (when
+/// admitted: who dialled, if it said), or `None` if the bytes are no hello at all.
+fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<Option<Caller>, String>> {
+    let (protocol, cluster, node, from) = match decode::<Frame>(bytes) {
         Ok(Frame::Hello {
             protocol,
             cluster,
             node,
-        }) => (protocol, cluster, node),
+            from,
+        }) => (protocol, cluster, node, from),
         Ok(_) => return None,
         // Another build's hello: its version still leads it (variant 0, then the version).
         Err(_) => match decode::<(u32, u32)>(bytes) {
-            Ok((0, protocol)) => (protocol, None, None),
+            Ok((0, protocol)) => (protocol, None, None, None),
             _ => return None,
         },
     };
@@ -604,76 +823,102 @@ fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<(), String>> 
     } else if let Some(n) = node.filter(|n| *n != id) {
         Err(format!("this is node {id:016x}, not {n:016x}"))
     } else {
-        Ok(())
+        Ok(from)
     })
 }
 
 /// Frames read in one go before the replies they produced are written.
 const READ_BATCH: usize = 64;
 
-/// The serving side of one link.
+/// What one frame means for the connection.
+enum Handled {
+    Continue,
+    /// The peer is done with the connection.
+    PeerDone,
+    /// The connection ends (closed, unreadable, or a frame no peer sends now).
+    End,
+}
+
+/// The serving side of one connection.
 struct Served {
-    service: Arc<PeerService>,
+    /// This node's peer service (gone once the node is: the connection then ends).
+    service: Weak<PeerService>,
     /// Where spawned requests send their replies.
     replies: mpsc::Sender<(u64, Message)>,
     /// Forwarded steps, by request id, so that a cancel can stop one; dropping the set
-    /// when the link ends cancels the rest.
+    /// when the connection ends cancels the rest.
     steps: JoinSet<()>,
     running: BTreeMap<u64, AbortHandle>,
-    /// Replies ready to write.
-    out: Vec<Message>,
 }
 
 impl Served {
-    fn replied(&mut self, id: u64, frame: Message) {
+    fn replied(&mut self, id: u64, frame: Message, out: &Outgoing) {
         self.running.remove(&id);
-        self.out.push(frame);
+        out.push(frame);
     }
 
-    /// Handles one frame; `false` ends the link.
-    fn handle(&mut self, frame: io::Result<Option<Frame>>) -> bool {
+    fn handle(
+        &mut self,
+        frame: io::Result<Option<Frame>>,
+        pending: &Mutex<Pending>,
+        out: &Outgoing,
+    ) -> Handled {
         match frame {
-            Ok(Some(Frame::Request { id, req })) => {
-                let is_step = matches!(req, RaftRequest::Step(_));
-                let service = self.service.clone();
-                let mut reply = Box::pin(async move { answer(&service, req).await });
-                // Most steps and heartbeats finish on their first poll: answer those here,
-                // without a task.
-                let waker = futures_util::task::noop_waker();
-                match reply
-                    .as_mut()
-                    .poll(&mut std::task::Context::from_waker(&waker))
-                {
-                    std::task::Poll::Ready(reply) => {
-                        if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
-                            self.out.push(frame);
-                        }
-                    }
-                    std::task::Poll::Pending => {
-                        let replies = self.replies.clone();
-                        let task = async move {
-                            let reply = reply.await;
-                            if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
-                                let _ = replies.send((id, frame)).await;
-                            }
-                        };
-                        if is_step {
-                            self.running.insert(id, self.steps.spawn(task));
-                        } else {
-                            tokio::spawn(task);
-                        }
-                    }
+            Ok(Some(Frame::Reply { id, reply })) => {
+                if let Some(waiter) = lock(pending).remove(&id) {
+                    let _ = waiter.send(reply);
                 }
-                true
+                Handled::Continue
             }
+            Ok(Some(Frame::Request { id, req })) => match self.service.upgrade() {
+                Some(service) => {
+                    self.start(service, id, req, out);
+                    Handled::Continue
+                }
+                // This node is gone (or a tool, which serves nothing).
+                None => Handled::End,
+            },
             Ok(Some(Frame::Cancel { id })) => {
                 if let Some(step) = self.running.remove(&id) {
                     step.abort();
                 }
-                true
+                Handled::Continue
             }
-            // A second hello, or a reply: not a peer we know.
-            Ok(Some(_)) | Ok(None) | Err(_) => false,
+            Ok(Some(Frame::Done)) => Handled::PeerDone,
+            // A second hello or welcome: not a peer we know.
+            Ok(Some(Frame::Hello { .. } | Frame::Welcome(_))) | Ok(None) | Err(_) => Handled::End,
+        }
+    }
+
+    /// Answers request `id`: at once if it finishes on its first poll (most steps and
+    /// heartbeats do), else in a task whose reply comes back through `replies`.
+    fn start(&mut self, service: Arc<PeerService>, id: u64, req: RaftRequest, out: &Outgoing) {
+        let is_step = matches!(req, RaftRequest::Step(_));
+        let mut reply = Box::pin(async move { answer(&service, req).await });
+        let waker = futures_util::task::noop_waker();
+        match reply
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+        {
+            std::task::Poll::Ready(reply) => {
+                if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
+                    out.push(frame);
+                }
+            }
+            std::task::Poll::Pending => {
+                let replies = self.replies.clone();
+                let task = async move {
+                    let reply = reply.await;
+                    if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
+                        let _ = replies.send((id, frame)).await;
+                    }
+                };
+                if is_step {
+                    self.running.insert(id, self.steps.spawn(task));
+                } else {
+                    tokio::spawn(task);
+                }
+            }
         }
     }
 }
@@ -687,6 +932,7 @@ mod tests {
             protocol,
             cluster: cluster.map(str::to_owned),
             node,
+            from: None,
         };
         bincode::serde::encode_to_vec(&frame, bincode::config::standard()).unwrap()
     }
@@ -694,12 +940,25 @@ mod tests {
     #[test]
     fn a_hello_is_admitted_only_from_this_protocol_cluster_and_for_this_node() {
         let ok = admit(&hello(PEER_PROTOCOL, Some("c"), Some(7)), "c", 7);
-        assert_eq!(ok, Some(Ok(())));
+        assert_eq!(ok, Some(Ok(None)));
         // Tools name neither cluster nor node.
         assert_eq!(
             admit(&hello(PEER_PROTOCOL, None, None), "c", 7),
-            Some(Ok(()))
+            Some(Ok(None))
         );
+        // A node that says who it is is admitted as that node.
+        let from = Caller {
+            id: 9,
+            addr: "127.0.0.1:9".into(),
+        };
+        let introduced = Frame::Hello {
+            protocol: PEER_PROTOCOL,
+            cluster: Some("c".into()),
+            node: Some(7),
+            from: Some(from.clone()),
+        };
+        let bytes = encode(&introduced).unwrap().into_data();
+        assert_eq!(admit(&bytes, "c", 7), Some(Ok(Some(from))));
         let other_cluster = admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7);
         assert_eq!(
             other_cluster,
@@ -739,6 +998,16 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(admit(&old, "c", 7), Some(Err(_))));
+        // Protocol 2's hello (no caller in it) is refused by its version.
+        let two = bincode::serde::encode_to_vec(
+            (0u32, 2u32, Some("c".to_owned()), Some(7u64)),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let Some(Err(why)) = admit(&two, "c", 7) else {
+            panic!("protocol 2's hello was admitted");
+        };
+        assert!(why.contains("the caller 2"), "{why}");
         // Frames that are no hello are not answered at all.
         let cancel = encode(&Frame::Cancel { id: 1 }).unwrap().into_data();
         assert_eq!(admit(&cancel, "c", 7), None);

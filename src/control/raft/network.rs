@@ -19,7 +19,7 @@ use openraft::raft::{
 use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
 
-use super::link::{Link, MAX_FRAME_BYTES};
+use super::link::{Caller, Endpoint, Link, LinkTo, MAX_FRAME_BYTES};
 use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
@@ -95,13 +95,15 @@ pub enum RaftReply {
     Step(StepOutcome),
 }
 
-/// Builds the client for each peer; all clients of one peer share one multiplexed link.
+/// Builds the client for each peer; all clients of one peer share one multiplexed link,
+/// and the peer uses the same connection for its calls to this node.
 #[derive(Clone)]
 pub struct NetworkFactory {
     env: Env,
     cluster: Option<String>,
     /// By node and address: a node restarted at an address with a new id is a new link.
     links: Arc<Mutex<BTreeMap<(u64, String), Link>>>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl NetworkFactory {
@@ -110,6 +112,7 @@ impl NetworkFactory {
             env,
             cluster: None,
             links: Arc::default(),
+            endpoint: Arc::default(),
         }
     }
 
@@ -118,13 +121,35 @@ impl NetworkFactory {
         self.cluster = Some(cluster_id.into());
         self
     }
-}
 
-impl NetworkFactory {
-    /// The client of the peer at `addr` (`host:port`), on the link every caller shares.
-    pub fn peer(&self, target: u64, addr: &str) -> PeerClient {
-        let link = self
-            .links
+    /// Says in every hello that this is node `id`, reached at `addr`, so that each peer
+    /// uses the connection for its own calls here instead of dialling another; and answers
+    /// the requests that arrive on the connections this node dialled with `service`.
+    pub(crate) fn serve_as(&self, id: u64, addr: impl Into<String>, service: &Arc<PeerService>) {
+        self.endpoint.introduce(Caller {
+            id,
+            addr: addr.into(),
+        });
+        self.endpoint.serve_with(Arc::downgrade(service));
+    }
+
+    /// Peer connections open now (dialled or accepted; one per peer once settled).
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Ends every peer connection of this node and dials no more: it has stopped.
+    pub(crate) fn close(&self) {
+        self.endpoint.close();
+    }
+
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// The link to node `target` at `addr` (`host:port`) that every caller shares.
+    pub(crate) fn link_to(&self, target: u64, addr: &str) -> Link {
+        self.links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry((target, addr.to_owned()))
@@ -132,12 +157,23 @@ impl NetworkFactory {
                 Link::new(
                     self.env.clone(),
                     addr.to_owned(),
-                    self.cluster.clone(),
-                    Some(target),
+                    LinkTo {
+                        cluster: self.cluster.clone(),
+                        node: Some(target),
+                        introduce: true,
+                        endpoint: self.endpoint.clone(),
+                    },
                 )
             })
-            .clone();
-        PeerClient { target, link }
+            .clone()
+    }
+
+    /// The client of the peer at `addr` (`host:port`), on the link every caller shares.
+    pub fn peer(&self, target: u64, addr: &str) -> PeerClient {
+        PeerClient {
+            target,
+            link: self.link_to(target, addr),
+        }
     }
 
     /// A client with a link of its own to whichever node is at `addr` (joins, a leave
@@ -146,7 +182,16 @@ impl NetworkFactory {
     pub fn dial(&self, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             target: 0,
-            link: Link::new(self.env.clone(), addr.into(), self.cluster.clone(), None),
+            link: Link::new(
+                self.env.clone(),
+                addr.into(),
+                LinkTo {
+                    cluster: self.cluster.clone(),
+                    node: None,
+                    introduce: false,
+                    endpoint: self.endpoint.clone(),
+                },
+            ),
         }
     }
 
@@ -322,9 +367,15 @@ impl PeerClient {
     /// A client with a link of its own to `addr`, whichever node of whichever cluster is
     /// there (tools).
     pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
+        let to = LinkTo {
+            cluster: None,
+            node: None,
+            introduce: false,
+            endpoint: Arc::default(),
+        };
         PeerClient {
             target: 0,
-            link: Link::new(env, addr.into(), None, None),
+            link: Link::new(env, addr.into(), to),
         }
     }
 }
@@ -476,7 +527,7 @@ async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> Wri
 
 /// Serves Raft alone on `listener` (the simulator's replicas; a node serves Raft on its
 /// client port instead, see `node::conn`).
-pub async fn serve_raft(service: PeerService, mut listener: Box<dyn Listener>) {
+pub async fn serve_raft(service: Arc<PeerService>, mut listener: Box<dyn Listener>) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             return;
