@@ -91,6 +91,10 @@ pub struct Observations {
     /// After healing: every function some live member offers, called through every live
     /// member.
     pub probes: Vec<ProbeRecord>,
+    /// After healing and the probe: each live member's open peer connections, once they
+    /// settled at one per other live member or when [`CONNECTIONS_BOUND`] ran out (empty:
+    /// the replicas never converged, so nothing was measured).
+    pub peer_connections: BTreeMap<String, usize>,
 }
 
 /// What the harness knows of a node.
@@ -102,6 +106,8 @@ struct NodeStatus {
     term: u64,
     /// A voter in the membership this node last saw.
     voter: bool,
+    /// Its open peer connections, as of its last look.
+    peer_connections: usize,
 }
 
 /// State shared by the harness and every simulated host (they all run on this thread).
@@ -261,6 +267,7 @@ fn add_node(
                     let m = metrics.borrow_and_update();
                     let mut w = world.borrow_mut();
                     if let Some(s) = w.nodes.get_mut(&host) {
+                        s.peer_connections = node.peer_connections();
                         s.state = Some(m.state);
                         s.term = m.current_term;
                         s.voter = m
@@ -452,6 +459,11 @@ fn add_rpc_client(
         Ok(())
     });
 }
+
+/// How long (simulated) the live members' peer connections may take to settle at one per
+/// pair after the probe: a connection to a crashed node's previous boot ends only once
+/// heartbeats give up on it (four missed, 250 ms apart).
+const CONNECTIONS_BOUND: Duration = Duration::from_secs(10);
 
 /// How long (simulated) the probe after healing may take.
 const PROBE_BOUND: Duration = Duration::from_secs(60);
@@ -727,6 +739,14 @@ impl Harness<'_> {
         }
     }
 
+    /// Every live member has one peer connection per other live member.
+    fn connections_settled(&self) -> bool {
+        let w = self.world.borrow();
+        let live = w.live();
+        live.iter()
+            .all(|n| w.nodes.get(n).map(|s| s.peer_connections) == Some(live.len() - 1))
+    }
+
     /// Every live member's current replica applied the same log to the same catalog.
     fn converged(&self) -> bool {
         let w = self.world.borrow();
@@ -894,6 +914,28 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         if !world.borrow().probed {
             return Err(fail("the probe did not finish".into()));
         }
+    }
+    if converged_at.is_some() {
+        // Every pair of live members talks (heartbeats both ways), over one connection once
+        // the ones dialled during faults have been dropped or broken.
+        let deadline = h.sim.elapsed() + CONNECTIONS_BOUND;
+        while !h.connections_settled() && h.sim.elapsed() < deadline {
+            if let Err(e) = h.sim.step() {
+                return Err(fail(format!("simulation error while settling links: {e}")));
+            }
+        }
+        let mut w = world.borrow_mut();
+        let counts: BTreeMap<String, usize> = w
+            .live()
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), w.nodes.get(&n)?.peer_connections)))
+            .collect();
+        trace.record_at(
+            h.sim.elapsed(),
+            "harness",
+            format!("peer connections: {counts:?}"),
+        );
+        w.obs.peer_connections = counts;
     }
     let sim_elapsed = h.sim.elapsed();
     {

@@ -8,6 +8,7 @@ mod convergence;
 mod election_safety;
 mod linearizable_reads;
 mod no_lost_ack;
+mod one_connection_per_pair;
 mod planted;
 mod rpc_answers;
 mod state_machine_safety;
@@ -20,7 +21,7 @@ pub use planted::leader_never_changes;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 8] = [
+pub const ALL: [(&str, Checker); 9] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -31,6 +32,10 @@ pub const ALL: [(&str, Checker); 8] = [
     (
         "every function callable everywhere after healing",
         callable_everywhere::check,
+    ),
+    (
+        "one peer connection per node pair after healing",
+        one_connection_per_pair::check,
     ),
 ];
 

@@ -10,11 +10,14 @@
 //! [`Open::preferred_over`]); each side sends `Done` on the other connection once none of
 //! its calls wait on it, and the connection closes when both have.
 //!
-//! Every call has a deadline. A call that misses it breaks the link: turmoil's TCP (and a
-//! real one behind a dead peer) never delivers what was lost, so the only safe recovery is a
-//! new connection. The calls still waiting fail at once and the next call reconnects.
+//! Every call has a deadline. A Raft call that misses it retires the connection: turmoil's
+//! TCP (and a real one behind a dead peer) never delivers what was lost, so the only safe
+//! recovery is a new connection. This side's calls still waiting fail at once and its next
+//! call reconnects; the peer is told (`Retire`), moves to a new connection too, and still
+//! gets the answers to what it had sent, so one side's timeout does not cost the other
+//! side's calls.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -30,6 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::network::{PeerService, RaftReply, RaftRequest, answer};
 use crate::env::{BoxStream, Env};
+use crate::rpc::StepOutcome;
 use crate::transport::websocket_config;
 
 /// Largest frame on a peer link (snapshots travel in one).
@@ -93,6 +97,10 @@ enum Frame {
     /// The sender waits for nothing more on this connection and will send no request on
     /// it (it talks to this peer on another one).
     Done,
+    /// As `Done`, because a call of the sender's missed its deadline here: the receiver
+    /// sends no new request on it either (both move to a new connection), but still gets
+    /// answers to the ones it sent.
+    Retire,
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
@@ -148,6 +156,10 @@ struct Outgoing {
     queued: tokio::sync::Notify,
     /// Set when the connection's task has ended: nothing will be read from it again.
     ended: AtomicBool,
+    /// This side sends no new request on it (a call of its own missed its deadline).
+    retired: AtomicBool,
+    /// The peer retired it: no new request goes on it either.
+    peer_retired: AtomicBool,
 }
 
 fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>> {
@@ -242,12 +254,28 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    fn is_broken(&self) -> bool {
-        *self.broken.borrow() || self.out.ended.load(Ordering::Acquire)
+    /// Whether new calls may go on it: not broken, ended or retired by either side.
+    fn usable(&self) -> bool {
+        !*self.broken.borrow()
+            && !self.out.ended.load(Ordering::Acquire)
+            && !self.out.retired.load(Ordering::Acquire)
+            && !self.out.peer_retired.load(Ordering::Acquire)
     }
 
     fn break_it(&self) {
         let _ = self.broken.send(true);
+    }
+
+    /// Stops using it for this side's calls: the ones waiting fail at once, new ones go
+    /// elsewhere, and the peer is told so (it moves too, and still gets its answers here).
+    fn retire(&self) {
+        if self.out.retired.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.pending).clear();
+        if let Ok(frame) = encode(&Frame::Retire) {
+            self.send_later(frame);
+        }
     }
 
     /// Whether both nodes should use this connection rather than `other`, an open one
@@ -255,14 +283,23 @@ impl Open {
     /// apply alike; of two the same node dialled, the newer (`self`) wins, since a node
     /// dials only when it has no working connection.
     fn preferred_over(&self, other: &Open) -> bool {
-        self.dialled_by <= other.dialled_by
+        self.rank() <= other.rank()
+    }
+
+    /// A connection whose dialler did not say who it is ranks last (the peer never uses it
+    /// for its calls, so it must not win here either).
+    fn rank(&self) -> u64 {
+        match self.dialled_by {
+            0 => u64::MAX,
+            id => id,
+        }
     }
 
     /// Sends `frame`. On an idle link (no other call waiting) the caller writes and
     /// flushes it itself: no hand-off to another task before it leaves. On a busy one it
     /// is queued for the connection's task, which writes everything queued with one flush.
     async fn send(&self, frame: Message) -> io::Result<()> {
-        if self.is_broken() {
+        if !self.usable() {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "peer link closed",
@@ -277,7 +314,11 @@ impl Open {
         };
         match writer {
             Some(mut w) => {
+                // A caller that gives up mid-write may leave frames in the writer, its own or
+                // replies the task queued: the task is told to flush them.
+                let mut unfinished = FlushLater(Some(&self.out.queued));
                 let written = self.out.write_queued(&mut w).await;
+                unfinished.0 = None;
                 match written {
                     Ok(()) => disown_writes(&mut w),
                     Err(_) => self.break_it(),
@@ -295,6 +336,17 @@ impl Open {
     fn send_later(&self, frame: Message) {
         self.out.push(frame);
         self.out.queued.notify_one();
+    }
+}
+
+/// Wakes the connection's task to flush, unless disarmed (see [`Open::send`]).
+struct FlushLater<'a>(Option<&'a tokio::sync::Notify>);
+
+impl Drop for FlushLater<'_> {
+    fn drop(&mut self) {
+        if let Some(queued) = self.0 {
+            queued.notify_one();
+        }
     }
 }
 
@@ -327,6 +379,8 @@ fn start(
         queue: Mutex::default(),
         queued: tokio::sync::Notify::new(),
         ended: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
+        peer_retired: AtomicBool::new(false),
     });
     let open = Arc::new(Open {
         out: out.clone(),
@@ -471,7 +525,7 @@ impl Link {
         };
         if break_on_timeout {
             // Whatever was lost on this connection will never arrive: start afresh.
-            open.break_it();
+            self.retire(&open);
         }
         Err(CallFailure {
             sent: call.sent,
@@ -479,11 +533,20 @@ impl Link {
         })
     }
 
-    /// Drops the connection (if any); the next call reconnects. For callers that judge the
-    /// link dead by their own rule (the heartbeats, after several misses).
+    /// Retires the connection in use (if any); the next call reconnects. For callers that
+    /// judge the link dead by their own rule (the heartbeats, after several misses).
     pub(crate) async fn reset(&self) {
         if let Some(open) = lock_slot(&self.slot).take() {
-            open.break_it();
+            open.retire();
+        }
+    }
+
+    /// Retires `open` and stops using it here.
+    fn retire(&self, open: &Arc<Open>) {
+        open.retire();
+        let mut slot = lock_slot(&self.slot);
+        if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, open)) {
+            *slot = None;
         }
     }
 
@@ -491,7 +554,7 @@ impl Link {
     fn current(&self) -> Option<Arc<Open>> {
         lock_slot(&self.slot)
             .as_ref()
-            .filter(|o| !o.is_broken())
+            .filter(|o| o.usable())
             .cloned()
     }
 
@@ -500,7 +563,7 @@ impl Link {
     /// neither side waits for anything on it.
     pub(crate) fn install(&self, open: Arc<Open>) -> Arc<Open> {
         let mut slot = lock_slot(&self.slot);
-        if let Some(current) = slot.as_ref().filter(|o| !o.is_broken())
+        if let Some(current) = slot.as_ref().filter(|o| o.usable())
             && !open.preferred_over(current)
         {
             return current.clone();
@@ -678,12 +741,19 @@ async fn drive(d: Driven) {
         replies,
         steps: JoinSet::new(),
         running: BTreeMap::new(),
+        answering: BTreeSet::new(),
     };
     // Whether this side, and the peer, are done with the connection.
     let (mut done_here, mut done_there) = (false, false);
+    // When the peer last sent a frame: a connection this side is done with closes after
+    // a silence with nothing to answer, since a peer that died (or a previous boot of it)
+    // never says `Done`.
+    let mut last_heard = tokio::time::Instant::now();
     // Frames were handed to the writer and may not all have left yet.
     let mut unflushed = false;
     while !(done_here && done_there) {
+        // A retired connection: its `Retire` went out with the queue.
+        done_here |= out.retired.load(Ordering::Acquire);
         unflushed |= out.has_queued();
         tokio::select! {
             biased;
@@ -707,9 +777,15 @@ async fn drive(d: Driven) {
                     served.replied(id, frame, &out);
                 }
             }
+            () = tokio::time::sleep_until(last_heard + DONE_SILENCE),
+                if done_here && served.answering.is_empty() => break,
             Some(_) = served.steps.join_next(), if !served.steps.is_empty() => {}
-            () = out.queued.notified() => {}
-            frame = next_frame(&mut frames), if served.steps.len() < MAX_STEPS_PER_LINK => {
+            // Frames queued, or a caller's write cut short: flush either way.
+            () = out.queued.notified() => unflushed = true,
+            // Always read: the replies to this side's calls arrive here too (a peer with
+            // too many steps running here is refused more, see `Served::start`).
+            frame = next_frame(&mut frames) => {
+                last_heard = tokio::time::Instant::now();
                 let mut frame = Some(frame);
                 // Whatever else has arrived already is handled before the replies go out,
                 // so that they leave together.
@@ -718,10 +794,14 @@ async fn drive(d: Driven) {
                     match served.handle(f, &pending, &out) {
                         Handled::Continue => {}
                         Handled::PeerDone => done_there = true,
+                        Handled::PeerRetired => {
+                            done_there = true;
+                            out.peer_retired.store(true, Ordering::Release);
+                        }
                         Handled::End => return finish(ended, &out).await,
                     }
                     batch += 1;
-                    if batch < READ_BATCH && served.steps.len() < MAX_STEPS_PER_LINK {
+                    if batch < READ_BATCH {
                         frame = next_frame(&mut frames).now_or_never();
                     }
                 }
@@ -742,9 +822,16 @@ async fn finish(ended: Ended<'_>, out: &Outgoing) {
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
 }
 
-/// Requests one connection may run at once for the peer; beyond it the node stops reading
-/// the connection (backpressure through TCP) until some finish. The replies to this side's
-/// own calls wait too; the steps counted here run on this node and finish on their own.
+/// How long a connection this side is done with stays open without a frame from the peer
+/// and with none of its requests still being answered. A live peer moves to the connection
+/// both sides prefer as soon as it exists, and then sends on this one only the replies and
+/// cancels of calls it had made here.
+const DONE_SILENCE: Duration = Duration::from_secs(3);
+
+/// Forwarded steps one connection may run at once for the peer; beyond it a step is
+/// refused as `NotHere` (nothing ran: the entry node tries another node, or fails the
+/// request with 1004). The connection is never left unread, since the replies to this
+/// side's own calls travel on it too.
 const MAX_STEPS_PER_LINK: usize = 4096;
 
 /// Serves a connection a peer dialled: checks its hello, then runs it as any other; when
@@ -835,6 +922,8 @@ enum Handled {
     Continue,
     /// The peer is done with the connection.
     PeerDone,
+    /// The peer retired the connection: this side moves off it too.
+    PeerRetired,
     /// The connection ends (closed, unreadable, or a frame no peer sends now).
     End,
 }
@@ -849,11 +938,14 @@ struct Served {
     /// when the connection ends cancels the rest.
     steps: JoinSet<()>,
     running: BTreeMap<u64, AbortHandle>,
+    /// Requests being answered in a task (steps and others): the peer waits for them.
+    answering: BTreeSet<u64>,
 }
 
 impl Served {
     fn replied(&mut self, id: u64, frame: Message, out: &Outgoing) {
         self.running.remove(&id);
+        self.answering.remove(&id);
         out.push(frame);
     }
 
@@ -881,10 +973,12 @@ impl Served {
             Ok(Some(Frame::Cancel { id })) => {
                 if let Some(step) = self.running.remove(&id) {
                     step.abort();
+                    self.answering.remove(&id);
                 }
                 Handled::Continue
             }
             Ok(Some(Frame::Done)) => Handled::PeerDone,
+            Ok(Some(Frame::Retire)) => Handled::PeerRetired,
             // A second hello or welcome: not a peer we know.
             Ok(Some(Frame::Hello { .. } | Frame::Welcome(_))) | Ok(None) | Err(_) => Handled::End,
         }
@@ -894,6 +988,19 @@ impl Served {
     /// heartbeats do), else in a task whose reply comes back through `replies`.
     fn start(&mut self, service: Arc<PeerService>, id: u64, req: RaftRequest, out: &Outgoing) {
         let is_step = matches!(req, RaftRequest::Step(_));
+        if is_step && self.running.len() >= MAX_STEPS_PER_LINK {
+            let busy = StepOutcome::NotHere(format!(
+                "node {:016x} already runs {MAX_STEPS_PER_LINK} steps for this peer",
+                service.id
+            ));
+            if let Ok(frame) = encode(&Frame::Reply {
+                id,
+                reply: RaftReply::Step(busy),
+            }) {
+                out.push(frame);
+            }
+            return;
+        }
         let mut reply = Box::pin(async move { answer(&service, req).await });
         let waker = futures_util::task::noop_waker();
         match reply
@@ -913,6 +1020,7 @@ impl Served {
                         let _ = replies.send((id, frame)).await;
                     }
                 };
+                self.answering.insert(id);
                 if is_step {
                     self.running.insert(id, self.steps.spawn(task));
                 } else {
