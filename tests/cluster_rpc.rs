@@ -322,3 +322,68 @@ async fn the_cluster_client_learns_the_cluster_and_fails_over() {
     let err = cluster.call("double", json!([1])).await.unwrap_err();
     assert!(matches!(err, mpreg::ClientError::Connect { .. }), "{err:?}");
 }
+
+/// A node whose heartbeats go unanswered retires its connection to that peer, but the
+/// peer's calls on it still get their answers: here `a` stalls (its only runtime thread
+/// blocks, as in a long pause) while `b` runs a step `a` forwarded to it. `b` misses four
+/// heartbeats and moves to a new connection; the step's answer still reaches `a` on the
+/// old one. When a timeout broke the shared connection, `a`'s step was lost (1018).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_still_gets_the_answers_to_its_steps() {
+    // `a` runs on a runtime of its own with one thread, so that a blocking call stalls it.
+    let a_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stall = Function::new("stall", |ms: u64| async move {
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok::<_, String>(ms)
+    })
+    .params(["ms"]);
+    let a = a_runtime
+        .spawn(start_node(settings("a", vec![], &[]), vec![stall]))
+        .await
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let started = started.clone();
+        Function::new("slow", move |x: i64| {
+            started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                Ok::<_, String>(x + 1)
+            }
+        })
+        .params(["x"])
+    };
+    let b = start_node(settings("b", vec![a.url().to_owned()], &[]), vec![slow]).await;
+    wait_routable(&[&a, &b], "slow", 1).await;
+    let accepted = || a.peer_links_accepted() + b.peer_links_accepted();
+    let before = accepted();
+
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let stalling = Client::connect(a.url()).await.unwrap();
+    let (answer, stalled) = tokio::join!(on_a.call("slow", json!([41])), async {
+        // Once `b` runs the step, stall `a` for longer than four heartbeats.
+        wait_for(|| started.load(Ordering::SeqCst) == 1, "b runs the step").await;
+        stalling.call("stall", json!([4000])).await
+    });
+    assert_eq!(stalled.unwrap(), json!(4000));
+    assert_eq!(answer.expect("the step b ran for a is answered"), json!(42));
+    // `b` gave up on the connection while `a` stalled: a new one was opened since.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while accepted() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new peer connection: the heartbeats never gave up on the stalled node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.shutdown().await;
+    a_runtime
+        .spawn(async move { a.shutdown().await })
+        .await
+        .unwrap();
+    a_runtime.shutdown_background();
+}

@@ -150,7 +150,9 @@ type Writer = futures_util::stream::SplitSink<PeerWs, Message>;
 /// The sending side of an open connection: a queue of frames, written by a caller of an
 /// idle link itself or by the connection's task (see [`Open::send`]).
 struct Outgoing {
-    writer: tokio::sync::Mutex<Writer>,
+    /// `None` once the connection ended: the socket is closed with it, not kept open by the
+    /// handle a link may still hold.
+    writer: tokio::sync::Mutex<Option<Writer>>,
     queue: Mutex<VecDeque<Message>>,
     /// Tells the connection's task that frames wait in the queue.
     queued: tokio::sync::Notify,
@@ -170,7 +172,13 @@ fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>>
 impl Outgoing {
     /// Writes every queued frame and flushes. A frame leaves the queue only once the sink
     /// has room for it, so a writer cancelled at an await point strands nothing.
-    async fn write_queued(&self, w: &mut Writer) -> io::Result<()> {
+    async fn write_queued(&self, w: &mut Option<Writer>) -> io::Result<()> {
+        let Some(w) = w.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "peer link closed",
+            ));
+        };
         loop {
             std::future::poll_fn(|cx| std::pin::Pin::new(&mut *w).poll_ready(cx))
                 .await
@@ -319,9 +327,9 @@ impl Open {
                 let mut unfinished = FlushLater(Some(&self.out.queued));
                 let written = self.out.write_queued(&mut w).await;
                 unfinished.0 = None;
-                match written {
-                    Ok(()) => disown_writes(&mut w),
-                    Err(_) => self.break_it(),
+                match (&written, w.as_mut()) {
+                    (Ok(()), Some(w)) => disown_writes(w),
+                    _ => self.break_it(),
                 }
                 written
             }
@@ -375,7 +383,7 @@ fn start(
     let (alive, handles_gone) = mpsc::channel(1);
     let (broken, broken_rx) = watch::channel(false);
     let out = Arc::new(Outgoing {
-        writer: tokio::sync::Mutex::new(writer),
+        writer: tokio::sync::Mutex::new(Some(writer)),
         queue: Mutex::default(),
         queued: tokio::sync::Notify::new(),
         ended: AtomicBool::new(false),
@@ -815,9 +823,13 @@ async fn drive(d: Driven) {
 /// cancels the steps it runs for this side). A writer stuck on a dead peer is given up on.
 async fn finish(ended: Ended<'_>, out: &Outgoing) {
     drop(ended);
+    // The writer leaves the connection, so the socket closes when it is dropped (done or
+    // given up on) whoever still holds the connection's handle.
     let close = async {
-        let mut w = out.writer.lock().await;
-        let _ = w.close().await;
+        let writer = out.writer.lock().await.take();
+        if let Some(mut w) = writer {
+            let _ = w.close().await;
+        }
     };
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
 }
