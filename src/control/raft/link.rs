@@ -759,15 +759,28 @@ async fn drive(d: Driven) {
     let mut last_heard = tokio::time::Instant::now();
     // Frames were handed to the writer and may not all have left yet.
     let mut unflushed = false;
+    // The long-lived waits are made once, not at every turn of the loop (each turn would
+    // register and drop their wakers again, a cost on every frame).
+    let ends = async {
+        tokio::select! {
+            () = until_broken(&mut broken) => {}
+            () = until_broken(&mut closed) => {}
+        }
+    };
+    tokio::pin!(ends);
+    let handles_gone = async move {
+        let _ = handles_gone.recv().await;
+    };
+    tokio::pin!(handles_gone);
     while !(done_here && done_there) {
         // A retired connection: its `Retire` went out with the queue.
         done_here |= out.retired.load(Ordering::Acquire);
         unflushed |= out.has_queued();
         tokio::select! {
             biased;
-            () = until_broken(&mut broken) => break,
-            () = until_broken(&mut closed) => break,
-            _ = handles_gone.recv(), if !done_here => {
+            () = &mut ends => break,
+            // Polled only until it resolves: resolving sets `done_here`.
+            () = &mut handles_gone, if !done_here => {
                 done_here = true;
                 if let Ok(frame) = encode(&Frame::Done) {
                     out.push(frame);
@@ -785,8 +798,10 @@ async fn drive(d: Driven) {
                     served.replied(id, frame, &out);
                 }
             }
-            () = tokio::time::sleep_until(last_heard + DONE_SILENCE),
-                if done_here && served.answering.is_empty() => break,
+            Some(()) = futures_util::future::OptionFuture::from(
+                (done_here && served.answering.is_empty())
+                    .then(|| tokio::time::sleep_until(last_heard + DONE_SILENCE)),
+            ) => break,
             Some(_) = served.steps.join_next(), if !served.steps.is_empty() => {}
             // Frames queued, or a caller's write cut short: flush either way.
             () = out.queued.notified() => unflushed = true,
