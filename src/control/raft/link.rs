@@ -162,6 +162,8 @@ struct Outgoing {
     retired: AtomicBool,
     /// The peer retired it: no new request goes on it either.
     peer_retired: AtomicBool,
+    /// The peer said `Done` (or retired it): it uses another connection to this node.
+    peer_done: AtomicBool,
 }
 
 fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>> {
@@ -291,7 +293,18 @@ impl Open {
     /// apply alike; of two the same node dialled, the newer (`self`) wins, since a node
     /// dials only when it has no working connection.
     fn preferred_over(&self, other: &Open) -> bool {
-        self.rank() <= other.rank()
+        // One the peer has left is never kept over one it may use: the two sides can rank
+        // a pair differently when one of them never saw the other connection work (a dial
+        // that timed out at the dialler after the peer had accepted it).
+        match (self.peer_left(), other.peer_left()) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => self.rank() <= other.rank(),
+        }
+    }
+
+    fn peer_left(&self) -> bool {
+        self.out.peer_done.load(Ordering::Acquire)
     }
 
     /// A connection whose dialler did not say who it is ranks last (the peer never uses it
@@ -389,6 +402,7 @@ fn start(
         ended: AtomicBool::new(false),
         retired: AtomicBool::new(false),
         peer_retired: AtomicBool::new(false),
+        peer_done: AtomicBool::new(false),
     });
     let open = Arc::new(Open {
         out: out.clone(),
@@ -558,11 +572,13 @@ impl Link {
         }
     }
 
-    /// The connection in use, unless there is none or it broke.
+    /// The connection in use, unless there is none, it broke, or (on a link to a node)
+    /// the peer left it for another: the next call then dials, and the peer adopts that
+    /// one, so two nodes never stay on two different connections.
     fn current(&self) -> Option<Arc<Open>> {
         lock_slot(&self.slot)
             .as_ref()
-            .filter(|o| o.usable())
+            .filter(|o| o.usable() && !(self.introduce && o.peer_left()))
             .cloned()
     }
 
@@ -816,9 +832,13 @@ async fn drive(d: Driven) {
                 while let Some(f) = frame.take() {
                     match served.handle(f, &pending, &out) {
                         Handled::Continue => {}
-                        Handled::PeerDone => done_there = true,
+                        Handled::PeerDone => {
+                            done_there = true;
+                            out.peer_done.store(true, Ordering::Release);
+                        }
                         Handled::PeerRetired => {
                             done_there = true;
+                            out.peer_done.store(true, Ordering::Release);
                             out.peer_retired.store(true, Ordering::Release);
                         }
                         Handled::End => return finish(ended, &out).await,
