@@ -8,7 +8,9 @@
 //! own calls to that peer too, instead of dialling a second one. When both dial at the same
 //! moment, both keep the connection dialled by the node with the lower id (see
 //! [`Open::preferred_over`]); each side sends `Done` on the other connection once none of
-//! its calls wait on it, and the connection closes when both have.
+//! its calls wait on it, and the connection closes when both have. A connection the peer
+//! has left (`Done`) never wins over one it may use, and a node link stops calling on it,
+//! so the two sides cannot settle on two different connections.
 //!
 //! Every call has a deadline. A Raft call that misses it retires the connection: turmoil's
 //! TCP (and a real one behind a dead peer) never delivers what was lost, so the only safe
