@@ -185,6 +185,10 @@ impl<'a> Connection<'a> {
         mut shutdown: watch::Receiver<bool>,
         worker: &mut Option<Worker>,
     ) {
+        // The flag itself, read when a frame is handled: a frame read in the same poll that
+        // ran a request (which may have let the client learn of the shutdown and send it)
+        // can follow the signal without `stop` having been polled since.
+        let signalled = shutdown.clone();
         let stop = super::stopping(&mut shutdown);
         tokio::pin!(stop);
         let mut draining = false;
@@ -214,6 +218,9 @@ impl<'a> Connection<'a> {
                 )
             })
             .await;
+            if matches!(event, Event::Frame(_)) && *signalled.borrow() {
+                draining = true;
+            }
             match event {
                 Event::Stop => draining = true,
                 Event::Finished(reply) | Event::ToWorker(reply) => out.push_back(reply),
