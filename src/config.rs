@@ -53,6 +53,13 @@ pub struct Settings {
     /// starts an election. Well above the heartbeat and a loaded disk's fsync, so that a
     /// busy leader is not deposed.
     pub raft_election_timeout_ms: u64,
+    /// File holding the cluster secret every member proves in its peer hello
+    /// (`fabric::handshake`); the same file on every node. `None`: peers are not
+    /// authenticated (development), which a node refuses off loopback unless
+    /// `insecure_peers` says so.
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Serve peers without a cluster secret on a non-loopback interface.
+    pub insecure_peers: bool,
 }
 
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
@@ -136,6 +143,8 @@ impl Default for Settings {
             replace_voter_after_ms: 30_000,
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 1_000,
+            cluster_secret_file: None,
+            insecure_peers: false,
         }
     }
 }
@@ -182,6 +191,10 @@ impl Settings {
             &mut self.raft_election_timeout_ms,
             &l.raft_election_timeout_ms,
         );
+        if l.cluster_secret_file.is_some() {
+            self.cluster_secret_file.clone_from(&l.cluster_secret_file);
+        }
+        set(&mut self.insecure_peers, &l.insecure_peers);
         if let Some(p) = &l.persistence_config {
             set(&mut self.persistence.mode, &p.mode);
             set(&mut self.persistence.data_dir, &p.data_dir);
@@ -255,6 +268,34 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// Whether the node listens on loopback only (`host` is a loopback address or
+    /// `localhost`), where only this machine's processes reach its peer endpoint.
+    pub fn loopback_only(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Refuses to serve unauthenticated peers beyond loopback unless told to: anyone who
+    /// reaches the port could otherwise join, vote and write the catalog.
+    pub fn check_peer_exposure(&self, has_secret: bool) -> Result<(), ConfigError> {
+        if has_secret || self.insecure_peers || self.loopback_only() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "cluster_secret_file".to_owned(),
+            reason: format!(
+                "is not set, and the node listens on `{}`, beyond loopback: anyone who \
+                 reaches the port could join the cluster, vote and write its catalog. Give \
+                 every node the same secret (--cluster-secret-file FILE; e.g. `openssl rand \
+                 -hex 32 > FILE`), or pass --insecure-peers to run without one",
+                self.host
+            ),
+        })
+    }
 }
 
 /// One layer of settings; `None` leaves the value below it in place.
@@ -278,6 +319,8 @@ pub struct SettingsLayer {
     pub replace_voter_after_ms: Option<u64>,
     pub raft_heartbeat_ms: Option<u64>,
     pub raft_election_timeout_ms: Option<u64>,
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    pub insecure_peers: Option<bool>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
@@ -331,7 +374,8 @@ impl SettingsLayer {
     /// Reads `MPREG_HOST`, `MPREG_PORT`, `MPREG_NAME`, `MPREG_CLUSTER_ID`, `MPREG_RESOURCES`
     /// and `MPREG_PEERS` (comma-separated), `MPREG_LOG_LEVEL`, `MPREG_MAX_MESSAGE_BYTES`,
     /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
-    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_PERSISTENCE_MODE` and
+    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_CLUSTER_SECRET_FILE`,
+    /// `MPREG_INSECURE_PEERS` (true/false), `MPREG_PERSISTENCE_MODE` and
     /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
     where
@@ -371,6 +415,19 @@ impl SettingsLayer {
                 "MPREG_REPLACE_VOTER_AFTER_MS" => l.replace_voter_after_ms = Some(num(k, v)?),
                 "MPREG_RAFT_HEARTBEAT_MS" => l.raft_heartbeat_ms = Some(num(k, v)?),
                 "MPREG_RAFT_ELECTION_TIMEOUT_MS" => l.raft_election_timeout_ms = Some(num(k, v)?),
+                "MPREG_CLUSTER_SECRET_FILE" => l.cluster_secret_file = Some(v.into()),
+                "MPREG_INSECURE_PEERS" => {
+                    l.insecure_peers = Some(match v.trim() {
+                        "1" | "true" | "yes" => true,
+                        "0" | "false" | "no" | "" => false,
+                        other => {
+                            return Err(ConfigError::Env {
+                                var: k.to_owned(),
+                                reason: format!("`{other}` is not true or false"),
+                            });
+                        }
+                    })
+                }
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }

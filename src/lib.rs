@@ -15,6 +15,8 @@
 //! * [`client`]: the client library: one node ([`Client`]) or the cluster ([`ClusterClient`]).
 //! * [`routing`]: which node runs a command (pure), and the failure detector.
 //! * [`demo`]: the demo functions `mpreg-demo-node` and the examples serve.
+//! * [`fabric`]: what peers say to each other: bounded frame decoding, the cluster secret
+//!   and the hello's challenge-response, per-connection byte budgets.
 //! * [`control`]: the replicated catalog's state machine (control plane).
 //! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod env;
+pub mod fabric;
 pub mod node;
 pub mod protocol;
 pub mod registry;

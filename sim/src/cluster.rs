@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::SimFailure;
 use crate::cluster_rpc::{self, Executions, ProbeRecord, RpcRecord};
-use crate::env::sim_env;
+use crate::env::{sim_env, sim_secret};
 use crate::scenario::{Action, FaultEvent, Scenario, Target};
 use crate::trace::Trace;
 
@@ -239,7 +239,10 @@ fn add_node(
             };
             // Each boot draws fresh randomness; the disk keeps the node id.
             let env = sim_env(seed ^ (boot as u64).wrapping_mul(0x9e37_79b9), &host);
-            let mut builder = Node::builder(settings).env(env).memory_disk(disk);
+            let mut builder = Node::builder(settings)
+                .env(env)
+                .memory_disk(disk)
+                .cluster_secret(sim_secret());
             for f in functions {
                 builder.register(f)?;
             }
@@ -342,7 +345,8 @@ fn add_client(
             let mut detail = String::new();
             let mut target = home.clone();
             for attempt in 0..4 {
-                let mut peer = PeerClient::to_addr(env.clone(), format!("{target}:{PORT}"));
+                let mut peer =
+                    PeerClient::to_addr(env.clone(), format!("{target}:{PORT}"), sim_secret());
                 match peer.write(cmd.clone(), WRITE_TIMEOUT).await {
                     Ok(Ok(resp)) => {
                         outcome = match resp.data {

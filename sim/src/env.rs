@@ -6,6 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mpreg::env::{BoxStream, Clock, Datagram, Env, Listener, Net, SharedRng};
+use mpreg::fabric::ClusterSecret;
+
+/// The secret every simulated node and tool proves in its peer hellos: the simulator runs
+/// the authenticated handshake, as production does.
+pub fn sim_secret() -> ClusterSecret {
+    ClusterSecret::from_bytes(b"mpreg simulator cluster secret").expect("long enough")
+}
 
 /// turmoil's simulated TCP and UDP.
 #[derive(Debug, Default, Clone, Copy)]

@@ -169,7 +169,9 @@ pub fn run(seed: u64, w: &RpcWorkload) -> Result<RunReport, SimFailure> {
             name: NODE.to_owned(),
             ..Settings::default()
         };
-        let mut builder = Node::builder(settings).env(sim_env(seed, NODE));
+        let mut builder = Node::builder(settings)
+            .env(sim_env(seed, NODE))
+            .cluster_secret(crate::env::sim_secret());
         for f in node_functions() {
             builder.register(f)?;
         }

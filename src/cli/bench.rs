@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// write in flight (--inflight is ignored); latency is until the write is committed
     #[arg(long)]
     pub catalog: bool,
+    /// With --catalog: the cluster secret file the node's peers prove (writes go over the
+    /// peer protocol)
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Also run the identical load against this node, alternating rounds, and print its
     /// figures as ratios to --url's: give --url the node hosting --fun and this one a node
     /// that must forward each call there (one hop)
@@ -405,9 +409,13 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
 }
 
 async fn bench_catalog(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), String> {
+    let secret = match &args.cluster_secret_file {
+        Some(path) => crate::fabric::ClusterSecret::from_file(path).map_err(|e| e.to_string())?,
+        None => crate::fabric::ClusterSecret::none(),
+    };
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
-        let r = super::bench_catalog::run_round(env, &args.url, load, round).await?;
+        let r = super::bench_catalog::run_round(env, &args.url, load, round, &secret).await?;
         eprintln!(
             "round {round}/{} {} writes/s  p50 {} µs  p99 {} µs  errors {}",
             args.rounds, r.calls_per_sec as u64, r.p50_us, r.p99_us, r.errors

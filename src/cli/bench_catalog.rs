@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::control::raft::PeerClient;
 use crate::control::{CatalogCommand, QueueConfig, QueueEntry};
 use crate::env::Env;
+use crate::fabric::ClusterSecret;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +42,7 @@ pub async fn run_round(
     url: &str,
     load: &Load,
     round: usize,
+    secret: &ClusterSecret,
 ) -> Result<RoundResult, String> {
     let owner = node_raft_id(env, url).await?;
     let addr = url
@@ -59,9 +61,10 @@ pub async fn run_round(
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..load.connections {
         let (env, addr, hist, errors) = (env.clone(), addr.clone(), hist.clone(), errors.clone());
+        let secret = secret.clone();
         let prefix = format!("bench-{:x}-{round}-{writer}", env.rng.next_u64() >> 40);
         tasks.spawn(async move {
-            let mut peer = PeerClient::to_addr(env.clone(), addr);
+            let mut peer = PeerClient::to_addr(env.clone(), addr, secret.clone());
             let mut seq = 0u64;
             loop {
                 let sent = env.clock.now();
@@ -97,7 +100,7 @@ pub async fn run_round(
                 }
                 if !ok {
                     // A fresh connection for the next write (this one may be broken).
-                    peer = PeerClient::to_addr(env.clone(), peer.addr().to_owned());
+                    peer = PeerClient::to_addr(env.clone(), peer.addr().to_owned(), secret.clone());
                 }
             }
         });

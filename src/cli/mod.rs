@@ -73,6 +73,14 @@ pub struct NodeArgs {
     /// Directory of the SQLite data [default: ./mpreg-data]
     #[arg(long, visible_alias = "data-dir", value_name = "DIR")]
     pub persistence_dir: Option<PathBuf>,
+    /// File with the cluster secret peers prove to each other (the same file on every
+    /// node; e.g. `openssl rand -hex 32 > FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Serve peers without a cluster secret on a non-loopback interface (unsafe: anyone
+    /// who reaches the port can join the cluster)
+    #[arg(long)]
+    pub insecure_peers: bool,
 }
 
 impl NodeArgs {
@@ -99,6 +107,8 @@ impl NodeArgs {
                     data_dir: self.persistence_dir.clone(),
                     sqlite_filename: None,
                 }),
+            cluster_secret_file: self.cluster_secret_file.clone(),
+            insecure_peers: self.insecure_peers.then_some(true),
             ..SettingsLayer::default()
         }
     }

@@ -298,15 +298,9 @@ impl Catalog {
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Catalog, SnapshotError> {
-        let (catalog, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| SnapshotError(e.to_string()))?;
-        if read != bytes.len() {
-            return Err(SnapshotError(format!(
-                "{} trailing bytes after the catalog",
-                bytes.len() - read
-            )));
-        }
-        Ok(catalog)
+        // A snapshot may come from a peer (InstallSnapshot): decoded under the frame's limit.
+        crate::fabric::codec::decode(bytes, crate::fabric::codec::MAX_DECODE_BYTES)
+            .map_err(|e| SnapshotError(e.to_string()))
     }
 
     /// Checks the invariants every reachable state keeps (used by tests and checkers).

@@ -106,7 +106,7 @@ pub(super) async fn serve_connection(
         // commit its departure. They end once it has left (or given up), when the node
         // closes its network; ending them here instead would leave the socket open under
         // the node's own calls on it.
-        return serve_peer(shared.control.service.clone(), ws).await;
+        return serve_peer(shared.control.service.clone(), ws, peer).await;
     }
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();

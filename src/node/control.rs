@@ -81,6 +81,7 @@ impl Control {
         settings: &crate::config::Settings,
         fresh_id: u64,
         addr: &str,
+        secret: crate::fabric::ClusterSecret,
     ) -> Result<Control, String> {
         let policy = settings.membership_policy();
         let config = Arc::new(
@@ -94,7 +95,12 @@ impl Control {
             .validate()
             .map_err(|e| e.to_string())?,
         );
-        let network = NetworkFactory::new(env.clone()).cluster(settings.cluster_id.clone());
+        // Election timeouts are drawn from a generator seeded here, from this process's
+        // environment: distinct per process in production, the run's seed in simulation.
+        crate::control::raft::seed_raft_rng_from(env);
+        let network = NetworkFactory::new(env.clone())
+            .secret(secret)
+            .cluster(settings.cluster_id.clone());
         let err = |e: openraft::StorageError<u64>| e.to_string();
         // Memory mode is a fresh in-memory disk that nobody else keeps.
         let storage = match storage {

@@ -35,6 +35,8 @@ pub enum NodeError {
     Register(#[from] RegisterError),
     #[error("cannot start the control plane: {0}")]
     Control(String),
+    #[error(transparent)]
+    Secret(#[from] crate::fabric::SecretError),
 }
 
 /// Live counters, read by `cluster_map` and the admin surfaces.
@@ -196,6 +198,7 @@ impl Node {
             settings,
             env: None,
             disk: None,
+            secret: None,
             registry: Registry::default(),
         }
     }
@@ -206,6 +209,8 @@ pub struct NodeBuilder {
     settings: Settings,
     env: Option<Env>,
     disk: Option<crate::control::raft::LogStore>,
+    /// Set by [`NodeBuilder::cluster_secret`]; else read from `cluster_secret_file`.
+    secret: Option<crate::fabric::ClusterSecret>,
     registry: Registry,
 }
 
@@ -224,6 +229,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster secret peers prove to each other, instead of reading the settings'
+    /// `cluster_secret_file` (embedded nodes, the simulator).
+    pub fn cluster_secret(mut self, secret: crate::fabric::ClusterSecret) -> NodeBuilder {
+        self.secret = Some(secret);
+        self
+    }
+
     pub fn register(&mut self, f: Function) -> Result<&mut NodeBuilder, RegisterError> {
         let f = f.add_resources(self.settings.resources.iter().cloned());
         self.registry.register(f)?;
@@ -239,6 +251,18 @@ impl NodeBuilder {
     /// Binds the listener and starts serving; returns once the node accepts connections.
     pub async fn start(self) -> Result<RunningNode, NodeError> {
         self.settings.validate()?;
+        let secret = match (self.secret, &self.settings.cluster_secret_file) {
+            (Some(secret), _) => secret,
+            (None, Some(path)) => crate::fabric::ClusterSecret::from_file(path)?,
+            (None, None) => crate::fabric::ClusterSecret::none(),
+        };
+        self.settings.check_peer_exposure(secret.is_set())?;
+        if !secret.is_set() {
+            tracing::warn!(
+                "no cluster secret (--cluster-secret-file): peers are not authenticated, so \
+                 any process that reaches this node's port can join its cluster"
+            );
+        }
         let env = self.env.unwrap_or_else(Env::production);
         let addr = self.settings.bind_addr();
         let bind_err = |source| NodeError::Bind {
@@ -274,6 +298,7 @@ impl NodeBuilder {
                 &self.settings,
                 fresh_id,
                 url.trim_start_matches("ws://"),
+                secret,
             )
             .await
             .map_err(NodeError::Control)?,

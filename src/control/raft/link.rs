@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -35,6 +36,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::network::{PeerService, RaftReply, RaftRequest, answer};
 use crate::env::{BoxStream, Env};
+use crate::fabric::budget::{self, Reading, Unwritten};
+use crate::fabric::handshake::{self, Nonce, Proof, RefusalLog, Side};
+use crate::fabric::{ClusterSecret, codec};
 use crate::rpc::StepOutcome;
 use crate::transport::websocket_config;
 
@@ -56,34 +60,52 @@ pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 /// otherwise fail mid-conversation; the hello lets the serving node refuse at once, saying
 /// why. It stays `Frame`'s first variant with the version as its first field, so that any
 /// later build can still read the version when the rest of the frame has changed.
-pub(crate) const PEER_PROTOCOL: u32 = 3;
+pub const PEER_PROTOCOL: u32 = 4;
 
-/// How long an accepted link may take to say hello.
+/// How long an accepted link may take to say hello, and then to prove itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest hello or proof frame read before a peer has proved itself: a hello is a
+/// cluster id, two addresses and a nonce, so anything bigger is not one.
+const MAX_HELLO_BYTES: usize = 4096;
 
 /// A node introducing itself in its hello: its Raft id and the address its peers know it
 /// by, so that the node it dialled can use the connection as its own link back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Caller {
-    pub(crate) id: u64,
-    pub(crate) addr: String,
+pub struct Caller {
+    pub id: u64,
+    pub addr: String,
 }
 
-/// What travels on a link.
+/// The dialler's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
+/// (`None`: a tool, not a node), the node it means to reach (`None`: whichever node is at
+/// the address), who it is (`None`: a tool, or a node that wants no calls back on this
+/// connection, such as a join), and its fresh nonce for the challenge-response
+/// (`fabric::handshake`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub cluster: Option<String>,
+    pub node: Option<u64>,
+    pub from: Option<Caller>,
+    pub nonce: Nonce,
+}
+
+/// What travels on a link. Before the dialler has proved itself the acceptor reads only
+/// `Hello` and then `Proof`; anything else closes the connection.
 #[derive(Debug, Serialize, Deserialize)]
-enum Frame {
-    /// The dialler's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
-    /// (`None`: a tool, not a node), the node it means to reach (`None`: whichever node is
-    /// at the address), and who it is (`None`: a tool, or a node that wants no calls back
-    /// on this connection, such as a join).
-    Hello {
-        protocol: u32,
-        cluster: Option<String>,
-        node: Option<u64>,
-        from: Option<Caller>,
-    },
+pub enum Frame {
+    Hello(Hello),
     /// The answer to `Hello`: accepted, or why not.
     Welcome(Result<(), String>),
+    /// The acceptor's answer to a hello of this protocol: its nonce, and its proof that it
+    /// holds the cluster secret.
+    Challenge {
+        nonce: Nonce,
+        proof: Proof,
+    },
+    /// The dialler's proof that it holds the cluster secret.
+    Proof(Proof),
     Request {
         id: u64,
         req: RaftRequest,
@@ -106,15 +128,25 @@ enum Frame {
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
+    codec::encode(value)
         .map(Message::binary)
         .map_err(io::Error::other)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// Decodes `bytes` of at most `max` bytes, every claimed length bounded by the frame
+/// (`fabric::codec`).
+fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> io::Result<T> {
+    codec::decode(bytes, max).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A peer frame as bytes (tests and tools that speak the peer protocol by hand).
+pub fn encode_frame(frame: &Frame) -> io::Result<Vec<u8>> {
+    codec::encode(frame).map_err(io::Error::other)
+}
+
+/// The frame in `bytes`, decoded as a node decodes it.
+pub fn decode_frame(bytes: &[u8]) -> io::Result<Frame> {
+    decode(bytes, MAX_FRAME_BYTES)
 }
 
 /// The next binary frame, decoded; `None` when the peer closed.
@@ -122,7 +154,10 @@ async fn next_frame<S>(ws: &mut S) -> io::Result<Option<Frame>>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    next_binary(ws).await?.map(|b| decode(&b)).transpose()
+    next_binary(ws)
+        .await?
+        .map(|b| decode(&b, MAX_FRAME_BYTES))
+        .transpose()
 }
 
 /// The next binary frame's bytes; `None` when the peer closed.
@@ -166,6 +201,9 @@ struct Outgoing {
     peer_retired: AtomicBool,
     /// The peer said `Done` (or retired it): it uses another connection to this node.
     peer_done: AtomicBool,
+    /// What the queue holds, in bytes (`fabric::budget`): over the budget, the connection
+    /// stops reading.
+    unwritten: Unwritten,
 }
 
 fn lock_queue(q: &Mutex<VecDeque<Message>>) -> MutexGuard<'_, VecDeque<Message>> {
@@ -190,6 +228,7 @@ impl Outgoing {
             let Some(frame) = lock_queue(&self.queue).pop_front() else {
                 break;
             };
+            self.unwritten.left(frame.len(), true);
             std::pin::Pin::new(&mut *w)
                 .start_send(frame)
                 .map_err(io::Error::other)?;
@@ -208,7 +247,15 @@ impl Outgoing {
     }
 
     fn push(&self, frame: Message) {
+        self.unwritten.queued(frame.len());
         lock_queue(&self.queue).push_back(frame);
+    }
+
+    /// Drops every queued frame (the connection ended).
+    fn drop_queued(&self) {
+        for frame in lock_queue(&self.queue).drain(..) {
+            self.unwritten.left(frame.len(), false);
+        }
     }
 }
 
@@ -217,6 +264,10 @@ impl Outgoing {
 /// connections it dialled, and how many connections it has open.
 #[derive(Default)]
 pub(crate) struct Endpoint {
+    /// What both ends of every connection prove they hold (`fabric::handshake`).
+    secret: ClusterSecret,
+    /// Refused hellos and proofs, logged at most once per interval.
+    refusals: RefusalLog,
     me: OnceLock<Caller>,
     service: OnceLock<Weak<PeerService>>,
     open: AtomicUsize,
@@ -225,6 +276,14 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint whose connections prove `secret`.
+    pub(crate) fn with_secret(secret: ClusterSecret) -> Endpoint {
+        Endpoint {
+            secret,
+            ..Endpoint::default()
+        }
+    }
+
     /// Sets who this node is; hellos name nobody before (a node learns its id at start).
     pub(crate) fn introduce(&self, me: Caller) {
         let _ = self.me.set(me);
@@ -405,6 +464,7 @@ fn start(
         retired: AtomicBool::new(false),
         peer_retired: AtomicBool::new(false),
         peer_done: AtomicBool::new(false),
+        unwritten: Unwritten::default(),
     });
     let open = Arc::new(Open {
         out: out.clone(),
@@ -523,7 +583,16 @@ impl Link {
         let id = open.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(&Frame::Request { id, req }).map_err(not_sent)?;
         let (tx, rx) = oneshot::channel();
-        lock(&open.pending).insert(id, tx);
+        {
+            let mut pending = lock(&open.pending);
+            if pending.len() >= budget::MAX_PENDING_CALLS {
+                return Err(not_sent(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} calls already wait on this peer link", pending.len()),
+                )));
+            }
+            pending.insert(id, tx);
+        }
         let mut call = InFlight {
             open: &open,
             id,
@@ -631,40 +700,72 @@ impl Link {
             .then(|| self.endpoint.me.get().cloned())
             .flatten();
         let dialled_by = from.as_ref().map_or(0, |me| me.id);
-        ws.send(encode(&Frame::Hello {
+        let hello = Hello {
             protocol: PEER_PROTOCOL,
             cluster: self.cluster.clone(),
             node: self.node,
             from,
-        })?)
-        .await
-        .map_err(io::Error::other)?;
-        match next_frame(&mut ws).await {
-            Ok(Some(Frame::Welcome(Ok(())))) => {}
-            Ok(Some(Frame::Welcome(Err(why)))) => {
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
-            }
-            // A build that cannot read this hello drops the connection without a word.
-            other => {
-                let what = match other {
-                    Err(e) => e.to_string(),
-                    Ok(None) => "it closed the link".to_owned(),
-                    Ok(Some(_)) => "it sent another frame".to_owned(),
-                };
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the peer did not answer the hello ({what}): is it an mpreg node of \
-                         a build speaking another peer protocol?"
-                    ),
-                ));
-            }
-        }
+            nonce: handshake::nonce(&self.env.rng),
+        };
+        say_hello(&mut ws, &hello, &self.endpoint.secret, &self.addr).await?;
         let service = self.endpoint.service();
         let (open, task) = start(ws, dialled_by, self.endpoint.clone(), service);
         tokio::spawn(task);
         Ok(open)
     }
+}
+
+/// The dialler's half of the hello (`fabric::handshake`): sends `hello`, checks that the
+/// node at `addr` proves it holds `secret`, proves the same, and waits to be welcomed.
+async fn say_hello(
+    ws: &mut PeerWs,
+    hello: &Hello,
+    secret: &ClusterSecret,
+    addr: &str,
+) -> io::Result<()> {
+    let denied = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    let bytes = encode_frame(&Frame::Hello(hello.clone()))?;
+    ws.send(Message::binary(bytes.clone()))
+        .await
+        .map_err(io::Error::other)?;
+    match next_frame(ws).await {
+        Ok(Some(Frame::Challenge { nonce, proof })) => {
+            if !handshake::verify(secret, Side::Acceptor, &bytes, &nonce, &proof) {
+                return Err(denied(format!(
+                    "the node at {addr} could not prove it holds this cluster's secret \
+                     (do both nodes read the same --cluster-secret-file?)"
+                )));
+            }
+            let mine = handshake::prove(secret, Side::Dialler, &bytes, &nonce);
+            ws.send(encode(&Frame::Proof(mine))?)
+                .await
+                .map_err(io::Error::other)?;
+        }
+        Ok(Some(Frame::Welcome(Err(why)))) => return Err(denied(why)),
+        other => return Err(unanswered(other)),
+    }
+    match next_frame(ws).await {
+        Ok(Some(Frame::Welcome(Ok(())))) => Ok(()),
+        Ok(Some(Frame::Welcome(Err(why)))) => Err(denied(why)),
+        other => Err(unanswered(other)),
+    }
+}
+
+/// A hello the peer did not answer as this build expects: a build that cannot read it
+/// drops the connection without a word.
+fn unanswered(got: io::Result<Option<Frame>>) -> io::Error {
+    let what = match got {
+        Err(e) => e.to_string(),
+        Ok(None) => "it closed the link".to_owned(),
+        Ok(Some(_)) => "it sent another frame".to_owned(),
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the peer did not answer the hello ({what}): is it an mpreg node of a build \
+             speaking another peer protocol?"
+        ),
+    )
 }
 
 /// Why a call has no answer, and whether its request left.
@@ -736,7 +837,7 @@ impl Drop for Ended<'_> {
     fn drop(&mut self) {
         self.out.ended.store(true, Ordering::Release);
         lock(self.pending).clear();
-        lock_queue(&self.out.queue).clear();
+        self.out.drop_queued();
         self.endpoint.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -790,10 +891,30 @@ async fn drive(d: Driven) {
         let _ = handles_gone.recv().await;
     };
     tokio::pin!(handles_gone);
+    // When a frame last left the queue (and how many had by then): a connection over its
+    // byte budget that writes nothing for a while has a peer that does not read.
+    let mut progress = (out.unwritten.written(), tokio::time::Instant::now());
     while !(done_here && done_there) {
         // A retired connection: its `Retire` went out with the queue.
         done_here |= out.retired.load(Ordering::Acquire);
         unflushed |= out.has_queued();
+        let now = tokio::time::Instant::now();
+        if out.unwritten.written() != progress.0 {
+            progress = (out.unwritten.written(), now);
+        }
+        let unwritten = out.unwritten.bytes();
+        let reading = budget::reading(unwritten, served.answering_others(), now - progress.1);
+        if reading == Reading::Disconnect {
+            tracing::warn!(
+                unwritten,
+                "closing a peer connection: the peer has read nothing for {:?} while {} \
+                 bytes wait for it",
+                budget::STALL_LIMIT,
+                unwritten
+            );
+            break;
+        }
+        let over_budget = unwritten > budget::UNWRITTEN_BYTES_MAX;
         tokio::select! {
             biased;
             () = &mut ends => break,
@@ -823,9 +944,14 @@ async fn drive(d: Driven) {
             Some(_) = served.steps.join_next(), if !served.steps.is_empty() => {}
             // Frames queued, or a caller's write cut short: flush either way.
             () = out.queued.notified() => unflushed = true,
-            // Always read: the replies to this side's calls arrive here too (a peer with
-            // too many steps running here is refused more, see `Served::start`).
-            frame = next_frame(&mut frames) => {
+            // Over budget and writing nothing: wake to disconnect (see `budget::reading`).
+            Some(()) = futures_util::future::OptionFuture::from(
+                over_budget.then(|| tokio::time::sleep_until(progress.1 + budget::STALL_LIMIT)),
+            ) => {}
+            // Read unless over budget: the replies to this side's calls arrive here too, so
+            // a busy peer is refused steps (`Served::start`) rather than left unread; only
+            // a peer that does not read what it is sent stops being read.
+            frame = next_frame(&mut frames), if reading == Reading::Read => {
                 last_heard = tokio::time::Instant::now();
                 let mut frame = Some(frame);
                 // Whatever else has arrived already is handled before the replies go out,
@@ -883,42 +1009,37 @@ const DONE_SILENCE: Duration = Duration::from_secs(3);
 /// side's own calls travel on it too.
 const MAX_STEPS_PER_LINK: usize = 4096;
 
-/// Serves a connection a peer dialled: checks its hello, then runs it as any other; when
-/// the hello says which node dialled, this node uses the connection for its calls to that
-/// node too. Ends when the peer disconnects or misbehaves; the forwarded steps still
-/// running then are cancelled (nobody waits for them).
-pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs) {
+/// Serves a connection a peer dialled: checks its hello and its proof that it holds the
+/// cluster secret, then runs it as any other; when the hello says which node dialled, this
+/// node uses the connection for its calls to that node too. Ends when the peer disconnects
+/// or misbehaves; the forwarded steps still running then are cancelled (nobody waits for
+/// them). `remote` is the peer's socket address, for the log.
+pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs, remote: SocketAddr) {
     let endpoint = service.network.endpoint().clone();
     let mut closed = endpoint.closed.subscribe();
-    let hello = tokio::select! {
+    let admitted = tokio::select! {
         biased;
         () = until_broken(&mut closed) => return,
-        hello = tokio::time::timeout(HELLO_TIMEOUT, next_binary(&mut ws)) => hello,
-    };
-    let Ok(Ok(Some(hello))) = hello else {
-        return;
-    };
-    let admitted = match admit(&hello, &service.cluster_id, service.id) {
-        Some(admitted) => admitted,
-        None => return, // not a hello: not a peer
-    };
-    let welcome = admitted.as_ref().map(|_| ()).map_err(Clone::clone);
-    if let Err(why) = &welcome {
-        tracing::debug!(%why, "refused a peer link");
-    }
-    let Ok(frame) = encode(&Frame::Welcome(welcome)) else {
-        return;
+        admitted = tokio::time::timeout(HELLO_TIMEOUT, welcome(&service, &endpoint, &mut ws)) => {
+            admitted
+        }
     };
     let from = match admitted {
-        Ok(from) => from,
+        Ok(Ok(from)) => from,
+        Ok(Err(why)) => {
+            endpoint
+                .refusals
+                .refused(service.env.clock.now(), &remote.to_string(), &why);
+            return;
+        }
         Err(_) => {
-            let _ = ws.send(frame).await;
+            let why = "no hello and proof within the deadline";
+            endpoint
+                .refusals
+                .refused(service.env.clock.now(), &remote.to_string(), why);
             return;
         }
     };
-    if ws.send(frame).await.is_err() {
-        return;
-    }
     let dialled_by = from.as_ref().map_or(0, |c| c.id);
     let (open, task) = start(ws, dialled_by, endpoint, Arc::downgrade(&service));
     if let Some(caller) = from.filter(|c| c.id != service.id) {
@@ -932,35 +1053,99 @@ pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs) {
     task.await;
 }
 
-/// The answer to the hello in `bytes` from a node serving `cluster_id` as node `id` (when
-/// admitted: who dialled, if it said), or `None` if the bytes are no hello at all.
-fn admit(bytes: &[u8], cluster_id: &str, id: u64) -> Option<Result<Option<Caller>, String>> {
-    let (protocol, cluster, node, from) = match decode::<Frame>(bytes) {
-        Ok(Frame::Hello {
-            protocol,
-            cluster,
-            node,
-            from,
-        }) => (protocol, cluster, node, from),
+/// The acceptor's half of the hello (`fabric::handshake`): reads the hello (nothing else),
+/// answers with this node's nonce and proof, reads the dialler's proof (nothing else), and
+/// welcomes it if the proof holds and the hello is for this cluster and node. Returns who
+/// dialled (when it said), or why it was refused; a refused dialler is told why, except
+/// that a failed proof is answered with no detail.
+async fn welcome(
+    service: &PeerService,
+    endpoint: &Endpoint,
+    ws: &mut PeerWs,
+) -> Result<Option<Caller>, String> {
+    let hello_bytes = next_small_frame(ws).await?;
+    let hello = match parse_hello(&hello_bytes) {
+        Some(Ok(hello)) => hello,
+        Some(Err(why)) => return Err(refuse(ws, why).await),
+        None => return Err("the first frame was not a hello".into()),
+    };
+    let nonce = handshake::nonce(&service.env.rng);
+    let proof = handshake::prove(&endpoint.secret, Side::Acceptor, &hello_bytes, &nonce);
+    send(ws, &Frame::Challenge { nonce, proof }).await?;
+    let answer = next_small_frame(ws).await?;
+    let proved = match decode::<Frame>(&answer, MAX_HELLO_BYTES) {
+        Ok(Frame::Proof(p)) => {
+            handshake::verify(&endpoint.secret, Side::Dialler, &hello_bytes, &nonce, &p)
+        }
+        _ => return Err("the frame after the hello was not a proof".into()),
+    };
+    if !proved {
+        let why = "the caller did not prove it holds the cluster secret";
+        return Err(refuse(ws, why.into()).await);
+    }
+    match admit(&hello, &service.cluster_id, service.id) {
+        Ok(from) => {
+            send(ws, &Frame::Welcome(Ok(()))).await?;
+            Ok(from)
+        }
+        Err(why) => Err(refuse(ws, why).await),
+    }
+}
+
+/// The next frame of a peer not yet admitted: at most [`MAX_HELLO_BYTES`].
+async fn next_small_frame(
+    ws: &mut PeerWs,
+) -> Result<tokio_tungstenite::tungstenite::Bytes, String> {
+    match next_binary(ws).await {
+        Ok(Some(b)) if b.len() <= MAX_HELLO_BYTES => Ok(b),
+        Ok(Some(b)) => Err(format!("a {}-byte frame before the proof", b.len())),
+        Ok(None) => Err("closed during the hello".into()),
+        Err(e) => Err(format!("unreadable during the hello: {e}")),
+    }
+}
+
+async fn send(ws: &mut PeerWs, frame: &Frame) -> Result<(), String> {
+    let frame = encode(frame).map_err(|e| e.to_string())?;
+    ws.send(frame).await.map_err(|e| e.to_string())
+}
+
+/// Tells the dialler why it is refused, and returns the reason.
+async fn refuse(ws: &mut PeerWs, why: String) -> String {
+    let _ = send(ws, &Frame::Welcome(Err(why.clone()))).await;
+    let _ = ws.close(None).await;
+    why
+}
+
+/// The hello in `bytes`: `None` if the bytes are no hello at all, `Err` for a hello of
+/// another peer protocol (an older or newer build: its version still leads its hello).
+fn parse_hello(bytes: &[u8]) -> Option<Result<Hello, String>> {
+    let protocol = match decode::<Frame>(bytes, MAX_HELLO_BYTES) {
+        Ok(Frame::Hello(hello)) if hello.protocol == PEER_PROTOCOL => return Some(Ok(hello)),
+        Ok(Frame::Hello(hello)) => hello.protocol,
         Ok(_) => return None,
-        // Another build's hello: its version still leads it (variant 0, then the version).
-        Err(_) => match decode::<(u32, u32)>(bytes) {
-            Ok((0, protocol)) => (protocol, None, None, None),
+        // Another build's hello: variant 0, then the version.
+        Err(_) => match codec::decode_prefix::<(u32, u32)>(bytes) {
+            // This build's own version on an unreadable hello: malformed, not another build.
+            Ok(((0, protocol), _)) if protocol != PEER_PROTOCOL => protocol,
             _ => return None,
         },
     };
-    Some(if protocol != PEER_PROTOCOL {
-        Err(format!(
-            "this node speaks peer protocol {PEER_PROTOCOL}, the caller {protocol}: run one \
-             mpreg version across the cluster"
-        ))
-    } else if let Some(c) = cluster.filter(|c| c != cluster_id) {
+    Some(Err(format!(
+        "this node speaks peer protocol {PEER_PROTOCOL}, the caller {protocol}: run one \
+         mpreg version across the cluster"
+    )))
+}
+
+/// Whether a proved `hello` is for this node (`id`, serving `cluster_id`): if so, who
+/// dialled, if it said.
+fn admit(hello: &Hello, cluster_id: &str, id: u64) -> Result<Option<Caller>, String> {
+    if let Some(c) = hello.cluster.as_ref().filter(|c| *c != cluster_id) {
         Err(format!("this node is in cluster `{cluster_id}`, not `{c}`"))
-    } else if let Some(n) = node.filter(|n| *n != id) {
+    } else if let Some(n) = hello.node.filter(|n| *n != id) {
         Err(format!("this is node {id:016x}, not {n:016x}"))
     } else {
-        Ok(from)
-    })
+        Ok(hello.from.clone())
+    }
 }
 
 /// Frames read in one go before the replies they produced are written.
@@ -992,6 +1177,11 @@ struct Served {
 }
 
 impl Served {
+    /// Requests being answered in tasks, forwarded steps aside.
+    fn answering_others(&self) -> usize {
+        self.answering.len().saturating_sub(self.running.len())
+    }
+
     fn replied(&mut self, id: u64, frame: Message, out: &Outgoing) {
         self.running.remove(&id);
         self.answering.remove(&id);
@@ -1029,7 +1219,11 @@ impl Served {
             Ok(Some(Frame::Done)) => Handled::PeerDone,
             Ok(Some(Frame::Retire)) => Handled::PeerRetired,
             // A second hello or welcome: not a peer we know.
-            Ok(Some(Frame::Hello { .. } | Frame::Welcome(_))) | Ok(None) | Err(_) => Handled::End,
+            Ok(Some(
+                Frame::Hello(_) | Frame::Welcome(_) | Frame::Challenge { .. } | Frame::Proof(_),
+            ))
+            | Ok(None)
+            | Err(_) => Handled::End,
         }
     }
 
@@ -1084,49 +1278,46 @@ impl Served {
 mod tests {
     use super::*;
 
-    fn hello(protocol: u32, cluster: Option<&str>, node: Option<u64>) -> Vec<u8> {
-        let frame = Frame::Hello {
+    fn hello(protocol: u32, cluster: Option<&str>, node: Option<u64>) -> Hello {
+        Hello {
             protocol,
             cluster: cluster.map(str::to_owned),
             node,
             from: None,
-        };
-        bincode::serde::encode_to_vec(&frame, bincode::config::standard()).unwrap()
+            nonce: [3; handshake::NONCE_BYTES],
+        }
+    }
+
+    fn bytes(h: &Hello) -> Vec<u8> {
+        encode_frame(&Frame::Hello(h.clone())).unwrap()
     }
 
     #[test]
-    fn a_hello_is_admitted_only_from_this_protocol_cluster_and_for_this_node() {
-        let ok = admit(&hello(PEER_PROTOCOL, Some("c"), Some(7)), "c", 7);
-        assert_eq!(ok, Some(Ok(None)));
+    fn a_hello_is_admitted_only_for_this_cluster_and_this_node() {
+        let ok = hello(PEER_PROTOCOL, Some("c"), Some(7));
+        assert_eq!(parse_hello(&bytes(&ok)), Some(Ok(ok.clone())));
+        assert_eq!(admit(&ok, "c", 7), Ok(None));
         // Tools name neither cluster nor node.
-        assert_eq!(
-            admit(&hello(PEER_PROTOCOL, None, None), "c", 7),
-            Some(Ok(None))
-        );
+        assert_eq!(admit(&hello(PEER_PROTOCOL, None, None), "c", 7), Ok(None));
         // A node that says who it is is admitted as that node.
         let from = Caller {
             id: 9,
             addr: "127.0.0.1:9".into(),
         };
-        let introduced = Frame::Hello {
-            protocol: PEER_PROTOCOL,
-            cluster: Some("c".into()),
-            node: Some(7),
+        let introduced = Hello {
             from: Some(from.clone()),
+            ..ok
         };
-        let bytes = encode(&introduced).unwrap().into_data();
-        assert_eq!(admit(&bytes, "c", 7), Some(Ok(Some(from))));
-        let other_cluster = admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7);
+        assert_eq!(admit(&introduced, "c", 7), Ok(Some(from)));
         assert_eq!(
-            other_cluster,
-            Some(Err("this node is in cluster `c`, not `d`".into()))
+            admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7),
+            Err("this node is in cluster `c`, not `d`".into())
         );
-        let other_node = admit(&hello(PEER_PROTOCOL, Some("c"), Some(8)), "c", 7);
         assert_eq!(
-            other_node,
-            Some(Err(format!("this is node {:016x}, not {:016x}", 7, 8)))
+            admit(&hello(PEER_PROTOCOL, Some("c"), Some(8)), "c", 7),
+            Err(format!("this is node {:016x}, not {:016x}", 7, 8))
         );
-        let Some(Err(why)) = admit(&hello(PEER_PROTOCOL + 1, Some("c"), Some(7)), "c", 7) else {
+        let Some(Err(why)) = parse_hello(&bytes(&hello(PEER_PROTOCOL + 1, Some("c"), None))) else {
             panic!("another protocol was admitted");
         };
         assert!(why.contains(&format!(
@@ -1139,34 +1330,31 @@ mod tests {
     fn another_builds_hello_is_refused_by_its_version_whatever_follows_it() {
         // A later build whose hello grew a field this build cannot decode: variant 0, its
         // version, then bytes of any shape.
-        let mut future =
-            bincode::serde::encode_to_vec((0u32, PEER_PROTOCOL + 1), bincode::config::standard())
-                .unwrap();
+        let mut future = codec::encode(&(0u32, PEER_PROTOCOL + 1)).unwrap();
         future.extend([0xff, 0xfe, 0xfd]);
-        let Some(Err(why)) = admit(&future, "c", 7) else {
+        let Some(Err(why)) = parse_hello(&future) else {
             panic!("a later build's hello was not refused");
         };
         assert!(why.contains("run one mpreg version"), "{why}");
-        // The hello of the build before versions (cluster and node only) reads as an
-        // older protocol and is refused too, not misread.
-        let old = bincode::serde::encode_to_vec(
-            (0u32, Some("c".to_owned()), Some(7u64)),
-            bincode::config::standard(),
-        )
-        .unwrap();
-        assert!(matches!(admit(&old, "c", 7), Some(Err(_))));
-        // Protocol 2's hello (no caller in it) is refused by its version.
-        let two = bincode::serde::encode_to_vec(
-            (0u32, 2u32, Some("c".to_owned()), Some(7u64)),
-            bincode::config::standard(),
-        )
-        .unwrap();
-        let Some(Err(why)) = admit(&two, "c", 7) else {
-            panic!("protocol 2's hello was admitted");
+        // Protocol 3's hello (no nonce in it) is refused by its version, not misread.
+        let three =
+            codec::encode(&(0u32, 3u32, Some("c".to_owned()), Some(7u64), None::<Caller>)).unwrap();
+        let Some(Err(why)) = parse_hello(&three) else {
+            panic!("protocol 3's hello was admitted");
         };
-        assert!(why.contains("the caller 2"), "{why}");
+        assert!(why.contains("the caller 3"), "{why}");
         // Frames that are no hello are not answered at all.
-        let cancel = encode(&Frame::Cancel { id: 1 }).unwrap().into_data();
-        assert_eq!(admit(&cancel, "c", 7), None);
+        let cancel = encode_frame(&Frame::Cancel { id: 1 }).unwrap();
+        assert_eq!(parse_hello(&cancel), None);
+    }
+
+    #[test]
+    fn a_hello_whose_lengths_lie_is_no_hello_and_costs_nothing() {
+        // Variant 0, protocol, Some(cluster) claiming 2^62 bytes: the 15-byte frame that
+        // used to abort the process.
+        let mut lying = vec![0, PEER_PROTOCOL as u8, 1, 253];
+        lying.extend((1u64 << 62).to_le_bytes());
+        assert_eq!(parse_hello(&lying), None);
+        assert!(decode_frame(&lying).is_err());
     }
 }

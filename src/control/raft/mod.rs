@@ -12,14 +12,17 @@ mod store;
 
 use std::io::Cursor;
 
-pub use link::{RAFT_PATH, serve_peer};
+pub use link::{
+    Caller, Frame as PeerFrame, Hello as PeerHello, PEER_PROTOCOL, RAFT_PATH, decode_frame,
+    encode_frame, serve_peer,
+};
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{
     JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RaftReply, RaftRequest,
     StepRunner, answer, serve_raft,
 };
-pub use runtime::{SeededRuntime, seed_raft_rng};
+pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use sqlite_store::SqliteLogStore;
 pub use store::{
     Applied, CatalogStateMachine, LogStore, SnapshotDisk, StoredSnapshot, StoredState,

@@ -24,6 +24,7 @@ use super::membership::{self, MembershipPolicy};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{Env, Listener};
+use crate::fabric::ClusterSecret;
 use crate::routing::liveness::Load;
 use crate::rpc::{ForwardError, Step, StepOutcome};
 use crate::transport::websocket_config;
@@ -114,6 +115,13 @@ impl NetworkFactory {
             links: Arc::default(),
             endpoint: Arc::default(),
         }
+    }
+
+    /// Proves `secret` in every hello and asks peers to prove it (`fabric::handshake`).
+    /// Called before any link exists (the links share the endpoint it replaces).
+    pub fn secret(mut self, secret: ClusterSecret) -> NetworkFactory {
+        self.endpoint = Arc::new(Endpoint::with_secret(secret));
+        self
     }
 
     /// Says `cluster_id` in every hello, so that peers of another cluster refuse the link.
@@ -365,13 +373,13 @@ impl PeerClient {
     }
 
     /// A client with a link of its own to `addr`, whichever node of whichever cluster is
-    /// there (tools).
-    pub fn to_addr(env: Env, addr: impl Into<String>) -> PeerClient {
+    /// there, proving `secret` (tools).
+    pub fn to_addr(env: Env, addr: impl Into<String>, secret: ClusterSecret) -> PeerClient {
         let to = LinkTo {
             cluster: None,
             node: None,
             introduce: false,
-            endpoint: Arc::default(),
+            endpoint: Arc::new(Endpoint::with_secret(secret)),
         };
         PeerClient {
             target: 0,
@@ -529,7 +537,7 @@ async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> Wri
 /// client port instead, see `node::conn`).
 pub async fn serve_raft(service: Arc<PeerService>, mut listener: Box<dyn Listener>) {
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             return;
         };
         let service = service.clone();
@@ -537,7 +545,7 @@ pub async fn serve_raft(service: Arc<PeerService>, mut listener: Box<dyn Listene
             let config = websocket_config(MAX_FRAME_BYTES);
             if let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
             {
-                super::link::serve_peer(service, ws).await;
+                super::link::serve_peer(service, ws, peer).await;
             }
         });
     }

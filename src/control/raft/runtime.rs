@@ -29,6 +29,14 @@ pub fn seed_raft_rng(seed: u64) {
     RNG.with(|r| *r.borrow_mut() = ChaCha8Rng::seed_from_u64(seed));
 }
 
+/// Seeds openraft's generator from `env` (each node calls it at start): in production the
+/// environment's generator is seeded from the OS, so every process draws its own election
+/// timeouts (Raft §5.2 rests on them differing); in the simulator it is seeded from the
+/// run's seed, so runs still replay exactly.
+pub fn seed_raft_rng_from(env: &crate::env::Env) {
+    seed_raft_rng(env.rng.next_u64());
+}
+
 /// The handle openraft draws from; it forwards to this thread's generator.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RaftRng;

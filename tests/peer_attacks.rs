@@ -1,0 +1,470 @@
+//! The peer endpoint under attack, over real sockets: what an outsider who reaches a node's
+//! port can do with nothing but a WebSocket client (issue 12, point 9). Each test attacks a
+//! real cluster whose nodes share a secret, then checks that the attack was refused and
+//! that the cluster carries on as before.
+
+// The attacker speaks raw WebSocket.
+#![allow(clippy::disallowed_types)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use mpreg::control::raft::{
+    PEER_PROTOCOL, PeerClient, PeerFrame, PeerHello, RAFT_PATH, RaftRequest, decode_frame,
+    encode_frame,
+};
+use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::env::{Env, SharedRng};
+use mpreg::fabric::ClusterSecret;
+use mpreg::fabric::handshake::{self, Side};
+use mpreg::{Client, RunningNode, Settings};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{BasicNode, Vote};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+fn secret() -> ClusterSecret {
+    ClusterSecret::from_bytes(b"the peer attack tests' cluster secret").unwrap()
+}
+
+fn settings(name: &str, peers: Vec<String>) -> Settings {
+    Settings {
+        name: name.to_owned(),
+        peers,
+        ..test_settings()
+    }
+}
+
+async fn node(name: &str, peers: Vec<String>) -> RunningNode {
+    mpreg::Node::builder(settings(name, peers))
+        .cluster_secret(secret())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Three nodes with the secret, all registered, the first leading.
+async fn cluster() -> Vec<RunningNode> {
+    let a = node("a", vec![]).await;
+    let b = node("b", vec![a.url().to_owned()]).await;
+    let c = node("c", vec![a.url().to_owned()]).await;
+    assert!(b.registered().await && c.registered().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while voters(&a).len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no 3 voters");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vec![a, b, c]
+}
+
+fn voters(n: &RunningNode) -> Vec<u64> {
+    n.raft_metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
+/// What an attack must leave as it was: who leads, in which term, the voters, and that
+/// no queue the attacker named exists.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    leader: Option<u64>,
+    term: u64,
+    voters: Vec<u64>,
+}
+
+fn shape(n: &RunningNode) -> Shape {
+    let m = n.raft_metrics().borrow().clone();
+    Shape {
+        leader: m.current_leader,
+        term: m.current_term,
+        voters: voters(n),
+    }
+}
+
+fn has_queue(n: &RunningNode, name: &str) -> bool {
+    n.catalog()
+        .read(|s| s.catalog.queues().any(|q| q.name == name))
+}
+
+/// The cluster still serves: a write commits and a call runs.
+async fn still_serves(nodes: &[RunningNode]) {
+    let client = Client::connect(nodes[1].url()).await.unwrap();
+    let r = client.call("echo", json!(["still up"])).await.unwrap();
+    assert_eq!(r, json!("still up"));
+    let f = mpreg::Function::new("after_attack", |x: i64| async move { Ok::<_, String>(x) })
+        .params(["x"]);
+    nodes[2].register(f).await.expect("a catalog write commits");
+}
+
+fn addr(n: &RunningNode) -> String {
+    n.url().trim_start_matches("ws://").to_owned()
+}
+
+async fn raw_peer(n: &RunningNode) -> Raw {
+    raw_connect(&format!("{}{RAFT_PATH}", n.url())).await
+}
+
+fn hello(nonce_seed: u64) -> PeerHello {
+    PeerHello {
+        protocol: PEER_PROTOCOL,
+        cluster: None,
+        node: None,
+        from: None,
+        nonce: handshake::nonce(&SharedRng::seeded(nonce_seed)),
+    }
+}
+
+async fn send(ws: &mut Raw, frame: &PeerFrame) {
+    send_bytes(ws, encode_frame(frame).unwrap()).await;
+}
+
+async fn send_bytes(ws: &mut Raw, bytes: Vec<u8>) {
+    // The node may already have closed: what matters is what comes back.
+    let _ = ws.send(Message::binary(bytes)).await;
+}
+
+/// The next peer frame, or `None` once the node closed the connection.
+async fn recv(ws: &mut Raw) -> Option<PeerFrame> {
+    let wait = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Binary(b)) => return Some(decode_frame(&b).expect("a peer frame")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    });
+    wait.await.expect("the node neither answered nor closed")
+}
+
+/// Reads until the node closes; panics if it answers a request instead.
+async fn expect_closed(ws: &mut Raw, what: &str) {
+    while let Some(frame) = recv(ws).await {
+        match frame {
+            PeerFrame::Reply { .. } => panic!("{what}: the node answered a request"),
+            PeerFrame::Welcome(Ok(())) => panic!("{what}: the node welcomed the attacker"),
+            _ => {}
+        }
+    }
+}
+
+/// The dialler's half of the handshake by hand, proving `secret`: the hello's bytes and the
+/// proof frame's bytes it sent.
+async fn prove_as(ws: &mut Raw, secret: &ClusterSecret, h: &PeerHello) -> (Vec<u8>, Vec<u8>) {
+    let hello_bytes = encode_frame(&PeerFrame::Hello(h.clone())).unwrap();
+    send_bytes(ws, hello_bytes.clone()).await;
+    let Some(PeerFrame::Challenge { nonce, proof }) = recv(ws).await else {
+        panic!("no challenge");
+    };
+    assert!(handshake::verify(
+        secret,
+        Side::Acceptor,
+        &hello_bytes,
+        &nonce,
+        &proof
+    ));
+    let mine = handshake::prove(secret, Side::Dialler, &hello_bytes, &nonce);
+    let proof_bytes = encode_frame(&PeerFrame::Proof(mine)).unwrap();
+    send_bytes(ws, proof_bytes.clone()).await;
+    (hello_bytes, proof_bytes)
+}
+
+/// bincode's u64 varint marker and value: a length prefix claiming `n`.
+fn claim(n: u64) -> Vec<u8> {
+    let mut v = vec![253];
+    v.extend(n.to_le_bytes());
+    v
+}
+
+fn create_queue(name: &str) -> CatalogCommand {
+    CatalogCommand::CreateQueue(QueueEntry {
+        name: name.to_owned(),
+        owner: 1,
+        config: QueueConfig {
+            delivery: "at_least_once".into(),
+            visibility_timeout_ms: 30_000,
+            max_receives: 0,
+            dedup_window_ms: 0,
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
+    let nodes = cluster().await;
+    let before = shape(&nodes[0]);
+    // Before the hello: a hello whose cluster id claims 2^62 bytes (15 bytes in all).
+    let mut ws = raw_peer(&nodes[0]).await;
+    let mut frame = vec![0, PEER_PROTOCOL as u8, 1];
+    frame.extend(claim(1 << 62));
+    send_bytes(&mut ws, frame).await;
+    expect_closed(&mut ws, "lying hello").await;
+
+    // After a proved hello: a catalog write whose queue name claims 2^62 bytes.
+    let mut ws = raw_peer(&nodes[0]).await;
+    prove_as(&mut ws, &secret(), &hello(1)).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Welcome(Ok(())))
+    ));
+    let name = "q".repeat(300);
+    let honest = encode_frame(&PeerFrame::Request {
+        id: 1,
+        req: RaftRequest::Write {
+            cmd: create_queue(&name),
+            forward: true,
+        },
+    })
+    .unwrap();
+    // The name's prefix is 251 then 300 as a u16; put a claim of 2^62 in its place.
+    let prefix = [251u8, 44, 1];
+    let at = honest
+        .windows(3)
+        .position(|w| w == prefix)
+        .expect("the name's length prefix");
+    let mut lying = honest[..at].to_vec();
+    lying.extend(claim(1 << 62));
+    lying.extend(&honest[at + 3 + 300..]);
+    send_bytes(&mut ws, lying).await;
+    expect_closed(&mut ws, "lying write").await;
+
+    assert!(!has_queue(&nodes[0], &name));
+    still_serves(&nodes).await;
+    assert_eq!(shape(&nodes[0]), before);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Every request a peer may send, as an outsider would send it to take over the cluster:
+/// join as a voter, remove a voter, depose the leader, forge an append, write the catalog,
+/// poison liveness, run a step.
+fn attacks(victim: u64) -> Vec<(&'static str, RaftRequest)> {
+    let vote = Vote::new(1000, 0xbad);
+    let step = mpreg::rpc::Step {
+        fun: "echo".into(),
+        function_id: None,
+        version: semver::Version::new(1, 0, 0),
+        locs: vec![],
+        args_json: "[[1],{}]".into(),
+        timeout_ms: 1000,
+    };
+    vec![
+        (
+            "join",
+            RaftRequest::Join {
+                id: 0xbad,
+                node: BasicNode::new("127.0.0.1:1"),
+            },
+        ),
+        ("leave", RaftRequest::Leave { id: victim }),
+        ("vote", RaftRequest::Vote(VoteRequest::new(vote, None))),
+        (
+            "append",
+            RaftRequest::Append(AppendEntriesRequest {
+                vote,
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            }),
+        ),
+        (
+            "write",
+            RaftRequest::Write {
+                cmd: create_queue("attacker-queue"),
+                forward: true,
+            },
+        ),
+        (
+            "heartbeat",
+            RaftRequest::Heartbeat {
+                load: Default::default(),
+            },
+        ),
+        ("step", RaftRequest::Step(step)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_secret_is_refused_every_request() {
+    let nodes = cluster().await;
+    let before = shape(&nodes[0]);
+    let victim = nodes[2].raft_id();
+    let wrong = ClusterSecret::from_bytes(b"a guess at the cluster secret").unwrap();
+    for (what, req) in attacks(victim) {
+        // By hand: the request right after the hello, skipping the proof.
+        let mut ws = raw_peer(&nodes[0]).await;
+        send(&mut ws, &PeerFrame::Hello(hello(2))).await;
+        send(&mut ws, &PeerFrame::Request { id: 1, req }).await;
+        expect_closed(&mut ws, what).await;
+    }
+    for (what, req) in attacks(victim) {
+        // A proof made with a wrong secret, then the request.
+        let mut ws = raw_peer(&nodes[0]).await;
+        let h = hello(3);
+        let hello_bytes = encode_frame(&PeerFrame::Hello(h)).unwrap();
+        send_bytes(&mut ws, hello_bytes.clone()).await;
+        let Some(PeerFrame::Challenge { nonce, .. }) = recv(&mut ws).await else {
+            panic!("no challenge");
+        };
+        let forged = handshake::prove(&wrong, Side::Dialler, &hello_bytes, &nonce);
+        send(&mut ws, &PeerFrame::Proof(forged)).await;
+        send(&mut ws, &PeerFrame::Request { id: 1, req }).await;
+        match recv(&mut ws).await {
+            Some(PeerFrame::Welcome(Err(why))) => assert!(why.contains("secret"), "{why}"),
+            other => panic!("{what}: a wrong proof was answered with {other:?}"),
+        }
+        expect_closed(&mut ws, what).await;
+    }
+    // mpreg's own peer client, with no secret and with a wrong one: refused at the hello.
+    for s in [ClusterSecret::none(), wrong] {
+        for (what, req) in attacks(victim) {
+            let mut peer = PeerClient::to_addr(Env::production(), addr(&nodes[0]), s.clone());
+            let err = peer
+                .call(req, Duration::from_secs(5))
+                .await
+                .expect_err(what);
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{what}: {err}"
+            );
+        }
+    }
+    assert!(!has_queue(&nodes[0], "attacker-queue"));
+    still_serves(&nodes).await;
+    assert_eq!(shape(&nodes[0]), before, "the attacks changed the cluster");
+    // And a tool holding the secret is served (the refusals above were about the secret).
+    let mut tool = PeerClient::to_addr(Env::production(), addr(&nodes[0]), secret());
+    tool.ping(Duration::from_secs(5))
+        .await
+        .expect("a tool with the secret is served");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_hello_and_proof_are_refused() {
+    let a = node("a", vec![]).await;
+    // A genuine handshake, recorded.
+    let mut ws = raw_peer(&a).await;
+    let (hello_bytes, proof_bytes) = prove_as(&mut ws, &secret(), &hello(4)).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Welcome(Ok(())))
+    ));
+    drop(ws);
+    // Replayed byte for byte on a new connection: the node's nonce is new, the proof stale.
+    let mut ws = raw_peer(&a).await;
+    send_bytes(&mut ws, hello_bytes).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Challenge { .. })
+    ));
+    send_bytes(&mut ws, proof_bytes).await;
+    send(
+        &mut ws,
+        &PeerFrame::Request {
+            id: 1,
+            req: RaftRequest::Ping,
+        },
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Welcome(Err(_)))
+    ));
+    expect_closed(&mut ws, "replay").await;
+    // The node's own proof, reflected back as the dialler's, fails too.
+    let mut ws = raw_peer(&a).await;
+    let h = encode_frame(&PeerFrame::Hello(hello(5))).unwrap();
+    send_bytes(&mut ws, h).await;
+    let Some(PeerFrame::Challenge { proof, .. }) = recv(&mut ws).await else {
+        panic!("no challenge");
+    };
+    send(&mut ws, &PeerFrame::Proof(proof)).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Welcome(Err(_)))
+    ));
+    expect_closed(&mut ws, "reflection").await;
+    a.shutdown().await;
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A peer (holding the secret, even) that sends requests and never reads the replies: the
+/// node stops reading it once its replies fill the connection's byte budget, and then
+/// disconnects it, instead of buffering replies without limit (3,000,000 unread pings grew
+/// a node by 250 MiB before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_paused_then_disconnected() {
+    let a = node("a", vec![]).await;
+    let mut ws = raw_peer(&a).await;
+    prove_as(&mut ws, &secret(), &hello(6)).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        Some(PeerFrame::Welcome(Ok(())))
+    ));
+    let rss_before = rss_kib();
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    let closed = loop {
+        let ping = encode_frame(&PeerFrame::Request {
+            id: sent + 1,
+            req: RaftRequest::Ping,
+        })
+        .unwrap();
+        // Writes block once the node stops reading; they fail once it hangs up.
+        match tokio::time::timeout(Duration::from_secs(30), ws.feed(Message::binary(ping))).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+        if sent.is_multiple_of(1024)
+            && tokio::time::timeout(Duration::from_secs(30), ws.flush())
+                .await
+                .is_ok_and(|r| r.is_err())
+        {
+            break true;
+        }
+        assert!(
+            sent < 3_000_000,
+            "the node read 3,000,000 pings it never answered"
+        );
+    };
+    let grew_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(closed, "the node neither read nor closed for 30 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "disconnected only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        grew_mib < 100,
+        "the node grew {grew_mib} MiB for {sent} unread pings"
+    );
+    eprintln!(
+        "{sent} pings sent before the node hung up after {:?}; RSS grew {grew_mib} MiB",
+        started.elapsed()
+    );
+    // The node is fine, and a well-behaved peer is served.
+    let mut tool = PeerClient::to_addr(Env::production(), addr(&a), secret());
+    tool.ping(Duration::from_secs(5)).await.expect("served");
+    a.shutdown().await;
+}
