@@ -521,4 +521,49 @@ data_dir = "/var/lib/mpreg"
         };
         assert!(s.validate().is_err());
     }
+
+    #[test]
+    fn unauthenticated_peers_are_served_on_loopback_only_unless_told() {
+        let on = |host: &str, insecure: bool| Settings {
+            host: host.to_owned(),
+            insecure_peers: insecure,
+            ..Settings::default()
+        };
+        // (host, --insecure-peers, has a secret) -> may start
+        let table = [
+            ("127.0.0.1", false, false, true),
+            ("127.0.0.2", false, false, true),
+            ("::1", false, false, true),
+            ("[::1]", false, false, true),
+            ("localhost", false, false, true),
+            ("0.0.0.0", false, false, false),
+            ("10.0.0.5", false, false, false),
+            ("node1.example", false, false, false),
+            ("0.0.0.0", true, false, true),
+            ("0.0.0.0", false, true, true),
+        ];
+        for (host, insecure, secret, ok) in table {
+            let r = on(host, insecure).check_peer_exposure(secret);
+            assert_eq!(
+                r.is_ok(),
+                ok,
+                "{host} insecure={insecure} secret={secret}: {r:?}"
+            );
+        }
+        let l = SettingsLayer::from_env([
+            ("MPREG_INSECURE_PEERS", "true"),
+            ("MPREG_CLUSTER_SECRET_FILE", "/etc/mpreg/cluster.secret"),
+        ])
+        .unwrap();
+        let s = Settings::layered([&l]);
+        assert!(s.insecure_peers);
+        assert_eq!(
+            s.cluster_secret_file.as_deref(),
+            Some(Path::new("/etc/mpreg/cluster.secret"))
+        );
+        assert!(SettingsLayer::from_env([("MPREG_INSECURE_PEERS", "maybe")]).is_err());
+        let toml = "[mpreg]\ncluster_secret_file = \"s.secret\"\ninsecure_peers = true\n";
+        let s = Settings::layered([&SettingsLayer::from_toml_str(toml, "f").unwrap()]);
+        assert!(s.insecure_peers && s.cluster_secret_file.is_some());
+    }
 }

@@ -28,6 +28,8 @@ pub mod control;
 pub mod demo;
 pub mod env;
 pub mod fabric;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod protocol;
 pub mod registry;

@@ -239,3 +239,111 @@ fn bench_catalog_commits_writes() {
         "{created} queues for {writes} writes: {queues}"
     );
 }
+
+/// A node beyond loopback without a cluster secret would let anyone who reaches its port
+/// join its cluster: it refuses to start, saying how to fix it (issue 12, point 2). Nothing
+/// is bound: the check comes before the listener.
+#[test]
+fn a_node_beyond_loopback_without_a_secret_refuses_to_start() {
+    let out = Command::new(NODE)
+        .args([
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--persistence-mode",
+            "memory",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster_secret_file") && err.contains("--insecure-peers"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A secret too short to resist guessing is refused too.
+    let dir = std::env::temp_dir().join(format!("mpreg-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let short = dir.join("short.secret");
+    std::fs::write(&short, "hunter2\n").unwrap();
+    let out = Command::new(NODE)
+        .args(["--port", "0", "--persistence-mode", "memory"])
+        .arg("--cluster-secret-file")
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than 16"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The secret file works end to end: a node started with it serves a tool that proves
+/// the same file (`mpreg bench --catalog`), and refuses one that proves none.
+#[test]
+fn the_secret_file_admits_its_holders_only() {
+    let dir = std::env::temp_dir().join(format!("mpreg-cli-secret2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("cluster.secret");
+    std::fs::write(&secret, "8f1c2a9b7e6d5c4b3a291807f6e5d4c3\n").unwrap();
+    let secret = secret.to_str().unwrap().to_owned();
+    let node = NodeProcess::start(&["--cluster-secret-file", &secret], &[]);
+    let url = node.url.clone();
+    let mut polls = 0;
+    while json_out(&["client", "call", "cluster_map", "--url", &url])["leader"].is_null() {
+        polls += 1;
+        assert!(polls < 400, "no leader after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--catalog",
+            "--url",
+            &url,
+            "--connections",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--json",
+        ];
+        args.extend(extra);
+        mpreg(&args)
+    };
+    let (code, out, err) = bench(&["--cluster-secret-file", &secret]);
+    assert_eq!(code, 0, "{err}");
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        out["catalog"]["rounds"][0]["calls"].as_u64().unwrap_or(0) > 0,
+        "{out}"
+    );
+    // Without the secret no write is made.
+    let (code, out, _) = bench(&[]);
+    assert_ne!(code, 0, "writes without the secret succeeded: {out}");
+    let queues = json_out(&[
+        "client",
+        "call",
+        "catalog_query",
+        "{\"queues\": true, \"linearizable\": true}",
+        "--url",
+        &url,
+    ]);
+    let before = queues["queues"].as_array().map_or(0, Vec::len);
+    let (_, _, _) = bench(&[]);
+    let queues = json_out(&[
+        "client",
+        "call",
+        "catalog_query",
+        "{\"queues\": true, \"linearizable\": true}",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(queues["queues"].as_array().map_or(0, Vec::len), before);
+    assert!(node.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

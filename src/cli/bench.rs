@@ -413,6 +413,7 @@ async fn bench_catalog(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), S
         Some(path) => crate::fabric::ClusterSecret::from_file(path).map_err(|e| e.to_string())?,
         None => crate::fabric::ClusterSecret::none(),
     };
+    super::bench_catalog::probe(env, &args.url, &secret).await?;
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
         let r = super::bench_catalog::run_round(env, &args.url, load, round, &secret).await?;

@@ -35,6 +35,23 @@ async fn node_raft_id(env: &Env, url: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{url} is not in a cluster catalog yet: {map}"))
 }
 
+/// Checks that the node's peer endpoint admits this tool (it proves `secret`), so that a
+/// missing or wrong secret is one clear error instead of every write failing.
+pub async fn probe(env: &Env, url: &str, secret: &ClusterSecret) -> Result<(), String> {
+    let mut peer = PeerClient::to_addr(env.clone(), peer_addr(url), secret.clone());
+    peer.ping(WRITE_TIMEOUT)
+        .await
+        .map_err(|e| format!("{url} refused the benchmark's peer connection: {e}"))
+}
+
+fn peer_addr(url: &str) -> String {
+    url.trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// One measured round of catalog writes against `url`. `round` keeps queue names unique
 /// across rounds.
 pub async fn run_round(
@@ -45,12 +62,7 @@ pub async fn run_round(
     secret: &ClusterSecret,
 ) -> Result<RoundResult, String> {
     let owner = node_raft_id(env, url).await?;
-    let addr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned();
+    let addr = peer_addr(url);
     let start = env.clock.now();
     let measure_from = start + load.warmup;
     let stop_at = measure_from + load.duration;

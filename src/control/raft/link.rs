@@ -732,8 +732,8 @@ async fn say_hello(
         Ok(Some(Frame::Challenge { nonce, proof })) => {
             if !handshake::verify(secret, Side::Acceptor, &bytes, &nonce, &proof) {
                 return Err(denied(format!(
-                    "the node at {addr} could not prove it holds this cluster's secret \
-                     (do both nodes read the same --cluster-secret-file?)"
+                    "the node at {addr} and this process do not hold the same cluster \
+                     secret (do both read the same --cluster-secret-file?)"
                 )));
             }
             let mine = handshake::prove(secret, Side::Dialler, &bytes, &nonce);
@@ -1118,7 +1118,7 @@ async fn refuse(ws: &mut PeerWs, why: String) -> String {
 
 /// The hello in `bytes`: `None` if the bytes are no hello at all, `Err` for a hello of
 /// another peer protocol (an older or newer build: its version still leads its hello).
-fn parse_hello(bytes: &[u8]) -> Option<Result<Hello, String>> {
+pub fn parse_hello(bytes: &[u8]) -> Option<Result<Hello, String>> {
     let protocol = match decode::<Frame>(bytes, MAX_HELLO_BYTES) {
         Ok(Frame::Hello(hello)) if hello.protocol == PEER_PROTOCOL => return Some(Ok(hello)),
         Ok(Frame::Hello(hello)) => hello.protocol,

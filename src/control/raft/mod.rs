@@ -14,7 +14,7 @@ use std::io::Cursor;
 
 pub use link::{
     Caller, Frame as PeerFrame, Hello as PeerHello, PEER_PROTOCOL, RAFT_PATH, decode_frame,
-    encode_frame, serve_peer,
+    encode_frame, parse_hello, serve_peer,
 };
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};

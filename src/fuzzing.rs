@@ -1,0 +1,97 @@
+//! The bodies of the fuzz targets in `fuzz/` (cargo-fuzz, nightly), here so that the same
+//! code replays their committed corpora as ordinary tests on stable
+//! (`tests/fuzz_corpora.rs`). Each takes arbitrary bytes, must never panic, hang or
+//! allocate beyond what the bytes back, and checks what must hold of what it decoded.
+
+use crate::config::{Settings, SettingsLayer};
+use crate::control::raft::{decode_frame, encode_frame, parse_hello};
+use crate::protocol::{Incoming, RpcCommand};
+use crate::rpc::plan::{Plan, plan};
+
+/// A peer's first frame, as the acceptor reads it before any proof.
+pub fn peer_hello(data: &[u8]) {
+    if let Some(Ok(hello)) = parse_hello(data) {
+        let again = encode_frame(&crate::control::raft::PeerFrame::Hello(hello.clone()))
+            .expect("a decoded hello encodes");
+        assert_eq!(parse_hello(&again), Some(Ok(hello)), "a hello round-trips");
+    }
+}
+
+/// Any frame of an admitted peer.
+pub fn peer_frame(data: &[u8]) {
+    if let Ok(frame) = decode_frame(data) {
+        let bytes = encode_frame(&frame).expect("a decoded frame encodes");
+        let again = decode_frame(&bytes).expect("an encoded frame decodes");
+        assert_eq!(
+            encode_frame(&again).expect("encodes"),
+            bytes,
+            "a frame round-trips"
+        );
+    }
+}
+
+/// A client's frame (JSON), and the plan of the request it holds.
+pub fn client_frame(data: &[u8]) {
+    if let Ok(Incoming::Rpc(req)) = crate::protocol::decode_frame(data) {
+        check_plan(&req.cmds, 1000);
+    }
+}
+
+/// The DAG planner fed a JSON list of commands.
+pub fn dag_plan(data: &[u8]) {
+    if let Ok(cmds) = serde_json::from_slice::<Vec<RpcCommand>>(data) {
+        check_plan(&cmds, 64);
+    }
+}
+
+/// What every plan must be: each command at exactly one level, after all it needs; the
+/// dependency lists mirror each other; the sinks are exactly the commands nobody needs.
+fn check_plan(cmds: &[RpcCommand], max: usize) {
+    let Ok(Plan {
+        deps,
+        dependents,
+        levels,
+        sinks,
+    }) = plan(cmds, max)
+    else {
+        return;
+    };
+    let n = cmds.len();
+    assert_eq!((deps.len(), dependents.len()), (n, n));
+    let mut level_of = vec![usize::MAX; n];
+    for (k, level) in levels.iter().enumerate() {
+        for &i in level {
+            assert_eq!(level_of[i], usize::MAX, "command {i} planned twice");
+            level_of[i] = k;
+        }
+    }
+    for (i, d) in deps.iter().enumerate() {
+        assert!(level_of[i] != usize::MAX, "command {i} never planned");
+        for &j in d {
+            assert!(level_of[j] < level_of[i], "{i} runs before its input {j}");
+            assert!(dependents[j].contains(&i));
+        }
+    }
+    let expected: Vec<usize> = (0..n).filter(|&i| dependents[i].is_empty()).collect();
+    assert_eq!(sinks, expected);
+}
+
+/// The settings loader: a TOML file, and `KEY=VALUE` lines as the environment.
+pub fn settings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = text.lines().filter_map(|l| l.split_once('='));
+    let layers: Vec<SettingsLayer> = [
+        SettingsLayer::from_toml_str(text, "fuzz").ok(),
+        SettingsLayer::from_env(env).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let s = Settings::layered(&layers);
+    if s.validate().is_ok() {
+        let _ = (s.bind_addr(), s.exec_limits(), s.loopback_only());
+        let _ = s.check_peer_exposure(false);
+    }
+}

@@ -1,0 +1,246 @@
+//! The fuzz targets' committed corpora (`fuzz/corpus/<target>/`), replayed through the same
+//! bodies the targets run (`mpreg::fuzzing`), so that CI checks on stable that no input
+//! the fuzzers kept makes a decoder panic. `write_seed_corpora` (ignored, run on purpose)
+//! writes the seeds the corpora started from.
+
+use std::path::{Path, PathBuf};
+
+use mpreg::control::raft::{
+    Caller, PEER_PROTOCOL, PeerFrame, PeerHello, RaftReply, RaftRequest, encode_frame,
+};
+use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{BasicNode, Vote};
+
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 5] = [
+    ("peer_hello", mpreg::fuzzing::peer_hello),
+    ("peer_frame", mpreg::fuzzing::peer_frame),
+    ("client_frame", mpreg::fuzzing::client_frame),
+    ("dag_plan", mpreg::fuzzing::dag_plan),
+    ("settings", mpreg::fuzzing::settings),
+];
+
+fn corpus(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+#[test]
+fn every_fuzz_corpus_replays_without_a_panic() {
+    for (target, body) in TARGETS {
+        let dir = corpus(target);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 3, "{target}: only {} seeds", files.len());
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap();
+            let replay = std::panic::catch_unwind(|| body(&bytes));
+            assert!(replay.is_ok(), "{target}: {} panics", f.display());
+        }
+    }
+}
+
+fn hello(cluster: Option<&str>, node: Option<u64>, from: bool) -> PeerHello {
+    PeerHello {
+        protocol: PEER_PROTOCOL,
+        cluster: cluster.map(str::to_owned),
+        node,
+        from: from.then(|| Caller {
+            id: 0x1234_5678_9abc_def1,
+            addr: "10.0.0.5:9000".into(),
+        }),
+        nonce: [0x5a; 32],
+    }
+}
+
+fn queue(name: &str) -> CatalogCommand {
+    CatalogCommand::CreateQueue(QueueEntry {
+        name: name.into(),
+        owner: 7,
+        config: QueueConfig {
+            delivery: "at_least_once".into(),
+            visibility_timeout_ms: 30_000,
+            max_receives: 3,
+            dedup_window_ms: 0,
+        },
+    })
+}
+
+fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
+    let vote = Vote::new(3, 7);
+    let req = |id, req| PeerFrame::Request { id, req };
+    vec![
+        ("hello", PeerFrame::Hello(hello(Some("c"), Some(7), true))),
+        ("welcome", PeerFrame::Welcome(Ok(()))),
+        ("refused", PeerFrame::Welcome(Err("no".into()))),
+        (
+            "challenge",
+            PeerFrame::Challenge {
+                nonce: [1; 32],
+                proof: [2; 32],
+            },
+        ),
+        ("proof", PeerFrame::Proof([3; 32])),
+        ("ping", req(1, RaftRequest::Ping)),
+        ("read_index", req(2, RaftRequest::ReadIndex)),
+        (
+            "write",
+            req(
+                3,
+                RaftRequest::Write {
+                    cmd: queue("jobs"),
+                    forward: true,
+                },
+            ),
+        ),
+        (
+            "vote",
+            req(4, RaftRequest::Vote(VoteRequest::new(vote, None))),
+        ),
+        (
+            "append",
+            req(
+                5,
+                RaftRequest::Append(AppendEntriesRequest {
+                    vote,
+                    prev_log_id: None,
+                    entries: vec![],
+                    leader_commit: None,
+                }),
+            ),
+        ),
+        (
+            "join",
+            req(
+                6,
+                RaftRequest::Join {
+                    id: 9,
+                    node: BasicNode::new("127.0.0.1:9001"),
+                },
+            ),
+        ),
+        ("leave", req(7, RaftRequest::Leave { id: 9 })),
+        (
+            "heartbeat",
+            req(
+                8,
+                RaftRequest::Heartbeat {
+                    load: Default::default(),
+                },
+            ),
+        ),
+        (
+            "step",
+            req(
+                9,
+                RaftRequest::Step(mpreg::rpc::Step {
+                    fun: "echo".into(),
+                    function_id: Some("f1".into()),
+                    version: semver::Version::new(1, 2, 3),
+                    locs: vec!["gpu".into()],
+                    args_json: r#"[["x"],{"k":1}]"#.into(),
+                    timeout_ms: 500,
+                }),
+            ),
+        ),
+        (
+            "reply_pong",
+            PeerFrame::Reply {
+                id: 1,
+                reply: RaftReply::Pong,
+            },
+        ),
+        ("cancel", PeerFrame::Cancel { id: 9 }),
+        ("done", PeerFrame::Done),
+        ("retire", PeerFrame::Retire),
+    ]
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = corpus(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+#[test]
+#[ignore = "writes the seed corpora; run on purpose after a frame changes"]
+fn write_seed_corpora() {
+    let h = |c, n, f| encode_frame(&PeerFrame::Hello(hello(c, n, f))).unwrap();
+    write("peer_hello", "node", &h(Some("cluster-a"), Some(7), true));
+    write("peer_hello", "tool", &h(None, None, false));
+    write("peer_hello", "join", &h(Some("cluster-a"), None, false));
+    let mut lying = vec![0, PEER_PROTOCOL as u8, 1, 253];
+    lying.extend((1u64 << 62).to_le_bytes());
+    write("peer_hello", "lying_length", &lying);
+    write("peer_hello", "protocol_3", &[0, 3, 1, 1, b'c', 1, 7, 0]);
+    for (name, frame) in peer_frames() {
+        write("peer_frame", name, &encode_frame(&frame).unwrap());
+    }
+    let client = [
+        (
+            "call",
+            r#"{"role":"rpc","u":"1","cmds":[{"name":"a","fun":"echo","args":[1],"locs":[]}]}"#,
+        ),
+        (
+            "dag",
+            r#"{"role":"rpc","u":"2","cmds":[{"name":"a","fun":"echo","args":[1]},{"name":"b","fun":"echos","args":["a",{"x":"a"}],"kwargs":{"y":"a"}},{"name":"c","fun":"echo","args":["b"],"version_constraint":">=1.0.0"}],"return_intermediate_results":true}"#,
+        ),
+        ("bad_role", r#"{"role":"nope","u":"3","cmds":[]}"#),
+        (
+            "register",
+            r#"{"role":"register","u":"4","functions":[{"name":"f","function_id":"f","version":"1.0.0","resources":["cpu"]}]}"#,
+        ),
+        ("call_result", r#"{"role":"call-result","u":"5","r":42}"#),
+        ("truncated", r#"{"role":"rpc","u":"6","cmds":[{"name""#),
+    ];
+    for (name, json) in client {
+        write("client_frame", name, json.as_bytes());
+    }
+    let plans = [
+        ("one", r#"[{"name":"a","fun":"f","args":[1]}]"#),
+        (
+            "chain",
+            r#"[{"name":"a","fun":"f"},{"name":"b","fun":"f","args":["a"]},{"name":"c","fun":"f","kwargs":{"k":"b"}}]"#,
+        ),
+        (
+            "diamond",
+            r#"[{"name":"a","fun":"f"},{"name":"b","fun":"f","args":["a"]},{"name":"c","fun":"f","args":["a"]},{"name":"d","fun":"f","args":["b","c"]}]"#,
+        ),
+        (
+            "cycle",
+            r#"[{"name":"a","fun":"f","args":["b"]},{"name":"b","fun":"f","args":["a"]}]"#,
+        ),
+        ("self", r#"[{"name":"a","fun":"f","args":["a"]}]"#),
+        (
+            "duplicate",
+            r#"[{"name":"a","fun":"f"},{"name":"a","fun":"g"}]"#,
+        ),
+    ];
+    for (name, json) in plans {
+        write("dag_plan", name, json.as_bytes());
+    }
+    let settings = [
+        (
+            "seed",
+            "[mpreg]\nhost = \"127.0.0.1\"\nport = 0\nname = \"n\"\ncluster_id = \"c\"\nresources = [\"cpu\"]\npeers = [\"ws://127.0.0.1:9001\"]\nmonitoring_enabled = false\n\n[mpreg.persistence_config]\nmode = \"sqlite\"\ndata_dir = \"/tmp/d\"\n",
+        ),
+        (
+            "exposed",
+            "[mpreg]\nhost = \"0.0.0.0\"\ninsecure_peers = false\n",
+        ),
+        (
+            "env",
+            "MPREG_PORT=9000\nMPREG_PEERS=ws://a:1,ws://b:2\nMPREG_INSECURE_PEERS=yes\nMPREG_CLUSTER_SECRET_FILE=/etc/s\n",
+        ),
+        ("bad", "[mpreg]\nport = 99999\n"),
+    ];
+    for (name, text) in settings {
+        write("settings", name, text.as_bytes());
+    }
+}
