@@ -95,6 +95,20 @@ pub struct Observations {
     /// settled at one per other live member or when [`CONNECTIONS_BOUND`] ran out (empty:
     /// the replicas never converged, so nothing was measured).
     pub peer_connections: BTreeMap<String, usize>,
+    /// A removed member's campaign (`Action::Campaign`), if the scenario has one.
+    pub campaign: Option<Campaign>,
+}
+
+/// What a rogue campaign asked and got.
+#[derive(Debug, Clone, Default)]
+pub struct Campaign {
+    /// The highest term any node was in when it began.
+    pub start_term: u64,
+    pub requests: u64,
+    /// Requests answered (granted or not); the rest failed to connect or timed out.
+    pub answered: u64,
+    pub granted: u64,
+    pub highest_term_asked: u64,
 }
 
 /// What the harness knows of a node.
@@ -421,6 +435,69 @@ fn add_client(
     });
 }
 
+/// Adds host `rogue`, which holds the cluster secret and campaigns as member `id` (one
+/// that left): each round it asks every live node for its vote at a term 10 above the
+/// last, claiming a log longer than anyone's, and records what it got.
+fn add_rogue(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Shared,
+    trace: &Trace,
+    seed: u64,
+    id: u64,
+    rounds: u32,
+    every: Duration,
+) {
+    use mpreg::control::raft::{RaftReply, RaftRequest};
+    use openraft::raft::VoteRequest;
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    let (world, trace) = (world.clone(), trace.clone());
+    let start_term = world
+        .borrow()
+        .nodes
+        .values()
+        .map(|s| s.term)
+        .max()
+        .unwrap_or(0);
+    world.borrow_mut().obs.campaign = Some(Campaign {
+        start_term,
+        ..Campaign::default()
+    });
+    sim.client("rogue", async move {
+        let env = sim_env(seed, "rogue");
+        for round in 1..=u64::from(rounds) {
+            tokio::time::sleep(every).await;
+            let term = start_term + 10 * round;
+            let live = world.borrow().live();
+            for node in live {
+                let last = LogId::new(CommittedLeaderId::new(term, id), 1 << 40);
+                let req = VoteRequest::new(Vote::new(term, id), Some(last));
+                let mut peer =
+                    PeerClient::to_addr(env.clone(), format!("{node}:{PORT}"), sim_secret());
+                let reply = peer
+                    .call(RaftRequest::Vote(req), Duration::from_millis(500))
+                    .await;
+                let granted = match &reply {
+                    Ok(RaftReply::Vote(Ok(r))) => Some(r.vote_granted),
+                    _ => None,
+                };
+                trace.record(
+                    "rogue",
+                    format!("vote at term {term} from {node}: {granted:?}"),
+                );
+                let mut w = world.borrow_mut();
+                let c = w.obs.campaign.get_or_insert_with(Campaign::default);
+                c.requests += 1;
+                c.highest_term_asked = term;
+                if let Some(g) = granted {
+                    c.answered += 1;
+                    c.granted += u64::from(g);
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
 /// Adds RPC client host `r{i}`: it sends the workload's requests through a
 /// `ClusterClient` seeded with every initial node (its own first).
 fn add_rpc_client(
@@ -696,6 +773,27 @@ impl Harness<'_> {
             Action::Calm => {
                 self.set_links(0.0, Duration::from_millis(5));
                 "calm".to_owned()
+            }
+            Action::Campaign {
+                target,
+                rounds,
+                every_ms,
+            } => {
+                let targets = self.resolve(target);
+                let Some(member) = targets.first() else {
+                    return;
+                };
+                let id = self.world.borrow().nodes[member].raft_id;
+                add_rogue(
+                    &mut self.sim,
+                    &self.world,
+                    &self.trace,
+                    self.seed,
+                    id,
+                    *rounds,
+                    Duration::from_millis(*every_ms),
+                );
+                format!("campaign as {member} ({id:016x}), {rounds} rounds")
             }
         };
         let line = format!("{:>6}ms {description}", event.at_ms);

@@ -123,6 +123,14 @@ pub enum Action {
     Links { fail_rate: f64, max_latency_ms: u64 },
     /// Links back to normal (no loss, 1–5 ms latency).
     Calm,
+    /// A rogue host holding the cluster secret campaigns as `target` (a member that left:
+    /// its Raft id): every `every_ms`, `rounds` times, it asks every live node for its vote
+    /// at an ever higher term, claiming a log longer than anyone's (Raft §6).
+    Campaign {
+        target: Target,
+        rounds: u32,
+        every_ms: u64,
+    },
 }
 
 /// Which node a fault hits, resolved when it fires.

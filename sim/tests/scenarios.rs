@@ -100,6 +100,7 @@ scenario_tests!(
     majority_partition,
     minority_partition,
     random_links,
+    removed_member_campaigns,
     rolling_restart,
     rpc_churn,
     rpc_node_crash,

@@ -7,6 +7,7 @@ mod callable_everywhere;
 mod convergence;
 mod election_safety;
 mod linearizable_reads;
+mod no_disruption;
 mod no_lost_ack;
 mod one_connection_per_pair;
 mod planted;
@@ -21,7 +22,7 @@ pub use planted::leader_never_changes;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 9] = [
+pub const ALL: [(&str, Checker); 10] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -36,6 +37,10 @@ pub const ALL: [(&str, Checker); 9] = [
     (
         "one peer connection per node pair after healing",
         one_connection_per_pair::check,
+    ),
+    (
+        "a removed member's campaign disrupts nothing",
+        no_disruption::check,
     ),
 ];
 

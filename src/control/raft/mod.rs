@@ -9,6 +9,7 @@ mod network;
 mod runtime;
 mod sqlite_store;
 mod store;
+mod vote_guard;
 
 use std::io::Cursor;
 
