@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use mpreg::control::raft::{
-    Caller, PEER_PROTOCOL, PeerFrame, PeerHello, RaftReply, RaftRequest, encode_frame,
+    Caller, MIN_PEER_PROTOCOL, PEER_PROTOCOL, PeerFrame, PeerHello, RaftReply, RaftRequest,
+    encode_frame,
 };
 use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -49,6 +50,7 @@ fn every_fuzz_corpus_replays_without_a_panic() {
 fn hello(cluster: Option<&str>, node: Option<u64>, from: bool) -> PeerHello {
     PeerHello {
         protocol: PEER_PROTOCOL,
+        min_protocol: MIN_PEER_PROTOCOL,
         cluster: cluster.map(str::to_owned),
         node,
         from: from.then(|| Caller {
@@ -82,6 +84,7 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
         (
             "challenge",
             PeerFrame::Challenge {
+                protocol: PEER_PROTOCOL,
                 nonce: [1; 32],
                 proof: [2; 32],
             },
@@ -157,6 +160,13 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
             },
         ),
         ("cancel", PeerFrame::Cancel { id: 9 }),
+        (
+            "unsupported",
+            PeerFrame::Unsupported {
+                id: 9,
+                why: "a later kind".into(),
+            },
+        ),
         ("done", PeerFrame::Done),
         ("retire", PeerFrame::Retire),
     ]
@@ -175,10 +185,26 @@ fn write_seed_corpora() {
     write("peer_hello", "node", &h(Some("cluster-a"), Some(7), true));
     write("peer_hello", "tool", &h(None, None, false));
     write("peer_hello", "join", &h(Some("cluster-a"), None, false));
-    let mut lying = vec![0, PEER_PROTOCOL as u8, 1, 253];
+    let mut lying = vec![0, 4, 1, 253];
     lying.extend((1u64 << 62).to_le_bytes());
+    write("peer_hello", "bincode_lying_length", &lying);
+    write(
+        "peer_hello",
+        "bincode_protocol_3",
+        &[0, 3, 1, 1, b'c', 1, 7, 0],
+    );
+    // A MessagePack hello whose cluster id claims 4 GiB (str32).
+    let mut h = hello(Some("c"), None, false);
+    h.cluster = Some("c".repeat(300));
+    let honest = encode_frame(&PeerFrame::Hello(h)).unwrap();
+    let at = honest
+        .windows(3)
+        .position(|w| w == [0xda, 0x01, 0x2c])
+        .unwrap();
+    let mut lying = honest[..at].to_vec();
+    lying.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
+    lying.extend(&honest[at + 3 + 300..]);
     write("peer_hello", "lying_length", &lying);
-    write("peer_hello", "protocol_3", &[0, 3, 1, 1, b'c', 1, 7, 0]);
     for (name, frame) in peer_frames() {
         write("peer_frame", name, &encode_frame(&frame).unwrap());
     }

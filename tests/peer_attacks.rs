@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use mpreg::control::raft::{
-    PEER_PROTOCOL, PeerClient, PeerFrame, PeerHello, RAFT_PATH, RaftRequest, decode_frame,
-    encode_frame,
+    MIN_PEER_PROTOCOL, PEER_PROTOCOL, PeerClient, PeerFrame, PeerHello, RAFT_PATH, RaftRequest,
+    decode_frame, encode_frame, hello_transcript,
 };
 use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
 use mpreg::env::{Env, SharedRng};
@@ -113,6 +113,7 @@ async fn raw_peer(n: &RunningNode) -> Raw {
 fn hello(nonce_seed: u64) -> PeerHello {
     PeerHello {
         protocol: PEER_PROTOCOL,
+        min_protocol: MIN_PEER_PROTOCOL,
         cluster: None,
         node: None,
         from: None,
@@ -160,26 +161,39 @@ async fn expect_closed(ws: &mut Raw, what: &str) {
 async fn prove_as(ws: &mut Raw, secret: &ClusterSecret, h: &PeerHello) -> (Vec<u8>, Vec<u8>) {
     let hello_bytes = encode_frame(&PeerFrame::Hello(h.clone())).unwrap();
     send_bytes(ws, hello_bytes.clone()).await;
-    let Some(PeerFrame::Challenge { nonce, proof }) = recv(ws).await else {
+    let Some(PeerFrame::Challenge {
+        protocol,
+        nonce,
+        proof,
+    }) = recv(ws).await
+    else {
         panic!("no challenge");
     };
+    let t = hello_transcript(&hello_bytes, protocol);
     assert!(handshake::verify(
         secret,
         Side::Acceptor,
-        &hello_bytes,
+        &t,
         &nonce,
         &proof
     ));
-    let mine = handshake::prove(secret, Side::Dialler, &hello_bytes, &nonce);
+    let mine = handshake::prove(secret, Side::Dialler, &t, &nonce);
     let proof_bytes = encode_frame(&PeerFrame::Proof(mine)).unwrap();
     send_bytes(ws, proof_bytes.clone()).await;
     (hello_bytes, proof_bytes)
 }
 
-/// bincode's u64 varint marker and value: a length prefix claiming `n`.
-fn claim(n: u64) -> Vec<u8> {
-    let mut v = vec![253];
-    v.extend(n.to_le_bytes());
+/// `honest` with the 300-byte string in it (a MessagePack str16) replaced by a str32 header
+/// claiming 4 GiB, the most a MessagePack length can claim: a frame of a few dozen bytes.
+fn lying(honest: &[u8]) -> Vec<u8> {
+    let header = [0xda, 0x01, 0x2c];
+    let at = honest
+        .windows(3)
+        .position(|w| w == header)
+        .expect("the 300-byte string's header");
+    let mut v = honest[..at].to_vec();
+    v.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
+    v.extend(&honest[at + 3 + 300..]);
     v
 }
 
@@ -200,14 +214,23 @@ fn create_queue(name: &str) -> CatalogCommand {
 async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
     let nodes = cluster().await;
     let before = shape(&nodes[0]);
-    // Before the hello: a hello whose cluster id claims 2^62 bytes (15 bytes in all).
+    // Before the hello: a hello whose cluster id claims 4 GiB.
     let mut ws = raw_peer(&nodes[0]).await;
-    let mut frame = vec![0, PEER_PROTOCOL as u8, 1];
-    frame.extend(claim(1 << 62));
-    send_bytes(&mut ws, frame).await;
+    let h = PeerHello {
+        cluster: Some("c".repeat(300)),
+        ..hello(0)
+    };
+    send_bytes(&mut ws, lying(&encode_frame(&PeerFrame::Hello(h)).unwrap())).await;
     expect_closed(&mut ws, "lying hello").await;
+    // The 15-byte bincode frame that used to abort the node (a hello of the previous
+    // encoding whose cluster id claims 2^62 bytes).
+    let mut ws = raw_peer(&nodes[0]).await;
+    let mut old = vec![0, 4, 1, 253];
+    old.extend((1u64 << 62).to_le_bytes());
+    send_bytes(&mut ws, old).await;
+    expect_closed(&mut ws, "lying bincode hello").await;
 
-    // After a proved hello: a catalog write whose queue name claims 2^62 bytes.
+    // After a proved hello: a catalog write whose queue name claims 4 GiB.
     let mut ws = raw_peer(&nodes[0]).await;
     prove_as(&mut ws, &secret(), &hello(1)).await;
     assert!(matches!(
@@ -223,16 +246,7 @@ async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
         },
     })
     .unwrap();
-    // The name's prefix is 251 then 300 as a u16; put a claim of 2^62 in its place.
-    let prefix = [251u8, 44, 1];
-    let at = honest
-        .windows(3)
-        .position(|w| w == prefix)
-        .expect("the name's length prefix");
-    let mut lying = honest[..at].to_vec();
-    lying.extend(claim(1 << 62));
-    lying.extend(&honest[at + 3 + 300..]);
-    send_bytes(&mut ws, lying).await;
+    send_bytes(&mut ws, lying(&honest)).await;
     expect_closed(&mut ws, "lying write").await;
 
     assert!(!has_queue(&nodes[0], &name));
@@ -311,10 +325,14 @@ async fn a_process_without_the_secret_is_refused_every_request() {
         let h = hello(3);
         let hello_bytes = encode_frame(&PeerFrame::Hello(h)).unwrap();
         send_bytes(&mut ws, hello_bytes.clone()).await;
-        let Some(PeerFrame::Challenge { nonce, .. }) = recv(&mut ws).await else {
+        let Some(PeerFrame::Challenge {
+            protocol, nonce, ..
+        }) = recv(&mut ws).await
+        else {
             panic!("no challenge");
         };
-        let forged = handshake::prove(&wrong, Side::Dialler, &hello_bytes, &nonce);
+        let t = hello_transcript(&hello_bytes, protocol);
+        let forged = handshake::prove(&wrong, Side::Dialler, &t, &nonce);
         send(&mut ws, &PeerFrame::Proof(forged)).await;
         send(&mut ws, &PeerFrame::Request { id: 1, req }).await;
         match recv(&mut ws).await {

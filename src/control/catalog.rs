@@ -299,7 +299,7 @@ impl Catalog {
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Catalog, SnapshotError> {
         // A snapshot may come from a peer (InstallSnapshot): decoded under the frame's limit.
-        crate::fabric::codec::decode(bytes, crate::fabric::codec::MAX_DECODE_BYTES)
+        crate::fabric::codec::decode_stored(bytes)
             .map_err(|e| SnapshotError(e.to_string()))
     }
 

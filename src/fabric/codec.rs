@@ -1,17 +1,24 @@
-//! Peer frames as bytes: bincode 2 (standard config), decoded under a limit.
+//! Bytes in and out, every decode bounded by the bytes received.
 //!
-//! bincode allocates a string or byte buffer as long as the length prefix claims before it
-//! reads the bytes, so without a limit a 15-byte frame claiming 2^62 bytes aborts the
-//! process. Every decode here runs under `with_limit`, sized from the frame: bincode counts
-//! against it the claimed bytes of every string and buffer and the in-memory size of every
-//! number (a varint of one byte counts as up to 8), so a limit of 8× the frame admits every
-//! frame a peer can honestly send, and refuses any claim of more than that before
-//! allocating. The limit is a type-level constant in bincode, so it comes from a ladder of
-//! powers of 8: a claim can never exceed 64× the frame's length (4 KiB for small frames).
+//! **Peer frames** ([`encode`], [`decode`]) are MessagePack with named fields (rmp-serde):
+//! self-describing, so a later build may add a field (`#[serde(default)]` on the reading
+//! side; a reader ignores fields it does not know) or a message kind (a reader that does not
+//! know it says so, see `Frame::Unsupported`), and nodes of both builds still run one
+//! cluster. Decoding from a slice checks that a string or byte string the frame claims is
+//! there before it touches it (and borrows it), so a length prefix claiming 2^62 bytes is an
+//! error, not an allocation; nesting is limited to [`MAX_DEPTH`]. The one allocation a claim
+//! can steer is a sequence's first reservation, which serde caps at 1 MiB whatever the claim,
+//! and which then grows only with the elements actually read.
 //!
-//! Sequences are the one thing the limit does not count (bincode's serde adapter leaves them
-//! to serde): serde preallocates at most 1 MiB for a claimed length, and then grows with the
-//! elements actually read, so a lying sequence costs at most that, briefly.
+//! **Stored values** ([`encode_stored`], [`decode_stored`]: catalog snapshots, which also
+//! travel inside a snapshot frame as opaque bytes) stay bincode 2, the data directory's
+//! format. bincode allocates what a length prefix claims before reading it, so those decodes
+//! run under `with_limit`, sized from the input: bincode counts against it the claimed bytes
+//! of every string and buffer and the in-memory size of every number (a one-byte varint
+//! counts as up to 8), so a limit of 8× the input admits every honest value and refuses any
+//! claim beyond that before allocating. The limit is a type-level constant in bincode, so it
+//! comes from a ladder of powers of 8: a claim never exceeds 64× the input (4 KiB for small
+//! inputs).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,23 +30,26 @@ pub enum CodecError {
     TooLarge { len: usize, max: usize },
     #[error("malformed frame: {0}")]
     Malformed(String),
-    #[error("{0} trailing bytes after the frame")]
+    #[error("{0} trailing bytes after the value")]
     Trailing(usize),
     #[error("cannot encode frame: {0}")]
     Encode(String),
 }
 
-/// The largest frame any decode here accepts (a catalog snapshot travels in one frame).
+/// The largest frame or stored value any decode here accepts (a catalog snapshot travels
+/// in one frame).
 pub const MAX_DECODE_BYTES: usize = 64 << 20;
 
-/// `value` as bytes.
+/// Deepest nesting a peer frame may have: frames are a few levels of structs, and function
+/// arguments travel as JSON text, so anything deeper is hostile (and would cost stack).
+pub const MAX_DEPTH: usize = 64;
+
+/// A peer frame as bytes.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| CodecError::Encode(e.to_string()))
+    rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// Decodes all of `bytes` as a `T`, refusing frames over `max` bytes and claims the frame
-/// cannot back (see the module doc).
+/// Decodes a peer frame of at most `max` bytes (see the module doc).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
     let max = max.min(MAX_DECODE_BYTES);
     if bytes.len() > max {
@@ -48,22 +58,42 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max,
         });
     }
-    let (value, read) = decode_prefix(bytes)?;
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// A stored value as bytes (bincode 2, standard config).
+pub fn encode_stored<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes all of `bytes` as a stored `T`, under a limit sized from them (module doc).
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_DECODE_BYTES {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max: MAX_DECODE_BYTES,
+        });
+    }
+    let (value, read) = decode_stored_prefix(bytes)?;
     match bytes.len() - read {
         0 => Ok(value),
         n => Err(CodecError::Trailing(n)),
     }
 }
 
-/// Decodes a `T` from the start of `bytes` (any bytes after it are left), under the limit.
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+/// Decodes a stored `T` from the start of `bytes` (any bytes after it are left), under the
+/// limit; also reads the bincode hellos of builds before peer protocol 5.
+pub fn decode_stored_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
     use bincode::config::standard;
     macro_rules! under {
         ($limit:expr) => {
             bincode::serde::decode_from_slice(bytes, standard().with_limit::<{ $limit }>())
         };
     }
-    // 8 bytes of claim per byte of frame (see the module doc), rounded up the ladder.
+    // 8 bytes of claim per byte of input (see the module doc), rounded up the ladder.
     let claim = bytes.len().saturating_mul(8);
     let decoded = match claim {
         0..=0x1000 => under!(0x1000),
@@ -81,8 +111,7 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
 mod tests {
     use super::*;
 
-    /// bincode's varint for `n` (standard config): one byte below 251, else a marker and
-    /// the little-endian value.
+    /// bincode's varint for `n` (standard config): marker 253, then the u64.
     fn varint(n: u64) -> Vec<u8> {
         let mut v = vec![253];
         v.extend(n.to_le_bytes());
@@ -91,45 +120,96 @@ mod tests {
 
     #[test]
     fn a_length_prefix_claiming_more_than_the_frame_is_refused_before_allocating() {
-        // Some(String) whose length claims 2^62 bytes: without the limit this aborts the
-        // process (allocation failure), here it is a clean error.
+        // MessagePack str32 claiming 4 GiB, bin32 the same, an array32 of 4 Gi elements.
+        for lying in [
+            vec![0xdb, 0xff, 0xff, 0xff, 0xff, b'x'],
+            vec![0xc6, 0xff, 0xff, 0xff, 0xff, 1],
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff, 1],
+        ] {
+            assert!(decode::<String>(&lying, 1024).is_err());
+            assert!(decode::<Vec<u8>>(&lying, 1024).is_err());
+            assert!(decode::<Vec<String>>(&lying, 1024).is_err());
+        }
+        // Stored values: Some(String) whose length claims 2^62 bytes.
         let mut frame = vec![1];
         frame.extend(varint(1 << 62));
-        let r = decode::<Option<String>>(&frame, 1024);
+        let r = decode_stored::<Option<String>>(&frame);
         assert!(matches!(r, Err(CodecError::Malformed(_))), "{r:?}");
-        // A byte buffer the same way.
-        let r = decode::<Vec<u8>>(&varint(1 << 40), 1024);
-        assert!(r.is_err());
+        assert!(decode_stored::<Vec<u8>>(&varint(1 << 40)).is_err());
     }
 
     #[test]
-    fn honest_frames_of_every_size_decode() {
+    fn nesting_beyond_the_depth_limit_is_refused() {
+        // 100 nested one-element arrays around a 0.
+        let mut deep = vec![0x91; 100];
+        deep.push(0);
+        let r = decode::<serde_json::Value>(&deep, 1024);
+        assert!(r.is_err(), "{r:?}");
+        let mut shallow = vec![0x91; 10];
+        shallow.push(0);
+        assert!(decode::<serde_json::Value>(&shallow, 1024).is_ok());
+    }
+
+    #[test]
+    fn honest_values_of_every_size_decode() {
         for len in [0usize, 1, 100, 5000, 70_000, 3 << 20] {
             let s = "x".repeat(len);
             let v: Vec<u64> = (0..(len as u64 / 64)).map(|i| i << 40).collect();
-            let bytes = encode(&(s.clone(), v.clone(), u64::MAX)).unwrap();
+            let value = (s.clone(), v.clone(), u64::MAX);
+            let bytes = encode(&value).unwrap();
             let back: (String, Vec<u64>, u64) = decode(&bytes, MAX_DECODE_BYTES).unwrap();
-            assert_eq!(back, (s, v, u64::MAX));
-            // Numbers only: every varint counts as 8 bytes against the limit.
+            assert_eq!(back, value);
+            let stored = encode_stored(&value).unwrap();
+            assert_eq!(
+                decode_stored::<(String, Vec<u64>, u64)>(&stored).unwrap(),
+                value
+            );
+            // Numbers only: every varint counts as 8 bytes against bincode's limit.
             let nums: Vec<u64> = (0..len as u64).collect();
-            let bytes = encode(&nums).unwrap();
-            assert_eq!(decode::<Vec<u64>>(&bytes, MAX_DECODE_BYTES).unwrap(), nums);
+            let bytes = encode_stored(&nums).unwrap();
+            assert_eq!(decode_stored::<Vec<u64>>(&bytes).unwrap(), nums);
         }
     }
 
     #[test]
-    fn oversized_and_trailing_frames_are_refused() {
+    fn fields_a_reader_does_not_know_are_ignored_and_missing_ones_defaulted() {
+        #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Old {
+            a: u32,
+        }
+        #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct New {
+            a: u32,
+            #[serde(default)]
+            b: Option<String>,
+        }
+        let new = encode(&New {
+            a: 1,
+            b: Some("x".into()),
+        })
+        .unwrap();
+        assert_eq!(decode::<Old>(&new, 100).unwrap(), Old { a: 1 });
+        let old = encode(&Old { a: 2 }).unwrap();
+        assert_eq!(decode::<New>(&old, 100).unwrap(), New { a: 2, b: None });
+    }
+
+    #[test]
+    fn oversized_and_trailing_values_are_refused() {
         let bytes = encode(&"hello").unwrap();
         assert!(matches!(
             decode::<String>(&bytes, 3),
             Err(CodecError::TooLarge { len: 6, max: 3 })
         ));
-        let mut long = bytes.clone();
+        let stored = encode_stored(&"hello").unwrap();
+        let mut long = stored.clone();
         long.push(0);
         assert!(matches!(
-            decode::<String>(&long, 100),
+            decode_stored::<String>(&long),
             Err(CodecError::Trailing(1))
         ));
-        assert_eq!(decode_prefix::<String>(&long).unwrap().1, bytes.len());
+        assert_eq!(
+            decode_stored_prefix::<String>(&long).unwrap().1,
+            stored.len()
+        );
     }
 }

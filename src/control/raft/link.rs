@@ -27,153 +27,30 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::frame::{
+    Caller, Frame, Hello, Incoming, MAX_FRAME_BYTES, MIN_PEER_PROTOCOL, PEER_PROTOCOL, PeerWs,
+    RAFT_PATH, encode, next_incoming,
+};
+use super::hello::{Welcomed, say_hello, welcome};
 use super::network::{PeerService, RaftReply, RaftRequest, answer};
-use crate::env::{BoxStream, Env};
+use crate::env::Env;
+use crate::fabric::ClusterSecret;
 use crate::fabric::budget::{self, Reading, Unwritten};
-use crate::fabric::handshake::{self, Nonce, Proof, RefusalLog, Side};
-use crate::fabric::{ClusterSecret, codec};
+use crate::fabric::handshake::{self, RefusalLog};
 use crate::rpc::StepOutcome;
 use crate::transport::websocket_config;
-
-/// Largest frame on a peer link (snapshots travel in one).
-pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
 
 /// How long opening a link (TCP, WebSocket handshake, hello) may take, whatever the call's
 /// deadline: a peer that is gone or cut off never answers, and a forwarded step should move
 /// on to another node well before its request's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The path a peer's WebSocket handshake asks for; it marks the connection as Raft's.
-pub const RAFT_PATH: &str = "/_mpreg/raft";
-
-pub(crate) type PeerWs = WebSocketStream<BoxStream>;
-
-/// The peer protocol this build speaks; bump it whenever a frame, request or reply changes
-/// its encoding. bincode is not self-describing, so nodes of two builds that disagree would
-/// otherwise fail mid-conversation; the hello lets the serving node refuse at once, saying
-/// why. It stays `Frame`'s first variant with the version as its first field, so that any
-/// later build can still read the version when the rest of the frame has changed.
-pub const PEER_PROTOCOL: u32 = 4;
-
 /// How long an accepted link may take to say hello, and then to prove itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest hello or proof frame read before a peer has proved itself: a hello is a
-/// cluster id, two addresses and a nonce, so anything bigger is not one.
-const MAX_HELLO_BYTES: usize = 4096;
-
-/// A node introducing itself in its hello: its Raft id and the address its peers know it
-/// by, so that the node it dialled can use the connection as its own link back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
-    pub id: u64,
-    pub addr: String,
-}
-
-/// The dialler's first frame: its peer protocol ([`PEER_PROTOCOL`]), its cluster id
-/// (`None`: a tool, not a node), the node it means to reach (`None`: whichever node is at
-/// the address), who it is (`None`: a tool, or a node that wants no calls back on this
-/// connection, such as a join), and its fresh nonce for the challenge-response
-/// (`fabric::handshake`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    pub protocol: u32,
-    pub cluster: Option<String>,
-    pub node: Option<u64>,
-    pub from: Option<Caller>,
-    pub nonce: Nonce,
-}
-
-/// What travels on a link. Before the dialler has proved itself the acceptor reads only
-/// `Hello` and then `Proof`; anything else closes the connection.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Frame {
-    Hello(Hello),
-    /// The answer to `Hello`: accepted, or why not.
-    Welcome(Result<(), String>),
-    /// The acceptor's answer to a hello of this protocol: its nonce, and its proof that it
-    /// holds the cluster secret.
-    Challenge {
-        nonce: Nonce,
-        proof: Proof,
-    },
-    /// The dialler's proof that it holds the cluster secret.
-    Proof(Proof),
-    Request {
-        id: u64,
-        req: RaftRequest,
-    },
-    Reply {
-        id: u64,
-        reply: RaftReply,
-    },
-    /// The sender no longer waits for its request `id`: a forwarded step stops running.
-    Cancel {
-        id: u64,
-    },
-    /// The sender waits for nothing more on this connection and will send no request on
-    /// it (it talks to this peer on another one).
-    Done,
-    /// As `Done`, because a call of the sender's missed its deadline here: the receiver
-    /// sends no new request on it either (both move to a new connection), but still gets
-    /// answers to the ones it sent.
-    Retire,
-}
-
-fn encode<T: Serialize>(value: &T) -> io::Result<Message> {
-    codec::encode(value)
-        .map(Message::binary)
-        .map_err(io::Error::other)
-}
-
-/// Decodes `bytes` of at most `max` bytes, every claimed length bounded by the frame
-/// (`fabric::codec`).
-fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> io::Result<T> {
-    codec::decode(bytes, max).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// A peer frame as bytes (tests and tools that speak the peer protocol by hand).
-pub fn encode_frame(frame: &Frame) -> io::Result<Vec<u8>> {
-    codec::encode(frame).map_err(io::Error::other)
-}
-
-/// The frame in `bytes`, decoded as a node decodes it.
-pub fn decode_frame(bytes: &[u8]) -> io::Result<Frame> {
-    decode(bytes, MAX_FRAME_BYTES)
-}
-
-/// The next binary frame, decoded; `None` when the peer closed.
-async fn next_frame<S>(ws: &mut S) -> io::Result<Option<Frame>>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    next_binary(ws)
-        .await?
-        .map(|b| decode(&b, MAX_FRAME_BYTES))
-        .transpose()
-}
-
-/// The next binary frame's bytes; `None` when the peer closed.
-async fn next_binary<S>(ws: &mut S) -> io::Result<Option<tokio_tungstenite::tungstenite::Bytes>>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    while let Some(msg) = ws.next().await {
-        match msg.map_err(io::Error::other)? {
-            Message::Binary(b) => return Ok(Some(b)),
-            Message::Close(_) => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(None)
-}
 
 type Pending = BTreeMap<u64, oneshot::Sender<RaftReply>>;
 
@@ -268,6 +145,10 @@ pub(crate) struct Endpoint {
     secret: ClusterSecret,
     /// Refused hellos and proofs, logged at most once per interval.
     refusals: RefusalLog,
+    /// Speaks the next build's protocol too (tests of rolling upgrades: `super::next`).
+    next: bool,
+    /// What this node saw of the other build, when `next`.
+    pub(crate) upgrade: super::next::UpgradeStats,
     me: OnceLock<Caller>,
     service: OnceLock<Weak<PeerService>>,
     open: AtomicUsize,
@@ -276,12 +157,28 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint whose connections prove `secret`.
-    pub(crate) fn with_secret(secret: ClusterSecret) -> Endpoint {
+    /// An endpoint whose connections prove `secret`; with `next`, it speaks the next
+    /// build's protocol as well (`super::next`).
+    pub(crate) fn new(secret: ClusterSecret, next: bool) -> Endpoint {
         Endpoint {
             secret,
+            next,
             ..Endpoint::default()
         }
+    }
+
+    /// The oldest and newest peer protocols this node speaks.
+    pub(crate) fn protocols(&self) -> (u32, u32) {
+        (MIN_PEER_PROTOCOL, PEER_PROTOCOL + u32::from(self.next))
+    }
+
+    pub(crate) fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    /// Whether this node speaks the next build's protocol (`super::next`).
+    pub(crate) fn speaks_next(&self) -> bool {
+        self.next
     }
 
     /// Sets who this node is; hellos name nobody before (a node learns its id at start).
@@ -553,7 +450,9 @@ impl Link {
     /// One RPC within `ttl` (connecting first if needed, within the same deadline). A
     /// missed deadline breaks the link.
     pub(crate) async fn call(&self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
-        self.exchange(req, ttl, true).await.map_err(|f| f.error)
+        self.exchange(Outbound::Raft(req), ttl, true)
+            .await
+            .map_err(|f| f.error)
     }
 
     /// A forwarded step: says whether the request left, and a missed deadline does not
@@ -561,15 +460,25 @@ impl Link {
     /// the link). Dropping the future before the answer cancels the step on the peer.
     pub(crate) async fn call_step(
         &self,
-        req: RaftRequest,
+        req: impl Into<Outbound>,
         ttl: Duration,
     ) -> Result<RaftReply, CallFailure> {
-        self.exchange(req, ttl, false).await
+        self.exchange(req.into(), ttl, false).await
+    }
+
+    /// Whether this node speaks the next build's protocol (`super::next`).
+    pub(crate) fn speaks_next(&self) -> bool {
+        self.endpoint.next
+    }
+
+    /// What this node saw of the other build (`super::next`).
+    pub(crate) fn upgrade_stats(&self) -> &super::next::UpgradeStats {
+        &self.endpoint.upgrade
     }
 
     async fn exchange(
         &self,
-        req: RaftRequest,
+        req: Outbound,
         ttl: Duration,
         break_on_timeout: bool,
     ) -> Result<RaftReply, CallFailure> {
@@ -581,7 +490,11 @@ impl Link {
             .map_err(|_| not_sent(timed_out("connect")))?
             .map_err(not_sent)?;
         let id = open.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&Frame::Request { id, req }).map_err(not_sent)?;
+        let frame = match req {
+            Outbound::Raft(req) => encode(&Frame::Request { id, req }),
+            Outbound::Next(req) => encode(&super::next::NextFrame::Request { id, req }),
+        }
+        .map_err(not_sent)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&open.pending);
@@ -700,14 +613,17 @@ impl Link {
             .then(|| self.endpoint.me.get().cloned())
             .flatten();
         let dialled_by = from.as_ref().map_or(0, |me| me.id);
+        let (min_protocol, protocol) = self.endpoint.protocols();
         let hello = Hello {
-            protocol: PEER_PROTOCOL,
+            protocol,
+            min_protocol,
             cluster: self.cluster.clone(),
             node: self.node,
             from,
             nonce: handshake::nonce(&self.env.rng),
         };
-        say_hello(&mut ws, &hello, &self.endpoint.secret, &self.addr).await?;
+        let protocol = say_hello(&mut ws, &hello, &self.endpoint.secret, &self.addr).await?;
+        tracing::debug!(addr = %self.addr, protocol, "peer link open");
         let service = self.endpoint.service();
         let (open, task) = start(ws, dialled_by, self.endpoint.clone(), service);
         tokio::spawn(task);
@@ -715,57 +631,17 @@ impl Link {
     }
 }
 
-/// The dialler's half of the hello (`fabric::handshake`): sends `hello`, checks that the
-/// node at `addr` proves it holds `secret`, proves the same, and waits to be welcomed.
-async fn say_hello(
-    ws: &mut PeerWs,
-    hello: &Hello,
-    secret: &ClusterSecret,
-    addr: &str,
-) -> io::Result<()> {
-    let denied = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
-    let bytes = encode_frame(&Frame::Hello(hello.clone()))?;
-    ws.send(Message::binary(bytes.clone()))
-        .await
-        .map_err(io::Error::other)?;
-    match next_frame(ws).await {
-        Ok(Some(Frame::Challenge { nonce, proof })) => {
-            if !handshake::verify(secret, Side::Acceptor, &bytes, &nonce, &proof) {
-                return Err(denied(format!(
-                    "the node at {addr} and this process do not hold the same cluster \
-                     secret (do both read the same --cluster-secret-file?)"
-                )));
-            }
-            let mine = handshake::prove(secret, Side::Dialler, &bytes, &nonce);
-            ws.send(encode(&Frame::Proof(mine))?)
-                .await
-                .map_err(io::Error::other)?;
-        }
-        Ok(Some(Frame::Welcome(Err(why)))) => return Err(denied(why)),
-        other => return Err(unanswered(other)),
-    }
-    match next_frame(ws).await {
-        Ok(Some(Frame::Welcome(Ok(())))) => Ok(()),
-        Ok(Some(Frame::Welcome(Err(why)))) => Err(denied(why)),
-        other => Err(unanswered(other)),
-    }
+/// A request as it leaves: in this build's words, or (a node speaking the next build's
+/// protocol) in the next build's.
+pub(crate) enum Outbound {
+    Raft(RaftRequest),
+    Next(super::next::NextRequest),
 }
 
-/// A hello the peer did not answer as this build expects: a build that cannot read it
-/// drops the connection without a word.
-fn unanswered(got: io::Result<Option<Frame>>) -> io::Error {
-    let what = match got {
-        Err(e) => e.to_string(),
-        Ok(None) => "it closed the link".to_owned(),
-        Ok(Some(_)) => "it sent another frame".to_owned(),
-    };
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "the peer did not answer the hello ({what}): is it an mpreg node of a build \
-             speaking another peer protocol?"
-        ),
-    )
+impl From<RaftRequest> for Outbound {
+    fn from(req: RaftRequest) -> Outbound {
+        Outbound::Raft(req)
+    }
 }
 
 /// Why a call has no answer, and whether its request left.
@@ -951,14 +827,14 @@ async fn drive(d: Driven) {
             // Read unless over budget: the replies to this side's calls arrive here too, so
             // a busy peer is refused steps (`Served::start`) rather than left unread; only
             // a peer that does not read what it is sent stops being read.
-            frame = next_frame(&mut frames), if reading == Reading::Read => {
+            frame = next_incoming(&mut frames, endpoint.next), if reading == Reading::Read => {
                 last_heard = tokio::time::Instant::now();
                 let mut frame = Some(frame);
                 // Whatever else has arrived already is handled before the replies go out,
                 // so that they leave together.
                 let mut batch = 0;
                 while let Some(f) = frame.take() {
-                    match served.handle(f, &pending, &out) {
+                    match served.handle(f, &pending, &out, &endpoint) {
                         Handled::Continue => {}
                         Handled::PeerDone => {
                             done_there = true;
@@ -973,7 +849,7 @@ async fn drive(d: Driven) {
                     }
                     batch += 1;
                     if batch < READ_BATCH {
-                        frame = next_frame(&mut frames).now_or_never();
+                        frame = next_incoming(&mut frames, endpoint.next).now_or_never();
                     }
                 }
             }
@@ -1025,7 +901,10 @@ pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs, remote: Socke
         }
     };
     let from = match admitted {
-        Ok(Ok(from)) => from,
+        Ok(Ok(Welcomed { from, protocol })) => {
+            tracing::debug!(%remote, protocol, "peer link accepted");
+            from
+        }
         Ok(Err(why)) => {
             endpoint
                 .refusals
@@ -1051,101 +930,6 @@ pub async fn serve_peer(service: Arc<PeerService>, mut ws: PeerWs, remote: Socke
         drop(open);
     }
     task.await;
-}
-
-/// The acceptor's half of the hello (`fabric::handshake`): reads the hello (nothing else),
-/// answers with this node's nonce and proof, reads the dialler's proof (nothing else), and
-/// welcomes it if the proof holds and the hello is for this cluster and node. Returns who
-/// dialled (when it said), or why it was refused; a refused dialler is told why, except
-/// that a failed proof is answered with no detail.
-async fn welcome(
-    service: &PeerService,
-    endpoint: &Endpoint,
-    ws: &mut PeerWs,
-) -> Result<Option<Caller>, String> {
-    let hello_bytes = next_small_frame(ws).await?;
-    let hello = match parse_hello(&hello_bytes) {
-        Some(Ok(hello)) => hello,
-        Some(Err(why)) => return Err(refuse(ws, why).await),
-        None => return Err("the first frame was not a hello".into()),
-    };
-    let nonce = handshake::nonce(&service.env.rng);
-    let proof = handshake::prove(&endpoint.secret, Side::Acceptor, &hello_bytes, &nonce);
-    send(ws, &Frame::Challenge { nonce, proof }).await?;
-    let answer = next_small_frame(ws).await?;
-    let proved = match decode::<Frame>(&answer, MAX_HELLO_BYTES) {
-        Ok(Frame::Proof(p)) => {
-            handshake::verify(&endpoint.secret, Side::Dialler, &hello_bytes, &nonce, &p)
-        }
-        _ => return Err("the frame after the hello was not a proof".into()),
-    };
-    if !proved {
-        let why = "the caller did not prove it holds the cluster secret";
-        return Err(refuse(ws, why.into()).await);
-    }
-    match admit(&hello, &service.cluster_id, service.id) {
-        Ok(from) => {
-            send(ws, &Frame::Welcome(Ok(()))).await?;
-            Ok(from)
-        }
-        Err(why) => Err(refuse(ws, why).await),
-    }
-}
-
-/// The next frame of a peer not yet admitted: at most [`MAX_HELLO_BYTES`].
-async fn next_small_frame(
-    ws: &mut PeerWs,
-) -> Result<tokio_tungstenite::tungstenite::Bytes, String> {
-    match next_binary(ws).await {
-        Ok(Some(b)) if b.len() <= MAX_HELLO_BYTES => Ok(b),
-        Ok(Some(b)) => Err(format!("a {}-byte frame before the proof", b.len())),
-        Ok(None) => Err("closed during the hello".into()),
-        Err(e) => Err(format!("unreadable during the hello: {e}")),
-    }
-}
-
-async fn send(ws: &mut PeerWs, frame: &Frame) -> Result<(), String> {
-    let frame = encode(frame).map_err(|e| e.to_string())?;
-    ws.send(frame).await.map_err(|e| e.to_string())
-}
-
-/// Tells the dialler why it is refused, and returns the reason.
-async fn refuse(ws: &mut PeerWs, why: String) -> String {
-    let _ = send(ws, &Frame::Welcome(Err(why.clone()))).await;
-    let _ = ws.close(None).await;
-    why
-}
-
-/// The hello in `bytes`: `None` if the bytes are no hello at all, `Err` for a hello of
-/// another peer protocol (an older or newer build: its version still leads its hello).
-pub fn parse_hello(bytes: &[u8]) -> Option<Result<Hello, String>> {
-    let protocol = match decode::<Frame>(bytes, MAX_HELLO_BYTES) {
-        Ok(Frame::Hello(hello)) if hello.protocol == PEER_PROTOCOL => return Some(Ok(hello)),
-        Ok(Frame::Hello(hello)) => hello.protocol,
-        Ok(_) => return None,
-        // Another build's hello: variant 0, then the version.
-        Err(_) => match codec::decode_prefix::<(u32, u32)>(bytes) {
-            // This build's own version on an unreadable hello: malformed, not another build.
-            Ok(((0, protocol), _)) if protocol != PEER_PROTOCOL => protocol,
-            _ => return None,
-        },
-    };
-    Some(Err(format!(
-        "this node speaks peer protocol {PEER_PROTOCOL}, the caller {protocol}: run one \
-         mpreg version across the cluster"
-    )))
-}
-
-/// Whether a proved `hello` is for this node (`id`, serving `cluster_id`): if so, who
-/// dialled, if it said.
-fn admit(hello: &Hello, cluster_id: &str, id: u64) -> Result<Option<Caller>, String> {
-    if let Some(c) = hello.cluster.as_ref().filter(|c| *c != cluster_id) {
-        Err(format!("this node is in cluster `{cluster_id}`, not `{c}`"))
-    } else if let Some(n) = hello.node.filter(|n| *n != id) {
-        Err(format!("this is node {id:016x}, not {n:016x}"))
-    } else {
-        Ok(hello.from.clone())
-    }
 }
 
 /// Frames read in one go before the replies they produced are written.
@@ -1190,40 +974,72 @@ impl Served {
 
     fn handle(
         &mut self,
-        frame: io::Result<Option<Frame>>,
+        frame: io::Result<Option<Incoming>>,
         pending: &Mutex<Pending>,
         out: &Outgoing,
+        endpoint: &Endpoint,
     ) -> Handled {
+        let frame = match frame {
+            Ok(Some(Incoming::Frame(f))) => f,
+            Ok(Some(Incoming::Unknown { id, why })) => {
+                // A newer build's request: say so, and keep the connection.
+                let why = format!("this node does not know the request ({why})");
+                if let Ok(frame) = encode(&Frame::Unsupported { id, why }) {
+                    out.push(frame);
+                }
+                return Handled::Continue;
+            }
+            Ok(Some(Incoming::Next { id, req })) => {
+                return match super::next::as_this_build(req, &endpoint.upgrade) {
+                    super::next::Served::As(req) => self.request(id, req, out),
+                    super::next::Served::Answered(reply) => {
+                        if let Ok(frame) = encode(&Frame::Reply { id, reply }) {
+                            out.push(frame);
+                        }
+                        Handled::Continue
+                    }
+                };
+            }
+            Ok(None) | Err(_) => return Handled::End,
+        };
         match frame {
-            Ok(Some(Frame::Reply { id, reply })) => {
+            Frame::Reply { id, reply } => {
                 if let Some(waiter) = lock(pending).remove(&id) {
                     let _ = waiter.send(reply);
                 }
                 Handled::Continue
             }
-            Ok(Some(Frame::Request { id, req })) => match self.service.upgrade() {
-                Some(service) => {
-                    self.start(service, id, req, out);
-                    Handled::Continue
+            Frame::Unsupported { id, why } => {
+                if let Some(waiter) = lock(pending).remove(&id) {
+                    let _ = waiter.send(RaftReply::Unsupported(why));
                 }
-                // This node is gone (or a tool, which serves nothing).
-                None => Handled::End,
-            },
-            Ok(Some(Frame::Cancel { id })) => {
+                Handled::Continue
+            }
+            Frame::Request { id, req } => self.request(id, req, out),
+            Frame::Cancel { id } => {
                 if let Some(step) = self.running.remove(&id) {
                     step.abort();
                     self.answering.remove(&id);
                 }
                 Handled::Continue
             }
-            Ok(Some(Frame::Done)) => Handled::PeerDone,
-            Ok(Some(Frame::Retire)) => Handled::PeerRetired,
+            Frame::Done => Handled::PeerDone,
+            Frame::Retire => Handled::PeerRetired,
             // A second hello or welcome: not a peer we know.
-            Ok(Some(
-                Frame::Hello(_) | Frame::Welcome(_) | Frame::Challenge { .. } | Frame::Proof(_),
-            ))
-            | Ok(None)
-            | Err(_) => Handled::End,
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Challenge { .. } | Frame::Proof(_) => {
+                Handled::End
+            }
+        }
+    }
+
+    fn request(&mut self, id: u64, req: RaftRequest, out: &Outgoing) -> Handled {
+        match self.service.upgrade() {
+            Some(service) => {
+                self.start(service, id, req, out);
+                Handled::Continue
+            }
+            // This node is gone (or a tool, which serves nothing).
+            None => Handled::End,
         }
     }
 
@@ -1271,90 +1087,5 @@ impl Served {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(protocol: u32, cluster: Option<&str>, node: Option<u64>) -> Hello {
-        Hello {
-            protocol,
-            cluster: cluster.map(str::to_owned),
-            node,
-            from: None,
-            nonce: [3; handshake::NONCE_BYTES],
-        }
-    }
-
-    fn bytes(h: &Hello) -> Vec<u8> {
-        encode_frame(&Frame::Hello(h.clone())).unwrap()
-    }
-
-    #[test]
-    fn a_hello_is_admitted_only_for_this_cluster_and_this_node() {
-        let ok = hello(PEER_PROTOCOL, Some("c"), Some(7));
-        assert_eq!(parse_hello(&bytes(&ok)), Some(Ok(ok.clone())));
-        assert_eq!(admit(&ok, "c", 7), Ok(None));
-        // Tools name neither cluster nor node.
-        assert_eq!(admit(&hello(PEER_PROTOCOL, None, None), "c", 7), Ok(None));
-        // A node that says who it is is admitted as that node.
-        let from = Caller {
-            id: 9,
-            addr: "127.0.0.1:9".into(),
-        };
-        let introduced = Hello {
-            from: Some(from.clone()),
-            ..ok
-        };
-        assert_eq!(admit(&introduced, "c", 7), Ok(Some(from)));
-        assert_eq!(
-            admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7),
-            Err("this node is in cluster `c`, not `d`".into())
-        );
-        assert_eq!(
-            admit(&hello(PEER_PROTOCOL, Some("c"), Some(8)), "c", 7),
-            Err(format!("this is node {:016x}, not {:016x}", 7, 8))
-        );
-        let Some(Err(why)) = parse_hello(&bytes(&hello(PEER_PROTOCOL + 1, Some("c"), None))) else {
-            panic!("another protocol was admitted");
-        };
-        assert!(why.contains(&format!(
-            "protocol {PEER_PROTOCOL}, the caller {}",
-            PEER_PROTOCOL + 1
-        )));
-    }
-
-    #[test]
-    fn another_builds_hello_is_refused_by_its_version_whatever_follows_it() {
-        // A later build whose hello grew a field this build cannot decode: variant 0, its
-        // version, then bytes of any shape.
-        let mut future = codec::encode(&(0u32, PEER_PROTOCOL + 1)).unwrap();
-        future.extend([0xff, 0xfe, 0xfd]);
-        let Some(Err(why)) = parse_hello(&future) else {
-            panic!("a later build's hello was not refused");
-        };
-        assert!(why.contains("run one mpreg version"), "{why}");
-        // Protocol 3's hello (no nonce in it) is refused by its version, not misread.
-        let three =
-            codec::encode(&(0u32, 3u32, Some("c".to_owned()), Some(7u64), None::<Caller>)).unwrap();
-        let Some(Err(why)) = parse_hello(&three) else {
-            panic!("protocol 3's hello was admitted");
-        };
-        assert!(why.contains("the caller 3"), "{why}");
-        // Frames that are no hello are not answered at all.
-        let cancel = encode_frame(&Frame::Cancel { id: 1 }).unwrap();
-        assert_eq!(parse_hello(&cancel), None);
-    }
-
-    #[test]
-    fn a_hello_whose_lengths_lie_is_no_hello_and_costs_nothing() {
-        // Variant 0, protocol, Some(cluster) claiming 2^62 bytes: the 15-byte frame that
-        // used to abort the process.
-        let mut lying = vec![0, PEER_PROTOCOL as u8, 1, 253];
-        lying.extend((1u64 << 62).to_le_bytes());
-        assert_eq!(parse_hello(&lying), None);
-        assert!(decode_frame(&lying).is_err());
     }
 }

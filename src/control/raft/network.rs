@@ -19,8 +19,11 @@ use openraft::raft::{
 use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
 
-use super::link::{Caller, Endpoint, Link, LinkTo, MAX_FRAME_BYTES};
+use super::frame::{Caller, MAX_FRAME_BYTES};
+use super::link::Outbound;
+use super::link::{Endpoint, Link, LinkTo};
 use super::membership::{self, MembershipPolicy};
+use super::next::{NextRequest, UpgradeStats};
 use super::{Raft, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 use crate::env::{Env, Listener};
@@ -92,8 +95,12 @@ pub enum RaftReply {
     Leave(Result<(), MembershipError>),
     Pong,
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
-    Heartbeat { load: Load },
+    Heartbeat {
+        load: Load,
+    },
     Step(StepOutcome),
+    /// The peer does not know the request (a build older than this one's request kind).
+    Unsupported(String),
 }
 
 /// Builds the client for each peer; all clients of one peer share one multiplexed link,
@@ -120,8 +127,22 @@ impl NetworkFactory {
     /// Proves `secret` in every hello and asks peers to prove it (`fabric::handshake`).
     /// Called before any link exists (the links share the endpoint it replaces).
     pub fn secret(mut self, secret: ClusterSecret) -> NetworkFactory {
-        self.endpoint = Arc::new(Endpoint::with_secret(secret));
+        self.endpoint = Arc::new(Endpoint::new(secret, self.endpoint.speaks_next()));
         self
+    }
+
+    /// Behaves as the next build would (`next`: tests of rolling upgrades). Called before
+    /// any link exists.
+    #[doc(hidden)]
+    pub fn speak_next_protocol(mut self) -> NetworkFactory {
+        self.endpoint = Arc::new(Endpoint::new(self.endpoint.secret().clone(), true));
+        self
+    }
+
+    /// What this node saw of the other build, when it speaks the next one.
+    #[doc(hidden)]
+    pub fn upgrade_stats(&self) -> [u64; 5] {
+        self.endpoint.upgrade.read()
     }
 
     /// Says `cluster_id` in every hello, so that peers of another cluster refuse the link.
@@ -305,17 +326,36 @@ impl PeerClient {
     /// does not break the link (it is shared with forwarded steps, which would be lost):
     /// the caller decides when silence means the link is dead ([`PeerClient::reset`]).
     pub async fn heartbeat(&mut self, load: Load, ttl: Duration) -> io::Result<Load> {
-        match self
-            .link
-            .call_step(RaftRequest::Heartbeat { load }, ttl)
-            .await
-        {
+        let req = if self.link.speaks_next() {
+            self.gossip(ttl).await;
+            let build = Some(format!("protocol {}", super::PEER_PROTOCOL + 1));
+            Outbound::Next(NextRequest::Heartbeat { load, build })
+        } else {
+            Outbound::Raft(RaftRequest::Heartbeat { load })
+        };
+        match self.link.call_step(req, ttl).await {
             Ok(RaftReply::Heartbeat { load }) => Ok(load),
             Ok(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "mismatched peer reply",
             )),
             Err(f) => Err(f.error),
+        }
+    }
+
+    /// The next build's new message kind (a node speaking it, `next`): a peer of this build
+    /// answers it `Unsupported`, one of the next answers it; each is counted.
+    async fn gossip(&self, ttl: Duration) {
+        let note = "hello from the next build".to_owned();
+        let stats = self.link.upgrade_stats();
+        match self
+            .link
+            .call_step(Outbound::Next(NextRequest::Gossip { note }), ttl)
+            .await
+        {
+            Ok(RaftReply::Unsupported(_)) => UpgradeStats::count(&stats.gossip_unsupported),
+            Ok(RaftReply::Pong) => UpgradeStats::count(&stats.gossip_served),
+            _ => {}
         }
     }
 
@@ -379,7 +419,7 @@ impl PeerClient {
             cluster: None,
             node: None,
             introduce: false,
-            endpoint: Arc::new(Endpoint::with_secret(secret)),
+            endpoint: Arc::new(Endpoint::new(secret, false)),
         };
         PeerClient {
             target: 0,
