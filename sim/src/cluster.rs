@@ -97,6 +97,9 @@ pub struct Observations {
     pub peer_connections: BTreeMap<String, usize>,
     /// A removed member's campaign (`Action::Campaign`), if the scenario has one.
     pub campaign: Option<Campaign>,
+    /// The nodes upgraded to the next build (`Action::Upgrade`), with what each saw of the
+    /// other build at the end (`RunningNode::upgrade_stats`).
+    pub upgrades: BTreeMap<String, [u64; 5]>,
 }
 
 /// What a rogue campaign asked and got.
@@ -122,6 +125,8 @@ struct NodeStatus {
     voter: bool,
     /// Its open peer connections, as of its last look.
     peer_connections: usize,
+    /// What it saw of the other build, when it runs the next one.
+    upgrade: [u64; 5],
 }
 
 /// State shared by the harness and every simulated host (they all run on this thread).
@@ -130,6 +135,8 @@ struct World {
     nodes: BTreeMap<String, NodeStatus>,
     crashed: BTreeSet<String>,
     left: BTreeSet<String>,
+    /// Nodes that boot into the next build (`Action::Upgrade`).
+    upgraded: BTreeSet<String>,
     leave_requested: BTreeSet<String>,
     boots: BTreeMap<String, usize>,
     obs: Observations,
@@ -257,6 +264,10 @@ fn add_node(
                 .env(env)
                 .memory_disk(disk)
                 .cluster_secret(sim_secret());
+            let next = world.borrow().upgraded.contains(&host);
+            if next {
+                builder = builder.speak_next_protocol();
+            }
             for f in functions {
                 builder.register(f)?;
             }
@@ -285,6 +296,7 @@ fn add_node(
                     let mut w = world.borrow_mut();
                     if let Some(s) = w.nodes.get_mut(&host) {
                         s.peer_connections = node.peer_connections();
+                        s.upgrade = node.upgrade_stats();
                         s.state = Some(m.state);
                         s.term = m.current_term;
                         s.voter = m
@@ -774,6 +786,18 @@ impl Harness<'_> {
                 self.set_links(0.0, Duration::from_millis(5));
                 "calm".to_owned()
             }
+            Action::Upgrade { target } => {
+                let targets = self.resolve(target);
+                for t in &targets {
+                    self.crash(t);
+                    let mut w = self.world.borrow_mut();
+                    w.upgraded.insert(t.clone());
+                    w.crashed.remove(t);
+                    drop(w);
+                    self.sim.bounce(t.as_str());
+                }
+                format!("upgrade {targets:?} to the next build")
+            }
             Action::Campaign {
                 target,
                 rounds,
@@ -1043,6 +1067,11 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     {
         let mut w = world.borrow_mut();
         w.obs.final_members = w.live();
+        w.obs.upgrades = w
+            .upgraded
+            .iter()
+            .filter_map(|n| Some((n.clone(), w.nodes.get(n)?.upgrade)))
+            .collect();
         w.obs.healed_at = healed_at;
         w.obs.converged_at = converged_at;
         if let Some(e) = w.executions.clone() {

@@ -123,6 +123,10 @@ pub enum Action {
     Links { fail_rate: f64, max_latency_ms: u64 },
     /// Links back to normal (no loss, 1–5 ms latency).
     Calm,
+    /// `target` restarts (as a crash and an immediate restart on its disk) into the next
+    /// build, which speaks a newer peer protocol (`NodeBuilder::speak_next_protocol`): a
+    /// rolling upgrade, one node at a time.
+    Upgrade { target: Target },
     /// A rogue host holding the cluster secret campaigns as `target` (a member that left:
     /// its Raft id): every `every_ms`, `rounds` times, it asks every live node for its vote
     /// at an ever higher term, claiming a log longer than anyone's (Raft §6).

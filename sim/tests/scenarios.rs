@@ -102,6 +102,7 @@ scenario_tests!(
     random_links,
     removed_member_campaigns,
     rolling_restart,
+    rolling_upgrade,
     rpc_churn,
     rpc_node_crash,
     rpc_partition,

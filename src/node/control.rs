@@ -82,6 +82,7 @@ impl Control {
         fresh_id: u64,
         addr: &str,
         secret: crate::fabric::ClusterSecret,
+        next_protocol: bool,
     ) -> Result<Control, String> {
         let policy = settings.membership_policy();
         let config = Arc::new(
@@ -98,9 +99,11 @@ impl Control {
         // Election timeouts are drawn from a generator seeded here, from this process's
         // environment: distinct per process in production, the run's seed in simulation.
         crate::control::raft::seed_raft_rng_from(env);
-        let network = NetworkFactory::new(env.clone())
-            .secret(secret)
-            .cluster(settings.cluster_id.clone());
+        let mut network = NetworkFactory::new(env.clone()).secret(secret);
+        if next_protocol {
+            network = network.speak_next_protocol();
+        }
+        let network = network.cluster(settings.cluster_id.clone());
         let err = |e: openraft::StorageError<u64>| e.to_string();
         // Memory mode is a fresh in-memory disk that nobody else keeps.
         let storage = match storage {

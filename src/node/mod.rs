@@ -199,6 +199,7 @@ impl Node {
             env: None,
             disk: None,
             secret: None,
+            next_protocol: false,
             registry: Registry::default(),
         }
     }
@@ -211,6 +212,8 @@ pub struct NodeBuilder {
     disk: Option<crate::control::raft::LogStore>,
     /// Set by [`NodeBuilder::cluster_secret`]; else read from `cluster_secret_file`.
     secret: Option<crate::fabric::ClusterSecret>,
+    /// Behave as the next build would on the peer links (tests of rolling upgrades).
+    next_protocol: bool,
     registry: Registry,
 }
 
@@ -233,6 +236,15 @@ impl NodeBuilder {
     /// `cluster_secret_file` (embedded nodes, the simulator).
     pub fn cluster_secret(mut self, secret: crate::fabric::ClusterSecret) -> NodeBuilder {
         self.secret = Some(secret);
+        self
+    }
+
+    /// Speaks to peers as the next build would (a field and a message kind this build does
+    /// not know; `control::raft::next`), so that one test binary can run a cluster of two
+    /// builds.
+    #[doc(hidden)]
+    pub fn speak_next_protocol(mut self) -> NodeBuilder {
+        self.next_protocol = true;
         self
     }
 
@@ -299,6 +311,7 @@ impl NodeBuilder {
                 fresh_id,
                 url.trim_start_matches("ws://"),
                 secret,
+                self.next_protocol,
             )
             .await
             .map_err(NodeError::Control)?,
@@ -497,6 +510,14 @@ impl RunningNode {
 
     /// Peer connections open now, dialled or accepted: one per peer once they settle
     /// (two nodes that dial each other at once keep one of the two).
+    /// What this node saw of the other build, when it speaks the next one
+    /// ([`NodeBuilder::speak_next_protocol`]): heartbeats with and without the next build's
+    /// field, `Gossip` answered, answered `Unsupported` by peers, served by peers.
+    #[doc(hidden)]
+    pub fn upgrade_stats(&self) -> [u64; 5] {
+        self.control.network.upgrade_stats()
+    }
+
     pub fn peer_connections(&self) -> usize {
         self.control.network.open_connections()
     }

@@ -13,6 +13,7 @@ mod one_connection_per_pair;
 mod planted;
 mod rpc_answers;
 mod state_machine_safety;
+mod upgrade_mixes_builds;
 
 use crate::cluster::Observations;
 
@@ -22,7 +23,7 @@ pub use planted::leader_never_changes;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 10] = [
+pub const ALL: [(&str, Checker); 11] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -41,6 +42,10 @@ pub const ALL: [(&str, Checker); 10] = [
     (
         "a removed member's campaign disrupts nothing",
         no_disruption::check,
+    ),
+    (
+        "a rolling upgrade runs both builds side by side",
+        upgrade_mixes_builds::check,
     ),
 ];
 
