@@ -347,3 +347,30 @@ fn the_secret_file_admits_its_holders_only() {
     assert!(node.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data directory written by a newer build is refused with one clear line, never
+/// misread (issue 12, point 6).
+#[test]
+fn a_data_dir_of_a_newer_build_is_refused() {
+    let dir = std::env::temp_dir().join(format!("mpreg-cli-newer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.join("mpreg.sqlite")).unwrap();
+        c.execute_batch("PRAGMA user_version = 99").unwrap();
+    }
+    let out = Command::new(NODE)
+        .args(["--port", "0", "--persistence-mode", "sqlite", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // One line says why (after the warning that this node has no cluster secret).
+    let why: Vec<&str> = err.lines().filter(|l| l.starts_with("mpreg-node:")).collect();
+    assert!(
+        why.len() == 1 && why[0].contains("newer mpreg") && why[0].contains("data format 99"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -98,7 +98,11 @@ async fn builds_n_and_n_plus_1_run_one_cluster() {
         with > 0 && without > 0 && unsupported > 0 && served > 0
     })
     .await;
-    assert_eq!(a.upgrade_stats(), [0; 5], "an N node counts nothing: it is N");
+    assert_eq!(
+        a.upgrade_stats(),
+        [0; 5],
+        "an N node counts nothing: it is N"
+    );
 
     // A leader change: the N leader leaves; a voter of either build takes over, and the
     // mixed cluster still commits writes and runs steps.

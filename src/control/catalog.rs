@@ -299,8 +299,7 @@ impl Catalog {
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Catalog, SnapshotError> {
         // A snapshot may come from a peer (InstallSnapshot): decoded under the frame's limit.
-        crate::fabric::codec::decode_stored(bytes)
-            .map_err(|e| SnapshotError(e.to_string()))
+        crate::fabric::codec::decode_stored(bytes).map_err(|e| SnapshotError(e.to_string()))
     }
 
     /// Checks the invariants every reachable state keeps (used by tests and checkers).

@@ -27,6 +27,12 @@ pub enum DbError {
     Thread(std::io::Error),
     #[error("the storage thread has stopped")]
     Closed,
+    #[error(
+        "the data directory was written by a newer mpreg (data format {found}; this build \
+         reads formats up to {supported}): run that build or a newer one on it, or start this \
+         one with another --data-dir"
+    )]
+    NewerFormat { found: i64, supported: i64 },
 }
 
 /// A handle to a database served by its own thread; clones share it. The thread ends when

@@ -39,7 +39,10 @@ mod tests {
         obs.upgrades.insert("n1".into(), [0, 5, 0, 3, 0]);
         assert!(check(&obs).is_ok());
         obs.upgrades.insert("n2".into(), [0, 0, 0, 0, 0]);
-        assert!(check(&obs).is_err(), "two upgraded nodes never read each other");
+        assert!(
+            check(&obs).is_err(),
+            "two upgraded nodes never read each other"
+        );
         obs.upgrades.insert("n2".into(), [4, 0, 2, 0, 2]);
         assert!(check(&obs).is_ok());
         obs.upgrades.insert("n1".into(), [0, 5, 0, 0, 0]);

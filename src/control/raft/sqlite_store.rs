@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use super::TypeConfig;
 use super::store::StoredSnapshot;
 use crate::env::sqlite::{DbError, Durability, SqliteDb};
+use crate::fabric::codec;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
@@ -27,17 +28,20 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), meta BLOB NOT NULL, data BLOB NOT NULL);
 ";
 
+/// The data directory's format, kept in SQLite's `user_version`. A newer build opens an
+/// older format (0 is a database from before versions were kept: the same layout as 1); a
+/// database of a newer format is refused, never misread. Raise it, and teach `open` to
+/// read the previous one, whenever a table or an encoding of what is stored changes.
+pub const DATA_FORMAT: i64 = 1;
+
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard())
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-        })
+    codec::decode_stored(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 fn storage_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: DbError) -> StorageError<u64> {
@@ -54,7 +58,20 @@ impl SqliteLogStore {
     /// Opens (or creates) the log at `path`.
     pub async fn open(path: &Path) -> Result<SqliteLogStore, DbError> {
         let db = SqliteDb::open(path, Durability::Full)?;
-        db.call(|c| c.execute_batch(SCHEMA)).await?;
+        let found: i64 = db
+            .call(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .await?;
+        if found > DATA_FORMAT {
+            return Err(DbError::NewerFormat {
+                found,
+                supported: DATA_FORMAT,
+            });
+        }
+        db.call(|c| {
+            c.execute_batch(SCHEMA)?;
+            c.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))
+        })
+        .await?;
         Ok(SqliteLogStore { db })
     }
 
@@ -422,6 +439,51 @@ mod tests {
         assert!(!s.has_vote().await.unwrap());
         assert!(s.load_snapshot().await.unwrap().is_none());
         assert_eq!(s.node_id_or_insert(7).await.unwrap(), 42);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The data directory's format: a database from before formats were kept (user_version
+    /// 0) opens, keeps its contents and is marked; one of a newer format is refused.
+    #[tokio::test]
+    async fn older_data_formats_open_and_newer_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("mpreg-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        {
+            // What a build before formats wrote: the tables and a node id, no version.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute(
+                "INSERT INTO raft_meta (key, value) VALUES ('node_id', ?1)",
+                [encode(&77u64).unwrap()],
+            )
+            .unwrap();
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 0);
+        }
+        let s = SqliteLogStore::open(&path).await.unwrap();
+        assert_eq!(
+            s.node_id_or_insert(1).await.unwrap(),
+            77,
+            "its data is read"
+        );
+        drop(s);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, DATA_FORMAT, "marked with this build's format");
+            c.execute_batch(&format!("PRAGMA user_version = {}", DATA_FORMAT + 1))
+                .unwrap();
+        }
+        let Err(e) = SqliteLogStore::open(&path).await else {
+            panic!("a newer format was opened");
+        };
+        assert!(e.to_string().contains("newer mpreg"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
