@@ -4,14 +4,14 @@
 //! allocate beyond what the bytes back, and checks what must hold of what it decoded.
 
 use crate::config::{Settings, SettingsLayer};
-use crate::control::raft::{decode_frame, encode_frame, parse_hello};
+use crate::fabric::{decode_frame, encode_frame, parse_hello};
 use crate::protocol::{Incoming, RpcCommand};
 use crate::rpc::plan::{Plan, plan};
 
 /// A peer's first frame, as the acceptor reads it before any proof.
 pub fn peer_hello(data: &[u8]) {
     if let Some(Ok(hello)) = parse_hello(data) {
-        let again = encode_frame(&crate::control::raft::PeerFrame::Hello(hello.clone()))
+        let again = encode_frame(&crate::fabric::Frame::Hello(hello.clone()))
             .expect("a decoded hello encodes");
         assert_eq!(parse_hello(&again), Some(Ok(hello)), "a hello round-trips");
     }

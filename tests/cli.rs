@@ -367,7 +367,10 @@ fn a_data_dir_of_a_newer_build_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     // One line says why (after the warning that this node has no cluster secret).
-    let why: Vec<&str> = err.lines().filter(|l| l.starts_with("mpreg-node:")).collect();
+    let why: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("mpreg-node:"))
+        .collect();
     assert!(
         why.len() == 1 && why[0].contains("newer mpreg") && why[0].contains("data format 99"),
         "{err}"

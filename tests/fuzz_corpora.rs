@@ -5,11 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use mpreg::control::raft::{
-    Caller, MIN_PEER_PROTOCOL, PEER_PROTOCOL, PeerFrame, PeerHello, RaftReply, RaftRequest,
+use mpreg::control::raft::{RaftReply, RaftRequest};
+use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::fabric::codec;
+use mpreg::fabric::{
+    Caller, Frame as PeerFrame, Hello as PeerHello, MIN_PEER_PROTOCOL, PEER_PROTOCOL, Plane,
     encode_frame,
 };
-use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::node::data_plane::DataRequest;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Vote};
 
@@ -76,7 +79,16 @@ fn queue(name: &str) -> CatalogCommand {
 
 fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
     let vote = Vote::new(3, 7);
-    let req = |id, req| PeerFrame::Request { id, req };
+    let req = |id, req: RaftRequest| PeerFrame::Request {
+        id,
+        plane: Plane::Raft,
+        body: codec::encode(&req).unwrap(),
+    };
+    let data = |id, req: DataRequest| PeerFrame::Request {
+        id,
+        plane: Plane::Data,
+        body: codec::encode(&req).unwrap(),
+    };
     vec![
         ("hello", PeerFrame::Hello(hello(Some("c"), Some(7), true))),
         ("welcome", PeerFrame::Welcome(Ok(()))),
@@ -131,18 +143,18 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
         ("leave", req(7, RaftRequest::Leave { id: 9 })),
         (
             "heartbeat",
-            req(
+            data(
                 8,
-                RaftRequest::Heartbeat {
+                DataRequest::Heartbeat {
                     load: Default::default(),
                 },
             ),
         ),
         (
             "step",
-            req(
+            data(
                 9,
-                RaftRequest::Step(mpreg::rpc::Step {
+                DataRequest::Step(mpreg::rpc::Step {
                     fun: "echo".into(),
                     function_id: Some("f1".into()),
                     version: semver::Version::new(1, 2, 3),
@@ -156,10 +168,17 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
             "reply_pong",
             PeerFrame::Reply {
                 id: 1,
-                reply: RaftReply::Pong,
+                body: codec::encode(&RaftReply::Pong).unwrap(),
             },
         ),
         ("cancel", PeerFrame::Cancel { id: 9 }),
+        (
+            "busy",
+            PeerFrame::Busy {
+                id: 9,
+                why: "busy".into(),
+            },
+        ),
         (
             "unsupported",
             PeerFrame::Unsupported {

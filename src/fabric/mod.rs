@@ -1,20 +1,42 @@
-//! The peer fabric: what nodes say to each other, below the control plane (Raft) and the
-//! data plane (forwarded steps, heartbeats).
+//! The peer fabric: connections between nodes and what travels on them, below the control
+//! plane (Raft, `control::raft`) and the data plane (heartbeats and forwarded steps,
+//! `node::data_plane`), which register their handlers with it when the node starts. It
+//! knows nothing of what the planes say.
 //!
-//! * [`codec`]: peer frames in and out, every decode under a byte limit proportional to the
-//!   frame, so no length a peer claims allocates more than it sent.
-//! * [`secret`]: the cluster secret every member holds (`--cluster-secret-file`).
-//! * [`handshake`]: the hello's challenge-response (HMAC-SHA256 over fresh nonces from both
-//!   sides), pure: bytes in, proofs and verdicts out.
-//! * [`budget`]: the byte budget of one peer connection's unwritten frames.
-//!
-//! The peer link itself (connections, multiplexing, deadlines) still lives in
-//! `control::raft::link`; moving it here, with the planes registering their handlers, is
-//! the next step of the layout DESIGN.md sets out.
+//! * [`endpoint`]: [`Fabric`], a node's links (one per node pair, shared by every plane)
+//!   and the planes it serves.
+//! * [`link`]: one peer's link: dialling, crossed dials, calls with deadlines.
+//! * [`conn`]: one open connection: the handle calls share and the task that reads,
+//!   answers and writes.
+//! * [`lifecycle`]: what a connection is doing (using, done, retired), pure.
+//! * [`serve`]: the accepting side; [`hello`]: both halves of the hello.
+//! * [`frame`]: what travels (MessagePack, self-describing), protocol negotiation.
+//! * [`codec`]: every decode bounded by the bytes received.
+//! * [`secret`], [`handshake`]: the cluster secret and its challenge-response (pure).
+//! * [`budget`]: the byte budget of one connection (pure).
+//! * [`plane`]: what a plane's handler answers.
 
 pub mod budget;
 pub mod codec;
+mod conn;
+pub mod endpoint;
+pub mod frame;
 pub mod handshake;
+pub mod hello;
+pub mod lifecycle;
+pub mod link;
+pub mod plane;
 pub mod secret;
+mod serve;
+mod served;
 
+pub use endpoint::Fabric;
+pub use frame::{
+    Caller, Frame, Hello, MIN_PEER_PROTOCOL, PEER_PATH, PEER_PROTOCOL, Plane, decode_frame,
+    encode_frame, negotiate,
+};
+pub use hello::{parse_hello, transcript as hello_transcript};
+pub use link::{CallFailure, Link};
+pub use plane::{Answer, PlaneHandler, Work};
 pub use secret::{ClusterSecret, SecretError};
+pub use serve::serve_peer;

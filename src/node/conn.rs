@@ -25,8 +25,8 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
 use super::worker::Worker;
-use crate::control::raft::{RAFT_PATH, serve_peer};
 use crate::env::BoxStream;
+use crate::fabric::{PEER_PATH, serve_peer};
 use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
 use crate::rpc::{Unordered, execute_in};
 
@@ -77,7 +77,7 @@ pub(super) async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let config = crate::transport::websocket_config(shared.settings.max_message_bytes);
-    // The request path tells clients from peers: peers ask for RAFT_PATH.
+    // The request path tells clients from peers: peers ask for PEER_PATH.
     let mut path = String::new();
     #[allow(clippy::result_large_err)] // the error type is tungstenite's Callback contract
     let remember_path = |req: &Request, resp: Response| {
@@ -97,7 +97,7 @@ pub(super) async fn serve_connection(
             return;
         }
     };
-    if path == RAFT_PATH {
+    if path == PEER_PATH {
         shared
             .stats
             .peer_links_accepted
@@ -106,7 +106,7 @@ pub(super) async fn serve_connection(
         // commit its departure. They end once it has left (or given up), when the node
         // closes its network; ending them here instead would leave the socket open under
         // the node's own calls on it.
-        return serve_peer(shared.control.service.clone(), ws, peer).await;
+        return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
     }
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();

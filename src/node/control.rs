@@ -12,11 +12,11 @@ use tokio::sync::watch;
 use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
     CatalogStateMachine, LogStore, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
-    PeerService, Raft, SnapshotDisk, SqliteLogStore, StepRunner, read_index,
+    PeerService, Raft, SnapshotDisk, SqliteLogStore, read_index,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
-use crate::routing::liveness::Load;
+use crate::fabric::{Fabric, Plane, PlaneHandler};
 
 /// Deadline of one control-plane RPC made by the node itself.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,21 +34,15 @@ pub(crate) struct Control {
     pub(crate) raft: Raft,
     pub(crate) catalog: CatalogStateMachine,
     pub(crate) policy: MembershipPolicy,
-    /// How to read this node's load (set once the node's stats exist).
-    pub(crate) load: Arc<std::sync::OnceLock<LoadFn>>,
-    /// How to run forwarded steps (set once the node's functions exist).
-    pub(crate) steps: Arc<std::sync::OnceLock<StepRunner>>,
-    /// The peer links, shared by Raft, heartbeats and forwarded steps: one per peer.
+    /// The control plane's clients on the node's fabric (whose links Raft, heartbeats and
+    /// forwarded steps share: one per peer).
     pub(crate) network: NetworkFactory,
-    /// What answers peers' requests, on connections either side dialled.
+    /// What answers peers' control-plane requests (the fabric holds it weakly).
     pub(crate) service: Arc<PeerService>,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
 }
-
-/// Reads this node's load.
-pub(crate) type LoadFn = Box<dyn Fn() -> Load + Send + Sync>;
 
 enum DurableStore {
     Sqlite(SqliteLogStore),
@@ -99,11 +93,11 @@ impl Control {
         // Election timeouts are drawn from a generator seeded here, from this process's
         // environment: distinct per process in production, the run's seed in simulation.
         crate::control::raft::seed_raft_rng_from(env);
-        let mut network = NetworkFactory::new(env.clone()).secret(secret);
+        let mut fabric = Fabric::new(env.clone(), Some(settings.cluster_id.clone()), secret);
         if next_protocol {
-            network = network.speak_next_protocol();
+            fabric = fabric.speak_next_protocol();
         }
-        let network = network.cluster(settings.cluster_id.clone());
+        let network = NetworkFactory::new(fabric);
         let err = |e: openraft::StorageError<u64>| e.to_string();
         // Memory mode is a fresh in-memory disk that nobody else keeps.
         let storage = match storage {
@@ -155,22 +149,18 @@ impl Control {
                 )
             }
         };
-        let load: Arc<std::sync::OnceLock<LoadFn>> = Arc::default();
-        let steps: Arc<std::sync::OnceLock<StepRunner>> = Arc::default();
-        let service = {
-            let load = load.clone();
-            Arc::new(PeerService {
-                id,
-                raft: raft.clone(),
-                env: env.clone(),
-                policy,
-                cluster_id: settings.cluster_id.clone(),
-                load: Arc::new(move || load.get().map_or(Load::default(), |f| f())),
-                steps: steps.clone(),
-                network: network.clone(),
-            })
-        };
-        network.serve_as(id, addr, &service);
+        let service = Arc::new(PeerService {
+            id,
+            raft: raft.clone(),
+            env: env.clone(),
+            policy,
+            network: network.clone(),
+        });
+        network.fabric().introduce(id, addr);
+        let handler: Arc<dyn PlaneHandler> = service.clone();
+        network
+            .fabric()
+            .serve(Plane::Raft, Arc::downgrade(&handler));
         Ok(Control {
             id,
             raft,
@@ -178,8 +168,6 @@ impl Control {
             restored,
             joined: std::sync::atomic::AtomicBool::new(false),
             policy,
-            load,
-            steps,
             network,
             service,
             durable,

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 
 use super::Stats;
 use super::control::Control;
+use super::data_plane::DataClient;
+use super::next::UpgradeStats;
 use crate::control::NodeId;
-use crate::control::raft::PeerClient;
 use crate::env::Env;
 use crate::routing::liveness::Detector;
 
@@ -39,9 +40,10 @@ pub(crate) async fn run(
     control: Arc<Control>,
     stats: Arc<Stats>,
     detector: SharedDetector,
+    upgrade: Option<Arc<UpgradeStats>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut peers: BTreeMap<NodeId, PeerClient> = BTreeMap::new();
+    let mut peers: BTreeMap<NodeId, DataClient> = BTreeMap::new();
     let mut misses: BTreeMap<NodeId, u32> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -72,14 +74,14 @@ pub(crate) async fn run(
         }
         peers.retain(|id, p| members.get(id).is_some_and(|a| a == p.addr()));
         for (id, addr) in &members {
-            peers
-                .entry(*id)
-                .or_insert_with(|| control.network.peer(*id, addr));
+            peers.entry(*id).or_insert_with(|| {
+                DataClient::new(control.network.fabric().link_to(*id, addr), upgrade.clone())
+            });
         }
         let load = stats.load(env.clock.now());
         let answers = join_all(
             peers
-                .iter_mut()
+                .iter()
                 .map(|(id, peer)| async move { (*id, peer.heartbeat(load, TIMEOUT).await) }),
         )
         .await;
@@ -106,7 +108,7 @@ pub(crate) async fn run(
         }
         for id in silent {
             if let Some(peer) = peers.get(&id) {
-                peer.reset().await;
+                peer.reset();
             }
         }
     }

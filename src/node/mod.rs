@@ -3,8 +3,10 @@
 mod builtins;
 mod conn;
 mod control;
+pub mod data_plane;
 mod functions;
 mod heartbeat;
+mod next;
 mod peers;
 mod worker;
 
@@ -319,11 +321,6 @@ impl NodeBuilder {
         let raft_id = control.id;
         let node_id = format!("{}-{raft_id:016x}", self.settings.name);
         let stats = Arc::new(Stats::default());
-        {
-            let stats = stats.clone();
-            let clock = env.clock.clone();
-            let _ = control.load.set(Box::new(move || stats.load(clock.now())));
-        }
         let detector: heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
@@ -381,23 +378,40 @@ impl NodeBuilder {
             registered.clone(),
         ));
         let limits = self.settings.exec_limits();
-        {
-            let (functions, stats, clock) = (functions.clone(), stats.clone(), env.clock.clone());
-            let runner: crate::control::raft::StepRunner = Box::new(move |step| {
-                let registry = functions.current();
-                let (stats, clock) = (stats.clone(), clock.clone());
-                Box::pin(async move {
-                    stats.steps_running.fetch_add(1, Ordering::Relaxed);
-                    let _done = StepDone(&stats);
-                    let started = clock.now();
-                    let outcome = crate::rpc::run_step(&registry, limits, step).await;
-                    let now = clock.now();
-                    stats.step_took(now.saturating_duration_since(started), now);
-                    outcome
-                })
-            });
-            let _ = control.steps.set(runner);
-        }
+        let upgrade = self
+            .next_protocol
+            .then(|| Arc::new(next::UpgradeStats::default()));
+        let data_plane = {
+            let (functions, step_stats, clock) =
+                (functions.clone(), stats.clone(), env.clock.clone());
+            let run: Box<dyn Fn(crate::rpc::Step) -> crate::registry::BoxFuture<_> + Send + Sync> =
+                Box::new(move |step| {
+                    let registry = functions.current();
+                    let (stats, clock) = (step_stats.clone(), clock.clone());
+                    Box::pin(async move {
+                        stats.steps_running.fetch_add(1, Ordering::Relaxed);
+                        let _done = StepDone(&stats);
+                        let started = clock.now();
+                        let outcome = crate::rpc::run_step(&registry, limits, step).await;
+                        let now = clock.now();
+                        stats.step_took(now.saturating_duration_since(started), now);
+                        outcome
+                    })
+                });
+            let (stats, clock) = (stats.clone(), env.clock.clone());
+            Arc::new(data_plane::DataPlane {
+                load: Box::new(move || stats.load(clock.now())),
+                run,
+                next: upgrade.clone(),
+            })
+        };
+        // The data plane is served from here on: its handler is held weakly by the fabric
+        // and kept alive by the running node.
+        let handler: Arc<dyn crate::fabric::PlaneHandler> = data_plane.clone();
+        control
+            .network
+            .fabric()
+            .serve(crate::fabric::Plane::Data, Arc::downgrade(&handler));
         let peers = Arc::new(peers::Peers {
             control: control.clone(),
             detector: detector.clone(),
@@ -424,6 +438,7 @@ impl NodeBuilder {
             control.clone(),
             shared.stats.clone(),
             detector,
+            upgrade.clone(),
             shutdown_rx.clone(),
         ));
         let peers = registration.peers.clone();
@@ -437,6 +452,8 @@ impl NodeBuilder {
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
+            data_plane,
+            upgrade,
             stats,
             functions,
             registered,
@@ -463,6 +480,11 @@ fn advertised_url(bound: SocketAddr) -> String {
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     control: Arc<control::Control>,
+    /// Kept alive here: the fabric holds it weakly.
+    #[allow(dead_code)]
+    data_plane: Arc<data_plane::DataPlane>,
+    /// What this node saw of the other build, when it speaks the next one.
+    upgrade: Option<Arc<next::UpgradeStats>>,
     stats: Arc<Stats>,
     functions: Arc<functions::Functions>,
     local_addr: SocketAddr,
@@ -515,7 +537,7 @@ impl RunningNode {
     /// field, `Gossip` answered, answered `Unsupported` by peers, served by peers.
     #[doc(hidden)]
     pub fn upgrade_stats(&self) -> [u64; 5] {
-        self.control.network.upgrade_stats()
+        self.upgrade.as_ref().map_or([0; 5], |u| u.read())
     }
 
     pub fn peer_connections(&self) -> usize {

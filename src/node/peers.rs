@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::control::Control;
+use super::data_plane::DataClient;
 use super::heartbeat::{self, SharedDetector};
 use crate::control::NodeId;
 use crate::env::Env;
@@ -100,7 +101,7 @@ impl Cluster for Peers {
                 )))
             });
         };
-        let peer = self.control.network.peer(node, &addr);
+        let peer = DataClient::new(self.control.network.fabric().link_to(node, &addr), None);
         let outstanding = Outstanding::new(self.sent.clone(), node);
         Box::pin(async move {
             let outcome = peer.step(step, wait).await;

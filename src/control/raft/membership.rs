@@ -13,7 +13,8 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::network::{MembershipError, PeerService};
+use super::network::MembershipError;
+use super::service::PeerService;
 use super::{CatalogStateMachine, Raft};
 use crate::control::catalog::{CatalogCommand, Role};
 

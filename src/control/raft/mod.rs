@@ -1,35 +1,24 @@
 //! openraft wiring for the catalog: the type configuration, a runtime whose randomness is
-//! seeded (so simulated elections replay exactly), storage, and the peer network.
+//! seeded (so simulated elections replay exactly), storage, and the control plane's messages
+//! on the peer fabric (`crate::fabric`).
 //!
 //! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
 
-mod frame;
-mod hello;
-mod link;
 mod membership;
 mod network;
-mod next;
 mod runtime;
+mod service;
 mod sqlite_store;
 mod store;
 mod vote_guard;
 
 use std::io::Cursor;
 
-pub use frame::{
-    Caller, Frame as PeerFrame, Hello as PeerHello, MIN_PEER_PROTOCOL, PEER_PROTOCOL, RAFT_PATH,
-    decode_frame, encode_frame, negotiate,
-};
-pub use hello::{parse_hello, transcript as hello_transcript};
-pub use link::serve_peer;
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
-pub use network::{
-    JoinError, MembershipError, NetworkFactory, PeerClient, PeerService, RaftReply, RaftRequest,
-    StepRunner, answer, serve_raft,
-};
-pub use next::UpgradeStats;
+pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
+pub use service::{PeerService, answer};
 pub use sqlite_store::SqliteLogStore;
 pub use store::{
     Applied, CatalogStateMachine, LogStore, SnapshotDisk, StoredSnapshot, StoredState,

@@ -1,10 +1,9 @@
-//! Raft RPCs between nodes, and the other peer requests (client writes, joins, leaves,
-//! liveness probes, read indexes): what they are, how a node answers them, and the client
-//! that sends them over a multiplexed peer link (`link.rs`).
+//! The control plane's messages on the peer fabric: Raft RPCs and the other requests of the
+//! control plane (client writes, joins, leaves, liveness probes, read indexes), and the
+//! client that sends them over the link a node shares with each peer (`fabric::link`).
+//! How a node answers them is `service.rs`.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::error::{
@@ -19,20 +18,13 @@ use openraft::raft::{
 use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
 
-use super::frame::{Caller, MAX_FRAME_BYTES};
-use super::link::Outbound;
-use super::link::{Endpoint, Link, LinkTo};
-use super::membership::{self, MembershipPolicy};
-use super::next::{NextRequest, UpgradeStats};
-use super::{Raft, TypeConfig};
+use super::TypeConfig;
 use crate::control::catalog::CatalogCommand;
-use crate::env::{Env, Listener};
-use crate::fabric::ClusterSecret;
-use crate::routing::liveness::Load;
-use crate::rpc::{ForwardError, Step, StepOutcome};
-use crate::transport::websocket_config;
+use crate::env::Env;
+use crate::fabric::frame::MAX_FRAME_BYTES;
+use crate::fabric::{CallFailure, ClusterSecret, Fabric, Link, Plane, codec};
 
-/// A request to a node's Raft.
+/// A request to a node's control plane.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
     Append(AppendEntriesRequest<TypeConfig>),
@@ -58,12 +50,6 @@ pub enum RaftRequest {
     Ping,
     /// The leader confirms it still leads and says up to which log id a read must wait.
     ReadIndex,
-    /// Data-plane heartbeat: the sender's load; the answer carries the receiver's.
-    Heartbeat {
-        load: Load,
-    },
-    /// A command to run here, forwarded by the node coordinating its request.
-    Step(Step),
 }
 
 /// Why a membership change (join or leave) or a linearizable read was not done.
@@ -95,113 +81,40 @@ pub enum RaftReply {
     Leave(Result<(), MembershipError>),
     Pong,
     ReadIndex(Result<Option<LogId<u64>>, MembershipError>),
-    Heartbeat {
-        load: Load,
-    },
-    Step(StepOutcome),
-    /// The peer does not know the request (a build older than this one's request kind).
-    Unsupported(String),
 }
 
-/// Builds the client for each peer; all clients of one peer share one multiplexed link,
-/// and the peer uses the same connection for its calls to this node.
+/// Builds the client of each peer on the node's fabric: all clients of one peer share one
+/// link, and the peer uses the same connection for its calls to this node.
 #[derive(Clone)]
 pub struct NetworkFactory {
-    env: Env,
-    cluster: Option<String>,
-    /// By node and address: a node restarted at an address with a new id is a new link.
-    links: Arc<Mutex<BTreeMap<(u64, String), Link>>>,
-    endpoint: Arc<Endpoint>,
+    fabric: Fabric,
 }
 
 impl NetworkFactory {
-    pub fn new(env: Env) -> NetworkFactory {
-        NetworkFactory {
-            env,
-            cluster: None,
-            links: Arc::default(),
-            endpoint: Arc::default(),
-        }
+    pub fn new(fabric: Fabric) -> NetworkFactory {
+        NetworkFactory { fabric }
     }
 
-    /// Proves `secret` in every hello and asks peers to prove it (`fabric::handshake`).
-    /// Called before any link exists (the links share the endpoint it replaces).
-    pub fn secret(mut self, secret: ClusterSecret) -> NetworkFactory {
-        self.endpoint = Arc::new(Endpoint::new(secret, self.endpoint.speaks_next()));
-        self
-    }
-
-    /// Behaves as the next build would (`next`: tests of rolling upgrades). Called before
-    /// any link exists.
-    #[doc(hidden)]
-    pub fn speak_next_protocol(mut self) -> NetworkFactory {
-        self.endpoint = Arc::new(Endpoint::new(self.endpoint.secret().clone(), true));
-        self
-    }
-
-    /// What this node saw of the other build, when it speaks the next one.
-    #[doc(hidden)]
-    pub fn upgrade_stats(&self) -> [u64; 5] {
-        self.endpoint.upgrade.read()
-    }
-
-    /// Says `cluster_id` in every hello, so that peers of another cluster refuse the link.
-    pub fn cluster(mut self, cluster_id: impl Into<String>) -> NetworkFactory {
-        self.cluster = Some(cluster_id.into());
-        self
-    }
-
-    /// Says in every hello that this is node `id`, reached at `addr`, so that each peer
-    /// uses the connection for its own calls here instead of dialling another; and answers
-    /// the requests that arrive on the connections this node dialled with `service`.
-    pub(crate) fn serve_as(&self, id: u64, addr: impl Into<String>, service: &Arc<PeerService>) {
-        self.endpoint.introduce(Caller {
-            id,
-            addr: addr.into(),
-        });
-        self.endpoint.serve_with(Arc::downgrade(service));
+    /// The fabric under it (the data plane shares its links).
+    pub fn fabric(&self) -> &Fabric {
+        &self.fabric
     }
 
     /// Peer connections open now (dialled or accepted; one per peer once settled).
     pub fn open_connections(&self) -> usize {
-        self.endpoint.open_connections()
+        self.fabric.open_connections()
     }
 
     /// Ends every peer connection of this node and dials no more: it has stopped.
     pub(crate) fn close(&self) {
-        self.endpoint.close();
-    }
-
-    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-
-    /// The link to node `target` at `addr` (`host:port`) that every caller shares.
-    pub(crate) fn link_to(&self, target: u64, addr: &str) -> Link {
-        self.links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((target, addr.to_owned()))
-            .or_insert_with(|| {
-                Link::new(
-                    self.env.clone(),
-                    addr.to_owned(),
-                    LinkTo {
-                        cluster: self.cluster.clone(),
-                        node: Some(target),
-                        introduce: true,
-                        endpoint: self.endpoint.clone(),
-                    },
-                )
-            })
-            .clone()
+        self.fabric.close();
     }
 
     /// The client of the peer at `addr` (`host:port`), on the link every caller shares.
     pub fn peer(&self, target: u64, addr: &str) -> PeerClient {
         PeerClient {
             target,
-            link: self.link_to(target, addr),
+            link: self.fabric.link_to(target, addr),
         }
     }
 
@@ -211,16 +124,7 @@ impl NetworkFactory {
     pub fn dial(&self, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             target: 0,
-            link: Link::new(
-                self.env.clone(),
-                addr.into(),
-                LinkTo {
-                    cluster: self.cluster.clone(),
-                    node: None,
-                    introduce: false,
-                    endpoint: self.endpoint.clone(),
-                },
-            ),
+            link: self.fabric.dial(addr),
         }
     }
 
@@ -243,30 +147,40 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
-/// A client of one peer (see `link.rs`: calls are multiplexed and each has a deadline).
+/// A client of one peer's control plane (calls are multiplexed on the shared link and each
+/// has a deadline).
 pub struct PeerClient {
     target: u64,
     link: Link,
 }
 
+fn decoded(body: Result<Vec<u8>, CallFailure>) -> io::Result<RaftReply> {
+    let body = body.map_err(|f| f.error)?;
+    codec::decode(&body, MAX_FRAME_BYTES).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 impl PeerClient {
-    /// One RPC within `ttl`.
+    /// One RPC within `ttl`; a missed deadline retires the connection.
     pub async fn call(&mut self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
-        self.link.call(req, ttl).await
+        let body = codec::encode(&req).map_err(io::Error::other)?;
+        decoded(self.link.call(Plane::Raft, body, ttl).await)
     }
 
-    /// Sends a client write to this peer (the test harness and write forwarding use it).
+    /// As [`PeerClient::call`], but a missed deadline leaves the link up: the peer may just
+    /// be slow to answer (a commit waiting for a quorum), and the link is shared with
+    /// forwarded steps, which breaking it would lose. Heartbeats judge the link instead.
+    async fn call_patiently(&self, req: RaftRequest, ttl: Duration) -> io::Result<RaftReply> {
+        let body = codec::encode(&req).map_err(io::Error::other)?;
+        decoded(self.link.call_patiently(Plane::Raft, body, ttl).await)
+    }
+
     /// Asks the node to commit `cmd` (it forwards to the leader if it knows one).
     pub async fn write(&mut self, cmd: CatalogCommand, ttl: Duration) -> io::Result<WriteResult> {
-        self.expect_patiently(
-            RaftRequest::Write { cmd, forward: true },
-            ttl,
-            |r| match r {
-                RaftReply::Write(w) => Some(w),
-                _ => None,
-            },
-        )
-        .await
+        let req = RaftRequest::Write { cmd, forward: true };
+        picked(self.call_patiently(req, ttl).await?, |r| match r {
+            RaftReply::Write(w) => Some(w),
+            _ => None,
+        })
     }
 
     /// Commits `cmd` on this node only if it leads (a forwarded write).
@@ -275,18 +189,14 @@ impl PeerClient {
         cmd: CatalogCommand,
         ttl: Duration,
     ) -> io::Result<WriteResult> {
-        self.expect_patiently(
-            RaftRequest::Write {
-                cmd,
-                forward: false,
-            },
-            ttl,
-            |r| match r {
-                RaftReply::Write(w) => Some(w),
-                _ => None,
-            },
-        )
-        .await
+        let req = RaftRequest::Write {
+            cmd,
+            forward: false,
+        };
+        picked(self.call_patiently(req, ttl).await?, |r| match r {
+            RaftReply::Write(w) => Some(w),
+            _ => None,
+        })
     }
 
     pub async fn join(
@@ -295,11 +205,13 @@ impl PeerClient {
         node: BasicNode,
         ttl: Duration,
     ) -> io::Result<Result<(), MembershipError>> {
-        self.expect(RaftRequest::Join { id, node }, ttl, |r| match r {
-            RaftReply::Join(j) => Some(j),
-            _ => None,
-        })
-        .await
+        picked(
+            self.call(RaftRequest::Join { id, node }, ttl).await?,
+            |r| match r {
+                RaftReply::Join(j) => Some(j),
+                _ => None,
+            },
+        )
     }
 
     pub async fn leave(
@@ -307,104 +219,38 @@ impl PeerClient {
         id: u64,
         ttl: Duration,
     ) -> io::Result<Result<(), MembershipError>> {
-        self.expect(RaftRequest::Leave { id }, ttl, |r| match r {
-            RaftReply::Leave(l) => Some(l),
-            _ => None,
-        })
-        .await
+        picked(
+            self.call(RaftRequest::Leave { id }, ttl).await?,
+            |r| match r {
+                RaftReply::Leave(l) => Some(l),
+                _ => None,
+            },
+        )
     }
 
     pub async fn ping(&mut self, ttl: Duration) -> io::Result<()> {
-        self.expect(RaftRequest::Ping, ttl, |r| match r {
+        picked(self.call(RaftRequest::Ping, ttl).await?, |r| match r {
             RaftReply::Pong => Some(()),
             _ => None,
         })
-        .await
-    }
-
-    /// A heartbeat carrying this node's `load`; answers the peer's. A missed deadline
-    /// does not break the link (it is shared with forwarded steps, which would be lost):
-    /// the caller decides when silence means the link is dead ([`PeerClient::reset`]).
-    pub async fn heartbeat(&mut self, load: Load, ttl: Duration) -> io::Result<Load> {
-        let req = if self.link.speaks_next() {
-            self.gossip(ttl).await;
-            let build = Some(format!("protocol {}", super::PEER_PROTOCOL + 1));
-            Outbound::Next(NextRequest::Heartbeat { load, build })
-        } else {
-            Outbound::Raft(RaftRequest::Heartbeat { load })
-        };
-        match self.link.call_step(req, ttl).await {
-            Ok(RaftReply::Heartbeat { load }) => Ok(load),
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched peer reply",
-            )),
-            Err(f) => Err(f.error),
-        }
-    }
-
-    /// The next build's new message kind (a node speaking it, `next`): a peer of this build
-    /// answers it `Unsupported`, one of the next answers it; each is counted.
-    async fn gossip(&self, ttl: Duration) {
-        let note = "hello from the next build".to_owned();
-        let stats = self.link.upgrade_stats();
-        match self
-            .link
-            .call_step(Outbound::Next(NextRequest::Gossip { note }), ttl)
-            .await
-        {
-            Ok(RaftReply::Unsupported(_)) => UpgradeStats::count(&stats.gossip_unsupported),
-            Ok(RaftReply::Pong) => UpgradeStats::count(&stats.gossip_served),
-            _ => {}
-        }
-    }
-
-    /// Drops the connection to the peer; the next call opens a new one.
-    pub async fn reset(&self) {
-        self.link.reset().await;
     }
 
     pub async fn read_index(
         &mut self,
         ttl: Duration,
     ) -> io::Result<Result<Option<LogId<u64>>, MembershipError>> {
-        self.expect_patiently(RaftRequest::ReadIndex, ttl, |r| match r {
-            RaftReply::ReadIndex(i) => Some(i),
-            _ => None,
-        })
-        .await
+        picked(
+            self.call_patiently(RaftRequest::ReadIndex, ttl).await?,
+            |r| match r {
+                RaftReply::ReadIndex(i) => Some(i),
+                _ => None,
+            },
+        )
     }
 
-    async fn expect<T>(
-        &mut self,
-        req: RaftRequest,
-        ttl: Duration,
-        pick: impl FnOnce(RaftReply) -> Option<T>,
-    ) -> io::Result<T> {
-        picked(self.call(req, ttl).await?, pick)
-    }
-
-    /// As [`PeerClient::expect`], but a missed deadline leaves the link up: the peer may
-    /// just be slow to answer (a commit waiting for a quorum), and the link is shared with
-    /// forwarded steps, which breaking it would lose. Heartbeats judge the link instead.
-    async fn expect_patiently<T>(
-        &self,
-        req: RaftRequest,
-        ttl: Duration,
-        pick: impl FnOnce(RaftReply) -> Option<T>,
-    ) -> io::Result<T> {
-        let reply = self.link.call_step(req, ttl).await.map_err(|f| f.error)?;
-        picked(reply, pick)
-    }
-
-    /// Runs `step` on the peer within `ttl`; a missed deadline does not break the link.
-    pub async fn step(&self, step: Step, ttl: Duration) -> Result<StepOutcome, ForwardError> {
-        match self.link.call_step(RaftRequest::Step(step), ttl).await {
-            Ok(RaftReply::Step(outcome)) => Ok(outcome),
-            Ok(_) => Err(ForwardError::Lost("mismatched peer reply".into())),
-            Err(f) if f.sent => Err(ForwardError::Lost(f.error.to_string())),
-            Err(f) => Err(ForwardError::NotSent(f.error.to_string())),
-        }
+    /// Drops the connection to the peer; the next call opens a new one.
+    pub fn reset(&self) {
+        self.link.reset();
     }
 
     /// The `host:port` this client talks to.
@@ -415,15 +261,9 @@ impl PeerClient {
     /// A client with a link of its own to `addr`, whichever node of whichever cluster is
     /// there, proving `secret` (tools).
     pub fn to_addr(env: Env, addr: impl Into<String>, secret: ClusterSecret) -> PeerClient {
-        let to = LinkTo {
-            cluster: None,
-            node: None,
-            introduce: false,
-            endpoint: Arc::new(Endpoint::new(secret, false)),
-        };
         PeerClient {
             target: 0,
-            link: Link::new(env, addr.into(), to),
+            link: Fabric::tool(env, addr, secret),
         }
     }
 }
@@ -499,118 +339,5 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             _ => None,
         })
         .await
-    }
-}
-
-/// What a node's peer endpoint serves with: its replica, its environment (to forward
-/// writes) and the membership policy it applies when it leads.
-#[derive(Clone)]
-pub struct PeerService {
-    /// This node's id: a hello naming another node is refused.
-    pub id: u64,
-    pub raft: Raft,
-    pub env: Env,
-    pub policy: MembershipPolicy,
-    /// Links whose hello names another cluster are refused.
-    pub cluster_id: String,
-    /// This node's load (requests in flight), sent back with heartbeats.
-    pub load: Arc<dyn Fn() -> Load + Send + Sync>,
-    /// Runs forwarded steps (set once the node's functions exist).
-    pub steps: Arc<std::sync::OnceLock<StepRunner>>,
-    /// This node's links to its peers: writes it forwards to the leader use them.
-    pub network: NetworkFactory,
-}
-
-/// How a node runs a step another node forwarded to it.
-pub type StepRunner = Box<dyn Fn(Step) -> crate::registry::BoxFuture<StepOutcome> + Send + Sync>;
-
-/// Deadline of a write this node forwards to the leader.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Answers one peer request.
-pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
-    let raft = &service.raft;
-    match req {
-        RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
-        RaftRequest::Vote(r) => RaftReply::Vote(vote(raft, r).await),
-        RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
-        RaftRequest::Write { cmd, forward } => RaftReply::Write(write(service, cmd, forward).await),
-        RaftRequest::Join { id, node } => {
-            RaftReply::Join(membership::join(raft, service.policy, id, node).await)
-        }
-        RaftRequest::Leave { id } => {
-            RaftReply::Leave(membership::leave(raft, service.policy, id).await)
-        }
-        RaftRequest::Ping => RaftReply::Pong,
-        RaftRequest::Heartbeat { load: _ } => RaftReply::Heartbeat {
-            load: (service.load)(),
-        },
-        RaftRequest::ReadIndex => RaftReply::ReadIndex(membership::read_index(raft).await),
-        RaftRequest::Step(step) => RaftReply::Step(match service.steps.get() {
-            Some(run) => run(step).await,
-            None => StepOutcome::NotHere("the node is starting".into()),
-        }),
-    }
-}
-
-/// Answers a vote request, refusing disruptive ones before openraft sees them
-/// (`vote_guard`: Raft §6).
-async fn vote(raft: &Raft, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
-    let refused = {
-        let m = raft.metrics().borrow().clone();
-        let candidate = req.vote.leader_id().voted_for();
-        let view = super::vote_guard::VoteView {
-            candidate_is_voter: candidate
-                .is_some_and(|c| m.membership_config.membership().voter_ids().any(|v| v == c)),
-            leading: m.state == openraft::ServerState::Leader,
-            quorum_ack_ms: m.millis_since_quorum_ack,
-            election_timeout_min_ms: raft.config().election_timeout_min,
-        };
-        super::vote_guard::refusal(view).map(|why| (why, m.vote, m.last_applied))
-    };
-    match refused {
-        Some((why, vote, last)) => {
-            tracing::debug!(%why, candidate = ?req.vote, "refused a vote request");
-            Ok(VoteResponse::new(vote, last, false))
-        }
-        None => raft.vote(req).await,
-    }
-}
-
-/// Commits `cmd` here if this node leads, else (once) on the leader it knows.
-async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> WriteResult {
-    let result = service.raft.client_write(cmd.clone()).await;
-    let leader = match &result {
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if forward => {
-            f.leader_node.clone().map(|node| (f.leader_id, node))
-        }
-        _ => return result,
-    };
-    let Some((id, node)) = leader else {
-        return result;
-    };
-    let mut peer = service.network.leader(id, node);
-    match peer.write_here(cmd, FORWARD_TIMEOUT).await {
-        Ok(forwarded) => forwarded,
-        // The leader did not answer: the caller learns who it was and decides.
-        Err(_) => result,
-    }
-}
-
-/// Serves Raft alone on `listener` (the simulator's replicas; a node serves Raft on its
-/// client port instead, see `node::conn`).
-pub async fn serve_raft(service: Arc<PeerService>, mut listener: Box<dyn Listener>) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            return;
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            let config = websocket_config(MAX_FRAME_BYTES);
-            if let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
-            {
-                super::link::serve_peer(service, ws, peer).await;
-            }
-        });
     }
 }

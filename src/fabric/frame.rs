@@ -9,16 +9,24 @@ use serde::{Deserialize, Serialize};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use super::network::{RaftReply, RaftRequest};
+use super::codec;
+use super::handshake::{Nonce, Proof};
 use crate::env::BoxStream;
-use crate::fabric::codec;
-use crate::fabric::handshake::{Nonce, Proof};
 
 /// Largest frame on a peer link (snapshots travel in one).
 pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
 
-/// The path a peer's WebSocket handshake asks for; it marks the connection as Raft's.
-pub const RAFT_PATH: &str = "/_mpreg/raft";
+/// The path a peer's WebSocket handshake asks for; it marks the connection as a peer's.
+pub const PEER_PATH: &str = "/_mpreg/raft";
+
+/// Which part of the node a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Plane {
+    /// The control plane: Raft RPCs, catalog writes, membership (`control::raft`).
+    Raft,
+    /// The data plane: heartbeats and forwarded steps (`node::data_plane`).
+    Data,
+}
 
 pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 
@@ -73,17 +81,27 @@ pub enum Frame {
     },
     /// The dialler's proof that it holds the cluster secret.
     Proof(Proof),
+    /// A request for `plane`, whose handler reads `body`.
     Request {
         id: u64,
-        req: RaftRequest,
+        plane: Plane,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
     },
     Reply {
         id: u64,
-        reply: RaftReply,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
     },
-    /// The answer to request `id` when it is of a kind this build does not know (a newer
-    /// build's): nothing was done.
+    /// The answer to request `id` when it is of a kind (or for a plane) this build does not
+    /// know, a newer build's: nothing was done.
     Unsupported {
+        id: u64,
+        why: String,
+    },
+    /// The answer to request `id` when the node runs as much as it may for this peer:
+    /// nothing was done, the caller may try elsewhere.
+    Busy {
         id: u64,
         why: String,
     },
@@ -140,16 +158,11 @@ pub fn decode_frame(bytes: &[u8]) -> io::Result<Frame> {
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Frame(Frame),
-    /// A request of a kind this build does not know (or with fields it cannot read): it is
-    /// answered `Unsupported`, the connection stays.
+    /// A request this build cannot read (a plane it does not know): it is answered
+    /// `Unsupported`, the connection stays.
     Unknown {
         id: u64,
         why: String,
-    },
-    /// A request as the next build writes it, read by a node that speaks it (`super::next`).
-    Next {
-        id: u64,
-        req: super::next::NextRequest,
     },
 }
 
@@ -160,18 +173,11 @@ enum Peek {
 }
 
 /// Reads `bytes` as an admitted peer's frame: a frame, an unknown request, or an error
-/// (which ends the connection). A node that speaks the next build's protocol (`next`) reads
-/// the requests that build writes differently as that build does.
-pub(crate) fn incoming(bytes: Bytes, next: bool) -> io::Result<Incoming> {
-    if next
-        && let Ok(super::next::NextFrame::Request { id, req }) =
-            decode::<super::next::NextFrame>(&bytes, MAX_FRAME_BYTES)
-    {
-        return Ok(Incoming::Next { id, req });
-    }
-    match decode::<Frame>(&bytes, MAX_FRAME_BYTES) {
+/// (which ends the connection).
+pub(crate) fn incoming(bytes: &[u8]) -> io::Result<Incoming> {
+    match decode::<Frame>(bytes, MAX_FRAME_BYTES) {
         Ok(frame) => Ok(Incoming::Frame(frame)),
-        Err(e) => match decode::<Peek>(&bytes, MAX_FRAME_BYTES) {
+        Err(e) => match decode::<Peek>(bytes, MAX_FRAME_BYTES) {
             Ok(Peek::Request { id }) => Ok(Incoming::Unknown {
                 id,
                 why: e.to_string(),
@@ -193,14 +199,11 @@ where
 }
 
 /// The next binary frame of an admitted peer; `None` when the peer closed.
-pub(crate) async fn next_incoming<S>(ws: &mut S, next: bool) -> io::Result<Option<Incoming>>
+pub(crate) async fn next_incoming<S>(ws: &mut S) -> io::Result<Option<Incoming>>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    next_binary(ws)
-        .await?
-        .map(|b| incoming(b, next))
-        .transpose()
+    next_binary(ws).await?.map(|b| incoming(&b)).transpose()
 }
 
 /// The next binary frame's bytes; `None` when the peer closed.
@@ -241,34 +244,40 @@ mod tests {
     }
 
     #[test]
-    fn a_request_of_an_unknown_kind_is_told_apart_from_a_broken_frame() {
-        // A later build's request kind: a Request whose body this build cannot read.
+    fn a_request_for_an_unknown_plane_is_told_apart_from_a_broken_frame() {
+        // A later build's plane: a Request whose plane this build does not know.
         #[derive(Serialize)]
         enum Later {
-            Request { id: u64, req: LaterReq },
-        }
-        #[derive(Serialize)]
-        enum LaterReq {
-            Gossip { note: String },
+            Request {
+                id: u64,
+                plane: &'static str,
+                body: Vec<u8>,
+            },
         }
         let later = codec::encode(&Later::Request {
             id: 7,
-            req: LaterReq::Gossip { note: "hi".into() },
+            plane: "Gossip",
+            body: vec![1],
         })
         .unwrap();
-        let Ok(Incoming::Unknown { id: 7, .. }) = incoming(Bytes::from(later), false) else {
-            panic!("an unknown kind was not answered as unsupported");
+        let Ok(Incoming::Unknown { id: 7, .. }) = incoming(&later) else {
+            panic!("an unknown plane was not answered as unsupported");
         };
         // A known frame reads as itself; garbage is an error (the connection ends).
         let ping = encode_frame(&Frame::Request {
             id: 1,
-            req: RaftRequest::Ping,
+            plane: Plane::Raft,
+            body: vec![1, 2, 3],
         })
         .unwrap();
         assert!(matches!(
-            incoming(Bytes::from(ping), false),
-            Ok(Incoming::Frame(Frame::Request { id: 1, .. }))
+            incoming(&ping),
+            Ok(Incoming::Frame(Frame::Request {
+                id: 1,
+                plane: Plane::Raft,
+                ..
+            }))
         ));
-        assert!(incoming(Bytes::from_static(&[0xc1, 0, 0]), false).is_err());
+        assert!(incoming(&[0xc1, 0, 0]).is_err());
     }
 }

@@ -8,13 +8,12 @@ use std::io;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+use super::endpoint::Endpoint;
 use super::frame::{
     Caller, Frame, Hello, PeerWs, decode, encode, encode_frame, negotiate, next_binary, next_frame,
 };
-use super::link::Endpoint;
-use super::network::PeerService;
-use crate::fabric::handshake::{self, Nonce, Side};
-use crate::fabric::{ClusterSecret, codec};
+use super::handshake::{self, Nonce, Side};
+use super::{ClusterSecret, codec};
 
 /// The largest hello or proof frame read before a peer has proved itself: a hello is a
 /// cluster id, two addresses and a nonce, so anything bigger is not one.
@@ -104,11 +103,7 @@ pub(crate) struct Welcomed {
 /// this node's nonce and proof, reads the dialler's proof (nothing else), and welcomes it
 /// if the proof holds and the hello is for this cluster and node. A refused dialler is told
 /// why, except that a failed proof is answered with no detail.
-pub(crate) async fn welcome(
-    service: &PeerService,
-    endpoint: &Endpoint,
-    ws: &mut PeerWs,
-) -> Result<Welcomed, String> {
+pub(crate) async fn welcome(endpoint: &Endpoint, ws: &mut PeerWs) -> Result<Welcomed, String> {
     let hello_bytes = next_small_frame(ws).await?;
     let hello = match parse_hello(&hello_bytes) {
         Some(Ok(hello)) => hello,
@@ -119,7 +114,7 @@ pub(crate) async fn welcome(
         Ok(p) => p,
         Err(why) => return Err(refuse(ws, why).await),
     };
-    let nonce: Nonce = handshake::nonce(&service.env.rng);
+    let nonce: Nonce = handshake::nonce(&endpoint.env.rng);
     let t = transcript(&hello_bytes, protocol);
     let proof = handshake::prove(endpoint.secret(), Side::Acceptor, &t, &nonce);
     let challenge = Frame::Challenge {
@@ -137,7 +132,8 @@ pub(crate) async fn welcome(
         let why = "the caller did not prove it holds the cluster secret";
         return Err(refuse(ws, why.into()).await);
     }
-    match admit(&hello, &service.cluster_id, service.id) {
+    let me = endpoint.me().map(|m| m.id);
+    match admit(&hello, endpoint.cluster.as_deref(), me) {
         Ok(from) => {
             send(ws, &Frame::Welcome(Ok(()))).await?;
             Ok(Welcomed { from, protocol })
@@ -188,13 +184,21 @@ pub fn parse_hello(bytes: &[u8]) -> Option<Result<Hello, String>> {
     }
 }
 
-/// Whether a proved `hello` is for this node (`id`, serving `cluster_id`): if so, who
-/// dialled, if it said.
-fn admit(hello: &Hello, cluster_id: &str, id: u64) -> Result<Option<Caller>, String> {
-    if let Some(c) = hello.cluster.as_ref().filter(|c| *c != cluster_id) {
-        Err(format!("this node is in cluster `{cluster_id}`, not `{c}`"))
-    } else if let Some(n) = hello.node.filter(|n| *n != id) {
-        Err(format!("this is node {id:016x}, not {n:016x}"))
+/// Whether a proved `hello` is for this node (`id`, serving `cluster_id`; either `None`
+/// while unknown): if so, who dialled, if it said.
+fn admit(
+    hello: &Hello,
+    cluster_id: Option<&str>,
+    id: Option<u64>,
+) -> Result<Option<Caller>, String> {
+    let mine = cluster_id.unwrap_or_default();
+    if let Some(c) = hello.cluster.as_ref().filter(|c| *c != mine) {
+        Err(format!("this node is in cluster `{mine}`, not `{c}`"))
+    } else if let Some(n) = hello.node.filter(|n| Some(*n) != id) {
+        Err(format!(
+            "this is node {:016x}, not {n:016x}",
+            id.unwrap_or(0)
+        ))
     } else {
         Ok(hello.from.clone())
     }
@@ -224,9 +228,12 @@ mod tests {
     fn a_hello_is_admitted_only_for_this_cluster_and_this_node() {
         let ok = hello(PEER_PROTOCOL, Some("c"), Some(7));
         assert_eq!(parse_hello(&bytes(&ok)), Some(Ok(ok.clone())));
-        assert_eq!(admit(&ok, "c", 7), Ok(None));
+        assert_eq!(admit(&ok, Some("c"), Some(7)), Ok(None));
         // Tools name neither cluster nor node.
-        assert_eq!(admit(&hello(PEER_PROTOCOL, None, None), "c", 7), Ok(None));
+        assert_eq!(
+            admit(&hello(PEER_PROTOCOL, None, None), Some("c"), Some(7)),
+            Ok(None)
+        );
         // A node that says who it is is admitted as that node.
         let from = Caller {
             id: 9,
@@ -236,13 +243,17 @@ mod tests {
             from: Some(from.clone()),
             ..ok
         };
-        assert_eq!(admit(&introduced, "c", 7), Ok(Some(from)));
+        assert_eq!(admit(&introduced, Some("c"), Some(7)), Ok(Some(from)));
         assert_eq!(
-            admit(&hello(PEER_PROTOCOL, Some("d"), None), "c", 7),
+            admit(&hello(PEER_PROTOCOL, Some("d"), None), Some("c"), Some(7)),
             Err("this node is in cluster `c`, not `d`".into())
         );
         assert_eq!(
-            admit(&hello(PEER_PROTOCOL, Some("c"), Some(8)), "c", 7),
+            admit(
+                &hello(PEER_PROTOCOL, Some("c"), Some(8)),
+                Some("c"),
+                Some(7)
+            ),
             Err(format!("this is node {:016x}, not {:016x}", 7, 8))
         );
     }

@@ -3,8 +3,8 @@
 //! `NodeBuilder::speak_next_protocol` behaves as the next build would:
 //!
 //! * it speaks peer protocol `PEER_PROTOCOL + 1` as well (the hello settles on what both
-//!   ends speak, `frame::negotiate`);
-//! * its heartbeats carry a field this build's `RaftRequest::Heartbeat` does not have
+//!   ends speak, `fabric::frame::negotiate`);
+//! * its heartbeats carry a field this build's `DataRequest::Heartbeat` does not have
 //!   (`build`), which this build's nodes ignore, and it reads heartbeats with that field
 //!   optional, so those of this build's nodes (without it) read as `None`;
 //! * with every heartbeat it also sends a message kind this build does not know
@@ -13,12 +13,15 @@
 //! [`UpgradeStats`] counts each of these, so tests can see both builds talk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::data_plane::{DataClient, DataReply};
+use crate::fabric::codec;
 use crate::routing::liveness::Load;
 
-/// The requests N+1 writes differently from this build, or that this build lacks.
+/// The data-plane requests N+1 writes differently from this build, or that it lacks.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum NextRequest {
     /// This build's `Heartbeat`, plus a field it does not know.
@@ -27,14 +30,14 @@ pub(crate) enum NextRequest {
         #[serde(default)]
         build: Option<String>,
     },
-    /// A kind this build does not know; N+1 answers it `Pong`.
+    /// A kind this build does not know.
     Gossip { note: String },
 }
 
-/// The frame N+1 writes its [`NextRequest`]s in (the same shape as `Frame::Request`).
+/// N+1's answer to `Gossip`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum NextFrame {
-    Request { id: u64, req: NextRequest },
+pub(crate) enum NextReply {
+    Gossip { note: String },
 }
 
 /// What a node speaking N+1 saw of the other build.
@@ -52,11 +55,11 @@ pub struct UpgradeStats {
     pub gossip_served: AtomicU64,
 }
 
-impl UpgradeStats {
-    pub(crate) fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
 
+impl UpgradeStats {
     /// A snapshot: (with build, without build, gossip answered, unsupported, served).
     pub fn read(&self) -> [u64; 5] {
         [
@@ -70,28 +73,43 @@ impl UpgradeStats {
     }
 }
 
-/// How this build serves an N+1 request.
-pub(crate) enum Served {
-    /// As this request of its own.
-    As(super::RaftRequest),
-    /// At once, with this reply.
-    Answered(super::RaftReply),
+/// N+1's heartbeat.
+pub(crate) fn heartbeat(load: Load) -> NextRequest {
+    let build = Some(format!(
+        "peer protocol {}",
+        crate::fabric::PEER_PROTOCOL + 1
+    ));
+    NextRequest::Heartbeat { load, build }
 }
 
-/// An N+1 request as this build serves it: N+1's heartbeat is this build's (its field
-/// counted, then dropped); N+1's `Gossip` is answered at once.
-pub(crate) fn as_this_build(req: NextRequest, stats: &UpgradeStats) -> Served {
-    match req {
-        NextRequest::Heartbeat { load, build } => {
-            UpgradeStats::count(match build {
+/// How N+1 answers a request as N+1 reads it (`load`: this node's).
+pub(crate) fn answer(
+    req: NextRequest,
+    stats: &UpgradeStats,
+    load: Load,
+) -> Result<Vec<u8>, String> {
+    let reply = match req {
+        NextRequest::Heartbeat { build, .. } => {
+            count(match build {
                 Some(_) => &stats.heartbeats_with_build,
                 None => &stats.heartbeats_without_build,
             });
-            Served::As(super::RaftRequest::Heartbeat { load })
+            codec::encode(&DataReply::Heartbeat { load })
         }
-        NextRequest::Gossip { note: _ } => {
-            UpgradeStats::count(&stats.gossip_answered);
-            Served::Answered(super::RaftReply::Pong)
+        NextRequest::Gossip { note } => {
+            count(&stats.gossip_answered);
+            codec::encode(&NextReply::Gossip { note })
         }
+    };
+    reply.map_err(|e| e.to_string())
+}
+
+/// Sends N+1's new kind to the peer and counts how it was answered.
+pub(crate) async fn gossip(peer: &DataClient, stats: &UpgradeStats, ttl: Duration) {
+    let note = "hello from the next build".to_owned();
+    match peer.next_call(&NextRequest::Gossip { note }, ttl).await {
+        Ok(None) => count(&stats.gossip_unsupported),
+        Ok(Some(NextReply::Gossip { .. })) => count(&stats.gossip_served),
+        Err(_) => {}
     }
 }

@@ -1,0 +1,164 @@
+//! The data plane on the peer fabric: heartbeats (the sender's load, answered with the
+//! receiver's) and forwarded steps. The node registers [`DataPlane`] with its fabric when it
+//! starts, once its functions exist; [`DataClient`] is its side of a call.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::next::{NextReply, NextRequest, UpgradeStats};
+use crate::env::Env;
+use crate::fabric::frame::MAX_FRAME_BYTES;
+use crate::fabric::{
+    Answer, CallFailure, ClusterSecret, Fabric, Link, Plane, PlaneHandler, Work, codec,
+};
+use crate::registry::BoxFuture;
+use crate::routing::liveness::Load;
+use crate::rpc::{ForwardError, Step, StepOutcome};
+
+/// A request to a node's data plane.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DataRequest {
+    /// The sender's load; the answer carries the receiver's.
+    Heartbeat { load: Load },
+    /// A command to run here, forwarded by the node coordinating its request.
+    Step(Step),
+}
+
+/// The answer to a [`DataRequest`] of the same variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DataReply {
+    Heartbeat { load: Load },
+    Step(StepOutcome),
+}
+
+/// How this node serves its data plane.
+pub(crate) struct DataPlane {
+    /// This node's load now.
+    pub(crate) load: Box<dyn Fn() -> Load + Send + Sync>,
+    /// Runs a forwarded step.
+    pub(crate) run: Box<dyn Fn(Step) -> BoxFuture<StepOutcome> + Send + Sync>,
+    /// Set when this node speaks as the next build would (`next`).
+    pub(crate) next: Option<Arc<UpgradeStats>>,
+}
+
+fn encoded<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    codec::encode(value).map_err(|e| e.to_string())
+}
+
+impl PlaneHandler for DataPlane {
+    fn answer(self: Arc<Self>, body: Vec<u8>) -> Answer {
+        let now = |reply| Answer {
+            work: Work::Other,
+            reply: Box::pin(std::future::ready(reply)),
+        };
+        if let Some(stats) = &self.next
+            && let Ok(req) = codec::decode::<NextRequest>(&body, MAX_FRAME_BYTES)
+        {
+            return now(super::next::answer(req, stats, (self.load)()));
+        }
+        match codec::decode::<DataRequest>(&body, MAX_FRAME_BYTES) {
+            Ok(DataRequest::Heartbeat { load: _ }) => now(encoded(&DataReply::Heartbeat {
+                load: (self.load)(),
+            })),
+            Ok(DataRequest::Step(step)) => {
+                let run = (self.run)(step);
+                Answer {
+                    work: Work::Step,
+                    reply: Box::pin(async move { encoded(&DataReply::Step(run.await)) }),
+                }
+            }
+            // A request of a kind this build does not know: answered unsupported.
+            Err(e) => now(Err(e.to_string())),
+        }
+    }
+}
+
+/// This node's data-plane client of one peer, on the link every plane shares.
+#[derive(Clone)]
+pub struct DataClient {
+    link: Link,
+    /// Set when this node speaks as the next build would (`next`).
+    next: Option<Arc<UpgradeStats>>,
+}
+
+impl DataClient {
+    pub(crate) fn new(link: Link, next: Option<Arc<UpgradeStats>>) -> DataClient {
+        DataClient { link, next }
+    }
+
+    /// A client with a link of its own to `addr`, proving `secret` (tools and tests).
+    pub fn to_addr(env: Env, addr: impl Into<String>, secret: ClusterSecret) -> DataClient {
+        DataClient::new(Fabric::tool(env, addr, secret), None)
+    }
+
+    /// The `host:port` this client talks to.
+    pub fn addr(&self) -> &str {
+        self.link.addr()
+    }
+
+    /// Drops the connection to the peer; the next call opens a new one.
+    pub fn reset(&self) {
+        self.link.reset();
+    }
+
+    async fn call(&self, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallFailure> {
+        self.link.call_patiently(Plane::Data, body, ttl).await
+    }
+
+    /// A heartbeat carrying this node's `load`; answers the peer's. A missed deadline
+    /// does not break the link (it is shared with forwarded steps, which would be lost):
+    /// the caller decides when silence means the link is dead ([`DataClient::reset`]).
+    pub async fn heartbeat(&self, load: Load, ttl: Duration) -> io::Result<Load> {
+        let body = match &self.next {
+            Some(stats) => {
+                super::next::gossip(self, stats, ttl).await;
+                codec::encode(&super::next::heartbeat(load))
+            }
+            None => codec::encode(&DataRequest::Heartbeat { load }),
+        }
+        .map_err(io::Error::other)?;
+        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
+        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
+            Ok(DataReply::Heartbeat { load }) => Ok(load),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched peer reply",
+            )),
+        }
+    }
+
+    /// Sends the next build's new message kind (`next`); `Ok(None)`: unsupported by the
+    /// peer.
+    pub(crate) async fn next_call(
+        &self,
+        req: &NextRequest,
+        ttl: Duration,
+    ) -> io::Result<Option<NextReply>> {
+        let body = codec::encode(req).map_err(io::Error::other)?;
+        match self.call(body, ttl).await {
+            Ok(reply) => codec::decode(&reply, MAX_FRAME_BYTES)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(f) if f.error.kind() == io::ErrorKind::Unsupported => Ok(None),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    /// Runs `step` on the peer within `ttl`; a missed deadline does not break the link.
+    pub async fn step(&self, step: Step, ttl: Duration) -> Result<StepOutcome, ForwardError> {
+        let body = codec::encode(&DataRequest::Step(step))
+            .map_err(|e| ForwardError::NotSent(e.to_string()))?;
+        match self.call(body, ttl).await {
+            Ok(reply) => match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
+                Ok(DataReply::Step(outcome)) => Ok(outcome),
+                _ => Err(ForwardError::Lost("mismatched peer reply".into())),
+            },
+            Err(f) if f.sent => Err(ForwardError::Lost(f.error.to_string())),
+            // Not sent, or refused (busy, unsupported): nothing ran there.
+            Err(f) => Err(ForwardError::NotSent(f.error.to_string())),
+        }
+    }
+}
