@@ -1,12 +1,13 @@
-//! One open peer connection: the handle this side's calls share ([`Open`]) and the task
-//! that reads every frame, routes replies to the calls by id, answers the peer's requests
-//! through the planes' handlers and writes what is queued ([`drive`]). What the connection
+//! One open peer connection: what the handle this side's calls share (`open::Open`) and
+//! the connection's task have in common ([`Conn`]), and the task, which reads every frame,
+//! routes replies to the calls by id, answers the peer's requests through the planes'
+//! handlers and writes what is queued ([`drive`]). What the connection
 //! is doing is a [`Lifecycle`] (pure, `fabric::lifecycle`); this module only carries out
 //! its actions.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::budget::{self, Reading, Unwritten};
 use super::endpoint::Endpoint;
 use super::frame::{Frame, PeerWs, encode, next_incoming};
-use super::lifecycle::{Event, Lifecycle, Rank, Use};
+use super::lifecycle::{Event, Lifecycle, Use};
+pub(crate) use super::open::Open;
 use super::served::Served;
 
 /// How long a connection this side is done with stays open without a frame from the peer
@@ -49,16 +51,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-type Writer = futures_util::stream::SplitSink<PeerWs, Message>;
+pub(crate) type Writer = futures_util::stream::SplitSink<PeerWs, Message>;
 
 /// What the handle and the connection's task share.
 pub(crate) struct Conn {
     /// `None` once the connection ended: the socket is closed with it, not kept open by the
     /// handle a link may still hold.
-    writer: tokio::sync::Mutex<Option<Writer>>,
+    pub(crate) writer: tokio::sync::Mutex<Option<Writer>>,
     queue: Mutex<VecDeque<Message>>,
     /// Tells the task that frames wait in the queue.
-    queued: Notify,
+    pub(crate) queued: Notify,
     /// What the queue holds, in bytes (`fabric::budget`): over the budget, the connection
     /// stops reading.
     unwritten: Unwritten,
@@ -88,7 +90,7 @@ impl Conn {
         }
     }
 
-    fn life(&self) -> Lifecycle {
+    pub(crate) fn life(&self) -> Lifecycle {
         *lock(&self.life)
     }
 
@@ -116,7 +118,7 @@ impl Conn {
 
     /// Writes every queued frame and flushes. A frame leaves the queue only once the sink
     /// has room for it, so a writer cancelled at an await point strands nothing.
-    async fn write_queued(&self, w: &mut Option<Writer>) -> io::Result<()> {
+    pub(crate) async fn write_queued(&self, w: &mut Option<Writer>) -> io::Result<()> {
         let Some(w) = w.as_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
@@ -143,114 +145,6 @@ impl Conn {
         let mut w = self.writer.lock().await;
         self.write_queued(&mut w).await
     }
-}
-
-/// An open connection as this side's calls use it.
-pub(crate) struct Open {
-    pub(crate) conn: Arc<Conn>,
-    next_id: AtomicU64,
-    /// The node that dialled it (0: a tool, or a node that did not say).
-    dialled_by: u64,
-    /// Dropped with the last handle: this side then tells the peer it is done with it.
-    _alive: mpsc::Sender<()>,
-}
-
-impl Open {
-    /// Whether new calls may go on it.
-    pub(crate) fn usable(&self) -> bool {
-        self.conn.life().usable()
-    }
-
-    pub(crate) fn peer_left(&self) -> bool {
-        self.conn.life().peer_left()
-    }
-
-    pub(crate) fn rank(&self) -> Rank {
-        Rank {
-            dialled_by: self.dialled_by,
-            peer_left: self.peer_left(),
-        }
-    }
-
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Stops using it for this side's calls: the ones waiting fail at once, new ones go
-    /// elsewhere, and the peer is told so (it moves too, and still gets its answers here).
-    pub(crate) fn retire(&self) {
-        self.conn.apply(Event::CallMissedDeadline);
-    }
-
-    fn break_it(&self) {
-        self.conn.apply(Event::Broken);
-    }
-
-    /// Sends `frame`. On an idle link (no other call waiting) the caller writes and
-    /// flushes it itself: no hand-off to another task before it leaves. On a busy one it
-    /// is queued for the connection's task, which writes everything queued with one flush.
-    pub(crate) async fn send(&self, frame: Message) -> io::Result<()> {
-        if !self.usable() {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "peer link closed",
-            ));
-        }
-        self.conn.push(frame);
-        let idle = lock(&self.conn.pending).len() <= 1; // this call's own entry
-        let writer = if idle {
-            self.conn.writer.try_lock().ok()
-        } else {
-            None
-        };
-        match writer {
-            Some(mut w) => {
-                // A caller that gives up mid-write may leave frames in the writer, its own or
-                // replies the task queued: the task is told to flush them.
-                let mut unfinished = FlushLater(Some(&self.conn.queued));
-                let written = self.conn.write_queued(&mut w).await;
-                unfinished.0 = None;
-                match (&written, w.as_mut()) {
-                    (Ok(()), Some(w)) => disown_writes(w),
-                    _ => self.break_it(),
-                }
-                written
-            }
-            None => {
-                self.conn.queued.notify_one();
-                Ok(())
-            }
-        }
-    }
-
-    /// Queues `frame` for the connection's task (from code that cannot wait).
-    pub(crate) fn send_later(&self, frame: Message) {
-        self.conn.push(frame);
-        self.conn.queued.notify_one();
-    }
-}
-
-/// Wakes the connection's task to flush, unless disarmed (see [`Open::send`]).
-struct FlushLater<'a>(Option<&'a Notify>);
-
-impl Drop for FlushLater<'_> {
-    fn drop(&mut self) {
-        if let Some(queued) = self.0 {
-            queued.notify_one();
-        }
-    }
-}
-
-/// Leaves no task's waker behind as the link's writer. tokio-tungstenite wakes the last
-/// writer's task whenever the socket turns readable (its waker proxy wakes readers and
-/// writers alike), so a caller that wrote through would be woken, for nothing, by every
-/// frame the link receives; with two tasks woken at once tokio also wakes a second worker
-/// thread to share them, a futex round trip per forwarded call. A flush of the emptied
-/// buffer under a no-op waker takes the caller's place.
-fn disown_writes(w: &mut Writer) {
-    let waker = futures_util::task::noop_waker();
-    // Ready at once (nothing is buffered); anything else is left to the next writer.
-    let _ = std::pin::Pin::new(w).poll_flush(&mut std::task::Context::from_waker(&waker));
 }
 
 /// Starts using `ws`, whose hello is done: the handle that calls share, and the task that
@@ -326,14 +220,7 @@ async fn drive(
     let mut node_closed = endpoint.closed();
     let (replies, mut replied) = mpsc::channel::<(u64, Message)>(256);
     let mut served = Served::new(replies);
-    // When the peer last sent a frame: a connection this side is done with closes after a
-    // silence with nothing to answer, since a peer that died never says `Done`.
-    let mut last_heard = tokio::time::Instant::now();
-    // Frames were handed to the writer and may not all have left yet.
-    let mut unflushed = false;
-    // When a frame last left the queue (and how many had by then): a connection over its
-    // byte budget that writes nothing for a while has a peer that does not read.
-    let mut progress = (conn.unwritten.written(), tokio::time::Instant::now());
+    let mut pace = Pace::new(&conn);
     // The long-lived waits are made once, not at every turn of the loop.
     let node_stops = until_true(&mut node_closed);
     tokio::pin!(node_stops);
@@ -347,24 +234,10 @@ async fn drive(
         if life.closed {
             break;
         }
-        unflushed |= conn.has_queued();
-        let now = tokio::time::Instant::now();
-        if conn.unwritten.written() != progress.0 {
-            progress = (conn.unwritten.written(), now);
-        }
-        let unwritten = conn.unwritten.bytes();
-        let reading = budget::reading(unwritten, served.answering_others(), now - progress.1);
-        if reading == Reading::Disconnect {
-            tracing::warn!(
-                unwritten,
-                "closing a peer connection: the peer has read nothing for {:?} while {} \
-                 bytes wait for it",
-                budget::STALL_LIMIT,
-                unwritten
-            );
+        let Some(reading) = pace.reading(&conn, &served) else {
             break;
-        }
-        let over_budget = unwritten > budget::UNWRITTEN_BYTES_MAX;
+        };
+        let over_budget = conn.unwritten.bytes() > budget::UNWRITTEN_BYTES_MAX;
         let silent_ok = life.here != Use::Using && !served.answering_any();
         tokio::select! {
             biased;
@@ -376,8 +249,8 @@ async fn drive(
             }
             // Writing never holds up reading: a peer that waits for its replies to be read
             // before it reads would otherwise stall both sides.
-            written = conn.write_all(), if unflushed => match written {
-                Ok(()) => unflushed = false,
+            written = conn.write_all(), if pace.unflushed => match written {
+                Ok(()) => pace.unflushed = false,
                 Err(_) => break,
             },
             Some((id, frame)) = replied.recv() => {
@@ -387,37 +260,98 @@ async fn drive(
                 }
             }
             Some(()) = futures_util::future::OptionFuture::from(
-                silent_ok.then(|| tokio::time::sleep_until(last_heard + DONE_SILENCE)),
+                silent_ok.then(|| tokio::time::sleep_until(pace.last_heard + DONE_SILENCE)),
             ) => conn.apply(Event::Silence),
             () = served.reap(), if served.has_steps() => {}
             // Frames queued, or a caller's write cut short: flush either way.
-            () = conn.queued.notified() => unflushed = true,
+            () = conn.queued.notified() => pace.unflushed = true,
             // Over budget and writing nothing: wake to disconnect (see `budget::reading`).
             Some(()) = futures_util::future::OptionFuture::from(
-                over_budget.then(|| tokio::time::sleep_until(progress.1 + budget::STALL_LIMIT)),
+                over_budget.then(|| tokio::time::sleep_until(pace.written_at + budget::STALL_LIMIT)),
             ) => {}
             // Read unless over budget: the replies to this side's calls arrive here too, so
             // a busy peer is refused steps (`Served::start`) rather than left unread; only
             // a peer that does not read what it is sent stops being read.
             frame = next_incoming(&mut frames), if reading == Reading::Read => {
-                last_heard = tokio::time::Instant::now();
-                let mut frame = Some(frame);
-                // Whatever else has arrived already is handled before the replies go out,
-                // so that they leave together.
-                let mut batch = 0;
-                while let Some(f) = frame.take() {
-                    if !served.handle(f, &conn, &endpoint) {
-                        return finish(ended, &conn).await;
-                    }
-                    batch += 1;
-                    if batch < READ_BATCH {
-                        frame = next_incoming(&mut frames).now_or_never();
-                    }
+                pace.last_heard = tokio::time::Instant::now();
+                if !read_batch(frame, &mut frames, &mut served, &conn, &endpoint) {
+                    break;
                 }
             }
         }
     }
     finish(ended, &conn).await;
+}
+
+/// Handles `first` and whatever else has arrived already, before the replies they produce
+/// go out together; `false` ends the connection.
+fn read_batch(
+    first: io::Result<Option<super::frame::Incoming>>,
+    frames: &mut futures_util::stream::SplitStream<PeerWs>,
+    served: &mut Served,
+    conn: &Conn,
+    endpoint: &Endpoint,
+) -> bool {
+    let mut frame = Some(first);
+    let mut batch = 0;
+    while let Some(f) = frame.take() {
+        if !served.handle(f, conn, endpoint) {
+            return false;
+        }
+        batch += 1;
+        if batch < READ_BATCH {
+            frame = next_incoming(frames).now_or_never();
+        }
+    }
+    true
+}
+
+/// What the task knows of the connection's pace: when the peer was last heard, when a
+/// frame last left the queue, and whether frames may still sit unflushed in the writer.
+struct Pace {
+    /// A connection this side is done with closes after a silence with nothing to answer,
+    /// since a peer that died never says `Done`.
+    last_heard: tokio::time::Instant,
+    /// Frames written by then, and when the count last moved: a connection over its byte
+    /// budget that writes nothing for a while has a peer that does not read.
+    written: u64,
+    written_at: tokio::time::Instant,
+    unflushed: bool,
+}
+
+impl Pace {
+    fn new(conn: &Conn) -> Pace {
+        let now = tokio::time::Instant::now();
+        Pace {
+            last_heard: now,
+            written: conn.unwritten.written(),
+            written_at: now,
+            unflushed: false,
+        }
+    }
+
+    /// Whether to read this turn (`None`: disconnect, the peer does not read).
+    fn reading(&mut self, conn: &Conn, served: &Served) -> Option<Reading> {
+        self.unflushed |= conn.has_queued();
+        let now = tokio::time::Instant::now();
+        if conn.unwritten.written() != self.written {
+            (self.written, self.written_at) = (conn.unwritten.written(), now);
+        }
+        let unwritten = conn.unwritten.bytes();
+        match budget::reading(unwritten, served.answering_others(), now - self.written_at) {
+            Reading::Disconnect => {
+                tracing::warn!(
+                    unwritten,
+                    "closing a peer connection: the peer has read nothing for {:?} while {} \
+                     bytes wait for it",
+                    budget::STALL_LIMIT,
+                    unwritten
+                );
+                None
+            }
+            r => Some(r),
+        }
+    }
 }
 
 /// Ends a connection: fails what still waits on it, then closes the socket (the peer then

@@ -25,6 +25,7 @@ pub mod handshake;
 pub mod hello;
 pub mod lifecycle;
 pub mod link;
+mod open;
 pub mod plane;
 pub mod secret;
 mod serve;
