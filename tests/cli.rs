@@ -67,6 +67,30 @@ fn mpreg(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Polls `cluster_map` until the node at `url` knows a leader (it registers itself in the
+/// catalog just after it starts listening).
+fn wait_for_leader(url: &str) {
+    let mut polls = 0;
+    while json_out(&["client", "call", "cluster_map", "--url", url])["leader"].is_null() {
+        polls += 1;
+        assert!(polls < 400, "no leader after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// How many queues the catalog of the node at `url` lists (a linearizable read), and them.
+fn queues_on(url: &str) -> (usize, Value) {
+    let queues = json_out(&[
+        "client",
+        "call",
+        "catalog_query",
+        "{\"queues\": true, \"linearizable\": true}",
+        "--url",
+        url,
+    ]);
+    (queues["queues"].as_array().map_or(0, Vec::len), queues)
+}
+
 fn json_out(args: &[&str]) -> Value {
     let (code, out, err) = mpreg(args);
     assert_eq!(code, 0, "mpreg {args:?} failed: {err}");
@@ -201,12 +225,7 @@ fn bench_catalog_commits_writes() {
     let node = NodeProcess::start(&[], &[]);
     let url = node.url.clone();
     // The node registers itself in the catalog just after it starts listening.
-    let mut polls = 0;
-    while json_out(&["client", "call", "cluster_map", "--url", &url])["leader"].is_null() {
-        polls += 1;
-        assert!(polls < 400, "no leader after 20 s");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_leader(&url);
     let out = json_out(&[
         "bench",
         "--catalog",
@@ -225,15 +244,8 @@ fn bench_catalog_commits_writes() {
     let writes = out["catalog"]["rounds"][0]["calls"].as_u64().unwrap_or(0);
     assert!(writes > 0, "{out}");
     assert_eq!(out["catalog"]["errors"], 0, "{out}");
-    let queues = json_out(&[
-        "client",
-        "call",
-        "catalog_query",
-        "{\"queues\": true, \"linearizable\": true}",
-        "--url",
-        &url,
-    ]);
-    let created = queues["queues"].as_array().map_or(0, Vec::len) as u64;
+    let (created, queues) = queues_on(&url);
+    let created = created as u64;
     assert!(
         created >= writes,
         "{created} queues for {writes} writes: {queues}"
@@ -290,12 +302,7 @@ fn the_secret_file_admits_its_holders_only() {
     let secret = secret.to_str().unwrap().to_owned();
     let node = NodeProcess::start(&["--cluster-secret-file", &secret], &[]);
     let url = node.url.clone();
-    let mut polls = 0;
-    while json_out(&["client", "call", "cluster_map", "--url", &url])["leader"].is_null() {
-        polls += 1;
-        assert!(polls < 400, "no leader after 20 s");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_leader(&url);
     let bench = |extra: &[&str]| {
         let mut args = vec![
             "bench",
@@ -325,25 +332,9 @@ fn the_secret_file_admits_its_holders_only() {
     // Without the secret no write is made.
     let (code, out, _) = bench(&[]);
     assert_ne!(code, 0, "writes without the secret succeeded: {out}");
-    let queues = json_out(&[
-        "client",
-        "call",
-        "catalog_query",
-        "{\"queues\": true, \"linearizable\": true}",
-        "--url",
-        &url,
-    ]);
-    let before = queues["queues"].as_array().map_or(0, Vec::len);
+    let before = queues_on(&url).0;
     let (_, _, _) = bench(&[]);
-    let queues = json_out(&[
-        "client",
-        "call",
-        "catalog_query",
-        "{\"queues\": true, \"linearizable\": true}",
-        "--url",
-        &url,
-    ]);
-    assert_eq!(queues["queues"].as_array().map_or(0, Vec::len), before);
+    assert_eq!(queues_on(&url).0, before);
     assert!(node.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }

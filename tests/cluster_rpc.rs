@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use mpreg::protocol::RpcRequest;
-use mpreg::{Client, ErrorCode, Function, RpcCommand, RunningNode, Settings};
+use mpreg::{Client, ErrorCode, Function, RpcCommand, Settings};
 use serde_json::{Value, json};
 
 fn settings(name: &str, peers: Vec<String>, resources: &[&str]) -> Settings {
@@ -20,30 +20,6 @@ fn settings(name: &str, peers: Vec<String>, resources: &[&str]) -> Settings {
         peers,
         resources: resources.iter().map(|r| r.to_string()).collect(),
         ..test_settings()
-    }
-}
-
-/// Waits until every node's catalog lists `fun` (registrations are Raft commits).
-async fn wait_routable(nodes: &[&RunningNode], fun: &str, offers: usize) {
-    for node in nodes {
-        let client = Client::connect(node.url()).await.unwrap();
-        let mut polls = 0;
-        loop {
-            let found = client
-                .call("catalog_query", json!([{"name": fun}]))
-                .await
-                .unwrap();
-            if found["functions"].as_array().map(Vec::len) == Some(offers) {
-                break;
-            }
-            polls += 1;
-            assert!(
-                polls < 400,
-                "{fun} not in {}'s catalog: {found}",
-                node.url()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 }
 

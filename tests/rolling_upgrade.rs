@@ -32,25 +32,6 @@ async fn node(name: &str, peers: Vec<String>, next: bool, f: Function) -> Runnin
     b.start().await.expect("node starts")
 }
 
-/// Polls until every node in `nodes` routes `fun` to `offers` nodes.
-async fn routable(nodes: &[&RunningNode], fun: &str, offers: usize) {
-    for n in nodes {
-        let client = Client::connect(n.url()).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = client
-                .call("catalog_query", json!([{"name": fun}]))
-                .await
-                .unwrap();
-            if found["functions"].as_array().map(Vec::len) == Some(offers) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{fun}: {found}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
 async fn on(n: &RunningNode) -> Result<Client, mpreg::ClientError> {
     Client::connect(n.url()).await
 }
@@ -77,7 +58,7 @@ async fn builds_n_and_n_plus_1_run_one_cluster() {
     let all = [&a, &b, &c, &d];
     // Catalog writes from both builds (forwarded to the leader), routable everywhere.
     for f in ["times_a", "times_b", "times_c", "times_d"] {
-        routable(&all, f, 1).await;
+        wait_routable(&all, f, 1).await;
     }
     // Forwarded steps across builds, both ways.
     let (via_a, via_b) = (on(&a).await.unwrap(), on(&b).await.unwrap());
@@ -121,8 +102,8 @@ async fn builds_n_and_n_plus_1_run_one_cluster() {
     d.register(function("after_change_d", 13))
         .await
         .expect("N+1's write commits under the new leader");
-    routable(&[&b, &c, &d], "after_change", 1).await;
-    routable(&[&b, &c, &d], "after_change_d", 1).await;
+    wait_routable(&[&b, &c, &d], "after_change", 1).await;
+    wait_routable(&[&b, &c, &d], "after_change_d", 1).await;
     let via_c = on(&c).await.unwrap();
     assert_eq!(
         via_c.call("after_change_d", json!([2])).await.unwrap(),

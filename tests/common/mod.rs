@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
-use mpreg::{Function, Node, RunningNode, Settings};
+use mpreg::{Client, Function, Node, RunningNode, Settings};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -58,4 +58,28 @@ pub fn code_of(reply: &Value) -> i64 {
     reply["error"]["code"]
         .as_i64()
         .unwrap_or_else(|| panic!("not an error reply: {reply}"))
+}
+
+/// Waits until every node's catalog lists `fun` (registrations are Raft commits).
+pub async fn wait_routable(nodes: &[&RunningNode], fun: &str, offers: usize) {
+    for node in nodes {
+        let client = Client::connect(node.url()).await.unwrap();
+        let mut polls = 0;
+        loop {
+            let found = client
+                .call("catalog_query", serde_json::json!([{"name": fun}]))
+                .await
+                .unwrap();
+            if found["functions"].as_array().map(Vec::len) == Some(offers) {
+                break;
+            }
+            polls += 1;
+            assert!(
+                polls < 400,
+                "{fun} not in {}'s catalog: {found}",
+                node.url()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
 }
