@@ -15,6 +15,8 @@
 //! * [`secret`], [`handshake`]: the cluster secret and its challenge-response (pure).
 //! * [`budget`]: the byte budget of one connection (pure).
 //! * [`plane`]: what a plane's handler answers.
+//! * [`heartbeat`], [`liveness`]: heartbeats to every member and the failure detector
+//!   they feed (routing reads it).
 
 pub mod budget;
 pub mod codec;
@@ -22,9 +24,11 @@ mod conn;
 pub mod endpoint;
 pub mod frame;
 pub mod handshake;
+pub mod heartbeat;
 pub mod hello;
 pub mod lifecycle;
 pub mod link;
+pub mod liveness;
 mod open;
 pub mod plane;
 pub mod secret;

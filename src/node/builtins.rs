@@ -204,7 +204,7 @@ impl NodeInfo {
                     let clients = self.stats.active_clients.load(Ordering::Relaxed);
                     ("ok", self.stats.load(self.env.clock.now()), clients, None)
                 } else {
-                    let d = super::heartbeat::lock(&self.detector);
+                    let d = crate::fabric::heartbeat::lock(&self.detector);
                     let now = self.env.clock.now();
                     let status = match d.status(v.member.id, now) {
                         crate::routing::Liveness::Alive => "ok",

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::next::{NextReply, NextRequest, UpgradeStats};
 use crate::env::Env;
 use crate::fabric::frame::MAX_FRAME_BYTES;
+use crate::fabric::liveness::Load;
 use crate::fabric::{
     Answer, CallFailure, ClusterSecret, Fabric, Link, Plane, PlaneHandler, Work, codec,
 };
 use crate::registry::BoxFuture;
-use crate::routing::liveness::Load;
 use crate::rpc::{ForwardError, Step, StepOutcome};
 
 /// A request to a node's data plane.
@@ -73,6 +73,18 @@ impl PlaneHandler for DataPlane {
             // A request of a kind this build does not know: answered unsupported.
             Err(e) => now(Err(e.to_string())),
         }
+    }
+}
+
+/// The data plane's heartbeat, for the fabric's heartbeat loop.
+pub(crate) struct DataBeat {
+    pub(crate) next: Option<Arc<UpgradeStats>>,
+}
+
+impl crate::fabric::heartbeat::Beat for DataBeat {
+    fn beat(&self, link: Link, load: Load, ttl: Duration) -> BoxFuture<io::Result<Load>> {
+        let peer = DataClient::new(link, self.next.clone());
+        Box::pin(async move { peer.heartbeat(load, ttl).await })
     }
 }
 

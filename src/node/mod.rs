@@ -5,7 +5,6 @@ mod conn;
 mod control;
 pub mod data_plane;
 mod functions;
-mod heartbeat;
 mod next;
 mod peers;
 mod worker;
@@ -173,7 +172,7 @@ pub(crate) struct NodeInfo {
     stats: Arc<Stats>,
     control: Arc<control::Control>,
     /// What heartbeats say of the other members.
-    detector: heartbeat::SharedDetector,
+    detector: crate::fabric::heartbeat::SharedDetector,
 }
 
 /// What every connection of a running node shares.
@@ -321,7 +320,7 @@ impl NodeBuilder {
         let raft_id = control.id;
         let node_id = format!("{}-{raft_id:016x}", self.settings.name);
         let stats = Arc::new(Stats::default());
-        let detector: heartbeat::SharedDetector = Arc::default();
+        let detector: crate::fabric::heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
         resources.extend(registry.resources());
@@ -433,12 +432,8 @@ impl NodeBuilder {
             control.catalog.clone(),
             shutdown_rx.clone(),
         ));
-        tokio::spawn(heartbeat::run(
-            shared.env.clone(),
-            control.clone(),
-            shared.stats.clone(),
-            detector,
-            upgrade.clone(),
+        tokio::spawn(crate::fabric::heartbeat::run(
+            heartbeats(&shared, detector, upgrade.clone()),
             shutdown_rx.clone(),
         ));
         let peers = registration.peers.clone();
@@ -463,6 +458,36 @@ impl NodeBuilder {
             shutdown: Arc::new(shutdown_tx),
             task,
         })
+    }
+}
+
+/// The heartbeat loop of this node: to every other member of its catalog, carrying its
+/// load, as the data plane says it.
+fn heartbeats(
+    shared: &Shared,
+    detector: crate::fabric::heartbeat::SharedDetector,
+    next: Option<Arc<next::UpgradeStats>>,
+) -> crate::fabric::heartbeat::Heartbeats {
+    let control = shared.control.clone();
+    let (stats, clock) = (shared.stats.clone(), shared.env.clock.clone());
+    crate::fabric::heartbeat::Heartbeats {
+        env: shared.env.clone(),
+        fabric: shared.control.network.fabric().clone(),
+        members: Box::new(move || {
+            control.catalog.read(|s| {
+                s.catalog
+                    .members()
+                    .filter(|m| m.id != control.id)
+                    .filter_map(|m| {
+                        let url = m.advertised_urls.first()?;
+                        Some((m.id, url.trim_start_matches("ws://").to_owned()))
+                    })
+                    .collect()
+            })
+        }),
+        load: Box::new(move || stats.load(clock.now())),
+        beat: Arc::new(data_plane::DataBeat { next }),
+        detector,
     }
 }
 

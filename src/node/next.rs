@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data_plane::{DataClient, DataReply};
 use crate::fabric::codec;
-use crate::routing::liveness::Load;
+use crate::fabric::liveness::Load;
 
 /// The data-plane requests N+1 writes differently from this build, or that it lacks.
 #[derive(Debug, Serialize, Deserialize)]

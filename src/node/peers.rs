@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::control::Control;
 use super::data_plane::DataClient;
-use super::heartbeat::{self, SharedDetector};
 use crate::control::NodeId;
 use crate::env::Env;
+use crate::fabric::heartbeat::{self, SharedDetector};
 use crate::registry::BoxFuture;
 use crate::routing::{self, Liveness, NoRoute, Route, View, Want};
 use crate::rpc::{Cluster, ForwardError, Step, StepOutcome};

@@ -18,7 +18,8 @@
 //!
 //! "Not found" is an answer about this moment's view; callers must not cache it.
 
-pub mod liveness;
+/// The failure detector lives with the peer links (`fabric::liveness`).
+pub use crate::fabric::liveness;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,13 +28,7 @@ use semver::Version;
 use crate::control::{Catalog, FunctionEntry, NodeId};
 use crate::registry::VersionConstraint;
 
-/// What the failure detector says of a node (the data plane's view, not Raft's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Liveness {
-    Alive,
-    Suspect,
-    Down,
-}
+pub use crate::fabric::liveness::Liveness;
 
 /// What a command asks for.
 #[derive(Debug, Clone, Copy)]

@@ -1,14 +1,23 @@
-//! The data plane's failure detector: from the time of each peer's last heartbeat answer
-//! (and the load it reported), whether the peer is alive, suspect or down. Pure: the caller
-//! supplies the times (the `Env` clock), so the simulator replays it.
+//! The failure detector: from the time of each peer's last heartbeat answer (and the load
+//! it reported), whether the peer is alive, suspect or down. Pure: the caller supplies the
+//! times (the `Env` clock), so the simulator replays it. Routing reads it
+//! (`routing::liveness` is this module).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Liveness;
-use crate::control::NodeId;
+/// A node's Raft id.
+type NodeId = u64;
+
+/// What the failure detector says of a node (the data plane's view, not Raft's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Down,
+}
 
 /// The thresholds: silent longer than `suspect_after` is suspect, longer than `down_after`
 /// is down. With heartbeats every 250 ms, the defaults stop routing to a dead node within
