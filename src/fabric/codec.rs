@@ -4,11 +4,12 @@
 //! self-describing, so a later build may add a field (`#[serde(default)]` on the reading
 //! side; a reader ignores fields it does not know) or a message kind (a reader that does not
 //! know it says so, see `Frame::Unsupported`), and nodes of both builds still run one
-//! cluster. Decoding from a slice checks that a string or byte string the frame claims is
-//! there before it touches it (and borrows it), so a length prefix claiming 2^62 bytes is an
-//! error, not an allocation; nesting is limited to [`MAX_DEPTH`]. The one allocation a claim
-//! can steer is a sequence's first reservation, which serde caps at 1 MiB whatever the claim,
-//! and which then grows only with the elements actually read.
+//! cluster. Before serde sees a frame, [`claims_fit`] walks it once and refuses any string,
+//! byte string, array or map whose claimed length exceeds the bytes after its header (every
+//! element takes at least one byte), and nesting beyond [`MAX_DEPTH`]. So no length a frame
+//! claims is larger than the frame: a prefix claiming 4 GiB in a 20-byte frame is an error,
+//! not an allocation, and the most serde reserves for a sequence is its element size times
+//! the bytes actually received (capped at 1 MiB by serde whatever the claim).
 //!
 //! **Stored values** ([`encode_stored`], [`decode_stored`]: catalog snapshots, which also
 //! travel inside a snapshot frame as opaque bytes) stay bincode 2, the data directory's
@@ -58,9 +59,85 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max,
         });
     }
+    claims_fit(bytes)?;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DEPTH);
     T::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Checks that every length in the MessagePack `bytes` fits in the bytes after it, and that
+/// nothing nests deeper than [`MAX_DEPTH`]. One pass, no allocation but the nesting stack:
+/// each container's claimed elements must fit in what remains, so the work is linear in the
+/// frame's length.
+pub fn claims_fit(bytes: &[u8]) -> Result<(), CodecError> {
+    let bad = |what: &str| CodecError::Malformed(what.to_owned());
+    let mut rd = bytes;
+    // Values still to read at each open nesting level (the top level holds one).
+    let mut open: Vec<u64> = vec![1];
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            continue;
+        }
+        *left -= 1;
+        let (&marker, rest) = rd.split_first().ok_or_else(|| bad("truncated"))?;
+        rd = rest;
+        let (skip, children) = sizes(marker, &mut rd)?;
+        if skip > rd.len() as u64 {
+            return Err(bad("a length claims more bytes than the frame holds"));
+        }
+        rd = &rd[skip as usize..];
+        if children > 0 {
+            if children > rd.len() as u64 {
+                return Err(bad("a container claims more elements than the frame holds"));
+            }
+            if open.len() > MAX_DEPTH {
+                return Err(bad("nested too deep"));
+            }
+            open.push(children);
+        }
+    }
+    Ok(())
+}
+
+/// For the value whose `marker` was just read: the bytes to skip past it and how many values
+/// it contains; reads any length that follows the marker from `rd`.
+fn sizes(marker: u8, rd: &mut &[u8]) -> Result<(u64, u64), CodecError> {
+    let mut len = |n: usize| -> Result<u64, CodecError> {
+        if rd.len() < n {
+            return Err(CodecError::Malformed("truncated length".into()));
+        }
+        let (head, rest) = rd.split_at(n);
+        *rd = rest;
+        Ok(head.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+    };
+    Ok(match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+        0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+        0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+        0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+        0xc4 | 0xd9 => (len(1)?, 0),
+        0xc5 | 0xda => (len(2)?, 0),
+        0xc6 | 0xdb => (len(4)?, 0),
+        // ext: a type byte, then the data
+        0xc7 => (len(1)? + 1, 0),
+        0xc8 => (len(2)? + 1, 0),
+        0xc9 => (len(4)? + 1, 0),
+        0xcc | 0xd0 => (1, 0),
+        0xcd | 0xd1 => (2, 0),
+        0xca | 0xce | 0xd2 => (4, 0),
+        0xcb | 0xcf | 0xd3 => (8, 0),
+        0xd4 => (2, 0),
+        0xd5 => (3, 0),
+        0xd6 => (5, 0),
+        0xd7 => (9, 0),
+        0xd8 => (17, 0),
+        0xdc => (0, len(2)?),
+        0xdd => (0, len(4)?),
+        0xde => (0, 2 * len(2)?),
+        0xdf => (0, 2 * len(4)?),
+        _ => return Err(CodecError::Malformed("reserved marker 0xc1".into())),
+    })
 }
 
 /// A stored value as bytes (bincode 2, standard config).
@@ -136,6 +213,39 @@ mod tests {
         let r = decode_stored::<Option<String>>(&frame);
         assert!(matches!(r, Err(CodecError::Malformed(_))), "{r:?}");
         assert!(decode_stored::<Vec<u8>>(&varint(1 << 40)).is_err());
+    }
+
+    #[test]
+    fn every_claimed_length_must_fit_in_what_follows_it() {
+        // (bytes, fits?)
+        let table: &[(&[u8], bool)] = &[
+            (&[0x92, 0x01, 0x02], true),                    // [1, 2]
+            (&[0x93, 0x01, 0x02], false),                   // [1, 2, <missing>]
+            (&[0xdc, 0x00, 0x02, 0xc0, 0xc0], true),        // array16 of 2 nils
+            (&[0xdc, 0xff, 0xff, 0xc0], false),             // array16 claiming 65535
+            (&[0xdf, 0xff, 0xff, 0xff, 0xff], false),       // map32 claiming 2^32 - 1 pairs
+            (&[0x81, 0xa1, b'a', 0x01], true),              // {"a": 1}
+            (&[0x81, 0xa1, b'a'], false),                   // {"a": <missing>}
+            (&[0xd9, 0x03, b'a', b'b'], false),             // str8 of 3, 2 there
+            (&[0xc6, 0xff, 0xff, 0xff, 0xff, 0x00], false), // bin32 claiming 4 GiB
+            (&[0xcf, 0, 0, 0, 0, 0, 0, 0, 1], true),        // u64 1
+            (&[0xcf, 0, 0], false),
+            (&[0xd4, 0x01, 0x02], true), // fixext1
+            (&[0xc1], false),            // reserved
+            (&[], false),
+        ];
+        for (i, (bytes, fits)) in table.iter().enumerate() {
+            assert_eq!(claims_fit(bytes).is_ok(), *fits, "row {i}: {bytes:02x?}");
+        }
+        // Whatever rmp-serde writes fits.
+        let value = (
+            vec!["x".repeat(300); 3],
+            Some(7u64),
+            -3i64,
+            1.5f64,
+            vec![0u8; 70_000],
+        );
+        assert!(claims_fit(&encode(&value).unwrap()).is_ok());
     }
 
     #[test]
