@@ -188,6 +188,11 @@ pub(crate) struct Shared {
     control: Arc<control::Control>,
     /// Where steps this node cannot run go.
     peers: Arc<peers::Peers>,
+    /// What serves the data plane: kept alive here, by the serving task, since the fabric
+    /// holds it weakly (the node serves its peers until it stops, whoever holds the
+    /// `RunningNode`).
+    #[allow(dead_code)]
+    data_plane: Arc<data_plane::DataPlane>,
 }
 
 /// Entry point: `Node::builder(settings)`.
@@ -405,7 +410,7 @@ impl NodeBuilder {
             })
         };
         // The data plane is served from here on: its handler is held weakly by the fabric
-        // and kept alive by the running node.
+        // and kept alive by the serving task (`Shared`).
         let handler: Arc<dyn crate::fabric::PlaneHandler> = data_plane.clone();
         control
             .network
@@ -425,6 +430,7 @@ impl NodeBuilder {
             settings: self.settings,
             functions: functions.clone(),
             stats: stats.clone(),
+            data_plane,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::control::raft::supervise(
@@ -447,7 +453,6 @@ impl NodeBuilder {
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
-            data_plane,
             upgrade,
             stats,
             functions,
@@ -505,9 +510,6 @@ fn advertised_url(bound: SocketAddr) -> String {
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     control: Arc<control::Control>,
-    /// Kept alive here: the fabric holds it weakly.
-    #[allow(dead_code)]
-    data_plane: Arc<data_plane::DataPlane>,
     /// What this node saw of the other build, when it speaks the next one.
     upgrade: Option<Arc<next::UpgradeStats>>,
     stats: Arc<Stats>,
