@@ -119,11 +119,6 @@ impl Fabric {
         ))
     }
 
-    /// Whether this node speaks the next build's protocol.
-    pub fn speaks_next_protocol(&self) -> bool {
-        self.endpoint.next
-    }
-
     pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
