@@ -8,6 +8,22 @@ use crate::fabric::{decode_frame, encode_frame, parse_hello};
 use crate::protocol::{Incoming, RpcCommand};
 use crate::rpc::plan::{Plan, plan};
 
+/// `honest`, a MessagePack value holding one 300-byte string, with that string's header
+/// (a str16) replaced by a str32 header claiming 4 GiB, the most MessagePack can claim, and
+/// the string's bytes dropped: a frame of a few dozen bytes that lies about its length (the
+/// attack tests and the seed corpora use it).
+pub fn claim_4_gib(honest: &[u8]) -> Vec<u8> {
+    let header = [0xda, 0x01, 0x2c];
+    let at = honest
+        .windows(3)
+        .position(|w| w == header)
+        .expect("a 300-byte string's header");
+    let mut v = honest[..at].to_vec();
+    v.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
+    v.extend(&honest[at + 3 + 300..]);
+    v
+}
+
 /// A peer's first frame, as the acceptor reads it before any proof.
 pub fn peer_hello(data: &[u8]) {
     if let Some(Ok(hello)) = parse_hello(data) {

@@ -216,13 +216,7 @@ fn write_seed_corpora() {
     let mut h = hello(Some("c"), None, false);
     h.cluster = Some("c".repeat(300));
     let honest = encode_frame(&PeerFrame::Hello(h)).unwrap();
-    let at = honest
-        .windows(3)
-        .position(|w| w == [0xda, 0x01, 0x2c])
-        .unwrap();
-    let mut lying = honest[..at].to_vec();
-    lying.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
-    lying.extend(&honest[at + 3 + 300..]);
+    let lying = mpreg::fuzzing::claim_4_gib(&honest);
     write("peer_hello", "lying_length", &lying);
     for (name, frame) in peer_frames() {
         write("peer_frame", name, &encode_frame(&frame).unwrap());

@@ -20,6 +20,7 @@ use mpreg::fabric::{
     ClusterSecret, Frame as PeerFrame, Hello as PeerHello, MIN_PEER_PROTOCOL, PEER_PATH,
     PEER_PROTOCOL, Plane, codec, decode_frame, encode_frame, hello_transcript,
 };
+use mpreg::fuzzing::claim_4_gib;
 use mpreg::node::data_plane::{DataClient, DataRequest};
 use mpreg::{Client, RunningNode, Settings};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -188,20 +189,6 @@ async fn prove_as(ws: &mut Raw, secret: &ClusterSecret, h: &PeerHello) -> (Vec<u
     (hello_bytes, proof_bytes)
 }
 
-/// `honest` with the 300-byte string in it (a MessagePack str16) replaced by a str32 header
-/// claiming 4 GiB, the most a MessagePack length can claim: a frame of a few dozen bytes.
-fn lying(honest: &[u8]) -> Vec<u8> {
-    let header = [0xda, 0x01, 0x2c];
-    let at = honest
-        .windows(3)
-        .position(|w| w == header)
-        .expect("the 300-byte string's header");
-    let mut v = honest[..at].to_vec();
-    v.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
-    v.extend(&honest[at + 3 + 300..]);
-    v
-}
-
 fn create_queue(name: &str) -> CatalogCommand {
     CatalogCommand::CreateQueue(QueueEntry {
         name: name.to_owned(),
@@ -226,7 +213,11 @@ async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
         cluster: Some("c".repeat(300)),
         ..hello(0)
     };
-    send_bytes(&mut ws, lying(&encode_frame(&PeerFrame::Hello(h)).unwrap())).await;
+    send_bytes(
+        &mut ws,
+        claim_4_gib(&encode_frame(&PeerFrame::Hello(h)).unwrap()),
+    )
+    .await;
     expect_closed(&mut ws, "lying hello").await;
     // The 15-byte bincode frame that used to abort the node (a hello of the previous
     // encoding whose cluster id claims 2^62 bytes).
@@ -250,7 +241,7 @@ async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
         cmd: create_queue(&name),
         forward: true,
     });
-    let lying_body = lying(&write.body());
+    let lying_body = claim_4_gib(&write.body());
     send(&mut ws, &write.frame_with(1, lying_body)).await;
     // (The node says `Done` first: it makes no calls on a connection that named no node.)
     let mut answer = recv(&mut ws).await;
@@ -262,7 +253,11 @@ async fn length_prefixes_claiming_exabytes_cost_the_node_nothing() {
         other => panic!("a lying body was answered {other:?}"),
     }
     // The frame itself lies (its body's length): the connection ends.
-    send_bytes(&mut ws, lying(&encode_frame(&write.frame(2)).unwrap())).await;
+    send_bytes(
+        &mut ws,
+        claim_4_gib(&encode_frame(&write.frame(2)).unwrap()),
+    )
+    .await;
     expect_closed(&mut ws, "lying write").await;
 
     assert!(!has_queue(&nodes[0], &name));

@@ -279,13 +279,7 @@ mod tests {
     fn a_hello_whose_lengths_lie_is_no_hello_and_costs_nothing() {
         // A hello whose cluster id (300 bytes: str16) is replaced by a str32 claiming 4 GiB.
         let honest = bytes(&hello(PEER_PROTOCOL, Some(&"c".repeat(300)), None));
-        let at = honest
-            .windows(3)
-            .position(|w| w == [0xda, 0x01, 0x2c])
-            .unwrap();
-        let mut lying = honest[..at].to_vec();
-        lying.extend([0xdb, 0xff, 0xff, 0xff, 0xff]);
-        lying.extend(&honest[at + 3 + 300..]);
+        let lying = crate::fuzzing::claim_4_gib(&honest);
         assert_eq!(parse_hello(&lying), None);
         assert!(super::super::frame::decode_frame(&lying).is_err());
     }
