@@ -40,7 +40,10 @@ async fn rejects(bad: &str, code: i64) -> Value {
 
 #[tokio::test]
 async fn invalid_json() {
+    // Broken after its `u`: the refusal still names the request.
     let reply = rejects(r#"{"role":"rpc","u":"x","cmds":[{"#, 1005).await;
+    assert_eq!(reply["u"], "x");
+    let reply = rejects(r#"{"role":"rpc","cmds":[{"#, 1005).await;
     assert_eq!(reply["u"], "unknown");
 }
 

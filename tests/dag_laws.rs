@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use mpreg::Function;
 use mpreg::env::SystemClock;
+use mpreg::protocol::Json;
 use mpreg::protocol::{RpcCommand, RpcRequest};
 use mpreg::registry::Registry;
 use mpreg::rpc::plan::name_index;
-use mpreg::rpc::resolve::{Budget, resolve_within};
+use mpreg::rpc::resolve::{Budget, resolve};
 use mpreg::rpc::{ExecLimits, execute, plan};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -96,30 +97,28 @@ fn node_value(tag: &Value, inputs: &Value, extra: &Value) -> Value {
     json!({"tag": tag, "in": inputs, "extra": extra})
 }
 
-fn resolve(v: &Value, names: &mpreg::rpc::plan::NameIndex<'_>, results: &[Option<Value>]) -> Value {
+fn resolved(v: &Json, names: &mpreg::rpc::plan::NameIndex<'_>, results: &[Option<Json>]) -> Value {
     let mut unlimited = Budget {
         bytes_left: usize::MAX,
     };
-    resolve_within(v, names, results, &mut unlimited, usize::MAX, 0).expect("small values")
+    resolve(v, names, results, &mut unlimited, usize::MAX)
+        .expect("small values")
+        .to_value()
 }
 
 /// The reference: evaluate one ready command at a time, in sending order.
 fn sequential(cmds: &[RpcCommand], deps: &[BTreeSet<usize>]) -> Vec<Value> {
     let names = name_index(cmds).unwrap();
-    let mut results: Vec<Option<Value>> = vec![None; cmds.len()];
+    let mut results: Vec<Option<Json>> = vec![None; cmds.len()];
     while results.iter().any(Option::is_none) {
         let i = (0..cmds.len())
             .find(|&i| results[i].is_none() && deps[i].iter().all(|&d| results[d].is_some()))
             .expect("acyclic");
-        let args: Vec<Value> = cmds[i]
-            .args
-            .iter()
-            .map(|a| resolve(a, &names, &results))
-            .collect();
-        let extra = resolve(&cmds[i].kwargs["extra"], &names, &results);
-        results[i] = Some(node_value(&args[0], &args[1], &extra));
+        let args = resolved(&cmds[i].args, &names, &results);
+        let kwargs = resolved(&cmds[i].kwargs, &names, &results);
+        results[i] = Some(Json::from(node_value(&args[0], &args[1], &kwargs["extra"])));
     }
-    results.into_iter().map(Option::unwrap).collect()
+    results.into_iter().map(|r| r.unwrap().to_value()).collect()
 }
 
 type Log = Arc<Mutex<Vec<(String, &'static str)>>>;

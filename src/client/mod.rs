@@ -308,23 +308,18 @@ where
 /// unless an argument would then read as a reference to the call itself (`echo("echo")`
 /// would be a self reference); then the first of `fun#1`, `fun#2`, … that no argument uses.
 fn call_name(cmd: &RpcCommand) -> String {
-    fn mentions(v: &Value, name: &str) -> bool {
-        match v {
-            Value::String(s) => {
-                s == name
-                    || s.strip_prefix(name)
-                        .is_some_and(|rest| rest.starts_with('.'))
-            }
-            Value::Array(items) => items.iter().any(|i| mentions(i, name)),
-            Value::Object(m) => m.values().any(|i| mentions(i, name)),
-            _ => false,
-        }
-    }
+    use crate::rpc::resolve::{Ref, references};
+    let mentions = |s: &str, name: &str| {
+        s == name
+            || s.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.'))
+    };
     let used = |name: &str| {
-        cmd.args
-            .iter()
-            .chain(cmd.kwargs.values())
-            .any(|a| mentions(a, name))
+        [&cmd.args, &cmd.kwargs].iter().any(|text| {
+            references(text.get()).any(|f| match f.reference {
+                Ref::Implicit(s) | Ref::Explicit(s) => mentions(&s, name),
+            })
+        })
     };
     if !used(&cmd.fun) {
         return cmd.fun.clone();

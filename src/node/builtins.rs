@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 
 use super::NodeInfo;
+use crate::protocol::Json;
 use crate::registry::{CallArgs, CallError, Function};
 
 /// `echo(arg)`: returns its one argument (positional, or keyword `arg`).
@@ -20,23 +21,42 @@ pub(super) fn describe_entry(f: &crate::control::FunctionEntry) -> serde_json::M
 }
 
 pub(super) fn echo() -> Function {
-    Function::raw("echo", |mut call: CallArgs| async move {
-        match (call.args.len(), call.kwargs.remove("arg")) {
-            (1, None) => Ok(call.args.swap_remove(0)),
-            (0, Some(v)) if call.kwargs.is_empty() => Ok(v),
-            (n, kw) => Err(CallError::InvalidArguments(format!(
-                "echo takes exactly one argument, got {}",
-                n + usize::from(kw.is_some()) + call.kwargs.len()
-            ))),
+    Function::raw("echo", |call: CallArgs| async move {
+        // The argument's text goes back as it came: no tree, one copy.
+        if let Ok(slots) = call.bind(&["arg"])
+            && let Some(Some(arg)) = slots.first()
+        {
+            return Ok(Json::from_checked(arg));
         }
+        let (positional, keywords) = call.count();
+        Err(CallError::InvalidArguments(format!(
+            "echo takes exactly one argument, got {}",
+            positional + keywords
+        )))
     })
+}
+
+/// Refuses any argument, for built-ins that take none. One empty object is accepted: the
+/// original's clients send `list_peers({})`.
+fn no_arguments(name: &str, call: &CallArgs) -> Result<(), CallError> {
+    let no_positional = call.args.is_empty_container()
+        || matches!(call.bind(&["options"]), Ok(s) if s.first().copied().flatten().is_some_and(|o| {
+            Json::from_checked(o).is_empty_container() && o.get().trim_start().starts_with('{')
+        }));
+    if no_positional && call.kwargs.is_empty_container() {
+        Ok(())
+    } else {
+        Err(CallError::InvalidArguments(format!(
+            "{name} takes no arguments"
+        )))
+    }
 }
 
 /// `echos(*args)`: returns its positional arguments as a list.
 pub(super) fn echos() -> Function {
     Function::raw("echos", |call: CallArgs| async move {
-        if call.kwargs.is_empty() {
-            Ok(Value::Array(call.args))
+        if call.kwargs.is_empty_container() {
+            Ok(call.args)
         } else {
             Err(CallError::InvalidArguments(
                 "echos takes positional arguments only".to_owned(),
@@ -47,16 +67,17 @@ pub(super) fn echos() -> Function {
 
 /// `list_peers()`: the other members of the cluster, from this node's catalog replica.
 pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
-    Function::raw("list_peers", move |_call: CallArgs| {
+    Function::raw("list_peers", move |call: CallArgs| {
         let info = info.clone();
         async move {
+            no_arguments("list_peers", &call)?;
             let peers: Vec<Value> = super::control::members_view(&info.control)
                 .unwrap_or_default()
                 .iter()
                 .filter(|v| v.member.id != info.control.id)
                 .map(|v| Value::Object(describe(v)))
                 .collect();
-            Ok(Value::Array(peers))
+            Ok(Json::from(Value::Array(peers)))
         }
     })
 }
@@ -90,15 +111,25 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
     Function::raw("catalog_query", move |call: CallArgs| {
         let info = info.clone();
         async move {
-            let filter: CatalogFilter = match (call.args.into_iter().next(), call.kwargs.is_empty())
-            {
-                (None, true) => CatalogFilter::default(),
-                (Some(v), true) => serde_json::from_value(v).map_err(|e| {
-                    CallError::InvalidArguments(format!("catalog_query filter: {e}"))
-                })?,
-                (_, false) => serde_json::from_value(Value::Object(call.kwargs)).map_err(|e| {
-                    CallError::InvalidArguments(format!("catalog_query filter: {e}"))
-                })?,
+            let bad = |e: String| CallError::InvalidArguments(format!("catalog_query: {e}"));
+            // One positional filter object, or the filter's fields as keywords; not both.
+            let positional = call.bind(&["filter"]).map_err(|e| bad(e.to_string()));
+            let filter: CatalogFilter = match (call.kwargs.is_empty_container(), positional) {
+                (true, Ok(slots)) => match slots.first().copied().flatten() {
+                    None => CatalogFilter::default(),
+                    Some(f) => serde_json::from_str(f.get())
+                        .map_err(|e| bad(crate::protocol::plain_error(&e)))?,
+                },
+                (false, _) if call.args.is_empty_container() => call
+                    .kwargs
+                    .decode()
+                    .map_err(|e| bad(crate::protocol::plain_error(&e)))?,
+                (false, _) => {
+                    return Err(bad(
+                        "give the filter as one object or as keywords, not both".into(),
+                    ));
+                }
+                (true, Err(e)) => return Err(e),
             };
             let constraint = filter
                 .version_constraint
@@ -144,7 +175,7 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                 }
                 reply
             });
-            Ok(reply)
+            Ok(Json::from(reply))
         }
     })
 }
@@ -152,9 +183,12 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
 /// `cluster_map()`: the nodes of the cluster in the shape the original's
 /// `MPREGClusterClient` reads (`cluster_id`, `generated_at`, `nodes[]`).
 pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
-    Function::raw("cluster_map", move |_call: CallArgs| {
+    Function::raw("cluster_map", move |call: CallArgs| {
         let info = info.clone();
-        async move { Ok(info.cluster_map()) }
+        async move {
+            no_arguments("cluster_map", &call)?;
+            Ok(Json::from(info.cluster_map()))
+        }
     })
 }
 

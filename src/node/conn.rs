@@ -27,8 +27,9 @@ use super::Shared;
 use super::worker::Worker;
 use crate::env::BoxStream;
 use crate::fabric::{PEER_PATH, serve_peer};
-use crate::protocol::{ErrorCode, Incoming, RpcReply, WireError, decode_frame};
-use crate::rpc::{Unordered, execute_in};
+use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame};
+use crate::rpc::reply::Done;
+use crate::rpc::{Reply, Unordered, execute_in};
 
 type Ws = WebSocketStream<BoxStream>;
 
@@ -47,21 +48,8 @@ enum FrameKind {
 impl FrameKind {
     /// The reply as a frame; a reply larger than the node's message limit is replaced by a
     /// 1016 error (clients apply the same limit and would otherwise drop the connection).
-    fn frame(self, reply: &RpcReply, max_message_bytes: usize) -> Message {
-        let mut json = reply.to_json_string();
-        if json.len() > max_message_bytes {
-            let too_big = RpcReply::failure(
-                reply.u.clone(),
-                WireError::new(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "reply of {} bytes exceeds max_message_bytes ({max_message_bytes})",
-                        json.len()
-                    ),
-                ),
-            );
-            json = too_big.to_json_string();
-        }
+    fn frame(self, reply: &Reply, max_message_bytes: usize) -> Message {
+        let json = reply.to_text(max_message_bytes);
         match self {
             FrameKind::Text => Message::text(json),
             FrameKind::Binary => Message::binary(json.into_bytes()),
@@ -284,7 +272,7 @@ impl<'a> Connection<'a> {
             }
             Ok(Incoming::Register(reg)) => {
                 if draining {
-                    let reply = RpcReply::failure(
+                    let reply = Reply::failure(
                         Value::String(reg.u),
                         WireError::new(ErrorCode::ShuttingDown, "node is draining"),
                     );
@@ -293,12 +281,12 @@ impl<'a> Connection<'a> {
                 return self.register_worker(reg, kind, running, out, worker);
             }
             Err(e) => {
-                let reply = RpcReply::failure(e.u, WireError::new(e.code, e.message));
+                let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
                 return out.push_back(kind.frame(&reply, max));
             }
         };
         if draining {
-            let reply = RpcReply::failure(
+            let reply = Reply::failure(
                 Value::String(req.u),
                 WireError::new(
                     ErrorCode::ShuttingDown,
@@ -346,7 +334,7 @@ impl<'a> Connection<'a> {
             Ok(entries) => entries,
             Err(e) => {
                 let reply =
-                    RpcReply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
+                    Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
                 return out.push_back(kind.frame(&reply, max));
             }
         };
@@ -363,11 +351,16 @@ impl<'a> Connection<'a> {
                             Value::Object(d)
                         })
                         .collect();
-                    let mut r = serde_json::Map::new();
-                    r.insert("registered".into(), Value::Array(listed));
-                    RpcReply::success(u, r)
+                    let r = vec![("registered".to_owned(), Value::Array(listed).into())];
+                    Reply::success(
+                        u,
+                        Done {
+                            r,
+                            ..Done::default()
+                        },
+                    )
                 }
-                Err(e) => RpcReply::failure(
+                Err(e) => Reply::failure(
                     u,
                     WireError::new(
                         ErrorCode::ClusterUnavailable,

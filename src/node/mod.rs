@@ -348,9 +348,10 @@ impl NodeBuilder {
             builtins::catalog_query(info.clone()),
             builtins::cluster_map(info.clone()),
         ] {
-            // Built-ins offer the node's resources like every function; a user function of
-            // the same name and version takes precedence.
-            let _ = registry.register(f.add_resources(self.settings.resources.iter().cloned()));
+            // Built-ins offer the node's resources like every function. Their names are
+            // reserved: no user function can take them.
+            let _ =
+                registry.register_builtin(f.add_resources(self.settings.resources.iter().cloned()));
         }
         let mut names: Vec<String> = registry.specs().map(|s| s.name.clone()).collect();
         names.dedup(); // specs come sorted by name

@@ -8,22 +8,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use semver::Version;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::control::FunctionEntry;
-use crate::protocol::{CallResult, RegisterRequest, WorkerCall};
+use crate::protocol::{CallResult, Json, RegisterRequest, WorkerCall};
 use crate::registry::{CallArgs, CallError, Function};
 
 /// Calls queued for the worker before the node stops taking more (backpressure on callers).
 const QUEUED_CALLS: usize = 1024;
 
-type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Value, CallError>>>>;
+type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>>;
 
-fn lock(
-    w: &Waiters,
-) -> MutexGuard<'_, BTreeMap<String, oneshot::Sender<Result<Value, CallError>>>> {
+fn lock(w: &Waiters) -> MutexGuard<'_, BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>> {
     // Entries go in and out whole; a poisoned map is still consistent.
     w.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -119,7 +117,7 @@ async fn call(
     fun: String,
     version: String,
     args: CallArgs,
-) -> Result<Value, CallError> {
+) -> Result<Json, CallError> {
     let message = serde_json::to_string(&WorkerCall {
         role: "call",
         u: &u,

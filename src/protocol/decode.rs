@@ -1,12 +1,20 @@
 //! Frame → message, with a precise error for every way a frame can be wrong.
 //!
-//! The fast path parses straight into [`RpcRequest`]. Only when that fails is the frame parsed
-//! again into a generic value to say exactly what is wrong, so well-formed traffic pays for
-//! one parse.
+//! Every frame is first checked by [`jscan::check`] (one linear pass: nesting, duplicated
+//! keys, integers beyond 64 bits), then parsed straight into [`RpcRequest`], whose
+//! arguments stay JSON text. Only when that fails is the frame read again, as its
+//! top-level fields' text (no tree), to say exactly what is wrong. Any refusal carries the
+//! frame's top-level `u` when it has one ([`jscan::find_u`]).
 
+use serde::Deserialize;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::{CallResult, ErrorCode, RegisterRequest, Role, RpcCommand, RpcRequest};
+use super::jscan::{self, Defect};
+use super::{
+    CallResult, ErrorCode, Kind, RegisterRequest, Role, RpcCommand, RpcRequest, plain_error,
+};
 
 /// A decoded client message.
 #[derive(Debug)]
@@ -33,7 +41,35 @@ fn unknown_u() -> Value {
 
 /// Decodes one text or binary frame.
 pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
-    match serde_json::from_slice::<RpcRequest>(bytes) {
+    let refuse = |code: ErrorCode, message: String| DecodeError {
+        u: jscan::find_u(bytes).map_or_else(unknown_u, Value::String),
+        code,
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        refuse(
+            ErrorCode::MalformedMessage,
+            format!("frame is not UTF-8: {e}"),
+        )
+    })?;
+    if let Err(defect) = jscan::check(text) {
+        let code = match defect {
+            Defect::DuplicateKey { .. } => ErrorCode::InvalidRequest,
+            Defect::Syntax(_) | Defect::TooDeep | Defect::IntegerOutOfRange { .. } => {
+                ErrorCode::MalformedMessage
+            }
+        };
+        let message = match defect {
+            // serde_json words syntax errors better ("EOF while parsing a list at …").
+            Defect::Syntax(_) => match serde_json::from_str::<IgnoredAny>(text) {
+                Err(e) => format!("invalid JSON: {e}"),
+                Ok(_) => defect.to_string(),
+            },
+            _ => defect.to_string(),
+        };
+        return Err(refuse(code, message));
+    }
+    match serde_json::from_str::<RpcRequest>(text) {
         Ok(req) => match &req.role {
             Some(Role::Rpc) => Ok(Incoming::Rpc(req)),
             Some(Role::Other(r)) => Err(DecodeError {
@@ -47,36 +83,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
                 message: bad_role(None),
             }),
         },
-        Err(first) => worker_message(bytes).unwrap_or_else(|| Err(diagnose(bytes, &first))),
-    }
-}
-
-/// A worker's message (`register`, `call-result`), or `None` for anything else.
-fn worker_message(bytes: &[u8]) -> Option<Result<Incoming, DecodeError>> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        role: String,
-        #[serde(default)]
-        u: Value,
-    }
-    let head: Head = serde_json::from_slice(bytes).ok()?;
-    let invalid = |e: serde_json::Error| DecodeError {
-        u: head.u.clone(),
-        code: ErrorCode::InvalidRequest,
-        message: format!("`{}` message: {e}", head.role),
-    };
-    match head.role.as_str() {
-        "register" => Some(
-            serde_json::from_slice(bytes)
-                .map(Incoming::Register)
-                .map_err(invalid),
-        ),
-        "call-result" => Some(
-            serde_json::from_slice(bytes)
-                .map(Incoming::CallResult)
-                .map_err(invalid),
-        ),
-        _ => None,
+        Err(first) => diagnose(text, &first),
     }
 }
 
@@ -87,97 +94,121 @@ fn bad_role(role: Option<&str>) -> String {
     }
 }
 
-/// The slow path: explain why `bytes` is not a valid request. `first` is the fast path's
-/// error, the answer when no finer diagnosis applies (e.g. a key given twice).
-fn diagnose(bytes: &[u8], first: &serde_json::Error) -> DecodeError {
-    let malformed = |message: String| DecodeError {
+/// The top-level fields of a message, as text.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    u: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cmds: Option<&'a RawValue>,
+}
+
+/// The slow path: a worker's message, or why `text` (checked JSON) is not a valid request.
+/// `first` is the fast path's error, the answer when no finer diagnosis applies.
+fn diagnose(text: &str, first: &serde_json::Error) -> Result<Incoming, DecodeError> {
+    let kind = Kind::of(text);
+    if kind != Kind::Object {
+        return Err(DecodeError {
+            u: unknown_u(),
+            code: ErrorCode::MalformedMessage,
+            message: format!("message must be a JSON object, got {}", kind.described()),
+        });
+    }
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
         u: unknown_u(),
         code: ErrorCode::MalformedMessage,
-        message,
-    };
-    let value: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("recursion limit") => {
-            return malformed(
-                "message nests arrays/objects too deeply (at most 127 levels); flatten the arguments"
-                    .to_owned(),
-            );
+        message: e.to_string(),
+    })?;
+    let u = match fields.u.map(|u| (Kind::of(u.get()), u)) {
+        Some((Kind::String | Kind::Number, u)) => {
+            serde_json::from_str(u.get()).unwrap_or_else(|_| unknown_u())
         }
-        Err(e) => return malformed(format!("invalid JSON: {e}")),
-    };
-    let Value::Object(obj) = &value else {
-        return malformed(format!(
-            "message must be a JSON object, got {}",
-            type_name(&value)
-        ));
-    };
-    let u = match obj.get("u") {
-        Some(u @ (Value::String(_) | Value::Number(_))) => u.clone(),
         _ => unknown_u(),
     };
-    let invalid = |message: String| DecodeError {
+    let fail = |code: ErrorCode, message: String| {
+        Err(DecodeError {
+            u: u.clone(),
+            code,
+            message,
+        })
+    };
+    let role: Option<String> = match fields.role {
+        None => None,
+        Some(r) if Kind::of(r.get()) == Kind::String => serde_json::from_str(r.get()).ok(),
+        Some(r) => Some(r.get().to_owned()),
+    };
+    let worker = |e: serde_json::Error| DecodeError {
         u: u.clone(),
         code: ErrorCode::InvalidRequest,
-        message,
+        message: format!(
+            "`{}` message: {}",
+            role.as_deref().unwrap_or_default(),
+            plain_error(&e)
+        ),
     };
-    match obj.get("role") {
-        Some(Value::String(r)) if r == "rpc" => {}
-        Some(Value::String(r)) => {
-            return DecodeError {
-                u,
-                code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(Some(r)),
-            };
+    match role.as_deref() {
+        Some("rpc") => {}
+        Some("register") => {
+            return serde_json::from_str(text)
+                .map(Incoming::Register)
+                .map_err(worker);
         }
-        Some(other) => {
-            return DecodeError {
-                u,
-                code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(Some(&other.to_string())),
-            };
+        Some("call-result") => {
+            return serde_json::from_str(text)
+                .map(Incoming::CallResult)
+                .map_err(worker);
         }
-        None => {
-            return DecodeError {
-                u,
-                code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(None),
-            };
-        }
+        other => return fail(ErrorCode::TimeoutOrBadRole, bad_role(other)),
     }
-    match obj.get("u") {
+    let invalid = |message: String| fail(ErrorCode::InvalidRequest, message);
+    match fields.u.map(|u| Kind::of(u.get())) {
         None => return invalid("missing field `u` (the request id)".to_owned()),
-        Some(Value::String(_)) => {}
+        Some(Kind::String) => {}
         Some(other) => {
-            return invalid(format!("`u` must be a string, got {}", type_name(other)));
+            return invalid(format!("`u` must be a string, got {}", other.described()));
         }
     }
-    let cmds = match obj.get("cmds") {
+    let cmds = match fields.cmds {
         None => return invalid("missing field `cmds`".to_owned()),
-        Some(Value::Array(cmds)) => cmds,
+        Some(c) if Kind::of(c.get()) == Kind::Array => c,
         Some(other) => {
-            return invalid(format!("`cmds` must be an array, got {}", type_name(other)));
+            return invalid(format!(
+                "`cmds` must be an array, got {}",
+                Kind::of(other.get()).described()
+            ));
         }
     };
-    for (i, cmd) in cmds.iter().enumerate() {
-        if let Err(e) = serde_json::from_value::<RpcCommand>(cmd.clone()) {
-            return invalid(format!("cmds[{i}]: {e}"));
-        }
-    }
-    match serde_json::from_value::<RpcRequest>(value) {
-        // The generic value hides what the text showed (a duplicate key): report the text's.
-        Ok(_) => invalid(first.to_string()),
-        Err(e) => invalid(e.to_string()),
+    let mut de = serde_json::Deserializer::from_str(cmds.get());
+    match serde::Deserializer::deserialize_seq(&mut de, FirstBadCommand) {
+        Ok(Some((i, e))) => invalid(format!("cmds[{i}]: {e}")),
+        _ => invalid(plain_error(first)),
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Reads commands one at a time (never all at once) and reports the first that does not
+/// parse.
+struct FirstBadCommand;
+
+impl<'de> Visitor<'de> for FirstBadCommand {
+    type Value = Option<(usize, String)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of commands")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut i = 0;
+        while let Some(cmd) = seq.next_element::<&'de RawValue>()? {
+            if let Err(e) = serde_json::from_str::<RpcCommand>(cmd.get()) {
+                // Read the rest without keeping it, so the array parses to its end.
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(Some((i, plain_error(&e))));
+            }
+            i += 1;
+        }
+        Ok(None)
     }
 }
 
@@ -200,7 +231,7 @@ mod tests {
             panic!("not an rpc request");
         };
         assert_eq!(req.u, "r");
-        assert_eq!(req.cmds[0].args, vec![Value::String("hi".into())]);
+        assert_eq!(req.cmds[0].args.get(), r#"["hi"]"#);
     }
 
     #[test]
@@ -255,10 +286,28 @@ mod tests {
         let e = err(&format!(
             r#"{{"role":"rpc","u":"x","cmds":[{{"name":"a","fun":"echo","args":[{deep}]}}]}}"#
         ));
-        assert_eq!(e.code, ErrorCode::MalformedMessage);
+        assert_eq!(
+            (e.code, e.u),
+            (ErrorCode::MalformedMessage, Value::from("x"))
+        );
         assert!(e.message.contains("127"), "{}", e.message);
         let e = err(r#"{"role":"rpc","u":"x","u":"y","cmds":[]}"#);
+        assert_eq!((e.code, e.u), (ErrorCode::InvalidRequest, Value::from("x")));
+        assert!(e.message.contains("more than once"), "{}", e.message);
+        let e = err(r#"{"role":"rpc","role":"rpc","u":"x","cmds":[]}"#);
         assert_eq!(e.code, ErrorCode::InvalidRequest);
-        assert!(e.message.contains("duplicate"), "{}", e.message);
+        let e = err(
+            r#"{"role":"rpc","u":"x","cmds":[{"name":"a","fun":"echo","args":[{"k":1,"k":2}]}]}"#,
+        );
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("cmds[0].args[0]"), "{}", e.message);
+        let e = err(
+            r#"{"role":"rpc","u":"x","cmds":[{"name":"a","fun":"echo","args":[1180591620717411303424]}]}"#,
+        );
+        assert_eq!(
+            (e.code, e.u),
+            (ErrorCode::MalformedMessage, Value::from("x"))
+        );
+        assert!(e.message.contains("cmds[0].args[0]"), "{}", e.message);
     }
 }

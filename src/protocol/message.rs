@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ErrorCode;
+use super::json::{Json, json_array, json_object};
 
 /// One step of a request: call `fun` and name its result `name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,12 +15,14 @@ pub struct RpcCommand {
     pub name: String,
     /// The registered function to call.
     pub fun: String,
-    /// Positional arguments; a string equal to another step's name is replaced by its result.
-    #[serde(default)]
-    pub args: Vec<Value>,
-    /// Keyword arguments, matched to parameter names; references resolve here too.
-    #[serde(default)]
-    pub kwargs: Map<String, Value>,
+    /// Positional arguments (a JSON array, kept as text); a string equal to another step's
+    /// name is replaced by its result.
+    #[serde(default = "Json::empty_array", deserialize_with = "json_array")]
+    pub args: Json,
+    /// Keyword arguments (a JSON object, kept as text), matched to parameter names;
+    /// references resolve here too.
+    #[serde(default = "Json::empty_object", deserialize_with = "json_object")]
+    pub kwargs: Json,
     /// Resources the executing function must have (a subset of its registered resources).
     #[serde(default)]
     pub locs: Vec<String>,
@@ -40,8 +43,8 @@ impl RpcCommand {
         RpcCommand {
             name: name.into(),
             fun: fun.into(),
-            args: Vec::new(),
-            kwargs: Map::new(),
+            args: Json::empty_array(),
+            kwargs: Json::empty_object(),
             locs: Vec::new(),
             function_id: None,
             version_constraint: None,
@@ -52,14 +55,16 @@ impl RpcCommand {
     /// Sets the positional arguments (a JSON array; any other value becomes one argument).
     pub fn args(mut self, args: Value) -> RpcCommand {
         self.args = match args {
-            Value::Array(items) => items,
-            other => vec![other],
+            Value::Array(_) => Json::from(args),
+            other => Json::from(Value::Array(vec![other])),
         };
         self
     }
 
     pub fn kwarg(mut self, key: impl Into<String>, value: Value) -> RpcCommand {
-        self.kwargs.insert(key.into(), value);
+        let mut kwargs: Map<String, Value> = self.kwargs.decode().unwrap_or_default();
+        kwargs.insert(key.into(), value);
+        self.kwargs = Json::from(Value::Object(kwargs));
         self
     }
 

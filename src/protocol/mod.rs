@@ -5,11 +5,14 @@
 
 mod codes;
 mod decode;
+pub mod jscan;
+mod json;
 mod message;
 mod worker;
 
 pub use codes::ErrorCode;
 pub use decode::{DecodeError, Incoming, decode_frame};
+pub use json::{Json, Kind, plain_error};
 pub use message::{
     ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, WireError,
 };

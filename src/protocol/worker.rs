@@ -10,7 +10,8 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
+use super::json::{Json, Kind};
 
 /// `role: "register"`: the functions this connection serves from now until it closes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -47,32 +48,37 @@ pub struct WorkerCall<'a> {
     pub u: &'a str,
     pub fun: &'a str,
     pub version: &'a str,
-    pub args: &'a [Value],
-    pub kwargs: &'a Map<String, Value>,
+    pub args: &'a Json,
+    pub kwargs: &'a Json,
 }
 
 /// `role: "call-result"`: the worker's answer to a call.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CallResult {
     pub u: String,
-    #[serde(default)]
-    pub r: Value,
+    #[serde(default = "Json::null")]
+    pub r: Json,
     /// Present when the call failed; its `message` (or the whole value) is reported.
     #[serde(default)]
-    pub error: Option<Value>,
+    pub error: Option<Json>,
 }
 
 impl CallResult {
     /// The worker's failure, in words, if it reported one.
     pub fn failure(&self) -> Option<String> {
-        match &self.error {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => Some(match o.get("message") {
-                Some(Value::String(m)) => m.clone(),
-                _ => Value::Object(o.clone()).to_string(),
+        #[derive(Deserialize)]
+        struct WithMessage {
+            message: String,
+        }
+        let error = self.error.as_ref()?;
+        match error.kind() {
+            Kind::Null => None,
+            Kind::Object => Some(match error.decode::<WithMessage>() {
+                Ok(m) => m.message,
+                Err(_) => error.get().to_owned(),
             }),
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => Some(other.to_string()),
+            Kind::String => Some(error.decode().unwrap_or_default()),
+            _ => Some(error.get().to_owned()),
         }
     }
 }

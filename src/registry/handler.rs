@@ -6,18 +6,146 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::protocol::{Json, plain_error};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// The JSON arguments of one call, after dependency resolution.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The JSON arguments of one call, after dependency resolution, as text: a function
+/// decodes them straight into its parameter types, without a tree in between.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallArgs {
-    pub args: Vec<Value>,
-    pub kwargs: Map<String, Value>,
+    /// A JSON array.
+    pub args: Json,
+    /// A JSON object.
+    pub kwargs: Json,
+}
+
+impl Default for CallArgs {
+    fn default() -> Self {
+        CallArgs {
+            args: Json::empty_array(),
+            kwargs: Json::empty_object(),
+        }
+    }
+}
+
+impl CallArgs {
+    /// Arguments given as trees (tests, clients).
+    pub fn from_values(args: Vec<Value>, kwargs: Map<String, Value>) -> CallArgs {
+        CallArgs {
+            args: Json::from(Value::Array(args)),
+            kwargs: Json::from(Value::Object(kwargs)),
+        }
+    }
+
+    /// Matches positional and keyword arguments to the parameters `params`, borrowing each
+    /// argument's text. Reads at most one argument more than there are parameters, so a
+    /// call with millions of arguments costs nothing before it is refused.
+    pub fn bind<P: AsRef<str>>(&self, params: &[P]) -> Result<Vec<Option<&RawValue>>, CallError> {
+        let n = params.len();
+        let bad = |e: serde_json::Error| CallError::InvalidArguments(plain_error(&e));
+        let mut de = serde_json::Deserializer::from_str(self.args.get());
+        let (given, total) = de.deserialize_seq(Positional { n }).map_err(bad)?;
+        if total > n {
+            return Err(CallError::InvalidArguments(format!(
+                "takes {n} argument(s) but {total} positional were given"
+            )));
+        }
+        let mut slots: Vec<Option<&RawValue>> = given.into_iter().map(Some).collect();
+        slots.resize(n, None);
+        if self.kwargs.is_empty_container() {
+            return Ok(slots);
+        }
+        let mut de = serde_json::Deserializer::from_str(self.kwargs.get());
+        de.deserialize_map(Keywords {
+            params,
+            slots: &mut slots,
+        })
+        .map_err(|e| CallError::InvalidArguments(plain_error(&e)))?;
+        Ok(slots)
+    }
+
+    /// How many positional and keyword arguments there are (counted, not kept).
+    pub fn count(&self) -> (usize, usize) {
+        let positional =
+            serde_json::from_str::<Vec<IgnoredAny>>(self.args.get()).map_or(0, |v| v.len());
+        let keywords = serde_json::from_str::<std::collections::BTreeMap<String, IgnoredAny>>(
+            self.kwargs.get(),
+        )
+        .map_or(0, |m| m.len());
+        (positional, keywords)
+    }
+}
+
+/// Reads up to `n` elements of an array as text, and counts the rest.
+struct Positional {
+    n: usize,
+}
+
+impl<'de> Visitor<'de> for Positional {
+    type Value = (Vec<&'de RawValue>, usize);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of arguments")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut given = Vec::with_capacity(self.n.min(16));
+        while given.len() < self.n {
+            match seq.next_element::<&'de RawValue>()? {
+                Some(a) => given.push(a),
+                None => break,
+            }
+        }
+        let mut total = given.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            total += 1;
+        }
+        Ok((given, total))
+    }
+}
+
+/// Places keyword arguments in their parameters' slots; stops at the first that fits none.
+struct Keywords<'s, 'de, P> {
+    params: &'s [P],
+    slots: &'s mut Vec<Option<&'de RawValue>>,
+}
+
+impl<'de, P: AsRef<str>> Visitor<'de> for Keywords<'_, 'de, P> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of keyword arguments")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<&'de RawValue>()?;
+            match self.params.iter().position(|p| p.as_ref() == key) {
+                Some(i) if self.slots[i].is_none() => self.slots[i] = Some(value),
+                Some(_) => {
+                    return Err(A::Error::custom(format!(
+                        "got multiple values for parameter `{key}`"
+                    )));
+                }
+                None => {
+                    let names: Vec<&str> = self.params.iter().map(AsRef::as_ref).collect();
+                    return Err(A::Error::custom(format!(
+                        "unexpected keyword argument `{key}` (parameters: {})",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a call did not produce a value.
@@ -48,7 +176,7 @@ pub enum CallError {
 
 /// A callable registered function.
 pub trait Handler: Send + Sync + 'static {
-    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>>;
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Json, CallError>>;
 
     /// Its calls run in another process (a worker connection) that can go away in the
     /// middle of one. The executor then keeps a copy of the arguments, so that a call that
@@ -75,52 +203,24 @@ struct Typed<F, M> {
     _args: PhantomData<fn() -> M>,
 }
 
-/// Matches positional and keyword arguments to parameter slots.
-fn bind(params: &[String], call: CallArgs) -> Result<Vec<Option<Value>>, CallError> {
-    let n = params.len();
-    if call.args.len() > n {
-        return Err(CallError::InvalidArguments(format!(
-            "takes {n} argument(s) but {} positional were given",
-            call.args.len()
-        )));
-    }
-    let mut slots: Vec<Option<Value>> = call.args.into_iter().map(Some).collect();
-    slots.resize(n, None);
-    for (key, value) in call.kwargs {
-        match params.iter().position(|p| *p == key) {
-            Some(i) if slots[i].is_none() => slots[i] = Some(value),
-            Some(_) => {
-                return Err(CallError::InvalidArguments(format!(
-                    "got multiple values for parameter `{key}`"
-                )));
-            }
-            None => {
-                return Err(CallError::InvalidArguments(format!(
-                    "unexpected keyword argument `{key}` (parameters: {})",
-                    params.join(", ")
-                )));
-            }
-        }
-    }
-    Ok(slots)
-}
-
-/// Decodes one slot; a missing argument decodes as `null`, which only `Option` accepts.
+/// Decodes one slot straight from its text; a missing argument decodes as `null`, which
+/// only `Option` accepts.
 fn decode<T: DeserializeOwned>(
     params: &[String],
     position: usize,
-    slot: Option<Value>,
+    slot: Option<&RawValue>,
 ) -> Result<T, CallError> {
-    let missing = slot.is_none();
-    serde_json::from_value(slot.unwrap_or(Value::Null)).map_err(|e| CallError::InvalidArgument {
-        param: params[position].clone(),
-        position,
-        expected: short_type_name::<T>(),
-        detail: if missing {
-            "missing required argument".to_owned()
-        } else {
-            e.to_string()
-        },
+    serde_json::from_str(slot.map_or("null", RawValue::get)).map_err(|e| {
+        CallError::InvalidArgument {
+            param: params[position].clone(),
+            position,
+            expected: short_type_name::<T>(),
+            detail: if slot.is_none() {
+                "missing required argument".to_owned()
+            } else {
+                plain_error(&e)
+            },
+        }
     })
 }
 
@@ -137,9 +237,9 @@ fn short_type_name<T>() -> &'static str {
 
 async fn finish<R: Serialize, E: Display>(
     fut: impl Future<Output = Result<R, E>>,
-) -> Result<Value, CallError> {
+) -> Result<Json, CallError> {
     match fut.await {
-        Ok(r) => serde_json::to_value(r)
+        Ok(r) => Json::encode(&r)
             .map_err(|e| CallError::Failed(format!("result is not representable as JSON: {e}"))),
         Err(e) => Err(CallError::Failed(e.to_string())),
     }
@@ -173,8 +273,8 @@ macro_rules! typed_handler {
             $($T: DeserializeOwned + Send + 'static,)*
         {
             #[allow(unused_mut, unused_variables)]
-            fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
-                let mut slots = match bind(&self.params, args) {
+            fn call(&self, args: CallArgs) -> BoxFuture<Result<Json, CallError>> {
+                let mut slots = match args.bind(&self.params) {
                     Ok(s) => s,
                     Err(e) => return Box::pin(std::future::ready(Err(e))),
                 };
@@ -206,9 +306,9 @@ pub(crate) struct Raw<F>(pub(crate) F);
 impl<F, Fut> Handler for Raw<F>
 where
     F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+    Fut: Future<Output = Result<Json, CallError>> + Send + 'static,
 {
-    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Json, CallError>> {
         Box::pin((self.0)(args))
     }
 }
@@ -217,7 +317,7 @@ where
 pub(crate) struct Hosted<H>(pub(crate) H);
 
 impl<H: Handler> Handler for Hosted<H> {
-    fn call(&self, args: CallArgs) -> BoxFuture<Result<Value, CallError>> {
+    fn call(&self, args: CallArgs) -> BoxFuture<Result<Json, CallError>> {
         self.0.call(args)
     }
 
@@ -236,14 +336,15 @@ mod tests {
     }
 
     fn call_now(h: &Arc<dyn Handler>, args: Value, kwargs: Value) -> Result<Value, CallError> {
-        let args = CallArgs {
-            args: args.as_array().cloned().unwrap_or_default(),
-            kwargs: kwargs.as_object().cloned().unwrap_or_default(),
-        };
+        let args = CallArgs::from_values(
+            args.as_array().cloned().unwrap_or_default(),
+            kwargs.as_object().cloned().unwrap_or_default(),
+        );
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(h.call(args))
+            .map(|j| j.to_value())
     }
 
     #[test]

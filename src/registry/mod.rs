@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::protocol::Json;
 use semver::Version;
 use serde::Serialize;
-use serde_json::Value;
 
 pub use handler::{BoxFuture, CallArgs, CallError, Handler, IntoHandler};
 pub use version::{ConstraintError, VersionConstraint, parse_loose_version};
@@ -59,7 +59,7 @@ impl Function {
     pub fn raw<F, Fut>(name: impl Into<String>, f: F) -> Function
     where
         F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+        Fut: Future<Output = Result<Json, CallError>> + Send + 'static,
     {
         Function {
             name: name.into(),
@@ -78,11 +78,11 @@ impl Function {
     pub(crate) fn hosted<F, Fut>(name: impl Into<String>, f: F) -> Function
     where
         F: Fn(CallArgs) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+        Fut: Future<Output = Result<Json, CallError>> + Send + 'static,
     {
         Function {
             make: Box::new(move |_| Arc::new(handler::Hosted(handler::Raw(f)))),
-            ..Function::raw(name, |_| async { Ok(Value::Null) })
+            ..Function::raw(name, |_| async { Ok(Json::null()) })
         }
     }
 
@@ -186,6 +186,27 @@ pub enum RegisterError {
         existing: String,
         given: String,
     },
+    #[error(
+        "function name `{0}` is reserved for the node (built-ins, and names beginning with \
+         `mpreg.` or `_`)"
+    )]
+    Reserved(String),
+}
+
+/// The node's built-in functions. No one else may register these names, under any version:
+/// whoever could would receive every other client's calls to them.
+pub const BUILTIN_NAMES: [&str; 5] = [
+    "echo",
+    "echos",
+    "list_peers",
+    "cluster_map",
+    "catalog_query",
+];
+
+/// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for
+/// later ones.
+pub fn is_reserved(name: &str) -> bool {
+    BUILTIN_NAMES.contains(&name) || name.starts_with("mpreg.") || name.starts_with('_')
 }
 
 /// What a command asks for.
@@ -210,7 +231,23 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Registers a user's function; reserved names are refused ([`is_reserved`]).
     pub fn register(&mut self, f: Function) -> Result<Arc<RegisteredFunction>, RegisterError> {
+        if is_reserved(&f.name) {
+            return Err(RegisterError::Reserved(f.name));
+        }
+        self.register_any(f)
+    }
+
+    /// Registers one of the node's own functions.
+    pub(crate) fn register_builtin(
+        &mut self,
+        f: Function,
+    ) -> Result<Arc<RegisteredFunction>, RegisterError> {
+        self.register_any(f)
+    }
+
+    fn register_any(&mut self, f: Function) -> Result<Arc<RegisteredFunction>, RegisterError> {
         if f.name.is_empty() {
             return Err(RegisterError::EmptyName);
         }

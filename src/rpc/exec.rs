@@ -8,14 +8,15 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::future::Either;
 use futures_util::{FutureExt, StreamExt};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 use super::plan::{Plan, check_single, name_index, plan};
-use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, deeper_than, resolve_within};
+use super::reply::{Done, Level, Levels, Reply};
+use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, depth_of, resolve};
 use crate::env::Clock;
 use crate::protocol::{
-    ErrorCode, ExecutionSummary, IntermediateResult, RpcCommand, RpcReply, RpcRequest, WireError,
+    ErrorCode, ExecutionSummary, Json, Kind, RpcCommand, RpcReply, RpcRequest, WireError,
 };
 use crate::registry::{
     CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
@@ -60,14 +61,17 @@ impl ExecError {
     }
 }
 
-/// Runs `req` against `registry` alone and builds the reply (success or error).
+/// Runs `req` against `registry` alone and builds the reply (success or error), as a
+/// client reads it.
 pub async fn execute(
     registry: &Registry,
     clock: &dyn Clock,
     limits: ExecLimits,
     req: RpcRequest,
 ) -> RpcReply {
-    execute_in(registry, None, clock, limits, req).await
+    execute_in(registry, None, clock, limits, req)
+        .await
+        .to_rpc_reply()
 }
 
 /// Runs `req` on this node, sending the steps it has no function for to the nodes
@@ -78,7 +82,7 @@ pub async fn execute_in(
     clock: &dyn Clock,
     limits: ExecLimits,
     mut req: RpcRequest,
-) -> RpcReply {
+) -> Reply {
     // `u` moves out of the request and into the reply, whatever the outcome.
     let u = std::mem::take(&mut req.u);
     let timed = req.return_intermediate_results || req.include_execution_summary;
@@ -95,11 +99,8 @@ pub async fn execute_in(
         Box::pin(run(env, limits, req, &u)).await
     };
     match outcome {
-        Ok(mut reply) => {
-            reply.u = Value::String(u);
-            reply
-        }
-        Err(e) => RpcReply::failure(
+        Ok(done) => Reply::success(Value::String(u), done),
+        Err(e) => Reply::failure(
             Value::String(u),
             WireError {
                 code: e.code.as_i64(),
@@ -206,7 +207,7 @@ async fn remote_step(
     args: CallArgs,
     deadline: Instant,
     mut first: Option<Route>,
-) -> Result<Value, ExecError> {
+) -> Result<Json, ExecError> {
     let Some(cluster) = here.cluster else {
         return Err(ExecError::new(
             ErrorCode::CommandNotFound,
@@ -219,8 +220,7 @@ async fn remote_step(
             format!("command `{}` (fun `{}`): {why}", cmd.name, cmd.fun),
         )
     };
-    let args_json = serde_json::to_string(&(&args.args, &args.kwargs))
-        .map_err(|e| fail(ErrorCode::InvalidArguments, e.to_string()))?;
+    let args_json = format!("[{},{}]", args.args, args.kwargs);
     let mut tried: Vec<crate::control::NodeId> = Vec::new();
     let mut last_failure = String::new();
     loop {
@@ -259,7 +259,7 @@ async fn remote_step(
         let wait = left + STEP_REPLY_GRACE;
         match cluster.forward(route.node, step, wait).await {
             Ok(StepOutcome::Done(json)) => {
-                return serde_json::from_str(&json)
+                return Json::from_text(json)
                     .map_err(|e| fail(ErrorCode::Internal, format!("unreadable result: {e}")));
             }
             Ok(StepOutcome::Failed { code, message }) => {
@@ -305,7 +305,7 @@ async fn hosted_step(
     f: &RegisteredFunction,
     args: CallArgs,
     deadline: Instant,
-) -> Result<Value, ExecError> {
+) -> Result<Json, ExecError> {
     let copy = args.clone();
     // Why it moves, and the code it fails with if nowhere else offers it.
     let (moved, code) = match call_guarded(&*f.handler, args).await {
@@ -334,7 +334,7 @@ async fn run_bound(
     args: CallArgs,
     deadline: Instant,
     reuse_route: bool,
-) -> Result<Value, ExecError> {
+) -> Result<Json, ExecError> {
     match binding {
         Binding::Local(f) => call_guarded(&*f.handler, args)
             .await
@@ -369,11 +369,16 @@ pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> St
         code: code.as_i64(),
         message,
     };
-    let (args, kwargs): (Vec<Value>, Map<String, Value>) =
-        match serde_json::from_str(&step.args_json) {
-            Ok(a) => a,
-            Err(e) => return failed(ErrorCode::MalformedMessage, format!("step arguments: {e}")),
-        };
+    let (args, kwargs) = match serde_json::from_str::<(Json, Json)>(&step.args_json) {
+        Ok((a, k)) if a.kind() == Kind::Array && k.kind() == Kind::Object => (a, k),
+        Ok(_) => {
+            return failed(
+                ErrorCode::MalformedMessage,
+                "step arguments: not [array, object]".into(),
+            );
+        }
+        Err(e) => return failed(ErrorCode::MalformedMessage, format!("step arguments: {e}")),
+    };
     let timeout = Duration::from_millis(step.timeout_ms).min(limits.request_timeout);
     let hosted = function.handler.hosted_elsewhere();
     let call = async {
@@ -386,15 +391,13 @@ pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> St
             Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
             Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
         };
-        if deeper_than(&value, MAX_VALUE_DEPTH) {
+        if depth_of(value.get()) > MAX_VALUE_DEPTH {
             return Err(ExecError::new(
                 ErrorCode::LimitExceeded,
                 format!("its result nests deeper than {MAX_VALUE_DEPTH} levels"),
             ));
         }
-        serde_json::to_string(&value)
-            .map(StepOutcome::Done)
-            .map_err(|e| ExecError::new(ErrorCode::Internal, e.to_string()))
+        Ok(StepOutcome::Done(value.into_string()))
     };
     match with_deadline(call, timeout).await {
         Ok(outcome) => outcome,
@@ -415,15 +418,12 @@ async fn run_single(
     here: Here<'_>,
     limits: ExecLimits,
     mut req: RpcRequest,
-) -> Result<RpcReply, ExecError> {
+) -> Result<Done, ExecError> {
     check_single(&req.cmds[0]).map_err(|e| ExecError::new(e.code(), e.to_string()))?;
     let binding = bind_functions(here, &req)?.pop();
     let timeout = request_timeout(&req, limits);
     let cmd = &mut req.cmds[0];
-    let args = CallArgs {
-        args: std::mem::take(&mut cmd.args),
-        kwargs: std::mem::take(&mut cmd.kwargs),
-    };
+    let args = take_args(cmd);
     let value = match binding {
         Some(Binding::Local(function)) => {
             let call = async {
@@ -446,9 +446,18 @@ async fn run_single(
         }
         None => return Err(ExecError::new(ErrorCode::EmptyRequest, "no command")),
     };
-    let mut r = Map::new();
-    r.insert(std::mem::take(&mut req.cmds[0].name), value);
-    Ok(RpcReply::success(Value::Null, r))
+    Ok(Done {
+        r: vec![(std::mem::take(&mut req.cmds[0].name), value)],
+        ..Done::default()
+    })
+}
+
+/// Moves a command's arguments out (its name stays, for the reply).
+fn take_args(cmd: &mut RpcCommand) -> CallArgs {
+    CallArgs {
+        args: std::mem::replace(&mut cmd.args, Json::empty_array()),
+        kwargs: std::mem::replace(&mut cmd.kwargs, Json::empty_object()),
+    }
 }
 
 /// Plans and runs `req`; the reply's `u` is filled in by the caller.
@@ -457,7 +466,7 @@ async fn run(
     limits: ExecLimits,
     mut req: RpcRequest,
     u: &str,
-) -> Result<RpcReply, ExecError> {
+) -> Result<Done, ExecError> {
     let clock = here.clock;
     let timed = req.return_intermediate_results || req.include_execution_summary;
     let plan = plan(&req.cmds, limits.max_commands)
@@ -470,14 +479,7 @@ async fn run(
     let started = (timed || remote).then(|| clock.now());
     let deadline = started.map(|s| s + timeout);
     // The arguments move out of the request; names stay for the reply.
-    let args: Vec<CallArgs> = req
-        .cmds
-        .iter_mut()
-        .map(|c| CallArgs {
-            args: std::mem::take(&mut c.args),
-            kwargs: std::mem::take(&mut c.kwargs),
-        })
-        .collect();
+    let args: Vec<CallArgs> = req.cmds.iter_mut().map(take_args).collect();
     let outcome = {
         let flow = Dataflow {
             max_resolved_bytes: limits.max_resolved_bytes,
@@ -500,7 +502,7 @@ async fn run(
 fn call_guarded(
     handler: &dyn Handler,
     args: CallArgs,
-) -> impl Future<Output = Result<Value, CallError>> + use<> {
+) -> impl Future<Output = Result<Json, CallError>> + use<> {
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
     async move {
         let result = match call {
@@ -541,7 +543,7 @@ async fn with_deadline<T>(
 
 /// Results and (when asked for) finish times of every step.
 struct Outcome {
-    results: Vec<Option<Value>>,
+    results: Vec<Option<Json>>,
     finished_at: Vec<Option<tokio::time::Instant>>,
 }
 
@@ -560,7 +562,7 @@ struct Dataflow<'a> {
 impl<'a> Dataflow<'a> {
     async fn run(self, mut args: Vec<CallArgs>) -> Result<Outcome, ExecError> {
         let n = self.req.cmds.len();
-        let mut results: Vec<Option<Value>> = vec![None; n];
+        let mut results: Vec<Option<Json>> = vec![None; n];
         let mut finished_at = vec![None; n];
         if n == 1 {
             // The common single call: no scheduling structures at all.
@@ -600,18 +602,10 @@ impl<'a> Dataflow<'a> {
                             format!("command `{}` (fun `{}`): {e}", cmd.name, cmd.fun),
                         )
                     };
-                    let mut resolve = |a: &Value| {
-                        resolve_within(a, &names, &results, &mut budget, total, 0).map_err(limit)
-                    };
-                    let args = raw
-                        .args
-                        .iter()
-                        .map(&mut resolve)
-                        .collect::<Result<_, _>>()?;
-                    let mut kwargs = Map::new();
-                    for (k, v) in &raw.kwargs {
-                        kwargs.insert(k.clone(), resolve(v)?);
-                    }
+                    let mut resolved =
+                        |a: &Json| resolve(a, &names, &results, &mut budget, total).map_err(limit);
+                    let args = resolved(&raw.args)?;
+                    let kwargs = resolved(&raw.kwargs)?;
                     running.push(self.start(d, CallArgs { args, kwargs }));
                 }
             }
@@ -627,7 +621,7 @@ impl<'a> Dataflow<'a> {
         &self,
         i: usize,
         args: CallArgs,
-    ) -> impl Future<Output = (usize, Result<Value, ExecError>)> + use<'a> {
+    ) -> impl Future<Output = (usize, Result<Json, ExecError>)> + use<'a> {
         let cmd = &self.req.cmds[i];
         match &self.functions[i] {
             Binding::Local(f) => {
@@ -655,8 +649,8 @@ impl<'a> Dataflow<'a> {
 
 /// A step's result, refused when it nests deeper than a reply may
 /// ([`MAX_VALUE_DEPTH`]): such a value could not be parsed by clients, or copied safely.
-fn check_result(cmd: &RpcCommand, value: Value) -> Result<Value, ExecError> {
-    if deeper_than(&value, MAX_VALUE_DEPTH) {
+fn check_result(cmd: &RpcCommand, value: Json) -> Result<Json, ExecError> {
+    if depth_of(value.get()) > MAX_VALUE_DEPTH {
         return Err(ExecError::new(
             ErrorCode::LimitExceeded,
             format!(
@@ -697,42 +691,44 @@ fn build_reply(
     mut outcome: Outcome,
     started: Option<tokio::time::Instant>,
     clock: &dyn Clock,
-) -> RpcReply {
-    let mut intermediate = Vec::new();
-    let mut summary = None;
+) -> Done {
+    let mut done = Done::default();
     if let Some(started) = started {
         let mut level_ms = Vec::with_capacity(plan.levels.len());
-        let mut accumulated = Map::new();
+        let mut levels = Vec::new();
         let mut level_start = started;
-        for (k, level) in plan.levels.iter().enumerate() {
+        for level in &plan.levels {
             let level_end = level
                 .iter()
                 .filter_map(|&i| outcome.finished_at[i])
                 .max()
                 .unwrap_or(level_start);
-            level_ms.push(ms_between(level_start, level_end));
+            let ms = ms_between(level_start, level_end);
+            level_ms.push(ms);
             if req.return_intermediate_results {
-                let level_results: Map<String, Value> = level
+                // Each result once; the reply's writer repeats earlier levels as it writes
+                // (and stops at the message limit).
+                let results = level
                     .iter()
                     .map(|&i| {
-                        let v = outcome.results[i].clone().unwrap_or(Value::Null);
+                        let v = outcome.results[i].clone().unwrap_or_else(Json::null);
                         (req.cmds[i].name.clone(), v)
                     })
                     .collect();
-                accumulated.extend(level_results.clone());
-                intermediate.push(IntermediateResult {
-                    request_id: u.to_owned(),
-                    level_index: k,
-                    level_results,
-                    accumulated_results: accumulated.clone(),
-                    total_levels: plan.levels.len(),
-                    completed_levels: k + 1,
+                levels.push(Level {
+                    results,
                     timestamp: (clock.wall_ms() as f64 - ms_between(level_end, clock.now()))
                         / 1000.0,
-                    execution_time_ms: level_ms[k],
+                    execution_time_ms: ms,
                 });
             }
             level_start = level_start.max(level_end);
+        }
+        if req.return_intermediate_results {
+            done.levels = Some(Levels {
+                request_id: u.to_owned(),
+                levels,
+            });
         }
         if req.include_execution_summary {
             let bottleneck = level_ms
@@ -740,7 +736,7 @@ fn build_reply(
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(k, _)| k);
-            summary = Some(ExecutionSummary {
+            done.summary = Some(ExecutionSummary {
                 request_id: u.to_owned(),
                 total_execution_time_ms: ms_between(started, clock.now()),
                 total_levels: plan.levels.len(),
@@ -753,16 +749,13 @@ fn build_reply(
             });
         }
     }
-    let r: Map<String, Value> = plan
+    done.r = plan
         .sinks
         .iter()
         .map(|&i| {
-            let v = outcome.results[i].take().unwrap_or(Value::Null);
+            let v = outcome.results[i].take().unwrap_or_else(Json::null);
             (std::mem::take(&mut req.cmds[i].name), v)
         })
         .collect();
-    let mut reply = RpcReply::success(Value::Null, r);
-    reply.intermediate_results = intermediate;
-    reply.execution_summary = summary;
-    reply
+    done
 }

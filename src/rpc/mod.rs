@@ -3,10 +3,12 @@
 mod exec;
 pub mod forward;
 pub mod plan;
+pub mod reply;
 pub mod resolve;
 mod unordered;
 
 pub use exec::{ExecError, ExecLimits, execute, execute_in, run_step};
 pub use forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 pub use plan::{Plan, PlanError, plan};
+pub use reply::Reply;
 pub(crate) use unordered::Unordered;

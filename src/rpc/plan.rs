@@ -5,8 +5,7 @@
 //! (object keys are not scanned) equals the other's name, or is `name.path…`, or when an
 //! object `{"$ref": "name[.path…]"}` names it. [`super::resolve`] substitutes by the same rule.
 
-use serde_json::Value;
-
+use super::resolve::{Ref, references};
 use crate::protocol::{ErrorCode, RpcCommand};
 
 /// Why a request cannot be planned; nothing has run.
@@ -92,14 +91,6 @@ impl<'a> FromIterator<(&'a str, usize)> for NameIndex<'a> {
     }
 }
 
-/// The `$ref` target of an explicit reference object, if `v` is one.
-pub fn explicit_ref(map: &serde_json::Map<String, Value>) -> Option<&str> {
-    match (map.len(), map.get("$ref")) {
-        (1, Some(Value::String(s))) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
 /// The command a string refers to: its exact name, or the head of `name.path`.
 pub fn implicit_ref(s: &str, names: &NameIndex<'_>) -> Option<usize> {
     if let Some(i) = names.get(s) {
@@ -113,38 +104,24 @@ fn head_of(reference: &str) -> &str {
     reference.split_once('.').map_or(reference, |(h, _)| h)
 }
 
-/// Adds every command `v` references to `out`.
-fn scan(
-    v: &Value,
-    names: &NameIndex<'_>,
-    owner: &str,
-    out: &mut Vec<usize>,
-) -> Result<(), PlanError> {
-    match v {
-        Value::String(s) => out.extend(implicit_ref(s, names)),
-        Value::Array(items) => {
-            for item in items {
-                scan(item, names, owner, out)?;
+/// Adds every command the arguments of `cmd` reference to `out`.
+fn scan(cmd: &RpcCommand, names: &NameIndex<'_>, out: &mut Vec<usize>) -> Result<(), PlanError> {
+    for text in [&cmd.args, &cmd.kwargs] {
+        for found in references(text.get()) {
+            match found.reference {
+                Ref::Implicit(s) => out.extend(implicit_ref(&s, names)),
+                Ref::Explicit(r) => match names.get(head_of(&r)) {
+                    Some(i) => out.push(i),
+                    None => {
+                        return Err(PlanError::UnknownReference {
+                            command: cmd.name.clone(),
+                            head: head_of(&r).to_owned(),
+                            reference: r.into_owned(),
+                        });
+                    }
+                },
             }
         }
-        Value::Object(map) => match explicit_ref(map) {
-            Some(r) => match names.get(head_of(r)) {
-                Some(i) => out.push(i),
-                None => {
-                    return Err(PlanError::UnknownReference {
-                        command: owner.to_owned(),
-                        reference: r.to_owned(),
-                        head: head_of(r).to_owned(),
-                    });
-                }
-            },
-            None => {
-                for item in map.values() {
-                    scan(item, names, owner, out)?;
-                }
-            }
-        },
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
 }
@@ -172,9 +149,7 @@ pub fn name_index(cmds: &[RpcCommand]) -> Result<NameIndex<'_>, PlanError> {
 pub fn check_single(cmd: &RpcCommand) -> Result<(), PlanError> {
     let names = NameIndex::One(&cmd.name);
     let mut refs = Vec::new();
-    for a in cmd.args.iter().chain(cmd.kwargs.values()) {
-        scan(a, &names, &cmd.name, &mut refs)?;
-    }
+    scan(cmd, &names, &mut refs)?;
     if refs.is_empty() {
         Ok(())
     } else {
@@ -198,9 +173,7 @@ pub fn plan(cmds: &[RpcCommand], max_commands: usize) -> Result<Plan, PlanError>
     let mut deps = Vec::with_capacity(n);
     for (i, c) in cmds.iter().enumerate() {
         let mut d = Vec::new();
-        for a in c.args.iter().chain(c.kwargs.values()) {
-            scan(a, &names, &c.name, &mut d)?;
-        }
+        scan(c, &names, &mut d)?;
         d.sort_unstable();
         d.dedup();
         if d.binary_search(&i).is_ok() {
@@ -272,7 +245,7 @@ fn cycle_members(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn cmd(name: &str, args: Value) -> RpcCommand {
         RpcCommand::new(name, "f").args(args)

@@ -1,8 +1,105 @@
-//! Argument resolution: replace references with the results they name. Pure.
+//! References in arguments, found and substituted on the JSON text: no value tree is
+//! built, and a substitution copies the result's text once. Pure.
+//!
+//! A reference is a string value (not an object key) equal to a command's name or to
+//! `name.path…`, or an object that is exactly `{"$ref": "name[.path…]"}`.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use super::plan::{NameIndex, explicit_ref, implicit_ref};
+use super::plan::{NameIndex, implicit_ref};
+use crate::protocol::Json;
+use crate::protocol::jscan::{Lexer, Tok, Token, str_value};
+
+/// Deepest value (arrays/objects) a resolved argument or a step's result may be. Incoming
+/// messages are capped at 127 levels; staying at 124 for values keeps every reply (3
+/// levels of envelope) parseable by clients with the same cap.
+pub const MAX_VALUE_DEPTH: usize = 124;
+
+/// A reference found in an argument text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ref<'a> {
+    /// A string value that may name a command (`name` or `name.path`).
+    Implicit(Cow<'a, str>),
+    /// `{"$ref": target}`.
+    Explicit(Cow<'a, str>),
+}
+
+/// A reference and where it is: its byte span in the text and the containers around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub reference: Ref<'a>,
+    pub start: usize,
+    pub end: usize,
+    pub depth: usize,
+}
+
+/// If the object opening at `open` is exactly `{"$ref": "<string>"}`: its target and the
+/// end of the object.
+fn explicit_at<'a>(text: &'a str, open: &Token) -> Option<(Cow<'a, str>, usize)> {
+    let rest = text[open.start + 1..].trim_start();
+    // Cheap test first: almost no object starts with a key beginning `"$` or an escape.
+    if !(rest.starts_with("\"$") || rest.starts_with("\"\\")) {
+        return None;
+    }
+    let sub = &text[open.start..];
+    let mut l = Lexer::new(sub);
+    let _open = l.next_token().ok()??;
+    let key = l.next_token().ok()??;
+    if key.tok != Tok::Key || str_value(sub, &key) != "$ref" {
+        return None;
+    }
+    let target = l.next_token().ok()??;
+    let close = l.next_token().ok()??;
+    if target.tok != Tok::Str || close.tok != Tok::ObjEnd {
+        return None;
+    }
+    let value = match str_value(sub, &target) {
+        Cow::Borrowed(_) => {
+            Cow::Borrowed(&text[open.start + target.start + 1..open.start + target.end - 1])
+        }
+        Cow::Owned(s) => Cow::Owned(s),
+    };
+    Some((value, open.start + close.end))
+}
+
+/// Every reference candidate in `text` (a checked JSON value), in order. Strings inside an
+/// explicit reference object are not candidates themselves.
+pub fn references(text: &str) -> impl Iterator<Item = Found<'_>> {
+    let mut lexer = Lexer::new(text);
+    // Inside an explicit reference: the lexer skips its tokens until this offset.
+    let mut skip_to = 0usize;
+    std::iter::from_fn(move || {
+        loop {
+            let depth = lexer.depth();
+            let t = lexer.next_token().ok()??;
+            if t.start < skip_to {
+                continue;
+            }
+            match t.tok {
+                Tok::Str => {
+                    return Some(Found {
+                        reference: Ref::Implicit(str_value(text, &t)),
+                        start: t.start,
+                        end: t.end,
+                        depth,
+                    });
+                }
+                Tok::ObjBegin => {
+                    if let Some((target, end)) = explicit_at(text, &t) {
+                        skip_to = end;
+                        return Some(Found {
+                            reference: Ref::Explicit(target),
+                            start: t.start,
+                            end,
+                            depth,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+}
 
 /// A canonical array index: digits only, no leading zero (so `01` and `+1` are keys, not 1).
 fn array_index(seg: &str) -> Option<usize> {
@@ -12,58 +109,115 @@ fn array_index(seg: &str) -> Option<usize> {
     canonical.then(|| seg.parse().ok()).flatten()
 }
 
-/// Follows `path` (dot-separated object keys or array indices) into `v`.
-fn navigate<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(v, |cur, seg| match cur {
-        Value::Object(m) => m.get(seg),
-        Value::Array(items) => array_index(seg).and_then(|i| items.get(i)),
+/// Reads one value from `l` and returns its span; `None` at the end of the container.
+fn value_span(l: &mut Lexer<'_>) -> Option<(usize, usize)> {
+    let first = l.next_token().ok()??;
+    match first.tok {
+        Tok::ObjEnd | Tok::ArrEnd => None,
+        Tok::ObjBegin | Tok::ArrBegin => {
+            let depth = l.depth();
+            loop {
+                let t = l.next_token().ok()??;
+                if matches!(t.tok, Tok::ObjEnd | Tok::ArrEnd) && l.depth() < depth {
+                    return Some((first.start, t.end));
+                }
+            }
+        }
+        _ => Some((first.start, first.end)),
+    }
+}
+
+/// The text of the member `seg` of the object or array `text`.
+fn child<'t>(text: &'t str, seg: &str) -> Option<&'t str> {
+    let mut l = Lexer::new(text);
+    match l.next_token().ok()??.tok {
+        Tok::ObjBegin => loop {
+            let key = l.next_token().ok()??;
+            if key.tok != Tok::Key {
+                return None;
+            }
+            let hit = str_value(text, &key) == seg;
+            let (s, e) = value_span(&mut l)?;
+            if hit {
+                return Some(&text[s..e]);
+            }
+        },
+        Tok::ArrBegin => {
+            let want = array_index(seg)?;
+            for _ in 0..want {
+                value_span(&mut l)?;
+            }
+            value_span(&mut l).map(|(s, e)| &text[s..e])
+        }
         _ => None,
-    })
+    }
 }
 
-/// The value a reference string denotes, if its command has a result and the path exists.
+/// Follows `path` (dot-separated object keys or array indices) into `text`.
+fn navigate<'t>(text: &'t str, path: &str) -> Option<&'t str> {
+    path.split('.').try_fold(text, child)
+}
+
+/// The text a reference denotes, if its command has a result and the path exists (`Err`
+/// for an explicit reference to a missing path, which becomes `null`).
 fn lookup<'v>(
-    reference: &str,
+    reference: &Ref<'_>,
     names: &NameIndex<'_>,
-    results: &'v [Option<Value>],
-) -> Option<&'v Value> {
-    let i = implicit_ref(reference, names)?;
-    let result = results[i].as_ref()?;
-    match reference.split_once('.') {
-        Some((_, path)) if names.get(reference).is_none() => navigate(result, path),
-        _ => Some(result),
+    results: &'v [Option<Json>],
+) -> Option<Result<&'v str, ()>> {
+    match reference {
+        Ref::Implicit(s) => {
+            let i = implicit_ref(s, names)?;
+            let result = results[i].as_ref()?.get();
+            match s.split_once('.') {
+                Some((_, path)) if names.get(s).is_none() => navigate(result, path).map(Ok),
+                _ => Some(Ok(result)),
+            }
+        }
+        Ref::Explicit(r) => {
+            let (head, path) = match r.split_once('.') {
+                Some((head, path)) => (head, Some(path)),
+                None => (r.as_ref(), None),
+            };
+            let result = results[names.get(head)?].as_ref()?.get();
+            Some(match path {
+                Some(path) => navigate(result, path).ok_or(()),
+                None => Ok(result),
+            })
+        }
     }
 }
 
-/// The value of an explicit `{"$ref": "name[.path]"}`: `name` is everything before the
-/// first dot, as the planner reads it.
-fn lookup_explicit<'v>(
-    reference: &str,
-    names: &NameIndex<'_>,
-    results: &'v [Option<Value>],
-) -> Option<&'v Value> {
-    let (head, path) = match reference.split_once('.') {
-        Some((head, path)) => (head, Some(path)),
-        None => (reference, None),
-    };
-    let result = results[names.get(head)?].as_ref()?;
-    match path {
-        Some(path) => navigate(result, path),
-        None => Some(result),
+/// How deeply `text` (checked JSON) nests, counting brackets outside strings.
+pub fn depth_of(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
     }
+    max
 }
 
-/// Deepest value (arrays/objects) a resolved argument or a step's result may be. Incoming
-/// messages are capped by the JSON parser at 128 levels; staying at 124 for values keeps
-/// every reply (3 levels of envelope) parseable by clients with the same cap.
-pub const MAX_VALUE_DEPTH: usize = 124;
-
-/// What resolving a request's references may still copy. Each reference copies the value it
+/// What resolving a request's references may still copy. Each reference copies the text it
 /// names, so without a bound a tiny request (`b = [a, a]`, `c = [b, b]`, …) grows
 /// exponentially.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    /// Bytes left to copy: string bytes plus 16 per value node.
+    /// Bytes of resolved argument text left to write.
     pub bytes_left: usize,
 }
 
@@ -86,110 +240,41 @@ impl Budget {
     }
 }
 
-/// Whether `v` nests deeper than `max` (iterative: `v` may be arbitrarily deep).
-pub fn deeper_than(v: &Value, max: usize) -> bool {
-    if !matches!(v, Value::Array(_) | Value::Object(_)) {
-        return false; // the common scalar result: no walk, no allocation
-    }
-    let mut stack = vec![(v, 0usize)];
-    while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(m) => Box::new(m.values()),
-            _ => continue,
-        };
-        if d + 1 > max {
-            return true;
-        }
-        stack.extend(children.map(|c| (c, d + 1)));
-    }
-    false
-}
-
-/// `v` copied within `budget` and [`MAX_VALUE_DEPTH`] (counting from `depth`).
-fn copy_within(
-    v: &Value,
-    budget: &mut Budget,
-    total: usize,
-    depth: usize,
-) -> Result<Value, LimitError> {
-    if depth > MAX_VALUE_DEPTH {
-        return Err(LimitError::Depth);
-    }
-    Ok(match v {
-        Value::String(s) => {
-            budget.charge(16 + s.len(), total)?;
-            v.clone()
-        }
-        Value::Array(items) => {
-            budget.charge(16, total)?;
-            Value::Array(
-                items
-                    .iter()
-                    .map(|i| copy_within(i, budget, total, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        Value::Object(m) => {
-            budget.charge(16, total)?;
-            let mut out = Map::new();
-            for (k, i) in m {
-                budget.charge(16 + k.len(), total)?;
-                out.insert(k.clone(), copy_within(i, budget, total, depth + 1)?);
-            }
-            Value::Object(out)
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {
-            budget.charge(16, total)?;
-            v.clone()
-        }
-    })
-}
-
-/// A copy of `v` with every reference replaced, within `budget` (`total` is its original
-/// size, for the error) and [`MAX_VALUE_DEPTH`] counted from `depth`. An implicit
-/// `name.path` whose path does not exist stays the literal string (as in the original); an
-/// explicit `{"$ref"}` to a missing path becomes `null`.
-pub fn resolve_within(
-    v: &Value,
+/// `text` (an argument list or keyword object) with every reference replaced by the text it
+/// names, within `budget` (`total` is its original size, for the error) and
+/// [`MAX_VALUE_DEPTH`] (counted from the list's elements). An implicit `name.path` whose
+/// path does not exist stays the literal string (as in the original); an explicit
+/// `{"$ref"}` to a missing path becomes `null`.
+pub fn resolve(
+    text: &Json,
     names: &NameIndex<'_>,
-    results: &[Option<Value>],
+    results: &[Option<Json>],
     budget: &mut Budget,
     total: usize,
-    depth: usize,
-) -> Result<Value, LimitError> {
-    if depth > MAX_VALUE_DEPTH {
-        return Err(LimitError::Depth);
+) -> Result<Json, LimitError> {
+    let src = text.get();
+    let mut out = String::new();
+    let mut copied = 0usize;
+    for found in references(src) {
+        let Some(value) = lookup(&found.reference, names, results) else {
+            continue;
+        };
+        let value = value.unwrap_or("null");
+        if found.depth.saturating_sub(1) + depth_of(value) > MAX_VALUE_DEPTH {
+            return Err(LimitError::Depth);
+        }
+        budget.charge(found.start - copied + value.len(), total)?;
+        out.push_str(&src[copied..found.start]);
+        out.push_str(value);
+        copied = found.end;
     }
-    Ok(match v {
-        Value::String(s) => match lookup(s, names, results) {
-            Some(found) => copy_within(found, budget, total, depth)?,
-            None => copy_within(v, budget, total, depth)?,
-        },
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| resolve_within(item, names, results, budget, total, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => match explicit_ref(map) {
-            Some(r) => match lookup_explicit(r, names, results) {
-                Some(found) => copy_within(found, budget, total, depth)?,
-                None => Value::Null,
-            },
-            None => {
-                let mut out = Map::new();
-                for (k, item) in map {
-                    out.insert(
-                        k.clone(),
-                        resolve_within(item, names, results, budget, total, depth + 1)?,
-                    );
-                }
-                Value::Object(out)
-            }
-        },
-        Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
-    })
+    if copied == 0 {
+        return Ok(text.clone());
+    }
+    budget.charge(src.len() - copied, total)?;
+    out.push_str(&src[copied..]);
+    // Valid JSON spliced into valid JSON at value positions is valid JSON.
+    Ok(Json::from_text(out).unwrap_or_else(|_| Json::null()))
 }
 
 #[cfg(test)]
@@ -197,52 +282,72 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn j(v: serde_json::Value) -> Json {
+        Json::from(v)
+    }
+
+    fn resolved(v: serde_json::Value, names: &NameIndex<'_>, results: &[Option<Json>]) -> Json {
+        let mut unlimited = Budget {
+            bytes_left: usize::MAX,
+        };
+        resolve(&j(v), names, results, &mut unlimited, usize::MAX).unwrap()
+    }
+
     #[test]
     fn budgets_stop_exponential_copies_and_deep_values() {
         let names: NameIndex<'_> = [("a", 0)].into_iter().collect();
-        let results = vec![Some(json!("x".repeat(1000)))];
+        let results = vec![Some(j(json!("x".repeat(1000))))];
         let mut budget = Budget { bytes_left: 2500 };
-        let two = json!(["a", "a"]);
-        assert!(resolve_within(&two, &names, &results, &mut budget, 2500, 0).is_ok());
+        let two = j(json!(["a", "a"]));
+        assert!(resolve(&two, &names, &results, &mut budget, 2500).is_ok());
         assert_eq!(
-            resolve_within(&two, &names, &results, &mut budget, 2500, 0),
+            resolve(&two, &names, &results, &mut budget, 2500),
             Err(LimitError::Bytes(2500))
         );
         let mut deep = json!("a");
-        for _ in 0..MAX_VALUE_DEPTH + 1 {
+        for _ in 0..MAX_VALUE_DEPTH {
             deep = json!([deep]);
         }
         let mut budget = Budget {
             bytes_left: usize::MAX,
         };
+        let results = vec![Some(j(json!([1])))];
         assert_eq!(
-            resolve_within(&deep, &names, &results, &mut budget, 0, 0),
+            resolve(&j(json!([deep])), &names, &results, &mut budget, 0),
             Err(LimitError::Depth)
         );
-        assert!(deeper_than(&deep, MAX_VALUE_DEPTH));
-        assert!(!deeper_than(&json!([[1]]), 2));
-        assert!(deeper_than(&json!([[[1]]]), 2));
-    }
-
-    fn resolve(v: &Value, names: &NameIndex<'_>, results: &[Option<Value>]) -> Value {
-        let mut unlimited = Budget {
-            bytes_left: usize::MAX,
-        };
-        resolve_within(v, names, results, &mut unlimited, usize::MAX, 0).unwrap()
+        assert_eq!(depth_of(r#"[{"a":"[[["},[]]"#), 2);
     }
 
     #[test]
     fn substitution_rules() {
         let names: NameIndex<'_> = [("a", 0), ("g", 1)].into_iter().collect();
         let results = vec![
-            Some(json!(3)),
-            Some(json!({"nested": {"v": 14}, "l": [5, 6]})),
+            Some(j(json!(3))),
+            Some(j(json!({"nested": {"v": 14}, "l": [5, [6, 7]]}))),
         ];
-        let v =
-            json!(["a", "g.nested.v", "g.l.1", "g.missing", {"k": "a"}, {"$ref": "g.nope"}, "x"]);
+        let v = json!(["a", "g.nested.v", "g.l.1", "g.missing", {"k": "a", "a": 1}, {"$ref": "g.nope"}, "x", {"$ref": "a"}]);
         assert_eq!(
-            resolve(&v, &names, &results),
-            json!([3, 14, 6, "g.missing", {"k": 3}, null, "x"])
+            resolved(v, &names, &results).to_value(),
+            json!([3, 14, [6, 7], "g.missing", {"k": 3, "a": 1}, null, "x", 3])
+        );
+        let untouched = j(json!(["x", {"$ref": 1}]));
+        assert_eq!(resolved(untouched.to_value(), &names, &results), untouched);
+    }
+
+    #[test]
+    fn references_are_found_with_their_depth() {
+        let found: Vec<_> = references(r#"["a", {"b": ["c"], "$ref": "d"}, {"$ref": "e.f"}]"#)
+            .map(|f| (f.reference, f.depth))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Ref::Implicit("a".into()), 1),
+                (Ref::Implicit("c".into()), 3),
+                (Ref::Implicit("d".into()), 2),
+                (Ref::Explicit("e.f".into()), 1),
+            ]
         );
     }
 }
