@@ -38,6 +38,15 @@ pub struct Settings {
     pub drain_timeout_ms: u64,
     /// Requests one connection may have running before the node stops reading from it.
     pub max_inflight_per_connection: usize,
+    /// Bytes one client connection may hold (frames of its running requests, replies not
+    /// yet written) before the node stops reading from it.
+    pub max_connection_bytes: usize,
+    /// Bytes all client connections together may hold; shared fairly among them
+    /// (`node::budget`).
+    pub max_client_bytes: usize,
+    /// A client whose replies wait this long without any being written (it stopped
+    /// reading) is disconnected.
+    pub reply_stall_timeout_ms: u64,
     /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
     pub persistence: PersistenceConfig,
     /// URLs other nodes and clients reach this node at (`ws://host:port`); empty: derived
@@ -137,6 +146,11 @@ impl Default for Settings {
             request_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
             max_inflight_per_connection: 1024,
+            // A few maximal messages per connection, and 1 GiB for all clients: a node on a
+            // 2-core, 24 GiB machine keeps most of its memory for the functions it runs.
+            max_connection_bytes: 64 * 1024 * 1024,
+            max_client_bytes: 1024 * 1024 * 1024,
+            reply_stall_timeout_ms: 10_000,
             persistence: PersistenceConfig::default(),
             advertised_urls: Vec::new(),
             voters: 3,
@@ -183,6 +197,9 @@ impl Settings {
             &mut self.max_inflight_per_connection,
             &l.max_inflight_per_connection,
         );
+        set(&mut self.max_connection_bytes, &l.max_connection_bytes);
+        set(&mut self.max_client_bytes, &l.max_client_bytes);
+        set(&mut self.reply_stall_timeout_ms, &l.reply_stall_timeout_ms);
         set(&mut self.advertised_urls, &l.advertised_urls);
         set(&mut self.voters, &l.voters);
         set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
@@ -263,6 +280,15 @@ impl Settings {
         if self.voters == 0 {
             return bad("voters", "must be at least 1");
         }
+        if self.max_connection_bytes < 1024 || self.max_client_bytes < self.max_connection_bytes {
+            return bad(
+                "max_connection_bytes",
+                "must be at least 1024 and at most max_client_bytes",
+            );
+        }
+        if self.reply_stall_timeout_ms == 0 {
+            return bad("reply_stall_timeout_ms", "must be at least 1");
+        }
         if self.max_inflight_per_connection == 0 {
             return bad("max_inflight_per_connection", "must be at least 1");
         }
@@ -313,6 +339,9 @@ pub struct SettingsLayer {
     pub request_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub max_inflight_per_connection: Option<usize>,
+    pub max_connection_bytes: Option<usize>,
+    pub max_client_bytes: Option<usize>,
+    pub reply_stall_timeout_ms: Option<u64>,
     pub persistence_config: Option<PersistenceLayer>,
     pub advertised_urls: Option<Vec<String>>,
     pub voters: Option<usize>,
@@ -374,7 +403,8 @@ impl SettingsLayer {
     /// Reads `MPREG_HOST`, `MPREG_PORT`, `MPREG_NAME`, `MPREG_CLUSTER_ID`, `MPREG_RESOURCES`
     /// and `MPREG_PEERS` (comma-separated), `MPREG_LOG_LEVEL`, `MPREG_MAX_MESSAGE_BYTES`,
     /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
-    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_CLUSTER_SECRET_FILE`,
+    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_MAX_CONNECTION_BYTES`,
+    /// `MPREG_MAX_CLIENT_BYTES`, `MPREG_REPLY_STALL_TIMEOUT_MS`, `MPREG_CLUSTER_SECRET_FILE`,
     /// `MPREG_INSECURE_PEERS` (true/false), `MPREG_PERSISTENCE_MODE` and
     /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
@@ -431,6 +461,9 @@ impl SettingsLayer {
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }
+                "MPREG_MAX_CONNECTION_BYTES" => l.max_connection_bytes = Some(num(k, v)?),
+                "MPREG_MAX_CLIENT_BYTES" => l.max_client_bytes = Some(num(k, v)?),
+                "MPREG_REPLY_STALL_TIMEOUT_MS" => l.reply_stall_timeout_ms = Some(num(k, v)?),
                 "MPREG_PERSISTENCE_MODE" => {
                     let mode = v.parse().map_err(|reason| ConfigError::Env {
                         var: k.to_owned(),

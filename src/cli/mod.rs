@@ -57,6 +57,17 @@ pub struct NodeArgs {
     /// Requests one connection may run at once [default: 1024]
     #[arg(long)]
     pub max_inflight_per_connection: Option<usize>,
+    /// Bytes one client connection may hold (running requests' frames, unwritten
+    /// replies) before the node stops reading it [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub max_connection_bytes: Option<usize>,
+    /// Bytes all client connections may hold together, shared fairly [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_client_bytes: Option<usize>,
+    /// Disconnect a client whose replies have not drained for this long, in ms
+    /// [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub reply_stall_timeout_ms: Option<u64>,
     /// URL peers and clients reach this node at, e.g. ws://10.0.0.5:9000 (repeatable)
     /// [default: derived from --host and --port]
     #[arg(long = "advertised-url", value_name = "URL")]
@@ -98,6 +109,9 @@ impl NodeArgs {
             request_timeout_ms: self.request_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_inflight_per_connection: self.max_inflight_per_connection,
+            max_connection_bytes: self.max_connection_bytes,
+            max_client_bytes: self.max_client_bytes,
+            reply_stall_timeout_ms: self.reply_stall_timeout_ms,
             advertised_urls: self.advertised_urls.clone(),
             voters: self.voters,
             replace_voter_after_ms: self.replace_voter_after_ms,
@@ -172,26 +186,26 @@ pub enum MpregCommand {
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
     /// Start a node from flags (and MPREG_* variables)
-    Start(NodeArgs),
+    Start(Box<NodeArgs>),
     /// Start a node from a settings file; flags still override it
     StartConfig {
         /// TOML file with an [mpreg] table
         file: PathBuf,
         #[command(flatten)]
-        overrides: NodeArgs,
+        overrides: Box<NodeArgs>,
     },
 }
 
 /// Runs the `mpreg` command line; returns the process exit code.
 pub async fn run_mpreg(cli: MpregCli) -> i32 {
     match cli.command {
-        MpregCommand::Server(ServerCommand::Start(args)) => run_node(args).await,
+        MpregCommand::Server(ServerCommand::Start(args)) => run_node(*args).await,
         MpregCommand::Server(ServerCommand::StartConfig {
             file,
             mut overrides,
         }) => {
             overrides.config = Some(file);
-            run_node(overrides).await
+            run_node(*overrides).await
         }
         MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
         MpregCommand::Bench(args) => bench::run(args).await,

@@ -276,6 +276,9 @@ impl NodeInfo {
                         "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,
                     }),
                 );
+                if local {
+                    node.insert("client_budget".into(), self.client_budget());
+                }
                 Value::Object(node)
             })
             .collect();
@@ -291,6 +294,17 @@ impl NodeInfo {
             "generated_at": self.env.wall_seconds(),
             "leader": leader_id,
             "nodes": nodes,
+        })
+    }
+
+    /// What the client budgets hold and did (`node::budget`), for operators and tests.
+    fn client_budget(&self) -> Value {
+        json!({
+            "bytes_held": self.clients.used(),
+            "bytes_limit": self.clients.limit(),
+            "connections_paused": self.clients.paused.load(Ordering::Relaxed),
+            "connections_stalled": self.clients.stalled.load(Ordering::Relaxed),
+            "worker_calls_abandoned": self.stats.worker_calls_abandoned.load(Ordering::Relaxed),
         })
     }
 
@@ -310,6 +324,7 @@ impl NodeInfo {
                 "functions": self.functions.get(),
                 "status": "ok",
                 "is_local": true,
+                "client_budget": self.client_budget(),
                 "load": {
                     "load_score": inflight as f64,
                     "active_clients": clients,

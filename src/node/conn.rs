@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -24,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
+use super::budget::ConnBudget;
 use super::worker::Worker;
 use crate::env::BoxStream;
 use crate::fabric::{PEER_PATH, serve_peer};
@@ -133,19 +135,46 @@ struct Connection<'a> {
     inflight: Arc<AtomicUsize>,
 }
 
-/// A running request: resolves to its reply and the frame kind to send it in.
-type RequestFuture<'a> = futures_util::future::BoxFuture<'a, Message>;
+/// A running request: resolves to its reply, and the bytes its frame was charged.
+type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (Message, usize)>;
+
+/// Replies waiting to be written, and the connection's bytes (`budget.rs`).
+struct Outbox<'a> {
+    queue: VecDeque<Message>,
+    budget: ConnBudget<'a>,
+    /// When a reply last moved into the socket, or the queue was last empty.
+    last_progress: Instant,
+}
+
+impl Outbox<'_> {
+    fn push(&mut self, m: Message) {
+        self.budget.charge(m.len());
+        self.queue.push_back(m);
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let m = self.queue.pop_front()?;
+        self.budget.release(m.len());
+        Some(m)
+    }
+}
+
+/// How often a connection paused by the node's budget (not its own) looks again: another
+/// connection's release does not wake it.
+const NODE_BUDGET_RECHECK: Duration = Duration::from_millis(25);
 
 /// What woke the connection.
 enum Event {
     Stop,
-    /// A request finished; its reply, ready to send.
-    Finished(Message),
+    /// A request finished; its reply, ready to send, and the bytes its frame held.
+    Finished((Message, usize)),
     Frame(Option<Result<Message, tungstenite::Error>>),
     /// The socket failed while writing: the client is gone.
     WriteFailed,
     /// A call for the worker on the other end.
     ToWorker(Message),
+    /// Replies have not drained for the stall timeout: the client stopped reading.
+    Stalled,
 }
 
 impl<'a> Connection<'a> {
@@ -179,29 +208,43 @@ impl<'a> Connection<'a> {
         let signalled = shutdown.clone();
         let stop = super::stopping(&mut shutdown);
         tokio::pin!(stop);
+        let clock = self.shared.env.clock.clone();
+        let timer = tokio::time::sleep_until(clock.now());
+        tokio::pin!(timer);
         let mut draining = false;
         let mut running: Unordered<RequestFuture<'a>> = Unordered::new();
-        let mut out: VecDeque<Message> = VecDeque::new();
+        let mut out = Outbox {
+            queue: VecDeque::new(),
+            budget: self.shared.clients.connection(),
+            last_progress: clock.now(),
+        };
         let mut unflushed = false;
+        let stall = Duration::from_millis(self.shared.settings.reply_stall_timeout_ms);
         loop {
             if draining && running.is_empty() {
                 let frame = CloseFrame {
                     code: CloseCode::Away,
                     reason: "node shutting down".into(),
                 };
-                return close(ws, out, frame).await;
+                return close(ws, out.queue, frame).await;
             }
             self.inflight.store(running.len(), Ordering::Relaxed);
             let event = std::future::poll_fn(|cx| {
+                let state = PollState {
+                    ws: &mut ws,
+                    out: &mut out,
+                    unflushed: &mut unflushed,
+                    running: &mut running,
+                    timer: timer.as_mut(),
+                    now: clock.now(),
+                    stall,
+                    max_inflight: self.max_inflight,
+                };
                 poll_event(
                     cx,
-                    &mut ws,
-                    &mut out,
-                    &mut unflushed,
-                    &mut running,
+                    state,
                     stop.as_mut(),
                     draining,
-                    self.max_inflight,
                     worker.as_mut().map(|w| &mut w.outbox),
                 )
             })
@@ -211,7 +254,11 @@ impl<'a> Connection<'a> {
             }
             match event {
                 Event::Stop => draining = true,
-                Event::Finished(reply) | Event::ToWorker(reply) => out.push_back(reply),
+                Event::Finished((reply, charged)) => {
+                    out.budget.release(charged);
+                    out.push(reply);
+                }
+                Event::ToWorker(call) => out.push(call),
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
                     t.as_bytes(),
                     FrameKind::Text,
@@ -241,7 +288,17 @@ impl<'a> Connection<'a> {
                 }
                 // The client is gone.
                 Event::Frame(None) | Event::WriteFailed => return,
-                Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out, e).await,
+                Event::Stalled => {
+                    self.shared.clients.stalled.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        queued = out.queue.len(),
+                        "disconnecting a client that stopped reading its replies"
+                    );
+                    // Its socket is full: no close frame can reach it. Dropping the
+                    // connection frees what it held.
+                    return;
+                }
+                Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out.queue, e).await,
             }
         }
     }
@@ -255,7 +312,7 @@ impl<'a> Connection<'a> {
         kind: FrameKind,
         draining: bool,
         running: &mut Unordered<RequestFuture<'a>>,
-        out: &mut VecDeque<Message>,
+        out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
     ) {
         let max = self.shared.settings.max_message_bytes;
@@ -276,27 +333,40 @@ impl<'a> Connection<'a> {
                         Value::String(reg.u),
                         WireError::new(ErrorCode::ShuttingDown, "node is draining"),
                     );
-                    return out.push_back(kind.frame(&reply, max));
+                    return out.push(kind.frame(&reply, max));
                 }
                 return self.register_worker(reg, kind, running, out, worker);
             }
             Err(e) => {
                 let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
-                return out.push_back(kind.frame(&reply, max));
+                return out.push(kind.frame(&reply, max));
             }
         };
-        if draining {
-            let reply = Reply::failure(
-                Value::String(req.u),
-                WireError::new(
-                    ErrorCode::ShuttingDown,
-                    "node is draining; retry on another node",
+        let refused = if draining {
+            Some(WireError::new(
+                ErrorCode::ShuttingDown,
+                "node is draining; retry on another node",
+            ))
+        } else if running.len() >= self.max_inflight {
+            // Only a worker's connection is read at its limit (the answers its own
+            // requests wait for arrive on it); what it sends beyond the limit is refused.
+            Some(WireError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "this connection already has {} requests running (max_inflight_per_connection)",
+                    self.max_inflight
                 ),
-            );
-            return out.push_back(kind.frame(&reply, max));
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            let reply = Reply::failure(Value::String(req.u), error);
+            return out.push(kind.frame(&reply, max));
         }
         let shared = self.shared;
         let registry = shared.registry();
+        let charged = bytes.len();
         let mut request: RequestFuture<'a> = Box::pin(async move {
             let reply = execute_in(
                 &registry,
@@ -306,14 +376,17 @@ impl<'a> Connection<'a> {
                 req,
             )
             .await;
-            kind.frame(&reply, max)
+            (kind.frame(&reply, max), charged)
         });
         // Most requests complete on their first poll; only those that wait join `running`
-        // (which polls them again with a real waker).
+        // (which polls them again with a real waker), holding their frame's bytes.
         let waker = futures_util::task::noop_waker();
         match request.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(reply) => out.push_back(reply),
-            Poll::Pending => running.push(request),
+            Poll::Ready((reply, _)) => out.push(reply),
+            Poll::Pending => {
+                out.budget.charge(charged);
+                running.push(request);
+            }
         }
     }
 
@@ -324,24 +397,31 @@ impl<'a> Connection<'a> {
         reg: crate::protocol::RegisterRequest,
         kind: FrameKind,
         running: &mut Unordered<RequestFuture<'a>>,
-        out: &mut VecDeque<Message>,
+        out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
     ) {
         let max = self.shared.settings.max_message_bytes;
         let u = Value::String(reg.u.clone());
-        let w = worker.get_or_insert_with(Worker::new);
+        let w = worker.get_or_insert_with(|| Worker::new(self.shared.stats.clone()));
+        if let Err(why) = w.check(&reg) {
+            let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));
+            return out.push(kind.frame(&reply, max));
+        }
         let entries = match self.shared.functions.add(w.functions(&reg)) {
             Ok(entries) => entries,
             Err(e) => {
                 let reply =
                     Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
-                return out.push_back(kind.frame(&reply, max));
+                return out.push(kind.frame(&reply, max));
             }
         };
         w.serving(&entries);
         let functions = &self.shared.functions;
+        let shared_timeout =
+            std::time::Duration::from_millis(self.shared.settings.request_timeout_ms);
         running.push(Box::pin(async move {
-            let reply = match functions.publish(entries.clone()).await {
+            let within = shared_timeout;
+            let reply = match functions.publish_within(entries.clone(), within).await {
                 Ok(()) => {
                     let listed: Vec<Value> = entries
                         .iter()
@@ -368,7 +448,7 @@ impl<'a> Connection<'a> {
                     ),
                 ),
             };
-            kind.frame(&reply, max)
+            (kind.frame(&reply, max), 0)
         }));
     }
 
@@ -402,35 +482,59 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// The connection's state one step borrows.
+struct PollState<'s, 'a, T> {
+    ws: &'s mut Ws,
+    out: &'s mut Outbox<'a>,
+    unflushed: &'s mut bool,
+    running: &'s mut Unordered<RequestFuture<'a>>,
+    timer: Pin<&'s mut T>,
+    now: Instant,
+    stall: Duration,
+    max_inflight: usize,
+}
+
 /// One step of the connection: moves queued replies into the socket, then reports the
 /// first ready event. Flushes only when nothing is ready, so replies that finish together
 /// leave in one write.
-#[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
 fn poll_event<'a>(
     cx: &mut Context<'_>,
-    ws: &mut Ws,
-    out: &mut VecDeque<Message>,
-    unflushed: &mut bool,
-    running: &mut Unordered<RequestFuture<'a>>,
+    st: PollState<'_, 'a, tokio::time::Sleep>,
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
-    max_inflight: usize,
     to_worker: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
 ) -> Poll<Event> {
     use futures_util::StreamExt;
-    while !out.is_empty() {
+    let PollState {
+        ws,
+        out,
+        unflushed,
+        running,
+        mut timer,
+        now,
+        stall,
+        max_inflight,
+    } = st;
+    let mut moved = false;
+    while !out.queue.is_empty() {
         match Pin::new(&mut *ws).poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                if let Some(m) = out.pop_front()
+                if let Some(m) = out.pop()
                     && Pin::new(&mut *ws).start_send(m).is_err()
                 {
                     return Poll::Ready(Event::WriteFailed);
                 }
+                moved = true;
                 *unflushed = true;
             }
             Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
             Poll::Pending => break, // the socket is full: keep reading nothing new
         }
+    }
+    if moved || out.queue.is_empty() {
+        out.last_progress = now;
+    } else if now.saturating_duration_since(out.last_progress) >= stall {
+        return Poll::Ready(Event::Stalled);
     }
     if !draining && stop.poll(cx).is_ready() {
         return Poll::Ready(Event::Stop);
@@ -439,22 +543,39 @@ fn poll_event<'a>(
         return Poll::Ready(Event::Finished(reply));
     }
     let worker = to_worker.is_some();
-    if out.len() < max_inflight
+    if out.queue.len() < max_inflight
+        && !out.budget.over_own()
         && let Some(calls) = to_worker
         && let Poll::Ready(Some(call)) = calls.poll_recv(cx)
     {
         return Poll::Ready(Event::ToWorker(call));
     }
-    // Read only with room for another request and no backlog of unsent replies. A worker's
-    // connection is read regardless of its running requests: the answers its requests may
-    // be waiting for arrive on it.
-    if (worker || running.len() < max_inflight)
-        && out.len() < max_inflight
-        && let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx)
-    {
-        return Poll::Ready(Event::Frame(frame));
+    // Read only with room for another request, no backlog of unsent replies, and bytes to
+    // spare. A worker's connection is read at its in-flight limit: the answers its
+    // requests may be waiting for arrive on it (requests beyond the limit are refused).
+    let room = (worker || running.len() < max_inflight) && out.queue.len() < max_inflight;
+    let mut wake_at: Option<Instant> = None;
+    if room && out.budget.may_read() {
+        if let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx) {
+            return Poll::Ready(Event::Frame(frame));
+        }
+    } else if room && !out.budget.over_own() {
+        // Paused by the node's budget: other connections' writes free it, and wake no one
+        // here; look again shortly.
+        wake_at = Some(now + NODE_BUDGET_RECHECK);
     }
-    if *unflushed && out.is_empty() {
+    if !out.queue.is_empty() && !moved {
+        // Waiting on the client to read: wake at the stall deadline (checked above).
+        let deadline = out.last_progress + stall;
+        wake_at = Some(wake_at.map_or(deadline, |w| w.min(deadline)));
+    }
+    if let Some(at) = wake_at {
+        timer.as_mut().reset(at);
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+    if *unflushed && out.queue.is_empty() {
         match Pin::new(&mut *ws).poll_flush(cx) {
             Poll::Ready(Ok(())) => *unflushed = false,
             Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),

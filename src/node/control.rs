@@ -282,6 +282,48 @@ impl Control {
     /// Commits `cmd` through the leader, wherever it is; retries while no leader answers.
     /// A command the catalog rejects is reported, not retried. Returns once this replica
     /// has applied it too (see [`Control::applied`]).
+    /// [`Control::propose`] that gives up after `within`, retrying with backoff and jitter
+    /// meanwhile: for writes a client waits on (a worker's `register`), which must be
+    /// answered (1017) when no quorum can commit them. A write that timed out may still
+    /// commit later.
+    pub(crate) async fn propose_within(
+        &self,
+        cmd: CatalogCommand,
+        within: Duration,
+    ) -> Result<(), String> {
+        let rng = &self.service.env.rng;
+        let attempt = async {
+            let mut tries = 0u32;
+            loop {
+                match self.raft.client_write(cmd.clone()).await {
+                    Ok(resp) => {
+                        self.applied(resp.log_id.index).await;
+                        return resp.data.map_err(|e| e.to_string());
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        if let Some(node) = f.leader_node {
+                            let mut peer = self.network.leader(f.leader_id, node);
+                            if let Ok(Ok(resp)) = peer.write(cmd.clone(), RPC_TIMEOUT).await {
+                                self.applied(resp.log_id.index).await;
+                                return resp.data.map_err(|e| e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+                tokio::time::sleep(retry_backoff(tries, rng.next_u64())).await;
+                tries += 1;
+            }
+        };
+        match tokio::time::timeout(within, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "no leader committed it within {:.1} s (no quorum reachable?)",
+                within.as_secs_f64()
+            )),
+        }
+    }
+
     pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
         let resp = loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
@@ -477,5 +519,29 @@ pub(crate) fn member(
         advertised_urls: vec![url.to_owned()],
         resources: resources.clone(),
         role: Role::Voter,
+    }
+}
+
+/// The pause before retry `tries` (from 0) of a catalog write: 50 ms doubling up to 1 s,
+/// each drawn uniformly from its upper half (`random` is 64 random bits), so that
+/// writers refused together do not retry together. Pure.
+fn retry_backoff(tries: u32, random: u64) -> Duration {
+    let ceiling = (50u64 << tries.min(5)).min(1_000);
+    let floor = ceiling / 2;
+    Duration::from_millis(floor + random % (ceiling - floor + 1))
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_with_jitter() {
+        assert_eq!(retry_backoff(0, 0), Duration::from_millis(25));
+        assert_eq!(retry_backoff(0, 25), Duration::from_millis(50));
+        assert_eq!(retry_backoff(1, 0), Duration::from_millis(50));
+        assert_eq!(retry_backoff(9, u64::MAX), retry_backoff(9, u64::MAX % 501));
+        assert!(retry_backoff(40, 7) <= Duration::from_secs(1));
+        assert!(retry_backoff(40, 7) >= Duration::from_millis(500));
     }
 }

@@ -95,6 +95,35 @@ impl Functions {
             .map_err(NodeError::Control)
     }
 
+    /// [`Functions::publish`] within `within` (joining included), for a client waiting on
+    /// the answer.
+    pub(crate) async fn publish_within(
+        &self,
+        entries: Vec<FunctionEntry>,
+        within: std::time::Duration,
+    ) -> Result<(), NodeError> {
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(within, self.joined())
+            .await
+            .map_err(|_| {
+                NodeError::Control(format!(
+                    "this node has not joined a cluster within {:.1} s",
+                    within.as_secs_f64()
+                ))
+            })??;
+        let left = within.saturating_sub(started.elapsed());
+        self.control
+            .propose_within(
+                CatalogCommand::RegisterFunctions {
+                    node: self.control.id,
+                    functions: entries,
+                },
+                left,
+            )
+            .await
+            .map_err(NodeError::Control)
+    }
+
     /// Removes `which` from this node's catalog entries.
     pub(crate) async fn unpublish(
         &self,

@@ -1,5 +1,6 @@
 //! The node: binds through the [`Env`], serves WebSocket clients, drains on shutdown.
 
+mod budget;
 mod builtins;
 mod conn;
 mod control;
@@ -56,6 +57,8 @@ pub(crate) struct Stats {
     /// When the last forwarded step finished: an average older than [`LATENCY_MEMORY`] is
     /// not reported (routing would otherwise shun a node for one slow step long ago).
     last_step: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Calls routed to a worker connection that ended unanswered (timed out, cancelled).
+    pub(crate) worker_calls_abandoned: std::sync::atomic::AtomicU64,
     /// Peer connections (Raft and forwarded steps) accepted since start: with one link per
     /// peer pair it stays near the number of peers; steady growth means connection churn.
     pub(crate) peer_links_accepted: std::sync::atomic::AtomicU64,
@@ -173,6 +176,8 @@ pub(crate) struct NodeInfo {
     control: Arc<control::Control>,
     /// What heartbeats say of the other members.
     detector: crate::fabric::heartbeat::SharedDetector,
+    /// The bytes client connections hold.
+    clients: Arc<budget::ClientBudget>,
 }
 
 /// What every connection of a running node shares.
@@ -193,6 +198,8 @@ pub(crate) struct Shared {
     /// `RunningNode`).
     #[allow(dead_code)]
     data_plane: Arc<data_plane::DataPlane>,
+    /// The bytes client connections hold (`budget.rs`).
+    clients: Arc<budget::ClientBudget>,
 }
 
 /// Entry point: `Node::builder(settings)`.
@@ -329,7 +336,12 @@ impl NodeBuilder {
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
         resources.extend(registry.resources());
+        let clients = Arc::new(budget::ClientBudget::new(
+            self.settings.max_client_bytes,
+            self.settings.max_connection_bytes,
+        ));
         let info = Arc::new(NodeInfo {
+            clients: clients.clone(),
             node_id: node_id.clone(),
             name: self.settings.name.clone(),
             cluster_id: self.settings.cluster_id.clone(),
@@ -428,6 +440,7 @@ impl NodeBuilder {
             control: control.clone(),
             limits,
             env,
+            clients: clients.clone(),
             settings: self.settings,
             functions: functions.clone(),
             stats: stats.clone(),

@@ -19,6 +19,15 @@ use crate::registry::{CallArgs, CallError, Function};
 /// Calls queued for the worker before the node stops taking more (backpressure on callers).
 const QUEUED_CALLS: usize = 1024;
 
+/// Most functions one connection may serve, and the longest name, `function_id` and
+/// version, the most resources and the longest resource of each: registrations live in
+/// this node's registry and in every node's catalog replica.
+pub(super) const MAX_FUNCTIONS: usize = 256;
+const MAX_NAME_BYTES: usize = 128;
+const MAX_VERSION_BYTES: usize = 64;
+const MAX_RESOURCES: usize = 32;
+const MAX_RESOURCE_BYTES: usize = 64;
+
 type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>>;
 
 fn lock(w: &Waiters) -> MutexGuard<'_, BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>> {
@@ -34,10 +43,11 @@ pub(super) struct Worker {
     next_call: Arc<AtomicU64>,
     /// What this connection registered, to remove when it ends.
     served: Vec<(String, Option<Version>)>,
+    stats: Arc<super::Stats>,
 }
 
 impl Worker {
-    pub(super) fn new() -> Worker {
+    pub(super) fn new(stats: Arc<super::Stats>) -> Worker {
         let (sender, outbox) = mpsc::channel(QUEUED_CALLS);
         Worker {
             outbox,
@@ -45,7 +55,52 @@ impl Worker {
             waiters: Arc::default(),
             next_call: Arc::default(),
             served: Vec::new(),
+            stats,
         }
+    }
+
+    /// Refuses a registration beyond this connection's bounds (see [`MAX_FUNCTIONS`]).
+    pub(super) fn check(&self, req: &RegisterRequest) -> Result<(), String> {
+        let total = self.served.len() + req.functions.len();
+        if total > MAX_FUNCTIONS {
+            return Err(format!(
+                "a connection may serve at most {MAX_FUNCTIONS} functions; this one would serve {total}"
+            ));
+        }
+        for f in &req.functions {
+            let long = |what: &str, v: &str, max: usize| {
+                (v.len() > max).then(|| {
+                    format!(
+                        "function `{}`: {what} is longer than {max} bytes",
+                        short(&f.name)
+                    )
+                })
+            };
+            let too_long = long("name", &f.name, MAX_NAME_BYTES)
+                .or_else(|| {
+                    long(
+                        "function_id",
+                        f.function_id.as_deref().unwrap_or(""),
+                        MAX_NAME_BYTES,
+                    )
+                })
+                .or_else(|| long("version", &f.version, MAX_VERSION_BYTES))
+                .or_else(|| {
+                    f.resources
+                        .iter()
+                        .find_map(|r| long("a resource", r, MAX_RESOURCE_BYTES))
+                });
+            if let Some(why) = too_long {
+                return Err(why);
+            }
+            if f.resources.len() > MAX_RESOURCES {
+                return Err(format!(
+                    "function `{}`: at most {MAX_RESOURCES} resources",
+                    short(&f.name)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Node functions that forward each call to this worker.
@@ -53,10 +108,11 @@ impl Worker {
         req.functions
             .iter()
             .map(|f| {
-                let (sender, waiters, next) = (
+                let (sender, waiters, next, stats) = (
                     self.sender.clone(),
                     self.waiters.clone(),
                     self.next_call.clone(),
+                    self.stats.clone(),
                 );
                 let (name, version) = (f.name.clone(), f.version.clone());
                 let mut function = Function::hosted(f.name.clone(), move |args: CallArgs| {
@@ -64,6 +120,7 @@ impl Worker {
                     call(
                         sender.clone(),
                         waiters.clone(),
+                        stats.clone(),
                         u,
                         name.clone(),
                         version.clone(),
@@ -113,6 +170,7 @@ impl Worker {
 async fn call(
     sender: mpsc::Sender<Message>,
     waiters: Arc<Waiters>,
+    stats: Arc<super::Stats>,
     u: String,
     fun: String,
     version: String,
@@ -131,6 +189,7 @@ async fn call(
     lock(&waiters).insert(u.clone(), tx);
     let mut waiting = Waiting {
         waiters,
+        stats,
         sender: sender.clone(),
         u,
         sent: false,
@@ -151,6 +210,7 @@ async fn call(
 /// However a call ends, its waiter goes; one that left unanswered is cancelled.
 struct Waiting {
     waiters: Arc<Waiters>,
+    stats: Arc<super::Stats>,
     sender: mpsc::Sender<Message>,
     u: String,
     sent: bool,
@@ -161,8 +221,17 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         lock(&self.waiters).remove(&self.u);
         if self.sent && !self.answered {
+            // Timed out at the request's deadline, cancelled, or lost with the worker.
+            self.stats
+                .worker_calls_abandoned
+                .fetch_add(1, Ordering::Relaxed);
             let cancel = json!({"role": "cancel", "u": self.u}).to_string();
             let _ = self.sender.try_send(Message::text(cancel));
         }
     }
+}
+
+/// At most 64 characters of `name`, for messages.
+fn short(name: &str) -> String {
+    name.chars().take(64).collect()
 }
