@@ -29,7 +29,7 @@ use super::budget::ConnBudget;
 use super::worker::Worker;
 use crate::env::BoxStream;
 use crate::fabric::{PEER_PATH, serve_peer};
-use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame};
+use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame, decode_text};
 use crate::rpc::reply::Done;
 use crate::rpc::{Reply, Unordered, execute_in};
 
@@ -39,6 +39,12 @@ type Ws = WebSocketStream<BoxStream>;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for its close frame to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A frame's payload: text (tungstenite checked it is UTF-8) or bytes.
+enum Frame<'f> {
+    Text(&'f str),
+    Binary(&'f [u8]),
+}
 
 /// Whether replies go out as text or binary: the same kind as the request.
 #[derive(Clone, Copy)]
@@ -260,7 +266,7 @@ impl<'a> Connection<'a> {
                 }
                 Event::ToWorker(call) => out.push(call),
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
-                    t.as_bytes(),
+                    Frame::Text(t.as_str()),
                     FrameKind::Text,
                     draining,
                     &mut running,
@@ -268,7 +274,7 @@ impl<'a> Connection<'a> {
                     worker,
                 ),
                 Event::Frame(Some(Ok(Message::Binary(b)))) => self.on_frame(
-                    &b,
+                    Frame::Binary(&b),
                     FrameKind::Binary,
                     draining,
                     &mut running,
@@ -308,7 +314,7 @@ impl<'a> Connection<'a> {
     #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
     fn on_frame(
         &self,
-        bytes: &[u8],
+        frame: Frame<'_>,
         kind: FrameKind,
         draining: bool,
         running: &mut Unordered<RequestFuture<'a>>,
@@ -316,7 +322,11 @@ impl<'a> Connection<'a> {
         worker: &mut Option<Worker>,
     ) {
         let max = self.shared.settings.max_message_bytes;
-        let req = match decode_frame(bytes) {
+        let (decoded, charged) = match frame {
+            Frame::Text(t) => (decode_text(t), t.len()),
+            Frame::Binary(b) => (decode_frame(b), b.len()),
+        };
+        let req = match decoded {
             Ok(Incoming::Rpc(req)) => req,
             Ok(Incoming::CallResult(result)) => {
                 match worker {
@@ -366,7 +376,6 @@ impl<'a> Connection<'a> {
         }
         let shared = self.shared;
         let registry = shared.registry();
-        let charged = bytes.len();
         let mut request: RequestFuture<'a> = Box::pin(async move {
             let reply = execute_in(
                 &registry,

@@ -39,19 +39,26 @@ fn unknown_u() -> Value {
     Value::String("unknown".to_owned())
 }
 
-/// Decodes one text or binary frame.
+/// Decodes one binary frame (text frames, already checked to be UTF-8, go to
+/// [`decode_text`]).
 pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => decode_text(text),
+        Err(e) => Err(DecodeError {
+            u: jscan::find_u(bytes).map_or_else(unknown_u, Value::String),
+            code: ErrorCode::MalformedMessage,
+            message: format!("frame is not UTF-8: {e}"),
+        }),
+    }
+}
+
+/// Decodes one frame's text.
+pub fn decode_text(text: &str) -> Result<Incoming, DecodeError> {
     let refuse = |code: ErrorCode, message: String| DecodeError {
-        u: jscan::find_u(bytes).map_or_else(unknown_u, Value::String),
+        u: jscan::find_u(text.as_bytes()).map_or_else(unknown_u, Value::String),
         code,
         message,
     };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        refuse(
-            ErrorCode::MalformedMessage,
-            format!("frame is not UTF-8: {e}"),
-        )
-    })?;
     if let Err(defect) = jscan::check(text) {
         let code = match defect {
             Defect::DuplicateKey { .. } => ErrorCode::InvalidRequest,

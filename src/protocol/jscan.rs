@@ -338,7 +338,8 @@ enum Frame<'a> {
     },
     Object {
         key: Option<Cow<'a, str>>,
-        keys: Vec<Cow<'a, str>>,
+        /// Where this object's keys start in the shared key stack.
+        first_key: usize,
     },
 }
 
@@ -360,10 +361,20 @@ fn path_of(frames: &[Frame<'_>]) -> String {
     p
 }
 
+/// Objects with up to this many keys are checked for duplicates as each key arrives (a
+/// few comparisons); larger ones are sorted once when they close.
+const LINEAR_KEYS: usize = 16;
+
 /// Checks a client frame (see the module's comment).
 pub fn check(text: &str) -> Result<(), Defect> {
     let mut lexer = Lexer::new(text);
     let mut frames: Vec<Frame<'_>> = Vec::new();
+    // The keys of every open object, innermost last: one allocation for the whole frame.
+    let mut keys: Vec<Cow<'_, str>> = Vec::new();
+    let duplicate = |frames: &[Frame<'_>], key: &str| Defect::DuplicateKey {
+        path: path_of(frames),
+        key: key.chars().take(64).collect(),
+    };
     while let Some(t) = lexer.next_token()? {
         if t.tok != Tok::Key
             && !matches!(t.tok, Tok::ObjEnd | Tok::ArrEnd)
@@ -379,28 +390,34 @@ pub fn check(text: &str) -> Result<(), Defect> {
                 frames.push(if t.tok == Tok::ObjBegin {
                     Frame::Object {
                         key: None,
-                        keys: Vec::new(),
+                        first_key: keys.len(),
                     }
                 } else {
                     Frame::Array { count: 0 }
                 });
             }
             Tok::Key => {
-                if let Some(Frame::Object { key, keys }) = frames.last_mut() {
-                    let k = str_value(text, &t);
-                    keys.push(k.clone());
-                    *key = Some(k);
+                let k = str_value(text, &t);
+                if let Some(Frame::Object { key, first_key }) = frames.last_mut() {
+                    let mine = &keys[*first_key..];
+                    if mine.len() < LINEAR_KEYS && mine.contains(&k) {
+                        frames.pop();
+                        return Err(duplicate(&frames, &k));
+                    }
+                    *key = Some(k.clone());
                 }
+                keys.push(k);
             }
             Tok::ObjEnd => {
-                if let Some(Frame::Object { mut keys, .. }) = frames.pop() {
-                    keys.sort_unstable();
-                    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-                        return Err(Defect::DuplicateKey {
-                            path: path_of(&frames),
-                            key: w[0].chars().take(64).collect(),
-                        });
+                if let Some(Frame::Object { first_key, .. }) = frames.pop() {
+                    let mine = &mut keys[first_key..];
+                    if mine.len() > LINEAR_KEYS {
+                        mine.sort_unstable();
+                        if let Some(w) = mine.windows(2).find(|w| w[0] == w[1]) {
+                            return Err(duplicate(&frames, &w[0]));
+                        }
                     }
+                    keys.truncate(first_key);
                 }
             }
             Tok::ArrEnd => {
@@ -408,11 +425,13 @@ pub fn check(text: &str) -> Result<(), Defect> {
             }
             Tok::Int => {
                 let literal = &text[t.start..t.end];
-                let fits = if literal.starts_with('-') {
-                    literal.parse::<i64>().is_ok()
-                } else {
-                    literal.parse::<u64>().is_ok()
-                };
+                // Up to 18 digits always fit; only longer literals need parsing.
+                let fits = literal.len() < 19
+                    || if literal.starts_with('-') {
+                        literal.parse::<i64>().is_ok()
+                    } else {
+                        literal.parse::<u64>().is_ok()
+                    };
                 if !fits {
                     return Err(Defect::IntegerOutOfRange {
                         path: path_of(&frames),
@@ -588,6 +607,15 @@ mod tests {
             Err(Defect::DuplicateKey {
                 path: "k".into(),
                 key: "a".into()
+            })
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        assert_eq!(check(&format!("{{{}}}", many.join(","))), Ok(()));
+        assert_eq!(
+            check(&format!("{{\"o\":{{{},\"k7\":0}}}}", many.join(","))),
+            Err(Defect::DuplicateKey {
+                path: "o".into(),
+                key: "k7".into()
             })
         );
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));

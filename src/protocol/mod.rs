@@ -11,7 +11,7 @@ mod message;
 mod worker;
 
 pub use codes::ErrorCode;
-pub use decode::{DecodeError, Incoming, decode_frame};
+pub use decode::{DecodeError, Incoming, decode_frame, decode_text};
 pub use json::{Json, Kind, plain_error};
 pub use message::{
     ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, WireError,

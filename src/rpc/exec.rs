@@ -650,7 +650,8 @@ impl<'a> Dataflow<'a> {
 /// A step's result, refused when it nests deeper than a reply may
 /// ([`MAX_VALUE_DEPTH`]): such a value could not be parsed by clients, or copied safely.
 fn check_result(cmd: &RpcCommand, value: Json) -> Result<Json, ExecError> {
-    if depth_of(value.get()) > MAX_VALUE_DEPTH {
+    // Nesting deeper than the limit takes more than twice its bytes.
+    if value.len() > 2 * MAX_VALUE_DEPTH && depth_of(value.get()) > MAX_VALUE_DEPTH {
         return Err(ExecError::new(
             ErrorCode::LimitExceeded,
             format!(

@@ -147,6 +147,16 @@ pub fn name_index(cmds: &[RpcCommand]) -> Result<NameIndex<'_>, PlanError> {
 /// The rules [`plan`] checks, for a request of one command (which can only reference
 /// itself), without building a plan.
 pub fn check_single(cmd: &RpcCommand) -> Result<(), PlanError> {
+    // A text that does not contain the name cannot reference it: the common case, found
+    // without tokenizing (a text with escapes, or an explicit reference, which must name a
+    // command, falls through to the full scan).
+    let mentions = |t: &crate::protocol::Json| {
+        let t = t.get();
+        t.contains(cmd.name.as_str()) || t.contains('\\') || t.contains("$ref")
+    };
+    if !cmd.name.is_empty() && !mentions(&cmd.args) && !mentions(&cmd.kwargs) {
+        return Ok(());
+    }
     let names = NameIndex::One(&cmd.name);
     let mut refs = Vec::new();
     scan(cmd, &names, &mut refs)?;

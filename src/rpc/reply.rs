@@ -88,6 +88,12 @@ impl Reply {
 
     /// The reply as JSON text of at most `max` bytes.
     pub fn to_text_within(&self, max: usize) -> Result<String, TooBig> {
+        if let Some(bound) = self.size_bound()
+            && bound <= max
+        {
+            // Cannot exceed the cap: serde_json's own buffer is faster than a capped one.
+            return serde_json::to_string(self).map_err(|_| TooBig(max));
+        }
         let mut out = Capped {
             buf: Vec::with_capacity(128),
             max,
@@ -95,6 +101,31 @@ impl Reply {
         serde_json::to_writer(&mut out, self).map_err(|_| TooBig(max))?;
         // serde_json writes only valid UTF-8.
         String::from_utf8(out.buf).map_err(|_| TooBig(max))
+    }
+
+    /// An upper bound of the reply's length when it is cheap to know (no per-level
+    /// results): the results' text, and what escaping names and messages may add.
+    fn size_bound(&self) -> Option<usize> {
+        const ENVELOPE: usize = 256;
+        let u = self.u.as_str().map_or(64, |u| 6 * u.len());
+        match &self.outcome {
+            Ok(done) if done.levels.is_none() => {
+                let r: usize = done.r.iter().map(|(k, v)| 6 * k.len() + v.len() + 4).sum();
+                // A summary is a handful of numbers per level.
+                let summary = done.summary.as_ref().map_or(0, |s| {
+                    6 * s.request_id.len() + 32 * s.level_execution_times.len() + 512
+                });
+                Some(ENVELOPE + u + r + summary)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                let details = match &e.details {
+                    Value::String(d) => 6 * d.len(),
+                    _ => return None,
+                };
+                Some(ENVELOPE + u + 6 * e.message.len() + details)
+            }
+        }
     }
 
     /// The reply as JSON text of at most `max` bytes; a larger one is replaced by a 1016

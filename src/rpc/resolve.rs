@@ -191,6 +191,9 @@ fn lookup<'v>(
 /// How deeply `text` (checked JSON) nests, counting brackets outside strings.
 pub fn depth_of(text: &str) -> usize {
     let b = text.as_bytes();
+    if !matches!(text.trim_start().as_bytes().first(), Some(b'[' | b'{')) {
+        return 0; // a scalar, the common result
+    }
     let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
     while i < b.len() {
         match b[i] {
