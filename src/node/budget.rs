@@ -8,8 +8,16 @@
 //! than its fair share (the node's budget divided among the connections) keeps reading,
 //! so one heavy client cannot shut out the others. A connection may overshoot by the one
 //! frame it reads when under budget (at most `max_message_bytes`).
+//!
+//! A connection takes the node's bytes in chunks of [`CHUNK`], so that the request path
+//! touches the node-wide counter (a cache line every core shares) only when a connection's
+//! holdings move by a chunk, not twice per request; the node's count is high by less than
+//! two chunks per connection.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// The unit in which connections take and give back the node's bytes.
+pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// The node's share of client bytes, and counters of what the budgets did.
 #[derive(Debug)]
@@ -65,6 +73,7 @@ impl ClientBudget {
         ConnBudget {
             node: self,
             held: 0,
+            reserved: 0,
             paused: false,
         }
     }
@@ -75,6 +84,9 @@ impl ClientBudget {
 pub(crate) struct ConnBudget<'a> {
     node: &'a ClientBudget,
     held: usize,
+    /// What this connection took of the node's count: `held` rounded up to chunks, with
+    /// up to one chunk spare.
+    reserved: usize,
     /// Whether it is paused now (to count each pause once).
     paused: bool,
 }
@@ -82,13 +94,23 @@ pub(crate) struct ConnBudget<'a> {
 impl ConnBudget<'_> {
     pub(crate) fn charge(&mut self, bytes: usize) {
         self.held += bytes;
-        self.node.used.fetch_add(bytes, Ordering::Relaxed);
+        if self.held > self.reserved {
+            let more = (self.held - self.reserved).div_ceil(CHUNK) * CHUNK;
+            self.reserved += more;
+            self.node.used.fetch_add(more, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn release(&mut self, bytes: usize) {
-        let bytes = bytes.min(self.held);
-        self.held -= bytes;
-        self.node.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.held -= bytes.min(self.held);
+        // Keep one chunk spare, so that a connection going up and down around a chunk
+        // boundary does not touch the node's count on every request.
+        let keep = self.held.div_ceil(CHUNK) * CHUNK + CHUNK;
+        if self.reserved > keep {
+            let back = self.reserved - keep;
+            self.reserved = keep;
+            self.node.used.fetch_sub(back, Ordering::Relaxed);
+        }
     }
 
     /// Whether another frame may be read now; counts the pauses.
@@ -117,7 +139,7 @@ impl ConnBudget<'_> {
 
 impl Drop for ConnBudget<'_> {
     fn drop(&mut self) {
-        self.node.used.fetch_sub(self.held, Ordering::Relaxed);
+        self.node.used.fetch_sub(self.reserved, Ordering::Relaxed);
         self.node.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -141,21 +163,29 @@ mod tests {
 
     #[test]
     fn a_connection_gives_back_what_it_held() {
-        let node = ClientBudget::new(100, 10);
+        let node = ClientBudget::new(100 * CHUNK, 10 * CHUNK);
         let mut a = node.connection();
-        a.charge(8);
+        a.charge(8 * CHUNK - 1);
+        assert_eq!(node.used(), 8 * CHUNK);
         assert!(a.may_read());
-        a.charge(4);
+        a.charge(4 * CHUNK);
         assert!(!a.may_read() && a.over_own());
         assert_eq!(node.paused.load(Ordering::Relaxed), 1);
-        a.release(6);
+        a.release(6 * CHUNK);
         assert!(a.may_read());
+        // Small requests within the spare chunk do not move the node's count.
+        let before = node.used();
+        for _ in 0..100 {
+            a.charge(1000);
+            a.release(1000);
+        }
+        assert_eq!(node.used(), before);
         let mut b = node.connection();
-        b.charge(95);
-        // The node is over: `a` holds 6, under its fair share of 50; `b` is over both.
+        b.charge(95 * CHUNK);
+        // The node is over: `a` holds 6 chunks, under its fair share of 50; `b` is over both.
         assert!(a.may_read() && !b.may_read());
         drop(b);
-        assert_eq!(node.used(), 6);
+        assert!(node.used() <= 8 * CHUNK, "{}", node.used());
         drop(a);
         assert_eq!(node.used(), 0);
     }

@@ -54,12 +54,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Incoming, DecodeError> {
 
 /// Decodes one frame's text.
 pub fn decode_text(text: &str) -> Result<Incoming, DecodeError> {
-    let refuse = |code: ErrorCode, message: String| DecodeError {
-        u: jscan::find_u(text.as_bytes()).map_or_else(unknown_u, Value::String),
-        code,
-        message,
-    };
-    if let Err(defect) = jscan::check(text) {
+    let refused = |defect: Defect, u: Value| {
         let code = match defect {
             Defect::DuplicateKey { .. } => ErrorCode::InvalidRequest,
             Defect::Syntax(_) | Defect::TooDeep | Defect::IntegerOutOfRange { .. } => {
@@ -74,25 +69,47 @@ pub fn decode_text(text: &str) -> Result<Incoming, DecodeError> {
             },
             _ => defect.to_string(),
         };
-        return Err(refuse(code, message));
-    }
+        DecodeError { u, code, message }
+    };
     match serde_json::from_str::<RpcRequest>(text) {
-        Ok(req) => match &req.role {
-            Some(Role::Rpc) => Ok(Incoming::Rpc(req)),
-            Some(Role::Other(r)) => Err(DecodeError {
-                code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(Some(r)),
-                u: Value::String(req.u),
-            }),
-            None => Err(DecodeError {
-                u: Value::String(req.u),
-                code: ErrorCode::TimeoutOrBadRole,
-                message: bad_role(None),
-            }),
-        },
-        Err(first) => diagnose(text, &first),
+        Ok(req) => {
+            // serde read every field but the arguments, which it only delimited (and
+            // refused duplicated fields); check those.
+            for (i, c) in req.cmds.iter().enumerate() {
+                for (name, part) in [("args", &c.args), ("kwargs", &c.kwargs)] {
+                    if let Err(d) = jscan::check_within(part.get(), ARGUMENT_DEPTH) {
+                        let d = d.under(&format!("cmds[{i}].{name}"));
+                        return Err(refused(d, Value::String(req.u)));
+                    }
+                }
+            }
+            match &req.role {
+                Some(Role::Rpc) => Ok(Incoming::Rpc(req)),
+                Some(Role::Other(r)) => Err(DecodeError {
+                    code: ErrorCode::TimeoutOrBadRole,
+                    message: bad_role(Some(r)),
+                    u: Value::String(req.u),
+                }),
+                None => Err(DecodeError {
+                    u: Value::String(req.u),
+                    code: ErrorCode::TimeoutOrBadRole,
+                    message: bad_role(None),
+                }),
+            }
+        }
+        Err(first) => {
+            if let Err(defect) = jscan::check(text) {
+                let u = jscan::find_u(text.as_bytes()).map_or_else(unknown_u, Value::String);
+                return Err(refused(defect, u));
+            }
+            diagnose(text, &first)
+        }
     }
 }
+
+/// How deeply a command's `args` or `kwargs` may nest, itself included: the message's
+/// limit less the three levels around them (message, `cmds`, the command).
+const ARGUMENT_DEPTH: usize = jscan::MAX_DEPTH - 3;
 
 fn bad_role(role: Option<&str>) -> String {
     match role {

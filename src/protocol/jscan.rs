@@ -216,6 +216,7 @@ impl<'a> Lexer<'a> {
         let mut i = self.pos + 1;
         let mut escaped = false;
         loop {
+            i = plain_run_end(b, i);
             match b.get(i) {
                 None => {
                     self.pos = i;
@@ -298,6 +299,28 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// The first index from `i` whose byte may end a plain run of string content (a quote, a
+/// backslash or a control character), skipping eight bytes at a time (SWAR): long strings
+/// are most of a large frame's bytes.
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = has_zero(x ^ (ONES * u64::from(b'"')))
+            | has_zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
 /// The value of a string token of `text`: borrowed unless it has escapes.
 pub fn str_value<'a>(text: &'a str, t: &Token) -> Cow<'a, str> {
     let quoted = &text[t.start..t.end];
@@ -367,6 +390,33 @@ const LINEAR_KEYS: usize = 16;
 
 /// Checks a client frame (see the module's comment).
 pub fn check(text: &str) -> Result<(), Defect> {
+    check_within(text, MAX_DEPTH)
+}
+
+impl Defect {
+    /// The defect of a part of a message found at `prefix` (e.g. `cmds[0].args`).
+    pub fn under(self, prefix: &str) -> Defect {
+        let join = |path: String| match path.chars().next() {
+            None => prefix.to_owned(),
+            Some('[') => format!("{prefix}{path}"),
+            Some(_) => format!("{prefix}.{path}"),
+        };
+        match self {
+            Defect::DuplicateKey { path, key } => Defect::DuplicateKey {
+                path: join(path),
+                key,
+            },
+            Defect::IntegerOutOfRange { path, literal } => Defect::IntegerOutOfRange {
+                path: join(path),
+                literal,
+            },
+            other => other,
+        }
+    }
+}
+
+/// [`check`] for a text nested in a message, which may nest `max_depth` levels itself.
+pub fn check_within(text: &str, max_depth: usize) -> Result<(), Defect> {
     let mut lexer = Lexer::new(text);
     let mut frames: Vec<Frame<'_>> = Vec::new();
     // The keys of every open object, innermost last: one allocation for the whole frame.
@@ -384,7 +434,7 @@ pub fn check(text: &str) -> Result<(), Defect> {
         }
         match t.tok {
             Tok::ObjBegin | Tok::ArrBegin => {
-                if lexer.depth() > MAX_DEPTH {
+                if lexer.depth() > max_depth {
                     return Err(Defect::TooDeep);
                 }
                 frames.push(if t.tok == Tok::ObjBegin {
@@ -577,6 +627,26 @@ mod tests {
             let r =
                 std::iter::from_fn(|| l.next_token().transpose()).collect::<Result<Vec<_>, _>>();
             assert!(r.is_err(), "{bad:?} lexed");
+        }
+    }
+
+    #[test]
+    fn runs_of_plain_bytes_end_at_the_first_special_one() {
+        let text = "abcdefghijklmnopqrstuvwxyzé0123456789";
+        for special in ["\"", "\\", "\n", "\u{1}"] {
+            for at in 0..text.len() {
+                if !text.is_char_boundary(at) {
+                    continue;
+                }
+                let s = format!("{}{special}{}", &text[..at], &text[at..]);
+                let end = plain_run_end(s.as_bytes(), 0);
+                assert!(end <= at, "{s:?}: {end} > {at}");
+                assert!(
+                    s.as_bytes()[end..at]
+                        .iter()
+                        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+                );
+            }
         }
     }
 
