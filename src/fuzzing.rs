@@ -53,6 +53,41 @@ pub fn client_frame(data: &[u8]) {
     }
 }
 
+/// The client-side JSON text machinery: `find_u` on any bytes; `check` agrees with
+/// serde_json on what is JSON at all; references resolve into valid JSON.
+pub fn json_text(data: &[u8]) {
+    use crate::protocol::Json;
+    use crate::protocol::jscan::{self, Defect};
+    use crate::rpc::resolve::{Budget, resolve};
+    let _ = jscan::find_u(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let serde_reads = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    match jscan::check(text) {
+        Ok(()) => assert!(serde_reads, "check passed what serde_json refuses"),
+        Err(Defect::Syntax(e)) => assert!(!serde_reads, "check refused valid JSON: {e}"),
+        Err(_) => return,
+    }
+    let Ok(json) = Json::from_text(text.to_owned()) else {
+        return;
+    };
+    let names: crate::rpc::plan::NameIndex<'_> = [("a", 0), ("b", 1)].into_iter().collect();
+    let results = [
+        Some(Json::from(serde_json::json!(1))),
+        Some(Json::from(serde_json::json!({"x": [2, {"y": "z"}]}))),
+    ];
+    let mut budget = Budget {
+        bytes_left: 1 << 20,
+    };
+    if let Ok(out) = resolve(&json, &names, &results, &mut budget, 1 << 20) {
+        assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(out.get()).is_ok(),
+            "resolved text is not JSON: {out}"
+        );
+    }
+}
+
 /// The DAG planner fed a JSON list of commands.
 pub fn dag_plan(data: &[u8]) {
     if let Ok(cmds) = serde_json::from_slice::<Vec<RpcCommand>>(data) {

@@ -30,6 +30,7 @@ pub mod env;
 pub mod fabric;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod memory;
 pub mod node;
 pub mod protocol;
 pub mod registry;

@@ -18,12 +18,13 @@ use openraft::{BasicNode, Vote};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 6] = [
     ("peer_hello", mpreg::fuzzing::peer_hello),
     ("peer_frame", mpreg::fuzzing::peer_frame),
     ("client_frame", mpreg::fuzzing::client_frame),
     ("dag_plan", mpreg::fuzzing::dag_plan),
     ("settings", mpreg::fuzzing::settings),
+    ("json_text", mpreg::fuzzing::json_text),
 ];
 
 fn corpus(target: &str) -> PathBuf {

@@ -25,6 +25,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
+    mpreg::memory::return_freed_memory_promptly();
     let cli = Cli::parse();
     std::process::exit(run_node_with(cli.node, mpreg::demo::functions).await);
 }

@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    mpreg::memory::return_freed_memory_promptly();
     let cli = Cli::parse();
     std::process::exit(run_node(cli.node).await);
 }

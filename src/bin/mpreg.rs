@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    mpreg::memory::return_freed_memory_promptly();
     let cli = MpregCli::parse();
     std::process::exit(run_mpreg(cli).await);
 }

@@ -277,7 +277,10 @@ pub fn resolve(
     budget.charge(src.len() - copied, total)?;
     out.push_str(&src[copied..]);
     // Valid JSON spliced into valid JSON at value positions is valid JSON.
-    Ok(Json::from_text(out).unwrap_or_else(|_| Json::null()))
+    Ok(Json::from_text(out).unwrap_or_else(|e| {
+        debug_assert!(false, "resolution produced invalid JSON: {e}");
+        Json::null()
+    }))
 }
 
 #[cfg(test)]
