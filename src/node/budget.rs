@@ -116,13 +116,10 @@ impl ConnBudget<'_> {
     /// Whether another frame may be read now; counts the pauses.
     pub(crate) fn may_read(&mut self) -> bool {
         let node = self.node;
-        let ok = may_read(
-            self.held,
-            node.per_connection,
-            node.used(),
-            node.limit,
-            node.connections.load(Ordering::Relaxed),
-        );
+        let connections = node.connections.load(Ordering::Relaxed);
+        // Each connection keeps up to one spare chunk: not bytes anyone holds.
+        let used = node.used().saturating_sub(connections.saturating_mul(CHUNK));
+        let ok = may_read(self.held, node.per_connection, used, node.limit, connections);
         if !ok && !self.paused {
             node.paused.fetch_add(1, Ordering::Relaxed);
         }
