@@ -118,8 +118,16 @@ impl ConnBudget<'_> {
         let node = self.node;
         let connections = node.connections.load(Ordering::Relaxed);
         // Each connection keeps up to one spare chunk: not bytes anyone holds.
-        let used = node.used().saturating_sub(connections.saturating_mul(CHUNK));
-        let ok = may_read(self.held, node.per_connection, used, node.limit, connections);
+        let used = node
+            .used()
+            .saturating_sub(connections.saturating_mul(CHUNK));
+        let ok = may_read(
+            self.held,
+            node.per_connection,
+            used,
+            node.limit,
+            connections,
+        );
         if !ok && !self.paused {
             node.paused.fetch_add(1, Ordering::Relaxed);
         }
