@@ -16,7 +16,17 @@ use serde_json::value::RawValue;
 
 /// Valid JSON text (checked when it was parsed or produced).
 #[derive(Clone)]
-pub struct Json(Box<RawValue>);
+pub struct Json(Repr);
+
+/// The text, or one of the constants every request without `args` or `kwargs` has (kept
+/// without an allocation or a parse).
+#[derive(Clone)]
+enum Repr {
+    Text(Box<RawValue>),
+    Null,
+    EmptyArray,
+    EmptyObject,
+}
 
 /// What a JSON text is, from its first character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,30 +65,22 @@ impl Kind {
     }
 }
 
-fn constant(text: &'static str) -> Json {
-    // Only ever called with the literals below, which are valid JSON.
-    match RawValue::from_string(text.to_owned()) {
-        Ok(raw) => Json(raw),
-        Err(_) => unreachable!("{text} is valid JSON"),
-    }
-}
-
 impl Json {
     pub fn null() -> Json {
-        constant("null")
+        Json(Repr::Null)
     }
 
     pub fn empty_array() -> Json {
-        constant("[]")
+        Json(Repr::EmptyArray)
     }
 
     pub fn empty_object() -> Json {
-        constant("{}")
+        Json(Repr::EmptyObject)
     }
 
     /// Serializes `v` (compact).
     pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Json, serde_json::Error> {
-        serde_json::value::to_raw_value(v).map(Json)
+        serde_json::value::to_raw_value(v).map(Json::from)
     }
 
     /// A tree as text. A `Value` always serializes.
@@ -88,25 +90,30 @@ impl Json {
 
     /// Checks that `text` is one JSON value and keeps it.
     pub fn from_text(text: String) -> Result<Json, serde_json::Error> {
-        RawValue::from_string(text).map(Json)
+        RawValue::from_string(text).map(Json::from)
     }
 
     /// The text of a sub-value of an already checked JSON text (a slice the tokenizer or
     /// serde delimited), kept without parsing it again.
     pub(crate) fn from_checked(text: &RawValue) -> Json {
-        Json(text.to_owned())
+        Json(Repr::Text(text.to_owned()))
     }
 
     pub fn get(&self) -> &str {
-        self.0.get()
+        match &self.0 {
+            Repr::Text(raw) => raw.get(),
+            Repr::Null => "null",
+            Repr::EmptyArray => "[]",
+            Repr::EmptyObject => "{}",
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.get().len()
+        self.get().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.get().is_empty()
+        self.get().is_empty()
     }
 
     pub fn kind(&self) -> Kind {
@@ -134,7 +141,10 @@ impl Json {
     }
 
     pub fn into_string(self) -> String {
-        String::from(Box::<str>::from(self.0))
+        match self.0 {
+            Repr::Text(raw) => String::from(Box::<str>::from(raw)),
+            constant => Json(constant).get().to_owned(),
+        }
     }
 }
 
@@ -152,7 +162,7 @@ impl From<&Value> for Json {
 
 impl From<Box<RawValue>> for Json {
     fn from(raw: Box<RawValue>) -> Json {
-        Json(raw)
+        Json(Repr::Text(raw))
     }
 }
 
@@ -176,13 +186,19 @@ impl fmt::Display for Json {
 
 impl Serialize for Json {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match &self.0 {
+            Repr::Text(raw) => raw.serialize(s),
+            Repr::Null => s.serialize_unit(),
+            Repr::EmptyArray => s.serialize_seq(Some(0))?.end(),
+            Repr::EmptyObject => s.serialize_map(Some(0))?.end(),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Json)
+        Box::<RawValue>::deserialize(d).map(Json::from)
     }
 }
 
@@ -241,5 +257,9 @@ mod tests {
             Json::from(serde_json::json!({"k": [1]})).get(),
             r#"{"k":[1]}"#
         );
+        for c in [Json::null(), Json::empty_array(), Json::empty_object()] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), c.get());
+            assert_eq!(Json::from_text(c.clone().into_string()).unwrap(), c);
+        }
     }
 }
