@@ -430,3 +430,40 @@ async fn a_register_that_cannot_commit_answers_1017_by_its_deadline() {
     );
     node.shutdown().await;
 }
+
+/// Point 2's other half: a function that takes a generic JSON value pays for its tree. While
+/// a call holds a tree larger than the connection's budget, the node reads nothing more from
+/// that connection, so the echo sent right after it is answered only once it is done
+/// (without the tree counted, the echo would come back first).
+#[tokio::test]
+async fn a_generic_value_parameter_counts_against_the_budget() {
+    let settings = mpreg::Settings {
+        max_connection_bytes: 1 << 20,
+        ..test_settings()
+    };
+    let hold = Function::new("hold_tree", |values: Value| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, String>(values.as_array().map_or(0, Vec::len))
+    })
+    .params(["values"]);
+    let node = start_node(settings, vec![hold]).await;
+    let mut ws = raw_connect(node.url()).await;
+    // 100,000 small numbers: 200 KB of text, a ~3 MB tree.
+    let tree = json!({"role": "rpc", "u": "tree", "cmds": [{"name": "a", "fun": "hold_tree", "args": [vec![1; 100_000]]}]});
+    ws.send(Message::text(tree.to_string())).await.unwrap();
+    ws.send(Message::text(echo_frame("after", "x")))
+        .await
+        .unwrap();
+    let first = next_json(&mut ws).await;
+    let second = next_json(&mut ws).await;
+    assert_eq!(
+        (first["u"].as_str(), second["u"].as_str()),
+        (Some("tree"), Some("after"))
+    );
+    assert_eq!(first["r"]["a"], 100_000);
+    let paused = budget(node.url()).await["connections_paused"]
+        .as_u64()
+        .unwrap();
+    assert!(paused >= 1, "{paused}");
+    node.shutdown().await;
+}

@@ -113,21 +113,17 @@ impl ConnBudget<'_> {
         }
     }
 
-    /// Whether another frame may be read now; counts the pauses.
-    pub(crate) fn may_read(&mut self) -> bool {
+    /// Whether another frame may be read now, the connection holding `trees` bytes of
+    /// decoded JSON trees besides (`registry::meter`); counts the pauses.
+    pub(crate) fn may_read(&mut self, trees: usize) -> bool {
         let node = self.node;
         let connections = node.connections.load(Ordering::Relaxed);
         // Each connection keeps up to one spare chunk: not bytes anyone holds.
         let used = node
             .used()
             .saturating_sub(connections.saturating_mul(CHUNK));
-        let ok = may_read(
-            self.held,
-            node.per_connection,
-            used,
-            node.limit,
-            connections,
-        );
+        let held = self.held + trees;
+        let ok = may_read(held, node.per_connection, used, node.limit, connections);
         if !ok && !self.paused {
             node.paused.fetch_add(1, Ordering::Relaxed);
         }
@@ -172,12 +168,14 @@ mod tests {
         let mut a = node.connection();
         a.charge(8 * CHUNK - 1);
         assert_eq!(node.used(), 8 * CHUNK);
-        assert!(a.may_read());
+        assert!(a.may_read(0));
+        // Trees its calls decoded count too.
+        assert!(!a.may_read(3 * CHUNK));
         a.charge(4 * CHUNK);
-        assert!(!a.may_read() && a.over_own());
+        assert!(!a.may_read(0) && a.over_own());
         assert_eq!(node.paused.load(Ordering::Relaxed), 1);
         a.release(6 * CHUNK);
-        assert!(a.may_read());
+        assert!(a.may_read(0));
         // Small requests within the spare chunk do not move the node's count.
         let before = node.used();
         for _ in 0..100 {
@@ -188,7 +186,7 @@ mod tests {
         let mut b = node.connection();
         b.charge(95 * CHUNK);
         // The node is over: `a` holds 6 chunks, under its fair share of 50; `b` is over both.
-        assert!(a.may_read() && !b.may_read());
+        assert!(a.may_read(0) && !b.may_read(0));
         drop(b);
         assert!(node.used() <= 8 * CHUNK, "{}", node.used());
         drop(a);

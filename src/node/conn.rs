@@ -114,6 +114,7 @@ pub(super) async fn serve_connection(
         shared: &shared,
         max_inflight: shared.settings.max_inflight_per_connection,
         inflight,
+        trees: Arc::default(),
     };
     conn.serve(ws, shutdown).await;
 }
@@ -139,6 +140,8 @@ struct Connection<'a> {
     max_inflight: usize,
     /// How many of this connection's requests are running, for `cluster_map`.
     inflight: Arc<AtomicUsize>,
+    /// Bytes of JSON trees its running calls decoded (`registry::meter`).
+    trees: Arc<AtomicUsize>,
 }
 
 /// A running request: resolves to its reply, and the bytes its frame was charged.
@@ -245,6 +248,7 @@ impl<'a> Connection<'a> {
                     now: clock.now(),
                     stall,
                     max_inflight: self.max_inflight,
+                    trees: self.trees.load(Ordering::Relaxed),
                 };
                 poll_event(
                     cx,
@@ -376,17 +380,19 @@ impl<'a> Connection<'a> {
         }
         let shared = self.shared;
         let registry = shared.registry();
-        let mut request: RequestFuture<'a> = Box::pin(async move {
-            let reply = execute_in(
-                &registry,
-                Some(&*shared.peers),
-                shared.env.clock.as_ref(),
-                shared.limits,
-                req,
-            )
-            .await;
-            (kind.frame(&reply, max), charged)
-        });
+        let trees = self.trees.clone();
+        let mut request: RequestFuture<'a> =
+            Box::pin(crate::registry::meter::metered(trees, async move {
+                let reply = execute_in(
+                    &registry,
+                    Some(&*shared.peers),
+                    shared.env.clock.as_ref(),
+                    shared.limits,
+                    req,
+                )
+                .await;
+                (kind.frame(&reply, max), charged)
+            }));
         // Most requests complete on their first poll; only those that wait join `running`
         // (which polls them again with a real waker), holding their frame's bytes.
         let waker = futures_util::task::noop_waker();
@@ -501,6 +507,7 @@ struct PollState<'s, 'a, T> {
     now: Instant,
     stall: Duration,
     max_inflight: usize,
+    trees: usize,
 }
 
 /// One step of the connection: moves queued replies into the socket, then reports the
@@ -523,6 +530,7 @@ fn poll_event<'a>(
         now,
         stall,
         max_inflight,
+        trees,
     } = st;
     let mut moved = false;
     while !out.queue.is_empty() {
@@ -564,7 +572,7 @@ fn poll_event<'a>(
     // requests may be waiting for arrive on it (requests beyond the limit are refused).
     let room = (worker || running.len() < max_inflight) && out.queue.len() < max_inflight;
     let mut wake_at: Option<Instant> = None;
-    if room && out.budget.may_read() {
+    if room && out.budget.may_read(trees) {
         if let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx) {
             return Poll::Ready(Event::Frame(frame));
         }

@@ -278,13 +278,22 @@ macro_rules! typed_handler {
                     Ok(s) => s,
                     Err(e) => return Box::pin(std::future::ready(Err(e))),
                 };
+                let mut trees = 0usize;
                 $(
                     let $v: $T = match decode(&self.params, $i, slots[$i].take()) {
                         Ok(v) => v,
                         Err(e) => return Box::pin(std::future::ready(Err(e))),
                     };
+                    trees += super::meter::tree_bytes_of(&$v).unwrap_or(0);
                 )*
-                Box::pin(finish((self.f)($($v),*)))
+                // Generic JSON parameters' trees count against the caller's budget until
+                // the call ends (`meter.rs`).
+                let charge = super::meter::TreeCharge::new(trees);
+                let call = finish((self.f)($($v),*));
+                Box::pin(async move {
+                    let _charge = charge;
+                    call.await
+                })
             }
         }
     };

@@ -2,6 +2,7 @@
 //! original's matching rule for choosing one.
 
 mod handler;
+pub mod meter;
 mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
