@@ -1,62 +1,16 @@
 //! The real binaries: `mpreg-node` prints its URL, serves the `mpreg` CLI, layers its
 //! settings, and exits 0 on SIGTERM after draining.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::process::NodeProcess;
 use serde_json::Value;
 
 const NODE: &str = env!("CARGO_BIN_EXE_mpreg-node");
 const CLI: &str = env!("CARGO_BIN_EXE_mpreg");
-
-/// A node process that is killed if the test fails before it is stopped.
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-impl NodeProcess {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
-        let mut cmd = Command::new(NODE);
-        cmd.args(["--port", "0", "--persistence-mode", "memory"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("mpreg-node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read MPREG_URL");
-        let url = line
-            .trim()
-            .strip_prefix("MPREG_URL=")
-            .unwrap_or_else(|| panic!("first line was `{line}`"))
-            .to_owned();
-        NodeProcess { child, url }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
-        self.child.wait().expect("node exits")
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn mpreg(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(CLI).args(args).output().expect("mpreg runs");

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::future::Future;
 use std::time::Duration;
 
+use common::process::NodeProcess;
 use common::{code_of, next_json, raw_connect, raw_roundtrip, start_node, test_settings};
 use futures_util::SinkExt;
 use mpreg::{Client, Function};
@@ -18,59 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-const NODE: &str = env!("CARGO_BIN_EXE_mpreg-node");
 const MIB: u64 = 1 << 20;
-
-/// The node binary, killed when dropped.
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-impl NodeProcess {
-    fn start(args: &[&str]) -> NodeProcess {
-        let mut child = Command::new(NODE)
-            .args(["--port", "0", "--persistence-mode", "memory"])
-            .args(["--log-level", "error"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mpreg-node starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read MPREG_URL");
-        let url = line
-            .trim()
-            .strip_prefix("MPREG_URL=")
-            .unwrap_or_else(|| panic!("first line was `{line}`"))
-            .to_owned();
-        NodeProcess { child, url }
-    }
-
-    /// (VmRSS, VmHWM) in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the node is running");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{name} in /proc status"))
-                * 1024
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The node's own `client_budget` figures, from `cluster_map`.
 async fn budget(url: &str) -> Value {
@@ -84,11 +32,16 @@ async fn budget(url: &str) -> Value {
     me["client_budget"].clone()
 }
 
-/// Polls `budget(url)[key]` until `ok` holds of it, for at most `within`.
-async fn wait_budget(url: &str, key: &str, within: Duration, ok: impl Fn(u64) -> bool) -> u64 {
+/// Polls `probe` until `ok` holds of what it returns, for at most `within`; returns the
+/// last value.
+async fn eventually<F, Fut>(within: Duration, probe: F, ok: impl Fn(u64) -> bool) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = u64>,
+{
     let until = Instant::now() + within;
     loop {
-        let v = budget(url).await[key].as_u64().expect("a number");
+        let v = probe().await;
         if ok(v) || Instant::now() > until {
             return v;
         }
@@ -96,16 +49,15 @@ async fn wait_budget(url: &str, key: &str, within: Duration, ok: impl Fn(u64) ->
     }
 }
 
+/// Polls `budget(url)[key]` until `ok` holds of it, for at most `within`.
+async fn wait_budget(url: &str, key: &str, within: Duration, ok: impl Fn(u64) -> bool) -> u64 {
+    let probe = || async { budget(url).await[key].as_u64().expect("a number") };
+    eventually(within, probe, ok).await
+}
+
 /// Polls the node's RSS until it is below `limit`, for at most `within`.
 async fn wait_rss_below(node: &NodeProcess, limit: u64, within: Duration) -> u64 {
-    let until = Instant::now() + within;
-    loop {
-        let (rss, _) = node.memory();
-        if rss < limit || Instant::now() > until {
-            return rss;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(within, || async { node.memory().0 }, |rss| rss < limit).await
 }
 
 fn echo_frame(u: &str, arg: &str) -> String {
@@ -118,12 +70,17 @@ fn echo_frame(u: &str, arg: &str) -> String {
 /// bytes and memory go back to where they were. Before: 2.4 GB and never given back.
 #[tokio::test]
 async fn a_client_that_never_reads_is_paused_then_disconnected_and_memory_returns() {
-    let node = NodeProcess::start(&[
-        "--max-connection-bytes",
-        "8388608",
-        "--reply-stall-timeout-ms",
-        "1500",
-    ]);
+    let node = NodeProcess::start(
+        &[
+            "--log-level",
+            "error",
+            "--max-connection-bytes",
+            "8388608",
+            "--reply-stall-timeout-ms",
+            "1500",
+        ],
+        &[],
+    );
     let (baseline, _) = node.memory();
     let mut ws = raw_connect(&node.url).await;
     let payload = "x".repeat(MIB as usize);
@@ -177,7 +134,7 @@ async fn a_client_that_never_reads_is_paused_then_disconnected_and_memory_return
 /// its peak (it was 47×: a value tree of 9.4 million elements).
 #[tokio::test]
 async fn parsing_costs_at_most_eight_times_the_frame() {
-    let node = NodeProcess::start(&[]);
+    let node = NodeProcess::start(&["--log-level", "error"], &[]);
     let (baseline, _) = node.memory();
     let zeros = vec!["0"; 9_400_000].join(",");
     let frame = format!(
@@ -222,7 +179,7 @@ async fn ws_next_text(ws: &mut common::Raw) -> Option<String> {
 /// node's peak stays near the limit, where it was 1.3 GiB).
 #[tokio::test]
 async fn intermediate_results_are_refused_as_they_cross_the_limit() {
-    let node = NodeProcess::start(&[]);
+    let node = NodeProcess::start(&["--log-level", "error"], &[]);
     let (baseline, _) = node.memory();
     let mut cmds = vec![json!({"name": "s0", "fun": "echo", "args": ["v".repeat(1024)]})];
     cmds.extend(

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 
 use super::NodeInfo;
-use crate::protocol::Json;
+use serde_json::value::RawValue;
+
+use crate::protocol::json::{self, Json, Kind};
 use crate::registry::{CallArgs, CallError, Function};
 
 /// `echo(arg)`: returns its one argument (positional, or keyword `arg`).
@@ -39,10 +41,9 @@ pub(super) fn echo() -> Function {
 /// Refuses any argument, for built-ins that take none. One empty object is accepted: the
 /// original's clients send `list_peers({})`.
 fn no_arguments(name: &str, call: &CallArgs) -> Result<(), CallError> {
-    let no_positional = call.args.is_empty_container()
-        || matches!(call.bind(&["options"]), Ok(s) if s.first().copied().flatten().is_some_and(|o| {
-            Json::from_checked(o).is_empty_container() && o.get().trim_start().starts_with('{')
-        }));
+    let empty_options = |slots: Vec<Option<&RawValue>>| matches!(slots.first(), Some(Some(o)) if json::is_empty(o.get(), Kind::Object));
+    let no_positional =
+        call.args.is_empty_container() || call.bind(&["options"]).is_ok_and(empty_options);
     if no_positional && call.kwargs.is_empty_container() {
         Ok(())
     } else {

@@ -432,10 +432,8 @@ impl<'a> Connection<'a> {
         };
         w.serving(&entries);
         let functions = &self.shared.functions;
-        let shared_timeout =
-            std::time::Duration::from_millis(self.shared.settings.request_timeout_ms);
+        let within = Duration::from_millis(self.shared.settings.request_timeout_ms);
         running.push(Box::pin(async move {
-            let within = shared_timeout;
             let reply = match functions.publish_within(entries.clone(), within).await {
                 Ok(()) => {
                     let listed: Vec<Value> = entries
@@ -498,12 +496,12 @@ impl<'a> Connection<'a> {
 }
 
 /// The connection's state one step borrows.
-struct PollState<'s, 'a, T> {
+struct PollState<'s, 'a> {
     ws: &'s mut Ws,
     out: &'s mut Outbox<'a>,
     unflushed: &'s mut bool,
     running: &'s mut Unordered<RequestFuture<'a>>,
-    timer: Pin<&'s mut T>,
+    timer: Pin<&'s mut tokio::time::Sleep>,
     now: Instant,
     stall: Duration,
     max_inflight: usize,
@@ -515,7 +513,7 @@ struct PollState<'s, 'a, T> {
 /// leave in one write.
 fn poll_event<'a>(
     cx: &mut Context<'_>,
-    st: PollState<'_, 'a, tokio::time::Sleep>,
+    st: PollState<'_, 'a>,
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
     to_worker: Option<&mut tokio::sync::mpsc::Receiver<Message>>,

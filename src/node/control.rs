@@ -292,30 +292,8 @@ impl Control {
         within: Duration,
     ) -> Result<(), String> {
         let rng = &self.service.env.rng;
-        let attempt = async {
-            let mut tries = 0u32;
-            loop {
-                match self.raft.client_write(cmd.clone()).await {
-                    Ok(resp) => {
-                        self.applied(resp.log_id.index).await;
-                        return resp.data.map_err(|e| e.to_string());
-                    }
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        if let Some(node) = f.leader_node {
-                            let mut peer = self.network.leader(f.leader_id, node);
-                            if let Ok(Ok(resp)) = peer.write(cmd.clone(), RPC_TIMEOUT).await {
-                                self.applied(resp.log_id.index).await;
-                                return resp.data.map_err(|e| e.to_string());
-                            }
-                        }
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
-                tokio::time::sleep(retry_backoff(tries, rng.next_u64())).await;
-                tries += 1;
-            }
-        };
-        match tokio::time::timeout(within, attempt).await {
+        let jittered = |tries| retry_backoff(tries, rng.next_u64());
+        match tokio::time::timeout(within, self.commit(cmd, jittered)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!(
                 "no leader committed it within {:.1} s (no quorum reachable?)",
@@ -325,6 +303,17 @@ impl Control {
     }
 
     pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
+        self.commit(cmd, |_| RETRY_BACKOFF).await
+    }
+
+    /// Commits `cmd` here when this node leads, else through the leader, pausing
+    /// `pause(tries)` between attempts, until it commits or fails for good.
+    async fn commit(
+        &self,
+        cmd: CatalogCommand,
+        pause: impl Fn(u32) -> Duration,
+    ) -> Result<(), String> {
+        let mut tries = 0u32;
         let resp = loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => break resp,
@@ -339,7 +328,8 @@ impl Control {
                     break resp;
                 }
             }
-            tokio::time::sleep(RETRY_BACKOFF).await;
+            tokio::time::sleep(pause(tries)).await;
+            tries += 1;
         };
         self.applied(resp.log_id.index).await;
         resp.data.map_err(|e| e.to_string())

@@ -102,26 +102,23 @@ impl Functions {
         entries: Vec<FunctionEntry>,
         within: std::time::Duration,
     ) -> Result<(), NodeError> {
-        let started = tokio::time::Instant::now();
-        tokio::time::timeout(within, self.joined())
-            .await
-            .map_err(|_| {
-                NodeError::Control(format!(
-                    "this node has not joined a cluster within {:.1} s",
-                    within.as_secs_f64()
-                ))
-            })??;
-        let left = within.saturating_sub(started.elapsed());
-        self.control
-            .propose_within(
-                CatalogCommand::RegisterFunctions {
-                    node: self.control.id,
-                    functions: entries,
-                },
-                left,
-            )
-            .await
-            .map_err(NodeError::Control)
+        let commit = async {
+            self.joined().await?;
+            let cmd = CatalogCommand::RegisterFunctions {
+                node: self.control.id,
+                functions: entries,
+            };
+            self.control
+                .propose_within(cmd, within)
+                .await
+                .map_err(NodeError::Control)
+        };
+        tokio::time::timeout(within, commit).await.map_err(|_| {
+            NodeError::Control(format!(
+                "not committed within {:.1} s: this node has not joined a cluster",
+                within.as_secs_f64()
+            ))
+        })?
     }
 
     /// Removes `which` from this node's catalog entries.

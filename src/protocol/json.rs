@@ -132,12 +132,7 @@ impl Json {
 
     /// `[]` or `{}` (whitespace allowed inside).
     pub fn is_empty_container(&self) -> bool {
-        let t = self.get().trim();
-        let inner = t
-            .strip_prefix('[')
-            .and_then(|r| r.strip_suffix(']'))
-            .or_else(|| t.strip_prefix('{').and_then(|r| r.strip_suffix('}')));
-        inner.is_some_and(|i| i.trim().is_empty())
+        is_empty(self.get(), Kind::Array) || is_empty(self.get(), Kind::Object)
     }
 
     pub fn into_string(self) -> String {
@@ -200,6 +195,20 @@ impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
         Box::<RawValue>::deserialize(d).map(Json::from)
     }
+}
+
+/// Whether the JSON text `text` is an empty array (`Kind::Array`) or object
+/// (`Kind::Object`), whitespace allowed inside.
+pub(crate) fn is_empty(text: &str, kind: Kind) -> bool {
+    let (open, close) = match kind {
+        Kind::Array => ('[', ']'),
+        Kind::Object => ('{', '}'),
+        _ => return false,
+    };
+    let t = text.trim();
+    t.strip_prefix(open)
+        .and_then(|r| r.strip_suffix(close))
+        .is_some_and(|inner| inner.trim().is_empty())
 }
 
 /// A serde_json error's message without the " at line L column C" it adds when parsing

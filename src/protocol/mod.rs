@@ -6,7 +6,7 @@
 mod codes;
 mod decode;
 pub mod jscan;
-mod json;
+pub(crate) mod json;
 mod message;
 mod worker;
 

@@ -3,6 +3,8 @@
 // Tests are clients from outside the node: they may use real sockets directly.
 #![allow(clippy::disallowed_types)]
 
+pub mod process;
+
 use futures_util::{SinkExt, StreamExt};
 use mpreg::{Client, Function, Node, RunningNode, Settings};
 use serde_json::Value;

@@ -1,0 +1,72 @@
+//! The `mpreg-node` binary as a child process, for tests of the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const NODE: &str = env!("CARGO_BIN_EXE_mpreg-node");
+
+/// A node process that is killed if the test fails before it is stopped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl NodeProcess {
+    /// `mpreg-node --port 0 --persistence-mode memory` plus `args` and `envs`; returns once
+    /// it has printed its URL.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
+        let mut cmd = Command::new(NODE);
+        cmd.args(["--port", "0", "--persistence-mode", "memory"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("mpreg-node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read MPREG_URL");
+        let url = line
+            .trim()
+            .strip_prefix("MPREG_URL=")
+            .unwrap_or_else(|| panic!("first line was `{line}`"))
+            .to_owned();
+        NodeProcess { child, url }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        self.child.wait().expect("node exits")
+    }
+
+    /// (VmRSS, VmHWM) in bytes, from /proc.
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the node is running");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc status"))
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
