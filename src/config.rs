@@ -4,7 +4,7 @@
 //! pairs, so tests need not touch the process environment.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -69,6 +69,30 @@ pub struct Settings {
     pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Serve peers without a cluster secret on a non-loopback interface.
     pub insecure_peers: bool,
+    /// Clients must present a valid token (JWT) on the WebSocket upgrade (`auth`).
+    pub auth_required: bool,
+    /// HS256 tokens: the file holding the secret they are signed with.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// RS256 or EdDSA tokens: the PEM public key they are checked with.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Token subjects (`sub`) that may connect; empty: any holder of a valid token.
+    pub allowed_clients: BTreeSet<String>,
+    /// Tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// The role `cluster_map`, `list_peers` and `catalog_query` need when tokens are
+    /// required; `None`: any authenticated client may call them.
+    pub introspection_role: Option<String>,
+    /// The node's TLS certificate chain (PEM); with `tls_key_file`, the port serves only
+    /// TLS (`wss://`), to clients and peers alike.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Clients (and peers) must show a certificate signed by this CA (mTLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Peers verify each other against this CA: a dialled node's certificate, and a
+    /// dialling peer's.
+    pub tls_peer_ca_file: Option<PathBuf>,
 }
 
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
@@ -159,6 +183,17 @@ impl Default for Settings {
             raft_election_timeout_ms: 1_000,
             cluster_secret_file: None,
             insecure_peers: false,
+            auth_required: false,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            allowed_clients: BTreeSet::new(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            introspection_role: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_peer_ca_file: None,
         }
     }
 }
@@ -212,6 +247,22 @@ impl Settings {
             self.cluster_secret_file.clone_from(&l.cluster_secret_file);
         }
         set(&mut self.insecure_peers, &l.insecure_peers);
+        fn set_some<T: Clone>(dst: &mut Option<T>, src: &Option<T>) {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        set(&mut self.auth_required, &l.auth_required);
+        set_some(&mut self.jwt_secret_file, &l.jwt_secret_file);
+        set_some(&mut self.jwt_public_key_file, &l.jwt_public_key_file);
+        set(&mut self.allowed_clients, &l.allowed_clients);
+        set_some(&mut self.jwt_issuer, &l.jwt_issuer);
+        set_some(&mut self.jwt_audience, &l.jwt_audience);
+        set_some(&mut self.introspection_role, &l.introspection_role);
+        set_some(&mut self.tls_cert_file, &l.tls_cert_file);
+        set_some(&mut self.tls_key_file, &l.tls_key_file);
+        set_some(&mut self.tls_client_ca_file, &l.tls_client_ca_file);
+        set_some(&mut self.tls_peer_ca_file, &l.tls_peer_ca_file);
         if let Some(p) = &l.persistence_config {
             set(&mut self.persistence.mode, &p.mode);
             set(&mut self.persistence.data_dir, &p.data_dir);
@@ -261,16 +312,29 @@ impl Settings {
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be at least 1");
         }
+        let scheme = if self.tls_enabled() {
+            "wss://"
+        } else {
+            "ws://"
+        };
         if let Some(bad_url) = self
             .advertised_urls
             .iter()
-            .find(|u| !u.starts_with("ws://") || u.len() <= "ws://".len())
+            .find(|u| !u.starts_with(scheme) || u.len() <= scheme.len())
         {
             return Err(ConfigError::Invalid {
                 key: "advertised_urls".to_owned(),
-                reason: format!("`{bad_url}` is not a ws://host:port URL"),
+                reason: format!(
+                    "`{bad_url}` is not a {scheme}host:port URL{}",
+                    if self.tls_enabled() {
+                        " (the node serves only TLS)"
+                    } else {
+                        " (wss:// needs tls_cert_file and tls_key_file)"
+                    }
+                ),
             });
         }
+        self.validate_security()?;
         if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
             return bad(
                 "raft_election_timeout_ms",
@@ -291,6 +355,79 @@ impl Settings {
         }
         if self.max_inflight_per_connection == 0 {
             return bad("max_inflight_per_connection", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Whether the node serves TLS (`wss://`) on its port.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
+    /// The TLS files, for `tls::NodeTls`.
+    pub fn tls_files(&self) -> crate::tls::NodeTlsFiles {
+        crate::tls::NodeTlsFiles {
+            cert: self.tls_cert_file.clone(),
+            key: self.tls_key_file.clone(),
+            client_ca: self.tls_client_ca_file.clone(),
+            peer_ca: self.tls_peer_ca_file.clone(),
+        }
+    }
+
+    /// Token and TLS settings that only make sense together.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason: why.to_owned(),
+            })
+        };
+        match (
+            self.auth_required,
+            &self.jwt_secret_file,
+            &self.jwt_public_key_file,
+        ) {
+            (true, None, None) => {
+                return bad(
+                    "auth_required",
+                    "needs jwt_secret_file (HS256) or jwt_public_key_file (RS256, EdDSA) to                      check tokens with",
+                );
+            }
+            (_, Some(_), Some(_)) => {
+                return bad(
+                    "jwt_secret_file",
+                    "and jwt_public_key_file are both set: tokens are checked with one key",
+                );
+            }
+            (false, Some(_), _) | (false, _, Some(_)) => {
+                return bad(
+                    "auth_required",
+                    "is off, but a token key is set: turn it on (--auth-required), or tokens                      are not checked at all",
+                );
+            }
+            _ => {}
+        }
+        if !self.auth_required
+            && (!self.allowed_clients.is_empty()
+                || self.introspection_role.is_some()
+                || self.jwt_issuer.is_some()
+                || self.jwt_audience.is_some())
+        {
+            return bad(
+                "auth_required",
+                "is off, but allowed_clients, jwt_issuer, jwt_audience or introspection_role                  is set: they apply only to tokens",
+            );
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return bad("tls_cert_file", "and tls_key_file go together");
+        }
+        if !self.tls_enabled()
+            && (self.tls_client_ca_file.is_some() || self.tls_peer_ca_file.is_some())
+        {
+            return bad(
+                "tls_client_ca_file",
+                "and tls_peer_ca_file need the node's own certificate (tls_cert_file,                  tls_key_file)",
+            );
         }
         Ok(())
     }
@@ -350,6 +487,17 @@ pub struct SettingsLayer {
     pub raft_election_timeout_ms: Option<u64>,
     pub cluster_secret_file: Option<std::path::PathBuf>,
     pub insecure_peers: Option<bool>,
+    pub auth_required: Option<bool>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub allowed_clients: Option<BTreeSet<String>>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub introspection_role: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_peer_ca_file: Option<PathBuf>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
@@ -405,7 +553,11 @@ impl SettingsLayer {
     /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
     /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_MAX_CONNECTION_BYTES`,
     /// `MPREG_MAX_CLIENT_BYTES`, `MPREG_REPLY_STALL_TIMEOUT_MS`, `MPREG_CLUSTER_SECRET_FILE`,
-    /// `MPREG_INSECURE_PEERS` (true/false), `MPREG_PERSISTENCE_MODE` and
+    /// `MPREG_INSECURE_PEERS` (true/false), `MPREG_AUTH_REQUIRED` (true/false),
+    /// `MPREG_JWT_SECRET_FILE`, `MPREG_JWT_PUBLIC_KEY_FILE`, `MPREG_ALLOWED_CLIENTS`
+    /// (comma-separated), `MPREG_JWT_ISSUER`, `MPREG_JWT_AUDIENCE`,
+    /// `MPREG_INTROSPECTION_ROLE`, `MPREG_TLS_CERT_FILE`, `MPREG_TLS_KEY_FILE`,
+    /// `MPREG_TLS_CLIENT_CA_FILE`, `MPREG_TLS_PEER_CA_FILE`, `MPREG_PERSISTENCE_MODE` and
     /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
     where
@@ -418,6 +570,16 @@ impl SettingsLayer {
                 var: var.to_owned(),
                 reason: format!("`{v}` is not a valid number"),
             })
+        }
+        fn boolean(var: &str, v: &str) -> Result<bool, ConfigError> {
+            match v.trim() {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" | "" => Ok(false),
+                other => Err(ConfigError::Env {
+                    var: var.to_owned(),
+                    reason: format!("`{other}` is not true or false"),
+                }),
+            }
         }
         fn list(v: &str) -> impl Iterator<Item = String> + '_ {
             v.split(',')
@@ -446,18 +608,18 @@ impl SettingsLayer {
                 "MPREG_RAFT_HEARTBEAT_MS" => l.raft_heartbeat_ms = Some(num(k, v)?),
                 "MPREG_RAFT_ELECTION_TIMEOUT_MS" => l.raft_election_timeout_ms = Some(num(k, v)?),
                 "MPREG_CLUSTER_SECRET_FILE" => l.cluster_secret_file = Some(v.into()),
-                "MPREG_INSECURE_PEERS" => {
-                    l.insecure_peers = Some(match v.trim() {
-                        "1" | "true" | "yes" => true,
-                        "0" | "false" | "no" | "" => false,
-                        other => {
-                            return Err(ConfigError::Env {
-                                var: k.to_owned(),
-                                reason: format!("`{other}` is not true or false"),
-                            });
-                        }
-                    })
-                }
+                "MPREG_INSECURE_PEERS" => l.insecure_peers = Some(boolean(k, v)?),
+                "MPREG_AUTH_REQUIRED" => l.auth_required = Some(boolean(k, v)?),
+                "MPREG_JWT_SECRET_FILE" => l.jwt_secret_file = Some(v.into()),
+                "MPREG_JWT_PUBLIC_KEY_FILE" => l.jwt_public_key_file = Some(v.into()),
+                "MPREG_ALLOWED_CLIENTS" => l.allowed_clients = Some(list(v).collect()),
+                "MPREG_JWT_ISSUER" => l.jwt_issuer = Some(v.to_owned()),
+                "MPREG_JWT_AUDIENCE" => l.jwt_audience = Some(v.to_owned()),
+                "MPREG_INTROSPECTION_ROLE" => l.introspection_role = Some(v.to_owned()),
+                "MPREG_TLS_CERT_FILE" => l.tls_cert_file = Some(v.into()),
+                "MPREG_TLS_KEY_FILE" => l.tls_key_file = Some(v.into()),
+                "MPREG_TLS_CLIENT_CA_FILE" => l.tls_client_ca_file = Some(v.into()),
+                "MPREG_TLS_PEER_CA_FILE" => l.tls_peer_ca_file = Some(v.into()),
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }
@@ -553,6 +715,72 @@ data_dir = "/var/lib/mpreg"
             ..Settings::default()
         };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn token_and_tls_settings_must_fit_together() {
+        let with = |f: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate()
+        };
+        assert!(with(&|_| {}).is_ok());
+        let e = with(&|s| s.auth_required = true).unwrap_err();
+        assert!(e.to_string().contains("jwt_secret_file"), "{e}");
+        assert!(
+            with(&|s| {
+                s.auth_required = true;
+                s.jwt_secret_file = Some("jwt.secret".into());
+            })
+            .is_ok()
+        );
+        // (what is set) -> refused
+        let refused: [&dyn Fn(&mut Settings); 6] = [
+            &|s| s.jwt_secret_file = Some("jwt.secret".into()), // key without auth_required
+            &|s| {
+                s.auth_required = true;
+                s.jwt_secret_file = Some("a".into());
+                s.jwt_public_key_file = Some("b".into());
+            },
+            &|s| s.allowed_clients = ["svc".to_owned()].into(),
+            &|s| s.tls_cert_file = Some("node.pem".into()),
+            &|s| s.tls_peer_ca_file = Some("ca.pem".into()),
+            &|s| s.advertised_urls = vec!["wss://h:1".into()],
+        ];
+        for (i, f) in refused.into_iter().enumerate() {
+            assert!(with(f).is_err(), "case {i}");
+        }
+        let tls = |s: &mut Settings| {
+            s.tls_cert_file = Some("node.pem".into());
+            s.tls_key_file = Some("node.key".into());
+        };
+        assert!(with(&|s| tls(s)).is_ok());
+        assert!(
+            with(&|s| {
+                tls(s);
+                s.advertised_urls = vec!["ws://h:1".into()];
+            })
+            .is_err(),
+            "a TLS node is not reached at ws://"
+        );
+        let l = SettingsLayer::from_env([
+            ("MPREG_AUTH_REQUIRED", "true"),
+            ("MPREG_JWT_SECRET_FILE", "/etc/mpreg/jwt.secret"),
+            ("MPREG_ALLOWED_CLIENTS", "svc-a, svc-b"),
+            ("MPREG_INTROSPECTION_ROLE", "admin"),
+            ("MPREG_TLS_CERT_FILE", "n.pem"),
+            ("MPREG_TLS_KEY_FILE", "n.key"),
+            ("MPREG_TLS_PEER_CA_FILE", "ca.pem"),
+        ])
+        .unwrap();
+        let s = Settings::layered([&l]);
+        assert!(s.auth_required && s.tls_enabled());
+        assert_eq!(s.allowed_clients.len(), 2);
+        assert_eq!(s.introspection_role.as_deref(), Some("admin"));
+        assert!(s.validate().is_ok());
+        let toml = "[mpreg]\nauth_required = true\njwt_public_key_file = \"k.pem\"\n";
+        let s = Settings::layered([&SettingsLayer::from_toml_str(toml, "f").unwrap()]);
+        assert!(s.auth_required && s.jwt_public_key_file.is_some() && s.validate().is_ok());
     }
 
     #[test]

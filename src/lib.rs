@@ -18,9 +18,12 @@
 //! * [`fabric`]: what peers say to each other: bounded frame decoding, the cluster secret
 //!   and the hello's challenge-response, per-connection byte budgets.
 //! * [`control`]: the replicated catalog's state machine (control plane).
+//! * [`auth`]: client tokens (JWT), the roles they carry, and what a caller may do.
+//! * [`tls`]: rustls on the node's port (clients and peers) and in the client.
 //! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -36,9 +39,10 @@ pub mod protocol;
 pub mod registry;
 pub mod routing;
 pub mod rpc;
+pub mod tls;
 mod transport;
 
-pub use client::{CallBuilder, Client, ClientError, ClusterClient, Retry};
+pub use client::{CallBuilder, Client, ClientError, ClusterClient, ConnectOptions, Retry};
 pub use config::Settings;
 pub use env::Env;
 pub use node::{Node, NodeBuilder, NodeError, RunningNode, ShutdownHandle};

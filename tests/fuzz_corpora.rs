@@ -162,6 +162,10 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
                     locs: vec!["gpu".into()],
                     args_json: r#"[["x"],{"k":1}]"#.into(),
                     timeout_ms: 500,
+                    caller: Some(mpreg::auth::Identity {
+                        sub: "svc-a".into(),
+                        roles: ["caller".to_owned()].into(),
+                    }),
                 }),
             ),
         ),

@@ -334,6 +334,7 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
         locs: vec![],
         args_json: "[[1],{}]".into(),
         timeout_ms: 1000,
+        caller: None,
     };
     let raft = Attack::Raft;
     vec![

@@ -70,6 +70,15 @@ pub struct BenchArgs {
     /// The command taking every fan-out result (with --fanout)
     #[arg(long, default_value = "aggregate")]
     pub fan_in: String,
+    /// With --raw-echo and a wss:// --url: the certificate the echo server serves TLS
+    /// with (the node's own, so that both are measured over the same TLS)
+    #[arg(long, value_name = "FILE", requires = "echo_tls_key")]
+    pub echo_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --echo-tls-cert
+    #[arg(long, value_name = "FILE", requires = "echo_tls_cert")]
+    pub echo_tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub connect: super::ConnectArgs,
 }
 
 /// One round against one target.
@@ -140,6 +149,8 @@ pub struct Load {
     pub duration: Duration,
     pub fun: String,
     pub payload: String,
+    /// The token and TLS trust every connection presents.
+    pub connect: crate::client::ConnectOptions,
 }
 
 /// Only what the load generator reads of a reply: whose it is and whether it failed. The
@@ -166,23 +177,9 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for conn in 0..load.connections {
-        let stream = env
-            .net
-            .connect(
-                url.trim_start_matches("ws://")
-                    .split('/')
-                    .next()
-                    .unwrap_or(""),
-            )
+        let ws = crate::client::open_websocket(env, url, &load.connect, 64 << 20)
             .await
-            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            url,
-            stream,
-            Some(websocket_config(64 << 20)),
-        )
-        .await
-        .map_err(|e| format!("handshake with {url} failed: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let (sink, mut frames) = ws.split();
         let (tx, rx) = mpsc::channel(load.inflight + 1);
         tokio::spawn(write_loop(sink, rx));
@@ -285,11 +282,21 @@ fn describe(target: &str, r: &RoundResult) -> String {
 }
 
 /// Starts this executable's hidden echo server and returns it with its URL.
-async fn spawn_echo_server() -> Result<(tokio::process::Child, String), String> {
+async fn spawn_echo_server(
+    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<(tokio::process::Child, String), String> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut child = tokio::process::Command::new(exe)
-        .args(["bench-echo-server", "--port", "0"])
+    let mut command = tokio::process::Command::new(exe);
+    command.args(["bench-echo-server", "--port", "0"]);
+    if let Some((cert, key)) = tls {
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key);
+    }
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -337,9 +344,18 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.duration),
         fun: args.fun.clone(),
         payload: "x".repeat(args.payload_bytes),
+        connect: args.connect.options(&args.url).map_err(|e| e.to_string())?,
     };
+    let echo_tls = args.echo_tls_cert.clone().zip(args.echo_tls_key.clone());
+    if args.raw_echo && args.url.starts_with("wss://") && echo_tls.is_none() {
+        return Err(
+            "a wss:// --url is compared with the echo server over TLS: give it the node's \
+             certificate with --echo-tls-cert and --echo-tls-key"
+                .into(),
+        );
+    }
     let echo = if args.raw_echo {
-        Some(spawn_echo_server().await?)
+        Some(spawn_echo_server(echo_tls.as_ref()).await?)
     } else {
         None
     };
@@ -560,9 +576,31 @@ fn summary_line(s: &Summary) -> String {
 
 /// The baseline: accept WebSocket connections and send every data frame straight back.
 /// `forward` writes while frames keep arriving and flushes when the input runs dry.
-pub async fn run_echo_server(host: &str, port: u16) -> i32 {
+pub async fn run_echo_server(
+    host: &str,
+    port: u16,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> i32 {
     use std::io::Write;
     let env = Env::production();
+    let tls = match tls {
+        Some((cert, key)) => {
+            let files = crate::tls::NodeTlsFiles {
+                cert: Some(cert),
+                key: Some(key),
+                ..Default::default()
+            };
+            match crate::tls::NodeTls::from_files(&files) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("echo server: {e}");
+                    return 2;
+                }
+            }
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let mut listener = match env.net.listen(&format!("{host}:{port}")).await {
         Ok(l) => l,
         Err(e) => {
@@ -571,7 +609,7 @@ pub async fn run_echo_server(host: &str, port: u16) -> i32 {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => println!("ECHO_URL=ws://{addr}"),
+        Ok(addr) => println!("ECHO_URL={scheme}://{addr}"),
         Err(e) => {
             eprintln!("echo server: {e}");
             return 2;
@@ -582,7 +620,16 @@ pub async fn run_echo_server(host: &str, port: u16) -> i32 {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = match tls {
+                // The same TLS handshake the node runs (`NodeTls::accept`).
+                Some(tls) => match tls.accept(stream, 0).await {
+                    Ok((s, _)) => s,
+                    Err(_) => return,
+                },
+                None => stream,
+            };
             let Ok(ws) = tokio_tungstenite::accept_async_with_config(
                 stream,
                 Some(websocket_config(64 << 20)),

@@ -18,8 +18,12 @@ use crate::fabric::ClusterSecret;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The target node's Raft id, from its `cluster_map` entry (`name-<hex id>`).
-async fn node_raft_id(env: &Env, url: &str) -> Result<u64, String> {
-    let client = Client::connect_with(env, url)
+async fn node_raft_id(
+    env: &Env,
+    url: &str,
+    connect: &crate::client::ConnectOptions,
+) -> Result<u64, String> {
+    let client = Client::connect_with_options(env, url, connect)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let map = client
@@ -45,11 +49,7 @@ pub async fn probe(env: &Env, url: &str, secret: &ClusterSecret) -> Result<(), S
 }
 
 fn peer_addr(url: &str) -> String {
-    url.trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    crate::transport::authority(url).to_owned()
 }
 
 /// One measured round of catalog writes against `url`. `round` keeps queue names unique
@@ -61,7 +61,7 @@ pub async fn run_round(
     round: usize,
     secret: &ClusterSecret,
 ) -> Result<RoundResult, String> {
-    let owner = node_raft_id(env, url).await?;
+    let owner = node_raft_id(env, url, &load.connect).await?;
     let addr = peer_addr(url);
     let start = env.clock.now();
     let measure_from = start + load.warmup;

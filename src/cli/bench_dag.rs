@@ -22,7 +22,7 @@ pub async fn run_round(
     fan_in: &str,
     dag: bool,
 ) -> Result<RoundResult, String> {
-    let client = Client::connect_with(env, url)
+    let client = Client::connect_with_options(env, url, &load.connect)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let mut hist =

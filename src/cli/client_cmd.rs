@@ -32,6 +32,8 @@ pub enum ClientCommand {
         /// Deadline in milliseconds
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        connect: super::ConnectArgs,
     },
     /// Send a request from a JSON file: an array of commands, or an object with `cmds`
     Request {
@@ -43,6 +45,8 @@ pub enum ClientCommand {
         /// Deadline in milliseconds
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        connect: super::ConnectArgs,
     },
 }
 
@@ -82,6 +86,12 @@ fn read_commands(path: &PathBuf) -> Result<Vec<RpcCommand>, String> {
     serde_json::from_value(cmds).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A client of `url`, presenting the token and TLS options given.
+async fn connected(url: &str, connect: &super::ConnectArgs) -> Result<Client, ClientError> {
+    let options = connect.options(url)?;
+    Client::connect_with_options(&crate::env::Env::production(), url, &options).await
+}
+
 pub async fn run(cmd: ClientCommand) -> i32 {
     match cmd {
         ClientCommand::Call {
@@ -92,8 +102,9 @@ pub async fn run(cmd: ClientCommand) -> i32 {
             function_id,
             version_constraint,
             timeout_ms,
+            connect,
         } => {
-            let client = match Client::connect(&url).await {
+            let client = match connected(&url, &connect).await {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -114,12 +125,13 @@ pub async fn run(cmd: ClientCommand) -> i32 {
             file,
             url,
             timeout_ms,
+            connect,
         } => {
             let cmds = match read_commands(&file) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            let client = match Client::connect(&url).await {
+            let client = match connected(&url, &connect).await {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };

@@ -5,6 +5,7 @@ mod bench_catalog;
 mod bench_dag;
 mod client_cmd;
 mod node_cmd;
+mod token_cmd;
 
 use std::path::PathBuf;
 
@@ -92,6 +93,77 @@ pub struct NodeArgs {
     /// who reaches the port can join the cluster)
     #[arg(long)]
     pub insecure_peers: bool,
+    /// Clients must present a valid token (JWT): `Authorization: Bearer …` on the upgrade,
+    /// or `?token=…` in the URL
+    #[arg(long)]
+    pub auth_required: bool,
+    /// File with the HS256 secret tokens are signed with (`openssl rand -hex 32 > FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM public key tokens are signed for (RS256 or EdDSA)
+    #[arg(long, value_name = "FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Token subjects (`sub`) that may connect, comma-separated [default: any valid token]
+    #[arg(long, value_delimiter = ',', value_name = "SUB")]
+    pub allowed_clients: Option<Vec<String>>,
+    /// Tokens must carry this issuer (`iss`)
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Tokens must carry this audience (`aud`)
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Role that cluster_map, list_peers and catalog_query need [default: any
+    /// authenticated client]
+    #[arg(long, value_name = "ROLE")]
+    pub introspection_role: Option<String>,
+    /// The node's TLS certificate chain (PEM): the port then serves only wss://
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS)
+    #[arg(long = "tls-client-ca", value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// CA that peers' certificates are checked against, both ways
+    #[arg(long = "tls-peer-ca", value_name = "FILE")]
+    pub tls_peer_ca_file: Option<PathBuf>,
+}
+
+/// How a CLI command that talks to a node presents itself.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// Token (JWT) for nodes that require one (see `mpreg token issue`)
+    #[arg(long, env = "MPREG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for wss:// [default: the system's store, or
+    /// SSL_CERT_FILE]
+    #[arg(long, env = "MPREG_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for nodes that require one (mTLS)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// The connection options for `url` (TLS files are read only for `wss://`).
+    pub fn options(&self, url: &str) -> Result<crate::client::ConnectOptions, crate::ClientError> {
+        let mut options = crate::client::ConnectOptions::new();
+        if let Some(t) = &self.token {
+            options = options.token(t.trim());
+        }
+        if url.starts_with("wss://") {
+            options = options.tls(&crate::tls::ClientTlsFiles {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            })?;
+        }
+        Ok(options)
+    }
 }
 
 impl NodeArgs {
@@ -123,6 +195,20 @@ impl NodeArgs {
                 }),
             cluster_secret_file: self.cluster_secret_file.clone(),
             insecure_peers: self.insecure_peers.then_some(true),
+            auth_required: self.auth_required.then_some(true),
+            jwt_secret_file: self.jwt_secret_file.clone(),
+            jwt_public_key_file: self.jwt_public_key_file.clone(),
+            allowed_clients: self
+                .allowed_clients
+                .as_ref()
+                .map(|c| c.iter().map(|s| s.trim().to_owned()).collect()),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            introspection_role: self.introspection_role.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_client_ca_file: self.tls_client_ca_file.clone(),
+            tls_peer_ca_file: self.tls_peer_ca_file.clone(),
             ..SettingsLayer::default()
         }
     }
@@ -173,6 +259,9 @@ pub enum MpregCommand {
     Client(client_cmd::ClientCommand),
     /// Load-test a node (throughput and latency percentiles)
     Bench(bench::BenchArgs),
+    /// Mint client tokens (JWT)
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// A bare WebSocket echo server, the baseline `bench --raw-echo` compares against
     #[command(hide = true)]
     BenchEchoServer {
@@ -180,6 +269,11 @@ pub enum MpregCommand {
         host: String,
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Serve TLS with this certificate (and --tls-key)
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -209,6 +303,15 @@ pub async fn run_mpreg(cli: MpregCli) -> i32 {
         }
         MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
         MpregCommand::Bench(args) => bench::run(args).await,
-        MpregCommand::BenchEchoServer { host, port } => bench::run_echo_server(&host, port).await,
+        MpregCommand::Token(cmd) => token_cmd::run(cmd, &crate::env::Env::production()),
+        MpregCommand::BenchEchoServer {
+            host,
+            port,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.zip(tls_key);
+            bench::run_echo_server(&host, port, tls).await
+        }
     }
 }

@@ -46,6 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct ClusterClient {
     env: Env,
+    /// The token and TLS trust every connection presents.
+    options: super::ConnectOptions,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -68,6 +70,16 @@ impl ClusterClient {
         env: &Env,
         seeds: &[S],
     ) -> Result<ClusterClient, ClientError> {
+        ClusterClient::connect_with_options(env, seeds, &super::ConnectOptions::default()).await
+    }
+
+    /// [`ClusterClient::connect_with`], every connection presenting `options` (a token,
+    /// TLS trust such as a CA file).
+    pub async fn connect_with_options<S: AsRef<str>>(
+        env: &Env,
+        seeds: &[S],
+        options: &super::ConnectOptions,
+    ) -> Result<ClusterClient, ClientError> {
         let mut known: Vec<String> = Vec::new();
         for s in seeds {
             let url = s.as_ref().trim_end_matches('/').to_owned();
@@ -83,6 +95,7 @@ impl ClusterClient {
         }
         let cluster = ClusterClient {
             env: env.clone(),
+            options: options.clone(),
             state: tokio::sync::Mutex::new(State {
                 known,
                 next: 0,
@@ -176,8 +189,10 @@ impl ClusterClient {
         for _ in 0..state.known.len() {
             let url = state.known[state.next % state.known.len()].clone();
             state.next = (state.next + 1) % state.known.len();
-            let connect =
-                tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with(&self.env, &url));
+            let connect = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Client::connect_with_options(&self.env, &url, &self.options),
+            );
             match connect.await {
                 Ok(Ok(client)) => {
                     // Learn the cluster from it; a node that cannot answer is still usable.

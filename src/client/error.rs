@@ -13,6 +13,15 @@ pub enum ClientError {
     Connect { url: String, source: std::io::Error },
     #[error("WebSocket handshake with {url} failed: {message}")]
     Handshake { url: String, message: String },
+    /// The node refused the upgrade: 401 (no valid token) or 403 (not allowed).
+    #[error("{url} refused the connection (HTTP {status}): {reason}")]
+    Refused {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("error {code} ({message}): {}", details_text(.details))]
     Rpc {
         code: i64,

@@ -76,22 +76,139 @@ struct Inner {
     url: String,
 }
 
-/// `ws://host:port[/path]` → `host:port`.
-fn authority(url: &str) -> Result<&str, ClientError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| ClientError::InvalidUrl {
-            url: url.to_owned(),
-            reason: "only ws:// URLs are supported".to_owned(),
-        })?;
+/// `ws://host:port[/path]` or `wss://…` → (`host:port`, whether it is TLS).
+fn authority(url: &str) -> Result<(&str, bool), ClientError> {
+    let (rest, tls) = match url.strip_prefix("wss://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("ws://")
+                .ok_or_else(|| ClientError::InvalidUrl {
+                    url: url.to_owned(),
+                    reason: "only ws:// and wss:// URLs are supported".to_owned(),
+                })?,
+            false,
+        ),
+    };
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     if authority.is_empty() || !authority.contains(':') {
         return Err(ClientError::InvalidUrl {
             url: url.to_owned(),
-            reason: "expected ws://host:port".to_owned(),
+            reason: "expected ws://host:port or wss://host:port".to_owned(),
         });
     }
-    Ok(authority)
+    Ok((authority, tls))
+}
+
+/// How a client presents itself to a node: a token (for nodes that require one) and, for
+/// `wss://`, the TLS it trusts and shows. Built once and shared by every connection.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    token: Option<String>,
+    tls: Option<crate::tls::ClientTls>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// The token sent as `Authorization: Bearer …` on the upgrade.
+    pub fn token(mut self, token: impl Into<String>) -> ConnectOptions {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// For `wss://`: the CAs to trust (`ca: None`, the system's store and `SSL_CERT_FILE`)
+    /// and a client certificate with its key, for nodes that require one.
+    pub fn tls(
+        mut self,
+        files: &crate::tls::ClientTlsFiles,
+    ) -> Result<ConnectOptions, ClientError> {
+        self.tls = Some(
+            crate::tls::ClientTls::from_files(files)
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
+        );
+        Ok(self)
+    }
+}
+
+/// Opens the WebSocket to `url`: TCP through `env`, TLS for `wss://`, the token on the
+/// upgrade. A node that refuses the upgrade (401, 403) says why in the error.
+pub(crate) async fn open_websocket(
+    env: &Env,
+    url: &str,
+    options: &ConnectOptions,
+    max_message_bytes: usize,
+) -> Result<tokio_tungstenite::WebSocketStream<crate::env::BoxStream>, ClientError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (addr, tls) = authority(url)?;
+    let connect_error = |source| ClientError::Connect {
+        url: url.to_owned(),
+        source,
+    };
+    let mut stream = env.net.connect(addr).await.map_err(connect_error)?;
+    if tls {
+        let client_tls = match &options.tls {
+            Some(t) => t.clone(),
+            None => crate::tls::ClientTls::from_files(&crate::tls::ClientTlsFiles::default())
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
+        };
+        stream = client_tls
+            .connect(stream, addr)
+            .await
+            .map_err(|e| ClientError::Tls(format!("{url}: {e}")))?;
+    }
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ClientError::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if let Some(token) = &options.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "the token is not a valid header value".to_owned(),
+            })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let config = websocket_config(max_message_bytes);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| handshake_error(url, e))?;
+    Ok(ws)
+}
+
+/// A failed upgrade: the node's refusal (status and reason), or what else went wrong.
+fn handshake_error(url: &str, e: tokio_tungstenite::tungstenite::Error) -> ClientError {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let reason = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .unwrap_or_default();
+            ClientError::Refused {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+                reason,
+            }
+        }
+        other => ClientError::Handshake {
+            url: url.to_owned(),
+            message: other.to_string(),
+        },
+    }
 }
 
 impl Client {
@@ -102,22 +219,16 @@ impl Client {
 
     /// Connects through `env` (the simulator passes its own).
     pub async fn connect_with(env: &Env, url: &str) -> Result<Client, ClientError> {
-        let addr = authority(url)?;
-        let stream = env
-            .net
-            .connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
-        let config = websocket_config(MAX_REPLY_BYTES);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| ClientError::Handshake {
-                url: url.to_owned(),
-                message: e.to_string(),
-            })?;
+        Client::connect_with_options(env, url, &ConnectOptions::default()).await
+    }
+
+    /// Connects through `env`, presenting `options` (a token, TLS trust).
+    pub async fn connect_with_options(
+        env: &Env,
+        url: &str,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let ws = open_websocket(env, url, options, MAX_REPLY_BYTES).await?;
         let (sink, frames) = ws.split();
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         tokio::spawn(write_loop(sink, rx));
@@ -422,12 +533,16 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(authority("ws://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(
+            authority("ws://127.0.0.1:9000").unwrap(),
+            ("127.0.0.1:9000", false)
+        );
         assert_eq!(
             authority("ws://node:9000/any/path?x=1").unwrap(),
-            "node:9000"
+            ("node:9000", false)
         );
-        assert!(authority("wss://a:1").is_err());
+        assert_eq!(authority("wss://a:1/?token=t").unwrap(), ("a:1", true));
+        assert!(authority("http://a:1").is_err());
         assert!(authority("ws://nohost").is_err());
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Endpoint {
     secret: ClusterSecret,
     /// Speaks the next build's protocol too (tests of rolling upgrades).
     next: bool,
+    /// Dials peers over TLS (a node whose port serves TLS; `None`: plain WebSocket).
+    pub(crate) tls: Option<crate::tls::NodeTls>,
     /// Refused hellos and proofs, logged at most once per interval.
     pub(crate) refusals: RefusalLog,
     me: OnceLock<Caller>,
@@ -35,12 +37,19 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(env: Env, cluster: Option<String>, secret: ClusterSecret, next: bool) -> Endpoint {
+    fn new(
+        env: Env,
+        cluster: Option<String>,
+        secret: ClusterSecret,
+        next: bool,
+        tls: Option<crate::tls::NodeTls>,
+    ) -> Endpoint {
         Endpoint {
             env,
             cluster,
             secret,
             next,
+            tls,
             refusals: RefusalLog::default(),
             me: OnceLock::new(),
             planes: Planes::default(),
@@ -96,7 +105,7 @@ pub struct Fabric {
 impl Fabric {
     /// A fabric that proves `secret` and says `cluster` (`None`: a tool) in its hellos.
     pub fn new(env: Env, cluster: Option<String>, secret: ClusterSecret) -> Fabric {
-        Fabric::with(Endpoint::new(env, cluster, secret, false))
+        Fabric::with(Endpoint::new(env, cluster, secret, false, None))
     }
 
     fn with(endpoint: Endpoint) -> Fabric {
@@ -116,6 +125,20 @@ impl Fabric {
             e.cluster.clone(),
             e.secret.clone(),
             true,
+            e.tls.clone(),
+        ))
+    }
+
+    /// Dials peers over `tls` (the node's port serves TLS, and so do its peers'). Called
+    /// before any link exists.
+    pub fn dial_tls(self, tls: Option<crate::tls::NodeTls>) -> Fabric {
+        let e = &self.endpoint;
+        Fabric::with(Endpoint::new(
+            e.env.clone(),
+            e.cluster.clone(),
+            e.secret.clone(),
+            e.next,
+            tls,
         ))
     }
 

@@ -102,13 +102,29 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One log line per [`REFUSAL_LOG_EVERY`] for refused hellos, saying how many were not
 /// logged in between.
-#[derive(Default)]
 pub struct RefusalLog {
+    /// What was refused, for the log line ("peer connection").
+    subject: &'static str,
     last: Mutex<Option<tokio::time::Instant>>,
     suppressed: AtomicU64,
 }
 
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog::new("peer connection")
+    }
+}
+
 impl RefusalLog {
+    /// A log of refused `subject`s.
+    pub fn new(subject: &'static str) -> RefusalLog {
+        RefusalLog {
+            subject,
+            last: Mutex::default(),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
     /// Logs that `peer` was refused for `why`, unless a line went out recently.
     pub fn refused(&self, now: tokio::time::Instant, peer: &str, why: &str) {
         let mut last = self
@@ -121,7 +137,7 @@ impl RefusalLog {
         }
         *last = Some(now);
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(%peer, %why, suppressed, "refused a peer connection");
+        tracing::warn!(%peer, %why, suppressed, "refused a {}", self.subject);
     }
 
     /// Refusals not logged since the last line.

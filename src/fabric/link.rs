@@ -241,9 +241,15 @@ impl Link {
         }
         let addr = &self.0.addr;
         let tcp = e.env.net.connect(addr).await?;
-        let url = format!("ws://{addr}{PEER_PATH}");
+        let (stream, url) = match &e.tls {
+            Some(tls) => (
+                tls.dial(tcp, addr).await?,
+                format!("wss://{addr}{PEER_PATH}"),
+            ),
+            None => (tcp, format!("ws://{addr}{PEER_PATH}")),
+        };
         let config = websocket_config(MAX_FRAME_BYTES);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .map_err(io::Error::other)?;
         let from = self.0.introduce.then(|| e.me().cloned()).flatten();

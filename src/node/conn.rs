@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 use super::Shared;
 use super::budget::ConnBudget;
 use super::worker::Worker;
+use crate::auth::{Access, AuthError, WORKER_ROLE};
 use crate::env::BoxStream;
 use crate::fabric::{PEER_PATH, serve_peer};
 use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame, decode_text};
@@ -65,6 +66,71 @@ impl FrameKind {
     }
 }
 
+/// The close code of a connection whose token expired (private range 4000–4999: 4000 +
+/// HTTP's 401).
+pub const TOKEN_EXPIRED_CLOSE: u16 = 4401;
+
+/// An upgrade refused with `status` and a one-line reason, before any WebSocket exists.
+fn refusal(status: u16, why: &str) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(Some(format!("{why}\n")));
+    *resp.status_mut() = tungstenite::http::StatusCode::from_u16(status)
+        .unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
+    if status == 401 {
+        resp.headers_mut().insert(
+            tungstenite::http::header::WWW_AUTHENTICATE,
+            tungstenite::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+/// Who may use an upgraded connection: a peer, or a client with its access.
+enum Admitted {
+    Peer,
+    Client {
+        access: Access,
+        /// When the client's token runs out (seconds since the epoch).
+        expires: Option<u64>,
+    },
+}
+
+/// Checks an upgrade request: the peer path needs a certificate of the peer CA (when one
+/// is configured); a client needs a valid token (when tokens are required).
+fn admit(
+    shared: &Shared,
+    req: &Request,
+    peer_certified: bool,
+    now_s: u64,
+) -> Result<Admitted, (u16, String)> {
+    if req.uri().path() == PEER_PATH {
+        if !peer_certified {
+            return Err((
+                403,
+                "a peer connection needs a certificate signed by the cluster's peer CA".into(),
+            ));
+        }
+        return Ok(Admitted::Peer);
+    }
+    let Some(tokens) = &shared.tokens else {
+        return Ok(Admitted::Client {
+            access: Access::Open,
+            expires: None,
+        });
+    };
+    let authorization = req
+        .headers()
+        .get(tungstenite::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let verified = crate::auth::upgrade::presented_token(authorization, req.uri().query())
+        .and_then(|t| t.ok_or(AuthError::Missing))
+        .and_then(|t| tokens.verify(&t, now_s))
+        .map_err(|e| (401, e.to_string()))?;
+    Ok(Admitted::Client {
+        access: Access::Verified(Arc::new(verified.identity)),
+        expires: Some(verified.exp),
+    })
+}
+
 /// Serves one accepted stream until the client leaves or the node drains.
 pub(super) async fn serve_connection(
     shared: Arc<Shared>,
@@ -72,20 +138,54 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
+    let clock = shared.env.clock.clone();
+    let deadline = clock.now() + HANDSHAKE_TIMEOUT;
+    let (stream, peer_certified) = match &shared.tls {
+        Some(tls) => {
+            let handshake = tls.accept(stream, clock.wall_ms());
+            match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => {
+                    let why = format!("TLS handshake failed: {e}");
+                    return shared
+                        .refusals
+                        .refused(clock.now(), &peer.to_string(), &why);
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => (stream, true),
+    };
     let config = crate::transport::websocket_config(shared.settings.max_message_bytes);
     // The request path tells clients from peers: peers ask for PEER_PATH.
-    let mut path = String::new();
+    let mut admitted = None;
+    let mut refused = None;
+    let now_s = clock.wall_ms() / 1000;
     #[allow(clippy::result_large_err)] // the error type is tungstenite's Callback contract
-    let remember_path = |req: &Request, resp: Response| {
-        path = req.uri().path().to_owned();
-        Ok(resp)
+    let check = |req: &Request, resp: Response| match admit(&shared, req, peer_certified, now_s) {
+        Ok(a) => {
+            admitted = Some(a);
+            Ok(resp)
+        }
+        Err((status, why)) => {
+            let r = refusal(status, &why);
+            refused = Some(why);
+            Err(r)
+        }
     };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, remember_path, Some(config));
-    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config));
+    let ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "websocket handshake failed");
+            match refused {
+                Some(why) => shared
+                    .refusals
+                    .refused(clock.now(), &peer.to_string(), &why),
+                None => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
+            }
             return;
         }
         Err(_) => {
@@ -93,17 +193,28 @@ pub(super) async fn serve_connection(
             return;
         }
     };
-    if path == PEER_PATH {
-        shared
-            .stats
-            .peer_links_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        // Peer links outlive the shutdown signal: a stopping node still needs its peers to
-        // commit its departure. They end once it has left (or given up), when the node
-        // closes its network; ending them here instead would leave the socket open under
-        // the node's own calls on it.
-        return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
-    }
+    let Some(admitted) = admitted else {
+        return; // the callback always runs before a handshake succeeds
+    };
+    let (access, expires) = match admitted {
+        Admitted::Client { access, expires } => (access, expires),
+        Admitted::Peer => {
+            shared
+                .stats
+                .peer_links_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            // Peer links outlive the shutdown signal: a stopping node still needs its peers
+            // to commit its departure. They end once it has left (or given up), when the
+            // node closes its network; ending them here instead would leave the socket open
+            // under the node's own calls on it.
+            return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
+        }
+    };
+    // The connection ends when its token does: the monotonic instant of `exp`.
+    let expires = expires.map(|exp| {
+        let left_ms = exp.saturating_mul(1000).saturating_sub(clock.wall_ms());
+        clock.now() + Duration::from_millis(left_ms)
+    });
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();
     let _tracked = Tracked {
@@ -115,8 +226,9 @@ pub(super) async fn serve_connection(
         max_inflight: shared.settings.max_inflight_per_connection,
         inflight,
         trees: Arc::default(),
+        access,
     };
-    conn.serve(ws, shutdown).await;
+    conn.serve(ws, shutdown, expires).await;
 }
 
 /// Unregisters a connection (its in-flight counter, the client count) however the
@@ -142,6 +254,8 @@ struct Connection<'a> {
     inflight: Arc<AtomicUsize>,
     /// Bytes of JSON trees its running calls decoded (`registry::meter`).
     trees: Arc<AtomicUsize>,
+    /// What the client's token allows (everything, when tokens are not required).
+    access: Access,
 }
 
 /// A running request: resolves to its reply, and the bytes its frame was charged.
@@ -184,12 +298,14 @@ enum Event {
     ToWorker(Message),
     /// Replies have not drained for the stall timeout: the client stopped reading.
     Stalled,
+    /// The client's token ran out.
+    Expired,
 }
 
 impl<'a> Connection<'a> {
-    async fn serve(&self, ws: Ws, shutdown: watch::Receiver<bool>) {
+    async fn serve(&self, ws: Ws, shutdown: watch::Receiver<bool>, expires: Option<Instant>) {
         let mut worker = None;
-        self.serve_frames(ws, shutdown, &mut worker).await;
+        self.serve_frames(ws, shutdown, expires, &mut worker).await;
         // A worker's functions leave with its connection.
         if let Some(w) = worker {
             let which = w.end();
@@ -209,8 +325,10 @@ impl<'a> Connection<'a> {
         &self,
         mut ws: Ws,
         mut shutdown: watch::Receiver<bool>,
+        expires: Option<Instant>,
         worker: &mut Option<Worker>,
     ) {
+        let mut expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
         // The flag itself, read when a frame is handled: a frame read in the same poll that
         // ran a request (which may have let the client learn of the shutdown and send it)
         // can follow the signal without `stop` having been polled since.
@@ -239,6 +357,11 @@ impl<'a> Connection<'a> {
             }
             self.inflight.store(running.len(), Ordering::Relaxed);
             let event = std::future::poll_fn(|cx| {
+                if let Some(e) = expiry.as_mut()
+                    && e.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Expired);
+                }
                 let state = PollState {
                     ws: &mut ws,
                     out: &mut out,
@@ -309,6 +432,14 @@ impl<'a> Connection<'a> {
                     return;
                 }
                 Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out.queue, e).await,
+                Event::Expired => {
+                    // Replies already made go out; requests still running are cancelled.
+                    let frame = CloseFrame {
+                        code: CloseCode::from(TOKEN_EXPIRED_CLOSE),
+                        reason: "token expired".into(),
+                    };
+                    return close(ws, out.queue, frame).await;
+                }
             }
         }
     }
@@ -381,6 +512,7 @@ impl<'a> Connection<'a> {
         let shared = self.shared;
         let registry = shared.registry();
         let trees = self.trees.clone();
+        let access = self.access.clone();
         let mut request: RequestFuture<'a> =
             Box::pin(crate::registry::meter::metered(trees, async move {
                 let reply = execute_in(
@@ -388,6 +520,7 @@ impl<'a> Connection<'a> {
                     Some(&*shared.peers),
                     shared.env.clock.as_ref(),
                     shared.limits,
+                    &access,
                     req,
                 )
                 .await;
@@ -417,6 +550,14 @@ impl<'a> Connection<'a> {
     ) {
         let max = self.shared.settings.max_message_bytes;
         let u = Value::String(reg.u.clone());
+        if !self.access.has_role(WORKER_ROLE) {
+            let why = format!(
+                "{} may not register functions: that needs the `{WORKER_ROLE}` role",
+                self.access.describe()
+            );
+            let reply = Reply::failure(u, WireError::new(ErrorCode::Forbidden, why));
+            return out.push(kind.frame(&reply, max));
+        }
         let w = worker.get_or_insert_with(|| Worker::new(self.shared.stats.clone()));
         if let Err(why) = w.check(&reg) {
             let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));

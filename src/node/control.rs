@@ -69,6 +69,7 @@ impl Control {
     /// Starts the replica on `storage`; with SQLite the node also keeps its id there
     /// (`fresh_id` is used the first time only). `addr` (`host:port`) is where peers reach
     /// this node.
+    #[allow(clippy::too_many_arguments)] // start-up facts, each from a different source
     pub(crate) async fn start(
         env: &Env,
         storage: Storage<'_>,
@@ -76,6 +77,7 @@ impl Control {
         fresh_id: u64,
         addr: &str,
         secret: crate::fabric::ClusterSecret,
+        tls: Option<crate::tls::NodeTls>,
         next_protocol: bool,
     ) -> Result<Control, String> {
         let policy = settings.membership_policy();
@@ -93,7 +95,8 @@ impl Control {
         // Election timeouts are drawn from a generator seeded here, from this process's
         // environment: distinct per process in production, the run's seed in simulation.
         crate::control::raft::seed_raft_rng_from(env);
-        let mut fabric = Fabric::new(env.clone(), Some(settings.cluster_id.clone()), secret);
+        let mut fabric =
+            Fabric::new(env.clone(), Some(settings.cluster_id.clone()), secret).dial_tls(tls);
         if next_protocol {
             fabric = fabric.speak_next_protocol();
         }
@@ -416,7 +419,7 @@ pub(crate) async fn join_and_register(
         reg.member
             .advertised_urls
             .first()
-            .map_or("", |u| u.trim_start_matches("ws://")),
+            .map_or("", |u| crate::transport::authority(u)),
     );
     let work = async {
         if control.restored {

@@ -39,6 +39,10 @@ pub enum NodeError {
     Control(String),
     #[error(transparent)]
     Secret(#[from] crate::fabric::SecretError),
+    #[error("token settings: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Live counters, read by `cluster_map` and the admin surfaces.
@@ -200,6 +204,36 @@ pub(crate) struct Shared {
     data_plane: Arc<data_plane::DataPlane>,
     /// The bytes client connections hold (`budget.rs`).
     clients: Arc<budget::ClientBudget>,
+    /// Checks clients' tokens (`None`: the node does not require them).
+    tokens: Option<Arc<crate::auth::TokenVerifier>>,
+    /// The port's TLS (`None`: plain `ws://`).
+    tls: Option<crate::tls::NodeTls>,
+    /// Refused upgrades (bad tokens, failed TLS handshakes), logged at most once per
+    /// interval.
+    refusals: crate::fabric::handshake::RefusalLog,
+}
+
+/// The node's token verifier, from its settings (`None` unless `auth_required`).
+fn token_verifier(
+    settings: &Settings,
+) -> Result<Option<Arc<crate::auth::TokenVerifier>>, crate::auth::AuthError> {
+    use crate::auth::token::KeySource;
+    if !settings.auth_required {
+        return Ok(None);
+    }
+    let source = match (&settings.jwt_secret_file, &settings.jwt_public_key_file) {
+        (Some(secret), _) => KeySource::SecretFile(secret),
+        (None, Some(public)) => KeySource::PublicKeyFile(public),
+        // `Settings::validate` refuses this.
+        (None, None) => return Err(crate::auth::AuthError::Missing),
+    };
+    let verifier = crate::auth::TokenVerifier::new(
+        source,
+        settings.jwt_issuer.as_deref(),
+        settings.jwt_audience.as_deref(),
+        settings.allowed_clients.clone(),
+    )?;
+    Ok(Some(Arc::new(verifier)))
 }
 
 /// Entry point: `Node::builder(settings)`.
@@ -288,6 +322,14 @@ impl NodeBuilder {
                  any process that reaches this node's port can join its cluster"
             );
         }
+        let tokens = token_verifier(&self.settings)?;
+        let tls = crate::tls::NodeTls::from_files(&self.settings.tls_files())?;
+        if tokens.is_some() && tls.is_none() && !self.settings.loopback_only() {
+            tracing::warn!(
+                "tokens are required but the port has no TLS (--tls-cert, --tls-key): tokens \
+                 cross the network in clear text, and whoever sees one can replay it"
+            );
+        }
         let env = self.env.unwrap_or_else(Env::production);
         let addr = self.settings.bind_addr();
         let bind_err = |source| NodeError::Bind {
@@ -307,7 +349,7 @@ impl NodeBuilder {
                          this machine"
                     );
                 }
-                advertised_url(local_addr)
+                advertised_url(local_addr, tls.is_some())
             }
         };
         // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
@@ -322,8 +364,9 @@ impl NodeBuilder {
                 storage,
                 &self.settings,
                 fresh_id,
-                url.trim_start_matches("ws://"),
+                crate::transport::authority(&url),
                 secret,
+                tls.clone(),
                 self.next_protocol,
             )
             .await
@@ -353,12 +396,17 @@ impl NodeBuilder {
             control: control.clone(),
             detector: detector.clone(),
         });
+        // What the cluster looks like is for holders of `introspection_role`, when set.
+        let introspect = |f: Function| match &self.settings.introspection_role {
+            Some(role) if self.settings.auth_required => f.requires_role(role.clone()),
+            _ => f,
+        };
         for f in [
             builtins::echo(),
             builtins::echos(),
-            builtins::list_peers(info.clone()),
-            builtins::catalog_query(info.clone()),
-            builtins::cluster_map(info.clone()),
+            introspect(builtins::list_peers(info.clone())),
+            introspect(builtins::catalog_query(info.clone())),
+            introspect(builtins::cluster_map(info.clone())),
         ] {
             // Built-ins offer the node's resources like every function. Their names are
             // reserved: no user function can take them.
@@ -381,10 +429,7 @@ impl NodeBuilder {
                 .settings
                 .peers
                 .iter()
-                .map(|p| {
-                    let rest = p.strip_prefix("ws://").unwrap_or(p);
-                    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
-                })
+                .map(|p| crate::transport::authority(p).to_owned())
                 .collect(),
         };
         let (registered_tx, registered) = watch::channel(false);
@@ -395,6 +440,7 @@ impl NodeBuilder {
             registered.clone(),
         ));
         let limits = self.settings.exec_limits();
+        let auth_required = self.settings.auth_required;
         let upgrade = self
             .next_protocol
             .then(|| Arc::new(next::UpgradeStats::default()));
@@ -409,7 +455,8 @@ impl NodeBuilder {
                         stats.steps_running.fetch_add(1, Ordering::Relaxed);
                         let _done = StepDone(&stats);
                         let started = clock.now();
-                        let outcome = crate::rpc::run_step(&registry, limits, step).await;
+                        let outcome =
+                            crate::rpc::run_step(&registry, limits, auth_required, step).await;
                         let now = clock.now();
                         stats.step_took(now.saturating_duration_since(started), now);
                         outcome
@@ -445,6 +492,9 @@ impl NodeBuilder {
             functions: functions.clone(),
             stats: stats.clone(),
             data_plane,
+            tokens,
+            tls,
+            refusals: crate::fabric::handshake::RefusalLog::new("client connection"),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::control::raft::supervise(
@@ -499,7 +549,7 @@ fn heartbeats(
                     .filter(|m| m.id != control.id)
                     .filter_map(|m| {
                         let url = m.advertised_urls.first()?;
-                        Some((m.id, url.trim_start_matches("ws://").to_owned()))
+                        Some((m.id, crate::transport::authority(url).to_owned()))
                     })
                     .collect()
             })
@@ -512,13 +562,14 @@ fn heartbeats(
 
 /// The URL clients should use: a node bound to every interface (`0.0.0.0`, `::`) is
 /// reachable on loopback at least, so it advertises that.
-fn advertised_url(bound: SocketAddr) -> String {
+fn advertised_url(bound: SocketAddr, tls: bool) -> String {
     let ip = match bound.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("ws://{}", SocketAddr::new(ip, bound.port()))
+    let scheme = if tls { "wss" } else { "ws" };
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].

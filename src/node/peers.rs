@@ -92,7 +92,7 @@ impl Cluster for Peers {
                 .members()
                 .find(|m| m.id == node)
                 .and_then(|m| m.advertised_urls.first())
-                .map(|u| u.trim_start_matches("ws://").to_owned())
+                .map(|u| crate::transport::authority(u).to_owned())
         });
         let Some(addr) = addr else {
             return Box::pin(async move {

@@ -89,9 +89,20 @@ impl Worker {
                     f.resources
                         .iter()
                         .find_map(|r| long("a resource", r, MAX_RESOURCE_BYTES))
+                })
+                .or_else(|| {
+                    f.roles
+                        .iter()
+                        .find_map(|r| long("a role", r, crate::auth::MAX_ROLE_BYTES))
                 });
             if let Some(why) = too_long {
                 return Err(why);
+            }
+            if f.roles.len() > MAX_RESOURCES {
+                return Err(format!(
+                    "function `{}`: at most {MAX_RESOURCES} roles",
+                    short(&f.name)
+                ));
             }
             if f.resources.len() > MAX_RESOURCES {
                 return Err(format!(
@@ -129,6 +140,7 @@ impl Worker {
                 })
                 .version(f.version.clone())
                 .resources(f.resources.iter().cloned())
+                .requires_roles(f.roles.iter().cloned())
                 .idempotent(f.idempotent);
                 if let Some(id) = &f.function_id {
                     function = function.function_id(id.clone());

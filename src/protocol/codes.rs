@@ -46,13 +46,16 @@ pub enum ErrorCode {
     StepLost,
     /// The node is shutting down and takes no new requests.
     ShuttingDown,
+    /// The caller's token does not carry a role the function (or the action: registering
+    /// a worker, writing the catalog, reading the cluster's layout) needs.
+    Forbidden,
     /// A node-internal failure (a bug); the message says what.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::CommandNotFound,
         ErrorCode::ExecutionFailed,
         ErrorCode::TimeoutOrBadRole,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::ClusterUnavailable,
         ErrorCode::StepLost,
         ErrorCode::ShuttingDown,
+        ErrorCode::Forbidden,
         ErrorCode::Internal,
     ];
 
@@ -93,6 +97,7 @@ impl ErrorCode {
             ErrorCode::ClusterUnavailable => 1017,
             ErrorCode::StepLost => 1018,
             ErrorCode::ShuttingDown => 1020,
+            ErrorCode::Forbidden => 1021,
         }
     }
 
@@ -117,6 +122,7 @@ impl ErrorCode {
             ErrorCode::ClusterUnavailable => "Cluster unavailable",
             ErrorCode::StepLost => "Step lost",
             ErrorCode::ShuttingDown => "Node shutting down",
+            ErrorCode::Forbidden => "Forbidden",
         }
     }
 

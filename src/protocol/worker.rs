@@ -35,6 +35,9 @@ pub struct WorkerFunction {
     /// Safe to run twice for one request.
     #[serde(default)]
     pub idempotent: bool,
+    /// Roles a caller needs one of, on a node that requires tokens (none: anyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 fn default_version() -> String {

@@ -23,6 +23,8 @@ pub struct Function {
     version: String,
     resources: BTreeSet<String>,
     idempotent: bool,
+    /// Roles a caller needs one of (none: anyone may call it).
+    roles: BTreeSet<String>,
     params: Option<Vec<String>>,
     /// `None` for raw handlers, which take any number of arguments.
     arity: Option<usize>,
@@ -50,6 +52,7 @@ impl Function {
             version: "1.0.0".to_owned(),
             resources: BTreeSet::new(),
             idempotent: false,
+            roles: BTreeSet::new(),
             params: None,
             arity: Some(F::arity()),
             make: Box::new(move |params| f.into_handler(params)),
@@ -68,6 +71,7 @@ impl Function {
             version: "1.0.0".to_owned(),
             resources: BTreeSet::new(),
             idempotent: false,
+            roles: BTreeSet::new(),
             params: None,
             arity: None,
             make: Box::new(move |_| Arc::new(handler::Raw(f))),
@@ -104,6 +108,24 @@ impl Function {
     /// mid-call, the step is retried on another node instead of failing the request.
     pub fn idempotent(mut self, idempotent: bool) -> Function {
         self.idempotent = idempotent;
+        self
+    }
+
+    /// A role a caller must hold to call this function, on a node that requires tokens
+    /// (`auth_required`). Called more than once, a holder of any one of the roles may call
+    /// it; others get 1021 (forbidden). Without tokens, anyone may call it, as before.
+    pub fn requires_role(mut self, role: impl Into<String>) -> Function {
+        self.roles.insert(role.into());
+        self
+    }
+
+    /// Adds every role of `roles` (see [`Function::requires_role`]).
+    pub fn requires_roles<I, S>(mut self, roles: I) -> Function
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles.extend(roles.into_iter().map(Into::into));
         self
     }
 
@@ -145,6 +167,8 @@ pub struct FunctionSpec {
     pub version: Version,
     pub resources: BTreeSet<String>,
     pub idempotent: bool,
+    /// Roles a caller needs one of, where tokens are required (`auth::Access::may_call`).
+    pub roles: BTreeSet<String>,
 }
 
 /// A registered function: its spec, parameter names and handler.
@@ -295,6 +319,7 @@ impl Registry {
                 version,
                 resources: f.resources,
                 idempotent: f.idempotent,
+                roles: f.roles,
             },
             handler: (f.make)(params.clone()),
             params,

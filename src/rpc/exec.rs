@@ -1,6 +1,7 @@
 //! Executes a planned request: every step starts as soon as the steps it needs have
 //! finished, so independent steps run concurrently and no level waits for its slowest member.
 
+use std::collections::BTreeSet;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 use super::plan::{Plan, check_single, name_index, plan};
 use super::reply::{Done, Level, Levels, Reply};
 use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, depth_of, resolve};
+use crate::auth::Access;
 use crate::env::Clock;
 use crate::protocol::{
     ErrorCode, ExecutionSummary, Json, Kind, RpcCommand, RpcReply, RpcRequest, WireError,
@@ -69,18 +71,19 @@ pub async fn execute(
     limits: ExecLimits,
     req: RpcRequest,
 ) -> RpcReply {
-    execute_in(registry, None, clock, limits, req)
+    execute_in(registry, None, clock, limits, &Access::Open, req)
         .await
         .to_rpc_reply()
 }
 
-/// Runs `req` on this node, sending the steps it has no function for to the nodes
-/// `cluster` chooses, and builds the reply (success or error).
+/// Runs `req` on this node for a caller with `access`, sending the steps it has no
+/// function for to the nodes `cluster` chooses, and builds the reply (success or error).
 pub async fn execute_in(
     registry: &Registry,
     cluster: Option<&dyn Cluster>,
     clock: &dyn Clock,
     limits: ExecLimits,
+    access: &Access,
     mut req: RpcRequest,
 ) -> Reply {
     // `u` moves out of the request and into the reply, whatever the outcome.
@@ -90,6 +93,7 @@ pub async fn execute_in(
         registry,
         cluster,
         clock,
+        access,
     };
     let outcome = if req.cmds.len() == 1 && !timed {
         run_single(env, limits, req).await
@@ -118,6 +122,9 @@ struct Here<'r> {
     /// The other nodes; `None` runs everything here.
     cluster: Option<&'r dyn Cluster>,
     clock: &'r dyn Clock,
+    /// What the caller may call: checked here for the commands this node runs; carried in
+    /// the steps it forwards, for their nodes to check.
+    access: &'r Access,
 }
 
 /// Where one command runs.
@@ -165,6 +172,11 @@ fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r
                 version: constraint.as_ref(),
                 locs: &c.locs,
             });
+            if let Ok(f) = local
+                && !here.access.may_call(&f.spec.roles)
+            {
+                return Err(forbidden(here.access, c, &f.spec.roles));
+            }
             let missing = match local {
                 Ok(f) if f.handler.hosted_elsewhere() => {
                     return Ok(Binding::Hosted(f, constraint));
@@ -194,6 +206,24 @@ fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r
             }
         })
         .collect()
+}
+
+/// The refusal of `cmd` to a caller without any of `roles`.
+fn forbidden(access: &Access, cmd: &RpcCommand, roles: &BTreeSet<String>) -> ExecError {
+    ExecError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "command `{}` (fun `{}`): {} holds none of the roles it needs ({})",
+            cmd.name,
+            cmd.fun,
+            access.describe(),
+            roles
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
 }
 
 /// Runs `cmd` on another node. A step that never reached its node, or reached one that
@@ -254,6 +284,7 @@ async fn remote_step(
             locs: cmd.locs.clone(),
             args_json: args_json.clone(),
             timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            caller: here.access.identity().cloned(),
         };
         // The target gives up at the deadline and says so; the grace covers the trip back.
         let wait = left + STEP_REPLY_GRACE;
@@ -354,7 +385,14 @@ async fn run_bound(
 const STEP_REPLY_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a step another node sent here: the exact version it chose, or nothing (`NotHere`).
-pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> StepOutcome {
+/// Where tokens are required (`auth_required`), the caller the step carries must hold a
+/// role the function names.
+pub async fn run_step(
+    registry: &Registry,
+    limits: ExecLimits,
+    auth_required: bool,
+    step: Step,
+) -> StepOutcome {
     let version = VersionConstraint::exactly(&step.version);
     let function = match registry.find(Query {
         name: &step.fun,
@@ -369,6 +407,19 @@ pub async fn run_step(registry: &Registry, limits: ExecLimits, step: Step) -> St
         code: code.as_i64(),
         message,
     };
+    let access = Access::of_step(auth_required, step.caller);
+    if !access.may_call(&function.spec.roles) {
+        let roles: Vec<&str> = function.spec.roles.iter().map(String::as_str).collect();
+        return failed(
+            ErrorCode::Forbidden,
+            format!(
+                "{} holds none of the roles `{}` needs ({})",
+                access.describe(),
+                step.fun,
+                roles.join(", ")
+            ),
+        );
+    }
     let (args, kwargs) = match serde_json::from_str::<(Json, Json)>(&step.args_json) {
         Ok((a, k)) if a.kind() == Kind::Array && k.kind() == Kind::Object => (a, k),
         Ok(_) => {

@@ -30,6 +30,10 @@ pub struct Step {
     pub args_json: String,
     /// What is left of the request's deadline when the step leaves.
     pub timeout_ms: u64,
+    /// Who called, as the entry node verified it (`None`: it does not require tokens).
+    /// Absent in frames from builds before tokens, which read as `None`.
+    #[serde(default)]
+    pub caller: Option<crate::auth::Identity>,
 }
 
 /// What the target node says of a step.
