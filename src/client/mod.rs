@@ -141,9 +141,10 @@ impl ConnectOptions {
     }
 }
 
-/// Opens the WebSocket to `url`: TCP through `env`, TLS for `wss://`, the token on the
+/// Opens a raw WebSocket to `url` (for tools that speak the protocol themselves, the
+/// benchmark, tests): TCP through `env`, TLS for `wss://`, the token on the
 /// upgrade. A node that refuses the upgrade (401, 403) says why in the error.
-pub(crate) async fn open_websocket(
+pub async fn open_websocket(
     env: &Env,
     url: &str,
     options: &ConnectOptions,

@@ -209,4 +209,17 @@ impl Fabric {
     pub fn tool(env: Env, addr: impl Into<String>, secret: ClusterSecret) -> Link {
         Fabric::new(env, None, secret).dial(addr)
     }
+
+    /// [`Fabric::tool`] over TLS: to a node whose port serves TLS, showing `tls`'s
+    /// certificate and checking the node's against its peer CA.
+    pub fn tool_over_tls(
+        env: Env,
+        addr: impl Into<String>,
+        secret: ClusterSecret,
+        tls: crate::tls::NodeTls,
+    ) -> Link {
+        Fabric::new(env, None, secret)
+            .dial_tls(Some(tls))
+            .dial(addr)
+    }
 }

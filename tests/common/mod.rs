@@ -3,6 +3,7 @@
 // Tests are clients from outside the node: they may use real sockets directly.
 #![allow(clippy::disallowed_types)]
 
+pub mod pki;
 pub mod process;
 
 use futures_util::{SinkExt, StreamExt};

@@ -266,6 +266,19 @@ impl PeerClient {
             link: Fabric::tool(env, addr, secret),
         }
     }
+
+    /// [`PeerClient::to_addr`] over TLS (see [`Fabric::tool_over_tls`]).
+    pub fn to_addr_over_tls(
+        env: Env,
+        addr: impl Into<String>,
+        secret: ClusterSecret,
+        tls: crate::tls::NodeTls,
+    ) -> PeerClient {
+        PeerClient {
+            target: 0,
+            link: Fabric::tool_over_tls(env, addr, secret, tls),
+        }
+    }
 }
 
 /// The answer `pick` takes out of `reply`; `None` (another variant) is an error.
