@@ -530,3 +530,35 @@ async fn peers_over_tls_verify_each_other_against_the_peer_ca() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The original's Python client, over TLS with a token: run on purpose with
+/// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test auth_tls --
+/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
+async fn the_original_python_client_authenticates_by_query() {
+    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
+        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
+    let ca = Ca::new("original");
+    let secret = jwt_secret(&ca.dir, SECRET);
+    let node = start_node(with_tls(authed(&secret), &ca.leaf("node")), vec![]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/original_token_client.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(node.url())
+        .arg(token(&secret, "python", &[], 60))
+        .env("SSL_CERT_FILE", &ca.cert)
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.shutdown().await;
+}
