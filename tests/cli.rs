@@ -322,3 +322,116 @@ fn a_data_dir_of_a_newer_build_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's secure cluster, with the real binaries: a token minted by `mpreg token
+/// issue`, a node that requires it over TLS, the CLI and the benchmark over `wss://`.
+#[test]
+fn a_secure_node_serves_the_cli_over_tls_with_a_token() {
+    let ca = common::pki::Ca::new("cli-secure");
+    let leaf = ca.leaf("node");
+    let secret = common::pki::jwt_secret(&ca.dir, "the cli test's jwt secret, 32 bytes+");
+    let cluster = ca.dir.join("cluster.secret");
+    std::fs::write(&cluster, "the cli test's cluster secret!!").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (code, token, err) = mpreg(&[
+        "token",
+        "issue",
+        "--secret-file",
+        &path(&secret),
+        "--sub",
+        "service-a",
+        "--role",
+        "caller",
+        "--ttl",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let node = NodeProcess::start(
+        &[
+            "--auth-required",
+            "--jwt-secret-file",
+            &path(&secret),
+            "--allowed-clients",
+            "service-a,service-b",
+            "--tls-cert",
+            &path(&leaf.cert),
+            "--tls-key",
+            &path(&leaf.key),
+            "--cluster-secret-file",
+            &path(&cluster),
+        ],
+        &[],
+    );
+    assert!(node.url.starts_with("wss://127.0.0.1:"), "{}", node.url);
+    let url = node.url.clone();
+    let ca_file = path(&ca.cert);
+    let call = |extra: &[&str]| {
+        let mut args = vec![
+            "client", "call", "echos", "1", "2", "--url", &url, "--ca", &ca_file,
+        ];
+        args.extend_from_slice(extra);
+        mpreg(&args)
+    };
+    let (code, out, err) = call(&["--token", &token]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!([1, 2])
+    );
+    let (code, _, err) = call(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401") && err.contains("no token"), "{err}");
+    // MPREG_TOKEN, as the CLI's other settings come from MPREG_* variables.
+    let out = Command::new(CLI)
+        .args([
+            "client", "call", "echo", "\"env\"", "--url", &url, "--ca", &ca_file,
+        ])
+        .env("MPREG_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The benchmark over TLS, against the echo server over the same TLS.
+    let (code, out, err) = mpreg(&[
+        "bench",
+        "--url",
+        &url,
+        "--ca",
+        &ca_file,
+        "--token",
+        &token,
+        "--raw-echo",
+        "--echo-tls-cert",
+        &path(&leaf.cert),
+        "--echo-tls-key",
+        &path(&leaf.key),
+        "--connections",
+        "1",
+        "--inflight",
+        "4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        report["mpreg"]["calls_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["raw_echo"]["calls_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    let status = node.terminate();
+    assert_eq!(status.code(), Some(0));
+}
