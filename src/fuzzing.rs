@@ -146,3 +146,35 @@ pub fn settings(data: &[u8]) {
         let _ = s.check_peer_exposure(false);
     }
 }
+
+/// The HS256 secret of the `upgrade_token` target (its seed tokens are signed with it, so
+/// that mutations reach the claims' checks too).
+pub const FUZZ_JWT_SECRET: &[u8] = b"the upgrade_token fuzz target's secret";
+
+/// A client's upgrade, as the node reads it before anything is authenticated: the first
+/// byte says where the rest goes (even: the `Authorization` header; odd: the query), then
+/// the token found is verified.
+pub fn upgrade_token(data: &[u8]) {
+    use crate::auth::upgrade::presented_token;
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let presented = if which % 2 == 0 {
+        presented_token(Some(rest), None)
+    } else {
+        match std::str::from_utf8(rest) {
+            Ok(query) => presented_token(None, Some(query)),
+            Err(_) => return,
+        }
+    };
+    let Ok(Some(token)) = presented else {
+        return;
+    };
+    let verifier =
+        crate::auth::TokenVerifier::with_hmac_secret(FUZZ_JWT_SECRET, Default::default())
+            .expect("an HMAC key from any bytes");
+    if let Ok(v) = verifier.verify(&token, 1_000_000) {
+        assert!(v.identity.within_bounds(), "a verified identity is bounded");
+        assert!(v.exp > 1_000_000, "a verified token has not expired");
+    }
+}

@@ -18,13 +18,14 @@ use openraft::{BasicNode, Vote};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 7] = [
     ("peer_hello", mpreg::fuzzing::peer_hello),
     ("peer_frame", mpreg::fuzzing::peer_frame),
     ("client_frame", mpreg::fuzzing::client_frame),
     ("dag_plan", mpreg::fuzzing::dag_plan),
     ("settings", mpreg::fuzzing::settings),
     ("json_text", mpreg::fuzzing::json_text),
+    ("upgrade_token", mpreg::fuzzing::upgrade_token),
 ];
 
 fn corpus(target: &str) -> PathBuf {
@@ -283,8 +284,47 @@ fn write_seed_corpora() {
             "MPREG_PORT=9000\nMPREG_PEERS=ws://a:1,ws://b:2\nMPREG_INSECURE_PEERS=yes\nMPREG_CLUSTER_SECRET_FILE=/etc/s\n",
         ),
         ("bad", "[mpreg]\nport = 99999\n"),
+        (
+            "secure",
+            "[mpreg]\nauth_required = true\njwt_secret_file = \"/etc/mpreg/jwt.secret\"\nallowed_clients = [\"svc-a\"]\nintrospection_role = \"admin\"\ntls_cert_file = \"/etc/mpreg/node.pem\"\ntls_key_file = \"/etc/mpreg/node.key\"\ntls_peer_ca_file = \"/etc/mpreg/ca.pem\"\n",
+        ),
     ];
     for (name, text) in settings {
         write("settings", name, text.as_bytes());
+    }
+    // Upgrades: 0 + an Authorization header, or 1 + a query string.
+    let issuer = mpreg::auth::TokenIssuer::from_secret(mpreg::fuzzing::FUZZ_JWT_SECRET).unwrap();
+    let token = |exp: u64, roles: &[&str]| {
+        issuer
+            .issue(&mpreg::auth::Claims {
+                sub: "svc-a".into(),
+                exp,
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                iat: None,
+                nbf: None,
+                iss: None,
+                aud: None,
+            })
+            .unwrap()
+    };
+    let valid = token(2_000_000, &["caller", "worker"]);
+    let upgrades: [(&str, Vec<u8>); 5] = [
+        (
+            "header",
+            [&[0u8][..], format!("Bearer {valid}").as_bytes()].concat(),
+        ),
+        (
+            "query",
+            [&[1u8][..], format!("a=1&token={valid}").as_bytes()].concat(),
+        ),
+        (
+            "expired",
+            [&[0u8][..], format!("Bearer {}", token(10, &[])).as_bytes()].concat(),
+        ),
+        ("basic", [&[0u8][..], &b"Basic dXNlcjpwYXNz"[..]].concat()),
+        ("escaped", [&[1u8][..], &b"token=a%2Eb%2Ec"[..]].concat()),
+    ];
+    for (name, bytes) in upgrades {
+        write("upgrade_token", name, &bytes);
     }
 }
