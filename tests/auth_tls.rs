@@ -103,6 +103,14 @@ async fn an_upgrade_without_a_valid_token_is_refused_with_401() {
         by_header.call("echo", json!(["h"])).await.unwrap(),
         json!("h")
     );
+    // A token that expires beyond any timer (its signer's choice) is served, untimed.
+    let forever = connect(&url, &with_token(&token(&secret, "svc-b", &[], i64::MAX)))
+        .await
+        .unwrap();
+    assert_eq!(
+        forever.call("echo", json!(["f"])).await.unwrap(),
+        json!("f")
+    );
     // A plain HTTP look at the refusal: a 401 with a reason, before any WebSocket.
     let raw = tokio_tungstenite::connect_async(url.as_str()).await;
     match raw {

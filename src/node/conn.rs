@@ -70,6 +70,10 @@ impl FrameKind {
 /// HTTP's 401).
 pub const TOKEN_EXPIRED_CLOSE: u16 = 4401;
 
+/// Expiries further away than this (about 30 years) are not timed: `Instant` arithmetic
+/// would overflow on some, and no connection lives that long.
+const FARTHEST_EXPIRY_MS: u64 = 30 * 366 * 24 * 3600 * 1000;
+
 /// An upgrade refused with `status` and a one-line reason, before any WebSocket exists.
 fn refusal(status: u16, why: &str) -> ErrorResponse {
     let mut resp = ErrorResponse::new(Some(format!("{why}\n")));
@@ -210,10 +214,13 @@ pub(super) async fn serve_connection(
             return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
         }
     };
-    // The connection ends when its token does: the monotonic instant of `exp`.
-    let expires = expires.map(|exp| {
+    // The connection ends when its token does: the monotonic instant of `exp`. A token
+    // valid for longer than any timer can wait (a signer's choice, not a client's) gets none.
+    let expires = expires.and_then(|exp| {
         let left_ms = exp.saturating_mul(1000).saturating_sub(clock.wall_ms());
-        clock.now() + Duration::from_millis(left_ms)
+        (left_ms <= FARTHEST_EXPIRY_MS)
+            .then(|| clock.now().checked_add(Duration::from_millis(left_ms)))
+            .flatten()
     });
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();
