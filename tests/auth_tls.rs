@@ -570,3 +570,72 @@ async fn the_original_python_client_authenticates_by_query() {
     );
     node.shutdown().await;
 }
+
+/// RS256: a node holding only the public key takes tokens signed with the private one,
+/// and no others (keys made by openssl, as an operator would).
+#[tokio::test]
+async fn a_node_with_a_public_key_takes_rs256_tokens() {
+    let dir = temp_dir("auth-rs256");
+    let private = dir.join("jwt.key");
+    let public = dir.join("jwt.pub");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (private_s, public_s) = (private.to_str().unwrap(), public.to_str().unwrap());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        private_s,
+    ]);
+    openssl(&["pkey", "-in", private_s, "-pubout", "-out", public_s]);
+    let node = start_node(
+        Settings {
+            auth_required: true,
+            jwt_public_key_file: Some(public.clone()),
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let issuer = mpreg::auth::TokenIssuer::from_private_key_file(&private).unwrap();
+    assert_eq!(issuer.algorithm(), jsonwebtoken::Algorithm::RS256);
+    let now = Env::production().clock.wall_ms() / 1000;
+    let claims = mpreg::auth::Claims {
+        sub: "svc".into(),
+        exp: now + 60,
+        roles: vec![],
+        iat: None,
+        nbf: None,
+        iss: None,
+        aud: None,
+    };
+    let client = connect(node.url(), &with_token(&issuer.issue(&claims).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.call("echo", json!(["rsa"])).await.unwrap(),
+        json!("rsa")
+    );
+    // An HS256 token whose secret is the public key's PEM (algorithm confusion).
+    let pem = std::fs::read(&public).unwrap();
+    let forged = mpreg::auth::TokenIssuer::from_secret(&pem)
+        .unwrap()
+        .issue(&claims)
+        .unwrap();
+    let (status, reason) = refusal(connect(node.url(), &with_token(&forged)).await);
+    assert_eq!(status, 401);
+    assert!(reason.contains("another algorithm"), "{reason}");
+    node.shutdown().await;
+}
