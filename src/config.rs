@@ -390,7 +390,7 @@ impl Settings {
             (true, None, None) => {
                 return bad(
                     "auth_required",
-                    "needs jwt_secret_file (HS256) or jwt_public_key_file (RS256, EdDSA) to                      check tokens with",
+                    "needs jwt_secret_file (HS256) or jwt_public_key_file (RS256, EdDSA) to check tokens with",
                 );
             }
             (_, Some(_), Some(_)) => {
@@ -402,7 +402,7 @@ impl Settings {
             (false, Some(_), _) | (false, _, Some(_)) => {
                 return bad(
                     "auth_required",
-                    "is off, but a token key is set: turn it on (--auth-required), or tokens                      are not checked at all",
+                    "is off, but a token key is set: turn it on (--auth-required), or tokens are not checked at all",
                 );
             }
             _ => {}
@@ -415,7 +415,7 @@ impl Settings {
         {
             return bad(
                 "auth_required",
-                "is off, but allowed_clients, jwt_issuer, jwt_audience or introspection_role                  is set: they apply only to tokens",
+                "is off, but allowed_clients, jwt_issuer, jwt_audience or introspection_role is set: they apply only to tokens",
             );
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
@@ -426,7 +426,7 @@ impl Settings {
         {
             return bad(
                 "tls_client_ca_file",
-                "and tls_peer_ca_file need the node's own certificate (tls_cert_file,                  tls_key_file)",
+                "and tls_peer_ca_file need the node's own certificate (tls_cert_file, tls_key_file)",
             );
         }
         Ok(())

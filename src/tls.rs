@@ -20,7 +20,25 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::env::BoxStream;
+use crate::env::{BoxStream, Clock};
+
+/// The node's wall clock (`Env`) as rustls's clock, for certificate validity: one clock for
+/// everything the node decides by time.
+struct EnvTime(Arc<dyn Clock>);
+
+impl std::fmt::Debug for EnvTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvTime")
+    }
+}
+
+impl rustls::time_provider::TimeProvider for EnvTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(
+            std::time::Duration::from_millis(self.0.wall_ms()),
+        ))
+    }
+}
 
 /// Largest certificate or key file read.
 const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
@@ -133,6 +151,8 @@ pub struct NodeTls {
     /// Checks that a connection asking for the peer path presented a certificate of the
     /// peer CA (`None`: any TLS connection may, and proves the cluster secret as always).
     peer_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// The node's clock, for the peer check's certificate validity.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -145,7 +165,12 @@ impl std::fmt::Debug for NodeTls {
 
 impl NodeTls {
     /// The node's TLS from its files; `None` when it has no certificate (plain `ws://`).
-    pub fn from_files(files: &NodeTlsFiles) -> Result<Option<NodeTls>, TlsError> {
+    /// Certificates are valid or not by `clock` (the node's `Env`).
+    pub fn from_files(
+        files: &NodeTlsFiles,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<NodeTls>, TlsError> {
+        let time: Arc<dyn rustls::time_provider::TimeProvider> = Arc::new(EnvTime(clock.clone()));
         let (cert, key) = match (&files.cert, &files.key) {
             (Some(c), Some(k)) => (c, k),
             (None, None) => return Ok(None),
@@ -185,7 +210,7 @@ impl NodeTls {
             None => None,
         };
         let config_error = |e: rustls::Error| TlsError::Config(e.to_string());
-        let server = rustls::ServerConfig::builder_with_provider(provider())
+        let server = rustls::ServerConfig::builder_with_details(provider(), time.clone())
             .with_safe_default_protocol_versions()
             .map_err(config_error)?
             .with_client_cert_verifier(client_verifier)
@@ -200,7 +225,7 @@ impl NodeTls {
             // a single node needs none.
             None => native_roots().unwrap_or_else(|_| RootCertStore::empty()),
         };
-        let dialer = rustls::ClientConfig::builder_with_provider(provider())
+        let dialer = rustls::ClientConfig::builder_with_details(provider(), time)
             .with_safe_default_protocol_versions()
             .map_err(config_error)?
             .with_root_certificates(peer_roots)
@@ -210,19 +235,22 @@ impl NodeTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             dialer: TlsConnector::from(Arc::new(dialer)),
             peer_verifier,
+            clock,
         }))
     }
 
     /// Runs the server side of the TLS handshake on an accepted stream. The result says
     /// whether the client showed a certificate of the peer CA.
-    pub async fn accept(&self, stream: BoxStream, now_ms: u64) -> io::Result<(BoxStream, bool)> {
+    pub async fn accept(&self, stream: BoxStream) -> io::Result<(BoxStream, bool)> {
         let tls = self.acceptor.accept(stream).await?;
         let peer_certified = match (&self.peer_verifier, tls.get_ref().1.peer_certificates()) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(verifier), Some(chain)) => match chain.split_first() {
                 Some((leaf, intermediates)) => {
-                    let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(now_ms));
+                    let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(
+                        self.clock.wall_ms(),
+                    ));
                     verifier
                         .verify_client_cert(leaf, intermediates, now)
                         .is_ok()
@@ -301,24 +329,31 @@ mod tests {
         assert_eq!(n("bad host:1"), None);
     }
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::env::SystemClock)
+    }
+
     #[test]
     fn a_certificate_without_its_key_is_a_configuration_error() {
         let files = NodeTlsFiles {
             cert: Some("node.pem".into()),
             ..NodeTlsFiles::default()
         };
-        let e = NodeTls::from_files(&files).unwrap_err();
+        let e = NodeTls::from_files(&files, clock()).unwrap_err();
         assert!(e.to_string().contains("go together"), "{e}");
         assert!(
-            NodeTls::from_files(&NodeTlsFiles::default())
+            NodeTls::from_files(&NodeTlsFiles::default(), clock())
                 .unwrap()
                 .is_none()
         );
-        let e = NodeTls::from_files(&NodeTlsFiles {
-            cert: Some("/nonexistent/node.pem".into()),
-            key: Some("/nonexistent/node.key".into()),
-            ..NodeTlsFiles::default()
-        })
+        let e = NodeTls::from_files(
+            &NodeTlsFiles {
+                cert: Some("/nonexistent/node.pem".into()),
+                key: Some("/nonexistent/node.key".into()),
+                ..NodeTlsFiles::default()
+            },
+            clock(),
+        )
         .unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/node.pem"), "{e}");
     }

@@ -18,11 +18,15 @@ use tokio_tungstenite::tungstenite::Message;
 const SECRET: &str = "the jwt secret of these tests, 32+ bytes";
 const CLUSTER_SECRET: &str = "the cluster secret of these tests";
 
-/// Settings of a node that requires tokens signed with `secret_file`.
+/// Settings of a node that requires tokens signed with `secret_file` (a cluster secret
+/// beside it: a node refuses tokens without one).
 fn authed(secret_file: &std::path::Path) -> Settings {
+    let cluster = secret_file.with_file_name("cluster.secret");
+    std::fs::write(&cluster, CLUSTER_SECRET).unwrap();
     Settings {
         auth_required: true,
         jwt_secret_file: Some(secret_file.to_owned()),
+        cluster_secret_file: Some(cluster),
         ..test_settings()
     }
 }
@@ -124,6 +128,21 @@ async fn an_upgrade_without_a_valid_token_is_refused_with_401() {
         other => panic!("expected an HTTP 401, got {other:?}"),
     }
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_without_a_cluster_secret_are_refused_at_start() {
+    let dir = temp_dir("auth-nosecret");
+    let settings = Settings {
+        cluster_secret_file: None,
+        ..authed(&jwt_secret(&dir, SECRET))
+    };
+    let e = mpreg::Node::builder(settings)
+        .start()
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("cluster secret"), "{e}");
 }
 
 #[tokio::test]
@@ -461,14 +480,15 @@ async fn mtls_needs_a_client_certificate_of_the_client_ca() {
 
 /// A node's TLS as a peer would have it: its certificate, checking others against `peer_ca`.
 fn peer_tls(leaf: &common::pki::Leaf, peer_ca: &std::path::Path) -> mpreg::tls::NodeTls {
-    mpreg::tls::NodeTls::from_files(&mpreg::tls::NodeTlsFiles {
+    let files = mpreg::tls::NodeTlsFiles {
         cert: Some(leaf.cert.clone()),
         key: Some(leaf.key.clone()),
         peer_ca: Some(peer_ca.to_owned()),
         client_ca: None,
-    })
-    .unwrap()
-    .unwrap()
+    };
+    mpreg::tls::NodeTls::from_files(&files, Env::production().clock)
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -602,9 +622,9 @@ async fn a_node_with_a_public_key_takes_rs256_tokens() {
     openssl(&["pkey", "-in", private_s, "-pubout", "-out", public_s]);
     let node = start_node(
         Settings {
-            auth_required: true,
+            jwt_secret_file: None,
             jwt_public_key_file: Some(public.clone()),
-            ..test_settings()
+            ..authed(&dir.join("unused.secret"))
         },
         vec![],
     )

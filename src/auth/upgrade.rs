@@ -51,7 +51,11 @@ fn percent_decoded(value: &str) -> Result<std::borrow::Cow<'_, str>, AuthError> 
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .ok_or_else(bad)?;
+            // Two hex digits (checked above): `from_str_radix` alone would take a sign.
             let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             i += 3;
@@ -84,6 +88,10 @@ mod tests {
         assert!(t(Some("Basic dXNlcjpwYXNz"), None).is_err());
         assert!(t(Some("Bearer"), None).is_err());
         assert!(t(None, Some("token=%zz")).is_err());
+        assert!(
+            t(None, Some("token=%+1")).is_err(),
+            "a sign is not a hex digit"
+        );
         assert!(
             t(None, Some("token=%e2")).is_err(),
             "not UTF-8 once decoded"

@@ -590,7 +590,7 @@ pub async fn run_echo_server(
                 key: Some(key),
                 ..Default::default()
             };
-            match crate::tls::NodeTls::from_files(&files) {
+            match crate::tls::NodeTls::from_files(&files, env.clock.clone()) {
                 Ok(tls) => tls,
                 Err(e) => {
                     eprintln!("echo server: {e}");
@@ -624,7 +624,7 @@ pub async fn run_echo_server(
         tokio::spawn(async move {
             let stream = match tls {
                 // The same TLS handshake the node runs (`NodeTls::accept`).
-                Some(tls) => match tls.accept(stream, 0).await {
+                Some(tls) => match tls.accept(stream).await {
                     Ok((s, _)) => s,
                     Err(_) => return,
                 },

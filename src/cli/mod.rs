@@ -153,6 +153,21 @@ impl ConnectArgs {
     pub fn options(&self, url: &str) -> Result<crate::client::ConnectOptions, crate::ClientError> {
         let mut options = crate::client::ConnectOptions::new();
         if let Some(t) = &self.token {
+            let host = crate::transport::authority(url)
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h);
+            let local = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if url.starts_with("ws://") && !local {
+                eprintln!(
+                    "mpreg: warning: sending the token over plain ws:// to {host}: anyone on \
+                     the path can read and replay it (use wss://)"
+                );
+            }
             options = options.token(t.trim());
         }
         if url.starts_with("wss://") {

@@ -237,6 +237,9 @@ impl ClusterClient {
 /// Adds the nodes of a `cluster_map` reply to `known` (those marked down are listed too:
 /// they may come back, and connecting skips the unreachable).
 fn learn(known: &mut Vec<String>, map: &Value) {
+    // A client that reached the cluster over TLS never moves to plain WebSocket (where its
+    // token would cross in clear text), whatever a node advertises.
+    let secure = known.iter().any(|k| k.starts_with("wss://"));
     let urls = map["nodes"]
         .as_array()
         .into_iter()
@@ -246,6 +249,9 @@ fn learn(known: &mut Vec<String>, map: &Value) {
         .filter_map(Value::as_str);
     for url in urls {
         let url = url.trim_end_matches('/');
+        if secure && !url.starts_with("wss://") {
+            continue;
+        }
         if !known.iter().any(|k| k == url) {
             known.push(url.to_owned());
         }
@@ -282,5 +288,25 @@ impl<'c> IntoFuture for ClusterCallBuilder<'c> {
                 &name,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_client_that_came_over_tls_learns_only_tls_urls() {
+        let map = json!({"nodes": [
+            {"advertised_urls": ["wss://b:2/"]},
+            {"advertised_urls": ["ws://c:3"]},
+            {"advertised_urls": ["wss://a:1"]},
+        ]});
+        let mut known = vec!["wss://a:1".to_owned()];
+        super::learn(&mut known, &map);
+        assert_eq!(known, ["wss://a:1", "wss://b:2"]);
+        let mut plain = vec!["ws://a:1".to_owned()];
+        super::learn(&mut plain, &map);
+        assert_eq!(plain, ["ws://a:1", "wss://b:2", "ws://c:3", "wss://a:1"]);
     }
 }

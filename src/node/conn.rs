@@ -146,7 +146,7 @@ pub(super) async fn serve_connection(
     let deadline = clock.now() + HANDSHAKE_TIMEOUT;
     let (stream, peer_certified) = match &shared.tls {
         Some(tls) => {
-            let handshake = tls.accept(stream, clock.wall_ms());
+            let handshake = tls.accept(stream);
             match tokio::time::timeout_at(deadline, handshake).await {
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {

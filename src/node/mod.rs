@@ -323,14 +323,25 @@ impl NodeBuilder {
             );
         }
         let tokens = token_verifier(&self.settings)?;
-        let tls = crate::tls::NodeTls::from_files(&self.settings.tls_files())?;
+        if tokens.is_some() && !secret.is_set() {
+            // Without a secret any process can open the peer endpoint, and a forwarded step
+            // is the peer's word for who called: tokens would be bypassed.
+            return Err(NodeError::Settings(crate::config::ConfigError::Invalid {
+                key: "auth_required".to_owned(),
+                reason: "needs a cluster secret (--cluster-secret-file): without one any \
+                         process can speak to the peer endpoint and forward steps for any \
+                         caller it claims"
+                    .to_owned(),
+            }));
+        }
+        let env = self.env.unwrap_or_else(Env::production);
+        let tls = crate::tls::NodeTls::from_files(&self.settings.tls_files(), env.clock.clone())?;
         if tokens.is_some() && tls.is_none() && !self.settings.loopback_only() {
             tracing::warn!(
                 "tokens are required but the port has no TLS (--tls-cert, --tls-key): tokens \
                  cross the network in clear text, and whoever sees one can replay it"
             );
         }
-        let env = self.env.unwrap_or_else(Env::production);
         let addr = self.settings.bind_addr();
         let bind_err = |source| NodeError::Bind {
             addr: addr.clone(),
