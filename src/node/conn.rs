@@ -19,25 +19,23 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::Shared;
+use super::admission::{self, Admitted};
 use super::budget::ConnBudget;
 use super::worker::Worker;
-use crate::auth::{Access, AuthError, WORKER_ROLE};
+use crate::auth::{Access, WORKER_ROLE};
 use crate::env::BoxStream;
-use crate::fabric::{PEER_PATH, serve_peer};
+use crate::fabric::serve_peer;
 use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame, decode_text};
 use crate::rpc::reply::Done;
 use crate::rpc::{Reply, Unordered, execute_in};
 
 type Ws = WebSocketStream<BoxStream>;
 
-/// A peer that has not finished the WebSocket handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for its close frame to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,75 +64,6 @@ impl FrameKind {
     }
 }
 
-/// The close code of a connection whose token expired (private range 4000–4999: 4000 +
-/// HTTP's 401).
-pub const TOKEN_EXPIRED_CLOSE: u16 = 4401;
-
-/// Expiries further away than this (about 30 years) are not timed: `Instant` arithmetic
-/// would overflow on some, and no connection lives that long.
-const FARTHEST_EXPIRY_MS: u64 = 30 * 366 * 24 * 3600 * 1000;
-
-/// An upgrade refused with `status` and a one-line reason, before any WebSocket exists.
-fn refusal(status: u16, why: &str) -> ErrorResponse {
-    let mut resp = ErrorResponse::new(Some(format!("{why}\n")));
-    *resp.status_mut() = tungstenite::http::StatusCode::from_u16(status)
-        .unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
-    if status == 401 {
-        resp.headers_mut().insert(
-            tungstenite::http::header::WWW_AUTHENTICATE,
-            tungstenite::http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    resp
-}
-
-/// Who may use an upgraded connection: a peer, or a client with its access.
-enum Admitted {
-    Peer,
-    Client {
-        access: Access,
-        /// When the client's token runs out (seconds since the epoch).
-        expires: Option<u64>,
-    },
-}
-
-/// Checks an upgrade request: the peer path needs a certificate of the peer CA (when one
-/// is configured); a client needs a valid token (when tokens are required).
-fn admit(
-    shared: &Shared,
-    req: &Request,
-    peer_certified: bool,
-    now_s: u64,
-) -> Result<Admitted, (u16, String)> {
-    if req.uri().path() == PEER_PATH {
-        if !peer_certified {
-            return Err((
-                403,
-                "a peer connection needs a certificate signed by the cluster's peer CA".into(),
-            ));
-        }
-        return Ok(Admitted::Peer);
-    }
-    let Some(tokens) = &shared.tokens else {
-        return Ok(Admitted::Client {
-            access: Access::Open,
-            expires: None,
-        });
-    };
-    let authorization = req
-        .headers()
-        .get(tungstenite::http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let verified = crate::auth::upgrade::presented_token(authorization, req.uri().query())
-        .and_then(|t| t.ok_or(AuthError::Missing))
-        .and_then(|t| tokens.verify(&t, now_s))
-        .map_err(|e| (401, e.to_string()))?;
-    Ok(Admitted::Client {
-        access: Access::Verified(Arc::new(verified.identity)),
-        expires: Some(verified.exp),
-    })
-}
-
 /// Serves one accepted stream until the client leaves or the node drains.
 pub(super) async fn serve_connection(
     shared: Arc<Shared>,
@@ -142,63 +71,8 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
-    let clock = shared.env.clock.clone();
-    let deadline = clock.now() + HANDSHAKE_TIMEOUT;
-    let (stream, peer_certified) = match &shared.tls {
-        Some(tls) => {
-            let handshake = tls.accept(stream);
-            match tokio::time::timeout_at(deadline, handshake).await {
-                Ok(Ok(accepted)) => accepted,
-                Ok(Err(e)) => {
-                    let why = format!("TLS handshake failed: {e}");
-                    return shared
-                        .refusals
-                        .refused(clock.now(), &peer.to_string(), &why);
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            }
-        }
-        None => (stream, true),
-    };
-    let config = crate::transport::websocket_config(shared.settings.max_message_bytes);
-    // The request path tells clients from peers: peers ask for PEER_PATH.
-    let mut admitted = None;
-    let mut refused = None;
-    let now_s = clock.wall_ms() / 1000;
-    #[allow(clippy::result_large_err)] // the error type is tungstenite's Callback contract
-    let check = |req: &Request, resp: Response| match admit(&shared, req, peer_certified, now_s) {
-        Ok(a) => {
-            admitted = Some(a);
-            Ok(resp)
-        }
-        Err((status, why)) => {
-            let r = refusal(status, &why);
-            refused = Some(why);
-            Err(r)
-        }
-    };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config));
-    let ws = match tokio::time::timeout_at(deadline, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            match refused {
-                Some(why) => shared
-                    .refusals
-                    .refused(clock.now(), &peer.to_string(), &why),
-                None => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
-            }
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "websocket handshake timed out");
-            return;
-        }
-    };
-    let Some(admitted) = admitted else {
-        return; // the callback always runs before a handshake succeeds
+    let Some((ws, admitted)) = admission::upgrade(&shared, stream, peer).await else {
+        return;
     };
     let (access, expires) = match admitted {
         Admitted::Client { access, expires } => (access, expires),
@@ -214,14 +88,7 @@ pub(super) async fn serve_connection(
             return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
         }
     };
-    // The connection ends when its token does: the monotonic instant of `exp`. A token
-    // valid for longer than any timer can wait (a signer's choice, not a client's) gets none.
-    let expires = expires.and_then(|exp| {
-        let left_ms = exp.saturating_mul(1000).saturating_sub(clock.wall_ms());
-        (left_ms <= FARTHEST_EXPIRY_MS)
-            .then(|| clock.now().checked_add(Duration::from_millis(left_ms)))
-            .flatten()
-    });
+    let expires = expires.and_then(|exp| admission::expiry(exp, shared.env.clock.as_ref()));
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, inflight) = shared.stats.track_connection();
     let _tracked = Tracked {
@@ -442,7 +309,7 @@ impl<'a> Connection<'a> {
                 Event::Expired => {
                     // Replies already made go out; requests still running are cancelled.
                     let frame = CloseFrame {
-                        code: CloseCode::from(TOKEN_EXPIRED_CLOSE),
+                        code: CloseCode::from(admission::TOKEN_EXPIRED_CLOSE),
                         reason: "token expired".into(),
                     };
                     return close(ws, out.queue, frame).await;

@@ -1,5 +1,6 @@
 //! The node: binds through the [`Env`], serves WebSocket clients, drains on shutdown.
 
+mod admission;
 mod budget;
 mod builtins;
 mod conn;
