@@ -93,6 +93,16 @@ pub struct Settings {
     /// Peers verify each other against this CA: a dialled node's certificate, and a
     /// dialling peer's.
     pub tls_peer_ca_file: Option<PathBuf>,
+    /// Serve the admin HTTP server (health, readiness, metrics, status). Off for embedded
+    /// nodes; `mpreg-node` turns it on.
+    pub monitoring_enabled: bool,
+    /// Its interface; `None`: the node's `host`.
+    pub monitoring_host: Option<String>,
+    /// Its port; 0 picks a free one (printed as `MPREG_MONITORING_URL`).
+    pub monitoring_port: u16,
+    /// Answer with `Access-Control-Allow-Origin: *` (the original's default), so a page of
+    /// another origin may read the JSON endpoints.
+    pub monitoring_enable_cors: bool,
 }
 
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
@@ -194,6 +204,10 @@ impl Default for Settings {
             tls_key_file: None,
             tls_client_ca_file: None,
             tls_peer_ca_file: None,
+            monitoring_enabled: false,
+            monitoring_host: None,
+            monitoring_port: 0,
+            monitoring_enable_cors: true,
         }
     }
 }
@@ -263,6 +277,10 @@ impl Settings {
         set_some(&mut self.tls_key_file, &l.tls_key_file);
         set_some(&mut self.tls_client_ca_file, &l.tls_client_ca_file);
         set_some(&mut self.tls_peer_ca_file, &l.tls_peer_ca_file);
+        set(&mut self.monitoring_enabled, &l.monitoring_enabled);
+        set_some(&mut self.monitoring_host, &l.monitoring_host);
+        set(&mut self.monitoring_port, &l.monitoring_port);
+        set(&mut self.monitoring_enable_cors, &l.monitoring_enable_cors);
         if let Some(p) = &l.persistence_config {
             set(&mut self.persistence.mode, &p.mode);
             set(&mut self.persistence.data_dir, &p.data_dir);
@@ -273,6 +291,12 @@ impl Settings {
     /// `host:port` to bind.
     pub fn bind_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// `host:port` the admin server binds.
+    pub fn monitoring_addr(&self) -> String {
+        let host = self.monitoring_host.as_deref().unwrap_or(&self.host);
+        format!("{host}:{}", self.monitoring_port)
     }
 
     /// How the node shapes the membership when it leads.
@@ -498,10 +522,21 @@ pub struct SettingsLayer {
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
     pub tls_peer_ca_file: Option<PathBuf>,
+    pub monitoring_enabled: Option<bool>,
+    pub monitoring_host: Option<String>,
+    /// The original allows `null` here (pick a port): read as 0.
+    #[serde(default, deserialize_with = "port_or_null")]
+    pub monitoring_port: Option<u16>,
+    pub monitoring_enable_cors: Option<bool>,
     /// Settings of the original that this node does not act on (yet); reported, not fatal,
     /// so the original's files load.
     #[serde(flatten)]
     pub ignored: BTreeMap<String, toml::Value>,
+}
+
+/// A port, or the original's `null` for "pick one" (0).
+fn port_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    Ok(Some(Option::<u16>::deserialize(d)?.unwrap_or(0)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -557,7 +592,9 @@ impl SettingsLayer {
     /// `MPREG_JWT_SECRET_FILE`, `MPREG_JWT_PUBLIC_KEY_FILE`, `MPREG_ALLOWED_CLIENTS`
     /// (comma-separated), `MPREG_JWT_ISSUER`, `MPREG_JWT_AUDIENCE`,
     /// `MPREG_INTROSPECTION_ROLE`, `MPREG_TLS_CERT_FILE`, `MPREG_TLS_KEY_FILE`,
-    /// `MPREG_TLS_CLIENT_CA_FILE`, `MPREG_TLS_PEER_CA_FILE`, `MPREG_PERSISTENCE_MODE` and
+    /// `MPREG_TLS_CLIENT_CA_FILE`, `MPREG_TLS_PEER_CA_FILE`, `MPREG_MONITORING_ENABLED`,
+    /// `MPREG_MONITORING_HOST`, `MPREG_MONITORING_PORT`, `MPREG_MONITORING_ENABLE_CORS`,
+    /// `MPREG_PERSISTENCE_MODE` and
     /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
     where
@@ -620,6 +657,10 @@ impl SettingsLayer {
                 "MPREG_TLS_KEY_FILE" => l.tls_key_file = Some(v.into()),
                 "MPREG_TLS_CLIENT_CA_FILE" => l.tls_client_ca_file = Some(v.into()),
                 "MPREG_TLS_PEER_CA_FILE" => l.tls_peer_ca_file = Some(v.into()),
+                "MPREG_MONITORING_ENABLED" => l.monitoring_enabled = Some(boolean(k, v)?),
+                "MPREG_MONITORING_HOST" => l.monitoring_host = Some(v.to_owned()),
+                "MPREG_MONITORING_PORT" => l.monitoring_port = Some(num(k, v)?),
+                "MPREG_MONITORING_ENABLE_CORS" => l.monitoring_enable_cors = Some(boolean(k, v)?),
                 "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
                     l.max_inflight_per_connection = Some(num(k, v)?)
                 }
@@ -672,7 +713,8 @@ data_dir = "/var/lib/mpreg"
         assert_eq!(l.port, Some(0));
         assert_eq!(l.cluster_id.as_deref(), Some("cluster-a"));
         let ignored: Vec<&str> = l.ignored.keys().map(String::as_str).collect();
-        assert_eq!(ignored, ["enable_default_cache", "monitoring_enabled"]);
+        assert_eq!(ignored, ["enable_default_cache"]);
+        assert_eq!(l.monitoring_enabled, Some(false));
         let s = Settings::layered([&l]);
         assert_eq!(s.persistence.mode, PersistenceMode::Sqlite);
         assert_eq!(

@@ -23,6 +23,7 @@
 //! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client;

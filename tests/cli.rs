@@ -53,8 +53,10 @@ fn json_out(args: &[&str]) -> Value {
 
 #[test]
 fn node_serves_cli_calls_and_stops_cleanly_on_sigterm() {
-    let node = NodeProcess::start(&[], &[]);
+    let mut node = NodeProcess::start(&[], &[]);
     assert!(node.url.starts_with("ws://127.0.0.1:"));
+    let monitoring = node.monitoring_url();
+    assert!(monitoring.starts_with("http://127.0.0.1:"), "{monitoring}");
     let url = node.url.clone();
     assert_eq!(
         json_out(&["client", "call", "echo", "\"hi\"", "--url", &url]),

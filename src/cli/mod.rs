@@ -128,6 +128,19 @@ pub struct NodeArgs {
     /// CA that peers' certificates are checked against, both ways
     #[arg(long = "tls-peer-ca", value_name = "FILE")]
     pub tls_peer_ca_file: Option<PathBuf>,
+    /// Port of the admin HTTP server (health, readiness, /metrics, status); 0 picks a
+    /// free one, printed as MPREG_MONITORING_URL [default: 0]
+    #[arg(long, value_name = "PORT")]
+    pub monitoring_port: Option<u16>,
+    /// Interface of the admin server [default: --host]
+    #[arg(long, value_name = "HOST")]
+    pub monitoring_host: Option<String>,
+    /// Do not serve the admin HTTP server
+    #[arg(long)]
+    pub no_monitoring: bool,
+    /// Do not send CORS headers from the admin server
+    #[arg(long)]
+    pub no_monitoring_cors: bool,
 }
 
 /// How a CLI command that talks to a node presents itself.
@@ -224,6 +237,10 @@ impl NodeArgs {
             tls_key_file: self.tls_key_file.clone(),
             tls_client_ca_file: self.tls_client_ca_file.clone(),
             tls_peer_ca_file: self.tls_peer_ca_file.clone(),
+            monitoring_enabled: self.no_monitoring.then_some(false),
+            monitoring_host: self.monitoring_host.clone(),
+            monitoring_port: self.monitoring_port,
+            monitoring_enable_cors: self.no_monitoring_cors.then_some(false),
             ..SettingsLayer::default()
         }
     }
@@ -241,13 +258,14 @@ impl NodeArgs {
             None => SettingsLayer::default(),
         };
         let env = SettingsLayer::from_env(env_vars)?;
-        // The daemon keeps its state on disk unless told otherwise (embedded nodes default
-        // to memory).
+        // The daemon keeps its state on disk and serves its admin port unless told
+        // otherwise (embedded nodes default to memory and no admin port).
         let daemon = SettingsLayer {
             persistence_config: Some(crate::config::PersistenceLayer {
                 mode: Some(crate::config::PersistenceMode::Sqlite),
                 ..Default::default()
             }),
+            monitoring_enabled: Some(true),
             ..SettingsLayer::default()
         };
         let settings = Settings::layered([&daemon, &file, &env, &self.layer()]);

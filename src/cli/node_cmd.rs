@@ -62,8 +62,17 @@ pub async fn run_node_with(
             return 2;
         }
     };
-    println!("MPREG_URL={}", node.url());
-    let _ = std::io::stdout().flush();
+    // One write, and a closed stdout (the reader kept only the first line) is no error: the
+    // node serves on whether anyone reads it.
+    let mut announce = format!("MPREG_URL={}\n", node.url());
+    if let Some(url) = node.monitoring_url() {
+        announce.push_str(&format!("MPREG_MONITORING_URL={url}\n"));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(announce.as_bytes())
+        .and_then(|()| out.flush());
+    drop(out);
     wait_for_signal().await;
     tracing::info!("shutdown requested; draining in-flight requests");
     node.shutdown().await;

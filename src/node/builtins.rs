@@ -225,7 +225,7 @@ fn down_first(nodes: &mut [Value]) {
 
 impl NodeInfo {
     /// From the catalog once this node is in it; until then, this node alone.
-    fn cluster_map(&self) -> Value {
+    pub(super) fn cluster_map(&self) -> Value {
         let Some(members) = super::control::members_view(&self.control) else {
             return self.local_cluster_map();
         };

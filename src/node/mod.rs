@@ -7,6 +7,7 @@ mod conn;
 mod control;
 pub mod data_plane;
 mod functions;
+mod monitoring;
 mod next;
 mod peers;
 mod worker;
@@ -350,6 +351,20 @@ impl NodeBuilder {
         };
         let listener = env.net.listen(&addr).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        // The admin port binds now too, so that a taken port fails the start, not later.
+        let monitoring = if self.settings.monitoring_enabled {
+            let addr = self.settings.monitoring_addr();
+            let bind_err = |source| NodeError::Bind {
+                addr: addr.clone(),
+                source,
+            };
+            let l = env.net.listen(&addr).await.map_err(bind_err)?;
+            let bound = l.local_addr().map_err(bind_err)?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            Some((l, format!("{scheme}://{bound}")))
+        } else {
+            None
+        };
         let url = match self.settings.advertised_urls.first() {
             Some(u) => u.clone(),
             None => {
@@ -509,6 +524,27 @@ impl NodeBuilder {
             refusals: crate::fabric::handshake::RefusalLog::new("client connection"),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // The admin server outlives the shutdown signal: `/readyz` says 503 while the node
+        // drains, and it stops once the node has.
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let monitoring_url = monitoring.map(|(listener, url)| {
+            let admin = monitoring::Admin::new(
+                info.clone(),
+                shutdown_rx.clone(),
+                shared.tokens.clone(),
+                shared.settings.introspection_role.clone(),
+                shared.settings.monitoring_enable_cors,
+                shared.settings.persistence.clone(),
+            );
+            tokio::spawn(crate::admin::server::serve(
+                listener,
+                shared.tls.clone(),
+                monitoring::router(admin),
+                stopped_rx,
+            ));
+            tracing::info!(%url, "admin HTTP server listening");
+            url
+        });
         tokio::spawn(crate::control::raft::supervise(
             control.peer_service(),
             control.catalog.clone(),
@@ -525,7 +561,10 @@ impl NodeBuilder {
             shutdown_rx.clone(),
             registered_tx,
         ));
-        let task = tokio::spawn(serve(shared, listener, shutdown_rx, peers));
+        let task = tokio::spawn(async move {
+            serve(shared, listener, shutdown_rx, peers).await;
+            stopped_tx.send_replace(true);
+        });
         tracing::info!(%url, %node_id, "node listening");
         Ok(RunningNode {
             control,
@@ -535,6 +574,7 @@ impl NodeBuilder {
             registered,
             local_addr,
             url,
+            monitoring_url,
             node_id,
             shutdown: Arc::new(shutdown_tx),
             task,
@@ -593,6 +633,8 @@ pub struct RunningNode {
     functions: Arc<functions::Functions>,
     local_addr: SocketAddr,
     url: String,
+    /// The admin HTTP server's URL, when it serves one.
+    monitoring_url: Option<String>,
     node_id: String,
     /// Becomes true once this node and its functions are in the cluster catalog.
     registered: watch::Receiver<bool>,
@@ -618,6 +660,11 @@ impl RunningNode {
     /// `ws://host:port` of this node.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The admin HTTP server's URL (`http://host:port`), when `monitoring_enabled`.
+    pub fn monitoring_url(&self) -> Option<&str> {
+        self.monitoring_url.as_deref()
     }
 
     pub fn node_id(&self) -> &str {

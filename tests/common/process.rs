@@ -9,6 +9,18 @@ const NODE: &str = env!("CARGO_BIN_EXE_mpreg-node");
 pub struct NodeProcess {
     pub child: Child,
     pub url: String,
+    /// The rest of its stdout (after `MPREG_URL=`).
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+/// The value of the next line of `out`, which must start with `key`.
+fn next_value(out: &mut impl BufRead, key: &str) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read the node's stdout");
+    line.trim()
+        .strip_prefix(key)
+        .unwrap_or_else(|| panic!("expected {key}…, got `{line}`"))
+        .to_owned()
 }
 
 impl NodeProcess {
@@ -25,16 +37,15 @@ impl NodeProcess {
         }
         let mut child = cmd.spawn().expect("mpreg-node starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read MPREG_URL");
-        let url = line
-            .trim()
-            .strip_prefix("MPREG_URL=")
-            .unwrap_or_else(|| panic!("first line was `{line}`"))
-            .to_owned();
-        NodeProcess { child, url }
+        let mut stdout = BufReader::new(stdout);
+        let url = next_value(&mut stdout, "MPREG_URL=");
+        NodeProcess { child, url, stdout }
+    }
+
+    /// The admin server's URL, the line after `MPREG_URL=` (blocks until the node prints
+    /// it: only for a node that serves its admin port).
+    pub fn monitoring_url(&mut self) -> String {
+        next_value(&mut self.stdout, "MPREG_MONITORING_URL=")
     }
 
     /// SIGTERM, then the exit status.

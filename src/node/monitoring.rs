@@ -1,0 +1,537 @@
+//! The node's admin routes: probes (`/livez`, `/readyz`), the original's health JSON
+//! (`/health`, `/health/summary`, `/metrics/persistence`), `/status`, and Prometheus
+//! `/metrics`. Served by `admin::server` on the monitoring port.
+//!
+//! Probes are open (a kubelet carries no token); on a node that requires tokens every other
+//! route needs one (and `introspection_role`, when set), as `cluster_map` does.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::NodeInfo;
+use crate::auth::TokenVerifier;
+use crate::config::{PersistenceConfig, PersistenceMode};
+
+/// How long `/readyz` waits for the leader to confirm that this replica caught up.
+const READY_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// What the routes share.
+#[derive(Clone)]
+pub(super) struct Admin {
+    pub(super) info: Arc<NodeInfo>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) tokens: Option<Arc<TokenVerifier>>,
+    pub(super) introspection_role: Option<String>,
+    pub(super) cors: bool,
+    pub(super) persistence: PersistenceConfig,
+    registry: Arc<Registry>,
+}
+
+impl Admin {
+    pub(super) fn new(
+        info: Arc<NodeInfo>,
+        shutdown: watch::Receiver<bool>,
+        tokens: Option<Arc<TokenVerifier>>,
+        introspection_role: Option<String>,
+        cors: bool,
+        persistence: PersistenceConfig,
+    ) -> Admin {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeMetrics(info.clone())));
+        Admin {
+            info,
+            shutdown,
+            tokens,
+            introspection_role,
+            cors,
+            persistence,
+            registry: Arc::new(registry),
+        }
+    }
+}
+
+/// The admin router.
+pub(super) fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/health", get(health))
+        .route("/health/summary", get(health_summary))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/metrics/persistence", get(persistence))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint (see docs/OPERATIONS.md)",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
+        .with_state(admin)
+}
+
+/// `{"status": "error", "message": …}` with `code`, as the original answers errors.
+fn error(code: StatusCode, message: &str) -> Response {
+    (
+        code,
+        axum::Json(json!({"status": "error", "message": message})),
+    )
+        .into_response()
+}
+
+/// Tokens (except for the probes), then the original's response headers.
+async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+    let probe = matches!(req.uri().path(), "/livez" | "/readyz");
+    if let (Some(tokens), false) = (&admin.tokens, probe) {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let now = admin.info.env.clock.wall_ms() / 1000;
+        let verified = crate::auth::upgrade::presented_token(authorization, req.uri().query())
+            .and_then(|t| t.ok_or(crate::auth::AuthError::Missing))
+            .and_then(|t| tokens.verify(&t, now));
+        match verified {
+            Err(e) => return error(StatusCode::UNAUTHORIZED, &e.to_string()),
+            Ok(v) => {
+                if let Some(role) = &admin.introspection_role
+                    && !v.identity.roles.contains(role)
+                {
+                    let why = format!("client `{}` needs the `{role}` role", v.identity.sub);
+                    return error(StatusCode::FORBIDDEN, &why);
+                }
+            }
+        }
+    }
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        "x-monitoring-system",
+        HeaderValue::from_static("mpreg-node"),
+    );
+    if admin.cors {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization"),
+        );
+    }
+    resp
+}
+
+async fn readyz(State(admin): State<Admin>) -> Response {
+    let control = &admin.info.control;
+    let member = control
+        .catalog
+        .read(|s| s.catalog.member_by_id(control.id).is_some());
+    let draining = *admin.shutdown.borrow();
+    let caught_up = !draining && member && control.linearizable(READY_CATCH_UP).await.is_ok();
+    let facts = crate::admin::ready::Facts {
+        // Read again: a drain that began during the read index counts.
+        draining: draining || *admin.shutdown.borrow(),
+        member,
+        caught_up,
+    };
+    match crate::admin::ready::decide(facts) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// How many members are live, suspect and down, from `cluster_map`.
+fn member_counts(map: &Value) -> (usize, usize, usize) {
+    let nodes = map["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let count = |status: &str| nodes.iter().filter(|n| n["status"] == status).count();
+    (count("ok"), count("suspect"), count("down"))
+}
+
+/// The original's health vocabulary over this cluster's members: healthy when every member
+/// is live, degraded while some are not, critical when most are not.
+fn health_of(ok: usize, suspect: usize, down: usize) -> (&'static str, f64) {
+    let total = ok + suspect + down;
+    if total == 0 {
+        return ("unavailable", 0.0);
+    }
+    let score = ok as f64 / total as f64;
+    let status = if score >= 1.0 {
+        "healthy"
+    } else if score >= 0.5 {
+        "degraded"
+    } else {
+        "critical"
+    };
+    (status, score)
+}
+
+fn now_s(admin: &Admin) -> f64 {
+    admin.info.env.wall_seconds()
+}
+
+async fn health(State(admin): State<Admin>) -> Response {
+    let map = admin.info.cluster_map();
+    let (ok, suspect, down) = member_counts(&map);
+    let (status, score) = health_of(ok, suspect, down);
+    let now = now_s(&admin);
+    axum::Json(json!({
+        "status": "ok",
+        "federation_health": {
+            "overall_status": status,
+            "health_score": score,
+            "total_clusters": 1,
+            "healthy_clusters": usize::from(status == "healthy"),
+            "degraded_clusters": usize::from(status == "degraded"),
+            "critical_clusters": usize::from(status == "critical"),
+            "unavailable_clusters": usize::from(status == "unavailable"),
+            "connection_health": {
+                "total_connections": ok + suspect + down,
+                "active_connections": ok,
+                "success_rate_percent": score * 100.0,
+            },
+            "performance": {"cross_cluster_latency_p95_ms": 0.0, "federation_mode": "strict_isolation"},
+            "last_updated": now,
+            "members": {"live": ok, "suspect": suspect, "down": down},
+        },
+        "timestamp": now,
+    }))
+    .into_response()
+}
+
+async fn health_summary(State(admin): State<Admin>) -> Response {
+    let map = admin.info.cluster_map();
+    let (ok, suspect, down) = member_counts(&map);
+    let (status, score) = health_of(ok, suspect, down);
+    let now = now_s(&admin);
+    let cluster = json!({
+        "cluster_id": admin.info.cluster_id,
+        "status": status,
+        "health_score": score,
+        "node_count": ok + suspect + down,
+        "active_connections": admin.info.stats.active_clients.load(Ordering::Relaxed),
+        "last_heartbeat": now,
+    });
+    axum::Json(json!({
+        "status": "ok",
+        "health_summary": {
+            "overall": {"health_score": score, "status": status, "federation_mode": "strict_isolation"},
+            "cluster_counts": {
+                "total": 1,
+                "healthy": usize::from(status == "healthy"),
+                "degraded": usize::from(status == "degraded"),
+                "critical": usize::from(status == "critical"),
+                "unavailable": usize::from(status == "unavailable"),
+            },
+            "connections": {"total": ok + suspect + down, "active": ok, "success_rate_percent": score * 100.0},
+            "cluster_details": {admin.info.cluster_id.clone(): cluster},
+        },
+        "timestamp": now,
+    }))
+    .into_response()
+}
+
+async fn status(State(admin): State<Admin>) -> Response {
+    let m = admin.info.control.raft.metrics().borrow().clone();
+    axum::Json(json!({
+        "status": "ok",
+        "node": {
+            "node_id": admin.info.node_id,
+            "name": admin.info.name,
+            "cluster_id": admin.info.cluster_id,
+            "url": admin.info.url,
+            "draining": *admin.shutdown.borrow(),
+        },
+        "raft": {
+            "id": admin.info.control.id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+        },
+        "cluster": admin.info.cluster_map(),
+        "timestamp": now_s(&admin),
+    }))
+    .into_response()
+}
+
+async fn persistence(State(admin): State<Admin>) -> Response {
+    let p = &admin.persistence;
+    let snapshots = match p.mode {
+        PersistenceMode::Memory => json!({"enabled": false, "mode": "memory"}),
+        PersistenceMode::Sqlite => {
+            let (functions, queues, nodes) = admin.info.control.catalog.read(|s| {
+                (
+                    s.catalog.functions().count(),
+                    s.catalog.queues().count(),
+                    s.catalog.members().count(),
+                )
+            });
+            json!({
+                "enabled": true,
+                "mode": "sqlite",
+                "data_dir": p.data_dir.display().to_string(),
+                "sqlite_path": p.sqlite_path().display().to_string(),
+                "registry_open": true,
+                "fabric": {
+                    "catalog_entries": {"functions": functions, "topics": 0, "queues": queues,
+                                        "services": 0, "caches": 0, "cache_profiles": 0, "nodes": nodes},
+                    "route_keys": {},
+                    "snapshot_last_saved_at": null,
+                    "snapshot_last_restored_at": null,
+                    "snapshot_saved_counts": {},
+                    "snapshot_restored_counts": {},
+                    "snapshot_saved_route_keys": null,
+                    "snapshot_restored_route_keys": null,
+                },
+            })
+        }
+    };
+    axum::Json(
+        json!({"status": "ok", "persistence_snapshots": snapshots, "timestamp": now_s(&admin)}),
+    )
+    .into_response()
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &admin.registry)
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Everything `/metrics` reports, read from the node's counters at scrape time.
+struct NodeMetrics(Arc<NodeInfo>);
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeMetrics")
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn int(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
+impl Collector for NodeMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let info = &self.0;
+        let stats = &info.stats;
+        let e = &mut e;
+        gauge(
+            e,
+            "mpreg_client_connections",
+            "Client connections open (workers included)",
+            int(stats.active_clients.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            e,
+            "mpreg_requests_in_flight",
+            "Client requests running",
+            int(stats.inflight()),
+        )?;
+        gauge(
+            e,
+            "mpreg_forwarded_steps_running",
+            "Steps other nodes forwarded here, running",
+            int(stats.steps_running.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            e,
+            "mpreg_peer_connections_accepted",
+            "Peer connections accepted since start",
+            stats.peer_links_accepted.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            e,
+            "mpreg_peer_connections",
+            "Peer connections open (dialled or accepted)",
+            int(info.control.network.fabric().open_connections()),
+        )?;
+        counter(
+            e,
+            "mpreg_worker_calls_abandoned",
+            "Calls to a worker that ended unanswered",
+            stats.worker_calls_abandoned.load(Ordering::Relaxed),
+        )?;
+        let budget = &info.clients;
+        gauge(
+            e,
+            "mpreg_client_bytes_held",
+            "Bytes client connections hold (budgeted)",
+            int(budget.used()),
+        )?;
+        gauge(
+            e,
+            "mpreg_client_bytes_limit",
+            "max_client_bytes",
+            int(budget.limit()),
+        )?;
+        counter(
+            e,
+            "mpreg_client_connections_paused",
+            "Times a client connection was paused by a byte budget",
+            budget.paused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_client_connections_stalled",
+            "Clients disconnected for not reading their replies",
+            budget.stalled.load(Ordering::Relaxed),
+        )?;
+        let m = info.control.raft.metrics().borrow().clone();
+        gauge(
+            e,
+            "mpreg_raft_term",
+            "Current Raft term",
+            int(m.current_term),
+        )?;
+        gauge(
+            e,
+            "mpreg_raft_is_leader",
+            "1 when this node leads",
+            i64::from(m.current_leader == Some(info.control.id)),
+        )?;
+        gauge(
+            e,
+            "mpreg_raft_leader_known",
+            "1 when this node knows a leader",
+            i64::from(m.current_leader.is_some()),
+        )?;
+        gauge(
+            e,
+            "mpreg_raft_last_log_index",
+            "Index of the last log entry",
+            int(m.last_log_index.unwrap_or(0)),
+        )?;
+        gauge(
+            e,
+            "mpreg_raft_applied_index",
+            "Index of the last applied entry",
+            int(m.last_applied.map_or(0, |l| l.index)),
+        )?;
+        gauge(
+            e,
+            "mpreg_raft_snapshot_index",
+            "Index of the last snapshot",
+            int(m.snapshot.map_or(0, |l| l.index)),
+        )?;
+        let (members, functions, queues) = info.control.catalog.read(|s| {
+            (
+                s.catalog.members().count(),
+                s.catalog.functions().count(),
+                s.catalog.queues().count(),
+            )
+        });
+        gauge(
+            e,
+            "mpreg_catalog_members",
+            "Members in the catalog",
+            int(members),
+        )?;
+        gauge(
+            e,
+            "mpreg_catalog_functions",
+            "Function versions offered in the catalog",
+            int(functions),
+        )?;
+        gauge(
+            e,
+            "mpreg_catalog_queues",
+            "Queues in the catalog",
+            int(queues),
+        )?;
+        // Per peer: liveness and the age of its last heartbeat.
+        let now = info.env.clock.now();
+        let ids: Vec<u64> = info.control.catalog.read(|s| {
+            s.catalog
+                .members()
+                .map(|m| m.id)
+                .filter(|id| *id != info.control.id)
+                .collect()
+        });
+        let d = crate::fabric::heartbeat::lock(&info.detector);
+        let mut up = e.encode_descriptor(
+            "mpreg_peer_up",
+            "1 when heartbeats say the peer is live",
+            None,
+            MetricType::Gauge,
+        )?;
+        for id in &ids {
+            let live = matches!(d.status(*id, now), crate::routing::Liveness::Alive);
+            let labels = [("peer", format!("{id:016x}"))];
+            ConstGauge::new(i64::from(live)).encode(up.encode_family(&labels)?)?;
+        }
+        let mut age = e.encode_descriptor(
+            "mpreg_peer_heartbeat_age_seconds",
+            "Seconds since the peer's last heartbeat answer",
+            None,
+            MetricType::Gauge,
+        )?;
+        for id in &ids {
+            if let Some(a) = d.age(*id, now) {
+                let labels = [("peer", format!("{id:016x}"))];
+                ConstGauge::new(a.as_secs_f64()).encode(age.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::health_of;
+
+    #[test]
+    fn health_follows_the_share_of_live_members() {
+        assert_eq!(health_of(3, 0, 0), ("healthy", 1.0));
+        assert_eq!(health_of(2, 0, 1).0, "degraded");
+        assert_eq!(health_of(1, 1, 0).0, "degraded");
+        assert_eq!(health_of(1, 0, 2).0, "critical");
+        assert_eq!(health_of(0, 0, 0), ("unavailable", 0.0));
+    }
+}

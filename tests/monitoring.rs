@@ -1,0 +1,233 @@
+//! The admin HTTP server over real sockets: probes, the original's health JSON, status,
+//! Prometheus metrics (checked by promtool when it is installed: `.ci/run` installs it),
+//! readiness while draining, and tokens on the admin routes.
+#![allow(clippy::disallowed_types)] // tests reach the node from outside, over real sockets
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pki::{jwt_secret, temp_dir, token};
+use common::{start_node, test_settings};
+use mpreg::{Client, Function, Settings};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn monitored() -> Settings {
+    Settings {
+        monitoring_enabled: true,
+        ..test_settings()
+    }
+}
+
+/// `GET path` on the admin server at `base` (`http://host:port`), with optional extra
+/// header lines; returns (status, headers, body).
+async fn get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
+    let addr = base.strip_prefix("http://").expect("http URL");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (status, head.to_owned(), dechunk(head, body))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, joined.
+fn dechunk(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+async fn get_json(base: &str, path: &str) -> Value {
+    let (status, _, body) = get(base, path, "").await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Polls `/readyz` until it says `want` (a Raft bootstrap away at start).
+async fn wait_ready(base: &str, want: u16) -> String {
+    for _ in 0..200 {
+        let (status, _, body) = get(base, "/readyz", "").await;
+        if status == want {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("/readyz never answered {want}");
+}
+
+#[tokio::test]
+async fn probes_health_status_and_metrics() {
+    let node = start_node(monitored(), vec![]).await;
+    let base = node.monitoring_url().expect("monitoring on").to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let (status, head, body) = get(&base, "/livez", "").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{head}"
+    );
+    wait_ready(&base, 200).await;
+    let client = Client::connect(node.url()).await.unwrap();
+    client.call("echo", json!([1])).await.unwrap();
+    // The original CLI's `monitor status` reads these keys.
+    let summary = get_json(&base, "/health/summary").await;
+    assert_eq!(summary["health_summary"]["overall"]["status"], "healthy");
+    assert_eq!(summary["health_summary"]["overall"]["health_score"], 1.0);
+    assert_eq!(summary["health_summary"]["cluster_counts"]["total"], 1);
+    let health = get_json(&base, "/health").await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["federation_health"]["overall_status"], "healthy");
+    let persistence = get_json(&base, "/metrics/persistence").await;
+    assert_eq!(
+        persistence["persistence_snapshots"]["enabled"], false,
+        "memory mode"
+    );
+    let status = get_json(&base, "/status").await;
+    assert_eq!(status["node"]["node_id"], node.node_id());
+    assert_eq!(status["raft"]["leader"], node.raft_id());
+    assert_eq!(status["cluster"]["nodes"].as_array().map(Vec::len), Some(1));
+    let (code, head, text) = get(&base, "/metrics", "").await;
+    assert_eq!(code, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    for family in [
+        "# TYPE mpreg_client_connections gauge",
+        "# TYPE mpreg_raft_term gauge",
+        "mpreg_raft_is_leader 1",
+        "mpreg_catalog_members 1",
+        "# TYPE mpreg_peer_connections_accepted_total counter",
+    ] {
+        assert!(text.contains(family), "`{family}` missing from:\n{text}");
+    }
+    assert!(text.contains("mpreg_client_connections 1"), "{text}");
+    promtool_accepts(&text);
+    let (code, _, body) = get(&base, "/no/such", "").await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "error"
+    );
+    node.shutdown().await;
+}
+
+/// `promtool check metrics` on `text` (Debian's `prometheus` package; `.ci/run` installs it).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn readyz_says_503_from_the_moment_the_node_drains() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
+    let slow = Function::new("slow", move || {
+        let held = held.clone();
+        async move {
+            held.notified().await;
+            Ok::<_, String>("done")
+        }
+    });
+    let node = start_node(monitored(), vec![slow]).await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    wait_ready(&base, 200).await;
+    let client = Client::connect(node.url()).await.unwrap();
+    let running = tokio::spawn(async move { client.call("slow", json!([])).await });
+    // The call is running once the node counts it.
+    let mut polls = 0;
+    while !get(&base, "/metrics", "")
+        .await
+        .2
+        .contains("mpreg_requests_in_flight 1")
+    {
+        polls += 1;
+        assert!(polls < 200, "the slow call never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown_handle().shutdown();
+    let why = wait_ready(&base, 503).await;
+    assert!(why.starts_with("draining"), "{why}");
+    assert_eq!(
+        get(&base, "/livez", "").await.0,
+        200,
+        "alive while draining"
+    );
+    gate.notify_one();
+    assert_eq!(running.await.unwrap().unwrap(), json!("done"));
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_routes_need_a_token_where_clients_do_and_probes_never() {
+    let dir = temp_dir("monitoring-auth");
+    let secret = jwt_secret(&dir, "the monitoring test's secret, 32 bytes");
+    let cluster = dir.join("cluster.secret");
+    std::fs::write(&cluster, "the monitoring test's cluster secret").unwrap();
+    let node = start_node(
+        Settings {
+            auth_required: true,
+            jwt_secret_file: Some(secret.clone()),
+            cluster_secret_file: Some(cluster),
+            introspection_role: Some("ops".into()),
+            ..monitored()
+        },
+        vec![],
+    )
+    .await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    assert_eq!(get(&base, "/livez", "").await.0, 200);
+    wait_ready(&base, 200).await;
+    let (code, _, body) = get(&base, "/metrics", "").await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("no token"), "{body}");
+    let bearer = |t: String| format!("Authorization: Bearer {t}\r\n");
+    let (code, _, body) = get(&base, "/metrics", &bearer(token(&secret, "dev", &[], 60))).await;
+    assert_eq!(code, 403, "{body}");
+    let ops = bearer(token(&secret, "prom", &["ops"], 60));
+    let (code, _, body) = get(&base, "/metrics", &ops).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("mpreg_raft_term"));
+    node.shutdown().await;
+}
