@@ -124,6 +124,16 @@ async fn probes_health_status_and_metrics() {
         assert!(text.contains(family), "`{family}` missing from:\n{text}");
     }
     assert!(text.contains("mpreg_client_connections 1"), "{text}");
+    let echo_count =
+        r#"mpreg_call_duration_seconds_count{function="echo",version="1.0.0",caller="client"} 1"#;
+    assert!(
+        text.contains(echo_count),
+        "the echo call is counted:\n{text}"
+    );
+    assert!(
+        text.contains(r#"mpreg_call_failures_total{function="echo",version="1.0.0"} 0"#),
+        "{text}"
+    );
     promtool_accepts(&text);
     let (code, _, body) = get(&base, "/no/such", "").await;
     assert_eq!(code, 404);

@@ -482,8 +482,14 @@ impl NodeBuilder {
                         stats.steps_running.fetch_add(1, Ordering::Relaxed);
                         let _done = StepDone(&stats);
                         let started = clock.now();
-                        let outcome =
-                            crate::rpc::run_step(&registry, limits, auth_required, step).await;
+                        let outcome = crate::rpc::run_step(
+                            &registry,
+                            limits,
+                            auth_required,
+                            clock.as_ref(),
+                            step,
+                        )
+                        .await;
                         let now = clock.now();
                         stats.step_took(now.saturating_duration_since(started), now);
                         outcome
@@ -530,6 +536,7 @@ impl NodeBuilder {
         let monitoring_url = monitoring.map(|(listener, url)| {
             let admin = monitoring::Admin::new(
                 info.clone(),
+                functions.clone(),
                 shutdown_rx.clone(),
                 shared.tokens.clone(),
                 shared.settings.introspection_role.clone(),

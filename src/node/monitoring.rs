@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::NodeInfo;
+use super::functions::Functions;
 use crate::auth::TokenVerifier;
 use crate::config::{PersistenceConfig, PersistenceMode};
 
@@ -44,8 +45,10 @@ pub(super) struct Admin {
 }
 
 impl Admin {
+    #[allow(clippy::too_many_arguments)] // the node's parts the routes read
     pub(super) fn new(
         info: Arc<NodeInfo>,
+        functions: Arc<Functions>,
         shutdown: watch::Receiver<bool>,
         tokens: Option<Arc<TokenVerifier>>,
         introspection_role: Option<String>,
@@ -53,7 +56,7 @@ impl Admin {
         persistence: PersistenceConfig,
     ) -> Admin {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(NodeMetrics(info.clone())));
+        registry.register_collector(Box::new(NodeMetrics(info.clone(), functions)));
         Admin {
             info,
             shutdown,
@@ -335,7 +338,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 }
 
 /// Everything `/metrics` reports, read from the node's counters at scrape time.
-struct NodeMetrics(Arc<NodeInfo>);
+struct NodeMetrics(Arc<NodeInfo>, Arc<Functions>);
 
 impl std::fmt::Debug for NodeMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -485,6 +488,50 @@ impl Collector for NodeMetrics {
             "Queues in the catalog",
             int(queues),
         )?;
+        // Per function version here: calls by caller, failures, latency.
+        let registry = self.1.current();
+        let mut calls = e.encode_descriptor(
+            "mpreg_call_duration_seconds",
+            "Calls of functions served here and how long they took, by who asked (client: a \
+             request to this node; peer: a step another node forwarded)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for f in registry.functions() {
+            for (caller, h) in [("client", &f.stats.client), ("peer", &f.stats.peer)] {
+                let s = h.snapshot();
+                if s.count == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("function", f.spec.name.clone()),
+                    ("version", f.spec.version.to_string()),
+                    ("caller", caller.to_owned()),
+                ];
+                calls
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        s.sum_seconds,
+                        s.count,
+                        &s.buckets,
+                        None,
+                    )?;
+            }
+        }
+        let mut failed = e.encode_descriptor(
+            "mpreg_call_failures",
+            "Calls of functions served here that returned an error",
+            None,
+            MetricType::Counter,
+        )?;
+        for f in registry.functions() {
+            let n = f.stats.failures.load(Ordering::Relaxed);
+            let labels = [
+                ("function", f.spec.name.clone()),
+                ("version", f.spec.version.to_string()),
+            ];
+            ConstCounter::new(n).encode(failed.encode_family(&labels)?)?;
+        }
         // Per peer: liveness and the age of its last heartbeat.
         let now = info.env.clock.now();
         let ids: Vec<u64> = info.control.catalog.read(|s| {

@@ -3,6 +3,7 @@
 
 mod handler;
 pub mod meter;
+pub mod stats;
 mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +177,8 @@ pub struct RegisteredFunction {
     pub spec: FunctionSpec,
     pub params: Arc<[String]>,
     pub handler: Arc<dyn Handler>,
+    /// What its calls here did (`/metrics`).
+    pub stats: stats::CallStats,
 }
 
 impl std::fmt::Debug for RegisteredFunction {
@@ -323,6 +326,7 @@ impl Registry {
             },
             handler: (f.make)(params.clone()),
             params,
+            stats: stats::CallStats::default(),
         });
         versions.push(registered.clone());
         versions.sort_by(|a, b| b.spec.version.cmp(&a.spec.version));
@@ -374,6 +378,11 @@ impl Registry {
             return Ok(f);
         }
         Err(NotFound(reason.unwrap_or_else(|| q.name.to_owned())))
+    }
+
+    /// Every registered function, by name then descending version.
+    pub fn functions(&self) -> impl Iterator<Item = &Arc<RegisteredFunction>> {
+        self.by_name.values().flatten()
     }
 
     /// Every registered function's spec, by name then descending version.

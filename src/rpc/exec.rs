@@ -20,6 +20,7 @@ use crate::env::Clock;
 use crate::protocol::{
     ErrorCode, ExecutionSummary, Json, Kind, RpcCommand, RpcReply, RpcRequest, WireError,
 };
+use crate::registry::stats::Caller;
 use crate::registry::{
     CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
 };
@@ -339,7 +340,7 @@ async fn hosted_step(
 ) -> Result<Json, ExecError> {
     let copy = args.clone();
     // Why it moves, and the code it fails with if nowhere else offers it.
-    let (moved, code) = match call_guarded(&*f.handler, args).await {
+    let (moved, code) = match call_counted(f, args, here.clock, Caller::Client).await {
         Err(CallError::Unavailable(why)) => (why, ErrorCode::ClusterUnavailable),
         Err(CallError::Lost(why)) if f.spec.idempotent => (why, ErrorCode::StepLost),
         other => return other.map_err(|e| step_error(cmd, e)),
@@ -367,7 +368,7 @@ async fn run_bound(
     reuse_route: bool,
 ) -> Result<Json, ExecError> {
     match binding {
-        Binding::Local(f) => call_guarded(&*f.handler, args)
+        Binding::Local(f) => call_counted(f, args, here.clock, Caller::Client)
             .await
             .map_err(|e| step_error(cmd, e)),
         Binding::Hosted(f, constraint) => {
@@ -391,6 +392,7 @@ pub async fn run_step(
     registry: &Registry,
     limits: ExecLimits,
     auth_required: bool,
+    clock: &dyn Clock,
     step: Step,
 ) -> StepOutcome {
     let version = VersionConstraint::exactly(&step.version);
@@ -433,15 +435,16 @@ pub async fn run_step(
     let timeout = Duration::from_millis(step.timeout_ms).min(limits.request_timeout);
     let hosted = function.handler.hosted_elsewhere();
     let call = async {
-        let value = match call_guarded(&*function.handler, CallArgs { args, kwargs }).await {
-            Ok(value) => value,
-            // The worker serving it here went away: before the call reached it (nothing
-            // ran, another node may take it), or during it (the caller decides, by
-            // idempotence).
-            Err(CallError::Unavailable(why)) if hosted => return Ok(StepOutcome::NotHere(why)),
-            Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
-            Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
-        };
+        let value =
+            match call_counted(&function, CallArgs { args, kwargs }, clock, Caller::Peer).await {
+                Ok(value) => value,
+                // The worker serving it here went away: before the call reached it (nothing
+                // ran, another node may take it), or during it (the caller decides, by
+                // idempotence).
+                Err(CallError::Unavailable(why)) if hosted => return Ok(StepOutcome::NotHere(why)),
+                Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
+                Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
+            };
         if depth_of(value.get()) > MAX_VALUE_DEPTH {
             return Err(ExecError::new(
                 ErrorCode::LimitExceeded,
@@ -478,7 +481,7 @@ async fn run_single(
     let value = match binding {
         Some(Binding::Local(function)) => {
             let call = async {
-                let value = call_guarded(&*function.handler, args)
+                let value = call_counted(function, args, here.clock, Caller::Client)
                     .await
                     .map_err(|e| step_error(cmd, e))?;
                 check_result(cmd, value)
@@ -544,6 +547,20 @@ async fn run(
         with_deadline(flow.run(args), timeout).await?
     };
     Ok(build_reply(req, u, &plan, outcome, started, clock))
+}
+
+/// Calls `f` for `caller`, counting the call and its time in the function's stats.
+async fn call_counted(
+    f: &RegisteredFunction,
+    args: CallArgs,
+    clock: &dyn Clock,
+    caller: Caller,
+) -> Result<Json, CallError> {
+    let started = clock.now();
+    let result = call_guarded(&*f.handler, args).await;
+    let took = clock.now().saturating_duration_since(started);
+    f.stats.record(caller, result.is_ok(), took);
+    result
 }
 
 /// Calls `handler`. A function that panics fails its step like one that returned an
@@ -676,7 +693,7 @@ impl<'a> Dataflow<'a> {
         let cmd = &self.req.cmds[i];
         match &self.functions[i] {
             Binding::Local(f) => {
-                let call = call_guarded(&*f.handler, args);
+                let call = call_counted(f, args, self.here.clock, Caller::Client);
                 Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
             }
             // A step that waited for others is routed when it starts: liveness may have
