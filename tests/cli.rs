@@ -57,6 +57,28 @@ fn node_serves_cli_calls_and_stops_cleanly_on_sigterm() {
     assert!(node.url.starts_with("ws://127.0.0.1:"));
     let monitoring = node.monitoring_url();
     assert!(monitoring.starts_with("http://127.0.0.1:"), "{monitoring}");
+    // `mpreg monitor` reads it: tables by default, JSON on request.
+    let monitor = |args: &[&str]| {
+        let mut all = vec!["monitor"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &monitoring]);
+        let (code, out, err) = mpreg(&all);
+        assert_eq!(code, 0, "mpreg {all:?}: {err}");
+        out
+    };
+    let health = monitor(&["health"]);
+    assert!(
+        health.contains("status") && health.contains("healthy"),
+        "{health}"
+    );
+    let summary: Value = serde_json::from_str(&monitor(&["health", "--json"])).unwrap();
+    assert_eq!(summary["health_summary"]["overall"]["status"], "healthy");
+    assert!(monitor(&["metrics"]).contains("mpreg_raft_term"));
+    let metrics: Value = serde_json::from_str(&monitor(&["metrics", "--json"])).unwrap();
+    assert!(metrics["mpreg_client_connections"].is_number(), "{metrics}");
+    assert!(monitor(&["status"]).contains("mpreg-node"));
+    assert!(monitor(&["endpoints"]).contains("/readyz"));
+    assert!(monitor(&["persistence"]).contains("memory"));
     let url = node.url.clone();
     assert_eq!(
         json_out(&["client", "call", "echo", "\"hi\"", "--url", &url]),

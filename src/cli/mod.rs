@@ -4,6 +4,7 @@ pub mod bench;
 mod bench_catalog;
 mod bench_dag;
 mod client_cmd;
+mod monitor_cmd;
 mod node_cmd;
 mod token_cmd;
 
@@ -295,6 +296,9 @@ pub enum MpregCommand {
     /// Mint client tokens (JWT)
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
+    /// Read a node's admin server: health, status, metrics, persistence, endpoints
+    #[command(subcommand)]
+    Monitor(monitor_cmd::MonitorCommand),
     /// A bare WebSocket echo server, the baseline `bench --raw-echo` compares against
     #[command(hide = true)]
     BenchEchoServer {
@@ -337,6 +341,7 @@ pub async fn run_mpreg(cli: MpregCli) -> i32 {
         MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
         MpregCommand::Bench(args) => bench::run(args).await,
         MpregCommand::Token(cmd) => token_cmd::run(cmd, &crate::env::Env::production()),
+        MpregCommand::Monitor(cmd) => monitor_cmd::run(cmd).await,
         MpregCommand::BenchEchoServer {
             host,
             port,

@@ -79,6 +79,7 @@ pub(super) fn router(admin: Admin) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/metrics/persistence", get(persistence))
+        .route("/endpoints", get(endpoints))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -143,6 +144,44 @@ async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response
         );
     }
     resp
+}
+
+/// Every route, as `/endpoints` lists them.
+const ENDPOINTS: [(&str, &str); 8] = [
+    ("/livez", "liveness probe: 200 while the process serves"),
+    (
+        "/readyz",
+        "readiness probe: 200 as a caught-up member, 503 otherwise and while draining",
+    ),
+    (
+        "/health",
+        "cluster health in the original's shape (federation_health)",
+    ),
+    (
+        "/health/summary",
+        "cluster health summary in the original's shape",
+    ),
+    ("/status", "this node, its Raft state and the cluster map"),
+    ("/metrics", "Prometheus metrics (text format)"),
+    (
+        "/metrics/persistence",
+        "where the node keeps its state (persistence_snapshots)",
+    ),
+    ("/endpoints", "this list"),
+];
+
+async fn endpoints(State(admin): State<Admin>) -> Response {
+    let list: Vec<Value> = ENDPOINTS
+        .iter()
+        .map(|(path, description)| json!({"path": path, "method": "GET", "description": description}))
+        .collect();
+    axum::Json(json!({
+        "status": "ok",
+        "endpoints": list,
+        "total_endpoints": list.len(),
+        "timestamp": now_s(&admin),
+    }))
+    .into_response()
 }
 
 async fn readyz(State(admin): State<Admin>) -> Response {
