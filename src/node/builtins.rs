@@ -72,15 +72,123 @@ pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
         let info = info.clone();
         async move {
             no_arguments("list_peers", &call)?;
-            let peers: Vec<Value> = super::control::members_view(&info.control)
-                .unwrap_or_default()
+            let now = info.env.clock.now();
+            let wall = info.env.wall_seconds();
+            let views = super::control::members_view(&info.control).unwrap_or_default();
+            let d = crate::fabric::heartbeat::lock(&info.detector);
+            let peers: Vec<Value> = views
                 .iter()
                 .filter(|v| v.member.id != info.control.id)
-                .map(|v| Value::Object(describe(v)))
+                .map(|v| {
+                    let mut p = describe(v);
+                    // The original's `PeerSnapshot` fields, beside ours.
+                    let status = liveness_word(d.status(v.member.id, now));
+                    let last_seen = d.age(v.member.id, now).map(|a| wall - a.as_secs_f64());
+                    p.insert("url".into(), json!(v.member.advertised_urls.first()));
+                    p.insert("funs".into(), json!(v.functions));
+                    p.insert("locs".into(), json!(v.resources));
+                    p.insert("status".into(), json!(status));
+                    p.insert("last_seen".into(), json!(last_seen));
+                    p.insert("status_timestamp".into(), json!(wall));
+                    p.insert("region".into(), json!(""));
+                    Value::Object(p)
+                })
                 .collect();
             Ok(Json::from(Value::Array(peers)))
         }
     })
+}
+
+/// A member's liveness as `cluster_map` and `list_peers` say it.
+fn liveness_word(l: crate::routing::Liveness) -> &'static str {
+    match l {
+        crate::routing::Liveness::Alive => "ok",
+        crate::routing::Liveness::Suspect => "suspect",
+        crate::routing::Liveness::Down => "down",
+    }
+}
+
+/// The original's `catalog_query` request (`CatalogQueryRequest`): `entry_type` and its
+/// filters; the fields of it this node does not act on (namespace, scope, tenants, …)
+/// are accepted and ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+struct OriginalQuery {
+    entry_type: String,
+    function_name: Option<String>,
+    function_id: Option<String>,
+    version_constraint: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    node_id: Option<String>,
+    queue_name: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The original's answer: `{entry_type, generated_at, items, next_page_token}`.
+fn original_query(info: &NodeInfo, q: OriginalQuery) -> Result<Value, CallError> {
+    let constraint = q
+        .version_constraint
+        .as_deref()
+        .map(crate::registry::VersionConstraint::parse)
+        .transpose()
+        .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+    // The original's default query (`CatalogQueryRequest()`) names no type: functions.
+    let kind = match q.entry_type.to_ascii_lowercase() {
+        k if k.is_empty() => "functions".to_owned(),
+        k => k,
+    };
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let items: Vec<Value> = info.control.catalog.read(|state| {
+        let catalog = &state.catalog;
+        let node_id_of = |node: u64| {
+            let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
+            format!("{name}-{node:016x}")
+        };
+        match kind.as_str() {
+            "functions" => catalog
+                .functions()
+                .filter(|(_, f)| q.function_name.as_ref().is_none_or(|n| *n == f.name))
+                .filter(|(_, f)| q.function_id.as_ref().is_none_or(|id| *id == f.function_id))
+                .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
+                .filter(|(_, f)| q.resources.iter().all(|r| f.resources.contains(r)))
+                .filter(|(node, _)| q.node_id.as_ref().is_none_or(|n| *n == node_id_of(*node)))
+                .take(limit)
+                .map(|(node, f)| {
+                    let mut d = describe_entry(f);
+                    d.insert("identity".into(), json!({
+                        "name": f.name, "function_id": f.function_id, "version": f.version.to_string(),
+                    }));
+                    d.insert("node_id".into(), json!(node_id_of(node)));
+                    d.insert("cluster_id".into(), json!(info.cluster_id));
+                    Value::Object(d)
+                })
+                .collect(),
+            "nodes" => catalog
+                .members()
+                .take(limit)
+                .map(|m| json!({
+                    "node_id": node_id_of(m.id),
+                    "cluster_id": m.cluster_id,
+                    "advertised_urls": m.advertised_urls,
+                    "resources": m.resources,
+                }))
+                .collect(),
+            "queues" => catalog
+                .queues()
+                .filter(|x| q.queue_name.as_ref().is_none_or(|n| *n == x.name))
+                .take(limit)
+                .map(|x| json!({"queue_name": x.name, "name": x.name, "node_id": node_id_of(x.owner)}))
+                .collect(),
+            // Kinds this build has no entries of yet (services, topics, caches, …).
+            _ => Vec::new(),
+        }
+    });
+    Ok(json!({
+        "entry_type": kind,
+        "generated_at": info.env.wall_seconds(),
+        "items": items,
+        "next_page_token": null,
+    }))
 }
 
 /// What `catalog_query` filters on; every field is optional.
@@ -115,6 +223,24 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
             let bad = |e: String| CallError::InvalidArguments(format!("catalog_query: {e}"));
             // One positional filter object, or the filter's fields as keywords; not both.
             let positional = call.bind(&["filter"]).map_err(|e| bad(e.to_string()));
+            // The original's clients send `{entry_type, …}`: answered in its shape.
+            let original = match (&positional, call.kwargs.is_empty_container()) {
+                (Ok(slots), true) => slots.first().copied().flatten().map(|f| f.get()),
+                (_, false) if call.args.is_empty_container() => Some(call.kwargs.get()),
+                _ => None,
+            }
+            .filter(|text| {
+                serde_json::from_str::<
+                        std::collections::BTreeMap<&str, &serde_json::value::RawValue>,
+                    >(text)
+                    .is_ok_and(|keys| keys.contains_key("entry_type"))
+            })
+            .map(serde_json::from_str::<OriginalQuery>)
+            .transpose()
+            .map_err(|e| bad(crate::protocol::plain_error(&e)))?;
+            if let Some(q) = original {
+                return original_query(&info, q).map(Json::from);
+            }
             let filter: CatalogFilter = match (call.kwargs.is_empty_container(), positional) {
                 (true, Ok(slots)) => match slots.first().copied().flatten() {
                     None => CatalogFilter::default(),
@@ -166,7 +292,15 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
                         Value::Object(d)
                     })
                     .collect();
-                let mut reply = json!({ "functions": found });
+                // `items` and `entry_type` too: the original's clients read those (its
+                // `catalog_query()` with no filter sends none of its fields).
+                let mut reply = json!({
+                    "functions": found,
+                    "entry_type": "functions",
+                    "items": found,
+                    "generated_at": info.env.wall_seconds(),
+                    "next_page_token": null,
+                });
                 if filter.queues {
                     let queues: Vec<Value> = catalog
                         .queues()
@@ -274,6 +408,9 @@ impl NodeInfo {
                         },
                         "active_clients": clients,
                         "inflight_requests": load.inflight,
+                        // Where the original reads a node's status (`load.status`).
+                        "status": status,
+                        "status_timestamp": self.env.wall_seconds(),
                         "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,
                     }),
                 );
