@@ -135,6 +135,18 @@ async fn probes_health_status_and_metrics() {
         "{text}"
     );
     promtool_accepts(&text);
+    // What the original's `mpreg monitor status` reads.
+    let rpc = get_json(&base, "/metrics/rpc").await;
+    assert_eq!(rpc["metrics"]["total_operations_last_hour"], 1, "the echo call: {rpc}");
+    assert_eq!(rpc["metrics"]["error_rate_percent"], 0.0);
+    let transport = get_json(&base, "/metrics/transport").await;
+    let endpoint = &transport["transport_health_snapshots"][node.url()];
+    assert_eq!(endpoint["overall_health_score"], 1.0, "{transport}");
+    let unified = get_json(&base, "/metrics/unified").await;
+    assert_eq!(unified["unified_metrics"]["overall_health"]["status"], "healthy");
+    assert_eq!(unified["unified_metrics"]["overall_health_status"], "healthy");
+    let listed = get_json(&base, "/endpoints").await;
+    assert_eq!(listed["total_endpoints"], 11);
     let (code, _, body) = get(&base, "/no/such", "").await;
     assert_eq!(code, 404);
     assert_eq!(
