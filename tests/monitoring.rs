@@ -94,6 +94,10 @@ async fn probes_health_status_and_metrics() {
     wait_ready(&base, 200).await;
     let client = Client::connect(node.url()).await.unwrap();
     client.call("echo", json!([1])).await.unwrap();
+    assert_eq!(
+        client.call("no_such_fn", json!([])).await.err().and_then(|e| e.code()),
+        Some(mpreg::ErrorCode::CommandNotFound)
+    );
     // The original CLI's `monitor status` reads these keys.
     let summary = get_json(&base, "/health/summary").await;
     assert_eq!(summary["health_summary"]["overall"]["status"], "healthy");
@@ -124,6 +128,7 @@ async fn probes_health_status_and_metrics() {
         assert!(text.contains(family), "`{family}` missing from:\n{text}");
     }
     assert!(text.contains("mpreg_client_connections 1"), "{text}");
+    assert!(text.contains(r#"mpreg_request_errors_total{code="1001"} 1"#), "{text}");
     let echo_count =
         r#"mpreg_call_duration_seconds_count{function="echo",version="1.0.0",caller="client"} 1"#;
     assert!(
@@ -137,14 +142,23 @@ async fn probes_health_status_and_metrics() {
     promtool_accepts(&text);
     // What the original's `mpreg monitor status` reads.
     let rpc = get_json(&base, "/metrics/rpc").await;
-    assert_eq!(rpc["metrics"]["total_operations_last_hour"], 1, "the echo call: {rpc}");
+    assert_eq!(
+        rpc["metrics"]["total_operations_last_hour"], 1,
+        "the echo call: {rpc}"
+    );
     assert_eq!(rpc["metrics"]["error_rate_percent"], 0.0);
     let transport = get_json(&base, "/metrics/transport").await;
     let endpoint = &transport["transport_health_snapshots"][node.url()];
     assert_eq!(endpoint["overall_health_score"], 1.0, "{transport}");
     let unified = get_json(&base, "/metrics/unified").await;
-    assert_eq!(unified["unified_metrics"]["overall_health"]["status"], "healthy");
-    assert_eq!(unified["unified_metrics"]["overall_health_status"], "healthy");
+    assert_eq!(
+        unified["unified_metrics"]["overall_health"]["status"],
+        "healthy"
+    );
+    assert_eq!(
+        unified["unified_metrics"]["overall_health_status"],
+        "healthy"
+    );
     let listed = get_json(&base, "/endpoints").await;
     assert_eq!(listed["total_endpoints"], 11);
     let (code, _, body) = get(&base, "/no/such", "").await;

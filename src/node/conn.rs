@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
-use super::Shared;
 use super::admission::{self, Admitted};
 use super::budget::ConnBudget;
 use super::worker::Worker;
+use super::{ErrorCounts, Shared};
 use crate::auth::{Access, WORKER_ROLE};
 use crate::env::BoxStream;
 use crate::fabric::serve_peer;
@@ -55,7 +55,10 @@ enum FrameKind {
 impl FrameKind {
     /// The reply as a frame; a reply larger than the node's message limit is replaced by a
     /// 1016 error (clients apply the same limit and would otherwise drop the connection).
-    fn frame(self, reply: &Reply, max_message_bytes: usize) -> Message {
+    fn frame(self, reply: &Reply, max_message_bytes: usize, errors: &ErrorCounts) -> Message {
+        if let Err(e) = &reply.outcome {
+            errors.record(e.code);
+        }
         let json = reply.to_text(max_message_bytes);
         match self {
             FrameKind::Text => Message::text(json),
@@ -352,13 +355,13 @@ impl<'a> Connection<'a> {
                         Value::String(reg.u),
                         WireError::new(ErrorCode::ShuttingDown, "node is draining"),
                     );
-                    return out.push(kind.frame(&reply, max));
+                    return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
                 }
                 return self.register_worker(reg, kind, running, out, worker);
             }
             Err(e) => {
                 let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
-                return out.push(kind.frame(&reply, max));
+                return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
             }
         };
         let refused = if draining {
@@ -381,7 +384,7 @@ impl<'a> Connection<'a> {
         };
         if let Some(error) = refused {
             let reply = Reply::failure(Value::String(req.u), error);
-            return out.push(kind.frame(&reply, max));
+            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
         let shared = self.shared;
         let registry = shared.registry();
@@ -398,7 +401,7 @@ impl<'a> Connection<'a> {
                     req,
                 )
                 .await;
-                (kind.frame(&reply, max), charged)
+                (kind.frame(&reply, max, &shared.stats.errors), charged)
             }));
         // Most requests complete on their first poll; only those that wait join `running`
         // (which polls them again with a real waker), holding their frame's bytes.
@@ -430,23 +433,24 @@ impl<'a> Connection<'a> {
                 self.access.describe()
             );
             let reply = Reply::failure(u, WireError::new(ErrorCode::Forbidden, why));
-            return out.push(kind.frame(&reply, max));
+            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
         let w = worker.get_or_insert_with(|| Worker::new(self.shared.stats.clone()));
         if let Err(why) = w.check(&reg) {
             let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));
-            return out.push(kind.frame(&reply, max));
+            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
         let entries = match self.shared.functions.add(w.functions(&reg)) {
             Ok(entries) => entries,
             Err(e) => {
                 let reply =
                     Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
-                return out.push(kind.frame(&reply, max));
+                return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
             }
         };
         w.serving(&entries);
         let functions = &self.shared.functions;
+        let errors = &self.shared.stats.errors;
         let within = Duration::from_millis(self.shared.settings.request_timeout_ms);
         running.push(Box::pin(async move {
             let reply = match functions.publish_within(entries.clone(), within).await {
@@ -476,7 +480,7 @@ impl<'a> Connection<'a> {
                     ),
                 ),
             };
-            (kind.frame(&reply, max), 0)
+            (kind.frame(&reply, max, errors), 0)
         }));
     }
 

@@ -68,6 +68,34 @@ pub(crate) struct Stats {
     /// Peer connections (Raft and forwarded steps) accepted since start: with one link per
     /// peer pair it stays near the number of peers; steady growth means connection churn.
     pub(crate) peer_links_accepted: std::sync::atomic::AtomicU64,
+    /// Error replies by code. Counted only when a reply is an error, so the request path
+    /// of a successful call writes no shared counter.
+    pub(crate) errors: ErrorCounts,
+}
+
+/// How many error replies of each code the node sent.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorCounts(
+    [std::sync::atomic::AtomicU64; crate::protocol::ErrorCode::ALL.len()],
+);
+
+impl ErrorCounts {
+    pub(crate) fn record(&self, code: i64) {
+        if let Some(i) = crate::protocol::ErrorCode::ALL
+            .iter()
+            .position(|c| c.as_i64() == code)
+        {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(code, replies)` for every code.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        crate::protocol::ErrorCode::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(c, n)| (c.as_i64(), n.load(Ordering::Relaxed)))
+    }
 }
 
 /// How long a node's step latency stays its "recent" latency without new steps.

@@ -726,6 +726,16 @@ impl Collector for NodeMetrics {
             ];
             ConstCounter::new(n).encode(failed.encode_family(&labels)?)?;
         }
+        let mut errors = e.encode_descriptor(
+            "mpreg_request_errors",
+            "Error replies sent to clients, by error code (docs/PROTOCOL.md)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (code, n) in stats.errors.counts() {
+            let labels = [("code", code.to_string())];
+            ConstCounter::new(n).encode(errors.encode_family(&labels)?)?;
+        }
         // Per peer: liveness and the age of its last heartbeat.
         let now = info.env.clock.now();
         let ids: Vec<u64> = info.control.catalog.read(|s| {
