@@ -95,7 +95,11 @@ async fn probes_health_status_and_metrics() {
     let client = Client::connect(node.url()).await.unwrap();
     client.call("echo", json!([1])).await.unwrap();
     assert_eq!(
-        client.call("no_such_fn", json!([])).await.err().and_then(|e| e.code()),
+        client
+            .call("no_such_fn", json!([]))
+            .await
+            .err()
+            .and_then(|e| e.code()),
         Some(mpreg::ErrorCode::CommandNotFound)
     );
     // The original CLI's `monitor status` reads these keys.
@@ -128,7 +132,10 @@ async fn probes_health_status_and_metrics() {
         assert!(text.contains(family), "`{family}` missing from:\n{text}");
     }
     assert!(text.contains("mpreg_client_connections 1"), "{text}");
-    assert!(text.contains(r#"mpreg_request_errors_total{code="1001"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"mpreg_request_errors_total{code="1001"} 1"#),
+        "{text}"
+    );
     let echo_count =
         r#"mpreg_call_duration_seconds_count{function="echo",version="1.0.0",caller="client"} 1"#;
     assert!(
