@@ -28,6 +28,8 @@ pub struct Settings {
     pub peers: Vec<String>,
     /// `tracing` filter, e.g. `info` or `mpreg=debug`.
     pub log_level: String,
+    /// How log lines are written: readable text, or one JSON object per line.
+    pub log_format: LogFormat,
     /// Largest WebSocket message accepted, in bytes.
     pub max_message_bytes: usize,
     /// Most commands one request may carry.
@@ -105,6 +107,29 @@ pub struct Settings {
     pub monitoring_enable_cors: bool,
 }
 
+/// How the node writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans), for log
+    /// collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not a log format (text or json)")),
+        }
+    }
+}
+
 /// `memory`: nothing survives a restart. `sqlite`: the node's id and its Raft log (vote,
 /// entries, commit index) live in `data_dir/sqlite_filename`, so a restarted node rejoins
 /// as itself and catches up.
@@ -175,6 +200,7 @@ impl Default for Settings {
             // openraft narrates elections and membership changes at info; keep those quiet
             // unless asked for.
             log_level: "info,openraft=error".to_owned(),
+            log_format: LogFormat::Text,
             max_message_bytes: 20 * 1024 * 1024,
             max_commands_per_request: 1000,
             request_timeout_ms: 30_000,
@@ -235,6 +261,7 @@ impl Settings {
         set(&mut self.resources, &l.resources);
         set(&mut self.peers, &l.peers);
         set(&mut self.log_level, &l.log_level);
+        set(&mut self.log_format, &l.log_format);
         set(&mut self.max_message_bytes, &l.max_message_bytes);
         set(
             &mut self.max_commands_per_request,
@@ -495,6 +522,7 @@ pub struct SettingsLayer {
     pub resources: Option<BTreeSet<String>>,
     pub peers: Option<Vec<String>>,
     pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
     pub max_message_bytes: Option<usize>,
     pub max_commands_per_request: Option<usize>,
     pub request_timeout_ms: Option<u64>,
@@ -635,6 +663,12 @@ impl SettingsLayer {
                 "MPREG_RESOURCES" => l.resources = Some(list(v).collect()),
                 "MPREG_PEERS" => l.peers = Some(list(v).collect()),
                 "MPREG_LOG_LEVEL" => l.log_level = Some(v.to_owned()),
+                "MPREG_LOG_FORMAT" => {
+                    l.log_format = Some(v.parse().map_err(|reason| ConfigError::Env {
+                        var: k.to_owned(),
+                        reason,
+                    })?)
+                }
                 "MPREG_MAX_MESSAGE_BYTES" => l.max_message_bytes = Some(num(k, v)?),
                 "MPREG_MAX_COMMANDS_PER_REQUEST" => l.max_commands_per_request = Some(num(k, v)?),
                 "MPREG_REQUEST_TIMEOUT_MS" => l.request_timeout_ms = Some(num(k, v)?),

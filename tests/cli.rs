@@ -459,3 +459,46 @@ fn a_secure_node_serves_the_cli_over_tls_with_a_token() {
     let status = node.terminate();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `--log-format json`: every line on stderr is one JSON object a collector can read.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = Command::new(NODE)
+        .args([
+            "--port",
+            "0",
+            "--persistence-mode",
+            "memory",
+            "--no-monitoring",
+        ])
+        .args(["--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpreg-node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("MPREG_URL="), "{line}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "the node logs its start and stop: {stderr}"
+    );
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: `{l}`"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("node listening")),
+        "{stderr}"
+    );
+}

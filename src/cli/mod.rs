@@ -44,6 +44,9 @@ pub struct NodeArgs {
     /// Log filter (error, warn, info, debug, trace, or tracing directives) [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log lines as text or as one JSON object per line [default: text]
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<crate::config::LogFormat>,
     /// Largest accepted message in bytes [default: 20971520]
     #[arg(long)]
     pub max_message_bytes: Option<usize>,
@@ -205,6 +208,7 @@ impl NodeArgs {
             resources: self.resources.as_ref().map(|r| r.iter().cloned().collect()),
             peers: self.peers.clone(),
             log_level: self.log_level.clone(),
+            log_format: self.log_format,
             max_message_bytes: self.max_message_bytes,
             max_commands_per_request: self.max_commands_per_request,
             request_timeout_ms: self.request_timeout_ms,
