@@ -80,6 +80,27 @@ async fn discovery_answers_in_the_originals_shapes() {
     assert!(peer["funs"].as_array().unwrap().contains(&json!("resize")));
     assert!(peer["locs"].as_array().unwrap().contains(&json!("gpu")));
     assert!(peer["last_seen"].as_f64().is_some());
+    // `rpc_list(RpcListRequest(function_name=…))`.
+    let listed = client
+        .call(
+            "rpc_list",
+            json!([{"function_name": "resize", "namespace": null}]),
+        )
+        .await
+        .unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(
+        items[0]["identity"],
+        json!({"name": "resize", "function_id": "resize", "version": "1.0.0"})
+    );
+    assert_eq!(items[0]["resources"], json!(["gpu"]));
+    assert!(items[0]["node_id"].as_str().unwrap().starts_with("a-"));
+    let all = client.call("rpc_list", json!([])).await.unwrap();
+    assert!(
+        all["items"].as_array().unwrap().len() > 1,
+        "built-ins are listed too"
+    );
     // `cluster_map()`: the original reads each node's status from `load.status`.
     let map = client.call("cluster_map", json!([])).await.unwrap();
     for node in map["nodes"].as_array().unwrap() {

@@ -116,7 +116,7 @@ pub struct NodeArgs {
     /// Tokens must carry this audience (`aud`)
     #[arg(long, value_name = "AUD")]
     pub jwt_audience: Option<String>,
-    /// Role that cluster_map, list_peers and catalog_query need [default: any
+    /// Role that cluster_map, list_peers, catalog_query and rpc_list need [default: any
     /// authenticated client]
     #[arg(long, value_name = "ROLE")]
     pub introspection_role: Option<String>,

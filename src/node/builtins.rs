@@ -191,6 +191,89 @@ fn original_query(info: &NodeInfo, q: OriginalQuery) -> Result<Value, CallError>
     }))
 }
 
+/// The original's `rpc_list` request (`RpcListRequest`); fields this node does not act on
+/// (namespace, scope, tenants, tags, capabilities) are accepted and ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RpcListQuery {
+    function_name: Option<String>,
+    function_id: Option<String>,
+    version_constraint: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    node_id: Option<String>,
+    /// A substring of the name.
+    query: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `rpc_list({…})`: the cluster's functions as the original's `RpcListResponse`
+/// (`{generated_at, items: [{identity, namespace, node_id, cluster_id, resources, tags,
+/// scope, summary, spec_digest}], next_page_token}`).
+pub(super) fn rpc_list(info: Arc<NodeInfo>) -> Function {
+    Function::raw("rpc_list", move |call: CallArgs| {
+        let info = info.clone();
+        async move {
+            let bad = |e: String| CallError::InvalidArguments(format!("rpc_list: {e}"));
+            let slots = call.bind(&["request"]).map_err(|e| bad(e.to_string()))?;
+            let q: RpcListQuery = match (
+                slots.first().copied().flatten(),
+                call.kwargs.is_empty_container(),
+            ) {
+                (Some(r), true) => serde_json::from_str(r.get()),
+                (None, false) => call.kwargs.decode(),
+                (None, true) => Ok(RpcListQuery::default()),
+                (Some(_), false) => {
+                    return Err(bad(
+                        "give the request as one object or as keywords, not both".into(),
+                    ));
+                }
+            }
+            .map_err(|e| bad(crate::protocol::plain_error(&e)))?;
+            let constraint = q
+                .version_constraint
+                .as_deref()
+                .map(crate::registry::VersionConstraint::parse)
+                .transpose()
+                .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+            let items: Vec<Value> = info.control.catalog.read(|state| {
+                let catalog = &state.catalog;
+                let node_id_of = |node: u64| {
+                    let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
+                    format!("{name}-{node:016x}")
+                };
+                catalog
+                    .functions()
+                    .filter(|(_, f)| q.function_name.as_ref().is_none_or(|n| *n == f.name))
+                    .filter(|(_, f)| q.function_id.as_ref().is_none_or(|id| *id == f.function_id))
+                    .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
+                    .filter(|(_, f)| q.resources.iter().all(|r| f.resources.contains(r)))
+                    .filter(|(_, f)| q.query.as_ref().is_none_or(|s| f.name.contains(s.as_str())))
+                    .filter(|(node, _)| q.node_id.as_ref().is_none_or(|n| *n == node_id_of(*node)))
+                    .take(q.limit.unwrap_or(usize::MAX))
+                    .map(|(node, f)| {
+                        json!({
+                            "identity": {"name": f.name, "function_id": f.function_id, "version": f.version.to_string()},
+                            "namespace": "",
+                            "node_id": node_id_of(node),
+                            "cluster_id": info.cluster_id,
+                            "resources": f.resources,
+                            "tags": [],
+                            "scope": "cluster",
+                            "summary": null,
+                            "spec_digest": null,
+                        })
+                    })
+                    .collect()
+            });
+            Ok(Json::from(json!({
+                "generated_at": info.env.wall_seconds(),
+                "items": items,
+                "next_page_token": null,
+            })))
+        }
+    })
+}
+
 /// What `catalog_query` filters on; every field is optional.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -462,6 +462,7 @@ impl NodeBuilder {
             introspect(builtins::list_peers(info.clone())),
             introspect(builtins::catalog_query(info.clone())),
             introspect(builtins::cluster_map(info.clone())),
+            introspect(builtins::rpc_list(info.clone())),
         ] {
             // Built-ins offer the node's resources like every function. Their names are
             // reserved: no user function can take them.

@@ -223,12 +223,13 @@ pub enum RegisterError {
 
 /// The node's built-in functions. No one else may register these names, under any version:
 /// whoever could would receive every other client's calls to them.
-pub const BUILTIN_NAMES: [&str; 5] = [
+pub const BUILTIN_NAMES: [&str; 6] = [
     "echo",
     "echos",
     "list_peers",
     "cluster_map",
     "catalog_query",
+    "rpc_list",
 ];
 
 /// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for
