@@ -486,11 +486,7 @@ impl Settings {
     /// Whether the node listens on loopback only (`host` is a loopback address or
     /// `localhost`), where only this machine's processes reach its peer endpoint.
     pub fn loopback_only(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
 
     /// Refuses to serve unauthenticated peers beyond loopback unless told to: anyone who
@@ -510,6 +506,39 @@ impl Settings {
             ),
         })
     }
+}
+
+/// Why [`read_small_file`] read nothing.
+#[derive(Debug)]
+pub enum SmallFileError {
+    Io(std::io::Error),
+    /// The file holds more than the limit (it is not the file the setting meant).
+    TooLarge,
+}
+
+/// The bytes of a file a setting names (a key, a certificate, a secret), read only up to
+/// `max_bytes`: a setting pointing at a large file costs no more than that.
+pub fn read_small_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, SmallFileError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(SmallFileError::Io)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(SmallFileError::Io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(SmallFileError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Whether `host` (a name or an IP address, IPv6 optionally in brackets) is loopback: only
+/// this machine's processes reach it.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One layer of settings; `None` leaves the value below it in place.

@@ -64,16 +64,11 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| file_error(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PEM_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| file_error(path, e))?;
-    if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
-        return Err(file_error(path, "over 1 MiB: not a PEM file"));
-    }
-    Ok(bytes)
+    use crate::config::{SmallFileError, read_small_file};
+    read_small_file(path, MAX_PEM_FILE_BYTES).map_err(|e| match e {
+        SmallFileError::Io(e) => file_error(path, e),
+        SmallFileError::TooLarge => file_error(path, "over 1 MiB: not a PEM file"),
+    })
 }
 
 /// The certificates in a PEM file (a chain: leaf first).

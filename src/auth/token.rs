@@ -104,22 +104,16 @@ pub enum KeySource<'p> {
 
 /// Reads a key file, bounded.
 fn read_key_file(path: &Path) -> Result<Vec<u8>, AuthError> {
-    use std::io::Read;
-    let key_error = |reason: String| AuthError::Key {
+    use crate::config::{SmallFileError, read_small_file};
+    read_small_file(path, MAX_KEY_FILE_BYTES).map_err(|e| AuthError::Key {
         path: path.display().to_string(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| key_error(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| key_error(e.to_string()))?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(key_error(format!(
-            "over {MAX_KEY_FILE_BYTES} bytes: not a key file"
-        )));
-    }
-    Ok(bytes)
+        reason: match e {
+            SmallFileError::Io(e) => e.to_string(),
+            SmallFileError::TooLarge => {
+                format!("over {MAX_KEY_FILE_BYTES} bytes: not a key file")
+            }
+        },
+    })
 }
 
 /// The secret in `bytes`, trimmed and long enough.

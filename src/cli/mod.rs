@@ -173,13 +173,7 @@ impl ConnectArgs {
             let host = crate::transport::authority(url)
                 .rsplit_once(':')
                 .map_or("", |(h, _)| h);
-            let local = host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if url.starts_with("ws://") && !local {
+            if url.starts_with("ws://") && !crate::config::is_loopback_host(host) {
                 eprintln!(
                     "mpreg: warning: sending the token over plain ws:// to {host}: anyone on \
                      the path can read and replay it (use wss://)"

@@ -114,44 +114,84 @@ fn liveness_word(l: crate::routing::Liveness) -> &'static str {
 #[derive(Debug, Default, serde::Deserialize)]
 struct OriginalQuery {
     entry_type: String,
+    #[serde(flatten)]
+    functions: FunctionFilter,
+    queue_name: Option<String>,
+}
+
+/// The function filters the original's discovery requests share (`catalog_query`'s and
+/// `rpc_list`'s).
+#[derive(Debug, Default, serde::Deserialize)]
+struct FunctionFilter {
     function_name: Option<String>,
     function_id: Option<String>,
     version_constraint: Option<String>,
     #[serde(default)]
     resources: Vec<String>,
     node_id: Option<String>,
-    queue_name: Option<String>,
     limit: Option<usize>,
+}
+
+impl FunctionFilter {
+    fn constraint(&self) -> Result<Option<crate::registry::VersionConstraint>, CallError> {
+        self.version_constraint
+            .as_deref()
+            .map(crate::registry::VersionConstraint::parse)
+            .transpose()
+            .map_err(|e| CallError::InvalidArguments(e.to_string()))
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(usize::MAX)
+    }
+
+    /// The catalog's function entries that pass every filter but `limit` (the caller may
+    /// filter further before taking).
+    fn select<'c>(
+        &'c self,
+        catalog: &'c crate::control::Catalog,
+        constraint: Option<&'c crate::registry::VersionConstraint>,
+    ) -> impl Iterator<Item = (u64, &'c crate::control::FunctionEntry)> + 'c {
+        catalog
+            .functions()
+            .filter(|(_, f)| self.function_name.as_ref().is_none_or(|n| *n == f.name))
+            .filter(|(_, f)| {
+                self.function_id
+                    .as_ref()
+                    .is_none_or(|id| *id == f.function_id)
+            })
+            .filter(move |(_, f)| constraint.is_none_or(|c| c.matches(&f.version)))
+            .filter(|(_, f)| self.resources.iter().all(|r| f.resources.contains(r)))
+            .filter(|(node, _)| {
+                self.node_id
+                    .as_ref()
+                    .is_none_or(|n| *n == node_id_of(catalog, *node))
+            })
+    }
+}
+
+/// A member's `node_id` as discovery shows it (`name-<hex raft id>`).
+fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
+    let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
+    format!("{name}-{node:016x}")
 }
 
 /// The original's answer: `{entry_type, generated_at, items, next_page_token}`.
 fn original_query(info: &NodeInfo, q: OriginalQuery) -> Result<Value, CallError> {
-    let constraint = q
-        .version_constraint
-        .as_deref()
-        .map(crate::registry::VersionConstraint::parse)
-        .transpose()
-        .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+    let constraint = q.functions.constraint()?;
     // The original's default query (`CatalogQueryRequest()`) names no type: functions.
     let kind = match q.entry_type.to_ascii_lowercase() {
         k if k.is_empty() => "functions".to_owned(),
         k => k,
     };
-    let limit = q.limit.unwrap_or(usize::MAX);
+    let limit = q.functions.limit();
     let items: Vec<Value> = info.control.catalog.read(|state| {
         let catalog = &state.catalog;
-        let node_id_of = |node: u64| {
-            let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
-            format!("{name}-{node:016x}")
-        };
+        let node_id_of = |node: u64| node_id_of(catalog, node);
         match kind.as_str() {
-            "functions" => catalog
-                .functions()
-                .filter(|(_, f)| q.function_name.as_ref().is_none_or(|n| *n == f.name))
-                .filter(|(_, f)| q.function_id.as_ref().is_none_or(|id| *id == f.function_id))
-                .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
-                .filter(|(_, f)| q.resources.iter().all(|r| f.resources.contains(r)))
-                .filter(|(node, _)| q.node_id.as_ref().is_none_or(|n| *n == node_id_of(*node)))
+            "functions" => q
+                .functions
+                .select(catalog, constraint.as_ref())
                 .take(limit)
                 .map(|(node, f)| {
                     let mut d = describe_entry(f);
@@ -195,15 +235,10 @@ fn original_query(info: &NodeInfo, q: OriginalQuery) -> Result<Value, CallError>
 /// (namespace, scope, tenants, tags, capabilities) are accepted and ignored.
 #[derive(Debug, Default, serde::Deserialize)]
 struct RpcListQuery {
-    function_name: Option<String>,
-    function_id: Option<String>,
-    version_constraint: Option<String>,
-    #[serde(default)]
-    resources: Vec<String>,
-    node_id: Option<String>,
+    #[serde(flatten)]
+    functions: FunctionFilter,
     /// A substring of the name.
     query: Option<String>,
-    limit: Option<usize>,
 }
 
 /// `rpc_list({…})`: the cluster's functions as the original's `RpcListResponse`
@@ -229,32 +264,18 @@ pub(super) fn rpc_list(info: Arc<NodeInfo>) -> Function {
                 }
             }
             .map_err(|e| bad(crate::protocol::plain_error(&e)))?;
-            let constraint = q
-                .version_constraint
-                .as_deref()
-                .map(crate::registry::VersionConstraint::parse)
-                .transpose()
-                .map_err(|e| CallError::InvalidArguments(e.to_string()))?;
+            let constraint = q.functions.constraint()?;
             let items: Vec<Value> = info.control.catalog.read(|state| {
                 let catalog = &state.catalog;
-                let node_id_of = |node: u64| {
-                    let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
-                    format!("{name}-{node:016x}")
-                };
-                catalog
-                    .functions()
-                    .filter(|(_, f)| q.function_name.as_ref().is_none_or(|n| *n == f.name))
-                    .filter(|(_, f)| q.function_id.as_ref().is_none_or(|id| *id == f.function_id))
-                    .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
-                    .filter(|(_, f)| q.resources.iter().all(|r| f.resources.contains(r)))
+                q.functions
+                    .select(catalog, constraint.as_ref())
                     .filter(|(_, f)| q.query.as_ref().is_none_or(|s| f.name.contains(s.as_str())))
-                    .filter(|(node, _)| q.node_id.as_ref().is_none_or(|n| *n == node_id_of(*node)))
-                    .take(q.limit.unwrap_or(usize::MAX))
+                    .take(q.functions.limit())
                     .map(|(node, f)| {
                         json!({
                             "identity": {"name": f.name, "function_id": f.function_id, "version": f.version.to_string()},
                             "namespace": "",
-                            "node_id": node_id_of(node),
+                            "node_id": node_id_of(catalog, node),
                             "cluster_id": info.cluster_id,
                             "resources": f.resources,
                             "tags": [],
