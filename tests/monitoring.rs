@@ -146,6 +146,33 @@ async fn probes_health_status_and_metrics() {
         text.contains(r#"mpreg_call_failures_total{function="echo",version="1.0.0"} 0"#),
         "{text}"
     );
+    assert!(metric(&text, "mpreg_client_bytes_received_total") > 0.0);
+    assert!(metric(&text, "mpreg_client_bytes_sent_total") > 0.0);
+    assert_eq!(
+        metric(&text, "mpreg_request_steps_count"),
+        2.0,
+        "two requests"
+    );
+    // Buckets are cumulative, and `+Inf` is the count.
+    assert_eq!(metric(&text, r#"mpreg_request_steps_bucket{le="1"}"#), 2.0);
+    assert_eq!(
+        metric(&text, r#"mpreg_request_steps_bucket{le="4096"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, r#"mpreg_request_steps_bucket{le="+Inf"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"mpreg_call_duration_seconds_bucket{function="echo",version="1.0.0",caller="client",le="10"}"#
+        ),
+        1.0
+    );
+    assert!(metric(&text, "mpreg_raft_committed_index") >= 1.0, "{text}");
+    assert!(metric(&text, "mpreg_raft_append_entries_count") >= 1.0);
+    assert_eq!(metric(&text, "mpreg_worker_connections"), 0.0);
     promtool_accepts(&text);
     // What the original's `mpreg monitor status` reads.
     let rpc = get_json(&base, "/metrics/rpc").await;
@@ -175,6 +202,72 @@ async fn probes_health_status_and_metrics() {
         "error"
     );
     node.shutdown().await;
+}
+
+/// The value of the sample `series` (name and labels exactly as written) in `text`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample `{series}` in:\n{text}"))
+}
+
+/// A step forwarded between two nodes shows in the entry node's forwarded-step histogram
+/// and peer traffic, and heartbeats give each peer a round-trip time.
+#[tokio::test]
+async fn forwarded_steps_peer_traffic_and_round_trips_are_measured() {
+    let a = start_node(
+        monitored(),
+        vec![Function::new("far", || async { Ok::<_, String>("away") })],
+    )
+    .await;
+    let b = start_node(
+        Settings {
+            peers: vec![a.url().to_owned()],
+            ..monitored()
+        },
+        vec![],
+    )
+    .await;
+    common::wait_routable(&[&b], "far", 1).await;
+    let client = Client::connect(b.url()).await.unwrap();
+    assert_eq!(client.call("far", json!([])).await.unwrap(), json!("away"));
+    let base = b.monitoring_url().expect("monitoring on").to_owned();
+    let peer = format!("{:016x}", a.raft_id());
+    let mut polls = 0;
+    let text = loop {
+        let (_, _, text) = get(&base, "/metrics", "").await;
+        // Heartbeats run every 250 ms: the first answered one gives the round trip.
+        if text.contains(&format!(
+            r#"mpreg_peer_round_trip_seconds{{peer="{peer}"}}"#
+        )) {
+            break text;
+        }
+        polls += 1;
+        assert!(polls < 200, "no round trip to {peer}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(
+        metric(&text, "mpreg_forwarded_step_duration_seconds_count"),
+        1.0
+    );
+    assert_eq!(metric(&text, "mpreg_forwarded_step_failures_total"), 0.0);
+    assert!(metric(&text, "mpreg_peer_bytes_sent_total") > 0.0);
+    assert!(metric(&text, "mpreg_peer_bytes_received_total") > 0.0);
+    assert_eq!(
+        metric(&text, &format!(r#"mpreg_peer_up{{peer="{peer}"}}"#)),
+        1.0
+    );
+    promtool_accepts(&text);
+    // The node that ran it counts the call as a peer's.
+    let (_, _, text) = get(a.monitoring_url().unwrap(), "/metrics", "").await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"mpreg_call_duration_seconds_count{function="far",version="1.0.0",caller="peer"}"#
+        ),
+        1.0
+    );
 }
 
 /// `promtool check metrics` on `text` (Debian's `prometheus` package; `.ci/run` installs it).

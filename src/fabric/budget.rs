@@ -53,6 +53,13 @@ pub fn reading(unwritten: usize, answering: usize, since_progress: Duration) -> 
     }
 }
 
+/// Bytes every peer connection of a node read and wrote (frames' payloads), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
 /// The unwritten bytes of one connection, and a count of frames written (progress).
 #[derive(Debug, Default)]
 pub struct Unwritten {

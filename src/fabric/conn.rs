@@ -69,6 +69,8 @@ pub(crate) struct Conn {
     /// Tells the task that the lifecycle changed from outside it (a call retired it, a
     /// write through it failed).
     changed: Notify,
+    /// The node's peer traffic, which this connection adds to.
+    traffic: Arc<budget::Traffic>,
 }
 
 impl Conn {
@@ -133,6 +135,9 @@ impl Conn {
                 break;
             };
             self.unwritten.left(frame.len(), true);
+            self.traffic
+                .bytes_out
+                .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
             std::pin::Pin::new(&mut *w)
                 .start_send(frame)
                 .map_err(io::Error::other)?;
@@ -165,6 +170,7 @@ pub(crate) fn start(
         pending: Mutex::default(),
         life: Mutex::default(),
         changed: Notify::new(),
+        traffic: endpoint.traffic.clone(),
     });
     let open = Arc::new(Open {
         conn: conn.clone(),
@@ -272,7 +278,7 @@ async fn drive(
             // Read unless over budget: the replies to this side's calls arrive here too, so
             // a busy peer is refused steps (`Served::start`) rather than left unread; only
             // a peer that does not read what it is sent stops being read.
-            frame = next_incoming(&mut frames), if reading == Reading::Read => {
+            frame = next_incoming(&mut frames, &conn.traffic), if reading == Reading::Read => {
                 pace.last_heard = tokio::time::Instant::now();
                 if !read_batch(frame, &mut frames, &mut served, &conn, &endpoint) {
                     break;
@@ -300,7 +306,7 @@ fn read_batch(
         }
         batch += 1;
         if batch < READ_BATCH {
-            frame = next_incoming(frames).now_or_never();
+            frame = next_incoming(frames, &conn.traffic).now_or_never();
         }
     }
     true

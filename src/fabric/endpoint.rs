@@ -32,6 +32,8 @@ pub(crate) struct Endpoint {
     me: OnceLock<Caller>,
     planes: Planes,
     open: AtomicUsize,
+    /// Bytes its peer connections read and wrote.
+    pub(crate) traffic: Arc<super::budget::Traffic>,
     /// Set when the node has stopped: every connection ends and no new one is dialled.
     closed: watch::Sender<bool>,
 }
@@ -54,6 +56,7 @@ impl Endpoint {
             me: OnceLock::new(),
             planes: Planes::default(),
             open: AtomicUsize::new(0),
+            traffic: Arc::default(),
             closed: watch::Sender::new(false),
         }
     }
@@ -159,6 +162,11 @@ impl Fabric {
     /// Serves `plane` with `handler`, held weakly (the node owns it).
     pub fn serve(&self, plane: Plane, handler: Weak<dyn PlaneHandler>) {
         self.endpoint.planes.serve(plane, handler);
+    }
+
+    /// Bytes every peer connection read and wrote so far.
+    pub fn traffic(&self) -> &super::budget::Traffic {
+        &self.endpoint.traffic
     }
 
     /// Peer connections open now (dialled or accepted; one per peer once settled).

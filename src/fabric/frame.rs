@@ -199,11 +199,20 @@ where
 }
 
 /// The next binary frame of an admitted peer; `None` when the peer closed.
-pub(crate) async fn next_incoming<S>(ws: &mut S) -> io::Result<Option<Incoming>>
+pub(crate) async fn next_incoming<S>(
+    ws: &mut S,
+    traffic: &super::budget::Traffic,
+) -> io::Result<Option<Incoming>>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    next_binary(ws).await?.map(|b| incoming(&b)).transpose()
+    let Some(bytes) = next_binary(ws).await? else {
+        return Ok(None);
+    };
+    traffic
+        .bytes_in
+        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    incoming(&bytes).map(Some)
 }
 
 /// The next binary frame's bytes; `None` when the peer closed.

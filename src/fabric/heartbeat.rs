@@ -73,9 +73,15 @@ pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
         let members = (h.members)();
         track(&h, &mut peers, &members);
         let load = (h.load)();
+        let clock = h.env.clock.clone();
         let answers = join_all(peers.iter().map(|(id, link)| {
             let beat = h.beat.beat(link.clone(), load, TIMEOUT);
-            async move { (*id, beat.await) }
+            let clock = clock.clone();
+            async move {
+                let sent = clock.now();
+                let answer = beat.await;
+                (*id, answer, clock.now().saturating_duration_since(sent))
+            }
         }))
         .await;
         let at = h.env.clock.now();
@@ -83,12 +89,13 @@ pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
         let mut silent = Vec::new();
         {
             let mut d = lock(&h.detector);
-            for (id, answer) in answers {
+            for (id, answer, rtt) in answers {
                 let missed = misses.entry(id).or_insert(0);
                 match answer {
                     Ok(load) => {
                         *missed = 0;
                         d.heard(id, at, load);
+                        d.round_trip(id, rtt);
                     }
                     Err(_) => {
                         *missed += 1;

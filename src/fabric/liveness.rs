@@ -59,6 +59,8 @@ pub struct Detector {
     heard: BTreeMap<NodeId, Heard>,
     /// Peers being watched that have not answered yet, since when.
     watched_since: BTreeMap<NodeId, Instant>,
+    /// How long each peer's last answered heartbeat took, sent to answered.
+    round_trips: BTreeMap<NodeId, Duration>,
 }
 
 impl Detector {
@@ -88,8 +90,19 @@ impl Detector {
         }
     }
 
+    /// `node`'s last heartbeat took `rtt` from sending to its answer.
+    pub fn round_trip(&mut self, node: NodeId, rtt: Duration) {
+        self.round_trips.insert(node, rtt);
+    }
+
+    /// The round trip of `node`'s last answered heartbeat (`None`: it never answered).
+    pub fn last_round_trip(&self, node: NodeId) -> Option<Duration> {
+        self.round_trips.get(&node).copied()
+    }
+
     /// Stops watching `node` (it left the cluster).
     pub fn forget(&mut self, node: NodeId) {
+        self.round_trips.remove(&node);
         self.heard.remove(&node);
         self.watched_since.remove(&node);
     }

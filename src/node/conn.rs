@@ -93,7 +93,7 @@ pub(super) async fn serve_connection(
     };
     let expires = expires.and_then(|exp| admission::expiry(exp, shared.env.clock.as_ref()));
     shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
-    let (id, inflight) = shared.stats.track_connection();
+    let (id, tally) = shared.stats.track_connection();
     let _tracked = Tracked {
         stats: &shared.stats,
         id,
@@ -101,7 +101,7 @@ pub(super) async fn serve_connection(
     let conn = Connection {
         shared: &shared,
         max_inflight: shared.settings.max_inflight_per_connection,
-        inflight,
+        tally,
         trees: Arc::default(),
         access,
     };
@@ -127,8 +127,8 @@ struct Connection<'a> {
     /// Requests running at once; at the limit the node stops reading this client
     /// (backpressure through TCP).
     max_inflight: usize,
-    /// How many of this connection's requests are running, for `cluster_map`.
-    inflight: Arc<AtomicUsize>,
+    /// Its requests running (for `cluster_map`), bytes and request sizes (for `/metrics`).
+    tally: Arc<super::ConnTally>,
     /// Bytes of JSON trees its running calls decoded (`registry::meter`).
     trees: Arc<AtomicUsize>,
     /// What the client's token allows (everything, when tokens are not required).
@@ -141,6 +141,8 @@ type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (Message, usize)>;
 /// Replies waiting to be written, and the connection's bytes (`budget.rs`).
 struct Outbox<'a> {
     queue: VecDeque<Message>,
+    /// Counts the bytes queued to the client.
+    tally: Arc<super::ConnTally>,
     budget: ConnBudget<'a>,
     /// When a reply last moved into the socket, or the queue was last empty.
     last_progress: Instant,
@@ -148,6 +150,9 @@ struct Outbox<'a> {
 
 impl Outbox<'_> {
     fn push(&mut self, m: Message) {
+        self.tally
+            .bytes_out
+            .fetch_add(m.len() as u64, Ordering::Relaxed);
         self.budget.charge(m.len());
         self.queue.push_back(m);
     }
@@ -185,6 +190,7 @@ impl<'a> Connection<'a> {
         self.serve_frames(ws, shutdown, expires, &mut worker).await;
         // A worker's functions leave with its connection.
         if let Some(w) = worker {
+            self.shared.stats.workers.fetch_sub(1, Ordering::Relaxed);
             let which = w.end();
             if !which.is_empty() {
                 self.shared.functions.remove(&which);
@@ -219,6 +225,7 @@ impl<'a> Connection<'a> {
         let mut running: Unordered<RequestFuture<'a>> = Unordered::new();
         let mut out = Outbox {
             queue: VecDeque::new(),
+            tally: self.tally.clone(),
             budget: self.shared.clients.connection(),
             last_progress: clock.now(),
         };
@@ -232,7 +239,7 @@ impl<'a> Connection<'a> {
                 };
                 return close(ws, out.queue, frame).await;
             }
-            self.inflight.store(running.len(), Ordering::Relaxed);
+            self.tally.inflight.store(running.len(), Ordering::Relaxed);
             let event = std::future::poll_fn(|cx| {
                 if let Some(e) = expiry.as_mut()
                     && e.as_mut().poll(cx).is_ready()
@@ -338,6 +345,9 @@ impl<'a> Connection<'a> {
             Frame::Text(t) => (decode_text(t), t.len()),
             Frame::Binary(b) => (decode_frame(b), b.len()),
         };
+        self.tally
+            .bytes_in
+            .fetch_add(charged as u64, Ordering::Relaxed);
         let req = match decoded {
             Ok(Incoming::Rpc(req)) => req,
             Ok(Incoming::CallResult(result)) => {
@@ -386,6 +396,7 @@ impl<'a> Connection<'a> {
             let reply = Reply::failure(Value::String(req.u), error);
             return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
+        self.tally.dag_steps.record(req.cmds.len() as u64);
         let shared = self.shared;
         let registry = shared.registry();
         let trees = self.trees.clone();
@@ -435,7 +446,10 @@ impl<'a> Connection<'a> {
             let reply = Reply::failure(u, WireError::new(ErrorCode::Forbidden, why));
             return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
-        let w = worker.get_or_insert_with(|| Worker::new(self.shared.stats.clone()));
+        let w = worker.get_or_insert_with(|| {
+            self.shared.stats.workers.fetch_add(1, Ordering::Relaxed);
+            Worker::new(self.shared.stats.clone())
+        });
         if let Err(why) = w.check(&reg) {
             let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));
             return out.push(kind.frame(&reply, max, &self.shared.stats.errors));

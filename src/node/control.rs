@@ -42,6 +42,8 @@ pub(crate) struct Control {
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     durable: Option<DurableStore>,
+    /// What the Raft storage did (appends, snapshots), for `/metrics`.
+    pub(crate) store_stats: Arc<crate::control::raft::StoreStats>,
 }
 
 enum DurableStore {
@@ -114,7 +116,8 @@ impl Control {
                 let path = p.sqlite_path();
                 let store = SqliteLogStore::open(&path)
                     .await
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .timed_by(env.clock.clone());
                 let id = store
                     .node_id_or_insert(fresh_id)
                     .await
@@ -164,7 +167,13 @@ impl Control {
         network
             .fabric()
             .serve(Plane::Raft, Arc::downgrade(&handler));
+        let store_stats = match &durable {
+            Some(DurableStore::Sqlite(s)) => s.stats(),
+            Some(DurableStore::Memory(s)) => s.stats(),
+            None => Arc::default(),
+        };
         Ok(Control {
+            store_stats,
             id,
             raft,
             catalog,

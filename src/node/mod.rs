@@ -54,7 +54,14 @@ pub(crate) struct Stats {
     /// Per connection, its requests still running (those that did not finish on their
     /// first poll). One counter per connection keeps the request path free of a shared,
     /// contended cache line; readers sum them.
-    connections: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<AtomicUsize>>>,
+    connections: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnTally>>>,
+    /// What connections that have closed added to the tallies.
+    closed: ConnTally,
+    /// Worker connections open (those that registered functions).
+    pub(crate) workers: AtomicUsize,
+    /// Steps this node forwarded to peers, from sending to the answer (or the failure).
+    pub(crate) forwarded: crate::registry::stats::Latency,
+    pub(crate) forwards_failed: std::sync::atomic::AtomicU64,
     next_connection: std::sync::atomic::AtomicU64,
     /// Steps other nodes forwarded here, running now.
     pub(crate) steps_running: AtomicUsize,
@@ -71,6 +78,31 @@ pub(crate) struct Stats {
     /// Error replies by code. Counted only when a reply is an error, so the request path
     /// of a successful call writes no shared counter.
     pub(crate) errors: ErrorCounts,
+}
+
+/// One client connection's counters. Each connection writes only its own (no shared,
+/// contended cache line on the request path); readers sum them, and a closing
+/// connection's are folded into [`Stats`]'s `closed`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTally {
+    /// Its requests still running (those that did not finish on their first poll).
+    pub(crate) inflight: AtomicUsize,
+    /// Bytes of the frames it received and of the replies queued to it.
+    pub(crate) bytes_in: std::sync::atomic::AtomicU64,
+    pub(crate) bytes_out: std::sync::atomic::AtomicU64,
+    /// Steps per request it sent.
+    pub(crate) dag_steps: crate::registry::stats::Sizes,
+}
+
+impl ConnTally {
+    fn absorb(&self, other: &ConnTally) {
+        let add = |a: &std::sync::atomic::AtomicU64, b: &std::sync::atomic::AtomicU64| {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add(&self.bytes_in, &other.bytes_in);
+        add(&self.bytes_out, &other.bytes_out);
+        self.dag_steps.absorb(&other.dag_steps);
+    }
 }
 
 /// How many error replies of each code the node sent.
@@ -122,16 +154,31 @@ impl Drop for StepDone<'_> {
 }
 
 impl Stats {
-    /// Registers a connection's counter; it counts until `forget_connection`.
-    pub(crate) fn track_connection(&self) -> (u64, Arc<AtomicUsize>) {
+    /// Registers a connection's counters; they count until `forget_connection`.
+    pub(crate) fn track_connection(&self) -> (u64, Arc<ConnTally>) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let counter = Arc::new(AtomicUsize::new(0));
-        self.lock_connections().insert(id, counter.clone());
-        (id, counter)
+        let tally = Arc::new(ConnTally::default());
+        self.lock_connections().insert(id, tally.clone());
+        (id, tally)
     }
 
     pub(crate) fn forget_connection(&self, id: u64) {
-        self.lock_connections().remove(&id);
+        let mut open = self.lock_connections();
+        if let Some(tally) = open.remove(&id) {
+            // Under the lock, so a reader never sees a connection in both or neither.
+            self.closed.absorb(&tally);
+        }
+    }
+
+    /// Every client connection's counters summed, closed ones included.
+    pub(crate) fn client_totals(&self) -> ConnTally {
+        let total = ConnTally::default();
+        let open = self.lock_connections();
+        total.absorb(&self.closed);
+        for tally in open.values() {
+            total.absorb(tally);
+        }
+        total
     }
 
     /// Requests running on the node now.
@@ -139,7 +186,7 @@ impl Stats {
         let requests: usize = self
             .lock_connections()
             .values()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|c| c.inflight.load(Ordering::Relaxed))
             .sum();
         requests + self.steps_running.load(Ordering::Relaxed)
     }
@@ -188,7 +235,7 @@ impl Stats {
 
     fn lock_connections(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<AtomicUsize>>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnTally>>> {
         // Entries are inserted and removed whole; a poisoned map is still consistent.
         self.connections
             .lock()
@@ -543,6 +590,7 @@ impl NodeBuilder {
             detector: detector.clone(),
             env: env.clone(),
             sent: Arc::default(),
+            stats: stats.clone(),
         });
         let shared = Arc::new(Shared {
             peers,

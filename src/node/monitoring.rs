@@ -550,6 +550,35 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fm
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
+/// `s`'s buckets as prometheus-client's encoder takes them: the count in each bucket alone
+/// (it sums them itself, and adds `+Inf` from the total).
+fn per_bucket(s: &crate::registry::stats::LatencySnapshot) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    s.buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let n = cumulative - below;
+            below = cumulative;
+            (bound, n)
+        })
+        .collect()
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    s: &crate::registry::stats::LatencySnapshot,
+) -> std::fmt::Result {
+    e.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            s.sum_seconds,
+            s.count,
+            &per_bucket(s),
+            None,
+        )
+}
+
 fn int(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
 }
@@ -588,6 +617,56 @@ impl Collector for NodeMetrics {
             "mpreg_peer_connections",
             "Peer connections open (dialled or accepted)",
             int(info.control.network.fabric().open_connections()),
+        )?;
+        gauge(
+            e,
+            "mpreg_worker_connections",
+            "Client connections that registered functions (workers)",
+            int(stats.workers.load(Ordering::Relaxed)),
+        )?;
+        let clients = stats.client_totals();
+        counter(
+            e,
+            "mpreg_client_bytes_received",
+            "Bytes of the frames clients sent",
+            clients.bytes_in.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_client_bytes_sent",
+            "Bytes of the replies queued to clients",
+            clients.bytes_out.load(Ordering::Relaxed),
+        )?;
+        histogram(
+            e,
+            "mpreg_request_steps",
+            "Commands (DAG steps) per client request",
+            &clients.dag_steps.snapshot(),
+        )?;
+        let traffic = info.control.network.fabric().traffic();
+        counter(
+            e,
+            "mpreg_peer_bytes_received",
+            "Bytes of the frames peers sent",
+            traffic.bytes_in.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_peer_bytes_sent",
+            "Bytes of the frames written to peers",
+            traffic.bytes_out.load(Ordering::Relaxed),
+        )?;
+        histogram(
+            e,
+            "mpreg_forwarded_step_duration_seconds",
+            "Steps this node forwarded to another, from sending to the answer",
+            &stats.forwarded.snapshot(),
+        )?;
+        counter(
+            e,
+            "mpreg_forwarded_step_failures",
+            "Steps forwarded to another node that got no answer (not sent, lost, timed out)",
+            stats.forwards_failed.load(Ordering::Relaxed),
         )?;
         counter(
             e,
@@ -657,6 +736,37 @@ impl Collector for NodeMetrics {
             "Index of the last snapshot",
             int(m.snapshot.map_or(0, |l| l.index)),
         )?;
+        let store = &info.control.store_stats;
+        gauge(
+            e,
+            "mpreg_raft_committed_index",
+            "Index of the last entry this node knows committed",
+            int(store.committed_index()),
+        )?;
+        counter(
+            e,
+            "mpreg_raft_snapshots_built",
+            "Snapshots this node built of its catalog",
+            store.snapshots_built.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_raft_snapshots_installed",
+            "Snapshots this node installed from a leader",
+            store.snapshots_installed.load(Ordering::Relaxed),
+        )?;
+        histogram(
+            e,
+            "mpreg_raft_append_duration_seconds",
+            "Raft log appends, from handing the batch to SQLite to its fsync (none in memory mode)",
+            &store.append_duration.snapshot(),
+        )?;
+        histogram(
+            e,
+            "mpreg_raft_append_entries",
+            "Entries per Raft log append",
+            &store.append_entries.snapshot(),
+        )?;
         let (members, functions, queues) = info.control.catalog.read(|s| {
             (
                 s.catalog.members().count(),
@@ -707,7 +817,7 @@ impl Collector for NodeMetrics {
                     .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                         s.sum_seconds,
                         s.count,
-                        &s.buckets,
+                        &per_bucket(&s),
                         None,
                     )?;
             }
@@ -767,6 +877,18 @@ impl Collector for NodeMetrics {
             if let Some(a) = d.age(*id, now) {
                 let labels = [("peer", format!("{id:016x}"))];
                 ConstGauge::new(a.as_secs_f64()).encode(age.encode_family(&labels)?)?;
+            }
+        }
+        let mut rtt = e.encode_descriptor(
+            "mpreg_peer_round_trip_seconds",
+            "How long the peer's last answered heartbeat took, sent to answered",
+            None,
+            MetricType::Gauge,
+        )?;
+        for id in &ids {
+            if let Some(t) = d.last_round_trip(*id) {
+                let labels = [("peer", format!("{id:016x}"))];
+                ConstGauge::new(t.as_secs_f64()).encode(rtt.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -21,6 +21,8 @@ pub(crate) struct Peers {
     /// Steps this node has sent to each peer and not yet heard back about: fresher than
     /// the load the peer's last heartbeat reported, so a burst does not herd on one node.
     pub(crate) sent: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    /// Where forwarded steps' latencies are recorded.
+    pub(crate) stats: Arc<super::Stats>,
 }
 
 fn lock_sent(
@@ -103,9 +105,19 @@ impl Cluster for Peers {
         };
         let peer = DataClient::new(self.control.network.fabric().link_to(node, &addr), None);
         let outstanding = Outstanding::new(self.sent.clone(), node);
+        let (stats, clock) = (self.stats.clone(), self.env.clock.clone());
         Box::pin(async move {
+            let sent = clock.now();
             let outcome = peer.step(step, wait).await;
             drop(outstanding);
+            stats
+                .forwarded
+                .record(clock.now().saturating_duration_since(sent));
+            if outcome.is_err() {
+                stats
+                    .forwards_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             outcome
         })
     }

@@ -52,6 +52,52 @@ impl Latency {
     }
 }
 
+/// Upper bounds of the size buckets (steps in a request, entries in an append batch).
+pub const SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096];
+
+/// A histogram of counts over [`SIZE_BOUNDS`] (and one bucket beyond the last).
+#[derive(Debug, Default)]
+pub struct Sizes {
+    buckets: [AtomicU64; SIZE_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl Sizes {
+    pub fn record(&self, n: u64) {
+        let i = SIZE_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(SIZE_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&self, other: &Sizes) {
+        for (a, b) in self.buckets.iter().zip(&other.buckets) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.sum
+            .fetch_add(other.sum.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, as Prometheus reads them (`sum_seconds` holds the sum).
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(SIZE_BOUNDS.len());
+        for (i, bound) in SIZE_BOUNDS.iter().enumerate() {
+            total += self.buckets[i].load(Ordering::Relaxed);
+            buckets.push((*bound as f64, total));
+        }
+        total += self.buckets[SIZE_BOUNDS.len()].load(Ordering::Relaxed);
+        LatencySnapshot {
+            buckets,
+            count: total,
+            sum_seconds: self.sum.load(Ordering::Relaxed) as f64,
+        }
+    }
+}
+
 /// Who asked for a call: a client of this node, or another node (a forwarded step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {

@@ -10,6 +10,7 @@ mod runtime;
 mod service;
 mod sqlite_store;
 mod store;
+mod store_stats;
 mod vote_guard;
 
 use std::io::Cursor;
@@ -23,6 +24,7 @@ pub use sqlite_store::SqliteLogStore;
 pub use store::{
     Applied, CatalogStateMachine, LogStore, SnapshotDisk, StoredSnapshot, StoredState,
 };
+pub use store_stats::StoreStats;
 
 use super::catalog::{CatalogCommand, CatalogError};
 

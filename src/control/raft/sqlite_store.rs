@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -18,6 +19,8 @@ use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
 use super::store::StoredSnapshot;
+use super::store_stats::StoreStats;
+use crate::env::Clock;
 use crate::env::sqlite::{DbError, Durability, SqliteDb};
 use crate::fabric::codec;
 
@@ -52,6 +55,9 @@ fn storage_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: DbError) -> Sto
 #[derive(Clone)]
 pub struct SqliteLogStore {
     db: SqliteDb,
+    stats: Arc<StoreStats>,
+    /// Times appends for `stats` (`None`: not timed).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl SqliteLogStore {
@@ -72,7 +78,21 @@ impl SqliteLogStore {
             c.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))
         })
         .await?;
-        Ok(SqliteLogStore { db })
+        Ok(SqliteLogStore {
+            db,
+            stats: Arc::default(),
+            clock: None,
+        })
+    }
+
+    /// Times appends on `clock`, for [`SqliteLogStore::stats`].
+    pub fn timed_by(mut self, clock: Arc<dyn Clock>) -> SqliteLogStore {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
     }
 
     async fn meta<T: DeserializeOwned + Send + 'static>(
@@ -258,6 +278,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
+        self.stats.committed(committed.map(|c| c.index));
         self.set_meta("committed", &committed)
             .await
             .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))
@@ -284,6 +305,8 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
             .map(|e| Ok((sql_index(e.log_id.index), encode(&e)?)))
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e.into()))?;
+        self.stats.append_entries.record(rows.len() as u64);
+        let started = self.clock.as_ref().map(|c| c.now());
         let written = self
             .db
             .call(move |c| {
@@ -299,6 +322,10 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
                 tx.commit() // with synchronous=FULL this returns after the WAL fsync
             })
             .await;
+        if let (Some(clock), Some(started)) = (&self.clock, started) {
+            let took = clock.now().saturating_duration_since(started);
+            self.stats.append_duration.record(took);
+        }
         match written {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

@@ -28,6 +28,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::sqlite_store::SqliteLogStore;
+use super::store_stats::StoreStats;
 use super::{CatalogResponse, TypeConfig};
 use crate::control::catalog::Catalog;
 
@@ -65,6 +66,7 @@ struct DiskState {
     dirty_from: Option<u64>,
     /// The node's id, written (durably) the first time it starts on this disk.
     node_id: Option<u64>,
+    stats: Arc<StoreStats>,
 }
 
 impl DiskState {
@@ -89,6 +91,11 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
+    /// What this disk's appends did.
+    pub fn stats(&self) -> Arc<StoreStats> {
+        lock(&self.0).stats.clone()
+    }
+
     /// A disk whose appends become durable (and are acknowledged to openraft) only `delay`
     /// after they were written: a crash in between loses them.
     pub fn with_sync_delay(delay: Duration) -> LogStore {
@@ -224,7 +231,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         // Not synced on its own: losing it only means re-applying from an older point.
-        lock(&self.0).live.committed = committed;
+        let mut d = lock(&self.0);
+        d.stats.committed(committed.map(|c| c.index));
+        d.live.committed = committed;
         Ok(())
     }
 
@@ -243,11 +252,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let (delay, epoch, schedule) = {
             let mut d = lock(&self.0);
+            let mut n = 0;
             for e in entries {
                 let i = e.log_id.index;
                 d.mark_dirty(i);
                 d.live.entries.insert(i, e);
+                n += 1;
             }
+            d.stats.append_entries.record(n);
             d.waiting.push(callback);
             let schedule = !d.sync_scheduled;
             d.sync_scheduled = true;
@@ -329,6 +341,15 @@ impl SnapshotDisk {
             SnapshotDisk::Sqlite(db) => db.load_snapshot().await,
         }
     }
+
+    /// The stats of the store this disk is (a fresh set for none).
+    pub fn stats(&self) -> Arc<StoreStats> {
+        match self {
+            SnapshotDisk::None => Arc::default(),
+            SnapshotDisk::Memory(disk) => disk.stats(),
+            SnapshotDisk::Sqlite(db) => db.stats(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -344,6 +365,7 @@ struct MachineData {
 pub struct CatalogStateMachine {
     data: Arc<Mutex<MachineData>>,
     disk: SnapshotDisk,
+    stats: Arc<StoreStats>,
 }
 
 impl Debug for CatalogStateMachine {
@@ -382,6 +404,7 @@ impl CatalogStateMachine {
         }
         Ok(CatalogStateMachine {
             data: Arc::new(Mutex::new(data)),
+            stats: disk.stats(),
             disk,
         })
     }
@@ -421,6 +444,9 @@ impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
         };
         // Durable before openraft may purge the log it replaces.
         self.disk.save((meta.clone(), bytes.clone())).await?;
+        self.stats
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&self.data).snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
@@ -484,6 +510,9 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         let bytes = snapshot.into_inner();
         let state = decode_state(&bytes)?;
         self.disk.save((meta.clone(), bytes.clone())).await?;
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut d = lock(&self.data);
         d.state = state;
         d.history.clear();
