@@ -109,3 +109,211 @@ async fn discovery_answers_in_the_originals_shapes() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The request the original's `MPREGClientAPI` sends for a discovery call: one command,
+/// `name == fun`, the request's fields as `args[0]` (none: `args: []`), every envelope
+/// field present as pydantic writes it.
+fn original_request(u: &str, fun: &str, payload: Option<serde_json::Value>) -> String {
+    let args = payload.map_or(json!([]), |p| json!([p]));
+    json!({"role":"rpc","cmds":[{"name":fun,"fun":fun,"args":args,"kwargs":{},"locs":[],
+        "function_id":null,"version_constraint":null,"target_cluster":null,"routing_topic":null}],
+        "u":u,"return_intermediate_results":false,"intermediate_result_callback_topic":null,
+        "include_execution_summary":false,"debug_mode":false})
+    .to_string()
+}
+
+/// What a discovery reply carries under `r.<fun>` (the client unwraps the one key).
+async fn original_call(
+    ws: &mut common::Raw,
+    fun: &str,
+    payload: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let reply = common::raw_roundtrip(ws, &original_request("u1", fun, payload)).await;
+    assert_eq!(reply["u"], "u1");
+    assert!(reply["error"].is_null(), "{fun}: {reply}");
+    reply["r"][fun].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_report_map_v2_and_watch_in_the_originals_shapes() {
+    let a = start_node(
+        Settings {
+            name: "a".into(),
+            ..test_settings()
+        },
+        vec![
+            Function::new(
+                "svc.market.quote",
+                |symbol: String, depth: Option<u32>| async move {
+                    Ok::<_, String>(format!("{symbol}:{depth:?}"))
+                },
+            )
+            .params(["symbol", "depth"])
+            .doc("A quote for a symbol")
+            .resources(["market"]),
+        ],
+    )
+    .await;
+    let b = start_node(
+        Settings {
+            name: "b".into(),
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    // A worker on b declares its parameters when it registers.
+    let mut worker = common::raw_connect(b.url()).await;
+    let registered = common::raw_roundtrip(
+        &mut worker,
+        &json!({"role": "register", "u": "reg", "functions": [{
+            "name": "svc.thumbs.resize", "doc": "Resizes an image",
+            "params": [{"name": "image", "type": "string"}, {"name": "width", "type": "integer", "required": false}],
+        }]})
+        .to_string(),
+    )
+    .await;
+    assert!(registered["error"].is_null(), "{registered}");
+    let refused = common::raw_roundtrip(
+        &mut worker,
+        &json!({"role": "register", "u": "reg2", "functions": [{
+            "name": "svc.bad", "params": [{"name": "x", "type": "int"}],
+        }]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(common::code_of(&refused), 1016, "{refused}");
+    wait_routable(&[&b], "svc.market.quote", 1).await;
+    wait_routable(&[&b], "svc.thumbs.resize", 1).await;
+    let mut ws = common::raw_connect(b.url()).await;
+
+    // rpc_describe(): auto mode, full detail; a's function described by a.
+    let d = original_call(
+        &mut ws,
+        "rpc_describe",
+        Some(json!({"mode": "auto", "detail_level": "full", "namespace": "svc"})),
+    )
+    .await;
+    assert!(d["generated_at"].as_f64().unwrap() > 0.0);
+    assert_eq!(d["errors"], json!([]), "{d}");
+    let items = d["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{d}");
+    let quote = &items[0];
+    assert_eq!(
+        quote["identity"],
+        json!({"name": "svc.market.quote", "function_id": "svc.market.quote", "version": "1.0.0"})
+    );
+    assert_eq!(quote["namespace"], "svc.market");
+    assert_eq!(quote["node_id"], a.node_id());
+    assert_eq!(quote["resources"], json!(["market"]));
+    assert_eq!(quote["summary"]["summary"], "A quote for a symbol");
+    assert_eq!(quote["summary"]["parameter_count"], 2);
+    assert_eq!(quote["summary"]["required_parameter_count"], 1);
+    let params = quote["spec"]["parameters"].as_array().unwrap();
+    assert_eq!(params[0]["name"], "symbol");
+    assert_eq!(params[0]["json_type"], "string");
+    assert_eq!(params[0]["required"], true);
+    assert_eq!(params[0]["kind"], "positional_or_keyword");
+    assert_eq!(params[1]["name"], "depth");
+    assert_eq!(params[1]["json_type"], "integer");
+    assert_eq!(params[1]["rust_type"], "Option<u32>");
+    assert_eq!(
+        params[1]["default"],
+        json!({"has_default": true, "encoding": "json"})
+    );
+    let digest = quote["spec_digest"].as_str().unwrap();
+    assert_eq!(digest.len(), 64);
+    assert_eq!(quote["spec"]["spec_digest"], digest);
+    let resize = &items[1];
+    assert_eq!(resize["identity"]["name"], "svc.thumbs.resize");
+    assert_eq!(resize["node_id"], b.node_id());
+    let wparams = resize["spec"]["parameters"].as_array().unwrap();
+    assert_eq!(
+        (
+            &wparams[0]["name"],
+            &wparams[0]["json_type"],
+            &wparams[1]["required"]
+        ),
+        (&json!("image"), &json!("string"), &json!(false))
+    );
+    // Summary detail, from the catalog alone: no spec; filters by digest and query.
+    let s = original_call(
+        &mut ws,
+        "rpc_describe",
+        Some(json!({"mode": "catalog", "detail_level": "summary", "query": "QUOTE"})),
+    )
+    .await;
+    assert_eq!(s["items"].as_array().map(Vec::len), Some(1), "{s}");
+    assert!(s["items"][0].get("spec").is_none());
+    let by_digest = original_call(
+        &mut ws,
+        "rpc_describe",
+        Some(json!({"mode": "auto", "detail_level": "full", "spec_digests": [digest]})),
+    )
+    .await;
+    assert_eq!(
+        by_digest["items"].as_array().map(Vec::len),
+        Some(1),
+        "{by_digest}"
+    );
+    // A bad mode is refused with a clear message.
+    let bad = common::raw_roundtrip(
+        &mut ws,
+        &original_request("u2", "rpc_describe", Some(json!({"mode": "sideways"}))),
+    )
+    .await;
+    assert_eq!(common::code_of(&bad), 1007, "{bad}");
+    assert!(bad["error"].to_string().contains("sideways"), "{bad}");
+
+    // rpc_report(): counts by namespace (built-ins have none: no key) and cluster.
+    let r = original_call(&mut ws, "rpc_report", None).await;
+    let total = r["total_functions"].as_u64().unwrap();
+    assert!(
+        total >= 2 + 2 * 11,
+        "two functions and every node's built-ins: {r}"
+    );
+    let ns = r["namespace_counts"].as_array().unwrap();
+    assert!(ns[0].get("key").is_none(), "built-ins first, keyless: {r}");
+    assert!(
+        ns.contains(&json!({"key": "svc.market", "count": 1})),
+        "{r}"
+    );
+    assert_eq!(
+        r["cluster_counts"],
+        json!([{"key": test_settings().cluster_id, "count": total}])
+    );
+    assert_eq!(r["tag_counts"], json!([]));
+
+    // cluster_map_v2(): ClusterNodeSnapshot per node, paged.
+    let m = original_call(&mut ws, "cluster_map_v2", None).await;
+    let nodes = m["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{m}");
+    assert!(m.get("next_page_token").is_none());
+    for n in nodes {
+        assert_eq!(n["capabilities"], json!(["rpc"]));
+        assert_eq!(n["scope"], "zone");
+        let url = n["advertised_urls"][0].as_str().unwrap();
+        assert_eq!(n["transport_endpoints"][0]["endpoint"], url);
+        assert!(n["transport_endpoints"][0]["port"].as_u64().unwrap() > 0);
+        assert!(n["load"]["load_score"].is_number(), "{n}");
+        assert_eq!(n["load"]["peer_count"], 1);
+    }
+    let paged = original_call(&mut ws, "cluster_map_v2", Some(json!({"limit": 1}))).await;
+    assert_eq!(paged["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(paged["next_page_token"], "1:1");
+    let gpu = original_call(
+        &mut ws,
+        "cluster_map_v2",
+        Some(json!({"resources": ["market"]})),
+    )
+    .await;
+    assert_eq!(gpu["nodes"].as_array().map(Vec::len), Some(1), "{gpu}");
+    assert_eq!(gpu["nodes"][0]["node_id"], a.node_id(), "a offers `market`");
+
+    // catalog_watch(): the topic the deltas go to.
+    let w = original_call(&mut ws, "catalog_watch", Some(json!({"namespace": "svc"}))).await;
+    assert_eq!(w["topic"], "mpreg.discovery.delta.svc");
+    assert_eq!(w["namespace"], "svc");
+    assert_eq!(w["cluster_id"], test_settings().cluster_id);
+}

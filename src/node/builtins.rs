@@ -171,7 +171,7 @@ impl FunctionFilter {
 }
 
 /// A member's `node_id` as discovery shows it (`name-<hex raft id>`).
-fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
+pub(super) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
     let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
     format!("{name}-{node:016x}")
 }

@@ -6,6 +6,7 @@ mod builtins;
 mod conn;
 mod control;
 pub mod data_plane;
+mod discovery;
 mod functions;
 mod monitoring;
 mod next;
@@ -259,6 +260,13 @@ pub(crate) struct NodeInfo {
     detector: crate::fabric::heartbeat::SharedDetector,
     /// The bytes client connections hold.
     clients: Arc<budget::ClientBudget>,
+    /// The functions served here (set once built, after the built-ins that read it).
+    registry: std::sync::OnceLock<Arc<functions::Functions>>,
+    /// Where `rpc_describe` sends its questions to other nodes (set once built).
+    peers: std::sync::OnceLock<Arc<peers::Peers>>,
+    /// The role discovery calls need, which `rpc_describe`'s questions to other nodes
+    /// carry (they come from a caller who held it here).
+    introspection_role: Option<String>,
 }
 
 /// What every connection of a running node shares.
@@ -497,6 +505,13 @@ impl NodeBuilder {
             stats: stats.clone(),
             control: control.clone(),
             detector: detector.clone(),
+            registry: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
+            introspection_role: self
+                .settings
+                .introspection_role
+                .clone()
+                .filter(|_| self.settings.auth_required),
         });
         // What the cluster looks like is for holders of `introspection_role`, when set.
         let introspect = |f: Function| match &self.settings.introspection_role {
@@ -510,6 +525,11 @@ impl NodeBuilder {
             introspect(builtins::catalog_query(info.clone())),
             introspect(builtins::cluster_map(info.clone())),
             introspect(builtins::rpc_list(info.clone())),
+            introspect(discovery::cluster_map_v2(info.clone())),
+            introspect(discovery::rpc_describe(info.clone())),
+            introspect(discovery::rpc_describe_local(info.clone())),
+            introspect(discovery::rpc_report(info.clone())),
+            introspect(discovery::catalog_watch(info.clone())),
         ] {
             // Built-ins offer the node's resources like every function. Their names are
             // reserved: no user function can take them.
@@ -542,6 +562,7 @@ impl NodeBuilder {
             control.clone(),
             registered.clone(),
         ));
+        let _ = info.registry.set(functions.clone());
         let limits = self.settings.exec_limits();
         let auth_required = self.settings.auth_required;
         let upgrade = self
@@ -592,6 +613,7 @@ impl NodeBuilder {
             sent: Arc::default(),
             stats: stats.clone(),
         });
+        let _ = info.peers.set(peers.clone());
         let shared = Arc::new(Shared {
             peers,
             control: control.clone(),

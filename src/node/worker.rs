@@ -27,6 +27,10 @@ const MAX_NAME_BYTES: usize = 128;
 const MAX_VERSION_BYTES: usize = 64;
 const MAX_RESOURCES: usize = 32;
 const MAX_RESOURCE_BYTES: usize = 64;
+/// Most parameters a function may declare, the longest name of one, the longest doc.
+const MAX_PARAMS: usize = 32;
+const MAX_PARAM_BYTES: usize = 64;
+const MAX_DOC_BYTES: usize = 1024;
 
 type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>>;
 
@@ -94,7 +98,8 @@ impl Worker {
                     f.roles
                         .iter()
                         .find_map(|r| long("a role", r, crate::auth::MAX_ROLE_BYTES))
-                });
+                })
+                .or_else(|| long("doc", f.doc.as_deref().unwrap_or(""), MAX_DOC_BYTES));
             if let Some(why) = too_long {
                 return Err(why);
             }
@@ -109,6 +114,10 @@ impl Worker {
                     "function `{}`: at most {MAX_RESOURCES} resources",
                     short(&f.name)
                 ));
+            }
+            if let Some(params) = &f.params {
+                crate::registry::signature::check_declared(params, MAX_PARAMS, MAX_PARAM_BYTES)
+                    .map_err(|e| format!("function `{}`: {e}", short(&f.name)))?;
             }
         }
         Ok(())
@@ -144,6 +153,12 @@ impl Worker {
                 .idempotent(f.idempotent);
                 if let Some(id) = &f.function_id {
                     function = function.function_id(id.clone());
+                }
+                if let Some(params) = &f.params {
+                    function = function.declare_params(params.clone());
+                }
+                if let Some(doc) = &f.doc {
+                    function = function.doc(doc.clone());
                 }
                 function
             })

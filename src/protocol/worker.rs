@@ -38,6 +38,12 @@ pub struct WorkerFunction {
     /// Roles a caller needs one of, on a node that requires tokens (none: anyone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Its parameters (`[{name, type, required}]`), as `rpc_describe` reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<crate::registry::signature::Param>>,
+    /// One line on what it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
 }
 
 fn default_version() -> String {

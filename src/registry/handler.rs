@@ -192,6 +192,8 @@ pub trait Handler: Send + Sync + 'static {
 pub trait IntoHandler<M>: Send + Sync + 'static {
     /// How many parameters the function takes.
     fn arity() -> usize;
+    /// The Rust types of its parameters (`std::any::type_name`), for `rpc_describe`.
+    fn param_types() -> Vec<&'static str>;
     /// Wraps the function; `params` are the parameter names used for keyword arguments and
     /// error messages.
     fn into_handler(self, params: Arc<[String]>) -> Arc<dyn Handler>;
@@ -257,6 +259,10 @@ macro_rules! typed_handler {
         {
             fn arity() -> usize {
                 $n
+            }
+
+            fn param_types() -> Vec<&'static str> {
+                vec![$(std::any::type_name::<$T>()),*]
             }
 
             fn into_handler(self, params: Arc<[String]>) -> Arc<dyn Handler> {

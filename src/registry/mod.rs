@@ -3,6 +3,7 @@
 
 mod handler;
 pub mod meter;
+pub mod signature;
 pub mod stats;
 mod version;
 
@@ -29,6 +30,13 @@ pub struct Function {
     params: Option<Vec<String>>,
     /// `None` for raw handlers, which take any number of arguments.
     arity: Option<usize>,
+    /// The Rust parameter types' names (typed functions).
+    types: Vec<&'static str>,
+    /// Parameters declared rather than read from the Rust signature (workers'; raw
+    /// functions' through [`Function::declare_params`]).
+    declared: Option<Vec<signature::Param>>,
+    /// One line on what it does, for `rpc_describe`.
+    doc: Option<String>,
     make: MakeHandler,
 }
 
@@ -56,6 +64,9 @@ impl Function {
             roles: BTreeSet::new(),
             params: None,
             arity: Some(F::arity()),
+            types: F::param_types(),
+            declared: None,
+            doc: None,
             make: Box::new(move |params| f.into_handler(params)),
         }
     }
@@ -75,6 +86,9 @@ impl Function {
             roles: BTreeSet::new(),
             params: None,
             arity: None,
+            types: Vec::new(),
+            declared: None,
+            doc: None,
             make: Box::new(move |_| Arc::new(handler::Raw(f))),
         }
     }
@@ -149,6 +163,19 @@ impl Function {
         self
     }
 
+    /// One line on what the function does, as `rpc_describe` reports it.
+    pub fn doc(mut self, doc: impl Into<String>) -> Function {
+        self.doc = Some(doc.into());
+        self
+    }
+
+    /// Describes a raw function's parameters (names, JSON types), for `rpc_describe`:
+    /// a typed function's come from its Rust signature.
+    pub fn declare_params(mut self, params: Vec<signature::Param>) -> Function {
+        self.declared = Some(params);
+        self
+    }
+
     /// Parameter names, for keyword arguments and error messages; default `arg0`, `arg1`, ….
     pub fn params<I, S>(mut self, params: I) -> Function
     where
@@ -176,6 +203,9 @@ pub struct FunctionSpec {
 pub struct RegisteredFunction {
     pub spec: FunctionSpec,
     pub params: Arc<[String]>,
+    /// Its parameters' names and JSON types, for `rpc_describe`.
+    pub signature: signature::Signature,
+    pub doc: Option<String>,
     pub handler: Arc<dyn Handler>,
     /// What its calls here did (`/metrics`).
     pub stats: stats::CallStats,
@@ -223,13 +253,18 @@ pub enum RegisterError {
 
 /// The node's built-in functions. No one else may register these names, under any version:
 /// whoever could would receive every other client's calls to them.
-pub const BUILTIN_NAMES: [&str; 6] = [
+pub const BUILTIN_NAMES: [&str; 11] = [
     "echo",
     "echos",
     "list_peers",
     "cluster_map",
     "catalog_query",
     "rpc_list",
+    "cluster_map_v2",
+    "rpc_describe",
+    "rpc_describe_local",
+    "rpc_report",
+    "catalog_watch",
 ];
 
 /// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for
@@ -315,8 +350,21 @@ impl Registry {
                 version,
             });
         }
+        let signature = match f.declared {
+            Some(params) => signature::Signature {
+                params,
+                variadic: false,
+            },
+            None if f.arity.is_none() => signature::Signature {
+                params: Vec::new(),
+                variadic: true,
+            },
+            None => signature::Signature::from_rust(&params, &f.types),
+        };
         let params: Arc<[String]> = params.into();
         let registered = Arc::new(RegisteredFunction {
+            signature,
+            doc: f.doc,
             spec: FunctionSpec {
                 name: f.name,
                 function_id,
