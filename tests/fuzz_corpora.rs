@@ -167,6 +167,7 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
                         sub: "svc-a".into(),
                         roles: ["caller".to_owned()].into(),
                     }),
+                    trace_id: Some("trace-1".into()),
                 }),
             ),
         ),

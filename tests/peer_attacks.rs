@@ -335,6 +335,7 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
         args_json: "[[1],{}]".into(),
         timeout_ms: 1000,
         caller: None,
+        trace_id: None,
     };
     let raft = Attack::Raft;
     vec![

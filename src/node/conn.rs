@@ -102,6 +102,8 @@ pub(super) async fn serve_connection(
         shared: &shared,
         max_inflight: shared.settings.max_inflight_per_connection,
         tally,
+        id,
+        requests: std::sync::atomic::AtomicU64::new(0),
         trees: Arc::default(),
         access,
     };
@@ -129,6 +131,9 @@ struct Connection<'a> {
     max_inflight: usize,
     /// Its requests running (for `cluster_map`), bytes and request sizes (for `/metrics`).
     tally: Arc<super::ConnTally>,
+    /// Its number on this node and how many requests it sent: a request's made trace id.
+    id: u64,
+    requests: std::sync::atomic::AtomicU64,
     /// Bytes of JSON trees its running calls decoded (`registry::meter`).
     trees: Arc<AtomicUsize>,
     /// What the client's token allows (everything, when tokens are not required).
@@ -401,6 +406,11 @@ impl<'a> Connection<'a> {
         let registry = shared.registry();
         let trees = self.trees.clone();
         let access = self.access.clone();
+        let trace = crate::rpc::Trace::Made {
+            node: shared.control.id,
+            conn: self.id,
+            seq: self.requests.fetch_add(1, Ordering::Relaxed),
+        };
         let mut request: RequestFuture<'a> =
             Box::pin(crate::registry::meter::metered(trees, async move {
                 let reply = execute_in(
@@ -409,6 +419,7 @@ impl<'a> Connection<'a> {
                     shared.env.clock.as_ref(),
                     shared.limits,
                     &access,
+                    trace,
                     req,
                 )
                 .await;

@@ -645,6 +645,7 @@ async fn scatter(
             args_json: args.clone(),
             timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             caller: caller.clone(),
+            trace_id: None,
         };
         let asked = crate::rpc::Cluster::forward(&**peers, node, step, wait);
         let clock = info.env.clock.clone();

@@ -83,6 +83,13 @@ impl Cluster for Peers {
         })
     }
 
+    fn node_name(&self, node: Option<NodeId>) -> String {
+        let id = node.unwrap_or(self.control.id);
+        self.control
+            .catalog
+            .read(|s| super::builtins::node_id_of(&s.catalog, id))
+    }
+
     fn forward(
         &self,
         node: NodeId,

@@ -142,6 +142,10 @@ pub struct RpcRequest {
     /// Lowers the node's request timeout for this request (mpreg extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The request's trace id, carried to every node it runs on and into their logs
+    /// (mpreg extension; the node makes one when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl RpcRequest {
@@ -153,6 +157,7 @@ impl RpcRequest {
             return_intermediate_results: false,
             include_execution_summary: false,
             timeout_ms: None,
+            trace_id: None,
         }
     }
 }
@@ -200,6 +205,26 @@ pub struct ExecutionSummary {
     pub average_level_time_ms: f64,
     pub parallel_commands_executed: usize,
     pub cross_cluster_hops: usize,
+    /// The request's trace id (mpreg extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Each command: where it ran and when (mpreg extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepTiming>,
+}
+
+/// One command of a summarised request: the node that ran it, when it started (since the
+/// request started) and how long it took there, hop included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub name: String,
+    pub fun: String,
+    pub level: usize,
+    pub node_id: String,
+    /// Whether it ran on another node than the one the client asked.
+    pub forwarded: bool,
+    pub started_ms: f64,
+    pub duration_ms: f64,
 }
 
 /// The reply to an `rpc` request: `r` on success, `error` on failure.

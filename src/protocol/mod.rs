@@ -14,6 +14,7 @@ pub use codes::ErrorCode;
 pub use decode::{DecodeError, Incoming, decode_frame, decode_text};
 pub use json::{Json, Kind, plain_error};
 pub use message::{
-    ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, WireError,
+    ExecutionSummary, IntermediateResult, Role, RpcCommand, RpcReply, RpcRequest, StepTiming,
+    WireError,
 };
 pub use worker::{CallResult, RegisterRequest, WorkerCall, WorkerFunction};

@@ -15,10 +15,13 @@ use super::forward::{Cluster, ForwardError, Route, Step, StepOutcome};
 use super::plan::{Plan, check_single, name_index, plan};
 use super::reply::{Done, Level, Levels, Reply};
 use super::resolve::{Budget, LimitError, MAX_VALUE_DEPTH, depth_of, resolve};
+use super::trace::{self, Trace};
 use crate::auth::Access;
+use crate::control::NodeId;
 use crate::env::Clock;
 use crate::protocol::{
-    ErrorCode, ExecutionSummary, Json, Kind, RpcCommand, RpcReply, RpcRequest, WireError,
+    ErrorCode, ExecutionSummary, Json, Kind, RpcCommand, RpcReply, RpcRequest, StepTiming,
+    WireError,
 };
 use crate::registry::stats::Caller;
 use crate::registry::{
@@ -72,29 +75,52 @@ pub async fn execute(
     limits: ExecLimits,
     req: RpcRequest,
 ) -> RpcReply {
-    execute_in(registry, None, clock, limits, &Access::Open, req)
-        .await
-        .to_rpc_reply()
+    execute_in(
+        registry,
+        None,
+        clock,
+        limits,
+        &Access::Open,
+        Trace::default(),
+        req,
+    )
+    .await
+    .to_rpc_reply()
 }
 
 /// Runs `req` on this node for a caller with `access`, sending the steps it has no
 /// function for to the nodes `cluster` chooses, and builds the reply (success or error).
+/// The request is traced by its own `trace_id`, or else by `made`.
 pub async fn execute_in(
     registry: &Registry,
     cluster: Option<&dyn Cluster>,
     clock: &dyn Clock,
     limits: ExecLimits,
     access: &Access,
+    made: Trace,
     mut req: RpcRequest,
 ) -> Reply {
     // `u` moves out of the request and into the reply, whatever the outcome.
     let u = std::mem::take(&mut req.u);
+    let trace = match req.trace_id.take() {
+        None => made,
+        Some(given) => match trace::check(&given) {
+            Ok(()) => Trace::Given(given),
+            Err(why) => {
+                return Reply::failure(
+                    Value::String(u),
+                    WireError::new(ErrorCode::InvalidRequest, why),
+                );
+            }
+        },
+    };
     let timed = req.return_intermediate_results || req.include_execution_summary;
     let env = Here {
         registry,
         cluster,
         clock,
         access,
+        trace: &trace,
     };
     let outcome = if req.cmds.len() == 1 && !timed {
         run_single(env, limits, req).await
@@ -105,14 +131,17 @@ pub async fn execute_in(
     };
     match outcome {
         Ok(done) => Reply::success(Value::String(u), done),
-        Err(e) => Reply::failure(
-            Value::String(u),
-            WireError {
-                code: e.code.as_i64(),
-                message: e.code.title().to_owned(),
-                details: Value::String(e.message),
-            },
-        ),
+        Err(e) => {
+            tracing::debug!(trace_id = %trace, %u, code = e.code.as_i64(), error = %e.message, "request failed");
+            Reply::failure(
+                Value::String(u),
+                WireError {
+                    code: e.code.as_i64(),
+                    message: e.code.title().to_owned(),
+                    details: Value::String(e.message),
+                },
+            )
+        }
     }
 }
 
@@ -126,6 +155,8 @@ struct Here<'r> {
     /// What the caller may call: checked here for the commands this node runs; carried in
     /// the steps it forwards, for their nodes to check.
     access: &'r Access,
+    /// The request's trace id, for log lines and the steps it forwards.
+    trace: &'r Trace,
 }
 
 /// Where one command runs.
@@ -238,7 +269,7 @@ async fn remote_step(
     args: CallArgs,
     deadline: Instant,
     mut first: Option<Route>,
-) -> Result<Json, ExecError> {
+) -> Result<(Json, NodeId), ExecError> {
     let Some(cluster) = here.cluster else {
         return Err(ExecError::new(
             ErrorCode::CommandNotFound,
@@ -286,12 +317,14 @@ async fn remote_step(
             args_json: args_json.clone(),
             timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
             caller: here.access.identity().cloned(),
+            trace_id: Some(here.trace.to_string()),
         };
         // The target gives up at the deadline and says so; the grace covers the trip back.
         let wait = left + STEP_REPLY_GRACE;
         match cluster.forward(route.node, step, wait).await {
             Ok(StepOutcome::Done(json)) => {
                 return Json::from_text(json)
+                    .map(|v| (v, route.node))
                     .map_err(|e| fail(ErrorCode::Internal, format!("unreadable result: {e}")));
             }
             Ok(StepOutcome::Failed { code, message }) => {
@@ -322,6 +355,7 @@ async fn remote_step(
                 ));
             }
         }
+        tracing::info!(trace_id = %here.trace, cmd = %cmd.name, fun = %cmd.fun, why = %last_failure, "step goes to another node");
         tried.push(route.node);
     }
 }
@@ -337,14 +371,15 @@ async fn hosted_step(
     f: &RegisteredFunction,
     args: CallArgs,
     deadline: Instant,
-) -> Result<Json, ExecError> {
+) -> Result<(Json, Option<NodeId>), ExecError> {
     let copy = args.clone();
     // Why it moves, and the code it fails with if nowhere else offers it.
     let (moved, code) = match call_counted(f, args, here.clock, Caller::Client).await {
         Err(CallError::Unavailable(why)) => (why, ErrorCode::ClusterUnavailable),
         Err(CallError::Lost(why)) if f.spec.idempotent => (why, ErrorCode::StepLost),
-        other => return other.map_err(|e| step_error(cmd, e)),
+        other => return other.map(|v| (v, None)).map_err(|e| step_error(cmd, e)),
     };
+    tracing::info!(trace_id = %here.trace, cmd = %cmd.name, fun = %cmd.fun, why = %moved, "a worker's call goes to another node");
     match remote_step(here, cmd, constraint, copy, deadline, None).await {
         Err(e) if e.code == ErrorCode::CommandNotFound => Err(ExecError::new(
             code,
@@ -353,7 +388,7 @@ async fn hosted_step(
                 cmd.name, cmd.fun
             ),
         )),
-        other => other,
+        other => other.map(|(v, node)| (v, Some(node))),
     }
 }
 
@@ -366,17 +401,20 @@ async fn run_bound(
     args: CallArgs,
     deadline: Instant,
     reuse_route: bool,
-) -> Result<Json, ExecError> {
+) -> Result<(Json, Option<NodeId>), ExecError> {
     match binding {
         Binding::Local(f) => call_counted(f, args, here.clock, Caller::Client)
             .await
+            .map(|v| (v, None))
             .map_err(|e| step_error(cmd, e)),
         Binding::Hosted(f, constraint) => {
             hosted_step(here, cmd, constraint.as_ref(), f, args, deadline).await
         }
         Binding::Remote(constraint, route) => {
             let first = reuse_route.then(|| route.clone());
-            remote_step(here, cmd, constraint.as_ref(), args, deadline, first).await
+            remote_step(here, cmd, constraint.as_ref(), args, deadline, first)
+                .await
+                .map(|(v, node)| (v, Some(node)))
         }
     }
 }
@@ -389,6 +427,26 @@ const STEP_REPLY_GRACE: Duration = Duration::from_secs(2);
 /// Where tokens are required (`auth_required`), the caller the step carries must hold a
 /// role the function names.
 pub async fn run_step(
+    registry: &Registry,
+    limits: ExecLimits,
+    auth_required: bool,
+    clock: &dyn Clock,
+    mut step: Step,
+) -> StepOutcome {
+    let trace = step.trace_id.take();
+    let trace_id = trace.as_deref().unwrap_or("");
+    let fun = step.fun.clone();
+    let outcome = run_step_traced(registry, limits, auth_required, clock, step).await;
+    match &outcome {
+        StepOutcome::Done(_) => tracing::debug!(trace_id, %fun, "ran a step forwarded here"),
+        other => {
+            tracing::debug!(trace_id, %fun, outcome = ?other, "a step forwarded here did not succeed");
+        }
+    }
+    outcome
+}
+
+async fn run_step_traced(
     registry: &Registry,
     limits: ExecLimits,
     auth_required: bool,
@@ -493,7 +551,7 @@ async fn run_single(
             // Boxed: this path's state would otherwise grow every local call's future. A
             // single call starts at once, so the route found while binding still serves.
             let call = Box::pin(async {
-                let value = run_bound(here, cmd, &binding, args, deadline, true).await?;
+                let (value, _) = run_bound(here, cmd, &binding, args, deadline, true).await?;
                 check_result(cmd, value)
             });
             with_deadline(call, timeout).await?
@@ -546,7 +604,7 @@ async fn run(
         };
         with_deadline(flow.run(args), timeout).await?
     };
-    Ok(build_reply(req, u, &plan, outcome, started, clock))
+    Ok(build_reply(req, u, &plan, outcome, started, here))
 }
 
 /// Calls `f` for `caller`, counting the call and its time in the function's stats.
@@ -612,7 +670,10 @@ async fn with_deadline<T>(
 /// Results and (when asked for) finish times of every step.
 struct Outcome {
     results: Vec<Option<Json>>,
+    started_at: Vec<Option<tokio::time::Instant>>,
     finished_at: Vec<Option<tokio::time::Instant>>,
+    /// Where each step ran (`None`: here).
+    ran_on: Vec<Option<NodeId>>,
 }
 
 struct Dataflow<'a> {
@@ -632,15 +693,22 @@ impl<'a> Dataflow<'a> {
         let n = self.req.cmds.len();
         let mut results: Vec<Option<Json>> = vec![None; n];
         let mut finished_at = vec![None; n];
+        let mut started_at = vec![None; n];
+        let mut ran_on = vec![None; n];
+        let now = || self.clock.map(|c| c.now());
         if n == 1 {
             // The common single call: no scheduling structures at all.
+            started_at[0] = now();
             let (_, result) = self.start(0, std::mem::take(&mut args[0])).await;
-            let value = result?;
+            let (value, node) = result?;
             results[0] = Some(check_result(&self.req.cmds[0], value)?);
-            finished_at[0] = self.clock.map(|c| c.now());
+            finished_at[0] = now();
+            ran_on[0] = node;
             return Ok(Outcome {
                 results,
+                started_at,
                 finished_at,
+                ran_on,
             });
         }
         // Names are unique: `plan` checked them.
@@ -650,14 +718,14 @@ impl<'a> Dataflow<'a> {
         let total = self.max_resolved_bytes;
         let mut budget = Budget { bytes_left: total };
         for i in (0..n).filter(|&i| waiting[i] == 0) {
+            started_at[i] = now();
             running.push(self.start(i, std::mem::take(&mut args[i])));
         }
         while let Some((i, result)) = running.next().await {
-            let value = result?;
+            let (value, node) = result?;
             results[i] = Some(check_result(&self.req.cmds[i], value)?);
-            if let Some(clock) = self.clock {
-                finished_at[i] = Some(clock.now());
-            }
+            finished_at[i] = now();
+            ran_on[i] = node;
             for &d in &self.plan.dependents[i] {
                 waiting[d] -= 1;
                 if waiting[d] == 0 {
@@ -674,13 +742,16 @@ impl<'a> Dataflow<'a> {
                         |a: &Json| resolve(a, &names, &results, &mut budget, total).map_err(limit);
                     let args = resolved(&raw.args)?;
                     let kwargs = resolved(&raw.kwargs)?;
+                    started_at[d] = now();
                     running.push(self.start(d, CallArgs { args, kwargs }));
                 }
             }
         }
         Ok(Outcome {
             results,
+            started_at,
             finished_at,
+            ran_on,
         })
     }
 
@@ -689,12 +760,19 @@ impl<'a> Dataflow<'a> {
         &self,
         i: usize,
         args: CallArgs,
-    ) -> impl Future<Output = (usize, Result<Json, ExecError>)> + use<'a> {
+    ) -> impl Future<Output = (usize, Result<(Json, Option<NodeId>), ExecError>)> + use<'a> {
         let cmd = &self.req.cmds[i];
         match &self.functions[i] {
             Binding::Local(f) => {
                 let call = call_counted(f, args, self.here.clock, Caller::Client);
-                Either::Left(async move { (i, call.await.map_err(|e| step_error(cmd, e))) })
+                Either::Left(async move {
+                    (
+                        i,
+                        call.await
+                            .map(|v| (v, None))
+                            .map_err(|e| step_error(cmd, e)),
+                    )
+                })
             }
             // A step that waited for others is routed when it starts: liveness may have
             // changed since binding.
@@ -759,8 +837,9 @@ fn build_reply(
     plan: &Plan,
     mut outcome: Outcome,
     started: Option<tokio::time::Instant>,
-    clock: &dyn Clock,
+    here: Here<'_>,
 ) -> Done {
+    let clock = here.clock;
     let mut done = Done::default();
     if let Some(started) = started {
         let mut level_ms = Vec::with_capacity(plan.levels.len());
@@ -800,6 +879,27 @@ fn build_reply(
             });
         }
         if req.include_execution_summary {
+            let name = |node| match here.cluster {
+                Some(c) => c.node_name(node),
+                None => "local".to_owned(),
+            };
+            let mut steps = Vec::with_capacity(req.cmds.len());
+            for (k, level) in plan.levels.iter().enumerate() {
+                for &i in level {
+                    let (Some(a), Some(b)) = (outcome.started_at[i], outcome.finished_at[i]) else {
+                        continue;
+                    };
+                    steps.push(StepTiming {
+                        name: req.cmds[i].name.clone(),
+                        fun: req.cmds[i].fun.clone(),
+                        level: k,
+                        node_id: name(outcome.ran_on[i]),
+                        forwarded: outcome.ran_on[i].is_some(),
+                        started_ms: ms_between(started, a),
+                        duration_ms: ms_between(a, b),
+                    });
+                }
+            }
             let bottleneck = level_ms
                 .iter()
                 .enumerate()
@@ -815,6 +915,8 @@ fn build_reply(
                 // The original reports every executed command here (2 for a two-step chain).
                 parallel_commands_executed: req.cmds.len(),
                 cross_cluster_hops: 0,
+                trace_id: Some(here.trace.to_string()),
+                steps,
             });
         }
     }

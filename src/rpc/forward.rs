@@ -34,6 +34,9 @@ pub struct Step {
     /// Absent in frames from builds before tokens, which read as `None`.
     #[serde(default)]
     pub caller: Option<crate::auth::Identity>,
+    /// The request's trace id, for the target's logs (absent from older builds' steps).
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// What the target node says of a step.
@@ -72,4 +75,9 @@ pub trait Cluster: Send + Sync {
         step: Step,
         wait: Duration,
     ) -> BoxFuture<Result<StepOutcome, ForwardError>>;
+
+    /// How `node` is named in replies (`None`: this node).
+    fn node_name(&self, node: Option<NodeId>) -> String {
+        node.map_or_else(|| "local".to_owned(), |n| format!("{n:016x}"))
+    }
 }
