@@ -194,7 +194,7 @@ async fn probes_health_status_and_metrics() {
         "healthy"
     );
     let listed = get_json(&base, "/endpoints").await;
-    assert_eq!(listed["total_endpoints"], 11);
+    assert_eq!(listed["total_endpoints"], 13);
     let (code, _, body) = get(&base, "/no/such", "").await;
     assert_eq!(code, 404);
     assert_eq!(
@@ -366,4 +366,86 @@ async fn admin_routes_need_a_token_where_clients_do_and_probes_never() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("mpreg_raft_term"));
     node.shutdown().await;
+}
+
+/// The first server-sent event of `/events` on `base`, parsed (`event: snapshot`).
+async fn first_snapshot(base: &str) -> Value {
+    let addr = base.strip_prefix("http://").expect("http URL");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the stream ended before a snapshot");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some(at) = text.find("event: snapshot\ndata: ") {
+            let rest = &text[at + "event: snapshot\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                assert!(text.contains("text/event-stream"), "{text}");
+                return serde_json::from_str(&rest[..end]).expect("a JSON snapshot");
+            }
+        }
+    }
+}
+
+/// The dashboard page and the snapshot stream it reads: nodes, catalog, calls served
+/// here with their rate and latency, and the recent error replies.
+#[tokio::test]
+async fn the_dashboard_page_and_its_event_stream() {
+    let node = start_node(
+        monitored(),
+        vec![Function::new("work", |n: i64| async move {
+            if n < 0 {
+                Err("negative".to_owned())
+            } else {
+                Ok(n)
+            }
+        })],
+    )
+    .await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    wait_ready(&base, 200).await;
+    let (status, head, page) = get(&base, "/", "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/html"), "{head}");
+    assert!(
+        page.contains("new EventSource(\"events\""),
+        "the page reads /events"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing fetched from elsewhere"
+    );
+    let client = Client::connect(node.url()).await.unwrap();
+    client.call("work", json!([1])).await.unwrap();
+    assert!(client.call("work", json!([-1])).await.is_err());
+    let snap = first_snapshot(&base).await;
+    assert_eq!(snap["node_id"], node.node_id());
+    assert_eq!(snap["cluster"]["nodes"][0]["status"], "ok");
+    assert!(
+        snap["catalog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "work"
+                && f["builtin"] == false
+                && f["nodes"][0] == node.node_id()),
+        "{snap}"
+    );
+    let work = snap["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "work")
+        .cloned()
+        .expect("work's calls");
+    assert_eq!((&work["calls"], &work["failures"]), (&json!(2), &json!(1)));
+    assert!(work["p95_ms"].as_f64().unwrap() > 0.0);
+    let error = &snap["errors"][0];
+    assert_eq!(error["code"], 1003, "{snap}");
+    assert!(error["message"].as_str().unwrap().contains("negative"));
+    assert!(error["at_ms"].as_u64().unwrap() > 0);
 }

@@ -57,7 +57,7 @@ impl FrameKind {
     /// 1016 error (clients apply the same limit and would otherwise drop the connection).
     fn frame(self, reply: &Reply, max_message_bytes: usize, errors: &ErrorCounts) -> Message {
         if let Err(e) = &reply.outcome {
-            errors.record(e.code);
+            errors.record(e.code, &reply.u, &e.details);
         }
         let json = reply.to_text(max_message_bytes);
         match self {

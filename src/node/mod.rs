@@ -5,6 +5,7 @@ mod budget;
 mod builtins;
 mod conn;
 mod control;
+mod dashboard;
 pub mod data_plane;
 mod discovery;
 mod functions;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -106,28 +108,93 @@ impl ConnTally {
     }
 }
 
-/// How many error replies of each code the node sent.
-#[derive(Debug, Default)]
-pub(crate) struct ErrorCounts(
-    [std::sync::atomic::AtomicU64; crate::protocol::ErrorCode::ALL.len()],
-);
+/// How many error replies of each code the node sent, and the last few of them (for the
+/// dashboard). Written only when a reply is an error.
+#[derive(Default)]
+pub(crate) struct ErrorCounts {
+    counts: [std::sync::atomic::AtomicU64; crate::protocol::ErrorCode::ALL.len()],
+    recent: std::sync::Mutex<std::collections::VecDeque<RecentError>>,
+    /// Stamps the recent ones (set when the node starts).
+    clock: std::sync::OnceLock<Arc<dyn crate::env::Clock>>,
+}
+
+impl std::fmt::Debug for ErrorCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorCounts").finish_non_exhaustive()
+    }
+}
+
+/// One error reply, as the dashboard lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct RecentError {
+    pub(crate) at_ms: u64,
+    pub(crate) code: i64,
+    /// The request's `u`, cut to [`RECENT_TEXT_BYTES`].
+    pub(crate) u: String,
+    /// Its details, cut to [`RECENT_TEXT_BYTES`].
+    pub(crate) message: String,
+}
+
+/// How many error replies the dashboard is shown, and how much of each.
+const RECENT_ERRORS: usize = 32;
+const RECENT_TEXT_BYTES: usize = 200;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
 
 impl ErrorCounts {
-    pub(crate) fn record(&self, code: i64) {
+    pub(crate) fn stamp_with(&self, clock: Arc<dyn crate::env::Clock>) {
+        let _ = self.clock.set(clock);
+    }
+
+    pub(crate) fn record(&self, code: i64, u: &Value, details: &Value) {
         if let Some(i) = crate::protocol::ErrorCode::ALL
             .iter()
             .position(|c| c.as_i64() == code)
         {
-            self.0[i].fetch_add(1, Ordering::Relaxed);
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
+        let text = |v: &Value| match v {
+            Value::String(s) => cut(s, RECENT_TEXT_BYTES),
+            other => cut(&other.to_string(), RECENT_TEXT_BYTES),
+        };
+        let error = RecentError {
+            at_ms: self.clock.get().map_or(0, |c| c.wall_ms()),
+            code,
+            u: text(u),
+            message: text(details),
+        };
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(error);
     }
 
     /// `(code, replies)` for every code.
     pub(crate) fn counts(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
         crate::protocol::ErrorCode::ALL
             .iter()
-            .zip(&self.0)
+            .zip(&self.counts)
             .map(|(c, n)| (c.as_i64(), n.load(Ordering::Relaxed)))
+    }
+
+    /// The last error replies, newest first.
+    pub(crate) fn recent(&self) -> Vec<RecentError> {
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.iter().rev().cloned().collect()
     }
 }
 
@@ -485,6 +552,7 @@ impl NodeBuilder {
         let raft_id = control.id;
         let node_id = format!("{}-{raft_id:016x}", self.settings.name);
         let stats = Arc::new(Stats::default());
+        stats.errors.stamp_with(env.clock.clone());
         let detector: crate::fabric::heartbeat::SharedDetector = Arc::default();
         let mut registry = self.registry;
         let mut resources = self.settings.resources.clone();
@@ -641,6 +709,7 @@ impl NodeBuilder {
                 shared.settings.introspection_role.clone(),
                 shared.settings.monitoring_enable_cors,
                 shared.settings.persistence.clone(),
+                stopped_rx.clone(),
             );
             tokio::spawn(crate::admin::server::serve(
                 listener,

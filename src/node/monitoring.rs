@@ -43,7 +43,9 @@ pub(super) struct Admin {
     pub(super) persistence: PersistenceConfig,
     registry: Arc<Registry>,
     /// The functions whose calls `/metrics/rpc` sums.
-    functions: Arc<Functions>,
+    pub(super) functions: Arc<Functions>,
+    /// Says true once the node has stopped: long-lived responses (`/events`) end then.
+    pub(super) stopped: watch::Receiver<bool>,
     /// When the admin server started (rates are averages since).
     started: tokio::time::Instant,
 }
@@ -58,6 +60,7 @@ impl Admin {
         introspection_role: Option<String>,
         cors: bool,
         persistence: PersistenceConfig,
+        stopped: watch::Receiver<bool>,
     ) -> Admin {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeMetrics(info.clone(), functions.clone())));
@@ -71,6 +74,7 @@ impl Admin {
             persistence,
             registry: Arc::new(registry),
             functions,
+            stopped,
             started,
         }
     }
@@ -79,6 +83,8 @@ impl Admin {
 /// The admin router.
 pub(super) fn router(admin: Admin) -> Router {
     Router::new()
+        .route("/", get(super::dashboard::page))
+        .route("/events", get(super::dashboard::events))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
@@ -157,7 +163,12 @@ async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response
 }
 
 /// Every route, as `/endpoints` lists them.
-const ENDPOINTS: [(&str, &str); 11] = [
+const ENDPOINTS: [(&str, &str); 13] = [
+    ("/", "the dashboard (a page fed by /events)"),
+    (
+        "/events",
+        "server-sent events: a snapshot of the cluster every second",
+    ),
     ("/livez", "liveness probe: 200 while the process serves"),
     (
         "/readyz",
