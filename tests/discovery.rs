@@ -44,11 +44,22 @@ async fn discovery_answers_in_the_originals_shapes() {
     assert_eq!(items.len(), 1, "{found}");
     assert_eq!(items[0]["name"], "resize");
     assert_eq!(items[0]["identity"]["version"], "1.0.0");
-    let nodes = client
-        .call("catalog_query", json!([{"entry_type": "nodes"}]))
-        .await
-        .unwrap();
-    assert_eq!(nodes["items"].as_array().map(Vec::len), Some(2), "{nodes}");
+    // b's own membership reaches its replica by the same log as a's functions, but not
+    // necessarily before them: poll until both members are there.
+    let mut polls = 0;
+    let nodes = loop {
+        let nodes = client
+            .call("catalog_query", json!([{"entry_type": "nodes"}]))
+            .await
+            .unwrap();
+        if nodes["items"].as_array().map(Vec::len) == Some(2) {
+            break nodes;
+        }
+        polls += 1;
+        assert!(polls < 200, "b's catalog never listed both nodes: {nodes}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(nodes["entry_type"], "nodes");
     let none = client
         .call("catalog_query", json!([{"entry_type": "services"}]))
         .await
