@@ -265,7 +265,15 @@ async fn roles_are_checked_on_the_node_that_runs_the_function() {
     }
     assert_eq!(rpc_code(refused), Some(1021));
     // The cluster's layout is for `introspection_role` only.
-    for fun in ["cluster_map", "list_peers", "catalog_query"] {
+    for fun in [
+        "cluster_map",
+        "list_peers",
+        "catalog_query",
+        "cluster_map_v2",
+        "rpc_describe",
+        "rpc_report",
+        "catalog_watch",
+    ] {
         assert_eq!(
             rpc_code(caller.call(fun, json!([])).await),
             Some(1021),
@@ -273,6 +281,30 @@ async fn roles_are_checked_on_the_node_that_runs_the_function() {
         );
     }
     assert!(admin.call("cluster_map", json!([])).await.is_ok());
+    // rpc_describe asks a for its function's parameters: the question carries the role.
+    let described = admin
+        .call("rpc_describe", json!([{"function_name": "payroll"}]))
+        .await
+        .unwrap();
+    assert_eq!(described["errors"], json!([]), "{described}");
+    assert_eq!(
+        described["items"][0]["spec"]["parameters"],
+        json!([]),
+        "{described}"
+    );
+    // So are the catalog's topics.
+    let subscribe = json!({"role": "pubsub-subscribe", "u": "q1", "subscription": {
+        "subscription_id": "s1", "patterns": [{"pattern": "mpreg.discovery.delta", "exact_match": true}]}})
+    .to_string();
+    for (token, allowed) in [
+        (token(&secret, "svc", &["caller"], 60), false),
+        (token(&secret, "ops", &["admin"], 60), true),
+    ] {
+        let mut ws = raw(b.url(), &token).await;
+        ws.send(Message::text(subscribe.clone())).await.unwrap();
+        let ack = next_json(&mut ws).await;
+        assert_eq!(ack["success"], allowed, "{ack}");
+    }
     b.shutdown().await;
     a.shutdown().await;
 }

@@ -328,3 +328,117 @@ async fn describe_report_map_v2_and_watch_in_the_originals_shapes() {
     assert_eq!(w["namespace"], "svc");
     assert_eq!(w["cluster_id"], test_settings().cluster_id);
 }
+
+/// `catalog_watch` then the original's `pubsub-subscribe`: each catalog change arrives as a
+/// `pubsub-notification` carrying a `DiscoveryDeltaMessage`, on the base topic and on each
+/// namespace's topic, to the subscriptions whose patterns match, until unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_watch_pushes_each_change_to_the_subscriptions_that_match() {
+    let a = start_node(test_settings(), vec![]).await;
+    wait_routable(&[&a], "echo", 1).await;
+    let mut ws = common::raw_connect(a.url()).await;
+    let topic = original_call(&mut ws, "catalog_watch", None).await["topic"].clone();
+    assert_eq!(topic, "mpreg.discovery.delta");
+    let subscribe = |u: &str, sid: &str, pattern: &str| {
+        json!({"role": "pubsub-subscribe", "u": u, "subscription": {
+            "subscription_id": sid, "patterns": [{"pattern": pattern, "exact_match": !pattern.contains('#')}],
+            "subscriber": "pubsub_client_x", "created_at": 1.0, "get_backlog": false, "backlog_seconds": 300}})
+        .to_string()
+    };
+    let ack = common::raw_roundtrip(&mut ws, &subscribe("q1", "s1", "mpreg.discovery.delta")).await;
+    assert_eq!(
+        ack,
+        json!({"role": "pubsub-ack", "operation_id": "q1", "success": true, "error": null, "u": "ack_q1"})
+    );
+    let ack =
+        common::raw_roundtrip(&mut ws, &subscribe("q2", "s2", "mpreg.discovery.delta.svc")).await;
+    assert_eq!(ack["success"], true);
+    let refused = common::raw_roundtrip(&mut ws, &subscribe("q3", "s9", "weather.updates")).await;
+    assert_eq!(refused["success"], false);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not served yet"),
+        "{refused}"
+    );
+
+    // A worker elsewhere registers svc.one: both subscriptions hear of it.
+    let mut worker = common::raw_connect(a.url()).await;
+    let reg = |u: &str, name: &str| {
+        json!({"role": "register", "u": u, "functions": [{"name": name}]}).to_string()
+    };
+    assert!(common::raw_roundtrip(&mut worker, &reg("r1", "svc.one")).await["error"].is_null());
+    let n1 = common::next_json(&mut ws).await;
+    assert_eq!(n1["role"], "pubsub-notification");
+    assert_eq!(
+        (&n1["subscription_id"], &n1["message"]["topic"]),
+        (&json!("s1"), &json!("mpreg.discovery.delta"))
+    );
+    let payload = &n1["message"]["payload"];
+    assert_eq!(
+        payload["delta"]["functions"][0]["identity"]["name"],
+        "svc.one"
+    );
+    assert_eq!(payload["delta"]["functions"][0]["node_id"], a.node_id());
+    assert_eq!(payload["counts"]["functions_added"], 1);
+    assert_eq!(payload["counts"]["functions_removed"], 0);
+    assert_eq!(payload["namespaces"], json!(["svc"]));
+    assert_eq!(payload["source_node"], a.node_id());
+    assert_eq!(n1["message"]["headers"]["event"], "discovery.catalog_delta");
+    let mid = n1["message"]["message_id"].as_str().unwrap();
+    assert_eq!(n1["u"], format!("notification_{mid}_s1"));
+    let n2 = common::next_json(&mut ws).await;
+    assert_eq!(
+        (&n2["subscription_id"], &n2["message"]["topic"]),
+        (&json!("s2"), &json!("mpreg.discovery.delta.svc"))
+    );
+    assert_eq!(n2["message"]["payload"], *payload);
+
+    // other.two is not in svc: only s1.
+    assert!(common::raw_roundtrip(&mut worker, &reg("r2", "other.two")).await["error"].is_null());
+    let n3 = common::next_json(&mut ws).await;
+    assert_eq!(n3["subscription_id"], "s1");
+    assert_eq!(n3["message"]["payload"]["namespaces"], json!(["other"]));
+
+    // s1 leaves, s3 (every discovery topic) joins; the worker leaves: both functions go.
+    let ack = common::raw_roundtrip(
+        &mut ws,
+        &json!({"role": "pubsub-unsubscribe", "u": "q4", "subscription_id": "s1"}).to_string(),
+    )
+    .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let ack = common::raw_roundtrip(
+        &mut ws,
+        &json!({"role": "pubsub-unsubscribe", "u": "q5", "subscription_id": "s1"}).to_string(),
+    )
+    .await;
+    assert_eq!(ack["success"], false, "already gone: {ack}");
+    let ack =
+        common::raw_roundtrip(&mut ws, &subscribe("q6", "s3", "mpreg.discovery.delta.#")).await;
+    assert_eq!(ack["success"], true);
+    drop(worker);
+    let mut heard = Vec::new();
+    for _ in 0..4 {
+        let n = common::next_json(&mut ws).await;
+        assert_eq!(
+            n["message"]["payload"]["counts"]["functions_removed"], 2,
+            "{n}"
+        );
+        heard.push((
+            n["subscription_id"].as_str().unwrap().to_owned(),
+            n["message"]["topic"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let base = "mpreg.discovery.delta";
+    assert_eq!(
+        heard,
+        [
+            ("s3".to_owned(), base.to_owned()),
+            ("s3".to_owned(), format!("{base}.other")),
+            ("s2".to_owned(), format!("{base}.svc")),
+            ("s3".to_owned(), format!("{base}.svc")),
+        ],
+        "s1 hears nothing after unsubscribing"
+    );
+}

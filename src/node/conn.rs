@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::admission::{self, Admitted};
 use super::budget::ConnBudget;
+use super::catalog_watch::CatalogWatch;
 use super::worker::Worker;
 use super::{ErrorCounts, Shared};
 use crate::auth::{Access, WORKER_ROLE};
@@ -59,7 +60,11 @@ impl FrameKind {
         if let Err(e) = &reply.outcome {
             errors.record(e.code, &reply.u, &e.details);
         }
-        let json = reply.to_text(max_message_bytes);
+        self.message(reply.to_text(max_message_bytes))
+    }
+
+    /// `json` in a frame of this kind.
+    fn message(self, json: String) -> Message {
         match self {
             FrameKind::Text => Message::text(json),
             FrameKind::Binary => Message::binary(json.into_bytes()),
@@ -183,6 +188,8 @@ enum Event {
     WriteFailed,
     /// A call for the worker on the other end.
     ToWorker(Message),
+    /// A notification for one of the client's subscriptions (`catalog_watch`).
+    Push(Message),
     /// Replies have not drained for the stall timeout: the client stopped reading.
     Stalled,
     /// The client's token ran out.
@@ -235,6 +242,8 @@ impl<'a> Connection<'a> {
             last_progress: clock.now(),
         };
         let mut unflushed = false;
+        // The client's subscriptions to the catalog's changes (none until it subscribes).
+        let mut watch: Option<CatalogWatch> = None;
         let stall = Duration::from_millis(self.shared.settings.reply_stall_timeout_ms);
         loop {
             if draining && running.is_empty() {
@@ -268,6 +277,7 @@ impl<'a> Connection<'a> {
                     stop.as_mut(),
                     draining,
                     worker.as_mut().map(|w| &mut w.outbox),
+                    watch.as_mut().map(|w| &mut w.outbox),
                 )
             })
             .await;
@@ -280,7 +290,7 @@ impl<'a> Connection<'a> {
                     out.budget.release(charged);
                     out.push(reply);
                 }
-                Event::ToWorker(call) => out.push(call),
+                Event::ToWorker(call) | Event::Push(call) => out.push(call),
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
                     Frame::Text(t.as_str()),
                     FrameKind::Text,
@@ -288,6 +298,7 @@ impl<'a> Connection<'a> {
                     &mut running,
                     &mut out,
                     worker,
+                    &mut watch,
                 ),
                 Event::Frame(Some(Ok(Message::Binary(b)))) => self.on_frame(
                     Frame::Binary(&b),
@@ -296,6 +307,7 @@ impl<'a> Connection<'a> {
                     &mut running,
                     &mut out,
                     worker,
+                    &mut watch,
                 ),
                 // Ping/pong: tungstenite answers pings itself.
                 Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
@@ -344,6 +356,7 @@ impl<'a> Connection<'a> {
         running: &mut Unordered<RequestFuture<'a>>,
         out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
+        watch: &mut Option<CatalogWatch>,
     ) {
         let max = self.shared.settings.max_message_bytes;
         let (decoded, charged) = match frame {
@@ -373,6 +386,18 @@ impl<'a> Connection<'a> {
                     return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
                 }
                 return self.register_worker(reg, kind, running, out, worker);
+            }
+            Ok(Incoming::Subscribe(req)) => {
+                let ack = self.subscribe(req, kind, watch);
+                return out.push(kind.message(ack.to_string()));
+            }
+            Ok(Incoming::Unsubscribe(req)) => {
+                let removed = watch
+                    .as_ref()
+                    .is_some_and(|w| w.unsubscribe(&req.subscription_id));
+                let why = (!removed).then_some("no such subscription on this connection");
+                let ack = crate::protocol::pubsub::ack(&req.u, removed, why);
+                return out.push(kind.message(ack.to_string()));
             }
             Err(e) => {
                 let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
@@ -435,6 +460,43 @@ impl<'a> Connection<'a> {
                 running.push(request);
             }
         }
+    }
+
+    /// Subscribes this connection to the catalog's topics; the ack says whether it took.
+    fn subscribe(
+        &self,
+        req: crate::protocol::pubsub::SubscribeRequest,
+        kind: FrameKind,
+        watch: &mut Option<CatalogWatch>,
+    ) -> serde_json::Value {
+        let settings = &self.shared.settings;
+        let role = settings
+            .introspection_role
+            .as_ref()
+            .filter(|_| settings.auth_required);
+        let refused = match role {
+            Some(role) if !self.access.has_role(role) => Some(format!(
+                "{} lacks the `{role}` role the catalog's topics need",
+                self.access.describe()
+            )),
+            _ => super::catalog_watch::check(
+                &req.subscription,
+                watch.as_ref().map_or(0, CatalogWatch::held),
+            )
+            .err(),
+        };
+        if let Some(why) = refused {
+            return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
+        }
+        let w = watch.get_or_insert_with(|| {
+            CatalogWatch::start(
+                self.shared.info.clone(),
+                matches!(kind, FrameKind::Binary),
+                settings.max_message_bytes,
+            )
+        });
+        w.subscribe(req.subscription.subscription_id, req.subscription.patterns);
+        crate::protocol::pubsub::ack(&req.u, true, None)
     }
 
     /// Registers a worker's functions here (callable at once) and answers once the catalog
@@ -561,6 +623,7 @@ fn poll_event<'a>(
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
     to_worker: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
+    pushes: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
 ) -> Poll<Event> {
     use futures_util::StreamExt;
     let PollState {
@@ -608,6 +671,13 @@ fn poll_event<'a>(
         && let Poll::Ready(Some(call)) = calls.poll_recv(cx)
     {
         return Poll::Ready(Event::ToWorker(call));
+    }
+    if out.queue.len() < max_inflight
+        && !out.budget.over_own()
+        && let Some(pushes) = pushes
+        && let Poll::Ready(Some(push)) = pushes.poll_recv(cx)
+    {
+        return Poll::Ready(Event::Push(push));
     }
     // Read only with room for another request, no backlog of unsent replies, and bytes to
     // spare. A worker's connection is read at its in-flight limit: the answers its

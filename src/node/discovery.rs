@@ -147,7 +147,7 @@ struct ClusterMapRequest {
 }
 
 /// `{connection_type, protocol, host, port, endpoint}` of an advertised URL.
-fn transport_endpoint(url: &str) -> Value {
+pub(super) fn transport_endpoint(url: &str) -> Value {
     let (protocol, rest) = url.split_once("://").unwrap_or(("ws", url));
     let authority = crate::transport::authority(rest);
     let (host, port) = authority

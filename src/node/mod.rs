@@ -3,6 +3,7 @@
 mod admission;
 mod budget;
 mod builtins;
+mod catalog_watch;
 mod conn;
 mod control;
 mod dashboard;
@@ -339,6 +340,8 @@ pub(crate) struct NodeInfo {
 /// What every connection of a running node shares.
 pub(crate) struct Shared {
     env: Env,
+    /// What the built-ins and catalog watches read of the node.
+    info: Arc<NodeInfo>,
     settings: Settings,
     /// The functions calls run against. A request takes the current set when it starts;
     /// registering at run time swaps in a new set.
@@ -683,6 +686,7 @@ impl NodeBuilder {
         });
         let _ = info.peers.set(peers.clone());
         let shared = Arc::new(Shared {
+            info: info.clone(),
             peers,
             control: control.clone(),
             limits,

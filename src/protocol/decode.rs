@@ -24,6 +24,9 @@ pub enum Incoming {
     Register(RegisterRequest),
     /// A worker answers a call.
     CallResult(CallResult),
+    /// A client subscribes to topics (`protocol::pubsub`).
+    Subscribe(super::pubsub::SubscribeRequest),
+    Unsubscribe(super::pubsub::UnsubscribeRequest),
 }
 
 /// Why a frame was rejected; answered with an error reply carrying `u` when it could be read.
@@ -182,6 +185,16 @@ fn diagnose(text: &str, first: &serde_json::Error) -> Result<Incoming, DecodeErr
         Some("call-result") => {
             return serde_json::from_str(text)
                 .map(Incoming::CallResult)
+                .map_err(worker);
+        }
+        Some("pubsub-subscribe") => {
+            return serde_json::from_str(text)
+                .map(Incoming::Subscribe)
+                .map_err(worker);
+        }
+        Some("pubsub-unsubscribe") => {
+            return serde_json::from_str(text)
+                .map(Incoming::Unsubscribe)
                 .map_err(worker);
         }
         other => return fail(ErrorCode::TimeoutOrBadRole, bad_role(other)),
