@@ -442,3 +442,32 @@ async fn catalog_watch_pushes_each_change_to_the_subscriptions_that_match() {
         "s1 hears nothing after unsubscribing"
     );
 }
+
+/// The original's own Python client and pub/sub client on these calls: run on purpose with
+/// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test discovery --
+/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
+async fn the_original_clients_discovery_calls_parse() {
+    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
+        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
+    let node = start_node(test_settings(), vec![]).await;
+    wait_routable(&[&node], "echo", 1).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/original_discovery_client.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(node.url())
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.shutdown().await;
+}

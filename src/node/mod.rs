@@ -589,18 +589,54 @@ impl NodeBuilder {
             Some(role) if self.settings.auth_required => f.requires_role(role.clone()),
             _ => f,
         };
+        // What `rpc_describe` says of them: the one optional request object most take.
+        use crate::registry::signature::Param;
+        let request = |f: Function, doc: &str| {
+            f.declare_params(vec![Param::optional("request", "object")])
+                .doc(doc)
+        };
+        let no_params = |f: Function, doc: &str| f.declare_params(vec![]).doc(doc);
         for f in [
-            builtins::echo(),
-            builtins::echos(),
-            introspect(builtins::list_peers(info.clone())),
-            introspect(builtins::catalog_query(info.clone())),
-            introspect(builtins::cluster_map(info.clone())),
-            introspect(builtins::rpc_list(info.clone())),
-            introspect(discovery::cluster_map_v2(info.clone())),
-            introspect(discovery::rpc_describe(info.clone())),
-            introspect(discovery::rpc_describe_local(info.clone())),
-            introspect(discovery::rpc_report(info.clone())),
-            introspect(discovery::catalog_watch(info.clone())),
+            builtins::echo()
+                .declare_params(vec![Param::new("arg", "any")])
+                .doc("Returns its one argument"),
+            builtins::echos().doc("Returns its positional arguments as a list"),
+            introspect(no_params(
+                builtins::list_peers(info.clone()),
+                "The other members of the cluster",
+            )),
+            introspect(request(
+                builtins::catalog_query(info.clone()),
+                "The cluster's catalog entries that match",
+            )),
+            introspect(no_params(
+                builtins::cluster_map(info.clone()),
+                "The cluster's nodes, their status and load",
+            )),
+            introspect(request(
+                builtins::rpc_list(info.clone()),
+                "The cluster's functions",
+            )),
+            introspect(request(
+                discovery::cluster_map_v2(info.clone()),
+                "The cluster's nodes as snapshots, paged",
+            )),
+            introspect(request(
+                discovery::rpc_describe(info.clone()),
+                "The cluster's functions with their parameters",
+            )),
+            introspect(request(
+                discovery::rpc_describe_local(info.clone()),
+                "This node's functions with their parameters",
+            )),
+            introspect(request(
+                discovery::rpc_report(info.clone()),
+                "Counts of the cluster's functions by namespace and cluster",
+            )),
+            introspect(request(
+                discovery::catalog_watch(info.clone()),
+                "The topic the catalog's changes are published on",
+            )),
         ] {
             // Built-ins offer the node's resources like every function. Their names are
             // reserved: no user function can take them.

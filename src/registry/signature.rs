@@ -28,6 +28,26 @@ fn yes() -> bool {
     true
 }
 
+impl Param {
+    /// A parameter a call must give.
+    pub fn new(name: &str, json_type: &str) -> Param {
+        Param {
+            name: name.to_owned(),
+            json_type: json_type.to_owned(),
+            required: true,
+            rust_type: None,
+        }
+    }
+
+    /// A parameter a call may leave out.
+    pub fn optional(name: &str, json_type: &str) -> Param {
+        Param {
+            required: false,
+            ..Param::new(name, json_type)
+        }
+    }
+}
+
 /// A function's parameters, and whether it takes any number of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signature {
