@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod memory;
 pub mod node;
 pub mod protocol;
+pub mod pubsub;
 pub mod registry;
 pub mod routing;
 pub mod rpc;

@@ -53,27 +53,11 @@ pub fn ack(u: &str, success: bool, error: Option<&str>) -> Value {
 }
 
 impl TopicPattern {
-    /// Whether `topic` is one this pattern names.
+    /// Whether `topic` is one this pattern names. A pattern without wildcards matches only
+    /// its own text, `exact_match` or not.
     pub fn matches(&self, topic: &str) -> bool {
-        if self.exact_match || !(self.pattern.contains('*') || self.pattern.contains('#')) {
-            return self.pattern == topic;
-        }
-        let pattern: Vec<&str> = self.pattern.split('.').collect();
-        let topic: Vec<&str> = topic.split('.').collect();
-        words_match(&pattern, &topic)
-    }
-}
-
-/// AMQP topic matching over words; `#` tries every split (patterns are short: bounded by
-/// the caller).
-fn words_match(pattern: &[&str], topic: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => topic.is_empty(),
-        Some((&"#", rest)) => (0..=topic.len()).any(|skip| words_match(rest, &topic[skip..])),
-        Some((&word, rest)) => match topic.split_first() {
-            Some((t, trest)) if word == "*" || word == *t => words_match(rest, trest),
-            _ => false,
-        },
+        let exact = self.exact_match || !(self.pattern.contains('*') || self.pattern.contains('#'));
+        crate::pubsub::matcher::pattern_matches(&self.pattern, exact, topic)
     }
 }
 

@@ -1,0 +1,3 @@
+//! Topic pub/sub: which subscriptions a published message reaches (`matcher`).
+
+pub mod matcher;
