@@ -28,11 +28,6 @@ use crate::protocol::pubsub::TopicPattern;
 const COALESCE: Duration = Duration::from_millis(50);
 /// Notifications queued for one connection.
 const QUEUED: usize = 16;
-/// Most subscriptions one connection holds, patterns per subscription, and the longest
-/// id or pattern.
-pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
-pub(super) const MAX_PATTERNS: usize = 16;
-pub(super) const MAX_TEXT_BYTES: usize = 256;
 
 type Subscriptions = Arc<Mutex<BTreeMap<String, Vec<TopicPattern>>>>;
 
@@ -54,41 +49,12 @@ impl Drop for CatalogWatch {
     }
 }
 
-/// Why a subscription is refused (the ack's `error`).
-pub(super) fn check(
-    sub: &crate::protocol::pubsub::Subscription,
-    held: usize,
-) -> Result<(), String> {
-    if sub.subscription_id.is_empty() || sub.subscription_id.len() > MAX_TEXT_BYTES {
-        return Err(format!(
-            "subscription_id must be 1 to {MAX_TEXT_BYTES} bytes"
-        ));
-    }
-    if held >= MAX_SUBSCRIPTIONS {
-        return Err(format!(
-            "a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions"
-        ));
-    }
-    if sub.patterns.is_empty() || sub.patterns.len() > MAX_PATTERNS {
-        return Err(format!("1 to {MAX_PATTERNS} patterns per subscription"));
-    }
-    for p in &sub.patterns {
-        if p.pattern.len() > MAX_TEXT_BYTES {
-            return Err(format!("a pattern is at most {MAX_TEXT_BYTES} bytes"));
-        }
-        let discovery = p.pattern == DELTA_TOPIC
-            || p.pattern
-                .strip_prefix(DELTA_TOPIC)
-                .is_some_and(|r| r.starts_with('.'));
-        if !discovery {
-            return Err(format!(
-                "topic pub/sub is not served yet; only the catalog's topics ({DELTA_TOPIC} and \
-                 {DELTA_TOPIC}.<namespace>, see catalog_watch) can be subscribed to, not {:?}",
-                p.pattern
-            ));
-        }
-    }
-    Ok(())
+/// Whether `pattern` names only the catalog's topics.
+pub(super) fn is_discovery(pattern: &str) -> bool {
+    pattern == DELTA_TOPIC
+        || pattern
+            .strip_prefix(DELTA_TOPIC)
+            .is_some_and(|r| r.starts_with('.'))
 }
 
 impl CatalogWatch {

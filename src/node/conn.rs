@@ -26,6 +26,11 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 use super::admission::{self, Admitted};
 use super::budget::ConnBudget;
 use super::catalog_watch::CatalogWatch;
+use crate::pubsub::mailbox::Mailbox;
+
+/// Bytes of notifications that may wait for one subscribing connection; beyond, the
+/// oldest are dropped (counted in `/metrics`).
+const SUBSCRIBER_QUEUE_BYTES: usize = 1 << 20;
 use super::worker::Worker;
 use super::{ErrorCounts, Shared};
 use crate::auth::{Access, WORKER_ROLE};
@@ -101,6 +106,7 @@ pub(super) async fn serve_connection(
     let (id, tally) = shared.stats.track_connection();
     let _tracked = Tracked {
         stats: &shared.stats,
+        pubsub: &shared.pubsub,
         id,
     };
     let conn = Connection {
@@ -119,11 +125,14 @@ pub(super) async fn serve_connection(
 /// connection ends, panics and aborts included.
 struct Tracked<'a> {
     stats: &'a super::Stats,
+    pubsub: &'a crate::pubsub::exchange::Exchange,
     id: u64,
 }
 
 impl Drop for Tracked<'_> {
     fn drop(&mut self) {
+        // Its subscriptions die with it.
+        self.pubsub.forget(self.id);
         self.stats.forget_connection(self.id);
         self.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
     }
@@ -244,6 +253,8 @@ impl<'a> Connection<'a> {
         let mut unflushed = false;
         // The client's subscriptions to the catalog's changes (none until it subscribes).
         let mut watch: Option<CatalogWatch> = None;
+        // Where its topic subscriptions' notifications wait (from its first subscription).
+        let mut mailbox: Option<Arc<Mailbox>> = None;
         let stall = Duration::from_millis(self.shared.settings.reply_stall_timeout_ms);
         loop {
             if draining && running.is_empty() {
@@ -277,7 +288,10 @@ impl<'a> Connection<'a> {
                     stop.as_mut(),
                     draining,
                     worker.as_mut().map(|w| &mut w.outbox),
-                    watch.as_mut().map(|w| &mut w.outbox),
+                    Pushes {
+                        catalog: watch.as_mut().map(|w| &mut w.outbox),
+                        mailbox: mailbox.as_deref(),
+                    },
                 )
             })
             .await;
@@ -299,6 +313,7 @@ impl<'a> Connection<'a> {
                     &mut out,
                     worker,
                     &mut watch,
+                    &mut mailbox,
                 ),
                 Event::Frame(Some(Ok(Message::Binary(b)))) => self.on_frame(
                     Frame::Binary(&b),
@@ -308,6 +323,7 @@ impl<'a> Connection<'a> {
                     &mut out,
                     worker,
                     &mut watch,
+                    &mut mailbox,
                 ),
                 // Ping/pong: tungstenite answers pings itself.
                 Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
@@ -357,6 +373,7 @@ impl<'a> Connection<'a> {
         out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
         watch: &mut Option<CatalogWatch>,
+        mailbox: &mut Option<Arc<Mailbox>>,
     ) {
         let max = self.shared.settings.max_message_bytes;
         let (decoded, charged) = match frame {
@@ -388,13 +405,19 @@ impl<'a> Connection<'a> {
                 return self.register_worker(reg, kind, running, out, worker);
             }
             Ok(Incoming::Subscribe(req)) => {
-                let ack = self.subscribe(req, kind, watch);
+                let ack = self.subscribe(req, kind, watch, mailbox);
                 return out.push(kind.message(ack.to_string()));
             }
+            Ok(Incoming::Publish(req)) => return self.publish(req, kind, out, mailbox.as_deref()),
             Ok(Incoming::Unsubscribe(req)) => {
-                let removed = watch
+                let in_watch = watch
                     .as_ref()
                     .is_some_and(|w| w.unsubscribe(&req.subscription_id));
+                let removed = self
+                    .shared
+                    .pubsub
+                    .unsubscribe(self.id, &req.subscription_id)
+                    || in_watch;
                 let why = (!removed).then_some("no such subscription on this connection");
                 let ack = crate::protocol::pubsub::ack(&req.u, removed, why);
                 return out.push(kind.message(ack.to_string()));
@@ -462,13 +485,55 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Subscribes this connection to the catalog's topics; the ack says whether it took.
+    /// Publishes on this node: every matching subscription here gets it (this
+    /// connection's own notifications go out before the ack, as the original sends them).
+    /// The ack means the node took the message, not that anyone received it.
+    fn publish(
+        &self,
+        req: crate::protocol::pubsub::PublishRequest,
+        kind: FrameKind,
+        out: &mut Outbox<'a>,
+        mailbox: Option<&Mailbox>,
+    ) {
+        use crate::protocol::pubsub::ack;
+        let ack = match req.message.check() {
+            Err(why) => ack(&req.u, false, Some(&why)),
+            Ok(()) => {
+                self.shared.pubsub.publish(&req.message);
+                while let Some(own) = mailbox.and_then(Mailbox::pop) {
+                    out.push(Message::text(own));
+                }
+                ack(&req.u, true, None)
+            }
+        };
+        out.push(kind.message(ack.to_string()));
+    }
+
+    /// Subscribes this connection to topics (the catalog's, or those clients publish on);
+    /// the ack says whether it took.
     fn subscribe(
         &self,
         req: crate::protocol::pubsub::SubscribeRequest,
         kind: FrameKind,
         watch: &mut Option<CatalogWatch>,
+        mailbox: &mut Option<Arc<Mailbox>>,
     ) -> serde_json::Value {
+        let discovery_only = req
+            .subscription
+            .patterns
+            .iter()
+            .all(|p| super::catalog_watch::is_discovery(&p.pattern));
+        if !discovery_only {
+            let sub = req.subscription;
+            if let Err(why) = sub.check(self.shared.pubsub.held(self.id)) {
+                return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
+            }
+            let m = mailbox.get_or_insert_with(|| Arc::new(Mailbox::new(SUBSCRIBER_QUEUE_BYTES)));
+            self.shared
+                .pubsub
+                .subscribe(self.id, m, sub.subscription_id, sub.patterns);
+            return crate::protocol::pubsub::ack(&req.u, true, None);
+        }
         let settings = &self.shared.settings;
         let role = settings
             .introspection_role
@@ -479,11 +544,10 @@ impl<'a> Connection<'a> {
                 "{} lacks the `{role}` role the catalog's topics need",
                 self.access.describe()
             )),
-            _ => super::catalog_watch::check(
-                &req.subscription,
-                watch.as_ref().map_or(0, CatalogWatch::held),
-            )
-            .err(),
+            _ => req
+                .subscription
+                .check(watch.as_ref().map_or(0, CatalogWatch::held))
+                .err(),
         };
         if let Some(why) = refused {
             return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
@@ -614,6 +678,12 @@ struct PollState<'s, 'a> {
     trees: usize,
 }
 
+/// What the node pushes to the client unasked: catalog deltas, topic notifications.
+struct Pushes<'x> {
+    catalog: Option<&'x mut tokio::sync::mpsc::Receiver<Message>>,
+    mailbox: Option<&'x Mailbox>,
+}
+
 /// One step of the connection: moves queued replies into the socket, then reports the
 /// first ready event. Flushes only when nothing is ready, so replies that finish together
 /// leave in one write.
@@ -623,7 +693,7 @@ fn poll_event<'a>(
     stop: Pin<&mut impl Future<Output = ()>>,
     draining: bool,
     to_worker: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
-    pushes: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
+    pushes: Pushes<'_>,
 ) -> Poll<Event> {
     use futures_util::StreamExt;
     let PollState {
@@ -672,12 +742,17 @@ fn poll_event<'a>(
     {
         return Poll::Ready(Event::ToWorker(call));
     }
-    if out.queue.len() < max_inflight
-        && !out.budget.over_own()
-        && let Some(pushes) = pushes
-        && let Poll::Ready(Some(push)) = pushes.poll_recv(cx)
-    {
-        return Poll::Ready(Event::Push(push));
+    if out.queue.len() < max_inflight && !out.budget.over_own() {
+        if let Some(catalog) = pushes.catalog
+            && let Poll::Ready(Some(push)) = catalog.poll_recv(cx)
+        {
+            return Poll::Ready(Event::Push(push));
+        }
+        if let Some(mailbox) = pushes.mailbox
+            && let Poll::Ready(text) = mailbox.poll_pop(cx)
+        {
+            return Poll::Ready(Event::Push(Message::text(text)));
+        }
     }
     // Read only with room for another request, no backlog of unsent replies, and bytes to
     // spare. A worker's connection is read at its in-flight limit: the answers its

@@ -335,6 +335,8 @@ pub(crate) struct NodeInfo {
     /// The role discovery calls need, which `rpc_describe`'s questions to other nodes
     /// carry (they come from a caller who held it here).
     introspection_role: Option<String>,
+    /// This node's topic subscriptions.
+    pubsub: Arc<crate::pubsub::exchange::Exchange>,
 }
 
 /// What every connection of a running node shares.
@@ -342,6 +344,8 @@ pub(crate) struct Shared {
     env: Env,
     /// What the built-ins and catalog watches read of the node.
     info: Arc<NodeInfo>,
+    /// This node's topic subscriptions.
+    pubsub: Arc<crate::pubsub::exchange::Exchange>,
     settings: Settings,
     /// The functions calls run against. A request takes the current set when it starts;
     /// registering at run time swaps in a new set.
@@ -578,6 +582,7 @@ impl NodeBuilder {
             detector: detector.clone(),
             registry: std::sync::OnceLock::new(),
             peers: std::sync::OnceLock::new(),
+            pubsub: Arc::default(),
             introspection_role: self
                 .settings
                 .introspection_role
@@ -723,6 +728,7 @@ impl NodeBuilder {
         let _ = info.peers.set(peers.clone());
         let shared = Arc::new(Shared {
             info: info.clone(),
+            pubsub: info.pubsub.clone(),
             peers,
             control: control.clone(),
             limits,

@@ -679,6 +679,37 @@ impl Collector for NodeMetrics {
             "Steps forwarded to another node that got no answer (not sent, lost, timed out)",
             stats.forwards_failed.load(Ordering::Relaxed),
         )?;
+        let ps = info.pubsub.stats();
+        counter(
+            e,
+            "mpreg_pubsub_published",
+            "Messages published on this node",
+            ps.published,
+        )?;
+        counter(
+            e,
+            "mpreg_pubsub_delivered",
+            "Notifications handed to subscribers' connections here",
+            ps.delivered,
+        )?;
+        counter(
+            e,
+            "mpreg_pubsub_dropped",
+            "Notifications dropped because a subscriber's queue was full (drop_oldest)",
+            ps.dropped,
+        )?;
+        gauge(
+            e,
+            "mpreg_pubsub_subscriptions",
+            "Topic subscriptions held by clients of this node",
+            int(ps.subscriptions),
+        )?;
+        gauge(
+            e,
+            "mpreg_pubsub_waiting_bytes",
+            "Bytes of notifications waiting for subscribers here",
+            int(ps.waiting_bytes),
+        )?;
         counter(
             e,
             "mpreg_worker_calls_abandoned",

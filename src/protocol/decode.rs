@@ -27,6 +27,7 @@ pub enum Incoming {
     /// A client subscribes to topics (`protocol::pubsub`).
     Subscribe(super::pubsub::SubscribeRequest),
     Unsubscribe(super::pubsub::UnsubscribeRequest),
+    Publish(super::pubsub::PublishRequest),
 }
 
 /// Why a frame was rejected; answered with an error reply carrying `u` when it could be read.
@@ -195,6 +196,11 @@ fn diagnose(text: &str, first: &serde_json::Error) -> Result<Incoming, DecodeErr
         Some("pubsub-unsubscribe") => {
             return serde_json::from_str(text)
                 .map(Incoming::Unsubscribe)
+                .map_err(worker);
+        }
+        Some("pubsub-publish") => {
+            return serde_json::from_str(text)
+                .map(Incoming::Publish)
                 .map_err(worker);
         }
         other => return fail(ErrorCode::TimeoutOrBadRole, bad_role(other)),

@@ -14,8 +14,10 @@
 //! Patterns are AMQP-style: topics are dot-separated words, `*` matches one word and `#`
 //! any number (zero included).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use super::json::Json;
 
 /// `role: "pubsub-subscribe"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,6 +48,117 @@ pub struct UnsubscribeRequest {
     pub subscription_id: String,
 }
 
+/// `role: "pubsub-publish"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PublishRequest {
+    pub u: String,
+    pub message: PubSubMessage,
+}
+
+/// A published message, as the original's `PubSubMessage` (its `routing_path` and
+/// `current_hop`, accepted from clients, are the fabric's business and not kept).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct PubSubMessage {
+    pub topic: String,
+    pub payload: Json,
+    pub timestamp: f64,
+    pub message_id: String,
+    pub publisher: String,
+    #[serde(default = "Json::empty_object")]
+    pub headers: Json,
+}
+
+/// Bounds on what a client subscribes to and publishes.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+pub const MAX_PATTERNS: usize = 16;
+/// The longest topic, pattern or subscription id, and the most words in a topic or pattern
+/// (matching a `#` costs up to the topic's words per `#`).
+pub const MAX_TOPIC_BYTES: usize = 256;
+pub const MAX_TOPIC_WORDS: usize = 32;
+/// Topics the node publishes on itself; clients may subscribe to them, not publish.
+pub const RESERVED_PREFIX: &str = "mpreg.";
+
+fn check_topic(what: &str, t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > MAX_TOPIC_BYTES {
+        return Err(format!(
+            "{what} must be 1 to {MAX_TOPIC_BYTES} bytes, got {}",
+            t.len()
+        ));
+    }
+    if t.split('.').count() > MAX_TOPIC_WORDS {
+        return Err(format!("{what} has more than {MAX_TOPIC_WORDS} words"));
+    }
+    Ok(())
+}
+
+impl Subscription {
+    /// Why a subscription is refused, for a connection already holding `held`.
+    pub fn check(&self, held: usize) -> Result<(), String> {
+        check_topic("subscription_id", &self.subscription_id)?;
+        if held >= MAX_SUBSCRIPTIONS {
+            return Err(format!(
+                "a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions"
+            ));
+        }
+        if self.patterns.is_empty() || self.patterns.len() > MAX_PATTERNS {
+            return Err(format!("1 to {MAX_PATTERNS} patterns per subscription"));
+        }
+        self.patterns
+            .iter()
+            .try_for_each(|p| check_topic("a pattern", &p.pattern))
+    }
+}
+
+impl PubSubMessage {
+    /// Why a message is refused.
+    pub fn check(&self) -> Result<(), String> {
+        check_topic("topic", &self.topic)?;
+        if self.topic.starts_with(RESERVED_PREFIX) {
+            return Err(format!(
+                "topics beginning with `{RESERVED_PREFIX}` are the node's: {:?}",
+                self.topic
+            ));
+        }
+        if self.message_id.len() > MAX_TOPIC_BYTES || self.publisher.len() > MAX_TOPIC_BYTES {
+            return Err(format!(
+                "message_id and publisher are at most {MAX_TOPIC_BYTES} bytes"
+            ));
+        }
+        if self.headers.kind() != crate::protocol::json::Kind::Object {
+            return Err("headers must be an object".into());
+        }
+        Ok(())
+    }
+
+    /// The message as notifications carry it (`routing_path` and `current_hop` null).
+    pub fn notified_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Notified<'a> {
+            #[serde(flatten)]
+            message: &'a PubSubMessage,
+            routing_path: Option<()>,
+            current_hop: Option<()>,
+        }
+        serde_json::to_string(&Notified {
+            message: self,
+            routing_path: None,
+            current_hop: None,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// A `pubsub-notification` of `message` (encoded as `body`) for subscription `id`, with
+/// the original's `u` (`notification_<message_id>_<subscription_id>`).
+pub fn notification(body: &str, message: &PubSubMessage, id: &str) -> String {
+    let id_json = serde_json::to_string(id).unwrap_or_default();
+    let u = serde_json::to_string(&format!("notification_{}_{id}", message.message_id))
+        .unwrap_or_default();
+    format!(
+        r#"{{"role":"pubsub-notification","message":{body},"subscription_id":{id_json},"u":{u}}}"#
+    )
+}
+
 /// The acknowledgement of a subscribe or unsubscribe whose `u` was `u`.
 pub fn ack(u: &str, success: bool, error: Option<&str>) -> Value {
     json!({"role": "pubsub-ack", "operation_id": u, "success": success, "error": error,
@@ -64,6 +177,21 @@ impl TopicPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_are_the_originals() {
+        let m: PublishRequest = serde_json::from_str(
+            r#"{"role":"pubsub-publish","u":"pub-1","message":{"topic":"t.a.x","payload":{"v":1},
+                "timestamp":0,"message_id":"m1","publisher":"raw","headers":{}}}"#,
+        )
+        .unwrap();
+        assert!(m.message.check().is_ok());
+        let n = notification(&m.message.notified_json(), &m.message, "s1");
+        assert_eq!(
+            n,
+            r#"{"role":"pubsub-notification","message":{"topic":"t.a.x","payload":{"v":1},"timestamp":0.0,"message_id":"m1","publisher":"raw","headers":{},"routing_path":null,"current_hop":null},"subscription_id":"s1","u":"notification_m1_s1"}"#
+        );
+    }
 
     fn p(pattern: &str) -> TopicPattern {
         TopicPattern {

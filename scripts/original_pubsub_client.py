@@ -1,0 +1,55 @@
+"""Drives the original's MPREGPubSubClient against an mpreg node: a subscriber on one
+connection (`user.*.login` and `metrics.#`), a publisher on another, and checks what the
+subscriber's callback receives and what `publish` returns.
+
+    python scripts/original_pubsub_client.py ws://127.0.0.1:PORT
+
+Run by `tests/pubsub.rs::the_original_pubsub_client_works` (ignored by default: it needs
+the original's venv, see ../shared/tools/original-clients/README.md).
+"""
+
+import asyncio
+import sys
+
+from mpreg.client.client_api import MPREGClientAPI
+from mpreg.client.pubsub_client import MPREGPubSubClient
+
+
+def check(cond, what):
+    if not cond:
+        sys.exit(f"FAILED: {what}")
+    print(f"ok: {what}")
+
+
+async def main(url):
+    sub_api, pub_api = MPREGClientAPI(url), MPREGClientAPI(url)
+    await sub_api.connect()
+    await pub_api.connect()
+    got = []
+    done = asyncio.Event()
+
+    def on_message(message):
+        got.append((message.topic, message.payload))
+        if len(got) == 2:
+            done.set()
+
+    try:
+        async with MPREGPubSubClient(base_client=sub_api) as sub, \
+                MPREGPubSubClient(base_client=pub_api) as pub:
+            sid = await sub.subscribe(["user.*.login", "metrics.#"], on_message, get_backlog=False)
+            check(bool(sid), "subscribed")
+            check(await pub.publish("user.42.login", {"user": 42}), "publish user.42.login")
+            check(await pub.publish("user.42.logout", {"user": 42}), "publish user.42.logout")
+            check(await pub.publish("metrics", {"cpu": 0.5}), "publish metrics")
+            await asyncio.wait_for(done.wait(), 10)
+            check(got == [("user.42.login", {"user": 42}), ("metrics", {"cpu": 0.5})],
+                  f"received {got}")
+            check(await sub.unsubscribe(sid), "unsubscribed")
+    finally:
+        await sub_api.disconnect()
+        await pub_api.disconnect()
+    print("OK")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

@@ -1,0 +1,109 @@
+//! What waits for one subscribing connection: notifications, bounded in bytes. A publish
+//! never waits for a subscriber: when the mailbox is over its bound the oldest
+//! notifications are dropped (and counted), so a slow subscriber loses its own backlog and
+//! slows no one else.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<String>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: Mutex<Queue>,
+    waker: AtomicWaker,
+    max_bytes: usize,
+    /// Notifications dropped for want of room.
+    pub dropped: AtomicU64,
+    /// Notifications handed to the connection.
+    pub delivered: AtomicU64,
+}
+
+impl Mailbox {
+    pub fn new(max_bytes: usize) -> Mailbox {
+        Mailbox {
+            queue: Mutex::default(),
+            waker: AtomicWaker::new(),
+            max_bytes,
+            dropped: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Every change is whole under the lock; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `text`, dropping the oldest while over the bound (the newest always stays).
+    pub fn push(&self, text: String) {
+        let mut dropped = 0;
+        {
+            let mut q = self.lock();
+            q.bytes += text.len();
+            q.items.push_back(text);
+            while q.bytes > self.max_bytes && q.items.len() > 1 {
+                if let Some(old) = q.items.pop_front() {
+                    q.bytes -= old.len();
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        self.waker.wake();
+    }
+
+    /// The next notification, or `Pending` (woken by the next push).
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<String> {
+        self.waker.register(cx.waker());
+        match self.pop() {
+            Some(t) => Poll::Ready(t),
+            None => Poll::Pending,
+        }
+    }
+
+    pub fn pop(&self) -> Option<String> {
+        let mut q = self.lock();
+        let t = q.items.pop_front()?;
+        q.bytes -= t.len();
+        drop(q);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        Some(t)
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_its_bound_the_oldest_go_and_are_counted() {
+        let m = Mailbox::new(10);
+        m.push("aaaa".into());
+        m.push("bbbb".into());
+        m.push("cccc".into()); // 12 bytes: aaaa goes
+        assert_eq!(m.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(m.bytes(), 8);
+        assert_eq!(m.pop().as_deref(), Some("bbbb"));
+        m.push("x".repeat(50)); // larger than the bound alone: it stays, cccc goes
+        assert_eq!(m.pop(), Some("x".repeat(50)));
+        assert_eq!(m.pop(), None);
+        assert_eq!(m.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(m.delivered.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,236 @@
+//! Topic pub/sub on one node in the original's messages (`pubsub-subscribe`,
+//! `pubsub-publish`, `pubsub-notification`, `pubsub-ack`): the exchange the original's
+//! protocol notes record, wildcards, once per subscription, order per publisher, bounds,
+//! and subscriptions that die with their connection.
+#![allow(clippy::disallowed_types)] // tests reach the node from outside, over real sockets
+
+mod common;
+
+use common::{next_json, raw_connect, raw_roundtrip, start_node, test_settings};
+use serde_json::{Value, json};
+
+fn subscribe(u: &str, sid: &str, patterns: &[&str]) -> String {
+    let patterns: Vec<Value> = patterns
+        .iter()
+        .map(|p| json!({"pattern": p, "exact_match": !(p.contains('*') || p.contains('#'))}))
+        .collect();
+    json!({"role": "pubsub-subscribe", "u": u, "subscription": {"subscription_id": sid,
+        "patterns": patterns, "subscriber": "raw", "created_at": 0, "get_backlog": false,
+        "backlog_seconds": 0}})
+    .to_string()
+}
+
+fn publish(u: &str, topic: &str, id: &str, payload: Value) -> String {
+    json!({"role": "pubsub-publish", "u": u, "message": {"topic": topic, "payload": payload,
+        "timestamp": 0, "message_id": id, "publisher": "raw", "headers": {}}})
+    .to_string()
+}
+
+/// The exchange as the original's protocol notes record it, byte for byte where they
+/// give bytes: notifications before the publisher's own ack.
+#[tokio::test]
+async fn the_originals_exchange() {
+    let node = start_node(test_settings(), vec![]).await;
+    let mut ws = raw_connect(node.url()).await;
+    let ack = raw_roundtrip(&mut ws, &subscribe("sub-1", "s1", &["t.*.x", "m.#"])).await;
+    assert_eq!(
+        ack,
+        json!({"role":"pubsub-ack","operation_id":"sub-1","success":true,"error":null,"u":"ack_sub-1"})
+    );
+    let first = raw_roundtrip(&mut ws, &publish("pub-1", "t.a.x", "m1", json!({"v": 1}))).await;
+    assert_eq!(
+        first,
+        json!({"role":"pubsub-notification","message":{"topic":"t.a.x","payload":{"v":1},"timestamp":0.0,
+            "message_id":"m1","publisher":"raw","headers":{},"routing_path":null,"current_hop":null},
+            "subscription_id":"s1","u":"notification_m1_s1"})
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"role":"pubsub-ack","operation_id":"pub-1","success":true,"error":null,"u":"ack_pub-1"})
+    );
+    // `m.#` matches `m`; `t.*.x` does not match `t.a.b.x`: only `m` is heard.
+    let ack = raw_roundtrip(&mut ws, &publish("pub-2", "t.a.b.x", "m2", json!(2))).await;
+    assert_eq!(ack["operation_id"], "pub-2", "no notification first: {ack}");
+    let n = raw_roundtrip(&mut ws, &publish("pub-3", "m", "m3", json!(3))).await;
+    assert_eq!(
+        (&n["message"]["message_id"], &n["subscription_id"]),
+        (&json!("m3"), &json!("s1"))
+    );
+    assert_eq!(next_json(&mut ws).await["operation_id"], "pub-3");
+    let ack = raw_roundtrip(
+        &mut ws,
+        &json!({"role":"pubsub-unsubscribe","u":"uns-1","subscription_id":"s1"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        ack,
+        json!({"role":"pubsub-ack","operation_id":"uns-1","success":true,"error":null,"u":"ack_uns-1"})
+    );
+    let ack = raw_roundtrip(&mut ws, &publish("pub-4", "m", "m4", json!(4))).await;
+    assert_eq!(ack["operation_id"], "pub-4", "unsubscribed: {ack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_matching_topics_once_each_in_the_publishers_order() {
+    let node = start_node(test_settings(), vec![]).await;
+    let mut sub = raw_connect(node.url()).await;
+    let mut other = raw_connect(node.url()).await;
+    let mut publisher = raw_connect(node.url()).await;
+    for (ws, sid, patterns) in [
+        (&mut sub, "orders", &["orders.*.created", "orders.#"][..]),
+        (&mut other, "metrics", &["metrics.#"][..]),
+    ] {
+        let ack = raw_roundtrip(ws, &subscribe("q", sid, patterns)).await;
+        assert_eq!(ack["success"], true, "{ack}");
+    }
+    let topics = [
+        "orders.1.created",
+        "metrics",
+        "orders.1.b.created",
+        "metrics.cpu.load",
+        "users.1.login",
+        "orders.2.created",
+    ];
+    for (i, t) in topics.iter().enumerate() {
+        let ack = raw_roundtrip(
+            &mut publisher,
+            &publish(&format!("p{i}"), t, &format!("m{i}"), json!(i)),
+        )
+        .await;
+        assert_eq!(ack["success"], true, "{ack}");
+    }
+    // One notification per message for a subscription with two matching patterns; in order.
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        let n = next_json(&mut sub).await;
+        assert_eq!(n["subscription_id"], "orders");
+        heard.push(n["message"]["topic"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        heard,
+        ["orders.1.created", "orders.1.b.created", "orders.2.created"]
+    );
+    for want in ["metrics", "metrics.cpu.load"] {
+        assert_eq!(next_json(&mut other).await["message"]["topic"], want);
+    }
+    // Nothing else was queued for either: a publish both hear arrives next.
+    raw_roundtrip(
+        &mut publisher,
+        &publish("last", "orders.9.created", "m9", json!(9)),
+    )
+    .await;
+    assert_eq!(next_json(&mut sub).await["message"]["message_id"], "m9");
+}
+
+#[tokio::test]
+async fn bad_subscriptions_and_publishes_are_refused_in_the_ack() {
+    let node = start_node(test_settings(), vec![]).await;
+    let mut ws = raw_connect(node.url()).await;
+    let long_topic = vec!["w"; 33].join(".");
+    let many: Vec<String> = (0..17).map(|i| format!("p{i}.#")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for (msg, why) in [
+        (
+            publish("a", "mpreg.discovery.delta", "m", json!(1)),
+            "the node's",
+        ),
+        (publish("b", &long_topic, "m", json!(1)), "words"),
+        (publish("c", "", "m", json!(1)), "1 to 256 bytes"),
+        (subscribe("d", "s", &many), "patterns per subscription"),
+        (subscribe("e", "", &["a.b"]), "subscription_id"),
+    ] {
+        let ack = raw_roundtrip(&mut ws, &msg).await;
+        assert_eq!(ack["success"], false, "{ack}");
+        assert!(ack["error"].as_str().unwrap().contains(why), "{why}: {ack}");
+    }
+    // A publish missing a required field is a malformed message (1006), as a bad register.
+    let reply = raw_roundtrip(
+        &mut ws,
+        &json!({"role":"pubsub-publish","u":"f","message":{"topic":"a"}}).to_string(),
+    )
+    .await;
+    assert_eq!(common::code_of(&reply), 1006, "{reply}");
+    // The connection still serves.
+    let ack = raw_roundtrip(&mut ws, &subscribe("g", "ok", &["a.b"])).await;
+    assert_eq!(ack["success"], true);
+}
+
+/// `/metrics` counts publishes, deliveries and subscriptions; a closed connection's
+/// subscriptions are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_die_with_their_connection() {
+    let node = start_node(
+        mpreg::Settings {
+            monitoring_enabled: true,
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    let mut sub = raw_connect(node.url()).await;
+    assert_eq!(
+        raw_roundtrip(&mut sub, &subscribe("q", "s", &["x.#"])).await["success"],
+        true
+    );
+    let mut publisher = raw_connect(node.url()).await;
+    raw_roundtrip(&mut publisher, &publish("p", "x.y", "m", json!(1))).await;
+    assert_eq!(next_json(&mut sub).await["message"]["topic"], "x.y");
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let scrape = || async {
+        let addr = base.strip_prefix("http://").unwrap().to_owned();
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    let text = scrape().await;
+    assert_eq!(metric(&text, "mpreg_pubsub_published_total"), 1.0);
+    assert_eq!(metric(&text, "mpreg_pubsub_delivered_total"), 1.0);
+    assert_eq!(metric(&text, "mpreg_pubsub_subscriptions"), 1.0);
+    drop(sub);
+    let mut polls = 0;
+    while metric(&scrape().await, "mpreg_pubsub_subscriptions") != 0.0 {
+        polls += 1;
+        assert!(polls < 200, "the closed connection's subscription stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // A publish now reaches no one, and is still acknowledged (accepted by the node).
+    let ack = raw_roundtrip(&mut publisher, &publish("p2", "x.y", "m2", json!(2))).await;
+    assert_eq!(ack["success"], true);
+}
+
+/// The original's own `MPREGPubSubClient`: run on purpose with
+/// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test pubsub --
+/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
+async fn the_original_pubsub_client_works() {
+    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
+        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
+    let node = start_node(test_settings(), vec![]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/original_pubsub_client.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(node.url())
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.shutdown().await;
+}
