@@ -318,6 +318,21 @@ impl Attack {
                 let peer = DataClient::to_addr(env, addr, secret);
                 peer.step(step, ttl).await.unwrap_err().to_string()
             }
+            Attack::Data(DataRequest::Publish(messages)) => {
+                let peer = DataClient::to_addr(env, addr, secret);
+                peer.publish(messages, ttl).await.unwrap_err().to_string()
+            }
+            Attack::Data(DataRequest::Interest {
+                node,
+                version,
+                patterns,
+            }) => {
+                let peer = DataClient::to_addr(env, addr, secret);
+                peer.interest(node, version, patterns, ttl)
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
         }
     }
 }
@@ -374,6 +389,27 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
             }),
         ),
         ("step", Attack::Data(DataRequest::Step(step))),
+        (
+            "publish to its subscribers",
+            Attack::Data(DataRequest::Publish(vec![
+                mpreg::protocol::pubsub::PeerMessage {
+                    topic: "orders.1.created".into(),
+                    payload: "{\"forged\":true}".into(),
+                    timestamp: 0.0,
+                    message_id: "forged".into(),
+                    publisher: "attacker".into(),
+                    headers: "{}".into(),
+                },
+            ])),
+        ),
+        (
+            "poison its interest",
+            Attack::Data(DataRequest::Interest {
+                node: victim,
+                version: u64::MAX,
+                patterns: vec![("#".into(), false)],
+            }),
+        ),
     ]
 }
 

@@ -234,3 +234,107 @@ async fn the_original_pubsub_client_works() {
     );
     node.shutdown().await;
 }
+
+/// A publish on one node reaches the matching subscribers on the others, once each and in
+/// the publisher's order, once the subscribers' interest has reached the publisher's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_reach_matching_subscribers_on_every_node() {
+    let a = start_node(test_settings(), vec![]).await;
+    let b = start_node(
+        mpreg::Settings {
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let c = start_node(
+        mpreg::Settings {
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    common::wait_routable(&[&a, &b, &c], "echo", 3).await;
+    let mut on_a = raw_connect(a.url()).await;
+    let mut on_b = raw_connect(b.url()).await;
+    let ack = raw_roundtrip(
+        &mut on_a,
+        &subscribe("q", "orders", &["orders.*.created", "metrics.#", "probe.#"]),
+    )
+    .await;
+    assert_eq!(ack["success"], true);
+    let ack = raw_roundtrip(&mut on_b, &subscribe("q", "users", &["users.#", "probe.#"])).await;
+    assert_eq!(ack["success"], true);
+    let mut publisher = raw_connect(c.url()).await;
+    // Interest travels to c within its summary interval: probe until both have heard one.
+    let mut heard = [false, false];
+    for i in 0..200 {
+        raw_roundtrip(
+            &mut publisher,
+            &publish(
+                &format!("p{i}"),
+                &format!("probe.{i}"),
+                &format!("probe{i}"),
+                json!(i),
+            ),
+        )
+        .await;
+        for (k, ws) in [&mut on_a, &mut on_b].into_iter().enumerate() {
+            if !heard[k]
+                && let Ok(n) =
+                    tokio::time::timeout(std::time::Duration::from_millis(20), next_json(ws)).await
+            {
+                assert_eq!(n["role"], "pubsub-notification");
+                heard[k] = true;
+            }
+        }
+        if heard == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(heard, [true, true], "interest never reached c");
+    for (i, t) in [
+        "orders.1.created",
+        "orders.1.b.created",
+        "metrics.cpu",
+        "users.1.login",
+        "orders.2.created",
+        "probe.end",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ack = raw_roundtrip(
+            &mut publisher,
+            &publish(&format!("s{i}"), t, &format!("m{i}"), json!(i)),
+        )
+        .await;
+        assert_eq!(ack["success"], true);
+    }
+    // Each subscriber: earlier probes (in order, before these), then its matches, once each.
+    for (ws, want) in [
+        (
+            &mut on_a,
+            vec!["orders.1.created", "metrics.cpu", "orders.2.created"],
+        ),
+        (&mut on_b, vec!["users.1.login"]),
+    ] {
+        let mut got = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
+        loop {
+            let n = next_json(ws).await;
+            let id = n["message"]["message_id"].as_str().unwrap().to_owned();
+            assert!(ids.insert(id.clone()), "{id} heard twice");
+            let topic = n["message"]["topic"].as_str().unwrap().to_owned();
+            if topic == "probe.end" {
+                break;
+            }
+            if !topic.starts_with("probe.") {
+                got.push(topic);
+            }
+        }
+        assert_eq!(got, want);
+    }
+}

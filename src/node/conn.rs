@@ -500,6 +500,7 @@ impl<'a> Connection<'a> {
             Err(why) => ack(&req.u, false, Some(&why)),
             Ok(()) => {
                 self.shared.pubsub.publish(&req.message);
+                self.shared.fanout.forward(&req.message);
                 while let Some(own) = mailbox.and_then(Mailbox::pop) {
                     out.push(Message::text(own));
                 }

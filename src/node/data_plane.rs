@@ -15,6 +15,9 @@ use crate::fabric::liveness::Load;
 use crate::fabric::{
     Answer, CallFailure, ClusterSecret, Fabric, Link, Plane, PlaneHandler, Work, codec,
 };
+use crate::protocol::pubsub::PeerMessage;
+use crate::pubsub::exchange::Exchange;
+use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
 use crate::registry::BoxFuture;
 use crate::rpc::{ForwardError, Step, StepOutcome};
 
@@ -25,13 +28,30 @@ pub enum DataRequest {
     Heartbeat { load: Load },
     /// A command to run here, forwarded by the node coordinating its request.
     Step(Step),
+    /// Messages published on the sender, for this node's matching subscribers (in the
+    /// order they were published there).
+    Publish(Vec<PeerMessage>),
+    /// What the sender's clients subscribe to (`pubsub::interest`), as of `version`.
+    Interest {
+        node: u64,
+        version: u64,
+        patterns: Vec<(String, bool)>,
+    },
 }
 
 /// The answer to a [`DataRequest`] of the same variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum DataReply {
-    Heartbeat { load: Load },
+    Heartbeat {
+        load: Load,
+    },
     Step(StepOutcome),
+    /// How many notifications the messages made here.
+    Published {
+        notified: u64,
+    },
+    /// `Err`: the summary was refused (why).
+    Interest(Result<(), String>),
 }
 
 /// How this node serves its data plane.
@@ -42,6 +62,9 @@ pub(crate) struct DataPlane {
     pub(crate) run: Box<dyn Fn(Step) -> BoxFuture<StepOutcome> + Send + Sync>,
     /// Set when this node speaks as the next build would (`next`).
     pub(crate) next: Option<Arc<UpgradeStats>>,
+    /// This node's subscriptions, and its peers'.
+    pub(crate) pubsub: Arc<Exchange>,
+    pub(crate) interest: Arc<RemoteInterest>,
 }
 
 fn encoded<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -70,9 +93,46 @@ impl PlaneHandler for DataPlane {
                     reply: Box::pin(async move { encoded(&DataReply::Step(run.await)) }),
                 }
             }
+            Ok(DataRequest::Publish(messages)) => {
+                let mut notified = 0;
+                for m in messages.into_iter().filter_map(|m| m.into_message().ok()) {
+                    if m.check().is_ok() {
+                        notified += self.pubsub.publish(&m) as u64;
+                    }
+                }
+                now(encoded(&DataReply::Published { notified }))
+            }
+            Ok(DataRequest::Interest {
+                node,
+                version,
+                patterns,
+            }) => {
+                let checked = check_interest(&patterns);
+                if checked.is_ok() {
+                    self.interest.set(node, version, patterns);
+                }
+                now(encoded(&DataReply::Interest(checked)))
+            }
             // A request of a kind this build does not know: answered unsupported.
             Err(e) => now(Err(e.to_string())),
         }
+    }
+}
+
+/// Bounds on a peer's interest summary: what each of its patterns costs to hold and match.
+fn check_interest(patterns: &[(String, bool)]) -> Result<(), String> {
+    use crate::protocol::pubsub::{MAX_TOPIC_BYTES, MAX_TOPIC_WORDS};
+    if patterns.len() > MAX_INTEREST_PATTERNS {
+        return Err(format!(
+            "{} patterns; at most {MAX_INTEREST_PATTERNS}",
+            patterns.len()
+        ));
+    }
+    match patterns.iter().find(|(p, _)| {
+        p.is_empty() || p.len() > MAX_TOPIC_BYTES || p.split('.').count() > MAX_TOPIC_WORDS
+    }) {
+        Some((p, _)) => Err(format!("pattern of {} bytes out of bounds", p.len())),
+        None => Ok(()),
     }
 }
 
@@ -156,6 +216,43 @@ impl DataClient {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
             Err(f) if f.error.kind() == io::ErrorKind::Unsupported => Ok(None),
             Err(f) => Err(f.error),
+        }
+    }
+
+    /// Hands `messages` to the peer's subscribers; how many notifications they made.
+    pub async fn publish(&self, messages: Vec<PeerMessage>, ttl: Duration) -> io::Result<u64> {
+        let body = codec::encode(&DataRequest::Publish(messages)).map_err(io::Error::other)?;
+        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
+        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
+            Ok(DataReply::Published { notified }) => Ok(notified),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched peer reply",
+            )),
+        }
+    }
+
+    /// Tells the peer what this node's clients subscribe to.
+    pub async fn interest(
+        &self,
+        node: u64,
+        version: u64,
+        patterns: Vec<(String, bool)>,
+        ttl: Duration,
+    ) -> io::Result<()> {
+        let body = codec::encode(&DataRequest::Interest {
+            node,
+            version,
+            patterns,
+        })
+        .map_err(io::Error::other)?;
+        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
+        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
+            Ok(DataReply::Interest(r)) => r.map_err(io::Error::other),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched peer reply",
+            )),
         }
     }
 

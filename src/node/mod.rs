@@ -9,6 +9,7 @@ mod control;
 mod dashboard;
 pub mod data_plane;
 mod discovery;
+mod fanout;
 mod functions;
 mod monitoring;
 mod next;
@@ -346,6 +347,8 @@ pub(crate) struct Shared {
     info: Arc<NodeInfo>,
     /// This node's topic subscriptions.
     pubsub: Arc<crate::pubsub::exchange::Exchange>,
+    /// Where publishes go beyond this node.
+    fanout: Arc<fanout::Fanout>,
     settings: Settings,
     /// The functions calls run against. A request takes the current set when it starts;
     /// registering at run time swaps in a new set.
@@ -680,6 +683,13 @@ impl NodeBuilder {
         let upgrade = self
             .next_protocol
             .then(|| Arc::new(next::UpgradeStats::default()));
+        // What the other members' clients subscribe to, and where publishes go from here.
+        let remote_interest = Arc::new(crate::pubsub::interest::RemoteInterest::default());
+        let fanout = Arc::new(fanout::Fanout::new(
+            control.clone(),
+            remote_interest.clone(),
+            info.pubsub.clone(),
+        ));
         let data_plane = {
             let (functions, step_stats, clock) =
                 (functions.clone(), stats.clone(), env.clock.clone());
@@ -709,6 +719,8 @@ impl NodeBuilder {
                 load: Box::new(move || stats.load(clock.now())),
                 run,
                 next: upgrade.clone(),
+                pubsub: info.pubsub.clone(),
+                interest: remote_interest.clone(),
             })
         };
         // The data plane is served from here on: its handler is held weakly by the fabric
@@ -729,6 +741,7 @@ impl NodeBuilder {
         let shared = Arc::new(Shared {
             info: info.clone(),
             pubsub: info.pubsub.clone(),
+            fanout: fanout.clone(),
             peers,
             control: control.clone(),
             limits,
@@ -769,6 +782,13 @@ impl NodeBuilder {
         tokio::spawn(crate::control::raft::supervise(
             control.peer_service(),
             control.catalog.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(fanout::advertise(
+            control.clone(),
+            info.pubsub.clone(),
+            remote_interest,
+            shared.env.clock.clone(),
             shutdown_rx.clone(),
         ));
         tokio::spawn(crate::fabric::heartbeat::run(

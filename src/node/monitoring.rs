@@ -698,6 +698,18 @@ impl Collector for NodeMetrics {
             "Notifications dropped because a subscriber's queue was full (drop_oldest)",
             ps.dropped,
         )?;
+        counter(
+            e,
+            "mpreg_pubsub_forwarded",
+            "Messages published here and queued for a peer whose clients subscribe to them",
+            info.pubsub.forwarded.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_pubsub_forward_dropped",
+            "Messages published here not sent to a peer because its queue was full",
+            info.pubsub.forward_dropped.load(Ordering::Relaxed),
+        )?;
         gauge(
             e,
             "mpreg_pubsub_subscriptions",

@@ -68,6 +68,46 @@ pub struct PubSubMessage {
     pub headers: Json,
 }
 
+/// A [`PubSubMessage`] between nodes: the JSON parts as text (peer frames are MessagePack,
+/// which carries no raw JSON).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct PeerMessage {
+    pub topic: String,
+    pub payload: String,
+    pub timestamp: f64,
+    pub message_id: String,
+    pub publisher: String,
+    pub headers: String,
+}
+
+impl From<&PubSubMessage> for PeerMessage {
+    fn from(m: &PubSubMessage) -> PeerMessage {
+        PeerMessage {
+            topic: m.topic.clone(),
+            payload: m.payload.get().to_owned(),
+            timestamp: m.timestamp,
+            message_id: m.message_id.clone(),
+            publisher: m.publisher.clone(),
+            headers: m.headers.get().to_owned(),
+        }
+    }
+}
+
+impl PeerMessage {
+    /// The message again; `Err` when a part is not JSON (a peer's bytes are checked too).
+    pub fn into_message(self) -> Result<PubSubMessage, String> {
+        let json = |t: String| Json::from_text(t).map_err(|e| e.to_string());
+        Ok(PubSubMessage {
+            topic: self.topic,
+            payload: json(self.payload)?,
+            timestamp: self.timestamp,
+            message_id: self.message_id,
+            publisher: self.publisher,
+            headers: json(self.headers)?,
+        })
+    }
+}
+
 /// Bounds on what a client subscribes to and publishes.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
 pub const MAX_PATTERNS: usize = 16;

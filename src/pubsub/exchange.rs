@@ -28,6 +28,12 @@ pub struct Exchange {
     pub published: AtomicU64,
     /// Notifications queued for subscribers here.
     pub queued: AtomicU64,
+    /// Messages published here queued for interested peers, and those dropped because a
+    /// peer's queue was full (`node::fanout`).
+    pub forwarded: AtomicU64,
+    pub forward_dropped: AtomicU64,
+    /// Bumped by every change of the subscriptions (peers learn the interest anew).
+    version: AtomicU64,
     /// What the mailboxes of connections that closed delivered and dropped.
     closed_delivered: AtomicU64,
     closed_dropped: AtomicU64,
@@ -74,6 +80,24 @@ impl Exchange {
             .mailboxes
             .entry(conn)
             .or_insert_with(|| mailbox.clone());
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The version of the subscriptions (changes with each subscribe and unsubscribe).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Every distinct pattern subscribed here, as `(pattern, exact)`: what peers forward by.
+    pub fn interest(&self) -> Vec<(String, bool)> {
+        let inner = self.lock();
+        let set: std::collections::BTreeSet<(String, bool)> = inner
+            .subscriptions
+            .values()
+            .flatten()
+            .map(|p| (p.pattern.clone(), p.exact_match))
+            .collect();
+        set.into_iter().collect()
     }
 
     /// Whether `conn` held subscription `id` (it no longer does).
@@ -86,6 +110,7 @@ impl Exchange {
         for p in &patterns {
             inner.matcher.remove(&p.pattern, p.exact_match, &key);
         }
+        self.version.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -114,6 +139,7 @@ impl Exchange {
                 }
             }
         }
+        self.version.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = inner.mailboxes.remove(&conn) {
             self.closed_delivered
                 .fetch_add(m.delivered.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -1,6 +1,8 @@
 //! Topic pub/sub: which subscriptions a published message reaches (`matcher`), what waits
-//! for each subscribing connection (`mailbox`), and a node's subscriptions (`exchange`).
+//! for each subscribing connection (`mailbox`), a node's subscriptions (`exchange`) and
+//! its peers' (`interest`).
 
 pub mod exchange;
+pub mod interest;
 pub mod mailbox;
 pub mod matcher;

@@ -1,0 +1,170 @@
+//! Publishes across the cluster, on the data plane (never Raft). Each node tells every
+//! other member what its clients subscribe to ([`advertise`], on change and every
+//! [`REFRESH`]), and forwards a publish only to the peers whose interest matches it.
+//!
+//! A publish travels one hop, from the node it was published on to each interested peer,
+//! which hands it to its own subscribers and forwards nothing: so a subscription hears a
+//! message at most once. Each peer has one queue and one sender, which sends in order, in
+//! batches: so a publisher's messages keep their order for every subscriber. A queue holds
+//! at most [`QUEUED`] messages; a publish finding it full is dropped for that peer (and
+//! counted): a slow or unreachable peer never holds up a publisher.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::control::Control;
+use super::data_plane::DataClient;
+use crate::control::NodeId;
+use crate::protocol::pubsub::{PeerMessage, PubSubMessage};
+use crate::pubsub::exchange::Exchange;
+use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
+
+/// Messages waiting for one peer, and the most sent in one request.
+const QUEUED: usize = 4096;
+const BATCH: usize = 256;
+/// How long one batch or summary may take to reach a peer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the subscriptions are checked for changes, and sent regardless.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+const REFRESH: Duration = Duration::from_secs(2);
+
+pub(crate) struct Fanout {
+    remote: Arc<RemoteInterest>,
+    control: Arc<Control>,
+    queues: Mutex<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
+    /// Counts what was forwarded and dropped.
+    exchange: Arc<Exchange>,
+}
+
+impl Fanout {
+    pub(crate) fn new(
+        control: Arc<Control>,
+        remote: Arc<RemoteInterest>,
+        exchange: Arc<Exchange>,
+    ) -> Fanout {
+        Fanout {
+            remote,
+            control,
+            queues: Mutex::default(),
+            exchange,
+        }
+    }
+
+    fn client(&self, peer: NodeId) -> Option<DataClient> {
+        let addr = self.control.catalog.read(|s| {
+            s.catalog
+                .member_by_id(peer)
+                .and_then(|m| m.advertised_urls.first())
+                .map(|u| crate::transport::authority(u).to_owned())
+        })?;
+        Some(DataClient::new(
+            self.control.network.fabric().link_to(peer, &addr),
+            None,
+        ))
+    }
+
+    /// Queues `message` for every peer whose clients subscribe to its topic.
+    pub(crate) fn forward(&self, message: &PubSubMessage) {
+        let peers = self.remote.peers_for(&message.topic);
+        if peers.is_empty() {
+            return;
+        }
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers {
+            if peer == self.control.id {
+                continue;
+            }
+            let tx = match queues.get(&peer) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let Some(client) = self.client(peer) else {
+                        continue;
+                    };
+                    let (tx, rx) = mpsc::channel(QUEUED);
+                    tokio::spawn(send_to(client, rx));
+                    queues.insert(peer, tx.clone());
+                    tx
+                }
+            };
+            let counter = match tx.try_send(PeerMessage::from(message)) {
+                Ok(()) => &self.exchange.forwarded,
+                Err(_) => &self.exchange.forward_dropped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends one peer's queue, in order, in batches, until the queue is dropped.
+async fn send_to(peer: DataClient, mut rx: mpsc::Receiver<PeerMessage>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = peer.publish(batch, SEND_TIMEOUT).await {
+            tracing::debug!(peer = peer.addr(), error = %e, "publishes to a peer were lost");
+        }
+    }
+}
+
+/// Tells every other member what this node's clients subscribe to: when it changes, and
+/// every [`REFRESH`] (a peer that missed one, or joined since, learns it then). Runs until
+/// `shutdown` says true.
+pub(crate) async fn advertise(
+    control: Arc<Control>,
+    exchange: Arc<Exchange>,
+    remote: Arc<RemoteInterest>,
+    clock: Arc<dyn crate::env::Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sent: Option<u64> = None;
+    let mut last = clock.now();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let version = exchange.version();
+        let now = clock.now();
+        if sent == Some(version) && now.saturating_duration_since(last) < REFRESH {
+            continue;
+        }
+        let members: BTreeMap<NodeId, String> = control.catalog.read(|s| {
+            s.catalog
+                .members()
+                .filter(|m| m.id != control.id)
+                .filter_map(|m| {
+                    let url = m.advertised_urls.first()?;
+                    Some((m.id, crate::transport::authority(url).to_owned()))
+                })
+                .collect()
+        });
+        remote.retain(&members.keys().copied().collect::<BTreeSet<_>>());
+        let mut patterns = exchange.interest();
+        if patterns.len() > MAX_INTEREST_PATTERNS {
+            // Too many to list: everything, and the subscribers here filter.
+            patterns = vec![("#".to_owned(), false)];
+        }
+        let fabric = control.network.fabric();
+        let sends = members.iter().map(|(id, addr)| {
+            let peer = DataClient::new(fabric.link_to(*id, addr), None);
+            let patterns = patterns.clone();
+            let me = control.id;
+            async move { peer.interest(me, version, patterns, SEND_TIMEOUT).await }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            tracing::debug!(error = %r, "a peer did not take this node's subscriptions");
+        }
+        sent = Some(version);
+        last = now;
+    }
+}
