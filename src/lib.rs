@@ -44,7 +44,10 @@ pub mod rpc;
 pub mod tls;
 mod transport;
 
-pub use client::{CallBuilder, Client, ClientError, ClusterClient, ConnectOptions, Retry};
+pub use client::{
+    CallBuilder, Client, ClientError, ClusterClient, ConnectOptions, Notification, Retry,
+    Subscription,
+};
 pub use config::Settings;
 pub use env::Env;
 pub use node::{Node, NodeBuilder, NodeError, RunningNode, ShutdownHandle};

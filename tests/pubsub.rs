@@ -338,3 +338,51 @@ async fn publishes_reach_matching_subscribers_on_every_node() {
         assert_eq!(got, want);
     }
 }
+
+/// The Rust client: `subscribe` gives a `Stream` of notifications, `publish` is acked by
+/// the node, a refusal is an error, and `unsubscribe` ends it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_subscribes_and_publishes() {
+    use futures_util::StreamExt;
+    let node = start_node(test_settings(), vec![]).await;
+    let subscriber = mpreg::Client::connect(node.url()).await.unwrap();
+    let publisher = mpreg::Client::connect(node.url()).await.unwrap();
+    let mut orders = subscriber.subscribe(["orders.#"]).await.unwrap();
+    let mut one = subscriber.subscribe(["orders.1.created"]).await.unwrap();
+    publisher
+        .publish("orders.1.created", json!({"id": 1}))
+        .await
+        .unwrap();
+    publisher
+        .publish("users.1.login", json!(null))
+        .await
+        .unwrap();
+    publisher
+        .publish("orders.2.created", json!({"id": 2}))
+        .await
+        .unwrap();
+    let n = orders.next().await.unwrap();
+    assert_eq!(
+        (n.topic.as_str(), &n.payload),
+        ("orders.1.created", &json!({"id": 1}))
+    );
+    assert_eq!(n.subscription_id, orders.id());
+    assert_eq!(orders.next().await.unwrap().topic, "orders.2.created");
+    assert_eq!(one.next().await.unwrap().payload, json!({"id": 1}));
+    // Calls on the same connection still work beside the subscriptions.
+    assert_eq!(
+        subscriber.call("echo", json!(["x"])).await.unwrap(),
+        json!("x")
+    );
+    match publisher.publish("mpreg.nope", json!(1)).await {
+        Err(mpreg::ClientError::PubSub(why)) => assert!(why.contains("the node's"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    one.unsubscribe().await.unwrap();
+    publisher
+        .publish("orders.1.created", json!({"id": 3}))
+        .await
+        .unwrap();
+    assert_eq!(orders.next().await.unwrap().payload, json!({"id": 3}));
+    assert_eq!(orders.dropped(), 0);
+}

@@ -34,6 +34,9 @@ pub enum ClientError {
     Closed,
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// The node refused a subscribe, unsubscribe or publish (its `pubsub-ack` said why).
+    #[error("the node refused: {0}")]
+    PubSub(String),
 }
 
 fn details_text(v: &Value) -> String {

@@ -16,6 +16,7 @@
 
 mod cluster;
 mod error;
+pub mod pubsub;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -32,6 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub use cluster::{ClusterClient, Retry};
 pub use error::ClientError;
+pub use pubsub::{Notification, Subscription};
 
 use crate::env::Env;
 use crate::protocol::{RpcCommand, RpcReply, RpcRequest};
@@ -50,6 +52,11 @@ const SEND_QUEUE: usize = 1024;
 #[derive(Default)]
 struct PendingState {
     waiting: BTreeMap<u64, oneshot::Sender<RpcReply>>,
+    /// Subscribes, unsubscribes and publishes awaiting their `pubsub-ack`, by sequence
+    /// number (`Err`: the node's reason for refusing).
+    acks: BTreeMap<u64, oneshot::Sender<Result<(), String>>>,
+    /// Where each subscription's notifications go, by its id.
+    subscriptions: BTreeMap<String, pubsub::Route>,
     closed: bool,
     /// The node closed the connection as "going away" (1001): it was draining, and it only
     /// closes once every request it ran has been answered, so an unanswered request on
@@ -349,6 +356,92 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A fresh id on this connection (`<prefix>-<kind>-<n>`).
+    fn next_id(&self, kind: &str) -> String {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{kind}-{seq}", self.inner.prefix)
+    }
+
+    fn route_subscription(&self, id: String, route: pubsub::Route) {
+        lock(&self.inner.pending).subscriptions.insert(id, route);
+    }
+
+    fn forget_subscription(&self, id: &str) {
+        lock(&self.inner.pending).subscriptions.remove(id);
+    }
+
+    /// Sends the pub/sub message `make(u)` and waits for its `pubsub-ack`.
+    async fn pubsub_request(
+        &self,
+        make: impl FnOnce(&str) -> serde_json::Value,
+    ) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let u = format!("{}-{seq}", inner.prefix);
+        let frame = make(&u).to_string();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&inner.pending);
+            if pending.closed {
+                return Err(ClientError::Closed);
+            }
+            pending.acks.insert(seq, tx);
+        }
+        let sent = inner.tx.send(Message::text(frame)).await;
+        let result = match sent {
+            Err(_) => Err(ClientError::Closed),
+            Ok(()) => match tokio::time::timeout(inner.default_timeout, rx).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(why))) => Err(ClientError::PubSub(why)),
+                Ok(Err(_)) => Err(ClientError::Closed),
+                Err(_) => Err(ClientError::Timeout(inner.default_timeout)),
+            },
+        };
+        lock(&inner.pending).acks.remove(&seq);
+        result
+    }
+}
+
+/// A pub/sub frame from the node (an ack or a notification): handed to whoever waits.
+fn dispatch_pubsub(text: &[u8], pending: &Pending) {
+    let Ok(frame) = serde_json::from_slice::<serde_json::Value>(text) else {
+        return;
+    };
+    match frame["role"].as_str() {
+        Some("pubsub-ack") => {
+            let seq = frame["operation_id"]
+                .as_str()
+                .and_then(|u| u.rsplit_once('-'))
+                .and_then(|(_, n)| n.parse::<u64>().ok());
+            let outcome = if frame["success"] == true {
+                Ok(())
+            } else {
+                Err(frame["error"].as_str().unwrap_or("refused").to_owned())
+            };
+            if let Some(tx) = seq.and_then(|s| lock(pending).acks.remove(&s)) {
+                let _ = tx.send(outcome);
+            }
+        }
+        Some("pubsub-notification") => {
+            if let Some(n) = pubsub::Notification::from_frame(&frame)
+                && let Some(route) = lock(pending).subscriptions.get(&n.subscription_id)
+            {
+                route.deliver(n);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a frame's text is a pub/sub message (its `role` says so).
+fn is_pubsub(reply: &RpcReply) -> bool {
+    reply
+        .role
+        .as_deref()
+        .is_some_and(|r| r.starts_with("pubsub-"))
+}
+
 /// A failed send, and whether the request had left the client.
 #[derive(Debug)]
 pub(crate) struct SendFailure {
@@ -378,18 +471,24 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     while let Some(Ok(msg)) = frames.next().await {
+        let bytes: &[u8] = match &msg {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            _ => &[],
+        };
         let reply: RpcReply = match &msg {
-            Message::Text(t) => match serde_json::from_str(t) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable reply");
+            Message::Text(_) | Message::Binary(_) => match serde_json::from_slice(bytes) {
+                Ok(r) if is_pubsub(&r) => {
+                    dispatch_pubsub(bytes, &pending);
                     continue;
                 }
-            },
-            Message::Binary(b) => match serde_json::from_slice(b) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "unreadable reply");
+                    // An ack refusing with a reason does not read as a reply.
+                    if !bytes.is_empty() {
+                        dispatch_pubsub(bytes, &pending);
+                    }
+                    tracing::debug!(error = %e, "a frame that is not a reply");
                     continue;
                 }
             },
@@ -410,10 +509,13 @@ where
             let _ = tx.send(reply);
         }
     }
-    // Dropping the senders wakes every waiting caller with `Closed`.
+    // Dropping the senders wakes every waiting caller with `Closed`, and ends every
+    // subscription's stream.
     let mut pending = lock(&pending);
     pending.closed = true;
     pending.waiting.clear();
+    pending.acks.clear();
+    pending.subscriptions.clear();
 }
 
 /// The name of a call's one command: the function's name, as the original client sends,
