@@ -502,3 +502,60 @@ fn json_logs_are_one_object_per_line() {
         "{stderr}"
     );
 }
+
+/// `mpreg client subscribe` prints each matching message as a JSON line; `mpreg client
+/// publish` publishes (and says the node accepted it); a refused publish fails clearly.
+#[test]
+fn client_subscribe_and_publish() {
+    let node = NodeProcess::start(&["--no-monitoring"], &[]);
+    let mut sub = Command::new(CLI)
+        .args([
+            "client",
+            "subscribe",
+            "orders.#",
+            "--count",
+            "2",
+            "--url",
+            &node.url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpreg runs");
+    let mut said = String::new();
+    BufReader::new(sub.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.contains("subscribed to orders.#"), "{said}");
+    for (topic, payload) in [
+        ("users.1.login", "x"),
+        ("orders.1.created", r#"{"id":1}"#),
+        ("orders.2.created", "plain text"),
+    ] {
+        let (code, _, err) = mpreg(&["client", "publish", topic, payload, "--url", &node.url]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("accepted by the node"), "{err}");
+    }
+    let out = sub.wait_with_output().expect("subscriber exits after 2");
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["topic"], &lines[0]["payload"]),
+        (
+            &serde_json::json!("orders.1.created"),
+            &serde_json::json!({"id": 1})
+        )
+    );
+    assert_eq!(lines[1]["payload"], "plain text");
+    let (code, _, err) = mpreg(&["client", "publish", "mpreg.x", "1", "--url", &node.url]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refused") && err.contains("the node's"),
+        "{err}"
+    );
+}

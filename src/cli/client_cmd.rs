@@ -1,4 +1,5 @@
-//! `mpreg client …`: one call or one request file, printed as JSON.
+//! `mpreg client …`: one call or one request file, printed as JSON; topic subscribe and
+//! publish.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +46,31 @@ pub enum ClientCommand {
         /// Deadline in milliseconds
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        connect: super::ConnectArgs,
+    },
+    /// Subscribe to topic patterns (`*` one word, `#` any number) and print each message
+    /// as one JSON line, until interrupted (or --count messages)
+    Subscribe {
+        /// Patterns, e.g. 'orders.#' 'users.*.login'
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Node URL
+        #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+        url: String,
+        /// Stop after this many messages
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        connect: super::ConnectArgs,
+    },
+    /// Publish one message: PAYLOAD is JSON, or a plain string when not valid JSON
+    Publish {
+        topic: String,
+        payload: String,
+        /// Node URL
+        #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+        url: String,
         #[command(flatten)]
         connect: super::ConnectArgs,
     },
@@ -140,6 +166,54 @@ pub async fn run(cmd: ClientCommand) -> i32 {
                 .send(req, timeout_ms.map(Duration::from_millis))
                 .await;
             report(reply.map(|r| Value::Object(r.r.unwrap_or_default())))
+        }
+        ClientCommand::Subscribe {
+            patterns,
+            url,
+            count,
+            connect,
+        } => {
+            let client = match connected(&url, &connect).await {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let mut sub = match client.subscribe(patterns.clone()).await {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            eprintln!("mpreg: subscribed to {} on {url}", patterns.join(" "));
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                let Some(n) = futures_util::StreamExt::next(&mut sub).await else {
+                    return fail(&"the connection closed");
+                };
+                let line = serde_json::json!({"topic": n.topic, "payload": n.payload,
+                    "message_id": n.message_id, "publisher": n.publisher});
+                use std::io::Write;
+                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                    return 0; // the reader went away (`| head`)
+                }
+                seen += 1;
+            }
+            0
+        }
+        ClientCommand::Publish {
+            topic,
+            payload,
+            url,
+            connect,
+        } => {
+            let client = match connected(&url, &connect).await {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match client.publish(&topic, parse_arg(&payload)).await {
+                Ok(()) => {
+                    eprintln!("mpreg: published on {topic} (accepted by the node)");
+                    0
+                }
+                Err(e) => fail(&e),
+            }
         }
     }
 }
