@@ -386,3 +386,43 @@ async fn the_rust_client_subscribes_and_publishes() {
     assert_eq!(orders.next().await.unwrap().payload, json!({"id": 3}));
     assert_eq!(orders.dropped(), 0);
 }
+
+/// The Python example that needs only `websockets` (`examples/pubsub_websockets.py`),
+/// subscribing on one node and publishing on another. `.ci/run` installs `websockets`;
+/// without it the test fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
+    let a = start_node(test_settings(), vec![]).await;
+    let b = start_node(
+        mpreg::Settings {
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    common::wait_routable(&[&a, &b], "echo", 2).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pubsub_websockets.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, a.url(), b.url(), "2"])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'websockets'"),
+        "this test needs python3 with the `websockets` package (.ci/run installs it)"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"topic": "orders.0.created", "payload": {"n": 0}}),
+            json!({"topic": "orders.1.created", "payload": {"n": 1}})
+        ]
+    );
+}
