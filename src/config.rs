@@ -49,6 +49,10 @@ pub struct Settings {
     /// A client whose replies wait this long without any being written (it stopped
     /// reading) is disconnected.
     pub reply_stall_timeout_ms: u64,
+    /// Bytes of topic notifications that may wait for one subscribing connection.
+    pub pubsub_queue_bytes: usize,
+    /// What happens to a subscriber whose queue is full.
+    pub pubsub_slow_subscriber: SlowSubscriber,
     /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
     pub persistence: PersistenceConfig,
     /// URLs other nodes and clients reach this node at (`ws://host:port`); empty: derived
@@ -105,6 +109,31 @@ pub struct Settings {
     /// Answer with `Access-Control-Allow-Origin: *` (the original's default), so a page of
     /// another origin may read the JSON endpoints.
     pub monitoring_enable_cors: bool,
+}
+
+/// What happens to a subscriber whose notifications do not fit its queue
+/// (`pubsub_queue_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowSubscriber {
+    /// The oldest waiting notifications are dropped (counted in `/metrics`).
+    #[default]
+    DropOldest,
+    /// The connection is closed (1008, "subscriber too slow").
+    Disconnect,
+}
+
+impl std::str::FromStr for SlowSubscriber {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "drop_oldest" => Ok(SlowSubscriber::DropOldest),
+            "disconnect" => Ok(SlowSubscriber::Disconnect),
+            other => Err(format!(
+                "`{other}` is not a slow-subscriber policy (drop_oldest or disconnect)"
+            )),
+        }
+    }
 }
 
 /// How the node writes its log lines (to stderr).
@@ -211,6 +240,8 @@ impl Default for Settings {
             max_connection_bytes: 64 * 1024 * 1024,
             max_client_bytes: 1024 * 1024 * 1024,
             reply_stall_timeout_ms: 10_000,
+            pubsub_queue_bytes: 1024 * 1024,
+            pubsub_slow_subscriber: SlowSubscriber::DropOldest,
             persistence: PersistenceConfig::default(),
             advertised_urls: Vec::new(),
             voters: 3,
@@ -276,6 +307,8 @@ impl Settings {
         set(&mut self.max_connection_bytes, &l.max_connection_bytes);
         set(&mut self.max_client_bytes, &l.max_client_bytes);
         set(&mut self.reply_stall_timeout_ms, &l.reply_stall_timeout_ms);
+        set(&mut self.pubsub_queue_bytes, &l.pubsub_queue_bytes);
+        set(&mut self.pubsub_slow_subscriber, &l.pubsub_slow_subscriber);
         set(&mut self.advertised_urls, &l.advertised_urls);
         set(&mut self.voters, &l.voters);
         set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
@@ -403,6 +436,12 @@ impl Settings {
         }
         if self.reply_stall_timeout_ms == 0 {
             return bad("reply_stall_timeout_ms", "must be at least 1");
+        }
+        if self.pubsub_queue_bytes < 1024 || self.pubsub_queue_bytes > self.max_connection_bytes {
+            return bad(
+                "pubsub_queue_bytes",
+                "must be at least 1024 and at most max_connection_bytes",
+            );
         }
         if self.max_inflight_per_connection == 0 {
             return bad("max_inflight_per_connection", "must be at least 1");
@@ -560,6 +599,8 @@ pub struct SettingsLayer {
     pub max_connection_bytes: Option<usize>,
     pub max_client_bytes: Option<usize>,
     pub reply_stall_timeout_ms: Option<u64>,
+    pub pubsub_queue_bytes: Option<usize>,
+    pub pubsub_slow_subscriber: Option<SlowSubscriber>,
     pub persistence_config: Option<PersistenceLayer>,
     pub advertised_urls: Option<Vec<String>>,
     pub voters: Option<usize>,
@@ -730,6 +771,14 @@ impl SettingsLayer {
                 "MPREG_MAX_CONNECTION_BYTES" => l.max_connection_bytes = Some(num(k, v)?),
                 "MPREG_MAX_CLIENT_BYTES" => l.max_client_bytes = Some(num(k, v)?),
                 "MPREG_REPLY_STALL_TIMEOUT_MS" => l.reply_stall_timeout_ms = Some(num(k, v)?),
+                "MPREG_PUBSUB_QUEUE_BYTES" => l.pubsub_queue_bytes = Some(num(k, v)?),
+                "MPREG_PUBSUB_SLOW_SUBSCRIBER" => {
+                    l.pubsub_slow_subscriber =
+                        Some(v.parse().map_err(|reason| ConfigError::Env {
+                            var: k.to_owned(),
+                            reason,
+                        })?)
+                }
                 "MPREG_PERSISTENCE_MODE" => {
                     let mode = v.parse().map_err(|reason| ConfigError::Env {
                         var: k.to_owned(),

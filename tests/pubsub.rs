@@ -426,3 +426,100 @@ async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
         ]
     );
 }
+
+/// A subscriber that stops reading never holds up the publisher or another subscriber:
+/// its own queue drops the oldest (`drop_oldest`, counted), or, with `disconnect`, its
+/// connection is closed with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_slows_no_one() {
+    for policy in [
+        mpreg::config::SlowSubscriber::DropOldest,
+        mpreg::config::SlowSubscriber::Disconnect,
+    ] {
+        let node = start_node(
+            mpreg::Settings {
+                monitoring_enabled: true,
+                pubsub_queue_bytes: 256 * 1024,
+                pubsub_slow_subscriber: policy,
+                ..test_settings()
+            },
+            vec![],
+        )
+        .await;
+        let mut stuck = raw_connect(node.url()).await;
+        assert_eq!(
+            raw_roundtrip(&mut stuck, &subscribe("q", "s", &["big.#"])).await["success"],
+            true
+        );
+        let mut healthy = raw_connect(node.url()).await;
+        assert_eq!(
+            raw_roundtrip(&mut healthy, &subscribe("q", "h", &["big.#"])).await["success"],
+            true
+        );
+        let mut publisher = raw_connect(node.url()).await;
+        let chunk = "x".repeat(16 * 1024);
+        let total = 1500;
+        for i in 0..total {
+            let ack = raw_roundtrip(
+                &mut publisher,
+                &publish(&format!("p{i}"), "big.one", &format!("m{i}"), json!(chunk)),
+            )
+            .await;
+            assert_eq!(ack["success"], true);
+            // The healthy subscriber keeps up.
+            let n = next_json(&mut healthy).await;
+            assert_eq!(n["message"]["message_id"], format!("m{i}"));
+        }
+        let base = node.monitoring_url().unwrap().to_owned();
+        let addr = base.strip_prefix("http://").unwrap().to_owned();
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        let dropped: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("mpreg_pubsub_dropped_total ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .expect("the dropped counter");
+        assert!(
+            dropped > 0.0,
+            "{policy:?}: the stuck subscriber's queue overflowed"
+        );
+        // Now read the stuck one: what is left of its messages, then (disconnect) a close.
+        use futures_util::StreamExt;
+        let mut heard = 0;
+        let mut closed = None;
+        while let Some(frame) = stuck.next().await {
+            match frame {
+                Ok(tokio_tungstenite::tungstenite::Message::Text(_)) => heard += 1,
+                Ok(tokio_tungstenite::tungstenite::Message::Close(c)) => {
+                    closed = c;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            if policy == mpreg::config::SlowSubscriber::DropOldest && heard >= 1 {
+                break;
+            }
+        }
+        match policy {
+            mpreg::config::SlowSubscriber::DropOldest => assert!(heard >= 1),
+            mpreg::config::SlowSubscriber::Disconnect => {
+                let c = closed.expect("a close frame");
+                assert_eq!(u16::from(c.code), 1008, "{c:?}");
+                assert!(heard < total, "it did not get everything");
+            }
+        }
+    }
+}

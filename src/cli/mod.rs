@@ -73,6 +73,13 @@ pub struct NodeArgs {
     /// [default: 10000]
     #[arg(long, value_name = "MS")]
     pub reply_stall_timeout_ms: Option<u64>,
+    /// Bytes of topic notifications that may wait for one subscriber [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub pubsub_queue_bytes: Option<usize>,
+    /// A subscriber whose queue is full: drop_oldest (its oldest notifications go) or
+    /// disconnect [default: drop_oldest]
+    #[arg(long, value_name = "POLICY")]
+    pub pubsub_slow_subscriber: Option<crate::config::SlowSubscriber>,
     /// URL peers and clients reach this node at, e.g. ws://10.0.0.5:9000 (repeatable)
     /// [default: derived from --host and --port]
     #[arg(long = "advertised-url", value_name = "URL")]
@@ -211,6 +218,8 @@ impl NodeArgs {
             max_connection_bytes: self.max_connection_bytes,
             max_client_bytes: self.max_client_bytes,
             reply_stall_timeout_ms: self.reply_stall_timeout_ms,
+            pubsub_queue_bytes: self.pubsub_queue_bytes,
+            pubsub_slow_subscriber: self.pubsub_slow_subscriber,
             advertised_urls: self.advertised_urls.clone(),
             voters: self.voters,
             replace_voter_after_ms: self.replace_voter_after_ms,

@@ -26,17 +26,13 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 use super::admission::{self, Admitted};
 use super::budget::ConnBudget;
 use super::catalog_watch::CatalogWatch;
-use crate::pubsub::mailbox::Mailbox;
-
-/// Bytes of notifications that may wait for one subscribing connection; beyond, the
-/// oldest are dropped (counted in `/metrics`).
-const SUBSCRIBER_QUEUE_BYTES: usize = 1 << 20;
 use super::worker::Worker;
 use super::{ErrorCounts, Shared};
 use crate::auth::{Access, WORKER_ROLE};
 use crate::env::BoxStream;
 use crate::fabric::serve_peer;
 use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame, decode_text};
+use crate::pubsub::mailbox::Mailbox;
 use crate::rpc::reply::Done;
 use crate::rpc::{Reply, Unordered, execute_in};
 
@@ -203,6 +199,8 @@ enum Event {
     Stalled,
     /// The client's token ran out.
     Expired,
+    /// A subscriber's notifications overflowed its queue (policy `disconnect`).
+    TooSlow,
 }
 
 impl<'a> Connection<'a> {
@@ -349,6 +347,14 @@ impl<'a> Connection<'a> {
                     return;
                 }
                 Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out.queue, e).await,
+                Event::TooSlow => {
+                    tracing::info!("disconnecting a subscriber that fell behind its notifications");
+                    let frame = CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: "subscriber too slow (pubsub_slow_subscriber = disconnect)".into(),
+                    };
+                    return close(ws, out.queue, frame).await;
+                }
                 Event::Expired => {
                     // Replies already made go out; requests still running are cancelled.
                     let frame = CloseFrame {
@@ -529,7 +535,12 @@ impl<'a> Connection<'a> {
             if let Err(why) = sub.check(self.shared.pubsub.held(self.id)) {
                 return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
             }
-            let m = mailbox.get_or_insert_with(|| Arc::new(Mailbox::new(SUBSCRIBER_QUEUE_BYTES)));
+            let settings = &self.shared.settings;
+            let disconnect =
+                settings.pubsub_slow_subscriber == crate::config::SlowSubscriber::Disconnect;
+            let m = mailbox.get_or_insert_with(|| {
+                Arc::new(Mailbox::new(settings.pubsub_queue_bytes, disconnect))
+            });
             self.shared
                 .pubsub
                 .subscribe(self.id, m, sub.subscription_id, sub.patterns);
@@ -742,6 +753,13 @@ fn poll_event<'a>(
         && let Poll::Ready(Some(call)) = calls.poll_recv(cx)
     {
         return Poll::Ready(Event::ToWorker(call));
+    }
+    // An overflowed subscriber (policy `disconnect`) goes whether or not it has room.
+    if pushes
+        .mailbox
+        .is_some_and(|m| m.overflowed.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return Poll::Ready(Event::TooSlow);
     }
     if out.queue.len() < max_inflight && !out.budget.over_own() {
         if let Some(catalog) = pushes.catalog

@@ -21,6 +21,10 @@ pub struct Mailbox {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
     max_bytes: usize,
+    /// Overflow closes the connection instead of dropping the oldest.
+    disconnect: bool,
+    /// Set when, with `disconnect`, a notification did not fit: the connection closes.
+    pub overflowed: std::sync::atomic::AtomicBool,
     /// Notifications dropped for want of room.
     pub dropped: AtomicU64,
     /// Notifications handed to the connection.
@@ -28,11 +32,15 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn new(max_bytes: usize) -> Mailbox {
+    /// A mailbox of `max_bytes`; over it, the oldest notifications are dropped, or with
+    /// `disconnect` the mailbox says it overflowed (and takes nothing more).
+    pub fn new(max_bytes: usize, disconnect: bool) -> Mailbox {
         Mailbox {
             queue: Mutex::default(),
             waker: AtomicWaker::new(),
             max_bytes,
+            disconnect,
+            overflowed: std::sync::atomic::AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }
@@ -48,6 +56,13 @@ impl Mailbox {
         let mut dropped = 0;
         {
             let mut q = self.lock();
+            if self.disconnect && q.bytes + text.len() > self.max_bytes && !q.items.is_empty() {
+                self.overflowed.store(true, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                drop(q);
+                self.waker.wake();
+                return;
+            }
             q.bytes += text.len();
             q.items.push_back(text);
             while q.bytes > self.max_bytes && q.items.len() > 1 {
@@ -93,7 +108,7 @@ mod tests {
 
     #[test]
     fn over_its_bound_the_oldest_go_and_are_counted() {
-        let m = Mailbox::new(10);
+        let m = Mailbox::new(10, false);
         m.push("aaaa".into());
         m.push("bbbb".into());
         m.push("cccc".into()); // 12 bytes: aaaa goes
@@ -105,5 +120,20 @@ mod tests {
         assert_eq!(m.pop(), None);
         assert_eq!(m.dropped.load(Ordering::Relaxed), 2);
         assert_eq!(m.delivered.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn with_disconnect_an_overflow_is_reported_not_absorbed() {
+        let m = Mailbox::new(10, true);
+        m.push("aaaa".into());
+        m.push("bbbb".into());
+        assert!(!m.overflowed.load(Ordering::Relaxed));
+        m.push("cccc".into());
+        assert!(m.overflowed.load(Ordering::Relaxed));
+        assert_eq!(
+            m.pop().as_deref(),
+            Some("aaaa"),
+            "nothing queued was dropped"
+        );
     }
 }
