@@ -45,8 +45,8 @@ pub mod tls;
 mod transport;
 
 pub use client::{
-    CallBuilder, Client, ClientError, ClusterClient, ConnectOptions, Notification, Retry,
-    Subscription,
+    CallBuilder, Client, ClientError, ClusterClient, ClusterSubscription, ConnectOptions,
+    Notification, Retry, Subscription,
 };
 pub use config::Settings;
 pub use env::Env;

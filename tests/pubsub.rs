@@ -523,3 +523,60 @@ async fn a_stuck_subscriber_slows_no_one() {
         }
     }
 }
+
+/// A ClusterClient's subscription moves to another node when its node goes away, and
+/// hears what is published after it has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_subscription_moves_when_its_node_goes() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    let a = start_node(test_settings(), vec![]).await;
+    let b = start_node(
+        mpreg::Settings {
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    common::wait_routable(&[&a, &b], "echo", 2).await;
+    let cluster = mpreg::ClusterClient::connect(&[a.url(), b.url()])
+        .await
+        .unwrap();
+    let mut sub = cluster.subscribe(["orders.#"]).await.unwrap();
+    let publisher = mpreg::Client::connect(b.url()).await.unwrap();
+    // Publishes on b until one reaches the subscription (wherever it is now).
+    async fn probe(publisher: &mpreg::Client, sub: &mut mpreg::ClusterSubscription, tag: &str) {
+        for i in 0..200 {
+            publisher
+                .publish(&format!("orders.probe.{tag}{i}"), json!(i))
+                .await
+                .unwrap();
+            if tokio::time::timeout(Duration::from_millis(25), sub.next())
+                .await
+                .is_ok_and(|n| n.is_some())
+            {
+                return;
+            }
+        }
+        panic!("no probe {tag} arrived");
+    }
+    probe(&publisher, &mut sub, "a").await;
+    a.shutdown().await;
+    probe(&publisher, &mut sub, "b").await;
+    publisher
+        .publish("orders.final", json!("after"))
+        .await
+        .unwrap();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the final message arrives")
+            .expect("the stream goes on");
+        if n.topic == "orders.final" {
+            assert_eq!(n.payload, json!("after"));
+            break;
+        }
+        assert!(n.topic.starts_with("orders.probe."), "{n:?}");
+    }
+}

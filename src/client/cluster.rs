@@ -178,8 +178,28 @@ impl ClusterClient {
         Err(last)
     }
 
+    /// A client of the same cluster (the nodes known so far, the same options) with
+    /// connections of its own.
+    pub(super) async fn detached(&self) -> ClusterClient {
+        let state = self.state.lock().await;
+        ClusterClient {
+            env: self.env.clone(),
+            options: self.options.clone(),
+            state: tokio::sync::Mutex::new(State {
+                known: state.known.clone(),
+                next: state.next,
+                current: None,
+            }),
+        }
+    }
+
+    /// Drops the current connection: the next request connects anew.
+    pub(super) async fn drop_current(&self) {
+        self.state.lock().await.current = None;
+    }
+
     /// The current connection, or a new one to the next reachable node.
-    async fn live(&self) -> Result<Client, ClientError> {
+    pub(super) async fn live(&self) -> Result<Client, ClientError> {
         let mut state = self.state.lock().await;
         if let Some(c) = state.current.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());

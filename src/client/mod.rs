@@ -15,6 +15,7 @@
 //! ```
 
 mod cluster;
+mod cluster_pubsub;
 mod error;
 pub mod pubsub;
 
@@ -32,6 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub use cluster::{ClusterClient, Retry};
+pub use cluster_pubsub::ClusterSubscription;
 pub use error::ClientError;
 pub use pubsub::{Notification, Subscription};
 
