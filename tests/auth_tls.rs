@@ -597,29 +597,16 @@ async fn peers_over_tls_verify_each_other_against_the_peer_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_python_client_authenticates_by_query() {
-    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
-        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
     let ca = Ca::new("original");
     let secret = jwt_secret(&ca.dir, SECRET);
     let node = start_node(with_tls(authed(&secret), &ca.leaf("node")), vec![]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/original_token_client.py"
-    );
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(node.url())
-        .arg(token(&secret, "python", &[], 60))
-        .env("SSL_CERT_FILE", &ca.cert)
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("OK"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let token = token(&secret, "python", &[], 60);
+    common::run_original_script(
+        "original_token_client.py",
+        &[node.url(), &token],
+        &[("SSL_CERT_FILE", &ca.cert)],
+    )
+    .await;
     node.shutdown().await;
 }
 

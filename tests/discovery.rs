@@ -443,25 +443,8 @@ async fn catalog_watch_pushes_each_change_to_the_subscriptions_that_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_clients_discovery_calls_parse() {
-    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
-        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
     let node = start_node(test_settings(), vec![]).await;
     wait_routable(&[&node], "echo", 1).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/original_discovery_client.py"
-    );
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(node.url())
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("OK"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_original_script("original_discovery_client.py", &[node.url()], &[]).await;
     node.shutdown().await;
 }

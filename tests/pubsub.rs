@@ -155,6 +155,25 @@ async fn bad_subscriptions_and_publishes_are_refused_in_the_ack() {
     assert_eq!(ack["success"], true);
 }
 
+/// `GET /metrics` on the admin server at `base` (`http://host:port`): the whole response.
+async fn scrape(base: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").expect("http URL");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+/// The value of the sample `name` in a scrape.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
 /// `/metrics` counts publishes, deliveries and subscriptions; a closed connection's
 /// subscriptions are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,28 +195,13 @@ async fn subscriptions_die_with_their_connection() {
     let mut publisher = raw_connect(node.url()).await;
     raw_roundtrip(&mut publisher, &publish("p", "x.y", "m", json!(1))).await;
     assert_eq!(next_json(&mut sub).await["message"]["topic"], "x.y");
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {text}"))
-    };
-    let scrape = || async {
-        let addr = base.strip_prefix("http://").unwrap().to_owned();
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.unwrap();
-        body
-    };
-    let text = scrape().await;
+    let text = scrape(&base).await;
     assert_eq!(metric(&text, "mpreg_pubsub_published_total"), 1.0);
     assert_eq!(metric(&text, "mpreg_pubsub_delivered_total"), 1.0);
     assert_eq!(metric(&text, "mpreg_pubsub_subscriptions"), 1.0);
     drop(sub);
     let mut polls = 0;
-    while metric(&scrape().await, "mpreg_pubsub_subscriptions") != 0.0 {
+    while metric(&scrape(&base).await, "mpreg_pubsub_subscriptions") != 0.0 {
         polls += 1;
         assert!(polls < 200, "the closed connection's subscription stayed");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -213,25 +217,8 @@ async fn subscriptions_die_with_their_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_pubsub_client_works() {
-    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
-        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
     let node = start_node(test_settings(), vec![]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/original_pubsub_client.py"
-    );
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(node.url())
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("OK"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_original_script("original_pubsub_client.py", &[node.url()], &[]).await;
     node.shutdown().await;
 }
 
@@ -470,27 +457,8 @@ async fn a_stuck_subscriber_slows_no_one() {
             let n = next_json(&mut healthy).await;
             assert_eq!(n["message"]["message_id"], format!("m{i}"));
         }
-        let base = node.monitoring_url().unwrap().to_owned();
-        let addr = base.strip_prefix("http://").unwrap().to_owned();
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.unwrap();
-        let dropped: f64 = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("mpreg_pubsub_dropped_total ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .expect("the dropped counter");
+        let text = scrape(node.monitoring_url().unwrap()).await;
+        let dropped = metric(&text, "mpreg_pubsub_dropped_total");
         assert!(
             dropped > 0.0,
             "{policy:?}: the stuck subscriber's queue overflowed"

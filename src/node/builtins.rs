@@ -170,10 +170,17 @@ impl FunctionFilter {
     }
 }
 
-/// A member's `node_id` as discovery shows it (`name-<hex raft id>`).
+/// A node's `node_id` as replies show it: `name-<hex raft id>`.
+pub(super) fn node_id(name: &str, id: u64) -> String {
+    format!("{name}-{id:016x}")
+}
+
+/// A member's `node_id` from the catalog (its name left empty if it is not a member).
 pub(super) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
-    let name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
-    format!("{name}-{node:016x}")
+    node_id(
+        catalog.member_by_id(node).map_or("", |m| m.name.as_str()),
+        node,
+    )
 }
 
 /// The original's answer: `{entry_type, generated_at, items, next_page_token}`.
@@ -435,7 +442,7 @@ pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
 fn describe(v: &super::control::MemberView) -> serde_json::Map<String, Value> {
     let m = &v.member;
     let described = json!({
-        "node_id": format!("{}-{:016x}", m.name, m.id),
+        "node_id": node_id(&m.name, m.id),
         "name": m.name,
         "cluster_id": m.cluster_id,
         "advertised_urls": m.advertised_urls,
@@ -529,7 +536,7 @@ impl NodeInfo {
             members
                 .iter()
                 .find(|v| v.member.id == l)
-                .map(|v| format!("{}-{l:016x}", v.member.name))
+                .map(|v| node_id(&v.member.name, l))
         });
         json!({
             "cluster_id": self.cluster_id,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::NodeInfo;
-use super::builtins::node_id_of;
+use super::builtins::{node_id, node_id_of};
 use super::discovery::DELTA_TOPIC;
 use crate::control::{Catalog, FunctionEntry, Member, NodeId};
 use crate::protocol::pubsub::TopicPattern;
@@ -224,10 +224,7 @@ fn delta(
         now.members
             .get(&id)
             .or_else(|| before.members.get(&id))
-            .map_or_else(
-                || node_id_of(catalog, id),
-                |m| format!("{}-{id:016x}", m.name),
-            )
+            .map_or_else(|| node_id_of(catalog, id), |m| node_id(&m.name, id))
     };
     let mut namespaces = BTreeSet::new();
     let added: Vec<Value> = now

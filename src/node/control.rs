@@ -68,6 +68,30 @@ pub(crate) enum ReadError {
 }
 
 impl Control {
+    /// Where the member `id` is reached (`host:port`), per this node's catalog replica.
+    pub(crate) fn member_addr(&self, id: u64) -> Option<String> {
+        self.catalog.read(|s| {
+            s.catalog
+                .member_by_id(id)
+                .and_then(|m| m.advertised_urls.first())
+                .map(|u| crate::transport::authority(u).to_owned())
+        })
+    }
+
+    /// Every other member and where it is reached (`host:port`).
+    pub(crate) fn peer_addrs(&self) -> std::collections::BTreeMap<u64, String> {
+        self.catalog.read(|s| {
+            s.catalog
+                .members()
+                .filter(|m| m.id != self.id)
+                .filter_map(|m| {
+                    let url = m.advertised_urls.first()?;
+                    Some((m.id, crate::transport::authority(url).to_owned()))
+                })
+                .collect()
+        })
+    }
+
     /// Starts the replica on `storage`; with SQLite the node also keeps its id there
     /// (`fresh_id` is used the first time only). `addr` (`host:port`) is where peers reach
     /// this node.

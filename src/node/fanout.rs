@@ -55,12 +55,7 @@ impl Fanout {
     }
 
     fn client(&self, peer: NodeId) -> Option<DataClient> {
-        let addr = self.control.catalog.read(|s| {
-            s.catalog
-                .member_by_id(peer)
-                .and_then(|m| m.advertised_urls.first())
-                .map(|u| crate::transport::authority(u).to_owned())
-        })?;
+        let addr = self.control.member_addr(peer)?;
         Some(DataClient::new(
             self.control.network.fabric().link_to(peer, &addr),
             None,
@@ -137,16 +132,7 @@ pub(crate) async fn advertise(
         if sent == Some(version) && now.saturating_duration_since(last) < REFRESH {
             continue;
         }
-        let members: BTreeMap<NodeId, String> = control.catalog.read(|s| {
-            s.catalog
-                .members()
-                .filter(|m| m.id != control.id)
-                .filter_map(|m| {
-                    let url = m.advertised_urls.first()?;
-                    Some((m.id, crate::transport::authority(url).to_owned()))
-                })
-                .collect()
-        });
+        let members = control.peer_addrs();
         remote.retain(&members.keys().copied().collect::<BTreeSet<_>>());
         let mut patterns = exchange.interest();
         if patterns.len() > MAX_INTEREST_PATTERNS {

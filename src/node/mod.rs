@@ -560,7 +560,7 @@ impl NodeBuilder {
             .map_err(NodeError::Control)?,
         );
         let raft_id = control.id;
-        let node_id = format!("{}-{raft_id:016x}", self.settings.name);
+        let node_id = builtins::node_id(&self.settings.name, raft_id);
         let stats = Arc::new(Stats::default());
         stats.errors.stamp_with(env.clock.clone());
         let detector: crate::fabric::heartbeat::SharedDetector = Arc::default();
@@ -835,18 +835,7 @@ fn heartbeats(
     crate::fabric::heartbeat::Heartbeats {
         env: shared.env.clone(),
         fabric: shared.control.network.fabric().clone(),
-        members: Box::new(move || {
-            control.catalog.read(|s| {
-                s.catalog
-                    .members()
-                    .filter(|m| m.id != control.id)
-                    .filter_map(|m| {
-                        let url = m.advertised_urls.first()?;
-                        Some((m.id, crate::transport::authority(url).to_owned()))
-                    })
-                    .collect()
-            })
-        }),
+        members: Box::new(move || control.peer_addrs()),
         load: Box::new(move || stats.load(clock.now())),
         beat: Arc::new(data_plane::DataBeat { next }),
         detector,

@@ -96,14 +96,7 @@ impl Cluster for Peers {
         step: Step,
         wait: Duration,
     ) -> BoxFuture<Result<StepOutcome, ForwardError>> {
-        let addr = self.control.catalog.read(|s| {
-            s.catalog
-                .members()
-                .find(|m| m.id == node)
-                .and_then(|m| m.advertised_urls.first())
-                .map(|u| crate::transport::authority(u).to_owned())
-        });
-        let Some(addr) = addr else {
+        let Some(addr) = self.control.member_addr(node) else {
             return Box::pin(async move {
                 Err(ForwardError::NotSent(format!(
                     "node {node:016x} has no address in the catalog"

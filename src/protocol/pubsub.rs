@@ -206,11 +206,10 @@ pub fn ack(u: &str, success: bool, error: Option<&str>) -> Value {
 }
 
 impl TopicPattern {
-    /// Whether `topic` is one this pattern names. A pattern without wildcards matches only
-    /// its own text, `exact_match` or not.
+    /// Whether `topic` is one this pattern names (a pattern without wildcards matches only
+    /// its own text, `exact_match` or not).
     pub fn matches(&self, topic: &str) -> bool {
-        let exact = self.exact_match || !(self.pattern.contains('*') || self.pattern.contains('#'));
-        crate::pubsub::matcher::pattern_matches(&self.pattern, exact, topic)
+        crate::pubsub::matcher::pattern_matches(&self.pattern, self.exact_match, topic)
     }
 }
 

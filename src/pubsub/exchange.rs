@@ -151,8 +151,6 @@ impl Exchange {
     /// Queues a notification of `message` for every matching subscription here; how many.
     pub fn publish(&self, message: &PubSubMessage) -> usize {
         self.published.fetch_add(1, Ordering::Relaxed);
-        // The message as notifications carry it, encoded once.
-        let body = message.notified_json();
         let targets: Vec<(Arc<Mailbox>, String)> = {
             let inner = self.lock();
             inner
@@ -162,6 +160,11 @@ impl Exchange {
                 .filter_map(|(conn, id)| Some((inner.mailboxes.get(&conn)?.clone(), id)))
                 .collect()
         };
+        if targets.is_empty() {
+            return 0;
+        }
+        // The message as notifications carry it, encoded once for all of them.
+        let body = message.notified_json();
         for (mailbox, id) in &targets {
             mailbox.push(crate::protocol::pubsub::notification(&body, message, id));
         }

@@ -86,3 +86,26 @@ pub async fn wait_routable(nodes: &[&RunningNode], fun: &str, offers: usize) {
         }
     }
 }
+
+/// Runs `scripts/<script>` with the original MPREG's venv python (`MPREG_ORIGINAL_PYTHON`,
+/// from ../shared/tools/original-clients/setup.sh) with `args` and `envs`, and asserts it
+/// succeeded (exit 0 and `OK` printed).
+pub async fn run_original_script(script: &str, args: &[&str], envs: &[(&str, &std::path::Path)]) {
+    let python = std::env::var("MPREG_ORIGINAL_PYTHON")
+        .expect("MPREG_ORIGINAL_PYTHON names the original's venv python");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(path).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
