@@ -33,8 +33,23 @@ pub fn peer_hello(data: &[u8]) {
     }
 }
 
-/// Any frame of an admitted peer.
+/// Any frame of an admitted peer, and the data-plane request a `Data` request carries
+/// (a published message's JSON parts are checked as the receiving node checks them).
 pub fn peer_frame(data: &[u8]) {
+    if let Ok(crate::fabric::Frame::Request {
+        plane: crate::fabric::Plane::Data,
+        body,
+        ..
+    }) = decode_frame(data)
+        && let Ok(crate::node::data_plane::DataRequest::Publish(messages)) =
+            crate::fabric::codec::decode(&body, body.len())
+    {
+        for m in messages {
+            if let Ok(m) = m.into_message() {
+                let _ = m.check();
+            }
+        }
+    }
     if let Ok(frame) = decode_frame(data) {
         let bytes = encode_frame(&frame).expect("a decoded frame encodes");
         let again = decode_frame(&bytes).expect("an encoded frame decodes");
@@ -48,8 +63,26 @@ pub fn peer_frame(data: &[u8]) {
 
 /// A client's frame (JSON), and the plan of the request it holds.
 pub fn client_frame(data: &[u8]) {
-    if let Ok(Incoming::Rpc(req)) = crate::protocol::decode_frame(data) {
-        check_plan(&req.cmds, 1000);
+    match crate::protocol::decode_frame(data) {
+        Ok(Incoming::Rpc(req)) => check_plan(&req.cmds, 1000),
+        // A subscription within its bounds goes into a matcher; a message within its
+        // bounds is matched and encoded as notifications carry it.
+        Ok(Incoming::Subscribe(req)) if req.subscription.check(0).is_ok() => {
+            let mut m = crate::pubsub::matcher::TopicMatcher::default();
+            for p in &req.subscription.patterns {
+                m.insert(&p.pattern, p.exact_match, 0u8);
+            }
+            let _ = m.matches(&req.subscription.patterns[0].pattern);
+        }
+        Ok(Incoming::Publish(req)) if req.message.check().is_ok() => {
+            let body = req.message.notified_json();
+            let n = crate::protocol::pubsub::notification(&body, &req.message, "s");
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(&n).is_ok(),
+                "a notification is JSON"
+            );
+        }
+        _ => {}
     }
 }
 

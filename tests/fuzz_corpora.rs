@@ -172,6 +172,31 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
             ),
         ),
         (
+            "publish",
+            data(
+                10,
+                DataRequest::Publish(vec![mpreg::protocol::pubsub::PeerMessage {
+                    topic: "orders.1.created".into(),
+                    payload: r#"{"id":1}"#.into(),
+                    timestamp: 0.0,
+                    message_id: "m1".into(),
+                    publisher: "node-a".into(),
+                    headers: "{}".into(),
+                }]),
+            ),
+        ),
+        (
+            "interest",
+            data(
+                11,
+                DataRequest::Interest {
+                    node: 7,
+                    version: 3,
+                    patterns: vec![("orders.#".into(), false), ("a.b".into(), true)],
+                },
+            ),
+        ),
+        (
             "reply_pong",
             PeerFrame::Reply {
                 id: 1,
@@ -243,6 +268,18 @@ fn write_seed_corpora() {
             r#"{"role":"register","u":"4","functions":[{"name":"f","function_id":"f","version":"1.0.0","resources":["cpu"]}]}"#,
         ),
         ("call_result", r#"{"role":"call-result","u":"5","r":42}"#),
+        (
+            "subscribe",
+            r#"{"role":"pubsub-subscribe","u":"7","subscription":{"subscription_id":"s1","patterns":[{"pattern":"t.*.x","exact_match":false},{"pattern":"m.#","exact_match":false}],"subscriber":"raw","created_at":0,"get_backlog":false,"backlog_seconds":0}}"#,
+        ),
+        (
+            "publish",
+            r#"{"role":"pubsub-publish","u":"8","message":{"topic":"t.a.x","payload":{"v":[1,"a"]},"timestamp":0,"message_id":"m1","publisher":"raw","headers":{"h":1}}}"#,
+        ),
+        (
+            "unsubscribe",
+            r#"{"role":"pubsub-unsubscribe","u":"9","subscription_id":"s1"}"#,
+        ),
         ("truncated", r#"{"role":"rpc","u":"6","cmds":[{"name""#),
     ];
     for (name, json) in client {
