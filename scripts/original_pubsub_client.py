@@ -1,6 +1,7 @@
 """Drives the original's MPREGPubSubClient against an mpreg node: a subscriber on one
 connection (`user.*.login` and `metrics.#`), a publisher on another, and checks what the
-subscriber's callback receives and what `publish` returns.
+subscriber's callback receives and what `publish` returns; then a late subscriber with
+the client's defaults, which hears the backlog before live messages.
 
     python scripts/original_pubsub_client.py ws://127.0.0.1:PORT
 
@@ -45,6 +46,22 @@ async def main(url):
             check(got == [("user.42.login", {"user": 42}), ("metrics", {"cpu": 0.5})],
                   f"received {got}")
             check(await sub.unsubscribe(sid), "unsubscribed")
+            # A late subscriber with the client's defaults (get_backlog=True, 300 s): the
+            # kept messages first, in order, then live ones.
+            late = []
+            late_done = asyncio.Event()
+
+            def on_late(message):
+                late.append(message.topic)
+                if message.topic == "user.7.login":
+                    late_done.set()
+
+            late_sid = await sub.subscribe(["user.*.login", "metrics.#"], on_late)
+            check(bool(late_sid), "subscribed late, asking for the backlog")
+            check(await pub.publish("user.7.login", {"user": 7}), "publish user.7.login")
+            await asyncio.wait_for(late_done.wait(), 10)
+            check(late == ["user.42.login", "metrics", "user.7.login"],
+                  f"backlog then live: {late}")
     finally:
         await sub_api.disconnect()
         await pub_api.disconnect()

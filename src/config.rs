@@ -53,6 +53,13 @@ pub struct Settings {
     pub pubsub_queue_bytes: usize,
     /// What happens to a subscriber whose queue is full.
     pub pubsub_slow_subscriber: SlowSubscriber,
+    /// What the node keeps of the messages published on it, for late subscribers that ask
+    /// for a backlog: at most this many messages and bytes per topic, none older than
+    /// this, and at most this many bytes in all (0: no backlog).
+    pub pubsub_backlog_messages: usize,
+    pub pubsub_backlog_bytes: usize,
+    pub pubsub_backlog_seconds: u64,
+    pub pubsub_backlog_total_bytes: usize,
     /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
     pub persistence: PersistenceConfig,
     /// URLs other nodes and clients reach this node at (`ws://host:port`); empty: derived
@@ -242,6 +249,11 @@ impl Default for Settings {
             reply_stall_timeout_ms: 10_000,
             pubsub_queue_bytes: 1024 * 1024,
             pubsub_slow_subscriber: SlowSubscriber::DropOldest,
+            // The original's retention (1000 messages per topic, an hour), bounded in bytes.
+            pubsub_backlog_messages: 1000,
+            pubsub_backlog_bytes: 1024 * 1024,
+            pubsub_backlog_seconds: 3600,
+            pubsub_backlog_total_bytes: 64 * 1024 * 1024,
             persistence: PersistenceConfig::default(),
             advertised_urls: Vec::new(),
             voters: 3,
@@ -309,6 +321,16 @@ impl Settings {
         set(&mut self.reply_stall_timeout_ms, &l.reply_stall_timeout_ms);
         set(&mut self.pubsub_queue_bytes, &l.pubsub_queue_bytes);
         set(&mut self.pubsub_slow_subscriber, &l.pubsub_slow_subscriber);
+        set(
+            &mut self.pubsub_backlog_messages,
+            &l.pubsub_backlog_messages,
+        );
+        set(&mut self.pubsub_backlog_bytes, &l.pubsub_backlog_bytes);
+        set(&mut self.pubsub_backlog_seconds, &l.pubsub_backlog_seconds);
+        set(
+            &mut self.pubsub_backlog_total_bytes,
+            &l.pubsub_backlog_total_bytes,
+        );
         set(&mut self.advertised_urls, &l.advertised_urls);
         set(&mut self.voters, &l.voters);
         set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
@@ -364,6 +386,16 @@ impl Settings {
         crate::control::raft::MembershipPolicy {
             max_voters: self.voters,
             replace_voter_after: Duration::from_millis(self.replace_voter_after_ms),
+        }
+    }
+
+    /// What the node keeps for backlogs (`pubsub_backlog_*`).
+    pub fn backlog_retention(&self) -> crate::pubsub::backlog::Retention {
+        crate::pubsub::backlog::Retention {
+            topic_messages: self.pubsub_backlog_messages,
+            topic_bytes: self.pubsub_backlog_bytes,
+            max_age_ms: self.pubsub_backlog_seconds.saturating_mul(1000),
+            total_bytes: self.pubsub_backlog_total_bytes,
         }
     }
 
@@ -442,6 +474,15 @@ impl Settings {
                 "pubsub_queue_bytes",
                 "must be at least 1024 and at most max_connection_bytes",
             );
+        }
+        if self.pubsub_backlog_bytes > self.pubsub_backlog_total_bytes {
+            return bad(
+                "pubsub_backlog_bytes",
+                "must be at most pubsub_backlog_total_bytes",
+            );
+        }
+        if self.pubsub_backlog_seconds > 7 * 24 * 3600 {
+            return bad("pubsub_backlog_seconds", "must be at most 604800 (a week)");
         }
         if self.max_inflight_per_connection == 0 {
             return bad("max_inflight_per_connection", "must be at least 1");
@@ -601,6 +642,10 @@ pub struct SettingsLayer {
     pub reply_stall_timeout_ms: Option<u64>,
     pub pubsub_queue_bytes: Option<usize>,
     pub pubsub_slow_subscriber: Option<SlowSubscriber>,
+    pub pubsub_backlog_messages: Option<usize>,
+    pub pubsub_backlog_bytes: Option<usize>,
+    pub pubsub_backlog_seconds: Option<u64>,
+    pub pubsub_backlog_total_bytes: Option<usize>,
     pub persistence_config: Option<PersistenceLayer>,
     pub advertised_urls: Option<Vec<String>>,
     pub voters: Option<usize>,
@@ -772,6 +817,12 @@ impl SettingsLayer {
                 "MPREG_MAX_CLIENT_BYTES" => l.max_client_bytes = Some(num(k, v)?),
                 "MPREG_REPLY_STALL_TIMEOUT_MS" => l.reply_stall_timeout_ms = Some(num(k, v)?),
                 "MPREG_PUBSUB_QUEUE_BYTES" => l.pubsub_queue_bytes = Some(num(k, v)?),
+                "MPREG_PUBSUB_BACKLOG_MESSAGES" => l.pubsub_backlog_messages = Some(num(k, v)?),
+                "MPREG_PUBSUB_BACKLOG_BYTES" => l.pubsub_backlog_bytes = Some(num(k, v)?),
+                "MPREG_PUBSUB_BACKLOG_SECONDS" => l.pubsub_backlog_seconds = Some(num(k, v)?),
+                "MPREG_PUBSUB_BACKLOG_TOTAL_BYTES" => {
+                    l.pubsub_backlog_total_bytes = Some(num(k, v)?)
+                }
                 "MPREG_PUBSUB_SLOW_SUBSCRIBER" => {
                     l.pubsub_slow_subscriber =
                         Some(v.parse().map_err(|reason| ConfigError::Env {

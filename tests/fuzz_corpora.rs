@@ -182,6 +182,8 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
                     message_id: "m1".into(),
                     publisher: "node-a".into(),
                     headers: "{}".into(),
+                    origin: 7,
+                    seq: 42,
                 }]),
             ),
         ),
@@ -193,6 +195,20 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
                     node: 7,
                     version: 3,
                     patterns: vec![("orders.#".into(), false), ("a.b".into(), true)],
+                },
+            ),
+        ),
+        (
+            "backlog",
+            data(
+                12,
+                DataRequest::Backlog {
+                    node: 7,
+                    version: 4,
+                    interest: vec![("orders.#".into(), false)],
+                    patterns: vec![("orders.*.created".into(), false)],
+                    from_ms_ago: 300_000,
+                    max_bytes: 512 * 1024,
                 },
             ),
         ),
@@ -271,6 +287,10 @@ fn write_seed_corpora() {
         (
             "subscribe",
             r#"{"role":"pubsub-subscribe","u":"7","subscription":{"subscription_id":"s1","patterns":[{"pattern":"t.*.x","exact_match":false},{"pattern":"m.#","exact_match":false}],"subscriber":"raw","created_at":0,"get_backlog":false,"backlog_seconds":0}}"#,
+        ),
+        (
+            "subscribe_backlog",
+            r#"{"role":"pubsub-subscribe","u":"7b","subscription":{"subscription_id":"s2","patterns":[{"pattern":"orders.#","exact_match":false}],"get_backlog":true,"backlog_seconds":300}}"#,
         ),
         (
             "publish",

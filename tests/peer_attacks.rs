@@ -333,6 +333,28 @@ impl Attack {
                     .unwrap_err()
                     .to_string()
             }
+            Attack::Data(DataRequest::Backlog {
+                node,
+                version,
+                interest,
+                patterns,
+                from_ms_ago,
+                max_bytes,
+            }) => {
+                let peer = DataClient::to_addr(env, addr, secret);
+                peer.backlog(
+                    node,
+                    version,
+                    interest,
+                    patterns,
+                    from_ms_ago,
+                    max_bytes,
+                    ttl,
+                )
+                .await
+                .unwrap_err()
+                .to_string()
+            }
         }
     }
 }
@@ -399,6 +421,8 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
                     message_id: "forged".into(),
                     publisher: "attacker".into(),
                     headers: "{}".into(),
+                    origin: victim,
+                    seq: 1,
                 },
             ])),
         ),
@@ -408,6 +432,17 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
                 node: victim,
                 version: u64::MAX,
                 patterns: vec![("#".into(), false)],
+            }),
+        ),
+        (
+            "read its backlog",
+            Attack::Data(DataRequest::Backlog {
+                node: victim,
+                version: u64::MAX,
+                interest: vec![("#".into(), false)],
+                patterns: vec![("#".into(), false)],
+                from_ms_ago: u64::MAX,
+                max_bytes: u64::MAX,
             }),
         ),
     ]

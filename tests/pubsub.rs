@@ -548,3 +548,230 @@ async fn a_cluster_subscription_moves_when_its_node_goes() {
         assert!(n.topic.starts_with("orders.probe."), "{n:?}");
     }
 }
+
+fn subscribe_with_backlog(u: &str, sid: &str, patterns: &[&str], seconds: u64) -> String {
+    let mut s: Value = serde_json::from_str(&subscribe(u, sid, patterns)).unwrap();
+    s["subscription"]["get_backlog"] = json!(true);
+    s["subscription"]["backlog_seconds"] = json!(seconds);
+    s.to_string()
+}
+
+/// A late subscriber asking for a backlog hears what the whole cluster kept for its
+/// patterns, then live messages: everything a publisher sent while it subscribed, exactly
+/// once and in that publisher's order, whichever side of the cut it fell on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_hears_the_clusters_backlog_then_live_once_each() {
+    let a = start_node(
+        mpreg::Settings {
+            monitoring_enabled: true,
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let peer_of_a = || mpreg::Settings {
+        peers: vec![a.url().to_owned()],
+        ..test_settings()
+    };
+    let b = start_node(peer_of_a(), vec![]).await;
+    let c = start_node(peer_of_a(), vec![]).await;
+    common::wait_routable(&[&a, &b, &c], "echo", 3).await;
+    // Before anyone subscribes: kept on b and c (and a topic nobody will ask for).
+    let mut on_b = raw_connect(b.url()).await;
+    let mut on_c = raw_connect(c.url()).await;
+    for i in 0..5 {
+        for (ws, node) in [(&mut on_b, "b"), (&mut on_c, "c")] {
+            let id = format!("{node}-early-{i}");
+            let topic = format!("orders.{node}.created");
+            let ack = raw_roundtrip(ws, &publish(&id, &topic, &id, json!(i))).await;
+            assert_eq!(ack["success"], true, "{ack}");
+            let ack = raw_roundtrip(
+                ws,
+                &publish("x", "audit.x", &format!("{id}-audit"), json!(i)),
+            )
+            .await;
+            assert_eq!(ack["success"], true, "{ack}");
+        }
+    }
+    // Another subscriber on a, whose interest c already has: so c sends a's matching
+    // messages live all along, and some reach the late subscriber both ways (the backlog
+    // and live) unless the cut sorts them out.
+    let mut watcher = raw_connect(a.url()).await;
+    let ack = raw_roundtrip(&mut watcher, &subscribe("w", "w", &["orders.#"])).await;
+    assert_eq!(ack["success"], true);
+    let mut probe = raw_connect(c.url()).await;
+    for i in 0.. {
+        assert!(i < 500, "a's interest never reached c");
+        let id = format!("probe-{i}");
+        raw_roundtrip(&mut probe, &publish("p", "orders.probe", &id, json!(i))).await;
+        if tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            next_json(&mut watcher),
+        )
+        .await
+        .is_ok()
+        {
+            break;
+        }
+    }
+    // A publisher on c that keeps going while the subscription is made on a.
+    let c_url = c.url().to_owned();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let streaming = tokio::spawn(async move {
+        let mut ws = raw_connect(&c_url).await;
+        let (mut sent, mut stopped) = (0u32, false);
+        loop {
+            let id = format!("live-{sent}");
+            let ack = raw_roundtrip(
+                &mut ws,
+                &publish(&id, "orders.live.created", &id, json!(sent)),
+            )
+            .await;
+            assert_eq!(ack["success"], true, "{ack}");
+            sent += 1;
+            stopped |= stop_rx.try_recv().is_ok();
+            if stopped && sent >= 50 {
+                break;
+            }
+            if sent >= 900 {
+                break; // within the topic's 1000 kept
+            }
+        }
+        ws.close(None).await.ok();
+        sent
+    });
+    // Let some live messages be kept before the subscription.
+    let _ = raw_roundtrip(
+        &mut probe,
+        &publish("p", "orders.probe.created", "kept-probe", json!(0)),
+    )
+    .await;
+    let mut sub = raw_connect(a.url()).await;
+    let ack = raw_roundtrip(
+        &mut sub,
+        &subscribe_with_backlog("s", "late", &["orders.*.created"], 300),
+    )
+    .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let _ = stop_tx.send(());
+    let sent = streaming.await.unwrap();
+    // The end marker, after everything: published on c, heard live.
+    let ack = raw_roundtrip(
+        &mut probe,
+        &publish("e", "orders.end.created", "end", json!(0)),
+    )
+    .await;
+    assert_eq!(ack["success"], true);
+    let mut heard = Vec::new();
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), next_json(&mut sub))
+            .await
+            .expect("the end marker arrives");
+        assert_eq!(n["role"], "pubsub-notification", "{n}");
+        let id = n["message"]["message_id"].as_str().unwrap().to_owned();
+        if id == "end" {
+            break;
+        }
+        heard.push(id);
+    }
+    let unique: std::collections::BTreeSet<&String> = heard.iter().collect();
+    assert_eq!(unique.len(), heard.len(), "nothing twice: {heard:?}");
+    assert!(
+        heard.iter().all(|id| !id.ends_with("-audit")),
+        "only matching topics"
+    );
+    let of = |prefix: &str| -> Vec<&String> {
+        heard.iter().filter(|id| id.starts_with(prefix)).collect()
+    };
+    let want = |node: &str| {
+        (0..5)
+            .map(|i| format!("{node}-early-{i}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("b-early"),
+        want("b").iter().collect::<Vec<_>>(),
+        "b's backlog, in order"
+    );
+    assert_eq!(
+        of("c-early"),
+        want("c").iter().collect::<Vec<_>>(),
+        "c's backlog, in order"
+    );
+    let live: Vec<String> = (0..sent).map(|i| format!("live-{i}")).collect();
+    assert_eq!(
+        of("live-"),
+        live.iter().collect::<Vec<_>>(),
+        "every live message once, in order"
+    );
+    assert!(heard.contains(&"kept-probe".to_owned()));
+    // The backlog came first: every early message before the last live one heard.
+    let last_early = heard.iter().rposition(|id| id.contains("-early-")).unwrap();
+    assert!(last_early < heard.len() - 1, "{heard:?}");
+    let text = scrape(a.monitoring_url().unwrap()).await;
+    assert!(
+        metric(&text, "mpreg_pubsub_backlog_delivered_total") >= 11.0,
+        "{text}"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+/// What a node keeps follows `pubsub_backlog_*`, and a subscription that does not ask,
+/// or asks for 0 seconds, hears only live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_follows_the_settings_and_asking_is_up_to_the_subscriber() {
+    let node = start_node(
+        mpreg::Settings {
+            pubsub_backlog_messages: 3,
+            monitoring_enabled: true,
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let mut publisher = raw_connect(node.url()).await;
+    for i in 0..10 {
+        for topic in ["t.a", "t.b"] {
+            let id = format!("{topic}-{i}");
+            raw_roundtrip(&mut publisher, &publish("u", topic, &id, json!(i))).await;
+        }
+    }
+    let heard = |ws: common::Raw| async move {
+        let mut ws = ws;
+        let mut got = Vec::new();
+        loop {
+            let n = next_json(&mut ws).await;
+            let id = n["message"]["message_id"].as_str().unwrap().to_owned();
+            if id == "marker" {
+                return got;
+            }
+            got.push(id);
+        }
+    };
+    let mut asks = raw_connect(node.url()).await;
+    let ack = raw_roundtrip(&mut asks, &subscribe_with_backlog("s", "s", &["t.*"], 60)).await;
+    assert_eq!(ack["success"], true);
+    let mut zero = raw_connect(node.url()).await;
+    raw_roundtrip(&mut zero, &subscribe_with_backlog("s", "s", &["t.*"], 0)).await;
+    let mut not = raw_connect(node.url()).await;
+    raw_roundtrip(&mut not, &subscribe("s", "s", &["t.*"])).await;
+    raw_roundtrip(&mut publisher, &publish("u", "t.c", "marker", json!(0))).await;
+    let kept = ["t.a-7", "t.b-7", "t.a-8", "t.b-8", "t.a-9", "t.b-9"];
+    assert_eq!(
+        heard(asks).await,
+        kept,
+        "the last 3 of each topic, in order"
+    );
+    assert!(heard(zero).await.is_empty());
+    assert!(heard(not).await.is_empty());
+    let text = scrape(node.monitoring_url().unwrap()).await;
+    assert_eq!(
+        metric(&text, "mpreg_pubsub_backlog_messages"),
+        7.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "mpreg_pubsub_backlog_evicted_total"), 14.0);
+    node.shutdown().await;
+}

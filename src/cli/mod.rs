@@ -80,6 +80,18 @@ pub struct NodeArgs {
     /// disconnect [default: drop_oldest]
     #[arg(long, value_name = "POLICY")]
     pub pubsub_slow_subscriber: Option<crate::config::SlowSubscriber>,
+    /// Messages kept per topic for late subscribers' backlogs [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub pubsub_backlog_messages: Option<usize>,
+    /// Bytes kept per topic for backlogs [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub pubsub_backlog_bytes: Option<usize>,
+    /// Age beyond which a kept message goes, in seconds [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub pubsub_backlog_seconds: Option<u64>,
+    /// Bytes kept for backlogs in all; 0 keeps none [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub pubsub_backlog_total_bytes: Option<usize>,
     /// URL peers and clients reach this node at, e.g. ws://10.0.0.5:9000 (repeatable)
     /// [default: derived from --host and --port]
     #[arg(long = "advertised-url", value_name = "URL")]
@@ -220,6 +232,10 @@ impl NodeArgs {
             reply_stall_timeout_ms: self.reply_stall_timeout_ms,
             pubsub_queue_bytes: self.pubsub_queue_bytes,
             pubsub_slow_subscriber: self.pubsub_slow_subscriber,
+            pubsub_backlog_messages: self.pubsub_backlog_messages,
+            pubsub_backlog_bytes: self.pubsub_backlog_bytes,
+            pubsub_backlog_seconds: self.pubsub_backlog_seconds,
+            pubsub_backlog_total_bytes: self.pubsub_backlog_total_bytes,
             advertised_urls: self.advertised_urls.clone(),
             voters: self.voters,
             replace_voter_after_ms: self.replace_voter_after_ms,

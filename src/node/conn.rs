@@ -505,8 +505,7 @@ impl<'a> Connection<'a> {
         let ack = match req.message.check() {
             Err(why) => ack(&req.u, false, Some(&why)),
             Ok(()) => {
-                self.shared.pubsub.publish(&req.message);
-                self.shared.fanout.forward(&req.message);
+                self.shared.fanout.publish(req.message);
                 while let Some(own) = mailbox.and_then(Mailbox::pop) {
                     out.push(Message::text(own));
                 }
@@ -541,9 +540,26 @@ impl<'a> Connection<'a> {
             let m = mailbox.get_or_insert_with(|| {
                 Arc::new(Mailbox::new(settings.pubsub_queue_bytes, disconnect))
             });
-            self.shared
-                .pubsub
-                .subscribe(self.id, m, sub.subscription_id, sub.patterns);
+            let backlog_ms = sub.backlog_ms();
+            let token = self.shared.pubsub.subscribe(
+                self.id,
+                m,
+                sub.subscription_id.clone(),
+                sub.patterns.clone(),
+                backlog_ms.is_some(),
+            );
+            if let (Some(token), Some(ms)) = (token, backlog_ms) {
+                // Half the queue: a notification is about twice what its message costs to
+                // keep, and live ones need room too.
+                tokio::spawn(self.shared.fanout.clone().backlog(
+                    self.id,
+                    sub.subscription_id,
+                    token,
+                    sub.patterns,
+                    ms,
+                    settings.pubsub_queue_bytes / 2,
+                ));
+            }
             return crate::protocol::pubsub::ack(&req.u, true, None);
         }
         let settings = &self.shared.settings;

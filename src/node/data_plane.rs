@@ -15,7 +15,7 @@ use crate::fabric::liveness::Load;
 use crate::fabric::{
     Answer, CallFailure, ClusterSecret, Fabric, Link, Plane, PlaneHandler, Work, codec,
 };
-use crate::protocol::pubsub::PeerMessage;
+use crate::protocol::pubsub::{PeerMessage, TopicPattern};
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
 use crate::registry::BoxFuture;
@@ -37,6 +37,18 @@ pub enum DataRequest {
         version: u64,
         patterns: Vec<(String, bool)>,
     },
+    /// A subscription on the sender wants what this node kept for `patterns` since
+    /// `from_seconds` ago (at most `max_bytes`). It carries the sender's interest, which
+    /// this node takes first: what it publishes after its answer is cut goes to the sender
+    /// live.
+    Backlog {
+        node: u64,
+        version: u64,
+        interest: Vec<(String, bool)>,
+        patterns: Vec<(String, bool)>,
+        from_ms_ago: u64,
+        max_bytes: u64,
+    },
 }
 
 /// The answer to a [`DataRequest`] of the same variant.
@@ -52,7 +64,13 @@ pub enum DataReply {
     },
     /// `Err`: the summary was refused (why).
     Interest(Result<(), String>),
+    /// The kept messages (with the time each was kept, ms), oldest first, and the number
+    /// they are cut at; `Err`: refused (why).
+    Backlog(Result<(Vec<(u64, PeerMessage)>, u64), String>),
 }
+
+/// The most a backlog answer carries (a peer frame holds 64 MiB).
+pub(crate) const MAX_BACKLOG_REPLY: u64 = 16 << 20;
 
 /// How this node serves its data plane.
 pub(crate) struct DataPlane {
@@ -65,6 +83,8 @@ pub(crate) struct DataPlane {
     /// This node's subscriptions, and its peers'.
     pub(crate) pubsub: Arc<Exchange>,
     pub(crate) interest: Arc<RemoteInterest>,
+    /// Whose time backlogs are kept and asked for by.
+    pub(crate) clock: Arc<dyn crate::env::Clock>,
 }
 
 fn encoded<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -95,9 +115,12 @@ impl PlaneHandler for DataPlane {
             }
             Ok(DataRequest::Publish(messages)) => {
                 let mut notified = 0;
-                for m in messages.into_iter().filter_map(|m| m.into_message().ok()) {
-                    if m.check().is_ok() {
-                        notified += self.pubsub.publish(&m) as u64;
+                for m in messages {
+                    let (origin, seq) = (m.origin, m.seq);
+                    if let Ok(m) = m.into_message()
+                        && m.check().is_ok()
+                    {
+                        notified += self.pubsub.publish(&m, origin, seq) as u64;
                     }
                 }
                 now(encoded(&DataReply::Published { notified }))
@@ -112,6 +135,41 @@ impl PlaneHandler for DataPlane {
                     self.interest.set(node, version, patterns);
                 }
                 now(encoded(&DataReply::Interest(checked)))
+            }
+            Ok(DataRequest::Backlog {
+                node,
+                version,
+                interest,
+                patterns,
+                from_ms_ago,
+                max_bytes,
+            }) => {
+                let answer = check_interest(&interest)
+                    .and_then(|()| check_interest(&patterns))
+                    .map(|()| {
+                        // The interest first, then the cut (`pubsub::backlog`).
+                        self.interest.set(node, version, interest);
+                        let patterns: Vec<_> = patterns
+                            .into_iter()
+                            .map(|(pattern, exact_match)| TopicPattern {
+                                pattern,
+                                exact_match,
+                            })
+                            .collect();
+                        let now = self.clock.wall_ms();
+                        let (kept, cut) = self.pubsub.backlog_since(
+                            &patterns,
+                            now.saturating_sub(from_ms_ago),
+                            now,
+                            max_bytes.min(MAX_BACKLOG_REPLY) as usize,
+                        );
+                        let kept = kept
+                            .iter()
+                            .map(|k| (k.at_ms, PeerMessage::of(&k.message, 0, k.seq)))
+                            .collect();
+                        (kept, cut)
+                    });
+                now(encoded(&DataReply::Backlog(answer)))
             }
             // A request of a kind this build does not know: answered unsupported.
             Err(e) => now(Err(e.to_string())),
@@ -249,6 +307,39 @@ impl DataClient {
         let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
         match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
             Ok(DataReply::Interest(r)) => r.map_err(io::Error::other),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mismatched peer reply",
+            )),
+        }
+    }
+
+    /// What the peer kept for `patterns` since `from_ms_ago` (at most `max_bytes`), telling
+    /// it first this node's (`node`'s) `interest` as of `version`: its kept messages, with
+    /// when each was kept, and the number they are cut at.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn backlog(
+        &self,
+        node: u64,
+        version: u64,
+        interest: Vec<(String, bool)>,
+        patterns: Vec<(String, bool)>,
+        from_ms_ago: u64,
+        max_bytes: u64,
+        ttl: Duration,
+    ) -> io::Result<(Vec<(u64, PeerMessage)>, u64)> {
+        let body = codec::encode(&DataRequest::Backlog {
+            node,
+            version,
+            interest,
+            patterns,
+            from_ms_ago,
+            max_bytes,
+        })
+        .map_err(io::Error::other)?;
+        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
+        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
+            Ok(DataReply::Backlog(r)) => r.map_err(io::Error::other),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "mismatched peer reply",

@@ -8,6 +8,11 @@
 //! batches: so a publisher's messages keep their order for every subscriber. A queue holds
 //! at most [`QUEUED`] messages; a publish finding it full is dropped for that peer (and
 //! counted): a slow or unreachable peer never holds up a publisher.
+//!
+//! A subscription that asks for a backlog gets it from every member ([`Fanout::backlog`]):
+//! each node answers what it kept of its own publishes, cut at its latest number, after
+//! taking the asking node's interest, so that what it publishes past the cut goes there
+//! live (`pubsub::backlog`, `pubsub::exchange`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -19,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::control::Control;
 use super::data_plane::DataClient;
 use crate::control::NodeId;
-use crate::protocol::pubsub::{PeerMessage, PubSubMessage};
+use crate::protocol::pubsub::{PeerMessage, PubSubMessage, TopicPattern, notification};
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
 
@@ -31,13 +36,17 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the subscriptions are checked for changes, and sent regardless.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 const REFRESH: Duration = Duration::from_secs(2);
+/// How long the members have to answer a backlog question; a member that has not by then
+/// adds nothing to it (its live messages still come).
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Fanout {
     remote: Arc<RemoteInterest>,
     control: Arc<Control>,
     queues: Mutex<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
-    /// Counts what was forwarded and dropped.
+    /// This node's subscriptions and backlog; counts what was forwarded and dropped.
     exchange: Arc<Exchange>,
+    clock: Arc<dyn crate::env::Clock>,
 }
 
 impl Fanout {
@@ -45,13 +54,26 @@ impl Fanout {
         control: Arc<Control>,
         remote: Arc<RemoteInterest>,
         exchange: Arc<Exchange>,
+        clock: Arc<dyn crate::env::Clock>,
     ) -> Fanout {
         Fanout {
             remote,
             control,
             queues: Mutex::default(),
             exchange,
+            clock,
         }
+    }
+
+    /// Publishes `message` from a client of this node: to its subscribers here, and to
+    /// every interested peer; kept for backlogs. How many subscriptions here got it.
+    pub(crate) fn publish(&self, message: PubSubMessage) -> usize {
+        let message = Arc::new(message);
+        let now = self.clock.wall_ms();
+        self.exchange
+            .publish_here(&message, self.control.id, now, |seq| {
+                self.forward(&message, seq)
+            })
     }
 
     fn client(&self, peer: NodeId) -> Option<DataClient> {
@@ -62,8 +84,9 @@ impl Fanout {
         ))
     }
 
-    /// Queues `message` for every peer whose clients subscribe to its topic.
-    pub(crate) fn forward(&self, message: &PubSubMessage) {
+    /// Queues `message` (this node's number `seq`) for every peer whose clients subscribe
+    /// to its topic.
+    fn forward(&self, message: &PubSubMessage, seq: u64) {
         let peers = self.remote.peers_for(&message.topic);
         if peers.is_empty() {
             return;
@@ -85,12 +108,104 @@ impl Fanout {
                     tx
                 }
             };
-            let counter = match tx.try_send(PeerMessage::from(message)) {
+            let counter = match tx.try_send(PeerMessage::of(message, self.control.id, seq)) {
                 Ok(()) => &self.exchange.forwarded,
                 Err(_) => &self.exchange.forward_dropped,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Fanout {
+    /// Fetches the backlog of subscription `id` of connection `conn` (pending in the
+    /// exchange under `token`): what every member kept for `patterns` in the last
+    /// `from_ms_ago` ms, at most `max_bytes`, merged; then hands it to the exchange, which
+    /// delivers it before the live messages held back meanwhile.
+    pub(crate) async fn backlog(
+        self: Arc<Self>,
+        conn: u64,
+        id: String,
+        token: u64,
+        patterns: Vec<TopicPattern>,
+        from_ms_ago: u64,
+        max_bytes: usize,
+    ) {
+        use crate::pubsub::backlog::{Answer, merge};
+        // The interest as of now (this subscription included) goes with each question.
+        let version = self.exchange.version();
+        let mut interest = self.exchange.interest();
+        if interest.len() > MAX_INTEREST_PATTERNS {
+            interest = vec![("#".to_owned(), false)];
+        }
+        let wanted: Vec<(String, bool)> = patterns
+            .iter()
+            .map(|p| (p.pattern.clone(), p.exact_match))
+            .collect();
+        let fabric = self.control.network.fabric();
+        let me = self.control.id;
+        let asks = self.control.peer_addrs().into_iter().map(|(peer, addr)| {
+            let client = DataClient::new(fabric.link_to(peer, &addr), None);
+            let (interest, wanted) = (interest.clone(), wanted.clone());
+            async move {
+                let answer = client
+                    .backlog(
+                        me,
+                        version,
+                        interest,
+                        wanted,
+                        from_ms_ago,
+                        max_bytes as u64,
+                        BACKLOG_TIMEOUT,
+                    )
+                    .await;
+                (peer, answer)
+            }
+        });
+        let mut answers = Vec::new();
+        let mut cuts = BTreeMap::new();
+        for (peer, answer) in futures_util::future::join_all(asks).await {
+            let (kept, cut) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(peer, error = %e, "a member added nothing to a backlog");
+                    continue;
+                }
+            };
+            let kept = kept
+                .into_iter()
+                .filter_map(|(at, m)| {
+                    let seq = m.seq;
+                    let m = m.into_message().ok().filter(|m| m.check().is_ok())?;
+                    Some((at, seq, Arc::new(m)))
+                })
+                .collect();
+            cuts.insert(peer, cut);
+            answers.push(Answer { origin: peer, kept });
+        }
+        // This node's own last: the subscription has heard its live messages since it
+        // was made, so the cut here is the latest.
+        let now = self.clock.wall_ms();
+        let (kept, cut) =
+            self.exchange
+                .backlog_since(&patterns, now.saturating_sub(from_ms_ago), now, max_bytes);
+        cuts.insert(me, cut);
+        answers.push(Answer {
+            origin: me,
+            kept: kept
+                .into_iter()
+                .map(|k| (k.at_ms, k.seq, k.message))
+                .collect(),
+        });
+        let backlog = merge(answers, max_bytes)
+            .into_iter()
+            .map(|(origin, seq, m)| {
+                let text = notification(&m.notified_json(), &m, &id);
+                (origin, seq, text)
+            })
+            .collect();
+        self.exchange
+            .finish_backlog(conn, &id, token, backlog, &cuts);
     }
 }
 

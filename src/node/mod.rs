@@ -585,7 +585,9 @@ impl NodeBuilder {
             detector: detector.clone(),
             registry: std::sync::OnceLock::new(),
             peers: std::sync::OnceLock::new(),
-            pubsub: Arc::default(),
+            pubsub: Arc::new(crate::pubsub::exchange::Exchange::new(
+                self.settings.backlog_retention(),
+            )),
             introspection_role: self
                 .settings
                 .introspection_role
@@ -689,6 +691,7 @@ impl NodeBuilder {
             control.clone(),
             remote_interest.clone(),
             info.pubsub.clone(),
+            env.clock.clone(),
         ));
         let data_plane = {
             let (functions, step_stats, clock) =
@@ -721,6 +724,7 @@ impl NodeBuilder {
                 next: upgrade.clone(),
                 pubsub: info.pubsub.clone(),
                 interest: remote_interest.clone(),
+                clock: env.clock.clone(),
             })
         };
         // The data plane is served from here on: its handler is held weakly by the fabric

@@ -722,6 +722,30 @@ impl Collector for NodeMetrics {
             "Bytes of notifications waiting for subscribers here",
             int(ps.waiting_bytes),
         )?;
+        gauge(
+            e,
+            "mpreg_pubsub_backlog_messages",
+            "Messages published here kept for subscribers that ask for a backlog",
+            int(ps.backlog_messages),
+        )?;
+        gauge(
+            e,
+            "mpreg_pubsub_backlog_bytes",
+            "Bytes kept for backlogs (pubsub_backlog_total_bytes bounds them)",
+            int(ps.backlog_bytes),
+        )?;
+        counter(
+            e,
+            "mpreg_pubsub_backlog_evicted",
+            "Kept messages let go of for the backlog's bounds (count, bytes, age)",
+            ps.backlog_evicted,
+        )?;
+        counter(
+            e,
+            "mpreg_pubsub_backlog_delivered",
+            "Backlog messages delivered to subscriptions here",
+            ps.backlog_delivered,
+        )?;
         counter(
             e,
             "mpreg_worker_calls_abandoned",

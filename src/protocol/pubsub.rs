@@ -26,12 +26,36 @@ pub struct SubscribeRequest {
     pub subscription: Subscription,
 }
 
-/// What a client subscribes to (the original's other fields, such as `subscriber`,
-/// `created_at` and `get_backlog`, are accepted and not used).
+/// What a client subscribes to (the original's other fields, `subscriber` and
+/// `created_at`, are accepted and not used). With `get_backlog` (the original's default),
+/// the subscription first hears the messages of the last `backlog_seconds` (300 by
+/// default) that the cluster kept.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Subscription {
     pub subscription_id: String,
     pub patterns: Vec<TopicPattern>,
+    #[serde(default = "yes")]
+    pub get_backlog: bool,
+    #[serde(default = "five_minutes")]
+    pub backlog_seconds: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five_minutes() -> f64 {
+    300.0
+}
+
+impl Subscription {
+    /// How far back its backlog reaches, in ms (none without `get_backlog`; negative and
+    /// non-numbers are none; at most a week, beyond any retention).
+    pub fn backlog_ms(&self) -> Option<u64> {
+        let s = self.backlog_seconds;
+        (self.get_backlog && s.is_finite() && s > 0.0)
+            .then(|| (s.min(7.0 * 24.0 * 3600.0) * 1000.0) as u64)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,7 +93,8 @@ pub struct PubSubMessage {
 }
 
 /// A [`PubSubMessage`] between nodes: the JSON parts as text (peer frames are MessagePack,
-/// which carries no raw JSON).
+/// which carries no raw JSON), and the node it was published on with its number there
+/// (`pubsub::backlog`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct PeerMessage {
     pub topic: String,
@@ -78,11 +103,28 @@ pub struct PeerMessage {
     pub message_id: String,
     pub publisher: String,
     pub headers: String,
+    #[serde(default)]
+    pub origin: u64,
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl PeerMessage {
+    /// `m`, published on node `origin` as its number `seq`.
+    pub fn of(m: &PubSubMessage, origin: u64, seq: u64) -> PeerMessage {
+        PeerMessage {
+            origin,
+            seq,
+            ..PeerMessage::from(m)
+        }
+    }
 }
 
 impl From<&PubSubMessage> for PeerMessage {
     fn from(m: &PubSubMessage) -> PeerMessage {
         PeerMessage {
+            origin: 0,
+            seq: 0,
             topic: m.topic.clone(),
             payload: m.payload.get().to_owned(),
             timestamp: m.timestamp,

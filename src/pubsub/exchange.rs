@@ -2,11 +2,18 @@
 //! subscribing connection's [`Mailbox`]. A publish on this node goes to every matching
 //! subscription here, once per subscription, in the order publishes arrive; it never waits
 //! for a subscriber.
+//!
+//! A subscription that asks for a backlog is *pending* until its backlog is in
+//! ([`Exchange::finish_backlog`]): the live messages it matches meanwhile are held back, and
+//! then those the backlog already had (at or below its cut on their node) are let go, so
+//! the subscriber hears the backlog, then live messages, and nothing twice. The backlog of
+//! what was published here lives here too ([`Backlog`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::backlog::{Backlog, Kept, Retention};
 use super::mailbox::Mailbox;
 use super::matcher::TopicMatcher;
 use crate::protocol::pubsub::{PubSubMessage, TopicPattern};
@@ -14,16 +21,39 @@ use crate::protocol::pubsub::{PubSubMessage, TopicPattern};
 /// A subscription: its connection and the id its client chose.
 type Key = (u64, String);
 
-#[derive(Debug, Default)]
-struct Inner {
-    matcher: TopicMatcher<Key>,
-    subscriptions: BTreeMap<Key, Vec<TopicPattern>>,
-    mailboxes: BTreeMap<u64, Arc<Mailbox>>,
+#[derive(Debug)]
+struct Sub {
+    patterns: Vec<TopicPattern>,
+    pending: Option<Pending>,
+    /// After its backlog: per node, the cut that backlog was taken at and the sequence
+    /// numbers it delivered. A message of that node still on its way here that the backlog
+    /// had is not heard again; the first above the cut ends the check (a node's messages
+    /// arrive in order).
+    cuts: BTreeMap<u64, (u64, BTreeSet<u64>)>,
+}
+
+/// Live notifications held back while a subscription's backlog is fetched: each with its
+/// message's node and sequence number there, at most `max_bytes` of them (the oldest go).
+#[derive(Debug)]
+struct Pending {
+    token: u64,
+    held: VecDeque<(u64, u64, String)>,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
+struct Inner {
+    matcher: TopicMatcher<Key>,
+    subscriptions: BTreeMap<Key, Sub>,
+    mailboxes: BTreeMap<u64, Arc<Mailbox>>,
+    tokens: u64,
+}
+
+#[derive(Debug)]
 pub struct Exchange {
     inner: Mutex<Inner>,
+    backlog: Mutex<Backlog>,
     /// Messages published on this node.
     pub published: AtomicU64,
     /// Notifications queued for subscribers here.
@@ -37,6 +67,8 @@ pub struct Exchange {
     /// What the mailboxes of connections that closed delivered and dropped.
     closed_delivered: AtomicU64,
     closed_dropped: AtomicU64,
+    /// Backlog messages delivered to subscribers.
+    pub backlog_delivered: AtomicU64,
 }
 
 /// Counters for `/metrics`.
@@ -48,39 +80,171 @@ pub struct ExchangeStats {
     pub dropped: u64,
     pub subscriptions: usize,
     pub waiting_bytes: usize,
+    /// Messages and bytes kept for backlogs, messages let go of, backlog messages delivered.
+    pub backlog_messages: usize,
+    pub backlog_bytes: usize,
+    pub backlog_evicted: u64,
+    pub backlog_delivered: u64,
 }
 
 impl Exchange {
+    /// An exchange keeping what `retention` allows of what is published here.
+    pub fn new(retention: Retention) -> Exchange {
+        Exchange {
+            inner: Mutex::default(),
+            backlog: Mutex::new(Backlog::new(retention)),
+            published: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            forward_dropped: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            closed_delivered: AtomicU64::new(0),
+            closed_dropped: AtomicU64::new(0),
+            backlog_delivered: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every change is whole under the lock; a poisoned exchange is still consistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        // As above: each change is whole under the lock.
+        self.backlog.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes a message of this node's (`me`) clients, at `now_ms`: numbered, kept as
+    /// the retention allows, queued for the subscribers here and handed with its number to
+    /// `forward` (for the peers), all under the backlog's lock: so this node's messages
+    /// reach its subscribers and its peers' queues in the order of their numbers, which
+    /// is what cutting a backlog by number needs. How many subscriptions here get it.
+    pub fn publish_here(
+        &self,
+        message: &Arc<PubSubMessage>,
+        me: u64,
+        now_ms: u64,
+        forward: impl FnOnce(u64),
+    ) -> usize {
+        let mut backlog = self.backlog();
+        let seq = backlog.keep(message, now_ms);
+        let n = self.publish(message, me, seq);
+        forward(seq);
+        n
+    }
+
+    /// What the backlog here holds for `patterns` since `from_ms` (at most `max_bytes`),
+    /// and where it is cut. Called after the subscription (here or on the asking peer) can
+    /// hear live messages, so that what is above the cut reaches it live.
+    pub fn backlog_since(
+        &self,
+        patterns: &[TopicPattern],
+        from_ms: u64,
+        now_ms: u64,
+        max_bytes: usize,
+    ) -> (Vec<Kept>, u64) {
+        self.backlog().since(patterns, from_ms, now_ms, max_bytes)
+    }
+
     /// Connection `conn` (whose notifications go to `mailbox`) subscribes `id` to
-    /// `patterns`, replacing a subscription of that id it held.
+    /// `patterns`, replacing a subscription of that id it held. With `backlog`, the
+    /// subscription is pending until [`Exchange::finish_backlog`] with the token answered.
     pub fn subscribe(
         &self,
         conn: u64,
         mailbox: &Arc<Mailbox>,
         id: String,
         patterns: Vec<TopicPattern>,
-    ) {
+        backlog: bool,
+    ) -> Option<u64> {
         let mut inner = self.lock();
         let key = (conn, id);
         if let Some(old) = inner.subscriptions.remove(&key) {
-            for p in &old {
+            for p in &old.patterns {
                 inner.matcher.remove(&p.pattern, p.exact_match, &key);
             }
         }
         for p in &patterns {
             inner.matcher.insert(&p.pattern, p.exact_match, key.clone());
         }
-        inner.subscriptions.insert(key, patterns);
+        let pending = backlog.then(|| {
+            inner.tokens += 1;
+            Pending {
+                token: inner.tokens,
+                held: VecDeque::new(),
+                bytes: 0,
+                max_bytes: mailbox.max_bytes(),
+            }
+        });
+        let token = pending.as_ref().map(|p| p.token);
+        inner.subscriptions.insert(
+            key,
+            Sub {
+                patterns,
+                pending,
+                cuts: BTreeMap::new(),
+            },
+        );
         inner
             .mailboxes
             .entry(conn)
             .or_insert_with(|| mailbox.clone());
         self.version.fetch_add(1, Ordering::Relaxed);
+        token
+    }
+
+    /// The backlog of subscription `id` of `conn` is in (`token` from its subscribe), as
+    /// notifications with their node and sequence number there, and each node's cut:
+    /// `backlog` goes to its mailbox, as far as there is room, then the live notifications
+    /// held back, except those the backlog had.
+    pub fn finish_backlog(
+        &self,
+        conn: u64,
+        id: &str,
+        token: u64,
+        backlog: Vec<(u64, u64, String)>,
+        cuts: &BTreeMap<u64, u64>,
+    ) {
+        let mut inner = self.lock();
+        let Some(mailbox) = inner.mailboxes.get(&conn).cloned() else {
+            return;
+        };
+        let Some(sub) = inner.subscriptions.get_mut(&(conn, id.to_owned())) else {
+            return;
+        };
+        if sub.pending.as_ref().map(|p| p.token) != Some(token) {
+            return; // replaced or resubscribed since: that one fetches its own
+        }
+        let Some(pending) = sub.pending.take() else {
+            return;
+        };
+        let mut had: BTreeMap<u64, (u64, BTreeSet<u64>)> = cuts
+            .iter()
+            .map(|(origin, cut)| (*origin, (*cut, BTreeSet::new())))
+            .collect();
+        let mut delivered = 0;
+        for (origin, seq, text) in backlog {
+            if let Some((_, seqs)) = had.get_mut(&origin) {
+                seqs.insert(seq);
+            }
+            if mailbox.offer(text) {
+                delivered += 1;
+            } else {
+                mailbox.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.backlog_delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+        had.retain(|_, (_, seqs)| !seqs.is_empty());
+        for (origin, seq, text) in pending.held {
+            if !had
+                .get(&origin)
+                .is_some_and(|(_, seqs)| seqs.contains(&seq))
+            {
+                mailbox.push(text);
+            }
+        }
+        sub.cuts = had;
     }
 
     /// The version of the subscriptions (changes with each subscribe and unsubscribe).
@@ -94,7 +258,7 @@ impl Exchange {
         let set: std::collections::BTreeSet<(String, bool)> = inner
             .subscriptions
             .values()
-            .flatten()
+            .flat_map(|s| &s.patterns)
             .map(|p| (p.pattern.clone(), p.exact_match))
             .collect();
         set.into_iter().collect()
@@ -104,10 +268,10 @@ impl Exchange {
     pub fn unsubscribe(&self, conn: u64, id: &str) -> bool {
         let mut inner = self.lock();
         let key = (conn, id.to_owned());
-        let Some(patterns) = inner.subscriptions.remove(&key) else {
+        let Some(sub) = inner.subscriptions.remove(&key) else {
             return false;
         };
-        for p in &patterns {
+        for p in &sub.patterns {
             inner.matcher.remove(&p.pattern, p.exact_match, &key);
         }
         self.version.fetch_add(1, Ordering::Relaxed);
@@ -133,8 +297,8 @@ impl Exchange {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            if let Some(patterns) = inner.subscriptions.remove(&key) {
-                for p in &patterns {
+            if let Some(sub) = inner.subscriptions.remove(&key) {
+                for p in &sub.patterns {
                     inner.matcher.remove(&p.pattern, p.exact_match, &key);
                 }
             }
@@ -148,29 +312,60 @@ impl Exchange {
         }
     }
 
-    /// Queues a notification of `message` for every matching subscription here; how many.
-    pub fn publish(&self, message: &PubSubMessage) -> usize {
+    /// Queues a notification of `message` (number `seq` of node `origin`) for every
+    /// matching subscription here (held back for those pending); how many.
+    pub fn publish(&self, message: &PubSubMessage, origin: u64, seq: u64) -> usize {
+        use crate::protocol::pubsub::notification;
         self.published.fetch_add(1, Ordering::Relaxed);
-        let targets: Vec<(Arc<Mailbox>, String)> = {
-            let inner = self.lock();
-            inner
-                .matcher
-                .matches(&message.topic)
-                .into_iter()
-                .filter_map(|(conn, id)| Some((inner.mailboxes.get(&conn)?.clone(), id)))
-                .collect()
-        };
-        if targets.is_empty() {
-            return 0;
-        }
         // The message as notifications carry it, encoded once for all of them.
-        let body = message.notified_json();
-        for (mailbox, id) in &targets {
-            mailbox.push(crate::protocol::pubsub::notification(&body, message, id));
+        let mut body: Option<String> = None;
+        let mut held = 0;
+        let targets: Vec<(Arc<Mailbox>, String)> = {
+            let mut inner = self.lock();
+            let keys = inner.matcher.matches(&message.topic);
+            let mut targets = Vec::with_capacity(keys.len());
+            for key in keys {
+                let Some(mailbox) = inner.mailboxes.get(&key.0).cloned() else {
+                    continue;
+                };
+                let Some(sub) = inner.subscriptions.get_mut(&key) else {
+                    continue;
+                };
+                if let Some((cut, seqs)) = sub.cuts.get(&origin) {
+                    if seq > *cut {
+                        sub.cuts.remove(&origin);
+                    } else if seqs.contains(&seq) {
+                        continue; // its backlog had it
+                    }
+                }
+                match &mut sub.pending {
+                    None => targets.push((mailbox, key.1)),
+                    Some(p) => {
+                        let body = body.get_or_insert_with(|| message.notified_json());
+                        let text = notification(body, message, &key.1);
+                        p.bytes += text.len();
+                        p.held.push_back((origin, seq, text));
+                        while p.bytes > p.max_bytes && p.held.len() > 1 {
+                            if let Some((_, _, old)) = p.held.pop_front() {
+                                p.bytes -= old.len();
+                                mailbox.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        held += 1;
+                    }
+                }
+            }
+            targets
+        };
+        if !targets.is_empty() {
+            let body = body.get_or_insert_with(|| message.notified_json());
+            for (mailbox, id) in &targets {
+                mailbox.push(notification(body, message, id));
+            }
         }
-        self.queued
-            .fetch_add(targets.len() as u64, Ordering::Relaxed);
-        targets.len()
+        let n = targets.len() + held;
+        self.queued.fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     pub fn stats(&self) -> ExchangeStats {
@@ -185,13 +380,28 @@ impl Exchange {
             dropped += m.dropped.load(Ordering::Relaxed);
             waiting_bytes += m.bytes();
         }
+        for p in inner
+            .subscriptions
+            .values()
+            .filter_map(|s| s.pending.as_ref())
+        {
+            waiting_bytes += p.bytes;
+        }
+        let subscriptions = inner.subscriptions.len();
+        drop(inner);
+        let backlog = self.backlog();
+        let (backlog_messages, backlog_bytes) = backlog.size();
         ExchangeStats {
             published: self.published.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
             delivered,
             dropped,
-            subscriptions: inner.subscriptions.len(),
+            subscriptions,
             waiting_bytes,
+            backlog_messages,
+            backlog_bytes,
+            backlog_evicted: backlog.evicted,
+            backlog_delivered: self.backlog_delivered.load(Ordering::Relaxed),
         }
     }
 }

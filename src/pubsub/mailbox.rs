@@ -78,6 +78,26 @@ impl Mailbox {
         self.waker.wake();
     }
 
+    /// Queues `text` only if it fits without dropping anything (a backlog message: one that
+    /// does not fit is not worth a live one, nor a disconnect).
+    pub fn offer(&self, text: String) -> bool {
+        {
+            let mut q = self.lock();
+            if q.bytes + text.len() > self.max_bytes {
+                return false;
+            }
+            q.bytes += text.len();
+            q.items.push_back(text);
+        }
+        self.waker.wake();
+        true
+    }
+
+    /// The bound, in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// The next notification, or `Pending` (woken by the next push).
     pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<String> {
         self.waker.register(cx.waker());
