@@ -77,6 +77,23 @@ pub struct BenchArgs {
     /// The private key of --echo-tls-cert
     #[arg(long, value_name = "FILE", requires = "echo_tls_cert")]
     pub echo_tls_key: Option<std::path::PathBuf>,
+    /// Measure topic pub/sub instead of calls: one publisher, --subscribers subscribers of
+    /// `bench.*.created` on --url, publishing to --topics topics (as
+    /// ../shared/tools/natsbench measures NATS; scripts/bench_pubsub.sh runs both)
+    #[arg(long)]
+    pub pubsub: bool,
+    /// With --pubsub: subscriber connections
+    #[arg(long, default_value_t = 4)]
+    pub subscribers: usize,
+    /// With --pubsub: the node the publisher publishes on [default: --url]
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
+    /// With --pubsub: publish this many messages a second (0: as fast as acks allow)
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// With --pubsub: topics published to, `bench.<i>.created`
+    #[arg(long, default_value_t = 1000)]
+    pub topics: usize,
     #[command(flatten)]
     pub connect: super::ConnectArgs,
 }
@@ -362,6 +379,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.catalog {
         return bench_catalog(&env, &args, &load).await;
     }
+    if args.pubsub {
+        return bench_pubsub(&env, &args, &load).await;
+    }
     if let Some(n) = args.fanout {
         return bench_fanout(&env, &args, &load, n).await;
     }
@@ -420,6 +440,70 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     if mpreg.errors > 0 {
         return Err(format!("{} calls failed", mpreg.errors));
+    }
+    Ok(())
+}
+
+async fn bench_pubsub(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), String> {
+    use super::bench_pubsub::{PubSubLoad, PubSubSummary, describe, run_round};
+    if args.subscribers == 0 || args.topics == 0 || !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err("--subscribers and --topics must be positive, --rate 0 or more".into());
+    }
+    if args.payload_bytes < 2 {
+        return Err("--payload-bytes must be at least 2 (a JSON string)".into());
+    }
+    let ps = PubSubLoad {
+        subscribe_url: args.url.clone(),
+        publish_url: args.publish_url.clone().unwrap_or_else(|| args.url.clone()),
+        subscribers: args.subscribers,
+        topics: args.topics,
+        rate: args.rate,
+        warmup: load.warmup,
+        duration: load.duration,
+        payload_bytes: args.payload_bytes,
+        connect: load.connect.clone(),
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let r = run_round(env, &ps).await?;
+        eprintln!("{}", describe(round, args.rounds, &r));
+        rounds.push(r);
+    }
+    let s = PubSubSummary::new(rounds);
+    let two_nodes = ps.publish_url != ps.subscribe_url;
+    if args.json {
+        println!(
+            "{}",
+            json!({"config": {"subscribe_url": ps.subscribe_url, "publish_url": ps.publish_url,
+                "subscribers": ps.subscribers, "topics": ps.topics, "rate": ps.rate,
+                "payload_bytes": ps.payload_bytes, "duration_s": args.duration,
+                "warmup_s": args.warmup, "rounds": args.rounds}, "mpreg_pubsub": s})
+        );
+    } else {
+        println!(
+            "1 publisher{}, {} subscribers of bench.*.created over {} topics, {} B payloads, {}, {} s x {} rounds; medians:",
+            if two_nodes { " on another node" } else { "" },
+            ps.subscribers,
+            ps.topics,
+            ps.payload_bytes,
+            if ps.rate > 0.0 {
+                format!("paced at {} msgs/s", ps.rate)
+            } else {
+                "unpaced".into()
+            },
+            args.duration,
+            args.rounds
+        );
+        println!(
+            "mpreg-pubsub published {:.0} msgs/s, delivered {:.0} msgs/s per subscriber (slowest {:.0}), one-way p50 {:.1} µs p99 {:.1} µs p999 {:.1} µs, lost {}",
+            s.published_per_sec,
+            s.delivered_per_sec_per_subscriber_mean,
+            s.delivered_per_sec_per_subscriber_min,
+            s.p50_us,
+            s.p99_us,
+            s.p999_us,
+            s.lost
+        );
     }
     Ok(())
 }

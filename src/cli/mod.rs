@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_catalog;
 mod bench_dag;
+mod bench_pubsub;
 mod client_cmd;
 mod monitor_cmd;
 mod node_cmd;

@@ -113,6 +113,33 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.subscribe_inner(patterns, None).await
+    }
+
+    /// Subscribes as [`Client::subscribe`] does, hearing first what the cluster kept for
+    /// `patterns` over the last `seconds` (each node's own publishes, merged), then live
+    /// messages; none twice.
+    pub async fn subscribe_with_backlog<I, S>(
+        &self,
+        patterns: I,
+        seconds: f64,
+    ) -> Result<Subscription, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.subscribe_inner(patterns, Some(seconds)).await
+    }
+
+    async fn subscribe_inner<I, S>(
+        &self,
+        patterns: I,
+        backlog: Option<f64>,
+    ) -> Result<Subscription, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let patterns: Vec<Value> = patterns
             .into_iter()
             .map(Into::into)
@@ -133,7 +160,8 @@ impl Client {
             },
         );
         let sub = json!({"subscription_id": id, "patterns": patterns, "subscriber": self.url(),
-            "created_at": 0.0, "get_backlog": false, "backlog_seconds": 0});
+            "created_at": 0.0, "get_backlog": backlog.is_some(),
+            "backlog_seconds": backlog.unwrap_or(0.0)});
         let acked = self
             .pubsub_request(|u| json!({"role": "pubsub-subscribe", "u": u, "subscription": sub}))
             .await;

@@ -161,10 +161,24 @@ struct Outbox<'a> {
     budget: ConnBudget<'a>,
     /// When a reply last moved into the socket, or the queue was last empty.
     last_progress: Instant,
+    /// Something other than a notification was queued since the last flush: it goes out
+    /// at once. Notifications alone wait one turn of the scheduler before the flush, so
+    /// that those published meanwhile share its write (`poll_event`).
+    urgent: bool,
+    /// The flush already waited its turn.
+    waited: bool,
 }
 
 impl Outbox<'_> {
+    /// Queues a notification (which may wait a turn to share a write).
+    fn push_notification(&mut self, m: Message) {
+        let urgent = self.urgent;
+        self.push(m);
+        self.urgent = urgent;
+    }
+
     fn push(&mut self, m: Message) {
+        self.urgent = true;
         self.tally
             .bytes_out
             .fetch_add(m.len() as u64, Ordering::Relaxed);
@@ -247,6 +261,8 @@ impl<'a> Connection<'a> {
             tally: self.tally.clone(),
             budget: self.shared.clients.connection(),
             last_progress: clock.now(),
+            urgent: false,
+            waited: false,
         };
         let mut unflushed = false;
         // The client's subscriptions to the catalog's changes (none until it subscribes).
@@ -302,7 +318,18 @@ impl<'a> Connection<'a> {
                     out.budget.release(charged);
                     out.push(reply);
                 }
-                Event::ToWorker(call) | Event::Push(call) => out.push(call),
+                Event::ToWorker(call) => out.push(call),
+                Event::Push(push) => {
+                    out.push_notification(push);
+                    // And what else waits now, within the same bounds: a pass of this
+                    // loop per notification would cost more than the notification.
+                    if let Some(m) = mailbox.as_deref() {
+                        while out.queue.len() < self.max_inflight && !out.budget.over_own() {
+                            let Some(text) = m.pop() else { break };
+                            out.push_notification(Message::text(text));
+                        }
+                    }
+                }
                 Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
                     Frame::Text(t.as_str()),
                     FrameKind::Text,
@@ -501,18 +528,18 @@ impl<'a> Connection<'a> {
         out: &mut Outbox<'a>,
         mailbox: Option<&Mailbox>,
     ) {
-        use crate::protocol::pubsub::ack;
+        use crate::protocol::pubsub::ack_text;
         let ack = match req.message.check() {
-            Err(why) => ack(&req.u, false, Some(&why)),
+            Err(why) => ack_text(&req.u, false, Some(&why)),
             Ok(()) => {
                 self.shared.fanout.publish(req.message);
                 while let Some(own) = mailbox.and_then(Mailbox::pop) {
                     out.push(Message::text(own));
                 }
-                ack(&req.u, true, None)
+                ack_text(&req.u, true, None)
             }
         };
-        out.push(kind.message(ack.to_string()));
+        out.push(kind.message(ack));
     }
 
     /// Subscribes this connection to topics (the catalog's, or those clients publish on);
@@ -815,8 +842,19 @@ fn poll_event<'a>(
         }
     }
     if *unflushed && out.queue.is_empty() {
+        if !out.urgent && !out.waited {
+            // Only notifications: one turn for more to join this write (a write per
+            // notification costs more than the notification).
+            out.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match Pin::new(&mut *ws).poll_flush(cx) {
-            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Ok(())) => {
+                *unflushed = false;
+                out.urgent = false;
+                out.waited = false;
+            }
             Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
             Poll::Pending => {}
         }

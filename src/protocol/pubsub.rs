@@ -214,15 +214,26 @@ impl PubSubMessage {
 
     /// The message as notifications carry it (`routing_path` and `current_hop` null).
     pub fn notified_json(&self) -> String {
+        // Field by field, not `flatten` (which buffers through a map): this is encoded
+        // once per published message.
         #[derive(Serialize)]
         struct Notified<'a> {
-            #[serde(flatten)]
-            message: &'a PubSubMessage,
+            topic: &'a str,
+            payload: &'a Json,
+            timestamp: f64,
+            message_id: &'a str,
+            publisher: &'a str,
+            headers: &'a Json,
             routing_path: Option<()>,
             current_hop: Option<()>,
         }
         serde_json::to_string(&Notified {
-            message: self,
+            topic: &self.topic,
+            payload: &self.payload,
+            timestamp: self.timestamp,
+            message_id: &self.message_id,
+            publisher: &self.publisher,
+            headers: &self.headers,
             routing_path: None,
             current_hop: None,
         })
@@ -230,21 +241,80 @@ impl PubSubMessage {
     }
 }
 
-/// A `pubsub-notification` of `message` (encoded as `body`) for subscription `id`, with
-/// the original's `u` (`notification_<message_id>_<subscription_id>`).
-pub fn notification(body: &str, message: &PubSubMessage, id: &str) -> String {
-    let id_json = serde_json::to_string(id).unwrap_or_default();
-    let u = serde_json::to_string(&format!("notification_{}_{id}", message.message_id))
-        .unwrap_or_default();
-    format!(
-        r#"{{"role":"pubsub-notification","message":{body},"subscription_id":{id_json},"u":{u}}}"#
-    )
+/// A message's notifications: what every subscription's shares (the message's JSON, its id
+/// escaped for the `u`), encoded once; then one text per subscription.
+pub struct Notifier {
+    head: String,
+    message_id: String,
 }
 
-/// The acknowledgement of a subscribe or unsubscribe whose `u` was `u`.
+/// `s` as a JSON string's contents (escaped, without the quotes).
+fn escaped(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+impl Notifier {
+    pub fn new(message: &PubSubMessage) -> Notifier {
+        Notifier::with_body(&message.notified_json(), message)
+    }
+
+    /// With the message's JSON already encoded (`body`).
+    pub fn with_body(body: &str, message: &PubSubMessage) -> Notifier {
+        let mut head = String::with_capacity(body.len() + 64);
+        head.push_str(r#"{"role":"pubsub-notification","message":"#);
+        head.push_str(body);
+        head.push_str(r#","subscription_id":"#);
+        Notifier {
+            head,
+            message_id: escaped(&message.message_id),
+        }
+    }
+
+    /// The notification for the subscription whose id, as JSON, is `id_json`, with the
+    /// original's `u` (`notification_<message_id>_<subscription_id>`).
+    pub fn for_subscription(&self, id_json: &str) -> String {
+        let id = id_json
+            .strip_prefix('"')
+            .and_then(|i| i.strip_suffix('"'))
+            .unwrap_or(id_json);
+        let mut s = String::with_capacity(
+            self.head.len() + id_json.len() + id.len() + self.message_id.len() + 24,
+        );
+        s.push_str(&self.head);
+        s.push_str(id_json);
+        s.push_str(r#","u":"notification_"#);
+        s.push_str(&self.message_id);
+        s.push('_');
+        s.push_str(id);
+        s.push_str("\"}");
+        s
+    }
+}
+
+/// A `pubsub-notification` of `message` (encoded as `body`) for subscription `id`.
+pub fn notification(body: &str, message: &PubSubMessage, id: &str) -> String {
+    let id_json = serde_json::to_string(id).unwrap_or_default();
+    Notifier::with_body(body, message).for_subscription(&id_json)
+}
+
+/// The acknowledgement of a subscribe, unsubscribe or publish whose `u` was `u`.
 pub fn ack(u: &str, success: bool, error: Option<&str>) -> Value {
     json!({"role": "pubsub-ack", "operation_id": u, "success": success, "error": error,
            "u": format!("ack_{u}")})
+}
+
+/// [`ack`] as text, in the original's order of fields (a publish is acked every time: this
+/// is the cheap way).
+pub fn ack_text(u: &str, success: bool, error: Option<&str>) -> String {
+    let error = error.map_or_else(
+        || "null".to_owned(),
+        |e| serde_json::to_string(e).unwrap_or_default(),
+    );
+    let u_esc = escaped(u);
+    format!(
+        r#"{{"role":"pubsub-ack","operation_id":"{u_esc}","success":{success},"error":{error},"u":"ack_{u_esc}"}}"#
+    )
 }
 
 impl TopicPattern {
@@ -268,6 +338,14 @@ mod tests {
         .unwrap();
         assert!(m.message.check().is_ok());
         let n = notification(&m.message.notified_json(), &m.message, "s1");
+        let tricky = notification(&m.message.notified_json(), &m.message, "s\"1\u{e9}");
+        let v: Value = serde_json::from_str(&tricky).unwrap();
+        assert_eq!(v["u"], "notification_m1_s\"1\u{e9}");
+        assert_eq!(v["subscription_id"], "s\"1\u{e9}");
+        for (success, error) in [(true, None), (false, Some("no \"way\""))] {
+            let text: Value = serde_json::from_str(&ack_text("p\"1", success, error)).unwrap();
+            assert_eq!(text, ack("p\"1", success, error));
+        }
         assert_eq!(
             n,
             r#"{"role":"pubsub-notification","message":{"topic":"t.a.x","payload":{"v":1},"timestamp":0.0,"message_id":"m1","publisher":"raw","headers":{},"routing_path":null,"current_hop":null},"subscription_id":"s1","u":"notification_m1_s1"}"#

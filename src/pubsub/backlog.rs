@@ -32,9 +32,11 @@ pub struct Kept {
     pub message: Arc<PubSubMessage>,
 }
 
-/// What a message costs to keep: its text and a fixed overhead for the bookkeeping.
+/// What a message costs to keep: its text and what holding it takes besides (the message's
+/// allocations, its place in its topic's queue and in the order of numbers: about 224
+/// bytes), so that the bound in bytes is one on memory.
 pub fn cost(m: &PubSubMessage) -> usize {
-    64 + m.topic.len()
+    224 + m.topic.len()
         + m.payload.get().len()
         + m.message_id.len()
         + m.publisher.len()
@@ -45,8 +47,9 @@ pub fn cost(m: &PubSubMessage) -> usize {
 pub struct Backlog {
     retention: Retention,
     topics: BTreeMap<Arc<str>, Topic>,
-    /// Every kept message's topic by sequence number: the oldest go first.
-    by_seq: BTreeMap<u64, Arc<str>>,
+    /// Every kept message by sequence number, with when it was kept and its topic: the
+    /// oldest go first, and age is judged here without looking up the topic.
+    by_seq: BTreeMap<u64, (u64, Arc<str>)>,
     /// The last sequence number handed out (every publish takes one, kept or not).
     seq: u64,
     bytes: usize,
@@ -54,10 +57,20 @@ pub struct Backlog {
     pub evicted: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Topic {
+    name: Arc<str>,
     kept: VecDeque<Kept>,
     bytes: usize,
+}
+
+impl Topic {
+    /// Lets go of this topic's oldest message; its number and size.
+    fn pop(&mut self) -> Option<(u64, usize)> {
+        let k = self.kept.pop_front()?;
+        self.bytes -= k.bytes;
+        Some((k.seq, k.bytes))
+    }
 }
 
 impl Backlog {
@@ -83,11 +96,17 @@ impl Backlog {
         if r.topic_messages == 0 || bytes > r.topic_bytes || bytes > r.total_bytes {
             return seq;
         }
-        let name: Arc<str> = match self.topics.get_key_value(message.topic.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(message.topic.as_str()),
+        let topic = match self.topics.get_mut(message.topic.as_str()) {
+            Some(t) => t,
+            None => {
+                let name: Arc<str> = Arc::from(message.topic.as_str());
+                self.topics.entry(name.clone()).or_insert(Topic {
+                    name,
+                    kept: VecDeque::new(),
+                    bytes: 0,
+                })
+            }
         };
-        let topic = self.topics.entry(name.clone()).or_default();
         topic.kept.push_back(Kept {
             seq,
             at_ms: now_ms,
@@ -96,17 +115,19 @@ impl Backlog {
         });
         topic.bytes += bytes;
         self.bytes += bytes;
-        self.by_seq.insert(seq, name.clone());
-        // This topic's own bounds, then everyone's.
-        while self
-            .topics
-            .get(&name)
-            .is_some_and(|t| t.kept.len() > r.topic_messages || t.bytes > r.topic_bytes)
-        {
-            self.evict_oldest_of(&name);
+        self.by_seq.insert(seq, (now_ms, topic.name.clone()));
+        // This topic's own bounds (it keeps the message just taken: it fits them alone),
+        // then everyone's.
+        while topic.kept.len() > r.topic_messages || topic.bytes > r.topic_bytes {
+            let Some((old, size)) = topic.pop() else {
+                break;
+            };
+            self.bytes -= size;
+            self.by_seq.remove(&old);
+            self.evicted += 1;
         }
         while self.bytes > r.total_bytes {
-            let Some((_, oldest)) = self.by_seq.first_key_value() else {
+            let Some((_, (_, oldest))) = self.by_seq.first_key_value() else {
                 break;
             };
             let oldest = oldest.clone();
@@ -115,14 +136,13 @@ impl Backlog {
         seq
     }
 
-    fn evict_oldest_of(&mut self, name: &Arc<str>) {
+    fn evict_oldest_of(&mut self, name: &str) {
         let Some(topic) = self.topics.get_mut(name) else {
             return;
         };
-        if let Some(k) = topic.kept.pop_front() {
-            topic.bytes -= k.bytes;
-            self.bytes -= k.bytes;
-            self.by_seq.remove(&k.seq);
+        if let Some((seq, size)) = topic.pop() {
+            self.bytes -= size;
+            self.by_seq.remove(&seq);
             self.evicted += 1;
         }
         if topic.kept.is_empty() {
@@ -135,16 +155,11 @@ impl Backlog {
         let horizon = now_ms.saturating_sub(self.retention.max_age_ms);
         // Oldest first by sequence number; kept times only grow with it on a clock that
         // does not step back, and one that does keeps a message a little longer.
-        while let Some((_, name)) = self.by_seq.first_key_value() {
-            let name = name.clone();
-            let old = self
-                .topics
-                .get(&name)
-                .and_then(|t| t.kept.front())
-                .is_some_and(|k| k.at_ms < horizon);
-            if !old {
+        while let Some((_, (at_ms, name))) = self.by_seq.first_key_value() {
+            if *at_ms >= horizon {
                 break;
             }
+            let name = name.clone();
             self.evict_oldest_of(&name);
         }
     }

@@ -23,6 +23,9 @@ type Key = (u64, String);
 
 #[derive(Debug)]
 struct Sub {
+    /// Where its notifications go, and its id as JSON (for the notifications' text).
+    mailbox: Arc<Mailbox>,
+    id_json: String,
     patterns: Vec<TopicPattern>,
     pending: Option<Pending>,
     /// After its backlog: per node, the cut that backlog was taken at and the sequence
@@ -42,12 +45,32 @@ struct Pending {
     max_bytes: usize,
 }
 
+/// The subscriptions by a number of the exchange's (the matcher holds numbers: matching
+/// copies no ids), and the numbers by connection and id.
 #[derive(Debug, Default)]
 struct Inner {
-    matcher: TopicMatcher<Key>,
-    subscriptions: BTreeMap<Key, Sub>,
+    matcher: TopicMatcher<u64>,
+    subscriptions: BTreeMap<u64, Sub>,
+    handles: BTreeMap<Key, u64>,
     mailboxes: BTreeMap<u64, Arc<Mailbox>>,
-    tokens: u64,
+    next: u64,
+}
+
+impl Inner {
+    /// Removes subscription `key` (its number, if it had one).
+    fn remove(&mut self, key: &Key) -> Option<Sub> {
+        let handle = self.handles.remove(key)?;
+        let sub = self.subscriptions.remove(&handle)?;
+        for p in &sub.patterns {
+            self.matcher.remove(&p.pattern, p.exact_match, &handle);
+        }
+        Some(sub)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Sub> {
+        let handle = self.handles.get(key)?;
+        self.subscriptions.get_mut(handle)
+    }
 }
 
 #[derive(Debug)]
@@ -158,33 +181,33 @@ impl Exchange {
         backlog: bool,
     ) -> Option<u64> {
         let mut inner = self.lock();
+        let id_json = serde_json::to_string(&id).unwrap_or_default();
         let key = (conn, id);
-        if let Some(old) = inner.subscriptions.remove(&key) {
-            for p in &old.patterns {
-                inner.matcher.remove(&p.pattern, p.exact_match, &key);
-            }
-        }
+        inner.remove(&key);
+        inner.next += 1;
+        let handle = inner.next;
         for p in &patterns {
-            inner.matcher.insert(&p.pattern, p.exact_match, key.clone());
+            inner.matcher.insert(&p.pattern, p.exact_match, handle);
         }
-        let pending = backlog.then(|| {
-            inner.tokens += 1;
-            Pending {
-                token: inner.tokens,
-                held: VecDeque::new(),
-                bytes: 0,
-                max_bytes: mailbox.max_bytes(),
-            }
+        // The subscription's number doubles as its backlog's token.
+        let pending = backlog.then(|| Pending {
+            token: handle,
+            held: VecDeque::new(),
+            bytes: 0,
+            max_bytes: mailbox.max_bytes(),
         });
         let token = pending.as_ref().map(|p| p.token);
         inner.subscriptions.insert(
-            key,
+            handle,
             Sub {
+                mailbox: mailbox.clone(),
+                id_json,
                 patterns,
                 pending,
                 cuts: BTreeMap::new(),
             },
         );
+        inner.handles.insert(key, handle);
         inner
             .mailboxes
             .entry(conn)
@@ -206,12 +229,10 @@ impl Exchange {
         cuts: &BTreeMap<u64, u64>,
     ) {
         let mut inner = self.lock();
-        let Some(mailbox) = inner.mailboxes.get(&conn).cloned() else {
+        let Some(sub) = inner.get_mut(&(conn, id.to_owned())) else {
             return;
         };
-        let Some(sub) = inner.subscriptions.get_mut(&(conn, id.to_owned())) else {
-            return;
-        };
+        let mailbox = sub.mailbox.clone();
         if sub.pending.as_ref().map(|p| p.token) != Some(token) {
             return; // replaced or resubscribed since: that one fetches its own
         }
@@ -266,13 +287,8 @@ impl Exchange {
 
     /// Whether `conn` held subscription `id` (it no longer does).
     pub fn unsubscribe(&self, conn: u64, id: &str) -> bool {
-        let mut inner = self.lock();
-        let key = (conn, id.to_owned());
-        let Some(sub) = inner.subscriptions.remove(&key) else {
+        if self.lock().remove(&(conn, id.to_owned())).is_none() {
             return false;
-        };
-        for p in &sub.patterns {
-            inner.matcher.remove(&p.pattern, p.exact_match, &key);
         }
         self.version.fetch_add(1, Ordering::Relaxed);
         true
@@ -281,7 +297,7 @@ impl Exchange {
     /// How many subscriptions `conn` holds here.
     pub fn held(&self, conn: u64) -> usize {
         self.lock()
-            .subscriptions
+            .handles
             .range((conn, String::new())..)
             .take_while(|((c, _), _)| *c == conn)
             .count()
@@ -291,17 +307,13 @@ impl Exchange {
     pub fn forget(&self, conn: u64) {
         let mut inner = self.lock();
         let keys: Vec<Key> = inner
-            .subscriptions
+            .handles
             .range((conn, String::new())..)
             .take_while(|((c, _), _)| *c == conn)
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            if let Some(sub) = inner.subscriptions.remove(&key) {
-                for p in &sub.patterns {
-                    inner.matcher.remove(&p.pattern, p.exact_match, &key);
-                }
-            }
+            inner.remove(&key);
         }
         self.version.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = inner.mailboxes.remove(&conn) {
@@ -315,20 +327,17 @@ impl Exchange {
     /// Queues a notification of `message` (number `seq` of node `origin`) for every
     /// matching subscription here (held back for those pending); how many.
     pub fn publish(&self, message: &PubSubMessage, origin: u64, seq: u64) -> usize {
-        use crate::protocol::pubsub::notification;
+        use crate::protocol::pubsub::Notifier;
         self.published.fetch_add(1, Ordering::Relaxed);
         // The message as notifications carry it, encoded once for all of them.
-        let mut body: Option<String> = None;
+        let mut notifier: Option<Notifier> = None;
         let mut held = 0;
         let targets: Vec<(Arc<Mailbox>, String)> = {
             let mut inner = self.lock();
-            let keys = inner.matcher.matches(&message.topic);
-            let mut targets = Vec::with_capacity(keys.len());
-            for key in keys {
-                let Some(mailbox) = inner.mailboxes.get(&key.0).cloned() else {
-                    continue;
-                };
-                let Some(sub) = inner.subscriptions.get_mut(&key) else {
+            let handles = inner.matcher.matches(&message.topic);
+            let mut targets = Vec::with_capacity(handles.len());
+            for handle in handles {
+                let Some(sub) = inner.subscriptions.get_mut(&handle) else {
                     continue;
                 };
                 if let Some((cut, seqs)) = sub.cuts.get(&origin) {
@@ -338,17 +347,17 @@ impl Exchange {
                         continue; // its backlog had it
                     }
                 }
+                let n = notifier.get_or_insert_with(|| Notifier::new(message));
+                let text = n.for_subscription(&sub.id_json);
                 match &mut sub.pending {
-                    None => targets.push((mailbox, key.1)),
+                    None => targets.push((sub.mailbox.clone(), text)),
                     Some(p) => {
-                        let body = body.get_or_insert_with(|| message.notified_json());
-                        let text = notification(body, message, &key.1);
                         p.bytes += text.len();
                         p.held.push_back((origin, seq, text));
                         while p.bytes > p.max_bytes && p.held.len() > 1 {
                             if let Some((_, _, old)) = p.held.pop_front() {
                                 p.bytes -= old.len();
-                                mailbox.dropped.fetch_add(1, Ordering::Relaxed);
+                                sub.mailbox.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         held += 1;
@@ -357,13 +366,11 @@ impl Exchange {
             }
             targets
         };
-        if !targets.is_empty() {
-            let body = body.get_or_insert_with(|| message.notified_json());
-            for (mailbox, id) in &targets {
-                mailbox.push(notification(body, message, id));
-            }
-        }
+        // Outside the lock: a mailbox's own lock and its connection's wake-up.
         let n = targets.len() + held;
+        for (mailbox, text) in targets {
+            mailbox.push(text);
+        }
         self.queued.fetch_add(n as u64, Ordering::Relaxed);
         n
     }

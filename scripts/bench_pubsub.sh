@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Topic pub/sub, mpreg beside NATS in one run: 1 publisher, 4 subscribers of
+# `*.*.created`-style patterns over 1000 topics, 16-byte payloads; unpaced (throughput),
+# then paced at 10k msgs/s (one-way latency). mpreg on one node and across two (the
+# publisher on the second node, the subscribers on the first); NATS with one nats-server.
+# Passes alternate NATS and mpreg; medians of each tool's own rounds are what it prints.
+#
+#   scripts/bench_pubsub.sh                 # 2 passes x 3 rounds of 5 s
+#   PASSES=1 ROUNDS=1 scripts/bench_pubsub.sh
+#
+# Needs: nats-server on PATH (Debian: apt-get install nats-server), the release binaries
+# (MPREG_BIN_DIR, default target/release; `cargo build --release --bin mpreg --bin
+# mpreg-node`), and natsbench built outside the clone (NATSBENCH; see
+# ../shared/tools/natsbench/README.md). Ports: nats 4222, mpreg chosen by the OS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${MPREG_BIN_DIR:-target/release}
+natsbench=${NATSBENCH:-/tmp/natsbench/target/release/natsbench}
+passes=${PASSES:-2}
+rounds=${ROUNDS:-3}
+duration=${DURATION:-5}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for b in "$bin/mpreg" "$bin/mpreg-node" "$natsbench"; do
+  [ -x "$b" ] || { echo "bench_pubsub.sh: $b is missing (see the header)" >&2; exit 2; }
+done
+command -v nats-server >/dev/null || { echo "bench_pubsub.sh: nats-server is not on PATH" >&2; exit 2; }
+
+printf 'listen: 127.0.0.1:4222\n' >"$work/nats.conf"
+nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
+pids+=($!)
+
+# node NAME [PEER_URL]: starts a node and prints its URL.
+node() {
+  local out="$work/$1.out" peers=()
+  [ -n "${2:-}" ] && peers=(--peers "$2")
+  "$bin/mpreg-node" --port 0 --name "$1" --persistence-mode memory --no-monitoring \
+    --log-level error "${peers[@]}" >"$out" 2>"$work/$1.err" &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q MPREG_URL= "$out" && break; sleep 0.1; done
+  grep MPREG_URL= "$out" | cut -d= -f2
+}
+a=$(node a)
+b=$(node b "$a")
+[ -n "$a" ] && [ -n "$b" ] || { echo "bench_pubsub.sh: a node did not start" >&2; exit 1; }
+sleep 2 # b joins a's cluster
+
+common=(--duration "$duration" --warmup 1 --rounds "$rounds" --payload-bytes 16)
+nats() {
+  "$natsbench" pubsub --url nats://127.0.0.1:4222 --subscribers 4 --sub-subject 'orders.*.created' \
+    --pub-subject 'orders.{id}.created' --pub-ids 1000 "${common[@]}" "$@" 2>/dev/null | tail -2 | head -1
+}
+mpreg() {
+  "$bin/mpreg" bench --pubsub --url "$a" --subscribers 4 --topics 1000 "${common[@]}" "$@" 2>/dev/null
+}
+for pass in $(seq "$passes"); do
+  echo "== pass $pass/$passes: unpaced"
+  echo "nats:        $(nats)"
+  echo "mpreg 1 node:  $(mpreg | tail -1)"
+  echo "mpreg 2 nodes: $(mpreg --publish-url "$b" | tail -1)"
+  echo "== pass $pass/$passes: paced at 10000 msgs/s"
+  echo "nats:        $(nats --rate 10000)"
+  echo "mpreg 1 node:  $(mpreg --rate 10000 | tail -1)"
+  echo "mpreg 2 nodes: $(mpreg --rate 10000 --publish-url "$b" | tail -1)"
+done
