@@ -184,6 +184,7 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
                     headers: "{}".into(),
                     origin: 7,
                     seq: 42,
+                    known_version: Some(3),
                 }]),
             ),
         ),

@@ -423,6 +423,7 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
                     headers: "{}".into(),
                     origin: victim,
                     seq: 1,
+                    known_version: None,
                 },
             ])),
         ),

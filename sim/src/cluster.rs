@@ -24,6 +24,8 @@ use crate::env::{sim_env, sim_secret};
 use crate::scenario::{Action, FaultEvent, Scenario, Target};
 use crate::trace::Trace;
 
+pub mod pubsub;
+
 const PORT: u16 = 9000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,6 +102,12 @@ pub struct Observations {
     /// The nodes upgraded to the next build (`Action::Upgrade`), with what each saw of the
     /// other build at the end (`RunningNode::upgrade_stats`).
     pub upgrades: BTreeMap<String, [u64; 5]>,
+    /// The pub/sub workload (scenarios with `pubsub_subscribers`): each subscriber's
+    /// patterns, what the subscribers heard and what was published, and the final phase.
+    pub pubsub_patterns: BTreeMap<String, Vec<String>>,
+    pub pubsub_heard: Vec<pubsub::Heard>,
+    pub pubsub_published: Vec<pubsub::Published>,
+    pub pubsub_final: Option<pubsub::FinalPhase>,
 }
 
 /// What a rogue campaign asked and got.
@@ -144,6 +152,8 @@ struct World {
     probed: bool,
     /// `record`'s execution counts, when the scenario has an RPC workload.
     executions: Option<Executions>,
+    /// The pub/sub workload's final phase has finished.
+    pubsub_final_done: bool,
 }
 
 type Shared = Rc<RefCell<World>>;
@@ -942,7 +952,7 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         .unwrap_or(0)
         .max(scenario.workload_ms())
         + 4 * scenario.settle_ms
-        + 60_000;
+        + 120_000;
     let sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
@@ -973,6 +983,14 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     }
     for i in 0..scenario.rpc_clients {
         add_rpc_client(&mut h.sim, &world, &trace, seed, i, scenario);
+    }
+    for i in 0..scenario.pubsub_subscribers {
+        pubsub::add_subscriber(&mut h.sim, &world, &trace, seed, i, scenario);
+    }
+    if scenario.pubsub_subscribers > 0 {
+        for i in 0..scenario.pubsub_publishers {
+            pubsub::add_publisher(&mut h.sim, &world, &trace, seed, i, scenario);
+        }
     }
     let fail = |message: String| SimFailure {
         seed,
@@ -1039,6 +1057,20 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         }
         if !world.borrow().probed {
             return Err(fail("the probe did not finish".into()));
+        }
+    }
+    if scenario.pubsub_subscribers > 0 && converged_at.is_some() {
+        pubsub::add_final(&mut h.sim, &world, &trace, seed);
+        let deadline = h.sim.elapsed() + pubsub::READY_BOUND + Duration::from_secs(30);
+        while !world.borrow().pubsub_final_done && h.sim.elapsed() < deadline {
+            if let Err(e) = h.sim.step() {
+                return Err(fail(format!(
+                    "simulation error in pub/sub's final phase: {e}"
+                )));
+            }
+        }
+        if !world.borrow().pubsub_final_done {
+            return Err(fail("pub/sub's final phase did not finish".into()));
         }
     }
     if converged_at.is_some() {

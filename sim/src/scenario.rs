@@ -41,6 +41,17 @@ pub struct Scenario {
     /// Pause between one RPC client's requests.
     #[serde(default = "defaults::rpc_every_ms")]
     pub rpc_every_ms: u64,
+    /// Subscriber hosts `s0`, `s1`, … and publisher clients `q0`, … of the pub/sub
+    /// workload (`cluster::pubsub`); none: no pub/sub workload.
+    #[serde(default)]
+    pub pubsub_subscribers: usize,
+    #[serde(default = "defaults::pubsub_publishers")]
+    pub pubsub_publishers: usize,
+    #[serde(default = "defaults::pubsub_messages_per_publisher")]
+    pub pubsub_messages_per_publisher: usize,
+    /// Pause between one publisher's messages.
+    #[serde(default = "defaults::pubsub_every_ms")]
+    pub pubsub_every_ms: u64,
     /// After the workload ends and every fault is healed, the replicas must agree within
     /// this much simulated time.
     #[serde(default = "defaults::settle_ms")]
@@ -82,6 +93,15 @@ mod defaults {
     }
     pub fn rpc_every_ms() -> u64 {
         200
+    }
+    pub fn pubsub_publishers() -> usize {
+        2
+    }
+    pub fn pubsub_messages_per_publisher() -> usize {
+        30
+    }
+    pub fn pubsub_every_ms() -> u64 {
+        120
     }
     pub fn settle_ms() -> u64 {
         30_000
@@ -183,7 +203,17 @@ impl Scenario {
         } else {
             0
         };
-        (self.writes_per_client as u64 * self.write_every_ms).max(rpc)
+        (self.writes_per_client as u64 * self.write_every_ms)
+            .max(rpc)
+            .max(self.pubsub_ms())
+    }
+
+    /// When the pub/sub workload's last publish is due, in simulated ms.
+    pub fn pubsub_ms(&self) -> u64 {
+        if self.pubsub_subscribers == 0 {
+            return 0;
+        }
+        self.pubsub_messages_per_publisher as u64 * self.pubsub_every_ms
     }
 }
 

@@ -24,6 +24,7 @@ fn holds(name: &str) {
     let mut acknowledged = 0;
     let mut writes = 0;
     let (mut rpc_ok, mut rpc_all) = (0, 0);
+    let (mut pubsub_heard, mut pubsub_final) = (0, true);
     for seed in scenario.seeds() {
         let wall = std::time::Instant::now();
         match run_checked(&scenario, seed, &ALL) {
@@ -61,6 +62,27 @@ fn holds(name: &str) {
                         r.obs.probes.len()
                     );
                 }
+                if scenario.pubsub_subscribers > 0 {
+                    let o = &r.obs;
+                    let heard = o
+                        .pubsub_heard
+                        .iter()
+                        .filter(|h| !h.key.starts_with("probe/"));
+                    let acked = o.pubsub_published.iter().filter(|p| p.acked).count();
+                    eprintln!(
+                        "  pubsub: {acked}/{} publishes taken, {} notifications heard, ready {:?} after healing",
+                        o.pubsub_published.len(),
+                        heard.count(),
+                        o.pubsub_final
+                            .as_ref()
+                            .and_then(|f| Some(f.ready_at? - f.started)),
+                    );
+                    pubsub_heard += o.pubsub_heard.len();
+                    pubsub_final &= o
+                        .pubsub_final
+                        .as_ref()
+                        .is_some_and(|f| f.ready_at.is_some());
+                }
             }
             Err(f) => panic!("{}", f.report(name)),
         }
@@ -71,6 +93,13 @@ fn holds(name: &str) {
         acknowledged * 2 > writes,
         "{name}: only {acknowledged} of {writes} writes acknowledged"
     );
+    // The pub/sub checkers hold vacuously unless messages were heard and the final phase ran.
+    if scenario.pubsub_subscribers > 0 {
+        assert!(
+            pubsub_heard > 0 && pubsub_final,
+            "{name}: {pubsub_heard} notifications heard, final phase ran every time: {pubsub_final}"
+        );
+    }
     // Likewise most RPCs must complete (each completed one was checked for its answer).
     if scenario.rpc_clients > 0 {
         assert!(

@@ -116,11 +116,11 @@ impl PlaneHandler for DataPlane {
             Ok(DataRequest::Publish(messages)) => {
                 let mut notified = 0;
                 for m in messages {
-                    let (origin, seq) = (m.origin, m.seq);
+                    let (origin, seq, known) = (m.origin, m.seq, m.known_version);
                     if let Ok(m) = m.into_message()
                         && m.check().is_ok()
                     {
-                        notified += self.pubsub.publish(&m, origin, seq) as u64;
+                        notified += self.pubsub.publish(&m, origin, seq, known) as u64;
                     }
                 }
                 now(encoded(&DataReply::Published { notified }))

@@ -92,7 +92,7 @@ impl Fanout {
             return;
         }
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        for peer in peers {
+        for (peer, version) in peers {
             if peer == self.control.id {
                 continue;
             }
@@ -108,7 +108,8 @@ impl Fanout {
                     tx
                 }
             };
-            let counter = match tx.try_send(PeerMessage::of(message, self.control.id, seq)) {
+            let m = PeerMessage::of(message, self.control.id, seq).known(version);
+            let counter = match tx.try_send(m) {
                 Ok(()) => &self.exchange.forwarded,
                 Err(_) => &self.exchange.forward_dropped,
             };

@@ -587,6 +587,7 @@ impl NodeBuilder {
             peers: std::sync::OnceLock::new(),
             pubsub: Arc::new(crate::pubsub::exchange::Exchange::new(
                 self.settings.backlog_retention(),
+                env.clock.wall_ms().saturating_mul(1024),
             )),
             introspection_role: self
                 .settings

@@ -107,6 +107,10 @@ pub struct PeerMessage {
     pub origin: u64,
     #[serde(default)]
     pub seq: u64,
+    /// The version of the receiver's interest the sender forwarded it by
+    /// (`pubsub::exchange::Exchange::publish`); `None`: unknown, every match hears it.
+    #[serde(default)]
+    pub known_version: Option<u64>,
 }
 
 impl PeerMessage {
@@ -118,6 +122,14 @@ impl PeerMessage {
             ..PeerMessage::from(m)
         }
     }
+
+    /// The same, forwarded by the receiver's interest as of `version`.
+    pub fn known(self, version: u64) -> PeerMessage {
+        PeerMessage {
+            known_version: Some(version),
+            ..self
+        }
+    }
 }
 
 impl From<&PubSubMessage> for PeerMessage {
@@ -125,6 +137,7 @@ impl From<&PubSubMessage> for PeerMessage {
         PeerMessage {
             origin: 0,
             seq: 0,
+            known_version: None,
             topic: m.topic.clone(),
             payload: m.payload.get().to_owned(),
             timestamp: m.timestamp,

@@ -25,6 +25,9 @@ type Key = (u64, String);
 struct Sub {
     /// Where its notifications go, and its id as JSON (for the notifications' text).
     mailbox: Arc<Mailbox>,
+    /// The exchange's version once it was made: a message a peer forwarded knowing only an
+    /// older version of this node's interest was not forwarded for it.
+    version: u64,
     id_json: String,
     patterns: Vec<TopicPattern>,
     pending: Option<Pending>,
@@ -85,7 +88,8 @@ pub struct Exchange {
     /// peer's queue was full (`node::fanout`).
     pub forwarded: AtomicU64,
     pub forward_dropped: AtomicU64,
-    /// Bumped by every change of the subscriptions (peers learn the interest anew).
+    /// Bumped by every change of the subscriptions (peers learn the interest anew); it
+    /// starts from a base a restarted node's exceeds (`Exchange::new`).
     version: AtomicU64,
     /// What the mailboxes of connections that closed delivered and dropped.
     closed_delivered: AtomicU64,
@@ -111,8 +115,11 @@ pub struct ExchangeStats {
 }
 
 impl Exchange {
-    /// An exchange keeping what `retention` allows of what is published here.
-    pub fn new(retention: Retention) -> Exchange {
+    /// An exchange keeping what `retention` allows of what is published here, whose
+    /// versions start from `version_base` (the node's boot time in ms times 1024: a node's
+    /// next boot starts above this one's versions unless it changed its subscriptions more
+    /// than 1024 times a millisecond, so peers take the new boot's interest as newer).
+    pub fn new(retention: Retention, version_base: u64) -> Exchange {
         Exchange {
             inner: Mutex::default(),
             backlog: Mutex::new(Backlog::new(retention)),
@@ -120,7 +127,7 @@ impl Exchange {
             queued: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             forward_dropped: AtomicU64::new(0),
-            version: AtomicU64::new(0),
+            version: AtomicU64::new(version_base),
             closed_delivered: AtomicU64::new(0),
             closed_dropped: AtomicU64::new(0),
             backlog_delivered: AtomicU64::new(0),
@@ -151,7 +158,7 @@ impl Exchange {
     ) -> usize {
         let mut backlog = self.backlog();
         let seq = backlog.keep(message, now_ms);
-        let n = self.publish(message, me, seq);
+        let n = self.publish(message, me, seq, None);
         forward(seq);
         n
     }
@@ -197,10 +204,12 @@ impl Exchange {
             max_bytes: mailbox.max_bytes(),
         });
         let token = pending.as_ref().map(|p| p.token);
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
         inner.subscriptions.insert(
             handle,
             Sub {
                 mailbox: mailbox.clone(),
+                version,
                 id_json,
                 patterns,
                 pending,
@@ -212,7 +221,6 @@ impl Exchange {
             .mailboxes
             .entry(conn)
             .or_insert_with(|| mailbox.clone());
-        self.version.fetch_add(1, Ordering::Relaxed);
         token
     }
 
@@ -325,8 +333,17 @@ impl Exchange {
     }
 
     /// Queues a notification of `message` (number `seq` of node `origin`) for every
-    /// matching subscription here (held back for those pending); how many.
-    pub fn publish(&self, message: &PubSubMessage, origin: u64, seq: u64) -> usize {
+    /// matching subscription here (held back for those pending); how many. `known`: the
+    /// version of this node's interest a peer forwarded it by; subscriptions made since
+    /// were not what it was forwarded for, and do not hear it (they may be a subscriber
+    /// that moved here from a node that had it already).
+    pub fn publish(
+        &self,
+        message: &PubSubMessage,
+        origin: u64,
+        seq: u64,
+        known: Option<u64>,
+    ) -> usize {
         use crate::protocol::pubsub::Notifier;
         self.published.fetch_add(1, Ordering::Relaxed);
         // The message as notifications carry it, encoded once for all of them.
@@ -340,6 +357,9 @@ impl Exchange {
                 let Some(sub) = inner.subscriptions.get_mut(&handle) else {
                     continue;
                 };
+                if known.is_some_and(|v| sub.version > v) {
+                    continue;
+                }
                 if let Some((cut, seqs)) = sub.cuts.get(&origin) {
                     if seq > *cut {
                         sub.cuts.remove(&origin);
@@ -410,5 +430,94 @@ impl Exchange {
             backlog_evicted: backlog.evicted,
             backlog_delivered: self.backlog_delivered.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::json::Json;
+
+    fn message(id: &str) -> PubSubMessage {
+        PubSubMessage {
+            topic: "t.a".into(),
+            payload: Json::from_text("1".into()).unwrap(),
+            timestamp: 0.0,
+            message_id: id.into(),
+            publisher: "p".into(),
+            headers: Json::empty_object(),
+        }
+    }
+
+    fn pattern() -> Vec<TopicPattern> {
+        vec![TopicPattern {
+            pattern: "t.*".into(),
+            exact_match: false,
+        }]
+    }
+
+    fn ids(m: &Mailbox) -> Vec<String> {
+        std::iter::from_fn(|| m.pop())
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                v["message"]["message_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forward_by_an_older_interest_skips_later_subscriptions() {
+        let x = Exchange::new(
+            Retention {
+                topic_messages: 10,
+                topic_bytes: 1 << 20,
+                max_age_ms: 1000,
+                total_bytes: 1 << 20,
+            },
+            5000,
+        );
+        let (old, new) = (
+            Arc::new(Mailbox::new(1 << 20, false)),
+            Arc::new(Mailbox::new(1 << 20, false)),
+        );
+        x.subscribe(1, &old, "a".into(), pattern(), false);
+        let known = x.version();
+        assert!(known > 5000, "versions start from the base");
+        x.subscribe(2, &new, "b".into(), pattern(), false);
+        assert_eq!(x.publish(&message("m1"), 9, 1, Some(known)), 1);
+        assert_eq!(x.publish(&message("m2"), 9, 2, None), 2);
+        assert_eq!(x.publish(&message("m3"), 9, 3, Some(x.version())), 2);
+        assert_eq!(ids(&old), ["m1", "m2", "m3"]);
+        assert_eq!(ids(&new), ["m2", "m3"]);
+    }
+
+    #[test]
+    fn a_pending_subscription_hears_its_backlog_then_what_the_backlog_lacked() {
+        let x = Exchange::new(
+            Retention {
+                topic_messages: 10,
+                topic_bytes: 1 << 20,
+                max_age_ms: 1000,
+                total_bytes: 1 << 20,
+            },
+            0,
+        );
+        let m = Arc::new(Mailbox::new(1 << 20, false));
+        let token = x.subscribe(1, &m, "s".into(), pattern(), true).unwrap();
+        // Live while pending: node 9's 4 and 5 (the backlog will have 4), node 8's 1.
+        x.publish(&message("n9-4"), 9, 4, None);
+        x.publish(&message("n9-5"), 9, 5, None);
+        x.publish(&message("n8-1"), 8, 1, None);
+        assert!(ids(&m).is_empty(), "held back");
+        let text = |id: &str| {
+            crate::protocol::pubsub::notification(&message(id).notified_json(), &message(id), "s")
+        };
+        let backlog = vec![(9, 3, text("n9-3")), (9, 4, text("n9-4"))];
+        x.finish_backlog(1, "s", token, backlog, &[(9, 4)].into());
+        // Node 9's 4 again, still on its way: the backlog had it.
+        x.publish(&message("n9-4"), 9, 4, None);
+        x.publish(&message("n9-6"), 9, 6, None);
+        assert_eq!(ids(&m), ["n9-3", "n9-4", "n9-5", "n8-1", "n9-6"]);
+        assert_eq!(x.stats().backlog_delivered, 2);
     }
 }

@@ -64,9 +64,16 @@ impl RemoteInterest {
         }
     }
 
-    /// The peers with a subscription matching `topic`.
-    pub fn peers_for(&self, topic: &str) -> Vec<u64> {
-        self.lock().matcher.matches(topic).into_iter().collect()
+    /// The peers with a subscription matching `topic`, each with the version of its
+    /// interest this is.
+    pub fn peers_for(&self, topic: &str) -> Vec<(u64, u64)> {
+        let inner = self.lock();
+        inner
+            .matcher
+            .matches(topic)
+            .into_iter()
+            .map(|p| (p, inner.peers.get(&p).map_or(0, |(v, _)| *v)))
+            .collect()
     }
 }
 
@@ -79,13 +86,13 @@ mod tests {
         let r = RemoteInterest::default();
         r.set(1, 2, vec![("orders.#".into(), false)]);
         r.set(2, 1, vec![("orders.1.created".into(), true)]);
-        assert_eq!(r.peers_for("orders.1.created"), [1, 2]);
+        assert_eq!(r.peers_for("orders.1.created"), [(1, 2), (2, 1)]);
         r.set(1, 1, vec![]); // older: ignored
-        assert_eq!(r.peers_for("orders.9"), [1]);
+        assert_eq!(r.peers_for("orders.9"), [(1, 2)]);
         r.set(1, 3, vec![("metrics.#".into(), false)]);
-        assert_eq!(r.peers_for("orders.9"), Vec::<u64>::new());
+        assert_eq!(r.peers_for("orders.9"), []);
         r.retain(&[2].into());
-        assert_eq!(r.peers_for("metrics"), Vec::<u64>::new());
-        assert_eq!(r.peers_for("orders.1.created"), [2]);
+        assert_eq!(r.peers_for("metrics"), []);
+        assert_eq!(r.peers_for("orders.1.created"), [(2, 1)]);
     }
 }

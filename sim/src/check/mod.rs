@@ -11,6 +11,10 @@ mod no_disruption;
 mod no_lost_ack;
 mod one_connection_per_pair;
 mod planted;
+mod pubsub_after_heal;
+mod pubsub_matching;
+mod pubsub_once;
+mod pubsub_order;
 mod rpc_answers;
 mod state_machine_safety;
 mod upgrade_mixes_builds;
@@ -23,7 +27,7 @@ pub use planted::leader_never_changes;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 11] = [
+pub const ALL: [(&str, Checker); 15] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -46,6 +50,19 @@ pub const ALL: [(&str, Checker); 11] = [
     (
         "a rolling upgrade runs both builds side by side",
         upgrade_mixes_builds::check,
+    ),
+    (
+        "a notification reaches only matching subscriptions",
+        pubsub_matching::check,
+    ),
+    ("no subscriber hears a message twice", pubsub_once::check),
+    (
+        "each publisher connection's order holds",
+        pubsub_order::check,
+    ),
+    (
+        "after healing every publish reaches every matching subscriber",
+        pubsub_after_heal::check,
     ),
 ];
 
