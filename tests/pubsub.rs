@@ -775,3 +775,41 @@ async fn retention_follows_the_settings_and_asking_is_up_to_the_subscriber() {
     assert_eq!(metric(&text, "mpreg_pubsub_backlog_evicted_total"), 14.0);
     node.shutdown().await;
 }
+
+/// A publisher that does not wait for its acks (as a fast one would): its messages still
+/// reach the subscriber in the order sent, every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_keep_their_order() {
+    use futures_util::SinkExt;
+    let node = start_node(test_settings(), vec![]).await;
+    let mut sub = raw_connect(node.url()).await;
+    assert_eq!(
+        raw_roundtrip(&mut sub, &subscribe("s", "s", &["p.*"])).await["success"],
+        true
+    );
+    let mut publisher = raw_connect(node.url()).await;
+    const N: usize = 3000;
+    for i in 0..N {
+        let frame = publish(
+            &format!("u{i}"),
+            &format!("p.{}", i % 7),
+            &i.to_string(),
+            json!(i),
+        );
+        publisher
+            .feed(tokio_tungstenite::tungstenite::Message::text(frame))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for i in 0..N {
+        let n = next_json(&mut sub).await;
+        assert_eq!(n["message"]["message_id"], i.to_string(), "{n}");
+    }
+    let mut acks = 0;
+    while acks < N {
+        assert_eq!(next_json(&mut publisher).await["success"], true);
+        acks += 1;
+    }
+    node.shutdown().await;
+}

@@ -167,6 +167,8 @@ struct Outbox<'a> {
     urgent: bool,
     /// The flush already waited its turn.
     waited: bool,
+    /// Publishes read since the connection last had nothing to do (`Connection::publish`).
+    publish_streak: u32,
 }
 
 impl Outbox<'_> {
@@ -192,6 +194,10 @@ impl Outbox<'_> {
         Some(m)
     }
 }
+
+/// Publishes in a row a connection hands out itself before it passes them to the
+/// publishing task (`Connection::publish`).
+const INLINE_PUBLISHES: u32 = 4;
 
 /// How often a connection paused by the node's budget (not its own) looks again: another
 /// connection's release does not wake it.
@@ -263,6 +269,7 @@ impl<'a> Connection<'a> {
             last_progress: clock.now(),
             urgent: false,
             waited: false,
+            publish_streak: 0,
         };
         let mut unflushed = false;
         // The client's subscriptions to the catalog's changes (none until it subscribes).
@@ -295,6 +302,7 @@ impl<'a> Connection<'a> {
                     stall,
                     max_inflight: self.max_inflight,
                     trees: self.trees.load(Ordering::Relaxed),
+                    publish_room: self.shared.fanout.has_room(),
                 };
                 poll_event(
                     cx,
@@ -316,6 +324,11 @@ impl<'a> Connection<'a> {
                 Event::Stop => draining = true,
                 Event::Finished((reply, charged)) => {
                     out.budget.release(charged);
+                    // Notifications waiting go first: a publish's ack follows its
+                    // publisher's own notifications.
+                    while let Some(text) = mailbox.as_deref().and_then(Mailbox::pop) {
+                        out.push_notification(Message::text(text));
+                    }
                     out.push(reply);
                 }
                 Event::ToWorker(call) => out.push(call),
@@ -441,7 +454,9 @@ impl<'a> Connection<'a> {
                 let ack = self.subscribe(req, kind, watch, mailbox);
                 return out.push(kind.message(ack.to_string()));
             }
-            Ok(Incoming::Publish(req)) => return self.publish(req, kind, out, mailbox.as_deref()),
+            Ok(Incoming::Publish(req)) => {
+                return self.publish(req, kind, out, running, mailbox.as_deref());
+            }
             Ok(Incoming::Unsubscribe(req)) => {
                 let in_watch = watch
                     .as_ref()
@@ -518,28 +533,62 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Publishes on this node: every matching subscription here gets it (this
-    /// connection's own notifications go out before the ack, as the original sends them).
-    /// The ack means the node took the message, not that anyone received it.
+    /// Publishes on this node: every matching subscription here gets it, and every
+    /// interested peer, by way of the node's publishing task (`fanout`), in the order this
+    /// connection sent them. The ack means the node took the message, not that anyone
+    /// received it; a connection that subscribes gets its own notifications first, as the
+    /// original sends them (its ack waits until the message was handed out).
     fn publish(
         &self,
         req: crate::protocol::pubsub::PublishRequest,
         kind: FrameKind,
         out: &mut Outbox<'a>,
+        running: &mut Unordered<RequestFuture<'a>>,
         mailbox: Option<&Mailbox>,
     ) {
         use crate::protocol::pubsub::ack_text;
-        let ack = match req.message.check() {
-            Err(why) => ack_text(&req.u, false, Some(&why)),
-            Ok(()) => {
-                self.shared.fanout.publish(req.message);
-                while let Some(own) = mailbox.and_then(Mailbox::pop) {
-                    out.push(Message::text(own));
-                }
-                ack_text(&req.u, true, None)
+        if let Err(why) = req.message.check() {
+            return out.push(kind.message(ack_text(&req.u, false, Some(&why))));
+        }
+        let own = |out: &mut Outbox<'a>| {
+            while let Some(text) = mailbox.and_then(Mailbox::pop) {
+                out.push(Message::text(text));
             }
         };
-        out.push(kind.message(ack));
+        // A publish that finds the connection idle and the publishing task with nothing
+        // queued (so nothing of this connection's ahead of it) is handed out here and now:
+        // the hop to the publishing task costs latency. A stream of them goes through the
+        // task, which hands out while this connection reads the next.
+        out.publish_streak += 1;
+        if out.publish_streak <= INLINE_PUBLISHES && self.shared.fanout.idle() {
+            self.shared.fanout.publish_now(req.message);
+            own(out);
+            return out.push(kind.message(ack_text(&req.u, true, None)));
+        }
+        match self.shared.fanout.enqueue(req.message, mailbox.is_some()) {
+            Err(()) => out.push(kind.message(ack_text(
+                &req.u,
+                false,
+                Some("node is shutting down; publish on another node"),
+            ))),
+            Ok(None) => out.push(kind.message(ack_text(&req.u, true, None))),
+            Ok(Some(handed)) => {
+                let u = req.u;
+                let mut request: RequestFuture<'a> = Box::pin(async move {
+                    let _ = handed.await;
+                    (kind.message(ack_text(&u, true, None)), 0)
+                });
+                let waker = futures_util::task::noop_waker();
+                match request.as_mut().poll(&mut Context::from_waker(&waker)) {
+                    Poll::Ready((ack, _)) => {
+                        own(out);
+                        out.push(ack);
+                    }
+                    // Its notifications and then its ack when the publishing task is done.
+                    Poll::Pending => running.push(request),
+                }
+            }
+        }
     }
 
     /// Subscribes this connection to topics (the catalog's, or those clients publish on);
@@ -731,6 +780,8 @@ struct PollState<'s, 'a> {
     stall: Duration,
     max_inflight: usize,
     trees: usize,
+    /// The node's publish queue has room (`Fanout::has_room`).
+    publish_room: bool,
 }
 
 /// What the node pushes to the client unasked: catalog deltas, topic notifications.
@@ -761,6 +812,7 @@ fn poll_event<'a>(
         stall,
         max_inflight,
         trees,
+        publish_room,
     } = st;
     let mut moved = false;
     while !out.queue.is_empty() {
@@ -821,13 +873,13 @@ fn poll_event<'a>(
     // requests may be waiting for arrive on it (requests beyond the limit are refused).
     let room = (worker || running.len() < max_inflight) && out.queue.len() < max_inflight;
     let mut wake_at: Option<Instant> = None;
-    if room && out.budget.may_read(trees) {
+    if room && publish_room && out.budget.may_read(trees) {
         if let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx) {
             return Poll::Ready(Event::Frame(frame));
         }
     } else if room && !out.budget.over_own() {
-        // Paused by the node's budget: other connections' writes free it, and wake no one
-        // here; look again shortly.
+        // Paused by the node's budget or its publish queue: other connections' writes and
+        // the publishing task free them, and wake no one here; look again shortly.
         wake_at = Some(now + NODE_BUDGET_RECHECK);
     }
     if !out.queue.is_empty() && !moved {
@@ -841,6 +893,7 @@ fn poll_event<'a>(
             cx.waker().wake_by_ref();
         }
     }
+    out.publish_streak = 0; // nothing was ready: the next publish finds the connection idle
     if *unflushed && out.queue.is_empty() {
         if !out.urgent && !out.waited {
             // Only notifications: one turn for more to join this write (a write per

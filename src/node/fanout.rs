@@ -36,6 +36,20 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the subscriptions are checked for changes, and sent regardless.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 const REFRESH: Duration = Duration::from_secs(2);
+/// Bytes of publishes taken from clients and not yet handed out (`Fanout::enqueue`):
+/// beyond them, client connections stop reading (`Fanout::has_room`), so the queue holds at
+/// most this and one frame per connection.
+const QUEUE_BYTES: usize = 16 << 20;
+
+/// A client's publish waiting for the publishing task, and its bytes of the queue; `done`
+/// is told when it has been handed out (its publisher subscribes, and hears its own
+/// notifications before its ack).
+struct Job {
+    message: PubSubMessage,
+    bytes: usize,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// How long the members have to answer a backlog question; a member that has not by then
 /// adds nothing to it (its live messages still come).
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,6 +61,10 @@ pub(crate) struct Fanout {
     /// This node's subscriptions and backlog; counts what was forwarded and dropped.
     exchange: Arc<Exchange>,
     clock: Arc<dyn crate::env::Clock>,
+    /// Clients' publishes on their way to [`publishing`], in the order taken, and their
+    /// bytes.
+    jobs: mpsc::UnboundedSender<Job>,
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Fanout {
@@ -55,19 +73,68 @@ impl Fanout {
         remote: Arc<RemoteInterest>,
         exchange: Arc<Exchange>,
         clock: Arc<dyn crate::env::Clock>,
-    ) -> Fanout {
-        Fanout {
+    ) -> (Fanout, PublishJobs) {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let fanout = Fanout {
             remote,
             control,
             queues: Mutex::default(),
             exchange,
             clock,
+            jobs,
+            queued: std::sync::atomic::AtomicUsize::new(0),
+        };
+        (fanout, PublishJobs(rx))
+    }
+
+    /// Takes a client's publish for the publishing task (off the client's connection, whose
+    /// task then only reads and acknowledges: the two run side by side), in the order
+    /// taken. With `wait`, the answer is told once it has been handed out. `Err`: not
+    /// taken (the node is stopping).
+    pub(crate) fn enqueue(
+        &self,
+        message: PubSubMessage,
+        wait: bool,
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<()>>, ()> {
+        let bytes = crate::pubsub::backlog::cost(&message);
+        let (done, handed) = if wait {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        let job = Job {
+            message,
+            bytes,
+            done,
+        };
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(());
         }
+        Ok(handed)
+    }
+
+    /// Nothing is queued for the publishing task, nor being handed out by it.
+    pub(crate) fn idle(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0
+    }
+
+    /// Hands out a client's publish on the caller's task (when [`Fanout::idle`]: nothing
+    /// of its connection is queued ahead of it).
+    pub(crate) fn publish_now(&self, message: PubSubMessage) {
+        self.publish(message);
+    }
+
+    /// Whether client connections may read more (the publish queue is within its bytes).
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < QUEUE_BYTES
     }
 
     /// Publishes `message` from a client of this node: to its subscribers here, and to
     /// every interested peer; kept for backlogs. How many subscriptions here got it.
-    pub(crate) fn publish(&self, message: PubSubMessage) -> usize {
+    fn publish(&self, message: PubSubMessage) -> usize {
         let message = Arc::new(message);
         let now = self.clock.wall_ms();
         self.exchange
@@ -207,6 +274,38 @@ impl Fanout {
             .collect();
         self.exchange
             .finish_backlog(conn, &id, token, backlog, &cuts);
+    }
+}
+
+/// The receiving end of a node's publish queue, for [`publishing`].
+pub(crate) struct PublishJobs(mpsc::UnboundedReceiver<Job>);
+
+/// The publishing task: hands out clients' publishes in the order taken, until `shutdown`
+/// says true, and then what was taken before it.
+pub(crate) async fn publishing(
+    fanout: Arc<Fanout>,
+    jobs: PublishJobs,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let PublishJobs(mut rx) = jobs;
+    let hand_out = |job: Job| {
+        fanout.publish(job.message);
+        fanout.queued.fetch_sub(job.bytes, Ordering::Relaxed);
+        if let Some(done) = job.done {
+            let _ = done.send(());
+        }
+    };
+    loop {
+        tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => hand_out(job),
+                None => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    while let Ok(job) = rx.try_recv() {
+        hand_out(job);
     }
 }
 

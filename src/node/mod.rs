@@ -688,12 +688,13 @@ impl NodeBuilder {
             .then(|| Arc::new(next::UpgradeStats::default()));
         // What the other members' clients subscribe to, and where publishes go from here.
         let remote_interest = Arc::new(crate::pubsub::interest::RemoteInterest::default());
-        let fanout = Arc::new(fanout::Fanout::new(
+        let (fanout, publish_jobs) = fanout::Fanout::new(
             control.clone(),
             remote_interest.clone(),
             info.pubsub.clone(),
             env.clock.clone(),
-        ));
+        );
+        let fanout = Arc::new(fanout);
         let data_plane = {
             let (functions, step_stats, clock) =
                 (functions.clone(), stats.clone(), env.clock.clone());
@@ -787,6 +788,11 @@ impl NodeBuilder {
         tokio::spawn(crate::control::raft::supervise(
             control.peer_service(),
             control.catalog.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(fanout::publishing(
+            fanout.clone(),
+            publish_jobs,
             shutdown_rx.clone(),
         ));
         tokio::spawn(fanout::advertise(

@@ -351,7 +351,7 @@ impl Exchange {
         let mut held = 0;
         let targets: Vec<(Arc<Mailbox>, String)> = {
             let mut inner = self.lock();
-            let handles = inner.matcher.matches(&message.topic);
+            let handles = inner.matcher.matching(&message.topic);
             let mut targets = Vec::with_capacity(handles.len());
             for handle in handles {
                 let Some(sub) = inner.subscriptions.get_mut(&handle) else {
