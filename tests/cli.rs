@@ -230,6 +230,32 @@ fn bench_catalog_commits_writes() {
     );
 }
 
+/// `mpreg bench --pubsub` runs its publisher and subscribers against a node, on one node
+/// and with the publisher on a second, and every subscriber hears every message (paced:
+/// unpaced, the publisher outruns what a peer's queue holds, and those are dropped by
+/// design).
+#[test]
+fn bench_pubsub_delivers_to_every_subscriber() {
+    let a = NodeProcess::start(&[], &[]);
+    wait_for_leader(&a.url);
+    let b = NodeProcess::start(&["--peers", &a.url], &[]);
+    for publish_url in [&a.url, &b.url] {
+        let out = json_out(&[
+            "bench", "--pubsub", "--url", &a.url, "--publish-url", publish_url,
+            "--subscribers", "2", "--duration", "0.5", "--warmup", "0.2", "--rounds", "1",
+            "--rate", "2000", "--json",
+        ]);
+        let r = &out["mpreg_pubsub"]["rounds"][0];
+        let published = r["published"].as_u64().unwrap_or(0);
+        assert!(published > 0, "{out}");
+        assert_eq!(r["all_drained"], true, "{out}");
+        assert_eq!(r["lost"], 0, "{out}");
+        for d in r["delivered_per_sec_per_subscriber"].as_array().unwrap() {
+            assert_eq!(d, &r["published_per_sec"], "every subscriber heard every one: {out}");
+        }
+    }
+}
+
 /// A node beyond loopback without a cluster secret would let anyone who reaches its port
 /// join its cluster: it refuses to start, saying how to fix it (issue 12, point 2). Nothing
 /// is bound: the check comes before the listener.

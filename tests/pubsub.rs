@@ -217,9 +217,19 @@ async fn subscriptions_die_with_their_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_pubsub_client_works() {
-    let node = start_node(test_settings(), vec![]).await;
-    common::run_original_script("original_pubsub_client.py", &[node.url()], &[]).await;
-    node.shutdown().await;
+    let a = start_node(test_settings(), vec![]).await;
+    let c = start_node(
+        mpreg::Settings {
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    common::wait_routable(&[&a, &c], "echo", 2).await;
+    common::run_original_script("original_pubsub_client.py", &[a.url(), c.url()], &[]).await;
+    a.shutdown().await;
+    c.shutdown().await;
 }
 
 /// A publish on one node reaches the matching subscribers on the others, once each and in
