@@ -241,9 +241,23 @@ fn bench_pubsub_delivers_to_every_subscriber() {
     let b = NodeProcess::start(&["--peers", &a.url], &[]);
     for publish_url in [&a.url, &b.url] {
         let out = json_out(&[
-            "bench", "--pubsub", "--url", &a.url, "--publish-url", publish_url,
-            "--subscribers", "2", "--duration", "0.5", "--warmup", "0.2", "--rounds", "1",
-            "--rate", "2000", "--json",
+            "bench",
+            "--pubsub",
+            "--url",
+            &a.url,
+            "--publish-url",
+            publish_url,
+            "--subscribers",
+            "2",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--rounds",
+            "1",
+            "--rate",
+            "2000",
+            "--json",
         ]);
         let r = &out["mpreg_pubsub"]["rounds"][0];
         let published = r["published"].as_u64().unwrap_or(0);
@@ -251,7 +265,10 @@ fn bench_pubsub_delivers_to_every_subscriber() {
         assert_eq!(r["all_drained"], true, "{out}");
         assert_eq!(r["lost"], 0, "{out}");
         for d in r["delivered_per_sec_per_subscriber"].as_array().unwrap() {
-            assert_eq!(d, &r["published_per_sec"], "every subscriber heard every one: {out}");
+            assert_eq!(
+                d, &r["published_per_sec"],
+                "every subscriber heard every one: {out}"
+            );
         }
     }
 }
