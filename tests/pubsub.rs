@@ -20,6 +20,14 @@ fn subscribe(u: &str, sid: &str, patterns: &[&str]) -> String {
     .to_string()
 }
 
+/// Settings of a node that joins `first`'s cluster.
+fn joining(first: &mpreg::RunningNode) -> mpreg::Settings {
+    mpreg::Settings {
+        peers: vec![first.url().to_owned()],
+        ..test_settings()
+    }
+}
+
 fn publish(u: &str, topic: &str, id: &str, payload: Value) -> String {
     json!({"role": "pubsub-publish", "u": u, "message": {"topic": topic, "payload": payload,
         "timestamp": 0, "message_id": id, "publisher": "raw", "headers": {}}})
@@ -218,14 +226,7 @@ async fn subscriptions_die_with_their_connection() {
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_pubsub_client_works() {
     let a = start_node(test_settings(), vec![]).await;
-    let c = start_node(
-        mpreg::Settings {
-            peers: vec![a.url().to_owned()],
-            ..test_settings()
-        },
-        vec![],
-    )
-    .await;
+    let c = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &c], "echo", 2).await;
     common::run_original_script("original_pubsub_client.py", &[a.url(), c.url()], &[]).await;
     a.shutdown().await;
@@ -237,22 +238,8 @@ async fn the_original_pubsub_client_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_reach_matching_subscribers_on_every_node() {
     let a = start_node(test_settings(), vec![]).await;
-    let b = start_node(
-        mpreg::Settings {
-            peers: vec![a.url().to_owned()],
-            ..test_settings()
-        },
-        vec![],
-    )
-    .await;
-    let c = start_node(
-        mpreg::Settings {
-            peers: vec![a.url().to_owned()],
-            ..test_settings()
-        },
-        vec![],
-    )
-    .await;
+    let b = start_node(joining(&a), vec![]).await;
+    let c = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &b, &c], "echo", 3).await;
     let mut on_a = raw_connect(a.url()).await;
     let mut on_b = raw_connect(b.url()).await;
@@ -390,14 +377,7 @@ async fn the_rust_client_subscribes_and_publishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
     let a = start_node(test_settings(), vec![]).await;
-    let b = start_node(
-        mpreg::Settings {
-            peers: vec![a.url().to_owned()],
-            ..test_settings()
-        },
-        vec![],
-    )
-    .await;
+    let b = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &b], "echo", 2).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pubsub_websockets.py");
     let out = tokio::process::Command::new("python3")
@@ -509,14 +489,7 @@ async fn a_cluster_subscription_moves_when_its_node_goes() {
     use futures_util::StreamExt;
     use std::time::Duration;
     let a = start_node(test_settings(), vec![]).await;
-    let b = start_node(
-        mpreg::Settings {
-            peers: vec![a.url().to_owned()],
-            ..test_settings()
-        },
-        vec![],
-    )
-    .await;
+    let b = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &b], "echo", 2).await;
     let cluster = mpreg::ClusterClient::connect(&[a.url(), b.url()])
         .await
@@ -579,12 +552,8 @@ async fn a_late_subscriber_hears_the_clusters_backlog_then_live_once_each() {
         vec![],
     )
     .await;
-    let peer_of_a = || mpreg::Settings {
-        peers: vec![a.url().to_owned()],
-        ..test_settings()
-    };
-    let b = start_node(peer_of_a(), vec![]).await;
-    let c = start_node(peer_of_a(), vec![]).await;
+    let b = start_node(joining(&a), vec![]).await;
+    let c = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &b, &c], "echo", 3).await;
     // Before anyone subscribes: kept on b and c (and a topic nobody will ask for).
     let mut on_b = raw_connect(b.url()).await;

@@ -168,6 +168,15 @@ impl World {
             .map(|(n, _)| n.clone())
     }
 
+    /// Live members not asked to leave (those are on their way out): what the phases after
+    /// healing call through.
+    fn staying(&self) -> Vec<String> {
+        self.live()
+            .into_iter()
+            .filter(|n| !self.leave_requested.contains(n))
+            .collect()
+    }
+
     fn live(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -520,6 +529,13 @@ fn add_rogue(
     });
 }
 
+/// The initial nodes' URLs, node `n{i % nodes + 1}` first.
+fn initial_urls(scenario: &Scenario, i: usize) -> Vec<String> {
+    (0..scenario.nodes)
+        .map(|k| format!("ws://n{}:{PORT}", (i + k) % scenario.nodes + 1))
+        .collect()
+}
+
 /// Adds RPC client host `r{i}`: it sends the workload's requests through a
 /// `ClusterClient` seeded with every initial node (its own first).
 fn add_rpc_client(
@@ -531,9 +547,7 @@ fn add_rpc_client(
     scenario: &Scenario,
 ) {
     let name = format!("r{i}");
-    let seeds: Vec<String> = (0..scenario.nodes)
-        .map(|k| format!("ws://n{}:{PORT}", (i + k) % scenario.nodes + 1))
-        .collect();
+    let seeds = initial_urls(scenario, i);
     let (world, trace, scenario) = (world.clone(), trace.clone(), scenario.clone());
     sim.client(name.clone(), async move {
         let env = sim_env(seed, &name);
@@ -576,11 +590,7 @@ fn add_probe(sim: &mut turmoil::Sim<'_>, world: &Shared, trace: &Trace, seed: u6
     let (live, offered) = {
         let w = world.borrow();
         // Nodes asked to leave are on their way out: not probed, not counted as offering.
-        let live: Vec<String> = w
-            .live()
-            .into_iter()
-            .filter(|n| !w.leave_requested.contains(n))
-            .collect();
+        let live = w.staying();
         let mut offered: BTreeSet<&'static str> = BTreeSet::new();
         for n in &live {
             let index: usize = n.trim_start_matches('n').parse().unwrap_or(0);

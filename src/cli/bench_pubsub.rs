@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::bench::median;
 use crate::env::Env;
 use crate::transport::write_loop;
 
@@ -326,11 +327,6 @@ async fn read_subscriber(
         }
     }
     Ok(st)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Medians over rounds.

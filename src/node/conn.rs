@@ -561,7 +561,7 @@ impl<'a> Connection<'a> {
         // task, which hands out while this connection reads the next.
         out.publish_streak += 1;
         if out.publish_streak <= INLINE_PUBLISHES && self.shared.fanout.idle() {
-            self.shared.fanout.publish_now(req.message);
+            self.shared.fanout.publish(req.message);
             own(out);
             return out.push(kind.message(ack_text(&req.u, true, None)));
         }

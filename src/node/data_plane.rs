@@ -194,6 +194,11 @@ fn check_interest(patterns: &[(String, bool)]) -> Result<(), String> {
     }
 }
 
+/// A peer's answer of another kind than the request's.
+fn mismatched() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "mismatched peer reply")
+}
+
 /// The data plane's heartbeat, for the fabric's heartbeat loop.
 pub(crate) struct DataBeat {
     pub(crate) next: Option<Arc<UpgradeStats>>,
@@ -277,16 +282,18 @@ impl DataClient {
         }
     }
 
+    /// Sends `req` and decodes the answer (whichever variant it is).
+    async fn request(&self, req: &DataRequest, ttl: Duration) -> io::Result<DataReply> {
+        let body = codec::encode(req).map_err(io::Error::other)?;
+        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
+        codec::decode(&reply, MAX_FRAME_BYTES).map_err(|_| mismatched())
+    }
+
     /// Hands `messages` to the peer's subscribers; how many notifications they made.
     pub async fn publish(&self, messages: Vec<PeerMessage>, ttl: Duration) -> io::Result<u64> {
-        let body = codec::encode(&DataRequest::Publish(messages)).map_err(io::Error::other)?;
-        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
-        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
-            Ok(DataReply::Published { notified }) => Ok(notified),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched peer reply",
-            )),
+        match self.request(&DataRequest::Publish(messages), ttl).await? {
+            DataReply::Published { notified } => Ok(notified),
+            _ => Err(mismatched()),
         }
     }
 
@@ -298,19 +305,14 @@ impl DataClient {
         patterns: Vec<(String, bool)>,
         ttl: Duration,
     ) -> io::Result<()> {
-        let body = codec::encode(&DataRequest::Interest {
+        let req = DataRequest::Interest {
             node,
             version,
             patterns,
-        })
-        .map_err(io::Error::other)?;
-        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
-        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
-            Ok(DataReply::Interest(r)) => r.map_err(io::Error::other),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched peer reply",
-            )),
+        };
+        match self.request(&req, ttl).await? {
+            DataReply::Interest(r) => r.map_err(io::Error::other),
+            _ => Err(mismatched()),
         }
     }
 
@@ -328,22 +330,17 @@ impl DataClient {
         max_bytes: u64,
         ttl: Duration,
     ) -> io::Result<(Vec<(u64, PeerMessage)>, u64)> {
-        let body = codec::encode(&DataRequest::Backlog {
+        let req = DataRequest::Backlog {
             node,
             version,
             interest,
             patterns,
             from_ms_ago,
             max_bytes,
-        })
-        .map_err(io::Error::other)?;
-        let reply = self.call(body, ttl).await.map_err(|f| f.error)?;
-        match codec::decode::<DataReply>(&reply, MAX_FRAME_BYTES) {
-            Ok(DataReply::Backlog(r)) => r.map_err(io::Error::other),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "mismatched peer reply",
-            )),
+        };
+        match self.request(&req, ttl).await? {
+            DataReply::Backlog(r) => r.map_err(io::Error::other),
+            _ => Err(mismatched()),
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::control::Control;
 use super::data_plane::DataClient;
 use crate::control::NodeId;
-use crate::protocol::pubsub::{PeerMessage, PubSubMessage, TopicPattern, notification};
+use crate::protocol::pubsub::{Notifier, PeerMessage, PubSubMessage, TopicPattern};
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
 
@@ -64,7 +64,10 @@ pub(crate) struct Fanout {
     exchange: Arc<Exchange>,
     clock: Arc<dyn crate::env::Clock>,
     /// Clients' publishes on their way to [`publishing`], in the order taken, and their
-    /// bytes.
+    /// bytes. Unbounded in count, bounded in bytes by `queued`: past [`QUEUE_BYTES`] client
+    /// connections stop reading (`has_room`), so at most one frame per connection more.
+    /// (A bounded channel would make a publish wait, which a connection's synchronous
+    /// frame handling cannot do without losing its order.)
     jobs: mpsc::UnboundedSender<Job>,
     queued: std::sync::atomic::AtomicUsize,
 }
@@ -123,20 +126,16 @@ impl Fanout {
         self.queued.load(Ordering::Relaxed) == 0
     }
 
-    /// Hands out a client's publish on the caller's task (when [`Fanout::idle`]: nothing
-    /// of its connection is queued ahead of it).
-    pub(crate) fn publish_now(&self, message: PubSubMessage) {
-        self.publish(message);
-    }
-
     /// Whether client connections may read more (the publish queue is within its bytes).
     pub(crate) fn has_room(&self) -> bool {
         self.queued.load(Ordering::Relaxed) < QUEUE_BYTES
     }
 
     /// Publishes `message` from a client of this node: to its subscribers here, and to
-    /// every interested peer; kept for backlogs. How many subscriptions here got it.
-    fn publish(&self, message: PubSubMessage) -> usize {
+    /// every interested peer; kept for backlogs. How many subscriptions here got it. On
+    /// the caller's task: the publishing task's, or a connection's when [`Fanout::idle`]
+    /// (nothing of its own queued ahead of it).
+    pub(crate) fn publish(&self, message: PubSubMessage) -> usize {
         let message = Arc::new(message);
         let now = self.clock.wall_ms();
         self.exchange
@@ -267,12 +266,10 @@ impl Fanout {
                 .map(|k| (k.at_ms, k.seq, k.message))
                 .collect(),
         });
+        let id_json = serde_json::to_string(&id).unwrap_or_default();
         let backlog = merge(answers, max_bytes)
             .into_iter()
-            .map(|(origin, seq, m)| {
-                let text = notification(&m.notified_json(), &m, &id);
-                (origin, seq, text)
-            })
+            .map(|(origin, seq, m)| (origin, seq, Notifier::new(&m).for_subscription(&id_json)))
             .collect();
         self.exchange
             .finish_backlog(conn, &id, token, backlog, &cuts);

@@ -449,6 +449,13 @@ mod tests {
         }
     }
 
+    const RETENTION: Retention = Retention {
+        topic_messages: 10,
+        topic_bytes: 1 << 20,
+        max_age_ms: 1000,
+        total_bytes: 1 << 20,
+    };
+
     fn pattern() -> Vec<TopicPattern> {
         vec![TopicPattern {
             pattern: "t.*".into(),
@@ -467,15 +474,7 @@ mod tests {
 
     #[test]
     fn a_forward_by_an_older_interest_skips_later_subscriptions() {
-        let x = Exchange::new(
-            Retention {
-                topic_messages: 10,
-                topic_bytes: 1 << 20,
-                max_age_ms: 1000,
-                total_bytes: 1 << 20,
-            },
-            5000,
-        );
+        let x = Exchange::new(RETENTION, 5000);
         let (old, new) = (
             Arc::new(Mailbox::new(1 << 20, false)),
             Arc::new(Mailbox::new(1 << 20, false)),
@@ -493,15 +492,7 @@ mod tests {
 
     #[test]
     fn a_pending_subscription_hears_its_backlog_then_what_the_backlog_lacked() {
-        let x = Exchange::new(
-            Retention {
-                topic_messages: 10,
-                topic_bytes: 1 << 20,
-                max_age_ms: 1000,
-                total_bytes: 1 << 20,
-            },
-            0,
-        );
+        let x = Exchange::new(RETENTION, 0);
         let m = Arc::new(Mailbox::new(1 << 20, false));
         let token = x.subscribe(1, &m, "s".into(), pattern(), true).unwrap();
         // Live while pending: node 9's 4 and 5 (the backlog will have 4), node 8's 1.

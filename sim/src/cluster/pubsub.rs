@@ -129,13 +129,6 @@ fn recorder(world: &Shared, trace: &Trace, name: &str) -> impl FnMut(String, Val
     }
 }
 
-/// The initial nodes' URLs, node `n{i % nodes + 1}` first.
-fn seeds(scenario: &Scenario, i: usize) -> Vec<String> {
-    (0..scenario.nodes)
-        .map(|k| format!("ws://n{}:{PORT}", (i + k) % scenario.nodes + 1))
-        .collect()
-}
-
 /// Adds subscriber host `s{i}` (a host: it listens until the run ends).
 pub(super) fn add_subscriber(
     sim: &mut turmoil::Sim<'_>,
@@ -153,7 +146,7 @@ pub(super) fn add_subscriber(
         .obs
         .pubsub_patterns
         .insert(name.clone(), pats.clone());
-    let seeds = seeds(scenario, i);
+    let seeds = super::initial_urls(scenario, i);
     let halfway = Duration::from_millis(scenario.pubsub_ms() / 2);
     let (world, trace) = (world.clone(), trace.clone());
     sim.host(name.clone(), move || {
@@ -229,7 +222,7 @@ pub(super) fn add_publisher(
     scenario: &Scenario,
 ) {
     let name = format!("q{i}");
-    let seeds = seeds(scenario, i);
+    let seeds = super::initial_urls(scenario, i);
     let (world, trace, scenario) = (world.clone(), trace.clone(), scenario.clone());
     sim.client(name.clone(), async move {
         let env = sim_env(seed, &name);
@@ -276,15 +269,8 @@ pub(super) fn add_publisher(
 pub(super) fn add_final(sim: &mut turmoil::Sim<'_>, world: &Shared, trace: &Trace, seed: u64) {
     let (live, subscribers) = {
         let w = world.borrow();
-        let live: Vec<String> = w
-            .live()
-            .into_iter()
-            .filter(|n| !w.leave_requested.contains(n))
-            .collect();
-        (
-            live,
-            w.obs.pubsub_patterns.keys().cloned().collect::<Vec<_>>(),
-        )
+        let subscribers: Vec<String> = w.obs.pubsub_patterns.keys().cloned().collect();
+        (w.staying(), subscribers)
     };
     let (world, trace) = (world.clone(), trace.clone());
     sim.client("pf", async move {
