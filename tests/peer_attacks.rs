@@ -613,3 +613,79 @@ async fn a_peer_that_never_reads_is_paused_then_disconnected() {
     tool.ping(Duration::from_secs(5)).await.expect("served");
     a.shutdown().await;
 }
+
+/// A chunk of a forged snapshot (the vote is above any the node has seen, so openraft
+/// accepts the transfer and writes the chunk).
+fn snapshot_chunk(offset: u64, data: Vec<u8>, done: bool) -> RaftRequest {
+    RaftRequest::Snapshot(openraft::raft::InstallSnapshotRequest {
+        vote: Vote::new_committed(1_000_000, 0xbad),
+        meta: openraft::SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "forged".into(),
+        },
+        offset,
+        data,
+        done,
+    })
+}
+
+/// The refusal a snapshot chunk got (its error's text), or a panic if it was accepted.
+async fn refused_chunk(peer: &mut PeerClient, req: RaftRequest) -> String {
+    match peer.call(req, Duration::from_secs(5)).await {
+        Ok(mpreg::control::raft::RaftReply::Snapshot(Err(e))) => e.to_string(),
+        other => panic!("the chunk was not refused: {other:?}"),
+    }
+}
+
+/// A member (it holds the secret) sends a forged `InstallSnapshot`: a chunk at offset 0,
+/// then one at offset 2^40. Before, openraft seeked the snapshot's `Cursor<Vec<u8>>` there
+/// and the node allocated a terabyte (it aborted). Now each is refused with its reason: an
+/// offset past the bytes received, a snapshot over `max_snapshot_bytes`, bytes that do not
+/// decode (which used to stop the Raft core at install). The node stays under 64 MiB more
+/// than it was, and its replica still commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_snapshot_costs_no_more_than_its_bytes() {
+    let _serial = SERIAL.lock().await;
+    let a = mpreg::Node::builder(Settings {
+        max_snapshot_bytes: 64 * 1024,
+        ..settings("a", vec![])
+    })
+    .cluster_secret(secret())
+    .start()
+    .await
+    .expect("node starts");
+    assert!(a.registered().await);
+    let rss_before = rss_kib();
+    let mut peer = PeerClient::to_addr(Env::production(), addr(&a), secret());
+    let first = peer
+        .call(
+            snapshot_chunk(0, vec![1; 1024], false),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, mpreg::control::raft::RaftReply::Snapshot(Ok(_))),
+        "the first chunk is taken: {first:?}"
+    );
+    let far = refused_chunk(&mut peer, snapshot_chunk(1 << 40, vec![2; 1024], false)).await;
+    assert!(far.contains("outside the 1024 bytes received"), "{far}");
+    let gap = refused_chunk(&mut peer, snapshot_chunk(1025, vec![2; 16], false)).await;
+    assert!(gap.contains("outside the 1024 bytes received"), "{gap}");
+    let big = refused_chunk(&mut peer, snapshot_chunk(1024, vec![3; 64 * 1024], false)).await;
+    assert!(big.contains("max_snapshot_bytes (65536 bytes)"), "{big}");
+    let garbage = refused_chunk(&mut peer, snapshot_chunk(1024, vec![0xff; 16], true)).await;
+    assert!(garbage.contains("does not decode"), "{garbage}");
+    let grew_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grew_mib < 64, "the node grew {grew_mib} MiB");
+    // Its replica is up: a catalog write commits, and a call runs.
+    let f = mpreg::Function::new("after_forged_snapshot", |x: i64| async move {
+        Ok::<_, String>(x)
+    })
+    .params(["x"]);
+    a.register(f).await.expect("a catalog write commits");
+    let client = Client::connect(a.url()).await.unwrap();
+    assert_eq!(client.call("echo", json!([7])).await.unwrap(), json!(7));
+    a.shutdown().await;
+}

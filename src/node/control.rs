@@ -147,9 +147,12 @@ impl Control {
                     .await
                     .map_err(|e| e.to_string())?;
                 let restored = store.has_vote().await.map_err(|e| e.to_string())?;
-                let catalog = CatalogStateMachine::open(SnapshotDisk::Sqlite(store.clone()))
-                    .await
-                    .map_err(err)?;
+                let catalog = CatalogStateMachine::open(
+                    SnapshotDisk::Sqlite(store.clone()),
+                    settings.max_snapshot_bytes,
+                )
+                .await
+                .map_err(err)?;
                 let raft = Raft::new(id, config, network.clone(), store.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;
@@ -164,9 +167,12 @@ impl Control {
             Storage::Memory(disk) => {
                 let id = disk.node_id_or_insert(fresh_id);
                 let restored = disk.has_vote();
-                let catalog = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
-                    .await
-                    .map_err(err)?;
+                let catalog = CatalogStateMachine::open(
+                    SnapshotDisk::Memory(disk.clone()),
+                    settings.max_snapshot_bytes,
+                )
+                .await
+                .map_err(err)?;
                 let raft = Raft::new(id, config, network.clone(), disk.clone(), catalog.clone())
                     .await
                     .map_err(|e| e.to_string())?;

@@ -8,21 +8,22 @@ mod membership;
 mod network;
 mod runtime;
 mod service;
+mod snapshot_buf;
 mod sqlite_store;
 mod store;
 mod store_stats;
 mod vote_guard;
-
-use std::io::Cursor;
 
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here, supervise};
 pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
+pub use snapshot_buf::SnapshotBuf;
 pub use sqlite_store::SqliteLogStore;
 pub use store::{
-    Applied, CatalogStateMachine, LogStore, SnapshotDisk, StoredSnapshot, StoredState,
+    Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, LogStore, SnapshotDisk,
+    StoredSnapshot, StoredState,
 };
 pub use store_stats::StoreStats;
 
@@ -39,7 +40,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotBuf,
         AsyncRuntime = SeededRuntime,
 );
 

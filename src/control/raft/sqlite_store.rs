@@ -401,7 +401,11 @@ mod tests {
             let store = SqliteLogStore::open(&path)
                 .await
                 .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            let sm = CatalogStateMachine::open(SnapshotDisk::Sqlite(store.clone())).await?;
+            let sm = CatalogStateMachine::open(
+                SnapshotDisk::Sqlite(store.clone()),
+                crate::control::raft::DEFAULT_MAX_SNAPSHOT_BYTES,
+            )
+            .await?;
             Ok(((), store, sm))
         }
     }

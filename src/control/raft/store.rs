@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,6 +26,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::snapshot_buf::SnapshotBuf;
 use super::sqlite_store::SqliteLogStore;
 use super::store_stats::StoreStats;
 use super::{CatalogResponse, TypeConfig};
@@ -366,6 +366,8 @@ pub struct CatalogStateMachine {
     data: Arc<Mutex<MachineData>>,
     disk: SnapshotDisk,
     stats: Arc<StoreStats>,
+    /// Most bytes a snapshot may have, received or loaded (`max_snapshot_bytes`).
+    max_snapshot_bytes: usize,
 }
 
 impl Debug for CatalogStateMachine {
@@ -380,11 +382,34 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::read_state_machine(&e).into()
 }
 
+/// The default of `max_snapshot_bytes`: a catalog of some 200k functions, four times the
+/// largest frame a peer may send (snapshots travel in chunks of at most 3 MiB).
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+
+/// Decodes a snapshot's state: at most `max` bytes, and no claimed length inside may
+/// allocate more than a small multiple of them (`codec::decode_stored_prefix`).
 #[allow(clippy::result_large_err)] // openraft's storage methods all return this error
-fn decode_state(bytes: &[u8]) -> Result<StoredState, StorageError<u64>> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(s, _)| s)
-        .map_err(io_error)
+pub(super) fn decode_state(bytes: &[u8], max: usize) -> Result<StoredState, StorageError<u64>> {
+    #[derive(Debug, thiserror::Error)]
+    enum Refused {
+        #[error("snapshot of {0} bytes is over max_snapshot_bytes ({1})")]
+        TooLarge(usize, usize),
+        #[error("{0} bytes after the snapshot's state")]
+        Trailing(usize),
+        #[error(transparent)]
+        Codec(#[from] crate::fabric::codec::CodecError),
+    }
+    let decode = || {
+        if bytes.len() > max {
+            return Err(Refused::TooLarge(bytes.len(), max));
+        }
+        let (state, read) = crate::fabric::codec::decode_stored_prefix(bytes)?;
+        match bytes.len() - read {
+            0 => Ok(state),
+            n => Err(Refused::Trailing(n)),
+        }
+    };
+    decode().map_err(io_error)
 }
 
 /// FNV-1a: a stable digest (the same in every process and run).
@@ -396,16 +421,21 @@ fn digest(bytes: &[u8]) -> u64 {
 
 impl CatalogStateMachine {
     /// A state machine that keeps its snapshots on `disk`, starting from the last one there.
-    pub async fn open(disk: SnapshotDisk) -> Result<CatalogStateMachine, StorageError<u64>> {
+    /// Snapshots over `max_snapshot_bytes` are refused, from a peer or from the disk.
+    pub async fn open(
+        disk: SnapshotDisk,
+        max_snapshot_bytes: usize,
+    ) -> Result<CatalogStateMachine, StorageError<u64>> {
         let mut data = MachineData::default();
         if let Some((meta, bytes)) = disk.load().await? {
-            data.state = decode_state(&bytes)?;
+            data.state = decode_state(&bytes, max_snapshot_bytes)?;
             data.snapshot = Some((meta, bytes));
         }
         Ok(CatalogStateMachine {
             data: Arc::new(Mutex::new(data)),
             stats: disk.stats(),
             disk,
+            max_snapshot_bytes,
         })
     }
 
@@ -450,7 +480,7 @@ impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
         lock(&self.data).snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotBuf::of(bytes)),
         })
     }
 }
@@ -496,19 +526,22 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBuf>, StorageError<u64>> {
+        Ok(Box::new(SnapshotBuf::receiving(self.max_snapshot_bytes)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBuf>,
     ) -> Result<(), StorageError<u64>> {
-        let bytes = snapshot.into_inner();
-        let state = decode_state(&bytes)?;
+        // A received snapshot was decoded when its last chunk arrived (`SnapshotBuf`), where
+        // a bad one fails the transfer; here an error would stop the Raft core.
+        let (bytes, decoded) = snapshot.into_parts();
+        let state = match decoded {
+            Some(state) => state,
+            None => decode_state(&bytes, self.max_snapshot_bytes)?,
+        };
         self.disk.save((meta.clone(), bytes.clone())).await?;
         self.stats
             .snapshots_installed
@@ -528,7 +561,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
             .as_ref()
             .map(|(meta, bytes)| Snapshot {
                 meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(bytes.clone())),
+                snapshot: Box::new(SnapshotBuf::of(bytes.clone())),
             }))
     }
 }
@@ -544,7 +577,11 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, CatalogStateMachine> for Fresh {
         async fn build(&self) -> Result<((), LogStore, CatalogStateMachine), StorageError<u64>> {
             let disk = LogStore::default();
-            let sm = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone())).await?;
+            let sm = CatalogStateMachine::open(
+                SnapshotDisk::Memory(disk.clone()),
+                DEFAULT_MAX_SNAPSHOT_BYTES,
+            )
+            .await?;
             Ok(((), disk, sm))
         }
     }
@@ -566,15 +603,19 @@ mod tests {
     #[tokio::test]
     async fn a_new_state_machine_starts_from_the_durable_snapshot() {
         let disk = LogStore::default();
-        let mut sm = CatalogStateMachine::open(SnapshotDisk::Memory(disk.clone()))
-            .await
-            .unwrap();
+        let mut sm = CatalogStateMachine::open(
+            SnapshotDisk::Memory(disk.clone()),
+            DEFAULT_MAX_SNAPSHOT_BYTES,
+        )
+        .await
+        .unwrap();
         sm.apply([entry(1), entry(2)]).await.unwrap();
         sm.build_snapshot().await.unwrap();
         disk.crash();
-        let reopened = CatalogStateMachine::open(SnapshotDisk::Memory(disk))
-            .await
-            .unwrap();
+        let reopened =
+            CatalogStateMachine::open(SnapshotDisk::Memory(disk), DEFAULT_MAX_SNAPSHOT_BYTES)
+                .await
+                .unwrap();
         assert_eq!(reopened.state().last_applied.map(|l| l.index), Some(2));
     }
 }
