@@ -36,7 +36,8 @@ printf 'listen: 127.0.0.1:4222\n' >"$work/nats.conf"
 nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
 pids+=($!)
 
-# node NAME [PEER_URL]: starts a node and prints its URL.
+# node NAME [PEER_URL]: starts a node and sets `url` to its URL. Not called inside $(...):
+# a subshell's `pids+=` would never reach the cleanup, which then left the nodes running.
 node() {
   local out="$work/$1.out" peers=()
   [ -n "${2:-}" ] && peers=(--peers "$2")
@@ -44,10 +45,10 @@ node() {
     --log-level error "${peers[@]}" >"$out" 2>"$work/$1.err" &
   pids+=($!)
   for _ in $(seq 300); do grep -q MPREG_URL= "$out" && break; sleep 0.1; done
-  grep MPREG_URL= "$out" | cut -d= -f2
+  url=$(grep MPREG_URL= "$out" | cut -d= -f2)
 }
-a=$(node a)
-b=$(node b "$a")
+node a; a=$url
+node b "$a"; b=$url
 [ -n "$a" ] && [ -n "$b" ] || { echo "bench_pubsub.sh: a node did not start" >&2; exit 1; }
 sleep 2 # b joins a's cluster
 

@@ -61,6 +61,9 @@ run() {
   valgrind --tool=callgrind --callgrind-out-file="$cg" "$work/$v/mpreg-node" --port 0 \
     --persistence-mode memory --no-monitoring --log-level error >"$out" 2>/dev/null &
   pid=$!
+  # run() is called in a process substitution (a subshell): this trap is its own, and stops
+  # the node however the subshell ends (a failed bench included).
+  trap 'kill -TERM "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
   for _ in $(seq 600); do grep -q MPREG_URL= "$out" && break; sleep 0.1; done
   url=$(grep MPREG_URL= "$out" | cut -d= -f2)
   sleep 3 # the node bootstraps and commits its registration first

@@ -312,3 +312,50 @@ async fn dropping_the_node_handle_does_not_stop_the_node() {
         json!("echo")
     );
 }
+
+/// Numbers beyond what the node represents are refused alike (1005, naming where), whether
+/// an integer beyond 64 bits or a float beyond f64, in arguments or kwargs, at any depth.
+/// Before, `1e400` was echoed back verbatim (a Python client read infinity).
+#[tokio::test]
+async fn numbers_beyond_what_the_node_represents_are_refused_alike() {
+    let node = start_node(test_settings(), vec![]).await;
+    let mut ws = raw_connect(node.url()).await;
+    let cases = [
+        // (the command's argument part, the path the refusal names)
+        (r#""args":[1e400]"#, "cmds[0].args[0]"),
+        (r#""args":[1, -1e400]"#, "cmds[0].args[1]"),
+        (r#""args":[[{"x":1E+2147483648}]]"#, "cmds[0].args[0][0].x"),
+        (r#""args":[1180591620717411303424]"#, "cmds[0].args[0]"),
+        (r#""args":[],"kwargs":{"a":1e400}"#, "cmds[0].kwargs.a"),
+        (
+            r#""args":[],"kwargs":{"a":{"b":[-1e400]}}"#,
+            "cmds[0].kwargs.a.b[0]",
+        ),
+        (
+            r#""args":[],"kwargs":{"a":1E+2147483648}"#,
+            "cmds[0].kwargs.a",
+        ),
+        (
+            r#""args":[],"kwargs":{"a":-18446744073709551616}"#,
+            "cmds[0].kwargs.a",
+        ),
+    ];
+    for (i, (part, path)) in cases.iter().enumerate() {
+        let frame =
+            format!(r#"{{"role":"rpc","u":"n{i}","cmds":[{{"name":"e","fun":"echo",{part}}}]}}"#);
+        let reply = raw_roundtrip(&mut ws, &frame).await;
+        assert_eq!(code_of(&reply), 1005, "{part}: {reply}");
+        let u = format!("n{i}");
+        assert_eq!(reply["u"].as_str(), Some(u.as_str()), "{reply}");
+        let details = reply["error"]["details"].as_str().unwrap();
+        assert!(
+            details.contains(path) && details.contains("beyond what the node can represent"),
+            "{part}: {details}"
+        );
+    }
+    // What f64 holds is served as it was sent.
+    let ok = r#"{"role":"rpc","u":"ok","cmds":[{"name":"e","fun":"echo","args":[1.7976931348623157e308]}]}"#;
+    let reply = raw_roundtrip(&mut ws, ok).await;
+    assert_eq!(reply["r"]["e"], json!(1.7976931348623157e308), "{reply}");
+    node.shutdown().await;
+}

@@ -61,7 +61,7 @@ pub fn decode_text(text: &str) -> Result<Incoming, DecodeError> {
     let refused = |defect: Defect, u: Value| {
         let code = match defect {
             Defect::DuplicateKey { .. } => ErrorCode::InvalidRequest,
-            Defect::Syntax(_) | Defect::TooDeep | Defect::IntegerOutOfRange { .. } => {
+            Defect::Syntax(_) | Defect::TooDeep | Defect::NumberOutOfRange { .. } => {
                 ErrorCode::MalformedMessage
             }
         };

@@ -3,8 +3,9 @@
 //!
 //! [`check`] reads the frame once, in time linear in its length and memory bounded by a
 //! small multiple of it (the keys of open objects), and refuses what serde_json would
-//! quietly accept or mangle: integers beyond 64 bits (which it turns into floats),
-//! duplicated keys (it keeps the last), nesting deeper than [`MAX_DEPTH`]. [`find_u`] finds
+//! quietly accept or mangle: integers beyond 64 bits (which it turns into floats), floats
+//! beyond f64 (which a Python client reads as infinity and serde_json refuses), duplicated
+//! keys (it keeps the last), nesting deeper than [`MAX_DEPTH`]. [`find_u`] finds
 //! a top-level `u` in any frame, however deep or broken the rest, so that a refusal can
 //! still be matched to its request.
 
@@ -342,8 +343,13 @@ pub enum Defect {
     TooDeep,
     #[error("key `{key}` appears more than once in {}", place(.path))]
     DuplicateKey { path: String, key: String },
-    #[error("integer {literal} at {path} is outside the 64-bit range (use a string or a float)")]
-    IntegerOutOfRange { path: String, literal: String },
+    /// An integer outside the 64-bit range, or a float whose magnitude is beyond f64's
+    /// (it would read as infinity). A float too small for f64 is not refused: it reads as 0,
+    /// as in every JSON implementation.
+    #[error(
+        "number {literal} at {path} is beyond what the node can represent (integers: 64 bits, signed or unsigned; floats: f64); send it as a string"
+    )]
+    NumberOutOfRange { path: String, literal: String },
 }
 
 fn place(path: &str) -> String {
@@ -406,7 +412,7 @@ impl Defect {
                 path: join(path),
                 key,
             },
-            Defect::IntegerOutOfRange { path, literal } => Defect::IntegerOutOfRange {
+            Defect::NumberOutOfRange { path, literal } => Defect::NumberOutOfRange {
                 path: join(path),
                 literal,
             },
@@ -483,16 +489,28 @@ pub fn check_within(text: &str, max_depth: usize) -> Result<(), Defect> {
                         literal.parse::<u64>().is_ok()
                     };
                 if !fits {
-                    return Err(Defect::IntegerOutOfRange {
-                        path: path_of(&frames),
-                        literal: literal.chars().take(40).collect(),
-                    });
+                    return Err(out_of_range(&frames, literal));
                 }
             }
-            Tok::Str | Tok::Float | Tok::Lit => {}
+            Tok::Float => {
+                let literal = &text[t.start..t.end];
+                // Rust's parse is exact and linear in the literal; it overflows to infinity
+                // exactly where f64 ends.
+                if !literal.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(out_of_range(&frames, literal));
+                }
+            }
+            Tok::Str | Tok::Lit => {}
         }
     }
     Ok(())
+}
+
+fn out_of_range(frames: &[Frame<'_>], literal: &str) -> Defect {
+    Defect::NumberOutOfRange {
+        path: path_of(frames),
+        literal: literal.chars().take(40).collect(),
+    }
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -656,15 +674,29 @@ mod tests {
         assert_eq!(check("[18446744073709551615]"), Ok(()));
         assert_eq!(
             check(r#"{"cmds":[{"args":[1, 1180591620717411303424]}]}"#),
-            Err(Defect::IntegerOutOfRange {
+            Err(Defect::NumberOutOfRange {
                 path: "cmds[0].args[1]".into(),
                 literal: "1180591620717411303424".into()
             })
         );
         assert!(matches!(
             check("[-9223372036854775809]"),
-            Err(Defect::IntegerOutOfRange { .. })
+            Err(Defect::NumberOutOfRange { .. })
         ));
+        // Floats: beyond f64's magnitude is refused wherever it is, however it is written;
+        // the largest finite f64 and values that underflow to 0 are not.
+        for (text, path) in [
+            ("[1e400]", "[0]"),
+            (r#"{"a":[0, -1e400]}"#, "a[1]"),
+            (r#"{"k":{"x":1E+2147483648}}"#, "k.x"),
+            ("[[[2.5e308]]]", "[0][0][0]"),
+        ] {
+            match check(text) {
+                Err(Defect::NumberOutOfRange { path: p, .. }) => assert_eq!(p, path, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert_eq!(check("[1.7976931348623157e308, -1e-400, 1e-99999]"), Ok(()));
         assert_eq!(
             check(r#"{"role":"rpc","role":"x"}"#),
             Err(Defect::DuplicateKey {
