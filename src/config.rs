@@ -46,6 +46,11 @@ pub struct Settings {
     /// Bytes all client connections together may hold; shared fairly among them
     /// (`node::budget`).
     pub max_client_bytes: usize,
+    /// Client connections (WebSocket, workers included) the node serves at once; beyond,
+    /// the upgrade is refused with 503 and counted.
+    pub max_connections: usize,
+    /// Largest control-plane snapshot a node takes from its leader or its disk, in bytes.
+    pub max_snapshot_bytes: usize,
     /// A client whose replies wait this long without any being written (it stopped
     /// reading) is disconnected.
     pub reply_stall_timeout_ms: u64,
@@ -246,6 +251,12 @@ impl Default for Settings {
             // 2-core, 24 GiB machine keeps most of its memory for the functions it runs.
             max_connection_bytes: 64 * 1024 * 1024,
             max_client_bytes: 1024 * 1024 * 1024,
+            // Each connection holds a task, its socket and its WebSocket buffers (some tens
+            // of KiB idle) and a file descriptor: 10k stay well inside a node's memory and a
+            // service's usual descriptor limit (65536), with room for peers and files, and
+            // keep every connection's fair share of max_client_bytes at 100 KiB or more.
+            max_connections: 10_000,
+            max_snapshot_bytes: crate::control::raft::DEFAULT_MAX_SNAPSHOT_BYTES,
             reply_stall_timeout_ms: 10_000,
             pubsub_queue_bytes: 1024 * 1024,
             pubsub_slow_subscriber: SlowSubscriber::DropOldest,
@@ -318,6 +329,8 @@ impl Settings {
         );
         set(&mut self.max_connection_bytes, &l.max_connection_bytes);
         set(&mut self.max_client_bytes, &l.max_client_bytes);
+        set(&mut self.max_connections, &l.max_connections);
+        set(&mut self.max_snapshot_bytes, &l.max_snapshot_bytes);
         set(&mut self.reply_stall_timeout_ms, &l.reply_stall_timeout_ms);
         set(&mut self.pubsub_queue_bytes, &l.pubsub_queue_bytes);
         set(&mut self.pubsub_slow_subscriber, &l.pubsub_slow_subscriber);
@@ -464,6 +477,15 @@ impl Settings {
             return bad(
                 "max_connection_bytes",
                 "must be at least 1024 and at most max_client_bytes",
+            );
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if !(1024..=1 << 30).contains(&self.max_snapshot_bytes) {
+            return bad(
+                "max_snapshot_bytes",
+                "must be at least 1024 and at most 1073741824 (1 GiB)",
             );
         }
         if self.reply_stall_timeout_ms == 0 {
@@ -639,6 +661,8 @@ pub struct SettingsLayer {
     pub max_inflight_per_connection: Option<usize>,
     pub max_connection_bytes: Option<usize>,
     pub max_client_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_snapshot_bytes: Option<usize>,
     pub reply_stall_timeout_ms: Option<u64>,
     pub pubsub_queue_bytes: Option<usize>,
     pub pubsub_slow_subscriber: Option<SlowSubscriber>,
@@ -815,6 +839,8 @@ impl SettingsLayer {
                 }
                 "MPREG_MAX_CONNECTION_BYTES" => l.max_connection_bytes = Some(num(k, v)?),
                 "MPREG_MAX_CLIENT_BYTES" => l.max_client_bytes = Some(num(k, v)?),
+                "MPREG_MAX_CONNECTIONS" => l.max_connections = Some(num(k, v)?),
+                "MPREG_MAX_SNAPSHOT_BYTES" => l.max_snapshot_bytes = Some(num(k, v)?),
                 "MPREG_REPLY_STALL_TIMEOUT_MS" => l.reply_stall_timeout_ms = Some(num(k, v)?),
                 "MPREG_PUBSUB_QUEUE_BYTES" => l.pubsub_queue_bytes = Some(num(k, v)?),
                 "MPREG_PUBSUB_BACKLOG_MESSAGES" => l.pubsub_backlog_messages = Some(num(k, v)?),

@@ -449,3 +449,166 @@ async fn the_dashboard_page_and_its_event_stream() {
     assert!(error["message"].as_str().unwrap().contains("negative"));
     assert!(error["at_ms"].as_u64().unwrap() > 0);
 }
+
+/// Polls `path`'s JSON until `ok` holds of it, for at most 20 s; returns it.
+async fn json_until(base: &str, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get_json(base, path).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 23, point 2: every figure the original's JSON carries is measured. Each is read,
+/// the state under it changed, and the figure seen to move: the health score (errors, a
+/// peer down), the last hour's operations, failed connections, the pub/sub system, the
+/// systems unavailable, the catalog's topics and services.
+#[tokio::test]
+async fn reported_figures_move_with_what_they_measure() {
+    let dir = common::pki::temp_dir("figures");
+    let settings = Settings {
+        persistence: mpreg::config::PersistenceConfig {
+            mode: mpreg::config::PersistenceMode::Sqlite,
+            data_dir: dir.clone(),
+            ..Default::default()
+        },
+        ..monitored()
+    };
+    let fails = Function::new("fails", |ok: bool| async move {
+        if ok {
+            Ok(1)
+        } else {
+            Err("asked to fail".to_owned())
+        }
+    })
+    .params(["ok"]);
+    let a = start_node(settings, vec![fails]).await;
+    // Processes, so that one can die without leaving the cluster (SIGKILL); three members,
+    // so that the cluster keeps its quorum (and this node its readiness) when it does.
+    let _b = common::process::NodeProcess::start(&["--peers", a.url(), "--no-monitoring"], &[]);
+    let mut c = common::process::NodeProcess::start(&["--peers", a.url(), "--no-monitoring"], &[]);
+    let base = a.monitoring_url().expect("monitoring on").to_owned();
+    wait_ready(&base, 200).await;
+    json_until(&base, "/status", |s| {
+        let nodes = s["cluster"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        nodes.len() == 3 && nodes.iter().all(|n| n["status"] == "ok")
+    })
+    .await;
+    let endpoint = |t: &Value| t["transport_health_snapshots"][a.url()].clone();
+    let score = |t: &Value| endpoint(t)["overall_health_score"].as_f64().unwrap();
+
+    // Both members live, no calls: a perfect score; nothing counted yet.
+    let t = json_until(&base, "/metrics/transport", |t| score(t) == 1.0).await;
+    assert_eq!(endpoint(&t)["failed_connections"], 0, "{t}");
+    let u = get_json(&base, "/metrics/unified").await["unified_metrics"].clone();
+    assert_eq!(u["rpc"]["total_operations_last_hour"], 0, "{u}");
+    assert_eq!(u["pubsub"]["total_operations_last_hour"], 0, "{u}");
+    assert_eq!(u["overall_health"]["systems_unavailable"], 3, "{u}");
+    let p = get_json(&base, "/metrics/persistence").await;
+    let entries = &p["persistence_snapshots"]["fabric"]["catalog_entries"];
+    assert_eq!(entries["topics"], 0, "{p}");
+    assert!(entries.get("caches").is_none(), "not measured: absent");
+
+    // Calls, one failing: the hour's operations and error rate move, and so does the score.
+    let client = Client::connect(a.url()).await.unwrap();
+    client.call("fails", json!([true])).await.unwrap();
+    assert!(client.call("fails", json!([false])).await.is_err());
+    let rpc = get_json(&base, "/metrics/rpc").await["metrics"].clone();
+    assert_eq!(rpc["total_operations_last_hour"], 2, "{rpc}");
+    assert_eq!(rpc["error_rate_percent"], 50.0, "{rpc}");
+    let t = get_json(&base, "/metrics/transport").await;
+    assert!(
+        (score(&t) - 0.8).abs() < 1e-9,
+        "errors lower the score: {t}"
+    );
+
+    // A connection that fails its handshake is counted.
+    let mut raw = tokio::net::TcpStream::connect(a.url().trim_start_matches("ws://"))
+        .await
+        .unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink).await;
+    let t = json_until(&base, "/metrics/transport", |t| {
+        endpoint(t)["failed_connections"] == 1
+    })
+    .await;
+    assert_eq!(endpoint(&t)["active_connections"], 1, "{t}");
+
+    // Pub/sub: a subscription is a topic; a publish is counted in the pub/sub system.
+    let mut sub = client.subscribe(["orders.*"]).await.unwrap();
+    client.publish("orders.1", json!("x")).await.unwrap();
+    use futures_util::StreamExt;
+    assert!(sub.next().await.is_some());
+    let u = get_json(&base, "/metrics/unified").await["unified_metrics"].clone();
+    assert_eq!(u["pubsub"]["total_operations_last_hour"], 1, "{u}");
+    assert_eq!(u["pubsub"]["active_connections"], 1, "{u}");
+    let p = get_json(&base, "/metrics/persistence").await;
+    assert_eq!(
+        p["persistence_snapshots"]["fabric"]["catalog_entries"]["topics"], 1,
+        "{p}"
+    );
+
+    // A peer down lowers the score: 0.4 x 50% errors, 0.3 x 1 of 2 peers down (and at most
+    // a trace of apply lag).
+    c.child.kill().unwrap();
+    let t = json_until(&base, "/metrics/transport", |t| score(t) < 0.79).await;
+    assert!((score(&t) - 0.65).abs() < 0.01, "{t}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 23, point 4: past `max_connections` client connections, an upgrade gets 503 with
+/// the reason, counted; a connection that closes frees its place.
+#[tokio::test]
+async fn connections_past_max_connections_are_refused_with_503() {
+    let node = start_node(
+        Settings {
+            max_connections: 2,
+            ..monitored()
+        },
+        vec![],
+    )
+    .await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    let first = Client::connect(node.url()).await.unwrap();
+    let second = Client::connect(node.url()).await.unwrap();
+    let refused = tokio_tungstenite::connect_async(node.url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("max_connections"), "{body}");
+        }
+        other => panic!("a third connection was not refused: {other:?}"),
+    }
+    let (_, _, text) = get(&base, "/metrics", "").await;
+    assert_eq!(metric(&text, "mpreg_client_connections_refused_total"), 1.0);
+    assert_eq!(metric(&text, "mpreg_client_connections"), 2.0);
+    assert_eq!(
+        metric(&text, "mpreg_connection_handshakes_failed_total"),
+        1.0
+    );
+    // The two still work; once one closes, a new client gets its place.
+    assert_eq!(second.call("echo", json!([2])).await.unwrap(), json!(2));
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, text) = get(&base, "/metrics", "").await;
+        if metric(&text, "mpreg_client_connections") == 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = Client::connect(node.url()).await.unwrap();
+    assert_eq!(third.call("echo", json!([3])).await.unwrap(), json!(3));
+}

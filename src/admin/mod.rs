@@ -3,7 +3,10 @@
 //!
 //! The server ([`server`]) is axum's router on hyper's HTTP/1 connections, accepted from
 //! the node's own listener (`Env`) and TLS, so the same bounds apply as on the node's port.
-//! What it reports is decided by pure functions ([`ready`]) over what the node exposes.
+//! What it reports is decided by pure functions ([`ready`], [`health`], [`window`]) over what
+//! the node exposes.
 
+pub mod health;
 pub mod ready;
 pub mod server;
+pub mod window;

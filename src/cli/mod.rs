@@ -70,6 +70,12 @@ pub struct NodeArgs {
     /// Bytes all client connections may hold together, shared fairly [default: 1073741824]
     #[arg(long, value_name = "BYTES")]
     pub max_client_bytes: Option<usize>,
+    /// Client connections served at once; beyond, the upgrade gets 503 [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest control-plane snapshot taken from the leader or the disk [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub max_snapshot_bytes: Option<usize>,
     /// Disconnect a client whose replies have not drained for this long, in ms
     /// [default: 10000]
     #[arg(long, value_name = "MS")]
@@ -230,6 +236,8 @@ impl NodeArgs {
             max_inflight_per_connection: self.max_inflight_per_connection,
             max_connection_bytes: self.max_connection_bytes,
             max_client_bytes: self.max_client_bytes,
+            max_connections: self.max_connections,
+            max_snapshot_bytes: self.max_snapshot_bytes,
             reply_stall_timeout_ms: self.reply_stall_timeout_ms,
             pubsub_queue_bytes: self.pubsub_queue_bytes,
             pubsub_slow_subscriber: self.pubsub_slow_subscriber,

@@ -1,11 +1,12 @@
 //! Who gets a WebSocket: the TLS handshake (when the port serves TLS), then the upgrade
 //! request, checked before any WebSocket exists. The peer path needs a certificate of the
-//! peer CA (when one is configured); a client needs a valid token (when tokens are
-//! required). A refusal is an HTTP response (401, 403) with a one-line reason, logged at
-//! most once per interval.
+//! peer CA (when one is configured); a client needs one of the node's `max_connections`
+//! slots, then a valid token (when tokens are required). A refusal is an HTTP response
+//! (401, 403, 503) with a one-line reason, logged at most once per interval and counted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -50,7 +51,37 @@ pub(super) enum Admitted {
         access: Access,
         /// When the client's token runs out (seconds since the epoch).
         expires: Option<u64>,
+        /// Its place among the node's client connections, given back when it is dropped.
+        slot: ClientSlot,
     },
+}
+
+/// One of the node's `max_connections` client connections, taken at the upgrade (before the
+/// token is checked: a flood over the limit costs no verification) and given back when
+/// dropped, however the connection ends.
+pub(super) struct ClientSlot {
+    stats: Arc<super::Stats>,
+}
+
+impl ClientSlot {
+    /// A slot, unless `max` client connections are open.
+    fn take(stats: &Arc<super::Stats>, max: usize) -> Option<ClientSlot> {
+        stats
+            .active_clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot {
+                stats: stats.clone(),
+            })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.stats.active_clients.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Checks an upgrade request: the peer path needs a certificate of the peer CA (when one
@@ -70,10 +101,24 @@ fn admit(
         }
         return Ok(Admitted::Peer);
     }
+    let Some(slot) = ClientSlot::take(&shared.stats, shared.settings.max_connections) else {
+        shared
+            .stats
+            .clients_refused_full
+            .fetch_add(1, Ordering::Relaxed);
+        return Err((
+            503,
+            format!(
+                "the node serves {} client connections, its max_connections; try another node or later",
+                shared.settings.max_connections
+            ),
+        ));
+    };
     let Some(tokens) = &shared.tokens else {
         return Ok(Admitted::Client {
             access: Access::Open,
             expires: None,
+            slot,
         });
     };
     let authorization = req
@@ -87,6 +132,7 @@ fn admit(
     Ok(Admitted::Client {
         access: Access::Verified(Arc::new(verified.identity)),
         expires: Some(verified.exp),
+        slot,
     })
 }
 

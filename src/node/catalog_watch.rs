@@ -258,7 +258,7 @@ fn delta(
                 .map(|u| super::discovery::transport_endpoint(u))
                 .collect();
             json!({"node_id": node_name(m.id), "cluster_id": m.cluster_id, "scope": "zone",
-                   "resources": m.resources, "capabilities": ["rpc"],
+                   "resources": m.resources, "capabilities": super::monitoring::SERVED_SYSTEMS,
                    "transport_endpoints": endpoints, "tags": [], "advertised_at": wall})
         })
         .collect();

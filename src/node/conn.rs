@@ -81,10 +81,18 @@ pub(super) async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let Some((ws, admitted)) = admission::upgrade(&shared, stream, peer).await else {
+        shared
+            .stats
+            .handshakes_failed
+            .fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let (access, expires) = match admitted {
-        Admitted::Client { access, expires } => (access, expires),
+    let (access, expires, _slot) = match admitted {
+        Admitted::Client {
+            access,
+            expires,
+            slot,
+        } => (access, expires, slot),
         Admitted::Peer => {
             shared
                 .stats
@@ -98,7 +106,6 @@ pub(super) async fn serve_connection(
         }
     };
     let expires = expires.and_then(|exp| admission::expiry(exp, shared.env.clock.as_ref()));
-    shared.stats.active_clients.fetch_add(1, Ordering::Relaxed);
     let (id, tally) = shared.stats.track_connection();
     let _tracked = Tracked {
         stats: &shared.stats,
@@ -117,8 +124,8 @@ pub(super) async fn serve_connection(
     conn.serve(ws, shutdown, expires).await;
 }
 
-/// Unregisters a connection (its in-flight counter, the client count) however the
-/// connection ends, panics and aborts included.
+/// Unregisters a connection (its in-flight counter, its subscriptions) however the
+/// connection ends, panics and aborts included. (Its `ClientSlot` gives back its place.)
 struct Tracked<'a> {
     stats: &'a super::Stats,
     pubsub: &'a crate::pubsub::exchange::Exchange,
@@ -130,7 +137,6 @@ impl Drop for Tracked<'_> {
         // Its subscriptions die with it.
         self.pubsub.forget(self.id);
         self.stats.forget_connection(self.id);
-        self.stats.active_clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

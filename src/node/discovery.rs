@@ -233,7 +233,12 @@ fn v2_node(n: &Value, members: usize) -> Option<Value> {
     let load = &n["load"];
     node.remove("region"); // empty: the original omits it
     node.insert("resources".into(), Value::Array(resources));
-    node.insert("capabilities".into(), json!(["rpc"]));
+    // What every node of this build serves (members run one build, or two during a rolling
+    // upgrade, both serving these).
+    node.insert(
+        "capabilities".into(),
+        json!(super::monitoring::SERVED_SYSTEMS),
+    );
     node.insert("scope".into(), json!(OUR_SCOPE));
     node.insert(
         "transport_endpoints".into(),

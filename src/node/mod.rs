@@ -55,7 +55,13 @@ pub enum NodeError {
 /// Live counters, read by `cluster_map` and the admin surfaces.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    /// Client connections open (upgraded, or between the upgrade check and the upgrade).
     pub(crate) active_clients: AtomicUsize,
+    /// Client upgrades refused because `max_connections` were open.
+    pub(crate) clients_refused_full: std::sync::atomic::AtomicU64,
+    /// Connections refused or failed at the TLS or WebSocket handshake (any path, any
+    /// reason: a bad token, a full node, a timeout).
+    pub(crate) handshakes_failed: std::sync::atomic::AtomicU64,
     /// Per connection, its requests still running (those that did not finish on their
     /// first poll). One counter per connection keeps the request path free of a shared,
     /// contended cache line; readers sum them.
@@ -338,6 +344,8 @@ pub(crate) struct NodeInfo {
     introspection_role: Option<String>,
     /// This node's topic subscriptions.
     pubsub: Arc<crate::pubsub::exchange::Exchange>,
+    /// What the other members' clients subscribe to.
+    remote_interest: Arc<crate::pubsub::interest::RemoteInterest>,
 }
 
 /// What every connection of a running node shares.
@@ -571,7 +579,10 @@ impl NodeBuilder {
             self.settings.max_client_bytes,
             self.settings.max_connection_bytes,
         ));
+        // What the other members' clients subscribe to, and where publishes go from here.
+        let remote_interest = Arc::new(crate::pubsub::interest::RemoteInterest::default());
         let info = Arc::new(NodeInfo {
+            remote_interest: remote_interest.clone(),
             clients: clients.clone(),
             node_id: node_id.clone(),
             name: self.settings.name.clone(),
@@ -686,8 +697,6 @@ impl NodeBuilder {
         let upgrade = self
             .next_protocol
             .then(|| Arc::new(next::UpgradeStats::default()));
-        // What the other members' clients subscribe to, and where publishes go from here.
-        let remote_interest = Arc::new(crate::pubsub::interest::RemoteInterest::default());
         let (fanout, publish_jobs) = fanout::Fanout::new(
             control.clone(),
             remote_interest.clone(),
@@ -776,6 +785,7 @@ impl NodeBuilder {
                 shared.settings.persistence.clone(),
                 stopped_rx.clone(),
             );
+            tokio::spawn(monitoring::sample_hourly(admin.clone()));
             tokio::spawn(crate::admin::server::serve(
                 listener,
                 shared.tls.clone(),

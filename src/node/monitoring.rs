@@ -26,8 +26,69 @@ use tokio::sync::watch;
 
 use super::NodeInfo;
 use super::functions::Functions;
+use crate::admin::window::{self, HourWindow, Totals};
 use crate::auth::TokenVerifier;
 use crate::config::{PersistenceConfig, PersistenceMode};
+
+/// The systems the original's unified metrics report on, and the ones this node serves (a
+/// node's `capabilities` in discovery).
+pub(super) const SYSTEMS: [&str; 5] = ["rpc", "pubsub", "queue", "cache", "federation"];
+pub(crate) const SERVED_SYSTEMS: [&str; 2] = ["pubsub", "rpc"];
+
+/// What the node has counted since it started, of what is reported per hour.
+fn totals(info: &NodeInfo, functions: &Functions) -> Totals {
+    let (mut calls, mut failures) = (0, 0);
+    for f in functions.current().functions() {
+        calls += f.stats.client.snapshot().count + f.stats.peer.snapshot().count;
+        failures += f.stats.failures.load(Ordering::Relaxed);
+    }
+    Totals {
+        calls,
+        failures,
+        published: info.pubsub.stats().published,
+    }
+}
+
+impl Admin {
+    /// Milliseconds since the admin server started, by the node's clock.
+    fn now_ms(&self) -> u64 {
+        let up = self
+            .info
+            .env
+            .clock
+            .now()
+            .saturating_duration_since(self.started);
+        u64::try_from(up.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What was counted in the last hour.
+    fn last_hour(&self) -> Totals {
+        let now = totals(&self.info, &self.functions);
+        self.window().last_hour(self.now_ms(), now)
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, HourWindow> {
+        // Every update under it is one call that leaves it whole.
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Samples the totals once a minute until the node stops, for the last hour's figures.
+pub(super) async fn sample_hourly(admin: Admin) {
+    let mut stopped = admin.stopped.clone();
+    let every = Duration::from_millis(window::SAMPLE_EVERY_MS);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let now = totals(&admin.info, &admin.functions);
+        let at = admin.now_ms();
+        admin.window().record(at, now);
+    }
+}
 
 /// How long `/readyz` waits for the leader to confirm that this replica caught up.
 const READY_CATCH_UP: Duration = Duration::from_secs(2);
@@ -48,6 +109,8 @@ pub(super) struct Admin {
     pub(super) stopped: watch::Receiver<bool>,
     /// When the admin server started (rates are averages since).
     started: tokio::time::Instant,
+    /// Totals sampled each minute, for figures over the last hour ([`sample_hourly`]).
+    window: Arc<std::sync::Mutex<HourWindow>>,
 }
 
 impl Admin {
@@ -65,7 +128,9 @@ impl Admin {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeMetrics(info.clone(), functions.clone())));
         let started = info.env.clock.now();
+        let window = HourWindow::new(0, totals(&info, &functions));
         Admin {
+            window: Arc::new(std::sync::Mutex::new(window)),
             info,
             shutdown,
             tokens,
@@ -218,19 +283,7 @@ async fn endpoints(State(admin): State<Admin>) -> Response {
 }
 
 async fn readyz(State(admin): State<Admin>) -> Response {
-    let control = &admin.info.control;
-    let member = control
-        .catalog
-        .read(|s| s.catalog.member_by_id(control.id).is_some());
-    let draining = *admin.shutdown.borrow();
-    let caught_up = !draining && member && control.linearizable(READY_CATCH_UP).await.is_ok();
-    let facts = crate::admin::ready::Facts {
-        // Read again: a drain that began during the read index counts.
-        draining: draining || *admin.shutdown.borrow(),
-        member,
-        caught_up,
-    };
-    match crate::admin::ready::decide(facts) {
+    match readiness(&admin).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
@@ -360,13 +413,18 @@ async fn persistence(State(admin): State<Admin>) -> Response {
     let snapshots = match p.mode {
         PersistenceMode::Memory => json!({"enabled": false, "mode": "memory"}),
         PersistenceMode::Sqlite => {
-            let (functions, queues, nodes) = admin.info.control.catalog.read(|s| {
+            let (functions, queues, nodes, services) = admin.info.control.catalog.read(|s| {
                 (
                     s.catalog.functions().count(),
                     s.catalog.queues().count(),
                     s.catalog.members().count(),
+                    s.catalog.services().count(),
                 )
             });
+            // The topics with subscribers anywhere in the cluster, as this node knows them
+            // (its subscriptions' patterns and its peers' advertised interest).
+            let mut topics = admin.info.remote_interest.patterns();
+            topics.extend(admin.info.pubsub.interest());
             json!({
                 "enabled": true,
                 "mode": "sqlite",
@@ -374,15 +432,10 @@ async fn persistence(State(admin): State<Admin>) -> Response {
                 "sqlite_path": p.sqlite_path().display().to_string(),
                 "registry_open": true,
                 "fabric": {
-                    "catalog_entries": {"functions": functions, "topics": 0, "queues": queues,
-                                        "services": 0, "caches": 0, "cache_profiles": 0, "nodes": nodes},
-                    "route_keys": {},
-                    "snapshot_last_saved_at": null,
-                    "snapshot_last_restored_at": null,
-                    "snapshot_saved_counts": {},
-                    "snapshot_restored_counts": {},
-                    "snapshot_saved_route_keys": null,
-                    "snapshot_restored_route_keys": null,
+                    // Caches and cache profiles are absent: the node has no cache yet. The
+                    // original's snapshot times and route keys have no counterpart here.
+                    "catalog_entries": {"functions": functions, "topics": topics.len(), "queues": queues,
+                                        "services": services, "nodes": nodes},
                 },
             })
         }
@@ -393,12 +446,33 @@ async fn persistence(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-/// The original's `SystemMetrics` of this node's RPC, from every function's stats: rates and
-/// averages since the admin server started; p95/p99 are the bucket bounds that hold them.
-fn rpc_system(admin: &Admin) -> Value {
+/// Seconds the admin server has run (at least 1: rates are averages over it).
+fn up_seconds(admin: &Admin) -> f64 {
+    admin
+        .info
+        .env
+        .clock
+        .now()
+        .saturating_duration_since(admin.started)
+        .as_secs_f64()
+        .max(1.0)
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// The original's `SystemMetrics` of this node's RPC, from every function's stats: the rate
+/// and averages since the admin server started; the count and error rate over the last hour
+/// (`hour`); p95/p99 are the bucket bounds that hold them.
+fn rpc_system(admin: &Admin, hour: Totals) -> Value {
     let registry = admin.functions.current();
     let mut buckets = vec![0u64; crate::registry::stats::BUCKET_BOUNDS_US.len()];
-    let (mut count, mut sum, mut failures) = (0u64, 0.0f64, 0u64);
+    let (mut count, mut sum) = (0u64, 0.0f64);
     for f in registry.functions() {
         for h in [&f.stats.client, &f.stats.peer] {
             let s = h.snapshot();
@@ -408,7 +482,6 @@ fn rpc_system(admin: &Admin) -> Value {
                 *b += n;
             }
         }
-        failures += f.stats.failures.load(Ordering::Relaxed);
     }
     let quantile_ms = |q: f64| {
         let want = (count as f64 * q).ceil() as u64;
@@ -418,39 +491,76 @@ fn rpc_system(admin: &Admin) -> Value {
             .find(|(_, n)| **n >= want && want > 0)
             .map_or(0.0, |(bound, _)| *bound as f64 / 1000.0)
     };
-    let up = admin
-        .info
-        .env
-        .clock
-        .now()
-        .saturating_duration_since(admin.started)
-        .as_secs_f64()
-        .max(1.0);
     json!({
         "system_type": "rpc",
         "system_name": admin.info.name,
-        "requests_per_second": count as f64 / up,
+        "requests_per_second": count as f64 / up_seconds(admin),
         "average_latency_ms": if count == 0 { 0.0 } else { sum * 1000.0 / count as f64 },
         "p95_latency_ms": quantile_ms(0.95),
         "p99_latency_ms": quantile_ms(0.99),
-        "error_rate_percent": if count == 0 { 0.0 } else { failures as f64 * 100.0 / count as f64 },
+        "error_rate_percent": percent(hour.failures, hour.calls),
         "active_connections": admin.info.stats.active_clients.load(Ordering::Relaxed),
-        "total_operations_last_hour": count,
+        "total_operations_last_hour": hour.calls,
         "last_updated": now_s(admin),
     })
 }
 
-/// The original's transport snapshot of this node's own endpoint.
-fn transport_snapshots(admin: &Admin, rpc: &Value) -> Value {
+/// The original's `SystemMetrics` of this node's topic exchange. Its latencies are not
+/// measured (a publish is acked before it is delivered), so they are absent; the error rate
+/// is the share of notifications dropped for slow subscribers.
+fn pubsub_system(admin: &Admin, hour: Totals) -> Value {
+    let ps = admin.info.pubsub.stats();
+    json!({
+        "system_type": "pubsub",
+        "system_name": admin.info.name,
+        "requests_per_second": ps.published as f64 / up_seconds(admin),
+        "error_rate_percent": percent(ps.dropped, ps.delivered + ps.dropped),
+        "active_connections": ps.subscriptions,
+        "total_operations_last_hour": hour.published,
+        "last_updated": now_s(admin),
+    })
+}
+
+/// What `/readyz` answers: ready, or why not (see `admin::ready`).
+async fn readiness(admin: &Admin) -> Result<(), &'static str> {
+    let control = &admin.info.control;
+    let member = control
+        .catalog
+        .read(|s| s.catalog.member_by_id(control.id).is_some());
+    let draining = *admin.shutdown.borrow();
+    let caught_up = !draining && member && control.linearizable(READY_CATCH_UP).await.is_ok();
+    let facts = crate::admin::ready::Facts {
+        // Read again: a drain that began during the read index counts.
+        draining: draining || *admin.shutdown.borrow(),
+        member,
+        caught_up,
+    };
+    crate::admin::ready::decide(facts)
+}
+
+/// The original's transport snapshot of this node's own endpoint: its health score
+/// (`admin::health`), its client connections, and those refused or failed at the handshake.
+async fn transport_snapshots(admin: &Admin, rpc: &Value, hour: Totals) -> Value {
     let clients = admin.info.stats.active_clients.load(Ordering::Relaxed);
+    let (ok, suspect, down) = member_counts(&admin.info.cluster_map());
+    let raft = admin.info.control.raft.metrics().borrow().clone();
+    let applied = raft.last_applied.map_or(0, |l| l.index);
+    let signals = crate::admin::health::Signals {
+        ready: readiness(admin).await.is_ok(),
+        peers: (ok + suspect + down).saturating_sub(1),
+        peers_down: down,
+        calls: hour.calls,
+        failures: hour.failures,
+        apply_lag: raft.last_log_index.unwrap_or(0).saturating_sub(applied),
+    };
+    let failed = admin.info.stats.handshakes_failed.load(Ordering::Relaxed);
     json!({admin.info.url.clone(): {
         "endpoint": admin.info.url,
-        "overall_health_score": 1.0,
+        "overall_health_score": crate::admin::health::score(signals),
         "active_connections": clients,
         "total_connections": clients,
         "healthy_connections": clients,
-        "degraded_connections": 0,
-        "failed_connections": 0,
+        "failed_connections": failed,
         "average_response_time_ms": rpc["average_latency_ms"],
         "total_operations_last_hour": rpc["total_operations_last_hour"],
         "error_rate_percent": rpc["error_rate_percent"],
@@ -459,67 +569,76 @@ fn transport_snapshots(admin: &Admin, rpc: &Value) -> Value {
 }
 
 async fn metrics_rpc(State(admin): State<Admin>) -> Response {
-    axum::Json(json!({"status": "ok", "system": "rpc", "metrics": rpc_system(&admin), "timestamp": now_s(&admin)}))
+    let hour = admin.last_hour();
+    axum::Json(json!({"status": "ok", "system": "rpc", "metrics": rpc_system(&admin, hour), "timestamp": now_s(&admin)}))
         .into_response()
 }
 
 async fn metrics_transport(State(admin): State<Admin>) -> Response {
-    let rpc = rpc_system(&admin);
+    let hour = admin.last_hour();
+    let rpc = rpc_system(&admin, hour);
     axum::Json(json!({
         "status": "ok",
-        "transport_health_snapshots": transport_snapshots(&admin, &rpc),
-        "correlation_results": [],
+        "transport_health_snapshots": transport_snapshots(&admin, &rpc, hour).await,
         "timestamp": now_s(&admin),
     }))
     .into_response()
 }
 
-async fn metrics_unified(State(admin): State<Admin>) -> Response {
-    let rpc = rpc_system(&admin);
-    let errors = rpc["error_rate_percent"].as_f64().unwrap_or(0.0);
-    let latency = rpc["average_latency_ms"].as_f64().unwrap_or(0.0);
-    // The original's score: 1 − 0.6·errors − 0.4·latency/5 s, over the systems present.
+/// A system's status and score as the original computes them: 1 − 0.6·errors − 0.4·latency
+/// over 5 s (a system whose latency is not measured counts none).
+fn system_health(system: &Value) -> (&'static str, f64) {
+    let errors = system["error_rate_percent"].as_f64().unwrap_or(0.0);
+    let latency = system["average_latency_ms"].as_f64().unwrap_or(0.0);
     let score =
         (1.0 - 0.6 * (errors / 100.0).min(1.0) - 0.4 * (latency / 5000.0).min(1.0)).max(0.0);
-    let status = if score >= 0.8 {
+    (status_of(score), score)
+}
+
+/// The original's status for a score.
+fn status_of(score: f64) -> &'static str {
+    if score >= 0.8 {
         "healthy"
     } else if score >= 0.6 {
         "degraded"
     } else {
         "critical"
-    };
+    }
+}
+
+async fn metrics_unified(State(admin): State<Admin>) -> Response {
+    let hour = admin.last_hour();
+    let rpc = rpc_system(&admin, hour);
+    let pubsub = pubsub_system(&admin, hour);
+    let served = [&rpc, &pubsub].map(system_health);
+    // The overall score is the mean over the systems served, as the original's.
+    let score = served.iter().map(|(_, s)| s).sum::<f64>() / served.len() as f64;
+    let status = status_of(score);
+    let count = |want: &str| served.iter().filter(|(s, _)| *s == want).count();
     let now = now_s(&admin);
     axum::Json(json!({
         "status": "ok",
         "unified_metrics": {
             "rpc": rpc,
-            "pubsub": null, "queue": null, "cache": null, "federation": null,
-            "transport_health_snapshots": transport_snapshots(&admin, &rpc),
-            "correlation_metrics": {
-                "rpc_to_pubsub_events": 0, "rpc_to_queue_events": 0, "rpc_to_cache_events": 0,
-                "pubsub_to_queue_events": 0, "pubsub_to_cache_events": 0, "queue_to_cache_events": 0,
-                "federation_message_hops": [], "cross_cluster_latency_p95_ms": 0.0,
-                "federation_success_rate_percent": 100.0, "transport_health_scores": {},
-                "circuit_breaker_events": 0, "correlation_tracking_success_rate": 100.0,
-                "end_to_end_latency_p95_ms": rpc["p95_latency_ms"], "total_cross_system_correlations": 0,
-                "correlation_success_rate_percent": 100.0,
-            },
+            "pubsub": pubsub,
+            // Not built yet: absent from the node, so null here and counted unavailable.
+            "queue": null, "cache": null, "federation": null,
+            "transport_health_snapshots": transport_snapshots(&admin, &rpc, hour).await,
             "overall_health": {
                 "health_score": score, "status": status,
-                "systems_healthy": usize::from(status == "healthy"),
-                "systems_degraded": usize::from(status == "degraded"),
-                "systems_critical": usize::from(status == "critical"),
-                "systems_unavailable": 5,
+                "systems_healthy": count("healthy"),
+                "systems_degraded": count("degraded"),
+                "systems_critical": count("critical"),
+                "systems_unavailable": SYSTEMS.len() - SERVED_SYSTEMS.len(),
             },
-            // Where the original's `monitor status` looks for them.
+            // Where the original's `mpreg monitor status` looks for them.
             "overall_health_status": status,
             "overall_health_score": score,
             "performance_summary": {
-                "total_requests_per_second": rpc["requests_per_second"],
-                "average_cross_system_latency_ms": 0.0,
-                "total_active_correlations": 0,
+                "total_requests_per_second": rpc["requests_per_second"].as_f64().unwrap_or(0.0)
+                    + pubsub["requests_per_second"].as_f64().unwrap_or(0.0),
             },
-            "collection_info": {"collection_timestamp": now, "collection_duration_ms": 0.0},
+            "collection_info": {"collection_timestamp": now},
         },
         "timestamp": now,
     }))
@@ -616,6 +735,18 @@ impl Collector for NodeMetrics {
             "mpreg_forwarded_steps_running",
             "Steps other nodes forwarded here, running",
             int(stats.steps_running.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            e,
+            "mpreg_client_connections_refused",
+            "Client upgrades refused with 503 because max_connections were open",
+            stats.clients_refused_full.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_connection_handshakes_failed",
+            "Connections (clients and peers) refused or failed at the TLS or WebSocket handshake",
+            stats.handshakes_failed.load(Ordering::Relaxed),
         )?;
         counter(
             e,

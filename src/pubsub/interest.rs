@@ -64,6 +64,16 @@ impl RemoteInterest {
         }
     }
 
+    /// Every distinct pattern some peer subscribes to, as `(pattern, exact)`.
+    pub fn patterns(&self) -> std::collections::BTreeSet<(String, bool)> {
+        let inner = self.lock();
+        inner
+            .peers
+            .values()
+            .flat_map(|(_, ps)| ps.iter().cloned())
+            .collect()
+    }
+
     /// The peers with a subscription matching `topic`, each with the version of its
     /// interest this is.
     pub fn peers_for(&self, topic: &str) -> Vec<(u64, u64)> {
