@@ -386,6 +386,86 @@ async fn registering_a_worker_needs_the_worker_role_and_its_roles_guard_its_func
     node.shutdown().await;
 }
 
+/// Issue 23, point 3: roles travel with the function. `payroll` needs `finance` on node a;
+/// a worker on node b, holding only the `worker` role, registers `payroll` at a higher
+/// version without roles, to be routed payroll's callers (the highest version wins). Its
+/// registration is refused with 1006, before and without reaching the catalog; callers
+/// still reach a's payroll; declaring the roles, the same registration is accepted.
+#[tokio::test]
+async fn a_protected_name_cannot_be_taken_over_without_its_roles() {
+    let dir = temp_dir("auth-takeover");
+    let secret = jwt_secret(&dir, SECRET);
+    let cluster = cluster_secret(&dir);
+    let settings = || Settings {
+        cluster_secret_file: Some(cluster.clone()),
+        ..authed(&secret)
+    };
+    let a = start_node(
+        settings(),
+        vec![
+            Function::new("payroll", || async { Ok::<_, String>("paid") }).requires_role("finance"),
+        ],
+    )
+    .await;
+    let b = start_node(
+        Settings {
+            peers: vec![a.url().to_owned()],
+            ..settings()
+        },
+        vec![],
+    )
+    .await;
+    assert!(b.registered().await);
+    let finance = connect(
+        b.url(),
+        &with_token(&token(&secret, "acct", &["finance"], 60)),
+    )
+    .await
+    .unwrap();
+    wait_offered(&finance, "payroll").await;
+    let mut worker = raw(b.url(), &token(&secret, "w", &["worker"], 60)).await;
+    let takeover = json!({"role": "register", "u": "take", "functions": [
+        {"name": "payroll", "version": "9.0.0"}
+    ]});
+    worker
+        .send(Message::text(takeover.to_string()))
+        .await
+        .unwrap();
+    let reply = next_json(&mut worker).await;
+    assert_eq!(code_of(&reply), 1006, "{reply}");
+    let details = reply["error"]["details"].as_str().unwrap();
+    assert!(
+        details.contains("payroll") && details.contains("finance"),
+        "{details}"
+    );
+    // Nothing changed: the catalog has a's payroll only, and callers reach it.
+    let versions: Vec<String> = b.catalog().read(|s| {
+        s.catalog
+            .functions()
+            .filter(|(_, f)| f.name == "payroll")
+            .map(|(_, f)| f.version.to_string())
+            .collect()
+    });
+    assert_eq!(versions, ["1.0.0"]);
+    assert_eq!(
+        finance.call("payroll", json!([])).await.unwrap(),
+        json!("paid")
+    );
+    // The worker also may not register it on b under another function's roles; with the
+    // roles the name requires, it may.
+    let with_roles = json!({"role": "register", "u": "ok", "functions": [
+        {"name": "payroll", "version": "9.0.0", "roles": ["finance", "audit"]}
+    ]});
+    worker
+        .send(Message::text(with_roles.to_string()))
+        .await
+        .unwrap();
+    let reply = next_json(&mut worker).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_connection_closes_with_4401_when_its_token_expires() {
     let dir = temp_dir("auth-expiry");

@@ -23,12 +23,17 @@ fn member(id: u64, port: u16) -> Member {
 }
 
 fn function(name: u8, id: u8, minor: u64) -> FunctionEntry {
+    protected(name, id, minor, &[])
+}
+
+fn protected(name: u8, id: u8, minor: u64, roles: &[&str]) -> FunctionEntry {
     FunctionEntry {
         name: format!("f{name}"),
         function_id: format!("id{id}"),
         version: Version::new(1, minor, 0),
         resources: BTreeSet::new(),
         idempotent: minor.is_multiple_of(2),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
     }
 }
 
@@ -64,12 +69,18 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
         }),
         (
             node.clone(),
-            prop::collection::vec((0u8..3, 0u8..2, 0u64..3), 1..4)
+            prop::collection::vec((0u8..3, 0u8..2, 0u64..3, 0usize..3), 1..4)
         )
             .prop_map(|(node, fs)| {
+                // Role sets that nest (none, a, a+b), so that some registrations lack roles
+                // an earlier entry of their name requires and are refused.
+                const ROLES: [&[&str]; 3] = [&[], &["a"], &["a", "b"]];
                 CatalogCommand::RegisterFunctions {
                     node,
-                    functions: fs.into_iter().map(|(n, i, v)| function(n, i, v)).collect(),
+                    functions: fs
+                        .into_iter()
+                        .map(|(n, i, v, r)| protected(n, i, v, ROLES[r]))
+                        .collect(),
                 }
             }),
         (node.clone(), 0u8..3, prop::option::of(0u64..3)).prop_map(|(node, n, v)| {
@@ -183,4 +194,67 @@ fn function_ids_are_unique_per_name_across_the_cluster() {
     .unwrap();
     assert_eq!(c.functions().count(), 2);
     assert!(Catalog::from_snapshot(&[1, 2, 3]).is_err());
+}
+
+/// Issue 23, point 3: a function's roles travel with it. Once any entry of a name requires
+/// roles, a registration of that name anywhere (another node, a higher version, the same
+/// node's other version) must require them too, or it is refused and changes nothing; with
+/// them (or more) it is accepted. Re-registering one's own entry replaces it.
+#[test]
+fn roles_travel_with_the_function_across_the_cluster() {
+    let mut c = Catalog::default();
+    for id in [1, 2] {
+        c.apply(CatalogCommand::UpsertMember(member(id, 9000 + id as u16)))
+            .unwrap();
+    }
+    c.apply(CatalogCommand::RegisterFunctions {
+        node: 1,
+        functions: vec![protected(0, 0, 0, &["admin"])],
+    })
+    .unwrap();
+    let before = c.clone();
+    for (node, minor, roles) in [(2, 5, &[][..]), (2, 0, &["ops"][..]), (1, 1, &[][..])] {
+        let err = c
+            .apply(CatalogCommand::RegisterFunctions {
+                node,
+                functions: vec![protected(0, 0, minor, roles)],
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, mpreg::control::CatalogError::RolesMissing { missing, .. } if missing == &["admin"]),
+            "{err}"
+        );
+        assert_eq!(c, before, "a refusal changes nothing");
+    }
+    // A batch is refused whole if one of its entries lacks a role another requires.
+    let err = c.apply(CatalogCommand::RegisterFunctions {
+        node: 2,
+        functions: vec![protected(1, 0, 0, &["x"]), protected(1, 0, 1, &[])],
+    });
+    assert!(err.is_err());
+    assert_eq!(c, before);
+    // With the roles (or more), anywhere: accepted. The owner may re-register its entry.
+    c.apply(CatalogCommand::RegisterFunctions {
+        node: 2,
+        functions: vec![protected(0, 0, 5, &["admin", "ops"])],
+    })
+    .unwrap();
+    // Node 2's entry now requires `ops` too: so must node 1's, when it registers again.
+    let again = |roles: &[&str]| CatalogCommand::RegisterFunctions {
+        node: 1,
+        functions: vec![protected(0, 0, 0, roles)],
+    };
+    assert!(c.apply(again(&["admin"])).is_err());
+    c.apply(again(&["admin", "ops"])).unwrap();
+    assert_eq!(c.functions().count(), 2);
+    assert!(c.check_registration(2, &[protected(0, 0, 9, &[])]).is_err());
+    // Once every protected entry is gone, the name is free again.
+    for node in [1, 2] {
+        c.apply(CatalogCommand::UnregisterFunctions {
+            node,
+            functions: vec![("f0".into(), None)],
+        })
+        .unwrap();
+    }
+    assert!(c.check_registration(2, &[protected(0, 0, 9, &[])]).is_ok());
 }

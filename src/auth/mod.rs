@@ -19,9 +19,6 @@ pub use token::{AuthError, Claims, TokenIssuer, TokenVerifier};
 
 /// The role a client needs to register a worker's functions.
 pub const WORKER_ROLE: &str = "worker";
-/// The role a client needs to write the catalog by other means than a worker's own
-/// registration (there is none yet; queues and DNS records will be the first).
-pub const ADMIN_ROLE: &str = "admin";
 
 /// Longest `sub` a token may carry.
 pub const MAX_SUBJECT_BYTES: usize = 256;

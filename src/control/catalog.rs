@@ -43,6 +43,12 @@ pub struct FunctionEntry {
     pub resources: BTreeSet<String>,
     /// Safe to run twice for one request (retried elsewhere if its node fails mid-call).
     pub idempotent: bool,
+    /// Roles a caller needs one of, where tokens are required (none: anyone may call).
+    /// Travels with the function: a registration of this name anywhere in the cluster must
+    /// require at least these, or a worker could take its callers with an unprotected copy
+    /// at a higher version. (Absent in peer frames of builds before it: none.)
+    #[serde(default)]
+    pub roles: BTreeSet<String>,
 }
 
 /// Delivery settings of a queue (SQS-like).
@@ -131,6 +137,11 @@ pub enum CatalogError {
         existing: String,
         given: String,
     },
+    #[error(
+        "function `{name}` requires the roles {} in this cluster; a registration of it must require them too",
+        .missing.join(", ")
+    )]
+    RolesMissing { name: String, missing: Vec<String> },
     #[error("queue `{0}` exists with another owner or configuration")]
     QueueExists(String),
     #[error("no queue `{0}`")]
@@ -179,6 +190,7 @@ impl Catalog {
                 // Check everything first, so a rejected batch changes nothing.
                 for f in &functions {
                     self.check_function_id(node, f, &functions)?;
+                    self.check_roles(node, f, &functions)?;
                 }
                 let mine = self.functions.entry(node).or_default();
                 for f in functions {
@@ -265,6 +277,72 @@ impl Catalog {
         match others.chain(batch).find_map(conflict) {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// `f`, registered by `node`, requires every role any other entry of its name requires
+    /// (in the catalog, or in the same batch). A node re-registering replaces its own entry
+    /// of the same name and version, which does not count.
+    fn check_roles(
+        &self,
+        node: NodeId,
+        f: &FunctionEntry,
+        batch: &[FunctionEntry],
+    ) -> Result<(), CatalogError> {
+        let missing: BTreeSet<&String> = self
+            .entries_named(&f.name)
+            .filter(|(n, e)| !(*n == node && e.version == f.version))
+            .map(|(_, e)| e)
+            .chain(batch.iter().filter(|e| e.name == f.name))
+            .flat_map(|e| &e.roles)
+            .filter(|r| !f.roles.contains(*r))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(CatalogError::RolesMissing {
+            name: f.name.clone(),
+            missing: missing.into_iter().cloned().collect(),
+        })
+    }
+
+    /// Every entry named `name`, with the node offering it.
+    fn entries_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (NodeId, &'a FunctionEntry)> + 'a {
+        self.functions
+            .iter()
+            .flat_map(|(n, fs)| fs.values().map(move |e| (*n, e)))
+            .filter(move |(_, e)| e.name == name)
+    }
+
+    /// Whether `node` may register `functions` now (what [`Catalog::apply`] would check),
+    /// so that a registration can be refused before it is proposed.
+    pub fn check_registration(
+        &self,
+        node: NodeId,
+        functions: &[FunctionEntry],
+    ) -> Result<(), CatalogError> {
+        for f in functions {
+            self.check_function_id(node, f, functions)?;
+            self.check_roles(node, f, functions)?;
+        }
+        Ok(())
+    }
+
+    /// A catalog from its parts (the data directory's older formats are read into these).
+    pub(crate) fn from_parts(
+        members: BTreeMap<NodeId, Member>,
+        functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
+        queues: BTreeMap<String, QueueEntry>,
+        services: BTreeMap<ServiceKey, DnsService>,
+    ) -> Catalog {
+        Catalog {
+            members,
+            functions,
+            queues,
+            services,
         }
     }
 

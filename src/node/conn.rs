@@ -701,7 +701,7 @@ impl<'a> Connection<'a> {
             let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));
             return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
         }
-        let entries = match self.shared.functions.add(w.functions(&reg)) {
+        let entries = match self.shared.functions.add_checked(w.functions(&reg)) {
             Ok(entries) => entries,
             Err(e) => {
                 let reply =
@@ -732,6 +732,11 @@ impl<'a> Connection<'a> {
                             ..Done::default()
                         },
                     )
+                }
+                // Refused when it committed (the leader's catalog had a conflicting entry
+                // this replica had not seen yet): taken off this node again.
+                Err(e @ super::NodeError::Refused(_)) => {
+                    Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()))
                 }
                 Err(e) => Reply::failure(
                     u,

@@ -58,6 +58,18 @@ pub(crate) enum Storage<'a> {
     Memory(LogStore),
 }
 
+/// Why a catalog command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// Committed, and refused by the catalog on every replica alike (the state is as it
+    /// was): the command was wrong, and retrying it will not help.
+    #[error(transparent)]
+    Refused(#[from] crate::control::CatalogError),
+    /// Not committed (no leader, no quorum, the node stopping).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Why a linearizable read could not be served.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
@@ -332,19 +344,19 @@ impl Control {
         &self,
         cmd: CatalogCommand,
         within: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommitError> {
         let rng = &self.service.env.rng;
         let jittered = |tries| retry_backoff(tries, rng.next_u64());
         match tokio::time::timeout(within, self.commit(cmd, jittered)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!(
+            Err(_) => Err(CommitError::Unavailable(format!(
                 "no leader committed it within {:.1} s (no quorum reachable?)",
                 within.as_secs_f64()
-            )),
+            ))),
         }
     }
 
-    pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), String> {
+    pub(crate) async fn propose(&self, cmd: CatalogCommand) -> Result<(), CommitError> {
         self.commit(cmd, |_| RETRY_BACKOFF).await
     }
 
@@ -354,7 +366,7 @@ impl Control {
         &self,
         cmd: CatalogCommand,
         pause: impl Fn(u32) -> Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommitError> {
         let mut tries = 0u32;
         let resp = loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
@@ -362,7 +374,7 @@ impl Control {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     f.leader_node.map(|node| (f.leader_id, node))
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(CommitError::Unavailable(e.to_string())),
             };
             if let Some((id, node)) = leader {
                 let mut peer = self.network.leader(id, node);
@@ -374,7 +386,7 @@ impl Control {
             tries += 1;
         };
         self.applied(resp.log_id.index).await;
-        resp.data.map_err(|e| e.to_string())
+        Ok(resp.data?)
     }
 
     /// Waits (at most [`RPC_TIMEOUT`]) until this replica has applied log entry `index`:

@@ -10,7 +10,7 @@ use semver::Version;
 use tokio::sync::watch;
 
 use super::NodeError;
-use super::control::Control;
+use super::control::{CommitError, Control};
 use crate::control::{CatalogCommand, FunctionEntry};
 use crate::registry::{Function, FunctionSpec, RegisterError, Registry};
 
@@ -30,6 +30,7 @@ pub(crate) fn entry(spec: &FunctionSpec) -> FunctionEntry {
         version: spec.version.clone(),
         resources: spec.resources.clone(),
         idempotent: spec.idempotent,
+        roles: spec.roles.clone(),
     }
 }
 
@@ -71,6 +72,39 @@ impl Functions {
         Ok(entries)
     }
 
+    /// [`Functions::add`], then refused (and removed again) if this replica's catalog would
+    /// refuse them as this node's (`Catalog::check_registration`: a function_id taken, or
+    /// roles another entry of the name requires): the caller hears why at once. The
+    /// leader's check when the entries commit is the one that counts ([`Functions::publish`]).
+    pub(crate) fn add_checked(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, NodeError> {
+        let entries = self.add(fs)?;
+        let id = self.control.id;
+        let verdict = self
+            .control
+            .catalog
+            .read(|s| s.catalog.check_registration(id, &entries));
+        verdict.map_err(|e| self.refused(&entries, e))?;
+        Ok(entries)
+    }
+
+    /// Takes `entries` off this node again, refused by the catalog for `why`.
+    fn refused(&self, entries: &[FunctionEntry], why: crate::control::CatalogError) -> NodeError {
+        let which: Vec<_> = entries
+            .iter()
+            .map(|e| (e.name.clone(), Some(e.version.clone())))
+            .collect();
+        self.remove(&which);
+        NodeError::Refused(why)
+    }
+
+    /// A commit's failure as the node reports it; a refusal takes `entries` off this node.
+    fn failed(&self, entries: &[FunctionEntry], e: CommitError) -> NodeError {
+        match e {
+            CommitError::Refused(why) => self.refused(entries, why),
+            CommitError::Unavailable(why) => NodeError::Control(why),
+        }
+    }
+
     /// Removes each `(name, version)` here (every version when `None`); returns how many.
     pub(crate) fn remove(&self, which: &[(String, Option<Version>)]) -> usize {
         let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
@@ -89,10 +123,10 @@ impl Functions {
         self.control
             .propose(CatalogCommand::RegisterFunctions {
                 node: self.control.id,
-                functions: entries,
+                functions: entries.clone(),
             })
             .await
-            .map_err(NodeError::Control)
+            .map_err(|e| self.failed(&entries, e))
     }
 
     /// [`Functions::publish`] within `within` (joining included), for a client waiting on
@@ -106,12 +140,12 @@ impl Functions {
             self.joined().await?;
             let cmd = CatalogCommand::RegisterFunctions {
                 node: self.control.id,
-                functions: entries,
+                functions: entries.clone(),
             };
             self.control
                 .propose_within(cmd, within)
                 .await
-                .map_err(NodeError::Control)
+                .map_err(|e| self.failed(&entries, e))
         };
         tokio::time::timeout(within, commit).await.map_err(|_| {
             NodeError::Control(format!(
@@ -133,7 +167,7 @@ impl Functions {
                 functions: which,
             })
             .await
-            .map_err(NodeError::Control)
+            .map_err(|e| NodeError::Control(e.to_string()))
     }
 
     async fn joined(&self) -> Result<(), NodeError> {

@@ -44,6 +44,9 @@ pub enum NodeError {
     Register(#[from] RegisterError),
     #[error("cannot start the control plane: {0}")]
     Control(String),
+    /// The cluster catalog refused a registration (the same on every replica).
+    #[error("the cluster catalog refused it: {0}")]
+    Refused(crate::control::CatalogError),
     #[error(transparent)]
     Secret(#[from] crate::fabric::SecretError),
     #[error("token settings: {0}")]
@@ -959,7 +962,7 @@ impl RunningNode {
     /// Registers `f` on the running node and, once the node is in the cluster catalog,
     /// commits it there (so every node sees it). Calls on this node find it at once.
     pub async fn register(&self, f: Function) -> Result<(), NodeError> {
-        let entries = self.functions.add(vec![f])?;
+        let entries = self.functions.add_checked(vec![f])?;
         self.functions.publish(entries).await
     }
 

@@ -209,6 +209,7 @@ mod tests {
                 version: Version::parse(version).unwrap(),
                 resources: resources.iter().map(|r| r.to_string()).collect(),
                 idempotent: false,
+                roles: Default::default(),
             }],
         }
     }

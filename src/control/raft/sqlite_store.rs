@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
-use super::store::StoredSnapshot;
+use super::store::{StoredSnapshot, StoredState};
 use super::store_stats::StoreStats;
 use crate::env::Clock;
 use crate::env::sqlite::{DbError, Durability, SqliteDb};
@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
 /// older format (0 is a database from before versions were kept: the same layout as 1); a
 /// database of a newer format is refused, never misread. Raise it, and teach `open` to
 /// read the previous one, whenever a table or an encoding of what is stored changes.
-pub const DATA_FORMAT: i64 = 1;
+/// Format 2: function entries carry their roles (format 1 is rewritten at open,
+/// `format_v1`).
+pub const DATA_FORMAT: i64 = 2;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -73,9 +75,14 @@ impl SqliteLogStore {
                 supported: DATA_FORMAT,
             });
         }
-        db.call(|c| {
-            c.execute_batch(SCHEMA)?;
-            c.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))
+        db.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            if found < 2 {
+                from_format_1(&tx)?;
+            }
+            tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
+            tx.commit()
         })
         .await?;
         Ok(SqliteLogStore {
@@ -189,6 +196,37 @@ impl SqliteLogStore {
             .await
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
     }
+}
+
+/// Rewrites a format-1 (or 0) database's log entries and snapshot as format 2, in the
+/// caller's transaction: all of it or, on any error, none (the node then refuses to start,
+/// and the old build still reads its directory).
+fn from_format_1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    use super::format_v1::{EntryV1, StoredStateV1};
+    let rows: Vec<(i64, Vec<u8>)> = tx
+        .prepare("SELECT idx, entry FROM raft_log ORDER BY idx")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (idx, bytes) in rows {
+        let entry: Entry<TypeConfig> = decode::<EntryV1>(&bytes)?.into();
+        tx.execute(
+            "UPDATE raft_log SET entry = ?1 WHERE idx = ?2",
+            params![encode(&entry)?, idx],
+        )?;
+    }
+    let snapshot: Option<Vec<u8>> = tx
+        .query_row("SELECT data FROM raft_snapshot WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(bytes) = snapshot {
+        let state: StoredState = decode::<StoredStateV1>(&bytes)?.into();
+        tx.execute(
+            "UPDATE raft_snapshot SET data = ?1 WHERE id = 1",
+            params![encode(&state)?],
+        )?;
+    }
+    Ok(())
 }
 
 /// `range` as `[start, end)` over u64 indices.
@@ -375,7 +413,9 @@ mod tests {
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
+    use crate::control::CatalogCommand;
     use crate::control::raft::{CatalogStateMachine, SnapshotDisk};
+    use openraft::{BasicNode, SnapshotMeta};
 
     /// A fresh database file per store the suite asks for.
     struct FreshDb(std::path::PathBuf);
@@ -470,6 +510,87 @@ mod tests {
         assert!(!s.has_vote().await.unwrap());
         assert!(s.load_snapshot().await.unwrap().is_none());
         assert_eq!(s.node_id_or_insert(7).await.unwrap(), 42);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Format 1, before function entries carried roles: a node upgraded in place keeps its
+    /// log and snapshot, rewritten as format 2 (the entries without roles).
+    #[tokio::test]
+    async fn a_format_1_directory_is_read_and_rewritten() {
+        use super::super::format_v1::{
+            CatalogCommandV1, EntryPayloadV1, EntryV1, FunctionEntryV1, StoredStateV1,
+        };
+        let dir = std::env::temp_dir().join(format!("mpreg-format1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let f = FunctionEntryV1 {
+            name: "resize".into(),
+            function_id: "resize".into(),
+            version: semver::Version::new(1, 2, 0),
+            resources: ["gpu".to_owned()].into(),
+            idempotent: true,
+        };
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 1), 7);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("PRAGMA user_version = 1").unwrap();
+            let entry = EntryV1 {
+                log_id,
+                payload: EntryPayloadV1::Normal(CatalogCommandV1::RegisterFunctions {
+                    node: 5,
+                    functions: vec![f.clone()],
+                }),
+            };
+            c.execute(
+                "INSERT INTO raft_log (idx, entry) VALUES (7, ?1)",
+                [encode(&entry).unwrap()],
+            )
+            .unwrap();
+            let mut state = StoredStateV1 {
+                last_applied: Some(log_id),
+                ..Default::default()
+            };
+            state
+                .catalog
+                .functions
+                .entry(5)
+                .or_default()
+                .insert((f.name.clone(), f.version.clone()), f.clone());
+            let meta = SnapshotMeta::<u64, BasicNode> {
+                last_log_id: Some(log_id),
+                last_membership: Default::default(),
+                snapshot_id: "3-7".into(),
+            };
+            c.execute(
+                "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                params![encode(&meta).unwrap(), encode(&state).unwrap()],
+            )
+            .unwrap();
+        }
+        let mut s = SqliteLogStore::open(&path).await.unwrap();
+        let entries = s.try_get_log_entries(7..8).await.unwrap();
+        let openraft::EntryPayload::Normal(CatalogCommand::RegisterFunctions { node, functions }) =
+            &entries[0].payload
+        else {
+            panic!("{:?}", entries[0].payload);
+        };
+        assert_eq!((*node, entries[0].log_id), (5, log_id));
+        assert_eq!(functions[0].name, "resize");
+        assert_eq!(functions[0].resources, ["gpu".to_owned()].into());
+        assert!(functions[0].idempotent && functions[0].roles.is_empty());
+        let (meta, data) = s.load_snapshot().await.unwrap().expect("the snapshot");
+        assert_eq!(meta.snapshot_id, "3-7");
+        let state: StoredState = codec::decode_stored(&data).expect("rewritten as format 2");
+        assert_eq!(state.last_applied, Some(log_id));
+        assert_eq!(state.catalog.functions().count(), 1);
+        drop(s);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, DATA_FORMAT);
         let _ = std::fs::remove_dir_all(dir);
     }
 

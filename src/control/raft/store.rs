@@ -399,17 +399,25 @@ pub(super) fn decode_state(bytes: &[u8], max: usize) -> Result<StoredState, Stor
         #[error(transparent)]
         Codec(#[from] crate::fabric::codec::CodecError),
     }
-    let decode = || {
-        if bytes.len() > max {
-            return Err(Refused::TooLarge(bytes.len(), max));
-        }
-        let (state, read) = crate::fabric::codec::decode_stored_prefix(bytes)?;
+    fn whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
+        let (value, read) = crate::fabric::codec::decode_stored_prefix(bytes)?;
         match bytes.len() - read {
-            0 => Ok(state),
+            0 => Ok(value),
             n => Err(Refused::Trailing(n)),
         }
-    };
-    decode().map_err(io_error)
+    }
+    if bytes.len() > max {
+        return Err(io_error(Refused::TooLarge(bytes.len(), max)));
+    }
+    // A snapshot of the format before roles (a leader of the older build during a rolling
+    // upgrade) reads too: its layout does not decode as this one's, nor this one's as it.
+    whole::<StoredState>(bytes)
+        .or_else(|e| {
+            whole::<super::format_v1::StoredStateV1>(bytes)
+                .map(Into::into)
+                .map_err(|_| e)
+        })
+        .map_err(io_error)
 }
 
 /// FNV-1a: a stable digest (the same in every process and run).
