@@ -211,3 +211,67 @@ pub fn upgrade_token(data: &[u8]) {
         assert!(v.exp > 1_000_000, "a verified token has not expired");
     }
 }
+
+/// A snapshot arriving from a leader, as openraft hands it to the state machine: the first
+/// byte cuts the rest into chunks, each written at the offset its position gives, moved by
+/// the second byte (so some seek into, or past, what arrived), under a small limit; then the
+/// shutdown decodes the state. A decoded state must encode and decode to itself. Never an
+/// allocation beyond the bytes written, whatever the offsets.
+pub fn snapshot(data: &[u8]) {
+    use std::io::SeekFrom;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncSeek, AsyncWrite};
+
+    use crate::control::raft::SnapshotBuf;
+
+    const LIMIT: usize = 64 * 1024;
+    let [cut, shift, rest @ ..] = data else {
+        return;
+    };
+    let chunk = usize::from(*cut).max(1);
+    let mut cx = Context::from_waker(Waker::noop());
+    fn ready<T>(p: Poll<std::io::Result<T>>) -> std::io::Result<T> {
+        match p {
+            Poll::Ready(r) => r,
+            Poll::Pending => panic!("a snapshot buffer never waits"),
+        }
+    }
+    let mut buf = SnapshotBuf::receiving(LIMIT);
+    for (i, part) in rest.chunks(chunk).enumerate() {
+        // Honest offsets, except every chunk that the shift byte's bits pick.
+        let honest = (i * chunk) as u64;
+        let offset = if (shift >> (i % 8)) & 1 == 1 {
+            honest.wrapping_mul(u64::from(*shift)).wrapping_add(1 << 40)
+        } else {
+            honest
+        };
+        if Pin::new(&mut buf)
+            .start_seek(SeekFrom::Start(offset))
+            .is_err()
+        {
+            assert!(
+                offset > buf.len() as u64,
+                "a seek within what arrived is allowed"
+            );
+            return;
+        }
+        let _ = ready(Pin::new(&mut buf).poll_complete(&mut cx));
+        if ready(Pin::new(&mut buf).poll_write(&mut cx, part)).is_err() {
+            return;
+        }
+        assert!(buf.len() <= LIMIT, "a snapshot grew past its limit");
+    }
+    if ready(Pin::new(&mut buf).poll_shutdown(&mut cx)).is_err() {
+        return;
+    }
+    let (_, Some(state)) = buf.into_parts() else {
+        panic!("a snapshot that shut down cleanly has its state");
+    };
+    let bytes = bincode::serde::encode_to_vec(&state, bincode::config::standard())
+        .expect("a decoded state encodes");
+    let mut again = SnapshotBuf::receiving(bytes.len().max(1));
+    let _ = ready(Pin::new(&mut again).poll_write(&mut cx, &bytes)).expect("fits");
+    ready(Pin::new(&mut again).poll_shutdown(&mut cx)).expect("an encoded state decodes");
+    assert_eq!(again.into_parts().1, Some(state), "a state round-trips");
+}

@@ -18,7 +18,7 @@ use openraft::{BasicNode, Vote};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 7] = [
+const TARGETS: [Target; 8] = [
     ("peer_hello", mpreg::fuzzing::peer_hello),
     ("peer_frame", mpreg::fuzzing::peer_frame),
     ("client_frame", mpreg::fuzzing::client_frame),
@@ -26,6 +26,7 @@ const TARGETS: [Target; 7] = [
     ("settings", mpreg::fuzzing::settings),
     ("json_text", mpreg::fuzzing::json_text),
     ("upgrade_token", mpreg::fuzzing::upgrade_token),
+    ("snapshot", mpreg::fuzzing::snapshot),
 ];
 
 fn corpus(target: &str) -> PathBuf {
@@ -240,6 +241,52 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
     ]
 }
 
+/// Snapshot seeds: a chunk size and an offset shift (0: honest), then a state's bytes.
+fn snapshots() -> Vec<(&'static str, Vec<u8>)> {
+    let mut catalog = mpreg::control::Catalog::default();
+    let member = mpreg::control::Member {
+        id: 5,
+        name: "n".into(),
+        cluster_id: "c".into(),
+        advertised_urls: vec!["ws://127.0.0.1:9000".into()],
+        resources: ["cpu".to_owned()].into(),
+        role: mpreg::control::Role::Voter,
+    };
+    catalog.apply(CatalogCommand::UpsertMember(member)).unwrap();
+    catalog
+        .apply(CatalogCommand::RegisterFunctions {
+            node: 5,
+            functions: vec![mpreg::control::FunctionEntry {
+                name: "payroll".into(),
+                function_id: "payroll".into(),
+                version: semver::Version::new(1, 2, 3),
+                resources: ["cpu".to_owned()].into(),
+                idempotent: true,
+                roles: ["finance".to_owned()].into(),
+            }],
+        })
+        .unwrap();
+    let state = |catalog| mpreg::control::raft::StoredState {
+        last_applied: None,
+        membership: Default::default(),
+        catalog,
+    };
+    let encode = |s: &mpreg::control::raft::StoredState| {
+        bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap()
+    };
+    let with = |cut: u8, shift: u8, bytes: Vec<u8>| [vec![cut, shift], bytes].concat();
+    let full = encode(&state(catalog));
+    vec![
+        ("empty", with(255, 0, encode(&state(Default::default())))),
+        ("catalog", with(16, 0, full.clone())),
+        ("catalog_far_offset", with(16, 0b100, full.clone())),
+        (
+            "catalog_truncated",
+            with(64, 0, full[..full.len() / 2].to_vec()),
+        ),
+    ]
+}
+
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = corpus(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -305,6 +352,9 @@ fn write_seed_corpora() {
     ];
     for (name, json) in client {
         write("client_frame", name, json.as_bytes());
+    }
+    for (name, bytes) in snapshots() {
+        write("snapshot", name, &bytes);
     }
     let plans = [
         ("one", r#"[{"name":"a","fun":"f","args":[1]}]"#),
