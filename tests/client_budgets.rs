@@ -236,28 +236,37 @@ async fn a_worker_connection_stays_within_its_bounds() {
         let call = json!({"role": "rpc", "u": format!("n{i}"), "cmds": [{"name": "a", "fun": "never", "args": [i]}]});
         w.send(Message::text(call.to_string())).await.unwrap();
     }
-    let (mut refused, mut timed_out, mut calls) = (0, 0, 0);
+    // No counts that depend on how fast the node reads (a slow machine lets some of the 8
+    // time out and free their place before all 20 are read): what must hold is that the
+    // worker never has more than 8 calls open, that every request is answered (refused at
+    // once, or timed out), and that every call it got was cancelled and counted.
+    let (mut refused, mut timed_out, mut calls, mut cancels) = (0, 0, 0, 0);
     while refused + timed_out < 20 {
-        let m = timeout(Duration::from_secs(5), next_json(&mut w))
+        let m = timeout(Duration::from_secs(10), next_json(&mut w))
             .await
             .expect("every request is answered");
         match (m["role"].as_str(), m["error"]["code"].as_i64()) {
             (Some("call"), _) => calls += 1,
-            (Some("cancel"), _) => {}
+            (Some("cancel"), _) => cancels += 1,
             (_, Some(1016)) => refused += 1,
             (_, Some(1004)) => timed_out += 1,
             other => panic!("unexpected {other:?}: {m}"),
         }
+        assert!(
+            calls - cancels <= 8,
+            "{calls} calls, {cancels} cancelled: over the limit"
+        );
     }
-    assert_eq!((refused, timed_out, calls), (12, 8, 8));
+    assert!(refused >= 1, "20 at once on a limit of 8: some refused");
+    assert_eq!(calls, timed_out, "each call the worker got timed out");
     let abandoned = wait_budget(
         node.url(),
         "worker_calls_abandoned",
-        Duration::from_secs(2),
-        |n| n >= 8,
+        Duration::from_secs(10),
+        |n| n >= timed_out,
     )
     .await;
-    assert_eq!(abandoned, 8);
+    assert_eq!(abandoned, timed_out);
     let many: Vec<Value> = (0..300).map(|i| json!({"name": format!("f{i}")})).collect();
     let many = json!({"role": "register", "u": "many", "functions": many});
     assert_eq!(code_of(&reply_to(&mut w, &many).await), 1016);
@@ -418,6 +427,149 @@ async fn a_generic_value_parameter_counts_against_the_budget() {
         (Some("tree"), Some("after"))
     );
     assert_eq!(first["r"]["a"], 100_000);
+    let paused = budget(node.url()).await["connections_paused"]
+        .as_u64()
+        .unwrap();
+    assert!(paused >= 1, "{paused}");
+    node.shutdown().await;
+}
+
+/// Issue 23, point 6: 1017 within the deadline on a cluster that lost its majority (three
+/// members, two of them killed), not only on a node that never joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_on_a_cluster_that_lost_its_majority_answers_1017() {
+    let a = start_node(
+        mpreg::Settings {
+            request_timeout_ms: 1500,
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let b = NodeProcess::start(&["--peers", a.url(), "--no-monitoring"], &[]);
+    let c = NodeProcess::start(&["--peers", a.url(), "--no-monitoring"], &[]);
+    eventually(
+        Duration::from_secs(30),
+        || async {
+            let m = a.raft_metrics().borrow().clone();
+            m.membership_config.membership().voter_ids().count() as u64
+        },
+        |voters| voters == 3,
+    )
+    .await;
+    // A registration commits while the majority is there.
+    let mut w = raw_connect(a.url()).await;
+    let ok = json!({"role": "register", "u": "ok", "functions": [{"name": "before"}]});
+    assert!(raw_roundtrip(&mut w, &ok.to_string()).await["error"].is_null());
+    drop((b, c)); // SIGKILL: they leave nothing behind and tell no one
+    let started = Instant::now();
+    let reg = json!({"role": "register", "u": "r", "functions": [{"name": "after"}]});
+    let reply = timeout(
+        Duration::from_secs(20),
+        raw_roundtrip(&mut w, &reg.to_string()),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(code_of(&reply), 1017, "{reply}");
+    assert!(
+        reply["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("not in the cluster catalog"),
+        "{reply}"
+    );
+    // By the request's deadline (1.5 s), give or take the machine's scheduling.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The node still serves calls from its catalog.
+    let client = Client::connect(a.url()).await.unwrap();
+    assert_eq!(client.call("echo", json!([1])).await.unwrap(), json!(1));
+}
+
+/// Issue 23, point 6: the node-wide client budget over real sockets, with several
+/// connections. The node holds 5 MiB for all clients (and so for any one). Connection B
+/// sends a 3 MB request that runs until the test lets it go; then A sends another and,
+/// right behind it, an echo. The node now holds more than its budget, and A more than its
+/// fair share (a quarter of it, with C and the probe's connection), so the node stops
+/// reading A: A's echo is answered only after its request (without the node-wide budget,
+/// A at 3 MB is under its own 5 MiB and the echo would come back first). C, holding
+/// nothing, is under its share and is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_budget_is_shared_fairly_over_real_connections() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let settings = mpreg::Settings {
+        max_client_bytes: 5 << 20,
+        max_connection_bytes: 5 << 20,
+        ..test_settings()
+    };
+    // A `String` parameter: the request's frame is what it holds (no JSON tree besides).
+    let hold = |name: &str, release: Arc<Notify>| {
+        Function::new(name, move |text: String| {
+            let release = release.clone();
+            async move {
+                release.notified().await;
+                Ok::<_, String>(text.len())
+            }
+        })
+        .params(["text"])
+    };
+    let (release_a, release_b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let node = start_node(
+        settings,
+        vec![
+            hold("hold_a", release_a.clone()),
+            hold("hold_b", release_b.clone()),
+        ],
+    )
+    .await;
+    let (mut a, mut b, mut c) = (
+        raw_connect(node.url()).await,
+        raw_connect(node.url()).await,
+        raw_connect(node.url()).await,
+    );
+    const BIG: usize = 3_000_000;
+    let big = |u: &str, fun: &str| {
+        json!({"role": "rpc", "u": u, "cmds": [{"name": "t", "fun": fun, "args": ["x".repeat(BIG)]}]})
+            .to_string()
+    };
+    b.send(Message::text(big("b", "hold_b"))).await.unwrap();
+    let held = wait_budget(node.url(), "bytes_held", Duration::from_secs(10), |n| {
+        n >= BIG as u64
+    })
+    .await;
+    assert!(held >= BIG as u64, "b's request is held: {held}");
+    a.send(Message::text(big("a", "hold_a"))).await.unwrap();
+    a.send(Message::text(echo_frame("a-echo", "x")))
+        .await
+        .unwrap();
+    let held = wait_budget(node.url(), "bytes_held", Duration::from_secs(10), |n| {
+        n >= 2 * BIG as u64
+    })
+    .await;
+    assert!(held >= 5 << 20, "over the node's budget: {held}");
+    // C is under its share: served while both are held.
+    let reply = timeout(
+        Duration::from_secs(10),
+        raw_roundtrip(&mut c, &echo_frame("c", "y")),
+    )
+    .await
+    .expect("c is served while the node is full");
+    assert_eq!(reply["r"]["a"], "y", "{reply}");
+    release_a.notify_one();
+    let first = next_json(&mut a).await;
+    let second = next_json(&mut a).await;
+    assert_eq!(
+        (first["u"].as_str(), second["u"].as_str()),
+        (Some("a"), Some("a-echo")),
+        "a was not read while over its share"
+    );
+    assert_eq!(first["r"]["t"], BIG);
+    release_b.notify_one();
+    assert_eq!(next_json(&mut b).await["r"]["t"], BIG);
     let paused = budget(node.url()).await["connections_paused"]
         .as_u64()
         .unwrap();

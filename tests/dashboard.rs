@@ -2,7 +2,7 @@
 //! Chromium (Debian's, driven by playwright-core: `tests/browser/`) opens the first one's
 //! dashboard and sees the three nodes live; one is killed with SIGKILL, and the page, fed
 //! by server-sent events, shows it down. A screenshot is saved in the target directory.
-//! `.ci/run` installs Chromium and playwright-core; without them this test fails.
+//! `scripts/test.sh` installs Chromium and playwright-core; without them this test fails.
 
 mod common;
 
@@ -20,7 +20,7 @@ fn browser_dir() -> PathBuf {
 fn the_dashboard_shows_the_cluster_live_and_a_killed_node_down() {
     assert!(
         browser_dir().join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: npm ci --prefix tests/browser (.ci/run does)"
+        "playwright-core is not installed: npm ci --prefix tests/browser (scripts/test.sh does)"
     );
     let mut a = NodeProcess::start(&["--name", "alpha"], &[]);
     let dashboard = format!("{}/", a.monitoring_url());

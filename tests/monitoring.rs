@@ -1,5 +1,5 @@
 //! The admin HTTP server over real sockets: probes, the original's health JSON, status,
-//! Prometheus metrics (checked by promtool when it is installed: `.ci/run` installs it),
+//! Prometheus metrics (checked by promtool, which `scripts/test.sh` installs),
 //! readiness while draining, and tokens on the admin routes.
 #![allow(clippy::disallowed_types)] // tests reach the node from outside, over real sockets
 
@@ -270,7 +270,7 @@ async fn forwarded_steps_peer_traffic_and_round_trips_are_measured() {
     );
 }
 
-/// `promtool check metrics` on `text` (Debian's `prometheus` package; `.ci/run` installs it).
+/// `promtool check metrics` on `text` (Debian's `prometheus` package; `scripts/test.sh` installs it).
 fn promtool_accepts(text: &str) {
     use std::io::Write;
     let mut child = std::process::Command::new("promtool")

@@ -130,6 +130,55 @@ async fn subscribers_hear_matching_topics_once_each_in_the_publishers_order() {
     assert_eq!(next_json(&mut sub).await["message"]["message_id"], "m9");
 }
 
+/// A publish to a topic no subscription matches reaches no one: it is counted published,
+/// nothing is delivered for it, and each subscriber's next notification is the next
+/// matching publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_nobody_matches_reaches_no_one() {
+    let node = start_node(
+        mpreg::Settings {
+            monitoring_enabled: true,
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    let mut subs = Vec::new();
+    for (sid, patterns) in [("a", &["orders.*"][..]), ("b", &["metrics.#", "x"][..])] {
+        let mut ws = raw_connect(node.url()).await;
+        assert_eq!(
+            raw_roundtrip(&mut ws, &subscribe("q", sid, patterns)).await["success"],
+            true
+        );
+        subs.push(ws);
+    }
+    let mut publisher = raw_connect(node.url()).await;
+    for (i, topic) in ["users.1.login", "orders", "orders.1.x", "metricsx", "y"]
+        .iter()
+        .enumerate()
+    {
+        let ack = raw_roundtrip(
+            &mut publisher,
+            &publish(&format!("n{i}"), topic, "none", json!(i)),
+        )
+        .await;
+        assert_eq!(ack["success"], true, "{ack}");
+    }
+    let text = scrape(node.monitoring_url().unwrap()).await;
+    assert_eq!(metric(&text, "mpreg_pubsub_published_total"), 5.0);
+    assert_eq!(metric(&text, "mpreg_pubsub_delivered_total"), 0.0, "{text}");
+    // Messages to each subscriber keep the publisher's order: had any of those reached
+    // one, it would come before these.
+    for (topic, id) in [("orders.2", "ma"), ("metrics.cpu", "mb")] {
+        raw_roundtrip(&mut publisher, &publish("m", topic, id, json!(0))).await;
+    }
+    for (ws, id) in subs.iter_mut().zip(["ma", "mb"]) {
+        assert_eq!(next_json(ws).await["message"]["message_id"], id);
+    }
+    let text = scrape(node.monitoring_url().unwrap()).await;
+    assert_eq!(metric(&text, "mpreg_pubsub_delivered_total"), 2.0);
+}
+
 #[tokio::test]
 async fn bad_subscriptions_and_publishes_are_refused_in_the_ack() {
     let node = start_node(test_settings(), vec![]).await;
@@ -372,7 +421,7 @@ async fn the_rust_client_subscribes_and_publishes() {
 }
 
 /// The Python example that needs only `websockets` (`examples/pubsub_websockets.py`),
-/// subscribing on one node and publishing on another. `.ci/run` installs `websockets`;
+/// subscribing on one node and publishing on another. `scripts/test.sh` installs `websockets`;
 /// without it the test fails saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
@@ -388,7 +437,7 @@ async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("No module named 'websockets'"),
-        "this test needs python3 with the `websockets` package (.ci/run installs it)"
+        "this test needs python3 with the `websockets` package (scripts/test.sh installs it)"
     );
     assert!(out.status.success(), "{stderr}");
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -455,11 +504,16 @@ async fn a_stuck_subscriber_slows_no_one() {
         );
         // Now read the stuck one: what is left of its messages, then (disconnect) a close.
         use futures_util::StreamExt;
-        let mut heard = 0;
+        let mut heard: Vec<usize> = Vec::new();
         let mut closed = None;
+        let last = total - 1;
         while let Some(frame) = stuck.next().await {
             match frame {
-                Ok(tokio_tungstenite::tungstenite::Message::Text(_)) => heard += 1,
+                Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                    let n: Value = serde_json::from_str(&t).unwrap();
+                    let id = n["message"]["message_id"].as_str().unwrap();
+                    heard.push(id.trim_start_matches('m').parse().unwrap());
+                }
                 Ok(tokio_tungstenite::tungstenite::Message::Close(c)) => {
                     closed = c;
                     break;
@@ -467,16 +521,33 @@ async fn a_stuck_subscriber_slows_no_one() {
                 Ok(_) => {}
                 Err(_) => break,
             }
-            if policy == mpreg::config::SlowSubscriber::DropOldest && heard >= 1 {
+            if policy == mpreg::config::SlowSubscriber::DropOldest && heard.last() == Some(&last) {
                 break;
             }
         }
+        assert!(heard.windows(2).all(|w| w[0] < w[1]), "in order: {heard:?}");
         match policy {
-            mpreg::config::SlowSubscriber::DropOldest => assert!(heard >= 1),
+            mpreg::config::SlowSubscriber::DropOldest => {
+                // What it hears: the oldest it was written before it stopped reading (in
+                // its socket's buffers), a gap, then the newest; so the dropped ones are
+                // older than what was kept waiting, and the last publish is never lost.
+                assert_eq!(heard.last(), Some(&last), "the newest is kept");
+                assert_eq!(
+                    heard.len() as f64 + dropped,
+                    total as f64,
+                    "every message heard or counted dropped"
+                );
+                let gap = heard.windows(2).position(|w| w[1] > w[0] + 1);
+                let gap = gap.expect("some were dropped");
+                assert!(
+                    heard[gap + 1..].windows(2).all(|w| w[1] == w[0] + 1),
+                    "after the dropped ones, the newest run whole: {heard:?}"
+                );
+            }
             mpreg::config::SlowSubscriber::Disconnect => {
                 let c = closed.expect("a close frame");
                 assert_eq!(u16::from(c.code), 1008, "{c:?}");
-                assert!(heard < total, "it did not get everything");
+                assert!(heard.len() < total, "it did not get everything");
             }
         }
     }

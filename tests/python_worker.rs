@@ -1,7 +1,7 @@
 //! The Python worker example (`examples/python_worker.py`) against real nodes: it registers
 //! over its connection to one node, and its functions are called from another.
 //!
-//! Needs `python3` with the `websockets` package (`.ci/run` installs it); without them the
+//! Needs `python3` with the `websockets` package (`scripts/test.sh` installs it); without them the
 //! test fails saying so (a test that passed without running would prove nothing).
 
 mod common;
@@ -44,7 +44,7 @@ async fn the_python_worker_serves_the_cluster() {
     assert!(
         python_with_websockets(),
         "this test needs python3 with the `websockets` package (pip install websockets; \
-         .ci/run installs it)"
+         scripts/test.sh installs it)"
     );
     let a = start_node(
         Settings {
