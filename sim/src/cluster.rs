@@ -31,6 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The simulated disk syncs appends this long after they were written.
 const DISK_SYNC_DELAY: Duration = Duration::from_millis(2);
+/// A normal link's most latency (the least is 1 ms).
+const MAX_LATENCY: Duration = Duration::from_millis(5);
 
 /// What one client write came to. A write that timed out or lost its connection is
 /// `Unknown`: it may or may not have committed, and the checkers must allow both.
@@ -108,6 +110,42 @@ pub struct Observations {
     pub pubsub_heard: Vec<pubsub::Heard>,
     pub pubsub_published: Vec<pubsub::Published>,
     pub pubsub_final: Option<pubsub::FinalPhase>,
+    /// The late subscriber's subscription with a backlog, once it was acknowledged.
+    pub pubsub_backlog: Option<pubsub::BacklogSub>,
+    /// Links between nodes cut or degraded by the faults, each for a while.
+    pub link_faults: Vec<LinkFault>,
+    /// Nodes that lost what they held in memory (crashed, or restarted into an upgrade) or
+    /// were asked to leave, in the order it happened.
+    pub node_faults: Vec<NodeFault>,
+}
+
+/// A link between nodes `a` and `b` (`a < b`) that was cut (`Isolate`, `Split`) or degraded
+/// (`Links`: lossy or slower than normal) from `from` until `until` (`None`: until the end
+/// of the run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkFault {
+    pub a: String,
+    pub b: String,
+    pub cut: bool,
+    pub from: Duration,
+    pub until: Option<Duration>,
+}
+
+impl LinkFault {
+    /// Whether it is the link between `x` and `y` and was faulty at some time in `from..=to`.
+    pub fn hits(&self, x: &str, y: &str, from: Duration, to: Duration) -> bool {
+        let pair = (self.a == x && self.b == y) || (self.a == y && self.b == x);
+        pair && self.from <= to && self.until.is_none_or(|u| u >= from)
+    }
+}
+
+/// A node fault: a crash (its memory is gone; an upgrade crashes it too), or a request to
+/// leave (it shuts down and is no longer a member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFault {
+    pub node: String,
+    pub at: Duration,
+    pub leave: bool,
 }
 
 /// What a rogue campaign asked and got.
@@ -154,6 +192,8 @@ struct World {
     executions: Option<Executions>,
     /// The pub/sub workload's final phase has finished.
     pubsub_final_done: bool,
+    /// Link faults still in force: (a, b, cut) → since when.
+    open_link_faults: BTreeMap<(String, String, bool), Duration>,
 }
 
 type Shared = Rc<RefCell<World>>;
@@ -166,6 +206,30 @@ impl World {
             .filter(|(_, s)| s.up && s.state == Some(ServerState::Leader))
             .max_by_key(|(_, s)| s.term)
             .map(|(n, _)| n.clone())
+    }
+
+    /// The link between `x` and `y` is cut (`cut`) or degraded from `at` on, unless it
+    /// already was.
+    fn link_fault_begins(&mut self, x: &str, y: &str, cut: bool, at: Duration) {
+        let (a, b) = if x < y { (x, y) } else { (y, x) };
+        self.open_link_faults
+            .entry((a.to_owned(), b.to_owned(), cut))
+            .or_insert(at);
+    }
+
+    /// The link between `x` and `y` is no longer cut (`cut`) or degraded, as of `at`.
+    fn link_fault_ends(&mut self, x: &str, y: &str, cut: bool, at: Duration) {
+        let (a, b) = if x < y { (x, y) } else { (y, x) };
+        let key = (a.to_owned(), b.to_owned(), cut);
+        if let Some(from) = self.open_link_faults.remove(&key) {
+            self.obs.link_faults.push(LinkFault {
+                a: key.0,
+                b: key.1,
+                cut,
+                from,
+                until: Some(at),
+            });
+        }
     }
 
     /// Live members not asked to leave (those are on their way out): what the phases after
@@ -721,7 +785,7 @@ impl Harness<'_> {
                 let targets = self.resolve(target);
                 for t in &targets {
                     for other in self.node_names().iter().filter(|o| *o != t) {
-                        self.sim.partition(t.as_str(), other.as_str());
+                        self.cut(t, other);
                     }
                 }
                 format!("isolate {targets:?}")
@@ -744,7 +808,7 @@ impl Harness<'_> {
                 let all = self.node_names();
                 for a in &minority {
                     for b in all.iter().filter(|b| !minority.contains(b)) {
-                        self.sim.partition(a.as_str(), b.as_str());
+                        self.cut(a, b);
                     }
                 }
                 format!("split off {minority:?} (leader was {leader:?})")
@@ -789,9 +853,15 @@ impl Harness<'_> {
             }
             Action::Leave { target } => {
                 let targets = self.resolve(target);
+                let at = self.sim.elapsed();
                 let mut w = self.world.borrow_mut();
                 for t in &targets {
                     w.leave_requested.insert(t.clone());
+                    w.obs.node_faults.push(NodeFault {
+                        node: t.clone(),
+                        at,
+                        leave: true,
+                    });
                 }
                 format!("leave {targets:?}")
             }
@@ -803,7 +873,7 @@ impl Harness<'_> {
                 format!("links fail_rate={fail_rate} max_latency={max_latency_ms}ms")
             }
             Action::Calm => {
-                self.set_links(0.0, Duration::from_millis(5));
+                self.set_links(0.0, MAX_LATENCY);
                 "calm".to_owned()
             }
             Action::Upgrade { target } => {
@@ -857,6 +927,11 @@ impl Harness<'_> {
                 s.up = false;
                 s.state = None;
             }
+            w.obs.node_faults.push(NodeFault {
+                node: host.to_owned(),
+                at: self.sim.elapsed(),
+                leave: false,
+            });
         }
         self.sim.crash(host);
         if let Some(disk) = self.disks.get(host) {
@@ -864,23 +939,43 @@ impl Harness<'_> {
         }
     }
 
+    /// Cuts the link between nodes `a` and `b` (recorded for the checkers).
+    fn cut(&mut self, a: &str, b: &str) {
+        self.sim.partition(a, b);
+        let at = self.sim.elapsed();
+        self.world.borrow_mut().link_fault_begins(a, b, true, at);
+    }
+
     fn heal_links(&mut self) {
         let names = self.node_names();
+        let at = self.sim.elapsed();
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
                 self.sim.repair(a.as_str(), b.as_str());
+                self.world.borrow_mut().link_fault_ends(a, b, true, at);
             }
         }
     }
 
+    /// Every link between nodes drops messages at `fail_rate` and delays them up to
+    /// `max_latency`; degraded (recorded for the checkers) when that is worse than the
+    /// simulation's normal links.
     fn set_links(&mut self, fail_rate: f64, max_latency: Duration) {
         let names = self.node_names();
+        let at = self.sim.elapsed();
+        let degraded = fail_rate > 0.0 || max_latency > MAX_LATENCY;
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
                 self.sim
                     .set_link_fail_rate(a.as_str(), b.as_str(), fail_rate);
                 self.sim
                     .set_link_max_message_latency(a.as_str(), b.as_str(), max_latency);
+                let mut w = self.world.borrow_mut();
+                if degraded {
+                    w.link_fault_begins(a, b, false, at);
+                } else {
+                    w.link_fault_ends(a, b, false, at);
+                }
             }
         }
     }
@@ -968,7 +1063,7 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .simulation_duration(Duration::from_millis(horizon))
         .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
+        .max_message_latency(MAX_LATENCY)
         .build();
     let initial: Vec<String> = (1..=scenario.nodes).map(|i| format!("n{i}")).collect();
     let mut h = Harness {
@@ -1029,7 +1124,7 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     }
     // Heal everything, then give the cluster `settle_ms` to agree.
     h.heal_links();
-    h.set_links(0.0, Duration::from_millis(5));
+    h.set_links(0.0, MAX_LATENCY);
     let crashed: Vec<String> = world.borrow().crashed.iter().cloned().collect();
     for c in crashed {
         world.borrow_mut().crashed.remove(&c);
@@ -1116,6 +1211,17 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
             .collect();
         w.obs.healed_at = healed_at;
         w.obs.converged_at = converged_at;
+        // Healing repaired every link; anything still open lasted the run.
+        let open = std::mem::take(&mut w.open_link_faults);
+        w.obs
+            .link_faults
+            .extend(open.into_iter().map(|((a, b, cut), from)| LinkFault {
+                a,
+                b,
+                cut,
+                from,
+                until: None,
+            }));
         if let Some(e) = w.executions.clone() {
             w.obs.executions = cluster_rpc::lock(&e).clone();
         }

@@ -24,7 +24,7 @@ fn holds(name: &str) {
     let mut acknowledged = 0;
     let mut writes = 0;
     let (mut rpc_ok, mut rpc_all) = (0, 0);
-    let (mut pubsub_heard, mut pubsub_final) = (0, true);
+    let (mut pubsub_heard, mut pubsub_final, mut backlog_checked) = (0, true, 0);
     for seed in scenario.seeds() {
         let wall = std::time::Instant::now();
         match run_checked(&scenario, seed, &ALL) {
@@ -69,14 +69,17 @@ fn holds(name: &str) {
                         .iter()
                         .filter(|h| !h.key.starts_with("probe/"));
                     let acked = o.pubsub_published.iter().filter(|p| p.acked).count();
+                    // run_checked passed it, so this is the count, not an error.
+                    let backlog = sim::check::backlog_checked(o).unwrap_or(0);
                     eprintln!(
-                        "  pubsub: {acked}/{} publishes taken, {} notifications heard, ready {:?} after healing",
+                        "  pubsub: {acked}/{} publishes taken, {} notifications heard, ready {:?} after healing, {backlog} backlog messages checked",
                         o.pubsub_published.len(),
                         heard.count(),
                         o.pubsub_final
                             .as_ref()
                             .and_then(|f| Some(f.ready_at? - f.started)),
                     );
+                    backlog_checked += backlog;
                     pubsub_heard += o.pubsub_heard.len();
                     pubsub_final &= o
                         .pubsub_final
@@ -98,6 +101,12 @@ fn holds(name: &str) {
         assert!(
             pubsub_heard > 0 && pubsub_final,
             "{name}: {pubsub_heard} notifications heard, final phase ran every time: {pubsub_final}"
+        );
+        // Likewise the late subscriber's backlog: some kept message must have been in the
+        // checker's scope (faults may take a seed's out, not every seed's).
+        assert!(
+            backlog_checked > 0,
+            "{name}: no message was in the backlog checker's scope in any seed"
         );
     }
     // Likewise most RPCs must complete (each completed one was checked for its answer).

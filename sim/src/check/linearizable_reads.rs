@@ -21,3 +21,53 @@ pub fn check(obs: &Observations) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ReadRecord, WriteRecord};
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    fn write(queue: &str, started: u64, finished: u64, outcome: Outcome) -> WriteRecord {
+        WriteRecord {
+            client: "c0".into(),
+            queue: queue.into(),
+            started: Duration::from_millis(started),
+            finished: Duration::from_millis(finished),
+            outcome,
+        }
+    }
+
+    fn read(started: u64, result: Result<&[&str], &str>) -> ReadRecord {
+        ReadRecord {
+            client: "c1".into(),
+            node: "n2".into(),
+            started: Duration::from_millis(started),
+            finished: Duration::from_millis(started + 10),
+            result: result
+                .map(|qs| qs.iter().map(|q| q.to_string()).collect::<BTreeSet<_>>())
+                .map_err(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_read_missing_an_earlier_acknowledged_write_fails() {
+        let mut obs = Observations::default();
+        obs.writes.extend([
+            write("q-a", 0, 100, Outcome::Acknowledged),
+            // Unknown, or still in flight when the read began: either way is allowed.
+            write("q-b", 0, 100, Outcome::Unknown),
+            write("q-c", 150, 300, Outcome::Acknowledged),
+        ]);
+        obs.reads.extend([
+            read(200, Ok(&["q-a"])),
+            read(210, Err("timed out")), // a failed read promises nothing
+        ]);
+        assert!(check(&obs).is_ok());
+        // A read that began after q-a was acknowledged and did not see it.
+        obs.reads.push(read(400, Ok(&["q-c"])));
+        let err = check(&obs).unwrap_err();
+        assert!(err.contains("missed q-a"), "{err}");
+    }
+}

@@ -12,6 +12,7 @@ mod no_lost_ack;
 mod one_connection_per_pair;
 mod planted;
 mod pubsub_after_heal;
+mod pubsub_backlog;
 mod pubsub_matching;
 mod pubsub_once;
 mod pubsub_order;
@@ -22,12 +23,13 @@ mod upgrade_mixes_builds;
 use crate::cluster::Observations;
 
 pub use planted::leader_never_changes;
+pub use pubsub_backlog::checked as backlog_checked;
 
 /// A checker: `Err` names the broken property and the evidence.
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 15] = [
+pub const ALL: [(&str, Checker); 16] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -64,6 +66,10 @@ pub const ALL: [(&str, Checker); 15] = [
         "after healing every publish reaches every matching subscriber",
         pubsub_after_heal::check,
     ),
+    (
+        "a late subscriber hears the backlog kept for it",
+        pubsub_backlog::check,
+    ),
 ];
 
 /// Runs `checkers` in order; the first failure is reported with its property's name.
@@ -72,4 +78,70 @@ pub fn run_all(obs: &Observations, checkers: &[(&str, Checker)]) -> Result<(), S
         check(obs).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())
+}
+
+/// Replicas built by hand for the checkers' self-tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use mpreg::control::raft::{CatalogStateMachine, TypeConfig};
+    use mpreg::control::{CatalogCommand, Member, QueueConfig, QueueEntry, Role};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use crate::cluster::Boot;
+
+    /// Member 1 joins (queues need an owning member).
+    pub fn member() -> CatalogCommand {
+        CatalogCommand::UpsertMember(Member {
+            id: 1,
+            name: "n1".into(),
+            cluster_id: "sim".into(),
+            advertised_urls: vec!["ws://n1:9000".into()],
+            resources: Default::default(),
+            role: Role::Voter,
+        })
+    }
+
+    /// Creates queue `name`, owned by member 1.
+    pub fn queue(name: &str) -> CatalogCommand {
+        CatalogCommand::CreateQueue(QueueEntry {
+            name: name.into(),
+            owner: 1,
+            config: QueueConfig {
+                delivery: "at_least_once".into(),
+                visibility_timeout_ms: 30_000,
+                max_receives: 0,
+                dedup_window_ms: 0,
+            },
+        })
+    }
+
+    /// Boot `boot` of `host`, whose replica applied `entries`: (index, term, command; no
+    /// command: a blank entry), in the order given, through the state machine the nodes run.
+    pub fn replica(
+        host: &str,
+        boot: usize,
+        entries: Vec<(u64, u64, Option<CatalogCommand>)>,
+    ) -> Boot {
+        let machine = CatalogStateMachine::default();
+        let entries: Vec<openraft::Entry<TypeConfig>> = entries
+            .into_iter()
+            .map(|(index, term, cmd)| openraft::Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+                payload: cmd.map_or(EntryPayload::Blank, EntryPayload::Normal),
+            })
+            .collect();
+        let mut applying = machine.clone();
+        // `apply` awaits nothing: any executor will do.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(applying.apply(entries))
+            .expect("applied");
+        Boot {
+            host: host.into(),
+            boot,
+            machine,
+        }
+    }
 }

@@ -36,3 +36,50 @@ pub fn check(obs: &Observations) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testing::{member, queue, replica};
+    use crate::cluster::WriteRecord;
+    use std::time::Duration;
+
+    fn write(queue: &str, outcome: Outcome) -> WriteRecord {
+        WriteRecord {
+            client: "c0".into(),
+            queue: queue.into(),
+            started: Duration::ZERO,
+            finished: Duration::from_millis(20),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_write_missing_from_the_final_catalog_fails() {
+        let mut obs = Observations::default();
+        assert!(check(&obs).is_err(), "no final member holds the catalog");
+        obs.final_members = vec!["n2".into(), "n3".into()];
+        obs.writes.extend([
+            write("q-a", Outcome::Acknowledged),
+            write("q-b", Outcome::Unknown), // may be absent
+            write("q-c", Outcome::Rejected),
+        ]);
+        // n2's first boot never saw q-a; its last boot, the one that counts, did.
+        obs.boots
+            .push(replica("n2", 1, vec![(1, 1, Some(member()))]));
+        obs.boots.push(replica(
+            "n2",
+            2,
+            vec![(1, 1, Some(member())), (2, 1, Some(queue("q-a")))],
+        ));
+        assert!(check(&obs).is_ok());
+        // A later boot of n2 that lost q-a.
+        obs.boots.push(replica(
+            "n2",
+            3,
+            vec![(1, 1, Some(member())), (2, 2, Some(queue("q-b")))],
+        ));
+        let err = check(&obs).unwrap_err();
+        assert!(err.contains("q-a") && err.contains("n2"), "{err}");
+    }
+}

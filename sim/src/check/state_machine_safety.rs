@@ -42,3 +42,62 @@ pub fn check(obs: &Observations) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testing::{member, queue, replica};
+
+    #[test]
+    fn a_different_entry_at_an_index_or_a_skipped_index_fails() {
+        let mut obs = Observations::default();
+        obs.boots.extend([
+            replica(
+                "n1",
+                1,
+                vec![
+                    (1, 1, Some(member())),
+                    (2, 1, Some(queue("q-a"))),
+                    (3, 2, None),
+                    (4, 2, Some(queue("q-b"))),
+                ],
+            ),
+            // A prefix of it, and a boot that resumed after a snapshot at index 2.
+            replica(
+                "n2",
+                1,
+                vec![(1, 1, Some(member())), (2, 1, Some(queue("q-a")))],
+            ),
+            replica("n2", 2, vec![(3, 2, None), (4, 2, Some(queue("q-b")))]),
+        ]);
+        assert!(check(&obs).is_ok());
+
+        // Same index and term, another payload (q-c instead of q-b).
+        let mut diverged = Observations::default();
+        diverged.boots.extend([
+            replica("n1", 1, vec![(3, 2, None), (4, 2, Some(queue("q-b")))]),
+            replica("n3", 1, vec![(3, 2, None), (4, 2, Some(queue("q-c")))]),
+        ]);
+        let err = check(&diverged).unwrap_err();
+        assert!(
+            err.contains("at index 4") && err.contains("n3 (boot 1)"),
+            "{err}"
+        );
+
+        // Same payload, another term: a different entry too.
+        let mut other_term = Observations::default();
+        other_term.boots.extend([
+            replica("n1", 1, vec![(4, 2, Some(queue("q-b")))]),
+            replica("n2", 1, vec![(4, 3, Some(queue("q-b")))]),
+        ]);
+        assert!(check(&other_term).unwrap_err().contains("at index 4"));
+
+        // A replica that skipped an index.
+        let mut skipped = Observations::default();
+        skipped
+            .boots
+            .push(replica("n1", 1, vec![(1, 1, Some(member())), (3, 2, None)]));
+        let err = check(&skipped).unwrap_err();
+        assert!(err.contains("applied index 3 right after 1"), "{err}");
+    }
+}

@@ -6,7 +6,8 @@
 //!   node goes) to the patterns [`patterns`] gives it, plus `probe.#`. The last subscriber
 //!   comes late, halfway through the workload, on one node, asking for the cluster's
 //!   backlog of the last five minutes (`get_backlog`); if its connection ends it subscribes
-//!   again without (a second backlog would repeat messages by design).
+//!   again without (a second backlog would repeat messages by design). Its first
+//!   subscription, the one with the backlog, is recorded as a [`BacklogSub`].
 //! - Publisher `q{i}` publishes `ps.p{i}.even` / `ps.p{i}.odd` alternately, each payload
 //!   naming the publisher, its connection (`e`, counted from 1: a publisher whose node went
 //!   reconnects elsewhere, and order is promised per connection) and its number `k`.
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use mpreg::pubsub::backlog::Retention;
 use mpreg::{Client, Env};
 use serde_json::{Value, json};
 
@@ -63,10 +65,44 @@ pub struct Published {
     pub publisher: String,
     pub topic: String,
     pub key: String,
+    /// The node it was published through (which keeps it for backlogs).
+    pub node: String,
+    /// When the publisher sent it (the node cannot have kept it earlier).
+    pub sent: Duration,
+    /// When its ack came, or when the publisher gave up on it (within [`PUBLISH_TIMEOUT`]).
     pub at: Duration,
     pub acked: bool,
     /// Published in the final phase, after healing.
     pub fin: bool,
+}
+
+/// The late subscriber's subscription with a backlog: on which node, for which patterns,
+/// how far back; when it was asked for (a publish acknowledged before then had reached its
+/// node before any node heard of this subscription), when the node acknowledged it (it
+/// gathers the backlog from then on) and when it ended (`None`: it lasted the run).
+/// With what each node keeps ([`Retention`]) and the most bytes a backlog answer carries.
+#[derive(Debug, Clone)]
+pub struct BacklogSub {
+    pub subscriber: String,
+    pub node: String,
+    pub patterns: Vec<String>,
+    pub window: Duration,
+    pub asked: Duration,
+    pub acked: Duration,
+    pub ended: Option<Duration>,
+    pub retention: Retention,
+    pub max_bytes: usize,
+}
+
+/// How far back the late subscriber's backlog reaches (the original client's default).
+pub const BACKLOG_WINDOW: Duration = Duration::from_secs(300);
+/// How long a publisher waits for a publish's ack.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The node named in `url` (`ws://n1:9000` → `n1`).
+pub fn node_of(url: &str) -> String {
+    let host = url.split_once("://").map_or(url, |(_, rest)| rest);
+    host.split(':').next().unwrap_or(host).to_owned()
 }
 
 /// The final phase: when it began, when every subscriber had heard every live node's probe
@@ -148,14 +184,15 @@ pub(super) fn add_subscriber(
         .insert(name.clone(), pats.clone());
     let seeds = super::initial_urls(scenario, i);
     let halfway = Duration::from_millis(scenario.pubsub_ms() / 2);
-    let (world, trace) = (world.clone(), trace.clone());
+    let (world, trace, scenario) = (world.clone(), trace.clone(), scenario.clone());
     sim.host(name.clone(), move || {
-        let (world, trace, name, pats, seeds) = (
+        let (world, trace, name, pats, seeds, scenario) = (
             world.clone(),
             trace.clone(),
             name.clone(),
             pats.clone(),
             seeds.clone(),
+            scenario.clone(),
         );
         async move {
             let env = sim_env(seed, &name);
@@ -168,8 +205,11 @@ pub(super) fn add_subscriber(
                     // On one node at a time, the cluster's backlog first.
                     let url = &seeds[attempt % seeds.len()];
                     if let Some(client) = connect(&env, url).await {
+                        let asked = now();
                         let sub = if backlog {
-                            client.subscribe_with_backlog(pats.clone(), 300.0).await
+                            client
+                                .subscribe_with_backlog(pats.clone(), BACKLOG_WINDOW.as_secs_f64())
+                                .await
                         } else {
                             client.subscribe(pats.clone()).await
                         };
@@ -179,9 +219,32 @@ pub(super) fn add_subscriber(
                                     &name,
                                     format!("subscribed on {url} (backlog {backlog})"),
                                 );
-                                backlog = false;
+                                let with_backlog = std::mem::take(&mut backlog);
+                                if with_backlog {
+                                    let node = node_of(url);
+                                    // What the nodes keep and answer: their settings.
+                                    let settings = super::node_settings(&node, &scenario, &[]);
+                                    world.borrow_mut().obs.pubsub_backlog = Some(BacklogSub {
+                                        subscriber: name.clone(),
+                                        node,
+                                        patterns: pats.clone(),
+                                        window: BACKLOG_WINDOW,
+                                        asked,
+                                        acked: now(),
+                                        ended: None,
+                                        retention: settings.backlog_retention(),
+                                        // The node's share of its queue for a backlog
+                                        // (`node::conn`'s subscribe).
+                                        max_bytes: settings.pubsub_queue_bytes / 2,
+                                    });
+                                }
                                 drain(sub, recorder(&world, &trace, &name)).await;
                                 trace.record(&name, "subscription ended");
+                                if with_backlog
+                                    && let Some(b) = world.borrow_mut().obs.pubsub_backlog.as_mut()
+                                {
+                                    b.ended = Some(now());
+                                }
                             }
                             Err(e) => trace.record(&name, format!("subscribe on {url}: {e}")),
                         }
@@ -203,10 +266,11 @@ pub(super) fn add_subscriber(
     });
 }
 
-/// Publishes `payload` on `topic` through `client` within a second; whether the node took it.
+/// Publishes `payload` on `topic` through `client` within [`PUBLISH_TIMEOUT`]; whether the
+/// node took it.
 async fn publish(client: &Client, topic: &str, payload: Value) -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_secs(1), client.publish(topic, payload)).await,
+        tokio::time::timeout(PUBLISH_TIMEOUT, client.publish(topic, payload)).await,
         Ok(Ok(()))
     )
 }
@@ -227,6 +291,7 @@ pub(super) fn add_publisher(
     sim.client(name.clone(), async move {
         let env = sim_env(seed, &name);
         let (mut client, mut connection, mut attempt) = (None::<Client>, 0u32, 0usize);
+        let mut node = String::new();
         for k in 0..scenario.pubsub_messages_per_publisher {
             tokio::time::sleep(Duration::from_millis(scenario.pubsub_every_ms)).await;
             for _ in 0..seeds.len() {
@@ -237,6 +302,7 @@ pub(super) fn add_publisher(
                 attempt += 1;
                 client = connect(&env, url).await;
                 if client.is_some() {
+                    node = node_of(url);
                     connection += 1;
                     trace.record(&name, format!("connection {connection} to {url}"));
                 }
@@ -246,12 +312,15 @@ pub(super) fn add_publisher(
                 continue;
             };
             let topic = format!("ps.p{i}.{}", if k % 2 == 0 { "even" } else { "odd" });
+            let sent = now();
             let acked = publish(c, &topic, payload(&name, connection, k)).await;
             trace.record(&name, format!("published {topic} {k}: acked {acked}"));
             world.borrow_mut().obs.pubsub_published.push(Published {
                 publisher: name.clone(),
                 topic,
                 key: format!("{name}/{connection}/{k}"),
+                node: node.clone(),
+                sent,
                 at: now(),
                 acked,
                 fin: false,
@@ -326,6 +395,7 @@ pub(super) fn add_final(sim: &mut turmoil::Sim<'_>, world: &Shared, trace: &Trac
                         k % 2,
                         if (k / 2) % 2 == 0 { "even" } else { "odd" }
                     );
+                    let sent = now();
                     let acked = match clients.get(node) {
                         Some(c) => publish(c, &topic, payload(&publisher, 1, k)).await,
                         None => false,
@@ -335,6 +405,8 @@ pub(super) fn add_final(sim: &mut turmoil::Sim<'_>, world: &Shared, trace: &Trac
                         publisher: publisher.clone(),
                         topic,
                         key: format!("{publisher}/1/{k}"),
+                        node: node.clone(),
+                        sent,
                         at: now(),
                         acked,
                         fin: true,
