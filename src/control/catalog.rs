@@ -188,10 +188,7 @@ impl Catalog {
             CatalogCommand::RegisterFunctions { node, functions } => {
                 self.member(node)?;
                 // Check everything first, so a rejected batch changes nothing.
-                for f in &functions {
-                    self.check_function_id(node, f, &functions)?;
-                    self.check_roles(node, f, &functions)?;
-                }
+                self.check_registration(node, &functions)?;
                 let mine = self.functions.entry(node).or_default();
                 for f in functions {
                     mine.insert((f.name.clone(), f.version.clone()), f);
@@ -268,9 +265,7 @@ impl Catalog {
             })
         };
         let others = self
-            .functions
-            .iter()
-            .flat_map(|(n, fs)| fs.values().map(move |e| (*n, e)))
+            .functions()
             // A node re-registering replaces its own entries of the same name and version.
             .filter(|(n, e)| !(*n == node && e.name == f.name && e.version == f.version))
             .map(|(_, e)| e);
@@ -290,8 +285,8 @@ impl Catalog {
         batch: &[FunctionEntry],
     ) -> Result<(), CatalogError> {
         let missing: BTreeSet<&String> = self
-            .entries_named(&f.name)
-            .filter(|(n, e)| !(*n == node && e.version == f.version))
+            .functions()
+            .filter(|(n, e)| e.name == f.name && !(*n == node && e.version == f.version))
             .map(|(_, e)| e)
             .chain(batch.iter().filter(|e| e.name == f.name))
             .flat_map(|e| &e.roles)
@@ -304,17 +299,6 @@ impl Catalog {
             name: f.name.clone(),
             missing: missing.into_iter().cloned().collect(),
         })
-    }
-
-    /// Every entry named `name`, with the node offering it.
-    fn entries_named<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> impl Iterator<Item = (NodeId, &'a FunctionEntry)> + 'a {
-        self.functions
-            .iter()
-            .flat_map(|(n, fs)| fs.values().map(move |e| (*n, e)))
-            .filter(move |(_, e)| e.name == name)
     }
 
     /// Whether `node` may register `functions` now (what [`Catalog::apply`] would check),

@@ -148,10 +148,18 @@ pub fn encode_stored<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes all of `bytes` as a stored `T`, under a limit sized from them (module doc).
 pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    if bytes.len() > MAX_DECODE_BYTES {
+    decode_stored_within(bytes, MAX_DECODE_BYTES)
+}
+
+/// [`decode_stored`] of at most `max` bytes (a limit of its own, such as a snapshot's).
+pub fn decode_stored_within<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, CodecError> {
+    if bytes.len() > max {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
-            max: MAX_DECODE_BYTES,
+            max,
         });
     }
     let (value, read) = decode_stored_prefix(bytes)?;

@@ -50,15 +50,18 @@ fn totals(info: &NodeInfo, functions: &Functions) -> Totals {
 }
 
 impl Admin {
-    /// Milliseconds since the admin server started, by the node's clock.
-    fn now_ms(&self) -> u64 {
-        let up = self
-            .info
+    /// How long the admin server has run, by the node's clock.
+    fn up(&self) -> Duration {
+        self.info
             .env
             .clock
             .now()
-            .saturating_duration_since(self.started);
-        u64::try_from(up.as_millis()).unwrap_or(u64::MAX)
+            .saturating_duration_since(self.started)
+    }
+
+    /// [`Admin::up`] in milliseconds: the hour window's time.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.up().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// What was counted in the last hour.
@@ -448,14 +451,7 @@ async fn persistence(State(admin): State<Admin>) -> Response {
 
 /// Seconds the admin server has run (at least 1: rates are averages over it).
 fn up_seconds(admin: &Admin) -> f64 {
-    admin
-        .info
-        .env
-        .clock
-        .now()
-        .saturating_duration_since(admin.started)
-        .as_secs_f64()
-        .max(1.0)
+    admin.up().as_secs_f64().max(1.0)
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

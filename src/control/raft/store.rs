@@ -390,30 +390,12 @@ pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 /// allocate more than a small multiple of them (`codec::decode_stored_prefix`).
 #[allow(clippy::result_large_err)] // openraft's storage methods all return this error
 pub(super) fn decode_state(bytes: &[u8], max: usize) -> Result<StoredState, StorageError<u64>> {
-    #[derive(Debug, thiserror::Error)]
-    enum Refused {
-        #[error("snapshot of {0} bytes is over max_snapshot_bytes ({1})")]
-        TooLarge(usize, usize),
-        #[error("{0} bytes after the snapshot's state")]
-        Trailing(usize),
-        #[error(transparent)]
-        Codec(#[from] crate::fabric::codec::CodecError),
-    }
-    fn whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
-        let (value, read) = crate::fabric::codec::decode_stored_prefix(bytes)?;
-        match bytes.len() - read {
-            0 => Ok(value),
-            n => Err(Refused::Trailing(n)),
-        }
-    }
-    if bytes.len() > max {
-        return Err(io_error(Refused::TooLarge(bytes.len(), max)));
-    }
+    use crate::fabric::codec::decode_stored_within;
     // A snapshot of the format before roles (a leader of the older build during a rolling
     // upgrade) reads too: its layout does not decode as this one's, nor this one's as it.
-    whole::<StoredState>(bytes)
+    decode_stored_within::<StoredState>(bytes, max)
         .or_else(|e| {
-            whole::<super::format_v1::StoredStateV1>(bytes)
+            decode_stored_within::<super::format_v1::StoredStateV1>(bytes, max)
                 .map(Into::into)
                 .map_err(|_| e)
         })
