@@ -6,7 +6,8 @@ client on the topic `catalog_watch` names, while a second connection registers a
     python scripts/original_discovery_client.py ws://127.0.0.1:PORT
 
 Run by `tests/discovery.rs::the_original_clients_discovery_calls_parse` (ignored by default:
-it needs the original's venv, see ../shared/tools/original-clients/README.md).
+it needs a Python with the original MPREG
+package installed, named by MPREG_ORIGINAL_PYTHON).
 """
 
 import asyncio

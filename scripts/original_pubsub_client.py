@@ -9,7 +9,8 @@ With a second node C: the extended client (MPREGPubSubExtendedClient) publishes 
 the subscriber on A hears it, and a late subscriber on A gets C's backlog then live.
 
 Run by `tests/pubsub.rs::the_original_pubsub_client_works` (ignored by default: it needs
-the original's venv, see ../shared/tools/original-clients/README.md).
+a Python with the original MPREG
+package installed, named by MPREG_ORIGINAL_PYTHON).
 """
 
 import asyncio

@@ -6,7 +6,8 @@ SSL_CERT_FILE (Python's default SSL context reads it).
     SSL_CERT_FILE=ca.pem python scripts/original_token_client.py wss://127.0.0.1:PORT TOKEN
 
 Run by `tests/auth_tls.rs::the_original_python_client_authenticates_by_query` (ignored by
-default: it needs the original's venv, see ../shared/tools/original-clients/README.md).
+default: it needs a Python with the original MPREG
+package installed, named by MPREG_ORIGINAL_PYTHON).
 Exits non-zero when a call with the token fails or a call without it succeeds.
 """
 

@@ -673,7 +673,7 @@ async fn peers_over_tls_verify_each_other_against_the_peer_ca() {
 
 /// The original's Python client, over TLS with a token: run on purpose with
 /// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test auth_tls --
-/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+/// --ignored original` (a venv where the original MPREG package is installed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_python_client_authenticates_by_query() {

@@ -439,7 +439,7 @@ async fn catalog_watch_pushes_each_change_to_the_subscriptions_that_match() {
 
 /// The original's own Python client and pub/sub client on these calls: run on purpose with
 /// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test discovery --
-/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+/// --ignored original` (a venv where the original MPREG package is installed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_clients_discovery_calls_parse() {

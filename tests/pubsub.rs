@@ -270,7 +270,7 @@ async fn subscriptions_die_with_their_connection() {
 
 /// The original's own `MPREGPubSubClient`: run on purpose with
 /// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test pubsub --
-/// --ignored original` (the venv comes from ../shared/tools/original-clients/setup.sh).
+/// --ignored original` (a venv where the original MPREG package is installed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
 async fn the_original_pubsub_client_works() {

@@ -88,7 +88,7 @@ pub async fn wait_routable(nodes: &[&RunningNode], fun: &str, offers: usize) {
 }
 
 /// Runs `scripts/<script>` with the original MPREG's venv python (`MPREG_ORIGINAL_PYTHON`,
-/// from ../shared/tools/original-clients/setup.sh) with `args` and `envs`, and asserts it
+/// where the original MPREG package is installed) with `args` and `envs`, and asserts it
 /// succeeded (exit 0 and `OK` printed).
 pub async fn run_original_script(script: &str, args: &[&str], envs: &[(&str, &std::path::Path)]) {
     let python = std::env::var("MPREG_ORIGINAL_PYTHON")
