@@ -25,10 +25,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod builtins;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod data;
 pub mod demo;
 pub mod env;
 pub mod fabric;
@@ -41,8 +43,10 @@ pub mod pubsub;
 pub mod registry;
 pub mod routing;
 pub mod rpc;
+mod shutdown;
 pub mod tls;
 mod transport;
+mod view;
 
 pub use client::{
     CallBuilder, Client, ClientError, ClusterClient, ClusterSubscription, ConnectOptions,

@@ -12,7 +12,7 @@ use mpreg::fabric::{
     Caller, Frame as PeerFrame, Hello as PeerHello, MIN_PEER_PROTOCOL, PEER_PROTOCOL, Plane,
     encode_frame,
 };
-use mpreg::node::data_plane::DataRequest;
+use mpreg::data::plane::DataRequest;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Vote};
 

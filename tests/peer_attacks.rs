@@ -21,7 +21,7 @@ use mpreg::fabric::{
     PEER_PROTOCOL, Plane, codec, decode_frame, encode_frame, hello_transcript,
 };
 use mpreg::fuzzing::claim_4_gib;
-use mpreg::node::data_plane::{DataClient, DataRequest};
+use mpreg::data::plane::{DataClient, DataRequest};
 use mpreg::{Client, RunningNode, Settings};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Vote};

@@ -6,7 +6,9 @@
 //! What it reports is decided by pure functions ([`ready`], [`health`], [`window`]) over what
 //! the node exposes.
 
+pub mod dashboard;
 pub mod health;
 pub mod ready;
 pub mod server;
+pub mod status;
 pub mod window;

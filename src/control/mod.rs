@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod raft;
+pub mod replica;
 
 pub use catalog::{
     Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueConfig,

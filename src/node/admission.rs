@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use super::Shared;
+use super::serve::Shared;
 use crate::auth::{Access, AuthError};
 use crate::env::{BoxStream, Clock};
 use crate::fabric::PEER_PATH;
@@ -60,12 +60,12 @@ pub(super) enum Admitted {
 /// token is checked: a flood over the limit costs no verification) and given back when
 /// dropped, however the connection ends.
 pub(super) struct ClientSlot {
-    stats: Arc<super::Stats>,
+    stats: Arc<crate::data::stats::Stats>,
 }
 
 impl ClientSlot {
     /// A slot, unless `max` client connections are open.
-    fn take(stats: &Arc<super::Stats>, max: usize) -> Option<ClientSlot> {
+    fn take(stats: &Arc<crate::data::stats::Stats>, max: usize) -> Option<ClientSlot> {
         stats
             .active_clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -101,8 +101,9 @@ fn admit(
         }
         return Ok(Admitted::Peer);
     }
-    let Some(slot) = ClientSlot::take(&shared.stats, shared.settings.max_connections) else {
+    let Some(slot) = ClientSlot::take(&shared.view.stats, shared.settings.max_connections) else {
         shared
+            .view
             .stats
             .clients_refused_full
             .fetch_add(1, Ordering::Relaxed);
@@ -143,7 +144,7 @@ pub(super) async fn upgrade(
     stream: BoxStream,
     peer: SocketAddr,
 ) -> Option<(WebSocketStream<BoxStream>, Admitted)> {
-    let clock = &shared.env.clock;
+    let clock = &shared.view.env.clock;
     let deadline = clock.now() + HANDSHAKE_TIMEOUT;
     let (stream, peer_certified) = match &shared.tls {
         Some(tls) => {

@@ -24,10 +24,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::admission::{self, Admitted};
-use super::budget::ConnBudget;
-use super::catalog_watch::CatalogWatch;
+use crate::data::client_budget::ConnBudget;
+use crate::builtins::catalog_watch::CatalogWatch;
 use super::worker::Worker;
-use super::{ErrorCounts, Shared};
+use super::serve::Shared;
+use crate::data::stats::ErrorCounts;
 use crate::auth::{Access, WORKER_ROLE};
 use crate::env::BoxStream;
 use crate::fabric::serve_peer;
@@ -82,6 +83,7 @@ pub(super) async fn serve_connection(
 ) {
     let Some((ws, admitted)) = admission::upgrade(&shared, stream, peer).await else {
         shared
+            .view
             .stats
             .handshakes_failed
             .fetch_add(1, Ordering::Relaxed);
@@ -95,6 +97,7 @@ pub(super) async fn serve_connection(
         } => (access, expires, slot),
         Admitted::Peer => {
             shared
+                .view
                 .stats
                 .peer_links_accepted
                 .fetch_add(1, Ordering::Relaxed);
@@ -102,14 +105,14 @@ pub(super) async fn serve_connection(
             // to commit its departure. They end once it has left (or given up), when the
             // node closes its network; ending them here instead would leave the socket open
             // under the node's own calls on it.
-            return serve_peer(shared.control.network.fabric().clone(), ws, peer).await;
+            return serve_peer(shared.view.fabric.clone(), ws, peer).await;
         }
     };
-    let expires = expires.and_then(|exp| admission::expiry(exp, shared.env.clock.as_ref()));
-    let (id, tally) = shared.stats.track_connection();
+    let expires = expires.and_then(|exp| admission::expiry(exp, shared.view.env.clock.as_ref()));
+    let (id, tally) = shared.view.stats.track_connection();
     let _tracked = Tracked {
-        stats: &shared.stats,
-        pubsub: &shared.pubsub,
+        stats: &shared.view.stats,
+        pubsub: &shared.view.pubsub,
         id,
     };
     let conn = Connection {
@@ -127,7 +130,7 @@ pub(super) async fn serve_connection(
 /// Unregisters a connection (its in-flight counter, its subscriptions) however the
 /// connection ends, panics and aborts included. (Its `ClientSlot` gives back its place.)
 struct Tracked<'a> {
-    stats: &'a super::Stats,
+    stats: &'a crate::data::stats::Stats,
     pubsub: &'a crate::pubsub::exchange::Exchange,
     id: u64,
 }
@@ -146,7 +149,7 @@ struct Connection<'a> {
     /// (backpressure through TCP).
     max_inflight: usize,
     /// Its requests running (for `cluster_map`), bytes and request sizes (for `/metrics`).
-    tally: Arc<super::ConnTally>,
+    tally: Arc<crate::data::stats::ConnTally>,
     /// Its number on this node and how many requests it sent: a request's made trace id.
     id: u64,
     requests: std::sync::atomic::AtomicU64,
@@ -163,7 +166,7 @@ type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (Message, usize)>;
 struct Outbox<'a> {
     queue: VecDeque<Message>,
     /// Counts the bytes queued to the client.
-    tally: Arc<super::ConnTally>,
+    tally: Arc<crate::data::stats::ConnTally>,
     budget: ConnBudget<'a>,
     /// When a reply last moved into the socket, or the queue was last empty.
     last_progress: Instant,
@@ -235,11 +238,11 @@ impl<'a> Connection<'a> {
         self.serve_frames(ws, shutdown, expires, &mut worker).await;
         // A worker's functions leave with its connection.
         if let Some(w) = worker {
-            self.shared.stats.workers.fetch_sub(1, Ordering::Relaxed);
+            self.shared.view.stats.workers.fetch_sub(1, Ordering::Relaxed);
             let which = w.end();
             if !which.is_empty() {
-                self.shared.functions.remove(&which);
-                let functions = self.shared.functions.clone();
+                self.shared.view.functions.remove(&which);
+                let functions = self.shared.view.functions.clone();
                 tokio::spawn(async move {
                     if let Err(e) = functions.unpublish(which).await {
                         tracing::warn!(error = %e, "a disconnected worker's functions stay in the catalog");
@@ -261,9 +264,9 @@ impl<'a> Connection<'a> {
         // ran a request (which may have let the client learn of the shutdown and send it)
         // can follow the signal without `stop` having been polled since.
         let signalled = shutdown.clone();
-        let stop = super::stopping(&mut shutdown);
+        let stop = crate::shutdown::stopping(&mut shutdown);
         tokio::pin!(stop);
-        let clock = self.shared.env.clock.clone();
+        let clock = self.shared.view.env.clock.clone();
         let timer = tokio::time::sleep_until(clock.now());
         tokio::pin!(timer);
         let mut draining = false;
@@ -271,7 +274,7 @@ impl<'a> Connection<'a> {
         let mut out = Outbox {
             queue: VecDeque::new(),
             tally: self.tally.clone(),
-            budget: self.shared.clients.connection(),
+            budget: self.shared.view.clients.connection(),
             last_progress: clock.now(),
             urgent: false,
             waited: false,
@@ -383,7 +386,7 @@ impl<'a> Connection<'a> {
                 // The client is gone.
                 Event::Frame(None) | Event::WriteFailed => return,
                 Event::Stalled => {
-                    self.shared.clients.stalled.fetch_add(1, Ordering::Relaxed);
+                    self.shared.view.clients.stalled.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         queued = out.queue.len(),
                         "disconnecting a client that stopped reading its replies"
@@ -452,7 +455,7 @@ impl<'a> Connection<'a> {
                         Value::String(reg.u),
                         WireError::new(ErrorCode::ShuttingDown, "node is draining"),
                     );
-                    return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+                    return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
                 }
                 return self.register_worker(reg, kind, running, out, worker);
             }
@@ -469,6 +472,7 @@ impl<'a> Connection<'a> {
                     .is_some_and(|w| w.unsubscribe(&req.subscription_id));
                 let removed = self
                     .shared
+                    .view
                     .pubsub
                     .unsubscribe(self.id, &req.subscription_id)
                     || in_watch;
@@ -478,7 +482,7 @@ impl<'a> Connection<'a> {
             }
             Err(e) => {
                 let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
-                return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+                return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
             }
         };
         let refused = if draining {
@@ -501,15 +505,15 @@ impl<'a> Connection<'a> {
         };
         if let Some(error) = refused {
             let reply = Reply::failure(Value::String(req.u), error);
-            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+            return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
         }
         self.tally.dag_steps.record(req.cmds.len() as u64);
         let shared = self.shared;
-        let registry = shared.registry();
+        let registry = shared.view.functions.current();
         let trees = self.trees.clone();
         let access = self.access.clone();
         let trace = crate::rpc::Trace::Made {
-            node: shared.control.id,
+            node: shared.view.control.id,
             conn: self.id,
             seq: self.requests.fetch_add(1, Ordering::Relaxed),
         };
@@ -517,15 +521,15 @@ impl<'a> Connection<'a> {
             Box::pin(crate::registry::meter::metered(trees, async move {
                 let reply = execute_in(
                     &registry,
-                    Some(&*shared.peers),
-                    shared.env.clock.as_ref(),
+                    Some(&*shared.view.peers),
+                    shared.view.env.clock.as_ref(),
                     shared.limits,
                     &access,
                     trace,
                     req,
                 )
                 .await;
-                (kind.frame(&reply, max, &shared.stats.errors), charged)
+                (kind.frame(&reply, max, &shared.view.stats.errors), charged)
             }));
         // Most requests complete on their first poll; only those that wait join `running`
         // (which polls them again with a real waker), holding their frame's bytes.
@@ -610,10 +614,10 @@ impl<'a> Connection<'a> {
             .subscription
             .patterns
             .iter()
-            .all(|p| super::catalog_watch::is_discovery(&p.pattern));
+            .all(|p| crate::builtins::catalog_watch::is_discovery(&p.pattern));
         if !discovery_only {
             let sub = req.subscription;
-            if let Err(why) = sub.check(self.shared.pubsub.held(self.id)) {
+            if let Err(why) = sub.check(self.shared.view.pubsub.held(self.id)) {
                 return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
             }
             let settings = &self.shared.settings;
@@ -623,7 +627,7 @@ impl<'a> Connection<'a> {
                 Arc::new(Mailbox::new(settings.pubsub_queue_bytes, disconnect))
             });
             let backlog_ms = sub.backlog_ms();
-            let token = self.shared.pubsub.subscribe(
+            let token = self.shared.view.pubsub.subscribe(
                 self.id,
                 m,
                 sub.subscription_id.clone(),
@@ -664,7 +668,7 @@ impl<'a> Connection<'a> {
         }
         let w = watch.get_or_insert_with(|| {
             CatalogWatch::start(
-                self.shared.info.clone(),
+                self.shared.view.clone(),
                 matches!(kind, FrameKind::Binary),
                 settings.max_message_bytes,
             )
@@ -691,27 +695,27 @@ impl<'a> Connection<'a> {
                 self.access.describe()
             );
             let reply = Reply::failure(u, WireError::new(ErrorCode::Forbidden, why));
-            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+            return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
         }
         let w = worker.get_or_insert_with(|| {
-            self.shared.stats.workers.fetch_add(1, Ordering::Relaxed);
-            Worker::new(self.shared.stats.clone())
+            self.shared.view.stats.workers.fetch_add(1, Ordering::Relaxed);
+            Worker::new(self.shared.view.stats.clone())
         });
         if let Err(why) = w.check(&reg) {
             let reply = Reply::failure(u, WireError::new(ErrorCode::LimitExceeded, why));
-            return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+            return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
         }
-        let entries = match self.shared.functions.add_checked(w.functions(&reg)) {
+        let entries = match self.shared.view.functions.add_checked(w.functions(&reg)) {
             Ok(entries) => entries,
             Err(e) => {
                 let reply =
                     Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()));
-                return out.push(kind.frame(&reply, max, &self.shared.stats.errors));
+                return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
             }
         };
         w.serving(&entries);
-        let functions = &self.shared.functions;
-        let errors = &self.shared.stats.errors;
+        let functions = &self.shared.view.functions;
+        let errors = &self.shared.view.stats.errors;
         let within = Duration::from_millis(self.shared.settings.request_timeout_ms);
         running.push(Box::pin(async move {
             let reply = match functions.publish_within(entries.clone(), within).await {
@@ -719,7 +723,7 @@ impl<'a> Connection<'a> {
                     let listed: Vec<Value> = entries
                         .iter()
                         .map(|e| {
-                            let mut d = super::builtins::describe_entry(e);
+                            let mut d = crate::builtins::introspection::describe_entry(e);
                             d.insert("idempotent".into(), Value::Bool(e.idempotent));
                             Value::Object(d)
                         })
@@ -735,7 +739,7 @@ impl<'a> Connection<'a> {
                 }
                 // Refused when it committed (the leader's catalog had a conflicting entry
                 // this replica had not seen yet): taken off this node again.
-                Err(e @ super::NodeError::Refused(_)) => {
+                Err(e @ crate::data::functions::PublishError::Refused(_)) => {
                     Reply::failure(u, WireError::new(ErrorCode::InvalidRequest, e.to_string()))
                 }
                 Err(e) => Reply::failure(

@@ -47,11 +47,11 @@ pub(super) struct Worker {
     next_call: Arc<AtomicU64>,
     /// What this connection registered, to remove when it ends.
     served: Vec<(String, Option<Version>)>,
-    stats: Arc<super::Stats>,
+    stats: Arc<crate::data::stats::Stats>,
 }
 
 impl Worker {
-    pub(super) fn new(stats: Arc<super::Stats>) -> Worker {
+    pub(super) fn new(stats: Arc<crate::data::stats::Stats>) -> Worker {
         let (sender, outbox) = mpsc::channel(QUEUED_CALLS);
         Worker {
             outbox,
@@ -197,7 +197,7 @@ impl Worker {
 async fn call(
     sender: mpsc::Sender<Message>,
     waiters: Arc<Waiters>,
-    stats: Arc<super::Stats>,
+    stats: Arc<crate::data::stats::Stats>,
     u: String,
     fun: String,
     version: String,
@@ -237,7 +237,7 @@ async fn call(
 /// However a call ends, its waiter goes; one that left unanswered is cancelled.
 struct Waiting {
     waiters: Arc<Waiters>,
-    stats: Arc<super::Stats>,
+    stats: Arc<crate::data::stats::Stats>,
     sender: mpsc::Sender<Message>,
     u: String,
     sent: bool,

@@ -4,6 +4,7 @@
 
 pub mod backlog;
 pub mod exchange;
+pub mod fanout;
 pub mod interest;
 pub mod mailbox;
 pub mod matcher;

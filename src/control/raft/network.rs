@@ -105,11 +105,6 @@ impl NetworkFactory {
         self.fabric.open_connections()
     }
 
-    /// Ends every peer connection of this node and dials no more: it has stopped.
-    pub(crate) fn close(&self) {
-        self.fabric.close();
-    }
-
     /// The client of the peer at `addr` (`host:port`), on the link every caller shares.
     pub fn peer(&self, target: u64, addr: &str) -> PeerClient {
         PeerClient {

@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use super::NodeInfo;
-use super::builtins::node_id_of;
+use crate::view::NodeView;
+use crate::builtins::introspection::node_id_of;
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function, RegisteredFunction};
 
@@ -31,7 +31,39 @@ const MAX_PAGE: usize = 2000;
 const SCATTER_AT_ONCE: usize = 16;
 const SCATTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The topic the original publishes catalog changes on.
-pub(super) const DELTA_TOPIC: &str = "mpreg.discovery.delta";
+pub(crate) const DELTA_TOPIC: &str = "mpreg.discovery.delta";
+
+/// This group's built-ins: the original's discovery calls (`cluster_map_v2`,
+/// `rpc_describe`, `rpc_describe_local`, `rpc_report`, `catalog_watch`).
+pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
+    use super::{introspection as guarded, takes_request};
+    let v = || view.clone();
+    [
+        (
+            cluster_map_v2(v()),
+            "The cluster's nodes as snapshots, paged",
+        ),
+        (
+            rpc_describe(v()),
+            "The cluster's functions with their parameters",
+        ),
+        (
+            rpc_describe_local(v()),
+            "This node's functions with their parameters",
+        ),
+        (
+            rpc_report(v()),
+            "Counts of the cluster's functions by namespace and cluster",
+        ),
+        (
+            catalog_watch(v()),
+            "The topic the catalog's changes are published on",
+        ),
+    ]
+    .into_iter()
+    .map(|(f, doc)| guarded(view, takes_request(f, doc)))
+    .collect()
+}
 
 /// The request of a discovery call: `args[0]` (an object), keywords, or both merged.
 fn request<T: DeserializeOwned + Default>(name: &str, call: &CallArgs) -> Result<T, CallError> {
@@ -147,7 +179,7 @@ struct ClusterMapRequest {
 }
 
 /// `{connection_type, protocol, host, port, endpoint}` of an advertised URL.
-pub(super) fn transport_endpoint(url: &str) -> Value {
+pub(crate) fn transport_endpoint(url: &str) -> Value {
     let (protocol, rest) = url.split_once("://").unwrap_or(("ws", url));
     let authority = crate::transport::authority(rest);
     let (host, port) = authority
@@ -166,7 +198,7 @@ pub(super) fn transport_endpoint(url: &str) -> Value {
 /// `cluster_map_v2({scope?, namespace_filter?, capabilities?, resources?, cluster_id?,
 /// limit?, page_token?})`: `{cluster_id, generated_at, nodes, next_page_token?}`, each node
 /// a `ClusterNodeSnapshot` with our fields beside (status, raft role, leader, functions).
-pub(super) fn cluster_map_v2(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn cluster_map_v2(info: Arc<NodeView>) -> Function {
     Function::raw("cluster_map_v2", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -237,7 +269,7 @@ fn v2_node(n: &Value, members: usize) -> Option<Value> {
     // upgrade, both serving these).
     node.insert(
         "capabilities".into(),
-        json!(super::monitoring::SERVED_SYSTEMS),
+        json!(crate::view::SERVED_SYSTEMS),
     );
     node.insert("scope".into(), json!(OUR_SCOPE));
     node.insert(
@@ -551,13 +583,10 @@ fn item_key(v: &Value) -> (String, String, String, String, String) {
 }
 
 /// This node's functions that pass the request's filters, described from its registry.
-fn describe_local(info: &NodeInfo, q: &DescribeRequest) -> Result<Vec<Value>, CallError> {
+fn describe_local(info: &NodeView, q: &DescribeRequest) -> Result<Vec<Value>, CallError> {
     let constraint = q.constraint()?;
     let wanted = scope(q.scope.as_deref())?;
-    let Some(functions) = info.registry.get() else {
-        return Ok(Vec::new());
-    };
-    let registry = functions.current();
+    let registry = info.functions.current();
     let mut items: Vec<Value> = registry
         .functions()
         .filter(|_| in_scope(wanted))
@@ -581,7 +610,7 @@ fn describe_local(info: &NodeInfo, q: &DescribeRequest) -> Result<Vec<Value>, Ca
 
 /// The catalog's entries that pass the filters, as items, and the remote nodes serving them.
 fn describe_catalog(
-    info: &NodeInfo,
+    info: &NodeView,
     q: &DescribeRequest,
 ) -> Result<(Vec<Value>, BTreeMap<u64, String>), CallError> {
     let constraint = q.constraint()?;
@@ -616,13 +645,11 @@ fn describe_catalog(
 /// Asks each node in `nodes` to describe its matching functions; their items, and an
 /// error entry for each node that did not answer.
 async fn scatter(
-    info: &NodeInfo,
+    info: &NodeView,
     q: &DescribeRequest,
     nodes: BTreeMap<u64, String>,
 ) -> (Vec<Value>, Vec<Value>) {
-    let Some(peers) = info.peers.get() else {
-        return (Vec::new(), Vec::new());
-    };
+    let peers = &info.peers;
     let wait = match q.timeout_seconds {
         Some(t) if t > 0.0 => Duration::from_secs_f64(t.min(60.0)),
         Some(_) => Duration::from_secs(60), // "no timeout": still bounded
@@ -688,7 +715,7 @@ async fn scatter(
 
 /// `rpc_describe({mode?, detail_level?, filters…, limit?, page_token?})`: the original's
 /// `RpcDescribeResponse` (`{generated_at, items, errors, next_page_token?}`).
-pub(super) fn rpc_describe(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn rpc_describe(info: Arc<NodeView>) -> Function {
     Function::raw("rpc_describe", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -735,7 +762,7 @@ pub(super) fn rpc_describe(info: Arc<NodeInfo>) -> Function {
 
 /// `rpc_describe_local(…)`: `rpc_describe` of this node's own functions (what the
 /// scatter asks each node).
-pub(super) fn rpc_describe_local(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn rpc_describe_local(info: Arc<NodeView>) -> Function {
     Function::raw("rpc_describe_local", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -775,7 +802,7 @@ fn counts(tally: BTreeMap<String, usize>) -> Vec<Value> {
 
 /// `rpc_report({namespace?, scope?})`: `{generated_at, total_functions, namespace_counts,
 /// cluster_counts, tag_counts}` over the catalog (one per function version per node).
-pub(super) fn rpc_report(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn rpc_report(info: Arc<NodeView>) -> Function {
     Function::raw("rpc_report", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -821,7 +848,7 @@ struct WatchRequest {
 /// `catalog_watch({namespace?, scope?, cluster_id?})`: the topic the catalog's changes are
 /// published on (`{topic, generated_at, scope?, namespace?, cluster_id}`), as the original
 /// answers; a client subscribes to it with `pubsub-subscribe`.
-pub(super) fn catalog_watch(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn catalog_watch(info: Arc<NodeView>) -> Function {
     Function::raw("catalog_watch", move |call: CallArgs| {
         let info = info.clone();
         async move {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::control::Control;
-use super::data_plane::DataClient;
+use crate::control::replica::Control;
+use crate::data::plane::DataClient;
 use crate::control::NodeId;
 use crate::protocol::pubsub::{Notifier, PeerMessage, PubSubMessage, TopicPattern};
 use crate::pubsub::exchange::Exchange;
@@ -59,6 +59,8 @@ const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Fanout {
     remote: Arc<RemoteInterest>,
     control: Arc<Control>,
+    /// The node's peer links.
+    fabric: crate::fabric::Fabric,
     queues: Mutex<BTreeMap<NodeId, mpsc::Sender<PeerMessage>>>,
     /// This node's subscriptions and backlog; counts what was forwarded and dropped.
     exchange: Arc<Exchange>,
@@ -75,6 +77,7 @@ pub(crate) struct Fanout {
 impl Fanout {
     pub(crate) fn new(
         control: Arc<Control>,
+        fabric: crate::fabric::Fabric,
         remote: Arc<RemoteInterest>,
         exchange: Arc<Exchange>,
         clock: Arc<dyn crate::env::Clock>,
@@ -83,6 +86,7 @@ impl Fanout {
         let fanout = Fanout {
             remote,
             control,
+            fabric,
             queues: Mutex::default(),
             exchange,
             clock,
@@ -147,7 +151,7 @@ impl Fanout {
     fn client(&self, peer: NodeId) -> Option<DataClient> {
         let addr = self.control.member_addr(peer)?;
         Some(DataClient::new(
-            self.control.network.fabric().link_to(peer, &addr),
+            self.fabric.link_to(peer, &addr),
             None,
         ))
     }
@@ -211,7 +215,7 @@ impl Fanout {
             .iter()
             .map(|p| (p.pattern.clone(), p.exact_match))
             .collect();
-        let fabric = self.control.network.fabric();
+        let fabric = &self.fabric;
         let me = self.control.id;
         let asks = self.control.peer_addrs().into_iter().map(|(peer, addr)| {
             let client = DataClient::new(fabric.link_to(peer, &addr), None);
@@ -329,6 +333,7 @@ async fn send_to(peer: DataClient, mut rx: mpsc::Receiver<PeerMessage>) {
 /// `shutdown` says true.
 pub(crate) async fn advertise(
     control: Arc<Control>,
+    fabric: crate::fabric::Fabric,
     exchange: Arc<Exchange>,
     remote: Arc<RemoteInterest>,
     clock: Arc<dyn crate::env::Clock>,
@@ -353,7 +358,6 @@ pub(crate) async fn advertise(
             // Too many to list: everything, and the subscribers here filter.
             patterns = vec![("#".to_owned(), false)];
         }
-        let fabric = control.network.fabric();
         let sends = members.iter().map(|(id, addr)| {
             let peer = DataClient::new(fabric.link_to(*id, addr), None);
             let patterns = patterns.clone();

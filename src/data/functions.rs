@@ -4,15 +4,29 @@
 //! catalog entries commit.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use semver::Version;
 use tokio::sync::watch;
 
-use super::NodeError;
-use super::control::{CommitError, Control};
+use crate::control::replica::{CommitError, Control};
 use crate::control::{CatalogCommand, FunctionEntry};
 use crate::registry::{Function, FunctionSpec, RegisterError, Registry};
+
+/// Why this node's functions did not get into (or out of) the cluster catalog.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The catalog refused it (the same on every replica); taken off this node again.
+    #[error("the cluster catalog refused it: {0}")]
+    Refused(crate::control::CatalogError),
+    /// Not committed: no leader, not joined, the node stopping.
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 pub(crate) struct Functions {
     slot: RwLock<Arc<Registry>>,
@@ -54,14 +68,24 @@ impl Functions {
         // Only whole sets are swapped in; a poisoned lock still holds a whole set.
         self.slot
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Adds the node's built-in functions, whose names are reserved (no user function can
+    /// take them); they offer the node's resources like every function.
+    pub(crate) fn install_builtins(&self, fs: Vec<Function>) {
+        let mut slot = self.slot.write();
+        let mut next = Registry::clone(&slot);
+        for f in fs {
+            let _ = next.register_builtin(f.add_resources(self.node_resources.iter().cloned()));
+        }
+        *slot = Arc::new(next);
     }
 
     /// Adds every one of `fs` here, or none of them (the first error); returns their
     /// catalog entries. Calls on this node find them at once.
     pub(crate) fn add(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, RegisterError> {
-        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.slot.write();
         let mut next = Registry::clone(&slot);
         let mut entries = Vec::with_capacity(fs.len());
         for f in fs {
@@ -76,7 +100,7 @@ impl Functions {
     /// refuse them as this node's (`Catalog::check_registration`: a function_id taken, or
     /// roles another entry of the name requires): the caller hears why at once. The
     /// leader's check when the entries commit is the one that counts ([`Functions::publish`]).
-    pub(crate) fn add_checked(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, NodeError> {
+    pub(crate) fn add_checked(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, PublishError> {
         let entries = self.add(fs)?;
         let id = self.control.id;
         let verdict = self
@@ -88,26 +112,26 @@ impl Functions {
     }
 
     /// Takes `entries` off this node again, refused by the catalog for `why`.
-    fn refused(&self, entries: &[FunctionEntry], why: crate::control::CatalogError) -> NodeError {
+    fn refused(&self, entries: &[FunctionEntry], why: crate::control::CatalogError) -> PublishError {
         let which: Vec<_> = entries
             .iter()
             .map(|e| (e.name.clone(), Some(e.version.clone())))
             .collect();
         self.remove(&which);
-        NodeError::Refused(why)
+        PublishError::Refused(why)
     }
 
     /// A commit's failure as the node reports it; a refusal takes `entries` off this node.
-    fn failed(&self, entries: &[FunctionEntry], e: CommitError) -> NodeError {
+    fn failed(&self, entries: &[FunctionEntry], e: CommitError) -> PublishError {
         match e {
             CommitError::Refused(why) => self.refused(entries, why),
-            CommitError::Unavailable(why) => NodeError::Control(why),
+            CommitError::Unavailable(why) => PublishError::Unavailable(why),
         }
     }
 
     /// Removes each `(name, version)` here (every version when `None`); returns how many.
     pub(crate) fn remove(&self, which: &[(String, Option<Version>)]) -> usize {
-        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.slot.write();
         let mut next = Registry::clone(&slot);
         let removed = which
             .iter()
@@ -118,7 +142,7 @@ impl Functions {
     }
 
     /// Commits `entries` to the catalog as this node's, once the node has joined.
-    pub(crate) async fn publish(&self, entries: Vec<FunctionEntry>) -> Result<(), NodeError> {
+    pub(crate) async fn publish(&self, entries: Vec<FunctionEntry>) -> Result<(), PublishError> {
         self.joined().await?;
         self.control
             .propose(CatalogCommand::RegisterFunctions {
@@ -135,7 +159,7 @@ impl Functions {
         &self,
         entries: Vec<FunctionEntry>,
         within: std::time::Duration,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), PublishError> {
         let commit = async {
             self.joined().await?;
             let cmd = CatalogCommand::RegisterFunctions {
@@ -148,7 +172,7 @@ impl Functions {
                 .map_err(|e| self.failed(&entries, e))
         };
         tokio::time::timeout(within, commit).await.map_err(|_| {
-            NodeError::Control(format!(
+            PublishError::Unavailable(format!(
                 "not committed within {:.1} s: this node has not joined a cluster",
                 within.as_secs_f64()
             ))
@@ -159,7 +183,7 @@ impl Functions {
     pub(crate) async fn unpublish(
         &self,
         which: Vec<(String, Option<Version>)>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), PublishError> {
         self.joined().await?;
         self.control
             .propose(CatalogCommand::UnregisterFunctions {
@@ -167,14 +191,14 @@ impl Functions {
                 functions: which,
             })
             .await
-            .map_err(|e| NodeError::Control(e.to_string()))
+            .map_err(|e| PublishError::Unavailable(e.to_string()))
     }
 
-    async fn joined(&self) -> Result<(), NodeError> {
+    async fn joined(&self) -> Result<(), PublishError> {
         let mut r = self.registered.clone();
         match r.wait_for(|done| *done).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(NodeError::Control("the node stopped before joining".into())),
+            Err(_) => Err(PublishError::Unavailable("the node stopped before joining".into())),
         }
     }
 }

@@ -24,19 +24,19 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::NodeInfo;
-use super::functions::Functions;
+use crate::view::NodeView;
+use crate::data::functions::Functions;
 use crate::admin::window::{self, HourWindow, Totals};
 use crate::auth::TokenVerifier;
 use crate::config::{PersistenceConfig, PersistenceMode};
 
 /// The systems the original's unified metrics report on, and the ones this node serves (a
 /// node's `capabilities` in discovery).
-pub(super) const SYSTEMS: [&str; 5] = ["rpc", "pubsub", "queue", "cache", "federation"];
-pub(crate) const SERVED_SYSTEMS: [&str; 2] = ["pubsub", "rpc"];
+pub(crate) const SYSTEMS: [&str; 5] = ["rpc", "pubsub", "queue", "cache", "federation"];
+use crate::view::SERVED_SYSTEMS;
 
 /// What the node has counted since it started, of what is reported per hour.
-fn totals(info: &NodeInfo, functions: &Functions) -> Totals {
+fn totals(info: &NodeView, functions: &Functions) -> Totals {
     let (mut calls, mut failures) = (0, 0);
     for f in functions.current().functions() {
         calls += f.stats.client.snapshot().count + f.stats.peer.snapshot().count;
@@ -79,7 +79,7 @@ impl Admin {
 }
 
 /// Samples the totals once a minute until the node stops, for the last hour's figures.
-pub(super) async fn sample_hourly(admin: Admin) {
+pub(crate) async fn sample_hourly(admin: Admin) {
     let mut stopped = admin.stopped.clone();
     let every = Duration::from_millis(window::SAMPLE_EVERY_MS);
     loop {
@@ -98,18 +98,18 @@ const READY_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// What the routes share.
 #[derive(Clone)]
-pub(super) struct Admin {
-    pub(super) info: Arc<NodeInfo>,
-    pub(super) shutdown: watch::Receiver<bool>,
-    pub(super) tokens: Option<Arc<TokenVerifier>>,
-    pub(super) introspection_role: Option<String>,
-    pub(super) cors: bool,
-    pub(super) persistence: PersistenceConfig,
+pub(crate) struct Admin {
+    pub(crate) info: Arc<NodeView>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) tokens: Option<Arc<TokenVerifier>>,
+    pub(crate) introspection_role: Option<String>,
+    pub(crate) cors: bool,
+    pub(crate) persistence: PersistenceConfig,
     registry: Arc<Registry>,
     /// The functions whose calls `/metrics/rpc` sums.
-    pub(super) functions: Arc<Functions>,
+    pub(crate) functions: Arc<Functions>,
     /// Says true once the node has stopped: long-lived responses (`/events`) end then.
-    pub(super) stopped: watch::Receiver<bool>,
+    pub(crate) stopped: watch::Receiver<bool>,
     /// When the admin server started (rates are averages since).
     started: tokio::time::Instant,
     /// Totals sampled each minute, for figures over the last hour ([`sample_hourly`]).
@@ -118,8 +118,8 @@ pub(super) struct Admin {
 
 impl Admin {
     #[allow(clippy::too_many_arguments)] // the node's parts the routes read
-    pub(super) fn new(
-        info: Arc<NodeInfo>,
+    pub(crate) fn new(
+        info: Arc<NodeView>,
         functions: Arc<Functions>,
         shutdown: watch::Receiver<bool>,
         tokens: Option<Arc<TokenVerifier>>,
@@ -149,10 +149,10 @@ impl Admin {
 }
 
 /// The admin router.
-pub(super) fn router(admin: Admin) -> Router {
+pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
-        .route("/", get(super::dashboard::page))
-        .route("/events", get(super::dashboard::events))
+        .route("/", get(crate::admin::dashboard::page))
+        .route("/events", get(crate::admin::dashboard::events))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
@@ -658,7 +658,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 }
 
 /// Everything `/metrics` reports, read from the node's counters at scrape time.
-struct NodeMetrics(Arc<NodeInfo>, Arc<Functions>);
+struct NodeMetrics(Arc<NodeView>, Arc<Functions>);
 
 impl std::fmt::Debug for NodeMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -754,7 +754,7 @@ impl Collector for NodeMetrics {
             e,
             "mpreg_peer_connections",
             "Peer connections open (dialled or accepted)",
-            int(info.control.network.fabric().open_connections()),
+            int(info.fabric.open_connections()),
         )?;
         gauge(
             e,
@@ -781,7 +781,7 @@ impl Collector for NodeMetrics {
             "Commands (DAG steps) per client request",
             &clients.dag_steps.snapshot(),
         )?;
-        let traffic = info.control.network.fabric().traffic();
+        let traffic = info.fabric.traffic();
         counter(
             e,
             "mpreg_peer_bytes_received",

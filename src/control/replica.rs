@@ -107,16 +107,14 @@ impl Control {
     /// Starts the replica on `storage`; with SQLite the node also keeps its id there
     /// (`fresh_id` is used the first time only). `addr` (`host:port`) is where peers reach
     /// this node.
-    #[allow(clippy::too_many_arguments)] // start-up facts, each from a different source
+    /// Raft's messages travel on `fabric`, the node's one set of peer links.
     pub(crate) async fn start(
         env: &Env,
         storage: Storage<'_>,
         settings: &crate::config::Settings,
         fresh_id: u64,
         addr: &str,
-        secret: crate::fabric::ClusterSecret,
-        tls: Option<crate::tls::NodeTls>,
-        next_protocol: bool,
+        fabric: Fabric,
     ) -> Result<Control, String> {
         let policy = settings.membership_policy();
         let config = Arc::new(
@@ -133,11 +131,6 @@ impl Control {
         // Election timeouts are drawn from a generator seeded here, from this process's
         // environment: distinct per process in production, the run's seed in simulation.
         crate::control::raft::seed_raft_rng_from(env);
-        let mut fabric =
-            Fabric::new(env.clone(), Some(settings.cluster_id.clone()), secret).dial_tls(tls);
-        if next_protocol {
-            fabric = fabric.speak_next_protocol();
-        }
         let network = NetworkFactory::new(fabric);
         let err = |e: openraft::StorageError<u64>| e.to_string();
         // Memory mode is a fresh in-memory disk that nobody else keeps.
@@ -504,7 +497,7 @@ pub(crate) async fn join_and_register(
     };
     tokio::select! {
         biased;
-        _ = super::stopping(&mut shutdown) => {}
+        _ = crate::shutdown::stopping(&mut shutdown) => {}
         done = work => if done {
             tracing::info!(id = control.id, "registered in the cluster catalog");
             let _ = registered.send(true);

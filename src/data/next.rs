@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::data_plane::{DataClient, DataReply};
+use crate::data::plane::{DataClient, DataReply};
 use crate::fabric::codec;
+use crate::fabric::frame::MAX_FRAME_BYTES;
 use crate::fabric::liveness::Load;
 
 /// The data-plane requests N+1 writes differently from this build, or that it lacks.
@@ -73,21 +74,29 @@ impl UpgradeStats {
     }
 }
 
-/// N+1's heartbeat.
-pub(crate) fn heartbeat(load: Load) -> NextRequest {
+/// N+1's heartbeat, encoded, after its `Gossip` to the same peer.
+pub(crate) async fn heartbeat(
+    peer: &DataClient,
+    stats: &UpgradeStats,
+    load: Load,
+    ttl: Duration,
+) -> Result<Vec<u8>, codec::CodecError> {
+    gossip(peer, stats, ttl).await;
     let build = Some(format!(
         "peer protocol {}",
         crate::fabric::PEER_PROTOCOL + 1
     ));
-    NextRequest::Heartbeat { load, build }
+    codec::encode(&NextRequest::Heartbeat { load, build })
 }
 
-/// How N+1 answers a request as N+1 reads it (`load`: this node's).
+/// How N+1 answers a request it reads as one of its own (`load`: this node's); `None`:
+/// not one of N+1's, so this build's handling answers it.
 pub(crate) fn answer(
-    req: NextRequest,
+    body: &[u8],
     stats: &UpgradeStats,
     load: Load,
-) -> Result<Vec<u8>, String> {
+) -> Option<Result<Vec<u8>, String>> {
+    let req = codec::decode::<NextRequest>(body, MAX_FRAME_BYTES).ok()?;
     let reply = match req {
         NextRequest::Heartbeat { build, .. } => {
             count(match build {
@@ -101,15 +110,31 @@ pub(crate) fn answer(
             codec::encode(&NextReply::Gossip { note })
         }
     };
-    reply.map_err(|e| e.to_string())
+    Some(reply.map_err(|e| e.to_string()))
 }
 
 /// Sends N+1's new kind to the peer and counts how it was answered.
-pub(crate) async fn gossip(peer: &DataClient, stats: &UpgradeStats, ttl: Duration) {
+async fn gossip(peer: &DataClient, stats: &UpgradeStats, ttl: Duration) {
     let note = "hello from the next build".to_owned();
-    match peer.next_call(&NextRequest::Gossip { note }, ttl).await {
+    match call(peer, &NextRequest::Gossip { note }, ttl).await {
         Ok(None) => count(&stats.gossip_unsupported),
         Ok(Some(NextReply::Gossip { .. })) => count(&stats.gossip_served),
         Err(_) => {}
+    }
+}
+
+/// Sends the next build's new message kind; `Ok(None)`: unsupported by the peer.
+async fn call(
+    peer: &DataClient,
+    req: &NextRequest,
+    ttl: Duration,
+) -> std::io::Result<Option<NextReply>> {
+    let body = codec::encode(req).map_err(std::io::Error::other)?;
+    match peer.call(body, ttl).await {
+        Ok(reply) => codec::decode(&reply, MAX_FRAME_BYTES)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(f) if f.error.kind() == std::io::ErrorKind::Unsupported => Ok(None),
+        Err(f) => Err(f.error),
     }
 }

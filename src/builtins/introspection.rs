@@ -5,15 +5,42 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use super::NodeInfo;
+use crate::view::NodeView;
 use serde_json::value::RawValue;
 
 use crate::protocol::json::{self, Json, Kind};
 use crate::registry::{CallArgs, CallError, Function};
 
+/// This group's built-ins: `echo`, `echos`, and what the cluster looks like (`list_peers`,
+/// `catalog_query`, `cluster_map`, `rpc_list`).
+pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
+    use super::{introspection as guarded, takes_nothing, takes_request};
+    use crate::registry::signature::Param;
+    let v = || view.clone();
+    vec![
+        echo()
+            .declare_params(vec![Param::new("arg", "any")])
+            .doc("Returns its one argument"),
+        echos().doc("Returns its positional arguments as a list"),
+        guarded(
+            view,
+            takes_nothing(list_peers(v()), "The other members of the cluster"),
+        ),
+        guarded(
+            view,
+            takes_request(catalog_query(v()), "The cluster's catalog entries that match"),
+        ),
+        guarded(
+            view,
+            takes_nothing(cluster_map(v()), "The cluster's nodes, their status and load"),
+        ),
+        guarded(view, takes_request(rpc_list(v()), "The cluster's functions")),
+    ]
+}
+
 /// `echo(arg)`: returns its one argument (positional, or keyword `arg`).
 /// A catalog function entry as replies show it: name, function_id, version, resources.
-pub(super) fn describe_entry(f: &crate::control::FunctionEntry) -> serde_json::Map<String, Value> {
+pub(crate) fn describe_entry(f: &crate::control::FunctionEntry) -> serde_json::Map<String, Value> {
     let mut d = serde_json::Map::new();
     d.insert("name".into(), json!(f.name));
     d.insert("function_id".into(), json!(f.function_id));
@@ -22,7 +49,7 @@ pub(super) fn describe_entry(f: &crate::control::FunctionEntry) -> serde_json::M
     d
 }
 
-pub(super) fn echo() -> Function {
+pub(crate) fn echo() -> Function {
     Function::raw("echo", |call: CallArgs| async move {
         // The argument's text goes back as it came: no tree, one copy.
         if let Ok(slots) = call.bind(&["arg"])
@@ -54,7 +81,7 @@ fn no_arguments(name: &str, call: &CallArgs) -> Result<(), CallError> {
 }
 
 /// `echos(*args)`: returns its positional arguments as a list.
-pub(super) fn echos() -> Function {
+pub(crate) fn echos() -> Function {
     Function::raw("echos", |call: CallArgs| async move {
         if call.kwargs.is_empty_container() {
             Ok(call.args)
@@ -67,14 +94,14 @@ pub(super) fn echos() -> Function {
 }
 
 /// `list_peers()`: the other members of the cluster, from this node's catalog replica.
-pub(super) fn list_peers(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn list_peers(info: Arc<NodeView>) -> Function {
     Function::raw("list_peers", move |call: CallArgs| {
         let info = info.clone();
         async move {
             no_arguments("list_peers", &call)?;
             let now = info.env.clock.now();
             let wall = info.env.wall_seconds();
-            let views = super::control::members_view(&info.control).unwrap_or_default();
+            let views = crate::control::replica::members_view(&info.control).unwrap_or_default();
             let d = crate::fabric::heartbeat::lock(&info.detector);
             let peers: Vec<Value> = views
                 .iter()
@@ -171,12 +198,12 @@ impl FunctionFilter {
 }
 
 /// A node's `node_id` as replies show it: `name-<hex raft id>`.
-pub(super) fn node_id(name: &str, id: u64) -> String {
+pub(crate) fn node_id(name: &str, id: u64) -> String {
     format!("{name}-{id:016x}")
 }
 
 /// A member's `node_id` from the catalog (its name left empty if it is not a member).
-pub(super) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
+pub(crate) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
     node_id(
         catalog.member_by_id(node).map_or("", |m| m.name.as_str()),
         node,
@@ -184,7 +211,7 @@ pub(super) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String
 }
 
 /// The original's answer: `{entry_type, generated_at, items, next_page_token}`.
-fn original_query(info: &NodeInfo, q: OriginalQuery) -> Result<Value, CallError> {
+fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError> {
     let constraint = q.functions.constraint()?;
     // The original's default query (`CatalogQueryRequest()`) names no type: functions.
     let kind = match q.entry_type.to_ascii_lowercase() {
@@ -251,7 +278,7 @@ struct RpcListQuery {
 /// `rpc_list({…})`: the cluster's functions as the original's `RpcListResponse`
 /// (`{generated_at, items: [{identity, namespace, node_id, cluster_id, resources, tags,
 /// scope, summary, spec_digest}], next_page_token}`).
-pub(super) fn rpc_list(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn rpc_list(info: Arc<NodeView>) -> Function {
     Function::raw("rpc_list", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -327,7 +354,7 @@ const LINEARIZABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// `{"functions": [{node_id, node_name, name, function_id, version, resources}]}` (plus
 /// `queues` when asked). With `linearizable`, the answer reflects every catalog change
 /// committed before the query arrived (else error 1017).
-pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn catalog_query(info: Arc<NodeView>) -> Function {
     Function::raw("catalog_query", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -428,7 +455,7 @@ pub(super) fn catalog_query(info: Arc<NodeInfo>) -> Function {
 
 /// `cluster_map()`: the nodes of the cluster in the shape the original's
 /// `MPREGClusterClient` reads (`cluster_id`, `generated_at`, `nodes[]`).
-pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
+pub(crate) fn cluster_map(info: Arc<NodeView>) -> Function {
     Function::raw("cluster_map", move |call: CallArgs| {
         let info = info.clone();
         async move {
@@ -439,7 +466,7 @@ pub(super) fn cluster_map(info: Arc<NodeInfo>) -> Function {
 }
 
 /// What `list_peers` and `cluster_map` say of every member.
-fn describe(v: &super::control::MemberView) -> serde_json::Map<String, Value> {
+fn describe(v: &crate::control::replica::MemberView) -> serde_json::Map<String, Value> {
     let m = &v.member;
     let described = json!({
         "node_id": node_id(&m.name, m.id),
@@ -468,10 +495,10 @@ fn down_first(nodes: &mut [Value]) {
     });
 }
 
-impl NodeInfo {
+impl NodeView {
     /// From the catalog once this node is in it; until then, this node alone.
-    pub(super) fn cluster_map(&self) -> Value {
-        let Some(members) = super::control::members_view(&self.control) else {
+    pub(crate) fn cluster_map(&self) -> Value {
+        let Some(members) = crate::control::replica::members_view(&self.control) else {
             return self.local_cluster_map();
         };
         let leader = self.control.raft.metrics().borrow().current_leader;
@@ -570,7 +597,7 @@ impl NodeInfo {
                 "region": "",
                 "advertised_urls": [self.url],
                 "resources": self.resources,
-                "functions": self.functions.get(),
+                "functions": self.function_names(),
                 "status": "ok",
                 "is_local": true,
                 "client_budget": self.client_budget(),

@@ -2,11 +2,13 @@
 //! replica and the failure detector, and forwarding steps over the shared peer links.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
-use super::control::Control;
-use super::data_plane::DataClient;
+use crate::control::replica::Control;
+use crate::data::plane::DataClient;
 use crate::control::NodeId;
 use crate::env::Env;
 use crate::fabric::heartbeat::{self, SharedDetector};
@@ -16,20 +18,14 @@ use crate::rpc::{Cluster, ForwardError, Step, StepOutcome};
 
 pub(crate) struct Peers {
     pub(crate) control: Arc<Control>,
+    pub(crate) fabric: crate::fabric::Fabric,
     pub(crate) detector: SharedDetector,
     pub(crate) env: Env,
     /// Steps this node has sent to each peer and not yet heard back about: fresher than
     /// the load the peer's last heartbeat reported, so a burst does not herd on one node.
     pub(crate) sent: Arc<Mutex<BTreeMap<NodeId, u64>>>,
     /// Where forwarded steps' latencies are recorded.
-    pub(crate) stats: Arc<super::Stats>,
-}
-
-fn lock_sent(
-    sent: &Mutex<BTreeMap<NodeId, u64>>,
-) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
-    // Counters only; a poisoned map is still usable.
-    sent.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) stats: Arc<crate::data::stats::Stats>,
 }
 
 /// Counts one step as outstanding at `node` until dropped.
@@ -40,14 +36,14 @@ struct Outstanding {
 
 impl Outstanding {
     fn new(sent: Arc<Mutex<BTreeMap<NodeId, u64>>>, node: NodeId) -> Outstanding {
-        *lock_sent(&sent).entry(node).or_insert(0) += 1;
+        *sent.lock().entry(node).or_insert(0) += 1;
         Outstanding { sent, node }
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        let mut sent = lock_sent(&self.sent);
+        let mut sent = self.sent.lock();
         if let Some(n) = sent.get_mut(&self.node) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -64,7 +60,7 @@ impl Cluster for Peers {
             let (liveness, load) = d.snapshot(self.env.clock.now());
             (liveness, load, d.latencies())
         };
-        for (node, n) in lock_sent(&self.sent).iter() {
+        for (node, n) in self.sent.lock().iter() {
             *load.entry(*node).or_insert(0) += n;
         }
         // Steps come here only when this node has no matching function, so it is out too.
@@ -87,7 +83,7 @@ impl Cluster for Peers {
         let id = node.unwrap_or(self.control.id);
         self.control
             .catalog
-            .read(|s| super::builtins::node_id_of(&s.catalog, id))
+            .read(|s| crate::builtins::introspection::node_id_of(&s.catalog, id))
     }
 
     fn forward(
@@ -103,7 +99,7 @@ impl Cluster for Peers {
                 )))
             });
         };
-        let peer = DataClient::new(self.control.network.fabric().link_to(node, &addr), None);
+        let peer = DataClient::new(self.fabric.link_to(node, &addr), None);
         let outstanding = Outstanding::new(self.sent.clone(), node);
         let (stats, clock) = (self.stats.clone(), self.env.clock.clone());
         Box::pin(async move {

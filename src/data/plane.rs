@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::next::{NextReply, NextRequest, UpgradeStats};
+use super::next::UpgradeStats;
 use crate::env::Env;
 use crate::fabric::frame::MAX_FRAME_BYTES;
 use crate::fabric::liveness::Load;
@@ -98,9 +98,9 @@ impl PlaneHandler for DataPlane {
             reply: Box::pin(std::future::ready(reply)),
         };
         if let Some(stats) = &self.next
-            && let Ok(req) = codec::decode::<NextRequest>(&body, MAX_FRAME_BYTES)
+            && let Some(reply) = super::next::answer(&body, stats, (self.load)())
         {
-            return now(super::next::answer(req, stats, (self.load)()));
+            return now(reply);
         }
         match codec::decode::<DataRequest>(&body, MAX_FRAME_BYTES) {
             Ok(DataRequest::Heartbeat { load: _ }) => now(encoded(&DataReply::Heartbeat {
@@ -239,7 +239,7 @@ impl DataClient {
         self.link.reset();
     }
 
-    async fn call(&self, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallFailure> {
+    pub(crate) async fn call(&self, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallFailure> {
         self.link.call_patiently(Plane::Data, body, ttl).await
     }
 
@@ -248,10 +248,7 @@ impl DataClient {
     /// the caller decides when silence means the link is dead ([`DataClient::reset`]).
     pub async fn heartbeat(&self, load: Load, ttl: Duration) -> io::Result<Load> {
         let body = match &self.next {
-            Some(stats) => {
-                super::next::gossip(self, stats, ttl).await;
-                codec::encode(&super::next::heartbeat(load))
-            }
+            Some(stats) => super::next::heartbeat(self, stats, load, ttl).await,
             None => codec::encode(&DataRequest::Heartbeat { load }),
         }
         .map_err(io::Error::other)?;
@@ -262,23 +259,6 @@ impl DataClient {
                 io::ErrorKind::InvalidData,
                 "mismatched peer reply",
             )),
-        }
-    }
-
-    /// Sends the next build's new message kind (`next`); `Ok(None)`: unsupported by the
-    /// peer.
-    pub(crate) async fn next_call(
-        &self,
-        req: &NextRequest,
-        ttl: Duration,
-    ) -> io::Result<Option<NextReply>> {
-        let body = codec::encode(req).map_err(io::Error::other)?;
-        match self.call(body, ttl).await {
-            Ok(reply) => codec::decode(&reply, MAX_FRAME_BYTES)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(f) if f.error.kind() == io::ErrorKind::Unsupported => Ok(None),
-            Err(f) => Err(f.error),
         }
     }
 

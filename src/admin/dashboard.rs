@@ -18,8 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::builtins::node_id_of;
-use super::monitoring::Admin;
+use crate::builtins::introspection::node_id_of;
+use crate::admin::status::Admin;
 use crate::registry::stats::{BUCKET_BOUNDS_US, LatencySnapshot};
 
 const PAGE: &str = include_str!("../admin/dashboard.html");
@@ -29,7 +29,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// Most function versions a snapshot lists (the catalog can be larger than a page).
 const MAX_CATALOG_ROWS: usize = 500;
 
-pub(super) async fn page() -> Response {
+pub(crate) async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -43,7 +43,7 @@ pub(super) async fn page() -> Response {
 /// Calls of one function version so far, and when they were counted.
 type Seen = BTreeMap<(String, String), (u64, tokio::time::Instant)>;
 
-pub(super) async fn events(State(admin): State<Admin>) -> Response {
+pub(crate) async fn events(State(admin): State<Admin>) -> Response {
     let stream =
         futures_util::stream::unfold((admin, Seen::new(), true), |(admin, seen, first)| {
             next(admin, seen, first)

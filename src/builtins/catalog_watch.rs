@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::NodeInfo;
-use super::builtins::{node_id, node_id_of};
-use super::discovery::DELTA_TOPIC;
+use crate::view::NodeView;
+use crate::builtins::introspection::{node_id, node_id_of};
+use crate::builtins::discovery::DELTA_TOPIC;
 use crate::control::{Catalog, FunctionEntry, Member, NodeId};
 use crate::protocol::pubsub::TopicPattern;
 
@@ -37,9 +37,9 @@ fn lock(s: &Subscriptions) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Top
 }
 
 /// A connection's discovery subscriptions and the notifications waiting for it.
-pub(super) struct CatalogWatch {
+pub(crate) struct CatalogWatch {
     subscriptions: Subscriptions,
-    pub(super) outbox: mpsc::Receiver<Message>,
+    pub(crate) outbox: mpsc::Receiver<Message>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,7 +50,7 @@ impl Drop for CatalogWatch {
 }
 
 /// Whether `pattern` names only the catalog's topics.
-pub(super) fn is_discovery(pattern: &str) -> bool {
+pub(crate) fn is_discovery(pattern: &str) -> bool {
     pattern == DELTA_TOPIC
         || pattern
             .strip_prefix(DELTA_TOPIC)
@@ -59,7 +59,7 @@ pub(super) fn is_discovery(pattern: &str) -> bool {
 
 impl CatalogWatch {
     /// Starts following the catalog for this connection, from its state now.
-    pub(super) fn start(info: Arc<NodeInfo>, binary: bool, max_message_bytes: usize) -> Self {
+    pub(crate) fn start(info: Arc<NodeView>, binary: bool, max_message_bytes: usize) -> Self {
         let (tx, outbox) = mpsc::channel(QUEUED);
         let subscriptions = Subscriptions::default();
         let task = tokio::spawn(follow(
@@ -76,16 +76,16 @@ impl CatalogWatch {
         }
     }
 
-    pub(super) fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         lock(&self.subscriptions).len()
     }
 
-    pub(super) fn subscribe(&self, id: String, patterns: Vec<TopicPattern>) {
+    pub(crate) fn subscribe(&self, id: String, patterns: Vec<TopicPattern>) {
         lock(&self.subscriptions).insert(id, patterns);
     }
 
     /// Whether `id` was subscribed.
-    pub(super) fn unsubscribe(&self, id: &str) -> bool {
+    pub(crate) fn unsubscribe(&self, id: &str) -> bool {
         lock(&self.subscriptions).remove(id).is_some()
     }
 }
@@ -108,7 +108,7 @@ fn seen(catalog: &Catalog) -> Seen {
 }
 
 async fn follow(
-    info: Arc<NodeInfo>,
+    info: Arc<NodeView>,
     subscriptions: Subscriptions,
     tx: mpsc::Sender<Message>,
     binary: bool,
@@ -209,7 +209,7 @@ fn identity(f: &FunctionEntry) -> Value {
 /// The original's `DiscoveryDeltaMessage` from `before` to `now`, and its namespaces;
 /// `None` when nothing it reports changed.
 fn delta(
-    info: &NodeInfo,
+    info: &NodeView,
     catalog: &Catalog,
     before: &Seen,
     now: &Seen,
@@ -255,10 +255,10 @@ fn delta(
             let endpoints: Vec<Value> = m
                 .advertised_urls
                 .iter()
-                .map(|u| super::discovery::transport_endpoint(u))
+                .map(|u| crate::builtins::discovery::transport_endpoint(u))
                 .collect();
             json!({"node_id": node_name(m.id), "cluster_id": m.cluster_id, "scope": "zone",
-                   "resources": m.resources, "capabilities": super::monitoring::SERVED_SYSTEMS,
+                   "resources": m.resources, "capabilities": crate::view::SERVED_SYSTEMS,
                    "transport_endpoints": endpoints, "tags": [], "advertised_at": wall})
         })
         .collect();

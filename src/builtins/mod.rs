@@ -1,0 +1,31 @@
+//! The built-in functions every node serves, grouped by what they serve: what the cluster
+//! looks like (`introspection`), the original's discovery calls (`discovery`), and the
+//! catalog's changes as a topic (`catalog_watch`). Each group is installed by one call.
+
+pub mod catalog_watch;
+pub mod discovery;
+pub mod introspection;
+
+use crate::registry::Function;
+use crate::registry::signature::Param;
+use crate::view::NodeView;
+
+/// What the cluster looks like is for holders of `introspection_role`, when tokens are
+/// required and it is set.
+fn introspection(view: &NodeView, f: Function) -> Function {
+    match &view.introspection_role {
+        Some(role) => f.requires_role(role.clone()),
+        None => f,
+    }
+}
+
+/// What `rpc_describe` says of a built-in taking the one optional request object most take.
+fn takes_request(f: Function, doc: &str) -> Function {
+    f.declare_params(vec![Param::optional("request", "object")])
+        .doc(doc)
+}
+
+/// What `rpc_describe` says of a built-in taking no arguments.
+fn takes_nothing(f: Function, doc: &str) -> Function {
+    f.declare_params(vec![]).doc(doc)
+}

@@ -1,0 +1,108 @@
+//! Serving clients until shutdown, then leaving the cluster and draining: what every
+//! connection shares ([`Shared`]) and the accept loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::env::Listener;
+use crate::rpc::ExecLimits;
+use crate::shutdown::stopping;
+use crate::view::NodeView;
+
+/// What every connection of a running node shares: the node itself ([`NodeView`]) and what
+/// only the client path needs.
+pub(crate) struct Shared {
+    /// The node's parts (what built-ins and the admin surfaces read too).
+    pub(crate) view: Arc<NodeView>,
+    pub(crate) settings: Settings,
+    /// Where publishes go beyond this node.
+    pub(crate) fanout: Arc<crate::pubsub::fanout::Fanout>,
+    pub(crate) limits: ExecLimits,
+    /// What serves the data plane: kept alive here, by the serving task, since the fabric
+    /// holds it weakly (the node serves its peers until it stops, whoever holds the
+    /// `RunningNode`).
+    #[allow(dead_code)]
+    pub(crate) data_plane: Arc<crate::data::plane::DataPlane>,
+    /// Checks clients' tokens (`None`: the node does not require them).
+    pub(crate) tokens: Option<Arc<crate::auth::TokenVerifier>>,
+    /// The port's TLS (`None`: plain `ws://`).
+    pub(crate) tls: Option<crate::tls::NodeTls>,
+    /// Refused upgrades (bad tokens, failed TLS handshakes), logged at most once per
+    /// interval.
+    pub(crate) refusals: crate::fabric::handshake::RefusalLog,
+}
+
+/// Accepts connections until shutdown, then drains them.
+/// How long a stopping node tries to leave the cluster before it gives up.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
+
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut listener: Box<dyn Listener>,
+    mut shutdown: watch::Receiver<bool>,
+    peers: Vec<String>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopping(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(super::conn::serve_connection(shared.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(ended) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    // A node bug: that client's connection is gone, the node carries on.
+                    tracing::error!(error = %e, "connection task panicked");
+                }
+            }
+        }
+    }
+    // Leave the cluster while still accepting connections: the peers that commit the
+    // departure reach this node through the listener. New clients are told to go away
+    // (their connections see the shutdown signal).
+    {
+        let leave = shared.view.control.leave(&peers, LEAVE_DEADLINE);
+        tokio::pin!(leave);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut leave => break,
+                accepted = listener.accept() => if let Ok((stream, peer)) = accepted {
+                    conns.spawn(super::conn::serve_connection(shared.clone(), stream, peer, shutdown.clone()));
+                },
+            }
+        }
+    }
+    drop(listener);
+    // The node has left the cluster (or given up): its peer links may close now.
+    shared.view.fabric.close();
+    let drain = Duration::from_millis(shared.settings.drain_timeout_ms);
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "drain timeout reached; cancelling the remaining requests"
+        );
+        conns.abort_all();
+    }
+    if let Err(e) = shared.view.control.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    tracing::info!("node stopped");
+}
+
