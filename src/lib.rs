@@ -36,7 +36,9 @@ pub mod env;
 pub mod fabric;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ids;
 pub mod memory;
+mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod pubsub;

@@ -14,6 +14,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use mpreg::control::raft::{PeerClient, RaftRequest};
 use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::data::plane::{DataClient, DataRequest};
 use mpreg::env::{Env, SharedRng};
 use mpreg::fabric::handshake::{self, Side};
 use mpreg::fabric::{
@@ -21,7 +22,6 @@ use mpreg::fabric::{
     PEER_PROTOCOL, Plane, codec, decode_frame, encode_frame, hello_transcript,
 };
 use mpreg::fuzzing::claim_4_gib;
-use mpreg::data::plane::{DataClient, DataRequest};
 use mpreg::{Client, RunningNode, Settings};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Vote};

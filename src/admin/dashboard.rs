@@ -18,8 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::builtins::introspection::node_id_of;
 use crate::admin::status::Admin;
+use crate::builtins::introspection::node_id_of;
 use crate::registry::stats::{BUCKET_BOUNDS_US, LatencySnapshot};
 
 const PAGE: &str = include_str!("../admin/dashboard.html");

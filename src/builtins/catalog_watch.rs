@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::view::NodeView;
-use crate::builtins::introspection::{node_id, node_id_of};
 use crate::builtins::discovery::DELTA_TOPIC;
+use crate::builtins::introspection::{node_id, node_id_of};
 use crate::control::{Catalog, FunctionEntry, Member, NodeId};
 use crate::protocol::pubsub::TopicPattern;
+use crate::view::NodeView;
 
 /// How long after a change the delta is taken.
 const COALESCE: Duration = Duration::from_millis(50);

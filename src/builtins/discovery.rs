@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use crate::view::NodeView;
 use crate::builtins::introspection::node_id_of;
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function, RegisteredFunction};
+use crate::view::NodeView;
 
 /// The original's default and largest page.
 const DEFAULT_PAGE: usize = 200;
@@ -267,10 +267,7 @@ fn v2_node(n: &Value, members: usize) -> Option<Value> {
     node.insert("resources".into(), Value::Array(resources));
     // What every node of this build serves (members run one build, or two during a rolling
     // upgrade, both serving these).
-    node.insert(
-        "capabilities".into(),
-        json!(crate::view::SERVED_SYSTEMS),
-    );
+    node.insert("capabilities".into(), json!(crate::view::SERVED_SYSTEMS));
     node.insert("scope".into(), json!(OUR_SCOPE));
     node.insert(
         "transport_endpoints".into(),

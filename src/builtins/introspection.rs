@@ -28,13 +28,22 @@ pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
         ),
         guarded(
             view,
-            takes_request(catalog_query(v()), "The cluster's catalog entries that match"),
+            takes_request(
+                catalog_query(v()),
+                "The cluster's catalog entries that match",
+            ),
         ),
         guarded(
             view,
-            takes_nothing(cluster_map(v()), "The cluster's nodes, their status and load"),
+            takes_nothing(
+                cluster_map(v()),
+                "The cluster's nodes, their status and load",
+            ),
         ),
-        guarded(view, takes_request(rpc_list(v()), "The cluster's functions")),
+        guarded(
+            view,
+            takes_request(rpc_list(v()), "The cluster's functions"),
+        ),
     ]
 }
 

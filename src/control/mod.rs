@@ -2,6 +2,7 @@
 //! openraft wiring (log storage, network, membership) builds on it.
 
 pub mod catalog;
+pub mod metrics;
 pub mod raft;
 pub mod replica;
 

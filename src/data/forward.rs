@@ -7,9 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
+use crate::control::NodeId;
 use crate::control::replica::Control;
 use crate::data::plane::DataClient;
-use crate::control::NodeId;
 use crate::env::Env;
 use crate::fabric::heartbeat::{self, SharedDetector};
 use crate::registry::BoxFuture;

@@ -66,9 +66,7 @@ impl Functions {
     /// The current set.
     pub(crate) fn current(&self) -> Arc<Registry> {
         // Only whole sets are swapped in; a poisoned lock still holds a whole set.
-        self.slot
-            .read()
-            .clone()
+        self.slot.read().clone()
     }
 
     /// Adds the node's built-in functions, whose names are reserved (no user function can
@@ -100,7 +98,10 @@ impl Functions {
     /// refuse them as this node's (`Catalog::check_registration`: a function_id taken, or
     /// roles another entry of the name requires): the caller hears why at once. The
     /// leader's check when the entries commit is the one that counts ([`Functions::publish`]).
-    pub(crate) fn add_checked(&self, fs: Vec<Function>) -> Result<Vec<FunctionEntry>, PublishError> {
+    pub(crate) fn add_checked(
+        &self,
+        fs: Vec<Function>,
+    ) -> Result<Vec<FunctionEntry>, PublishError> {
         let entries = self.add(fs)?;
         let id = self.control.id;
         let verdict = self
@@ -112,7 +113,11 @@ impl Functions {
     }
 
     /// Takes `entries` off this node again, refused by the catalog for `why`.
-    fn refused(&self, entries: &[FunctionEntry], why: crate::control::CatalogError) -> PublishError {
+    fn refused(
+        &self,
+        entries: &[FunctionEntry],
+        why: crate::control::CatalogError,
+    ) -> PublishError {
         let which: Vec<_> = entries
             .iter()
             .map(|e| (e.name.clone(), Some(e.version.clone())))
@@ -198,7 +203,9 @@ impl Functions {
         let mut r = self.registered.clone();
         match r.wait_for(|done| *done).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(PublishError::Unavailable("the node stopped before joining".into())),
+            Err(_) => Err(PublishError::Unavailable(
+                "the node stopped before joining".into(),
+            )),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod client_budget;
 pub mod forward;
 pub mod functions;
+pub mod metrics;
 /// The next build inside this one, for tests of rolling upgrades and the simulator; not in
 /// production builds.
 #[cfg(feature = "next-build")]

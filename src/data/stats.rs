@@ -138,9 +138,7 @@ impl ErrorCounts {
             u: text(u),
             message: text(details),
         };
-        let mut recent = self
-            .recent
-            .lock();
+        let mut recent = self.recent.lock();
         if recent.len() == RECENT_ERRORS {
             recent.pop_front();
         }
@@ -157,9 +155,7 @@ impl ErrorCounts {
 
     /// The last error replies, newest first.
     pub(crate) fn recent(&self) -> Vec<RecentError> {
-        let recent = self
-            .recent
-            .lock();
+        let recent = self.recent.lock();
         recent.iter().rev().cloned().collect()
     }
 }
@@ -290,7 +286,6 @@ impl Stats {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -318,4 +313,3 @@ mod tests {
         assert_eq!(stats.load(later).step_latency_us, 1_000, "a fresh average");
     }
 }
-

@@ -24,12 +24,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::admission::{self, Admitted};
-use crate::data::client_budget::ConnBudget;
-use crate::builtins::catalog_watch::CatalogWatch;
-use super::worker::Worker;
 use super::serve::Shared;
-use crate::data::stats::ErrorCounts;
+use super::worker::Worker;
 use crate::auth::{Access, WORKER_ROLE};
+use crate::builtins::catalog_watch::CatalogWatch;
+use crate::data::client_budget::ConnBudget;
+use crate::data::stats::ErrorCounts;
 use crate::env::BoxStream;
 use crate::fabric::serve_peer;
 use crate::protocol::{ErrorCode, Incoming, WireError, decode_frame, decode_text};
@@ -238,7 +238,11 @@ impl<'a> Connection<'a> {
         self.serve_frames(ws, shutdown, expires, &mut worker).await;
         // A worker's functions leave with its connection.
         if let Some(w) = worker {
-            self.shared.view.stats.workers.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .view
+                .stats
+                .workers
+                .fetch_sub(1, Ordering::Relaxed);
             let which = w.end();
             if !which.is_empty() {
                 self.shared.view.functions.remove(&which);
@@ -386,7 +390,11 @@ impl<'a> Connection<'a> {
                 // The client is gone.
                 Event::Frame(None) | Event::WriteFailed => return,
                 Event::Stalled => {
-                    self.shared.view.clients.stalled.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .view
+                        .clients
+                        .stalled
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         queued = out.queue.len(),
                         "disconnecting a client that stopped reading its replies"
@@ -698,7 +706,11 @@ impl<'a> Connection<'a> {
             return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
         }
         let w = worker.get_or_insert_with(|| {
-            self.shared.view.stats.workers.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .view
+                .stats
+                .workers
+                .fetch_add(1, Ordering::Relaxed);
             Worker::new(self.shared.view.stats.clone())
         });
         if let Err(why) = w.check(&reg) {

@@ -105,4 +105,3 @@ pub(crate) async fn serve(
     }
     tracing::info!("node stopped");
 }
-

@@ -38,7 +38,15 @@ impl NodeBuilder {
         let fabric = security.fabric(&env, &settings, next_protocol);
         let control = control_plane(&env, &settings, disk, &ports.url, fabric.clone()).await?;
         let (registered_tx, registered) = watch::channel(false);
-        let view = parts(&env, &settings, &ports.url, control, fabric, registry, &registered);
+        let view = parts(
+            &env,
+            &settings,
+            &ports.url,
+            control,
+            fabric,
+            registry,
+            &registered,
+        );
         install_builtins(&view);
         let upgrade = upgrade_stats(next_protocol);
         let (fanout, publish_jobs) = Fanout::new(
@@ -187,7 +195,6 @@ fn token_verifier(
     )?;
     Ok(Some(Arc::new(verifier)))
 }
-
 
 /// The node's ports, bound before anything else starts, so that a taken port fails the
 /// start.
@@ -400,7 +407,7 @@ fn serve_admin(
     let settings = &shared.settings;
     let admin = crate::admin::status::Admin::new(
         shared.view.clone(),
-        shared.view.functions.clone(),
+        metrics(&shared.view),
         shutdown.clone(),
         shared.tokens.clone(),
         settings.introspection_role.clone(),
@@ -416,6 +423,25 @@ fn serve_admin(
         stopped,
     ));
     tracing::info!(%url, "admin HTTP server listening");
+}
+
+/// What `/metrics` reports: each room's collector, read at scrape time.
+fn metrics(view: &NodeView) -> prometheus_client::registry::Registry {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(crate::data::metrics::DataMetrics {
+        stats: view.stats.clone(),
+        fabric: view.fabric.clone(),
+        clients: view.clients.clone(),
+        functions: view.functions.clone(),
+        peers: view.peers.clone(),
+    }));
+    registry.register_collector(Box::new(crate::pubsub::metrics::PubSubMetrics(
+        view.pubsub.clone(),
+    )));
+    registry.register_collector(Box::new(crate::control::metrics::ControlMetrics(
+        view.control.clone(),
+    )));
+    registry
 }
 
 /// What this node puts into the catalog once it has joined: itself and its functions.

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::control::NodeId;
 use crate::control::replica::Control;
 use crate::data::plane::DataClient;
-use crate::control::NodeId;
 use crate::protocol::pubsub::{Notifier, PeerMessage, PubSubMessage, TopicPattern};
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
@@ -150,10 +150,7 @@ impl Fanout {
 
     fn client(&self, peer: NodeId) -> Option<DataClient> {
         let addr = self.control.member_addr(peer)?;
-        Some(DataClient::new(
-            self.fabric.link_to(peer, &addr),
-            None,
-        ))
+        Some(DataClient::new(self.fabric.link_to(peer, &addr), None))
     }
 
     /// Queues `message` (this node's number `seq`) for every peer whose clients subscribe

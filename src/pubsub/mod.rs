@@ -8,3 +8,4 @@ pub mod fanout;
 pub mod interest;
 pub mod mailbox;
 pub mod matcher;
+pub mod metrics;
