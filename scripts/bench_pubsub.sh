@@ -5,17 +5,32 @@
 # publisher on the second node, the subscribers on the first); NATS with one nats-server.
 # Passes alternate NATS and mpreg; medians of each tool's own rounds are what it prints.
 #
-#   scripts/bench_pubsub.sh                 # 2 passes x 3 rounds of 5 s
-#   PASSES=1 ROUNDS=1 scripts/bench_pubsub.sh
+#   NATSBENCH_DIR=/path/to/natsbench scripts/bench_pubsub.sh    # 2 passes x 3 rounds of 5 s
+#   NATSBENCH_DIR=/path/to/natsbench PASSES=1 ROUNDS=1 scripts/bench_pubsub.sh
 #
 # Needs: nats-server on PATH (Debian: apt-get install nats-server), the release binaries
 # (MPREG_BIN_DIR, default target/release; `cargo build --release --bin mpreg --bin
-# mpreg-node`), and natsbench built outside the clone (NATSBENCH; see
-# ../shared/tools/natsbench/README.md). Ports: nats 4222, mpreg chosen by the OS.
+# mpreg-node`), and natsbench, the NATS load generator the figures are compared with. It is
+# not part of this repository, so its place is a setting: NATSBENCH_DIR, its directory
+# (built there with `cargo build --release`), or NATSBENCH, the binary itself. Ports: nats
+# 4222, mpreg chosen by the OS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${MPREG_BIN_DIR:-target/release}
-natsbench=${NATSBENCH:-/tmp/natsbench/target/release/natsbench}
+if [ -n "${NATSBENCH:-}" ]; then
+  natsbench=$NATSBENCH
+elif [ -n "${NATSBENCH_DIR:-}" ]; then
+  natsbench=$NATSBENCH_DIR/target/release/natsbench
+else
+  echo "bench_pubsub.sh: say where natsbench is: NATSBENCH_DIR=<its directory, built with" \
+    "cargo build --release> or NATSBENCH=<its binary> (see the header)" >&2
+  exit 2
+fi
+[ -x "$natsbench" ] || {
+  echo "bench_pubsub.sh: no natsbench binary at $natsbench (from NATSBENCH_DIR or NATSBENCH;" \
+    "build it in its directory with cargo build --release)" >&2
+  exit 2
+}
 passes=${PASSES:-2}
 rounds=${ROUNDS:-3}
 duration=${DURATION:-5}
@@ -27,7 +42,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-for b in "$bin/mpreg" "$bin/mpreg-node" "$natsbench"; do
+for b in "$bin/mpreg" "$bin/mpreg-node"; do
   [ -x "$b" ] || { echo "bench_pubsub.sh: $b is missing (see the header)" >&2; exit 2; }
 done
 command -v nats-server >/dev/null || { echo "bench_pubsub.sh: nats-server is not on PATH" >&2; exit 2; }

@@ -4,17 +4,21 @@
 //! it, alternating rounds, so mpreg's figures come with a same-machine, same-run baseline.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::bench_round::median;
+// Part of `run_round`'s signature, so named here as well.
+pub use super::bench_round::{Load, RoundResult};
 use crate::env::Env;
 use crate::transport::{websocket_config, write_loop};
 
@@ -78,8 +82,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", requires = "echo_tls_cert")]
     pub echo_tls_key: Option<std::path::PathBuf>,
     /// Measure topic pub/sub instead of calls: one publisher, --subscribers subscribers of
-    /// `bench.*.created` on --url, publishing to --topics topics (as
-    /// ../shared/tools/natsbench measures NATS; scripts/bench_pubsub.sh runs both)
+    /// `bench.*.created` on --url, publishing to --topics topics (as natsbench measures
+    /// NATS; scripts/bench_pubsub.sh runs both, given natsbench's path)
     #[arg(long)]
     pub pubsub: bool,
     /// With --pubsub: subscriber connections
@@ -98,33 +102,6 @@ pub struct BenchArgs {
     pub connect: super::ConnectArgs,
 }
 
-/// One round against one target.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoundResult {
-    pub calls: u64,
-    pub errors: u64,
-    pub calls_per_sec: f64,
-    pub p50_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-}
-
-impl RoundResult {
-    /// The round's figures from its latency histogram (µs) over `duration`.
-    pub(crate) fn new(h: &Histogram<u64>, errors: u64, duration: Duration) -> RoundResult {
-        RoundResult {
-            calls: h.len(),
-            errors,
-            calls_per_sec: h.len() as f64 / duration.as_secs_f64(),
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-        }
-    }
-}
-
 /// Medians over rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -135,11 +112,6 @@ pub struct Summary {
     pub p99_us: u64,
     pub p999_us: u64,
     pub errors: u64,
-}
-
-pub(super) fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Summary {
@@ -155,19 +127,6 @@ impl Summary {
             rounds,
         }
     }
-}
-
-/// The load of one round.
-#[derive(Debug, Clone)]
-pub struct Load {
-    pub connections: usize,
-    pub inflight: usize,
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub fun: String,
-    pub payload: String,
-    /// The token and TLS trust every connection presents.
-    pub connect: crate::client::ConnectOptions,
 }
 
 /// Only what the load generator reads of a reply: whose it is and whether it failed. The
@@ -197,44 +156,11 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
         let ws = crate::client::open_websocket(env, url, &load.connect, 64 << 20)
             .await
             .map_err(|e| e.to_string())?;
-        let (sink, mut frames) = ws.split();
+        let (sink, frames) = ws.split();
         let (tx, rx) = mpsc::channel(load.inflight + 1);
         tokio::spawn(write_loop(sink, rx));
         let slots: Arc<Slots> = Arc::new(Mutex::new((0..load.inflight).map(|_| None).collect()));
-        let reader_slots = slots.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = frames.next().await {
-                let data: &[u8] = match &msg {
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Binary(b) => b,
-                    _ => continue,
-                };
-                let Ok(ack) = serde_json::from_slice::<Ack<'_>>(data) else {
-                    continue;
-                };
-                let slot = ack
-                    .u
-                    .split('-')
-                    .next()
-                    .and_then(|s| s.parse::<usize>().ok());
-                let waiter = slot.and_then(|s| {
-                    reader_slots
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_mut(s)?
-                        .take()
-                });
-                if let Some(w) = waiter {
-                    let _ = w.send(ack.error.is_some());
-                }
-            }
-            // The connection ended: wake every waiting loop (their calls are lost).
-            reader_slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter_mut()
-                .for_each(|s| drop(s.take()));
-        });
+        tokio::spawn(read_acks(frames, slots.clone()));
         for slot in 0..load.inflight {
             let (tx, slots, hist, errors, env) = (
                 tx.clone(),
@@ -258,7 +184,7 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                         r#"{{"role":"rpc","u":"{slot}-{conn}-{seq}","cmds":[{{"name":"b","fun":{fun},"args":[{payload}]}}]}}"#
                     );
                     let (done_tx, done_rx) = oneshot::channel();
-                    slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(done_tx);
+                    slots.lock()[slot] = Some(done_tx);
                     if tx
                         .send(Message::text(frame))
                         .await
@@ -273,22 +199,48 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         let us = done.duration_since(sent).as_micros().max(1) as u64;
-                        let _ = hist
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .record(us);
+                        let _ = hist.lock().record(us);
                     }
                 }
             });
         }
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock().unwrap_or_else(PoisonError::into_inner);
+    let h = hist.lock();
     Ok(RoundResult::new(
         &h,
         errors.load(std::sync::atomic::Ordering::Relaxed),
         load.duration,
     ))
+}
+
+/// Reads one connection's replies and wakes the loop waiting in each one's slot (the first
+/// part of its `u`) with whether it failed.
+async fn read_acks<E>(
+    mut frames: impl Stream<Item = Result<Message, E>> + Unpin,
+    slots: Arc<Slots>,
+) {
+    while let Some(Ok(msg)) = frames.next().await {
+        let data: &[u8] = match &msg {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            _ => continue,
+        };
+        let Ok(ack) = serde_json::from_slice::<Ack<'_>>(data) else {
+            continue;
+        };
+        let slot = ack
+            .u
+            .split('-')
+            .next()
+            .and_then(|s| s.parse::<usize>().ok());
+        let waiter = slot.and_then(|s| slots.lock().get_mut(s)?.take());
+        if let Some(w) = waiter {
+            let _ = w.send(ack.error.is_some());
+        }
+    }
+    // The connection ended: wake every waiting loop (their calls are lost).
+    slots.lock().iter_mut().for_each(|s| drop(s.take()));
 }
 
 fn describe(target: &str, r: &RoundResult) -> String {
@@ -400,6 +352,16 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         eprintln!("round {round}/{} {}", args.rounds, describe("mpreg", &r));
         mpreg_rounds.push(r);
     }
+    report_calls(&args, mpreg_rounds, echo_rounds)
+}
+
+/// Prints the medians of mpreg's rounds (and the echo server's, with the ratios between
+/// them); fails if any call failed.
+fn report_calls(
+    args: &BenchArgs,
+    mpreg_rounds: Vec<RoundResult>,
+    echo_rounds: Vec<RoundResult>,
+) -> Result<(), String> {
     let mpreg = Summary::new("mpreg", mpreg_rounds);
     let raw = (!echo_rounds.is_empty()).then(|| Summary::new("raw-echo", echo_rounds));
     let ratios = raw.as_ref().map(|e| {

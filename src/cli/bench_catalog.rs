@@ -3,12 +3,13 @@
 //! leader); a write counts when the leader reports it committed and applied. Every write
 //! creates a new queue owned by the target node, so nothing is deduplicated.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 
-use super::bench::{Load, RoundResult};
+use super::bench_round::{Load, RoundResult};
 use crate::client::Client;
 use crate::control::raft::PeerClient;
 use crate::control::{CatalogCommand, QueueConfig, QueueEntry};
@@ -102,10 +103,7 @@ pub async fn run_round(
                 if sent >= measure_from && done <= stop_at {
                     if ok {
                         let us = done.duration_since(sent).as_micros().max(1) as u64;
-                        let _ = hist
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .record(us);
+                        let _ = hist.lock().record(us);
                     } else {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -118,7 +116,7 @@ pub async fn run_round(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock().unwrap_or_else(PoisonError::into_inner);
+    let h = hist.lock();
     Ok(RoundResult::new(
         &h,
         errors.load(std::sync::atomic::Ordering::Relaxed),

@@ -7,7 +7,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::bench::{Load, RoundResult};
+use super::bench_round::{Load, RoundResult};
 use crate::client::Client;
 use crate::env::Env;
 use crate::protocol::RpcCommand;

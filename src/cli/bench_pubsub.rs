@@ -1,5 +1,6 @@
-//! `mpreg bench --pubsub`: topic fan-out measured as `../shared/tools/natsbench` measures
-//! NATS, so the two can be set side by side (`scripts/bench_pubsub.sh` runs both in one go).
+//! `mpreg bench --pubsub`: topic fan-out measured as natsbench (a NATS load generator kept
+//! outside this repository) measures NATS, so the two can be set side by side
+//! (`scripts/bench_pubsub.sh`, given natsbench's path, runs both in one go).
 //!
 //! One publisher connection publishes as fast as it can (or `--rate` msgs/s, in 1 ms ticks)
 //! for warm-up + duration, to `--topics` topics `bench.<i>.created`; K subscriber
@@ -21,7 +22,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bench::median;
+use super::bench_round::median;
 use crate::env::Env;
 use crate::transport::write_loop;
 
@@ -131,38 +132,10 @@ pub async fn run_round(env: &Env, load: &PubSubLoad) -> Result<PubSubRound, Stri
     let ns = move |env: &Env| env.clock.now().duration_since(base).as_nanos() as u64;
     let payload =
         serde_json::Value::String("x".repeat(load.payload_bytes.saturating_sub(2))).to_string();
-    // The publisher: frames through a writer task, acks read back into the window.
-    let ws = open(env, &load.publish_url, load).await?;
-    let (sink, mut acks) = ws.split();
-    let (tx, rx) = mpsc::channel::<Message>(WINDOW);
-    tokio::spawn(write_loop(sink, rx));
-    let window = Arc::new(Semaphore::new(WINDOW));
-    let refused = Arc::new(AtomicU64::new(0));
-    {
-        let (window, refused) = (window.clone(), refused.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(frame)) = acks.next().await {
-                if let Message::Text(t) = &frame {
-                    if !t.contains(r#""success":true"#) {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    window.add_permits(1);
-                }
-            }
-        });
-    }
-    let publish = |frame: String| {
-        let (tx, window) = (tx.clone(), window.clone());
-        async move {
-            window.acquire().await.map_err(|e| e.to_string())?.forget();
-            tx.send(Message::text(frame))
-                .await
-                .map_err(|_| "the publisher's connection closed".to_string())
-        }
-    };
+    let publisher = Publisher::start(open(env, &load.publish_url, load).await?);
     // Across two nodes the subscribers' interest reaches the publisher's node within its
     // summary interval: probe until every subscriber has heard one.
-    let (probe_tx, mut probe_rx) = mpsc::channel::<usize>(load.subscribers * 4);
+    let (probe_tx, probe_rx) = mpsc::channel::<usize>(load.subscribers * 4);
     let (go_tx, go_rx) = watch::channel(None::<(u64, u64)>);
     let mut readers = Vec::new();
     for (i, ws) in subs.into_iter().enumerate() {
@@ -172,29 +145,9 @@ pub async fn run_round(env: &Env, load: &PubSubLoad) -> Result<PubSubRound, Stri
         }));
     }
     drop(probe_tx);
-    let mut heard = vec![false; load.subscribers];
-    let probe_deadline = env.clock.now() + Duration::from_secs(10);
-    let mut n = 0u64;
-    while !heard.iter().all(|h| *h) {
-        if env.clock.now() > probe_deadline {
-            return Err("the subscribers' interest never reached the publisher's node".into());
-        }
-        publish(publish_frame(
-            "bench.probe.created",
-            0,
-            &format!("probe-{n}"),
-            &payload,
-        ))
+    publisher
+        .probe(env, load.subscribers, probe_rx, &payload)
         .await?;
-        n += 1;
-        if let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(20), probe_rx.recv()).await
-        {
-            heard[i] = true;
-        }
-        while let Ok(i) = probe_rx.try_recv() {
-            heard[i] = true;
-        }
-    }
     let start_ns = ns(env);
     let from_ns = start_ns + load.warmup.as_nanos() as u64;
     let to_ns = from_ns + load.duration.as_nanos() as u64;
@@ -202,55 +155,208 @@ pub async fn run_round(env: &Env, load: &PubSubLoad) -> Result<PubSubRound, Stri
     let topics: Vec<String> = (0..load.topics.max(1))
         .map(|i| format!("bench.{i}.created"))
         .collect();
-    let (mut seq, mut published, mut due) = (0u64, 0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    loop {
-        if load.rate > 0.0 && seq >= due {
-            tick.tick().await;
-            let now = ns(env);
-            if now >= to_ns {
-                break;
-            }
-            due = ((now - start_ns) as f64 * load.rate / 1e9) as u64;
-            continue;
-        }
-        let ts = ns(env);
-        if ts >= to_ns {
-            break;
-        }
-        let topic = &topics[(seq % topics.len() as u64) as usize];
-        publish(publish_frame(topic, ts, &seq.to_string(), &payload)).await?;
-        if ts >= from_ns {
-            published += 1;
-        }
-        seq += 1;
-    }
-    // End markers until every subscriber has one (one can be dropped like any message).
-    let deadline = env.clock.now() + Duration::from_secs(20);
-    while env.clock.now() < deadline && !readers.iter().all(|r| r.is_finished()) {
-        publish(publish_frame(&topics[0], 0, END, &payload)).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut stats = Vec::new();
-    for r in readers {
-        if !r.is_finished() {
-            r.abort();
-            stats.push(None);
-            continue;
-        }
-        stats.push(r.await.ok().and_then(Result::ok));
-    }
-    drop(tx);
-    let n = refused.load(Ordering::Relaxed);
+    let window = Measured {
+        start_ns,
+        from_ns,
+        to_ns,
+    };
+    let published = publisher
+        .publish_round(env, ns, load.rate, window, &topics, &payload)
+        .await?;
+    let stats = publisher
+        .end_round(env, readers, &topics[0], &payload)
+        .await?;
+    let n = publisher.finish();
     if n > 0 {
         return Err(format!("{n} publishes were refused"));
     }
+    figures(load.duration, published, &stats)
+}
+
+/// When a round began publishing and the window it measures, in ns since its base.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    start_ns: u64,
+    from_ns: u64,
+    to_ns: u64,
+}
+
+/// The publisher's connection: frames go out through a writer task, and its acks, read
+/// back by another, open the window again.
+struct Publisher {
+    tx: mpsc::Sender<Message>,
+    window: Arc<Semaphore>,
+    /// Publishes the node refused.
+    refused: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    fn start(ws: Ws) -> Publisher {
+        let (sink, mut acks) = ws.split();
+        let (tx, rx) = mpsc::channel::<Message>(WINDOW);
+        tokio::spawn(write_loop(sink, rx));
+        let window = Arc::new(Semaphore::new(WINDOW));
+        let refused = Arc::new(AtomicU64::new(0));
+        {
+            let (window, refused) = (window.clone(), refused.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = acks.next().await {
+                    if let Message::Text(t) = &frame {
+                        if !t.contains(r#""success":true"#) {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        window.add_permits(1);
+                    }
+                }
+            });
+        }
+        Publisher {
+            tx,
+            window,
+            refused,
+        }
+    }
+
+    /// Sends `frame` once fewer than [`WINDOW`] publishes wait for their acks.
+    async fn publish(&self, frame: String) -> Result<(), String> {
+        self.window
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?
+            .forget();
+        self.tx
+            .send(Message::text(frame))
+            .await
+            .map_err(|_| "the publisher's connection closed".to_string())
+    }
+
+    /// Publishes probes until each of the `subscribers` has reported one on `heard_by`
+    /// (within 10 s).
+    async fn probe(
+        &self,
+        env: &Env,
+        subscribers: usize,
+        mut heard_by: mpsc::Receiver<usize>,
+        payload: &str,
+    ) -> Result<(), String> {
+        let mut heard = vec![false; subscribers];
+        let probe_deadline = env.clock.now() + Duration::from_secs(10);
+        let mut n = 0u64;
+        while !heard.iter().all(|h| *h) {
+            if env.clock.now() > probe_deadline {
+                return Err("the subscribers' interest never reached the publisher's node".into());
+            }
+            self.publish(publish_frame(
+                "bench.probe.created",
+                0,
+                &format!("probe-{n}"),
+                payload,
+            ))
+            .await?;
+            n += 1;
+            if let Ok(Some(i)) =
+                tokio::time::timeout(Duration::from_millis(20), heard_by.recv()).await
+            {
+                heard[i] = true;
+            }
+            while let Ok(i) = heard_by.try_recv() {
+                heard[i] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes round-robin to `topics` until the window ends, as fast as acks allow or
+    /// `rate` msgs/s (in 1 ms ticks); returns how many were published inside the window.
+    async fn publish_round(
+        &self,
+        env: &Env,
+        ns: impl Fn(&Env) -> u64,
+        rate: f64,
+        window: Measured,
+        topics: &[String],
+        payload: &str,
+    ) -> Result<u64, String> {
+        let Measured {
+            start_ns,
+            from_ns,
+            to_ns,
+        } = window;
+        let (mut seq, mut published, mut due) = (0u64, 0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        loop {
+            if rate > 0.0 && seq >= due {
+                tick.tick().await;
+                let now = ns(env);
+                if now >= to_ns {
+                    break;
+                }
+                due = ((now - start_ns) as f64 * rate / 1e9) as u64;
+                continue;
+            }
+            let ts = ns(env);
+            if ts >= to_ns {
+                break;
+            }
+            let topic = &topics[(seq % topics.len() as u64) as usize];
+            self.publish(publish_frame(topic, ts, &seq.to_string(), payload))
+                .await?;
+            if ts >= from_ns {
+                published += 1;
+            }
+            seq += 1;
+        }
+        Ok(published)
+    }
+
+    /// Publishes end markers to `topic` until every reader has one (one can be dropped like
+    /// any message), for at most 20 s, and returns what each counted (`None`: it never
+    /// finished).
+    async fn end_round(
+        &self,
+        env: &Env,
+        readers: Vec<tokio::task::JoinHandle<Result<SubStats, String>>>,
+        topic: &str,
+        payload: &str,
+    ) -> Result<Vec<Option<SubStats>>, String> {
+        let deadline = env.clock.now() + Duration::from_secs(20);
+        while env.clock.now() < deadline && !readers.iter().all(|r| r.is_finished()) {
+            self.publish(publish_frame(topic, 0, END, payload)).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut stats = Vec::new();
+        for r in readers {
+            if !r.is_finished() {
+                r.abort();
+                stats.push(None);
+                continue;
+            }
+            stats.push(r.await.ok().and_then(Result::ok));
+        }
+        Ok(stats)
+    }
+
+    /// Closes the publisher's side (its writer ends) and says how many publishes the node
+    /// refused.
+    fn finish(self) -> u64 {
+        let Publisher { tx, refused, .. } = self;
+        drop(tx);
+        refused.load(Ordering::Relaxed)
+    }
+}
+
+/// The round's figures from what each subscriber counted over `duration`.
+fn figures(
+    duration: Duration,
+    published: u64,
+    stats: &[Option<SubStats>],
+) -> Result<PubSubRound, String> {
     let mut all = hist()?;
-    let secs = load.duration.as_secs_f64();
+    let secs = duration.as_secs_f64();
     let mut delivered = Vec::new();
     let mut lost = 0;
     let mut all_drained = true;
-    for s in &stats {
+    for s in stats {
         match s {
             Some(s) => {
                 all.add(&s.hist).map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@ pub mod bench;
 mod bench_catalog;
 mod bench_dag;
 mod bench_pubsub;
+mod bench_round;
 mod client_cmd;
 mod monitor_cmd;
 mod node_cmd;

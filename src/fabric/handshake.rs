@@ -20,11 +20,11 @@
 //! attacker on the path between two nodes can still inject into an established connection.
 //! TLS on the node's port closes that (docs/SECURITY.md).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use sha2::Sha256;
 
 use super::ClusterSecret;
@@ -127,10 +127,7 @@ impl RefusalLog {
 
     /// Logs that `peer` was refused for `why`, unless a line went out recently.
     pub fn refused(&self, now: tokio::time::Instant, peer: &str, why: &str) {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self.last.lock();
         if last.is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return;

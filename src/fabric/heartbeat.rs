@@ -6,15 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
-use super::conn::until_true;
-use super::endpoint::Fabric;
+use super::endpoint::until_true;
 use super::link::Link;
+use super::links::Fabric;
 use super::liveness::{Detector, Load};
 use super::plane::BoxFuture;
 use crate::env::Env;
@@ -31,9 +32,10 @@ const MISSES_BEFORE_RESET: u32 = 4;
 /// The detector, shared by the heartbeat loop and its readers.
 pub type SharedDetector = Arc<Mutex<Detector>>;
 
-pub fn lock(d: &SharedDetector) -> std::sync::MutexGuard<'_, Detector> {
-    // Every update is whole; a poisoned detector is still consistent.
-    d.lock().unwrap_or_else(PoisonError::into_inner)
+/// The detector, locked: the same as `d.lock()`, kept because the node's readers
+/// (`src/node`) call it by this name.
+pub fn lock(d: &SharedDetector) -> MutexGuard<'_, Detector> {
+    d.lock()
 }
 
 /// One heartbeat on `link`: sends `load`, returns the peer's (patient: a missed deadline
@@ -88,7 +90,7 @@ pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
         misses.retain(|id, _| peers.contains_key(id));
         let mut silent = Vec::new();
         {
-            let mut d = lock(&h.detector);
+            let mut d = h.detector.lock();
             for (id, answer, rtt) in answers {
                 let missed = misses.entry(id).or_insert(0);
                 match answer {
@@ -119,7 +121,7 @@ pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
 fn track(h: &Heartbeats, peers: &mut BTreeMap<u64, Link>, members: &BTreeMap<u64, String>) {
     let now = h.env.clock.now();
     {
-        let mut d = lock(&h.detector);
+        let mut d = h.detector.lock();
         for id in peers.keys().filter(|id| !members.contains_key(id)) {
             d.forget(*id);
         }

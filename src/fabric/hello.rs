@@ -8,12 +8,13 @@ use std::io;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+use super::codec;
 use super::endpoint::Endpoint;
 use super::frame::{
     Caller, Frame, Hello, PeerWs, decode, encode, encode_frame, negotiate, next_binary, next_frame,
 };
 use super::handshake::{self, Nonce, Side};
-use super::{ClusterSecret, codec};
+use super::secret::ClusterSecret;
 
 /// The largest hello or proof frame read before a peer has proved itself: a hello is a
 /// cluster id, two addresses and a nonce, so anything bigger is not one.

@@ -9,18 +9,21 @@
 //! slow, maybe) leaves it up.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::budget;
-use super::conn::{Answered, Open, start};
+use super::conn::Answered;
+use super::drive::start;
 use super::endpoint::Endpoint;
 use super::frame::{Frame, Hello, MAX_FRAME_BYTES, PEER_PATH, Plane, encode};
 use super::handshake;
 use super::hello::say_hello;
 use super::lifecycle::preferred;
+use super::open::Open;
 use crate::transport::websocket_config;
 
 /// How long opening a link (TCP, WebSocket handshake, hello) may take, whatever the call's
@@ -64,11 +67,6 @@ pub struct CallFailure {
 
 fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("peer {what} timed out"))
-}
-
-fn lock_slot(s: &Mutex<Option<Arc<Open>>>) -> MutexGuard<'_, Option<Arc<Open>>> {
-    // One handle, replaced whole; a poisoned slot is still consistent.
-    s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Link {
@@ -129,11 +127,7 @@ impl Link {
         let frame = encode(&Frame::Request { id, plane, body }).map_err(not_sent)?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = open
-                .conn
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = open.conn.pending.lock();
             if pending.len() >= budget::MAX_PENDING_CALLS {
                 return Err(not_sent(io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -178,7 +172,7 @@ impl Link {
     /// Retires the connection in use (if any); the next call reconnects. For callers that
     /// judge the link dead by their own rule (the heartbeats, after several misses).
     pub fn reset(&self) {
-        if let Some(open) = lock_slot(&self.0.slot).take() {
+        if let Some(open) = self.0.slot.lock().take() {
             open.retire();
         }
     }
@@ -186,7 +180,7 @@ impl Link {
     /// Retires `open` and stops using it here.
     fn retire(&self, open: &Arc<Open>) {
         open.retire();
-        let mut slot = lock_slot(&self.0.slot);
+        let mut slot = self.0.slot.lock();
         if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, open)) {
             *slot = None;
         }
@@ -196,7 +190,9 @@ impl Link {
     /// the peer left it for another: the next call then dials, and the peer adopts that
     /// one, so two nodes never stay on two different connections.
     fn current(&self) -> Option<Arc<Open>> {
-        lock_slot(&self.0.slot)
+        self.0
+            .slot
+            .lock()
             .as_ref()
             .filter(|o| o.usable() && !(self.0.introduce && o.peer_left()))
             .cloned()
@@ -206,7 +202,7 @@ impl Link {
     /// the one in use. The other is left to the calls still waiting on it; it closes once
     /// neither side waits for anything on it.
     pub(crate) fn install(&self, open: Arc<Open>) -> Arc<Open> {
-        let mut slot = lock_slot(&self.0.slot);
+        let mut slot = self.0.slot.lock();
         if let Some(current) = slot.as_ref().filter(|o| o.usable())
             && !preferred(open.rank(), current.rank())
         {
@@ -296,12 +292,7 @@ struct InFlight<'o> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.open
-            .conn
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        self.open.conn.pending.lock().remove(&self.id);
         if self.sent
             && !self.answered
             && let Ok(frame) = encode(&Frame::Cancel { id: self.id })

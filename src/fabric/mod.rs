@@ -3,11 +3,11 @@
 //! `node::data_plane`), which register their handlers with it when the node starts. It
 //! knows nothing of what the planes say.
 //!
-//! * [`endpoint`]: [`Fabric`], a node's links (one per node pair, shared by every plane)
-//!   and the planes it serves.
+//! * [`links`]: [`Fabric`], a node's links (one per node pair, shared by every plane)
+//!   and the planes it serves; [`endpoint`]: what its links and connections share.
 //! * [`link`]: one peer's link: dialling, crossed dials, calls with deadlines.
-//! * [`conn`]: one open connection: the handle calls share and the task that reads,
-//!   answers and writes.
+//! * `conn`: what one open connection's handle (`open`) and its task (`drive`) share;
+//!   the task reads, answers (`served`) and writes.
 //! * [`lifecycle`]: what a connection is doing (using, done, retired), pure.
 //! * [`serve`]: the accepting side; [`hello`]: both halves of the hello.
 //! * [`frame`]: what travels (MessagePack, self-describing), protocol negotiation.
@@ -21,6 +21,7 @@
 pub mod budget;
 pub mod codec;
 mod conn;
+mod drive;
 pub mod endpoint;
 pub mod frame;
 pub mod handshake;
@@ -28,6 +29,7 @@ pub mod heartbeat;
 pub mod hello;
 pub mod lifecycle;
 pub mod link;
+pub mod links;
 pub mod liveness;
 mod open;
 pub mod plane;
@@ -35,13 +37,13 @@ pub mod secret;
 mod serve;
 mod served;
 
-pub use endpoint::Fabric;
 pub use frame::{
     Caller, Frame, Hello, MIN_PEER_PROTOCOL, PEER_PATH, PEER_PROTOCOL, Plane, decode_frame,
     encode_frame, negotiate,
 };
 pub use hello::{parse_hello, transcript as hello_transcript};
 pub use link::{CallFailure, Link};
+pub use links::Fabric;
 pub use plane::{Answer, PlaneHandler, Work};
 pub use secret::{ClusterSecret, SecretError};
 pub use serve::serve_peer;

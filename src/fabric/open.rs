@@ -10,7 +10,7 @@ use futures_util::Sink;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::conn::{Conn, Writer, lock};
+use super::conn::{Conn, Writer};
 use super::lifecycle::{Event, Rank};
 
 /// An open connection as this side's calls use it.
@@ -65,7 +65,7 @@ impl Open {
             ));
         }
         self.conn.push(frame);
-        let idle = lock(&self.conn.pending).len() <= 1; // this call's own entry
+        let idle = self.conn.pending.lock().len() <= 1; // this call's own entry
         let writer = if idle {
             self.conn.writer.try_lock().ok()
         } else {

@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::conn::{start, until_true};
-use super::endpoint::Fabric;
+use super::drive::start;
+use super::endpoint::until_true;
 use super::frame::PeerWs;
 use super::hello::{Welcomed, welcome};
+use super::links::Fabric;
 
 /// How long an accepted connection may take to say hello, and then to prove itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

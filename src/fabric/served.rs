@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::conn::{Answered, Conn, lock};
+use super::conn::{Answered, Conn};
 use super::endpoint::Endpoint;
 use super::frame::{Frame, Incoming, encode};
 use super::lifecycle::Event;
@@ -97,7 +97,7 @@ impl Served {
             Ok(None) | Err(_) => return false,
         };
         let answered = |id: u64, a: Answered| {
-            if let Some(waiter) = lock(&conn.pending).remove(&id) {
+            if let Some(waiter) = conn.pending.lock().remove(&id) {
                 let _ = waiter.send(a);
             }
         };

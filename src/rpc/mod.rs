@@ -2,6 +2,7 @@
 
 mod exec;
 pub mod forward;
+pub mod names;
 pub mod plan;
 pub mod reply;
 pub mod resolve;

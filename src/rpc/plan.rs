@@ -5,6 +5,9 @@
 //! (object keys are not scanned) equals the other's name, or is `name.path…`, or when an
 //! object `{"$ref": "name[.path…]"}` names it. [`super::resolve`] substitutes by the same rule.
 
+// What `name_index` returns; callers (tests, fuzzing) name it `plan::NameIndex` too.
+pub use super::names::NameIndex;
+use super::names::implicit_ref;
 use super::resolve::{Ref, references};
 use crate::protocol::{ErrorCode, RpcCommand};
 
@@ -55,49 +58,6 @@ pub struct Plan {
     pub levels: Vec<Vec<usize>>,
     /// Commands no other command depends on; their results form the reply.
     pub sinks: Vec<usize>,
-}
-
-/// Command names → indices, for reference lookups: a sorted vector, one allocation per
-/// request however many commands it has, and none for the common single command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameIndex<'a> {
-    One(&'a str),
-    Sorted(Vec<(&'a str, usize)>),
-}
-
-impl Default for NameIndex<'_> {
-    fn default() -> Self {
-        NameIndex::Sorted(Vec::new())
-    }
-}
-
-impl<'a> NameIndex<'a> {
-    pub fn get(&self, name: &str) -> Option<usize> {
-        match self {
-            NameIndex::One(only) => (*only == name).then_some(0),
-            NameIndex::Sorted(v) => v
-                .binary_search_by(|(n, _)| (*n).cmp(name))
-                .ok()
-                .map(|k| v[k].1),
-        }
-    }
-}
-
-impl<'a> FromIterator<(&'a str, usize)> for NameIndex<'a> {
-    fn from_iter<T: IntoIterator<Item = (&'a str, usize)>>(iter: T) -> Self {
-        let mut v: Vec<_> = iter.into_iter().collect();
-        v.sort_unstable();
-        NameIndex::Sorted(v)
-    }
-}
-
-/// The command a string refers to: its exact name, or the head of `name.path`.
-pub fn implicit_ref(s: &str, names: &NameIndex<'_>) -> Option<usize> {
-    if let Some(i) = names.get(s) {
-        return Some(i);
-    }
-    let (head, _) = s.split_once('.')?;
-    names.get(head)
 }
 
 fn head_of(reference: &str) -> &str {

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::plan::{NameIndex, implicit_ref};
+use super::names::{NameIndex, implicit_ref};
 use crate::protocol::Json;
 use crate::protocol::jscan::{Lexer, Tok, Token, str_value};
 

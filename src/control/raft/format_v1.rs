@@ -13,7 +13,8 @@ use openraft::{BasicNode, EntryPayload, LogId, Membership, StoredMembership};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{StoredState, TypeConfig};
+use super::TypeConfig;
+use super::stored_state::StoredState;
 use crate::control::catalog::{
     Catalog, CatalogCommand, DnsService, FunctionEntry, Member, NodeId, QueueEntry, Role,
     ServiceKey,

@@ -1,5 +1,6 @@
-//! Who votes: the leader's side of joins and leaves, and its supervisor that keeps the
-//! number of voters up and replaces voters that stay down.
+//! Who votes: the leader's side of joins and leaves, and what its supervisor (`supervisor`)
+//! decides to change so as to keep the number of voters up and replace voters that stay
+//! down.
 //!
 //! Up to `max_voters` members vote; the rest are learners that hold the whole catalog and
 //! serve reads but do not count towards a quorum (so a big cluster does not pay for big
@@ -9,14 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
-use tokio::sync::watch;
+use openraft::{BasicNode, ChangeMembers};
 use tokio::time::Instant;
 
+use super::Raft;
 use super::network::MembershipError;
-use super::service::PeerService;
-use super::{CatalogStateMachine, Raft};
-use crate::control::catalog::{CatalogCommand, Role};
 
 /// How the leader shapes the membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +35,8 @@ impl Default for MembershipPolicy {
 }
 
 /// How often the supervisor probes the members, and the deadline of one probe.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(500);
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 type ChangeError = RaftError<u64, ClientWriteError<u64, BasicNode>>;
 
@@ -55,7 +53,7 @@ fn membership_error(e: ChangeError) -> MembershipError {
 }
 
 /// The voters and learners of the effective membership.
-fn roles(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
+pub(super) fn roles(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
     let metrics = raft.metrics();
     let m = metrics.borrow();
     let membership = m.membership_config.membership();
@@ -190,99 +188,6 @@ pub(crate) fn next_change(
         return Some(Change::Voters(next));
     }
     None
-}
-
-/// Runs while the node runs: when it leads, probes every member, applies [`next_change`],
-/// and keeps the catalog's member roles (and departures) in step with the membership.
-pub async fn supervise(
-    service: PeerService,
-    catalog: CatalogStateMachine,
-    mut stop: watch::Receiver<bool>,
-) {
-    let me = service.raft.metrics().borrow().id;
-    let mut last_seen: BTreeMap<u64, Instant> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(PROBE_EVERY) => {}
-        }
-        let (state, nodes) = {
-            let metrics = service.raft.metrics();
-            let m = metrics.borrow();
-            let nodes: BTreeMap<u64, BasicNode> = m
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, n)| (*id, n.clone()))
-                .collect();
-            (m.state, nodes)
-        };
-        if state != ServerState::Leader {
-            last_seen.clear();
-            continue;
-        }
-        last_seen.retain(|id, _| nodes.contains_key(id));
-        let start = service.env.clock.now();
-        for (id, node) in nodes.iter().filter(|(id, _)| **id != me) {
-            // On the link Raft shares with the data plane (one per peer pair): it names the
-            // member, so another node restarted at its address refuses it; a probe that
-            // misses its deadline breaks it, and the next call reconnects.
-            let mut peer = service.network.peer(*id, &node.addr);
-            match peer.ping(PROBE_TIMEOUT).await {
-                Ok(()) => {
-                    last_seen.insert(*id, service.env.clock.now());
-                }
-                Err(_) => {
-                    // A first miss counts from now.
-                    last_seen.entry(*id).or_insert(start);
-                }
-            }
-        }
-        let (voters, learners) = roles(&service.raft);
-        if let Some(Change::Voters(next)) = next_change(
-            service.policy,
-            me,
-            &voters,
-            &learners,
-            &last_seen,
-            service.env.clock.now(),
-        ) {
-            tracing::info!(?voters, ?next, "changing the voters");
-            if let Err(e) = service.raft.change_membership(next, true).await {
-                tracing::debug!(error = %e, "membership change failed");
-            }
-        }
-        sync_catalog_roles(&service.raft, &catalog).await;
-    }
-}
-
-/// Makes the catalog's member records agree with the Raft membership: roles follow it, and
-/// members that left it leave the catalog. Idempotent; runs every round on the leader.
-async fn sync_catalog_roles(raft: &Raft, catalog: &CatalogStateMachine) {
-    let (voters, learners) = roles(raft);
-    let fixes: Vec<CatalogCommand> = catalog.read(|state| {
-        state
-            .catalog
-            .members()
-            .filter_map(|m| {
-                let role = if voters.contains(&m.id) {
-                    Role::Voter
-                } else if learners.contains(&m.id) {
-                    Role::Learner
-                } else {
-                    return Some(CatalogCommand::RemoveMember(m.id));
-                };
-                (m.role != role).then_some(CatalogCommand::SetRole { id: m.id, role })
-            })
-            .collect()
-    });
-    for cmd in fixes {
-        if let Err(e) = raft.client_write(cmd).await {
-            tracing::debug!(error = %e, "catalog role update failed");
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,23 +10,25 @@ mod network;
 mod runtime;
 mod service;
 mod snapshot_buf;
+mod snapshot_decode;
 mod sqlite_store;
 mod store;
 mod store_stats;
+mod stored_state;
+mod supervisor;
 mod vote_guard;
 
 pub(crate) use membership::read_index;
-pub use membership::{MembershipPolicy, leave as leave_here, supervise};
+pub use membership::{MembershipPolicy, leave as leave_here};
 pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
 pub use snapshot_buf::SnapshotBuf;
 pub use sqlite_store::SqliteLogStore;
-pub use store::{
-    Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, LogStore, SnapshotDisk,
-    StoredSnapshot, StoredState,
-};
+pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, LogStore, SnapshotDisk};
 pub use store_stats::StoreStats;
+pub use stored_state::{StoredSnapshot, StoredState};
+pub use supervisor::supervise;
 
 use super::catalog::{CatalogCommand, CatalogError};
 

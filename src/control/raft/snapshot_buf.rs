@@ -20,7 +20,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use super::store::{StoredState, decode_state};
+use super::snapshot_decode::decode_state;
+use super::stored_state::StoredState;
 
 /// A snapshot's bytes, read by openraft when sending and written when receiving.
 #[derive(Debug, Default)]

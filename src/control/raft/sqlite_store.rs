@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
-use super::store::{StoredSnapshot, StoredState};
 use super::store_stats::StoreStats;
+use super::stored_state::{StoredSnapshot, StoredState};
 use crate::env::Clock;
 use crate::env::sqlite::{DbError, Durability, SqliteDb};
 use crate::fabric::codec;
@@ -49,7 +49,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
     })
 }
 
-fn storage_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: DbError) -> StorageError<u64> {
+pub(super) fn storage_error(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: DbError,
+) -> StorageError<u64> {
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
@@ -408,56 +412,9 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use openraft::testing::{StoreBuilder, Suite};
-
     use super::*;
     use crate::control::CatalogCommand;
-    use crate::control::raft::{CatalogStateMachine, SnapshotDisk};
     use openraft::{BasicNode, SnapshotMeta};
-
-    /// A fresh database file per store the suite asks for.
-    struct FreshDb(std::path::PathBuf);
-
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-
-    impl FreshDb {
-        fn new() -> FreshDb {
-            let dir = std::env::temp_dir().join(format!("mpreg-raftlog-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            FreshDb(dir)
-        }
-    }
-
-    impl StoreBuilder<TypeConfig, SqliteLogStore, CatalogStateMachine> for FreshDb {
-        async fn build(
-            &self,
-        ) -> Result<((), SqliteLogStore, CatalogStateMachine), StorageError<u64>> {
-            let path = self.0.join(format!(
-                "log-{}.sqlite",
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let store = SqliteLogStore::open(&path)
-                .await
-                .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            let sm = CatalogStateMachine::open(
-                SnapshotDisk::Sqlite(store.clone()),
-                crate::control::raft::DEFAULT_MAX_SNAPSHOT_BYTES,
-            )
-            .await?;
-            Ok(((), store, sm))
-        }
-    }
-
-    /// openraft's own conformance suite for storage implementations.
-    #[test]
-    fn openraft_storage_suite() {
-        let db = FreshDb::new();
-        let dir = db.0.clone();
-        Suite::test_all(db).expect("sqlite storage conforms");
-        let _ = std::fs::remove_dir_all(dir);
-    }
 
     #[tokio::test]
     async fn the_log_and_vote_survive_reopening() {

@@ -16,29 +16,22 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+    SnapshotMeta, StorageError, StoredMembership, Vote,
 };
-use serde::{Deserialize, Serialize};
+use parking_lot::Mutex;
 
 use super::snapshot_buf::SnapshotBuf;
+use super::snapshot_decode::{decode_state, io_error};
 use super::sqlite_store::SqliteLogStore;
 use super::store_stats::StoreStats;
+use super::stored_state::{StoredSnapshot, StoredState};
 use super::{CatalogResponse, TypeConfig};
-use crate::control::catalog::Catalog;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every mutation below completes under the lock; a poisoned lock still guards whole state.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A snapshot as stored: its metadata and the encoded [`StoredState`].
-pub type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
 /// What one copy of the disk holds.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +75,7 @@ pub struct LogStore(Arc<Mutex<DiskState>>);
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = lock(&self.0);
+        let d = self.0.lock();
         f.debug_struct("LogStore")
             .field("live_entries", &d.live.entries.len())
             .field("durable_entries", &d.durable.entries.len())
@@ -93,30 +86,30 @@ impl Debug for LogStore {
 impl LogStore {
     /// What this disk's appends did.
     pub fn stats(&self) -> Arc<StoreStats> {
-        lock(&self.0).stats.clone()
+        self.0.lock().stats.clone()
     }
 
     /// A disk whose appends become durable (and are acknowledged to openraft) only `delay`
     /// after they were written: a crash in between loses them.
     pub fn with_sync_delay(delay: Duration) -> LogStore {
         let store = LogStore::default();
-        lock(&store.0).sync_delay = Some(delay);
+        store.0.lock().sync_delay = Some(delay);
         store
     }
 
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
     pub fn has_vote(&self) -> bool {
-        lock(&self.0).durable.vote.is_some()
+        self.0.lock().durable.vote.is_some()
     }
 
     /// The id of the node on this disk, storing `fresh` the first time.
     pub fn node_id_or_insert(&self, fresh: u64) -> u64 {
-        *lock(&self.0).node_id.get_or_insert(fresh)
+        *self.0.lock().node_id.get_or_insert(fresh)
     }
 
     /// Forgets vote, log and snapshot (after the node left the cluster); keeps the id.
     pub fn forget_membership(&self) {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.live = Disk::default();
         d.durable = Disk::default();
         d.dirty_from = None;
@@ -127,7 +120,7 @@ impl LogStore {
 
     /// Power loss: whatever was not synced is gone, and pending acknowledgements with it.
     pub fn crash(&self) {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.live = d.durable.clone();
         d.dirty_from = None;
         d.waiting.clear();
@@ -137,7 +130,7 @@ impl LogStore {
 
     /// Entries that were written but not synced (for tests of the crash semantics).
     pub fn unsynced_entries(&self) -> usize {
-        let d = lock(&self.0);
+        let d = self.0.lock();
         d.live
             .entries
             .keys()
@@ -148,7 +141,7 @@ impl LogStore {
     /// Writes everything live to the durable copy and answers the waiting appends.
     fn sync(&self, epoch: u64) {
         let waiting = {
-            let mut d = lock(&self.0);
+            let mut d = self.0.lock();
             if d.epoch != epoch {
                 return;
             }
@@ -175,13 +168,13 @@ impl LogStore {
     }
 
     pub(crate) fn save_snapshot(&self, snapshot: StoredSnapshot) {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.live.snapshot = Some(snapshot.clone());
         d.durable.snapshot = Some(snapshot);
     }
 
     pub(crate) fn load_snapshot(&self) -> Option<StoredSnapshot> {
-        lock(&self.0).live.snapshot.clone()
+        self.0.lock().live.snapshot.clone()
     }
 }
 
@@ -190,7 +183,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        Ok(lock(&self.0)
+        Ok(self
+            .0
+            .lock()
             .live
             .entries
             .range(range)
@@ -203,7 +198,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let d = lock(&self.0);
+        let d = self.0.lock();
         let last = d.live.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
             last_purged_log_id: d.live.last_purged,
@@ -216,14 +211,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.live.vote = Some(*vote);
         d.durable.vote = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        Ok(lock(&self.0).live.vote)
+        Ok(self.0.lock().live.vote)
     }
 
     async fn save_committed(
@@ -231,14 +226,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         // Not synced on its own: losing it only means re-applying from an older point.
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.stats.committed(committed.map(|c| c.index));
         d.live.committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(lock(&self.0).live.committed)
+        Ok(self.0.lock().live.committed)
     }
 
     async fn append<I>(
@@ -251,7 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let (delay, epoch, schedule) = {
-            let mut d = lock(&self.0);
+            let mut d = self.0.lock();
             let mut n = 0;
             for e in entries {
                 let i = e.log_id.index;
@@ -280,7 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         let i = log_id.index;
         d.mark_dirty(i);
         d.live.entries.split_off(&i);
@@ -288,19 +283,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let mut d = lock(&self.0);
+        let mut d = self.0.lock();
         d.live.last_purged = Some(log_id);
         d.live.entries = d.live.entries.split_off(&(log_id.index + 1));
         Ok(())
     }
-}
-
-/// What the state machine holds, and what a snapshot carries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StoredState {
-    pub last_applied: Option<LogId<u64>>,
-    pub membership: StoredMembership<u64, BasicNode>,
-    pub catalog: Catalog,
 }
 
 /// One applied log entry: its id and a digest of its payload, so that checkers can compare
@@ -373,34 +360,14 @@ pub struct CatalogStateMachine {
 impl Debug for CatalogStateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CatalogStateMachine")
-            .field("last_applied", &lock(&self.data).state.last_applied)
+            .field("last_applied", &self.data.lock().state.last_applied)
             .finish()
     }
-}
-
-fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
-    StorageIOError::read_state_machine(&e).into()
 }
 
 /// The default of `max_snapshot_bytes`: a catalog of some 200k functions, four times the
 /// largest frame a peer may send (snapshots travel in chunks of at most 3 MiB).
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
-
-/// Decodes a snapshot's state: at most `max` bytes, and no claimed length inside may
-/// allocate more than a small multiple of them (`codec::decode_stored_prefix`).
-#[allow(clippy::result_large_err)] // openraft's storage methods all return this error
-pub(super) fn decode_state(bytes: &[u8], max: usize) -> Result<StoredState, StorageError<u64>> {
-    use crate::fabric::codec::decode_stored_within;
-    // A snapshot of the format before roles (a leader of the older build during a rolling
-    // upgrade) reads too: its layout does not decode as this one's, nor this one's as it.
-    decode_stored_within::<StoredState>(bytes, max)
-        .or_else(|e| {
-            decode_stored_within::<super::format_v1::StoredStateV1>(bytes, max)
-                .map(Into::into)
-                .map_err(|_| e)
-        })
-        .map_err(io_error)
-}
 
 /// FNV-1a: a stable digest (the same in every process and run).
 fn digest(bytes: &[u8]) -> u64 {
@@ -431,24 +398,24 @@ impl CatalogStateMachine {
 
     /// A copy of the applied state (catalog, last applied id, membership).
     pub fn state(&self) -> StoredState {
-        lock(&self.data).state.clone()
+        self.data.lock().state.clone()
     }
 
     /// Reads the applied state in place (no copy of the catalog); `f` must not block.
     pub fn read<R>(&self, f: impl FnOnce(&StoredState) -> R) -> R {
-        f(&lock(&self.data).state)
+        f(&self.data.lock().state)
     }
 
     /// Entries applied since this machine was created or last installed a snapshot.
     pub fn history(&self) -> Vec<Applied> {
-        lock(&self.data).history.clone()
+        self.data.lock().history.clone()
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let (meta, bytes) = {
-            let d = lock(&self.data);
+            let d = self.data.lock();
             let bytes = bincode::serde::encode_to_vec(&d.state, bincode::config::standard())
                 .map_err(io_error)?;
             let last = d.state.last_applied;
@@ -467,7 +434,7 @@ impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
         self.stats
             .snapshots_built
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.data).snapshot = Some((meta.clone(), bytes.clone()));
+        self.data.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotBuf::of(bytes)),
@@ -481,7 +448,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
-        let d = lock(&self.data);
+        let d = self.data.lock();
         Ok((d.state.last_applied, d.state.membership.clone()))
     }
 
@@ -490,7 +457,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut d = lock(&self.data);
+        let mut d = self.data.lock();
         let mut out = Vec::new();
         for e in entries {
             let bytes = bincode::serde::encode_to_vec(&e.payload, bincode::config::standard())
@@ -536,7 +503,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         self.stats
             .snapshots_installed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut d = lock(&self.data);
+        let mut d = self.data.lock();
         d.state = state;
         d.history.clear();
         d.snapshot = Some((meta.clone(), bytes));
@@ -546,7 +513,9 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(lock(&self.data)
+        Ok(self
+            .data
+            .lock()
             .snapshot
             .as_ref()
             .map(|(meta, bytes)| Snapshot {
@@ -607,5 +576,60 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(reopened.state().last_applied.map(|l| l.index), Some(2));
+    }
+
+    /// The same suite over the durable log and a state machine that keeps its snapshots
+    /// in the same database: here, above both stores, rather than in `sqlite_store`, whose
+    /// tests would otherwise reach up for the state machine.
+    mod sqlite {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        use openraft::{ErrorSubject, ErrorVerb};
+
+        use super::*;
+        use crate::control::raft::sqlite_store::storage_error;
+
+        /// A fresh database file per store the suite asks for.
+        struct FreshDb(std::path::PathBuf);
+
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+
+        impl FreshDb {
+            fn new() -> FreshDb {
+                let dir =
+                    std::env::temp_dir().join(format!("mpreg-raftlog-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                FreshDb(dir)
+            }
+        }
+
+        impl StoreBuilder<TypeConfig, SqliteLogStore, CatalogStateMachine> for FreshDb {
+            async fn build(
+                &self,
+            ) -> Result<((), SqliteLogStore, CatalogStateMachine), StorageError<u64>> {
+                let path = self.0.join(format!(
+                    "log-{}.sqlite",
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ));
+                let store = SqliteLogStore::open(&path)
+                    .await
+                    .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+                let sm = CatalogStateMachine::open(
+                    SnapshotDisk::Sqlite(store.clone()),
+                    DEFAULT_MAX_SNAPSHOT_BYTES,
+                )
+                .await?;
+                Ok(((), store, sm))
+            }
+        }
+
+        /// openraft's own conformance suite for storage implementations.
+        #[test]
+        fn openraft_storage_suite() {
+            let db = FreshDb::new();
+            let dir = db.0.clone();
+            Suite::test_all(db).expect("sqlite storage conforms");
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
