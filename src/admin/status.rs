@@ -62,14 +62,7 @@ impl Admin {
     /// What was counted in the last hour.
     fn last_hour(&self) -> Totals {
         let now = totals(&self.info, &self.functions);
-        self.window().last_hour(self.now_ms(), now)
-    }
-
-    fn window(&self) -> std::sync::MutexGuard<'_, HourWindow> {
-        // Every update under it is one call that leaves it whole.
-        self.window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.window.lock().last_hour(self.now_ms(), now)
     }
 }
 
@@ -84,7 +77,7 @@ pub(crate) async fn sample_hourly(admin: Admin) {
         }
         let now = totals(&admin.info, &admin.functions);
         let at = admin.now_ms();
-        admin.window().record(at, now);
+        admin.window.lock().record(at, now);
     }
 }
 
@@ -108,7 +101,7 @@ pub(crate) struct Admin {
     /// When the admin server started (rates are averages since).
     started: tokio::time::Instant,
     /// Totals sampled each minute, for figures over the last hour ([`sample_hourly`]).
-    window: Arc<std::sync::Mutex<HourWindow>>,
+    window: Arc<parking_lot::Mutex<HourWindow>>,
 }
 
 impl Admin {
@@ -127,7 +120,7 @@ impl Admin {
         let started = info.env.clock.now();
         let window = HourWindow::new(0, totals(&info, &functions));
         Admin {
-            window: Arc::new(std::sync::Mutex::new(window)),
+            window: Arc::new(parking_lot::Mutex::new(window)),
             info,
             shutdown,
             tokens,

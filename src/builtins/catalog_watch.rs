@@ -11,7 +11,9 @@
 //! that reads slowly gets fewer, larger deltas and the node holds at most a bounded number.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -30,11 +32,6 @@ const COALESCE: Duration = Duration::from_millis(50);
 const QUEUED: usize = 16;
 
 type Subscriptions = Arc<Mutex<BTreeMap<String, Vec<TopicPattern>>>>;
-
-fn lock(s: &Subscriptions) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<TopicPattern>>> {
-    // Subscriptions go in and out whole; a poisoned map is still consistent.
-    s.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A connection's discovery subscriptions and the notifications waiting for it.
 pub(crate) struct CatalogWatch {
@@ -77,16 +74,16 @@ impl CatalogWatch {
     }
 
     pub(crate) fn held(&self) -> usize {
-        lock(&self.subscriptions).len()
+        self.subscriptions.lock().len()
     }
 
     pub(crate) fn subscribe(&self, id: String, patterns: Vec<TopicPattern>) {
-        lock(&self.subscriptions).insert(id, patterns);
+        self.subscriptions.lock().insert(id, patterns);
     }
 
     /// Whether `id` was subscribed.
     pub(crate) fn unsubscribe(&self, id: &str) -> bool {
-        lock(&self.subscriptions).remove(id).is_some()
+        self.subscriptions.lock().remove(id).is_some()
     }
 }
 
@@ -155,7 +152,7 @@ async fn follow(
         );
         let mut out = Vec::new();
         {
-            let subs = lock(&subscriptions);
+            let subs = subscriptions.lock();
             for (topic, message_id) in topics {
                 for (id, patterns) in subs.iter() {
                     if patterns.iter().any(|p| p.matches(&topic)) {

@@ -111,7 +111,7 @@ pub(crate) fn list_peers(info: Arc<NodeView>) -> Function {
             let now = info.env.clock.now();
             let wall = info.env.wall_seconds();
             let views = crate::control::replica::members_view(&info.control).unwrap_or_default();
-            let d = crate::fabric::heartbeat::lock(&info.detector);
+            let d = info.detector.lock();
             let peers: Vec<Value> = views
                 .iter()
                 .filter(|v| v.member.id != info.control.id)
@@ -520,7 +520,7 @@ impl NodeView {
                     let clients = self.stats.active_clients.load(Ordering::Relaxed);
                     ("ok", self.stats.load(self.env.clock.now()), clients, None)
                 } else {
-                    let d = crate::fabric::heartbeat::lock(&self.detector);
+                    let d = self.detector.lock();
                     let now = self.env.clock.now();
                     let status = match d.status(v.member.id, now) {
                         crate::routing::Liveness::Alive => "ok",

@@ -22,8 +22,10 @@ pub mod pubsub;
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -294,7 +296,7 @@ impl Client {
 
     /// Whether the connection has ended (nothing more can be sent or answered on it).
     pub fn is_closed(&self) -> bool {
-        lock(&self.inner.pending).closed || self.inner.tx.is_closed()
+        self.inner.pending.lock().closed || self.inner.tx.is_closed()
     }
 
     /// [`Client::send`], saying on failure whether the request left this client (the
@@ -319,7 +321,7 @@ impl Client {
             .map_err(|e| not_sent(ClientError::Protocol(e.to_string())))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         {
-            let mut pending = lock(&inner.pending);
+            let mut pending = inner.pending.lock();
             if pending.closed {
                 return Err(not_sent(ClientError::Closed));
             }
@@ -338,7 +340,7 @@ impl Client {
         let reply = match tokio::time::timeout(wait, reply_rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => {
-                let ran_maybe = !lock(&inner.pending).drained;
+                let ran_maybe = !inner.pending.lock().drained;
                 let failure = SendFailure {
                     sent: ran_maybe,
                     error: ClientError::Closed,
@@ -366,11 +368,11 @@ impl Client {
     }
 
     fn route_subscription(&self, id: String, route: pubsub::Route) {
-        lock(&self.inner.pending).subscriptions.insert(id, route);
+        self.inner.pending.lock().subscriptions.insert(id, route);
     }
 
     fn forget_subscription(&self, id: &str) {
-        lock(&self.inner.pending).subscriptions.remove(id);
+        self.inner.pending.lock().subscriptions.remove(id);
     }
 
     /// Sends the pub/sub message `make(u)` and waits for its `pubsub-ack`.
@@ -384,7 +386,7 @@ impl Client {
         let frame = make(&u).to_string();
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = lock(&inner.pending);
+            let mut pending = inner.pending.lock();
             if pending.closed {
                 return Err(ClientError::Closed);
             }
@@ -400,7 +402,7 @@ impl Client {
                 Err(_) => Err(ClientError::Timeout(inner.default_timeout)),
             },
         };
-        lock(&inner.pending).acks.remove(&seq);
+        inner.pending.lock().acks.remove(&seq);
         result
     }
 }
@@ -421,13 +423,13 @@ fn dispatch_pubsub(text: &[u8], pending: &Pending) {
             } else {
                 Err(frame["error"].as_str().unwrap_or("refused").to_owned())
             };
-            if let Some(tx) = seq.and_then(|s| lock(pending).acks.remove(&s)) {
+            if let Some(tx) = seq.and_then(|s| pending.lock().acks.remove(&s)) {
                 let _ = tx.send(outcome);
             }
         }
         Some("pubsub-notification") => {
             if let Some(n) = pubsub::Notification::from_frame(&frame)
-                && let Some(route) = lock(pending).subscriptions.get(&n.subscription_id)
+                && let Some(route) = pending.lock().subscriptions.get(&n.subscription_id)
             {
                 route.deliver(n);
             }
@@ -451,11 +453,6 @@ pub(crate) struct SendFailure {
     pub(crate) error: ClientError,
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, PendingState> {
-    // The map stays consistent even if a holder panicked: entries are inserted or removed whole.
-    p.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 struct PendingGuard<'a> {
     pending: &'a Pending,
     seq: u64,
@@ -463,7 +460,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        lock(self.pending).waiting.remove(&self.seq);
+        self.pending.lock().waiting.remove(&self.seq);
     }
 }
 
@@ -496,7 +493,7 @@ where
             },
             Message::Close(frame) => {
                 if frame.as_ref().is_some_and(|f| f.code == CloseCode::Away) {
-                    lock(&pending).drained = true;
+                    pending.lock().drained = true;
                 }
                 break;
             }
@@ -507,13 +504,13 @@ where
             .as_str()
             .and_then(|u| u.rsplit_once('-'))
             .and_then(|(_, n)| n.parse::<u64>().ok());
-        if let Some(tx) = seq.and_then(|s| lock(&pending).waiting.remove(&s)) {
+        if let Some(tx) = seq.and_then(|s| pending.lock().waiting.remove(&s)) {
             let _ = tx.send(reply);
         }
     }
     // Dropping the senders wakes every waiting caller with `Closed`, and ends every
     // subscription's stream.
-    let mut pending = lock(&pending);
+    let mut pending = pending.lock();
     pending.closed = true;
     pending.waiting.clear();
     pending.acks.clear();

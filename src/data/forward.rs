@@ -11,7 +11,7 @@ use crate::control::NodeId;
 use crate::control::replica::Control;
 use crate::data::plane::DataClient;
 use crate::env::Env;
-use crate::fabric::heartbeat::{self, SharedDetector};
+use crate::fabric::heartbeat::SharedDetector;
 use crate::registry::BoxFuture;
 use crate::routing::{self, Liveness, NoRoute, Route, View, Want};
 use crate::rpc::{Cluster, ForwardError, Step, StepOutcome};
@@ -56,7 +56,7 @@ impl Drop for Outstanding {
 impl Cluster for Peers {
     fn route(&self, want: Want<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute> {
         let (mut liveness, mut load, latency_us) = {
-            let d = heartbeat::lock(&self.detector);
+            let d = self.detector.lock();
             let (liveness, load) = d.snapshot(self.env.clock.now());
             (liveness, load, d.latencies())
         };

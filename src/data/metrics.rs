@@ -251,7 +251,7 @@ impl DataMetrics {
                 .collect()
         });
         let label = |id: &u64| [("peer", crate::ids::NodeId(*id).to_string())];
-        let d = crate::fabric::heartbeat::lock(&self.peers.detector);
+        let d = self.peers.detector.lock();
         let mut up = e.encode_descriptor(
             "mpreg_peer_up",
             "1 when heartbeats say the peer is live",

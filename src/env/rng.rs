@@ -1,6 +1,8 @@
 //! Seeded randomness shared by a node's components.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -24,12 +26,7 @@ impl SharedRng {
 
     /// The next 64 random bits.
     pub fn next_u64(&self) -> u64 {
-        // A poisoned lock only means another thread panicked mid-draw; the state is still a
-        // valid generator state, so keep using it.
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next_u64()
+        self.0.lock().next_u64()
     }
 
     /// A uniformly random value below `bound` (`bound` > 0).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::endpoint::until_true;
@@ -31,12 +31,6 @@ const MISSES_BEFORE_RESET: u32 = 4;
 
 /// The detector, shared by the heartbeat loop and its readers.
 pub type SharedDetector = Arc<Mutex<Detector>>;
-
-/// The detector, locked: the same as `d.lock()`, kept because the node's readers
-/// (`src/node`) call it by this name.
-pub fn lock(d: &SharedDetector) -> MutexGuard<'_, Detector> {
-    d.lock()
-}
 
 /// One heartbeat on `link`: sends `load`, returns the peer's (patient: a missed deadline
 /// leaves the link up).

@@ -4,8 +4,10 @@
 //! waiting fail with 1018 (the worker may have run them).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use parking_lot::Mutex;
 
 use semver::Version;
 use serde_json::json;
@@ -33,11 +35,6 @@ const MAX_PARAM_BYTES: usize = 64;
 const MAX_DOC_BYTES: usize = 1024;
 
 type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>>;
-
-fn lock(w: &Waiters) -> MutexGuard<'_, BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>> {
-    // Entries go in and out whole; a poisoned map is still consistent.
-    w.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 pub(super) struct Worker {
     /// Messages for the worker; the connection writes them out.
@@ -181,14 +178,14 @@ impl Worker {
             Some(message) => Err(CallError::Failed(message)),
             None => Ok(result.r),
         };
-        if let Some(waiter) = lock(&self.waiters).remove(&result.u) {
+        if let Some(waiter) = self.waiters.lock().remove(&result.u) {
             let _ = waiter.send(outcome);
         }
     }
 
     /// The connection ended: fails the waiting calls and returns what to unregister.
     pub(super) fn end(self) -> Vec<(String, Option<Version>)> {
-        lock(&self.waiters).clear();
+        self.waiters.lock().clear();
         self.served
     }
 }
@@ -213,7 +210,7 @@ async fn call(
     })
     .map_err(|e| CallError::Failed(e.to_string()))?;
     let (tx, rx) = oneshot::channel();
-    lock(&waiters).insert(u.clone(), tx);
+    waiters.lock().insert(u.clone(), tx);
     let mut waiting = Waiting {
         waiters,
         stats,
@@ -246,7 +243,7 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        lock(&self.waiters).remove(&self.u);
+        self.waiters.lock().remove(&self.u);
         if self.sent && !self.answered {
             // Timed out at the request's deadline, cancelled, or lost with the worker.
             self.stats

@@ -10,8 +10,10 @@
 //! what was published here lives here too ([`Backlog`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use parking_lot::Mutex;
 
 use super::backlog::{Backlog, Kept, Retention};
 use super::mailbox::Mailbox;
@@ -134,16 +136,6 @@ impl Exchange {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every change is whole under the lock; a poisoned exchange is still consistent.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
-        // As above: each change is whole under the lock.
-        self.backlog.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Publishes a message of this node's (`me`) clients, at `now_ms`: numbered, kept as
     /// the retention allows, queued for the subscribers here and handed with its number to
     /// `forward` (for the peers), all under the backlog's lock: so this node's messages
@@ -156,7 +148,7 @@ impl Exchange {
         now_ms: u64,
         forward: impl FnOnce(u64),
     ) -> usize {
-        let mut backlog = self.backlog();
+        let mut backlog = self.backlog.lock();
         let seq = backlog.keep(message, now_ms);
         let n = self.publish(message, me, seq, None);
         forward(seq);
@@ -173,7 +165,9 @@ impl Exchange {
         now_ms: u64,
         max_bytes: usize,
     ) -> (Vec<Kept>, u64) {
-        self.backlog().since(patterns, from_ms, now_ms, max_bytes)
+        self.backlog
+            .lock()
+            .since(patterns, from_ms, now_ms, max_bytes)
     }
 
     /// Connection `conn` (whose notifications go to `mailbox`) subscribes `id` to
@@ -187,7 +181,7 @@ impl Exchange {
         patterns: Vec<TopicPattern>,
         backlog: bool,
     ) -> Option<u64> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let id_json = serde_json::to_string(&id).unwrap_or_default();
         let key = (conn, id);
         inner.remove(&key);
@@ -236,7 +230,7 @@ impl Exchange {
         backlog: Vec<(u64, u64, String)>,
         cuts: &BTreeMap<u64, u64>,
     ) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let Some(sub) = inner.get_mut(&(conn, id.to_owned())) else {
             return;
         };
@@ -283,7 +277,7 @@ impl Exchange {
 
     /// Every distinct pattern subscribed here, as `(pattern, exact)`: what peers forward by.
     pub fn interest(&self) -> Vec<(String, bool)> {
-        let inner = self.lock();
+        let inner = self.inner.lock();
         let set: std::collections::BTreeSet<(String, bool)> = inner
             .subscriptions
             .values()
@@ -295,7 +289,7 @@ impl Exchange {
 
     /// Whether `conn` held subscription `id` (it no longer does).
     pub fn unsubscribe(&self, conn: u64, id: &str) -> bool {
-        if self.lock().remove(&(conn, id.to_owned())).is_none() {
+        if self.inner.lock().remove(&(conn, id.to_owned())).is_none() {
             return false;
         }
         self.version.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +298,8 @@ impl Exchange {
 
     /// How many subscriptions `conn` holds here.
     pub fn held(&self, conn: u64) -> usize {
-        self.lock()
+        self.inner
+            .lock()
             .handles
             .range((conn, String::new())..)
             .take_while(|((c, _), _)| *c == conn)
@@ -313,7 +308,7 @@ impl Exchange {
 
     /// Connection `conn` closed: its subscriptions die with it.
     pub fn forget(&self, conn: u64) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let keys: Vec<Key> = inner
             .handles
             .range((conn, String::new())..)
@@ -350,7 +345,7 @@ impl Exchange {
         let mut notifier: Option<Notifier> = None;
         let mut held = 0;
         let targets: Vec<(Arc<Mailbox>, String)> = {
-            let mut inner = self.lock();
+            let mut inner = self.inner.lock();
             let handles = inner.matcher.matching(&message.topic);
             let mut targets = Vec::with_capacity(handles.len());
             for handle in handles {
@@ -396,7 +391,7 @@ impl Exchange {
     }
 
     pub fn stats(&self) -> ExchangeStats {
-        let inner = self.lock();
+        let inner = self.inner.lock();
         let (mut delivered, mut dropped, mut waiting_bytes) = (
             self.closed_delivered.load(Ordering::Relaxed),
             self.closed_dropped.load(Ordering::Relaxed),
@@ -416,7 +411,7 @@ impl Exchange {
         }
         let subscriptions = inner.subscriptions.len();
         drop(inner);
-        let backlog = self.backlog();
+        let backlog = self.backlog.lock();
         let (backlog_messages, backlog_bytes) = backlog.size();
         ExchangeStats {
             published: self.published.load(Ordering::Relaxed),

@@ -15,8 +15,10 @@
 //! live (`pubsub::backlog`, `pubsub::exchange`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -160,7 +162,7 @@ impl Fanout {
         if peers.is_empty() {
             return;
         }
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queues = self.queues.lock();
         for (peer, version) in peers {
             if peer == self.control.id {
                 continue;

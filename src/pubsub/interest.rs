@@ -2,8 +2,8 @@
 //! goes only to the peers whose interest matches its topic. Eventually consistent: a
 //! subscription made on a peer takes effect here when its next summary arrives.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
 
 use super::matcher::TopicMatcher;
 
@@ -22,14 +22,9 @@ struct Inner {
 pub struct RemoteInterest(Mutex<Inner>);
 
 impl RemoteInterest {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every change is whole under the lock; a poisoned table is still consistent.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// `peer`'s interest is now `patterns` (as of its `version`; an older one is ignored).
     pub fn set(&self, peer: u64, version: u64, patterns: Vec<(String, bool)>) {
-        let mut inner = self.lock();
+        let mut inner = self.0.lock();
         if let Some((v, _)) = inner.peers.get(&peer)
             && *v > version
         {
@@ -48,7 +43,7 @@ impl RemoteInterest {
 
     /// Forgets every peer not in `members`.
     pub fn retain(&self, members: &std::collections::BTreeSet<u64>) {
-        let mut inner = self.lock();
+        let mut inner = self.0.lock();
         let gone: Vec<u64> = inner
             .peers
             .keys()
@@ -66,7 +61,7 @@ impl RemoteInterest {
 
     /// Every distinct pattern some peer subscribes to, as `(pattern, exact)`.
     pub fn patterns(&self) -> std::collections::BTreeSet<(String, bool)> {
-        let inner = self.lock();
+        let inner = self.0.lock();
         inner
             .peers
             .values()
@@ -77,7 +72,7 @@ impl RemoteInterest {
     /// The peers with a subscription matching `topic`, each with the version of its
     /// interest this is.
     pub fn peers_for(&self, topic: &str) -> Vec<(u64, u64)> {
-        let inner = self.lock();
+        let inner = self.0.lock();
         inner
             .matcher
             .matches(topic)

@@ -3,9 +3,9 @@
 //! notifications are dropped (and counted), so a slow subscriber loses its own backlog and
 //! slows no one else.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -46,16 +46,11 @@ impl Mailbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // Every change is whole under the lock; a poisoned queue is still consistent.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Queues `text`, dropping the oldest while over the bound (the newest always stays).
     pub fn push(&self, text: String) {
         let mut dropped = 0;
         {
-            let mut q = self.lock();
+            let mut q = self.queue.lock();
             if self.disconnect && q.bytes + text.len() > self.max_bytes && !q.items.is_empty() {
                 self.overflowed.store(true, Ordering::Relaxed);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +77,7 @@ impl Mailbox {
     /// does not fit is not worth a live one, nor a disconnect).
     pub fn offer(&self, text: String) -> bool {
         {
-            let mut q = self.lock();
+            let mut q = self.queue.lock();
             if q.bytes + text.len() > self.max_bytes {
                 return false;
             }
@@ -108,7 +103,7 @@ impl Mailbox {
     }
 
     pub fn pop(&self) -> Option<String> {
-        let mut q = self.lock();
+        let mut q = self.queue.lock();
         let t = q.items.pop_front()?;
         q.bytes -= t.len();
         drop(q);
@@ -118,7 +113,7 @@ impl Mailbox {
 
     /// Bytes waiting.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.queue.lock().bytes
     }
 }
 
