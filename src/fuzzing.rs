@@ -41,7 +41,7 @@ pub fn peer_frame(data: &[u8]) {
         body,
         ..
     }) = decode_frame(data)
-        && let Ok(crate::data::plane::DataRequest::Publish(messages)) =
+        && let Ok(crate::data::client::DataRequest::Publish(messages)) =
             crate::fabric::codec::decode(&body, body.len())
     {
         for m in messages {

@@ -24,3 +24,8 @@ impl From<u64> for NodeId {
         NodeId(id)
     }
 }
+
+/// A node's `node_id` as clients see it: its name and its [`NodeId`] (`name-0123456789abcdef`).
+pub fn node_id(name: &str, id: u64) -> String {
+    format!("{name}-{}", NodeId(id))
+}

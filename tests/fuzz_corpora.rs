@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mpreg::control::raft::{RaftReply, RaftRequest};
 use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
-use mpreg::data::plane::DataRequest;
+use mpreg::data::client::DataRequest;
 use mpreg::fabric::codec;
 use mpreg::fabric::{
     Caller, Frame as PeerFrame, Hello as PeerHello, MIN_PEER_PROTOCOL, PEER_PROTOCOL, Plane,

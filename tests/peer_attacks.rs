@@ -14,7 +14,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use mpreg::control::raft::{PeerClient, RaftRequest};
 use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
-use mpreg::data::plane::{DataClient, DataRequest};
+use mpreg::data::client::{DataClient, DataRequest};
 use mpreg::env::{Env, SharedRng};
 use mpreg::fabric::handshake::{self, Side};
 use mpreg::fabric::{

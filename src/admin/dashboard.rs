@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::admin::status::Admin;
-use crate::builtins::introspection::node_id_of;
 use crate::registry::stats::{BUCKET_BOUNDS_US, LatencySnapshot};
 
 const PAGE: &str = include_str!("../admin/dashboard.html");
@@ -142,7 +141,7 @@ fn snapshot(admin: &Admin, seen: &mut Seen) -> Value {
             }
             let row = rows.entry(key).or_default();
             row.0 = f.resources.iter().cloned().collect();
-            row.1.push(node_id_of(catalog, node));
+            row.1.push(catalog.node_id_of(node));
         }
         rows.into_iter()
             .map(|((name, version), (resources, nodes))| {

@@ -9,6 +9,7 @@
 pub mod dashboard;
 pub mod health;
 pub mod ready;
+pub mod routes;
 pub mod server;
 pub mod status;
 pub mod window;

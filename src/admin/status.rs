@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -135,34 +133,8 @@ impl Admin {
     }
 }
 
-/// The admin router.
-pub(crate) fn router(admin: Admin) -> Router {
-    Router::new()
-        .route("/", get(crate::admin::dashboard::page))
-        .route("/events", get(crate::admin::dashboard::events))
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/health", get(health))
-        .route("/health/summary", get(health_summary))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/metrics/persistence", get(persistence))
-        .route("/endpoints", get(endpoints))
-        .route("/metrics/rpc", get(metrics_rpc))
-        .route("/metrics/transport", get(metrics_transport))
-        .route("/metrics/unified", get(metrics_unified))
-        .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "no such endpoint (see docs/OPERATIONS.md)",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
-        .with_state(admin)
-}
-
 /// `{"status": "error", "message": …}` with `code`, as the original answers errors.
-fn error(code: StatusCode, message: &str) -> Response {
+pub(crate) fn error(code: StatusCode, message: &str) -> Response {
     (
         code,
         axum::Json(json!({"status": "error", "message": message})),
@@ -171,7 +143,7 @@ fn error(code: StatusCode, message: &str) -> Response {
 }
 
 /// Tokens (except for the probes), then the original's response headers.
-async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response {
     let probe = matches!(req.uri().path(), "/livez" | "/readyz");
     if let (Some(tokens), false) = (&admin.tokens, probe) {
         let authorization = req
@@ -258,7 +230,7 @@ const ENDPOINTS: [(&str, &str); 13] = [
     ("/endpoints", "this list"),
 ];
 
-async fn endpoints(State(admin): State<Admin>) -> Response {
+pub(crate) async fn endpoints(State(admin): State<Admin>) -> Response {
     let list: Vec<Value> = ENDPOINTS
         .iter()
         .map(|(path, description)| json!({"path": path, "method": "GET", "description": description}))
@@ -272,7 +244,7 @@ async fn endpoints(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-async fn readyz(State(admin): State<Admin>) -> Response {
+pub(crate) async fn readyz(State(admin): State<Admin>) -> Response {
     match readiness(&admin).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
@@ -311,7 +283,7 @@ fn now_s(admin: &Admin) -> f64 {
     admin.info.env.wall_seconds()
 }
 
-async fn health(State(admin): State<Admin>) -> Response {
+pub(crate) async fn health(State(admin): State<Admin>) -> Response {
     let map = admin.info.cluster_map();
     let (ok, suspect, down) = member_counts(&map);
     let (status, score) = health_of(ok, suspect, down);
@@ -340,7 +312,7 @@ async fn health(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-async fn health_summary(State(admin): State<Admin>) -> Response {
+pub(crate) async fn health_summary(State(admin): State<Admin>) -> Response {
     let map = admin.info.cluster_map();
     let (ok, suspect, down) = member_counts(&map);
     let (status, score) = health_of(ok, suspect, down);
@@ -372,7 +344,7 @@ async fn health_summary(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-async fn status(State(admin): State<Admin>) -> Response {
+pub(crate) async fn status(State(admin): State<Admin>) -> Response {
     let m = admin.info.control.raft.metrics().borrow().clone();
     axum::Json(json!({
         "status": "ok",
@@ -398,7 +370,7 @@ async fn status(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-async fn persistence(State(admin): State<Admin>) -> Response {
+pub(crate) async fn persistence(State(admin): State<Admin>) -> Response {
     let p = &admin.persistence;
     let snapshots = match p.mode {
         PersistenceMode::Memory => json!({"enabled": false, "mode": "memory"}),
@@ -551,13 +523,13 @@ async fn transport_snapshots(admin: &Admin, rpc: &Value, hour: Totals) -> Value 
     }})
 }
 
-async fn metrics_rpc(State(admin): State<Admin>) -> Response {
+pub(crate) async fn metrics_rpc(State(admin): State<Admin>) -> Response {
     let hour = admin.last_hour();
     axum::Json(json!({"status": "ok", "system": "rpc", "metrics": rpc_system(&admin, hour), "timestamp": now_s(&admin)}))
         .into_response()
 }
 
-async fn metrics_transport(State(admin): State<Admin>) -> Response {
+pub(crate) async fn metrics_transport(State(admin): State<Admin>) -> Response {
     let hour = admin.last_hour();
     let rpc = rpc_system(&admin, hour);
     axum::Json(json!({
@@ -589,7 +561,7 @@ fn status_of(score: f64) -> &'static str {
     }
 }
 
-async fn metrics_unified(State(admin): State<Admin>) -> Response {
+pub(crate) async fn metrics_unified(State(admin): State<Admin>) -> Response {
     let hour = admin.last_hour();
     let rpc = rpc_system(&admin, hour);
     let pubsub = pubsub_system(&admin, hour);
@@ -628,7 +600,7 @@ async fn metrics_unified(State(admin): State<Admin>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
+pub(crate) async fn metrics(State(admin): State<Admin>) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &admin.registry)
     {

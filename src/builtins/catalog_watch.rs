@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::builtins::discovery::DELTA_TOPIC;
-use crate::builtins::introspection::{node_id, node_id_of};
 use crate::control::{Catalog, FunctionEntry, Member, NodeId};
+use crate::ids::node_id;
 use crate::protocol::pubsub::TopicPattern;
 use crate::view::NodeView;
 
@@ -221,7 +221,7 @@ fn delta(
         now.members
             .get(&id)
             .or_else(|| before.members.get(&id))
-            .map_or_else(|| node_id_of(catalog, id), |m| node_id(&m.name, id))
+            .map_or_else(|| catalog.node_id_of(id), |m| node_id(&m.name, id))
     };
     let mut namespaces = BTreeSet::new();
     let added: Vec<Value> = now

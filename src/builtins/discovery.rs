@@ -19,7 +19,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use crate::builtins::introspection::node_id_of;
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function, RegisteredFunction};
 use crate::view::NodeView;
@@ -619,7 +618,7 @@ fn describe_catalog(
             .functions()
             .filter(|_| in_scope(wanted))
             .filter_map(|(node, f)| {
-                let node_id = node_id_of(catalog, node);
+                let node_id = catalog.node_id_of(node);
                 let e = Entry {
                     name: &f.name,
                     function_id: &f.function_id,

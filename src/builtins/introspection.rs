@@ -201,22 +201,9 @@ impl FunctionFilter {
             .filter(|(node, _)| {
                 self.node_id
                     .as_ref()
-                    .is_none_or(|n| *n == node_id_of(catalog, *node))
+                    .is_none_or(|n| *n == catalog.node_id_of(*node))
             })
     }
-}
-
-/// A node's `node_id` as replies show it: `name-<hex raft id>`.
-pub(crate) fn node_id(name: &str, id: u64) -> String {
-    format!("{name}-{id:016x}")
-}
-
-/// A member's `node_id` from the catalog (its name left empty if it is not a member).
-pub(crate) fn node_id_of(catalog: &crate::control::Catalog, node: u64) -> String {
-    node_id(
-        catalog.member_by_id(node).map_or("", |m| m.name.as_str()),
-        node,
-    )
 }
 
 /// The original's answer: `{entry_type, generated_at, items, next_page_token}`.
@@ -230,7 +217,7 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
     let limit = q.functions.limit();
     let items: Vec<Value> = info.control.catalog.read(|state| {
         let catalog = &state.catalog;
-        let node_id_of = |node: u64| node_id_of(catalog, node);
+        let node_id_of = |node: u64| catalog.node_id_of(node);
         match kind.as_str() {
             "functions" => q
                 .functions
@@ -318,7 +305,7 @@ pub(crate) fn rpc_list(info: Arc<NodeView>) -> Function {
                         json!({
                             "identity": {"name": f.name, "function_id": f.function_id, "version": f.version.to_string()},
                             "namespace": "",
-                            "node_id": node_id_of(catalog, node),
+                            "node_id": catalog.node_id_of(node),
                             "cluster_id": info.cluster_id,
                             "resources": f.resources,
                             "tags": [],
@@ -478,7 +465,7 @@ pub(crate) fn cluster_map(info: Arc<NodeView>) -> Function {
 fn describe(v: &crate::control::replica::MemberView) -> serde_json::Map<String, Value> {
     let m = &v.member;
     let described = json!({
-        "node_id": node_id(&m.name, m.id),
+        "node_id": crate::ids::node_id(&m.name, m.id),
         "name": m.name,
         "cluster_id": m.cluster_id,
         "advertised_urls": m.advertised_urls,
@@ -572,7 +559,7 @@ impl NodeView {
             members
                 .iter()
                 .find(|v| v.member.id == l)
-                .map(|v| node_id(&v.member.name, l))
+                .map(|v| crate::ids::node_id(&v.member.name, l))
         });
         json!({
             "cluster_id": self.cluster_id,

@@ -338,6 +338,12 @@ impl Catalog {
         self.members.get(&id)
     }
 
+    /// A member's `node_id` (`crate::ids::node_id`; its name left empty if it is not a
+    /// member).
+    pub fn node_id_of(&self, id: NodeId) -> String {
+        crate::ids::node_id(self.member_by_id(id).map_or("", |m| m.name.as_str()), id)
+    }
+
     /// Every (node, function) pair, by node then name then version.
     pub fn functions(&self) -> impl Iterator<Item = (NodeId, &FunctionEntry)> {
         self.functions

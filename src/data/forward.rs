@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::control::NodeId;
 use crate::control::replica::Control;
-use crate::data::plane::DataClient;
+use crate::data::client::DataClient;
 use crate::env::Env;
 use crate::fabric::heartbeat::SharedDetector;
 use crate::registry::BoxFuture;
@@ -81,9 +81,7 @@ impl Cluster for Peers {
 
     fn node_name(&self, node: Option<NodeId>) -> String {
         let id = node.unwrap_or(self.control.id);
-        self.control
-            .catalog
-            .read(|s| crate::builtins::introspection::node_id_of(&s.catalog, id))
+        self.control.catalog.read(|s| s.catalog.node_id_of(id))
     }
 
     fn forward(
@@ -99,7 +97,7 @@ impl Cluster for Peers {
                 )))
             });
         };
-        let peer = DataClient::new(self.fabric.link_to(node, &addr), None);
+        let peer = DataClient::new(self.fabric.link_to(node, &addr));
         let outstanding = Outstanding::new(self.sent.clone(), node);
         let (stats, clock) = (self.stats.clone(), self.env.clock.clone());
         Box::pin(async move {

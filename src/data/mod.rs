@@ -6,6 +6,7 @@
 //! Nothing here goes through consensus: the catalog (control plane) says who offers what,
 //! and steps travel directly to a node that does.
 
+pub mod client;
 pub mod client_budget;
 pub mod forward;
 pub mod functions;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::plane::{DataClient, DataReply};
+use super::client::{DataClient, DataReply};
 use crate::fabric::codec;
 use crate::fabric::frame::MAX_FRAME_BYTES;
 use crate::fabric::liveness::Load;
@@ -74,19 +74,21 @@ impl UpgradeStats {
     }
 }
 
-/// N+1's heartbeat, encoded, after its `Gossip` to the same peer.
+/// N+1's heartbeat, after its `Gossip` to the same peer; the peer's load.
 pub(crate) async fn heartbeat(
     peer: &DataClient,
     stats: &UpgradeStats,
     load: Load,
     ttl: Duration,
-) -> Result<Vec<u8>, codec::CodecError> {
+) -> std::io::Result<Load> {
     gossip(peer, stats, ttl).await;
     let build = Some(format!(
         "peer protocol {}",
         crate::fabric::PEER_PROTOCOL + 1
     ));
-    codec::encode(&NextRequest::Heartbeat { load, build })
+    let body =
+        codec::encode(&NextRequest::Heartbeat { load, build }).map_err(std::io::Error::other)?;
+    peer.heartbeat_with(body, ttl).await
 }
 
 /// How N+1 answers a request it reads as one of its own (`load`: this node's); `None`:

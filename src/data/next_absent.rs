@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use super::plane::DataClient;
-use crate::fabric::codec;
+use super::client::DataClient;
 use crate::fabric::liveness::Load;
 
 /// Uninhabited: a node of this build never speaks the next one.
@@ -31,6 +30,6 @@ pub(crate) async fn heartbeat(
     stats: &UpgradeStats,
     _load: Load,
     _ttl: Duration,
-) -> Result<Vec<u8>, codec::CodecError> {
+) -> std::io::Result<Load> {
     match *stats {}
 }

@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use super::serve::Shared;
+use super::shared::Shared;
 use crate::auth::{Access, AuthError};
 use crate::env::{BoxStream, Clock};
 use crate::fabric::PEER_PATH;

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 use super::admission::{self, Admitted};
-use super::serve::Shared;
+use super::shared::Shared;
 use super::worker::Worker;
 use crate::auth::{Access, WORKER_ROLE};
 use crate::builtins::catalog_watch::CatalogWatch;

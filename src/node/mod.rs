@@ -10,6 +10,7 @@ mod admission;
 mod conn;
 mod running;
 mod serve;
+mod shared;
 mod start;
 mod worker;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::running::RunningNode;
-use super::serve::{Shared, serve};
+use super::serve::serve;
+use super::shared::Shared;
 use super::{NodeBuilder, NodeError};
 use crate::config::Settings;
 use crate::control::replica::{self, Control, Registration};
@@ -318,7 +319,7 @@ fn parts(
         env.clock.wall_ms().saturating_mul(1024),
     );
     Arc::new(NodeView {
-        node_id: crate::builtins::introspection::node_id(&settings.name, control.id),
+        node_id: crate::ids::node_id(&settings.name, control.id),
         name: settings.name.clone(),
         cluster_id: settings.cluster_id.clone(),
         url: url.to_owned(),
@@ -419,7 +420,7 @@ fn serve_admin(
     tokio::spawn(crate::admin::server::serve(
         listener,
         shared.tls.clone(),
-        crate::admin::status::router(admin),
+        crate::admin::routes::router(admin),
         stopped,
     ));
     tracing::info!(%url, "admin HTTP server listening");

@@ -8,6 +8,7 @@ mod decode;
 pub mod jscan;
 pub(crate) mod json;
 mod message;
+pub mod param;
 pub mod pubsub;
 mod worker;
 

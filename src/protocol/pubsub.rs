@@ -357,8 +357,28 @@ impl TopicPattern {
     /// Whether `topic` is one this pattern names (a pattern without wildcards matches only
     /// its own text, `exact_match` or not).
     pub fn matches(&self, topic: &str) -> bool {
-        crate::pubsub::matcher::pattern_matches(&self.pattern, self.exact_match, topic)
+        pattern_matches(&self.pattern, self.exact_match, topic)
     }
+}
+
+/// The definition the trie must agree with: one pattern against one topic, word by word.
+pub fn pattern_matches(pattern: &str, exact: bool, topic: &str) -> bool {
+    if exact {
+        return pattern == topic;
+    }
+    fn words(p: &[&str], t: &[&str]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((&"#", rest)) => (0..=t.len()).any(|skip| words(rest, &t[skip..])),
+            Some((&w, rest)) => match t.split_first() {
+                Some((tw, trest)) if w == "*" || w == *tw => words(rest, trest),
+                _ => false,
+            },
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let t: Vec<&str> = topic.split('.').collect();
+    words(&p, &t)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub struct WorkerFunction {
     pub roles: Vec<String>,
     /// Its parameters (`[{name, type, required}]`), as `rpc_describe` reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Vec<crate::registry::signature::Param>>,
+    pub params: Option<Vec<super::param::Param>>,
     /// One line on what it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<String>,

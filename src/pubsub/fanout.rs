@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::NodeId;
 use crate::control::replica::Control;
-use crate::data::plane::DataClient;
+use crate::data::client::DataClient;
 use crate::protocol::pubsub::{Notifier, PeerMessage, PubSubMessage, TopicPattern};
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
@@ -152,7 +152,7 @@ impl Fanout {
 
     fn client(&self, peer: NodeId) -> Option<DataClient> {
         let addr = self.control.member_addr(peer)?;
-        Some(DataClient::new(self.fabric.link_to(peer, &addr), None))
+        Some(DataClient::new(self.fabric.link_to(peer, &addr)))
     }
 
     /// Queues `message` (this node's number `seq`) for every peer whose clients subscribe
@@ -217,7 +217,7 @@ impl Fanout {
         let fabric = &self.fabric;
         let me = self.control.id;
         let asks = self.control.peer_addrs().into_iter().map(|(peer, addr)| {
-            let client = DataClient::new(fabric.link_to(peer, &addr), None);
+            let client = DataClient::new(fabric.link_to(peer, &addr));
             let (interest, wanted) = (interest.clone(), wanted.clone());
             async move {
                 let answer = client
@@ -358,7 +358,7 @@ pub(crate) async fn advertise(
             patterns = vec![("#".to_owned(), false)];
         }
         let sends = members.iter().map(|(id, addr)| {
-            let peer = DataClient::new(fabric.link_to(*id, addr), None);
+            let peer = DataClient::new(fabric.link_to(*id, addr));
             let patterns = patterns.clone();
             let me = control.id;
             async move { peer.interest(me, version, patterns, SEND_TIMEOUT).await }

@@ -201,25 +201,8 @@ impl<K: Ord + Clone> TopicMatcher<K> {
     }
 }
 
-/// The definition the trie must agree with: one pattern against one topic, word by word.
-pub fn pattern_matches(pattern: &str, exact: bool, topic: &str) -> bool {
-    if exact {
-        return pattern == topic;
-    }
-    fn words(p: &[&str], t: &[&str]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((&"#", rest)) => (0..=t.len()).any(|skip| words(rest, &t[skip..])),
-            Some((&w, rest)) => match t.split_first() {
-                Some((tw, trest)) if w == "*" || w == *tw => words(rest, trest),
-                _ => false,
-            },
-        }
-    }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let t: Vec<&str> = topic.split('.').collect();
-    words(&p, &t)
-}
+/// The word-by-word definition lives with the pattern syntax (`protocol::pubsub`).
+pub use crate::protocol::pubsub::pattern_matches;
 
 #[cfg(test)]
 mod tests {

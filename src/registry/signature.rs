@@ -1,52 +1,7 @@
 //! What a function takes, as `rpc_describe` reports it: each parameter's name, JSON type
 //! and whether it must be given, read from the Rust signature (the parameter types'
 //! names) or from what a worker declared when it registered.
-
-use serde::{Deserialize, Serialize};
-
-/// The JSON types a parameter can be described with (`any`: whatever decodes).
-pub const JSON_TYPES: [&str; 7] = [
-    "string", "integer", "number", "boolean", "array", "object", "any",
-];
-
-/// One parameter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Param {
-    pub name: String,
-    /// One of [`JSON_TYPES`].
-    #[serde(rename = "type")]
-    pub json_type: String,
-    /// Whether a call must give it (`Option` parameters may be left out).
-    #[serde(default = "yes")]
-    pub required: bool,
-    /// The Rust type it decodes into (Rust functions only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rust_type: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Param {
-    /// A parameter a call must give.
-    pub fn new(name: &str, json_type: &str) -> Param {
-        Param {
-            name: name.to_owned(),
-            json_type: json_type.to_owned(),
-            required: true,
-            rust_type: None,
-        }
-    }
-
-    /// A parameter a call may leave out.
-    pub fn optional(name: &str, json_type: &str) -> Param {
-        Param {
-            required: false,
-            ..Param::new(name, json_type)
-        }
-    }
-}
+pub use crate::protocol::param::{JSON_TYPES, Param};
 
 /// A function's parameters, and whether it takes any number of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
