@@ -368,7 +368,10 @@ fn add_node(
             }
             trace.record(
                 &host,
-                format!("boot {boot}: raft id {:016x}", node.raft_id()),
+                format!(
+                    "boot {boot}: raft id {}",
+                    mpreg::ids::NodeId(node.raft_id())
+                ),
             );
             // Record every (term, leader) this node reports, until asked to leave. (One
             // loop, not a spawned task: the shared state is thread-local.)
@@ -907,7 +910,10 @@ impl Harness<'_> {
                     *rounds,
                     Duration::from_millis(*every_ms),
                 );
-                format!("campaign as {member} ({id:016x}), {rounds} rounds")
+                format!(
+                    "campaign as {member} ({}), {rounds} rounds",
+                    mpreg::ids::NodeId(id)
+                )
             }
         };
         let line = format!("{:>6}ms {description}", event.at_ms);

@@ -401,10 +401,22 @@ impl DescribeRequest {
             .iter()
             .chain(self.function_id.as_ref())
             .collect();
+        // Several names or ids are alternatives; the version and resources are the
+        // registry's own rule.
+        let rule = crate::registry::Query {
+            version: constraint,
+            locs: &self.resources,
+            ..crate::registry::Query::default()
+        };
+        let offer = crate::registry::Offer {
+            name: e.name,
+            function_id: e.function_id,
+            version: e.version,
+            resources: e.resources,
+        };
         (names.is_empty() || names.iter().any(|n| *n == e.name))
             && (ids.is_empty() || ids.iter().any(|i| *i == e.function_id))
-            && constraint.is_none_or(|c| c.matches(e.version))
-            && self.resources.iter().all(|r| e.resources.contains(r))
+            && rule.accepts(offer)
             && self.tags.is_empty()
             && self.capabilities.is_empty()
             && in_namespace(namespace_of(e.name), self.namespace.as_deref())

@@ -188,16 +188,15 @@ impl FunctionFilter {
         catalog: &'c crate::control::Catalog,
         constraint: Option<&'c crate::registry::VersionConstraint>,
     ) -> impl Iterator<Item = (u64, &'c crate::control::FunctionEntry)> + 'c {
+        let query = crate::registry::Query {
+            name: self.function_name.as_deref(),
+            function_id: self.function_id.as_deref(),
+            version: constraint,
+            locs: &self.resources,
+        };
         catalog
             .functions()
-            .filter(|(_, f)| self.function_name.as_ref().is_none_or(|n| *n == f.name))
-            .filter(|(_, f)| {
-                self.function_id
-                    .as_ref()
-                    .is_none_or(|id| *id == f.function_id)
-            })
-            .filter(move |(_, f)| constraint.is_none_or(|c| c.matches(&f.version)))
-            .filter(|(_, f)| self.resources.iter().all(|r| f.resources.contains(r)))
+            .filter(move |(_, f)| query.accepts(f.offer()))
             .filter(|(node, _)| {
                 self.node_id
                     .as_ref()
@@ -407,21 +406,22 @@ pub(crate) fn catalog_query(info: Arc<NodeView>) -> Function {
             // Built under the replica's lock: no copy of the whole catalog per query.
             let reply = info.control.catalog.read(|state| {
                 let catalog = &state.catalog;
+                let query = crate::registry::Query {
+                    name: filter.name.as_deref(),
+                    function_id: filter.function_id.as_deref(),
+                    version: constraint.as_ref(),
+                    locs: &filter.locs,
+                };
                 let found: Vec<Value> = catalog
                     .functions()
-                    .filter(|(_, f)| filter.name.as_ref().is_none_or(|n| *n == f.name))
-                    .filter(|(_, f)| {
-                        filter
-                            .function_id
-                            .as_ref()
-                            .is_none_or(|id| *id == f.function_id)
-                    })
-                    .filter(|(_, f)| constraint.as_ref().is_none_or(|c| c.matches(&f.version)))
-                    .filter(|(_, f)| filter.locs.iter().all(|l| f.resources.contains(l)))
+                    .filter(|(_, f)| query.accepts(f.offer()))
                     .map(|(node, f)| {
                         let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
                         let mut d = describe_entry(f);
-                        d.insert("node_id".into(), json!(format!("{node_name}-{node:016x}")));
+                        d.insert(
+                            "node_id".into(),
+                            json!(crate::ids::node_id(node_name, node)),
+                        );
                         d.insert("node_name".into(), json!(node_name));
                         Value::Object(d)
                     })
@@ -438,7 +438,7 @@ pub(crate) fn catalog_query(info: Arc<NodeView>) -> Function {
                 if filter.queues {
                     let queues: Vec<Value> = catalog
                         .queues()
-                        .map(|q| json!({ "name": q.name, "owner": format!("{:016x}", q.owner) }))
+                        .map(|q| json!({ "name": q.name, "owner": crate::ids::NodeId(q.owner).to_string() }))
                         .collect();
                     reply["queues"] = Value::Array(queues);
                 }

@@ -254,7 +254,7 @@ fn status_table(v: &Value) -> String {
         text(&raft["term"]),
         raft["leader"]
             .as_u64()
-            .map_or("-".to_owned(), |l| format!("{l:016x}")),
+            .map_or("-".to_owned(), |l| crate::ids::NodeId(l).to_string()),
         text(&raft["last_applied_index"]),
     );
     let nodes = v["cluster"]["nodes"]

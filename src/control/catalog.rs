@@ -51,6 +51,18 @@ pub struct FunctionEntry {
     pub roles: BTreeSet<String>,
 }
 
+impl FunctionEntry {
+    /// This entry as a [`crate::registry::Query`] sees it.
+    pub fn offer(&self) -> crate::registry::Offer<'_> {
+        crate::registry::Offer {
+            name: &self.name,
+            function_id: &self.function_id,
+            version: &self.version,
+            resources: &self.resources,
+        }
+    }
+}
+
 /// Delivery settings of a queue (SQS-like).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {

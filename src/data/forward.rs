@@ -13,7 +13,8 @@ use crate::data::client::DataClient;
 use crate::env::Env;
 use crate::fabric::heartbeat::SharedDetector;
 use crate::registry::BoxFuture;
-use crate::routing::{self, Liveness, NoRoute, Route, View, Want};
+use crate::registry::Query;
+use crate::routing::{self, Liveness, NoRoute, Route, View};
 use crate::rpc::{Cluster, ForwardError, Step, StepOutcome};
 
 pub(crate) struct Peers {
@@ -54,7 +55,7 @@ impl Drop for Outstanding {
 }
 
 impl Cluster for Peers {
-    fn route(&self, want: Want<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute> {
+    fn route(&self, want: Query<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute> {
         let (mut liveness, mut load, latency_us) = {
             let d = self.detector.lock();
             let (liveness, load) = d.snapshot(self.env.clock.now());
@@ -93,7 +94,8 @@ impl Cluster for Peers {
         let Some(addr) = self.control.member_addr(node) else {
             return Box::pin(async move {
                 Err(ForwardError::NotSent(format!(
-                    "node {node:016x} has no address in the catalog"
+                    "node {} has no address in the catalog",
+                    crate::ids::NodeId(node)
                 )))
             });
         };

@@ -197,8 +197,9 @@ fn admit(
         Err(format!("this node is in cluster `{mine}`, not `{c}`"))
     } else if let Some(n) = hello.node.filter(|n| Some(*n) != id) {
         Err(format!(
-            "this is node {:016x}, not {n:016x}",
-            id.unwrap_or(0)
+            "this is node {}, not {}",
+            crate::ids::NodeId(id.unwrap_or(0)),
+            crate::ids::NodeId(n)
         ))
     } else {
         Ok(hello.from.clone())
@@ -209,6 +210,7 @@ fn admit(
 mod tests {
     use super::super::frame::PEER_PROTOCOL;
     use super::*;
+    use crate::ids::NodeId;
 
     fn hello(protocol: u32, cluster: Option<&str>, node: Option<u64>) -> Hello {
         Hello {
@@ -255,7 +257,7 @@ mod tests {
                 Some("c"),
                 Some(7)
             ),
-            Err(format!("this is node {:016x}, not {:016x}", 7, 8))
+            Err(format!("this is node {}, not {}", NodeId(7), NodeId(8)))
         );
     }
 

@@ -3,6 +3,7 @@
 
 mod handler;
 pub mod meter;
+mod query;
 pub mod signature;
 pub mod stats;
 mod version;
@@ -16,6 +17,7 @@ use semver::Version;
 use serde::Serialize;
 
 pub use handler::{BoxFuture, CallArgs, CallError, Handler, IntoHandler};
+pub use query::{Mismatch, Offer, Query};
 pub use version::{ConstraintError, VersionConstraint, parse_loose_version};
 
 /// A function ready to be registered: built with [`Function::new`] and its setters.
@@ -199,6 +201,18 @@ pub struct FunctionSpec {
     pub roles: BTreeSet<String>,
 }
 
+impl FunctionSpec {
+    /// This function as a [`Query`] sees it.
+    pub fn offer(&self) -> Offer<'_> {
+        Offer {
+            name: &self.name,
+            function_id: &self.function_id,
+            version: &self.version,
+            resources: &self.resources,
+        }
+    }
+}
+
 /// A registered function: its spec, parameter names and handler.
 pub struct RegisteredFunction {
     pub spec: FunctionSpec,
@@ -271,15 +285,6 @@ pub const BUILTIN_NAMES: [&str; 11] = [
 /// later ones.
 pub fn is_reserved(name: &str) -> bool {
     BUILTIN_NAMES.contains(&name) || name.starts_with("mpreg.") || name.starts_with('_')
-}
-
-/// What a command asks for.
-#[derive(Debug, Clone, Copy)]
-pub struct Query<'a> {
-    pub name: &'a str,
-    pub function_id: Option<&'a str>,
-    pub version: Option<&'a VersionConstraint>,
-    pub locs: &'a [String],
 }
 
 /// No registered function satisfies a query; the text says which condition failed.
@@ -398,35 +403,29 @@ impl Registry {
 
     /// The highest version matching name, function_id, constraint and `locs ⊆ resources`.
     pub fn find(&self, q: Query<'_>) -> Result<&Arc<RegisteredFunction>, NotFound> {
+        let name = q.name.unwrap_or_default();
         let versions = self
             .by_name
-            .get(q.name)
-            .ok_or_else(|| NotFound(q.name.to_owned()))?;
+            .get(name)
+            .ok_or_else(|| NotFound(name.to_owned()))?;
+        // The reason the first version was passed over is the one reported.
         let mut reason = None;
         for f in versions {
-            if let Some(id) = q.function_id
-                && f.spec.function_id != id
-            {
-                reason.get_or_insert_with(|| {
-                    format!("{} (function_id `{id}` not registered)", q.name)
-                });
-                continue;
+            match q.mismatch(f.spec.offer()) {
+                None => return Ok(f),
+                Some(why) => {
+                    reason.get_or_insert(why);
+                }
             }
-            if let Some(c) = q.version
-                && !c.matches(&f.spec.version)
-            {
-                reason.get_or_insert_with(|| format!("{} (no version matches)", q.name));
-                continue;
-            }
-            if let Some(missing) = q.locs.iter().find(|l| !f.spec.resources.contains(*l)) {
-                reason.get_or_insert_with(|| {
-                    format!("{} (no version offers resource `{missing}`)", q.name)
-                });
-                continue;
-            }
-            return Ok(f);
         }
-        Err(NotFound(reason.unwrap_or_else(|| q.name.to_owned())))
+        Err(NotFound(match reason {
+            Some(Mismatch::FunctionId(id)) => format!("{name} (function_id `{id}` not registered)"),
+            Some(Mismatch::Version) => format!("{name} (no version matches)"),
+            Some(Mismatch::Resource(missing)) => {
+                format!("{name} (no version offers resource `{missing}`)")
+            }
+            Some(Mismatch::Name) | None => name.to_owned(),
+        }))
     }
 
     /// Every registered function, by name then descending version.
@@ -462,12 +461,7 @@ mod tests {
     }
 
     fn q<'a>(name: &'a str, locs: &'a [String], c: Option<&'a VersionConstraint>) -> Query<'a> {
-        Query {
-            name,
-            function_id: None,
-            version: c,
-            locs,
-        }
+        Query::call(name, None, c, locs)
     }
 
     #[test]

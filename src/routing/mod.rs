@@ -25,29 +25,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use semver::Version;
 
-use crate::control::{Catalog, FunctionEntry, NodeId};
-use crate::registry::VersionConstraint;
+use crate::control::{Catalog, NodeId};
+use crate::registry::Query;
 
 pub use crate::fabric::liveness::Liveness;
 
 /// What a command asks for.
 #[derive(Debug, Clone, Copy)]
-pub struct Want<'a> {
-    pub name: &'a str,
-    pub function_id: Option<&'a str>,
-    pub version: Option<&'a VersionConstraint>,
-    pub locs: &'a [String],
-}
-
-impl Want<'_> {
-    fn accepts(&self, f: &FunctionEntry) -> bool {
-        f.name == self.name
-            && self.function_id.is_none_or(|id| id == f.function_id)
-            && self.version.is_none_or(|c| c.matches(&f.version))
-            && self.locs.iter().all(|l| f.resources.contains(l))
-    }
-}
-
 /// The cluster as the router sees it at one moment.
 pub struct View<'a> {
     pub catalog: &'a Catalog,
@@ -75,9 +59,9 @@ pub enum NoRoute {
 }
 
 /// The nodes offering the highest matching version, with that version.
-pub fn candidates(catalog: &Catalog, want: Want<'_>) -> Option<(Version, Vec<NodeId>)> {
+pub fn candidates(catalog: &Catalog, want: Query<'_>) -> Option<(Version, Vec<NodeId>)> {
     let mut best: Option<(Version, Vec<NodeId>)> = None;
-    for (node, f) in catalog.functions().filter(|(_, f)| want.accepts(f)) {
+    for (node, f) in catalog.functions().filter(|(_, f)| want.accepts(f.offer())) {
         match &mut best {
             Some((v, nodes)) if *v == f.version => {
                 if nodes.last() != Some(&node) {
@@ -103,7 +87,7 @@ pub struct Route {
 /// [`choose`], with what the chosen node offers.
 pub fn route(
     view: &View<'_>,
-    want: Want<'_>,
+    want: Query<'_>,
     draw: &mut impl FnMut() -> u64,
 ) -> Result<Route, NoRoute> {
     let node = choose(view, want, draw)?;
@@ -111,7 +95,7 @@ pub fn route(
     let (version, idempotent) = view
         .catalog
         .functions()
-        .filter(|(n, f)| *n == node && want.accepts(f))
+        .filter(|(n, f)| *n == node && want.accepts(f.offer()))
         .map(|(_, f)| (f.version.clone(), f.idempotent))
         .max()
         .ok_or(NoRoute::NotFound)?;
@@ -125,7 +109,7 @@ pub fn route(
 /// Chooses the node for one command; `draw` is the caller's seeded randomness.
 pub fn choose(
     view: &View<'_>,
-    want: Want<'_>,
+    want: Query<'_>,
     draw: &mut impl FnMut() -> u64,
 ) -> Result<NodeId, NoRoute> {
     let liveness = |n: &NodeId| {
@@ -136,7 +120,11 @@ pub fn choose(
         }
     };
     let mut by_version: BTreeMap<&Version, BTreeSet<NodeId>> = BTreeMap::new();
-    for (node, f) in view.catalog.functions().filter(|(_, f)| want.accepts(f)) {
+    for (node, f) in view
+        .catalog
+        .functions()
+        .filter(|(_, f)| want.accepts(f.offer()))
+    {
         by_version.entry(&f.version).or_default().insert(node);
     }
     if by_version.is_empty() {
@@ -187,7 +175,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{CatalogCommand, Member, Role};
+    use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 
     fn member(id: NodeId) -> CatalogCommand {
         CatalogCommand::UpsertMember(Member {
@@ -222,13 +210,8 @@ mod tests {
         c
     }
 
-    fn want<'a>(locs: &'a [String]) -> Want<'a> {
-        Want {
-            name: "f",
-            function_id: None,
-            version: None,
-            locs,
-        }
+    fn want<'a>(locs: &'a [String]) -> Query<'a> {
+        Query::call("f", None, None, locs)
     }
 
     /// A deterministic draw for tests.
@@ -457,7 +440,7 @@ mod tests {
                 let v = View { catalog: &c, local, liveness: &live, load: &loads, latency_us: &BTreeMap::new() };
                 let up = |m: &NodeId| *m == local || live.get(m) != Some(&Liveness::Down);
                 // The highest matching version some node not down offers, with its nodes.
-                let offers: Vec<(NodeId, Version)> = c.functions().filter(|(_, f)| w.accepts(f)).map(|(m, f)| (m, f.version.clone())).collect();
+                let offers: Vec<(NodeId, Version)> = c.functions().filter(|(_, f)| w.accepts(f.offer())).map(|(m, f)| (m, f.version.clone())).collect();
                 let version = offers.iter().filter(|(m, _)| up(m)).map(|(_, v)| v.clone()).max();
                 let nodes: BTreeSet<NodeId> = offers.iter().filter(|(_, v)| Some(v) == version.as_ref()).map(|(m, _)| *m).collect();
                 match (choose(&v, w, &mut draw), &version) {

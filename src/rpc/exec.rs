@@ -27,7 +27,7 @@ use crate::registry::stats::Caller;
 use crate::registry::{
     CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
 };
-use crate::routing::{NoRoute, Want};
+use crate::routing::NoRoute;
 use tokio::time::Instant;
 
 /// Per-request limits, from the node's settings.
@@ -172,13 +172,8 @@ enum Binding<'r> {
     Remote(Option<VersionConstraint>, Route),
 }
 
-fn want<'c>(cmd: &'c RpcCommand, constraint: Option<&'c VersionConstraint>) -> Want<'c> {
-    Want {
-        name: &cmd.fun,
-        function_id: cmd.function_id.as_deref(),
-        version: constraint,
-        locs: &cmd.locs,
-    }
+fn want<'c>(cmd: &'c RpcCommand, constraint: Option<&'c VersionConstraint>) -> Query<'c> {
+    Query::call(&cmd.fun, cmd.function_id.as_deref(), constraint, &cmd.locs)
 }
 
 /// Finds every command's function (here or on some node) before anything runs, so a typo
@@ -198,12 +193,12 @@ fn bind_functions<'r>(here: Here<'r>, req: &RpcRequest) -> Result<Vec<Binding<'r
                         format!("command `{}`: {e}", c.name),
                     )
                 })?;
-            let local = here.registry.find(Query {
-                name: &c.fun,
-                function_id: c.function_id.as_deref(),
-                version: constraint.as_ref(),
-                locs: &c.locs,
-            });
+            let local = here.registry.find(Query::call(
+                &c.fun,
+                c.function_id.as_deref(),
+                constraint.as_ref(),
+                &c.locs,
+            ));
             if let Ok(f) = local
                 && !here.access.may_call(&f.spec.roles)
             {
@@ -331,26 +326,36 @@ async fn remote_step(
                 let code = ErrorCode::from_i64(code).unwrap_or(ErrorCode::ExecutionFailed);
                 return Err(fail(
                     code,
-                    format!("on node {:016x}: {message}", route.node),
+                    format!("on node {}: {message}", crate::ids::NodeId(route.node)),
                 ));
             }
             Ok(StepOutcome::NotHere(why)) => {
-                last_failure = format!("node {:016x} no longer has it ({why})", route.node);
+                last_failure = format!(
+                    "node {} no longer has it ({why})",
+                    crate::ids::NodeId(route.node)
+                );
             }
             Err(ForwardError::NotSent(why)) => {
-                last_failure = format!("node {:016x} unreachable ({why})", route.node);
+                last_failure = format!(
+                    "node {} unreachable ({why})",
+                    crate::ids::NodeId(route.node)
+                );
             }
             // Lost with the node, or with the worker serving it there.
             Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) if route.idempotent => {
-                last_failure = format!("node {:016x} failed mid-call ({why})", route.node);
+                last_failure = format!(
+                    "node {} failed mid-call ({why})",
+                    crate::ids::NodeId(route.node)
+                );
             }
             Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) => {
                 return Err(fail(
                     ErrorCode::StepLost,
                     format!(
-                        "node {:016x} failed while running it ({why}); it may have run, and \
+                        "node {} failed while running it ({why}); it may have run, and \
                          `{}` is not registered as idempotent, so it was not retried",
-                        route.node, cmd.fun
+                        crate::ids::NodeId(route.node),
+                        cmd.fun
                     ),
                 ));
             }
@@ -454,12 +459,12 @@ async fn run_step_traced(
     step: Step,
 ) -> StepOutcome {
     let version = VersionConstraint::exactly(&step.version);
-    let function = match registry.find(Query {
-        name: &step.fun,
-        function_id: step.function_id.as_deref(),
-        version: Some(&version),
-        locs: &step.locs,
-    }) {
+    let function = match registry.find(Query::call(
+        &step.fun,
+        step.function_id.as_deref(),
+        Some(&version),
+        &step.locs,
+    )) {
         Ok(f) => f.clone(),
         Err(e) => return StepOutcome::NotHere(e.to_string()),
     };

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::NodeId;
 use crate::registry::BoxFuture;
+use crate::registry::Query;
+use crate::routing::NoRoute;
 pub use crate::routing::Route;
-use crate::routing::{NoRoute, Want};
 
 /// One command for another node. Bincode cannot carry `serde_json::Value`s (they need a
 /// self-describing format), so the arguments travel as JSON text.
@@ -66,7 +67,7 @@ pub enum ForwardError {
 /// The rest of the cluster, as the executor on one node sees it.
 pub trait Cluster: Send + Sync {
     /// A node other than this one (and none in `exclude`) to run `want` on.
-    fn route(&self, want: Want<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute>;
+    fn route(&self, want: Query<'_>, exclude: &[NodeId]) -> Result<Route, NoRoute>;
 
     /// Sends `step` to `node` and waits for its outcome (at most `wait`).
     fn forward(
@@ -78,6 +79,6 @@ pub trait Cluster: Send + Sync {
 
     /// How `node` is named in replies (`None`: this node).
     fn node_name(&self, node: Option<NodeId>) -> String {
-        node.map_or_else(|| "local".to_owned(), |n| format!("{n:016x}"))
+        node.map_or_else(|| "local".to_owned(), |n| crate::ids::NodeId(n).to_string())
     }
 }

@@ -32,7 +32,9 @@ impl fmt::Display for Trace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Trace::Given(s) => f.write_str(s),
-            Trace::Made { node, conn, seq } => write!(f, "{node:016x}-{conn:x}-{seq:x}"),
+            Trace::Made { node, conn, seq } => {
+                write!(f, "{}-{conn:x}-{seq:x}", crate::ids::NodeId(*node))
+            }
         }
     }
 }
