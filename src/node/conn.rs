@@ -232,6 +232,18 @@ enum Event {
     TooSlow,
 }
 
+/// What the connection does after an event.
+enum After {
+    Continue,
+    /// Send what is queued, then this close frame.
+    Close(CloseFrame),
+    /// The client sent a close frame: answer it and end.
+    AnswerClose,
+    /// End at once (the client is gone, or does not read).
+    Gone,
+    ReadError(tungstenite::Error),
+}
+
 impl<'a> Connection<'a> {
     async fn serve(&self, ws: Ws, shutdown: watch::Receiver<bool>, expires: Option<Instant>) {
         let mut worker = None;
@@ -333,95 +345,129 @@ impl<'a> Connection<'a> {
             if matches!(event, Event::Frame(_)) && *signalled.borrow() {
                 draining = true;
             }
-            match event {
-                Event::Stop => draining = true,
-                Event::Finished((reply, charged)) => {
-                    out.budget.release(charged);
-                    // Notifications waiting go first: a publish's ack follows its
-                    // publisher's own notifications.
-                    while let Some(text) = mailbox.as_deref().and_then(Mailbox::pop) {
-                        out.push_notification(Message::text(text));
-                    }
-                    out.push(reply);
-                }
-                Event::ToWorker(call) => out.push(call),
-                Event::Push(push) => {
-                    out.push_notification(push);
-                    // And what else waits now, within the same bounds: a pass of this
-                    // loop per notification would cost more than the notification.
-                    if let Some(m) = mailbox.as_deref() {
-                        while out.queue.len() < self.max_inflight && !out.budget.over_own() {
-                            let Some(text) = m.pop() else { break };
-                            out.push_notification(Message::text(text));
-                        }
-                    }
-                }
-                Event::Frame(Some(Ok(Message::Text(t)))) => self.on_frame(
-                    Frame::Text(t.as_str()),
-                    FrameKind::Text,
-                    draining,
-                    &mut running,
-                    &mut out,
-                    worker,
-                    &mut watch,
-                    &mut mailbox,
-                ),
-                Event::Frame(Some(Ok(Message::Binary(b)))) => self.on_frame(
-                    Frame::Binary(&b),
-                    FrameKind::Binary,
-                    draining,
-                    &mut running,
-                    &mut out,
-                    worker,
-                    &mut watch,
-                    &mut mailbox,
-                ),
-                // Ping/pong: tungstenite answers pings itself.
-                Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
-                }
+            let after = self.on_event(
+                event,
+                &mut draining,
+                &mut running,
+                &mut out,
+                worker,
+                &mut watch,
+                &mut mailbox,
+            );
+            match after {
+                After::Continue => {}
+                After::Close(frame) => return close(ws, out.queue, frame).await,
                 // The client closed: answer its close frame (tungstenite queued the reply).
-                // Dropping `running` cancels its requests.
-                Event::Frame(Some(Ok(Message::Close(_)))) => {
-                    // `SinkExt::close` flushes it; the inherent `close` would try to send
-                    // a second close frame and fail.
+                // `SinkExt::close` flushes it; the inherent `close` would try to send a
+                // second close frame and fail. Dropping `running` cancels its requests.
+                After::AnswerClose => {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::close(&mut ws)).await;
                     return;
                 }
-                // The client is gone.
-                Event::Frame(None) | Event::WriteFailed => return,
-                Event::Stalled => {
-                    self.shared
-                        .view
-                        .clients
-                        .stalled
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        queued = out.queue.len(),
-                        "disconnecting a client that stopped reading its replies"
-                    );
-                    // Its socket is full: no close frame can reach it. Dropping the
-                    // connection frees what it held.
-                    return;
-                }
-                Event::Frame(Some(Err(e))) => return self.on_read_error(ws, out.queue, e).await,
-                Event::TooSlow => {
-                    tracing::info!("disconnecting a subscriber that fell behind its notifications");
-                    let frame = CloseFrame {
-                        code: CloseCode::Policy,
-                        reason: "subscriber too slow (pubsub_slow_subscriber = disconnect)".into(),
-                    };
-                    return close(ws, out.queue, frame).await;
-                }
-                Event::Expired => {
-                    // Replies already made go out; requests still running are cancelled.
-                    let frame = CloseFrame {
-                        code: CloseCode::from(admission::TOKEN_EXPIRED_CLOSE),
-                        reason: "token expired".into(),
-                    };
-                    return close(ws, out.queue, frame).await;
-                }
+                // The client is gone, or no close frame can reach it: dropping the
+                // connection frees what it held.
+                After::Gone => return,
+                After::ReadError(e) => return self.on_read_error(ws, out.queue, e).await,
             }
         }
+    }
+
+    /// What one event does to the connection's state, and whether the connection goes on.
+    #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
+    fn on_event(
+        &self,
+        event: Event,
+        draining: &mut bool,
+        running: &mut Unordered<RequestFuture<'a>>,
+        out: &mut Outbox<'a>,
+        worker: &mut Option<Worker>,
+        watch: &mut Option<CatalogWatch>,
+        mailbox: &mut Option<Arc<Mailbox>>,
+    ) -> After {
+        match event {
+            Event::Stop => *draining = true,
+            Event::Finished((reply, charged)) => {
+                out.budget.release(charged);
+                // Notifications waiting go first: a publish's ack follows its publisher's
+                // own notifications.
+                while let Some(text) = mailbox.as_deref().and_then(Mailbox::pop) {
+                    out.push_notification(Message::text(text));
+                }
+                out.push(reply);
+            }
+            Event::ToWorker(call) => out.push(call),
+            Event::Push(push) => {
+                out.push_notification(push);
+                // And what else waits now, within the same bounds: a pass of the loop per
+                // notification would cost more than the notification.
+                if let Some(m) = mailbox.as_deref() {
+                    while out.queue.len() < self.max_inflight && !out.budget.over_own() {
+                        let Some(text) = m.pop() else { break };
+                        out.push_notification(Message::text(text));
+                    }
+                }
+            }
+            Event::Frame(Some(Ok(Message::Text(t)))) => {
+                let frame = Frame::Text(t.as_str());
+                let draining = *draining;
+                self.on_frame(
+                    frame,
+                    FrameKind::Text,
+                    draining,
+                    running,
+                    out,
+                    worker,
+                    watch,
+                    mailbox,
+                )
+            }
+            Event::Frame(Some(Ok(Message::Binary(b)))) => {
+                let frame = Frame::Binary(&b);
+                let draining = *draining;
+                self.on_frame(
+                    frame,
+                    FrameKind::Binary,
+                    draining,
+                    running,
+                    out,
+                    worker,
+                    watch,
+                    mailbox,
+                )
+            }
+            // Ping/pong: tungstenite answers pings itself.
+            Event::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+            Event::Frame(Some(Ok(Message::Close(_)))) => return After::AnswerClose,
+            Event::Frame(None) | Event::WriteFailed => return After::Gone,
+            Event::Stalled => {
+                self.shared
+                    .view
+                    .clients
+                    .stalled
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    queued = out.queue.len(),
+                    "disconnecting a client that stopped reading its replies"
+                );
+                return After::Gone;
+            }
+            Event::Frame(Some(Err(e))) => return After::ReadError(e),
+            Event::TooSlow => {
+                tracing::info!("disconnecting a subscriber that fell behind its notifications");
+                return After::Close(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "subscriber too slow (pubsub_slow_subscriber = disconnect)".into(),
+                });
+            }
+            // Replies already made go out; requests still running are cancelled.
+            Event::Expired => {
+                return After::Close(CloseFrame {
+                    code: CloseCode::from(admission::TOKEN_EXPIRED_CLOSE),
+                    reason: "token expired".into(),
+                });
+            }
+        }
+        After::Continue
     }
 
     /// Starts the request in `bytes`, or queues the immediate reply to a frame that is not
@@ -438,7 +484,6 @@ impl<'a> Connection<'a> {
         watch: &mut Option<CatalogWatch>,
         mailbox: &mut Option<Arc<Mailbox>>,
     ) {
-        let max = self.shared.settings.max_message_bytes;
         let (decoded, charged) = match frame {
             Frame::Text(t) => (decode_text(t), t.len()),
             Frame::Binary(b) => (decode_frame(b), b.len()),
@@ -446,33 +491,55 @@ impl<'a> Connection<'a> {
         self.tally
             .bytes_in
             .fetch_add(charged as u64, Ordering::Relaxed);
-        let req = match decoded {
-            Ok(Incoming::Rpc(req)) => req,
-            Ok(Incoming::CallResult(result)) => {
-                match worker {
-                    Some(w) => w.answer(result),
-                    None => {
-                        tracing::debug!(u = %result.u, "call-result on a connection that registered nothing")
-                    }
-                }
-                return;
+        match decoded {
+            Ok(Incoming::Rpc(req)) => {
+                self.start_request(req, kind, charged, draining, running, out)
             }
+            other => self.on_message(other, kind, draining, running, out, worker, watch, mailbox),
+        }
+    }
+
+    /// A frame that is not a call (a worker's answer or registration, pub/sub), or that
+    /// did not decode: handled or answered at once.
+    #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
+    fn on_message(
+        &self,
+        decoded: Result<Incoming, crate::protocol::DecodeError>,
+        kind: FrameKind,
+        draining: bool,
+        running: &mut Unordered<RequestFuture<'a>>,
+        out: &mut Outbox<'a>,
+        worker: &mut Option<Worker>,
+        watch: &mut Option<CatalogWatch>,
+        mailbox: &mut Option<Arc<Mailbox>>,
+    ) {
+        let max = self.shared.settings.max_message_bytes;
+        match decoded {
+            // Taken by `on_frame`.
+            Ok(Incoming::Rpc(_)) => {}
+            Ok(Incoming::CallResult(result)) => match worker {
+                Some(w) => w.answer(result),
+                None => {
+                    tracing::debug!(u = %result.u, "call-result on a connection that registered nothing")
+                }
+            },
             Ok(Incoming::Register(reg)) => {
                 if draining {
                     let reply = Reply::failure(
                         Value::String(reg.u),
                         WireError::new(ErrorCode::ShuttingDown, "node is draining"),
                     );
-                    return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
+                    out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
+                } else {
+                    self.register_worker(reg, kind, running, out, worker);
                 }
-                return self.register_worker(reg, kind, running, out, worker);
             }
             Ok(Incoming::Subscribe(req)) => {
                 let ack = self.subscribe(req, kind, watch, mailbox);
-                return out.push(kind.message(ack.to_string()));
+                out.push(kind.message(ack.to_string()));
             }
             Ok(Incoming::Publish(req)) => {
-                return self.publish(req, kind, out, running, mailbox.as_deref());
+                self.publish(req, kind, out, running, mailbox.as_deref());
             }
             Ok(Incoming::Unsubscribe(req)) => {
                 let in_watch = watch
@@ -486,13 +553,27 @@ impl<'a> Connection<'a> {
                     || in_watch;
                 let why = (!removed).then_some("no such subscription on this connection");
                 let ack = crate::protocol::pubsub::ack(&req.u, removed, why);
-                return out.push(kind.message(ack.to_string()));
+                out.push(kind.message(ack.to_string()));
             }
             Err(e) => {
                 let reply = Reply::failure(e.u, WireError::new(e.code, e.message));
-                return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
+                out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
             }
-        };
+        }
+    }
+
+    /// Starts a call (most finish on their first poll), or answers it at once when the node
+    /// drains or the connection is at its limit.
+    fn start_request(
+        &self,
+        req: crate::protocol::RpcRequest,
+        kind: FrameKind,
+        charged: usize,
+        draining: bool,
+        running: &mut Unordered<RequestFuture<'a>>,
+        out: &mut Outbox<'a>,
+    ) {
+        let max = self.shared.settings.max_message_bytes;
         let refused = if draining {
             Some(WireError::new(
                 ErrorCode::ShuttingDown,
@@ -841,27 +922,10 @@ fn poll_event<'a>(
         trees,
         publish_room,
     } = st;
-    let mut moved = false;
-    while !out.queue.is_empty() {
-        match Pin::new(&mut *ws).poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                if let Some(m) = out.pop()
-                    && Pin::new(&mut *ws).start_send(m).is_err()
-                {
-                    return Poll::Ready(Event::WriteFailed);
-                }
-                moved = true;
-                *unflushed = true;
-            }
-            Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
-            Poll::Pending => break, // the socket is full: keep reading nothing new
-        }
-    }
-    if moved || out.queue.is_empty() {
-        out.last_progress = now;
-    } else if now.saturating_duration_since(out.last_progress) >= stall {
-        return Poll::Ready(Event::Stalled);
-    }
+    let moved = match write_queued(cx, ws, out, unflushed, now, stall) {
+        Ok(moved) => moved,
+        Err(ended) => return Poll::Ready(ended),
+    };
     if !draining && stop.poll(cx).is_ready() {
         return Poll::Ready(Event::Stop);
     }
@@ -921,6 +985,54 @@ fn poll_event<'a>(
         }
     }
     out.publish_streak = 0; // nothing was ready: the next publish finds the connection idle
+    flush_idle(cx, ws, out, unflushed)
+}
+
+/// Moves queued replies into the socket while it takes them; whether any moved.
+/// `Err`: the connection ends (the write failed, or replies have not drained for the
+/// stall timeout).
+#[inline]
+fn write_queued(
+    cx: &mut Context<'_>,
+    ws: &mut Ws,
+    out: &mut Outbox<'_>,
+    unflushed: &mut bool,
+    now: Instant,
+    stall: Duration,
+) -> Result<bool, Event> {
+    let mut moved = false;
+    while !out.queue.is_empty() {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(m) = out.pop()
+                    && Pin::new(&mut *ws).start_send(m).is_err()
+                {
+                    return Err(Event::WriteFailed);
+                }
+                moved = true;
+                *unflushed = true;
+            }
+            Poll::Ready(Err(_)) => return Err(Event::WriteFailed),
+            Poll::Pending => break, // the socket is full: keep reading nothing new
+        }
+    }
+    if moved || out.queue.is_empty() {
+        out.last_progress = now;
+    } else if now.saturating_duration_since(out.last_progress) >= stall {
+        return Err(Event::Stalled);
+    }
+    Ok(moved)
+}
+
+/// Nothing was ready: flushes what was written, after one turn for more notifications to
+/// join it when only notifications wait.
+#[inline]
+fn flush_idle(
+    cx: &mut Context<'_>,
+    ws: &mut Ws,
+    out: &mut Outbox<'_>,
+    unflushed: &mut bool,
+) -> Poll<Event> {
     if *unflushed && out.queue.is_empty() {
         if !out.urgent && !out.waited {
             // Only notifications: one turn for more to join this write (a write per
