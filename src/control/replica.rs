@@ -9,10 +9,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use tokio::sync::watch;
 
-use crate::config::{PersistenceConfig, PersistenceMode};
 use crate::control::raft::{
-    CatalogStateMachine, LogStore, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
-    PeerService, Raft, SnapshotDisk, SqliteLogStore, read_index,
+    CatalogStateMachine, Disk, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
+    PeerService, Raft, read_index,
 };
 use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 use crate::env::Env;
@@ -41,21 +40,9 @@ pub(crate) struct Control {
     pub(crate) service: Arc<PeerService>,
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
-    durable: Option<DurableStore>,
+    disk: Disk,
     /// What the Raft storage did (appends, snapshots), for `/metrics`.
     pub(crate) store_stats: Arc<crate::control::raft::StoreStats>,
-}
-
-enum DurableStore {
-    Sqlite(SqliteLogStore),
-    Memory(LogStore),
-}
-
-/// Where the replica keeps its log: what the settings say, or a disk the caller keeps
-/// (the simulator, which crashes and restarts nodes on the same disk).
-pub(crate) enum Storage<'a> {
-    Configured(&'a PersistenceConfig),
-    Memory(LogStore),
 }
 
 /// Why a catalog command did not take effect.
@@ -110,7 +97,7 @@ impl Control {
     /// Raft's messages travel on `fabric`, the node's one set of peer links.
     pub(crate) async fn start(
         env: &Env,
-        storage: Storage<'_>,
+        disk: Disk,
         settings: &crate::config::Settings,
         fresh_id: u64,
         addr: &str,
@@ -132,64 +119,20 @@ impl Control {
         // environment: distinct per process in production, the run's seed in simulation.
         crate::control::raft::seed_raft_rng_from(env);
         let network = NetworkFactory::new(fabric);
-        let err = |e: openraft::StorageError<u64>| e.to_string();
-        // Memory mode is a fresh in-memory disk that nobody else keeps.
-        let storage = match storage {
-            Storage::Configured(p) if p.mode != PersistenceMode::Sqlite => {
-                Storage::Memory(LogStore::default())
+        let (id, restored) = disk.identity(fresh_id).await?;
+        let catalog = CatalogStateMachine::open(disk.clone(), settings.max_snapshot_bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let raft = match &disk {
+            Disk::Sqlite(log) => {
+                Raft::new(id, config, network.clone(), log.clone(), catalog.clone()).await
             }
-            other => other,
-        };
-        let (id, raft, catalog, restored, durable) = match storage {
-            Storage::Configured(p) => {
-                let path = p.sqlite_path();
-                let store = SqliteLogStore::open(&path)
-                    .await
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .timed_by(env.clock.clone());
-                let id = store
-                    .node_id_or_insert(fresh_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let restored = store.has_vote().await.map_err(|e| e.to_string())?;
-                let catalog = CatalogStateMachine::open(
-                    SnapshotDisk::Sqlite(store.clone()),
-                    settings.max_snapshot_bytes,
-                )
-                .await
-                .map_err(err)?;
-                let raft = Raft::new(id, config, network.clone(), store.clone(), catalog.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (
-                    id,
-                    raft,
-                    catalog,
-                    restored,
-                    Some(DurableStore::Sqlite(store)),
-                )
+            Disk::Memory(log) => {
+                Raft::new(id, config, network.clone(), log.clone(), catalog.clone()).await
             }
-            Storage::Memory(disk) => {
-                let id = disk.node_id_or_insert(fresh_id);
-                let restored = disk.has_vote();
-                let catalog = CatalogStateMachine::open(
-                    SnapshotDisk::Memory(disk.clone()),
-                    settings.max_snapshot_bytes,
-                )
-                .await
-                .map_err(err)?;
-                let raft = Raft::new(id, config, network.clone(), disk.clone(), catalog.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (
-                    id,
-                    raft,
-                    catalog,
-                    restored,
-                    Some(DurableStore::Memory(disk)),
-                )
-            }
-        };
+            Disk::None => return Err("the control plane needs a disk for its log".to_owned()),
+        }
+        .map_err(|e| e.to_string())?;
         let service = Arc::new(PeerService {
             id,
             raft: raft.clone(),
@@ -202,11 +145,7 @@ impl Control {
         network
             .fabric()
             .serve(Plane::Raft, Arc::downgrade(&handler));
-        let store_stats = match &durable {
-            Some(DurableStore::Sqlite(s)) => s.stats(),
-            Some(DurableStore::Memory(s)) => s.stats(),
-            None => Arc::default(),
-        };
+        let store_stats = disk.stats();
         Ok(Control {
             store_stats,
             id,
@@ -217,7 +156,7 @@ impl Control {
             policy,
             network,
             service,
-            durable,
+            disk,
         })
     }
 
@@ -306,17 +245,10 @@ impl Control {
         match tokio::time::timeout(deadline, attempt).await {
             Ok(_) => {
                 tracing::info!(id = self.id, "left the cluster");
-                if let Some(store) = &self.durable {
-                    // Stop Raft first so that nothing writes behind the wipe.
-                    let _ = self.raft.shutdown().await;
-                    match store {
-                        DurableStore::Sqlite(db) => {
-                            if let Err(e) = db.forget_membership().await {
-                                tracing::warn!(error = %e, "could not forget the membership");
-                            }
-                        }
-                        DurableStore::Memory(disk) => disk.forget_membership(),
-                    }
+                // Stop Raft first so that nothing writes behind the wipe.
+                let _ = self.raft.shutdown().await;
+                if let Err(e) = self.disk.forget_membership().await {
+                    tracing::warn!(error = %e, "could not forget the membership");
                 }
             }
             Err(_) => tracing::warn!(

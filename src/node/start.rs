@@ -273,12 +273,14 @@ async fn control_plane(
 ) -> Result<Arc<Control>, NodeError> {
     // Raft ids are nonzero; a node with a data directory keeps the first one it drew.
     let fresh_id = (env.rng.next_u64() >> 1) | 1;
-    let storage = match disk {
-        Some(disk) => replica::Storage::Memory(disk),
-        None => replica::Storage::Configured(&settings.persistence),
+    let disk = match disk {
+        Some(disk) => crate::control::raft::Disk::Memory(disk),
+        None => crate::control::raft::Disk::open(&settings.persistence, env.clock.clone())
+            .await
+            .map_err(NodeError::Control)?,
     };
     let addr = crate::transport::authority(url);
-    let control = Control::start(env, storage, settings, fresh_id, addr, fabric)
+    let control = Control::start(env, disk, settings, fresh_id, addr, fabric)
         .await
         .map_err(NodeError::Control)?;
     Ok(Arc::new(control))

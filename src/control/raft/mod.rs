@@ -25,7 +25,7 @@ pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
 pub use snapshot_buf::SnapshotBuf;
 pub use sqlite_store::SqliteLogStore;
-pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, LogStore, SnapshotDisk};
+pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore};
 pub use store_stats::StoreStats;
 pub use stored_state::{StoredSnapshot, StoredState};
 pub use supervisor::supervise;

@@ -35,7 +35,7 @@ use super::{CatalogResponse, TypeConfig};
 
 /// What one copy of the disk holds.
 #[derive(Debug, Clone, Default)]
-struct Disk {
+struct DiskCopy {
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
@@ -45,8 +45,8 @@ struct Disk {
 
 #[derive(Default)]
 struct DiskState {
-    live: Disk,
-    durable: Disk,
+    live: DiskCopy,
+    durable: DiskCopy,
     /// How long an append takes to reach the durable copy (`None`: at once).
     sync_delay: Option<Duration>,
     /// Appends written but not yet synced, answered in order by the next sync.
@@ -110,8 +110,8 @@ impl LogStore {
     /// Forgets vote, log and snapshot (after the node left the cluster); keeps the id.
     pub fn forget_membership(&self) {
         let mut d = self.0.lock();
-        d.live = Disk::default();
-        d.durable = Disk::default();
+        d.live = DiskCopy::default();
+        d.durable = DiskCopy::default();
         d.dirty_from = None;
         d.waiting.clear();
         d.epoch += 1;
@@ -298,10 +298,12 @@ pub struct Applied {
     pub digest: u64,
 }
 
-/// Where a state machine keeps its snapshots so that they survive a restart: openraft
-/// purges the log behind a snapshot, so losing the snapshot would lose the catalog.
+/// The control plane's disk: where the Raft log, the vote, the node's id and the catalog's
+/// snapshots are kept (snapshots must survive a restart: openraft purges the log behind
+/// one, so losing it would lose the catalog). The one seam between the control plane and
+/// storage: SQLite on the data directory, or a [`LogStore`] in memory.
 #[derive(Clone, Default)]
-pub enum SnapshotDisk {
+pub enum Disk {
     /// Nowhere (tests of the state machine alone).
     #[default]
     None,
@@ -309,32 +311,78 @@ pub enum SnapshotDisk {
     Sqlite(SqliteLogStore),
 }
 
-impl SnapshotDisk {
+impl Disk {
+    /// The disk the settings name: SQLite in `data_dir` (its append times measured by
+    /// `clock`), else a fresh in-memory disk that nobody else keeps.
+    pub async fn open(
+        persistence: &crate::config::PersistenceConfig,
+        clock: Arc<dyn crate::env::Clock>,
+    ) -> Result<Disk, String> {
+        if persistence.mode != crate::config::PersistenceMode::Sqlite {
+            return Ok(Disk::Memory(LogStore::default()));
+        }
+        let path = persistence.sqlite_path();
+        let store = SqliteLogStore::open(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Disk::Sqlite(store.timed_by(clock)))
+    }
+
+    /// This node's id (`fresh` the first time, kept after), and whether the disk holds a
+    /// vote (the node was a member before and rejoins as itself).
+    pub async fn identity(&self, fresh: u64) -> Result<(u64, bool), String> {
+        match self {
+            Disk::None => Ok((fresh, false)),
+            Disk::Memory(disk) => Ok((disk.node_id_or_insert(fresh), disk.has_vote())),
+            Disk::Sqlite(db) => {
+                let id = db
+                    .node_id_or_insert(fresh)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let voted = db.has_vote().await.map_err(|e| e.to_string())?;
+                Ok((id, voted))
+            }
+        }
+    }
+
+    /// Forgets the membership (after leaving; the node id is kept), so that a later start
+    /// joins as a newcomer.
+    pub async fn forget_membership(&self) -> Result<(), String> {
+        match self {
+            Disk::None => Ok(()),
+            Disk::Memory(disk) => {
+                disk.forget_membership();
+                Ok(())
+            }
+            Disk::Sqlite(db) => db.forget_membership().await.map_err(|e| e.to_string()),
+        }
+    }
+
     async fn save(&self, snapshot: StoredSnapshot) -> Result<(), StorageError<u64>> {
         match self {
-            SnapshotDisk::None => Ok(()),
-            SnapshotDisk::Memory(disk) => {
+            Disk::None => Ok(()),
+            Disk::Memory(disk) => {
                 disk.save_snapshot(snapshot);
                 Ok(())
             }
-            SnapshotDisk::Sqlite(db) => db.save_snapshot(snapshot).await,
+            Disk::Sqlite(db) => db.save_snapshot(snapshot).await,
         }
     }
 
     async fn load(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
         match self {
-            SnapshotDisk::None => Ok(None),
-            SnapshotDisk::Memory(disk) => Ok(disk.load_snapshot()),
-            SnapshotDisk::Sqlite(db) => db.load_snapshot().await,
+            Disk::None => Ok(None),
+            Disk::Memory(disk) => Ok(disk.load_snapshot()),
+            Disk::Sqlite(db) => db.load_snapshot().await,
         }
     }
 
     /// The stats of the store this disk is (a fresh set for none).
     pub fn stats(&self) -> Arc<StoreStats> {
         match self {
-            SnapshotDisk::None => Arc::default(),
-            SnapshotDisk::Memory(disk) => disk.stats(),
-            SnapshotDisk::Sqlite(db) => db.stats(),
+            Disk::None => Arc::default(),
+            Disk::Memory(disk) => disk.stats(),
+            Disk::Sqlite(db) => db.stats(),
         }
     }
 }
@@ -351,7 +399,7 @@ struct MachineData {
 #[derive(Clone, Default)]
 pub struct CatalogStateMachine {
     data: Arc<Mutex<MachineData>>,
-    disk: SnapshotDisk,
+    disk: Disk,
     stats: Arc<StoreStats>,
     /// Most bytes a snapshot may have, received or loaded (`max_snapshot_bytes`).
     max_snapshot_bytes: usize,
@@ -380,7 +428,7 @@ impl CatalogStateMachine {
     /// A state machine that keeps its snapshots on `disk`, starting from the last one there.
     /// Snapshots over `max_snapshot_bytes` are refused, from a peer or from the disk.
     pub async fn open(
-        disk: SnapshotDisk,
+        disk: Disk,
         max_snapshot_bytes: usize,
     ) -> Result<CatalogStateMachine, StorageError<u64>> {
         let mut data = MachineData::default();
@@ -536,11 +584,9 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, CatalogStateMachine> for Fresh {
         async fn build(&self) -> Result<((), LogStore, CatalogStateMachine), StorageError<u64>> {
             let disk = LogStore::default();
-            let sm = CatalogStateMachine::open(
-                SnapshotDisk::Memory(disk.clone()),
-                DEFAULT_MAX_SNAPSHOT_BYTES,
-            )
-            .await?;
+            let sm =
+                CatalogStateMachine::open(Disk::Memory(disk.clone()), DEFAULT_MAX_SNAPSHOT_BYTES)
+                    .await?;
             Ok(((), disk, sm))
         }
     }
@@ -562,19 +608,16 @@ mod tests {
     #[tokio::test]
     async fn a_new_state_machine_starts_from_the_durable_snapshot() {
         let disk = LogStore::default();
-        let mut sm = CatalogStateMachine::open(
-            SnapshotDisk::Memory(disk.clone()),
-            DEFAULT_MAX_SNAPSHOT_BYTES,
-        )
-        .await
-        .unwrap();
+        let mut sm =
+            CatalogStateMachine::open(Disk::Memory(disk.clone()), DEFAULT_MAX_SNAPSHOT_BYTES)
+                .await
+                .unwrap();
         sm.apply([entry(1), entry(2)]).await.unwrap();
         sm.build_snapshot().await.unwrap();
         disk.crash();
-        let reopened =
-            CatalogStateMachine::open(SnapshotDisk::Memory(disk), DEFAULT_MAX_SNAPSHOT_BYTES)
-                .await
-                .unwrap();
+        let reopened = CatalogStateMachine::open(Disk::Memory(disk), DEFAULT_MAX_SNAPSHOT_BYTES)
+            .await
+            .unwrap();
         assert_eq!(reopened.state().last_applied.map(|l| l.index), Some(2));
     }
 
@@ -615,7 +658,7 @@ mod tests {
                     .await
                     .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
                 let sm = CatalogStateMachine::open(
-                    SnapshotDisk::Sqlite(store.clone()),
+                    Disk::Sqlite(store.clone()),
                     DEFAULT_MAX_SNAPSHOT_BYTES,
                 )
                 .await?;
