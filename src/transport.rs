@@ -49,28 +49,3 @@ where
     }
     let _ = sink.close().await;
 }
-
-/// `host:port` of a node URL: `ws://host:port[/path][?query]`, `wss://…`, or a bare
-/// `host:port` as it is.
-pub(crate) fn authority(url: &str) -> &str {
-    let rest = url
-        .strip_prefix("wss://")
-        .or_else(|| url.strip_prefix("ws://"))
-        .unwrap_or(url);
-    rest.split(['/', '?']).next().unwrap_or(rest)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn authorities_drop_the_scheme_path_and_query() {
-        for (url, want) in [
-            ("ws://h:1", "h:1"),
-            ("wss://h:1/x?token=t", "h:1"),
-            ("h:1", "h:1"),
-            ("ws://[::1]:9000?token=a", "[::1]:9000"),
-        ] {
-            assert_eq!(super::authority(url), want);
-        }
-    }
-}

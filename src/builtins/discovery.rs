@@ -179,19 +179,23 @@ struct ClusterMapRequest {
 
 /// `{connection_type, protocol, host, port, endpoint}` of an advertised URL.
 pub(crate) fn transport_endpoint(url: &str) -> Value {
-    let (protocol, rest) = url.split_once("://").unwrap_or(("ws", url));
-    let authority = crate::transport::authority(rest);
-    let (host, port) = authority
-        .rsplit_once(':')
-        .map_or((authority, 0), |(h, p)| (h, p.parse().unwrap_or(0)));
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    json!({
-        "connection_type": "internal",
-        "protocol": protocol,
-        "host": host,
-        "port": port,
-        "endpoint": format!("{protocol}://{authority}"),
-    })
+    match crate::ids::NodeUrl::peer(url) {
+        Ok(u) => json!({
+            "connection_type": "internal",
+            "protocol": u.scheme(),
+            "host": u.host(),
+            "port": u.port(),
+            "endpoint": format!("{}://{}", u.scheme(), u.authority()),
+        }),
+        // Catalog entries are checked when registered; an unreadable one is shown as is.
+        Err(_) => json!({
+            "connection_type": "internal",
+            "protocol": "ws",
+            "host": url,
+            "port": 0,
+            "endpoint": url,
+        }),
+    }
 }
 
 /// `cluster_map_v2({scope?, namespace_filter?, capabilities?, resources?, cluster_id?,

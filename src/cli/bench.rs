@@ -316,7 +316,10 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         connect: args.connect.options(&args.url).map_err(|e| e.to_string())?,
     };
     let echo_tls = args.echo_tls_cert.clone().zip(args.echo_tls_key.clone());
-    if args.raw_echo && args.url.starts_with("wss://") && echo_tls.is_none() {
+    if args.raw_echo
+        && crate::ids::NodeUrl::parse(&args.url).is_ok_and(|u| u.is_tls())
+        && echo_tls.is_none()
+    {
         return Err(
             "a wss:// --url is compared with the echo server over TLS: give it the node's \
              certificate with --echo-tls-cert and --echo-tls-key"

@@ -50,7 +50,7 @@ pub async fn probe(env: &Env, url: &str, secret: &ClusterSecret) -> Result<(), S
 }
 
 fn peer_addr(url: &str) -> String {
-    crate::transport::authority(url).to_owned()
+    crate::ids::NodeUrl::peer(url).map_or_else(|_| url.to_owned(), |u| u.authority())
 }
 
 /// One measured round of catalog writes against `url`. `round` keeps queue names unique

@@ -196,11 +196,12 @@ impl ConnectArgs {
     /// The connection options for `url` (TLS files are read only for `wss://`).
     pub fn options(&self, url: &str) -> Result<crate::client::ConnectOptions, crate::ClientError> {
         let mut options = crate::client::ConnectOptions::new();
+        let parsed = crate::ids::NodeUrl::parse(url).ok();
         if let Some(t) = &self.token {
-            let host = crate::transport::authority(url)
-                .rsplit_once(':')
-                .map_or("", |(h, _)| h);
-            if url.starts_with("ws://") && !crate::config::is_loopback_host(host) {
+            let host = parsed.as_ref().map_or("", |u| u.host());
+            if parsed.as_ref().is_some_and(|u| !u.is_tls())
+                && !crate::config::is_loopback_host(host)
+            {
                 eprintln!(
                     "mpreg: warning: sending the token over plain ws:// to {host}: anyone on \
                      the path can read and replay it (use wss://)"
@@ -208,7 +209,7 @@ impl ConnectArgs {
             }
             options = options.token(t.trim());
         }
-        if url.starts_with("wss://") {
+        if parsed.as_ref().is_some_and(crate::ids::NodeUrl::is_tls) {
             options = options.tls(&crate::tls::ClientTlsFiles {
                 ca: self.ca.clone(),
                 cert: self.cert.clone(),

@@ -259,7 +259,8 @@ impl ClusterClient {
 fn learn(known: &mut Vec<String>, map: &Value) {
     // A client that reached the cluster over TLS never moves to plain WebSocket (where its
     // token would cross in clear text), whatever a node advertises.
-    let secure = known.iter().any(|k| k.starts_with("wss://"));
+    let is_tls = |url: &str| crate::ids::NodeUrl::parse(url).is_ok_and(|u| u.is_tls());
+    let secure = known.iter().any(|k| is_tls(k));
     let urls = map["nodes"]
         .as_array()
         .into_iter()
@@ -269,7 +270,7 @@ fn learn(known: &mut Vec<String>, map: &Value) {
         .filter_map(Value::as_str);
     for url in urls {
         let url = url.trim_end_matches('/');
-        if secure && !url.starts_with("wss://") {
+        if secure && !is_tls(url) {
             continue;
         }
         if !known.iter().any(|k| k == url) {

@@ -88,26 +88,12 @@ struct Inner {
 }
 
 /// `ws://host:port[/path]` or `wss://…` → (`host:port`, whether it is TLS).
-fn authority(url: &str) -> Result<(&str, bool), ClientError> {
-    let (rest, tls) = match url.strip_prefix("wss://") {
-        Some(rest) => (rest, true),
-        None => (
-            url.strip_prefix("ws://")
-                .ok_or_else(|| ClientError::InvalidUrl {
-                    url: url.to_owned(),
-                    reason: "only ws:// and wss:// URLs are supported".to_owned(),
-                })?,
-            false,
-        ),
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    if authority.is_empty() || !authority.contains(':') {
-        return Err(ClientError::InvalidUrl {
-            url: url.to_owned(),
-            reason: "expected ws://host:port or wss://host:port".to_owned(),
-        });
-    }
-    Ok((authority, tls))
+fn authority(url: &str) -> Result<(String, bool), ClientError> {
+    let u = crate::ids::NodeUrl::parse(url).map_err(|e| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((u.authority(), u.is_tls()))
 }
 
 /// How a client presents itself to a node: a token (for nodes that require one) and, for
@@ -167,7 +153,7 @@ pub async fn open_websocket(
         url: url.to_owned(),
         source,
     };
-    let mut stream = env.net.connect(addr).await.map_err(connect_error)?;
+    let mut stream = env.net.connect(&addr).await.map_err(connect_error)?;
     if tls {
         let client_tls = match &options.tls {
             Some(t) => t.clone(),
@@ -175,7 +161,7 @@ pub async fn open_websocket(
                 .map_err(|e| ClientError::Tls(e.to_string()))?,
         };
         stream = client_tls
-            .connect(stream, addr)
+            .connect(stream, &addr)
             .await
             .map_err(|e| ClientError::Tls(format!("{url}: {e}")))?;
     }
@@ -637,13 +623,16 @@ mod tests {
     fn urls() {
         assert_eq!(
             authority("ws://127.0.0.1:9000").unwrap(),
-            ("127.0.0.1:9000", false)
+            ("127.0.0.1:9000".to_owned(), false)
         );
         assert_eq!(
             authority("ws://node:9000/any/path?x=1").unwrap(),
-            ("node:9000", false)
+            ("node:9000".to_owned(), false)
         );
-        assert_eq!(authority("wss://a:1/?token=t").unwrap(), ("a:1", true));
+        assert_eq!(
+            authority("wss://a:1/?token=t").unwrap(),
+            ("a:1".to_owned(), true)
+        );
         assert!(authority("http://a:1").is_err());
         assert!(authority("ws://nohost").is_err());
     }

@@ -73,7 +73,8 @@ impl Control {
             s.catalog
                 .member_by_id(id)
                 .and_then(|m| m.advertised_urls.first())
-                .map(|u| crate::transport::authority(u).to_owned())
+                .and_then(|u| crate::ids::NodeUrl::peer(u).ok())
+                .map(|u| u.authority())
         })
     }
 
@@ -85,7 +86,7 @@ impl Control {
                 .filter(|m| m.id != self.id)
                 .filter_map(|m| {
                     let url = m.advertised_urls.first()?;
-                    Some((m.id, crate::transport::authority(url).to_owned()))
+                    Some((m.id, crate::ids::NodeUrl::peer(url).ok()?.authority()))
                 })
                 .collect()
         })
@@ -395,7 +396,8 @@ pub(crate) async fn join_and_register(
         reg.member
             .advertised_urls
             .first()
-            .map_or("", |u| crate::transport::authority(u)),
+            .and_then(|u| crate::ids::NodeUrl::peer(u).ok())
+            .map_or_else(String::new, |u| u.authority()),
     );
     let work = async {
         if control.restored {

@@ -279,8 +279,10 @@ async fn control_plane(
             .await
             .map_err(NodeError::Control)?,
     };
-    let addr = crate::transport::authority(url);
-    let control = Control::start(env, disk, settings, fresh_id, addr, fabric)
+    let addr = crate::ids::NodeUrl::peer(url)
+        .map_err(|e| NodeError::Control(format!("this node's URL `{url}`: {e}")))?
+        .authority();
+    let control = Control::start(env, disk, settings, fresh_id, &addr, fabric)
         .await
         .map_err(NodeError::Control)?;
     Ok(Arc::new(control))
@@ -463,10 +465,11 @@ fn registration(view: &NodeView, settings: &Settings) -> Registration {
             .specs()
             .map(crate::data::functions::entry)
             .collect(),
+        // A peer that does not parse is dialled as written: the join says why it failed.
         peers: settings
             .peers
             .iter()
-            .map(|p| crate::transport::authority(p).to_owned())
+            .map(|p| crate::ids::NodeUrl::peer(p).map_or_else(|_| p.clone(), |u| u.authority()))
             .collect(),
     }
 }
