@@ -13,7 +13,7 @@ pub(crate) struct Shared {
     pub(crate) view: Arc<NodeView>,
     pub(crate) settings: Settings,
     /// Where publishes go beyond this node.
-    pub(crate) fanout: Arc<crate::pubsub::fanout::Fanout>,
+    pub(crate) fanout: Arc<crate::pubsub::service::Fanout>,
     pub(crate) limits: ExecLimits,
     /// What serves the data plane: kept alive here, by the serving task, since the fabric
     /// holds it weakly (the node serves its peers until it stops, whoever holds the

@@ -18,7 +18,7 @@ use crate::data::plane::{DataBeat, DataPlane};
 use crate::env::{Env, Listener};
 use crate::fabric::heartbeat::SharedDetector;
 use crate::fabric::{ClusterSecret, Fabric, Plane, PlaneHandler};
-use crate::pubsub::fanout::{Fanout, PublishJobs};
+use crate::pubsub::service::{Fanout, PublishJobs};
 use crate::registry::Registry;
 use crate::view::NodeView;
 
@@ -488,12 +488,12 @@ fn spawn_tasks(
         view.control.catalog.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::pubsub::fanout::publishing(
+    tokio::spawn(crate::pubsub::service::publishing(
         shared.fanout.clone(),
         publish_jobs,
         shutdown.clone(),
     ));
-    tokio::spawn(crate::pubsub::fanout::advertise(
+    tokio::spawn(crate::pubsub::service::advertise(
         view.control.clone(),
         view.fabric.clone(),
         view.pubsub.clone(),

@@ -1,6 +1,7 @@
-//! Publishes across the cluster, on the data plane (never Raft). Each node tells every
-//! other member what its clients subscribe to ([`advertise`], on change and every
-//! [`REFRESH`]), and forwards a publish only to the peers whose interest matches it.
+//! Pub/sub's service: publishes across the cluster, on the data plane (never Raft). Each
+//! node tells every other member what its clients subscribe to ([`advertise`], on change
+//! and every [`REFRESH`]), and forwards a publish only to the peers whose interest matches
+//! it.
 //!
 //! A publish travels one hop, from the node it was published on to each interested peer,
 //! which hands it to its own subscribers and forwards nothing: so a subscription hears a
