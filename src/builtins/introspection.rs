@@ -569,7 +569,7 @@ impl NodeView {
         })
     }
 
-    /// What the client budgets hold and did (`node::budget`), for operators and tests.
+    /// What the client budgets hold and did (`data::client_budget`), for operators and tests.
     fn client_budget(&self) -> Value {
         json!({
             "bytes_held": self.clients.used(),

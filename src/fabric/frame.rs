@@ -24,7 +24,7 @@ pub const PEER_PATH: &str = "/_mpreg/raft";
 pub enum Plane {
     /// The control plane: Raft RPCs, catalog writes, membership (`control::raft`).
     Raft,
-    /// The data plane: heartbeats and forwarded steps (`node::data_plane`).
+    /// The data plane: heartbeats and forwarded steps (`data::plane`).
     Data,
 }
 

@@ -1,7 +1,7 @@
 //! Heartbeats: every 250 ms a node sends its load to every other member over the peer
 //! links and records each answer (with the peer's load) in the failure detector
 //! (`liveness`), which `cluster_map` reports and routing reads. What a heartbeat says on
-//! the wire is a plane's business ([`Beat`]: the data plane's, `node::data_plane`); who
+//! the wire is a plane's business ([`Beat`]: the data plane's, `data::plane`); who
 //! the members are is the caller's ([`Members`]: the catalog's).
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The peer fabric: connections between nodes and what travels on them, below the control
 //! plane (Raft, `control::raft`) and the data plane (heartbeats and forwarded steps,
-//! `node::data_plane`), which register their handlers with it when the node starts. It
+//! `data::plane`), which register their handlers with it when the node starts. It
 //! knows nothing of what the planes say.
 //!
 //! * [`links`]: [`Fabric`], a node's links (one per node pair, shared by every plane)

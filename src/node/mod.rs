@@ -3,7 +3,7 @@
 //! shutdown and drained (`serve`).
 //!
 //! What lives elsewhere: the Raft replica in `control::replica`, the data plane between
-//! nodes in `data`, pub/sub's fan-out in `pubsub::fanout`, the built-in functions in
+//! nodes in `data`, pub/sub's fan-out in `pubsub::service`, the built-in functions in
 //! `builtins`, the admin HTTP server in `admin`.
 
 mod admission;
@@ -106,7 +106,7 @@ impl NodeBuilder {
     }
 
     /// Speaks to peers as the next build would (a field and a message kind this build does
-    /// not know; `control::raft::next`), so that one test binary can run a cluster of two
+    /// not know; `data::next`), so that one test binary can run a cluster of two
     /// builds.
     #[doc(hidden)]
     #[cfg(feature = "next-build")]

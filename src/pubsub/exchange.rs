@@ -87,7 +87,7 @@ pub struct Exchange {
     /// Notifications queued for subscribers here.
     pub queued: AtomicU64,
     /// Messages published here queued for interested peers, and those dropped because a
-    /// peer's queue was full (`node::fanout`).
+    /// peer's queue was full (`pubsub::service`).
     pub forwarded: AtomicU64,
     pub forward_dropped: AtomicU64,
     /// Bumped by every change of the subscriptions (peers learn the interest anew); it

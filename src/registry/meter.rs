@@ -1,7 +1,7 @@
 //! What generic JSON parameters cost. A parameter typed `serde_json::Value` (or a list or
 //! map of them) is decoded into a tree, which costs 32 bytes or more per element however
 //! small its text. The connection that sent the request pays for it: while the call runs,
-//! the tree's bytes count against that connection's budget (`node::budget`), so a client
+//! the tree's bytes count against that connection's budget (`data::client_budget`), so a client
 //! cannot make the node build trees without bound.
 
 use std::any::Any;

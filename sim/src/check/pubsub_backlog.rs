@@ -1,6 +1,6 @@
 //! A subscription that asks for the backlog hears what the cluster kept for it: every
 //! matching message published before it subscribed and still within its window and the
-//! nodes' retention (`pubsub::backlog`, `node::fanout`'s `backlog`), before any message
+//! nodes' retention (`pubsub::backlog`, `pubsub::service`'s `backlog`), before any message
 //! published after its backlog was gathered.
 //!
 //! How a node does it: it acknowledges the subscription and asks every member (itself last)
@@ -48,7 +48,7 @@ use std::time::Duration;
 use crate::cluster::Observations;
 use crate::cluster::pubsub::{Heard, Published};
 
-/// How long a member has to answer a backlog question (`node::fanout`'s `BACKLOG_TIMEOUT`).
+/// How long a member has to answer a backlog question (`pubsub::service`'s `BACKLOG_TIMEOUT`).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long after acknowledging the subscription its node may take to gather the backlog:
 /// every member is asked at once, so [`ANSWER_TIMEOUT`] and some room.
@@ -59,7 +59,7 @@ pub const GATHER_BOUND: Duration = ANSWER_TIMEOUT.saturating_add(Duration::from_
 pub const ANSWER_BOUND: Duration = Duration::from_millis(100);
 /// How long before the subscription the link between its node and a member must have been
 /// sound, and the member up: beyond heartbeats' four missed beats (1 s) and a peer sender's
-/// timeout (5 s, `node::fanout`'s `SEND_TIMEOUT`).
+/// timeout (5 s, `pubsub::service`'s `SEND_TIMEOUT`).
 pub const LINK_LOOKBACK: Duration = Duration::from_secs(6);
 /// Most bytes one workload message costs to keep (`pubsub::backlog::cost`: 224, the topic,
 /// the payload `{"pub":…,"e":…,"k":…}`, a client-made id, the publisher's URL: about 300).
