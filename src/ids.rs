@@ -4,7 +4,13 @@ use std::fmt;
 
 /// A node's id in the cluster: its Raft id (nonzero, drawn once and kept with its data).
 /// Shown as 16 hex digits wherever it is shown: logs, metric labels, `node_id`s, errors.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// On the wire and on disk it is the bare number (`serde(transparent)`), as it was when it
+/// was a `u64`; openraft and the fabric's failure detector keep a bare `u64` (`.0`).
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {
@@ -26,8 +32,8 @@ impl From<u64> for NodeId {
 }
 
 /// A node's `node_id` as clients see it: its name and its [`NodeId`] (`name-0123456789abcdef`).
-pub fn node_id(name: &str, id: u64) -> String {
-    format!("{name}-{}", NodeId(id))
+pub fn node_id(name: &str, id: NodeId) -> String {
+    format!("{name}-{id}")
 }
 
 /// A node's URL, parsed once: `ws://host:port[/path][?query]` or `wss://…` (http's URI
@@ -114,7 +120,7 @@ mod tests {
     #[test]
     fn node_ids_show_as_sixteen_hex_digits() {
         assert_eq!(NodeId(0xab).to_string(), "00000000000000ab");
-        assert_eq!(node_id("alpha", 1), "alpha-0000000000000001");
+        assert_eq!(node_id("alpha", NodeId(1)), "alpha-0000000000000001");
     }
 
     #[test]

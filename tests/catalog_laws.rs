@@ -2,6 +2,7 @@
 //! every command, a rejected command changes nothing, and a replica restored from a snapshot
 //! taken anywhere ends in the same state as one that applied the whole log.
 
+use mpreg::ids::NodeId;
 use std::collections::BTreeSet;
 
 use mpreg::control::{
@@ -13,7 +14,7 @@ use semver::Version;
 
 fn member(id: u64, port: u16) -> Member {
     Member {
-        id,
+        id: NodeId(id),
         name: format!("n{id}"),
         cluster_id: "c".into(),
         advertised_urls: vec![format!("ws://127.0.0.1:{port}")],
@@ -53,7 +54,7 @@ fn service(name: u8, by: u64) -> DnsService {
         weight: 5,
         scope: "zone".into(),
         ttl_seconds: 30,
-        registered_by: by,
+        registered_by: NodeId(by),
     }
 }
 
@@ -62,9 +63,10 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
     prop_oneof![
         (node.clone(), 9000u16..9003)
             .prop_map(|(id, port)| CatalogCommand::UpsertMember(member(id, port))),
-        node.clone().prop_map(CatalogCommand::RemoveMember),
+        node.clone()
+            .prop_map(|n| CatalogCommand::RemoveMember(NodeId(n))),
         (node.clone(), any::<bool>()).prop_map(|(id, v)| CatalogCommand::SetRole {
-            id,
+            id: NodeId(id),
             role: if v { Role::Voter } else { Role::Learner }
         }),
         (
@@ -76,7 +78,7 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
                 // an earlier entry of their name requires and are refused.
                 const ROLES: [&[&str]; 3] = [&[], &["a"], &["a", "b"]];
                 CatalogCommand::RegisterFunctions {
-                    node,
+                    node: NodeId(node),
                     functions: fs
                         .into_iter()
                         .map(|(n, i, v, r)| protected(n, i, v, ROLES[r]))
@@ -85,14 +87,14 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
             }),
         (node.clone(), 0u8..3, prop::option::of(0u64..3)).prop_map(|(node, n, v)| {
             CatalogCommand::UnregisterFunctions {
-                node,
+                node: NodeId(node),
                 functions: vec![(format!("f{n}"), v.map(|m| Version::new(1, m, 0)))],
             }
         }),
         (0u8..3, node.clone(), 0u32..2).prop_map(|(q, owner, r)| CatalogCommand::CreateQueue(
             QueueEntry {
                 name: format!("q{q}"),
-                owner,
+                owner: NodeId(owner),
                 config: QueueConfig {
                     delivery: "at_least_once".into(),
                     visibility_timeout_ms: 30_000,
@@ -170,25 +172,25 @@ fn function_ids_are_unique_per_name_across_the_cluster() {
     c.apply(CatalogCommand::UpsertMember(member(2, 9001)))
         .unwrap();
     c.apply(CatalogCommand::RegisterFunctions {
-        node: 1,
+        node: NodeId(1),
         functions: vec![function(0, 0, 0)],
     })
     .unwrap();
     let err = c
         .apply(CatalogCommand::RegisterFunctions {
-            node: 2,
+            node: NodeId(2),
             functions: vec![function(0, 1, 1)],
         })
         .unwrap_err();
     assert!(err.to_string().contains("function_id"), "{err}");
     // The same id elsewhere is fine, and so is re-registering one's own entry.
     c.apply(CatalogCommand::RegisterFunctions {
-        node: 2,
+        node: NodeId(2),
         functions: vec![function(0, 0, 1)],
     })
     .unwrap();
     c.apply(CatalogCommand::RegisterFunctions {
-        node: 1,
+        node: NodeId(1),
         functions: vec![function(0, 0, 0)],
     })
     .unwrap();
@@ -208,7 +210,7 @@ fn roles_travel_with_the_function_across_the_cluster() {
             .unwrap();
     }
     c.apply(CatalogCommand::RegisterFunctions {
-        node: 1,
+        node: NodeId(1),
         functions: vec![protected(0, 0, 0, &["admin"])],
     })
     .unwrap();
@@ -216,7 +218,7 @@ fn roles_travel_with_the_function_across_the_cluster() {
     for (node, minor, roles) in [(2, 5, &[][..]), (2, 0, &["ops"][..]), (1, 1, &[][..])] {
         let err = c
             .apply(CatalogCommand::RegisterFunctions {
-                node,
+                node: NodeId(node),
                 functions: vec![protected(0, 0, minor, roles)],
             })
             .unwrap_err();
@@ -228,33 +230,39 @@ fn roles_travel_with_the_function_across_the_cluster() {
     }
     // A batch is refused whole if one of its entries lacks a role another requires.
     let err = c.apply(CatalogCommand::RegisterFunctions {
-        node: 2,
+        node: NodeId(2),
         functions: vec![protected(1, 0, 0, &["x"]), protected(1, 0, 1, &[])],
     });
     assert!(err.is_err());
     assert_eq!(c, before);
     // With the roles (or more), anywhere: accepted. The owner may re-register its entry.
     c.apply(CatalogCommand::RegisterFunctions {
-        node: 2,
+        node: NodeId(2),
         functions: vec![protected(0, 0, 5, &["admin", "ops"])],
     })
     .unwrap();
     // Node 2's entry now requires `ops` too: so must node 1's, when it registers again.
     let again = |roles: &[&str]| CatalogCommand::RegisterFunctions {
-        node: 1,
+        node: NodeId(1),
         functions: vec![protected(0, 0, 0, roles)],
     };
     assert!(c.apply(again(&["admin"])).is_err());
     c.apply(again(&["admin", "ops"])).unwrap();
     assert_eq!(c.functions().count(), 2);
-    assert!(c.check_registration(2, &[protected(0, 0, 9, &[])]).is_err());
+    assert!(
+        c.check_registration(NodeId(2), &[protected(0, 0, 9, &[])])
+            .is_err()
+    );
     // Once every protected entry is gone, the name is free again.
     for node in [1, 2] {
         c.apply(CatalogCommand::UnregisterFunctions {
-            node,
+            node: NodeId(node),
             functions: vec![("f0".into(), None)],
         })
         .unwrap();
     }
-    assert!(c.check_registration(2, &[protected(0, 0, 9, &[])]).is_ok());
+    assert!(
+        c.check_registration(NodeId(2), &[protected(0, 0, 9, &[])])
+            .is_ok()
+    );
 }

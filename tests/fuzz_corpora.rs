@@ -70,7 +70,7 @@ fn hello(cluster: Option<&str>, node: Option<u64>, from: bool) -> PeerHello {
 fn queue(name: &str) -> CatalogCommand {
     CatalogCommand::CreateQueue(QueueEntry {
         name: name.into(),
-        owner: 7,
+        owner: mpreg::ids::NodeId(7),
         config: QueueConfig {
             delivery: "at_least_once".into(),
             visibility_timeout_ms: 30_000,
@@ -245,7 +245,7 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
 fn snapshots() -> Vec<(&'static str, Vec<u8>)> {
     let mut catalog = mpreg::control::Catalog::default();
     let member = mpreg::control::Member {
-        id: 5,
+        id: mpreg::ids::NodeId(5),
         name: "n".into(),
         cluster_id: "c".into(),
         advertised_urls: vec!["ws://127.0.0.1:9000".into()],
@@ -255,7 +255,7 @@ fn snapshots() -> Vec<(&'static str, Vec<u8>)> {
     catalog.apply(CatalogCommand::UpsertMember(member)).unwrap();
     catalog
         .apply(CatalogCommand::RegisterFunctions {
-            node: 5,
+            node: mpreg::ids::NodeId(5),
             functions: vec![mpreg::control::FunctionEntry {
                 name: "payroll".into(),
                 function_id: "payroll".into(),

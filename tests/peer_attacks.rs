@@ -192,7 +192,7 @@ async fn prove_as(ws: &mut Raw, secret: &ClusterSecret, h: &PeerHello) -> (Vec<u
 fn create_queue(name: &str) -> CatalogCommand {
     CatalogCommand::CreateQueue(QueueEntry {
         name: name.to_owned(),
-        owner: 1,
+        owner: mpreg::ids::NodeId(1),
         config: QueueConfig {
             delivery: "at_least_once".into(),
             visibility_timeout_ms: 30_000,

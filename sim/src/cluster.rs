@@ -444,7 +444,7 @@ fn add_client(
             let owner = world.borrow().owner_for(&home);
             let cmd = CatalogCommand::CreateQueue(QueueEntry {
                 name: queue.clone(),
-                owner,
+                owner: mpreg::ids::NodeId(owner),
                 config: QueueConfig {
                     delivery: "at_least_once".into(),
                     visibility_timeout_ms: 30_000,

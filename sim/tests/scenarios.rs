@@ -227,7 +227,7 @@ fn a_voter_down_too_long_is_replaced() {
             .expect("the crashed node is still a member");
         assert_eq!(membership.voter_ids().count(), 3, "seed {seed}");
         assert!(
-            membership.learner_ids().any(|l| l == crashed_id),
+            membership.learner_ids().any(|l| l == crashed_id.0),
             "seed {seed}: {crashed} was not demoted to learner: {membership:?}"
         );
     }

@@ -277,7 +277,7 @@ fn delta(
     });
     let payload = json!({
         "delta": {
-            "update_id": format!("{}-{sequence}", crate::ids::NodeId(info.control.id)),
+            "update_id": format!("{}-{sequence}", info.control.id),
             "cluster_id": cluster,
             "sent_at": wall,
             "functions": added, "function_removals": removed,

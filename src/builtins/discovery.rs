@@ -624,7 +624,7 @@ fn describe_local(info: &NodeView, q: &DescribeRequest) -> Result<Vec<Value>, Ca
 fn describe_catalog(
     info: &NodeView,
     q: &DescribeRequest,
-) -> Result<(Vec<Value>, BTreeMap<u64, String>), CallError> {
+) -> Result<(Vec<Value>, BTreeMap<crate::control::NodeId, String>), CallError> {
     let constraint = q.constraint()?;
     let wanted = scope(q.scope.as_deref())?;
     Ok(info.control.catalog.read(|state| {
@@ -659,7 +659,7 @@ fn describe_catalog(
 async fn scatter(
     info: &NodeView,
     q: &DescribeRequest,
-    nodes: BTreeMap<u64, String>,
+    nodes: BTreeMap<crate::control::NodeId, String>,
 ) -> (Vec<Value>, Vec<Value>) {
     let peers = &info.peers;
     let wait = match q.timeout_seconds {

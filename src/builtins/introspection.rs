@@ -187,7 +187,8 @@ impl FunctionFilter {
         &'c self,
         catalog: &'c crate::control::Catalog,
         constraint: Option<&'c crate::registry::VersionConstraint>,
-    ) -> impl Iterator<Item = (u64, &'c crate::control::FunctionEntry)> + 'c {
+    ) -> impl Iterator<Item = (crate::control::NodeId, &'c crate::control::FunctionEntry)> + 'c
+    {
         let query = crate::registry::Query {
             name: self.function_name.as_deref(),
             function_id: self.function_id.as_deref(),
@@ -216,7 +217,7 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
     let limit = q.functions.limit();
     let items: Vec<Value> = info.control.catalog.read(|state| {
         let catalog = &state.catalog;
-        let node_id_of = |node: u64| catalog.node_id_of(node);
+        let node_id_of = |node: crate::control::NodeId| catalog.node_id_of(node);
         match kind.as_str() {
             "functions" => q
                 .functions
@@ -438,7 +439,7 @@ pub(crate) fn catalog_query(info: Arc<NodeView>) -> Function {
                 if filter.queues {
                     let queues: Vec<Value> = catalog
                         .queues()
-                        .map(|q| json!({ "name": q.name, "owner": crate::ids::NodeId(q.owner).to_string() }))
+                        .map(|q| json!({ "name": q.name, "owner": q.owner.to_string() }))
                         .collect();
                     reply["queues"] = Value::Array(queues);
                 }
@@ -522,7 +523,7 @@ impl NodeView {
                 node.insert("status".into(), json!(status));
                 node.insert("heartbeat_age_ms".into(), json!(heard));
                 node.insert("is_local".into(), json!(local));
-                node.insert("is_leader".into(), json!(leader == Some(v.member.id)));
+                node.insert("is_leader".into(), json!(leader == Some(v.member.id.0)));
                 node.insert(
                     "raft_role".into(),
                     json!(match v.member.role {
@@ -558,8 +559,8 @@ impl NodeView {
         let leader_id = leader.and_then(|l| {
             members
                 .iter()
-                .find(|v| v.member.id == l)
-                .map(|v| crate::ids::node_id(&v.member.name, l))
+                .find(|v| v.member.id.0 == l)
+                .map(|v| crate::ids::node_id(&v.member.name, v.member.id))
         });
         json!({
             "cluster_id": self.cluster_id,

@@ -87,7 +87,7 @@ pub async fn run_round(
                 seq += 1;
                 let cmd = CatalogCommand::CreateQueue(QueueEntry {
                     name: format!("{prefix}-{seq}"),
-                    owner,
+                    owner: crate::ids::NodeId(owner),
                     config: QueueConfig {
                         delivery: "at_least_once".into(),
                         visibility_timeout_ms: 30_000,

@@ -13,7 +13,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 /// A node's stable id (kept in its data directory across restarts).
-pub type NodeId = u64;
+pub use crate::ids::NodeId;
 
 /// Whether a member votes in Raft or only replicates the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -40,7 +40,7 @@ impl ControlMetrics {
             e,
             "mpreg_raft_is_leader",
             "1 when this node leads",
-            i64::from(m.current_leader == Some(self.0.id)),
+            i64::from(m.current_leader == Some(self.0.id.0)),
         )?;
         gauge(
             e,

@@ -13,7 +13,7 @@ use crate::control::raft::{
     CatalogStateMachine, Disk, MembershipError, MembershipPolicy, NetworkFactory, PeerClient,
     PeerService, Raft, read_index,
 };
-use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
+use crate::control::{CatalogCommand, FunctionEntry, Member, NodeId, Role};
 use crate::env::Env;
 use crate::fabric::{Fabric, Plane, PlaneHandler};
 
@@ -24,7 +24,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// A node's replica of the catalog.
 pub(crate) struct Control {
-    pub(crate) id: u64,
+    pub(crate) id: NodeId,
     /// The storage held a vote: this node was a member before and rejoins as itself.
     restored: bool,
     /// This node is (or was taken into) the membership: it bootstrapped, was restored, or a
@@ -68,7 +68,7 @@ pub(crate) enum ReadError {
 
 impl Control {
     /// Where the member `id` is reached (`host:port`), per this node's catalog replica.
-    pub(crate) fn member_addr(&self, id: u64) -> Option<String> {
+    pub(crate) fn member_addr(&self, id: NodeId) -> Option<String> {
         self.catalog.read(|s| {
             s.catalog
                 .member_by_id(id)
@@ -79,7 +79,7 @@ impl Control {
     }
 
     /// Every other member and where it is reached (`host:port`).
-    pub(crate) fn peer_addrs(&self) -> std::collections::BTreeMap<u64, String> {
+    pub(crate) fn peer_addrs(&self) -> std::collections::BTreeMap<NodeId, String> {
         self.catalog.read(|s| {
             s.catalog
                 .members()
@@ -149,7 +149,7 @@ impl Control {
         let store_stats = disk.stats();
         Ok(Control {
             store_stats,
-            id,
+            id: NodeId(id),
             raft,
             catalog,
             restored,
@@ -203,15 +203,16 @@ impl Control {
         if !self.joined.load(std::sync::atomic::Ordering::Acquire) {
             // Refused (another cluster or build) or stopped before its join was accepted:
             // there is no membership to leave, only a deadline to wait out.
-            tracing::info!(id = self.id, "never joined the cluster: nothing to leave");
+            tracing::info!(id = %self.id, "never joined the cluster: nothing to leave");
             return;
         }
         let attempt = async {
             // The leader, wherever it is: this node, a hint, or any configured peer.
             loop {
                 let leader = self.raft.metrics().borrow().current_leader;
-                if leader == Some(self.id) {
-                    match crate::control::raft::leave_here(&self.raft, self.policy, self.id).await {
+                if leader == Some(self.id.0) {
+                    match crate::control::raft::leave_here(&self.raft, self.policy, self.id.0).await
+                    {
                         Ok(()) => return true,
                         Err(e) => tracing::debug!(error = %e, "leave failed"),
                     }
@@ -225,14 +226,14 @@ impl Control {
                     clients.extend(hint.map(|(id, node)| self.network.leader(Some(id), node)));
                     clients.extend(peers.iter().map(|addr| self.network.dial(addr.clone())));
                     for mut peer in clients {
-                        match peer.leave(self.id, RPC_TIMEOUT).await {
+                        match peer.leave(self.id.0, RPC_TIMEOUT).await {
                             Ok(Ok(())) => return true,
                             Ok(Err(MembershipError::ForwardToLeader {
                                 leader_id,
                                 leader: Some(l),
                             })) => {
                                 let mut peer = self.network.leader(leader_id, l);
-                                if let Ok(Ok(())) = peer.leave(self.id, RPC_TIMEOUT).await {
+                                if let Ok(Ok(())) = peer.leave(self.id.0, RPC_TIMEOUT).await {
                                     return true;
                                 }
                             }
@@ -245,7 +246,7 @@ impl Control {
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(_) => {
-                tracing::info!(id = self.id, "left the cluster");
+                tracing::info!(id = %self.id, "left the cluster");
                 // Stop Raft first so that nothing writes behind the wipe.
                 let _ = self.raft.shutdown().await;
                 if let Err(e) = self.disk.forget_membership().await {
@@ -349,7 +350,7 @@ impl Control {
                     tracing::debug!(peer = %addr, %error, "join attempt failed");
                 }
             };
-            match peer.join(self.id, me.clone(), RPC_TIMEOUT * 5).await {
+            match peer.join(self.id.0, me.clone(), RPC_TIMEOUT * 5).await {
                 Ok(Ok(())) => return,
                 Ok(Err(MembershipError::ForwardToLeader {
                     leader: Some(l), ..
@@ -403,7 +404,7 @@ pub(crate) async fn join_and_register(
         if control.restored {
             // A member already: its log says so; the cluster catches it up.
         } else if reg.peers.is_empty() {
-            let members = BTreeMap::from([(control.id, me.clone())]);
+            let members = BTreeMap::from([(control.id.0, me.clone())]);
             // Fails harmlessly when already initialized.
             let _ = control.raft.initialize(members).await;
         } else {
@@ -433,7 +434,7 @@ pub(crate) async fn join_and_register(
         biased;
         _ = crate::shutdown::stopping(&mut shutdown) => {}
         done = work => if done {
-            tracing::info!(id = control.id, "registered in the cluster catalog");
+            tracing::info!(id = %control.id, "registered in the cluster catalog");
             let _ = registered.send(true);
         }
     }
@@ -477,7 +478,7 @@ pub(crate) fn members_view(control: &Control) -> Option<Vec<MemberView>> {
 
 /// A member record for this node.
 pub(crate) fn member(
-    id: u64,
+    id: NodeId,
     name: &str,
     cluster_id: &str,
     url: &str,

@@ -71,7 +71,7 @@ impl Cluster for Peers {
         self.control.catalog.read(|s| {
             let view = View {
                 catalog: &s.catalog,
-                local: 0, // no node: raft ids are nonzero
+                local: NodeId(0), // no node: raft ids are nonzero
                 liveness: &liveness,
                 load: &load,
                 latency_us: &latency_us,
@@ -94,12 +94,11 @@ impl Cluster for Peers {
         let Some(addr) = self.control.member_addr(node) else {
             return Box::pin(async move {
                 Err(ForwardError::NotSent(format!(
-                    "node {} has no address in the catalog",
-                    crate::ids::NodeId(node)
+                    "node {node} has no address in the catalog"
                 )))
             });
         };
-        let peer = DataClient::new(self.fabric.link_to(node, &addr));
+        let peer = DataClient::new(self.fabric.link_to(node.0, &addr));
         let outstanding = Outstanding::new(self.sent.clone(), node);
         let (stats, clock) = (self.stats.clone(), self.env.clock.clone());
         Box::pin(async move {

@@ -243,14 +243,14 @@ impl DataMetrics {
     fn peers(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let control = &self.peers.control;
         let now = self.peers.env.clock.now();
-        let ids: Vec<u64> = control.catalog.read(|s| {
+        let ids: Vec<crate::control::NodeId> = control.catalog.read(|s| {
             s.catalog
                 .members()
                 .map(|m| m.id)
                 .filter(|id| *id != control.id)
                 .collect()
         });
-        let label = |id: &u64| [("peer", crate::ids::NodeId(*id).to_string())];
+        let label = |id: &crate::control::NodeId| [("peer", id.to_string())];
         let d = self.peers.detector.lock();
         let mut up = e.encode_descriptor(
             "mpreg_peer_up",

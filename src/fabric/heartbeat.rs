@@ -4,6 +4,7 @@
 //! the wire is a plane's business ([`Beat`]: the data plane's, `data::plane`); who
 //! the members are is the caller's ([`Members`]: the catalog's).
 
+use crate::ids::NodeId;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub trait Beat: Send + Sync + 'static {
 }
 
 /// Who to send heartbeats to: the other members, by id, with their `host:port`.
-pub type Members = Box<dyn Fn() -> BTreeMap<u64, String> + Send + Sync>;
+pub type Members = Box<dyn Fn() -> BTreeMap<NodeId, String> + Send + Sync>;
 
 /// This node's load now.
 pub type LoadNow = Box<dyn Fn() -> Load + Send + Sync>;
@@ -56,8 +57,8 @@ pub struct Heartbeats {
 
 /// Runs until `shutdown` says true.
 pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
-    let mut peers: BTreeMap<u64, Link> = BTreeMap::new();
-    let mut misses: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut peers: BTreeMap<NodeId, Link> = BTreeMap::new();
+    let mut misses: BTreeMap<NodeId, u32> = BTreeMap::new();
     let stops = until_true(&mut shutdown);
     tokio::pin!(stops);
     loop {
@@ -112,7 +113,7 @@ pub async fn run(h: Heartbeats, mut shutdown: watch::Receiver<bool>) {
 
 /// Keeps the detector and the links in step with the membership: members that left are
 /// forgotten, new ones watched, a member at a new address gets a new link.
-fn track(h: &Heartbeats, peers: &mut BTreeMap<u64, Link>, members: &BTreeMap<u64, String>) {
+fn track(h: &Heartbeats, peers: &mut BTreeMap<NodeId, Link>, members: &BTreeMap<NodeId, String>) {
     let now = h.env.clock.now();
     {
         let mut d = h.detector.lock();
@@ -127,6 +128,6 @@ fn track(h: &Heartbeats, peers: &mut BTreeMap<u64, Link>, members: &BTreeMap<u64
     for (id, addr) in members {
         peers
             .entry(*id)
-            .or_insert_with(|| h.fabric.link_to(*id, addr));
+            .or_insert_with(|| h.fabric.link_to(id.0, addr));
     }
 }

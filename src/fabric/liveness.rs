@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// A node's Raft id.
-type NodeId = u64;
+use crate::ids::NodeId;
 
 /// What the failure detector says of a node (the data plane's view, not Raft's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,27 +176,30 @@ mod tests {
     fn silence_turns_alive_into_suspect_then_down_and_an_answer_revives() {
         let t0 = Instant::now();
         let mut d = Detector::new(Thresholds::default());
-        d.heard(7, t0, inflight(3));
-        assert_eq!(d.status(7, t0 + ms(700)), Liveness::Alive);
-        assert_eq!(d.status(7, t0 + ms(800)), Liveness::Suspect);
-        assert_eq!(d.status(7, t0 + ms(1600)), Liveness::Down);
-        d.heard(7, t0 + ms(1700), inflight(1));
-        assert_eq!(d.status(7, t0 + ms(1700)), Liveness::Alive);
+        d.heard(NodeId(7), t0, inflight(3));
+        assert_eq!(d.status(NodeId(7), t0 + ms(700)), Liveness::Alive);
+        assert_eq!(d.status(NodeId(7), t0 + ms(800)), Liveness::Suspect);
+        assert_eq!(d.status(NodeId(7), t0 + ms(1600)), Liveness::Down);
+        d.heard(NodeId(7), t0 + ms(1700), inflight(1));
+        assert_eq!(d.status(NodeId(7), t0 + ms(1700)), Liveness::Alive);
         let (live, load) = d.snapshot(t0 + ms(1700));
-        assert_eq!(live.get(&7), Some(&Liveness::Alive));
-        assert_eq!(load.get(&7), Some(&1));
+        assert_eq!(live.get(&NodeId(7)), Some(&Liveness::Alive));
+        assert_eq!(load.get(&NodeId(7)), Some(&1));
     }
 
     #[test]
     fn a_watched_node_that_never_answers_goes_down() {
         let t0 = Instant::now();
         let mut d = Detector::new(Thresholds::default());
-        d.watch(9, t0);
-        assert_eq!(d.status(9, t0 + ms(100)), Liveness::Alive);
-        assert_eq!(d.status(9, t0 + ms(2000)), Liveness::Down);
-        assert_eq!(d.snapshot(t0 + ms(2000)).0.get(&9), Some(&Liveness::Down));
-        d.forget(9);
-        assert_eq!(d.status(9, t0 + ms(2000)), Liveness::Alive);
+        d.watch(NodeId(9), t0);
+        assert_eq!(d.status(NodeId(9), t0 + ms(100)), Liveness::Alive);
+        assert_eq!(d.status(NodeId(9), t0 + ms(2000)), Liveness::Down);
+        assert_eq!(
+            d.snapshot(t0 + ms(2000)).0.get(&NodeId(9)),
+            Some(&Liveness::Down)
+        );
+        d.forget(NodeId(9));
+        assert_eq!(d.status(NodeId(9), t0 + ms(2000)), Liveness::Alive);
         assert!(d.snapshot(t0).0.is_empty());
     }
 
@@ -204,9 +207,9 @@ mod tests {
     fn a_late_old_answer_does_not_rewind_the_clock() {
         let t0 = Instant::now();
         let mut d = Detector::new(Thresholds::default());
-        d.heard(1, t0 + ms(1000), inflight(5));
-        d.heard(1, t0, inflight(0));
-        assert_eq!(d.status(1, t0 + ms(1600)), Liveness::Alive);
-        assert_eq!(d.snapshot(t0).1.get(&1), Some(&5));
+        d.heard(NodeId(1), t0 + ms(1000), inflight(5));
+        d.heard(NodeId(1), t0, inflight(0));
+        assert_eq!(d.status(NodeId(1), t0 + ms(1600)), Liveness::Alive);
+        assert_eq!(d.snapshot(t0).1.get(&NodeId(1)), Some(&5));
     }
 }

@@ -602,7 +602,7 @@ impl<'a> Connection<'a> {
         let trees = self.trees.clone();
         let access = self.access.clone();
         let trace = crate::rpc::Trace::Made {
-            node: shared.view.control.id,
+            node: shared.view.control.id.0,
             conn: self.id,
             seq: self.requests.fetch_add(1, Ordering::Relaxed),
         };

@@ -59,7 +59,7 @@ impl RunningNode {
 
     /// This node's id in the control plane (kept across restarts with SQLite).
     pub fn raft_id(&self) -> u64 {
-        self.view.control.id
+        self.view.control.id.0
     }
 
     /// Peer connections this node has accepted since it started (see [`Stats`]).

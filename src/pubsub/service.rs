@@ -146,14 +146,14 @@ impl Fanout {
         let message = Arc::new(message);
         let now = self.clock.wall_ms();
         self.exchange
-            .publish_here(&message, self.control.id, now, |seq| {
+            .publish_here(&message, self.control.id.0, now, |seq| {
                 self.forward(&message, seq)
             })
     }
 
     fn client(&self, peer: NodeId) -> Option<DataClient> {
         let addr = self.control.member_addr(peer)?;
-        Some(DataClient::new(self.fabric.link_to(peer, &addr)))
+        Some(DataClient::new(self.fabric.link_to(peer.0, &addr)))
     }
 
     /// Queues `message` (this node's number `seq`) for every peer whose clients subscribe
@@ -165,6 +165,8 @@ impl Fanout {
         }
         let mut queues = self.queues.lock();
         for (peer, version) in peers {
+            // The engine keeps bare ids; the catalog's are `NodeId`s.
+            let peer = NodeId(peer);
             if peer == self.control.id {
                 continue;
             }
@@ -180,7 +182,7 @@ impl Fanout {
                     tx
                 }
             };
-            let m = PeerMessage::of(message, self.control.id, seq).known(version);
+            let m = PeerMessage::of(message, self.control.id.0, seq).known(version);
             let counter = match tx.try_send(m) {
                 Ok(()) => &self.exchange.forwarded,
                 Err(_) => &self.exchange.forward_dropped,
@@ -216,8 +218,9 @@ impl Fanout {
             .map(|p| (p.pattern.clone(), p.exact_match))
             .collect();
         let fabric = &self.fabric;
-        let me = self.control.id;
+        let me = self.control.id.0;
         let asks = self.control.peer_addrs().into_iter().map(|(peer, addr)| {
+            let peer = peer.0;
             let client = DataClient::new(fabric.link_to(peer, &addr));
             let (interest, wanted) = (interest.clone(), wanted.clone());
             async move {
@@ -352,16 +355,16 @@ pub(crate) async fn advertise(
             continue;
         }
         let members = control.peer_addrs();
-        remote.retain(&members.keys().copied().collect::<BTreeSet<_>>());
+        remote.retain(&members.keys().map(|id| id.0).collect::<BTreeSet<_>>());
         let mut patterns = exchange.interest();
         if patterns.len() > MAX_INTEREST_PATTERNS {
             // Too many to list: everything, and the subscribers here filter.
             patterns = vec![("#".to_owned(), false)];
         }
         let sends = members.iter().map(|(id, addr)| {
-            let peer = DataClient::new(fabric.link_to(*id, addr));
+            let peer = DataClient::new(fabric.link_to(id.0, addr));
             let patterns = patterns.clone();
-            let me = control.id;
+            let me = control.id.0;
             async move { peer.interest(me, version, patterns, SEND_TIMEOUT).await }
         });
         let results = futures_util::future::join_all(sends).await;

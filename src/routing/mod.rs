@@ -177,9 +177,9 @@ mod tests {
     use super::*;
     use crate::control::{CatalogCommand, FunctionEntry, Member, Role};
 
-    fn member(id: NodeId) -> CatalogCommand {
+    fn member(id: u64) -> CatalogCommand {
         CatalogCommand::UpsertMember(Member {
-            id,
+            id: NodeId(id),
             name: format!("n{id}"),
             cluster_id: "c".into(),
             advertised_urls: vec![],
@@ -188,9 +188,9 @@ mod tests {
         })
     }
 
-    fn offer(node: NodeId, version: &str, resources: &[&str]) -> CatalogCommand {
+    fn offer(node: u64, version: &str, resources: &[&str]) -> CatalogCommand {
         CatalogCommand::RegisterFunctions {
-            node,
+            node: NodeId(node),
             functions: vec![FunctionEntry {
                 name: "f".into(),
                 function_id: "f".into(),
@@ -235,12 +235,12 @@ mod tests {
         ]);
         assert_eq!(
             candidates(&c, want(&[])),
-            Some((Version::new(2, 0, 0), vec![2, 3]))
+            Some((Version::new(2, 0, 0), vec![NodeId(2), NodeId(3)]))
         );
         let cpu = ["cpu".to_string()];
         assert_eq!(
             candidates(&c, want(&cpu)),
-            Some((Version::new(2, 0, 0), vec![3]))
+            Some((Version::new(2, 0, 0), vec![NodeId(3)]))
         );
         let tpu = ["tpu".to_string()];
         assert_eq!(candidates(&c, want(&tpu)), None);
@@ -271,14 +271,14 @@ mod tests {
                 &mut counter(),
             )
         };
-        assert_eq!(view(2, &live), Ok(2));
-        live.insert(2, Liveness::Down);
-        live.insert(3, Liveness::Suspect);
-        assert_eq!(view(9, &live), Ok(1), "alive beats suspect");
-        live.insert(1, Liveness::Down);
-        assert_eq!(view(9, &live), Ok(3), "suspect beats down");
-        live.insert(3, Liveness::Down);
-        assert_eq!(view(9, &live), Err(NoRoute::AllDown));
+        assert_eq!(view(NodeId(2), &live), Ok(NodeId(2)));
+        live.insert(NodeId(2), Liveness::Down);
+        live.insert(NodeId(3), Liveness::Suspect);
+        assert_eq!(view(NodeId(9), &live), Ok(NodeId(1)), "alive beats suspect");
+        live.insert(NodeId(1), Liveness::Down);
+        assert_eq!(view(NodeId(9), &live), Ok(NodeId(3)), "suspect beats down");
+        live.insert(NodeId(3), Liveness::Down);
+        assert_eq!(view(NodeId(9), &live), Err(NoRoute::AllDown));
     }
 
     #[test]
@@ -294,23 +294,23 @@ mod tests {
         let pick = |live: &BTreeMap<NodeId, Liveness>| {
             let view = View {
                 catalog: &c,
-                local: 9,
+                local: NodeId(9),
                 liveness: live,
                 load: &load,
                 latency_us: &BTreeMap::new(),
             };
             route(&view, want(&[]), &mut counter()).map(|r| (r.node, r.version))
         };
-        assert_eq!(pick(&live), Ok((1, Version::new(2, 0, 0))));
-        live.insert(1, Liveness::Suspect);
+        assert_eq!(pick(&live), Ok((NodeId(1), Version::new(2, 0, 0))));
+        live.insert(NodeId(1), Liveness::Suspect);
         assert_eq!(
             pick(&live),
-            Ok((1, Version::new(2, 0, 0))),
+            Ok((NodeId(1), Version::new(2, 0, 0))),
             "suspect still serves"
         );
-        live.insert(1, Liveness::Down);
-        assert_eq!(pick(&live), Ok((2, Version::new(1, 0, 0))));
-        live.insert(2, Liveness::Down);
+        live.insert(NodeId(1), Liveness::Down);
+        assert_eq!(pick(&live), Ok((NodeId(2), Version::new(1, 0, 0))));
+        live.insert(NodeId(2), Liveness::Down);
         assert_eq!(pick(&live), Err(NoRoute::AllDown));
     }
 
@@ -323,17 +323,17 @@ mod tests {
             offer(2, "1.0.0", &[]),
         ]);
         let live = BTreeMap::new();
-        let load = BTreeMap::from([(1, 10), (2, 3)]);
+        let load = BTreeMap::from([(NodeId(1), 10), (NodeId(2), 3)]);
         let v = View {
             catalog: &c,
-            local: 9,
+            local: NodeId(9),
             liveness: &live,
             load: &load,
             latency_us: &BTreeMap::new(),
         };
         let mut draw = counter();
         for _ in 0..20 {
-            assert_eq!(choose(&v, want(&[]), &mut draw), Ok(2));
+            assert_eq!(choose(&v, want(&[]), &mut draw), Ok(NodeId(2)));
         }
     }
 
@@ -349,7 +349,7 @@ mod tests {
         let pick = |load: &BTreeMap<NodeId, u64>, latency_us: &BTreeMap<NodeId, u64>| {
             let v = View {
                 catalog: &c,
-                local: 9,
+                local: NodeId(9),
                 liveness: &live,
                 load,
                 latency_us,
@@ -361,14 +361,14 @@ mod tests {
         };
         let idle = BTreeMap::new();
         // Node 2's steps take 5 ms: idle, node 1 wins every time.
-        let latency = BTreeMap::from([(1, 100), (2, 5_000)]);
-        assert_eq!(pick(&idle, &latency), BTreeSet::from([1]));
+        let latency = BTreeMap::from([(NodeId(1), 100), (NodeId(2), 5_000)]);
+        assert_eq!(pick(&idle, &latency), BTreeSet::from([NodeId(1)]));
         // Ten calls queued on node 1 (11 × 300 µs) still beat one more on node 2 (5.2 ms).
-        let busy = BTreeMap::from([(1, 10)]);
-        assert_eq!(pick(&busy, &latency), BTreeSet::from([1]));
+        let busy = BTreeMap::from([(NodeId(1), 10)]);
+        assert_eq!(pick(&busy, &latency), BTreeSet::from([NodeId(1)]));
         // Thirty do not (31 × 300 µs > 5.2 ms).
-        let busier = BTreeMap::from([(1, 30)]);
-        assert_eq!(pick(&busier, &latency), BTreeSet::from([2]));
+        let busier = BTreeMap::from([(NodeId(1), 30)]);
+        assert_eq!(pick(&busier, &latency), BTreeSet::from([NodeId(2)]));
     }
 
     #[test]
@@ -391,7 +391,7 @@ mod tests {
             let n = choose(
                 &View {
                     catalog: &c,
-                    local: 9,
+                    local: NodeId(9),
                     liveness: &live,
                     load: &load,
                     latency_us: &BTreeMap::new(),
@@ -430,13 +430,15 @@ mod tests {
             }
             let c = catalog(cmds);
             let mut live = BTreeMap::new();
-            for n in &suspect { live.insert(*n, Liveness::Suspect); }
-            for n in &down { live.insert(*n, Liveness::Down); }
+            for n in &suspect { live.insert(NodeId(*n), Liveness::Suspect); }
+            for n in &down { live.insert(NodeId(*n), Liveness::Down); }
             let gpu = ["gpu".to_string()];
             for locs in [&[][..], &gpu[..]] {
                 let w = want(locs);
                 let mut x = seed;
                 let mut draw = move || { x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1); x >> 11 };
+                let local = NodeId(local);
+                let loads: BTreeMap<NodeId, u64> = loads.iter().map(|(n, l)| (NodeId(*n), *l)).collect();
                 let v = View { catalog: &c, local, liveness: &live, load: &loads, latency_us: &BTreeMap::new() };
                 let up = |m: &NodeId| *m == local || live.get(m) != Some(&Liveness::Down);
                 // The highest matching version some node not down offers, with its nodes.

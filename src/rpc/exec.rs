@@ -324,29 +324,17 @@ async fn remote_step(
             }
             Ok(StepOutcome::Failed { code, message }) => {
                 let code = ErrorCode::from_i64(code).unwrap_or(ErrorCode::ExecutionFailed);
-                return Err(fail(
-                    code,
-                    format!("on node {}: {message}", crate::ids::NodeId(route.node)),
-                ));
+                return Err(fail(code, format!("on node {}: {message}", route.node)));
             }
             Ok(StepOutcome::NotHere(why)) => {
-                last_failure = format!(
-                    "node {} no longer has it ({why})",
-                    crate::ids::NodeId(route.node)
-                );
+                last_failure = format!("node {} no longer has it ({why})", route.node);
             }
             Err(ForwardError::NotSent(why)) => {
-                last_failure = format!(
-                    "node {} unreachable ({why})",
-                    crate::ids::NodeId(route.node)
-                );
+                last_failure = format!("node {} unreachable ({why})", route.node);
             }
             // Lost with the node, or with the worker serving it there.
             Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) if route.idempotent => {
-                last_failure = format!(
-                    "node {} failed mid-call ({why})",
-                    crate::ids::NodeId(route.node)
-                );
+                last_failure = format!("node {} failed mid-call ({why})", route.node);
             }
             Ok(StepOutcome::Lost(why)) | Err(ForwardError::Lost(why)) => {
                 return Err(fail(
@@ -354,8 +342,7 @@ async fn remote_step(
                     format!(
                         "node {} failed while running it ({why}); it may have run, and \
                          `{}` is not registered as idempotent, so it was not retried",
-                        crate::ids::NodeId(route.node),
-                        cmd.fun
+                        route.node, cmd.fun
                     ),
                 ));
             }

@@ -79,6 +79,6 @@ pub trait Cluster: Send + Sync {
 
     /// How `node` is named in replies (`None`: this node).
     fn node_name(&self, node: Option<NodeId>) -> String {
-        node.map_or_else(|| "local".to_owned(), |n| crate::ids::NodeId(n).to_string())
+        node.map_or_else(|| "local".to_owned(), |n| n.to_string())
     }
 }

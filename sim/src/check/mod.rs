@@ -93,7 +93,7 @@ pub(crate) mod testing {
     /// Member 1 joins (queues need an owning member).
     pub fn member() -> CatalogCommand {
         CatalogCommand::UpsertMember(Member {
-            id: 1,
+            id: mpreg::ids::NodeId(1),
             name: "n1".into(),
             cluster_id: "sim".into(),
             advertised_urls: vec!["ws://n1:9000".into()],
@@ -106,7 +106,7 @@ pub(crate) mod testing {
     pub fn queue(name: &str) -> CatalogCommand {
         CatalogCommand::CreateQueue(QueueEntry {
             name: name.into(),
-            owner: 1,
+            owner: mpreg::ids::NodeId(1),
             config: QueueConfig {
                 delivery: "at_least_once".into(),
                 visibility_timeout_ms: 30_000,

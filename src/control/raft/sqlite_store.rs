@@ -496,7 +496,7 @@ mod tests {
             let entry = EntryV1 {
                 log_id,
                 payload: EntryPayloadV1::Normal(CatalogCommandV1::RegisterFunctions {
-                    node: 5,
+                    node: crate::ids::NodeId(5),
                     functions: vec![f.clone()],
                 }),
             };
@@ -512,7 +512,7 @@ mod tests {
             state
                 .catalog
                 .functions
-                .entry(5)
+                .entry(crate::ids::NodeId(5))
                 .or_default()
                 .insert((f.name.clone(), f.version.clone()), f.clone());
             let meta = SnapshotMeta::<u64, BasicNode> {
@@ -533,7 +533,7 @@ mod tests {
         else {
             panic!("{:?}", entries[0].payload);
         };
-        assert_eq!((*node, entries[0].log_id), (5, log_id));
+        assert_eq!((*node, entries[0].log_id), (crate::ids::NodeId(5), log_id));
         assert_eq!(functions[0].name, "resize");
         assert_eq!(functions[0].resources, ["gpu".to_owned()].into());
         assert!(functions[0].idempotent && functions[0].roles.is_empty());

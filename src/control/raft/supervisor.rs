@@ -88,9 +88,9 @@ async fn sync_catalog_roles(raft: &Raft, catalog: &CatalogStateMachine) {
             .catalog
             .members()
             .filter_map(|m| {
-                let role = if voters.contains(&m.id) {
+                let role = if voters.contains(&m.id.0) {
                     Role::Voter
-                } else if learners.contains(&m.id) {
+                } else if learners.contains(&m.id.0) {
                     Role::Learner
                 } else {
                     return Some(CatalogCommand::RemoveMember(m.id));
