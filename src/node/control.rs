@@ -118,7 +118,7 @@ impl Control {
         tls: Option<crate::tls::NodeTls>,
         next_protocol: bool,
     ) -> Result<Control, String> {
-        let policy = settings.membership_policy();
+        let policy = crate::control::raft::MembershipPolicy::from_settings(settings);
         let config = Arc::new(
             Config {
                 cluster_name: "mpreg".to_owned(),

@@ -508,7 +508,10 @@ impl NodeBuilder {
             }));
         }
         let env = self.env.unwrap_or_else(Env::production);
-        let tls = crate::tls::NodeTls::from_files(&self.settings.tls_files(), env.clock.clone())?;
+        let tls = crate::tls::NodeTls::from_files(
+            &crate::tls::NodeTlsFiles::from_settings(&self.settings),
+            env.clock.clone(),
+        )?;
         if tokens.is_some() && tls.is_none() && !self.settings.loopback_only() {
             tracing::warn!(
                 "tokens are required but the port has no TLS (--tls-cert, --tls-key): tokens \
@@ -600,7 +603,7 @@ impl NodeBuilder {
             registry: std::sync::OnceLock::new(),
             peers: std::sync::OnceLock::new(),
             pubsub: Arc::new(crate::pubsub::exchange::Exchange::new(
-                self.settings.backlog_retention(),
+                crate::pubsub::backlog::Retention::from_settings(&self.settings),
                 env.clock.wall_ms().saturating_mul(1024),
             )),
             introspection_role: self
@@ -695,7 +698,7 @@ impl NodeBuilder {
             registered.clone(),
         ));
         let _ = info.registry.set(functions.clone());
-        let limits = self.settings.exec_limits();
+        let limits = crate::rpc::ExecLimits::from_settings(&self.settings);
         let auth_required = self.settings.auth_required;
         let upgrade = self
             .next_protocol

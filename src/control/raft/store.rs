@@ -382,9 +382,8 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::read_state_machine(&e).into()
 }
 
-/// The default of `max_snapshot_bytes`: a catalog of some 200k functions, four times the
-/// largest frame a peer may send (snapshots travel in chunks of at most 3 MiB).
-pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+/// The default of `max_snapshot_bytes`, declared with the setting.
+pub use crate::config::DEFAULT_MAX_SNAPSHOT_BYTES;
 
 /// Decodes a snapshot's state: at most `max` bytes, and no claimed length inside may
 /// allocate more than a small multiple of them (`codec::decode_stored_prefix`).
