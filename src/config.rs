@@ -2,125 +2,635 @@
 //! < command-line flags. Each layer is a [`SettingsLayer`] of optional values; applying
 //! one overrides only what it sets. Parsing is pure: the environment arrives as a list of
 //! pairs, so tests need not touch the process environment.
+//!
+//! Every setting is declared once, in the `settings!` tables below: name, type, default,
+//! doc and bounds. From that one entry come the [`Settings`] field, the [`SettingsLayer`]
+//! field (the TOML key is the name), the `MPREG_<NAME>` variable and the `--<name>` flag
+//! ([`SettingsFlags`], its help the doc). This module imports no room that uses settings:
+//! each room turns `&Settings` into its own limits (`ExecLimits::from_settings`,
+//! `MembershipPolicy::from_settings`, `Retention::from_settings`,
+//! `NodeTlsFiles::from_settings`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rpc::ExecLimits;
+/// The default of `max_snapshot_bytes`: a catalog of some 200k functions, four times the
+/// largest frame a peer may send (snapshots travel in chunks of at most 3 MiB).
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
-/// Resolved node settings. Names follow the original's `MPREGSettings`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+/// Declares a group of settings once. Each entry is
+///
+/// ```text
+/// /// Doc: the field's, and the flag's help.
+/// name: Type = default, kind[(flag builder calls)]
+///     [, bounds(range[, "note"])] [, env("MPREG_A" | "MPREG_B")] [, toml(serde attributes)];
+/// ```
+///
+/// `kind` says how the command line sets it: `flag` (`--name VALUE`), `list` (values
+/// comma-separated or the flag repeated), `switch` (`--name` sets it), `switch_off("no-x",
+/// "help")` (`--no-x` clears it) or `nested` (a group of its own, declared by another
+/// `settings!`, whose variables and flags carry its prefixes). The builder calls adjust the
+/// derived flag (`value_name("BYTES")`, `long("tls-cert")`); `env` replaces the derived
+/// variable names, for names the original chose otherwise. The group's variables are its
+/// `env` prefix and the name in capitals, its flags its `flags` prefix and the name in
+/// kebab case.
+macro_rules! settings {
+    // One variable `$var` = `$value` into layer `$l`, if it names this setting.
+    (@env nested, $l:ident, $var:ident, $value:ident, $prefix:expr, $name:ident, $ty:ty, []) => {
+        if <<$ty as SettingValue>::Layer as Group>::knows_var($var) {
+            $l.$name
+                .get_or_insert_with(Default::default)
+                .read_var($var, $value)?;
+        }
+    };
+    (@env $kind:ident, $l:ident, $var:ident, $value:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($names:literal),*]) => {
+        if env_is($var, $prefix, stringify!($name), &[$($names),*]) {
+            $l.$name = Some(<<$ty as SettingValue>::Layer as FromEnv>::from_env($var, $value)?);
+        }
+    };
+    (@knows nested, $var:ident, $prefix:expr, $name:ident, $ty:ty, []) => {
+        <<$ty as SettingValue>::Layer as Group>::knows_var($var)
+    };
+    (@knows $kind:ident, $var:ident, $prefix:expr, $name:ident, $ty:ty, [$($names:literal),*]) => {
+        env_is($var, $prefix, stringify!($name), &[$($names),*])
+    };
+    // The setting's flag added to `$cmd`, its help showing the default in `$defaults`.
+    (@augment flag, $cmd:ident, $defaults:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($doc:literal),*], ($($m:ident($($a:expr),*)),*)) => {
+        $cmd.arg(
+            value_arg($prefix, stringify!($name), &[$($doc),*], $defaults.$name.shown())
+                .action(clap::ArgAction::Set)
+                .value_parser(clap::value_parser!(<$ty as SettingValue>::Layer))
+                $(.$m($($a),*))*,
+        )
+    };
+    (@augment list, $cmd:ident, $defaults:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($doc:literal),*], ($($m:ident($($a:expr),*)),*)) => {
+        $cmd.arg(
+            value_arg($prefix, stringify!($name), &[$($doc),*], $defaults.$name.shown())
+                .action(clap::ArgAction::Append)
+                .value_delimiter(',')
+                $(.$m($($a),*))*,
+        )
+    };
+    (@augment switch, $cmd:ident, $defaults:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($doc:literal),*], ()) => {
+        $cmd.arg(switch_arg(
+            flag_id($prefix, stringify!($name)),
+            flag_id($prefix, stringify!($name)),
+            flag_help(&[$($doc),*], None),
+        ))
+    };
+    (@augment switch_off, $cmd:ident, $defaults:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($doc:literal),*], ($long:literal, $help:literal)) => {
+        $cmd.arg(switch_arg(
+            flag_id($prefix, stringify!($name)),
+            $long.to_owned(),
+            $help.to_owned(),
+        ))
+    };
+    (@augment nested, $cmd:ident, $defaults:ident, $prefix:expr, $name:ident, $ty:ty,
+        [$($doc:literal),*], ()) => {
+        <<$ty as SettingValue>::Layer as Group>::augment($cmd, &$defaults.$name)
+    };
+    // The setting's flag from `$m` into layer `$l`; whether it was given.
+    (@read flag, $l:ident, $m:ident, $prefix:expr, $name:ident, $ty:ty) => {
+        match $m.get_one::< <$ty as SettingValue>::Layer>(&flag_id($prefix, stringify!($name))) {
+            Some(value) => {
+                $l.$name = Some(value.clone());
+                true
+            }
+            None => false,
+        }
+    };
+    (@read list, $l:ident, $m:ident, $prefix:expr, $name:ident, $ty:ty) => {
+        match $m.get_many::<String>(&flag_id($prefix, stringify!($name))) {
+            Some(values) => {
+                $l.$name = Some(list_items(values.map(String::as_str)).collect());
+                true
+            }
+            None => false,
+        }
+    };
+    (@read switch, $l:ident, $m:ident, $prefix:expr, $name:ident, $ty:ty) => {{
+        let given = $m.get_flag(&flag_id($prefix, stringify!($name)));
+        if given {
+            $l.$name = Some(true);
+        }
+        given
+    }};
+    (@read switch_off, $l:ident, $m:ident, $prefix:expr, $name:ident, $ty:ty) => {{
+        let given = $m.get_flag(&flag_id($prefix, stringify!($name)));
+        if given {
+            $l.$name = Some(false);
+        }
+        given
+    }};
+    (@read nested, $l:ident, $m:ident, $prefix:expr, $name:ident, $ty:ty) => {{
+        // The nested layer stays unset unless one of its flags is given.
+        let mut inner = $l.$name.clone().unwrap_or_default();
+        let given = Group::read_flags(&mut inner, $m);
+        if given {
+            $l.$name = Some(inner);
+        }
+        given
+    }};
+    (
+        $(#$sattr:tt)*
+        pub struct $S:ident;
+        $(#$lattr:tt)*
+        pub struct $L:ident { $($extra:tt)* }
+        env $envp:literal, flags $flagp:literal;
+        $(
+            $(#[doc = $doc:literal])*
+            $name:ident: $ty:ty = $default:expr, $kind:ident $(($($flag:tt)*))?
+                $(, bounds($range:expr $(, $note:literal)?))?
+                $(, env($($env_name:literal)|+))?
+                $(, toml($($serde:tt)*))?;
+        )*
+    ) => {
+        $(#$sattr)*
+        pub struct $S {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        impl Default for $S {
+            fn default() -> Self {
+                $S { $($name: $default,)* }
+            }
+        }
+
+        $(#$lattr)*
+        pub struct $L {
+            $(
+                $(#[doc = $doc])*
+                $(#[serde($($serde)*)])?
+                pub $name: Option<<$ty as SettingValue>::Layer>,
+            )*
+            $($extra)*
+        }
+
+        impl $S {
+            /// Overrides the values `layer` sets; the others stay.
+            pub fn apply(&mut self, layer: &$L) {
+                $(
+                    if let Some(value) = &layer.$name {
+                        self.$name.set(value);
+                    }
+                )*
+            }
+        }
+
+        impl SettingValue for $S {
+            type Layer = $L;
+            fn set(&mut self, layer: &$L) {
+                self.apply(layer);
+            }
+            fn shown(&self) -> Option<String> {
+                None
+            }
+            fn check_bounds(&self) -> Result<(), ConfigError> {
+                $(
+                    $(check_bounds(stringify!($name), &self.$name, $range, None $(.or(Some($note)))?)?;)?
+                    self.$name.check_bounds()?;
+                )*
+                Ok(())
+            }
+        }
+
+        impl Group for $L {
+            type Settings = $S;
+            fn knows_var(var: &str) -> bool {
+                false $(|| settings!(@knows $kind, var, $envp, $name, $ty, [$($($env_name),+)?]))*
+            }
+            fn read_var(&mut self, var: &str, value: &str) -> Result<(), ConfigError> {
+                $(settings!(@env $kind, self, var, value, $envp, $name, $ty, [$($($env_name),+)?]);)*
+                Ok(())
+            }
+            fn augment(cmd: clap::Command, defaults: &$S) -> clap::Command {
+                $(
+                    let cmd = settings!(@augment $kind, cmd, defaults, $flagp, $name, $ty,
+                        [$($doc),*], ($($($flag)*)?));
+                )*
+                cmd
+            }
+            fn read_flags(&mut self, m: &clap::ArgMatches) -> bool {
+                let mut given = false;
+                $(given |= settings!(@read $kind, self, m, $flagp, $name, $ty);)*
+                given
+            }
+        }
+    };
+}
+
+settings! {
+    /// Resolved node settings. Names follow the original's `MPREGSettings`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Settings;
+    /// One layer of settings; `None` leaves the value below it in place.
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+    pub struct SettingsLayer {
+        /// Settings of the original that this node does not act on (yet); reported, not
+        /// fatal, so the original's files load.
+        #[serde(flatten)]
+        pub ignored: BTreeMap<String, toml::Value>,
+    }
+    env "MPREG_", flags "";
+
     /// Interface to listen on.
-    pub host: String,
-    /// Port for clients (and, later, peers); 0 picks a free one.
-    pub port: u16,
+    host: String = "127.0.0.1".to_owned(), flag;
+    /// Port for clients and peers; 0 picks a free one.
+    port: u16 = 9000, flag;
     /// Human-readable node name.
-    pub name: String,
+    name: String = "mpreg-node".to_owned(), flag;
     /// Nodes with the same cluster id form one cluster.
-    pub cluster_id: String,
-    /// Resources this node offers; every function registered on it inherits them.
-    pub resources: BTreeSet<String>,
-    /// Other nodes to join (`ws://host:port`).
-    pub peers: Vec<String>,
-    /// `tracing` filter, e.g. `info` or `mpreg=debug`.
-    pub log_level: String,
-    /// How log lines are written: readable text, or one JSON object per line.
-    pub log_format: LogFormat,
+    cluster_id: String = "default-cluster".to_owned(), flag;
+    /// Resources this node offers, comma-separated (e.g. cpu,gpu); every function
+    /// registered on it inherits them.
+    resources: BTreeSet<String> = BTreeSet::new(), list;
+    /// Other nodes to join, comma-separated `ws://host:port` URLs.
+    peers: Vec<String> = Vec::new(), list;
+    /// `tracing` filter: a level (error, warn, info, debug, trace) or directives, e.g.
+    /// `info,mpreg=debug`.
+    // openraft narrates elections and membership changes at info; keep those quiet unless
+    // asked for.
+    log_level: String = "info,openraft=error".to_owned(), flag;
+    /// How log lines are written: readable text, or one JSON object per line (json).
+    log_format: LogFormat = LogFormat::Text, flag(value_name("text|json"));
     /// Largest WebSocket message accepted, in bytes.
-    pub max_message_bytes: usize,
+    max_message_bytes: usize = 20 * 1024 * 1024, flag, bounds(1024..);
     /// Most commands one request may carry.
-    pub max_commands_per_request: usize,
-    /// Deadline of a whole request unless it asks for less.
-    pub request_timeout_ms: u64,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout_ms: u64,
+    max_commands_per_request: usize = 1000, flag, bounds(1..);
+    /// Deadline of a whole request unless it asks for less, in milliseconds.
+    request_timeout_ms: u64 = 30_000, flag, bounds(1..);
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    drain_timeout_ms: u64 = 10_000, flag;
     /// Requests one connection may have running before the node stops reading from it.
-    pub max_inflight_per_connection: usize,
+    max_inflight_per_connection: usize = 1024, flag, bounds(1..);
     /// Bytes one client connection may hold (frames of its running requests, replies not
     /// yet written) before the node stops reading from it.
-    pub max_connection_bytes: usize,
+    // A few maximal messages per connection, and 1 GiB for all clients: a node on a 2-core,
+    // 24 GiB machine keeps most of its memory for the functions it runs.
+    max_connection_bytes: usize = 64 * 1024 * 1024, flag(value_name("BYTES"));
     /// Bytes all client connections together may hold; shared fairly among them
     /// (`node::budget`).
-    pub max_client_bytes: usize,
+    max_client_bytes: usize = 1024 * 1024 * 1024, flag(value_name("BYTES"));
     /// Client connections (WebSocket, workers included) the node serves at once; beyond,
     /// the upgrade is refused with 503 and counted.
-    pub max_connections: usize,
+    // Each connection holds a task, its socket and its WebSocket buffers (some tens of KiB
+    // idle) and a file descriptor: 10k stay well inside a node's memory and a service's
+    // usual descriptor limit (65536), with room for peers and files, and keep every
+    // connection's fair share of max_client_bytes at 100 KiB or more.
+    max_connections: usize = 10_000, flag(value_name("N")), bounds(1..);
     /// Largest control-plane snapshot a node takes from its leader or its disk, in bytes.
-    pub max_snapshot_bytes: usize,
+    max_snapshot_bytes: usize = DEFAULT_MAX_SNAPSHOT_BYTES, flag(value_name("BYTES")),
+        bounds(1024..=1 << 30, "1 GiB");
     /// A client whose replies wait this long without any being written (it stopped
-    /// reading) is disconnected.
-    pub reply_stall_timeout_ms: u64,
+    /// reading) is disconnected, in milliseconds.
+    reply_stall_timeout_ms: u64 = 10_000, flag(value_name("MS")), bounds(1..);
     /// Bytes of topic notifications that may wait for one subscribing connection.
-    pub pubsub_queue_bytes: usize,
-    /// What happens to a subscriber whose queue is full.
-    pub pubsub_slow_subscriber: SlowSubscriber,
-    /// What the node keeps of the messages published on it, for late subscribers that ask
-    /// for a backlog: at most this many messages and bytes per topic, none older than
-    /// this, and at most this many bytes in all (0: no backlog).
-    pub pubsub_backlog_messages: usize,
-    pub pubsub_backlog_bytes: usize,
-    pub pubsub_backlog_seconds: u64,
-    pub pubsub_backlog_total_bytes: usize,
-    /// Where the node keeps its durable state (`[mpreg.persistence_config]`).
-    pub persistence: PersistenceConfig,
+    pubsub_queue_bytes: usize = 1024 * 1024, flag(value_name("BYTES"));
+    /// What happens to a subscriber whose queue is full: drop_oldest (its oldest
+    /// notifications go) or disconnect.
+    pubsub_slow_subscriber: SlowSubscriber = SlowSubscriber::DropOldest,
+        flag(value_name("POLICY"));
+    // What the node keeps of the messages published on it, for late subscribers that ask
+    // for a backlog: the original's retention (1000 messages per topic, an hour), bounded
+    // in bytes.
+    /// Messages kept per topic for late subscribers' backlogs.
+    pubsub_backlog_messages: usize = 1000, flag(value_name("N"));
+    /// Bytes kept per topic for backlogs.
+    pubsub_backlog_bytes: usize = 1024 * 1024, flag(value_name("BYTES"));
+    /// Age beyond which a kept message goes, in seconds.
+    pubsub_backlog_seconds: u64 = 3600, flag(value_name("SECONDS")),
+        bounds(..=7 * 24 * 3600, "a week");
+    /// Bytes kept for backlogs in all; 0 keeps none.
+    pubsub_backlog_total_bytes: usize = 64 * 1024 * 1024, flag(value_name("BYTES"));
+    /// Where the node keeps its durable state (`[mpreg.persistence_config]`, the
+    /// original's name).
+    persistence: PersistenceConfig = PersistenceConfig::default(), nested,
+        toml(rename = "persistence_config");
     /// URLs other nodes and clients reach this node at (`ws://host:port`); empty: derived
-    /// from the bound address (0.0.0.0 becomes 127.0.0.1, so set this on multi-host clusters).
-    pub advertised_urls: Vec<String>,
+    /// from the bound address (0.0.0.0 becomes 127.0.0.1, so set this on multi-host
+    /// clusters).
+    advertised_urls: Vec<String> = Vec::new(),
+        list(long("advertised-url"), value_name("URL"));
     /// Most members that vote in the control plane; the others are learners.
-    pub voters: usize,
-    /// A voter unreachable this long is replaced by a live learner.
-    pub replace_voter_after_ms: u64,
-    /// How often the Raft leader heartbeats its followers.
-    pub raft_heartbeat_ms: u64,
+    voters: usize = 3, flag, bounds(1..);
+    /// A voter unreachable this long is replaced by a live learner, in milliseconds.
+    replace_voter_after_ms: u64 = 30_000, flag(value_name("MS"));
+    /// How often the Raft leader heartbeats its followers, in milliseconds.
+    raft_heartbeat_ms: u64 = 100, flag(value_name("MS"));
     /// A follower that hears no leader for this long (randomized up to twice as long)
-    /// starts an election. Well above the heartbeat and a loaded disk's fsync, so that a
-    /// busy leader is not deposed.
-    pub raft_election_timeout_ms: u64,
+    /// starts an election, in milliseconds. Well above the heartbeat and a loaded disk's
+    /// fsync, so that a busy leader is not deposed.
+    raft_election_timeout_ms: u64 = 1_000, flag(value_name("MS"));
     /// File holding the cluster secret every member proves in its peer hello
-    /// (`fabric::handshake`); the same file on every node. `None`: peers are not
-    /// authenticated (development), which a node refuses off loopback unless
-    /// `insecure_peers` says so.
-    pub cluster_secret_file: Option<std::path::PathBuf>,
-    /// Serve peers without a cluster secret on a non-loopback interface.
-    pub insecure_peers: bool,
-    /// Clients must present a valid token (JWT) on the WebSocket upgrade (`auth`).
-    pub auth_required: bool,
+    /// (`fabric::handshake`); the same file on every node (e.g. `openssl rand -hex 32 >
+    /// FILE`). Unset: peers are not authenticated (development), which a node refuses off
+    /// loopback unless `insecure_peers` says so.
+    cluster_secret_file: Option<PathBuf> = None, flag(value_name("FILE"));
+    /// Serve peers without a cluster secret on a non-loopback interface (unsafe: anyone
+    /// who reaches the port can join the cluster).
+    insecure_peers: bool = false, switch;
+    /// Clients must present a valid token (JWT) on the WebSocket upgrade (`Authorization:
+    /// Bearer …`, or `?token=…` in the URL).
+    auth_required: bool = false, switch;
     /// HS256 tokens: the file holding the secret they are signed with.
-    pub jwt_secret_file: Option<PathBuf>,
+    jwt_secret_file: Option<PathBuf> = None, flag(value_name("FILE"));
     /// RS256 or EdDSA tokens: the PEM public key they are checked with.
-    pub jwt_public_key_file: Option<PathBuf>,
-    /// Token subjects (`sub`) that may connect; empty: any holder of a valid token.
-    pub allowed_clients: BTreeSet<String>,
-    /// Tokens must carry this `iss`.
-    pub jwt_issuer: Option<String>,
-    /// Tokens must carry this `aud`.
-    pub jwt_audience: Option<String>,
-    /// The role `cluster_map`, `list_peers` and `catalog_query` need when tokens are
-    /// required; `None`: any authenticated client may call them.
-    pub introspection_role: Option<String>,
+    jwt_public_key_file: Option<PathBuf> = None, flag(value_name("FILE"));
+    /// Token subjects (`sub`) that may connect, comma-separated; empty: any holder of a
+    /// valid token.
+    allowed_clients: BTreeSet<String> = BTreeSet::new(), list(value_name("SUB"));
+    /// Tokens must carry this issuer (`iss`).
+    jwt_issuer: Option<String> = None, flag(value_name("ISS"));
+    /// Tokens must carry this audience (`aud`).
+    jwt_audience: Option<String> = None, flag(value_name("AUD"));
+    /// The role `cluster_map`, `list_peers`, `catalog_query` and `rpc_list` need when
+    /// tokens are required; unset: any authenticated client may call them.
+    introspection_role: Option<String> = None, flag(value_name("ROLE"));
     /// The node's TLS certificate chain (PEM); with `tls_key_file`, the port serves only
     /// TLS (`wss://`), to clients and peers alike.
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf> = None, flag(long("tls-cert"), value_name("FILE"));
+    /// The private key of the certificate (PEM).
+    tls_key_file: Option<PathBuf> = None, flag(long("tls-key"), value_name("FILE"));
     /// Clients (and peers) must show a certificate signed by this CA (mTLS).
-    pub tls_client_ca_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf> = None,
+        flag(long("tls-client-ca"), value_name("FILE"));
     /// Peers verify each other against this CA: a dialled node's certificate, and a
     /// dialling peer's.
-    pub tls_peer_ca_file: Option<PathBuf>,
+    tls_peer_ca_file: Option<PathBuf> = None, flag(long("tls-peer-ca"), value_name("FILE"));
     /// Serve the admin HTTP server (health, readiness, metrics, status). Off for embedded
     /// nodes; `mpreg-node` turns it on.
-    pub monitoring_enabled: bool,
-    /// Its interface; `None`: the node's `host`.
-    pub monitoring_host: Option<String>,
-    /// Its port; 0 picks a free one (printed as `MPREG_MONITORING_URL`).
-    pub monitoring_port: u16,
+    monitoring_enabled: bool = false,
+        switch_off("no-monitoring", "Do not serve the admin HTTP server");
+    /// Interface of the admin server; unset: the node's `host`.
+    monitoring_host: Option<String> = None, flag(value_name("HOST"));
+    /// Port of the admin server; 0 picks a free one (printed as `MPREG_MONITORING_URL`).
+    // The original allows `null` in its files (pick a port): read as 0.
+    monitoring_port: u16 = 0, flag(value_name("PORT")),
+        toml(default, deserialize_with = "port_or_null");
     /// Answer with `Access-Control-Allow-Origin: *` (the original's default), so a page of
     /// another origin may read the JSON endpoints.
-    pub monitoring_enable_cors: bool,
+    monitoring_enable_cors: bool = true,
+        switch_off("no-monitoring-cors", "Do not send CORS headers from the admin server");
+}
+
+settings! {
+    /// The original's `persistence_config`. Memory for embedded nodes (tests, examples);
+    /// `mpreg-node` keeps `sqlite` in `./mpreg-data` ([`SettingsLayer::daemon`]).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PersistenceConfig;
+    /// `[mpreg.persistence_config]` as a layer: unset keys keep the value below.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+    pub struct PersistenceLayer {}
+    env "MPREG_PERSISTENCE_", flags "persistence-";
+
+    /// Where durable state lives: memory or sqlite.
+    mode: PersistenceMode = PersistenceMode::Memory, flag(value_name("MODE"));
+    /// Directory of the SQLite data.
+    data_dir: PathBuf = "mpreg-data".into(),
+        flag(long("persistence-dir"), visible_alias("data-dir"), value_name("DIR")),
+        env("MPREG_PERSISTENCE_DIR" | "MPREG_DATA_DIR");
+    /// The SQLite database's file name in the data directory.
+    sqlite_filename: String = "mpreg.sqlite".to_owned(), flag(value_name("FILE"));
+}
+
+/// What a setting's type says about layering it. A layer holds a plain setting's value
+/// itself, and an optional setting's inner value (no layer unsets what one below set).
+pub trait SettingValue: Clone {
+    /// What a layer holds for the setting.
+    type Layer: Clone;
+    /// Takes the value a layer holds.
+    fn set(&mut self, to: &Self::Layer);
+    /// The value as a flag's help shows it (`[default: …]`); `None`: nothing worth showing.
+    fn shown(&self) -> Option<String>;
+    /// Checks the bounds declared inside it (a nested group's).
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// Types settings hold as they are, and how a flag's help shows them.
+macro_rules! plain_setting_values {
+    ($($t:ty: |$v:ident| $shown:expr;)*) => {$(
+        impl SettingValue for $t {
+            type Layer = $t;
+            fn set(&mut self, to: &$t) {
+                self.clone_from(to);
+            }
+            fn shown(&self) -> Option<String> {
+                let $v = self;
+                $shown
+            }
+        }
+    )*};
+}
+
+plain_setting_values! {
+    String: |s| (!s.is_empty()).then(|| s.clone());
+    u16: |n| Some(n.to_string());
+    u64: |n| Some(n.to_string());
+    usize: |n| Some(n.to_string());
+    // A switch's help says what giving it does; a default of true or false adds nothing.
+    bool: |_b| None;
+    PathBuf: |p| Some(p.display().to_string());
+    LogFormat: |f| Some(f.to_string());
+    SlowSubscriber: |p| Some(p.to_string());
+    PersistenceMode: |m| Some(m.to_string());
+    BTreeSet<String>: |l| (!l.is_empty()).then(|| Vec::from_iter(l.iter().cloned()).join(","));
+    Vec<String>: |l| (!l.is_empty()).then(|| l.join(","));
+}
+
+impl<T: Clone> SettingValue for Option<T> {
+    type Layer = T;
+    fn set(&mut self, to: &T) {
+        *self = Some(to.clone());
+    }
+    /// Optional settings are unset by default: nothing to show.
+    fn shown(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A group's layer, read from variables and flags (the code `settings!` writes).
+trait Group: Default {
+    type Settings;
+    /// Whether `var` names one of the group's settings.
+    fn knows_var(var: &str) -> bool;
+    /// Reads `var` if it names one of the group's settings; other variables are ignored.
+    fn read_var(&mut self, var: &str, value: &str) -> Result<(), ConfigError>;
+    /// Adds the group's flags, their help showing `defaults`.
+    fn augment(cmd: clap::Command, defaults: &Self::Settings) -> clap::Command;
+    /// Reads the group's flags; whether any was given.
+    fn read_flags(&mut self, m: &clap::ArgMatches) -> bool;
+}
+
+/// A setting's value as an `MPREG_*` variable spells it; errors name the variable.
+trait FromEnv: Sized {
+    fn from_env(var: &str, value: &str) -> Result<Self, ConfigError>;
+}
+
+impl FromEnv for String {
+    fn from_env(_: &str, value: &str) -> Result<Self, ConfigError> {
+        Ok(value.to_owned())
+    }
+}
+
+impl FromEnv for PathBuf {
+    fn from_env(_: &str, value: &str) -> Result<Self, ConfigError> {
+        Ok(value.into())
+    }
+}
+
+impl FromEnv for bool {
+    fn from_env(var: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" | "" => Ok(false),
+            other => Err(ConfigError::Env {
+                var: var.to_owned(),
+                reason: format!("`{other}` is not true or false"),
+            }),
+        }
+    }
+}
+
+/// Numbers: the error quotes the value as given.
+macro_rules! from_env_number {
+    ($($t:ty),*) => {$(
+        impl FromEnv for $t {
+            fn from_env(var: &str, value: &str) -> Result<Self, ConfigError> {
+                value.trim().parse().map_err(|_| ConfigError::Env {
+                    var: var.to_owned(),
+                    reason: format!("`{value}` is not a valid number"),
+                })
+            }
+        }
+    )*};
+}
+
+from_env_number!(u16, u64, usize);
+
+/// The policies, whose `FromStr` says what it expected.
+macro_rules! from_env_named {
+    ($($t:ty),*) => {$(
+        impl FromEnv for $t {
+            fn from_env(var: &str, value: &str) -> Result<Self, ConfigError> {
+                value.parse().map_err(|reason| ConfigError::Env {
+                    var: var.to_owned(),
+                    reason,
+                })
+            }
+        }
+    )*};
+}
+
+from_env_named!(LogFormat, SlowSubscriber, PersistenceMode);
+
+impl FromEnv for Vec<String> {
+    fn from_env(_: &str, value: &str) -> Result<Self, ConfigError> {
+        Ok(list_items(value.split(',')).collect())
+    }
+}
+
+impl FromEnv for BTreeSet<String> {
+    fn from_env(_: &str, value: &str) -> Result<Self, ConfigError> {
+        Ok(list_items(value.split(',')).collect())
+    }
+}
+
+/// A list's items, trimmed, empty ones dropped: `a, b,` is `a` and `b`, from a variable or
+/// from flags alike.
+fn list_items<'a>(items: impl Iterator<Item = &'a str>) -> impl Iterator<Item = String> {
+    items
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Whether `var` names the setting `name`: one of `names` if the table gives them, else
+/// `prefix` and the name in capitals (`MPREG_MAX_MESSAGE_BYTES`; `MPREG_max_message_bytes`
+/// is not it).
+fn env_is(var: &str, prefix: &str, name: &str, names: &[&str]) -> bool {
+    if !names.is_empty() {
+        return names.contains(&var);
+    }
+    var.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == name.len()
+            && rest
+                .bytes()
+                .zip(name.bytes())
+                .all(|(r, n)| r == n.to_ascii_uppercase())
+    })
+}
+
+/// The flag of setting `name`: `prefix` and the name in kebab case (also its clap id,
+/// unique because setting names are).
+fn flag_id(prefix: &str, name: &str) -> String {
+    format!("{prefix}{}", name.replace('_', "-"))
+}
+
+/// A setting's doc as one line of help, with the default when there is one to show.
+fn flag_help(doc: &[&str], default: Option<String>) -> String {
+    let text = doc.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+    let text = text.trim().trim_end_matches('.');
+    match default {
+        Some(d) => format!("{text} [default: {d}]"),
+        None => text.to_owned(),
+    }
+}
+
+/// `--<flag> <NAME>`, without a default of clap's: a flag not given leaves the layers below
+/// in place.
+fn value_arg(prefix: &str, name: &str, doc: &[&str], default: Option<String>) -> clap::Arg {
+    let id = flag_id(prefix, name);
+    clap::Arg::new(id.clone())
+        .long(id)
+        .value_name(name.to_ascii_uppercase())
+        .help(flag_help(doc, default))
+}
+
+/// `--<long>`, which takes no value.
+fn switch_arg(id: String, long: String, help: String) -> clap::Arg {
+    clap::Arg::new(id)
+        .long(long)
+        .action(clap::ArgAction::SetTrue)
+        .help(help)
+}
+
+/// `range` holds `value`, or the error says which bounds it does not keep
+/// (`must be at least 1024 and at most 1073741824 (1 GiB)`).
+fn check_bounds<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: &T,
+    range: impl RangeBounds<T>,
+    note: Option<&str>,
+) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        return Ok(());
+    }
+    let low = match range.start_bound() {
+        Bound::Included(min) => Some(format!("at least {min}")),
+        Bound::Excluded(min) => Some(format!("above {min}")),
+        Bound::Unbounded => None,
+    };
+    let high = match range.end_bound() {
+        Bound::Included(max) => Some(format!("at most {max}")),
+        Bound::Excluded(max) => Some(format!("below {max}")),
+        Bound::Unbounded => None,
+    };
+    let bounds: Vec<String> = low.into_iter().chain(high).collect();
+    let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
+    Err(ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: format!("must be {}{note}", bounds.join(" and ")),
+    })
 }
 
 /// What happens to a subscriber whose notifications do not fit its queue
@@ -148,6 +658,15 @@ impl std::str::FromStr for SlowSubscriber {
     }
 }
 
+impl std::fmt::Display for SlowSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SlowSubscriber::DropOldest => "drop_oldest",
+            SlowSubscriber::Disconnect => "disconnect",
+        })
+    }
+}
+
 /// How the node writes its log lines (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +687,15 @@ impl std::str::FromStr for LogFormat {
             "json" => Ok(LogFormat::Json),
             other => Err(format!("`{other}` is not a log format (text or json)")),
         }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
     }
 }
 
@@ -194,101 +722,19 @@ impl std::str::FromStr for PersistenceMode {
     }
 }
 
-/// The original's `persistence_config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersistenceConfig {
-    pub mode: PersistenceMode,
-    pub data_dir: std::path::PathBuf,
-    pub sqlite_filename: String,
-}
-
-impl Default for PersistenceConfig {
-    /// Memory for embedded nodes (tests, examples); the `mpreg-node` command line defaults
-    /// to `sqlite` in `./mpreg-data`.
-    fn default() -> Self {
-        PersistenceConfig {
-            mode: PersistenceMode::Memory,
-            data_dir: "mpreg-data".into(),
-            sqlite_filename: "mpreg.sqlite".to_owned(),
-        }
+impl std::fmt::Display for PersistenceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PersistenceMode::Memory => "memory",
+            PersistenceMode::Sqlite => "sqlite",
+        })
     }
 }
 
 impl PersistenceConfig {
     /// The database file in `sqlite` mode.
-    pub fn sqlite_path(&self) -> std::path::PathBuf {
+    pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join(&self.sqlite_filename)
-    }
-}
-
-/// `[mpreg.persistence_config]` as a layer: unset keys keep the value below.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct PersistenceLayer {
-    pub mode: Option<PersistenceMode>,
-    pub data_dir: Option<std::path::PathBuf>,
-    pub sqlite_filename: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            host: "127.0.0.1".to_owned(),
-            port: 9000,
-            name: "mpreg-node".to_owned(),
-            cluster_id: "default-cluster".to_owned(),
-            resources: BTreeSet::new(),
-            peers: Vec::new(),
-            // openraft narrates elections and membership changes at info; keep those quiet
-            // unless asked for.
-            log_level: "info,openraft=error".to_owned(),
-            log_format: LogFormat::Text,
-            max_message_bytes: 20 * 1024 * 1024,
-            max_commands_per_request: 1000,
-            request_timeout_ms: 30_000,
-            drain_timeout_ms: 10_000,
-            max_inflight_per_connection: 1024,
-            // A few maximal messages per connection, and 1 GiB for all clients: a node on a
-            // 2-core, 24 GiB machine keeps most of its memory for the functions it runs.
-            max_connection_bytes: 64 * 1024 * 1024,
-            max_client_bytes: 1024 * 1024 * 1024,
-            // Each connection holds a task, its socket and its WebSocket buffers (some tens
-            // of KiB idle) and a file descriptor: 10k stay well inside a node's memory and a
-            // service's usual descriptor limit (65536), with room for peers and files, and
-            // keep every connection's fair share of max_client_bytes at 100 KiB or more.
-            max_connections: 10_000,
-            max_snapshot_bytes: crate::control::raft::DEFAULT_MAX_SNAPSHOT_BYTES,
-            reply_stall_timeout_ms: 10_000,
-            pubsub_queue_bytes: 1024 * 1024,
-            pubsub_slow_subscriber: SlowSubscriber::DropOldest,
-            // The original's retention (1000 messages per topic, an hour), bounded in bytes.
-            pubsub_backlog_messages: 1000,
-            pubsub_backlog_bytes: 1024 * 1024,
-            pubsub_backlog_seconds: 3600,
-            pubsub_backlog_total_bytes: 64 * 1024 * 1024,
-            persistence: PersistenceConfig::default(),
-            advertised_urls: Vec::new(),
-            voters: 3,
-            replace_voter_after_ms: 30_000,
-            raft_heartbeat_ms: 100,
-            raft_election_timeout_ms: 1_000,
-            cluster_secret_file: None,
-            insecure_peers: false,
-            auth_required: false,
-            jwt_secret_file: None,
-            jwt_public_key_file: None,
-            allowed_clients: BTreeSet::new(),
-            jwt_issuer: None,
-            jwt_audience: None,
-            introspection_role: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_client_ca_file: None,
-            tls_peer_ca_file: None,
-            monitoring_enabled: false,
-            monitoring_host: None,
-            monitoring_port: 0,
-            monitoring_enable_cors: true,
-        }
     }
 }
 
@@ -302,87 +748,6 @@ impl Settings {
         s
     }
 
-    pub fn apply(&mut self, l: &SettingsLayer) {
-        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
-            if let Some(v) = src {
-                dst.clone_from(v);
-            }
-        }
-        set(&mut self.host, &l.host);
-        set(&mut self.port, &l.port);
-        set(&mut self.name, &l.name);
-        set(&mut self.cluster_id, &l.cluster_id);
-        set(&mut self.resources, &l.resources);
-        set(&mut self.peers, &l.peers);
-        set(&mut self.log_level, &l.log_level);
-        set(&mut self.log_format, &l.log_format);
-        set(&mut self.max_message_bytes, &l.max_message_bytes);
-        set(
-            &mut self.max_commands_per_request,
-            &l.max_commands_per_request,
-        );
-        set(&mut self.request_timeout_ms, &l.request_timeout_ms);
-        set(&mut self.drain_timeout_ms, &l.drain_timeout_ms);
-        set(
-            &mut self.max_inflight_per_connection,
-            &l.max_inflight_per_connection,
-        );
-        set(&mut self.max_connection_bytes, &l.max_connection_bytes);
-        set(&mut self.max_client_bytes, &l.max_client_bytes);
-        set(&mut self.max_connections, &l.max_connections);
-        set(&mut self.max_snapshot_bytes, &l.max_snapshot_bytes);
-        set(&mut self.reply_stall_timeout_ms, &l.reply_stall_timeout_ms);
-        set(&mut self.pubsub_queue_bytes, &l.pubsub_queue_bytes);
-        set(&mut self.pubsub_slow_subscriber, &l.pubsub_slow_subscriber);
-        set(
-            &mut self.pubsub_backlog_messages,
-            &l.pubsub_backlog_messages,
-        );
-        set(&mut self.pubsub_backlog_bytes, &l.pubsub_backlog_bytes);
-        set(&mut self.pubsub_backlog_seconds, &l.pubsub_backlog_seconds);
-        set(
-            &mut self.pubsub_backlog_total_bytes,
-            &l.pubsub_backlog_total_bytes,
-        );
-        set(&mut self.advertised_urls, &l.advertised_urls);
-        set(&mut self.voters, &l.voters);
-        set(&mut self.replace_voter_after_ms, &l.replace_voter_after_ms);
-        set(&mut self.raft_heartbeat_ms, &l.raft_heartbeat_ms);
-        set(
-            &mut self.raft_election_timeout_ms,
-            &l.raft_election_timeout_ms,
-        );
-        if l.cluster_secret_file.is_some() {
-            self.cluster_secret_file.clone_from(&l.cluster_secret_file);
-        }
-        set(&mut self.insecure_peers, &l.insecure_peers);
-        fn set_some<T: Clone>(dst: &mut Option<T>, src: &Option<T>) {
-            if src.is_some() {
-                dst.clone_from(src);
-            }
-        }
-        set(&mut self.auth_required, &l.auth_required);
-        set_some(&mut self.jwt_secret_file, &l.jwt_secret_file);
-        set_some(&mut self.jwt_public_key_file, &l.jwt_public_key_file);
-        set(&mut self.allowed_clients, &l.allowed_clients);
-        set_some(&mut self.jwt_issuer, &l.jwt_issuer);
-        set_some(&mut self.jwt_audience, &l.jwt_audience);
-        set_some(&mut self.introspection_role, &l.introspection_role);
-        set_some(&mut self.tls_cert_file, &l.tls_cert_file);
-        set_some(&mut self.tls_key_file, &l.tls_key_file);
-        set_some(&mut self.tls_client_ca_file, &l.tls_client_ca_file);
-        set_some(&mut self.tls_peer_ca_file, &l.tls_peer_ca_file);
-        set(&mut self.monitoring_enabled, &l.monitoring_enabled);
-        set_some(&mut self.monitoring_host, &l.monitoring_host);
-        set(&mut self.monitoring_port, &l.monitoring_port);
-        set(&mut self.monitoring_enable_cors, &l.monitoring_enable_cors);
-        if let Some(p) = &l.persistence_config {
-            set(&mut self.persistence.mode, &p.mode);
-            set(&mut self.persistence.data_dir, &p.data_dir);
-            set(&mut self.persistence.sqlite_filename, &p.sqlite_filename);
-        }
-    }
-
     /// `host:port` to bind.
     pub fn bind_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -394,34 +759,8 @@ impl Settings {
         format!("{host}:{}", self.monitoring_port)
     }
 
-    /// How the node shapes the membership when it leads.
-    pub fn membership_policy(&self) -> crate::control::raft::MembershipPolicy {
-        crate::control::raft::MembershipPolicy {
-            max_voters: self.voters,
-            replace_voter_after: Duration::from_millis(self.replace_voter_after_ms),
-        }
-    }
-
-    /// What the node keeps for backlogs (`pubsub_backlog_*`).
-    pub fn backlog_retention(&self) -> crate::pubsub::backlog::Retention {
-        crate::pubsub::backlog::Retention {
-            topic_messages: self.pubsub_backlog_messages,
-            topic_bytes: self.pubsub_backlog_bytes,
-            max_age_ms: self.pubsub_backlog_seconds.saturating_mul(1000),
-            total_bytes: self.pubsub_backlog_total_bytes,
-        }
-    }
-
-    pub fn exec_limits(&self) -> ExecLimits {
-        ExecLimits {
-            max_commands: self.max_commands_per_request,
-            // References may copy up to four messages' worth of data per request.
-            max_resolved_bytes: self.max_message_bytes.saturating_mul(4),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-        }
-    }
-
-    /// Checks values no layer can be trusted to get right.
+    /// Checks values no layer can be trusted to get right: each setting's declared bounds,
+    /// and the settings that bound each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| {
             Err(ConfigError::Invalid {
@@ -432,37 +771,8 @@ impl Settings {
         if self.host.is_empty() {
             return bad("host", "must not be empty");
         }
-        if self.max_message_bytes < 1024 {
-            return bad("max_message_bytes", "must be at least 1024");
-        }
-        if self.max_commands_per_request == 0 {
-            return bad("max_commands_per_request", "must be at least 1");
-        }
-        if self.request_timeout_ms == 0 {
-            return bad("request_timeout_ms", "must be at least 1");
-        }
-        let scheme = if self.tls_enabled() {
-            "wss://"
-        } else {
-            "ws://"
-        };
-        if let Some(bad_url) = self
-            .advertised_urls
-            .iter()
-            .find(|u| !u.starts_with(scheme) || u.len() <= scheme.len())
-        {
-            return Err(ConfigError::Invalid {
-                key: "advertised_urls".to_owned(),
-                reason: format!(
-                    "`{bad_url}` is not a {scheme}host:port URL{}",
-                    if self.tls_enabled() {
-                        " (the node serves only TLS)"
-                    } else {
-                        " (wss:// needs tls_cert_file and tls_key_file)"
-                    }
-                ),
-            });
-        }
+        self.check_bounds()?;
+        self.validate_advertised_urls()?;
         self.validate_security()?;
         if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
             return bad(
@@ -470,26 +780,11 @@ impl Settings {
                 "must be above raft_heartbeat_ms, which must be at least 1",
             );
         }
-        if self.voters == 0 {
-            return bad("voters", "must be at least 1");
-        }
         if self.max_connection_bytes < 1024 || self.max_client_bytes < self.max_connection_bytes {
             return bad(
                 "max_connection_bytes",
                 "must be at least 1024 and at most max_client_bytes",
             );
-        }
-        if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1");
-        }
-        if !(1024..=1 << 30).contains(&self.max_snapshot_bytes) {
-            return bad(
-                "max_snapshot_bytes",
-                "must be at least 1024 and at most 1073741824 (1 GiB)",
-            );
-        }
-        if self.reply_stall_timeout_ms == 0 {
-            return bad("reply_stall_timeout_ms", "must be at least 1");
         }
         if self.pubsub_queue_bytes < 1024 || self.pubsub_queue_bytes > self.max_connection_bytes {
             return bad(
@@ -503,28 +798,33 @@ impl Settings {
                 "must be at most pubsub_backlog_total_bytes",
             );
         }
-        if self.pubsub_backlog_seconds > 7 * 24 * 3600 {
-            return bad("pubsub_backlog_seconds", "must be at most 604800 (a week)");
-        }
-        if self.max_inflight_per_connection == 0 {
-            return bad("max_inflight_per_connection", "must be at least 1");
-        }
         Ok(())
+    }
+
+    /// Advertised URLs are node URLs (`ids::NodeUrl`) and speak what the port serves.
+    fn validate_advertised_urls(&self) -> Result<(), ConfigError> {
+        let tls = self.tls_enabled();
+        let scheme = if tls { "wss://" } else { "ws://" };
+        let wrong = |u: &String| crate::ids::NodeUrl::parse(u).map_or(true, |u| u.is_tls() != tls);
+        match self.advertised_urls.iter().find(|u| wrong(u)) {
+            None => Ok(()),
+            Some(bad_url) => Err(ConfigError::Invalid {
+                key: "advertised_urls".to_owned(),
+                reason: format!(
+                    "`{bad_url}` is not a {scheme}host:port URL{}",
+                    if tls {
+                        " (the node serves only TLS)"
+                    } else {
+                        " (wss:// needs tls_cert_file and tls_key_file)"
+                    }
+                ),
+            }),
+        }
     }
 
     /// Whether the node serves TLS (`wss://`) on its port.
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert_file.is_some() && self.tls_key_file.is_some()
-    }
-
-    /// The TLS files, for `tls::NodeTls`.
-    pub fn tls_files(&self) -> crate::tls::NodeTlsFiles {
-        crate::tls::NodeTlsFiles {
-            cert: self.tls_cert_file.clone(),
-            key: self.tls_key_file.clone(),
-            client_ca: self.tls_client_ca_file.clone(),
-            peer_ca: self.tls_peer_ca_file.clone(),
-        }
     }
 
     /// Token and TLS settings that only make sense together.
@@ -610,29 +910,6 @@ impl Settings {
     }
 }
 
-/// Why [`read_small_file`] read nothing.
-#[derive(Debug)]
-pub enum SmallFileError {
-    Io(std::io::Error),
-    /// The file holds more than the limit (it is not the file the setting meant).
-    TooLarge,
-}
-
-/// The bytes of a file a setting names (a key, a certificate, a secret), read only up to
-/// `max_bytes`: a setting pointing at a large file costs no more than that.
-pub fn read_small_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, SmallFileError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(SmallFileError::Io)?;
-    let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(SmallFileError::Io)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(SmallFileError::TooLarge);
-    }
-    Ok(bytes)
-}
-
 /// Whether `host` (a name or an IP address, IPv6 optionally in brackets) is loopback: only
 /// this machine's processes reach it.
 pub fn is_loopback_host(host: &str) -> bool {
@@ -641,64 +918,6 @@ pub fn is_loopback_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// One layer of settings; `None` leaves the value below it in place.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct SettingsLayer {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub name: Option<String>,
-    pub cluster_id: Option<String>,
-    pub resources: Option<BTreeSet<String>>,
-    pub peers: Option<Vec<String>>,
-    pub log_level: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub max_message_bytes: Option<usize>,
-    pub max_commands_per_request: Option<usize>,
-    pub request_timeout_ms: Option<u64>,
-    pub drain_timeout_ms: Option<u64>,
-    pub max_inflight_per_connection: Option<usize>,
-    pub max_connection_bytes: Option<usize>,
-    pub max_client_bytes: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub max_snapshot_bytes: Option<usize>,
-    pub reply_stall_timeout_ms: Option<u64>,
-    pub pubsub_queue_bytes: Option<usize>,
-    pub pubsub_slow_subscriber: Option<SlowSubscriber>,
-    pub pubsub_backlog_messages: Option<usize>,
-    pub pubsub_backlog_bytes: Option<usize>,
-    pub pubsub_backlog_seconds: Option<u64>,
-    pub pubsub_backlog_total_bytes: Option<usize>,
-    pub persistence_config: Option<PersistenceLayer>,
-    pub advertised_urls: Option<Vec<String>>,
-    pub voters: Option<usize>,
-    pub replace_voter_after_ms: Option<u64>,
-    pub raft_heartbeat_ms: Option<u64>,
-    pub raft_election_timeout_ms: Option<u64>,
-    pub cluster_secret_file: Option<std::path::PathBuf>,
-    pub insecure_peers: Option<bool>,
-    pub auth_required: Option<bool>,
-    pub jwt_secret_file: Option<PathBuf>,
-    pub jwt_public_key_file: Option<PathBuf>,
-    pub allowed_clients: Option<BTreeSet<String>>,
-    pub jwt_issuer: Option<String>,
-    pub jwt_audience: Option<String>,
-    pub introspection_role: Option<String>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-    pub tls_client_ca_file: Option<PathBuf>,
-    pub tls_peer_ca_file: Option<PathBuf>,
-    pub monitoring_enabled: Option<bool>,
-    pub monitoring_host: Option<String>,
-    /// The original allows `null` here (pick a port): read as 0.
-    #[serde(default, deserialize_with = "port_or_null")]
-    pub monitoring_port: Option<u16>,
-    pub monitoring_enable_cors: Option<bool>,
-    /// Settings of the original that this node does not act on (yet); reported, not fatal,
-    /// so the original's files load.
-    #[serde(flatten)]
-    pub ignored: BTreeMap<String, toml::Value>,
 }
 
 /// A port, or the original's `null` for "pick one" (0).
@@ -729,6 +948,19 @@ struct TomlFile {
 }
 
 impl SettingsLayer {
+    /// What `mpreg-node` runs with above the embedded defaults: its state on disk, and the
+    /// admin server (embedded nodes, tests and examples keep memory and no admin port).
+    pub fn daemon() -> SettingsLayer {
+        SettingsLayer {
+            persistence: Some(PersistenceLayer {
+                mode: Some(PersistenceMode::Sqlite),
+                ..PersistenceLayer::default()
+            }),
+            monitoring_enabled: Some(true),
+            ..SettingsLayer::default()
+        }
+    }
+
     /// Parses the `[mpreg]` table of a TOML document; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<SettingsLayer, ConfigError> {
         let file: TomlFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
@@ -750,130 +982,51 @@ impl SettingsLayer {
         SettingsLayer::from_toml_str(&text, &origin)
     }
 
-    /// Reads `MPREG_HOST`, `MPREG_PORT`, `MPREG_NAME`, `MPREG_CLUSTER_ID`, `MPREG_RESOURCES`
-    /// and `MPREG_PEERS` (comma-separated), `MPREG_LOG_LEVEL`, `MPREG_MAX_MESSAGE_BYTES`,
-    /// `MPREG_MAX_COMMANDS_PER_REQUEST`, `MPREG_REQUEST_TIMEOUT_MS`, `MPREG_DRAIN_TIMEOUT_MS`,
-    /// `MPREG_MAX_INFLIGHT_PER_CONNECTION`, `MPREG_MAX_CONNECTION_BYTES`,
-    /// `MPREG_MAX_CLIENT_BYTES`, `MPREG_REPLY_STALL_TIMEOUT_MS`, `MPREG_CLUSTER_SECRET_FILE`,
-    /// `MPREG_INSECURE_PEERS` (true/false), `MPREG_AUTH_REQUIRED` (true/false),
-    /// `MPREG_JWT_SECRET_FILE`, `MPREG_JWT_PUBLIC_KEY_FILE`, `MPREG_ALLOWED_CLIENTS`
-    /// (comma-separated), `MPREG_JWT_ISSUER`, `MPREG_JWT_AUDIENCE`,
-    /// `MPREG_INTROSPECTION_ROLE`, `MPREG_TLS_CERT_FILE`, `MPREG_TLS_KEY_FILE`,
-    /// `MPREG_TLS_CLIENT_CA_FILE`, `MPREG_TLS_PEER_CA_FILE`, `MPREG_MONITORING_ENABLED`,
-    /// `MPREG_MONITORING_HOST`, `MPREG_MONITORING_PORT`, `MPREG_MONITORING_ENABLE_CORS`,
-    /// `MPREG_PERSISTENCE_MODE` and
-    /// `MPREG_PERSISTENCE_DIR` (alias `MPREG_DATA_DIR`) from `vars`; others are ignored.
+    /// Reads the variables of `vars` that name settings; others are ignored. A setting's
+    /// variable is `MPREG_` and its name in capitals (`MPREG_MAX_MESSAGE_BYTES`), a
+    /// persistence setting's `MPREG_PERSISTENCE_` and its (`MPREG_PERSISTENCE_MODE`; the
+    /// directory is `MPREG_PERSISTENCE_DIR`, alias `MPREG_DATA_DIR`). Lists are
+    /// comma-separated; switches take true/false, yes/no or 1/0.
     pub fn from_env<I, K, V>(vars: I) -> Result<SettingsLayer, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        fn num<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
-            v.trim().parse().map_err(|_| ConfigError::Env {
-                var: var.to_owned(),
-                reason: format!("`{v}` is not a valid number"),
-            })
+        let mut layer = SettingsLayer::default();
+        for (var, value) in vars {
+            layer.read_var(var.as_ref(), value.as_ref())?;
         }
-        fn boolean(var: &str, v: &str) -> Result<bool, ConfigError> {
-            match v.trim() {
-                "1" | "true" | "yes" => Ok(true),
-                "0" | "false" | "no" | "" => Ok(false),
-                other => Err(ConfigError::Env {
-                    var: var.to_owned(),
-                    reason: format!("`{other}` is not true or false"),
-                }),
-            }
-        }
-        fn list(v: &str) -> impl Iterator<Item = String> + '_ {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        }
-        let mut l = SettingsLayer::default();
-        for (k, v) in vars {
-            let (k, v) = (k.as_ref(), v.as_ref());
-            match k {
-                "MPREG_HOST" => l.host = Some(v.to_owned()),
-                "MPREG_PORT" => l.port = Some(num(k, v)?),
-                "MPREG_NAME" => l.name = Some(v.to_owned()),
-                "MPREG_CLUSTER_ID" => l.cluster_id = Some(v.to_owned()),
-                "MPREG_RESOURCES" => l.resources = Some(list(v).collect()),
-                "MPREG_PEERS" => l.peers = Some(list(v).collect()),
-                "MPREG_LOG_LEVEL" => l.log_level = Some(v.to_owned()),
-                "MPREG_LOG_FORMAT" => {
-                    l.log_format = Some(v.parse().map_err(|reason| ConfigError::Env {
-                        var: k.to_owned(),
-                        reason,
-                    })?)
-                }
-                "MPREG_MAX_MESSAGE_BYTES" => l.max_message_bytes = Some(num(k, v)?),
-                "MPREG_MAX_COMMANDS_PER_REQUEST" => l.max_commands_per_request = Some(num(k, v)?),
-                "MPREG_REQUEST_TIMEOUT_MS" => l.request_timeout_ms = Some(num(k, v)?),
-                "MPREG_DRAIN_TIMEOUT_MS" => l.drain_timeout_ms = Some(num(k, v)?),
-                "MPREG_VOTERS" => l.voters = Some(num(k, v)?),
-                "MPREG_ADVERTISED_URLS" => l.advertised_urls = Some(list(v).collect()),
-                "MPREG_REPLACE_VOTER_AFTER_MS" => l.replace_voter_after_ms = Some(num(k, v)?),
-                "MPREG_RAFT_HEARTBEAT_MS" => l.raft_heartbeat_ms = Some(num(k, v)?),
-                "MPREG_RAFT_ELECTION_TIMEOUT_MS" => l.raft_election_timeout_ms = Some(num(k, v)?),
-                "MPREG_CLUSTER_SECRET_FILE" => l.cluster_secret_file = Some(v.into()),
-                "MPREG_INSECURE_PEERS" => l.insecure_peers = Some(boolean(k, v)?),
-                "MPREG_AUTH_REQUIRED" => l.auth_required = Some(boolean(k, v)?),
-                "MPREG_JWT_SECRET_FILE" => l.jwt_secret_file = Some(v.into()),
-                "MPREG_JWT_PUBLIC_KEY_FILE" => l.jwt_public_key_file = Some(v.into()),
-                "MPREG_ALLOWED_CLIENTS" => l.allowed_clients = Some(list(v).collect()),
-                "MPREG_JWT_ISSUER" => l.jwt_issuer = Some(v.to_owned()),
-                "MPREG_JWT_AUDIENCE" => l.jwt_audience = Some(v.to_owned()),
-                "MPREG_INTROSPECTION_ROLE" => l.introspection_role = Some(v.to_owned()),
-                "MPREG_TLS_CERT_FILE" => l.tls_cert_file = Some(v.into()),
-                "MPREG_TLS_KEY_FILE" => l.tls_key_file = Some(v.into()),
-                "MPREG_TLS_CLIENT_CA_FILE" => l.tls_client_ca_file = Some(v.into()),
-                "MPREG_TLS_PEER_CA_FILE" => l.tls_peer_ca_file = Some(v.into()),
-                "MPREG_MONITORING_ENABLED" => l.monitoring_enabled = Some(boolean(k, v)?),
-                "MPREG_MONITORING_HOST" => l.monitoring_host = Some(v.to_owned()),
-                "MPREG_MONITORING_PORT" => l.monitoring_port = Some(num(k, v)?),
-                "MPREG_MONITORING_ENABLE_CORS" => l.monitoring_enable_cors = Some(boolean(k, v)?),
-                "MPREG_MAX_INFLIGHT_PER_CONNECTION" => {
-                    l.max_inflight_per_connection = Some(num(k, v)?)
-                }
-                "MPREG_MAX_CONNECTION_BYTES" => l.max_connection_bytes = Some(num(k, v)?),
-                "MPREG_MAX_CLIENT_BYTES" => l.max_client_bytes = Some(num(k, v)?),
-                "MPREG_MAX_CONNECTIONS" => l.max_connections = Some(num(k, v)?),
-                "MPREG_MAX_SNAPSHOT_BYTES" => l.max_snapshot_bytes = Some(num(k, v)?),
-                "MPREG_REPLY_STALL_TIMEOUT_MS" => l.reply_stall_timeout_ms = Some(num(k, v)?),
-                "MPREG_PUBSUB_QUEUE_BYTES" => l.pubsub_queue_bytes = Some(num(k, v)?),
-                "MPREG_PUBSUB_BACKLOG_MESSAGES" => l.pubsub_backlog_messages = Some(num(k, v)?),
-                "MPREG_PUBSUB_BACKLOG_BYTES" => l.pubsub_backlog_bytes = Some(num(k, v)?),
-                "MPREG_PUBSUB_BACKLOG_SECONDS" => l.pubsub_backlog_seconds = Some(num(k, v)?),
-                "MPREG_PUBSUB_BACKLOG_TOTAL_BYTES" => {
-                    l.pubsub_backlog_total_bytes = Some(num(k, v)?)
-                }
-                "MPREG_PUBSUB_SLOW_SUBSCRIBER" => {
-                    l.pubsub_slow_subscriber =
-                        Some(v.parse().map_err(|reason| ConfigError::Env {
-                            var: k.to_owned(),
-                            reason,
-                        })?)
-                }
-                "MPREG_PERSISTENCE_MODE" => {
-                    let mode = v.parse().map_err(|reason| ConfigError::Env {
-                        var: k.to_owned(),
-                        reason,
-                    })?;
-                    l.persistence_config
-                        .get_or_insert_with(Default::default)
-                        .mode = Some(mode);
-                }
-                "MPREG_PERSISTENCE_DIR" | "MPREG_DATA_DIR" => {
-                    l.persistence_config
-                        .get_or_insert_with(Default::default)
-                        .data_dir = Some(v.into());
-                }
-                _ => {}
-            }
-        }
-        Ok(l)
+        Ok(layer)
+    }
+}
+
+/// The command line's layer: a flag per setting, `--<name>` in kebab case
+/// (`--persistence-<name>` for the persistence settings), its help the setting's doc with
+/// the default `mpreg-node` runs with. A flag not given sets nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsFlags(pub SettingsLayer);
+
+impl clap::FromArgMatches for SettingsFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = SettingsFlags::default();
+        flags.update_from_arg_matches(m)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.read_flags(m);
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingsFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SettingsLayer::augment(cmd, &Settings::layered([&SettingsLayer::daemon()]))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -1057,5 +1210,148 @@ data_dir = "/var/lib/mpreg"
         let toml = "[mpreg]\ncluster_secret_file = \"s.secret\"\ninsecure_peers = true\n";
         let s = Settings::layered([&SettingsLayer::from_toml_str(toml, "f").unwrap()]);
         assert!(s.insecure_peers && s.cluster_secret_file.is_some());
+    }
+
+    /// The flags `mpreg-node` would parse from `args`, as a layer.
+    fn flags(args: &[&str]) -> Result<SettingsLayer, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let cmd = SettingsFlags::augment_args(clap::Command::new("mpreg-node"));
+        let m =
+            cmd.try_get_matches_from(std::iter::once("mpreg-node").chain(args.iter().copied()))?;
+        Ok(SettingsFlags::from_arg_matches(&m)?.0)
+    }
+
+    #[test]
+    fn each_setting_has_its_variable_derived_from_its_name() {
+        let l = SettingsLayer::from_env([
+            ("MPREG_MAX_SNAPSHOT_BYTES", "2048"),
+            ("MPREG_RAFT_HEARTBEAT_MS", "50"),
+            ("MPREG_LOG_FORMAT", "json"),
+            ("MPREG_PUBSUB_SLOW_SUBSCRIBER", "disconnect"),
+            ("MPREG_ADVERTISED_URLS", "ws://a:1, ,ws://b:2"),
+            ("MPREG_MONITORING_ENABLE_CORS", "no"),
+            ("MPREG_PERSISTENCE_MODE", "sqlite"),
+            ("MPREG_DATA_DIR", "/d"),
+            // Not a setting's variable: ignored, as other variables are.
+            ("MPREG_max_connections", "x"),
+            ("MPREG_", "x"),
+        ])
+        .unwrap();
+        let s = Settings::layered([&l]);
+        assert_eq!(s.max_snapshot_bytes, 2048);
+        assert_eq!(s.raft_heartbeat_ms, 50);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.pubsub_slow_subscriber, SlowSubscriber::Disconnect);
+        assert_eq!(s.advertised_urls, ["ws://a:1", "ws://b:2"]);
+        assert!(!s.monitoring_enable_cors);
+        assert_eq!(s.persistence.mode, PersistenceMode::Sqlite);
+        assert_eq!(s.persistence.data_dir, Path::new("/d"));
+        assert_eq!(s.persistence.sqlite_filename, "mpreg.sqlite");
+        let only_dir = SettingsLayer::from_env([("MPREG_PERSISTENCE_DIR", "/e")]).unwrap();
+        assert_eq!(only_dir.persistence.unwrap().mode, None);
+        assert!(SettingsLayer::from_env([("HOME", "/x")]).unwrap() == SettingsLayer::default());
+        let e = SettingsLayer::from_env([("MPREG_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable MPREG_LOG_FORMAT: `xml` is not a log format (text or json)"
+        );
+        let e = SettingsLayer::from_env([("MPREG_PERSISTENCE_MODE", "disk")]).unwrap_err();
+        assert!(e.to_string().contains("MPREG_PERSISTENCE_MODE"), "{e}");
+    }
+
+    #[test]
+    fn each_setting_has_its_flag_derived_from_its_name() {
+        let l = flags(&[
+            "--port",
+            "9100",
+            "--max-snapshot-bytes",
+            "2048",
+            "--resources",
+            "gpu, cpu",
+            "--advertised-url",
+            "ws://a:1",
+            "--advertised-url",
+            "ws://b:2",
+            "--tls-cert",
+            "n.pem",
+            "--insecure-peers",
+            "--no-monitoring",
+            "--data-dir",
+            "/d",
+            "--persistence-mode",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(l.port, Some(9100));
+        assert_eq!(l.max_snapshot_bytes, Some(2048));
+        assert_eq!(l.resources, Some(["cpu", "gpu"].map(String::from).into()));
+        assert_eq!(
+            l.advertised_urls.as_deref(),
+            Some(&["ws://a:1".to_owned(), "ws://b:2".to_owned()][..])
+        );
+        assert_eq!(l.tls_cert_file.as_deref(), Some(Path::new("n.pem")));
+        assert_eq!(l.insecure_peers, Some(true));
+        assert_eq!(l.monitoring_enabled, Some(false));
+        assert_eq!(l.log_format, Some(LogFormat::Json));
+        let p = l.persistence.unwrap();
+        assert_eq!(p.mode, Some(PersistenceMode::Memory));
+        assert_eq!(p.data_dir.as_deref(), Some(Path::new("/d")));
+        // Flags not given set nothing, so the layers below them stay.
+        let none = flags(&[]).unwrap();
+        assert_eq!(none, SettingsLayer::default());
+        assert!(flags(&["--port", "ninety"]).is_err());
+        assert!(flags(&["--log-format", "xml"]).is_err());
+        assert!(flags(&["--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn flag_help_is_the_doc_with_the_daemons_default() {
+        use clap::Args;
+        let cmd = SettingsFlags::augment_args(clap::Command::new("mpreg-node"));
+        let help = |long: &str| {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("--{long}"));
+            arg.get_help().map(ToString::to_string).unwrap_or_default()
+        };
+        assert_eq!(
+            help("max-message-bytes"),
+            "Largest WebSocket message accepted, in bytes [default: 20971520]"
+        );
+        assert!(help("persistence-mode").ends_with("[default: sqlite]"));
+        assert_eq!(help("no-monitoring"), "Do not serve the admin HTTP server");
+        assert!(!help("tls-cert").contains("default"));
+    }
+
+    #[test]
+    fn declared_bounds_are_checked_with_their_messages() {
+        let invalid = |f: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert_eq!(
+            invalid(&|s| s.max_message_bytes = 1023),
+            "setting `max_message_bytes` must be at least 1024"
+        );
+        assert_eq!(
+            invalid(&|s| s.voters = 0),
+            "setting `voters` must be at least 1"
+        );
+        assert_eq!(
+            invalid(&|s| s.max_snapshot_bytes = (1 << 30) + 1),
+            "setting `max_snapshot_bytes` must be at least 1024 and at most 1073741824 (1 GiB)"
+        );
+        assert_eq!(
+            invalid(&|s| s.pubsub_backlog_seconds = 7 * 24 * 3600 + 1),
+            "setting `pubsub_backlog_seconds` must be at most 604800 (a week)"
+        );
+        assert_eq!(
+            invalid(&|s| s.host.clear()),
+            "setting `host` must not be empty"
+        );
     }
 }

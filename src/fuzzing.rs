@@ -175,7 +175,11 @@ pub fn settings(data: &[u8]) {
     .collect();
     let s = Settings::layered(&layers);
     if s.validate().is_ok() {
-        let _ = (s.bind_addr(), s.exec_limits(), s.loopback_only());
+        let _ = (
+            s.bind_addr(),
+            crate::rpc::ExecLimits::from_settings(&s),
+            s.loopback_only(),
+        );
         let _ = s.check_peer_exposure(false);
     }
 }

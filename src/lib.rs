@@ -20,7 +20,8 @@
 //! * [`control`]: the replicated catalog's state machine (control plane).
 //! * [`auth`]: client tokens (JWT), the roles they carry, and what a caller may do.
 //! * [`tls`]: rustls on the node's port (clients and peers) and in the client.
-//! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags.
+//! * [`config`]: settings layered defaults < TOML < `MPREG_*` env < flags, each declared once.
+//! * [`small_file`]: reading the key, certificate and secret files settings name.
 //! * [`cli`]: the `mpreg` and `mpreg-node` command lines, and the benchmark.
 
 pub mod admin;
@@ -46,6 +47,7 @@ pub mod registry;
 pub mod routing;
 pub mod rpc;
 mod shutdown;
+pub mod small_file;
 pub mod tls;
 mod transport;
 mod view;

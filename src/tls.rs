@@ -64,7 +64,7 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use crate::config::{SmallFileError, read_small_file};
+    use crate::small_file::{SmallFileError, read_small_file};
     read_small_file(path, MAX_PEM_FILE_BYTES).map_err(|e| match e {
         SmallFileError::Io(e) => file_error(path, e),
         SmallFileError::TooLarge => file_error(path, "over 1 MiB: not a PEM file"),
@@ -136,6 +136,18 @@ pub struct NodeTlsFiles {
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
     pub peer_ca: Option<PathBuf>,
+}
+
+impl NodeTlsFiles {
+    /// The TLS files a node's settings name.
+    pub fn from_settings(s: &crate::config::Settings) -> NodeTlsFiles {
+        NodeTlsFiles {
+            cert: s.tls_cert_file.clone(),
+            key: s.tls_key_file.clone(),
+            client_ca: s.tls_client_ca_file.clone(),
+            peer_ca: s.tls_peer_ca_file.clone(),
+        }
+    }
 }
 
 /// A node's TLS: how it accepts connections and dials its peers.

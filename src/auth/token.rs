@@ -104,7 +104,7 @@ pub enum KeySource<'p> {
 
 /// Reads a key file, bounded.
 fn read_key_file(path: &Path) -> Result<Vec<u8>, AuthError> {
-    use crate::config::{SmallFileError, read_small_file};
+    use crate::small_file::{SmallFileError, read_small_file};
     read_small_file(path, MAX_KEY_FILE_BYTES).map_err(|e| AuthError::Key {
         path: path.display().to_string(),
         reason: match e {

@@ -104,7 +104,7 @@ impl Control {
         addr: &str,
         fabric: Fabric,
     ) -> Result<Control, String> {
-        let policy = settings.membership_policy();
+        let policy = crate::control::raft::MembershipPolicy::from_settings(settings);
         let config = Arc::new(
             Config {
                 cluster_name: "mpreg".to_owned(),

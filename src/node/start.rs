@@ -61,7 +61,7 @@ impl NodeBuilder {
         let data_plane = serve_data_plane(&view, &settings, upgrade.clone());
         let shared = Arc::new(Shared {
             view: view.clone(),
-            limits: settings.exec_limits(),
+            limits: crate::rpc::ExecLimits::from_settings(&settings),
             fanout,
             data_plane,
             tokens: security.tokens,
@@ -144,7 +144,10 @@ impl Security {
                     .to_owned(),
             }));
         }
-        let tls = crate::tls::NodeTls::from_files(&settings.tls_files(), env.clock.clone())?;
+        let tls = crate::tls::NodeTls::from_files(
+            &crate::tls::NodeTlsFiles::from_settings(settings),
+            env.clock.clone(),
+        )?;
         if tokens.is_some() && tls.is_none() && !settings.loopback_only() {
             tracing::warn!(
                 "tokens are required but the port has no TLS (--tls-cert, --tls-key): tokens \
@@ -319,7 +322,7 @@ fn parts(
         stats: stats.clone(),
     });
     let pubsub = crate::pubsub::exchange::Exchange::new(
-        settings.backlog_retention(),
+        crate::pubsub::backlog::Retention::from_settings(settings),
         env.clock.wall_ms().saturating_mul(1024),
     );
     Arc::new(NodeView {
@@ -374,7 +377,7 @@ fn serve_data_plane(
     settings: &Settings,
     upgrade: Option<Arc<crate::data::next::UpgradeStats>>,
 ) -> Arc<DataPlane> {
-    let limits = settings.exec_limits();
+    let limits = crate::rpc::ExecLimits::from_settings(settings);
     let auth_required = settings.auth_required;
     let steps = view.clone();
     let run: Box<dyn Fn(crate::rpc::Step) -> crate::registry::BoxFuture<_> + Send + Sync> =

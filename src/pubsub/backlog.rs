@@ -23,6 +23,18 @@ pub struct Retention {
     pub total_bytes: usize,
 }
 
+impl Retention {
+    /// What a node's settings (`pubsub_backlog_*`) keep.
+    pub fn from_settings(s: &crate::config::Settings) -> Retention {
+        Retention {
+            topic_messages: s.pubsub_backlog_messages,
+            topic_bytes: s.pubsub_backlog_bytes,
+            max_age_ms: s.pubsub_backlog_seconds.saturating_mul(1000),
+            total_bytes: s.pubsub_backlog_total_bytes,
+        }
+    }
+}
+
 /// A kept message: its sequence number here, when it was kept (ms), its size as counted.
 #[derive(Debug, Clone)]
 pub struct Kept {

@@ -40,6 +40,18 @@ pub struct ExecLimits {
     pub request_timeout: Duration,
 }
 
+impl ExecLimits {
+    /// The limits a node's settings give its requests.
+    pub fn from_settings(s: &crate::config::Settings) -> ExecLimits {
+        ExecLimits {
+            max_commands: s.max_commands_per_request,
+            // References may copy up to four messages' worth of data per request.
+            max_resolved_bytes: s.max_message_bytes.saturating_mul(4),
+            request_timeout: Duration::from_millis(s.request_timeout_ms),
+        }
+    }
+}
+
 impl Default for ExecLimits {
     fn default() -> Self {
         ExecLimits {

@@ -232,7 +232,7 @@ pub(super) fn add_subscriber(
                                         asked,
                                         acked: now(),
                                         ended: None,
-                                        retention: settings.backlog_retention(),
+                                        retention: Retention::from_settings(&settings),
                                         // The node's share of its queue for a backlog
                                         // (`node::conn`'s subscribe).
                                         max_bytes: settings.pubsub_queue_bytes / 2,

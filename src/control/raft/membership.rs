@@ -25,6 +25,17 @@ pub struct MembershipPolicy {
     pub replace_voter_after: Duration,
 }
 
+impl MembershipPolicy {
+    /// How a node's settings (`voters`, `replace_voter_after_ms`) shape the membership
+    /// when it leads.
+    pub fn from_settings(s: &crate::config::Settings) -> MembershipPolicy {
+        MembershipPolicy {
+            max_voters: s.voters,
+            replace_voter_after: Duration::from_millis(s.replace_voter_after_ms),
+        }
+    }
+}
+
 impl Default for MembershipPolicy {
     fn default() -> MembershipPolicy {
         MembershipPolicy {

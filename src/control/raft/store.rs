@@ -413,9 +413,8 @@ impl Debug for CatalogStateMachine {
     }
 }
 
-/// The default of `max_snapshot_bytes`: a catalog of some 200k functions, four times the
-/// largest frame a peer may send (snapshots travel in chunks of at most 3 MiB).
-pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+/// The default of `max_snapshot_bytes`, declared with the setting.
+pub use crate::config::DEFAULT_MAX_SNAPSHOT_BYTES;
 
 /// FNV-1a: a stable digest (the same in every process and run).
 fn digest(bytes: &[u8]) -> u64 {
