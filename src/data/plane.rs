@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::client::{DataClient, DataReply, DataRequest, MAX_BACKLOG_REPLY};
+use super::client::{DataClient, DataReply, DataRequest};
 use super::next::UpgradeStats;
 use crate::fabric::frame::MAX_FRAME_BYTES;
 use crate::fabric::liveness::Load;
 use crate::fabric::{Answer, Link, PlaneHandler, Work, codec};
-use crate::protocol::pubsub::{PeerMessage, TopicPattern};
-use crate::pubsub::exchange::Exchange;
-use crate::pubsub::interest::{MAX_INTEREST_PATTERNS, RemoteInterest};
+use crate::protocol::pubsub::PeerMessage;
 use crate::registry::BoxFuture;
 use crate::rpc::{Step, StepOutcome};
 
@@ -28,11 +26,37 @@ pub(crate) struct DataPlane {
     pub(crate) run: Box<dyn Fn(Step) -> BoxFuture<StepOutcome> + Send + Sync>,
     /// Set when this node speaks as the next build would (`next`).
     pub(crate) next: Option<Arc<UpgradeStats>>,
-    /// This node's subscriptions, and its peers'.
-    pub(crate) pubsub: Arc<Exchange>,
-    pub(crate) interest: Arc<RemoteInterest>,
-    /// Whose time backlogs are kept and asked for by.
-    pub(crate) clock: Arc<dyn crate::env::Clock>,
+    /// Where peers' publishes, interest and backlog questions go (pub/sub's service).
+    pub(crate) pubsub: Arc<dyn PeerPubSub>,
+}
+
+/// What the data plane hands to pub/sub: publishes, interest and backlog questions from
+/// peers. Pub/sub's service implements it; the data plane knows no topics.
+pub(crate) trait PeerPubSub: Send + Sync {
+    /// Hands a peer's publishes to this node's subscribers; how many notifications they
+    /// made.
+    fn publish(&self, messages: Vec<PeerMessage>) -> u64;
+    /// What peer `node`'s clients subscribe to, as of `version`.
+    fn interest(
+        &self,
+        node: u64,
+        version: u64,
+        patterns: Vec<(String, bool)>,
+    ) -> Result<(), String>;
+    /// What this node kept for `patterns` since `from_ms_ago`, after taking the asking
+    /// node's interest (`pubsub::backlog`): the messages with when they were published,
+    /// and the cut.
+    fn backlog(&self, ask: BacklogAsk) -> Result<(Vec<(u64, PeerMessage)>, u64), String>;
+}
+
+/// A peer's backlog question ([`DataRequest::Backlog`]).
+pub(crate) struct BacklogAsk {
+    pub(crate) node: u64,
+    pub(crate) version: u64,
+    pub(crate) interest: Vec<(String, bool)>,
+    pub(crate) patterns: Vec<(String, bool)>,
+    pub(crate) from_ms_ago: u64,
+    pub(crate) max_bytes: u64,
 }
 
 fn encoded<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -62,28 +86,16 @@ impl PlaneHandler for DataPlane {
                 }
             }
             Ok(DataRequest::Publish(messages)) => {
-                let mut notified = 0;
-                for m in messages {
-                    let (origin, seq, known) = (m.origin, m.seq, m.known_version);
-                    if let Ok(m) = m.into_message()
-                        && m.check().is_ok()
-                    {
-                        notified += self.pubsub.publish(&m, origin, seq, known) as u64;
-                    }
-                }
+                let notified = self.pubsub.publish(messages);
                 now(encoded(&DataReply::Published { notified }))
             }
             Ok(DataRequest::Interest {
                 node,
                 version,
                 patterns,
-            }) => {
-                let checked = check_interest(&patterns);
-                if checked.is_ok() {
-                    self.interest.set(node, version, patterns);
-                }
-                now(encoded(&DataReply::Interest(checked)))
-            }
+            }) => now(encoded(&DataReply::Interest(
+                self.pubsub.interest(node, version, patterns),
+            ))),
             Ok(DataRequest::Backlog {
                 node,
                 version,
@@ -92,53 +104,19 @@ impl PlaneHandler for DataPlane {
                 from_ms_ago,
                 max_bytes,
             }) => {
-                let answer = check_interest(&interest)
-                    .and_then(|()| check_interest(&patterns))
-                    .map(|()| {
-                        // The interest first, then the cut (`pubsub::backlog`).
-                        self.interest.set(node, version, interest);
-                        let patterns: Vec<_> = patterns
-                            .into_iter()
-                            .map(|(pattern, exact_match)| TopicPattern {
-                                pattern,
-                                exact_match,
-                            })
-                            .collect();
-                        let now = self.clock.wall_ms();
-                        let (kept, cut) = self.pubsub.backlog_since(
-                            &patterns,
-                            now.saturating_sub(from_ms_ago),
-                            now,
-                            max_bytes.min(MAX_BACKLOG_REPLY) as usize,
-                        );
-                        let kept = kept
-                            .iter()
-                            .map(|k| (k.at_ms, PeerMessage::of(&k.message, 0, k.seq)))
-                            .collect();
-                        (kept, cut)
-                    });
-                now(encoded(&DataReply::Backlog(answer)))
+                let ask = BacklogAsk {
+                    node,
+                    version,
+                    interest,
+                    patterns,
+                    from_ms_ago,
+                    max_bytes,
+                };
+                now(encoded(&DataReply::Backlog(self.pubsub.backlog(ask))))
             }
             // A request of a kind this build does not know: answered unsupported.
             Err(e) => now(Err(e.to_string())),
         }
-    }
-}
-
-/// Bounds on a peer's interest summary: what each of its patterns costs to hold and match.
-fn check_interest(patterns: &[(String, bool)]) -> Result<(), String> {
-    use crate::protocol::pubsub::{MAX_TOPIC_BYTES, MAX_TOPIC_WORDS};
-    if patterns.len() > MAX_INTEREST_PATTERNS {
-        return Err(format!(
-            "{} patterns; at most {MAX_INTEREST_PATTERNS}",
-            patterns.len()
-        ));
-    }
-    match patterns.iter().find(|(p, _)| {
-        p.is_empty() || p.len() > MAX_TOPIC_BYTES || p.split('.').count() > MAX_TOPIC_WORDS
-    }) {
-        Some((p, _)) => Err(format!("pattern of {} bytes out of bounds", p.len())),
-        None => Ok(()),
     }
 }
 

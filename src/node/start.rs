@@ -395,9 +395,11 @@ fn serve_data_plane(
         load: Box::new(move || loads.stats.load(loads.env.clock.now())),
         run,
         next: upgrade,
-        pubsub: view.pubsub.clone(),
-        interest: view.remote_interest.clone(),
-        clock: view.env.clock.clone(),
+        pubsub: Arc::new(crate::pubsub::peers::FromPeers {
+            exchange: view.pubsub.clone(),
+            interest: view.remote_interest.clone(),
+            clock: view.env.clock.clone(),
+        }),
     });
     let handler: Arc<dyn PlaneHandler> = data_plane.clone();
     view.fabric.serve(Plane::Data, Arc::downgrade(&handler));
