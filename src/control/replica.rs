@@ -41,6 +41,8 @@ pub(crate) struct Control {
     /// The store that outlives the process (or the simulated crash), to forget the
     /// membership after leaving.
     disk: Disk,
+    /// Members' `host:port`, parsed from their URLs once.
+    addrs: Addrs,
     /// What the Raft storage did (appends, snapshots), for `/metrics`.
     pub(crate) store_stats: Arc<crate::control::raft::StoreStats>,
 }
@@ -57,6 +59,26 @@ pub(crate) enum CommitError {
     Unavailable(String),
 }
 
+/// Members' `host:port`, by id, with the URL each was read from: a member that changes its
+/// URL is parsed again. Bounded by the membership (one entry per member ever asked about;
+/// a member removed from the catalog is never asked about again).
+#[derive(Default)]
+struct Addrs(parking_lot::Mutex<BTreeMap<NodeId, (String, String)>>);
+
+impl Addrs {
+    fn authority(&self, id: NodeId, url: &str) -> Option<String> {
+        let mut known = self.0.lock();
+        if let Some((seen, authority)) = known.get(&id)
+            && seen == url
+        {
+            return Some(authority.clone());
+        }
+        let authority = crate::ids::NodeUrl::peer(url).ok()?.authority();
+        known.insert(id, (url.to_owned(), authority.clone()));
+        Some(authority)
+    }
+}
+
 /// Why a linearizable read could not be served.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
@@ -68,13 +90,11 @@ pub(crate) enum ReadError {
 
 impl Control {
     /// Where the member `id` is reached (`host:port`), per this node's catalog replica.
+    /// Every forwarded step asks this, so a URL is parsed once, not per step.
     pub(crate) fn member_addr(&self, id: NodeId) -> Option<String> {
         self.catalog.read(|s| {
-            s.catalog
-                .member_by_id(id)
-                .and_then(|m| m.advertised_urls.first())
-                .and_then(|u| crate::ids::NodeUrl::peer(u).ok())
-                .map(|u| u.authority())
+            let url = s.catalog.member_by_id(id)?.advertised_urls.first()?;
+            self.addrs.authority(id, url)
         })
     }
 
@@ -86,7 +106,7 @@ impl Control {
                 .filter(|m| m.id != self.id)
                 .filter_map(|m| {
                     let url = m.advertised_urls.first()?;
-                    Some((m.id, crate::ids::NodeUrl::peer(url).ok()?.authority()))
+                    Some((m.id, self.addrs.authority(m.id, url)?))
                 })
                 .collect()
         })
@@ -148,6 +168,7 @@ impl Control {
             .serve(Plane::Raft, Arc::downgrade(&handler));
         let store_stats = disk.stats();
         Ok(Control {
+            addrs: Addrs::default(),
             store_stats,
             id: NodeId(id),
             raft,
