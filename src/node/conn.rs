@@ -374,6 +374,7 @@ impl<'a> Connection<'a> {
 
     /// What one event does to the connection's state, and whether the connection goes on.
     #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
+    #[inline]
     fn on_event(
         &self,
         event: Event,
@@ -473,6 +474,7 @@ impl<'a> Connection<'a> {
     /// Starts the request in `bytes`, or queues the immediate reply to a frame that is not
     /// one (or to any request while draining).
     #[allow(clippy::too_many_arguments)] // the connection's state, borrowed piecewise
+    #[inline]
     fn on_frame(
         &self,
         frame: Frame<'_>,
@@ -564,6 +566,7 @@ impl<'a> Connection<'a> {
 
     /// Starts a call (most finish on their first poll), or answers it at once when the node
     /// drains or the connection is at its limit.
+    #[inline]
     fn start_request(
         &self,
         req: crate::protocol::RpcRequest,
