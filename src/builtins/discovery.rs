@@ -381,11 +381,7 @@ impl DescribeRequest {
     }
 
     fn constraint(&self) -> Result<Option<crate::registry::VersionConstraint>, CallError> {
-        self.version_constraint
-            .as_deref()
-            .map(crate::registry::VersionConstraint::parse)
-            .transpose()
-            .map_err(|e| CallError::InvalidArguments(e.to_string()))
+        super::version_constraint(self.version_constraint.as_deref())
     }
 
     /// Whether an entry with these facts passes every filter but digests and `query`

@@ -170,11 +170,7 @@ struct FunctionFilter {
 
 impl FunctionFilter {
     fn constraint(&self) -> Result<Option<crate::registry::VersionConstraint>, CallError> {
-        self.version_constraint
-            .as_deref()
-            .map(crate::registry::VersionConstraint::parse)
-            .transpose()
-            .map_err(|e| CallError::InvalidArguments(e.to_string()))
+        super::version_constraint(self.version_constraint.as_deref())
     }
 
     fn limit(&self) -> usize {

@@ -19,6 +19,15 @@ fn introspection(view: &NodeView, f: Function) -> Function {
     }
 }
 
+/// A request's `version_constraint`, parsed (a bad one is the caller's error).
+fn version_constraint(
+    text: Option<&str>,
+) -> Result<Option<crate::registry::VersionConstraint>, crate::registry::CallError> {
+    text.map(crate::registry::VersionConstraint::parse)
+        .transpose()
+        .map_err(|e| crate::registry::CallError::InvalidArguments(e.to_string()))
+}
+
 /// What `rpc_describe` says of a built-in taking the one optional request object most take.
 fn takes_request(f: Function, doc: &str) -> Function {
     f.declare_params(vec![Param::optional("request", "object")])

@@ -58,10 +58,11 @@ impl NodeBuilder {
             view.env.clock.clone(),
         );
         let fanout = Arc::new(fanout);
-        let data_plane = serve_data_plane(&view, &settings, upgrade.clone());
+        let limits = crate::rpc::ExecLimits::from_settings(&settings);
+        let data_plane = serve_data_plane(&view, limits, settings.auth_required, upgrade.clone());
         let shared = Arc::new(Shared {
             view: view.clone(),
-            limits: crate::rpc::ExecLimits::from_settings(&settings),
+            limits,
             fanout,
             data_plane,
             tokens: security.tokens,
@@ -374,11 +375,10 @@ fn upgrade_stats(_: bool) -> Option<Arc<crate::data::next::UpgradeStats>> {
 /// handler weakly; the node keeps it alive (`Shared`).
 fn serve_data_plane(
     view: &Arc<NodeView>,
-    settings: &Settings,
+    limits: crate::rpc::ExecLimits,
+    auth_required: bool,
     upgrade: Option<Arc<crate::data::next::UpgradeStats>>,
 ) -> Arc<DataPlane> {
-    let limits = crate::rpc::ExecLimits::from_settings(settings);
-    let auth_required = settings.auth_required;
     let steps = view.clone();
     let run: Box<dyn Fn(crate::rpc::Step) -> crate::registry::BoxFuture<_> + Send + Sync> =
         Box::new(move |step| {
