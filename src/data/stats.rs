@@ -190,12 +190,12 @@ impl Stats {
     pub(crate) fn track_connection(&self) -> (u64, Arc<ConnTally>) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let tally = Arc::new(ConnTally::default());
-        self.lock_connections().insert(id, tally.clone());
+        self.connections.lock().insert(id, tally.clone());
         (id, tally)
     }
 
     pub(crate) fn forget_connection(&self, id: u64) {
-        let mut open = self.lock_connections();
+        let mut open = self.connections.lock();
         if let Some(tally) = open.remove(&id) {
             // Under the lock, so a reader never sees a connection in both or neither.
             self.closed.absorb(&tally);
@@ -205,7 +205,7 @@ impl Stats {
     /// Every client connection's counters summed, closed ones included.
     pub(crate) fn client_totals(&self) -> ConnTally {
         let total = ConnTally::default();
-        let open = self.lock_connections();
+        let open = self.connections.lock();
         total.absorb(&self.closed);
         for tally in open.values() {
             total.absorb(tally);
@@ -216,7 +216,8 @@ impl Stats {
     /// Requests running on the node now.
     pub(crate) fn inflight(&self) -> usize {
         let requests: usize = self
-            .lock_connections()
+            .connections
+            .lock()
             .values()
             .map(|c| c.inflight.load(Ordering::Relaxed))
             .sum();
@@ -236,11 +237,7 @@ impl Stats {
     }
 
     fn latency_is_recent(&self, now: tokio::time::Instant) -> bool {
-        recent(*self.lock_last_step(), now)
-    }
-
-    fn lock_last_step(&self) -> parking_lot::MutexGuard<'_, Option<tokio::time::Instant>> {
-        self.last_step.lock()
+        recent(*self.last_step.lock(), now)
     }
 
     /// Runs a step another node forwarded here: counted as running until it ends (however
@@ -265,7 +262,7 @@ impl Stats {
     /// may drop a sample; it is an estimate).
     fn step_took(&self, took: Duration, now: tokio::time::Instant) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let previous = self.lock_last_step().replace(now);
+        let previous = self.last_step.lock().replace(now);
         let old = if recent(previous, now) {
             self.step_latency_us.load(Ordering::Relaxed)
         } else {
@@ -277,12 +274,6 @@ impl Stats {
             (old - old / 8 + sample / 8).max(1)
         };
         self.step_latency_us.store(new, Ordering::Relaxed);
-    }
-
-    fn lock_connections(
-        &self,
-    ) -> parking_lot::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnTally>>> {
-        self.connections.lock()
     }
 }
 
