@@ -379,6 +379,42 @@ settings! {
     /// another origin may read the JSON endpoints.
     monitoring_enable_cors: bool = true,
         switch_off("no-monitoring-cors", "Do not send CORS headers from the admin server");
+    // The DNS gateway: service discovery over DNS, answered from the catalog replica (the
+    // original's `dns_*` settings, plus `dns_port` for UDP and TCP on one number).
+    /// Serve DNS (also turned on by `--dns-port`).
+    dns_gateway_enabled: bool = false, switch;
+    /// Port of the DNS gateway, UDP and TCP alike; 0 picks a free one (printed as
+    /// `MPREG_DNS_PORT`). Giving it turns the gateway on.
+    dns_port: Option<u16> = None, flag(value_name("PORT"));
+    /// The original's separate UDP port (when `dns_port` is unset; unset or 0: a free one).
+    dns_udp_port: Option<u16> = None, flag(value_name("PORT")),
+        toml(default, deserialize_with = "port_or_null");
+    /// The original's separate TCP port (when `dns_port` is unset; unset or 0: the UDP one).
+    dns_tcp_port: Option<u16> = None, flag(value_name("PORT")),
+        toml(default, deserialize_with = "port_or_null");
+    /// Interface of the DNS gateway; unset: the node's `host`.
+    dns_listen_host: Option<String> = None, flag(long("dns-host"), value_name("HOST"));
+    /// Zones the gateway answers for (REFUSED outside them).
+    dns_zones: Vec<String> = vec!["mpreg".to_owned()],
+        list(long("dns-zone"), value_name("ZONE"));
+    /// Least TTL of an answer, in seconds.
+    dns_min_ttl_seconds: u64 = 1, flag(value_name("SECONDS")), bounds(0..=86_400),
+        toml(default, deserialize_with = "whole_seconds");
+    /// Most TTL of an answer, in seconds.
+    dns_max_ttl_seconds: u64 = 60, flag(value_name("SECONDS")), bounds(1..=86_400),
+        toml(default, deserialize_with = "whole_seconds");
+    /// Answer names outside the zones as if under the first, instead of REFUSED.
+    dns_allow_external_names: bool = false, switch;
+    /// UDP answers alike per second to one network (/24, /56) before rate limiting drops
+    /// or slips them; 0: no limit.
+    dns_rrl_responses_per_second: u64 = 100, flag(value_name("N")), bounds(0..=1_000_000);
+    /// Of the answers over the limit, every this-many-th is sent truncated (the client
+    /// retries over TCP) instead of dropped; 0: all are dropped.
+    dns_rrl_slip: u64 = 2, flag(value_name("N")), bounds(0..=100);
+    /// TCP connections the gateway serves at once.
+    dns_tcp_max_connections: usize = 256, flag(value_name("N")), bounds(1..=65_536);
+    /// A TCP connection idle this long is closed (ms).
+    dns_tcp_idle_timeout_ms: u64 = 10_000, flag(value_name("MS")), bounds(100..=3_600_000);
 }
 
 settings! {
@@ -753,6 +789,26 @@ impl Settings {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// Whether the DNS gateway runs: asked for, or given a port.
+    pub fn dns_enabled(&self) -> bool {
+        self.dns_gateway_enabled || self.dns_port.is_some()
+    }
+
+    /// `host:port` of the gateway's UDP socket and TCP listener (port 0: a free one; a TCP
+    /// port of 0 follows the UDP one, so both share a number when they can).
+    pub fn dns_addrs(&self) -> (String, Option<String>) {
+        let host = self.dns_listen_host.as_deref().unwrap_or(&self.host);
+        let (udp, tcp) = match self.dns_port {
+            Some(p) => (p, Some(p)),
+            None => (
+                self.dns_udp_port.unwrap_or(0),
+                self.dns_tcp_port.filter(|p| *p != 0),
+            ),
+        };
+        let tcp = tcp.map(|p| format!("{host}:{p}"));
+        (format!("{host}:{udp}"), tcp)
+    }
+
     /// `host:port` the admin server binds.
     pub fn monitoring_addr(&self) -> String {
         let host = self.monitoring_host.as_deref().unwrap_or(&self.host);
@@ -791,6 +847,9 @@ impl Settings {
                 "pubsub_queue_bytes",
                 "must be at least 1024 and at most max_connection_bytes",
             );
+        }
+        if self.dns_min_ttl_seconds > self.dns_max_ttl_seconds {
+            return bad("dns_min_ttl_seconds", "must be at most dns_max_ttl_seconds");
         }
         if self.pubsub_backlog_bytes > self.pubsub_backlog_total_bytes {
             return bad(
@@ -923,6 +982,17 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// A port, or the original's `null` for "pick one" (0).
 fn port_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     Ok(Some(Option::<u16>::deserialize(d)?.unwrap_or(0)))
+}
+
+/// Seconds as the original writes them (`60.0`) or as a whole number, rounded down.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let f = f64::deserialize(d)?;
+    if !f.is_finite() || f < 0.0 {
+        return Err(serde::de::Error::custom(format!(
+            "{f} is not a number of seconds"
+        )));
+    }
+    Ok(Some(f as u64))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod data;
 pub mod demo;
+pub mod dns;
 pub mod env;
 pub mod fabric;
 #[doc(hidden)]

@@ -45,6 +45,8 @@ pub(crate) struct NodeView {
     pub(crate) pubsub: Arc<Exchange>,
     /// What the other members' clients subscribe to.
     pub(crate) remote_interest: Arc<RemoteInterest>,
+    /// The DNS gateway, when it is served.
+    pub(crate) dns: Option<Arc<crate::dns::service::Gateway>>,
 }
 
 impl NodeView {

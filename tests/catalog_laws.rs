@@ -44,8 +44,8 @@ fn service(name: u8, by: u64) -> DnsService {
             namespace: "market".into(),
             name: format!("s{name}"),
             protocol: "tcp".into(),
+            port: 9000,
         },
-        port: 9000,
         targets: vec!["10.0.0.1".into()],
         tags: BTreeSet::new(),
         capabilities: BTreeSet::new(),
@@ -55,6 +55,9 @@ fn service(name: u8, by: u64) -> DnsService {
         scope: "zone".into(),
         ttl_seconds: 30,
         registered_by: NodeId(by),
+        cluster_id: "c".into(),
+        registration_id: format!("r{name}"),
+        registered_at_ms: 1,
     }
 }
 

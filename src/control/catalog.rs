@@ -83,30 +83,49 @@ pub struct QueueEntry {
     pub config: QueueConfig,
 }
 
-/// Identifies a DNS service: `_name._protocol.namespace`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Identifies a DNS service registration, as the original keys them: registering the same
+/// namespace, name, protocol and port again replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceKey {
     pub namespace: String,
     pub name: String,
     pub protocol: String,
+    pub port: u16,
 }
 
-/// A service record, with the original `dns_register` fields.
+/// A service registration (`dns_register`), with the original's fields. Checked against
+/// `crate::dns::registry`'s bounds before it is proposed, and by [`Catalog::apply`] against
+/// the cluster-wide counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsService {
     pub key: ServiceKey,
-    pub port: u16,
+    /// Host names or IP addresses, sorted and without duplicates.
     pub targets: Vec<String>,
+    pub scope: String,
     pub tags: BTreeSet<String>,
     pub capabilities: BTreeSet<String>,
+    /// Values as JSON text (`"a"`, `1`, `2.5`, `true`): the original allows strings,
+    /// numbers and booleans, and bincode cannot hold a `serde_json::Value`.
     pub metadata: BTreeMap<String, String>,
     pub priority: u16,
     pub weight: u16,
-    pub scope: String,
     pub ttl_seconds: u32,
-    /// The member that registered it; its records go when it leaves.
+    /// The member that accepted it; its records go when it leaves.
     pub registered_by: NodeId,
+    /// The registering node's cluster.
+    pub cluster_id: String,
+    /// The `registration_id` the original answers with (a UUID from the node's seeded RNG).
+    pub registration_id: String,
+    /// Wall time of the registration at the node that accepted it (ms since the epoch).
+    pub registered_at_ms: u64,
 }
+
+/// At most this many service registrations in the catalog, and per accepting node: the
+/// catalog is replicated to every member and rebuilt into every DNS answer cache, so its
+/// size is bounded whoever registers. Constants, not settings: every replica must refuse
+/// the same command.
+pub const MAX_SERVICES: usize = 10_000;
+pub const MAX_SERVICES_PER_NODE: usize = 2_000;
 
 /// A change to the catalog: the payload of a Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,9 +177,11 @@ pub enum CatalogError {
     QueueExists(String),
     #[error("no queue `{0}`")]
     UnknownQueue(String),
-    #[error("service `{0:?}` is registered by node {1}")]
-    ServiceTaken(ServiceKey, NodeId),
-    #[error("no service `{0:?}`")]
+    #[error("the catalog holds {MAX_SERVICES} service registrations, its most")]
+    TooManyServices,
+    #[error("node {0} accepted {MAX_SERVICES_PER_NODE} service registrations, the most per node")]
+    TooManyServicesOfNode(NodeId),
+    #[error("no service {}/{}/{}/{}", .0.namespace, .0.name, .0.protocol, .0.port)]
     UnknownService(ServiceKey),
 }
 
@@ -239,11 +260,7 @@ impl Catalog {
                 .ok_or(CatalogError::UnknownQueue(name)),
             CatalogCommand::RegisterService(s) => {
                 self.member(s.registered_by)?;
-                if let Some(existing) = self.services.get(&s.key)
-                    && existing.registered_by != s.registered_by
-                {
-                    return Err(CatalogError::ServiceTaken(s.key, existing.registered_by));
-                }
+                self.check_service_room(&s)?;
                 self.services.insert(s.key.clone(), s);
                 Ok(())
             }
@@ -253,6 +270,32 @@ impl Catalog {
                 .map(|_| ())
                 .ok_or(CatalogError::UnknownService(key)),
         }
+    }
+
+    /// A registration that replaces one (same key) always fits; a new one must fit under
+    /// both bounds.
+    fn check_service_room(&self, s: &DnsService) -> Result<(), CatalogError> {
+        let replaced = self.services.get(&s.key);
+        if replaced.is_none() && self.services.len() >= MAX_SERVICES {
+            return Err(CatalogError::TooManyServices);
+        }
+        if replaced.is_some_and(|r| r.registered_by == s.registered_by) {
+            return Ok(());
+        }
+        let mine = self
+            .services
+            .values()
+            .filter(|x| x.registered_by == s.registered_by)
+            .count();
+        if mine >= MAX_SERVICES_PER_NODE {
+            return Err(CatalogError::TooManyServicesOfNode(s.registered_by));
+        }
+        Ok(())
+    }
+
+    /// The service registered under `key`.
+    pub fn service(&self, key: &ServiceKey) -> Option<&DnsService> {
+        self.services.get(key)
     }
 
     fn member(&self, id: NodeId) -> Result<&Member, CatalogError> {

@@ -42,6 +42,8 @@ pub enum NodeError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("dns settings: {0}")]
+    Dns(#[from] crate::dns::answer::ZoneError),
 }
 
 impl From<crate::data::functions::PublishError> for NodeError {

@@ -43,6 +43,11 @@ impl RunningNode {
         self.local_addr
     }
 
+    /// Where the DNS gateway listens (UDP, TCP), when it is served.
+    pub fn dns_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.view.dns.as_ref().and_then(|g| *g.addrs.lock())
+    }
+
     /// `ws://host:port` of this node.
     pub fn url(&self) -> &str {
         &self.url

@@ -35,7 +35,8 @@ impl NodeBuilder {
         } = self;
         let env = env.unwrap_or_else(Env::production);
         let security = Security::load(&settings, secret, &env)?;
-        let ports = Ports::bind(&env, &settings, security.tls.is_some()).await?;
+        let dns = dns_settings(&settings)?;
+        let mut ports = Ports::bind(&env, &settings, security.tls.is_some()).await?;
         let fabric = security.fabric(&env, &settings, next_protocol);
         let control = control_plane(&env, &settings, disk, &ports.url, fabric.clone()).await?;
         let (registered_tx, registered) = watch::channel(false);
@@ -47,6 +48,7 @@ impl NodeBuilder {
             fabric,
             registry,
             &registered,
+            dns,
         );
         install_builtins(&view);
         let upgrade = upgrade_stats(next_protocol);
@@ -81,6 +83,7 @@ impl NodeBuilder {
         let registration = registration(&view, &shared.settings);
         let peers = registration.peers.clone();
         spawn_tasks(&shared, publish_jobs, upgrade.clone(), &shutdown_rx);
+        serve_dns(&view, ports.dns.take(), &shutdown_rx)?;
         tokio::spawn(replica::join_and_register(
             view.control.clone(),
             registration,
@@ -210,6 +213,8 @@ struct Ports {
     url: String,
     /// The admin HTTP port and its URL, when enabled.
     admin: Option<(Box<dyn Listener>, String)>,
+    /// The DNS gateway's UDP socket and TCP listener, when enabled.
+    dns: Option<(Box<dyn crate::env::Datagram>, Box<dyn Listener>)>,
 }
 
 impl Ports {
@@ -219,6 +224,13 @@ impl Ports {
             let (l, bound) = listen(env, settings.monitoring_addr()).await?;
             let scheme = if tls { "https" } else { "http" };
             Some((l, format!("{scheme}://{bound}")))
+        } else {
+            None
+        };
+        let dns = if settings.dns_enabled() {
+            let (udp, tcp) = settings.dns_addrs();
+            let bound = crate::dns::service::bind(env, &udp, tcp.as_deref()).await;
+            Some(bound.map_err(|source| NodeError::Bind { addr: udp, source })?)
         } else {
             None
         };
@@ -241,6 +253,7 @@ impl Ports {
             local_addr,
             url,
             admin,
+            dns,
         })
     }
 }
@@ -303,6 +316,7 @@ fn parts(
     fabric: Fabric,
     registry: Registry,
     registered: &watch::Receiver<bool>,
+    dns: Option<(crate::dns::answer::Zones, crate::dns::service::DnsLimits)>,
 ) -> Arc<NodeView> {
     let stats = Arc::new(crate::data::stats::Stats::new(env.clock.clone()));
     let detector = SharedDetector::default();
@@ -321,6 +335,15 @@ fn parts(
         env: env.clone(),
         sent: Arc::default(),
         stats: stats.clone(),
+    });
+    let dns = dns.map(|(zones, limits)| {
+        Arc::new(crate::dns::service::Gateway::new(
+            zones,
+            limits,
+            control.clone(),
+            detector.clone(),
+            env.clone(),
+        ))
     });
     let pubsub = crate::pubsub::exchange::Exchange::new(
         crate::pubsub::backlog::Retention::from_settings(settings),
@@ -349,7 +372,47 @@ fn parts(
             .filter(|_| settings.auth_required),
         pubsub: Arc::new(pubsub),
         remote_interest: Arc::default(),
+        dns,
     })
+}
+
+/// The DNS gateway's zones and limits, checked before anything starts; `None` when it is
+/// not served.
+fn dns_settings(
+    settings: &Settings,
+) -> Result<Option<(crate::dns::answer::Zones, crate::dns::service::DnsLimits)>, NodeError> {
+    if !settings.dns_enabled() {
+        return Ok(None);
+    }
+    let zones = crate::dns::service::zones_from_settings(settings)?;
+    Ok(Some((
+        zones,
+        crate::dns::service::DnsLimits::from_settings(settings),
+    )))
+}
+
+/// The DNS gateway's UDP and TCP tasks, until the node stops.
+fn serve_dns(
+    view: &Arc<NodeView>,
+    sockets: Option<(Box<dyn crate::env::Datagram>, Box<dyn Listener>)>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let (Some(gateway), Some((udp, tcp))) = (&view.dns, sockets) else {
+        return Ok(());
+    };
+    let addrs = |e: std::io::Error| NodeError::Bind {
+        addr: "dns".into(),
+        source: e,
+    };
+    let bound = (
+        udp.local_addr().map_err(addrs)?,
+        tcp.local_addr().map_err(addrs)?,
+    );
+    *gateway.addrs.lock() = Some(bound);
+    tokio::spawn(gateway.clone().serve_udp(udp, shutdown.clone()));
+    tokio::spawn(gateway.clone().serve_tcp(tcp, shutdown.clone()));
+    tracing::info!(udp = %bound.0, tcp = %bound.1, "DNS gateway listening");
+    Ok(())
 }
 
 /// The built-in functions, each group by one call.
@@ -451,6 +514,9 @@ fn metrics(view: &NodeView) -> prometheus_client::registry::Registry {
     registry.register_collector(Box::new(crate::control::metrics::ControlMetrics(
         view.control.clone(),
     )));
+    if let Some(gateway) = &view.dns {
+        registry.register_collector(Box::new(crate::dns::metrics::DnsMetrics(gateway.clone())));
+    }
     registry
 }
 

@@ -36,8 +36,11 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
 /// database of a newer format is refused, never misread. Raise it, and teach `open` to
 /// read the previous one, whenever a table or an encoding of what is stored changes.
 /// Format 2: function entries carry their roles (format 1 is rewritten at open,
-/// `format_v1`).
-pub const DATA_FORMAT: i64 = 2;
+/// `format_v1`). Format 3: service registrations are keyed with their port and carry the
+/// original's reply fields. No build before format 3 could write one (nothing proposed
+/// `RegisterService`), so a format-2 database holds none and reads as format 3 unchanged;
+/// the number is raised so that an older build refuses a directory that may hold them.
+pub const DATA_FORMAT: i64 = 3;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
