@@ -799,7 +799,7 @@ impl Settings {
     pub fn dns_addrs(&self) -> (String, Option<String>) {
         let host = self.dns_listen_host.as_deref().unwrap_or(&self.host);
         let (udp, tcp) = match self.dns_port {
-            Some(p) => (p, Some(p)),
+            Some(p) => (p, (p != 0).then_some(p)),
             None => (
                 self.dns_udp_port.unwrap_or(0),
                 self.dns_tcp_port.filter(|p| *p != 0),

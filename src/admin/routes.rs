@@ -7,7 +7,7 @@ use axum::routing::get;
 
 use super::dashboard::{events, page};
 use super::status::{
-    Admin, endpoints, error, guard, health, health_summary, metrics, metrics_rpc,
+    Admin, dns_metrics, endpoints, error, guard, health, health_summary, metrics, metrics_rpc,
     metrics_transport, metrics_unified, persistence, readyz, status,
 };
 
@@ -24,6 +24,7 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/persistence", get(persistence))
         .route("/endpoints", get(endpoints))
+        .route("/dns/metrics", get(dns_metrics))
         .route("/metrics/rpc", get(metrics_rpc))
         .route("/metrics/transport", get(metrics_transport))
         .route("/metrics/unified", get(metrics_unified))

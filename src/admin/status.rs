@@ -190,7 +190,7 @@ pub(crate) async fn guard(State(admin): State<Admin>, req: Request, next: Next) 
 }
 
 /// Every route, as `/endpoints` lists them.
-const ENDPOINTS: [(&str, &str); 13] = [
+const ENDPOINTS: [(&str, &str); 14] = [
     ("/", "the dashboard (a page fed by /events)"),
     (
         "/events",
@@ -227,8 +227,40 @@ const ENDPOINTS: [(&str, &str); 13] = [
         "/metrics/unified",
         "every system's metrics in the original's shape",
     ),
+    (
+        "/dns/metrics",
+        "the DNS gateway: ports, zones and counters (the original's shape)",
+    ),
     ("/endpoints", "this list"),
 ];
+
+/// `/dns/metrics` in the original's shape: `{"enabled": false}` when the gateway is off.
+pub(crate) async fn dns_metrics(State(admin): State<Admin>) -> Response {
+    let gateway = match &admin.info.dns {
+        None => json!({"enabled": false}),
+        Some(g) => {
+            let (udp, tcp) = g
+                .addrs
+                .lock()
+                .map_or((None, None), |(u, t)| (Some(u.port()), Some(t.port())));
+            let zones: Vec<String> = g.zones.labels.iter().map(|z| z.join(".")).collect();
+            json!({
+                "enabled": true,
+                "status": "running",
+                "udp_port": udp,
+                "tcp_port": tcp,
+                "zones": zones,
+                "metrics": g.stats.original_json(),
+            })
+        }
+    };
+    axum::Json(json!({
+        "status": "ok",
+        "dns_gateway": gateway,
+        "timestamp": now_s(&admin),
+    }))
+    .into_response()
+}
 
 pub(crate) async fn endpoints(State(admin): State<Admin>) -> Response {
     let list: Vec<Value> = ENDPOINTS

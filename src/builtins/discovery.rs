@@ -65,7 +65,10 @@ pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
 }
 
 /// The request of a discovery call: `args[0]` (an object), keywords, or both merged.
-fn request<T: DeserializeOwned + Default>(name: &str, call: &CallArgs) -> Result<T, CallError> {
+pub(super) fn request<T: DeserializeOwned + Default>(
+    name: &str,
+    call: &CallArgs,
+) -> Result<T, CallError> {
     let bad = |e: String| CallError::InvalidArguments(format!("{name}: {e}"));
     let slots = call.bind(&["request"]).map_err(|e| bad(e.to_string()))?;
     let mut fields: Map<String, Value> = match slots.first().copied().flatten() {
@@ -131,7 +134,11 @@ fn page(token: Option<&str>, limit: Option<usize>) -> (usize, usize) {
 }
 
 /// A page of `items` and the token of the next one, if any.
-fn paginate(items: Vec<Value>, token: Option<&str>, limit: Option<usize>) -> (Vec<Value>, Value) {
+pub(super) fn paginate(
+    items: Vec<Value>,
+    token: Option<&str>,
+    limit: Option<usize>,
+) -> (Vec<Value>, Value) {
     let (offset, limit) = page(token, limit);
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
@@ -144,7 +151,7 @@ fn paginate(items: Vec<Value>, token: Option<&str>, limit: Option<usize>) -> (Ve
 }
 
 /// Inserts `next_page_token` only when there is a next page (the original omits it).
-fn with_next(mut v: Value, next: Value) -> Value {
+pub(super) fn with_next(mut v: Value, next: Value) -> Value {
     if !next.is_null()
         && let Value::Object(m) = &mut v
     {

@@ -1,9 +1,10 @@
 //! The built-in functions every node serves, grouped by what they serve: what the cluster
 //! looks like (`introspection`), the original's discovery calls (`discovery`), and the
-//! catalog's changes as a topic (`catalog_watch`). Each group is installed by one call.
+//! catalog's changes as a topic (`catalog_watch`), and the DNS registry (`dns`). Each group is installed by one call.
 
 pub mod catalog_watch;
 pub mod discovery;
+pub mod dns;
 pub mod introspection;
 
 use crate::registry::Function;

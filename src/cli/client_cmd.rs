@@ -74,6 +74,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         connect: super::ConnectArgs,
     },
+    #[command(flatten)]
+    Dns(super::dns_cmd::DnsCommand),
 }
 
 /// A CLI argument as JSON: valid JSON as itself, anything else as a string.
@@ -120,6 +122,7 @@ async fn connected(url: &str, connect: &super::ConnectArgs) -> Result<Client, Cl
 
 pub async fn run(cmd: ClientCommand) -> i32 {
     match cmd {
+        ClientCommand::Dns(cmd) => super::dns_cmd::run(cmd).await,
         ClientCommand::Call {
             fun,
             args,

@@ -6,6 +6,7 @@ mod bench_dag;
 mod bench_pubsub;
 mod bench_round;
 mod client_cmd;
+mod dns_cmd;
 mod monitor_cmd;
 mod node_cmd;
 mod token_cmd;

@@ -28,6 +28,8 @@ pub enum MonitorCommand {
     Persistence(MonitorArgs),
     /// The admin server's endpoints
     Endpoints(MonitorArgs),
+    /// The DNS gateway: ports, zones and query counters
+    Dns(MonitorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +113,7 @@ pub async fn run(cmd: MonitorCommand) -> i32 {
         MonitorCommand::Metrics(a) => (a, "/metrics"),
         MonitorCommand::Persistence(a) => (a, "/metrics/persistence"),
         MonitorCommand::Endpoints(a) => (a, "/endpoints"),
+        MonitorCommand::Dns(a) => (a, "/dns/metrics"),
     };
     if !(args.interval.is_finite() && args.interval > 0.0) {
         eprintln!("mpreg monitor: --interval must be a positive number of seconds");
@@ -182,6 +185,7 @@ fn render(cmd: &MonitorCommand, json: bool, status: u16, body: &str) -> Result<S
                 .flatten()
                 .map(|e| vec![text(&e["path"]), text(&e["description"])]),
         ),
+        MonitorCommand::Dns(_) => dns_table(&v["dns_gateway"]),
         MonitorCommand::Metrics(_) => String::new(),
     })
 }
@@ -195,6 +199,29 @@ fn samples(text: &str) -> Vec<(String, f64)> {
             Some((name.to_owned(), value.parse().ok()?))
         })
         .collect()
+}
+
+/// `/dns/metrics` as two columns.
+fn dns_table(g: &Value) -> String {
+    if g["enabled"] != Value::Bool(true) {
+        return "DNS gateway: disabled (start the node with --dns-port)".to_owned();
+    }
+    let zones: Vec<String> = g["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let mut rows = vec![
+        vec!["status".to_owned(), text(&g["status"])],
+        vec!["udp_port".to_owned(), text(&g["udp_port"])],
+        vec!["tcp_port".to_owned(), text(&g["tcp_port"])],
+        vec!["zones".to_owned(), zones.join(", ")],
+    ];
+    if let Some(m) = g["metrics"].as_object() {
+        rows.extend(m.iter().map(|(k, v)| vec![k.clone(), text(v)]));
+    }
+    table(&["DNS gateway", "value"], rows)
 }
 
 fn text(v: &Value) -> String {

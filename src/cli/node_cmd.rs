@@ -72,6 +72,12 @@ pub async fn run_node_with(
     if let Some(url) = node.monitoring_url() {
         announce.push_str(&format!("MPREG_MONITORING_URL={url}\n"));
     }
+    if let Some((udp, tcp)) = node.dns_addrs() {
+        announce.push_str(&format!("MPREG_DNS_PORT={}\n", udp.port()));
+        if tcp.port() != udp.port() {
+            announce.push_str(&format!("MPREG_DNS_TCP_PORT={}\n", tcp.port()));
+        }
+    }
     let mut out = std::io::stdout().lock();
     let _ = out
         .write_all(announce.as_bytes())

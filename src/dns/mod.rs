@@ -16,6 +16,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod client;
 pub mod metrics;
 pub mod names;
 pub mod registry;

@@ -419,6 +419,7 @@ fn serve_dns(
 fn install_builtins(view: &Arc<NodeView>) {
     let mut fs = crate::builtins::introspection::functions(view);
     fs.extend(crate::builtins::discovery::functions(view));
+    fs.extend(crate::builtins::dns::functions(view));
     view.functions.install_builtins(fs);
 }
 

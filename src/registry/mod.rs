@@ -267,7 +267,7 @@ pub enum RegisterError {
 
 /// The node's built-in functions. No one else may register these names, under any version:
 /// whoever could would receive every other client's calls to them.
-pub const BUILTIN_NAMES: [&str; 11] = [
+pub const BUILTIN_NAMES: [&str; 15] = [
     "echo",
     "echos",
     "list_peers",
@@ -279,6 +279,10 @@ pub const BUILTIN_NAMES: [&str; 11] = [
     "rpc_describe_local",
     "rpc_report",
     "catalog_watch",
+    "dns_register",
+    "dns_unregister",
+    "dns_list",
+    "dns_describe",
 ];
 
 /// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for
