@@ -10,6 +10,7 @@
 #   - Debian's `prometheus` (for promtool): tests/monitoring.rs checks /metrics with
 #     `promtool check metrics`, the scrapers' own parser.
 #   - Debian's `chromium`: tests/dashboard.rs drives the dashboard in a real browser.
+#   - Debian's `bind9-dnsutils` (dig): tests/dns.rs asks the DNS gateway as operators do.
 #   - Node.js and npm (Debian's), if missing, and playwright-core (npm, the version
 #     tests/browser/package-lock.json pins; it downloads no browser): what drives Chromium.
 #   - Python's `websockets` (pip): tests/python_worker.rs and tests/pubsub.rs run the
@@ -28,8 +29,9 @@ apt_wanted=()
 command -v promtool >/dev/null || apt_wanted+=(prometheus)
 command -v chromium >/dev/null || apt_wanted+=(chromium)
 command -v npm >/dev/null || apt_wanted+=(nodejs npm)
+command -v dig >/dev/null || apt_wanted+=(bind9-dnsutils)
 if [ ${#apt_wanted[@]} -gt 0 ]; then
-  echo "== installing Debian packages: ${apt_wanted[*]} (promtool, the browser and npm for the tests)"
+  echo "== installing Debian packages: ${apt_wanted[*]} (promtool, the browser, npm and dig for the tests)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
     "${apt_wanted[@]}" >/dev/null

@@ -453,3 +453,100 @@ async fn http_get(base: &str, path: &str) -> String {
     assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
     body.to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_checked_replaced_and_leave_with_their_node() {
+    let (a, dns) = dns_node(dns_settings()).await;
+    let b = start_node(
+        Settings {
+            name: "b".into(),
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    assert!(b.registered().await);
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let count = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let l = c.call("dns_list", json!([{}])).await.unwrap();
+            l["items"].as_array().unwrap().len()
+        }
+    };
+
+    // Bad input: a clear error, and nothing changes.
+    let base = json!({"name": "pay", "namespace": "shop", "port": 443, "targets": ["10.3.0.1"]});
+    let bad = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let many: Vec<String> = (0..65).map(|i| format!("10.3.1.{i}")).collect();
+    for (req, says) in [
+        (bad("name", json!("")), "DNS label"),
+        (bad("name", json!("no spaces")), "DNS label"),
+        (bad("port", json!(0)), "1 to 65535"),
+        (bad("port", json!(70000)), "1 to 65535"),
+        (bad("targets", json!(many)), "at most 64 targets"),
+        (bad("targets", json!([])), "at least one"),
+        (bad("metadata", json!({"k": {"nested": 1}})), "metadata"),
+    ] {
+        let e = on_b.call("dns_register", json!([req])).await.unwrap_err();
+        assert!(e.to_string().contains(says), "{req}: {e}");
+    }
+    assert_eq!(count(&on_a).await, 0);
+
+    // Registered on b, it is answered by a's gateway; again under the same key replaces it.
+    let first = register(&on_b, base.clone()).await;
+    let second = register(&on_b, bad("targets", json!(["10.3.0.2"]))).await;
+    assert_ne!(first["registration_id"], second["registration_id"]);
+    let listed = wait_listed(&on_a, 1).await;
+    assert_eq!(listed[0]["targets"], json!(["10.3.0.2"]));
+    assert_eq!(listed[0]["node_id"], b.node_id());
+    let a_rec = ask(dns, "pay.shop.mpreg", RecordType::A).await;
+    assert_eq!(rdata(&a_rec), vec!["10.3.0.2"]);
+    // Another port is another registration; describe lists the same as list.
+    register(&on_b, bad("port", json!(8443))).await;
+    let d = on_a
+        .call("dns_describe", json!([{"port": 8443}]))
+        .await
+        .unwrap();
+    assert_eq!(d["items"].as_array().unwrap().len(), 1);
+
+    // Unregistered: gone; a second time: not removed.
+    let key = json!({"name": "pay", "namespace": "shop", "protocol": "tcp", "port": 8443});
+    let r = on_a
+        .call("dns_unregister", json!([key.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(r["removed"], true);
+    let r = on_a.call("dns_unregister", json!([key])).await.unwrap();
+    assert_eq!(r["removed"], false);
+
+    // b leaves the cluster: what it accepted goes with it.
+    b.shutdown().await;
+    wait_listed(&on_a, 0).await;
+    let gone = ask(dns, "pay.shop.mpreg", RecordType::A).await;
+    assert_eq!(gone.rcode(), ResponseCode::NXDomain);
+    a.shutdown().await;
+}
+
+/// Polls `dns_list` until it has `n` items (registrations and departures are commits).
+async fn wait_listed(client: &Client, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = client.call("dns_list", json!([{}])).await.unwrap();
+        let items = l["items"].as_array().unwrap().clone();
+        if items.len() == n {
+            return items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dns_list never had {n}: {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

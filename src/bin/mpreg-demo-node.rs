@@ -1,6 +1,7 @@
 //! `mpreg-demo-node`: an mpreg node serving the demo functions that fit its `--resources`
 //! (see `mpreg::demo`): `cpu` → preprocess, aggregate; `gpu` → infer, render, train;
-//! `database` → store, lookup. Takes every `mpreg-node` option.
+//! `database` → store, lookup. Takes every `mpreg-node` option, and serves DNS (on a free
+//! port unless `--dns-port` says which; `--dns-gateway-enabled false` in a file turns it off).
 //!
 //!     cargo run --bin mpreg-demo-node -- --port 9001 --name gpu1 --resources gpu --peers ws://127.0.0.1:9000
 
@@ -26,6 +27,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     mpreg::memory::return_freed_memory_promptly();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.node.defaults.dns_gateway_enabled = Some(true);
     std::process::exit(run_node_with(cli.node, mpreg::demo::functions).await);
 }

@@ -29,6 +29,10 @@ pub struct NodeArgs {
     /// A flag per setting, declared with it (`config::SettingsFlags`).
     #[command(flatten)]
     pub flags: SettingsFlags,
+    /// The binary's own defaults, under the file, the environment and the flags
+    /// (`mpreg-demo-node` serves DNS unless told otherwise).
+    #[arg(skip)]
+    pub defaults: SettingsLayer,
 }
 
 /// How a CLI command that talks to a node presents itself.
@@ -91,7 +95,13 @@ impl NodeArgs {
             None => SettingsLayer::default(),
         };
         let env = SettingsLayer::from_env(env_vars)?;
-        let settings = Settings::layered([&SettingsLayer::daemon(), &file, &env, &self.flags.0]);
+        let settings = Settings::layered([
+            &SettingsLayer::daemon(),
+            &self.defaults,
+            &file,
+            &env,
+            &self.flags.0,
+        ]);
         settings.validate()?;
         Ok((settings, file.ignored.into_keys().collect()))
     }

@@ -301,6 +301,7 @@ impl Ctx<'_> {
         let mut found = Found::default();
         let mut txt = BTreeSet::new();
         let mut extra = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for s in services
             .iter()
             .filter(|s| !self.facts.down.contains(&s.registered_by))
@@ -324,7 +325,9 @@ impl Ctx<'_> {
                         RData::SRV(rdata),
                     ));
                 }
-                if let Some(ip) = ip {
+                if let Some(ip) = ip
+                    && seen.insert(ip)
+                {
                     found.addrs.push(self.address(self.owner.clone(), ip, ttl));
                 }
             }
@@ -333,7 +336,6 @@ impl Ctx<'_> {
                 &self.facts.catalog.node_id_of(s.registered_by),
             ));
         }
-        found.addrs.dedup();
         let ttl = services
             .iter()
             .map(|s| self.zones.ttl(s.ttl_seconds))
@@ -354,6 +356,7 @@ impl Ctx<'_> {
         let mut found = Found::default();
         let mut txt = BTreeSet::new();
         let mut extra = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for m in nodes
             .iter()
             .filter(|n| !self.facts.down.contains(n))
@@ -369,7 +372,9 @@ impl Ctx<'_> {
                 }
                 let (target, ips) = self.node_target(m, &url);
                 for ip in &ips {
-                    found.addrs.push(self.address(self.owner.clone(), *ip, ttl));
+                    if seen.insert(*ip) {
+                        found.addrs.push(self.address(self.owner.clone(), *ip, ttl));
+                    }
                     extra.insert(
                         (target.clone(), *ip),
                         self.address(target.clone(), *ip, ttl),
@@ -408,10 +413,11 @@ impl Ctx<'_> {
             .filter_map(|u| NodeUrl::parse(u).ok())
         {
             for ip in host_ips(url.host()) {
-                found.addrs.push(self.address(self.owner.clone(), ip, ttl));
+                if !found.addrs.iter().any(|r| r.data == ip.into()) {
+                    found.addrs.push(self.address(self.owner.clone(), ip, ttl));
+                }
             }
         }
-        found.addrs.dedup();
         found.txt = self.txt(node_txt(m, &self.facts.catalog.node_id_of(m.id)), ttl);
         Some(found)
     }
@@ -549,5 +555,130 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::catalog::{CatalogCommand, Role, ServiceKey};
+    use std::str::FromStr;
+
+    fn member(id: u64, url: &str) -> Member {
+        Member {
+            id: NodeId(id),
+            name: format!("n{id}"),
+            cluster_id: "c".into(),
+            advertised_urls: vec![url.into()],
+            resources: Default::default(),
+            role: Role::Voter,
+        }
+    }
+
+    fn service(name: &str, by: u64, targets: &[&str]) -> DnsService {
+        DnsService {
+            key: ServiceKey {
+                namespace: "shop".into(),
+                name: name.into(),
+                protocol: "tcp".into(),
+                port: 80,
+            },
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            scope: "zone".into(),
+            tags: Default::default(),
+            capabilities: Default::default(),
+            metadata: Default::default(),
+            priority: 1,
+            weight: 2,
+            ttl_seconds: 300,
+            registered_by: NodeId(by),
+            cluster_id: "c".into(),
+            registration_id: "r".into(),
+            registered_at_ms: 0,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        for cmd in [
+            CatalogCommand::UpsertMember(member(1, "ws://127.0.0.1:9001")),
+            CatalogCommand::UpsertMember(member(2, "ws://10.0.0.2:9002")),
+            CatalogCommand::RegisterService(service("web", 1, &["10.0.0.7", "10.0.0.8"])),
+            CatalogCommand::RegisterService(service("api", 2, &["10.0.0.9"])),
+        ] {
+            c.apply(cmd).unwrap();
+        }
+        c
+    }
+
+    fn ask(c: &Catalog, down: &[u64], name: &str, t: RecordType, seed: u64) -> Answer {
+        let zones = Zones::new(&["mpreg".into()], 1, 60, false).unwrap();
+        let down: BTreeSet<NodeId> = down.iter().map(|d| NodeId(*d)).collect();
+        let facts = Facts {
+            catalog: c,
+            down: &down,
+            serial: 7,
+        };
+        answer(&zones, &facts, &Name::from_str(name).unwrap(), t, seed)
+    }
+
+    fn data(a: &Answer) -> Vec<String> {
+        a.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn services_of_members_held_down_are_left_out() {
+        let c = catalog();
+        let up = ask(&c, &[], "_svc._tcp.api.shop.mpreg.", RecordType::SRV, 1);
+        assert_eq!(data(&up), vec!["1 2 80 ip4-10-0-0-9.addr.mpreg."]);
+        let down = ask(&c, &[2], "_svc._tcp.api.shop.mpreg.", RecordType::SRV, 1);
+        assert_eq!(down.rcode, ResponseCode::NoError, "still a known name");
+        assert!(down.answers.is_empty());
+        assert_eq!(down.authorities[0].record_type(), RecordType::SOA);
+        // TTLs are clamped to the maximum.
+        assert!(up.answers.iter().all(|r| r.ttl == 60));
+    }
+
+    #[test]
+    fn answers_are_shuffled_by_the_seed_and_complete() {
+        let c = catalog();
+        let orders: BTreeSet<Vec<String>> = (0..32)
+            .map(|seed| data(&ask(&c, &[], "web.shop.mpreg.", RecordType::A, seed)))
+            .collect();
+        assert_eq!(
+            orders.len(),
+            2,
+            "both orders of two records appear: {orders:?}"
+        );
+        for o in &orders {
+            let mut sorted = o.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec!["10.0.0.7", "10.0.0.8"]);
+        }
+        let same = |seed| data(&ask(&c, &[], "web.shop.mpreg.", RecordType::A, seed));
+        assert_eq!(same(5), same(5), "one seed, one order");
+    }
+
+    #[test]
+    fn an_address_is_answered_once_whatever_registers_it() {
+        let mut c = catalog();
+        let mut udp = service("web", 1, &["10.0.0.7"]);
+        udp.key.protocol = "udp".into();
+        c.apply(CatalogCommand::RegisterService(udp)).unwrap();
+        let mut a = data(&ask(&c, &[], "web.shop.mpreg.", RecordType::A, 3));
+        a.sort();
+        assert_eq!(a, vec!["10.0.0.7", "10.0.0.8"]);
+        let srv = ask(&c, &[], "_svc._udp.web.shop.mpreg.", RecordType::SRV, 3);
+        assert_eq!(data(&srv), vec!["1 2 80 ip4-10-0-0-7.addr.mpreg."]);
+    }
+
+    #[test]
+    fn the_soa_serial_is_the_catalog_generation_and_outside_is_refused() {
+        let c = catalog();
+        let apex = ask(&c, &[], "mpreg.", RecordType::SOA, 0);
+        assert!(data(&apex)[0].contains(" 7 "), "{:?}", data(&apex));
+        let out = ask(&c, &[], "example.org.", RecordType::A, 0);
+        assert_eq!(out.rcode, ResponseCode::Refused);
+        assert!(!out.authoritative);
     }
 }
