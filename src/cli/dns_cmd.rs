@@ -12,7 +12,10 @@ use serde_json::{Map, Value, json};
 use crate::dns::client::{Via, answer_json, rcode_name, resolve};
 use crate::dns::names::{Decoded, decode_node_label, node_label};
 
+/// Variant names are the CLI verbs (`DnsRegister` is `dns-register`), as the original spells
+/// them, so they share the prefix.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::enum_variant_names)]
 pub enum DnsCommand {
     /// Register a service for DNS discovery (replaces one with the same namespace, name,
     /// protocol and port)

@@ -8,7 +8,7 @@
 //! are seen within that); only NOERROR replies are kept, so a flood of random names cannot
 //! push out the names in use. Several shuffles of a reply are kept and served in turn.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::wire::{CLASSIC_UDP, MAX_QUERY, Transport, UDP_PAYLOAD};
 
@@ -109,7 +109,7 @@ struct Entry {
 /// The cache itself.
 #[derive(Default)]
 pub struct AnswerCache {
-    entries: HashMap<Box<[u8]>, Entry>,
+    entries: BTreeMap<Box<[u8]>, Entry>,
     bytes: usize,
 }
 

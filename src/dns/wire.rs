@@ -38,6 +38,9 @@ pub struct Question {
 
 /// What to do with a packet.
 #[derive(Debug)]
+// `Ask` is large, but a `Parsed` lives on the stack for one query and is matched at once;
+// boxing it would cost an allocation per query.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// Resolve it, then [`reply`].
     Ask(Question),

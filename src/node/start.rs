@@ -308,6 +308,9 @@ async fn control_plane(
 /// The node's parts that the planes, the built-ins and the admin surfaces share: its
 /// counters, its functions (the user's, built-ins come next), pub/sub, the failure
 /// detector and where forwarded steps go.
+// Each argument is a part made earlier in `start` in its own fallible step; bundling them
+// into a struct only to call this once would hide which step made which.
+#[allow(clippy::too_many_arguments)]
 fn parts(
     env: &Env,
     settings: &Settings,
