@@ -786,7 +786,7 @@ impl Settings {
 
     /// `host:port` to bind.
     pub fn bind_addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        host_port(&self.host, self.port)
     }
 
     /// Whether the DNS gateway runs: asked for, or given a port.
@@ -805,14 +805,14 @@ impl Settings {
                 self.dns_tcp_port.filter(|p| *p != 0),
             ),
         };
-        let tcp = tcp.map(|p| format!("{host}:{p}"));
-        (format!("{host}:{udp}"), tcp)
+        let tcp = tcp.map(|p| host_port(host, p));
+        (host_port(host, udp), tcp)
     }
 
     /// `host:port` the admin server binds.
     pub fn monitoring_addr(&self) -> String {
         let host = self.monitoring_host.as_deref().unwrap_or(&self.host);
-        format!("{host}:{}", self.monitoring_port)
+        host_port(host, self.monitoring_port)
     }
 
     /// Checks values no layer can be trusted to get right: each setting's declared bounds,
@@ -1100,6 +1100,16 @@ impl clap::Args for SettingsFlags {
     }
 }
 
+/// `host:port` for binding, with an IPv6 literal in brackets (`[::1]:8600`), as socket
+/// address parsers want it.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1118,6 +1128,22 @@ enable_default_cache = true
 mode = "sqlite"
 data_dir = "/var/lib/mpreg"
 "#;
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_for_binding() {
+        let mut s = Settings::default();
+        s.host = "::1".into();
+        s.port = 6666;
+        s.dns_port = Some(8600);
+        assert_eq!(s.bind_addr(), "[::1]:6666");
+        assert_eq!(
+            s.dns_addrs(),
+            ("[::1]:8600".to_owned(), Some("[::1]:8600".to_owned()))
+        );
+        s.dns_listen_host = Some("127.0.0.1".into());
+        assert_eq!(s.dns_addrs().0, "127.0.0.1:8600");
+        assert!(s.dns_addrs().0.parse::<std::net::SocketAddr>().is_ok());
+    }
 
     #[test]
     fn the_seed_file_loads_and_reports_what_it_ignores() {

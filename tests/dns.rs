@@ -515,6 +515,28 @@ async fn registrations_are_checked_replaced_and_leave_with_their_node() {
         .await
         .unwrap();
     assert_eq!(d["items"].as_array().unwrap().len(), 1);
+    // The request as keywords, as the original's clients may send it.
+    let d = on_a
+        .call("dns_describe", json!([]))
+        .kwarg("port", json!(8443))
+        .kwarg("namespace", json!("shop"))
+        .await
+        .unwrap();
+    assert_eq!(d["items"].as_array().unwrap().len(), 1);
+    // The original routes dns_list through catalog_query's services: the same items.
+    let all = on_a
+        .call("catalog_query", json!([{"entry_type": "services"}]))
+        .await
+        .unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
+    let one = on_a
+        .call(
+            "catalog_query",
+            json!([{"entry_type": "services", "namespace": "shop", "service_port": 8443}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(one["items"], d["items"]);
 
     // Unregistered: gone; a second time: not removed.
     let key = json!({"name": "pay", "namespace": "shop", "protocol": "tcp", "port": 8443});

@@ -70,20 +70,39 @@ pub(super) fn request<T: DeserializeOwned + Default>(
     call: &CallArgs,
 ) -> Result<T, CallError> {
     let bad = |e: String| CallError::InvalidArguments(format!("{name}: {e}"));
-    let slots = call.bind(&["request"]).map_err(|e| bad(e.to_string()))?;
-    let mut fields: Map<String, Value> = match slots.first().copied().flatten() {
-        Some(r) if r.get().trim() == "null" => Map::new(),
-        Some(r) => serde_json::from_str(r.get())
-            .map_err(|e| bad(format!("the request must be an object: {e}")))?,
-        None => Map::new(),
+    // Positionals only: keywords are the request's fields (or `request=` itself), which
+    // `bind` would refuse as unknown parameters.
+    let positional = CallArgs {
+        args: call.args.clone(),
+        kwargs: Json::empty_object(),
     };
-    if !call.kwargs.is_empty_container() {
-        let kwargs: Map<String, Value> = call
-            .kwargs
+    let slots = positional
+        .bind(&["request"])
+        .map_err(|e| bad(e.to_string()))?;
+    let mut kwargs: Map<String, Value> = if call.kwargs.is_empty_container() {
+        Map::new()
+    } else {
+        call.kwargs
             .decode()
-            .map_err(|e| bad(crate::protocol::plain_error(&e)))?;
-        fields.extend(kwargs);
-    }
+            .map_err(|e| bad(crate::protocol::plain_error(&e)))?
+    };
+    let as_object = |v: Value| match v {
+        Value::Null => Ok(Map::new()),
+        Value::Object(m) => Ok(m),
+        _ => Err(bad("the request must be an object".into())),
+    };
+    let mut fields = match (slots.first().copied().flatten(), kwargs.remove("request")) {
+        (Some(_), Some(_)) => {
+            return Err(bad("got multiple values for parameter `request`".into()));
+        }
+        (Some(r), None) => as_object(
+            serde_json::from_str(r.get())
+                .map_err(|e| bad(format!("the request must be an object: {e}")))?,
+        )?,
+        (None, Some(v)) => as_object(v)?,
+        (None, None) => Map::new(),
+    };
+    fields.extend(kwargs);
     if fields.is_empty() {
         return Ok(T::default());
     }
@@ -894,6 +913,48 @@ pub(crate) fn catalog_watch(info: Arc<NodeView>) -> Function {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Ask {
+        name: Option<String>,
+        limit: Option<usize>,
+    }
+
+    #[test]
+    fn requests_come_as_an_object_as_keywords_or_both() {
+        let call = |args: Vec<Value>, kw: Value| {
+            let Value::Object(kw) = kw else { panic!() };
+            request::<Ask>("t", &CallArgs::from_values(args, kw))
+        };
+        let want = |n: &str, l| Ask {
+            name: Some(n.into()),
+            limit: l,
+        };
+        assert_eq!(call(vec![], json!({})).unwrap(), Ask::default());
+        assert_eq!(call(vec![json!(null)], json!({})).unwrap(), Ask::default());
+        assert_eq!(
+            call(vec![json!({"name": "a"})], json!({})).unwrap(),
+            want("a", None)
+        );
+        assert_eq!(
+            call(vec![], json!({"name": "a", "limit": 2})).unwrap(),
+            want("a", Some(2))
+        );
+        assert_eq!(
+            call(vec![], json!({"request": {"name": "a"}})).unwrap(),
+            want("a", None)
+        );
+        // Keywords win over the object's fields.
+        assert_eq!(
+            call(vec![json!({"name": "a", "limit": 1})], json!({"name": "b"})).unwrap(),
+            want("b", Some(1))
+        );
+        assert!(call(vec![json!({}), json!({})], json!({})).is_err());
+        assert!(call(vec![json!({})], json!({"request": {}})).is_err());
+        assert!(call(vec![json!(3)], json!({})).is_err());
+        assert!(call(vec![], json!({"request": [1]})).is_err());
+    }
 
     #[test]
     fn pages_follow_the_originals_tokens() {

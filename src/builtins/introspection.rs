@@ -153,6 +153,11 @@ struct OriginalQuery {
     #[serde(flatten)]
     functions: FunctionFilter,
     queue_name: Option<String>,
+    /// The service filters of `entry_type: "services"` (the original's field names).
+    namespace: Option<String>,
+    service_name: Option<String>,
+    service_protocol: Option<String>,
+    service_port: Option<i64>,
 }
 
 /// The function filters the original's discovery requests share (`catalog_query`'s and
@@ -245,7 +250,28 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
                 .take(limit)
                 .map(|x| json!({"queue_name": x.name, "name": x.name, "node_id": node_id_of(x.owner)}))
                 .collect(),
-            // Kinds this build has no entries of yet (services, topics, caches, …).
+            // The DNS registrations, as `dns_list` gives them.
+            "services" => {
+                let filter = crate::dns::registry::ListRequest {
+                    namespace: q.namespace.clone(),
+                    name: q.service_name.clone(),
+                    protocol: q.service_protocol.clone(),
+                    port: q.service_port,
+                    node_id: q.functions.node_id.clone(),
+                    ..Default::default()
+                };
+                catalog
+                    .services()
+                    .filter_map(|svc| {
+                        let node_id = node_id_of(svc.registered_by);
+                        filter
+                            .keeps(svc, &node_id)
+                            .then(|| crate::dns::registry::endpoint_json(svc, &node_id))
+                    })
+                    .take(limit)
+                    .collect()
+            }
+            // Kinds this build has no entries of yet (topics, caches, …).
             _ => Vec::new(),
         }
     });

@@ -139,6 +139,7 @@ impl DnsStats {
             "cache_hits": self.cache_hits.load(Ordering::Relaxed),
             "cache_misses": self.cache_misses.load(Ordering::Relaxed),
             "tcp_connections_refused": self.tcp_refused.load(Ordering::Relaxed),
+            "socket_errors": self.errors.load(Ordering::Relaxed),
         })
     }
 }
@@ -187,6 +188,12 @@ impl Collector for DnsMetrics {
             "mpreg_dns_tcp_refused",
             "TCP connections closed at once (dns_tcp_max_connections reached)",
             s.tcp_refused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "mpreg_dns_socket_errors",
+            "Failed receives, sends and accepts on the gateway's sockets (the last one is in /dns/metrics)",
+            s.errors.load(Ordering::Relaxed),
         )?;
         counter(
             e,

@@ -32,6 +32,8 @@ use crate::fabric::liveness::Liveness;
 
 /// Shuffled copies of an answer with several records kept in the cache, served in turn.
 const VARIANTS: u64 = 4;
+/// The pause after a failed receive or accept, so that a lasting error does not spin.
+const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The gateway's limits, from the `dns_*` settings.
 #[derive(Debug, Clone)]
@@ -143,20 +145,25 @@ impl Gateway {
             {
                 self.stats.cache_hit();
                 let qtype = u16::from_be_bytes([packet[s.qname_end], packet[s.qname_end + 1]]);
+                // Cached replies are NOERROR; a truncated one (TC) is still counted so.
+                let fit = if out[2] & 0x02 != 0 {
+                    Fit::Truncated
+                } else {
+                    Fit::Whole
+                };
                 return Some(Outcome {
                     rcode: ResponseCode::NoError,
                     kind: Kind::Answer(name_hash(&key[8..]), qtype),
-                    fit: Fit::Whole,
+                    fit,
                 });
             }
         }
         self.stats.cache_miss();
         let q = match wire::parse(packet, transport) {
             Parsed::Drop => return None,
-            Parsed::Reply(bytes) => {
+            Parsed::Reply(bytes, rcode) => {
                 out.clear();
                 out.extend_from_slice(&bytes);
-                let rcode = ResponseCode::from(0, bytes.get(3).map_or(0, |b| b & 0x0f));
                 return Some(Outcome {
                     rcode,
                     kind: Kind::Error,
@@ -257,8 +264,10 @@ impl Gateway {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        // ICMP errors from earlier sends surface here on some systems.
+                        // ICMP errors from earlier sends surface here on some systems; a
+                        // lasting error must not spin a core, so back off a little.
                         self.stats.error(&e.to_string());
+                        tokio::time::sleep(ERROR_BACKOFF).await;
                         continue;
                     }
                 },
@@ -276,6 +285,9 @@ impl Gateway {
                 Verdict::Slip => {
                     wire::truncate_in_place(&mut out);
                     self.stats.slipped();
+                    if out.is_empty() {
+                        continue; // nothing left worth a datagram
+                    }
                 }
                 Verdict::Drop => {
                     self.stats.dropped();
@@ -311,7 +323,9 @@ impl Gateway {
                 r = listener.accept() => match r {
                     Ok((s, _)) => s,
                     Err(e) => {
+                        // Typically out of file descriptors: back off instead of spinning.
                         self.stats.error(&e.to_string());
+                        tokio::time::sleep(ERROR_BACKOFF).await;
                         continue;
                     }
                 },

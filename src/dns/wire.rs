@@ -44,8 +44,9 @@ pub struct Question {
 pub enum Parsed {
     /// Resolve it, then [`reply`].
     Ask(Question),
-    /// Send these bytes (an error reply needing no lookup).
-    Reply(Vec<u8>),
+    /// Send these bytes (an error reply needing no lookup), whose full rcode (BADVERS
+    /// lives partly in the OPT record, so it is not the header's four bits) is given.
+    Reply(Vec<u8>, ResponseCode),
     /// Send nothing.
     Drop,
 }
@@ -56,13 +57,21 @@ pub fn parse(packet: &[u8], transport: Transport) -> Parsed {
         return Parsed::Drop;
     }
     if packet.len() > MAX_QUERY {
-        return Parsed::Reply(header_error(packet, ResponseCode::FormErr));
+        return Parsed::Reply(
+            header_error(packet, ResponseCode::FormErr),
+            ResponseCode::FormErr,
+        );
     }
     let message = match Message::from_vec(packet) {
         Ok(m) => m,
-        Err(_) => return Parsed::Reply(header_error(packet, ResponseCode::FormErr)),
+        Err(_) => {
+            return Parsed::Reply(
+                header_error(packet, ResponseCode::FormErr),
+                ResponseCode::FormErr,
+            );
+        }
     };
-    let error = |code| Parsed::Reply(error_reply(&message, code));
+    let error = |code| Parsed::Reply(error_reply(&message, code), code);
     if message.op_code != OpCode::Query {
         return error(ResponseCode::NotImp);
     }
@@ -186,13 +195,22 @@ pub fn slip(q: &Question) -> Vec<u8> {
 /// and no records, and the question. (What rate limiting "slips".) A reply whose question
 /// cannot be read is left empty: nothing is sent.
 pub fn truncate_in_place(out: &mut Vec<u8>) {
-    let Some(end) = question_end(out) else {
+    if out.len() < 12 {
         out.clear();
         return;
-    };
-    out.truncate(end);
+    }
+    match question_end(out) {
+        Some(end) => {
+            out.truncate(end);
+            out[6..12].fill(0); // no answers, authorities or additionals
+        }
+        None => {
+            // A reply without a (readable) question, e.g. FORMERR: its header alone.
+            out.truncate(12);
+            out[4..12].fill(0);
+        }
+    }
     out[2] |= 0x02; // TC
-    out[6..12].fill(0); // no answers, authorities or additionals
 }
 
 /// One past the first question of a message (its name is never compressed: it is the
@@ -255,7 +273,7 @@ mod tests {
     #[test]
     fn malformed_packets_get_formerr_and_responses_get_nothing() {
         let garbage = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'x'];
-        let Parsed::Reply(r) = parse(&garbage, Transport::Udp) else {
+        let Parsed::Reply(r, _) = parse(&garbage, Transport::Udp) else {
             panic!("no reply")
         };
         let m = Message::from_vec(&r).unwrap();
