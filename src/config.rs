@@ -1131,10 +1131,12 @@ data_dir = "/var/lib/mpreg"
 
     #[test]
     fn ipv6_hosts_are_bracketed_for_binding() {
-        let mut s = Settings::default();
-        s.host = "::1".into();
-        s.port = 6666;
-        s.dns_port = Some(8600);
+        let mut s = Settings {
+            host: "::1".into(),
+            port: 6666,
+            dns_port: Some(8600),
+            ..Settings::default()
+        };
         assert_eq!(s.bind_addr(), "[::1]:6666");
         assert_eq!(
             s.dns_addrs(),
