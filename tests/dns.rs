@@ -572,3 +572,19 @@ async fn wait_listed(client: &Client, n: usize) -> Vec<Value> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// The original's own Python clients on the DNS built-ins and gateway: `MPREGClientAPI`'s
+/// `dns_register`/`dns_list`/`dns_describe`/`dns_unregister`, `MPREGDnsClient.resolve`
+/// (UDP and TCP) and the `mpreg client dns-*` CLI verbs. Run on purpose with
+/// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test dns --
+/// --ignored original` (a venv where the original MPREG package and its `mpreg` CLI are
+/// installed: `../shared/tools/original-clients/setup.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
+async fn the_original_clients_dns_calls_and_cli_work() {
+    let (node, dns) = dns_node(dns_settings()).await;
+    let port = dns.port().to_string();
+    let host = dns.ip().to_string();
+    run_original_script("original_dns_client.py", &[node.url(), &port, &host], &[]).await;
+    node.shutdown().await;
+}

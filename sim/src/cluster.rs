@@ -24,6 +24,7 @@ use crate::env::{sim_env, sim_secret};
 use crate::scenario::{Action, FaultEvent, Scenario, Target};
 use crate::trace::Trace;
 
+pub mod dns;
 pub mod pubsub;
 
 const PORT: u16 = 9000;
@@ -112,6 +113,10 @@ pub struct Observations {
     pub pubsub_final: Option<pubsub::FinalPhase>,
     /// The late subscriber's subscription with a backlog, once it was acknowledged.
     pub pubsub_backlog: Option<pubsub::BacklogSub>,
+    /// The DNS workload (scenarios with `dns_services`): each registration or removal and
+    /// whether it was acknowledged, and after healing each node's answer for each service.
+    pub dns_writes: Vec<(String, bool)>,
+    pub dns_probes: Vec<dns::DnsProbe>,
     /// Links between nodes cut or degraded by the faults, each for a while.
     pub link_faults: Vec<LinkFault>,
     /// Nodes that lost what they held in memory (crashed, or restarted into an upgrade) or
@@ -192,6 +197,8 @@ struct World {
     executions: Option<Executions>,
     /// The pub/sub workload's final phase has finished.
     pubsub_final_done: bool,
+    /// The DNS probe after healing has finished.
+    dns_probed: bool,
     /// Link faults still in force: (a, b, cut) → since when.
     open_link_faults: BTreeMap<(String, String, bool), Duration>,
 }
@@ -301,6 +308,7 @@ fn node_settings(name: &str, scenario: &Scenario, initial: &[String]) -> Setting
         voters: scenario.voters,
         replace_voter_after_ms: scenario.replace_voter_after_ms,
         drain_timeout_ms: 1_000,
+        dns_port: (scenario.dns_services > 0).then_some(dns::DNS_PORT),
         ..Settings::default()
     }
 }
@@ -453,39 +461,7 @@ fn add_client(
                 },
             });
             let started = now();
-            let mut outcome = Outcome::Unknown;
-            let mut detail = String::new();
-            let mut target = home.clone();
-            for attempt in 0..4 {
-                let mut peer =
-                    PeerClient::to_addr(env.clone(), format!("{target}:{PORT}"), sim_secret());
-                match peer.write(cmd.clone(), WRITE_TIMEOUT).await {
-                    Ok(Ok(resp)) => {
-                        outcome = match resp.data {
-                            Ok(()) => Outcome::Acknowledged,
-                            Err(e) => {
-                                detail = format!(" ({e})");
-                                Outcome::Rejected
-                            }
-                        };
-                        home = target;
-                        break;
-                    }
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        if let Some(leader) = f.leader_node {
-                            target = leader.addr.split(':').next().unwrap_or_default().to_owned();
-                            continue;
-                        }
-                    }
-                    Ok(Err(_)) | Err(_) => {}
-                }
-                // No answer, or no leader known: fail over to another live node.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let live = world.borrow().live();
-                if !live.is_empty() {
-                    target = live[(i + attempt + 1) % live.len()].clone();
-                }
-            }
+            let (outcome, detail) = write_with_failover(&env, &world, &cmd, &mut home, i).await;
             let finished = now();
             trace.record(&name, format!("write {queue}: {outcome:?}{detail}"));
             world.borrow_mut().obs.writes.push(WriteRecord {
@@ -531,6 +507,45 @@ fn add_client(
         }
         Ok(())
     });
+}
+
+/// Writes `cmd` through `home`, following leader hints and failing over to other live nodes
+/// (`i` spreads the clients' choices), at most four tries; `home` becomes the node that
+/// answered. The detail says why a write was rejected.
+async fn write_with_failover(
+    env: &mpreg::Env,
+    world: &Shared,
+    cmd: &CatalogCommand,
+    home: &mut String,
+    i: usize,
+) -> (Outcome, String) {
+    let mut target = home.clone();
+    for attempt in 0..4 {
+        let mut peer = PeerClient::to_addr(env.clone(), format!("{target}:{PORT}"), sim_secret());
+        match peer.write(cmd.clone(), WRITE_TIMEOUT).await {
+            Ok(Ok(resp)) => {
+                *home = target;
+                return match resp.data {
+                    Ok(()) => (Outcome::Acknowledged, String::new()),
+                    Err(e) => (Outcome::Rejected, format!(" ({e})")),
+                };
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                if let Some(leader) = f.leader_node {
+                    target = leader.addr.split(':').next().unwrap_or_default().to_owned();
+                    continue;
+                }
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+        // No answer, or no leader known: fail over to another live node.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let live = world.borrow().live();
+        if !live.is_empty() {
+            target = live[(i + attempt + 1) % live.len()].clone();
+        }
+    }
+    (Outcome::Unknown, String::new())
 }
 
 /// Adds host `rogue`, which holds the cluster secret and campaigns as member `id` (one
@@ -1103,6 +1118,9 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
             pubsub::add_publisher(&mut h.sim, &world, &trace, seed, i, scenario);
         }
     }
+    if scenario.dns_services > 0 {
+        dns::add_registrar(&mut h.sim, &world, &trace, seed, scenario);
+    }
     let fail = |message: String| SimFailure {
         seed,
         scenario: scenario.name.clone(),
@@ -1182,6 +1200,21 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         }
         if !world.borrow().pubsub_final_done {
             return Err(fail("pub/sub's final phase did not finish".into()));
+        }
+    }
+    if scenario.dns_services > 0 && converged_at.is_some() {
+        dns::add_probe(&mut h.sim, &world, &trace, seed, scenario);
+        let services = scenario.dns_services as u32;
+        let nodes = world.borrow().staying().len() as u32;
+        let deadline =
+            h.sim.elapsed() + (dns::DNS_BOUND + Duration::from_secs(1)) * services * nodes;
+        while !world.borrow().dns_probed && h.sim.elapsed() < deadline {
+            if let Err(e) = h.sim.step() {
+                return Err(fail(format!("simulation error in the DNS probe: {e}")));
+            }
+        }
+        if !world.borrow().dns_probed {
+            return Err(fail("the DNS probe did not finish".into()));
         }
     }
     if converged_at.is_some() {

@@ -52,6 +52,11 @@ pub struct Scenario {
     /// Pause between one publisher's messages.
     #[serde(default = "defaults::pubsub_every_ms")]
     pub pubsub_every_ms: u64,
+    /// Services registered for DNS by host `d0` while the faults happen, then looked up
+    /// at every node's DNS gateway after healing (`cluster::dns`); none: no DNS workload
+    /// (and the gateways stay off).
+    #[serde(default)]
+    pub dns_services: usize,
     /// After the workload ends and every fault is healed, the replicas must agree within
     /// this much simulated time.
     #[serde(default = "defaults::settle_ms")]
@@ -203,8 +208,15 @@ impl Scenario {
         } else {
             0
         };
+        // The DNS workload: its registrations, every fourth unregistered, one replacement.
+        let dns = if self.dns_services > 0 {
+            (self.dns_services + self.dns_services / 4 + 1) as u64 * self.write_every_ms
+        } else {
+            0
+        };
         (self.writes_per_client as u64 * self.write_every_ms)
             .max(rpc)
+            .max(dns)
             .max(self.pubsub_ms())
     }
 

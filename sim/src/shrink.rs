@@ -32,6 +32,7 @@ pub fn base_scenario() -> Scenario {
         pubsub_publishers: 2,
         pubsub_messages_per_publisher: 30,
         pubsub_every_ms: 120,
+        dns_services: 0,
         settle_ms: 20_000,
         seeds: 1,
         seed: None,

@@ -25,6 +25,7 @@ fn holds(name: &str) {
     let mut writes = 0;
     let (mut rpc_ok, mut rpc_all) = (0, 0);
     let (mut pubsub_heard, mut pubsub_final, mut backlog_checked) = (0, true, 0);
+    let (mut dns_services_answered, mut dns_every_seed) = (0, true);
     for seed in scenario.seeds() {
         let wall = std::time::Instant::now();
         match run_checked(&scenario, seed, &ALL) {
@@ -61,6 +62,24 @@ fn holds(name: &str) {
                         r.obs.executions.values().sum::<u32>(),
                         r.obs.probes.len()
                     );
+                }
+                if scenario.dns_services > 0 {
+                    let o = &r.obs;
+                    let answered: std::collections::BTreeSet<&str> = o
+                        .dns_probes
+                        .iter()
+                        .filter(|p| p.answer.as_ref().is_ok_and(|a| !a.contains("NXDOMAIN")))
+                        .map(|p| p.service.as_str())
+                        .collect();
+                    eprintln!(
+                        "  dns: {}/{} registrations and removals acknowledged, {} answers probed, {} services with records",
+                        o.dns_writes.iter().filter(|w| w.1).count(),
+                        o.dns_writes.len(),
+                        o.dns_probes.len(),
+                        answered.len()
+                    );
+                    dns_services_answered += answered.len();
+                    dns_every_seed &= !o.dns_probes.is_empty();
                 }
                 if scenario.pubsub_subscribers > 0 {
                     let o = &r.obs;
@@ -107,6 +126,13 @@ fn holds(name: &str) {
         assert!(
             backlog_checked > 0,
             "{name}: no message was in the backlog checker's scope in any seed"
+        );
+    }
+    // The DNS checker holds vacuously unless every seed probed and some services had records.
+    if scenario.dns_services > 0 {
+        assert!(
+            dns_every_seed && dns_services_answered > 0,
+            "{name}: DNS probed in every seed: {dns_every_seed}; services with records: {dns_services_answered}"
         );
     }
     // Likewise most RPCs must complete (each completed one was checked for its answer).

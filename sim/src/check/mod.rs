@@ -5,6 +5,7 @@
 mod at_most_once;
 mod callable_everywhere;
 mod convergence;
+mod dns_after_heal;
 mod election_safety;
 mod linearizable_reads;
 mod no_disruption;
@@ -29,7 +30,7 @@ pub use pubsub_backlog::checked as backlog_checked;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 16] = [
+pub const ALL: [(&str, Checker); 17] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -69,6 +70,10 @@ pub const ALL: [(&str, Checker); 16] = [
     (
         "a late subscriber hears the backlog kept for it",
         pubsub_backlog::check,
+    ),
+    (
+        "after healing every node's DNS answers are the catalog's",
+        dns_after_heal::check,
     ),
 ];
 
