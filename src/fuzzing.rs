@@ -279,3 +279,176 @@ pub fn snapshot(data: &[u8]) {
     ready(Pin::new(&mut again).poll_shutdown(&mut cx)).expect("an encoded state decodes");
     assert_eq!(again.into_parts().1, Some(state), "a state round-trips");
 }
+
+/// The DNS gateway's query path on any packet, over UDP and TCP, with no IO: the answer
+/// cache's scan, the parser, the answer from a small catalog and the reply's encoding. What
+/// must hold: an error reply is never larger than a header and the question's bytes (no
+/// amplification); every reply decodes, echoes the id, and over UDP fits the size the
+/// query allows; a cached answer, patched for this packet, is byte for byte the reply the
+/// full path made; a packet differing only in id, RD and the question name's case has the
+/// same cache key and gets the same rcode; a slipped (truncated) reply decodes.
+pub fn dns_query(data: &[u8]) {
+    use crate::dns::answer::{Facts, answer};
+    use crate::dns::cache::{AnswerCache, KEY_MAX, scan};
+    use crate::dns::wire::{Parsed, Transport, parse, reply, truncate_in_place};
+    use hickory_proto::op::{Message, ResponseCode};
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let full = |packet: &[u8]| -> Option<(Vec<u8>, ResponseCode)> {
+            match parse(packet, transport) {
+                Parsed::Drop => None,
+                Parsed::Reply(bytes, rcode) => {
+                    assert!(
+                        bytes.len() <= packet.len().max(12),
+                        "an error reply larger than its query"
+                    );
+                    Some((bytes, rcode))
+                }
+                Parsed::Ask(q) => {
+                    let (zones, catalog) = dns_fixture();
+                    let down = std::collections::BTreeSet::new();
+                    let facts = Facts {
+                        catalog,
+                        down: &down,
+                        serial: 1,
+                    };
+                    let a = answer(zones, &facts, q.query.name(), q.query.query_type(), 7);
+                    let rcode = a.rcode;
+                    let (bytes, _) = reply(&q, a, transport);
+                    if transport == Transport::Udp {
+                        assert!(bytes.len() <= usize::from(q.limit), "a UDP reply too big");
+                    }
+                    Some((bytes, rcode))
+                }
+            }
+        };
+        let Some((bytes, rcode)) = full(data) else {
+            continue;
+        };
+        assert_eq!(bytes[..2], data[..2], "the reply echoes the id");
+        assert!(bytes[2] & 0x80 != 0, "a reply is a response");
+        if rcode != ResponseCode::FormErr {
+            Message::from_vec(&bytes).expect("a reply decodes");
+        }
+        let mut slipped = bytes.clone();
+        truncate_in_place(&mut slipped);
+        if !slipped.is_empty() && rcode != ResponseCode::FormErr {
+            Message::from_vec(&slipped).expect("a slipped reply decodes");
+        }
+        let mut key = [0u8; KEY_MAX];
+        let Some(scanned) = scan(data, transport, &mut key) else {
+            continue;
+        };
+        let key = key[..scanned.key_len].to_vec();
+        // The same question asked differently: another id, RD flipped, the name's case
+        // swapped. Same key, same rcode.
+        let mut other = data.to_vec();
+        other[0] ^= 0x5a;
+        other[2] ^= 0x01;
+        for b in &mut other[12..scanned.qname_end] {
+            if b.is_ascii_alphabetic() {
+                *b ^= 0x20;
+            }
+        }
+        let mut other_key = [0u8; KEY_MAX];
+        let Some(other_scan) = scan(&other, transport, &mut other_key) else {
+            panic!("case, id and RD made a cacheable query uncacheable");
+        };
+        assert_eq!(
+            other_key[..other_scan.key_len],
+            key[..],
+            "case, id and RD change the key"
+        );
+        let other_full = full(&other);
+        assert_eq!(
+            other_full.as_ref().map(|o| o.1),
+            Some(rcode),
+            "the same question, another rcode"
+        );
+        if rcode == ResponseCode::NoError {
+            // Kept for `data`, served to `other`: what the full path gives `other`.
+            let mut cache = AnswerCache::default();
+            cache.keep(&key, vec![bytes.clone()], 1, 0);
+            let mut out = Vec::new();
+            assert!(cache.answer(&key, other_scan, &other, 1, 0, &mut out));
+            let want = other_full.map(|o| o.0).unwrap_or_default();
+            // Names compare without case (a cached answer's owner names may point at the
+            // question, so they take its case; the full path may write the zone's).
+            assert_eq!(out[..12], want[..12], "a cached answer's header differs");
+            let (got, want) = (
+                Message::from_vec(&out).expect("a cached answer decodes"),
+                Message::from_vec(&want).expect("a reply decodes"),
+            );
+            assert_eq!(
+                (
+                    &got.queries,
+                    &got.answers,
+                    &got.authorities,
+                    &got.additionals
+                ),
+                (
+                    &want.queries,
+                    &want.answers,
+                    &want.authorities,
+                    &want.additionals
+                ),
+                "a cached answer differs from the full path's"
+            );
+        }
+    }
+}
+
+/// The DNS fuzz target's zones and catalog: two members and two services.
+fn dns_fixture() -> &'static (crate::dns::answer::Zones, crate::control::Catalog) {
+    use crate::control::{CatalogCommand, DnsService, Member, NodeId, Role, ServiceKey};
+    static FIXTURE: std::sync::OnceLock<(crate::dns::answer::Zones, crate::control::Catalog)> =
+        std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let zones =
+            crate::dns::answer::Zones::new(&["mpreg".into(), "Example.com".into()], 1, 60, false)
+                .expect("valid zones");
+        let mut c = crate::control::Catalog::default();
+        let member = |id: u64, url: &str| Member {
+            id: NodeId(id),
+            name: format!("n{id}"),
+            cluster_id: "c".into(),
+            advertised_urls: vec![url.into()],
+            resources: Default::default(),
+            role: Role::Voter,
+        };
+        let service = |name: &str, by: u64, targets: &[&str]| DnsService {
+            key: ServiceKey {
+                namespace: "shop".into(),
+                name: name.into(),
+                protocol: "tcp".into(),
+                port: 80,
+            },
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            scope: "zone".into(),
+            tags: Default::default(),
+            capabilities: Default::default(),
+            metadata: [("k".to_owned(), "\"v\"".to_owned())].into_iter().collect(),
+            priority: 1,
+            weight: 2,
+            ttl_seconds: 300,
+            registered_by: NodeId(by),
+            cluster_id: "c".into(),
+            registration_id: "r".into(),
+            registered_at_ms: 0,
+        };
+        let many: Vec<String> = (0..40).map(|i| format!("10.0.1.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        for cmd in [
+            CatalogCommand::UpsertMember(member(1, "ws://127.0.0.1:9001")),
+            CatalogCommand::UpsertMember(member(2, "ws://[::1]:9002")),
+            CatalogCommand::RegisterService(service(
+                "web",
+                1,
+                &["10.0.0.7", "fd00::7", "web.example.com"],
+            )),
+            CatalogCommand::RegisterService(service("big", 2, &many)),
+        ] {
+            c.apply(cmd).expect("the fixture applies");
+        }
+        (zones, c)
+    })
+}

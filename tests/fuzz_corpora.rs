@@ -18,7 +18,7 @@ use openraft::{BasicNode, Vote};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 9] = [
     ("peer_hello", mpreg::fuzzing::peer_hello),
     ("peer_frame", mpreg::fuzzing::peer_frame),
     ("client_frame", mpreg::fuzzing::client_frame),
@@ -27,6 +27,7 @@ const TARGETS: [Target; 8] = [
     ("json_text", mpreg::fuzzing::json_text),
     ("upgrade_token", mpreg::fuzzing::upgrade_token),
     ("snapshot", mpreg::fuzzing::snapshot),
+    ("dns_query", mpreg::fuzzing::dns_query),
 ];
 
 fn corpus(target: &str) -> PathBuf {
@@ -287,6 +288,57 @@ fn snapshots() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// DNS queries: every name form the gateway answers, EDNS0, ANY, a big answer, names outside
+/// the zones, and malformed packets.
+fn dns_queries() -> Vec<(&'static str, Vec<u8>)> {
+    use hickory_proto::rr::{Name, RecordType};
+    use mpreg::dns::wire::query;
+    let q = |name: &str, t, edns| query(0x1234, &Name::from_ascii(name).unwrap(), t, edns);
+    let mut out = vec![
+        (
+            "srv",
+            q("_svc._tcp.web.shop.mpreg.", RecordType::SRV, Some(1232)),
+        ),
+        (
+            "srv_no_edns",
+            q("_svc._tcp.web.shop.mpreg.", RecordType::SRV, None),
+        ),
+        ("a", q("web.shop.mpreg.", RecordType::A, Some(4096))),
+        ("txt", q("Web.Shop.MPREG.", RecordType::TXT, None)),
+        ("any", q("web.shop.mpreg.", RecordType::ANY, Some(1232))),
+        ("big", q("_svc._tcp.big.shop.mpreg.", RecordType::SRV, None)),
+        (
+            "function",
+            q("_mpreg._tcp.echo.mpreg.", RecordType::SRV, Some(1232)),
+        ),
+        ("node", q("n1.node.mpreg.", RecordType::AAAA, None)),
+        ("addr", q("ip4-10-0-0-7.addr.mpreg.", RecordType::A, None)),
+        ("soa", q("mpreg.", RecordType::SOA, None)),
+        ("nxdomain", q("nothing.shop.mpreg.", RecordType::A, None)),
+        ("outside", q("example.org.", RecordType::A, None)),
+        (
+            "second_zone",
+            q("web.shop.example.com.", RecordType::A, None),
+        ),
+    ];
+    let mut response = q("web.shop.mpreg.", RecordType::A, None);
+    response[2] |= 0x80;
+    out.push(("response", response));
+    let mut badvers = q("web.shop.mpreg.", RecordType::A, Some(1232));
+    let n = badvers.len();
+    badvers[n - 5] = 1; // the OPT record's EDNS version (TTL: rcode, version, flags)
+    out.push(("badvers", badvers));
+    let mut two = q("web.shop.mpreg.", RecordType::A, None);
+    two[5] = 2; // QDCOUNT 2, one question present
+    out.push(("qdcount_lies", two));
+    out.push((
+        "header_only",
+        vec![0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ));
+    out.push(("short", vec![0x12, 0x34, 1]));
+    out
+}
+
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = corpus(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -352,6 +404,9 @@ fn write_seed_corpora() {
     ];
     for (name, json) in client {
         write("client_frame", name, json.as_bytes());
+    }
+    for (name, bytes) in dns_queries() {
+        write("dns_query", name, &bytes);
     }
     for (name, bytes) in snapshots() {
         write("snapshot", name, &bytes);

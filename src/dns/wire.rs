@@ -193,7 +193,8 @@ pub fn slip(q: &Question) -> Vec<u8> {
 
 /// Turns a reply in `out` into its truncated, empty form in place: the header with TC set
 /// and no records, and the question. (What rate limiting "slips".) A reply whose question
-/// cannot be read is left empty: nothing is sent.
+/// cannot be read (FORMERR) keeps its header alone; one shorter than a header is emptied:
+/// nothing is sent.
 pub fn truncate_in_place(out: &mut Vec<u8>) {
     if out.len() < 12 {
         out.clear();
