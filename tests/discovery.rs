@@ -308,7 +308,22 @@ async fn describe_report_map_v2_and_watch_in_the_originals_shapes() {
         assert_eq!(n["transport_endpoints"][0]["endpoint"], url);
         assert!(n["transport_endpoints"][0]["port"].as_u64().unwrap() > 0);
         assert!(n["load"]["load_score"].is_number(), "{n}");
-        assert_eq!(n["load"]["peer_count"], 1);
+        // The nodes it knows, itself included, as the original counts.
+        assert_eq!(n["load"]["peer_count"], 2);
+        // The message counters are the answering node's own (b's): a's heartbeats and
+        // Raft traffic have reached it, and the kinds add up. Not given for a.
+        let load = &n["load"];
+        if n["is_local"] == true {
+            let count = |k: &str| load[k].as_u64().unwrap_or_else(|| panic!("{k}: {n}"));
+            assert!(count("server_messages") > 0, "{n}");
+            assert!(count("rpc_responses_skipped") > 0, "{n}");
+            assert_eq!(
+                count("messages_processed"),
+                count("server_messages") + count("rpc_responses_skipped") + count("other_messages")
+            );
+        } else {
+            assert!(load.get("messages_processed").is_none(), "{n}");
+        }
     }
     let paged = original_call(&mut ws, "cluster_map_v2", Some(json!({"limit": 1}))).await;
     assert_eq!(paged["nodes"].as_array().map(Vec::len), Some(1));
@@ -327,6 +342,94 @@ async fn describe_report_map_v2_and_watch_in_the_originals_shapes() {
     assert_eq!(w["topic"], "mpreg.discovery.delta.svc");
     assert_eq!(w["namespace"], "svc");
     assert_eq!(w["cluster_id"], test_settings().cluster_id);
+
+    // summary_query(): one summary per function, by namespace then name, paged.
+    let cluster = test_settings().cluster_id;
+    let all = original_call(&mut ws, "summary_query", None).await;
+    let items = all["items"].as_array().unwrap();
+    let ids: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i["service_id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"svc.market.quote") && ids.contains(&"svc.thumbs.resize"),
+        "{all}"
+    );
+    let mut sorted = items.clone();
+    sorted.sort_by(|x, y| {
+        (x["namespace"].as_str(), x["service_id"].as_str())
+            .cmp(&(y["namespace"].as_str(), y["service_id"].as_str()))
+    });
+    assert_eq!(&sorted, items);
+    let svc = original_call(
+        &mut ws,
+        "summary_query",
+        Some(json!({"namespace": "svc", "scope": "cluster", "include_ingress": true, "limit": 1})),
+    )
+    .await;
+    assert_eq!(svc["items"].as_array().map(Vec::len), Some(1), "{svc}");
+    let quote = &svc["items"][0];
+    assert_eq!(quote["service_id"], "svc.market.quote");
+    assert_eq!(quote["namespace"], "svc.market");
+    assert_eq!(quote["endpoint_count"], 1);
+    assert_eq!(quote["health_band"], "healthy");
+    assert_eq!(quote["scope"], "zone");
+    assert_eq!(quote["source_cluster"], cluster);
+    assert_eq!(quote["regions"], json!(["local"]));
+    assert_eq!(svc["next_page_token"], "1:1");
+    let mut ingress: Vec<&str> = svc["ingress"][&cluster]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    ingress.sort_unstable();
+    let mut urls = vec![a.url(), b.url()];
+    urls.sort_unstable();
+    assert_eq!(ingress, urls);
+    let one = original_call(
+        &mut ws,
+        "summary_query",
+        Some(json!({"service_id": "svc.thumbs.resize"})),
+    )
+    .await;
+    assert_eq!(one["items"][0]["namespace"], "svc.thumbs", "{one}");
+    assert!(one["items"][0].get("scope").is_none());
+    let bad = common::raw_roundtrip(
+        &mut ws,
+        &original_request("u9", "summary_query", Some(json!({"scope": "planet"}))),
+    )
+    .await;
+    assert!(!bad["error"].is_null(), "{bad}");
+
+    // summary_watch(): the original's topic.
+    let w = original_call(&mut ws, "summary_watch", None).await;
+    assert_eq!(w["topic"], "mpreg.discovery.summary");
+    assert_eq!(w["cluster_id"], cluster);
+    let w = original_call(
+        &mut ws,
+        "summary_watch",
+        Some(json!({"scope": "global", "namespace": "svc"})),
+    )
+    .await;
+    assert_eq!(w["topic"], "mpreg.discovery.summary.global.svc");
+    assert_eq!(
+        (&w["scope"], &w["namespace"]),
+        (&json!("global"), &json!("svc"))
+    );
+
+    // The resolver calls: no resolver mode; the replica's counts.
+    let stats = original_call(&mut ws, "resolver_cache_stats", None).await;
+    assert_eq!(stats["enabled"], false);
+    assert_eq!(stats["entry_counts"]["nodes"], 2, "{stats}");
+    // rpc_report's count: the two and every node's built-ins, all in the catalog.
+    assert_eq!(stats["entry_counts"]["functions"], total, "{stats}");
+    assert!(stats.get("stats").is_none());
+    let resync = original_call(&mut ws, "resolver_resync", None).await;
+    assert_eq!(
+        (&resync["resynced"], &resync["error"]),
+        (&json!(false), &json!("resolver_mode_disabled"))
+    );
 }
 
 /// `catalog_watch` then the original's `pubsub-subscribe`: each catalog change arrives as a

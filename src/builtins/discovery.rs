@@ -110,11 +110,11 @@ pub(super) fn request<T: DeserializeOwned + Default>(
 }
 
 /// The original's scopes, narrowest first; every function and node here is `zone`.
-const SCOPES: [&str; 4] = ["local", "zone", "region", "global"];
+pub(super) const SCOPES: [&str; 4] = ["local", "zone", "region", "global"];
 const OUR_SCOPE: &str = "zone";
 
 /// A requested scope, normalized as the original does (`cluster` is `zone`); `None`: any.
-fn scope(s: Option<&str>) -> Result<Option<usize>, CallError> {
+pub(super) fn scope(s: Option<&str>) -> Result<Option<usize>, CallError> {
     let Some(s) = s.map(|s| s.trim().to_ascii_lowercase()) else {
         return Ok(None);
     };
@@ -313,18 +313,24 @@ fn v2_node(n: &Value, members: usize) -> Option<Value> {
         "load".into(),
         json!({
             "active_clients": load["active_clients"],
-            "peer_count": members.saturating_sub(1),
+            // As the original counts it: the nodes it knows, itself included.
+            "peer_count": members,
             "status": load["status"],
             "status_timestamp": load["status_timestamp"],
-            "messages_processed": 0,
-            "rpc_responses_skipped": 0,
-            "server_messages": 0,
-            "other_messages": 0,
+            "messages_processed": load["messages_processed"],
+            "rpc_responses_skipped": load["rpc_responses_skipped"],
+            "server_messages": load["server_messages"],
+            "other_messages": load["other_messages"],
             "load_score": load["load_score"],
             "inflight_requests": load["inflight_requests"],
             "recent_step_latency_ms": load["recent_step_latency_ms"],
         }),
     );
+    // Counters known only for this node: left out for the others (the original's parser
+    // defaults a missing key, and would choke on a null).
+    if let Some(Value::Object(l)) = node.get_mut("load") {
+        l.retain(|_, v| !v.is_null());
+    }
     Some(Value::Object(node))
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn echo() -> Function {
 
 /// Refuses any argument, for built-ins that take none. One empty object is accepted: the
 /// original's clients send `list_peers({})`.
-fn no_arguments(name: &str, call: &CallArgs) -> Result<(), CallError> {
+pub(super) fn no_arguments(name: &str, call: &CallArgs) -> Result<(), CallError> {
     let empty_options = |slots: Vec<Option<&RawValue>>| matches!(slots.first(), Some(Some(o)) if json::is_empty(o.get(), Kind::Object));
     let no_positional =
         call.args.is_empty_container() || call.bind(&["options"]).is_ok_and(empty_options);
@@ -553,24 +553,29 @@ impl NodeView {
                         crate::control::Role::Learner => "learner",
                     }),
                 );
-                node.insert(
-                    "load".into(),
-                    json!({
-                        // As the original ranks nodes (its cluster client tries the lowest
-                        // score first): a suspect node +500, a down one +1000.
-                        "load_score": load.inflight as f64 + match status {
-                            "suspect" => 500.0,
-                            "down" => 1000.0,
-                            _ => 0.0,
-                        },
-                        "active_clients": clients,
-                        "inflight_requests": load.inflight,
-                        // Where the original reads a node's status (`load.status`).
-                        "status": status,
-                        "status_timestamp": self.env.wall_seconds(),
-                        "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,
-                    }),
-                );
+                let mut load = json!({
+                    // As the original ranks nodes (its cluster client tries the lowest
+                    // score first): a suspect node +500, a down one +1000.
+                    "load_score": load.inflight as f64 + match status {
+                        "suspect" => 500.0,
+                        "down" => 1000.0,
+                        _ => 0.0,
+                    },
+                    "active_clients": clients,
+                    "inflight_requests": load.inflight,
+                    // Where the original reads a node's status (`load.status`).
+                    "status": status,
+                    "status_timestamp": self.env.wall_seconds(),
+                    "recent_step_latency_ms": load.step_latency_us as f64 / 1000.0,
+                });
+                if local {
+                    // The original's message counters, this node's own (the others' are not
+                    // in their heartbeats, so not given for them).
+                    if let Value::Object(l) = &mut load {
+                        l.extend(self.peer_message_counts());
+                    }
+                }
+                node.insert("load".into(), load);
                 if local {
                     node.insert("client_budget".into(), self.client_budget());
                 }
@@ -603,10 +608,29 @@ impl NodeView {
         })
     }
 
+    /// Frames read from admitted peers, under the original's `load` names: all of them,
+    /// the answers to this node's requests, the requests peers sent, and the rest
+    /// (connection control: cancels, done, retire).
+    fn peer_message_counts(&self) -> serde_json::Map<String, Value> {
+        let t = self.fabric.traffic();
+        let all = t.frames_in.load(Ordering::Relaxed);
+        let replies = t.replies_in.load(Ordering::Relaxed);
+        let requests = t.requests_in.load(Ordering::Relaxed);
+        let mut m = serde_json::Map::new();
+        m.insert("messages_processed".into(), json!(all));
+        m.insert("rpc_responses_skipped".into(), json!(replies));
+        m.insert("server_messages".into(), json!(requests));
+        m.insert(
+            "other_messages".into(),
+            json!(all.saturating_sub(replies + requests)),
+        );
+        m
+    }
+
     fn local_cluster_map(&self) -> Value {
         let inflight = self.stats.inflight();
         let clients = self.stats.active_clients.load(Ordering::Relaxed);
-        json!({
+        let mut map = json!({
             "cluster_id": self.cluster_id,
             "generated_at": self.env.wall_seconds(),
             "nodes": [{
@@ -626,7 +650,11 @@ impl NodeView {
                     "inflight_requests": inflight,
                 },
             }],
-        })
+        });
+        if let Value::Object(l) = &mut map["nodes"][0]["load"] {
+            l.extend(self.peer_message_counts());
+        }
+        map
     }
 }
 

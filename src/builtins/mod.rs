@@ -1,11 +1,13 @@
 //! The built-in functions every node serves, grouped by what they serve: what the cluster
 //! looks like (`introspection`), the original's discovery calls (`discovery`), and the
-//! catalog's changes as a topic (`catalog_watch`), and the DNS registry (`dns`). Each group is installed by one call.
+//! catalog's changes as a topic (`catalog_watch`), the DNS registry (`dns`), and the
+//! summaries and resolver calls (`summary`). Each group is installed by one call.
 
 pub mod catalog_watch;
 pub mod discovery;
 pub mod dns;
 pub mod introspection;
+pub mod summary;
 
 use crate::registry::Function;
 use crate::registry::signature::Param;

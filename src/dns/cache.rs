@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{CLASSIC_UDP, MAX_QUERY, Transport, UDP_PAYLOAD};
+use super::rrl::{Kind, name_hash};
+use super::wire::{CLASSIC_UDP, Fit, MAX_QUERY, Transport, UDP_PAYLOAD};
 
 /// How long an entry answers (ms).
 pub const FRESH_MS: u64 = 1000;
@@ -173,6 +174,33 @@ impl AnswerCache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The cached path, all of it but the socket: the reply to `packet` (scanned as `scanned`,
+/// its key `key`) from `cache` into `out`, with what rate limiting and the counters need
+/// (its RRL kind, whether it was truncated); `None` when nothing fresh is cached. Allocates
+/// nothing once `out` has grown to the replies' size (`tests/dns_alloc.rs` counts).
+pub fn answer_cached(
+    cache: &mut AnswerCache,
+    key: &[u8],
+    scanned: Scanned,
+    packet: &[u8],
+    generation: u64,
+    now_ms: u64,
+    out: &mut Vec<u8>,
+) -> Option<(Kind, Fit)> {
+    if !cache.answer(key, scanned, packet, generation, now_ms, out) {
+        return None;
+    }
+    let at = scanned.qname_end;
+    let qtype = u16::from_be_bytes([packet[at], packet[at + 1]]);
+    // Cached replies are NOERROR; a truncated one (TC) is still counted so.
+    let fit = if out[2] & 0x02 != 0 {
+        Fit::Truncated
+    } else {
+        Fit::Whole
+    };
+    Some((Kind::Answer(name_hash(&key[8..]), qtype), fit))
 }
 
 #[cfg(test)]

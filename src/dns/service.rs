@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::answer::{Facts, Zones, answer};
 use super::cache::{AnswerCache, KEY_MAX, scan};
 use super::metrics::DnsStats;
-use super::rrl::{Kind, RateLimiter, Verdict, labels_hash, name_hash};
+use super::rrl::{Kind, RateLimiter, Verdict, labels_hash};
 use super::wire::{self, Fit, MAX_QUERY, Parsed, Transport};
 use crate::config::Settings;
 use crate::control::catalog::NodeId;
@@ -136,27 +136,23 @@ impl Gateway {
         let scanned = scan(packet, transport, &mut key);
         let now_ms = self.env.clock.wall_ms();
         let generation = self.generation();
-        if let Some(s) = scanned {
-            let key = &key[..s.key_len];
-            if self
-                .cache
-                .lock()
-                .answer(key, s, packet, generation, now_ms, out)
-            {
-                self.stats.cache_hit();
-                let qtype = u16::from_be_bytes([packet[s.qname_end], packet[s.qname_end + 1]]);
-                // Cached replies are NOERROR; a truncated one (TC) is still counted so.
-                let fit = if out[2] & 0x02 != 0 {
-                    Fit::Truncated
-                } else {
-                    Fit::Whole
-                };
-                return Some(Outcome {
-                    rcode: ResponseCode::NoError,
-                    kind: Kind::Answer(name_hash(&key[8..]), qtype),
-                    fit,
-                });
-            }
+        if let Some(s) = scanned
+            && let Some((kind, fit)) = super::cache::answer_cached(
+                &mut self.cache.lock(),
+                &key[..s.key_len],
+                s,
+                packet,
+                generation,
+                now_ms,
+                out,
+            )
+        {
+            self.stats.cache_hit();
+            return Some(Outcome {
+                rcode: ResponseCode::NoError,
+                kind,
+                fit,
+            });
         }
         self.stats.cache_miss();
         let q = match wire::parse(packet, transport) {

@@ -53,11 +53,18 @@ pub fn reading(unwritten: usize, answering: usize, since_progress: Duration) -> 
     }
 }
 
-/// Bytes every peer connection of a node read and wrote (frames' payloads), for `/metrics`.
+/// Bytes every peer connection of a node read and wrote (frames' payloads), for `/metrics`,
+/// and the admitted frames it read by kind (the original's `cluster_map` load counters).
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Every frame read from admitted peers.
+    pub frames_in: AtomicU64,
+    /// Requests peers sent (heartbeats, Raft, forwarded steps, …; unknown kinds too).
+    pub requests_in: AtomicU64,
+    /// Answers to this node's requests (replies, `Unsupported`, `Busy`).
+    pub replies_in: AtomicU64,
 }
 
 /// The unwritten bytes of one connection, and a count of frames written (progress).

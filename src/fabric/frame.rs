@@ -209,10 +209,20 @@ where
     let Some(bytes) = next_binary(ws).await? else {
         return Ok(None);
     };
-    traffic
-        .bytes_in
-        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    incoming(&bytes).map(Some)
+    use std::sync::atomic::Ordering::Relaxed;
+    traffic.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+    let read = incoming(&bytes)?;
+    traffic.frames_in.fetch_add(1, Relaxed);
+    match &read {
+        Incoming::Frame(Frame::Request { .. }) | Incoming::Unknown { .. } => {
+            traffic.requests_in.fetch_add(1, Relaxed);
+        }
+        Incoming::Frame(Frame::Reply { .. } | Frame::Unsupported { .. } | Frame::Busy { .. }) => {
+            traffic.replies_in.fetch_add(1, Relaxed);
+        }
+        Incoming::Frame(_) => {}
+    }
+    Ok(Some(read))
 }
 
 /// The next binary frame's bytes; `None` when the peer closed.

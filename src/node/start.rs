@@ -423,6 +423,7 @@ fn install_builtins(view: &Arc<NodeView>) {
     let mut fs = crate::builtins::introspection::functions(view);
     fs.extend(crate::builtins::discovery::functions(view));
     fs.extend(crate::builtins::dns::functions(view));
+    fs.extend(crate::builtins::summary::functions(view));
     view.functions.install_builtins(fs);
 }
 

@@ -267,7 +267,7 @@ pub enum RegisterError {
 
 /// The node's built-in functions. No one else may register these names, under any version:
 /// whoever could would receive every other client's calls to them.
-pub const BUILTIN_NAMES: [&str; 15] = [
+pub const BUILTIN_NAMES: [&str; 19] = [
     "echo",
     "echos",
     "list_peers",
@@ -283,6 +283,10 @@ pub const BUILTIN_NAMES: [&str; 15] = [
     "dns_unregister",
     "dns_list",
     "dns_describe",
+    "summary_query",
+    "summary_watch",
+    "resolver_cache_stats",
+    "resolver_resync",
 ];
 
 /// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for
