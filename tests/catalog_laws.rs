@@ -111,6 +111,18 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
         }),
         (0u8..3, node.clone()).prop_map(|(s, by)| CatalogCommand::RegisterService(service(s, by))),
         (0u8..3).prop_map(|s| CatalogCommand::UnregisterService(service(s, 1).key)),
+        // Policies, some invalid (an empty namespace): refused, changing nothing.
+        (0u8..3, any::<bool>(), any::<bool>()).prop_map(|(ns, enabled, empty)| {
+            CatalogCommand::SetNamespacePolicy(mpreg::control::policy::NamespacePolicy {
+                enabled,
+                default_allow: !enabled,
+                rules: vec![mpreg::control::policy::PolicyRule {
+                    namespace: if empty { " ".into() } else { format!("ns{ns}") },
+                    visibility: vec!["c".into()],
+                    ..Default::default()
+                }],
+            })
+        }),
     ]
 }
 

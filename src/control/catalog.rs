@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use super::policy::NamespacePolicy;
+
 /// A node's stable id (kept in its data directory across restarts).
 pub use crate::ids::NodeId;
 
@@ -155,6 +157,9 @@ pub enum CatalogCommand {
     },
     RegisterService(DnsService),
     UnregisterService(ServiceKey),
+    /// Replaces the namespace policy (who may discover what) as a whole. Last: variants
+    /// are numbered in order in stored entries.
+    SetNamespacePolicy(NamespacePolicy),
 }
 
 /// Why a command was rejected (the state is unchanged).
@@ -183,6 +188,8 @@ pub enum CatalogError {
     TooManyServicesOfNode(NodeId),
     #[error("no service {}/{}/{}/{}", .0.namespace, .0.name, .0.protocol, .0.port)]
     UnknownService(ServiceKey),
+    #[error("invalid namespace policy: {}", .0.join("; "))]
+    InvalidPolicy(Vec<String>),
 }
 
 /// The whole replicated state. Ordered maps throughout: iteration order is part of what
@@ -194,6 +201,8 @@ pub struct Catalog {
     functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
     queues: BTreeMap<String, QueueEntry>,
     services: BTreeMap<ServiceKey, DnsService>,
+    /// Who may discover what (data format 4; earlier catalogs read with the default: off).
+    policy: NamespacePolicy,
 }
 
 impl Catalog {
@@ -269,6 +278,15 @@ impl Catalog {
                 .remove(&key)
                 .map(|_| ())
                 .ok_or(CatalogError::UnknownService(key)),
+            CatalogCommand::SetNamespacePolicy(p) => {
+                // Checked again here: every replica must refuse the same command.
+                let errors = super::policy::validate(&p.rules);
+                if !errors.is_empty() {
+                    return Err(CatalogError::InvalidPolicy(errors));
+                }
+                self.policy = p;
+                Ok(())
+            }
         }
     }
 
@@ -382,7 +400,13 @@ impl Catalog {
             functions,
             queues,
             services,
+            policy: NamespacePolicy::default(),
         }
+    }
+
+    /// The namespace policy in force.
+    pub fn policy(&self) -> &NamespacePolicy {
+        &self.policy
     }
 
     pub fn members(&self) -> impl Iterator<Item = &Member> {

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod metrics;
+pub mod policy;
 pub mod raft;
 pub mod replica;
 

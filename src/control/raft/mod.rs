@@ -5,6 +5,7 @@
 //! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
 
 mod format_v1;
+mod format_v3;
 mod membership;
 mod network;
 mod runtime;

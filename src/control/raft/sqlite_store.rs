@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
 /// original's reply fields. No build before format 3 could write one (nothing proposed
 /// `RegisterService`), so a format-2 database holds none and reads as format 3 unchanged;
 /// the number is raised so that an older build refuses a directory that may hold them.
-pub const DATA_FORMAT: i64 = 3;
+/// Format 4: the catalog holds the namespace policy; a format 2–3 snapshot is rewritten at
+/// open (`format_v3`), log entries read unchanged (the policy's command is a new variant).
+pub const DATA_FORMAT: i64 = 4;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -87,6 +89,8 @@ impl SqliteLogStore {
             tx.execute_batch(SCHEMA)?;
             if found < 2 {
                 from_format_1(&tx)?;
+            } else if found < 4 {
+                from_format_3(&tx)?;
             }
             tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
             tx.commit()
@@ -228,6 +232,25 @@ fn from_format_1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         .optional()?;
     if let Some(bytes) = snapshot {
         let state: StoredState = decode::<StoredStateV1>(&bytes)?.into();
+        tx.execute(
+            "UPDATE raft_snapshot SET data = ?1 WHERE id = 1",
+            params![encode(&state)?],
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrites a format 2–3 database's snapshot as format 4 (its catalog gains the policy,
+/// off), in the caller's transaction; log entries read unchanged.
+fn from_format_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    use super::format_v3::StoredStateV3;
+    let snapshot: Option<Vec<u8>> = tx
+        .query_row("SELECT data FROM raft_snapshot WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(bytes) = snapshot {
+        let state: StoredState = decode::<StoredStateV3>(&bytes)?.into();
         tx.execute(
             "UPDATE raft_snapshot SET data = ?1 WHERE id = 1",
             params![encode(&state)?],
@@ -551,6 +574,73 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, DATA_FORMAT);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Format 3, before the catalog held a namespace policy: the snapshot is rewritten as
+    /// format 4 with the policy off, what it held kept; log entries read unchanged.
+    #[tokio::test]
+    async fn a_format_3_snapshot_is_read_and_rewritten() {
+        use super::super::format_v3::StoredStateV3;
+        use crate::control::catalog::{Member, Role};
+        let dir = std::env::temp_dir().join(format!("mpreg-format3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 1), 4);
+        let member = Member {
+            id: crate::ids::NodeId(5),
+            name: "n5".into(),
+            cluster_id: "c".into(),
+            advertised_urls: vec!["ws://n5:1".into()],
+            resources: Default::default(),
+            role: Role::Voter,
+        };
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("PRAGMA user_version = 3").unwrap();
+            let entry: Entry<TypeConfig> = Entry {
+                log_id,
+                payload: openraft::EntryPayload::Normal(CatalogCommand::UpsertMember(
+                    member.clone(),
+                )),
+            };
+            c.execute(
+                "INSERT INTO raft_log (idx, entry) VALUES (4, ?1)",
+                [encode(&entry).unwrap()],
+            )
+            .unwrap();
+            let mut state = StoredStateV3 {
+                last_applied: Some(log_id),
+                ..Default::default()
+            };
+            state.catalog.members.insert(member.id, member.clone());
+            let meta = SnapshotMeta::<u64, BasicNode> {
+                last_log_id: Some(log_id),
+                last_membership: Default::default(),
+                snapshot_id: "2-4".into(),
+            };
+            let bytes = encode(&state).unwrap();
+            // Not readable as this build's layout, so the rewrite is needed.
+            assert!(codec::decode_stored::<StoredState>(&bytes).is_err());
+            c.execute(
+                "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                params![encode(&meta).unwrap(), bytes],
+            )
+            .unwrap();
+        }
+        let mut s = SqliteLogStore::open(&path).await.unwrap();
+        let entries = s.try_get_log_entries(4..5).await.unwrap();
+        assert!(matches!(
+            &entries[0].payload,
+            openraft::EntryPayload::Normal(CatalogCommand::UpsertMember(m)) if *m == member
+        ));
+        let (_, data) = s.load_snapshot().await.unwrap().expect("the snapshot");
+        let state: StoredState = codec::decode_stored(&data).expect("rewritten as format 4");
+        assert_eq!(state.last_applied, Some(log_id));
+        assert_eq!(state.catalog.members().count(), 1);
+        assert_eq!(*state.catalog.policy(), Default::default());
         let _ = std::fs::remove_dir_all(dir);
     }
 
