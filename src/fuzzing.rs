@@ -310,6 +310,7 @@ pub fn dns_query(data: &[u8]) {
                         catalog,
                         down: &down,
                         serial: 1,
+                        viewer: "c",
                     };
                     let a = answer(zones, &facts, q.query.name(), q.query.query_type(), 7);
                     let rcode = a.rcode;

@@ -47,6 +47,12 @@ pub(crate) struct NodeView {
     pub(crate) remote_interest: Arc<RemoteInterest>,
     /// The DNS gateway, when it is served.
     pub(crate) dns: Option<Arc<crate::dns::service::Gateway>>,
+    /// Every discovery denial here (its calls and its DNS gateway), the newest 500.
+    pub(crate) access_audit:
+        Arc<crate::control::policy::AuditLog<crate::control::policy::AccessDenial>>,
+    /// The namespace policy validations and applications asked of this node.
+    pub(crate) policy_audit:
+        Arc<crate::control::policy::AuditLog<crate::control::policy::PolicyChange>>,
 }
 
 impl NodeView {

@@ -588,3 +588,278 @@ async fn the_original_clients_dns_calls_and_cli_work() {
     run_original_script("original_dns_client.py", &[node.url(), &port, &host], &[]).await;
     node.shutdown().await;
 }
+
+/// Polls `f` until it returns `Some`, for at most 5 s (commits reach each replica in turn).
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// A namespace policy applied on one node is a catalog entry: the other node enforces it on
+/// its discovery calls and its DNS answers alike, and audits every denial; the policy calls
+/// answer in the original's shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_policy_hides_namespaces_everywhere_and_audits_it() {
+    let a = start_node(
+        Settings {
+            name: "a".into(),
+            ..test_settings()
+        },
+        vec![Function::new("shop.secret.audit", || async {
+            Ok::<_, String>(1)
+        })],
+    )
+    .await;
+    let (b, dns) = dns_node(Settings {
+        name: "b".into(),
+        peers: vec![a.url().to_owned()],
+        ..dns_settings()
+    })
+    .await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let cluster = test_settings().cluster_id;
+    register(
+        &on_a,
+        json!({"name": "web", "namespace": "shop", "port": 80, "targets": ["10.4.0.1"]}),
+    )
+    .await;
+    register(
+        &on_a,
+        json!({"name": "vault", "namespace": "shop.secret", "port": 80, "targets": ["10.4.0.2"]}),
+    )
+    .await;
+    let listed = |c: &Client, req: Value| {
+        let c = c.clone();
+        async move {
+            let l = c.call("dns_list", json!([req])).await.unwrap();
+            l["items"].as_array().unwrap().len()
+        }
+    };
+    eventually("both services listed on b", || async {
+        (listed(&on_b, json!({})).await == 2).then_some(())
+    })
+    .await;
+
+    // Off by default, as in the original.
+    let s = on_b
+        .call("namespace_status", json!([{"namespace": "shop.secret"}]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&s["allowed"], &s["reason"]),
+        (&json!(true), &json!("policy_disabled")),
+        "{s}"
+    );
+    assert_eq!(s["viewer_cluster_id"], cluster);
+    assert!(s["viewer_tenant_id"].is_null() && s.get("rule").is_none());
+    let e = on_b
+        .call("namespace_policy_export", json!([]))
+        .await
+        .unwrap();
+    assert_eq!(e["rules"], json!([]));
+    assert_eq!(
+        (&e["enabled"], &e["default_allow"]),
+        (&json!(false), &json!(true))
+    );
+
+    // Bad rules: named in the original's words, nothing applied.
+    let bad = json!({"rules": [{"namespace": " "}, {"namespace": "x", "cutover_windows": [{"starts_at": 0}]}]});
+    let v = on_a
+        .call("namespace_policy_validate", json!([bad.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(
+        v["errors"],
+        json!([
+            "rules[0].namespace is empty",
+            "rules[1].cutover_windows[0].starts_at invalid"
+        ])
+    );
+    let r = on_a
+        .call("namespace_policy_apply", json!([bad]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&r["applied"], &r["rule_count"]),
+        (&json!(false), &json!(2)),
+        "{r}"
+    );
+
+    // Applied on a: only another cluster may see shop.secret.
+    let rules = json!([{"namespace": "shop.secret", "visibility": ["other-cluster"], "policy_version": "v1"}]);
+    let r = on_a
+        .call(
+            "namespace_policy_apply",
+            json!([{"rules": rules, "enabled": true, "actor": "tester"}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&r["applied"], &r["valid"]),
+        (&json!(true), &json!(true)),
+        "{r}"
+    );
+    eventually("b enforces the policy", || async {
+        let e = on_b
+            .call("namespace_policy_export", json!([]))
+            .await
+            .unwrap();
+        (e["enabled"] == true).then_some(())
+    })
+    .await;
+
+    // Everywhere on b: calls and DNS.
+    assert_eq!(
+        listed(&on_b, json!({})).await,
+        1,
+        "dns_list hides shop.secret"
+    );
+    assert_eq!(listed(&on_b, json!({"namespace": "shop.secret"})).await, 0);
+    let d = on_b
+        .call("dns_describe", json!([{"name": "vault"}]))
+        .await
+        .unwrap();
+    assert_eq!(d["items"], json!([]));
+    let hidden = ask(dns, "vault.shop.secret.mpreg", RecordType::A).await;
+    assert_eq!(
+        hidden.rcode(),
+        ResponseCode::NXDomain,
+        "as if it did not exist"
+    );
+    let seen = ask(dns, "web.shop.mpreg", RecordType::A).await;
+    assert_eq!(rdata(&seen), vec!["10.4.0.1"]);
+    let fun = ask(dns, "_mpreg._tcp.audit.shop.secret.mpreg", RecordType::SRV).await;
+    assert_eq!(
+        fun.rcode(),
+        ResponseCode::NXDomain,
+        "the function's name is its namespace"
+    );
+    let q = on_b
+        .call("catalog_query", json!([{"entry_type": "services"}]))
+        .await
+        .unwrap();
+    assert_eq!(q["items"].as_array().map(Vec::len), Some(1), "{q}");
+    let q = on_b
+        .call("catalog_query", json!([{"name": "shop.secret.audit"}]))
+        .await
+        .unwrap();
+    assert_eq!(q["functions"], json!([]));
+    let q = on_b
+        .call("summary_query", json!([{"namespace": "shop.secret"}]))
+        .await
+        .unwrap();
+    assert_eq!(q["items"], json!([]));
+    for watch in ["summary_watch", "catalog_watch"] {
+        let e = on_b
+            .call(watch, json!([{"namespace": "shop.secret"}]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(mpreg::protocol::ErrorCode::Forbidden),
+            "{watch}: {e}"
+        );
+        assert!(e.to_string().contains("discovery_access_denied"), "{e}");
+    }
+    let s = on_b
+        .call("namespace_status", json!([{"namespace": "shop.secret.x"}]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&s["allowed"], &s["reason"]),
+        (&json!(false), &json!("viewer_denied")),
+        "{s}"
+    );
+    assert_eq!(s["rule"]["namespace"], "shop.secret");
+    assert_eq!(s["rule"]["policy_version"], "v1");
+
+    // Every denial is in b's access audit, the DNS ones too.
+    let audit = on_b
+        .call("discovery_access_audit", json!([]))
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let events: std::collections::BTreeSet<&str> =
+        entries.iter().filter_map(|e| e["event"].as_str()).collect();
+    for want in [
+        "dns_list",
+        "dns_describe",
+        "dns_query",
+        "catalog_query",
+        "summary_query",
+        "summary_watch",
+        "catalog_watch",
+        "namespace_status",
+    ] {
+        assert!(events.contains(want), "{want} not audited: {audit}");
+    }
+    for e in entries {
+        assert_eq!(
+            (&e["allowed"], &e["reason"]),
+            (&json!(false), &json!("viewer_denied")),
+            "{e}"
+        );
+        assert_eq!(e["viewer_cluster_id"], cluster);
+        assert!(
+            e["namespace"].as_str().unwrap().starts_with("shop.secret"),
+            "{e}"
+        );
+    }
+    let two = on_b
+        .call("discovery_access_audit", json!([{"limit": 2}]))
+        .await
+        .unwrap();
+    assert_eq!(two["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        two["entries"][1],
+        entries[entries.len() - 1],
+        "the newest, oldest first"
+    );
+
+    // a's policy audit: the validation and both applications, in order.
+    let p = on_a
+        .call("namespace_policy_audit", json!([]))
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, bool)> = p["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["valid"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("validate", false), ("apply", false), ("apply", true)]
+    );
+    assert_eq!(p["entries"][2]["actor"], "tester");
+
+    // Naming this cluster lets it see again.
+    let rules = json!([{"namespace": "shop.secret", "visibility": [cluster.clone()]}]);
+    on_b.call("namespace_policy_apply", json!([{"rules": rules}]))
+        .await
+        .unwrap();
+    eventually("b sees shop.secret again", || async {
+        (listed(&on_b, json!({})).await == 2).then_some(())
+    })
+    .await;
+    let back = ask(dns, "vault.shop.secret.mpreg", RecordType::A).await;
+    assert_eq!(rdata(&back), vec!["10.4.0.2"]);
+    let s = on_b
+        .call("namespace_status", json!([{"namespace": "shop.secret"}]))
+        .await
+        .unwrap();
+    assert_eq!(s["reason"], "viewer_allowed");
+    b.shutdown().await;
+    a.shutdown().await;
+}

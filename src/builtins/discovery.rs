@@ -894,6 +894,17 @@ pub(crate) fn catalog_watch(info: Arc<NodeView>) -> Function {
         async move {
             let q: WatchRequest = request("catalog_watch", &call)?;
             let wanted = scope(q.scope.as_deref())?;
+            if let Some(ns) = q
+                .namespace
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+            {
+                let policy = super::policy::policy_now(&info);
+                if !super::policy::Gate::new(&info, "catalog_watch", &policy).item(ns) {
+                    return Err(super::policy::denied("catalog_watch", ns));
+                }
+            }
             let topic = match q.namespace.as_deref().map(str::trim) {
                 Some(ns) if !ns.is_empty() => format!("{DELTA_TOPIC}.{ns}"),
                 _ => DELTA_TOPIC.to_owned(),

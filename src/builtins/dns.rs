@@ -140,11 +140,17 @@ fn list(name: &'static str, view: Arc<NodeView>) -> Function {
         async move {
             let req: ListRequest = request(name, &call)?;
             let items = view.control.catalog.read(|s| {
+                // The namespace policy: a namespace filter the caller may not see answers
+                // nothing, services in namespaces it may not see are left out (audited).
+                let mut gate = super::policy::Gate::new(&view, name, s.catalog.policy());
+                if !gate.request(req.namespace.as_deref()) {
+                    return Vec::new();
+                }
                 s.catalog
                     .services()
                     .filter_map(|svc| {
                         let node_id = s.catalog.node_id_of(svc.registered_by);
-                        req.keeps(svc, &node_id)
+                        (req.keeps(svc, &node_id) && gate.item(&svc.key.namespace))
                             .then(|| registry::endpoint_json(svc, &node_id))
                     })
                     .collect::<Vec<_>>()

@@ -219,10 +219,27 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
     let items: Vec<Value> = info.control.catalog.read(|state| {
         let catalog = &state.catalog;
         let node_id_of = |node: crate::control::NodeId| catalog.node_id_of(node);
+        // The namespace policy: a filter the caller may not see answers nothing; items it
+        // may not see are left out (functions and queues by name, services by namespace,
+        // as the original checks them). Every denial is audited.
+        let mut gate = super::policy::Gate::new(info, "catalog_query", catalog.policy());
+        if !gate.request(q.namespace.as_deref()) {
+            return Vec::new();
+        }
+        let in_ns = |name: &str| {
+            q.namespace
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .is_none_or(|n| {
+                    name == n || name.strip_prefix(n).is_some_and(|r| r.starts_with('.'))
+                })
+        };
         match kind.as_str() {
             "functions" => q
                 .functions
                 .select(catalog, constraint.as_ref())
+                .filter(|(_, f)| in_ns(&f.name) && gate.item(&f.name))
                 .take(limit)
                 .map(|(node, f)| {
                     let mut d = describe_entry(f);
@@ -247,6 +264,7 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
             "queues" => catalog
                 .queues()
                 .filter(|x| q.queue_name.as_ref().is_none_or(|n| *n == x.name))
+                .filter(|x| gate.item(&x.name))
                 .take(limit)
                 .map(|x| json!({"queue_name": x.name, "name": x.name, "node_id": node_id_of(x.owner)}))
                 .collect(),
@@ -264,8 +282,7 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
                     .services()
                     .filter_map(|svc| {
                         let node_id = node_id_of(svc.registered_by);
-                        filter
-                            .keeps(svc, &node_id)
+                        (filter.keeps(svc, &node_id) && gate.item(&svc.key.namespace))
                             .then(|| crate::dns::registry::endpoint_json(svc, &node_id))
                     })
                     .take(limit)
@@ -319,9 +336,11 @@ pub(crate) fn rpc_list(info: Arc<NodeView>) -> Function {
             let constraint = q.functions.constraint()?;
             let items: Vec<Value> = info.control.catalog.read(|state| {
                 let catalog = &state.catalog;
+                let mut gate = super::policy::Gate::new(&info, "rpc_list", catalog.policy());
                 q.functions
                     .select(catalog, constraint.as_ref())
                     .filter(|(_, f)| q.query.as_ref().is_none_or(|s| f.name.contains(s.as_str())))
+                    .filter(|(_, f)| gate.item(&f.name))
                     .take(q.functions.limit())
                     .map(|(node, f)| {
                         json!({
@@ -435,9 +454,11 @@ pub(crate) fn catalog_query(info: Arc<NodeView>) -> Function {
                     version: constraint.as_ref(),
                     locs: &filter.locs,
                 };
+                let mut gate = super::policy::Gate::new(&info, "catalog_query", catalog.policy());
                 let found: Vec<Value> = catalog
                     .functions()
                     .filter(|(_, f)| query.accepts(f.offer()))
+                    .filter(|(_, f)| gate.item(&f.name))
                     .map(|(node, f)| {
                         let node_name = catalog.member_by_id(node).map_or("", |m| m.name.as_str());
                         let mut d = describe_entry(f);

@@ -7,6 +7,7 @@ pub mod catalog_watch;
 pub mod discovery;
 pub mod dns;
 pub mod introspection;
+pub mod policy;
 pub mod summary;
 
 use crate::registry::Function;

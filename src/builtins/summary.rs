@@ -119,10 +119,19 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
                 .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty());
-            let (served, urls) = info.control.catalog.read(|state| {
+            let read = info.control.catalog.read(|state| {
                 let catalog = &state.catalog;
+                // The namespace policy: a filter the caller may not see answers nothing,
+                // summaries of namespaces it may not see are left out (audited).
+                let mut gate = super::policy::Gate::new(&info, "summary_query", catalog.policy());
+                if !gate.request(ns_filter) {
+                    return None;
+                }
                 let mut served: BTreeMap<String, Served> = BTreeMap::new();
-                for (node, f) in catalog.functions() {
+                for (node, f) in catalog
+                    .functions()
+                    .filter(|(_, f)| gate.item(summary_namespace(&f.name)))
+                {
                     let s = served.entry(f.name.clone()).or_insert(Served {
                         endpoints: 0,
                         nodes: Vec::new(),
@@ -136,8 +145,13 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
                     .members()
                     .filter_map(|m| m.advertised_urls.first().cloned())
                     .collect();
-                (served, urls)
+                Some((served, urls))
             });
+            let Some((served, urls)) = read else {
+                return Ok(Json::from(
+                    json!({"generated_at": info.env.wall_seconds(), "items": []}),
+                ));
+            };
             let now = info.env.clock.now();
             let generated_at = info.env.wall_seconds();
             let health = |nodes: &[NodeId]| -> (&'static str, [f64; 2]) {
@@ -246,6 +260,12 @@ pub(crate) fn summary_watch(info: Arc<NodeView>) -> Function {
                 .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty());
+            let policy = super::policy::policy_now(&info);
+            if let Some(ns) = ns
+                && !super::policy::Gate::new(&info, "summary_watch", &policy).item(ns)
+            {
+                return Err(super::policy::denied("summary_watch", ns));
+            }
             let mut topic = SUMMARY_TOPIC.to_owned();
             for part in [scope_label, ns].into_iter().flatten() {
                 topic.push('.');

@@ -124,6 +124,68 @@ impl NamespacePolicy {
     }
 }
 
+/// Entries the access and policy audits keep (the original's default); the oldest go.
+pub const MAX_AUDIT: usize = 500;
+
+/// A bounded log, oldest first: the discovery access audit (every denial) and the policy
+/// audit (every validate and apply).
+#[derive(Debug)]
+pub struct AuditLog<T> {
+    entries: parking_lot::Mutex<std::collections::VecDeque<T>>,
+}
+
+impl<T> Default for AuditLog<T> {
+    fn default() -> Self {
+        AuditLog {
+            entries: parking_lot::Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> AuditLog<T> {
+    pub fn record(&self, entry: T) {
+        let mut e = self.entries.lock();
+        if e.len() >= MAX_AUDIT {
+            e.pop_front();
+        }
+        e.push_back(entry);
+    }
+
+    /// The newest `limit` entries, oldest first (none, zero or negative: all, as the
+    /// original reads its `limit`).
+    pub fn newest(&self, limit: Option<i64>) -> Vec<T> {
+        let e = self.entries.lock();
+        let n = match limit {
+            Some(l) if l > 0 => usize::try_from(l).unwrap_or(usize::MAX).min(e.len()),
+            _ => e.len(),
+        };
+        e.iter().skip(e.len() - n).cloned().collect()
+    }
+}
+
+/// A discovery denial, with the original's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessDenial {
+    /// The call (or `dns_query` for the DNS gateway).
+    pub event: String,
+    pub timestamp: f64,
+    pub viewer_cluster_id: String,
+    pub viewer_tenant_id: Option<String>,
+    pub namespace: String,
+    pub reason: &'static str,
+}
+
+/// A `namespace_policy_validate` or `namespace_policy_apply`, with the original's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyChange {
+    pub event: &'static str,
+    pub timestamp: f64,
+    pub actor: Option<String>,
+    pub valid: bool,
+    pub rule_count: usize,
+    pub errors: Vec<String>,
+}
+
 /// What is wrong with `rules`, in the original's words (`rules[i]…`), plus this build's
 /// bounds; empty: they may be applied.
 pub fn validate(rules: &[PolicyRule]) -> Vec<String> {
@@ -243,6 +305,23 @@ mod tests {
             reason(&p, "svc.secret", "c", None),
             (true, "policy_disabled")
         );
+    }
+
+    #[test]
+    fn audits_keep_the_newest_500_oldest_first() {
+        let log = AuditLog::default();
+        for i in 0..(MAX_AUDIT as i64 + 20) {
+            log.record(i);
+        }
+        let all = log.newest(None);
+        assert_eq!(all.len(), MAX_AUDIT);
+        assert_eq!((all[0], all[MAX_AUDIT - 1]), (20, MAX_AUDIT as i64 + 19));
+        assert_eq!(
+            log.newest(Some(2)),
+            [MAX_AUDIT as i64 + 18, MAX_AUDIT as i64 + 19]
+        );
+        assert_eq!(log.newest(Some(0)).len(), MAX_AUDIT);
+        assert_eq!(log.newest(Some(-3)).len(), MAX_AUDIT);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Facts<'a> {
     pub down: &'a BTreeSet<NodeId>,
     /// The SOA serial (the catalog's last applied log index).
     pub serial: u32,
+    /// The cluster the asker is seen as, for the catalog's namespace policy (the gateway's
+    /// own: a resolver's queries carry no identity).
+    pub viewer: &'a str,
 }
 
 /// The sections of a reply (the header and question are the wire layer's).
@@ -107,6 +110,9 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// The namespace the policy hid from the asker (the answer is NXDOMAIN, as for a name
+    /// that does not exist), for the access audit.
+    pub denied: Option<String>,
 }
 
 impl Answer {
@@ -117,6 +123,7 @@ impl Answer {
             answers: vec![],
             authorities: vec![],
             additionals: vec![],
+            denied: None,
         }
     }
 }
@@ -159,6 +166,7 @@ pub fn answer(
         zone,
         facts,
         owner: qname.clone(),
+        denied: std::cell::RefCell::new(None),
     };
     let found = lookup.and_then(|l| ctx.found(&l));
     let soa = ctx.soa();
@@ -169,6 +177,7 @@ pub fn answer(
             answers: vec![],
             authorities: vec![soa],
             additionals: vec![],
+            denied: ctx.denied.into_inner(),
         };
     };
     let mut rng = SplitMix(seed);
@@ -200,6 +209,7 @@ pub fn answer(
         answers,
         authorities,
         additionals,
+        denied: None,
     }
 }
 
@@ -209,6 +219,8 @@ struct Ctx<'a> {
     facts: &'a Facts<'a>,
     /// The name asked, as asked (records are owned by it).
     owner: Name,
+    /// A namespace the policy hid, once one was.
+    denied: std::cell::RefCell<Option<String>>,
 }
 
 impl Ctx<'_> {
@@ -232,12 +244,32 @@ impl Ctx<'_> {
         Record::from_rdata(zone.clone(), neg, RData::SOA(soa))
     }
 
+    /// Whether the policy lets the asker see `namespace` (a denial is remembered).
+    fn visible(&self, namespace: &str) -> bool {
+        let ok = self
+            .facts
+            .catalog
+            .policy()
+            .allows(namespace, self.facts.viewer, None);
+        if !ok {
+            self.denied
+                .borrow_mut()
+                .get_or_insert_with(|| namespace.to_owned());
+        }
+        ok
+    }
+
     fn found(&self, lookup: &Lookup) -> Option<Found> {
         match lookup {
             Lookup::Apex => Some(Found {
                 soa: vec![self.soa()],
                 ..Found::default()
             }),
+            Lookup::Service { namespace, .. } | Lookup::Plain { namespace, .. }
+                if !self.visible(namespace) =>
+            {
+                None
+            }
             Lookup::Service {
                 proto,
                 name,
@@ -261,6 +293,10 @@ impl Ctx<'_> {
                     .filter(|(_, f)| &f.name == n)
                     .map(|(node, _)| node)
                     .collect();
+                // A function's namespace for the policy is its whole name (the original's).
+                if nodes.is_empty() || !self.visible(n) {
+                    return None;
+                }
                 self.nodes_found(&nodes, proto, n)
             }),
             Lookup::Queue { proto, names } => names.iter().find_map(|n| {
@@ -271,6 +307,9 @@ impl Ctx<'_> {
                     .filter(|q| &q.name == n)
                     .map(|q| q.owner)
                     .collect();
+                if nodes.is_empty() || !self.visible(n) {
+                    return None;
+                }
                 self.nodes_found(&nodes, proto, n)
             }),
             Lookup::Node { label } => self.node_found(label),
@@ -618,6 +657,7 @@ mod tests {
             catalog: c,
             down: &down,
             serial: 7,
+            viewer: "c",
         };
         answer(&zones, &facts, &Name::from_str(name).unwrap(), t, seed)
     }

@@ -25,6 +25,7 @@ use super::rrl::{Kind, RateLimiter, Verdict, labels_hash};
 use super::wire::{self, Fit, MAX_QUERY, Parsed, Transport};
 use crate::config::Settings;
 use crate::control::catalog::NodeId;
+use crate::control::policy::{AccessDenial, AuditLog};
 use crate::control::replica::Control;
 use crate::env::{BoxStream, Datagram, Env, Listener};
 use crate::fabric::heartbeat::SharedDetector;
@@ -79,6 +80,10 @@ pub struct Gateway {
     tcp_open: AtomicUsize,
     /// Where it listens, once bound: (UDP, TCP).
     pub addrs: Mutex<Option<(SocketAddr, SocketAddr)>>,
+    /// Who the asker is to the namespace policy: this node's cluster.
+    viewer: String,
+    /// Where names the policy hides are recorded (the node's access audit).
+    audit: Arc<AuditLog<AccessDenial>>,
 }
 
 /// What one query came to, for counting and rate limiting.
@@ -108,8 +113,12 @@ impl Gateway {
         control: Arc<Control>,
         detector: SharedDetector,
         env: Env,
+        audit: Arc<AuditLog<AccessDenial>>,
+        viewer: String,
     ) -> Gateway {
         Gateway {
+            viewer,
+            audit,
             zones,
             control,
             detector,
@@ -205,8 +214,23 @@ impl Gateway {
                 catalog: &state.catalog,
                 down: &down,
                 serial: generation as u32,
+                viewer: &self.viewer,
             };
             let first = answer(&self.zones, &facts, qname, qtype, seed);
+            if let Some(namespace) = &first.denied {
+                self.audit.record(AccessDenial {
+                    event: "dns_query".into(),
+                    timestamp: self.env.wall_seconds(),
+                    viewer_cluster_id: self.viewer.clone(),
+                    viewer_tenant_id: None,
+                    namespace: namespace.clone(),
+                    reason: state
+                        .catalog
+                        .policy()
+                        .decide(namespace, &self.viewer, None)
+                        .reason,
+                });
+            }
             let zone = self.zone_of(qname);
             let several = first.answers.len() > 1;
             let mut out = vec![];

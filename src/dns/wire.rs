@@ -319,6 +319,7 @@ mod tests {
             answers,
             authorities: vec![],
             additionals: vec![],
+            denied: None,
         };
         let (bytes, fit) = reply(&q, answer.clone(), Transport::Udp);
         assert_eq!(fit, Fit::Truncated);

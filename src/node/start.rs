@@ -339,6 +339,7 @@ fn parts(
         sent: Arc::default(),
         stats: stats.clone(),
     });
+    let access_audit = Arc::new(crate::control::policy::AuditLog::default());
     let dns = dns.map(|(zones, limits)| {
         Arc::new(crate::dns::service::Gateway::new(
             zones,
@@ -346,6 +347,8 @@ fn parts(
             control.clone(),
             detector.clone(),
             env.clone(),
+            access_audit.clone(),
+            settings.cluster_id.clone(),
         ))
     });
     let pubsub = crate::pubsub::exchange::Exchange::new(
@@ -376,6 +379,8 @@ fn parts(
         pubsub: Arc::new(pubsub),
         remote_interest: Arc::default(),
         dns,
+        access_audit,
+        policy_audit: Arc::default(),
     })
 }
 
@@ -424,6 +429,7 @@ fn install_builtins(view: &Arc<NodeView>) {
     fs.extend(crate::builtins::discovery::functions(view));
     fs.extend(crate::builtins::dns::functions(view));
     fs.extend(crate::builtins::summary::functions(view));
+    fs.extend(crate::builtins::policy::functions(view));
     view.functions.install_builtins(fs);
 }
 

@@ -172,6 +172,9 @@ pub enum CallError {
     /// Whatever ran the call went away before answering: it may have run (code 1018).
     #[error("{0}")]
     Lost(String),
+    /// The caller may not see what it asked for: a namespace policy denies it (code 1021).
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// A callable registered function.

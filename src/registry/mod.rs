@@ -267,7 +267,7 @@ pub enum RegisterError {
 
 /// The node's built-in functions. No one else may register these names, under any version:
 /// whoever could would receive every other client's calls to them.
-pub const BUILTIN_NAMES: [&str; 19] = [
+pub const BUILTIN_NAMES: [&str; 25] = [
     "echo",
     "echos",
     "list_peers",
@@ -287,6 +287,12 @@ pub const BUILTIN_NAMES: [&str; 19] = [
     "summary_watch",
     "resolver_cache_stats",
     "resolver_resync",
+    "namespace_status",
+    "namespace_policy_validate",
+    "namespace_policy_apply",
+    "namespace_policy_export",
+    "namespace_policy_audit",
+    "discovery_access_audit",
 ];
 
 /// Whether `name` is the node's: a built-in, or in the `mpreg.` or `_` namespaces kept for

@@ -821,6 +821,7 @@ fn call_error_code(e: &CallError) -> ErrorCode {
         CallError::Failed(_) => ErrorCode::ExecutionFailed,
         CallError::Unavailable(_) => ErrorCode::ClusterUnavailable,
         CallError::Lost(_) => ErrorCode::StepLost,
+        CallError::Denied(_) => ErrorCode::Forbidden,
     }
 }
 
