@@ -551,3 +551,16 @@ async fn the_original_clients_discovery_calls_parse() {
     common::run_original_script("original_discovery_client.py", &[node.url()], &[]).await;
     node.shutdown().await;
 }
+
+/// The original's own client on the summary, resolver and namespace policy calls (its
+/// wrappers parse every reply with its own dataclasses): run on purpose with
+/// `MPREG_ORIGINAL_PYTHON=/tmp/mpreg-original/venv/bin/python cargo test --test discovery --
+/// --ignored original`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the original's Python client (MPREG_ORIGINAL_PYTHON)"]
+async fn the_original_clients_policy_and_summary_calls_parse() {
+    let node = start_node(test_settings(), vec![]).await;
+    wait_routable(&[&node], "echo", 1).await;
+    common::run_original_script("original_policy_client.py", &[node.url()], &[]).await;
+    node.shutdown().await;
+}

@@ -194,7 +194,7 @@ async fn probes_health_status_and_metrics() {
         "healthy"
     );
     let listed = get_json(&base, "/endpoints").await;
-    assert_eq!(listed["total_endpoints"], 13);
+    assert_eq!(listed["total_endpoints"], 14);
     let (code, _, body) = get(&base, "/no/such", "").await;
     assert_eq!(code, 404);
     assert_eq!(

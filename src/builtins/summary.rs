@@ -154,7 +154,7 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
             };
             let now = info.env.clock.now();
             let generated_at = info.env.wall_seconds();
-            let health = |nodes: &[NodeId]| -> (&'static str, [f64; 2]) {
+            let health = |nodes: &[NodeId]| -> (&'static str, [u64; 2]) {
                 let me = info.control.id;
                 let d = info.detector.lock();
                 let mut alive = 0;
@@ -176,16 +176,16 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
                     a if a < nodes.len() => "degraded",
                     _ => "healthy",
                 };
+                // Whole milliseconds, as the original's parser reads them (`int()`): the
+                // least rounded down, the most rounded up.
                 let lo = latencies.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = latencies.iter().copied().fold(0.0, f64::max);
-                (
-                    band,
-                    if latencies.is_empty() {
-                        [0.0, 0.0]
-                    } else {
-                        [lo, hi]
-                    },
-                )
+                let band_ms = if latencies.is_empty() {
+                    [0, 0]
+                } else {
+                    [lo.floor() as u64, hi.ceil() as u64]
+                };
+                (band, band_ms)
             };
             let mut items: Vec<Value> = served
                 .iter()
