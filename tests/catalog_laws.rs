@@ -281,3 +281,59 @@ fn roles_travel_with_the_function_across_the_cluster() {
             .is_ok()
     );
 }
+
+/// The registrations' bounds: per accepting node, then in all; a replacement (same key)
+/// always fits; a refusal changes nothing.
+#[test]
+fn service_registrations_are_bounded_per_node_and_in_all() {
+    use mpreg::control::catalog::{MAX_SERVICES, MAX_SERVICES_PER_NODE};
+    let mut c = Catalog::default();
+    let nodes = MAX_SERVICES / MAX_SERVICES_PER_NODE + 1;
+    for n in 1..=nodes as u64 {
+        c.apply(CatalogCommand::UpsertMember(member(n, 9000)))
+            .unwrap();
+    }
+    let numbered = |i: usize, by: u64| {
+        let mut s = service(0, by);
+        s.key.name = format!("s{i}");
+        s
+    };
+    for i in 0..MAX_SERVICES_PER_NODE {
+        c.apply(CatalogCommand::RegisterService(numbered(i, 1)))
+            .unwrap();
+    }
+    let over = CatalogCommand::RegisterService(numbered(MAX_SERVICES_PER_NODE, 1));
+    let before = c.clone();
+    assert!(matches!(
+        c.apply(over),
+        Err(mpreg::control::CatalogError::TooManyServicesOfNode(NodeId(
+            1
+        )))
+    ));
+    assert_eq!(c, before, "a refusal changes nothing");
+    let mut again = numbered(0, 1);
+    again.targets = vec!["10.9.9.9".into()];
+    c.apply(CatalogCommand::RegisterService(again)).unwrap();
+    // The other nodes fill the catalog to its bound.
+    let mut i = MAX_SERVICES_PER_NODE;
+    'fill: for n in 2..=nodes as u64 {
+        for _ in 0..MAX_SERVICES_PER_NODE {
+            if c.services().count() == MAX_SERVICES {
+                break 'fill;
+            }
+            c.apply(CatalogCommand::RegisterService(numbered(i, n)))
+                .unwrap();
+            i += 1;
+        }
+    }
+    assert_eq!(c.services().count(), MAX_SERVICES);
+    assert_eq!(
+        c.apply(CatalogCommand::RegisterService(numbered(i, nodes as u64))),
+        Err(mpreg::control::CatalogError::TooManyServices)
+    );
+    // Unregistering one makes room again.
+    c.apply(CatalogCommand::UnregisterService(numbered(0, 1).key))
+        .unwrap();
+    c.apply(CatalogCommand::RegisterService(numbered(i, nodes as u64)))
+        .unwrap();
+}
