@@ -755,6 +755,48 @@ async fn a_namespace_policy_hides_namespaces_everywhere_and_audits_it() {
         .await
         .unwrap();
     assert_eq!(q["functions"], json!([]));
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["identity"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let d = on_b
+        .call("rpc_describe", json!([{"mode": "catalog"}]))
+        .await
+        .unwrap();
+    assert!(
+        !names(&d).is_empty() && !names(&d).contains(&"shop.secret.audit".to_owned()),
+        "{d}"
+    );
+    let d = on_b
+        .call(
+            "rpc_describe",
+            json!([{"mode": "scatter", "namespace": "shop.secret"}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["items"], json!([]), "{d}");
+    let l = on_b.call("rpc_list", json!([])).await.unwrap();
+    assert!(!names(&l).contains(&"shop.secret.audit".to_owned()), "{l}");
+    let r = on_b
+        .call("rpc_report", json!([{"namespace": "shop"}]))
+        .await
+        .unwrap();
+    assert!(
+        !r["namespace_counts"].to_string().contains("shop.secret"),
+        "{r}"
+    );
+    let m = on_b
+        .call(
+            "cluster_map_v2",
+            json!([{"namespace_filter": "shop.secret"}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m["nodes"], json!([]));
     let q = on_b
         .call("summary_query", json!([{"namespace": "shop.secret"}]))
         .await
@@ -801,6 +843,10 @@ async fn a_namespace_policy_hides_namespaces_everywhere_and_audits_it() {
         "summary_watch",
         "catalog_watch",
         "namespace_status",
+        "rpc_describe",
+        "rpc_list",
+        "rpc_report",
+        "cluster_map_v2",
     ] {
         assert!(events.contains(want), "{want} not audited: {audit}");
     }

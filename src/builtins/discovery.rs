@@ -233,6 +233,16 @@ pub(crate) fn cluster_map_v2(info: Arc<NodeView>) -> Function {
         async move {
             let q: ClusterMapRequest = request("cluster_map_v2", &call)?;
             let wanted = scope(q.scope.as_deref())?;
+            let policy = super::policy::policy_now(&info);
+            if !super::policy::Gate::new(&info, "cluster_map_v2", &policy)
+                .request(q.namespace_filter.as_deref())
+            {
+                return Ok(Json::from(json!({
+                    "cluster_id": info.cluster_id,
+                    "generated_at": info.env.wall_seconds(),
+                    "nodes": [],
+                })));
+            }
             let map = info.cluster_map();
             let members = map["nodes"].as_array().map_or(0, Vec::len);
             let mut nodes: Vec<Value> = map["nodes"]
@@ -789,7 +799,7 @@ pub(crate) fn rpc_describe(info: Arc<NodeView>) -> Function {
                     (described, errors)
                 }
             };
-            let mut items = items;
+            let mut items = gated("rpc_describe", &info, &q, items);
             items.sort_by_key(item_key);
             let (items, next) = paginate(items, q.page_token.as_deref(), q.limit);
             Ok(Json::from(with_next(
@@ -800,6 +810,25 @@ pub(crate) fn rpc_describe(info: Arc<NodeView>) -> Function {
     })
 }
 
+/// `items` without what the namespace policy hides from the caller: nothing for a
+/// namespace filter it may not see, no function whose name it may not see (audited).
+fn gated(
+    event: &'static str,
+    info: &NodeView,
+    q: &DescribeRequest,
+    items: Vec<Value>,
+) -> Vec<Value> {
+    let policy = super::policy::policy_now(info);
+    let mut gate = super::policy::Gate::new(info, event, &policy);
+    if !gate.request(q.namespace.as_deref()) {
+        return Vec::new();
+    }
+    items
+        .into_iter()
+        .filter(|i| gate.item(i["identity"]["name"].as_str().unwrap_or_default()))
+        .collect()
+}
+
 /// `rpc_describe_local(…)`: `rpc_describe` of this node's own functions (what the
 /// scatter asks each node).
 pub(crate) fn rpc_describe_local(info: Arc<NodeView>) -> Function {
@@ -807,7 +836,7 @@ pub(crate) fn rpc_describe_local(info: Arc<NodeView>) -> Function {
         let info = info.clone();
         async move {
             let q: DescribeRequest = request("rpc_describe_local", &call)?;
-            let items = describe_local(&info, &q)?;
+            let items = gated("rpc_describe", &info, &q, describe_local(&info, &q)?);
             let (items, next) = paginate(items, q.page_token.as_deref(), q.limit);
             Ok(Json::from(with_next(
                 json!({"generated_at": info.env.wall_seconds(), "items": items, "errors": []}),
@@ -849,11 +878,19 @@ pub(crate) fn rpc_report(info: Arc<NodeView>) -> Function {
             let q: ReportRequest = request("rpc_report", &call)?;
             let wanted = scope(q.scope.as_deref())?;
             let (total, namespaces) = info.control.catalog.read(|state| {
+                let mut gate =
+                    super::policy::Gate::new(&info, "rpc_report", state.catalog.policy());
+                if !gate.request(q.namespace.as_deref()) {
+                    return (0, BTreeMap::new());
+                }
                 let mut namespaces: BTreeMap<String, usize> = BTreeMap::new();
                 let mut total = 0;
                 for (_, f) in state.catalog.functions() {
                     let ns = namespace_of(&f.name);
-                    if in_scope(wanted) && in_namespace(ns, q.namespace.as_deref()) {
+                    if in_scope(wanted)
+                        && in_namespace(ns, q.namespace.as_deref())
+                        && gate.item(&f.name)
+                    {
                         total += 1;
                         *namespaces.entry(ns.to_owned()).or_default() += 1;
                     }
