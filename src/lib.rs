@@ -44,6 +44,7 @@ mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod pubsub;
+pub mod queue;
 pub mod registry;
 pub mod routing;
 pub mod rpc;

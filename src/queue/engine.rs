@@ -1,0 +1,667 @@
+//! One queue's state and what happens to it: sends, receives, acks, nacks, visibility
+//! changes, redrives and the passing of time. Pure: the time comes in with every command
+//! (ms since the epoch), nothing is read from a clock or written anywhere, so the same engine
+//! can run behind a SQLite store or as a Raft state machine and be replayed exactly.
+//!
+//! A message is, at any moment, exactly one of: pending (waiting behind its delay or its
+//! group, or ready), in flight (received, invisible until its visibility deadline), dead
+//! (moved to the dead-letter side after `max_receives` deliveries), or gone (acknowledged or
+//! expired: the engine keeps nothing of it). Every index is an ordered set keyed by what
+//! the next step needs, so each operation costs O(log n) per message it touches:
+//!
+//! * `ready`: (order key, seq) of messages a receive may take now; the order key is the
+//!   priority (higher first) for `priority` queues and 0 otherwise, so FIFO by seq within;
+//! * `delayed`: (visible at, seq) of pending messages not yet visible (send delay, nack delay);
+//! * `in_flight`: (visibility deadline, seq);
+//! * `expiring`: (expires at, seq) of pending messages under a TTL;
+//! * `groups`: per message group, its messages in send order; only the head of a group with
+//!   nothing in flight is ready (one in flight per group, in order, as SQS FIFO groups);
+//! * `dedup`: deduplication id → the message it named, until its window ends.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// How a queue orders its ready messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Send order.
+    #[default]
+    Fifo,
+    /// Higher `priority` first, send order among equals.
+    Priority,
+    /// As `Fifo`; the per-message delay does the delaying (the original's `delay` type).
+    Delay,
+}
+
+/// A queue's settings (the original's `QueueConfiguration`, in ms and counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub queue_type: QueueType,
+    /// Most live messages (pending and in flight); a full queue refuses sends.
+    pub max_size: usize,
+    /// Most payload bytes of live messages.
+    pub max_bytes: usize,
+    pub visibility_timeout_ms: u64,
+    /// Deliveries after which a message that comes back goes to the dead-letter side
+    /// (0: never; it is redelivered forever).
+    pub max_receives: u32,
+    /// How long a deduplication id keeps naming its message (0: no deduplication).
+    pub dedup_window_ms: u64,
+    /// Most deduplication ids remembered at once.
+    pub max_dedup_ids: usize,
+    /// How long a pending message lives (0: until it is acknowledged).
+    pub message_ttl_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            queue_type: QueueType::Fifo,
+            max_size: 10_000,
+            max_bytes: 64 << 20,
+            visibility_timeout_ms: 30_000,
+            max_receives: 3,
+            dedup_window_ms: 300_000,
+            max_dedup_ids: 100_000,
+            message_ttl_ms: 0,
+        }
+    }
+}
+
+/// What a send asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Send {
+    pub payload: Arc<[u8]>,
+    pub priority: i64,
+    pub delay_ms: u64,
+    pub dedup_id: Option<String>,
+    pub group: Option<String>,
+    /// At most once: the message is gone as soon as it is received (no ack).
+    pub fire_and_forget: bool,
+}
+
+/// A send's result: the message's id, and whether it repeated a deduplication id still in
+/// its window (then nothing was added; the id is the first send's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub id: u64,
+    pub duplicate: bool,
+}
+
+/// Names one delivery of a message: an ack, nack or extension with it acts only while that
+/// delivery is the message's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Receipt {
+    pub id: u64,
+    pub delivery: u32,
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub receipt: Receipt,
+    pub payload: Arc<[u8]>,
+    /// How many times it was delivered, this time included.
+    pub receive_count: u32,
+    pub priority: i64,
+    pub group: Option<String>,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    InFlight,
+    Dead,
+    /// Acknowledged, expired, purged or never sent: the engine holds nothing of it.
+    Gone,
+}
+
+/// What happened to messages without a command naming them (time passing), for metrics and
+/// for the store: each is final for that message, or moves it to the dead-letter side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Its visibility timeout ran out: pending again.
+    Redelivering(u64),
+    /// Out of receives: now on the dead-letter side.
+    DeadLettered(u64),
+    /// Its TTL ran out while pending: gone.
+    Expired(u64),
+}
+
+/// Why a command was refused; the state is as before.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is full ({0}): it refuses new messages until some are acknowledged")]
+    Full(&'static str),
+    #[error(
+        "receipt {}/{} is not current: the message was acknowledged, expired, or delivered again since",
+        .0.id, .0.delivery
+    )]
+    StaleReceipt(Receipt),
+    #[error("too many deduplication ids in their window ({0}): wait, or send without one")]
+    DedupFull(usize),
+}
+
+#[derive(Debug, Clone)]
+enum Where {
+    /// Behind its group's head.
+    Waiting,
+    Delayed(u64),
+    Ready,
+    InFlight(u64),
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    payload: Arc<[u8]>,
+    priority: i64,
+    group: Option<String>,
+    fire_and_forget: bool,
+    /// Deliveries ever (receipts name them; never reset, so no old receipt matches again).
+    deliveries: u32,
+    /// Deliveries since it was sent or redriven (what `max_receives` counts).
+    receives: u32,
+    expires_at: Option<u64>,
+    at: Where,
+}
+
+/// One queue.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    config: QueueConfig,
+    next_seq: u64,
+    entries: BTreeMap<u64, Entry>,
+    ready: BTreeSet<(i64, u64)>,
+    delayed: BTreeSet<(u64, u64)>,
+    in_flight: BTreeSet<(u64, u64)>,
+    expiring: BTreeSet<(u64, u64)>,
+    /// Per group: its live (not dead) messages in send order, and whether one is in flight.
+    groups: BTreeMap<String, (VecDeque<u64>, bool)>,
+    dedup: BTreeMap<String, (u64, u64)>,
+    dedup_expiring: BTreeSet<(u64, String)>,
+    /// Live messages and their payload bytes (dead ones are apart).
+    live: usize,
+    live_bytes: usize,
+    dead: BTreeSet<u64>,
+}
+
+impl Queue {
+    pub fn new(config: QueueConfig) -> Queue {
+        Queue {
+            config,
+            next_seq: 1,
+            ..Queue::default()
+        }
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Messages pending (delayed, waiting or ready).
+    pub fn depth(&self) -> usize {
+        self.live - self.in_flight.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn dead_lettered(&self) -> usize {
+        self.dead.len()
+    }
+
+    pub fn status(&self, id: u64) -> Status {
+        match self.entries.get(&id).map(|e| &e.at) {
+            None => Status::Gone,
+            Some(Where::InFlight(_)) => Status::InFlight,
+            Some(Where::Dead) => Status::Dead,
+            Some(_) => Status::Pending,
+        }
+    }
+
+    fn order_key(&self, e: &Entry) -> i64 {
+        match self.config.queue_type {
+            QueueType::Priority => -e.priority,
+            QueueType::Fifo | QueueType::Delay => 0,
+        }
+    }
+
+    /// Adds a message (or names the one its deduplication id already names).
+    pub fn send(&mut self, now: u64, s: Send) -> Result<Sent, QueueError> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        if let Some(d) = &s.dedup_id
+            && self.config.dedup_window_ms > 0
+            && let Some((id, _)) = self.dedup.get(d)
+        {
+            return Ok(Sent {
+                id: *id,
+                duplicate: true,
+            });
+        }
+        if self.live >= self.config.max_size {
+            return Err(QueueError::Full("messages"));
+        }
+        if self.live_bytes + s.payload.len() > self.config.max_bytes {
+            return Err(QueueError::Full("bytes"));
+        }
+        let dedup = s.dedup_id.filter(|_| self.config.dedup_window_ms > 0);
+        if dedup.is_some() && self.dedup.len() >= self.config.max_dedup_ids {
+            return Err(QueueError::DedupFull(self.config.max_dedup_ids));
+        }
+        let id = self.next_seq;
+        self.next_seq += 1;
+        if let Some(d) = dedup {
+            let until = now.saturating_add(self.config.dedup_window_ms);
+            self.dedup_expiring.insert((until, d.clone()));
+            self.dedup.insert(d, (id, until));
+        }
+        let expires_at = (self.config.message_ttl_ms > 0)
+            .then(|| now.saturating_add(self.config.message_ttl_ms));
+        if let Some(t) = expires_at {
+            self.expiring.insert((t, id));
+        }
+        self.live += 1;
+        self.live_bytes += s.payload.len();
+        let visible_at = now.saturating_add(s.delay_ms);
+        let entry = Entry {
+            payload: s.payload,
+            priority: s.priority,
+            group: s.group.clone(),
+            fire_and_forget: s.fire_and_forget,
+            deliveries: 0,
+            receives: 0,
+            expires_at,
+            at: Where::Waiting,
+        };
+        self.entries.insert(id, entry);
+        if let Some(g) = &s.group {
+            let (members, _) = self.groups.entry(g.clone()).or_default();
+            members.push_back(id);
+        }
+        self.make_pending(id, visible_at, now);
+        Ok(Sent {
+            id,
+            duplicate: false,
+        })
+    }
+
+    /// Puts message `id` (in no index) among the pending: delayed until `visible_at`, or
+    /// ready, or waiting behind its group.
+    fn make_pending(&mut self, id: u64, visible_at: u64, now: u64) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let at = if visible_at > now {
+            self.delayed.insert((visible_at, id));
+            Where::Delayed(visible_at)
+        } else if self.group_blocks(e.group.as_deref(), id) {
+            Where::Waiting
+        } else {
+            self.ready.insert((self.order_key(e), id));
+            Where::Ready
+        };
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.at = at;
+        }
+    }
+
+    /// Whether `id` must wait for its group: a message of the group is in flight, or `id`
+    /// is not the group's head.
+    fn group_blocks(&self, group: Option<&str>, id: u64) -> bool {
+        group
+            .and_then(|g| self.groups.get(g))
+            .is_some_and(|(members, busy)| *busy || members.front() != Some(&id))
+    }
+
+    /// After a group's head left (acked, expired, dead) or came back: the group's new head,
+    /// if it was waiting and is not delayed, becomes ready.
+    fn group_moved(&mut self, group: Option<&str>) {
+        let Some(g) = group else {
+            return;
+        };
+        let head = match self.groups.get(g) {
+            None => return,
+            Some((members, _)) if members.is_empty() => {
+                self.groups.remove(g);
+                return;
+            }
+            Some((_, true)) => return,
+            Some((members, false)) => members.front().copied(),
+        };
+        if let Some(h) = head
+            && let Some(e) = self.entries.get(&h)
+            && matches!(e.at, Where::Waiting)
+        {
+            let key = self.order_key(e);
+            self.ready.insert((key, h));
+            if let Some(e) = self.entries.get_mut(&h) {
+                e.at = Where::Ready;
+            }
+        }
+    }
+
+    /// Takes `id` out of whichever index holds it.
+    fn unindex(&mut self, id: u64) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        match e.at {
+            Where::Ready => {
+                self.ready.remove(&(self.order_key(e), id));
+            }
+            Where::Delayed(t) => {
+                self.delayed.remove(&(t, id));
+            }
+            Where::InFlight(t) => {
+                self.in_flight.remove(&(t, id));
+            }
+            Where::Waiting | Where::Dead => {}
+        }
+    }
+
+    /// Drops `id` entirely (acknowledged, expired, purged), and frees its group.
+    fn remove(&mut self, id: u64) {
+        self.unindex(id);
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        if let Some(t) = e.expires_at {
+            self.expiring.remove(&(t, id));
+        }
+        if matches!(e.at, Where::Dead) {
+            self.dead.remove(&id);
+            return;
+        }
+        self.live -= 1;
+        self.live_bytes -= e.payload.len();
+        self.leave_group(e.group.as_deref(), id, matches!(e.at, Where::InFlight(_)));
+    }
+
+    /// `id` leaves its group (it was in flight: the group is free again).
+    fn leave_group(&mut self, group: Option<&str>, id: u64, was_in_flight: bool) {
+        if let Some(g) = group
+            && let Some((members, busy)) = self.groups.get_mut(g)
+        {
+            members.retain(|m| *m != id);
+            if was_in_flight {
+                *busy = false;
+            }
+            self.group_moved(Some(g));
+        }
+    }
+
+    /// Up to `max` ready messages, best first, each in flight for `visibility_ms` (or the
+    /// queue's timeout).
+    pub fn receive(&mut self, now: u64, max: usize, visibility_ms: Option<u64>) -> Vec<Delivery> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        let visibility = visibility_ms.unwrap_or(self.config.visibility_timeout_ms);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(&(key, id)) = self.ready.iter().next() else {
+                break;
+            };
+            self.ready.remove(&(key, id));
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            e.deliveries += 1;
+            e.receives += 1;
+            let delivery = Delivery {
+                receipt: Receipt {
+                    id,
+                    delivery: e.deliveries,
+                },
+                payload: e.payload.clone(),
+                receive_count: e.receives,
+                priority: e.priority,
+                group: e.group.clone(),
+            };
+            if e.fire_and_forget {
+                // At most once: gone on delivery. (It was ready: nothing in flight.)
+                e.at = Where::Waiting;
+                self.remove(id);
+            } else {
+                let deadline = now.saturating_add(visibility);
+                e.at = Where::InFlight(deadline);
+                let group = e.group.clone();
+                self.in_flight.insert((deadline, id));
+                if let Some(g) = group
+                    && let Some((_, busy)) = self.groups.get_mut(&g)
+                {
+                    *busy = true;
+                }
+            }
+            out.push(delivery);
+        }
+        out
+    }
+
+    /// The message of `r`, if `r` is its current delivery and it is in flight.
+    fn current(&self, r: Receipt) -> Result<(), QueueError> {
+        match self.entries.get(&r.id) {
+            Some(e) if e.deliveries == r.delivery && matches!(e.at, Where::InFlight(_)) => Ok(()),
+            _ => Err(QueueError::StaleReceipt(r)),
+        }
+    }
+
+    /// Acknowledges a delivery: the message is gone.
+    pub fn ack(&mut self, now: u64, r: Receipt) -> Result<(), QueueError> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        self.current(r)?;
+        self.remove(r.id);
+        Ok(())
+    }
+
+    /// Gives a delivery back: pending again after `delay_ms`, or dead-lettered when out of
+    /// receives.
+    pub fn nack(&mut self, now: u64, r: Receipt, delay_ms: u64) -> Result<Vec<Event>, QueueError> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        self.current(r)?;
+        self.come_back(r.id, now, delay_ms, &mut events);
+        Ok(events)
+    }
+
+    /// Moves a delivery's visibility deadline to `now + visibility_ms`.
+    pub fn change_visibility(
+        &mut self,
+        now: u64,
+        r: Receipt,
+        visibility_ms: u64,
+    ) -> Result<(), QueueError> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        self.current(r)?;
+        self.unindex(r.id);
+        let deadline = now.saturating_add(visibility_ms);
+        self.in_flight.insert((deadline, r.id));
+        if let Some(e) = self.entries.get_mut(&r.id) {
+            e.at = Where::InFlight(deadline);
+        }
+        Ok(())
+    }
+
+    /// An in-flight message comes back (nack, or its deadline passed).
+    fn come_back(&mut self, id: u64, now: u64, delay_ms: u64, events: &mut Vec<Event>) {
+        self.unindex(id);
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let group = e.group.clone();
+        let out_of_receives =
+            self.config.max_receives > 0 && e.receives >= self.config.max_receives;
+        if let Some(g) = &group
+            && let Some((_, busy)) = self.groups.get_mut(g)
+        {
+            *busy = false;
+        }
+        if out_of_receives {
+            let bytes = e.payload.len();
+            if let Some(t) = e.expires_at {
+                self.expiring.remove(&(t, id));
+            }
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.at = Where::Dead;
+                e.expires_at = None;
+            }
+            self.live -= 1;
+            self.live_bytes -= bytes;
+            self.dead.insert(id);
+            self.leave_group(group.as_deref(), id, false);
+            events.push(Event::DeadLettered(id));
+        } else if e.expires_at.is_some_and(|t| t <= now) {
+            // Its TTL ran out while it was in flight.
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.at = Where::Waiting;
+            }
+            self.remove(id);
+            events.push(Event::Expired(id));
+        } else {
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.at = Where::Waiting;
+            }
+            self.make_pending(id, now.saturating_add(delay_ms), now);
+            // Its group is free again: its head (this message, or one redriven ahead of it)
+            // may go.
+            self.group_moved(group.as_deref());
+            events.push(Event::Redelivering(id));
+        }
+    }
+
+    /// Lets time pass to `now`: deadlines, delays, TTLs and dedup windows that ran out.
+    /// Every command does this first; call it alone to learn what time did.
+    pub fn tick(&mut self, now: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        events
+    }
+
+    fn advance(&mut self, now: u64, events: &mut Vec<Event>) {
+        while let Some(&(t, id)) = self.in_flight.iter().next() {
+            if t > now {
+                break;
+            }
+            self.come_back(id, now, 0, events);
+        }
+        while let Some(&(t, id)) = self.delayed.iter().next() {
+            if t > now {
+                break;
+            }
+            self.delayed.remove(&(t, id));
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.at = Where::Waiting;
+            }
+            self.make_pending(id, now, now);
+        }
+        while let Some(&(t, id)) = self.expiring.iter().next() {
+            if t > now {
+                break;
+            }
+            self.expiring.remove(&(t, id));
+            // In flight: it expires if it comes back (its receipt still acks it).
+            match self.entries.get(&id).map(|e| &e.at) {
+                Some(Where::InFlight(_)) => {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.expires_at = Some(t);
+                    }
+                }
+                Some(_) => {
+                    self.remove(id);
+                    events.push(Event::Expired(id));
+                }
+                None => {}
+            }
+        }
+        while let Some((t, d)) = self.dedup_expiring.iter().next().cloned() {
+            if t > now {
+                break;
+            }
+            self.dedup_expiring.remove(&(t, d.clone()));
+            self.dedup.remove(&d);
+        }
+    }
+
+    /// Up to `max` dead-lettered messages, oldest first: (id, payload, receives).
+    pub fn dead_letters(&self, max: usize) -> Vec<(u64, Arc<[u8]>, u32)> {
+        self.dead
+            .iter()
+            .take(max)
+            .filter_map(|id| {
+                self.entries
+                    .get(id)
+                    .map(|e| (*id, e.payload.clone(), e.deliveries))
+            })
+            .collect()
+    }
+
+    /// Moves every dead-lettered message back to pending, its receive count reset (room
+    /// permitting: the rest stay dead). How many moved.
+    pub fn redrive(&mut self, now: u64) -> usize {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        let dead: Vec<u64> = self.dead.iter().copied().collect();
+        let mut moved = 0;
+        for id in dead {
+            let Some(e) = self.entries.get(&id) else {
+                continue;
+            };
+            if self.live >= self.config.max_size
+                || self.live_bytes + e.payload.len() > self.config.max_bytes
+            {
+                break;
+            }
+            let (bytes, group) = (e.payload.len(), e.group.clone());
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.receives = 0;
+                e.at = Where::Waiting;
+            }
+            self.dead.remove(&id);
+            self.live += 1;
+            self.live_bytes += bytes;
+            if let Some(g) = group {
+                // Back in its group in send order; when that makes it the head, the head
+                // before it waits again (one ready per group, in order).
+                let (members, _) = self.groups.entry(g).or_default();
+                let at = members.partition_point(|m| *m < id);
+                members.insert(at, id);
+                let displaced = (at == 0).then(|| members.get(1).copied()).flatten();
+                if let Some(old) = displaced
+                    && self
+                        .entries
+                        .get(&old)
+                        .is_some_and(|e| matches!(e.at, Where::Ready))
+                {
+                    self.unindex(old);
+                    if let Some(e) = self.entries.get_mut(&old) {
+                        e.at = Where::Waiting;
+                    }
+                }
+            }
+            self.make_pending(id, now, now);
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Drops every pending message (in-flight ones finish; dead letters stay). How many.
+    pub fn purge(&mut self, now: u64) -> usize {
+        let mut events = Vec::new();
+        self.advance(now, &mut events);
+        let pending: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.at, Where::Ready | Where::Delayed(_) | Where::Waiting))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &pending {
+            self.remove(*id);
+        }
+        pending.len()
+    }
+}
