@@ -15,17 +15,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::Digest;
 
+use super::args::{
+    MAX_PAGE, OUR_SCOPE, SCOPES, in_namespace, in_scope, namespace_of, paginate, request, scope,
+    with_next,
+};
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function, RegisteredFunction};
 use crate::view::NodeView;
 
-/// The original's default and largest page.
-const DEFAULT_PAGE: usize = 200;
-const MAX_PAGE: usize = 2000;
 /// Nodes `rpc_describe` asks at once, and how long each may take by default.
 const SCATTER_AT_ONCE: usize = 16;
 const SCATTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub(crate) const DELTA_TOPIC: &str = "mpreg.discovery.delta";
 /// This group's built-ins: the original's discovery calls (`cluster_map_v2`,
 /// `rpc_describe`, `rpc_describe_local`, `rpc_report`, `catalog_watch`).
 pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
-    use super::{introspection as guarded, takes_request};
+    use super::{guarded, takes_request};
     let v = || view.clone();
     [
         (
@@ -62,130 +62,6 @@ pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
     .into_iter()
     .map(|(f, doc)| guarded(view, takes_request(f, doc)))
     .collect()
-}
-
-/// The request of a discovery call: `args[0]` (an object), keywords, or both merged.
-pub(super) fn request<T: DeserializeOwned + Default>(
-    name: &str,
-    call: &CallArgs,
-) -> Result<T, CallError> {
-    let bad = |e: String| CallError::InvalidArguments(format!("{name}: {e}"));
-    // Positionals only: keywords are the request's fields (or `request=` itself), which
-    // `bind` would refuse as unknown parameters.
-    let positional = CallArgs {
-        args: call.args.clone(),
-        kwargs: Json::empty_object(),
-    };
-    let slots = positional
-        .bind(&["request"])
-        .map_err(|e| bad(e.to_string()))?;
-    let mut kwargs: Map<String, Value> = if call.kwargs.is_empty_container() {
-        Map::new()
-    } else {
-        call.kwargs
-            .decode()
-            .map_err(|e| bad(crate::protocol::plain_error(&e)))?
-    };
-    let as_object = |v: Value| match v {
-        Value::Null => Ok(Map::new()),
-        Value::Object(m) => Ok(m),
-        _ => Err(bad("the request must be an object".into())),
-    };
-    let mut fields = match (slots.first().copied().flatten(), kwargs.remove("request")) {
-        (Some(_), Some(_)) => {
-            return Err(bad("got multiple values for parameter `request`".into()));
-        }
-        (Some(r), None) => as_object(
-            serde_json::from_str(r.get())
-                .map_err(|e| bad(format!("the request must be an object: {e}")))?,
-        )?,
-        (None, Some(v)) => as_object(v)?,
-        (None, None) => Map::new(),
-    };
-    fields.extend(kwargs);
-    if fields.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_value(Value::Object(fields)).map_err(|e| bad(e.to_string()))
-}
-
-/// The original's scopes, narrowest first; every function and node here is `zone`.
-pub(super) const SCOPES: [&str; 4] = ["local", "zone", "region", "global"];
-const OUR_SCOPE: &str = "zone";
-
-/// A requested scope, normalized as the original does (`cluster` is `zone`); `None`: any.
-pub(super) fn scope(s: Option<&str>) -> Result<Option<usize>, CallError> {
-    let Some(s) = s.map(|s| s.trim().to_ascii_lowercase()) else {
-        return Ok(None);
-    };
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let s = if s == "cluster" { "zone".to_owned() } else { s };
-    SCOPES
-        .iter()
-        .position(|x| *x == s)
-        .map(Some)
-        .ok_or_else(|| {
-            CallError::InvalidArguments(format!(
-                "unsupported discovery scope {s:?}: one of local, zone (cluster), region, global"
-            ))
-        })
-}
-
-/// Whether something of our scope passes a `wanted` scope filter.
-fn in_scope(wanted: Option<usize>) -> bool {
-    wanted.is_none_or(|w| SCOPES.iter().position(|s| *s == OUR_SCOPE) >= Some(w))
-}
-
-/// `(offset, limit)` from the original's `"offset:limit"` tokens (malformed: from 0).
-fn page(token: Option<&str>, limit: Option<usize>) -> (usize, usize) {
-    let (offset, from_token) = token
-        .and_then(|t| t.split_once(':'))
-        .map_or((0, None), |(o, l)| {
-            (o.parse().unwrap_or(0), l.parse::<usize>().ok())
-        });
-    let limit = limit
-        .or(from_token)
-        .unwrap_or(DEFAULT_PAGE)
-        .clamp(1, MAX_PAGE);
-    (offset, limit)
-}
-
-/// A page of `items` and the token of the next one, if any.
-pub(super) fn paginate(
-    items: Vec<Value>,
-    token: Option<&str>,
-    limit: Option<usize>,
-) -> (Vec<Value>, Value) {
-    let (offset, limit) = page(token, limit);
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
-    let next = if offset.saturating_add(limit) < total {
-        json!(format!("{}:{limit}", offset + limit))
-    } else {
-        Value::Null
-    };
-    (page, next)
-}
-
-/// Inserts `next_page_token` only when there is a next page (the original omits it).
-pub(super) fn with_next(mut v: Value, next: Value) -> Value {
-    if !next.is_null()
-        && let Value::Object(m) = &mut v
-    {
-        m.insert("next_page_token".into(), next);
-    }
-    v
-}
-
-/// A function's namespace as the original derives it: its name up to the last dot.
-fn namespace_of(name: &str) -> &str {
-    name.rsplit_once('.').map_or("", |(ns, _)| ns)
-}
-
-fn in_namespace(ns: &str, filter: Option<&str>) -> bool {
-    filter.is_none_or(|f| ns == f || ns.strip_prefix(f).is_some_and(|r| r.starts_with('.')))
 }
 
 // ---- cluster_map_v2 ------------------------------------------------------------------
@@ -931,17 +807,7 @@ pub(crate) fn catalog_watch(info: Arc<NodeView>) -> Function {
         async move {
             let q: WatchRequest = request("catalog_watch", &call)?;
             let wanted = scope(q.scope.as_deref())?;
-            if let Some(ns) = q
-                .namespace
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-            {
-                let policy = super::policy::policy_now(&info);
-                if !super::policy::Gate::new(&info, "catalog_watch", &policy).item(ns) {
-                    return Err(super::policy::denied("catalog_watch", ns));
-                }
-            }
+            super::policy::refuse_hidden(&info, "catalog_watch", q.namespace.as_deref())?;
             let topic = match q.namespace.as_deref().map(str::trim) {
                 Some(ns) if !ns.is_empty() => format!("{DELTA_TOPIC}.{ns}"),
                 _ => DELTA_TOPIC.to_owned(),
@@ -967,74 +833,6 @@ pub(crate) fn catalog_watch(info: Arc<NodeView>) -> Function {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Default, Deserialize, PartialEq)]
-    #[serde(default)]
-    struct Ask {
-        name: Option<String>,
-        limit: Option<usize>,
-    }
-
-    #[test]
-    fn requests_come_as_an_object_as_keywords_or_both() {
-        let call = |args: Vec<Value>, kw: Value| {
-            let Value::Object(kw) = kw else { panic!() };
-            request::<Ask>("t", &CallArgs::from_values(args, kw))
-        };
-        let want = |n: &str, l| Ask {
-            name: Some(n.into()),
-            limit: l,
-        };
-        assert_eq!(call(vec![], json!({})).unwrap(), Ask::default());
-        assert_eq!(call(vec![json!(null)], json!({})).unwrap(), Ask::default());
-        assert_eq!(
-            call(vec![json!({"name": "a"})], json!({})).unwrap(),
-            want("a", None)
-        );
-        assert_eq!(
-            call(vec![], json!({"name": "a", "limit": 2})).unwrap(),
-            want("a", Some(2))
-        );
-        assert_eq!(
-            call(vec![], json!({"request": {"name": "a"}})).unwrap(),
-            want("a", None)
-        );
-        // Keywords win over the object's fields.
-        assert_eq!(
-            call(vec![json!({"name": "a", "limit": 1})], json!({"name": "b"})).unwrap(),
-            want("b", Some(1))
-        );
-        assert!(call(vec![json!({}), json!({})], json!({})).is_err());
-        assert!(call(vec![json!({})], json!({"request": {}})).is_err());
-        assert!(call(vec![json!(3)], json!({})).is_err());
-        assert!(call(vec![], json!({"request": [1]})).is_err());
-    }
-
-    #[test]
-    fn pages_follow_the_originals_tokens() {
-        assert_eq!(page(None, None), (0, DEFAULT_PAGE));
-        assert_eq!(page(Some("10:5"), None), (10, 5));
-        assert_eq!(page(Some("10:5"), Some(3)), (10, 3));
-        assert_eq!(page(Some("junk"), None), (0, DEFAULT_PAGE));
-        assert_eq!(page(None, Some(1_000_000)), (0, MAX_PAGE));
-        let items: Vec<Value> = (0..5).map(|i| json!(i)).collect();
-        let (p, next) = paginate(items.clone(), None, Some(2));
-        assert_eq!((p, next), (vec![json!(0), json!(1)], json!("2:2")));
-        let (p, next) = paginate(items, Some("4:2"), None);
-        assert_eq!((p, next), (vec![json!(4)], Value::Null));
-    }
-
-    #[test]
-    fn scopes_and_namespaces_as_the_original_reads_them() {
-        assert_eq!(scope(Some(" Cluster ")).ok(), Some(Some(1)));
-        assert_eq!(scope(Some("")).ok(), Some(None));
-        assert!(scope(Some("planet")).is_err());
-        assert!(in_scope(Some(0)) && in_scope(Some(1)) && !in_scope(Some(2)));
-        assert_eq!(namespace_of("svc.market.quote"), "svc.market");
-        assert_eq!(namespace_of("echo"), "");
-        assert!(in_namespace("svc.market", Some("svc")));
-        assert!(!in_namespace("svcx", Some("svc")));
-    }
 
     #[test]
     fn report_counts_sort_by_count_then_key_and_drop_empty_keys() {

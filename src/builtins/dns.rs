@@ -5,11 +5,11 @@
 //! the catalog's cluster-wide bounds when applied.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
-use super::discovery::{paginate, request, with_next};
+use super::args::{paginate, request, with_next};
+use super::{COMMIT_WITHIN, commit_error};
 use crate::control::CatalogCommand;
 use crate::control::replica::CommitError;
 use crate::dns::registry::{self, Accepted, KeyRequest, ListRequest, RegisterRequest};
@@ -17,12 +17,9 @@ use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function};
 use crate::view::NodeView;
 
-/// How long a registration may wait for the catalog to commit it (then 1017).
-const COMMIT_WITHIN: Duration = Duration::from_secs(5);
-
 /// This group's built-ins.
 pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
-    use super::{introspection as guarded, takes_request};
+    use super::{guarded, takes_request};
     let v = || view.clone();
     [
         (
@@ -42,15 +39,6 @@ pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
     .into_iter()
     .map(|(f, doc)| guarded(view, takes_request(f, doc)))
     .collect()
-}
-
-fn commit_error(e: CommitError) -> CallError {
-    match e {
-        CommitError::Refused(why) => CallError::InvalidArguments(why.to_string()),
-        CommitError::Unavailable(why) => CallError::Unavailable(format!(
-            "the catalog could not commit the registration: {why}"
-        )),
-    }
 }
 
 /// A version-4 UUID from the node's seeded RNG (the original's `registration_id`).
@@ -92,7 +80,7 @@ fn register(view: Arc<NodeView>) -> Function {
             view.control
                 .propose_within(CatalogCommand::RegisterService(service), COMMIT_WITHIN)
                 .await
-                .map_err(commit_error)?;
+                .map_err(|e| commit_error("registration", e))?;
             Ok(Json::from(reply))
         }
     })
@@ -120,7 +108,7 @@ fn unregister(view: Arc<NodeView>) -> Function {
                     Err(CommitError::Refused(crate::control::CatalogError::UnknownService(_))) => {
                         false
                     }
-                    Err(e) => return Err(commit_error(e)),
+                    Err(e) => return Err(commit_error("registration", e)),
                 }
             } else {
                 false

@@ -14,7 +14,7 @@ use crate::registry::{CallArgs, CallError, Function};
 /// This group's built-ins: `echo`, `echos`, and what the cluster looks like (`list_peers`,
 /// `catalog_query`, `cluster_map`, `rpc_list`).
 pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
-    use super::{introspection as guarded, takes_nothing, takes_request};
+    use super::{guarded, takes_nothing, takes_request};
     use crate::registry::signature::Param;
     let v = || view.clone();
     vec![
@@ -226,15 +226,8 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
         if !gate.request(q.namespace.as_deref()) {
             return Vec::new();
         }
-        let in_ns = |name: &str| {
-            q.namespace
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .is_none_or(|n| {
-                    name == n || name.strip_prefix(n).is_some_and(|r| r.starts_with('.'))
-                })
-        };
+        let ns_filter = q.namespace.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        let in_ns = |name: &str| super::args::in_namespace(name, ns_filter);
         match kind.as_str() {
             "functions" => q
                 .functions

@@ -14,27 +14,23 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::discovery::request;
+use super::args::request;
+use super::{COMMIT_WITHIN, commit_error};
 use crate::control::CatalogCommand;
 use crate::control::policy::{
-    AccessDenial, CutoverWindow, NamespacePolicy, PolicyChange, PolicyRule, validate,
+    AccessDenial, AuditLog, CutoverWindow, NamespacePolicy, PolicyChange, PolicyRule, validate,
 };
-use crate::control::replica::CommitError;
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, CallError, Function};
 use crate::view::NodeView;
 
-/// How long an apply may wait for the catalog to commit it (then 1017).
-const COMMIT_WITHIN: Duration = Duration::from_secs(5);
-
 /// This group's built-ins.
 pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
-    use super::{introspection as guarded, takes_nothing, takes_request};
+    use super::{guarded, takes_nothing, takes_request};
     let v = || view.clone();
     vec![
         guarded(
@@ -135,12 +131,22 @@ pub(crate) fn policy_now(view: &NodeView) -> NamespacePolicy {
     view.control.catalog.read(|s| s.catalog.policy().clone())
 }
 
-/// The error of a watch on a namespace the caller may not see (the original's 403,
-/// `discovery_access_denied`; here the stable 1021).
-pub(crate) fn denied(event: &str, namespace: &str) -> CallError {
-    CallError::Denied(format!(
-        "discovery_access_denied: {event} denied for namespace {namespace}"
-    ))
+/// A watch (`event`) on a namespace the caller may not see is refused, and audited (the
+/// original's 403, `discovery_access_denied`; here the stable 1021). No namespace: allowed.
+pub(crate) fn refuse_hidden(
+    view: &NodeView,
+    event: &'static str,
+    namespace: Option<&str>,
+) -> Result<(), CallError> {
+    let Some(ns) = namespace.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(());
+    };
+    if Gate::new(view, event, &policy_now(view)).item(ns) {
+        return Ok(());
+    }
+    Err(CallError::Denied(format!(
+        "discovery_access_denied: {event} denied for namespace {ns}"
+    )))
 }
 
 // ---- rules as the original writes them ------------------------------------------------
@@ -308,12 +314,7 @@ fn change(name: &'static str, view: Arc<NodeView>) -> Function {
             view.control
                 .propose_within(CatalogCommand::SetNamespacePolicy(policy), COMMIT_WITHIN)
                 .await
-                .map_err(|e| match e {
-                    CommitError::Refused(why) => CallError::InvalidArguments(why.to_string()),
-                    CommitError::Unavailable(why) => CallError::Unavailable(format!(
-                        "the catalog could not commit the policy: {why}"
-                    )),
-                })?;
+                .map_err(|e| commit_error("policy", e))?;
             Ok(Json::from(json!({
                 "applied": true, "valid": true, "generated_at": generated_at,
                 "rule_count": rule_count, "errors": [],
@@ -345,30 +346,22 @@ struct LimitRequest {
     limit: Option<i64>,
 }
 
-/// `namespace_policy_audit({limit?})`: `{generated_at, entries}`, oldest first.
-fn policy_audit(view: Arc<NodeView>) -> Function {
-    Function::raw("namespace_policy_audit", move |call: CallArgs| {
+/// An audit call: `{generated_at, entries}`, the newest `limit` entries of `log`, oldest
+/// first, each as `entry` writes it.
+fn audit_call<T: Clone + Send + 'static>(
+    name: &'static str,
+    view: Arc<NodeView>,
+    log: fn(&NodeView) -> &AuditLog<T>,
+    entry: fn(T) -> Value,
+) -> Function {
+    Function::raw(name, move |call: CallArgs| {
         let view = view.clone();
         async move {
-            let req: LimitRequest = request("namespace_policy_audit", &call)?;
-            let entries: Vec<Value> = view
-                .policy_audit
+            let req: LimitRequest = request(name, &call)?;
+            let entries: Vec<Value> = log(&view)
                 .newest(req.limit)
                 .into_iter()
-                .map(|e| {
-                    let mut m = Map::new();
-                    m.insert("event".into(), json!(e.event));
-                    m.insert("timestamp".into(), json!(e.timestamp));
-                    if let Some(a) = e.actor {
-                        m.insert("actor".into(), json!(a));
-                    }
-                    m.insert("valid".into(), json!(e.valid));
-                    m.insert("rule_count".into(), json!(e.rule_count));
-                    if !e.errors.is_empty() {
-                        m.insert("errors".into(), json!(e.errors));
-                    }
-                    Value::Object(m)
-                })
+                .map(entry)
                 .collect();
             Ok(Json::from(json!({
                 "generated_at": view.env.wall_seconds(),
@@ -378,39 +371,51 @@ fn policy_audit(view: Arc<NodeView>) -> Function {
     })
 }
 
-/// `discovery_access_audit({limit?})`: `{generated_at, entries}`, each denial with the
-/// original's fields, oldest first.
+/// `namespace_policy_audit({limit?})`: this node's validations and applications.
+fn policy_audit(view: Arc<NodeView>) -> Function {
+    audit_call(
+        "namespace_policy_audit",
+        view,
+        |v| &v.policy_audit,
+        |e| {
+            let mut m = Map::new();
+            m.insert("event".into(), json!(e.event));
+            m.insert("timestamp".into(), json!(e.timestamp));
+            if let Some(a) = e.actor {
+                m.insert("actor".into(), json!(a));
+            }
+            m.insert("valid".into(), json!(e.valid));
+            m.insert("rule_count".into(), json!(e.rule_count));
+            if !e.errors.is_empty() {
+                m.insert("errors".into(), json!(e.errors));
+            }
+            Value::Object(m)
+        },
+    )
+}
+
+/// `discovery_access_audit({limit?})`: each denial with the original's fields.
 fn access_audit(view: Arc<NodeView>) -> Function {
-    Function::raw("discovery_access_audit", move |call: CallArgs| {
-        let view = view.clone();
-        async move {
-            let req: LimitRequest = request("discovery_access_audit", &call)?;
-            let entries: Vec<Value> = view
-                .access_audit
-                .newest(req.limit)
-                .into_iter()
-                .map(|e| {
-                    let mut m = Map::new();
-                    m.insert("event".into(), json!(e.event));
-                    m.insert("timestamp".into(), json!(e.timestamp));
-                    m.insert("viewer_cluster_id".into(), json!(e.viewer_cluster_id));
-                    if let Some(t) = e.viewer_tenant_id {
-                        m.insert("viewer_tenant_id".into(), json!(t));
-                    }
-                    if !e.namespace.is_empty() {
-                        m.insert("namespace".into(), json!(e.namespace));
-                    }
-                    m.insert("allowed".into(), json!(false));
-                    m.insert("reason".into(), json!(e.reason));
-                    Value::Object(m)
-                })
-                .collect();
-            Ok(Json::from(json!({
-                "generated_at": view.env.wall_seconds(),
-                "entries": entries,
-            })))
-        }
-    })
+    audit_call(
+        "discovery_access_audit",
+        view,
+        |v| &v.access_audit,
+        |e| {
+            let mut m = Map::new();
+            m.insert("event".into(), json!(e.event));
+            m.insert("timestamp".into(), json!(e.timestamp));
+            m.insert("viewer_cluster_id".into(), json!(e.viewer_cluster_id));
+            if let Some(t) = e.viewer_tenant_id {
+                m.insert("viewer_tenant_id".into(), json!(t));
+            }
+            if !e.namespace.is_empty() {
+                m.insert("namespace".into(), json!(e.namespace));
+            }
+            m.insert("allowed".into(), json!(false));
+            m.insert("reason".into(), json!(e.reason));
+            Value::Object(m)
+        },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]

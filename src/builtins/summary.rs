@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::discovery::{paginate, request, scope, with_next};
+use super::args::{in_namespace, paginate, request, scope, with_next};
 use crate::control::NodeId;
 use crate::protocol::json::Json;
 use crate::registry::{CallArgs, Function};
@@ -32,7 +32,7 @@ const REGION: &str = "local";
 
 /// This group's built-ins.
 pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
-    use super::{introspection as guarded, takes_nothing, takes_request};
+    use super::{guarded, takes_nothing, takes_request};
     let v = || view.clone();
     vec![
         guarded(
@@ -85,14 +85,6 @@ fn summary_namespace(name: &str) -> &str {
     name.rsplit_once('.').map_or(name, |(ns, _)| ns)
 }
 
-/// `namespace` equals `filter` or lies under it (`svc` takes `svc.a`, not `svcx`).
-fn under(namespace: &str, filter: &str) -> bool {
-    namespace == filter
-        || namespace
-            .strip_prefix(filter)
-            .is_some_and(|r| r.starts_with('.'))
-}
-
 /// What the summaries are made of: per function name, the nodes serving it (one per
 /// function entry: a node serving two versions counts twice, as the original's endpoints).
 struct Served {
@@ -108,7 +100,7 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
         async move {
             let q: SummaryQuery = request("summary_query", &call)?;
             let wanted = scope(q.scope.as_deref())?;
-            let scope_label = wanted.map(|i| super::discovery::SCOPES[i]);
+            let scope_label = wanted.map(|i| super::args::SCOPES[i]);
             let ns_filter = q
                 .namespace
                 .as_deref()
@@ -190,7 +182,7 @@ pub(crate) fn summary_query(info: Arc<NodeView>) -> Function {
             let mut items: Vec<Value> = served
                 .iter()
                 .filter(|(name, _)| {
-                    ns_filter.is_none_or(|f| under(summary_namespace(name), f))
+                    in_namespace(summary_namespace(name), ns_filter)
                         && id_filter.is_none_or(|id| id == name.as_str())
                 })
                 .map(|(name, s)| {
@@ -254,18 +246,13 @@ pub(crate) fn summary_watch(info: Arc<NodeView>) -> Function {
         async move {
             let q: SummaryWatch = request("summary_watch", &call)?;
             let wanted = scope(q.scope.as_deref())?;
-            let scope_label = wanted.map(|i| super::discovery::SCOPES[i]);
+            let scope_label = wanted.map(|i| super::args::SCOPES[i]);
             let ns = q
                 .namespace
                 .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty());
-            let policy = super::policy::policy_now(&info);
-            if let Some(ns) = ns
-                && !super::policy::Gate::new(&info, "summary_watch", &policy).item(ns)
-            {
-                return Err(super::policy::denied("summary_watch", ns));
-            }
+            super::policy::refuse_hidden(&info, "summary_watch", ns)?;
             let mut topic = SUMMARY_TOPIC.to_owned();
             for part in [scope_label, ns].into_iter().flatten() {
                 topic.push('.');
@@ -347,8 +334,8 @@ mod tests {
     fn namespaces_as_the_original_derives_and_matches_them() {
         assert_eq!(summary_namespace("svc.market.quote"), "svc.market");
         assert_eq!(summary_namespace("echo"), "echo");
-        assert!(under("svc.market", "svc"));
-        assert!(under("svc", "svc"));
-        assert!(!under("svcx", "svc"));
+        assert!(in_namespace("svc.market", Some("svc")));
+        assert!(in_namespace("svc", Some("svc")));
+        assert!(!in_namespace("svcx", Some("svc")));
     }
 }

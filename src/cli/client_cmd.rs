@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::arg::parse_arg;
 use clap::Subcommand;
 use serde_json::Value;
 
@@ -76,11 +77,6 @@ pub enum ClientCommand {
     },
     #[command(flatten)]
     Dns(super::dns_cmd::DnsCommand),
-}
-
-/// A CLI argument as JSON: valid JSON as itself, anything else as a string.
-pub fn parse_arg(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 fn fail(e: &dyn std::fmt::Display) -> i32 {
@@ -228,19 +224,5 @@ fn report(result: Result<Value, ClientError>) -> i32 {
             0
         }
         Err(e) => fail(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn args_are_json_or_strings() {
-        assert_eq!(parse_arg("\"hi\""), json!("hi"));
-        assert_eq!(parse_arg("hi"), json!("hi"));
-        assert_eq!(parse_arg("42"), json!(42));
-        assert_eq!(parse_arg("[1,{\"a\":2}]"), json!([1, {"a": 2}]));
     }
 }

@@ -142,7 +142,7 @@ fn metadata(pairs: &[String]) -> Map<String, Value> {
     pairs
         .iter()
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_owned(), super::client_cmd::parse_arg(v)),
+            Some((k, v)) => (k.to_owned(), super::arg::parse_arg(v)),
             None => (p.clone(), Value::Bool(true)),
         })
         .collect()
@@ -271,6 +271,8 @@ async fn dns_resolve(
     };
     let server: SocketAddr = match format!("{host}:{port}").parse() {
         Ok(s) => s,
+        // The CLI, not node code: it resolves the host name its user typed with the
+        // system's resolver, as `dig @host` does (nothing here runs under the simulator).
         Err(_) => match tokio::net::lookup_host((host, port))
             .await
             .map(|mut a| a.next())

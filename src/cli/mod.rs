@@ -1,5 +1,6 @@
 //! Command lines: `mpreg-node` (the daemon) and `mpreg` (server, client, bench).
 
+mod arg;
 pub mod bench;
 mod bench_catalog;
 mod bench_dag;

@@ -12,7 +12,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use serde_json::{Value, json};
 
-use super::service::Gateway;
 use super::wire::{Fit, Transport};
 use crate::metrics::{counter, gauge, histogram, int};
 use crate::registry::stats::Latency;
@@ -46,6 +45,8 @@ pub struct DnsStats {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     errors: AtomicU64,
+    /// TCP connections open now (the gateway's accept loop keeps it).
+    pub(crate) tcp_open: std::sync::atomic::AtomicUsize,
     latency: Latency,
     max_latency_us: AtomicU64,
     last_query_ms: AtomicU64,
@@ -144,14 +145,14 @@ impl DnsStats {
     }
 }
 
-/// Read at scrape time from the node's gateway.
+/// Read at scrape time from the gateway's counters.
 #[derive(Debug)]
-pub(crate) struct DnsMetrics(pub(crate) Arc<Gateway>);
+pub(crate) struct DnsMetrics(pub(crate) Arc<DnsStats>);
 
 impl Collector for DnsMetrics {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let e = &mut e;
-        let s = &self.0.stats;
+        let s = &self.0;
         let mut queries = e.encode_descriptor(
             "mpreg_dns_queries",
             "DNS queries answered, by transport and response code",
@@ -211,7 +212,7 @@ impl Collector for DnsMetrics {
             e,
             "mpreg_dns_tcp_connections",
             "TCP connections open to the gateway",
-            int(self.0.tcp_connections()),
+            int(s.tcp_open.load(Ordering::Relaxed)),
         )?;
         histogram(
             e,

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -77,7 +77,6 @@ pub struct Gateway {
     rrl: Mutex<RateLimiter>,
     pub limits: DnsLimits,
     pub stats: Arc<DnsStats>,
-    tcp_open: AtomicUsize,
     /// Where it listens, once bound: (UDP, TCP).
     pub addrs: Mutex<Option<(SocketAddr, SocketAddr)>>,
     /// Who the asker is to the namespace policy: this node's cluster.
@@ -104,7 +103,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// TCP connections open now.
     pub fn tcp_connections(&self) -> usize {
-        self.tcp_open.load(Ordering::Relaxed)
+        self.stats.tcp_open.load(Ordering::Relaxed)
     }
 
     pub(crate) fn new(
@@ -127,7 +126,6 @@ impl Gateway {
             stats: Arc::new(DnsStats::default()),
             limits,
             env,
-            tcp_open: AtomicUsize::new(0),
             addrs: Mutex::new(None),
         }
     }
@@ -350,8 +348,9 @@ impl Gateway {
                     }
                 },
             };
-            if self.tcp_open.fetch_add(1, Ordering::AcqRel) >= self.limits.tcp_max_connections {
-                self.tcp_open.fetch_sub(1, Ordering::AcqRel);
+            if self.stats.tcp_open.fetch_add(1, Ordering::AcqRel) >= self.limits.tcp_max_connections
+            {
+                self.stats.tcp_open.fetch_sub(1, Ordering::AcqRel);
                 self.stats.tcp_refused();
                 continue; // dropped: closed at once
             }
@@ -359,7 +358,7 @@ impl Gateway {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 gateway.serve_connection(stream, shutdown).await;
-                gateway.tcp_open.fetch_sub(1, Ordering::AcqRel);
+                gateway.stats.tcp_open.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }

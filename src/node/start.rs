@@ -526,7 +526,9 @@ fn metrics(view: &NodeView) -> prometheus_client::registry::Registry {
         view.control.clone(),
     )));
     if let Some(gateway) = &view.dns {
-        registry.register_collector(Box::new(crate::dns::metrics::DnsMetrics(gateway.clone())));
+        registry.register_collector(Box::new(crate::dns::metrics::DnsMetrics(
+            gateway.stats.clone(),
+        )));
     }
     registry
 }
