@@ -6,7 +6,7 @@ use mpreg::ids::NodeId;
 use std::collections::BTreeSet;
 
 use mpreg::control::{
-    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, QueueConfig, QueueEntry, Role,
+    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, QueueEntry, QueueSpec, Role,
     ServiceKey,
 };
 use proptest::prelude::*;
@@ -98,11 +98,13 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
             QueueEntry {
                 name: format!("q{q}"),
                 owner: NodeId(owner),
-                config: QueueConfig {
-                    delivery: "at_least_once".into(),
+                incarnation: 1,
+                created_ms: 0,
+                spec: QueueSpec {
                     visibility_timeout_ms: 30_000,
                     max_receives: r,
                     dedup_window_ms: 0,
+                    ..QueueSpec::default()
                 },
             }
         )),

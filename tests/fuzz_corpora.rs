@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use mpreg::control::raft::{RaftReply, RaftRequest};
-use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::control::{CatalogCommand, QueueEntry, QueueSpec};
 use mpreg::data::client::DataRequest;
 use mpreg::fabric::codec;
 use mpreg::fabric::{
@@ -72,11 +72,13 @@ fn queue(name: &str) -> CatalogCommand {
     CatalogCommand::CreateQueue(QueueEntry {
         name: name.into(),
         owner: mpreg::ids::NodeId(7),
-        config: QueueConfig {
-            delivery: "at_least_once".into(),
+        incarnation: 1,
+        created_ms: 0,
+        spec: QueueSpec {
             visibility_timeout_ms: 30_000,
             max_receives: 3,
             dedup_window_ms: 0,
+            ..QueueSpec::default()
         },
     })
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use mpreg::control::raft::{PeerClient, RaftRequest};
-use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::control::{CatalogCommand, QueueEntry, QueueSpec};
 use mpreg::data::client::{DataClient, DataRequest};
 use mpreg::env::{Env, SharedRng};
 use mpreg::fabric::handshake::{self, Side};
@@ -193,11 +193,13 @@ fn create_queue(name: &str) -> CatalogCommand {
     CatalogCommand::CreateQueue(QueueEntry {
         name: name.to_owned(),
         owner: mpreg::ids::NodeId(1),
-        config: QueueConfig {
-            delivery: "at_least_once".into(),
+        incarnation: 1,
+        created_ms: 0,
+        spec: QueueSpec {
             visibility_timeout_ms: 30_000,
             max_receives: 0,
             dedup_window_ms: 0,
+            ..QueueSpec::default()
         },
     })
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use mpreg::control::raft::{CatalogStateMachine, LogStore, PeerClient, seed_raft_rng};
-use mpreg::control::{CatalogCommand, QueueConfig, QueueEntry};
+use mpreg::control::{CatalogCommand, QueueEntry, QueueSpec};
 use mpreg::{Client, Node, Settings};
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
@@ -453,11 +453,13 @@ fn add_client(
             let cmd = CatalogCommand::CreateQueue(QueueEntry {
                 name: queue.clone(),
                 owner: mpreg::ids::NodeId(owner),
-                config: QueueConfig {
-                    delivery: "at_least_once".into(),
+                incarnation: 1,
+                created_ms: 0,
+                spec: QueueSpec {
                     visibility_timeout_ms: 30_000,
                     max_receives: 0,
                     dedup_window_ms: 0,
+                    ..QueueSpec::default()
                 },
             });
             let started = now();

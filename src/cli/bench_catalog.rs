@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::bench_round::{Load, RoundResult};
 use crate::client::Client;
 use crate::control::raft::PeerClient;
-use crate::control::{CatalogCommand, QueueConfig, QueueEntry};
+use crate::control::{CatalogCommand, QueueEntry, QueueSpec};
 use crate::env::Env;
 use crate::fabric::ClusterSecret;
 
@@ -88,11 +88,13 @@ pub async fn run_round(
                 let cmd = CatalogCommand::CreateQueue(QueueEntry {
                     name: format!("{prefix}-{seq}"),
                     owner: crate::ids::NodeId(owner),
-                    config: QueueConfig {
-                        delivery: "at_least_once".into(),
+                    incarnation: 1,
+                    created_ms: 0,
+                    spec: QueueSpec {
                         visibility_timeout_ms: 30_000,
                         max_receives: 0,
                         dedup_window_ms: 0,
+                        ..QueueSpec::default()
                     },
                 });
                 let ok = matches!(

@@ -65,25 +65,7 @@ impl FunctionEntry {
     }
 }
 
-/// Delivery settings of a queue (SQS-like).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueConfig {
-    /// `at_most_once`, `at_least_once` or `exactly_once`.
-    pub delivery: String,
-    pub visibility_timeout_ms: u64,
-    /// Receives after which a message goes to the dead-letter queue (0: never).
-    pub max_receives: u32,
-    /// Deduplication window for exactly-once processing.
-    pub dedup_window_ms: u64,
-}
-
-/// A queue and the node that stores its messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueEntry {
-    pub name: String,
-    pub owner: NodeId,
-    pub config: QueueConfig,
-}
+pub use super::queues::{MAX_QUEUES, QueueEntry, QueueEntryV4, QueueKind, QueueSpec};
 
 /// Identifies a DNS service registration, as the original keys them: registering the same
 /// namespace, name, protocol and port again replaces it.
@@ -151,15 +133,18 @@ pub enum CatalogCommand {
         node: NodeId,
         functions: Vec<(String, Option<Version>)>,
     },
-    CreateQueue(QueueEntry),
+    /// A queue as data formats up to 4 wrote it (read from older logs; converted).
+    CreateQueueV4(QueueEntryV4),
     DeleteQueue {
         name: String,
     },
     RegisterService(DnsService),
     UnregisterService(ServiceKey),
-    /// Replaces the namespace policy (who may discover what) as a whole. Last: variants
-    /// are numbered in order in stored entries.
+    /// Replaces the namespace policy (who may discover what) as a whole.
     SetNamespacePolicy(NamespacePolicy),
+    /// Creates a queue owned by `owner` (data format 5). Last: variants are numbered in
+    /// order in stored entries.
+    CreateQueue(QueueEntry),
 }
 
 /// Why a command was rejected (the state is unchanged).
@@ -182,6 +167,8 @@ pub enum CatalogError {
     QueueExists(String),
     #[error("no queue `{0}`")]
     UnknownQueue(String),
+    #[error("the catalog holds {MAX_QUEUES} queues, its most")]
+    TooManyQueues,
     #[error("the catalog holds {MAX_SERVICES} service registrations, its most")]
     TooManyServices,
     #[error("node {0} accepted {MAX_SERVICES_PER_NODE} service registrations, the most per node")]
@@ -251,11 +238,13 @@ impl Catalog {
                 }
                 Ok(())
             }
+            CatalogCommand::CreateQueueV4(q) => self.apply(CatalogCommand::CreateQueue(q.into())),
             CatalogCommand::CreateQueue(q) => {
                 self.member(q.owner)?;
                 match self.queues.get(&q.name) {
                     Some(existing) if existing == &q => Ok(()), // idempotent retry
                     Some(_) => Err(CatalogError::QueueExists(q.name)),
+                    None if self.queues.len() >= MAX_QUEUES => Err(CatalogError::TooManyQueues),
                     None => {
                         self.queues.insert(q.name.clone(), q);
                         Ok(())
@@ -388,20 +377,27 @@ impl Catalog {
         Ok(())
     }
 
-    /// A catalog from its parts (the data directory's older formats are read into these).
+    /// A catalog from its parts (the data directory's older formats are read into these;
+    /// their queue entries are converted).
     pub(crate) fn from_parts(
         members: BTreeMap<NodeId, Member>,
         functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
-        queues: BTreeMap<String, QueueEntry>,
+        queues: BTreeMap<String, QueueEntryV4>,
         services: BTreeMap<ServiceKey, DnsService>,
+        policy: NamespacePolicy,
     ) -> Catalog {
         Catalog {
             members,
             functions,
-            queues,
+            queues: queues.into_iter().map(|(k, q)| (k, q.into())).collect(),
             services,
-            policy: NamespacePolicy::default(),
+            policy,
         }
+    }
+
+    /// The queue named `name`.
+    pub fn queue(&self, name: &str) -> Option<&QueueEntry> {
+        self.queues.get(name)
     }
 
     /// The namespace policy in force.

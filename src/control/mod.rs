@@ -4,10 +4,11 @@
 pub mod catalog;
 pub mod metrics;
 pub mod policy;
+pub mod queues;
 pub mod raft;
 pub mod replica;
 
 pub use catalog::{
-    Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueConfig,
-    QueueEntry, Role, ServiceKey,
+    Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueEntry,
+    QueueKind, QueueSpec, Role, ServiceKey,
 };

@@ -89,7 +89,7 @@ pub fn run_all(obs: &Observations, checkers: &[(&str, Checker)]) -> Result<(), S
 #[cfg(test)]
 pub(crate) mod testing {
     use mpreg::control::raft::{CatalogStateMachine, TypeConfig};
-    use mpreg::control::{CatalogCommand, Member, QueueConfig, QueueEntry, Role};
+    use mpreg::control::{CatalogCommand, Member, QueueEntry, QueueSpec, Role};
     use openraft::storage::RaftStateMachine;
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -112,11 +112,13 @@ pub(crate) mod testing {
         CatalogCommand::CreateQueue(QueueEntry {
             name: name.into(),
             owner: mpreg::ids::NodeId(1),
-            config: QueueConfig {
-                delivery: "at_least_once".into(),
+            incarnation: 1,
+            created_ms: 0,
+            spec: QueueSpec {
                 visibility_timeout_ms: 30_000,
                 max_receives: 0,
                 dedup_window_ms: 0,
+                ..QueueSpec::default()
             },
         })
     }

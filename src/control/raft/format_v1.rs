@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::TypeConfig;
 use super::stored_state::StoredState;
 use crate::control::catalog::{
-    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, NodeId, QueueEntry, Role,
+    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, NodeId, QueueEntryV4, Role,
     ServiceKey,
 };
 
@@ -60,7 +60,7 @@ pub(crate) enum CatalogCommandV1 {
         node: NodeId,
         functions: Vec<(String, Option<Version>)>,
     },
-    CreateQueue(QueueEntry),
+    CreateQueue(QueueEntryV4),
     DeleteQueue {
         name: String,
     },
@@ -82,7 +82,7 @@ impl From<CatalogCommandV1> for CatalogCommand {
             V1::UnregisterFunctions { node, functions } => {
                 CatalogCommand::UnregisterFunctions { node, functions }
             }
-            V1::CreateQueue(q) => CatalogCommand::CreateQueue(q),
+            V1::CreateQueue(q) => CatalogCommand::CreateQueueV4(q),
             V1::DeleteQueue { name } => CatalogCommand::DeleteQueue { name },
             V1::RegisterService(s) => CatalogCommand::RegisterService(s),
             V1::UnregisterService(k) => CatalogCommand::UnregisterService(k),
@@ -125,7 +125,7 @@ impl From<EntryV1> for openraft::Entry<TypeConfig> {
 pub(crate) struct CatalogV1 {
     pub members: BTreeMap<NodeId, Member>,
     pub functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntryV1>>,
-    pub queues: BTreeMap<String, QueueEntry>,
+    pub queues: BTreeMap<String, QueueEntryV4>,
     pub services: BTreeMap<ServiceKey, DnsService>,
 }
 
@@ -153,6 +153,7 @@ impl From<StoredStateV1> for StoredState {
                 functions,
                 s.catalog.queues,
                 s.catalog.services,
+                Default::default(),
             ),
         }
     }

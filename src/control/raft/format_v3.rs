@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stored_state::StoredState;
 use crate::control::catalog::{
-    Catalog, DnsService, FunctionEntry, Member, NodeId, QueueEntry, ServiceKey,
+    Catalog, DnsService, FunctionEntry, Member, NodeId, QueueEntryV4, ServiceKey,
 };
 
 /// The catalog without its policy, field for field.
@@ -20,7 +20,7 @@ use crate::control::catalog::{
 pub(crate) struct CatalogV3 {
     pub members: BTreeMap<NodeId, Member>,
     pub functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
-    pub queues: BTreeMap<String, QueueEntry>,
+    pub queues: BTreeMap<String, QueueEntryV4>,
     pub services: BTreeMap<ServiceKey, DnsService>,
 }
 
@@ -42,6 +42,7 @@ impl From<StoredStateV3> for StoredState {
                 s.catalog.functions,
                 s.catalog.queues,
                 s.catalog.services,
+                Default::default(),
             ),
         }
     }

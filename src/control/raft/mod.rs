@@ -6,6 +6,7 @@
 
 mod format_v1;
 mod format_v3;
+mod format_v4;
 mod membership;
 mod network;
 mod runtime;

@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
 /// the number is raised so that an older build refuses a directory that may hold them.
 /// Format 4: the catalog holds the namespace policy; a format 2–3 snapshot is rewritten at
 /// open (`format_v3`), log entries read unchanged (the policy's command is a new variant).
-pub const DATA_FORMAT: i64 = 4;
+/// Format 5: queue entries carry a queue's whole settings and incarnation; a format-4
+/// snapshot is rewritten at open (`format_v4`), log entries read unchanged (the old queue
+/// command keeps its place, the new one is a new variant).
+pub const DATA_FORMAT: i64 = 5;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -91,6 +94,8 @@ impl SqliteLogStore {
                 from_format_1(&tx)?;
             } else if found < 4 {
                 from_format_3(&tx)?;
+            } else if found < 5 {
+                from_format_4(&tx)?;
             }
             tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
             tx.commit()
@@ -240,17 +245,29 @@ fn from_format_1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Rewrites a format 2–3 database's snapshot as format 4 (its catalog gains the policy,
+/// Rewrites a format 2–3 database's snapshot as this format (its catalog gains the policy,
 /// off), in the caller's transaction; log entries read unchanged.
 fn from_format_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    use super::format_v3::StoredStateV3;
+    rewrite_snapshot::<super::format_v3::StoredStateV3>(tx)
+}
+
+/// Rewrites a format-4 database's snapshot as this format (queue entries converted), in
+/// the caller's transaction; log entries read unchanged.
+fn from_format_4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    rewrite_snapshot::<super::format_v4::StoredStateV4>(tx)
+}
+
+/// Reads the snapshot as `Old` and writes it back as this format's state.
+fn rewrite_snapshot<Old: DeserializeOwned + Into<StoredState>>(
+    tx: &rusqlite::Transaction<'_>,
+) -> rusqlite::Result<()> {
     let snapshot: Option<Vec<u8>> = tx
         .query_row("SELECT data FROM raft_snapshot WHERE id = 1", [], |r| {
             r.get(0)
         })
         .optional()?;
     if let Some(bytes) = snapshot {
-        let state: StoredState = decode::<StoredStateV3>(&bytes)?.into();
+        let state: StoredState = decode::<Old>(&bytes)?.into();
         tx.execute(
             "UPDATE raft_snapshot SET data = ?1 WHERE id = 1",
             params![encode(&state)?],
@@ -641,6 +658,88 @@ mod tests {
         assert_eq!(state.last_applied, Some(log_id));
         assert_eq!(state.catalog.members().count(), 1);
         assert_eq!(*state.catalog.policy(), Default::default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Format 4, before queue entries carried a queue's settings (`mpreg bench --catalog`
+    /// wrote such entries): the snapshot is rewritten with the entries converted, the policy
+    /// kept; an old queue command in the log reads as itself and applies converted.
+    #[tokio::test]
+    async fn a_format_4_snapshot_is_read_and_rewritten() {
+        use super::super::format_v4::StoredStateV4;
+        use crate::control::catalog::{Member, QueueEntryV4, Role};
+        use crate::control::queues::QueueConfigV4;
+        let dir = std::env::temp_dir().join(format!("mpreg-format4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 1), 4);
+        let member = Member {
+            id: crate::ids::NodeId(5),
+            name: "n5".into(),
+            cluster_id: "c".into(),
+            advertised_urls: vec!["ws://n5:1".into()],
+            resources: Default::default(),
+            role: Role::Voter,
+        };
+        let old = QueueEntryV4 {
+            name: "bench-1".into(),
+            owner: member.id,
+            config: QueueConfigV4 {
+                delivery: "at_least_once".into(),
+                visibility_timeout_ms: 7_000,
+                max_receives: 0,
+                dedup_window_ms: 0,
+            },
+        };
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("PRAGMA user_version = 4").unwrap();
+            let entry: Entry<TypeConfig> = Entry {
+                log_id,
+                payload: openraft::EntryPayload::Normal(CatalogCommand::CreateQueueV4(old.clone())),
+            };
+            c.execute(
+                "INSERT INTO raft_log (idx, entry) VALUES (4, ?1)",
+                [encode(&entry).unwrap()],
+            )
+            .unwrap();
+            let mut state = StoredStateV4 {
+                last_applied: Some(log_id),
+                ..Default::default()
+            };
+            state.catalog.members.insert(member.id, member.clone());
+            state.catalog.queues.insert(old.name.clone(), old.clone());
+            state.catalog.policy.enabled = true;
+            let meta = SnapshotMeta::<u64, BasicNode> {
+                last_log_id: Some(log_id),
+                last_membership: Default::default(),
+                snapshot_id: "2-4".into(),
+            };
+            let bytes = encode(&state).unwrap();
+            assert!(codec::decode_stored::<StoredState>(&bytes).is_err());
+            c.execute(
+                "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                params![encode(&meta).unwrap(), bytes],
+            )
+            .unwrap();
+        }
+        let mut s = SqliteLogStore::open(&path).await.unwrap();
+        let entries = s.try_get_log_entries(4..5).await.unwrap();
+        assert!(matches!(
+            &entries[0].payload,
+            openraft::EntryPayload::Normal(CatalogCommand::CreateQueueV4(q)) if *q == old
+        ));
+        let (_, data) = s.load_snapshot().await.unwrap().expect("the snapshot");
+        let state: StoredState = codec::decode_stored(&data).expect("rewritten as format 5");
+        let q = state.catalog.queue("bench-1").expect("the queue kept");
+        assert_eq!((q.owner, q.spec.visibility_timeout_ms), (member.id, 7_000));
+        assert_eq!(
+            q.spec.max_size,
+            crate::control::QueueSpec::default().max_size
+        );
+        assert!(state.catalog.policy().enabled);
         let _ = std::fs::remove_dir_all(dir);
     }
 
