@@ -10,7 +10,10 @@
 //!   the first id, and is never delivered as a second message);
 //! * order: a receive's batch is best first (priority, then send order); nothing is
 //!   delivered before its delay; a group has at most one message in flight, and its
-//!   messages are first delivered in send order.
+//!   messages are first delivered in send order;
+//! * a restart (the queue rebuilt from what a store keeps, `stored` then `restore`) keeps
+//!   every message where it was, except that one in flight is pending again (visible at its
+//!   deadline), and keeps the deduplication ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -39,6 +42,7 @@ enum Op {
     Wait(u64),
     Redrive,
     Purge,
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..300).prop_map(Op::Wait),
         1 => Just(Op::Redrive),
         1 => Just(Op::Purge),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -182,6 +187,7 @@ impl Model {
                         dedup_id: dedup.map(|d| format!("d{d}")),
                         group: group.map(|g| format!("g{g}")),
                         fire_and_forget: forget,
+                        meta: None,
                     },
                 );
                 match (r, repeat) {
@@ -330,7 +336,11 @@ impl Model {
                     .filter(|id| self.queue.status(*id) == Status::Dead)
                     .collect();
                 let moved = self.queue.redrive(self.now);
-                prop_assert!(moved <= dead.len());
+                prop_assert!(moved.len() <= dead.len());
+                for id in &moved {
+                    prop_assert!(dead.contains(id), "redrove {} that was not dead", id);
+                    prop_assert_eq!(self.queue.status(*id), Status::Pending);
+                }
                 for id in dead {
                     if self.queue.status(id) == Status::Pending {
                         // Redriven: visible now.
@@ -340,6 +350,31 @@ impl Model {
                     }
                 }
             }
+            Op::Restart => {
+                let before: BTreeMap<u64, Status> = self
+                    .known
+                    .keys()
+                    .map(|id| (*id, self.queue.status(*id)))
+                    .collect();
+                let dedup = self.queue.dedup_ids();
+                let mut again = Queue::new(self.queue.config().clone());
+                for m in self.queue.stored() {
+                    again.restore(self.now, m);
+                }
+                for (d, id, until) in dedup.clone() {
+                    again.restore_dedup(d, id, until);
+                }
+                again.restore_next_id(self.queue.next_id());
+                prop_assert_eq!(again.dedup_ids(), dedup);
+                self.queue = again;
+                for (id, was) in before {
+                    let want = match was {
+                        Status::InFlight => Status::Pending,
+                        other => other,
+                    };
+                    prop_assert_eq!(self.queue.status(id), want, "message {} after restart", id);
+                }
+            }
             Op::Purge => {
                 let before: Vec<u64> = self
                     .known
@@ -347,8 +382,8 @@ impl Model {
                     .copied()
                     .filter(|id| self.queue.status(*id) == Status::Pending)
                     .collect();
-                let n = self.queue.purge(self.now);
-                prop_assert_eq!(n, before.len());
+                let purged = self.queue.purge(self.now);
+                prop_assert_eq!(&purged, &before);
                 for id in before {
                     prop_assert_eq!(self.queue.status(id), Status::Gone);
                     if let Some(k) = self.known.get_mut(&id) {
@@ -425,9 +460,9 @@ fn out_of_receives_goes_to_the_dead_letters_and_redrives() {
         }
     }
     assert_eq!(q.status(sent.id), Status::Dead);
-    assert_eq!(q.dead_letters(10)[0].0, sent.id);
+    assert_eq!(q.dead_letters(10)[0].id, sent.id);
     assert!(q.receive(now, 1, None).is_empty());
-    assert_eq!(q.redrive(now), 1);
+    assert_eq!(q.redrive(now), [sent.id]);
     let again = q.receive(now, 1, None);
     assert_eq!((again[0].receipt.id, again[0].receive_count), (sent.id, 1));
     // The delivery before the dead letter cannot ack this one.

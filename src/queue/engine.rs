@@ -72,6 +72,9 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Send {
     pub payload: Arc<[u8]>,
+    /// What travels with the payload that the engine does not read (topic, headers);
+    /// counted in the queue's bytes.
+    pub meta: Option<Arc<[u8]>>,
     pub priority: i64,
     pub delay_ms: u64,
     pub dedup_id: Option<String>,
@@ -101,6 +104,7 @@ pub struct Receipt {
 pub struct Delivery {
     pub receipt: Receipt,
     pub payload: Arc<[u8]>,
+    pub meta: Option<Arc<[u8]>>,
     /// How many times it was delivered, this time included.
     pub receive_count: u32,
     pub priority: i64,
@@ -156,6 +160,7 @@ enum Where {
 #[derive(Debug, Clone)]
 struct Entry {
     payload: Arc<[u8]>,
+    meta: Option<Arc<[u8]>>,
     priority: i64,
     group: Option<String>,
     fire_and_forget: bool,
@@ -165,6 +170,13 @@ struct Entry {
     receives: u32,
     expires_at: Option<u64>,
     at: Where,
+}
+
+impl Entry {
+    /// What it counts toward the queue's bytes.
+    fn size(&self) -> usize {
+        self.payload.len() + self.meta.as_ref().map_or(0, |m| m.len())
+    }
 }
 
 /// One queue.
@@ -245,7 +257,8 @@ impl Queue {
         if self.live >= self.config.max_size {
             return Err(QueueError::Full("messages"));
         }
-        if self.live_bytes + s.payload.len() > self.config.max_bytes {
+        let size = s.payload.len() + s.meta.as_ref().map_or(0, |m| m.len());
+        if self.live_bytes + size > self.config.max_bytes {
             return Err(QueueError::Full("bytes"));
         }
         let dedup = s.dedup_id.filter(|_| self.config.dedup_window_ms > 0);
@@ -265,10 +278,11 @@ impl Queue {
             self.expiring.insert((t, id));
         }
         self.live += 1;
-        self.live_bytes += s.payload.len();
+        self.live_bytes += size;
         let visible_at = now.saturating_add(s.delay_ms);
         let entry = Entry {
             payload: s.payload,
+            meta: s.meta,
             priority: s.priority,
             group: s.group.clone(),
             fire_and_forget: s.fire_and_forget,
@@ -377,7 +391,7 @@ impl Queue {
             return;
         }
         self.live -= 1;
-        self.live_bytes -= e.payload.len();
+        self.live_bytes -= e.size();
         self.leave_group(e.group.as_deref(), id, matches!(e.at, Where::InFlight(_)));
     }
 
@@ -417,6 +431,7 @@ impl Queue {
                     delivery: e.deliveries,
                 },
                 payload: e.payload.clone(),
+                meta: e.meta.clone(),
                 receive_count: e.receives,
                 priority: e.priority,
                 group: e.group.clone(),
@@ -502,7 +517,7 @@ impl Queue {
             *busy = false;
         }
         if out_of_receives {
-            let bytes = e.payload.len();
+            let bytes = e.size();
             if let Some(t) = e.expires_at {
                 self.expiring.remove(&(t, id));
             }
@@ -587,36 +602,39 @@ impl Queue {
         }
     }
 
-    /// Up to `max` dead-lettered messages, oldest first: (id, payload, receives).
-    pub fn dead_letters(&self, max: usize) -> Vec<(u64, Arc<[u8]>, u32)> {
+    /// Up to `max` dead-lettered messages, oldest first.
+    pub fn dead_letters(&self, max: usize) -> Vec<DeadLetter> {
         self.dead
             .iter()
             .take(max)
             .filter_map(|id| {
-                self.entries
-                    .get(id)
-                    .map(|e| (*id, e.payload.clone(), e.deliveries))
+                self.entries.get(id).map(|e| DeadLetter {
+                    id: *id,
+                    payload: e.payload.clone(),
+                    meta: e.meta.clone(),
+                    deliveries: e.deliveries,
+                })
             })
             .collect()
     }
 
     /// Moves every dead-lettered message back to pending, its receive count reset (room
-    /// permitting: the rest stay dead). How many moved.
-    pub fn redrive(&mut self, now: u64) -> usize {
+    /// permitting: the rest stay dead). The ids moved.
+    pub fn redrive(&mut self, now: u64) -> Vec<u64> {
         let mut events = Vec::new();
         self.advance(now, &mut events);
         let dead: Vec<u64> = self.dead.iter().copied().collect();
-        let mut moved = 0;
+        let mut moved = Vec::new();
         for id in dead {
             let Some(e) = self.entries.get(&id) else {
                 continue;
             };
             if self.live >= self.config.max_size
-                || self.live_bytes + e.payload.len() > self.config.max_bytes
+                || self.live_bytes + e.size() > self.config.max_bytes
             {
                 break;
             }
-            let (bytes, group) = (e.payload.len(), e.group.clone());
+            let (bytes, group) = (e.size(), e.group.clone());
             if let Some(e) = self.entries.get_mut(&id) {
                 e.receives = 0;
                 e.at = Where::Waiting;
@@ -644,13 +662,14 @@ impl Queue {
                 }
             }
             self.make_pending(id, now, now);
-            moved += 1;
+            moved.push(id);
         }
         moved
     }
 
-    /// Drops every pending message (in-flight ones finish; dead letters stay). How many.
-    pub fn purge(&mut self, now: u64) -> usize {
+    /// Drops every pending message (in-flight ones finish; dead letters stay). The ids
+    /// dropped.
+    pub fn purge(&mut self, now: u64) -> Vec<u64> {
         let mut events = Vec::new();
         self.advance(now, &mut events);
         let pending: Vec<u64> = self
@@ -662,6 +681,134 @@ impl Queue {
         for id in &pending {
             self.remove(*id);
         }
-        pending.len()
+        pending
     }
+
+    /// The next time something is due by itself (a delay or visibility deadline ends), for
+    /// a waiting receive to look again.
+    pub fn next_due(&self) -> Option<u64> {
+        let delayed = self.delayed.iter().next().map(|(t, _)| *t);
+        let in_flight = self.in_flight.iter().next().map(|(t, _)| *t);
+        delayed.into_iter().chain(in_flight).min()
+    }
+
+    /// The oldest live message's id (ids grow with sends), for its age.
+    pub fn oldest(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|(_, e)| !matches!(e.at, Where::Dead))
+            .map(|(id, _)| *id)
+    }
+
+    /// Puts back a message as a store kept it (a restart). Call in id order, before any
+    /// other command; a message due earlier becomes visible `now`. Bounds are not checked:
+    /// the queue held it.
+    pub fn restore(&mut self, now: u64, m: Stored) {
+        self.next_seq = self.next_seq.max(m.id.saturating_add(1));
+        let size = m.payload.len() + m.meta.as_ref().map_or(0, |x| x.len());
+        let entry = Entry {
+            payload: m.payload,
+            meta: m.meta,
+            priority: m.priority,
+            group: m.group.clone(),
+            fire_and_forget: m.fire_and_forget,
+            deliveries: m.deliveries,
+            receives: m.receives,
+            expires_at: if m.dead { None } else { m.expires_at },
+            at: Where::Waiting,
+        };
+        self.entries.insert(m.id, entry);
+        if m.dead {
+            if let Some(e) = self.entries.get_mut(&m.id) {
+                e.at = Where::Dead;
+            }
+            self.dead.insert(m.id);
+            return;
+        }
+        if let Some(t) = m.expires_at {
+            self.expiring.insert((t, m.id));
+        }
+        self.live += 1;
+        self.live_bytes += size;
+        if let Some(g) = &m.group {
+            self.groups.entry(g.clone()).or_default().0.push_back(m.id);
+        }
+        self.make_pending(m.id, m.visible_at, now);
+    }
+
+    /// Every message the queue holds, as a store keeps it: what [`Queue::restore`] takes
+    /// back (an in-flight message comes back pending until its deadline).
+    pub fn stored(&self) -> Vec<Stored> {
+        self.entries
+            .iter()
+            .map(|(id, e)| Stored {
+                id: *id,
+                payload: e.payload.clone(),
+                meta: e.meta.clone(),
+                priority: e.priority,
+                group: e.group.clone(),
+                fire_and_forget: e.fire_and_forget,
+                deliveries: e.deliveries,
+                receives: e.receives,
+                expires_at: e.expires_at,
+                visible_at: match e.at {
+                    Where::Delayed(t) | Where::InFlight(t) => t,
+                    Where::Waiting | Where::Ready | Where::Dead => 0,
+                },
+                dead: matches!(e.at, Where::Dead),
+            })
+            .collect()
+    }
+
+    /// The deduplication ids in their window: (id, message, window end).
+    pub fn dedup_ids(&self) -> Vec<(String, u64, u64)> {
+        self.dedup
+            .iter()
+            .map(|(d, (id, until))| (d.clone(), *id, *until))
+            .collect()
+    }
+
+    /// The id the next send gets (a store keeps it, so that ids are never reused).
+    pub fn next_id(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Puts back the next id a store kept ([`Queue::next_id`]).
+    pub fn restore_next_id(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
+    }
+
+    /// Puts back a deduplication id a store kept, naming message `id` until `until`.
+    pub fn restore_dedup(&mut self, dedup_id: String, id: u64, until: u64) {
+        self.next_seq = self.next_seq.max(id.saturating_add(1));
+        self.dedup_expiring.insert((until, dedup_id.clone()));
+        self.dedup.insert(dedup_id, (id, until));
+    }
+}
+
+/// A dead-lettered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub payload: Arc<[u8]>,
+    pub meta: Option<Arc<[u8]>>,
+    /// Deliveries ever.
+    pub deliveries: u32,
+}
+
+/// A message as a store keeps it ([`Queue::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub id: u64,
+    pub payload: Arc<[u8]>,
+    pub meta: Option<Arc<[u8]>>,
+    pub priority: i64,
+    pub group: Option<String>,
+    pub fire_and_forget: bool,
+    pub deliveries: u32,
+    pub receives: u32,
+    pub expires_at: Option<u64>,
+    /// When it may be received (its delay, or the deadline of the delivery it was in).
+    pub visible_at: u64,
+    pub dead: bool,
 }

@@ -294,6 +294,7 @@ pub fn send(req: &SendRequest, limits: &Limits) -> Result<CheckedSend, Invalid> 
             dedup_id: id("deduplication_id", &req.deduplication_id)?,
             group: id("message_group_id", &req.message_group_id)?,
             fire_and_forget: guarantee == Guarantee::FireAndForget,
+            meta: meta(topic.as_deref(), &req.headers),
         },
         guarantee,
         topic,
@@ -427,4 +428,32 @@ mod tests {
             assert_eq!(e.field, field, "{req}: {e}");
         }
     }
+}
+
+/// What travels with a message beside its payload, as the engine carries it (opaque to
+/// it): the topic and headers as a JSON object, or nothing when there are neither.
+#[derive(Debug, Default, serde::Serialize, Deserialize, PartialEq, Eq)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn meta(topic: Option<&str>, headers: &BTreeMap<String, String>) -> Option<Arc<[u8]>> {
+    if topic.is_none() && headers.is_empty() {
+        return None;
+    }
+    let m = Meta {
+        topic: topic.map(str::to_owned),
+        headers: headers.clone(),
+    };
+    serde_json::to_vec(&m).ok().map(Arc::from)
+}
+
+/// A message's topic and headers back from what the engine carried.
+pub fn meta_of(bytes: Option<&[u8]>) -> Meta {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
 }
