@@ -415,6 +415,27 @@ settings! {
     dns_tcp_max_connections: usize = 256, flag(value_name("N")), bounds(1..=65_536);
     /// A TCP connection idle this long is closed (ms).
     dns_tcp_idle_timeout_ms: u64 = 10_000, flag(value_name("MS")), bounds(100..=3_600_000);
+    // Queues (`queue_*`): what one queue, one message and this node's queues may hold.
+    // A queue's messages live in its owner's memory (and its SQLite file): these bound that
+    // memory whoever sends.
+    /// Largest message payload (its JSON text), in bytes; SQS's 256 KiB.
+    queue_max_message_bytes: usize = 256 * 1024, flag(value_name("BYTES")),
+        bounds(16..=16 * 1024 * 1024, "16 MiB");
+    /// Most messages one queue holds (a queue's `max_size` at most this); a full queue
+    /// refuses sends, it never drops what it holds.
+    queue_max_messages: usize = 100_000, flag(value_name("N")), bounds(1..=10_000_000);
+    /// Most payload bytes one queue holds.
+    queue_max_bytes: usize = 256 * 1024 * 1024, flag(value_name("BYTES")),
+        bounds(1024..=1 << 36, "64 GiB");
+    /// Most queues this node owns.
+    queue_max_queues: usize = 1000, flag(value_name("N")), bounds(1..=10_000);
+    /// Most deduplication ids one queue remembers in their window.
+    queue_max_dedup_ids: usize = 100_000, flag(value_name("N")), bounds(0..=10_000_000);
+    /// Receives that may wait at once on this node (long polls), all clients together.
+    queue_max_waiters: usize = 10_000, flag(value_name("N")), bounds(1..=1_000_000);
+    /// The role a token needs to call the queue built-ins when tokens are required; unset:
+    /// any authenticated client may.
+    queue_role: Option<String> = None, flag(value_name("ROLE"));
 }
 
 settings! {
@@ -922,12 +943,13 @@ impl Settings {
         if !self.auth_required
             && (!self.allowed_clients.is_empty()
                 || self.introspection_role.is_some()
+                || self.queue_role.is_some()
                 || self.jwt_issuer.is_some()
                 || self.jwt_audience.is_some())
         {
             return bad(
                 "auth_required",
-                "is off, but allowed_clients, jwt_issuer, jwt_audience or introspection_role is set: they apply only to tokens",
+                "is off, but allowed_clients, jwt_issuer, jwt_audience, introspection_role or queue_role is set: they apply only to tokens",
             );
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {

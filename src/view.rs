@@ -17,7 +17,7 @@ use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::RemoteInterest;
 
 /// The systems this node serves, as `capabilities` and the status page name them.
-pub(crate) const SERVED_SYSTEMS: [&str; 2] = ["pubsub", "rpc"];
+pub(crate) const SERVED_SYSTEMS: [&str; 3] = ["pubsub", "queue", "rpc"];
 
 pub(crate) struct NodeView {
     pub(crate) node_id: String,
@@ -47,6 +47,10 @@ pub(crate) struct NodeView {
     pub(crate) remote_interest: Arc<RemoteInterest>,
     /// The DNS gateway, when it is served.
     pub(crate) dns: Option<Arc<crate::dns::service::Gateway>>,
+    /// The queues: this node's, and the way to everyone else's.
+    pub(crate) queues: Arc<crate::queue::service::Queues>,
+    /// The role the queue built-ins need (tokens required and `queue_role` set).
+    pub(crate) queue_role: Option<String>,
     /// Every discovery denial here (its calls and its DNS gateway), the newest 500.
     pub(crate) access_audit:
         Arc<crate::control::policy::AuditLog<crate::control::policy::AccessDenial>>,

@@ -357,6 +357,10 @@ impl Attack {
                 .unwrap_err()
                 .to_string()
             }
+            Attack::Data(DataRequest::Queue { op, request }) => {
+                let peer = DataClient::to_addr(env, addr, secret);
+                peer.queue(&op, request, ttl).await.unwrap_err().to_string()
+            }
         }
     }
 }
@@ -446,6 +450,13 @@ fn attacks(victim: u64) -> Vec<(&'static str, Attack)> {
                 patterns: vec![("#".into(), false)],
                 from_ms_ago: u64::MAX,
                 max_bytes: u64::MAX,
+            }),
+        ),
+        (
+            "drain a queue",
+            Attack::Data(DataRequest::Queue {
+                op: "queue_purge".into(),
+                request: br#"{"queue_name": "jobs"}"#.to_vec(),
             }),
         ),
     ]

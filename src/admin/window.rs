@@ -19,6 +19,8 @@ pub struct Totals {
     pub failures: u64,
     /// Messages published on this node.
     pub published: u64,
+    /// Queue operations (sends, receives, acks, nacks) on the queues this node owns.
+    pub queue_ops: u64,
 }
 
 impl Totals {
@@ -27,6 +29,7 @@ impl Totals {
             calls: self.calls.saturating_sub(base.calls),
             failures: self.failures.saturating_sub(base.failures),
             published: self.published.saturating_sub(base.published),
+            queue_ops: self.queue_ops.saturating_sub(base.queue_ops),
         }
     }
 }
@@ -81,6 +84,7 @@ mod tests {
             calls: n,
             failures: n / 10,
             published: 2 * n,
+            queue_ops: 3 * n,
         }
     }
 

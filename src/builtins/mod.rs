@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod dns;
 pub mod introspection;
 pub mod policy;
+pub mod queue;
 pub mod summary;
 
 use crate::registry::Function;

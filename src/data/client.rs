@@ -41,7 +41,16 @@ pub enum DataRequest {
         from_ms_ago: u64,
         max_bytes: u64,
     },
+    /// A queue call (`op`, a built-in's name) for the queue's owner; its request as JSON.
+    Queue {
+        op: String,
+        #[serde(with = "serde_bytes")]
+        request: Vec<u8>,
+    },
 }
+
+/// A queue call's failure as it travels: (kind, code, message) (`queue::service::QueueFail`).
+pub type QueueFailure = (u8, String, String);
 
 /// The answer to a [`DataRequest`] of the same variant.
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +68,8 @@ pub enum DataReply {
     /// The kept messages (with the time each was kept, ms), oldest first, and the number
     /// they are cut at; `Err`: refused (why).
     Backlog(Result<(Vec<(u64, PeerMessage)>, u64), String>),
+    /// The queue call's reply as JSON, or why it failed.
+    Queue(Result<serde_bytes::ByteBuf, QueueFailure>),
 }
 
 /// The most a backlog answer carries (a peer frame holds 64 MiB).
@@ -177,6 +188,24 @@ impl DataClient {
         };
         match self.request(&req, ttl).await? {
             DataReply::Backlog(r) => r.map_err(io::Error::other),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Runs queue call `op` on the peer (the queue's owner) within `ttl`: its JSON reply, or
+    /// why it failed there.
+    pub async fn queue(
+        &self,
+        op: &str,
+        request: Vec<u8>,
+        ttl: Duration,
+    ) -> io::Result<Result<Vec<u8>, QueueFailure>> {
+        let req = DataRequest::Queue {
+            op: op.to_owned(),
+            request,
+        };
+        match self.request(&req, ttl).await? {
+            DataReply::Queue(r) => Ok(r.map(serde_bytes::ByteBuf::into_vec)),
             _ => Err(mismatched()),
         }
     }

@@ -28,6 +28,19 @@ pub(crate) struct DataPlane {
     pub(crate) next: Option<Arc<UpgradeStats>>,
     /// Where peers' publishes, interest and backlog questions go (pub/sub's service).
     pub(crate) pubsub: Arc<dyn PeerPubSub>,
+    /// Where queue calls forwarded to this node (as a queue's owner) go.
+    pub(crate) queues: Arc<dyn PeerQueues>,
+}
+
+/// What the data plane hands to the queues: a call forwarded to this node as the queue's
+/// owner. The queue service implements it; the data plane knows no queues.
+pub(crate) trait PeerQueues: Send + Sync {
+    /// Runs queue call `op` with its JSON `request`: the JSON reply, or why not.
+    fn call(
+        &self,
+        op: String,
+        request: Vec<u8>,
+    ) -> BoxFuture<Result<Vec<u8>, super::client::QueueFailure>>;
 }
 
 /// What the data plane hands to pub/sub: publishes, interest and backlog questions from
@@ -113,6 +126,19 @@ impl PlaneHandler for DataPlane {
                     max_bytes,
                 };
                 now(encoded(&DataReply::Backlog(self.pubsub.backlog(ask))))
+            }
+            Ok(DataRequest::Queue { op, request }) => {
+                let call = self.queues.call(op, request);
+                Answer {
+                    // Bounded per connection and stopped with its caller, as steps are: a
+                    // long-polling receive waits up to 20 s.
+                    work: Work::Step,
+                    reply: Box::pin(async move {
+                        encoded(&DataReply::Queue(
+                            call.await.map(serde_bytes::ByteBuf::from),
+                        ))
+                    }),
+                }
             }
             // A request of a kind this build does not know: answered unsupported.
             Err(e) => now(Err(e.to_string())),

@@ -44,6 +44,8 @@ pub enum NodeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("dns settings: {0}")]
     Dns(#[from] crate::dns::answer::ZoneError),
+    #[error(transparent)]
+    Queues(#[from] crate::queue::store::StoreError),
 }
 
 impl From<crate::data::functions::PublishError> for NodeError {
@@ -69,6 +71,7 @@ impl Node {
             secret: None,
             next_protocol: false,
             registry: Registry::default(),
+            queue_disk: None,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct NodeBuilder {
     /// Behave as the next build would on the peer links (tests of rolling upgrades).
     next_protocol: bool,
     registry: Registry,
+    /// Set by [`NodeBuilder::queue_disk`]; else the persistence mode decides.
+    queue_disk: Option<crate::queue::store::MemoryDisk>,
 }
 
 impl NodeBuilder {
@@ -97,6 +102,13 @@ impl NodeBuilder {
     /// this to crash a node and restart it on the same (in-memory) disk.
     pub fn memory_disk(mut self, disk: crate::control::raft::LogStore) -> NodeBuilder {
         self.disk = Some(disk);
+        self
+    }
+
+    /// Keeps the queues' messages on `disk` (memory that outlives the node) instead of what
+    /// the settings say: the simulator and tests restart a queue's owner on it.
+    pub fn queue_disk(mut self, disk: crate::queue::store::MemoryDisk) -> NodeBuilder {
+        self.queue_disk = Some(disk);
         self
     }
 

@@ -32,10 +32,12 @@ impl NodeBuilder {
             secret,
             next_protocol,
             registry,
+            queue_disk,
         } = self;
         let env = env.unwrap_or_else(Env::production);
         let security = Security::load(&settings, secret, &env)?;
         let dns = dns_settings(&settings)?;
+        let queue_store = queue_store(&settings, queue_disk)?;
         let mut ports = Ports::bind(&env, &settings, security.tls.is_some()).await?;
         let fabric = security.fabric(&env, &settings, next_protocol);
         let control = control_plane(&env, &settings, disk, &ports.url, fabric.clone()).await?;
@@ -49,6 +51,7 @@ impl NodeBuilder {
             registry,
             &registered,
             dns,
+            queue_store,
         );
         install_builtins(&view);
         let upgrade = upgrade_stats(next_protocol);
@@ -82,7 +85,13 @@ impl NodeBuilder {
         });
         let registration = registration(&view, &shared.settings);
         let peers = registration.peers.clone();
-        spawn_tasks(&shared, publish_jobs, upgrade.clone(), &shutdown_rx);
+        spawn_tasks(
+            &shared,
+            publish_jobs,
+            upgrade.clone(),
+            registered.clone(),
+            &shutdown_rx,
+        );
         serve_dns(&view, ports.dns.take(), &shutdown_rx)?;
         tokio::spawn(replica::join_and_register(
             view.control.clone(),
@@ -320,6 +329,7 @@ fn parts(
     registry: Registry,
     registered: &watch::Receiver<bool>,
     dns: Option<(crate::dns::answer::Zones, crate::dns::service::DnsLimits)>,
+    queue_store: crate::queue::store::Store,
 ) -> Arc<NodeView> {
     let stats = Arc::new(crate::data::stats::Stats::new(env.clock.clone()));
     let detector = SharedDetector::default();
@@ -351,6 +361,14 @@ fn parts(
             settings.cluster_id.clone(),
         ))
     });
+    let queues = Arc::new(crate::queue::service::Queues::new(
+        env.clone(),
+        control.clone(),
+        fabric.clone(),
+        detector.clone(),
+        queue_store,
+        crate::queue::service::QueueLimits::from_settings(settings),
+    ));
     let pubsub = crate::pubsub::exchange::Exchange::new(
         crate::pubsub::backlog::Retention::from_settings(settings),
         env.clock.wall_ms().saturating_mul(1024),
@@ -379,9 +397,41 @@ fn parts(
         pubsub: Arc::new(pubsub),
         remote_interest: Arc::default(),
         dns,
+        queues,
+        queue_role: settings
+            .queue_role
+            .clone()
+            .filter(|_| settings.auth_required),
         access_audit,
         policy_audit: Arc::default(),
     })
+}
+
+/// Where this node's queues keep their messages: `queues.sqlite` in the data directory in
+/// `sqlite` mode (durable before the ack), else memory (said once at start).
+fn queue_store(
+    settings: &Settings,
+    disk: Option<crate::queue::store::MemoryDisk>,
+) -> Result<crate::queue::store::Store, NodeError> {
+    use crate::config::PersistenceMode;
+    use crate::queue::store::Store;
+    if let Some(disk) = disk {
+        return Ok(Store::memory(disk));
+    }
+    match settings.persistence.mode {
+        PersistenceMode::Sqlite => {
+            let path = settings.persistence.data_dir.join("queues.sqlite");
+            Ok(Store::sqlite(&path)?)
+        }
+        PersistenceMode::Memory => {
+            tracing::info!(
+                "queues keep their messages in memory (persistence mode memory): a restart \
+                 loses them; --persistence-mode sqlite keeps them on disk, fsynced before \
+                 each send is acknowledged"
+            );
+            Ok(Store::memory(Default::default()))
+        }
+    }
 }
 
 /// The DNS gateway's zones and limits, checked before anything starts; `None` when it is
@@ -430,6 +480,7 @@ fn install_builtins(view: &Arc<NodeView>) {
     fs.extend(crate::builtins::dns::functions(view));
     fs.extend(crate::builtins::summary::functions(view));
     fs.extend(crate::builtins::policy::functions(view));
+    fs.extend(crate::builtins::queue::functions(view));
     view.functions.install_builtins(fs);
 }
 
@@ -474,6 +525,7 @@ fn serve_data_plane(
             interest: view.remote_interest.clone(),
             clock: view.env.clock.clone(),
         }),
+        queues: Arc::new(crate::queue::service::FromPeers(view.queues.clone())),
     });
     let handler: Arc<dyn PlaneHandler> = data_plane.clone();
     view.fabric.serve(Plane::Data, Arc::downgrade(&handler));
@@ -525,6 +577,9 @@ fn metrics(view: &NodeView) -> prometheus_client::registry::Registry {
     registry.register_collector(Box::new(crate::control::metrics::ControlMetrics(
         view.control.clone(),
     )));
+    registry.register_collector(Box::new(crate::queue::metrics::QueueMetrics(
+        view.queues.clone(),
+    )));
     if let Some(gateway) = &view.dns {
         registry.register_collector(Box::new(crate::dns::metrics::DnsMetrics(
             gateway.stats.clone(),
@@ -564,6 +619,7 @@ fn spawn_tasks(
     shared: &Shared,
     publish_jobs: PublishJobs,
     upgrade: Option<Arc<crate::data::next::UpgradeStats>>,
+    registered: watch::Receiver<bool>,
     shutdown: &watch::Receiver<bool>,
 ) {
     let view = &shared.view;
@@ -587,6 +643,11 @@ fn spawn_tasks(
     ));
     tokio::spawn(crate::fabric::heartbeat::run(
         heartbeats(view, upgrade),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::queue::service::run(
+        view.queues.clone(),
+        registered,
         shutdown.clone(),
     ));
 }

@@ -163,6 +163,22 @@ struct Fields<'a> {
     u: Option<&'a RawValue>,
     #[serde(borrow, default)]
     cmds: Option<&'a RawValue>,
+    /// The original's documented (never served) queue frames carry a `type` instead.
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a RawValue>,
+}
+
+/// The built-in that does what one of the original's documented `{"type": …}` queue frames
+/// would (they were answered 1004 there too, and still are: the refusal names the call).
+fn queue_frame(kind: Option<&RawValue>) -> Option<&'static str> {
+    let kind: String = serde_json::from_str(kind?.get()).ok()?;
+    Some(match kind.as_str() {
+        "create_queue" => "queue_create",
+        "send_message" => "queue_send",
+        "subscribe_queue" => "queue_receive",
+        "acknowledge_message" => "queue_ack",
+        _ => return None,
+    })
 }
 
 /// The slow path: a worker's message, or why `text` (checked JSON) is not a valid request.
@@ -234,6 +250,16 @@ fn diagnose(text: &str, first: &serde_json::Error) -> Result<Incoming, DecodeErr
             return serde_json::from_str(text)
                 .map(Incoming::Publish)
                 .map_err(worker);
+        }
+        None if let Some(builtin) = queue_frame(fields.kind) => {
+            return fail(
+                ErrorCode::TimeoutOrBadRole,
+                format!(
+                    "{}: `type` frames are not served; call the `{builtin}` built-in in an \
+                     `rpc` request (docs/PROTOCOL.md, Queues)",
+                    bad_role(None)
+                ),
+            );
         }
         other => return fail(ErrorCode::TimeoutOrBadRole, bad_role(other)),
     }

@@ -5,4 +5,7 @@
 //! at the IO edge, the built-ins, settings and metrics come with the rest of the queues issue.
 
 pub mod engine;
+pub mod metrics;
 pub mod request;
+pub mod service;
+pub mod store;

@@ -457,3 +457,143 @@ pub fn meta_of(bytes: Option<&[u8]>) -> Meta {
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or_default()
 }
+
+/// A catalog queue's settings as the engine runs them.
+pub fn config_of(spec: &crate::control::QueueSpec) -> QueueConfig {
+    use crate::control::QueueKind;
+    QueueConfig {
+        queue_type: match spec.queue_type {
+            QueueKind::Fifo => QueueType::Fifo,
+            QueueKind::Priority => QueueType::Priority,
+            QueueKind::Delay => QueueType::Delay,
+        },
+        max_size: usize::try_from(spec.max_size).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(spec.max_bytes).unwrap_or(usize::MAX),
+        visibility_timeout_ms: spec.visibility_timeout_ms,
+        max_receives: spec.max_receives,
+        dedup_window_ms: spec.dedup_window_ms,
+        max_dedup_ids: usize::try_from(spec.max_dedup_ids).unwrap_or(usize::MAX),
+        message_ttl_ms: spec.message_ttl_ms,
+    }
+}
+
+/// An engine configuration as the catalog holds it.
+pub fn spec_of(c: &QueueConfig) -> crate::control::QueueSpec {
+    use crate::control::QueueKind;
+    crate::control::QueueSpec {
+        queue_type: match c.queue_type {
+            QueueType::Fifo => QueueKind::Fifo,
+            QueueType::Priority => QueueKind::Priority,
+            QueueType::Delay => QueueKind::Delay,
+        },
+        max_size: c.max_size as u64,
+        max_bytes: c.max_bytes as u64,
+        visibility_timeout_ms: c.visibility_timeout_ms,
+        max_receives: c.max_receives,
+        dedup_window_ms: c.dedup_window_ms,
+        max_dedup_ids: c.max_dedup_ids as u64,
+        message_ttl_ms: c.message_ttl_ms,
+    }
+}
+
+/// `queue_receive`'s request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReceiveRequest {
+    #[serde(default)]
+    pub queue_name: String,
+    pub max_messages: Option<u64>,
+    pub wait_seconds: Option<f64>,
+    pub visibility_timeout_seconds: Option<f64>,
+}
+
+/// SQS's bounds: up to 10 messages a receive, a wait up to 20 s.
+pub const MAX_RECEIVE_MESSAGES: u64 = 10;
+pub const MAX_WAIT_SECONDS: f64 = 20.0;
+/// Most messages one `queue_send_batch` carries (SQS: 10; more here, each bounded).
+pub const MAX_SEND_BATCH: usize = 100;
+
+/// A checked receive: how many, how long to wait, and the visibility (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedReceive {
+    pub max: usize,
+    pub wait_ms: u64,
+    pub visibility_ms: Option<u64>,
+}
+
+pub fn receive(req: &ReceiveRequest) -> Result<CheckedReceive, Invalid> {
+    let max = match req.max_messages {
+        None => 1,
+        Some(n) if (1..=MAX_RECEIVE_MESSAGES).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(invalid(
+                "max_messages",
+                format!("must be 1 to {MAX_RECEIVE_MESSAGES}"),
+            ));
+        }
+    };
+    let wait_ms = match req.wait_seconds {
+        None => 0,
+        Some(s) => millis("wait_seconds", s, MAX_WAIT_SECONDS)?,
+    };
+    let visibility_ms = req
+        .visibility_timeout_seconds
+        .map(|s| millis("visibility_timeout_seconds", s, MAX_VISIBILITY_SECONDS))
+        .transpose()?;
+    Ok(CheckedReceive {
+        max,
+        wait_ms,
+        visibility_ms,
+    })
+}
+
+/// `queue_ack`, `queue_nack` and `queue_change_visibility`'s request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReceiptRequest {
+    #[serde(default)]
+    pub queue_name: String,
+    #[serde(default)]
+    pub receipt_handle: String,
+    pub delay_seconds: Option<f64>,
+    pub visibility_timeout_seconds: Option<f64>,
+}
+
+/// A receipt handle names the queue's run (`boot`: a restart or a new queue under the name
+/// makes every earlier handle stale), the message and its delivery.
+pub fn receipt_handle(boot: u64, r: super::engine::Receipt) -> String {
+    format!("{boot:016x}-{:x}-{:x}", r.id, r.delivery)
+}
+
+/// A receipt handle back: its run and receipt.
+pub fn parse_receipt(handle: &str) -> Result<(u64, super::engine::Receipt), Invalid> {
+    let bad = || {
+        invalid(
+            "receipt_handle",
+            format!("{handle:.80?} is not a receipt handle"),
+        )
+    };
+    let mut parts = handle.splitn(3, '-');
+    let mut next = || {
+        parts
+            .next()
+            .filter(|p| !p.is_empty() && p.len() <= 16)
+            .and_then(|p| u64::from_str_radix(p, 16).ok())
+            .ok_or_else(bad)
+    };
+    let boot = next()?;
+    let id = next()?;
+    let delivery = u32::try_from(next()?).map_err(|_| bad())?;
+    Ok((boot, super::engine::Receipt { id, delivery }))
+}
+
+/// Whole milliseconds of an optional seconds field (nack delays: SQS's 15 minutes).
+pub fn delay_ms(field: &'static str, seconds: Option<f64>) -> Result<u64, Invalid> {
+    seconds.map_or(Ok(0), |s| millis(field, s, MAX_DELAY_SECONDS))
+}
+
+/// A visibility in seconds, required.
+pub fn visibility_ms(seconds: Option<f64>) -> Result<u64, Invalid> {
+    match seconds {
+        None => Err(invalid("visibility_timeout_seconds", "required")),
+        Some(s) => millis("visibility_timeout_seconds", s, MAX_VISIBILITY_SECONDS),
+    }
+}

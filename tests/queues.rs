@@ -1,0 +1,513 @@
+//! Queues end to end, through the built-ins as any client calls them: a queue created on
+//! one node and driven from another (forwarded to its owner), receipts and their
+//! staleness, nack and visibility, dead letters and redrive, long polls woken by a send,
+//! bad input refused with a clear error, an owner out of reach failing fast, and a sqlite
+//! owner restarted without losing an acknowledged send.
+
+mod common;
+
+use common::*;
+use mpreg::{Client, RunningNode, Settings};
+use serde_json::{Value, json};
+
+async fn call(c: &Client, name: &str, req: Value) -> Value {
+    c.call(name, json!([req]))
+        .await
+        .unwrap_or_else(|e| panic!("{name} {req}: {e}"))
+}
+
+async fn refused(c: &Client, name: &str, req: Value) -> (i64, String) {
+    match c.call(name, json!([req.clone()])).await {
+        Ok(v) => panic!("{name} {req} answered {v}"),
+        Err(mpreg::client::ClientError::Rpc {
+            code,
+            message,
+            details,
+        }) => (code, format!("{message}: {details}")),
+        Err(e) => panic!("{name} {req}: {e}"),
+    }
+}
+
+async fn pair() -> (RunningNode, RunningNode) {
+    let a = start_node(
+        Settings {
+            name: "a".into(),
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    assert!(a.registered().await);
+    let b = start_node(
+        Settings {
+            name: "b".into(),
+            peers: vec![a.url().to_owned()],
+            ..test_settings()
+        },
+        vec![],
+    )
+    .await;
+    assert!(b.registered().await);
+    (a, b)
+}
+
+fn handles(received: &Value) -> Vec<String> {
+    received["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["receipt_handle"].as_str().expect("a receipt").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_on_one_node_is_driven_from_another() {
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let created = call(
+        &on_a,
+        "queue_create",
+        json!({"queue_name": "orders", "default_visibility_timeout_seconds": 30,
+               "dead_letter_max_receives": 2, "deduplication_window_seconds": 300}),
+    )
+    .await;
+    assert_eq!(created["created"], true);
+    assert_eq!(created["owner"], a.node_id());
+    // The same settings again: the queue as it is; other settings: refused.
+    let again = call(
+        &on_b,
+        "queue_create",
+        json!({"queue_name": "orders", "default_visibility_timeout_seconds": 30,
+               "dead_letter_max_receives": 2, "deduplication_window_seconds": 300}),
+    )
+    .await;
+    assert_eq!(again["created"], false);
+    let (code, msg) = refused(&on_b, "queue_create", json!({"queue_name": "orders"})).await;
+    assert_eq!(
+        (code, msg.contains("[queue_exists]")),
+        (1003, true),
+        "{msg}"
+    );
+
+    // Sent through b (forwarded to a), with a dedup id repeated.
+    let first = call(
+        &on_b,
+        "queue_send",
+        json!({"queue_name": "orders", "message_payload": {"id": 1}, "deduplication_id": "o-1",
+               "topic": "orders.new", "headers": {"k": "v"}}),
+    )
+    .await;
+    assert_eq!(first["duplicate"], false);
+    let repeat = call(
+        &on_b,
+        "queue_send",
+        json!({"queue_name": "orders", "message_payload": {"id": 1}, "deduplication_id": "o-1"}),
+    )
+    .await;
+    assert_eq!(
+        (repeat["duplicate"].clone(), repeat["message_id"].clone()),
+        (json!(true), first["message_id"].clone())
+    );
+    call(
+        &on_a,
+        "queue_send",
+        json!({"queue_name": "orders", "message_payload": "two"}),
+    )
+    .await;
+    let stats = call(&on_b, "queue_stats", json!({"queue_name": "orders"})).await;
+    assert_eq!(
+        (stats["depth"].clone(), stats["in_flight"].clone()),
+        (json!(2), json!(0))
+    );
+
+    let got = call(
+        &on_b,
+        "queue_receive",
+        json!({"queue_name": "orders", "max_messages": 10}),
+    )
+    .await;
+    let messages = got["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{got}");
+    assert_eq!(messages[0]["message_payload"], json!({"id": 1}));
+    assert_eq!(messages[0]["topic"], "orders.new");
+    assert_eq!(messages[0]["headers"], json!({"k": "v"}));
+    assert_eq!(messages[0]["receive_count"], 1);
+    assert_eq!(messages[1]["message_payload"], "two");
+    let h = handles(&got);
+    let stats = call(&on_a, "queue_stats", json!({"queue_name": "orders"})).await;
+    assert_eq!(
+        (stats["depth"].clone(), stats["in_flight"].clone()),
+        (json!(0), json!(2))
+    );
+
+    // Ack the first; acking it again is refused (its receipt is no longer current).
+    call(
+        &on_b,
+        "queue_ack",
+        json!({"queue_name": "orders", "receipt_handle": h[0]}),
+    )
+    .await;
+    let (code, msg) = refused(
+        &on_b,
+        "queue_ack",
+        json!({"queue_name": "orders", "receipt_handle": h[0]}),
+    )
+    .await;
+    assert_eq!(
+        (code, msg.contains("[stale_receipt]")),
+        (1003, true),
+        "{msg}"
+    );
+
+    // Nack the second: received again (receive 2 of 2), then nacked once more it is dead.
+    call(
+        &on_a,
+        "queue_nack",
+        json!({"queue_name": "orders", "receipt_handle": h[1]}),
+    )
+    .await;
+    let got = call(&on_b, "queue_receive", json!({"queue_name": "orders"})).await;
+    let h2 = handles(&got);
+    assert_eq!(got["messages"][0]["receive_count"], 2);
+    // The first delivery's receipt cannot act on the second.
+    let (code, _) = refused(
+        &on_b,
+        "queue_nack",
+        json!({"queue_name": "orders", "receipt_handle": h[1]}),
+    )
+    .await;
+    assert_eq!(code, 1003);
+    call(
+        &on_b,
+        "queue_change_visibility",
+        json!({"queue_name": "orders", "receipt_handle": h2[0], "visibility_timeout_seconds": 60}),
+    )
+    .await;
+    let nacked = call(
+        &on_b,
+        "queue_nack",
+        json!({"queue_name": "orders", "receipt_handle": h2[0]}),
+    )
+    .await;
+    assert_eq!(nacked["dead_lettered"], true);
+    let dlq = call(&on_b, "queue_dlq", json!({"queue_name": "orders"})).await;
+    assert_eq!(dlq["count"], 1);
+    assert_eq!(dlq["messages"][0]["message_payload"], "two");
+    let redriven = call(&on_b, "queue_redrive", json!({"queue_name": "orders"})).await;
+    assert_eq!(redriven["redriven"], 1);
+    let got = call(&on_b, "queue_receive", json!({"queue_name": "orders"})).await;
+    assert_eq!(got["messages"][0]["message_payload"], "two");
+    assert_eq!(
+        got["messages"][0]["receive_count"], 1,
+        "redrive resets receives"
+    );
+
+    let stats = call(&on_b, "queue_stats", json!({"queue_name": "orders"})).await;
+    assert_eq!(stats["total_messages_sent"], 2);
+    assert_eq!(stats["duplicate_sends"], 1);
+    assert_eq!(stats["total_messages_acknowledged"], 1);
+    assert_eq!(stats["total_messages_dead_lettered"], 1);
+
+    let list = call(&on_b, "queue_list", json!({})).await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["queues"][0]["queue_name"], "orders");
+    assert_eq!(list["queues"][0]["dead_letter_max_receives"], 2);
+
+    // Deleted through b: gone from the catalog, and calls to it say so.
+    call(&on_b, "queue_delete", json!({"queue_name": "orders"})).await;
+    let (code, msg) = refused(
+        &on_a,
+        "queue_send",
+        json!({"queue_name": "orders", "message_payload": 1}),
+    )
+    .await;
+    assert_eq!(
+        (code, msg.contains("[queue_not_found]")),
+        (1003, true),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_and_a_full_queue_keeps_what_it_holds() {
+    let node = start_node(test_settings(), vec![]).await;
+    assert!(node.registered().await);
+    let c = Client::connect(node.url()).await.unwrap();
+    call(
+        &c,
+        "queue_create",
+        json!({"queue_name": "small", "max_size": 2}),
+    )
+    .await;
+    for (req, says) in [
+        (json!({"queue_name": "no such"}), "queue_name"),
+        (
+            json!({"queue_name": "small", "delay_seconds": 901}),
+            "delay_seconds",
+        ),
+        (
+            json!({"queue_name": "small", "delivery_guarantee": "twice"}),
+            "delivery_guarantee",
+        ),
+        (
+            json!({"queue_name": "small", "message_payload": "x".repeat(300 * 1024)}),
+            "max_message_bytes",
+        ),
+        (json!({"message_payload": 1}), "queue_name"),
+    ] {
+        let (code, msg) = refused(&c, "queue_send", req.clone()).await;
+        assert_eq!(code, 1007, "{req}: {msg}");
+        assert!(msg.contains(says), "{req}: {msg}");
+    }
+    let (code, msg) = refused(&c, "queue_send", json!({"queue_name": "nosuch"})).await;
+    assert_eq!(
+        (code, msg.contains("[queue_not_found]")),
+        (1003, true),
+        "{msg}"
+    );
+    for i in 0..2 {
+        call(
+            &c,
+            "queue_send",
+            json!({"queue_name": "small", "message_payload": i}),
+        )
+        .await;
+    }
+    let (code, msg) = refused(
+        &c,
+        "queue_send",
+        json!({"queue_name": "small", "message_payload": 2}),
+    )
+    .await;
+    assert_eq!((code, msg.contains("[queue_full]")), (1003, true), "{msg}");
+    let got = call(
+        &c,
+        "queue_receive",
+        json!({"queue_name": "small", "max_messages": 10}),
+    )
+    .await;
+    let payloads: Vec<&Value> = got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["message_payload"])
+        .collect();
+    assert_eq!(
+        payloads,
+        [&json!(0), &json!(1)],
+        "the full queue kept the oldest"
+    );
+    for (req, says) in [
+        (
+            json!({"queue_name": "small", "max_messages": 11}),
+            "max_messages",
+        ),
+        (
+            json!({"queue_name": "small", "wait_seconds": 21}),
+            "wait_seconds",
+        ),
+    ] {
+        let (code, msg) = refused(&c, "queue_receive", req.clone()).await;
+        assert_eq!(code, 1007, "{req}: {msg}");
+        assert!(msg.contains(says), "{req}: {msg}");
+    }
+    let (code, msg) = refused(
+        &c,
+        "queue_ack",
+        json!({"queue_name": "small", "receipt_handle": "nonsense"}),
+    )
+    .await;
+    assert_eq!(
+        (code, msg.contains("receipt_handle")),
+        (1007, true),
+        "{msg}"
+    );
+    let (code, msg) = refused(&c, "queue_create", json!({"queue_name": "-bad"})).await;
+    assert_eq!(code, 1007, "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_receive_is_woken_by_a_send_on_another_node() {
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let on_b = Client::connect(b.url()).await.unwrap();
+    call(&on_a, "queue_create", json!({"queue_name": "jobs"})).await;
+    // Nothing there: a short wait answers empty.
+    let empty = call(
+        &on_b,
+        "queue_receive",
+        json!({"queue_name": "jobs", "wait_seconds": 0.2}),
+    )
+    .await;
+    assert_eq!(empty["messages"], json!([]));
+    // A receive that waits up to 20 s (through b) gets a message sent meanwhile (to a);
+    // were it not woken, it would wait the whole 20 s and the test would time out first.
+    let waiting = tokio::spawn(async move {
+        call(
+            &on_b,
+            "queue_receive",
+            json!({"queue_name": "jobs", "wait_seconds": 20}),
+        )
+        .await
+    });
+    // A send before the receive waits is fine too: either way the receive gets it.
+    call(
+        &on_a,
+        "queue_send",
+        json!({"queue_name": "jobs", "message_payload": "wake"}),
+    )
+    .await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(15), waiting)
+        .await
+        .expect("woken by the send, not by its 20 s deadline")
+        .unwrap();
+    assert_eq!(got["messages"][0]["message_payload"], "wake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_owner_is_gone_fails_fast_and_says_why() {
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    call(&on_a, "queue_create", json!({"queue_name": "far"})).await;
+    drop(on_a);
+    let on_b = Client::connect(b.url()).await.unwrap();
+    a.shutdown().await;
+    // Answered well within a client's patience, not after a long retry.
+    let (code, msg) = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        refused(
+            &on_b,
+            "queue_send",
+            json!({"queue_name": "far", "message_payload": 1}),
+        ),
+    )
+    .await
+    .expect("fails fast");
+    assert_eq!(code, 1017, "{msg}");
+    assert!(msg.contains("[queue_owner_down]"), "{msg}");
+    assert!(
+        msg.contains("answers again when that node is back"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sqlite_owner_loses_no_acknowledged_send() {
+    let dir = common::pki::temp_dir("queue-restart");
+    let settings = || Settings {
+        persistence: mpreg::config::PersistenceConfig {
+            mode: mpreg::config::PersistenceMode::Sqlite,
+            data_dir: dir.clone(),
+            ..Default::default()
+        },
+        ..test_settings()
+    };
+    let node = start_node(settings(), vec![]).await;
+    assert!(node.registered().await);
+    let c = Client::connect(node.url()).await.unwrap();
+    call(
+        &c,
+        "queue_create",
+        json!({"queue_name": "kept", "dead_letter_max_receives": 1,
+               "default_visibility_timeout_seconds": 1}),
+    )
+    .await;
+    let mut sent = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        call(
+            &c,
+            "queue_send",
+            json!({"queue_name": "kept", "message_payload": i, "deduplication_id": format!("d{i}")}),
+        )
+        .await;
+        sent.insert(i);
+    }
+    // 5 in flight, 2 of them acked (gone for good), 1 nacked to the dead letters.
+    let got = call(
+        &c,
+        "queue_receive",
+        json!({"queue_name": "kept", "max_messages": 5}),
+    )
+    .await;
+    let h = handles(&got);
+    for (i, handle) in h.iter().enumerate().take(2) {
+        call(
+            &c,
+            "queue_ack",
+            json!({"queue_name": "kept", "receipt_handle": handle}),
+        )
+        .await;
+        sent.remove(&got["messages"][i]["message_payload"].as_i64().unwrap());
+    }
+    call(
+        &c,
+        "queue_nack",
+        json!({"queue_name": "kept", "receipt_handle": h[2]}),
+    )
+    .await;
+    let dead = got["messages"][2]["message_payload"].as_i64().unwrap();
+    sent.remove(&dead);
+    drop(c);
+    node.shutdown().await;
+
+    let node = start_node(settings(), vec![]).await;
+    assert!(node.registered().await);
+    let c = Client::connect(node.url()).await.unwrap();
+    // An earlier run's receipt is stale.
+    let (code, msg) = refused(
+        &c,
+        "queue_ack",
+        json!({"queue_name": "kept", "receipt_handle": h[3]}),
+    )
+    .await;
+    assert_eq!(
+        (code, msg.contains("[stale_receipt]")),
+        (1003, true),
+        "{msg}"
+    );
+    // A dedup id from before the restart is still within its window.
+    let repeat = call(
+        &c,
+        "queue_send",
+        json!({"queue_name": "kept", "message_payload": 7, "deduplication_id": "d7"}),
+    )
+    .await;
+    assert_eq!(repeat["duplicate"], true);
+    let dlq = call(&c, "queue_dlq", json!({"queue_name": "kept"})).await;
+    assert_eq!(
+        dlq["messages"][0]["message_payload"], dead,
+        "dead letters survive"
+    );
+    // Everything else comes back: the two that were in flight after their deadline.
+    let mut back = std::collections::BTreeSet::new();
+    while back.len() < sent.len() {
+        let got = call(
+            &c,
+            "queue_receive",
+            json!({"queue_name": "kept", "max_messages": 10, "wait_seconds": 5}),
+        )
+        .await;
+        let messages = got["messages"].as_array().unwrap();
+        assert!(
+            !messages.is_empty(),
+            "still missing {:?}",
+            sent.difference(&back)
+        );
+        for m in messages {
+            assert!(
+                back.insert(m["message_payload"].as_i64().unwrap()),
+                "once: {m}"
+            );
+            call(
+                &c,
+                "queue_ack",
+                json!({"queue_name": "kept", "receipt_handle": m["receipt_handle"]}),
+            )
+            .await;
+        }
+    }
+    assert_eq!(back, sent);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
