@@ -1,8 +1,9 @@
 //! Queues (SQS semantics), in the shape every system takes (docs/ARCHITECTURE.md, "The shape
-//! of a system"). So far the engine: one queue's state and commands, pure (`engine`; laws in
-//! `tests/queue_laws.rs`), and the `queue_create`/`queue_send` requests checked under their
-//! bounds into the engine's types (`request`). The store (durable before the ack), the service
-//! at the IO edge, the built-ins, settings and metrics come with the rest of the queues issue.
+//! of a system"): the engine, one queue's state and commands, pure (`engine`; laws in
+//! `tests/queue_laws.rs`); the built-ins' requests checked under their bounds (`request`);
+//! the owner's store, durable before the ack (`store`); the service at the IO edge, where the
+//! owner runs a queue and other nodes forward to it (`service`); and its figures
+//! (`metrics`). The built-ins are `builtins/queue.rs`.
 
 pub mod engine;
 pub mod metrics;
