@@ -116,7 +116,8 @@ fn millis(field: &'static str, seconds: f64, max: f64) -> Result<u64, Invalid> {
 /// A `queue_create` request as a queue's name and configuration.
 pub fn create(req: &CreateRequest, limits: &Limits) -> Result<(String, QueueConfig), Invalid> {
     let name = queue_name(&req.queue_name)?.to_owned();
-    let defaults = QueueConfig::default();
+    // The catalog's defaults: one source for every queue created.
+    let defaults = config_of(&crate::control::QueueSpec::default());
     let queue_type = match req
         .queue_type
         .as_deref()

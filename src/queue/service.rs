@@ -587,7 +587,7 @@ impl Queues {
                 let checked = request::send(&req, &self.limits.request)?;
                 let sent = self.send(&q, checked)?;
                 let (reply, committed) = sent;
-                committed.await?;
+                committed.done().await?;
                 Ok(reply)
             }
             Op::SendBatch => self.send_batch(&q, req).await,
@@ -836,7 +836,7 @@ impl Queues {
             }
         }
         if let Some(c) = last {
-            c.await?;
+            c.done().await?;
         }
         Ok(json!({ "results": results }))
     }
@@ -1107,20 +1107,12 @@ impl Queues {
 pub struct Committed(super::store::Committed);
 
 impl Committed {
-    async fn await_(self) -> Result<(), QueueFail> {
+    async fn done(self) -> Result<(), QueueFail> {
         match self.0.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(QueueFail::store(e)),
             Err(_) => Err(QueueFail::store(StoreError::Closed)),
         }
-    }
-}
-
-impl std::future::IntoFuture for Committed {
-    type Output = Result<(), QueueFail>;
-    type IntoFuture = crate::registry::BoxFuture<Result<(), QueueFail>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.await_())
     }
 }
 

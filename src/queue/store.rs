@@ -339,47 +339,54 @@ fn writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut answers = Vec::with_capacity(batch.len());
-        let outcome = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            for job in batch.drain(..) {
-                match job {
-                    Job::Write(w, done) => {
-                        apply(&tx, w)?;
-                        answers.push(Answer::Write(done));
-                    }
-                    Job::Load(queue, done) => answers.push(Answer::Load(done, load(&tx, &queue))),
-                    Job::Defs(done) => answers.push(Answer::Defs(done, defs(&tx))),
+        commit(&mut conn, &mut batch);
+    }
+}
+
+/// Runs `batch` in one transaction and answers every job in it: writes with the commit's
+/// outcome (all of them fail if any write or the commit does; none is then applied).
+fn commit(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let tx = conn.transaction();
+    let mut failed = tx.as_ref().err().map(|e| StoreError::Sqlite(e.to_string()));
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let Ok(tx) = &tx else {
+            answers.push(Answer::Failed(job));
+            continue;
+        };
+        match job {
+            Job::Write(w, done) => {
+                if failed.is_none()
+                    && let Err(e) = apply(tx, w)
+                {
+                    failed = Some(StoreError::from(e));
                 }
+                answers.push(Answer::Write(done));
             }
-            tx.commit()
-        })();
-        let failed = outcome.err().map(|e| StoreError::Sqlite(e.to_string()));
-        for answer in answers {
-            match answer {
-                Answer::Write(done) => {
-                    let _ = done.send(failed.clone().map_or(Ok(()), Err));
-                }
-                Answer::Load(done, r) => {
-                    let _ = done.send(r.map_err(StoreError::from));
-                }
-                Answer::Defs(done, r) => {
-                    let _ = done.send(r.map_err(StoreError::from));
-                }
-            }
+            Job::Load(queue, done) => answers.push(Answer::Load(done, load(tx, &queue))),
+            Job::Defs(done) => answers.push(Answer::Defs(done, defs(tx))),
         }
-        // Jobs never reached when the transaction failed early are answered too.
-        for job in batch.drain(..) {
-            let closed = || StoreError::Sqlite("the commit failed".into());
-            match job {
-                Job::Write(_, done) => {
-                    let _ = done.send(Err(closed()));
-                }
-                Job::Load(_, done) => {
-                    let _ = done.send(Err(closed()));
-                }
-                Job::Defs(done) => {
-                    let _ = done.send(Err(closed()));
+    }
+    if let (Ok(tx), None) = (tx, &failed) {
+        failed = tx.commit().err().map(StoreError::from);
+    }
+    for answer in answers {
+        match answer {
+            Answer::Write(done) => {
+                let _ = done.send(failed.clone().map_or(Ok(()), Err));
+            }
+            Answer::Load(done, r) => {
+                let _ = done.send(r.map_err(StoreError::from));
+            }
+            Answer::Defs(done, r) => {
+                let _ = done.send(r.map_err(StoreError::from));
+            }
+            Answer::Failed(job) => {
+                let e = failed.clone().unwrap_or(StoreError::Closed);
+                match job {
+                    Job::Write(_, done) => drop(done.send(Err(e))),
+                    Job::Load(_, done) => drop(done.send(Err(e))),
+                    Job::Defs(done) => drop(done.send(Err(e))),
                 }
             }
         }
@@ -387,6 +394,8 @@ fn writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
 }
 
 enum Answer {
+    /// No transaction could be opened: answered with why.
+    Failed(Job),
     Write(oneshot::Sender<Result<(), StoreError>>),
     Load(
         oneshot::Sender<Result<Loaded, StoreError>>,
