@@ -602,3 +602,118 @@ fn client_subscribe_and_publish() {
         "{err}"
     );
 }
+
+/// `mpreg queue …`: create, send (a dedup id twice), receive with receipts, ack, stats as a
+/// table and as JSON, drain (each message a JSON line, progress on stderr), and a bad
+/// queue name or receipt failing with the node's reason and exit code 1.
+#[test]
+fn queue_verbs_drive_a_queue() {
+    let node = NodeProcess::start(&["--no-monitoring"], &[]);
+    let url = node.url.as_str();
+    wait_for_leader(url);
+    let q = |args: &[&str]| {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", url]);
+        mpreg(&all)
+    };
+    let (code, out, err) = q(&[
+        "create",
+        "orders",
+        "--visibility-timeout",
+        "30s",
+        "--max-receives",
+        "5",
+        "--dedup-window",
+        "5m",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("queue orders created"), "{out}");
+    let (code, out, err) = q(&["send", "orders", r#"{"id": 1}"#, "--dedup-id", "order-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("sent ") && !out.contains("duplicate"),
+        "{out}"
+    );
+    let (_, out, _) = q(&["send", "orders", r#"{"id": 1}"#, "--dedup-id", "order-1"]);
+    assert!(out.contains("a duplicate"), "{out}");
+    for n in 2..=4 {
+        let (code, _, err) = q(&[
+            "send",
+            "orders",
+            &format!(r#"{{"id": {n}}}"#),
+            "--priority",
+            "5",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // A table with the receipt in full, then an ack of it.
+    let (code, out, err) = q(&["receive", "orders", "--max", "1", "--wait", "2s"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("message_id") && lines[1].contains(r#"{"id":1}"#),
+        "{out}"
+    );
+    let receipt = lines[1]
+        .split_whitespace()
+        .nth(2)
+        .expect("a receipt column");
+    let (code, out, err) = q(&["ack", "orders", receipt]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acknowledged"), "{out}");
+    // Acked already: refused, with the reason, exit 1.
+    let (code, _, err) = q(&["ack", "orders", receipt]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stale_receipt"), "{err}");
+    let stats = json_out(&["queue", "stats", "orders", "--json", "--url", url]);
+    assert_eq!(
+        (
+            &stats["depth"],
+            &stats["total_messages_acknowledged"],
+            &stats["duplicate_sends"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        ),
+        "{stats}"
+    );
+    let (_, out, _) = q(&["stats", "orders"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("depth") && l.ends_with(" 3")),
+        "{out}"
+    );
+    // Drain: the three left, each a JSON line; then the queue is empty.
+    let (code, out, err) = q(&["drain", "orders", "--idle", "300ms"]);
+    assert_eq!(code, 0, "{err}");
+    let drained: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let mut ids: Vec<i64> = drained
+        .iter()
+        .map(|m| m["message_payload"]["id"].as_i64().expect("an id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [2, 3, 4], "{out}");
+    assert!(err.contains("drained 3 from orders"), "{err}");
+    let stats = json_out(&["queue", "stats", "orders", "--json", "--url", url]);
+    assert_eq!(
+        (&stats["depth"], &stats["in_flight"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
+    let list = json_out(&["queue", "list", "--json", "--url", url]);
+    assert_eq!(list["queues"][0]["queue_name"], "orders", "{list}");
+    let (code, _, err) = q(&["create", "bad name"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("1007") && err.contains("queue_name"), "{err}");
+    let (code, _, err) = q(&["create", "x", "--visibility-timeout", "soon"]);
+    assert_eq!(code, 2, "clap refuses a bad duration: {err}");
+    let (code, out, err) = q(&["delete", "orders"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted queue orders"), "{out}");
+}

@@ -511,3 +511,105 @@ async fn a_restarted_sqlite_owner_loses_no_acknowledged_send() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The Rust client's queue calls: create through one node, send (a dedup id twice, a
+/// batch), a consumer `Stream` on the other node acking, nacking and extending its
+/// deliveries, stats, dead letters and redrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_drives_a_queue() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let jobs = on_a.queue("jobs");
+    let created = jobs
+        .create()
+        .visibility_timeout(Duration::from_secs(30))
+        .max_receives(2)
+        .dedup_window(Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert!(created.created);
+    assert_eq!(created.owner, a.node_id());
+    let first = jobs.send(json!({"n": 0})).dedup_id("job-0").await.unwrap();
+    let again = jobs.send(json!({"n": 0})).dedup_id("job-0").await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(first.message_id, again.message_id);
+    let batch = jobs
+        .send_batch((1..=3).map(|n| json!({"n": n})).collect())
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    jobs.send(json!({"n": 4}))
+        .topic("jobs.urgent")
+        .header("trace", "t-1")
+        .await
+        .unwrap();
+
+    // From the other node: a consumer. n=1 is nacked (and comes back), n=2 extended, the
+    // rest acked.
+    let mut consumer = on_b
+        .queue("jobs")
+        .consumer()
+        .max(3)
+        .wait(Duration::from_secs(2));
+    let mut done = Vec::new();
+    let mut nacked = false;
+    while done.len() < 5 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10 s")
+            .expect("the stream goes on")
+            .expect("a delivery");
+        let n = d.payload["n"].as_i64().unwrap();
+        if n == 1 && !nacked {
+            nacked = true;
+            assert!(!d.nack(Duration::ZERO).await.unwrap(), "one receive of two");
+            continue;
+        }
+        if n == 1 {
+            assert_eq!(d.receive_count, 2, "redelivered after its nack");
+        }
+        if n == 2 {
+            d.extend(Duration::from_secs(60)).await.unwrap();
+        }
+        if n == 4 {
+            assert_eq!(d.topic.as_deref(), Some("jobs.urgent"));
+            assert_eq!(d.headers.get("trace").map(String::as_str), Some("t-1"));
+        }
+        d.ack().await.unwrap();
+        // Acked: its receipt is no longer current.
+        let err = d.ack().await.expect_err("a second ack is refused");
+        assert!(err.to_string().contains("stale_receipt"), "{err}");
+        done.push(n);
+    }
+    done.sort_unstable();
+    assert_eq!(done, [0, 1, 2, 3, 4]);
+    let stats = jobs.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (0, 0), "{stats:?}");
+    assert_eq!(stats.total_messages_acknowledged, 5);
+    assert_eq!(stats.total_messages_nacked, 1);
+    assert_eq!(stats.duplicate_sends, 1);
+
+    // Two nacks: dead-lettered; listed; redriven; received again.
+    jobs.send(json!({"n": 9})).await.unwrap();
+    for dead in [false, true] {
+        let got = jobs.receive().wait(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].nack(Duration::ZERO).await.unwrap(), dead);
+    }
+    let dead = jobs.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].payload["n"].as_i64(), dead[0].receive_count),
+        (Some(9), 2)
+    );
+    assert_eq!(jobs.redrive().await.unwrap(), 1);
+    let got = jobs.receive().max(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, json!({"n": 9}));
+    jobs.delete().await.unwrap();
+    let err = jobs.stats().await.expect_err("deleted");
+    assert!(err.to_string().contains("queue_not_found"), "{err}");
+}

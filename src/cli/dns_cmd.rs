@@ -43,14 +43,14 @@ pub enum DnsCommand {
         #[arg(long = "ttl")]
         ttl: Option<f64>,
         #[command(flatten)]
-        node: NodeArgs,
+        node: super::Target,
     },
     /// Remove a service registration
     DnsUnregister {
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
-        node: NodeArgs,
+        node: super::Target,
     },
     /// List registered services
     DnsList(ListArgs),
@@ -100,15 +100,6 @@ pub struct KeyArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct NodeArgs {
-    /// Node URL
-    #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
-    url: String,
-    #[command(flatten)]
-    connect: super::ConnectArgs,
-}
-
-#[derive(clap::Args, Debug)]
 pub struct ListArgs {
     #[arg(long)]
     namespace: Option<String>,
@@ -129,7 +120,7 @@ pub struct ListArgs {
     #[arg(long)]
     page_token: Option<String>,
     #[command(flatten)]
-    node: NodeArgs,
+    node: super::Target,
 }
 
 fn fail(e: &dyn std::fmt::Display) -> i32 {
@@ -149,14 +140,8 @@ fn metadata(pairs: &[String]) -> Map<String, Value> {
 }
 
 /// Calls `fun` with `request` on the node and prints the reply.
-async fn call(node: &NodeArgs, fun: &str, request: Value) -> i32 {
-    let options = match node.connect.options(&node.url) {
-        Ok(o) => o,
-        Err(e) => return fail(&e),
-    };
-    let env = crate::env::Env::production();
-    let client = match crate::client::Client::connect_with_options(&env, &node.url, &options).await
-    {
+async fn call(node: &super::Target, fun: &str, request: Value) -> i32 {
+    let client = match node.client().await {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -313,25 +298,12 @@ async fn dns_resolve(
             [s("name"), s("rtype"), s("ttl"), s("rdata")]
         })
         .collect();
-    let head = ["name", "type", "ttl", "data"];
-    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: &[&str]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    println!("{}", line(&head).trim_end());
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        println!("{}", line(&cells).trim_end());
-    }
+    println!(
+        "{}",
+        super::text::table(
+            &["name", "type", "ttl", "data"],
+            rows.into_iter().map(Vec::from)
+        )
+    );
     0
 }

@@ -10,6 +10,8 @@ mod client_cmd;
 mod dns_cmd;
 mod monitor_cmd;
 mod node_cmd;
+mod queue_cmd;
+mod text;
 mod token_cmd;
 
 use std::path::PathBuf;
@@ -82,6 +84,25 @@ impl ConnectArgs {
     }
 }
 
+/// Which node a CLI command talks to, and how it presents itself.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Node URL
+    #[arg(long, env = "MPREG_URL", default_value = "ws://127.0.0.1:9000")]
+    pub url: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl Target {
+    /// A client of the node, presenting the token and TLS options given.
+    pub async fn client(&self) -> Result<crate::Client, crate::ClientError> {
+        let options = self.connect.options(&self.url)?;
+        crate::Client::connect_with_options(&crate::env::Env::production(), &self.url, &options)
+            .await
+    }
+}
+
 impl NodeArgs {
     /// Defaults < `config` file < `env_vars` (`MPREG_*`) < these flags. Also returns the
     /// file's settings that this node ignores, to report them.
@@ -126,6 +147,9 @@ pub enum MpregCommand {
     Client(client_cmd::ClientCommand),
     /// Load-test a node (throughput and latency percentiles)
     Bench(bench::BenchArgs),
+    /// Create, feed and drain queues
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
     /// Mint client tokens (JWT)
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -172,6 +196,7 @@ pub async fn run_mpreg(cli: MpregCli) -> i32 {
             run_node(*overrides).await
         }
         MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
+        MpregCommand::Queue(cmd) => queue_cmd::run(cmd).await,
         MpregCommand::Bench(args) => bench::run(args).await,
         MpregCommand::Token(cmd) => token_cmd::run(cmd, &crate::env::Env::production()),
         MpregCommand::Monitor(cmd) => monitor_cmd::run(cmd).await,

@@ -9,6 +9,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::text::{table, text};
 use crate::env::Env;
 
 /// Largest admin response read.
@@ -224,38 +225,6 @@ fn dns_table(g: &Value) -> String {
     table(&["DNS gateway", "value"], rows)
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Columns padded to their widest cell.
-fn table(head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let rows: Vec<Vec<String>> = rows.into_iter().collect();
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = vec![line(head.iter().map(|h| (*h).to_owned()).collect())];
-    out.extend(rows.into_iter().map(line));
-    out.join("\n")
-}
-
 fn health_table(v: &Value) -> String {
     let s = &v["health_summary"];
     let rows = [
@@ -335,9 +304,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tables_pad_columns_and_samples_skip_comments() {
-        let t = table(&["a", "bb"], [vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "a    bb\nxxx  y");
+    fn samples_skip_comments() {
         let s = samples("# HELP x\n# TYPE x gauge\nx 1\ny{a=\"b c\"} 2.5\n\n");
         assert_eq!(s, [("x".to_owned(), 1.0), ("y{a=\"b c\"}".to_owned(), 2.5)]);
     }

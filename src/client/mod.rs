@@ -18,6 +18,7 @@ mod cluster;
 mod cluster_pubsub;
 mod error;
 pub mod pubsub;
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -38,6 +39,7 @@ pub use cluster::{ClusterClient, Retry};
 pub use cluster_pubsub::ClusterSubscription;
 pub use error::ClientError;
 pub use pubsub::{Notification, Subscription};
+pub use queue::{Consumer, Delivery, Queue};
 
 use crate::env::Env;
 use crate::protocol::{RpcCommand, RpcReply, RpcRequest};
