@@ -909,3 +909,60 @@ async fn a_namespace_policy_hides_namespaces_everywhere_and_audits_it() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// A queue is found where the original's clients look: `_queue._tcp.<queue>.<zone>` (SRV
+/// to its owner, whose name has its address) and `catalog_query {entry_type: "queues"}`
+/// as the original's `QueueEndpoint`; a deleted queue is gone from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_is_found_by_dns_and_catalog_query() {
+    let (node, dns) = dns_node(dns_settings()).await;
+    let client = Client::connect(node.url()).await.unwrap();
+    let absent = ask(dns, "_queue._tcp.orders.mpreg", RecordType::SRV).await;
+    assert!(rdata(&absent).is_empty(), "no queue yet");
+    client
+        .queue("orders")
+        .create()
+        .queue_type("priority")
+        .max_size(500)
+        .await
+        .unwrap();
+    let srv = rdata(&ask(dns, "_queue._tcp.orders.mpreg", RecordType::SRV).await);
+    let port = node.local_addr().port();
+    assert_eq!(srv.len(), 1, "{srv:?}");
+    assert!(srv[0].starts_with(&format!("0 0 {port} ")), "{srv:?}");
+    let target = srv[0].split(' ').nth(3).unwrap().to_owned();
+    assert_eq!(
+        rdata(&ask(dns, &target, RecordType::A).await),
+        vec!["127.0.0.1"]
+    );
+    let found = client
+        .call(
+            "catalog_query",
+            json!([{"entry_type": "queues", "queue_name": "orders"}]),
+        )
+        .await
+        .unwrap();
+    let items = found["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{found}");
+    let q = &items[0];
+    assert_eq!(q["queue_name"], "orders");
+    assert_eq!(q["node_id"], node.node_id());
+    assert_eq!(q["health"], "healthy");
+    assert_eq!(
+        q["metadata"],
+        json!({"queue_type": "priority", "max_size": 500})
+    );
+    assert_eq!(
+        q["delivery_guarantees"],
+        json!(["fire_and_forget", "at_least_once"])
+    );
+    assert!(q["advertised_at"].as_f64().unwrap() > 1.6e9, "{q}");
+    client.queue("orders").delete().await.unwrap();
+    let gone = ask(dns, "_queue._tcp.orders.mpreg", RecordType::SRV).await;
+    assert!(rdata(&gone).is_empty(), "deleted: {:?}", rdata(&gone));
+    let found = client
+        .call("catalog_query", json!([{"entry_type": "queues"}]))
+        .await
+        .unwrap();
+    assert_eq!(found["items"], json!([]), "{found}");
+}

@@ -254,13 +254,20 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
                     "resources": m.resources,
                 }))
                 .collect(),
-            "queues" => catalog
-                .queues()
-                .filter(|x| q.queue_name.as_ref().is_none_or(|n| *n == x.name))
-                .filter(|x| gate.item(&x.name))
-                .take(limit)
-                .map(|x| json!({"queue_name": x.name, "name": x.name, "node_id": node_id_of(x.owner)}))
-                .collect(),
+            "queues" => {
+                let now = info.env.clock.now();
+                let detector = info.detector.lock();
+                catalog
+                    .queues()
+                    .filter(|x| q.queue_name.as_ref().is_none_or(|n| *n == x.name))
+                    .filter(|x| in_ns(&x.name) && gate.item(&x.name))
+                    .take(limit)
+                    .map(|x| {
+                        let health = queue_health(info, catalog, &detector, x.owner, now);
+                        queue_endpoint(x, &node_id_of(x.owner), &info.cluster_id, health)
+                    })
+                    .collect()
+            }
             // The DNS registrations, as `dns_list` gives them.
             "services" => {
                 let filter = crate::dns::registry::ListRequest {
@@ -291,6 +298,55 @@ fn original_query(info: &NodeView, q: OriginalQuery) -> Result<Value, CallError>
         "items": items,
         "next_page_token": null,
     }))
+}
+
+/// A queue's owner as the original's endpoint health: this node, or a member heard from
+/// lately, serves it (`healthy`); one gone quiet (`degraded`), held down or no longer a
+/// member (`unavailable`: calls fail fast with 1017 until it is back).
+fn queue_health(
+    info: &NodeView,
+    catalog: &crate::control::Catalog,
+    detector: &crate::fabric::liveness::Detector,
+    owner: crate::control::NodeId,
+    now: tokio::time::Instant,
+) -> &'static str {
+    use crate::fabric::liveness::Liveness;
+    if owner == info.control.id {
+        return "healthy";
+    }
+    if !catalog.members().any(|m| m.id == owner) {
+        return "unavailable";
+    }
+    match detector.status(owner, now) {
+        Liveness::Alive => "healthy",
+        Liveness::Suspect => "degraded",
+        Liveness::Down => "unavailable",
+    }
+}
+
+/// A catalog queue as the original's `QueueEndpoint`: where it lives, the guarantees it
+/// delivers with, and its type and bound. Its entry never expires; `ttl_seconds` is how
+/// long a copy of this answer may be trusted (the original's `fabric_catalog_ttl_seconds`).
+fn queue_endpoint(
+    q: &crate::control::QueueEntry,
+    node_id: &str,
+    cluster_id: &str,
+    health: &str,
+) -> Value {
+    json!({
+        "queue_name": q.name,
+        "name": q.name,
+        "cluster_id": cluster_id,
+        "node_id": node_id,
+        "delivery_guarantees": crate::queue::request::SERVED_GUARANTEES,
+        "health": health,
+        "current_subscribers": 0,
+        "metadata": {"queue_type": q.spec.queue_type.as_str(), "max_size": q.spec.max_size},
+        "scope": "zone",
+        "tags": [],
+        "advertised_at": q.created_ms as f64 / 1000.0,
+        "ttl_seconds": 120.0,
+    })
 }
 
 /// The original's `rpc_list` request (`RpcListRequest`); fields this node does not act on

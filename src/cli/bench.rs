@@ -92,12 +92,29 @@ pub struct BenchArgs {
     /// With --pubsub: the node the publisher publishes on [default: --url]
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
-    /// With --pubsub: publish this many messages a second (0: as fast as acks allow)
+    /// With --pubsub: publish this many messages a second (0: as fast as acks allow); with
+    /// --queue: send this many a second in all
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// With --pubsub: topics published to, `bench.<i>.created`
     #[arg(long, default_value_t = 1000)]
     pub topics: usize,
+    /// Measure a work queue instead of calls: --connections producers x --inflight sends
+    /// awaiting their answer (stored; fsynced on a sqlite node), --consumers receiving
+    /// batches and acknowledging each message, on a fresh queue each round (as natsbench
+    /// js-work measures JetStream; scripts/bench_queue.sh runs both)
+    #[arg(long)]
+    pub queue: bool,
+    /// With --queue: consumer connections (0: sends only, as natsbench js-pub)
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
+    /// With --queue: messages a receive asks for (1 to 10)
+    #[arg(long, default_value_t = 10)]
+    pub batch: u64,
+    /// With --queue: the queue's max_size (at most the node's queue_max_messages; a full
+    /// queue refuses sends, counted as errors)
+    #[arg(long, default_value_t = 100_000)]
+    pub queue_max_size: u64,
     #[command(flatten)]
     pub connect: super::ConnectArgs,
 }
@@ -337,6 +354,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.pubsub {
         return bench_pubsub(&env, &args, &load).await;
     }
+    if args.queue {
+        return bench_queue(&env, &args, &load).await;
+    }
     if let Some(n) = args.fanout {
         return bench_fanout(&env, &args, &load, n).await;
     }
@@ -469,6 +489,85 @@ async fn bench_pubsub(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), St
             s.p999_us,
             s.lost
         );
+    }
+    Ok(())
+}
+
+async fn bench_queue(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), String> {
+    use super::bench_queue::{QueueLoad, QueueSummary, describe, run_round};
+    if !((1..=10).contains(&args.batch) && args.rate.is_finite() && args.rate >= 0.0) {
+        return Err("--batch must be 1 to 10, --rate 0 or more".into());
+    }
+    let ql = QueueLoad {
+        url: args.url.clone(),
+        producers: args.connections,
+        inflight: args.inflight,
+        consumers: args.consumers,
+        batch: args.batch,
+        max_size: args.queue_max_size,
+        rate: args.rate,
+        warmup: load.warmup,
+        duration: load.duration,
+        connect: load.connect.clone(),
+    };
+    let run = env.rng.hex_id(4);
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let r = run_round(env, &ql, &format!("bench-{run}-{round}")).await?;
+        eprintln!("{}", describe(round, args.rounds, &r));
+        rounds.push(r);
+    }
+    let s = QueueSummary::new(rounds);
+    if args.json {
+        println!(
+            "{}",
+            json!({"config": {"url": ql.url, "producers": ql.producers, "inflight": ql.inflight,
+                "consumers": ql.consumers, "batch": ql.batch, "rate": ql.rate,
+                "payload_bytes": 16, "duration_s": args.duration, "warmup_s": args.warmup,
+                "rounds": args.rounds}, "mpreg_queue": s})
+        );
+    } else {
+        println!(
+            "{} producers x {} in flight, {} consumers (receiving up to {}), 16 B payloads, {}, {} s x {} rounds, {}; medians:",
+            ql.producers,
+            ql.inflight,
+            ql.consumers,
+            ql.batch,
+            if ql.rate > 0.0 {
+                format!("paced at {} msgs/s", ql.rate)
+            } else {
+                "unpaced".into()
+            },
+            args.duration,
+            args.rounds,
+            if s.durable {
+                "fsync before every answer (sqlite)"
+            } else {
+                "NOT durable (memory mode)"
+            },
+        );
+        println!(
+            "mpreg-queue sent {:.0}/s (answered p50 {:.0} µs p99 {:.0} µs), acked {:.0}/s (end to end p50 {:.0} µs p99 {:.0} µs), backlog {:.0}; missing {}, duplicates {}, errors {}",
+            s.sent_per_sec,
+            s.send_p50_us,
+            s.send_p99_us,
+            s.acked_per_sec,
+            s.e2e_p50_us,
+            s.e2e_p99_us,
+            s.backlog,
+            s.missing,
+            s.duplicates,
+            s.errors
+        );
+    }
+    if s.missing > 0 {
+        return Err(format!(
+            "{} acknowledged sends were never received",
+            s.missing
+        ));
+    }
+    if s.errors > 0 {
+        return Err(format!("{} queue calls failed", s.errors));
     }
     Ok(())
 }

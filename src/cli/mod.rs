@@ -5,6 +5,7 @@ pub mod bench;
 mod bench_catalog;
 mod bench_dag;
 mod bench_pubsub;
+mod bench_queue;
 mod bench_round;
 mod client_cmd;
 mod dns_cmd;

@@ -197,13 +197,14 @@ pub fn create(req: &CreateRequest, limits: &Limits) -> Result<(String, QueueConf
     ))
 }
 
+/// The `delivery_guarantee`s a send may ask for today (the original's names).
+pub const SERVED_GUARANTEES: [&str; 2] = ["fire_and_forget", "at_least_once"];
+
 /// How a message is delivered (the original's `delivery_guarantee`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
     FireAndForget,
     AtLeastOnce,
-    Broadcast,
-    Quorum,
 }
 
 /// `queue_send`'s request (one message of `queue_send_batch` too).
@@ -250,8 +251,18 @@ pub fn send(req: &SendRequest, limits: &Limits) -> Result<CheckedSend, Invalid> 
     let guarantee = match req.delivery_guarantee.as_deref() {
         None | Some("at_least_once") => Guarantee::AtLeastOnce,
         Some("fire_and_forget") => Guarantee::FireAndForget,
-        Some("broadcast") => Guarantee::Broadcast,
-        Some("quorum") => Guarantee::Quorum,
+        Some(g @ ("broadcast" | "quorum")) => {
+            // Both need subscriptions (every subscriber once; N acknowledgements), which
+            // this build does not serve yet: refused, not delivered as something else.
+            return Err(invalid(
+                "delivery_guarantee",
+                format!(
+                    "{g:?} is not served by this node yet (it needs queue subscriptions); \
+                     served: {}",
+                    SERVED_GUARANTEES.join(", ")
+                ),
+            ));
+        }
         Some(other) => {
             return Err(invalid(
                 "delivery_guarantee",
@@ -412,6 +423,15 @@ mod tests {
         for (req, field) in [
             (
                 json!({"delivery_guarantee": "exactly_twice"}),
+                "delivery_guarantee",
+            ),
+            // Not served yet: refused, never delivered as at_least_once instead.
+            (
+                json!({"delivery_guarantee": "broadcast"}),
+                "delivery_guarantee",
+            ),
+            (
+                json!({"delivery_guarantee": "quorum"}),
                 "delivery_guarantee",
             ),
             (json!({"message_payload": big}), "message_payload"),
