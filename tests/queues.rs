@@ -613,3 +613,39 @@ async fn the_rust_client_drives_a_queue() {
     let err = jobs.stats().await.expect_err("deleted");
     assert!(err.to_string().contains("queue_not_found"), "{err}");
 }
+
+/// The Python example that needs only `websockets` (`examples/queue_websockets.py`):
+/// creates a queue on one node, sends and drains it through the other. `scripts/test.sh`
+/// installs `websockets`; without it the test fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_drives_a_queue_across_two_nodes() {
+    let (a, b) = pair().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/queue_websockets.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, a.url(), b.url(), "3"])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'websockets'"),
+        "this test needs python3 with the `websockets` package (scripts/test.sh installs it)"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let mut orders: Vec<i64> = lines[..3]
+        .iter()
+        .map(|l| l["order"].as_i64().expect("an order"))
+        .collect();
+    orders.sort_unstable();
+    assert_eq!(orders, [0, 1, 2]);
+    assert_eq!(
+        lines[3],
+        json!({"depth": 0, "in_flight": 0, "total_messages_sent": 3,
+               "total_messages_acknowledged": 3, "duplicate_sends": 1})
+    );
+}

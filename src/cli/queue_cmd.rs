@@ -234,7 +234,10 @@ pub async fn run(cmd: QueueCommand) -> i32 {
                 "default_visibility_timeout_seconds",
                 secs(visibility_timeout),
             );
-            set("dead_letter_max_receives", max_receives.map(Value::from));
+            match max_receives {
+                Some(0) => set("enable_dead_letter_queue", Some(json!(false))),
+                n => set("dead_letter_max_receives", n.map(Value::from)),
+            }
             set("deduplication_window_seconds", secs(dedup_window));
             set("message_ttl_seconds", secs(ttl));
             on_queue!(

@@ -241,7 +241,11 @@ impl CreateBuilder<'_> {
     }
     /// Deliveries before a message is dead-lettered (0: never).
     pub fn max_receives(self, n: u32) -> Self {
-        self.set("dead_letter_max_receives", json!(n))
+        if n == 0 {
+            self.set("enable_dead_letter_queue", json!(false))
+        } else {
+            self.set("dead_letter_max_receives", json!(n))
+        }
     }
     /// How long a deduplication id is remembered (zero: no deduplication).
     pub fn dedup_window(self, d: Duration) -> Self {

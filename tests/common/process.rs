@@ -27,8 +27,36 @@ impl NodeProcess {
     /// `mpreg-node --port 0 --persistence-mode memory` plus `args` and `envs`; returns once
     /// it has printed its URL.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::spawn(&["--port", "0", "--persistence-mode", "memory"], args, envs)
+    }
+
+    /// `mpreg-node` on `port` keeping its state in `data_dir` (sqlite), plus `args`: the
+    /// same port and directory again restart it as it was.
+    #[allow(dead_code)]
+    pub fn start_sqlite(port: u16, data_dir: &std::path::Path, args: &[&str]) -> NodeProcess {
+        let port = port.to_string();
+        let dir = data_dir.to_str().expect("a UTF-8 path");
+        let base = [
+            "--port",
+            &port,
+            "--persistence-mode",
+            "sqlite",
+            "--data-dir",
+            dir,
+        ];
+        NodeProcess::spawn(&base, args, &[])
+    }
+
+    /// SIGKILL: no drain, no leave; what it had not fsynced is lost.
+    #[allow(dead_code)]
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(base: &[&str], args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let mut cmd = Command::new(NODE);
-        cmd.args(["--port", "0", "--persistence-mode", "memory"])
+        cmd.args(base)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
