@@ -26,10 +26,36 @@ use crate::trace::Trace;
 
 pub mod dns;
 pub mod pubsub;
+pub mod queue;
 
 const PORT: u16 = 9000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A node's simulated disks: its Raft log and its queues' tables. Both sync writes this
+/// long after they were written, and a crash loses what they had not synced.
+#[derive(Clone)]
+struct Disks {
+    log: LogStore,
+    queues: mpreg::queue::store::MemoryDisk,
+}
+
+impl Disks {
+    fn new() -> Disks {
+        Disks {
+            log: LogStore::with_sync_delay(DISK_SYNC_DELAY),
+            queues: mpreg::queue::store::MemoryDisk::with_sync_delay(QUEUE_SYNC_DELAY),
+        }
+    }
+
+    fn crash(&self) {
+        self.log.crash();
+        self.queues.crash();
+    }
+}
+
+/// The queue tables' simulated fsync: a send is answered this long after it was written,
+/// and a crash inside that window loses it (a slow disk, so that crashes hit the window).
+const QUEUE_SYNC_DELAY: Duration = Duration::from_millis(10);
 /// The simulated disk syncs appends this long after they were written.
 const DISK_SYNC_DELAY: Duration = Duration::from_millis(2);
 /// A normal link's most latency (the least is 1 ms).
@@ -117,6 +143,8 @@ pub struct Observations {
     /// whether it was acknowledged, and after healing each node's answer for each service.
     pub dns_writes: Vec<(String, bool)>,
     pub dns_probes: Vec<dns::DnsProbe>,
+    /// The queue workload (scenarios with `queue_messages`).
+    pub queue: queue::QueueObs,
     /// Links between nodes cut or degraded by the faults, each for a while.
     pub link_faults: Vec<LinkFault>,
     /// Nodes that lost what they held in memory (crashed, or restarted into an upgrade) or
@@ -199,6 +227,10 @@ struct World {
     pubsub_final_done: bool,
     /// The DNS probe after healing has finished.
     dns_probed: bool,
+    /// The queue producer has sent everything; the consumers found the queue empty in the
+    /// final phase.
+    queue_produced: bool,
+    queue_drained: bool,
     /// Link faults still in force: (a, b, cut) → since when.
     open_link_faults: BTreeMap<(String, String, bool), Duration>,
 }
@@ -313,7 +345,7 @@ fn node_settings(name: &str, scenario: &Scenario, initial: &[String]) -> Setting
     }
 }
 
-/// Adds host `name` running a node on `disk`.
+/// Adds host `name` running a node on `disk`s.
 fn add_node(
     sim: &mut turmoil::Sim<'_>,
     world: &Shared,
@@ -321,7 +353,7 @@ fn add_node(
     seed: u64,
     name: &str,
     settings: Settings,
-    disk: LogStore,
+    disk: Disks,
 ) {
     let rpc = world.borrow().executions.clone();
     world
@@ -353,7 +385,8 @@ fn add_node(
             let env = sim_env(seed ^ (boot as u64).wrapping_mul(0x9e37_79b9), &host);
             let mut builder = Node::builder(settings)
                 .env(env)
-                .memory_disk(disk)
+                .memory_disk(disk.log)
+                .queue_disk(disk.queues)
                 .cluster_secret(sim_secret());
             let next = world.borrow().upgraded.contains(&host);
             if next {
@@ -753,7 +786,7 @@ struct Harness<'a> {
     sim: turmoil::Sim<'a>,
     world: Shared,
     trace: Trace,
-    disks: BTreeMap<String, LogStore>,
+    disks: BTreeMap<String, Disks>,
     scenario: Scenario,
     seed: u64,
     initial: Vec<String>,
@@ -858,7 +891,7 @@ impl Harness<'_> {
             Action::Join => {
                 let name = format!("n{}", self.node_names().len() + 1);
                 let settings = node_settings(&name, &self.scenario, &self.initial);
-                let disk = LogStore::with_sync_delay(DISK_SYNC_DELAY);
+                let disk = Disks::new();
                 self.disks.insert(name.clone(), disk.clone());
                 add_node(
                     &mut self.sim,
@@ -1101,7 +1134,7 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     };
     world.borrow_mut().executions = (scenario.rpc_clients > 0).then(Executions::default);
     for name in &initial {
-        let disk = LogStore::with_sync_delay(DISK_SYNC_DELAY);
+        let disk = Disks::new();
         h.disks.insert(name.clone(), disk.clone());
         let settings = node_settings(name, scenario, &initial);
         add_node(&mut h.sim, &world, &trace, seed, name, settings, disk);
@@ -1122,6 +1155,12 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     }
     if scenario.dns_services > 0 {
         dns::add_registrar(&mut h.sim, &world, &trace, seed, scenario);
+    }
+    if scenario.queue_messages > 0 {
+        queue::add_producer(&mut h.sim, &world, &trace, seed, scenario);
+        for i in 0..scenario.queue_consumers {
+            queue::add_consumer(&mut h.sim, &world, &trace, seed, i, scenario);
+        }
     }
     let fail = |message: String| SimFailure {
         seed,
@@ -1217,6 +1256,17 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
         }
         if !world.borrow().dns_probed {
             return Err(fail("the DNS probe did not finish".into()));
+        }
+    }
+    if scenario.queue_messages > 0 && converged_at.is_some() {
+        // The consumers drain the queue once its owner is back (healing restarted it).
+        let from = h.sim.elapsed();
+        world.borrow_mut().obs.queue.final_from = Some(from);
+        trace.record_at(from, "harness", "queue: drain");
+        while !world.borrow().queue_drained && h.sim.elapsed() < from + queue::DRAIN_BOUND {
+            if let Err(e) = h.sim.step() {
+                return Err(fail(format!("simulation error in the queue's drain: {e}")));
+            }
         }
     }
     if converged_at.is_some() {

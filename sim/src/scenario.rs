@@ -57,6 +57,16 @@ pub struct Scenario {
     /// (and the gateways stay off).
     #[serde(default)]
     pub dns_services: usize,
+    /// Messages sent to queue `simq` (owned by `n1`) by host `qp` while the faults happen,
+    /// received and acknowledged by `queue_consumers` consumers and drained after healing
+    /// (`cluster::queue`); none: no queue workload.
+    #[serde(default)]
+    pub queue_messages: usize,
+    #[serde(default = "defaults::queue_consumers")]
+    pub queue_consumers: usize,
+    /// Pause between the producer's sends.
+    #[serde(default = "defaults::queue_every_ms")]
+    pub queue_every_ms: u64,
     /// After the workload ends and every fault is healed, the replicas must agree within
     /// this much simulated time.
     #[serde(default = "defaults::settle_ms")]
@@ -107,6 +117,12 @@ mod defaults {
     }
     pub fn pubsub_every_ms() -> u64 {
         120
+    }
+    pub fn queue_consumers() -> usize {
+        2
+    }
+    pub fn queue_every_ms() -> u64 {
+        60
     }
     pub fn settle_ms() -> u64 {
         30_000
@@ -218,6 +234,7 @@ impl Scenario {
             .max(rpc)
             .max(dns)
             .max(self.pubsub_ms())
+            .max(self.queue_messages as u64 * self.queue_every_ms)
     }
 
     /// When the pub/sub workload's last publish is due, in simulated ms.

@@ -26,6 +26,7 @@ fn holds(name: &str) {
     let (mut rpc_ok, mut rpc_all) = (0, 0);
     let (mut pubsub_heard, mut pubsub_final, mut backlog_checked) = (0, true, 0);
     let (mut dns_services_answered, mut dns_every_seed) = (0, true);
+    let (mut queue_acked, mut queue_drained_every_seed) = (0, true);
     for seed in scenario.seeds() {
         let wall = std::time::Instant::now();
         match run_checked(&scenario, seed, &ALL) {
@@ -81,6 +82,22 @@ fn holds(name: &str) {
                     dns_services_answered += answered.len();
                     dns_every_seed &= !o.dns_probes.is_empty();
                 }
+                if scenario.queue_messages > 0 {
+                    let q = &r.obs.queue;
+                    let acked = q.sends.iter().filter(|s| s.acked).count();
+                    let distinct: std::collections::BTreeSet<u64> =
+                        q.deliveries.iter().map(|d| d.k).collect();
+                    eprintln!(
+                        "  queue: {acked}/{} sends acknowledged, {} deliveries of {} messages, {} acks/nacks answered, drained after {:?}",
+                        q.sends.len(),
+                        q.deliveries.len(),
+                        distinct.len(),
+                        q.acks.iter().filter(|a| a.ok).count(),
+                        q.final_from.zip(q.drained_at).map(|(f, d)| d - f),
+                    );
+                    queue_acked += acked;
+                    queue_drained_every_seed &= q.drained_at.is_some();
+                }
                 if scenario.pubsub_subscribers > 0 {
                     let o = &r.obs;
                     let heard = o
@@ -133,6 +150,13 @@ fn holds(name: &str) {
         assert!(
             dns_every_seed && dns_services_answered > 0,
             "{name}: DNS probed in every seed: {dns_every_seed}; services with records: {dns_services_answered}"
+        );
+    }
+    // The queue checkers hold vacuously unless sends were acknowledged and drained.
+    if scenario.queue_messages > 0 {
+        assert!(
+            queue_acked > 0 && queue_drained_every_seed,
+            "{name}: {queue_acked} queue sends acknowledged; drained in every seed: {queue_drained_every_seed}"
         );
     }
     // Likewise most RPCs must complete (each completed one was checked for its answer).

@@ -15,7 +15,8 @@
 //! deduplication ids in their window and each queue's next message id.
 //!
 //! Memory mode keeps the same tables in a map (`MemoryDisk`), which a test or the
-//! simulator may keep across a node's restart; writes are committed at once.
+//! simulator may keep across a node's restart; writes are committed at once, or (the
+//! simulator's disks) after a sync delay that a crash may cut short.
 
 #![allow(clippy::disallowed_methods)] // the storage seam may own a thread
 
@@ -133,11 +134,97 @@ pub struct Loaded {
 pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
 
 /// The tables of memory mode, as a value: a test or the simulator keeps one across a
-/// node's restart.
+/// node's restart. With a sync delay (the simulator's), a write is answered only once it
+/// is "synced", that long after it was written, and a crash loses what was not: the
+/// simulated fsync before a send's answer.
 #[derive(Debug, Clone, Default)]
-pub struct MemoryDisk(Arc<Mutex<Tables>>);
+pub struct MemoryDisk(Arc<Mutex<DiskState>>);
 
 #[derive(Debug, Default)]
+struct DiskState {
+    /// What the node reads: every write applied as it was handed over.
+    live: Tables,
+    /// What survives a crash: the writes synced (with a sync delay only).
+    durable: Tables,
+    /// Writes handed over and not yet synced, with their callers' answers.
+    pending: Vec<(Write, oneshot::Sender<Result<(), StoreError>>)>,
+    sync_delay: Option<std::time::Duration>,
+    sync_scheduled: bool,
+    /// Bumped by a crash, so that a sync scheduled before it does nothing.
+    epoch: u64,
+}
+
+impl MemoryDisk {
+    /// A disk whose writes become durable (and are answered) only `delay` after they were
+    /// handed over: a crash in between loses them.
+    pub fn with_sync_delay(delay: std::time::Duration) -> MemoryDisk {
+        let disk = MemoryDisk::default();
+        disk.0.lock().sync_delay = Some(delay);
+        disk
+    }
+
+    /// Power loss: whatever was not synced is gone, and its callers are never answered.
+    /// (Without a sync delay every write was synced at once: nothing is lost.)
+    pub fn crash(&self) {
+        let mut d = self.0.lock();
+        if d.sync_delay.is_none() {
+            return;
+        }
+        d.live = d.durable.clone();
+        d.pending.clear();
+        d.sync_scheduled = false;
+        d.epoch += 1;
+    }
+
+    /// Messages stored (live) of `queue`, for tests.
+    pub fn messages(&self, queue: &str) -> usize {
+        self.0.lock().live.load(queue).rows.len()
+    }
+
+    fn write(&self, w: Write, done: oneshot::Sender<Result<(), StoreError>>) {
+        let mut d = self.0.lock();
+        let Some(delay) = d.sync_delay else {
+            // Synced at once: the live tables are the durable ones.
+            d.live.apply(w);
+            drop(d);
+            let _ = done.send(Ok(()));
+            return;
+        };
+        d.live.apply(w.clone());
+        d.pending.push((w, done));
+        if !d.sync_scheduled {
+            d.sync_scheduled = true;
+            let (disk, epoch) = (self.clone(), d.epoch);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                disk.sync(epoch);
+            });
+        }
+    }
+
+    /// Applies the pending writes to the durable tables and answers them.
+    fn sync(&self, epoch: u64) {
+        let answers = {
+            let mut d = self.0.lock();
+            if d.epoch != epoch {
+                return;
+            }
+            d.sync_scheduled = false;
+            let pending = std::mem::take(&mut d.pending);
+            let mut answers = Vec::with_capacity(pending.len());
+            for (w, done) in pending {
+                d.durable.apply(w);
+                answers.push(done);
+            }
+            answers
+        };
+        for done in answers {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 struct Tables {
     defs: BTreeMap<Arc<str>, Vec<u8>>,
     rows: BTreeMap<(Arc<str>, u64), Row>,
@@ -293,10 +380,7 @@ impl Store {
                     let _ = done.send(Err(StoreError::Closed));
                 }
             }
-            Backend::Memory(disk) => {
-                disk.0.lock().apply(w);
-                let _ = done.send(Ok(()));
-            }
+            Backend::Memory(disk) => disk.write(w, done),
         }
         committed
     }
@@ -310,7 +394,7 @@ impl Store {
                     .map_err(|_| StoreError::Closed)?;
                 result.await.map_err(|_| StoreError::Closed)?
             }
-            Backend::Memory(disk) => Ok(disk.0.lock().load(queue)),
+            Backend::Memory(disk) => Ok(disk.0.lock().live.load(queue)),
         }
     }
 
@@ -322,7 +406,7 @@ impl Store {
                 jobs.send(Job::Defs(done)).map_err(|_| StoreError::Closed)?;
                 result.await.map_err(|_| StoreError::Closed)?
             }
-            Backend::Memory(disk) => Ok(disk.0.lock().defs()),
+            Backend::Memory(disk) => Ok(disk.0.lock().live.defs()),
         }
     }
 }
@@ -648,6 +732,37 @@ mod tests {
         assert!(loaded.rows[1].message.dead);
         assert_eq!(loaded.dedup, [("d2".to_owned(), 2, 100)]);
         assert_eq!(loaded.next_id, 4);
+    }
+
+    /// The simulator's disk: an answered write survives a crash; one not yet synced is
+    /// lost with its answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_loses_what_was_not_synced() {
+        let disk = MemoryDisk::with_sync_delay(std::time::Duration::from_millis(2));
+        let store = Store::memory(disk.clone());
+        let insert = |id| Write::Insert {
+            queue: Arc::from("q#1"),
+            row: row(id),
+            dedup: None,
+            next_id: id + 1,
+        };
+        store.write(insert(1)).await.unwrap().unwrap();
+        let lost = store.write(insert(2));
+        assert_eq!(disk.messages("q#1"), 2, "read as written");
+        disk.crash();
+        assert!(lost.await.is_err(), "never answered");
+        let loaded = store.load("q#1").await.unwrap();
+        assert_eq!(loaded.rows.len(), 1);
+        assert_eq!(loaded.next_id, 2);
+        // Without a delay everything is synced at once: a crash loses nothing.
+        let at_once = MemoryDisk::default();
+        Store::memory(at_once.clone())
+            .write(insert(1))
+            .await
+            .unwrap()
+            .unwrap();
+        at_once.crash();
+        assert_eq!(at_once.messages("q#1"), 1);
     }
 
     #[tokio::test]

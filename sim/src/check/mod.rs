@@ -17,6 +17,10 @@ mod pubsub_backlog;
 mod pubsub_matching;
 mod pubsub_once;
 mod pubsub_order;
+mod queue_dedup;
+mod queue_exclusive;
+mod queue_group_order;
+mod queue_no_loss;
 mod rpc_answers;
 mod state_machine_safety;
 mod upgrade_mixes_builds;
@@ -30,7 +34,7 @@ pub use pubsub_backlog::checked as backlog_checked;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 17] = [
+pub const ALL: [(&str, Checker); 21] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -75,6 +79,19 @@ pub const ALL: [(&str, Checker); 17] = [
         "after healing every node's DNS answers are the catalog's",
         dns_after_heal::check,
     ),
+    (
+        "every acknowledged queue send is delivered",
+        queue_no_loss::check,
+    ),
+    (
+        "no queue message is held by two consumers within its visibility timeout",
+        queue_exclusive::check,
+    ),
+    (
+        "a deduplication id is delivered at most once in its window",
+        queue_dedup::check,
+    ),
+    ("per-group queue order holds", queue_group_order::check),
 ];
 
 /// Runs `checkers` in order; the first failure is reported with its property's name.
