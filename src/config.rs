@@ -431,6 +431,10 @@ settings! {
     queue_max_queues: usize = 1000, flag(value_name("N")), bounds(1..=10_000);
     /// Most deduplication ids one queue remembers in their window.
     queue_max_dedup_ids: usize = 100_000, flag(value_name("N")), bounds(0..=10_000_000);
+    /// Most messages one named consumer (`consumer_id`, and every queue subscription) may
+    /// hold in flight, and the bound it gets when it names none; JetStream's
+    /// `max_ack_pending` default.
+    queue_max_in_flight: usize = 1000, flag(value_name("N")), bounds(1..=100_000);
     /// Receives that may wait at once on this node (long polls), all clients together.
     queue_max_waiters: usize = 10_000, flag(value_name("N")), bounds(1..=1_000_000);
     /// The role a token needs to call the queue built-ins when tokens are required; unset:

@@ -11,6 +11,7 @@
 //! * order: a receive's batch is best first (priority, then send order); nothing is
 //!   delivered before its delay; a group has at most one message in flight, and its
 //!   messages are first delivered in send order;
+//! * a named consumer holds at most its `max_in_flight` messages, and only in-flight ones;
 //! * a restart (the queue rebuilt from what a store keeps, `stored` then `restore`) keeps
 //!   every message where it was, except that one in flight is pending again (visible at its
 //!   deadline), and keeps the deduplication ids.
@@ -19,8 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mpreg::queue::engine::{
-    Event, Queue, QueueConfig, QueueError, QueueType, Receipt, Send, Status,
+    Event, Holder, Queue, QueueConfig, QueueError, QueueType, Receipt, Send, Status,
 };
+
+/// What a named consumer may hold at once.
+const MAX_HELD: usize = 2;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ enum Op {
     Receive {
         max: usize,
         visibility: Option<u64>,
+        /// A named consumer (`c0`, `c1`), holding at most [`MAX_HELD`].
+        holder: Option<u8>,
     },
     Ack(usize),
     Nack(usize, u64),
@@ -49,7 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0i64..3, prop_oneof![3 => Just(0u64), 1 => 1u64..400], prop::option::of(0u8..4), prop::option::weighted(0.4, 0u8..2), prop::bool::weighted(0.1))
             .prop_map(|(priority, delay, dedup, group, forget)| Op::Send { priority, delay, dedup, group, forget }),
-        4 => (1usize..4, prop::option::of(50u64..400)).prop_map(|(max, visibility)| Op::Receive { max, visibility }),
+        4 => (1usize..4, prop::option::of(50u64..400), prop::option::of(0u8..2)).prop_map(|(max, visibility, holder)| Op::Receive { max, visibility, holder }),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => (any::<usize>(), 0u64..200).prop_map(|(r, d)| Op::Nack(r, d)),
         1 => (any::<usize>(), 0u64..400).prop_map(|(r, d)| Op::Extend(r, d)),
@@ -123,6 +129,16 @@ impl Model {
         }
         prop_assert_eq!(self.queue.depth() + self.queue.in_flight(), live);
         prop_assert_eq!(self.queue.in_flight(), flying);
+        // A named consumer never holds more than its bound, and what consumers hold is in
+        // flight (a message back at its deadline, acked or nacked is held no more).
+        let held: Vec<usize> = ["c0", "c1"].iter().map(|h| self.queue.held(h)).collect();
+        prop_assert!(held.iter().all(|h| *h <= MAX_HELD), "held {:?}", held);
+        prop_assert!(
+            held.iter().sum::<usize>() <= flying,
+            "held {:?} of {}",
+            held,
+            flying
+        );
         prop_assert_eq!(self.queue.dead_lettered(), dead);
         // At most one in flight per group.
         let mut per_group: BTreeMap<u8, usize> = BTreeMap::new();
@@ -218,8 +234,18 @@ impl Model {
                     (Err(e), _) => prop_assert!(false, "send refused: {e}"),
                 }
             }
-            Op::Receive { max, visibility } => {
-                let got = self.queue.receive(self.now, max, visibility);
+            Op::Receive {
+                max,
+                visibility,
+                holder,
+            } => {
+                let holder = holder.map(|h| Holder {
+                    id: Arc::from(format!("c{h}")),
+                    max_in_flight: MAX_HELD,
+                });
+                let got = self
+                    .queue
+                    .receive_as(self.now, max, visibility, holder.as_ref());
                 prop_assert!(got.len() <= max);
                 let priority_queue = self.queue.config().queue_type == QueueType::Priority;
                 for pair in got.windows(2) {

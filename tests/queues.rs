@@ -649,3 +649,89 @@ async fn the_python_example_drives_a_queue_across_two_nodes() {
                "total_messages_acknowledged": 3, "duplicate_sends": 1})
     );
 }
+
+/// A consumer naming itself (`consumer_id`) holds at most `max_in_flight` messages: a
+/// receive beyond that answers fewer (or waits until an ack makes room); the Rust
+/// consumer's `max_in_flight` asks the same. `max_in_flight` alone, or beyond the node's
+/// bound, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_consumer_holds_at_most_its_max_in_flight() {
+    use futures_util::StreamExt;
+    let (a, b) = pair().await;
+    // Created through a: owned there; driven through b (forwarded).
+    let on_a = Client::connect(a.url()).await.unwrap();
+    call(&on_a, "queue_create", json!({"queue_name": "held"})).await;
+    let c = Client::connect(b.url()).await.unwrap();
+    for n in 0..6 {
+        call(
+            &c,
+            "queue_send",
+            json!({"queue_name": "held", "message_payload": n}),
+        )
+        .await;
+    }
+    let w1 = |max: u64, wait: u64| {
+        json!({"queue_name": "held", "max_messages": max, "wait_seconds": wait,
+               "consumer_id": "w1", "max_in_flight": 2})
+    };
+    let held = handles(&call(&c, "queue_receive", w1(10, 0)).await);
+    assert_eq!(held.len(), 2);
+    assert_eq!(
+        handles(&call(&c, "queue_receive", w1(10, 0)).await).len(),
+        0
+    );
+    // Another consumer is not bound by w1's holdings.
+    let w2 = json!({"queue_name": "held", "max_messages": 1, "consumer_id": "w2",
+                    "max_in_flight": 2});
+    assert_eq!(handles(&call(&c, "queue_receive", w2).await).len(), 1);
+    // w1 waits, full; its ack (through the other node) makes room and wakes it.
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move { call(&c, "queue_receive", w1(1, 10)).await })
+    };
+    call(
+        &on_a,
+        "queue_ack",
+        json!({"queue_name": "held", "receipt_handle": held[0]}),
+    )
+    .await;
+    assert_eq!(handles(&waiting.await.unwrap()).len(), 1, "woken with one");
+    call(
+        &c,
+        "queue_nack",
+        json!({"queue_name": "held", "receipt_handle": held[1]}),
+    )
+    .await;
+    let stats = call(&c, "queue_stats", json!({"queue_name": "held"})).await;
+    assert_eq!(
+        (&stats["in_flight"], &stats["depth"]),
+        (&json!(2), &json!(3)),
+        "{stats}"
+    );
+    // The Rust consumer, one at a time: the next comes once the last is acked.
+    let mut consumer = on_a.queue("held").consumer().max(10).max_in_flight(1);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let d = consumer.next().await.unwrap().unwrap();
+        seen.push(d.message_id.clone());
+        d.ack().await.unwrap();
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+    let (code, why) = refused(
+        &c,
+        "queue_receive",
+        json!({"queue_name": "held", "max_in_flight": 3}),
+    )
+    .await;
+    assert_eq!(code, 1007, "{why}");
+    assert!(why.contains("consumer_id"), "{why}");
+    let (code, why) = refused(
+        &c,
+        "queue_receive",
+        json!({"queue_name": "held", "consumer_id": "w3", "max_in_flight": 1_000_000}),
+    )
+    .await;
+    assert_eq!(code, 1007, "{why}");
+    assert!(why.contains("queue_max_in_flight"), "{why}");
+}

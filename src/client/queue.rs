@@ -145,6 +145,7 @@ impl Queue {
                 max: 10,
                 wait: Some(Duration::from_secs(20)),
                 visibility: None,
+                holder: None,
             },
             ready: VecDeque::new(),
             polling: None,
@@ -347,11 +348,13 @@ impl<'q> IntoFuture for SendBuilder<'q> {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct ReceiveOptions {
     max: u64,
     wait: Option<Duration>,
     visibility: Option<Duration>,
+    /// A named consumer and the most it may hold in flight.
+    holder: Option<(String, u64)>,
 }
 
 impl ReceiveOptions {
@@ -363,6 +366,10 @@ impl ReceiveOptions {
         }
         if let Some(v) = self.visibility {
             f.insert("visibility_timeout_seconds".into(), seconds(v));
+        }
+        if let Some((id, n)) = &self.holder {
+            f.insert("consumer_id".into(), json!(id));
+            f.insert("max_in_flight".into(), json!(n));
         }
         f
     }
@@ -522,6 +529,18 @@ pub struct Consumer {
 
 impl Consumer {
     receive_setters!();
+
+    /// At most `n` deliveries held at once (handed out and not yet acked, nacked or back
+    /// at their deadline): the node answers this consumer's receives with no more than
+    /// that (JetStream's `max_ack_pending`). The consumer is named for this connection.
+    pub fn max_in_flight(mut self, n: u64) -> Self {
+        let inner = &self.queue.client.inner;
+        let seq = inner
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.options.holder = Some((format!("{}-consumer-{seq}", inner.prefix), n));
+        self
+    }
 }
 
 impl Stream for Consumer {
@@ -538,7 +557,7 @@ impl Stream for Consumer {
             }
             let polling = this
                 .polling
-                .get_or_insert_with(|| Box::pin(receive(this.queue.clone(), this.options)));
+                .get_or_insert_with(|| Box::pin(receive(this.queue.clone(), this.options.clone())));
             match polling.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(got) => {

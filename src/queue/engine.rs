@@ -170,6 +170,8 @@ struct Entry {
     receives: u32,
     expires_at: Option<u64>,
     at: Where,
+    /// The consumer holding it while in flight, when the receive named one.
+    holder: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -197,6 +199,17 @@ pub struct Queue {
     live: usize,
     live_bytes: usize,
     dead: BTreeSet<u64>,
+    /// In-flight messages per named consumer (only those holding some).
+    holders: BTreeMap<Arc<str>, usize>,
+}
+
+/// A consumer that names itself when it receives: it holds at most `max_in_flight`
+/// messages at once (JetStream's `max_ack_pending`), each until acked, nacked or back at
+/// its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub id: Arc<str>,
+    pub max_in_flight: usize,
 }
 
 impl Queue {
@@ -223,6 +236,11 @@ impl Queue {
 
     pub fn dead_lettered(&self) -> usize {
         self.dead.len()
+    }
+
+    /// Messages consumer `holder` has in flight.
+    pub fn held(&self, holder: &str) -> usize {
+        self.holders.get(holder).copied().unwrap_or(0)
     }
 
     pub fn status(&self, id: u64) -> Status {
@@ -290,6 +308,7 @@ impl Queue {
             receives: 0,
             expires_at,
             at: Where::Waiting,
+            holder: None,
         };
         self.entries.insert(id, entry);
         if let Some(g) = &s.group {
@@ -372,8 +391,30 @@ impl Queue {
             }
             Where::InFlight(t) => {
                 self.in_flight.remove(&(t, id));
+                self.release(id);
             }
             Where::Waiting | Where::Dead => {}
+        }
+    }
+
+    /// `id` is no longer in flight: its consumer holds one message fewer.
+    fn release(&mut self, id: u64) {
+        let Some(h) = self.entries.get_mut(&id).and_then(|e| e.holder.take()) else {
+            return;
+        };
+        if let Some(n) = self.holders.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.holders.remove(&h);
+            }
+        }
+    }
+
+    /// `id` is in flight for consumer `h`.
+    fn hold(&mut self, id: u64, h: &Arc<str>) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.holder = Some(h.clone());
+            *self.holders.entry(h.clone()).or_default() += 1;
         }
     }
 
@@ -411,9 +452,24 @@ impl Queue {
     /// Up to `max` ready messages, best first, each in flight for `visibility_ms` (or the
     /// queue's timeout).
     pub fn receive(&mut self, now: u64, max: usize, visibility_ms: Option<u64>) -> Vec<Delivery> {
+        self.receive_as(now, max, visibility_ms, None)
+    }
+
+    /// [`Queue::receive`] for consumer `holder`: no more than it may still hold.
+    pub fn receive_as(
+        &mut self,
+        now: u64,
+        max: usize,
+        visibility_ms: Option<u64>,
+        holder: Option<&Holder>,
+    ) -> Vec<Delivery> {
         let mut events = Vec::new();
         self.advance(now, &mut events);
         let visibility = visibility_ms.unwrap_or(self.config.visibility_timeout_ms);
+        let max = match holder {
+            Some(h) => max.min(h.max_in_flight.saturating_sub(self.held(&h.id))),
+            None => max,
+        };
         let mut out = Vec::new();
         while out.len() < max {
             let Some(&(key, id)) = self.ready.iter().next() else {
@@ -445,6 +501,9 @@ impl Queue {
                 e.at = Where::InFlight(deadline);
                 let group = e.group.clone();
                 self.in_flight.insert((deadline, id));
+                if let Some(h) = holder {
+                    self.hold(id, &h.id);
+                }
                 if let Some(g) = group
                     && let Some((_, busy)) = self.groups.get_mut(&g)
                 {
@@ -493,11 +552,16 @@ impl Queue {
         let mut events = Vec::new();
         self.advance(now, &mut events);
         self.current(r)?;
+        // Still held by whoever held it.
+        let holder = self.entries.get(&r.id).and_then(|e| e.holder.clone());
         self.unindex(r.id);
         let deadline = now.saturating_add(visibility_ms);
         self.in_flight.insert((deadline, r.id));
         if let Some(e) = self.entries.get_mut(&r.id) {
             e.at = Where::InFlight(deadline);
+        }
+        if let Some(h) = holder {
+            self.hold(r.id, &h);
         }
         Ok(())
     }
@@ -716,6 +780,7 @@ impl Queue {
             receives: m.receives,
             expires_at: if m.dead { None } else { m.expires_at },
             at: Where::Waiting,
+            holder: None,
         };
         self.entries.insert(m.id, entry);
         if m.dead {

@@ -36,6 +36,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most deduplication ids one queue remembers.
     pub max_dedup_ids: usize,
+    /// Most messages one named consumer may hold in flight (its `max_in_flight` at most
+    /// this; the default when it names none).
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +48,7 @@ impl Default for Limits {
             max_queue_bytes: 256 << 20,
             max_message_bytes: 256 << 10,
             max_dedup_ids: 100_000,
+            max_in_flight: 1000,
         }
     }
 }
@@ -525,6 +529,10 @@ pub struct ReceiveRequest {
     pub max_messages: Option<u64>,
     pub wait_seconds: Option<f64>,
     pub visibility_timeout_seconds: Option<f64>,
+    /// A consumer naming itself holds at most `max_in_flight` messages at once: a
+    /// receive beyond that waits (or answers fewer) until it acks or nacks some.
+    pub consumer_id: Option<String>,
+    pub max_in_flight: Option<u64>,
 }
 
 /// SQS's bounds: up to 10 messages a receive, a wait up to 20 s.
@@ -534,14 +542,15 @@ pub const MAX_WAIT_SECONDS: f64 = 20.0;
 pub const MAX_SEND_BATCH: usize = 100;
 
 /// A checked receive: how many, how long to wait, and the visibility (ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedReceive {
     pub max: usize,
     pub wait_ms: u64,
     pub visibility_ms: Option<u64>,
+    pub holder: Option<super::engine::Holder>,
 }
 
-pub fn receive(req: &ReceiveRequest) -> Result<CheckedReceive, Invalid> {
+pub fn receive(req: &ReceiveRequest, limits: &Limits) -> Result<CheckedReceive, Invalid> {
     let max = match req.max_messages {
         None => 1,
         Some(n) if (1..=MAX_RECEIVE_MESSAGES).contains(&n) => n as usize,
@@ -560,10 +569,39 @@ pub fn receive(req: &ReceiveRequest) -> Result<CheckedReceive, Invalid> {
         .visibility_timeout_seconds
         .map(|s| millis("visibility_timeout_seconds", s, MAX_VISIBILITY_SECONDS))
         .transpose()?;
+    let holder = match (id("consumer_id", &req.consumer_id)?, req.max_in_flight) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(invalid(
+                "max_in_flight",
+                "bounds a named consumer: give consumer_id too",
+            ));
+        }
+        (Some(c), n) => {
+            let max_in_flight = match n {
+                None => limits.max_in_flight,
+                Some(n) if (1..=limits.max_in_flight as u64).contains(&n) => n as usize,
+                Some(_) => {
+                    return Err(invalid(
+                        "max_in_flight",
+                        format!(
+                            "must be 1 to {} (queue_max_in_flight)",
+                            limits.max_in_flight
+                        ),
+                    ));
+                }
+            };
+            Some(super::engine::Holder {
+                id: Arc::from(c),
+                max_in_flight,
+            })
+        }
+    };
     Ok(CheckedReceive {
         max,
         wait_ms,
         visibility_ms,
+        holder,
     })
 }
 

@@ -56,6 +56,7 @@ impl QueueLimits {
                 max_queue_bytes: s.queue_max_bytes,
                 max_message_bytes: s.queue_max_message_bytes,
                 max_dedup_ids: s.queue_max_dedup_ids,
+                max_in_flight: s.queue_max_in_flight,
             },
             max_queues: s.queue_max_queues,
             max_waiters: s.queue_max_waiters,
@@ -593,7 +594,7 @@ impl Queues {
             Op::SendBatch => self.send_batch(&q, req).await,
             Op::Receive => {
                 let req: request::ReceiveRequest = decode(req)?;
-                let checked = request::receive(&req)?;
+                let checked = request::receive(&req, &self.limits.request)?;
                 self.receive(&q, checked).await
             }
             Op::Ack => {
@@ -866,6 +867,8 @@ impl Queues {
             Ok::<_, QueueFail>(st.sent_ms.remove(&r.id).map(|t| now.saturating_sub(t)))
         })?;
         q.counters.acked.fetch_add(1, Ordering::Relaxed);
+        // A consumer waiting because it held its most may take another now.
+        q.arrived.notify_waiters();
         if let Some(ms) = sent {
             q.counters.send_to_ack.record(Duration::from_millis(ms));
         }
@@ -935,7 +938,9 @@ impl Queues {
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let (got, due) = self.with(q, |st, now, writes| {
-                let got = st.queue.receive(now, c.max, c.visibility_ms);
+                let got = st
+                    .queue
+                    .receive_as(now, c.max, c.visibility_ms, c.holder.as_ref());
                 let vis = c
                     .visibility_ms
                     .unwrap_or(st.queue.config().visibility_timeout_ms);

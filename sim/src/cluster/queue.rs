@@ -270,11 +270,13 @@ async fn consume(
             };
             let got = now();
             if messages.is_empty() {
-                let w = world.borrow();
-                if !(w.queue_produced && w.obs.queue.final_from.is_some()) {
+                let finishing = {
+                    let w = world.borrow();
+                    w.queue_produced && w.obs.queue.final_from.is_some()
+                };
+                if !finishing {
                     continue;
                 }
-                drop(w);
                 let stats = call(&c, "queue_stats", json!({"queue_name": QUEUE})).await;
                 if let Ok(s) = stats
                     && s["depth"] == 0
