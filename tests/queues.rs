@@ -735,3 +735,105 @@ async fn a_named_consumer_holds_at_most_its_max_in_flight() {
     assert_eq!(code, 1007, "{why}");
     assert!(why.contains("queue_max_in_flight"), "{why}");
 }
+
+/// A queue subscription (push): the node feeds the connection deliveries, never more than
+/// `max_in_flight` unacknowledged; an ack makes room, a nack brings the message back; the
+/// original's `pubsub-subscribe` to `mpreg.queue.<queue>` is fed too; the call inside a
+/// larger request, or for no queue, is refused; deleting the queue ends the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_fed_no_more_than_its_max_in_flight() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    let owner = on_a.queue("pushed");
+    owner.create().await.unwrap();
+    // Subscribed through b: fed from a's queue over the data plane.
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let mut sub = on_b.queue("pushed").subscribe(2).await.unwrap();
+    for n in 0..5 {
+        owner.send(json!({"n": n})).await.unwrap();
+    }
+    let d0 = next(&mut sub).await;
+    let d1 = next(&mut sub).await;
+    assert_eq!(
+        (d0.payload["n"].as_i64(), d1.payload["n"].as_i64()),
+        (Some(0), Some(1))
+    );
+    // Two held: the node feeds no third until one is acked.
+    let stats = owner.stats().await.unwrap();
+    assert_eq!((stats.in_flight, stats.depth), (2, 3), "{stats:?}");
+    d0.ack().await.unwrap();
+    let d2 = next(&mut sub).await;
+    assert_eq!(d2.payload["n"], 2);
+    assert!(!d1.nack(Duration::ZERO).await.unwrap());
+    let again = next(&mut sub).await;
+    assert_eq!(
+        (again.payload["n"].as_i64(), again.receive_count),
+        (Some(1), 2)
+    );
+    for d in [d2, again] {
+        d.ack().await.unwrap();
+    }
+    let (d3, d4) = (next(&mut sub).await, next(&mut sub).await);
+    for d in [d3, d4] {
+        d.ack().await.unwrap();
+    }
+    let stats = owner.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.in_flight,
+            stats.depth,
+            stats.total_messages_acknowledged
+        ),
+        (0, 0, 5)
+    );
+    sub.unsubscribe().await.unwrap();
+
+    // The original's way in: a pub/sub subscription to the queue's topic.
+    let mut topic = on_b.subscribe(["mpreg.queue.pushed"]).await.unwrap();
+    owner.send(json!({"n": 5})).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), topic.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.topic, "mpreg.queue.pushed");
+    assert_eq!(n.payload["message_payload"], json!({"n": 5}));
+    owner
+        .ack(n.payload["receipt_handle"].as_str().unwrap())
+        .await
+        .unwrap();
+    topic.unsubscribe().await.unwrap();
+
+    // Refused: inside a larger request; for a queue that is not there.
+    let dag = on_b
+        .request(vec![
+            mpreg::RpcCommand::new("s", "queue_subscribe").args(json!([{"queue_name": "pushed"}])),
+            mpreg::RpcCommand::new("e", "echo").args(json!(["x"])),
+        ])
+        .await
+        .expect_err("refused");
+    assert!(dag.to_string().contains("single command"), "{dag}");
+    let none = on_b
+        .queue("nothing")
+        .subscribe(1)
+        .await
+        .expect_err("no queue");
+    assert!(none.to_string().contains("queue_not_found"), "{none}");
+
+    // Deleting the queue ends its subscriptions.
+    let mut sub = on_b.queue("pushed").subscribe(1).await.unwrap();
+    owner.delete().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the stream ends");
+    assert!(ended.is_none());
+}
+
+async fn next(s: &mut mpreg::client::QueueSubscription) -> mpreg::client::Delivery {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the subscription goes on")
+}

@@ -29,6 +29,16 @@ pub(crate) fn functions(view: &Arc<NodeView>) -> Vec<Function> {
     for op in Op::ALL {
         fs.push((routed(view.clone(), op), doc(op)));
     }
+    for (name, d) in [
+        (
+            SUBSCRIBE,
+            "Feeds this connection a queue's messages as notifications (the single command \
+             of its request)",
+        ),
+        (UNSUBSCRIBE, "Ends a queue subscription of this connection"),
+    ] {
+        fs.push((connection_only(name), d));
+    }
     fs.into_iter()
         .map(|(f, d)| {
             let f = takes_request(f, d);
@@ -95,5 +105,57 @@ fn routed(view: Arc<NodeView>, op: Op) -> Function {
             let reply = view.queues.call(op, req).await.map_err(call_error)?;
             Ok(Json::from(reply))
         }
+    })
+}
+
+pub(crate) const SUBSCRIBE: &str = "queue_subscribe";
+pub(crate) const UNSUBSCRIBE: &str = "queue_unsubscribe";
+
+/// Whether `req` is a queue subscription call, which the connection answers itself (it is
+/// the connection that the subscription feeds).
+pub(crate) fn is_subscription_call(req: &crate::protocol::RpcRequest) -> bool {
+    matches!(&req.cmds[..], [c] if c.fun == SUBSCRIBE || c.fun == UNSUBSCRIBE)
+}
+
+/// A queue subscription call, read.
+pub(crate) enum SubscriptionCall {
+    Subscribe(crate::queue::feed::SubscribeRequest),
+    Unsubscribe(String),
+}
+
+/// The command's name and what it asks (its one object, or its keywords).
+pub(crate) fn subscription_call(
+    req: &crate::protocol::RpcRequest,
+) -> Result<(String, SubscriptionCall), crate::protocol::WireError> {
+    use crate::protocol::{ErrorCode, WireError};
+    let [cmd] = &req.cmds[..] else {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "a queue subscription call is the single command of its request",
+        ));
+    };
+    let call = CallArgs {
+        args: cmd.args.clone(),
+        kwargs: cmd.kwargs.clone(),
+    };
+    let bad = |e: CallError| WireError::new(ErrorCode::InvalidArguments, e.to_string());
+    let asked = if cmd.fun == SUBSCRIBE {
+        SubscriptionCall::Subscribe(request(SUBSCRIBE, &call).map_err(bad)?)
+    } else {
+        let r: crate::queue::feed::UnsubscribeRequest = request(UNSUBSCRIBE, &call).map_err(bad)?;
+        SubscriptionCall::Unsubscribe(r.subscription_id)
+    };
+    Ok((cmd.name.clone(), asked))
+}
+
+/// `queue_subscribe` and `queue_unsubscribe` as functions: listed with the others, but a
+/// subscription feeds the connection it was asked on, so only the connection answers them
+/// (the single command of a request); inside a larger request they are refused.
+fn connection_only(name: &'static str) -> Function {
+    Function::raw(name, move |_call: CallArgs| async move {
+        Err::<Json, _>(CallError::InvalidArguments(format!(
+            "{name} must be the single command of its request: it feeds (or stops feeding) \
+             the connection it is sent on"
+        )))
     })
 }

@@ -39,7 +39,7 @@ pub use cluster::{ClusterClient, Retry};
 pub use cluster_pubsub::ClusterSubscription;
 pub use error::ClientError;
 pub use pubsub::{Notification, Subscription};
-pub use queue::{Consumer, Delivery, Queue};
+pub use queue::{Consumer, Delivery, Queue, QueueSubscription};
 
 use crate::env::Env;
 use crate::protocol::{RpcCommand, RpcReply, RpcRequest};

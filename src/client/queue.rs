@@ -153,6 +153,32 @@ impl Queue {
         }
     }
 
+    /// `queue_subscribe`: the node feeds this connection the queue's messages (push), at
+    /// most `max_in_flight` unacknowledged at once; each arrives as a [`Delivery`] of the
+    /// returned stream. Dropping the stream ends the subscription with the connection;
+    /// [`QueueSubscription::unsubscribe`] ends it now.
+    pub async fn subscribe(&self, max_in_flight: u64) -> Result<QueueSubscription, ClientError> {
+        use super::pubsub::{BUFFERED, Route};
+        let id = self.client.next_id("qsub");
+        let (tx, rx) = tokio::sync::mpsc::channel(BUFFERED);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Routed before the node can send anything for it.
+        self.client
+            .route_subscription(id.clone(), Route { tx, dropped });
+        let mut f = Map::new();
+        f.insert("subscription_id".into(), json!(id));
+        f.insert("max_in_flight".into(), json!(max_in_flight));
+        if let Err(e) = self.call("queue_subscribe", f).await {
+            self.client.forget_subscription(&id);
+            return Err(e);
+        }
+        Ok(QueueSubscription {
+            id,
+            rx,
+            queue: self.clone(),
+        })
+    }
+
     /// `queue_ack`: the delivery `receipt` names is done. A receipt that is no longer
     /// current (redelivered since, or from the owner's earlier run) is refused.
     pub async fn ack(&self, receipt: &str) -> Result<(), ClientError> {
@@ -571,6 +597,71 @@ impl Stream for Consumer {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A queue subscription's deliveries, pushed by the node, as a `Stream`. It ends when the
+/// connection does, or when the queue is deleted.
+pub struct QueueSubscription {
+    id: String,
+    rx: tokio::sync::mpsc::Receiver<super::Notification>,
+    queue: Queue,
+}
+
+impl std::fmt::Debug for QueueSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueSubscription")
+            .field("id", &self.id)
+            .field("queue", &self.queue.name)
+            .finish()
+    }
+}
+
+impl QueueSubscription {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Ends the subscription on the node (what it holds comes back at its visibility
+    /// timeout, unless acked first).
+    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+        let mut f = Map::new();
+        f.insert("subscription_id".into(), json!(self.id));
+        let r = self
+            .queue
+            .client
+            .call("queue_unsubscribe", json!([f]))
+            .await;
+        self.queue.client.forget_subscription(&self.id);
+        r.map(drop)
+    }
+}
+
+impl Stream for QueueSubscription {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        loop {
+            let Some(n) = std::task::ready!(self.rx.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            if n.payload.get("subscription_ended").is_some() {
+                return Poll::Ready(None);
+            }
+            let Ok(w) = serde_json::from_value::<Wire>(n.payload) else {
+                continue; // not a delivery (nothing else is sent on this subscription)
+            };
+            return Poll::Ready(Some(Delivery {
+                message_id: w.message_id,
+                receipt_handle: w.receipt_handle,
+                payload: w.message_payload,
+                topic: w.topic,
+                headers: w.headers.unwrap_or_default(),
+                receive_count: w.receive_count,
+                group: w.message_group_id,
+                queue: self.queue.clone(),
+            }));
         }
     }
 }

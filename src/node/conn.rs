@@ -297,8 +297,9 @@ impl<'a> Connection<'a> {
             publish_streak: 0,
         };
         let mut unflushed = false;
-        // The client's subscriptions to the catalog's changes (none until it subscribes).
-        let mut watch: Option<CatalogWatch> = None;
+        // The client's subscriptions to the catalog's changes and to queues (none until it
+        // subscribes).
+        let mut watch = Pushed::default();
         // Where its topic subscriptions' notifications wait (from its first subscription).
         let mut mailbox: Option<Arc<Mailbox>> = None;
         let stall = Duration::from_millis(self.shared.settings.reply_stall_timeout_ms);
@@ -336,7 +337,8 @@ impl<'a> Connection<'a> {
                     draining,
                     worker.as_mut().map(|w| &mut w.outbox),
                     Pushes {
-                        catalog: watch.as_mut().map(|w| &mut w.outbox),
+                        catalog: watch.catalog.as_mut().map(|w| &mut w.outbox),
+                        queues: watch.queues.as_mut().map(|w| &mut w.outbox),
                         mailbox: mailbox.as_deref(),
                     },
                 )
@@ -382,7 +384,7 @@ impl<'a> Connection<'a> {
         running: &mut Unordered<RequestFuture<'a>>,
         out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
-        watch: &mut Option<CatalogWatch>,
+        watch: &mut Pushed,
         mailbox: &mut Option<Arc<Mailbox>>,
     ) -> After {
         match event {
@@ -483,7 +485,7 @@ impl<'a> Connection<'a> {
         running: &mut Unordered<RequestFuture<'a>>,
         out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
-        watch: &mut Option<CatalogWatch>,
+        watch: &mut Pushed,
         mailbox: &mut Option<Arc<Mailbox>>,
     ) {
         let (decoded, charged) = match frame {
@@ -494,6 +496,9 @@ impl<'a> Connection<'a> {
             .bytes_in
             .fetch_add(charged as u64, Ordering::Relaxed);
         match decoded {
+            Ok(Incoming::Rpc(req)) if crate::builtins::queue::is_subscription_call(&req) => {
+                self.queue_subscription(req, kind, watch, out)
+            }
             Ok(Incoming::Rpc(req)) => {
                 self.start_request(req, kind, charged, draining, running, out)
             }
@@ -512,7 +517,7 @@ impl<'a> Connection<'a> {
         running: &mut Unordered<RequestFuture<'a>>,
         out: &mut Outbox<'a>,
         worker: &mut Option<Worker>,
-        watch: &mut Option<CatalogWatch>,
+        watch: &mut Pushed,
         mailbox: &mut Option<Arc<Mailbox>>,
     ) {
         let max = self.shared.settings.max_message_bytes;
@@ -545,8 +550,13 @@ impl<'a> Connection<'a> {
             }
             Ok(Incoming::Unsubscribe(req)) => {
                 let in_watch = watch
+                    .catalog
                     .as_ref()
-                    .is_some_and(|w| w.unsubscribe(&req.subscription_id));
+                    .is_some_and(|w| w.unsubscribe(&req.subscription_id))
+                    || watch
+                        .queues
+                        .as_mut()
+                        .is_some_and(|q| q.unsubscribe(&req.subscription_id));
                 let removed = self
                     .shared
                     .view
@@ -699,12 +709,37 @@ impl<'a> Connection<'a> {
         &self,
         req: crate::protocol::pubsub::SubscribeRequest,
         kind: FrameKind,
-        watch: &mut Option<CatalogWatch>,
+        watch: &mut Pushed,
         mailbox: &mut Option<Arc<Mailbox>>,
     ) -> serde_json::Value {
-        let discovery_only = req
-            .subscription
-            .patterns
+        let patterns = &req.subscription.patterns;
+        if patterns
+            .iter()
+            .any(|p| crate::queue::feed::queue_topic(&p.pattern).is_some())
+        {
+            // A queue subscription: one pattern, `mpreg.queue.<queue>`.
+            let answer = match &patterns[..] {
+                [p] => {
+                    let sub = crate::queue::feed::SubscribeRequest {
+                        queue_name: crate::queue::feed::queue_topic(&p.pattern)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        subscription_id: Some(req.subscription.subscription_id.clone()),
+                        ..Default::default()
+                    };
+                    self.feed_queue(kind, watch, sub).map(drop)
+                }
+                _ => Err(format!(
+                    "a queue subscription is one pattern, `{}<queue>`",
+                    crate::queue::feed::TOPIC_PREFIX
+                )),
+            };
+            return match answer {
+                Ok(()) => crate::protocol::pubsub::ack(&req.u, true, None),
+                Err(why) => crate::protocol::pubsub::ack(&req.u, false, Some(&why)),
+            };
+        }
+        let discovery_only = patterns
             .iter()
             .all(|p| crate::builtins::catalog_watch::is_discovery(&p.pattern));
         if !discovery_only {
@@ -752,13 +787,13 @@ impl<'a> Connection<'a> {
             )),
             _ => req
                 .subscription
-                .check(watch.as_ref().map_or(0, CatalogWatch::held))
+                .check(watch.catalog.as_ref().map_or(0, CatalogWatch::held))
                 .err(),
         };
         if let Some(why) = refused {
             return crate::protocol::pubsub::ack(&req.u, false, Some(&why));
         }
-        let w = watch.get_or_insert_with(|| {
+        let w = watch.catalog.get_or_insert_with(|| {
             CatalogWatch::start(
                 self.shared.view.clone(),
                 matches!(kind, FrameKind::Binary),
@@ -767,6 +802,81 @@ impl<'a> Connection<'a> {
         });
         w.subscribe(req.subscription.subscription_id, req.subscription.patterns);
         crate::protocol::pubsub::ack(&req.u, true, None)
+    }
+
+    /// Starts feeding this connection queue subscription `sub` (the token's role checked
+    /// first); its answer, or why not.
+    fn feed_queue(
+        &self,
+        kind: FrameKind,
+        watch: &mut Pushed,
+        sub: crate::queue::feed::SubscribeRequest,
+    ) -> Result<Value, String> {
+        let settings = &self.shared.settings;
+        if let Some(role) = settings
+            .queue_role
+            .as_ref()
+            .filter(|_| settings.auth_required)
+            && !self.access.has_role(role)
+        {
+            return Err(format!(
+                "{} lacks the `{role}` role queue subscriptions need",
+                self.access.describe()
+            ));
+        }
+        let view = &self.shared.view;
+        let feeds = watch.queues.get_or_insert_with(|| {
+            crate::queue::feed::QueueFeeds::new(matches!(kind, FrameKind::Binary))
+        });
+        let holder = format!("{}/{}", view.control.id, self.id);
+        feeds
+            .subscribe(&view.queues, &holder, sub)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `queue_subscribe` or `queue_unsubscribe`, the single command of `req`: answered here,
+    /// on the connection the subscription feeds.
+    fn queue_subscription(
+        &self,
+        req: crate::protocol::RpcRequest,
+        kind: FrameKind,
+        watch: &mut Pushed,
+        out: &mut Outbox<'a>,
+    ) {
+        use crate::builtins::queue::{SubscriptionCall, subscription_call};
+        let max = self.shared.settings.max_message_bytes;
+        let u = Value::String(req.u.clone());
+        let (name, call) = match subscription_call(&req) {
+            Ok(c) => c,
+            Err(e) => {
+                let reply = Reply::failure(u, e);
+                return out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
+            }
+        };
+        let answer = match call {
+            SubscriptionCall::Subscribe(sub) => self.feed_queue(kind, watch, sub),
+            SubscriptionCall::Unsubscribe(id) => {
+                let ended = watch.queues.as_mut().is_some_and(|q| q.unsubscribe(&id));
+                if ended {
+                    Ok(serde_json::json!({"success": true, "subscription_id": id}))
+                } else {
+                    Err(format!(
+                        "[subscription_not_found] no queue subscription {id:?} on this connection"
+                    ))
+                }
+            }
+        };
+        let reply = match answer {
+            Ok(v) => Reply::success(
+                u,
+                crate::rpc::reply::Done {
+                    r: vec![(name, crate::protocol::json::Json::from(v))],
+                    ..Default::default()
+                },
+            ),
+            Err(why) => Reply::failure(u, WireError::new(ErrorCode::ExecutionFailed, why)),
+        };
+        out.push(kind.frame(&reply, max, &self.shared.view.stats.errors));
     }
 
     /// Registers a worker's functions here (callable at once) and answers once the catalog
@@ -898,7 +1008,16 @@ struct PollState<'s, 'a> {
 /// What the node pushes to the client unasked: catalog deltas, topic notifications.
 struct Pushes<'x> {
     catalog: Option<&'x mut tokio::sync::mpsc::Receiver<Message>>,
+    queues: Option<&'x mut tokio::sync::mpsc::Receiver<Message>>,
     mailbox: Option<&'x Mailbox>,
+}
+
+/// What the node pushes this connection besides topic notifications: the catalog's
+/// changes and queue subscriptions' deliveries (none until the client subscribes).
+#[derive(Default)]
+struct Pushed {
+    catalog: Option<CatalogWatch>,
+    queues: Option<crate::queue::feed::QueueFeeds>,
 }
 
 /// One step of the connection: moves queued replies into the socket, then reports the
@@ -953,6 +1072,11 @@ fn poll_event<'a>(
     if out.queue.len() < max_inflight && !out.budget.over_own() {
         if let Some(catalog) = pushes.catalog
             && let Poll::Ready(Some(push)) = catalog.poll_recv(cx)
+        {
+            return Poll::Ready(Event::Push(push));
+        }
+        if let Some(queues) = pushes.queues
+            && let Poll::Ready(Some(push)) = queues.poll_recv(cx)
         {
             return Poll::Ready(Event::Push(push));
         }

@@ -175,7 +175,7 @@ fn queue_frame(kind: Option<&RawValue>) -> Option<&'static str> {
     Some(match kind.as_str() {
         "create_queue" => "queue_create",
         "send_message" => "queue_send",
-        "subscribe_queue" => "queue_receive",
+        "subscribe_queue" => "queue_subscribe",
         "acknowledge_message" => "queue_ack",
         _ => return None,
     })

@@ -6,6 +6,7 @@
 //! (`metrics`). The built-ins are `builtins/queue.rs`.
 
 pub mod engine;
+pub mod feed;
 pub mod metrics;
 pub mod request;
 pub mod service;

@@ -230,6 +230,8 @@ pub struct Owned {
     key: Arc<str>,
     state: Mutex<State>,
     arrived: Notify,
+    /// Set when the queue is deleted: receives waiting on it answer at once.
+    deleted: std::sync::atomic::AtomicBool,
     pub counters: Counters,
 }
 
@@ -344,6 +346,11 @@ impl Queues {
     /// Receives waiting now on this node.
     pub fn waiting(&self) -> usize {
         self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Whether the catalog holds queue `name` (this node's replica).
+    pub fn exists(&self, name: &str) -> bool {
+        self.entry(name).is_some()
     }
 
     fn entry(&self, name: &str) -> Option<QueueEntry> {
@@ -561,6 +568,7 @@ impl Queues {
             key,
             state: Mutex::new(State { queue, sent_ms }),
             arrived: Notify::new(),
+            deleted: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
         });
         self.owned.lock().insert(entry.name.clone(), owned.clone());
@@ -966,6 +974,9 @@ impl Queues {
                 }
                 (got, st.queue.next_due().map(|t| t.saturating_sub(now)))
             });
+            if q.deleted.load(Ordering::Relaxed) && got.is_empty() {
+                return Err(QueueFail::NotFound(q.name.clone()));
+            }
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 drop(waiting);
@@ -1060,7 +1071,8 @@ impl Queues {
             }
         };
         if let Some(q) = removed {
-            // Waiting receives see the queue gone (they answer empty at their deadline).
+            // Waiting receives see the queue gone at once.
+            q.deleted.store(true, Ordering::Relaxed);
             q.arrived.notify_waiters();
         }
         self.store
