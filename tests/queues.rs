@@ -609,6 +609,18 @@ async fn the_rust_client_drives_a_queue() {
     let got = jobs.receive().max(10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload, json!({"n": 9}));
+    // A batch ack: each receipt on its own, a stale one refused alone.
+    jobs.send(json!({"n": 10})).await.unwrap();
+    let more = jobs.receive().max(10).await.unwrap();
+    let stale = "0-1-1";
+    let batch = jobs
+        .ack_batch(&[&got[0].receipt_handle, &more[0].receipt_handle, stale])
+        .await
+        .unwrap();
+    assert_eq!(batch.acknowledged, 2);
+    assert_eq!(batch.failed.len(), 1, "{:?}", batch.failed);
+    assert_eq!(batch.failed[0]["receipt_handle"], stale);
+    assert_eq!(jobs.stats().await.unwrap().in_flight, 0);
     jobs.delete().await.unwrap();
     let err = jobs.stats().await.expect_err("deleted");
     assert!(err.to_string().contains("queue_not_found"), "{err}");

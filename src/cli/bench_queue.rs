@@ -5,7 +5,8 @@
 //! Each round creates a fresh queue on `--url`. P producer connections × N in flight send
 //! 16-byte payloads (the send time, 16 hex digits), each slot awaiting the node's answer
 //! (stored, and fsynced when the node runs sqlite) before sending the next; K consumer
-//! connections receive batches (long polls) and acknowledge every delivery. Counted in the
+//! connections receive batches (long polls) and acknowledge each batch in one call
+//! (`receipt_handles`). Counted in the
 //! measured window (after the warm-up): sends answered, with send→answer latency; messages
 //! acknowledged, with end-to-end latency (send time → ack answered). After the window the
 //! producers stop and the consumers drain the queue; every message id a send was answered
@@ -212,12 +213,27 @@ async fn consume(
         {
             break;
         }
-        let acks = got.iter().map(|d| d.ack());
-        let acked = futures_util::future::join_all(acks).await;
+        if got.is_empty() {
+            continue;
+        }
+        // One batch ack for what one receive brought (SQS's DeleteMessageBatch).
+        let receipts: Vec<&str> = got.iter().map(|d| d.receipt_handle.as_str()).collect();
+        let acked = queue.ack_batch(&receipts).await;
         let done = window.us();
-        for (d, a) in got.iter().zip(acked) {
-            if let Err(e) = a {
-                t.error(&e);
+        let refused: BTreeSet<&str> = match &acked {
+            Ok(a) => a
+                .failed
+                .iter()
+                .filter_map(|f| f["receipt_handle"].as_str())
+                .collect(),
+            Err(e) => {
+                t.error(e);
+                continue;
+            }
+        };
+        for d in &got {
+            if refused.contains(d.receipt_handle.as_str()) {
+                t.errors += 1;
                 continue;
             }
             if d.receive_count > 1 {

@@ -187,6 +187,14 @@ impl Queue {
         self.call("queue_ack", f).await.map(drop)
     }
 
+    /// `queue_ack` of up to 100 deliveries in one call: how many were acknowledged, and
+    /// each receipt refused with the node's reason (a stale one fails alone).
+    pub async fn ack_batch(&self, receipts: &[&str]) -> Result<AckBatch, ClientError> {
+        let mut f = Map::new();
+        f.insert("receipt_handles".into(), json!(receipts));
+        decode("queue_ack", self.call("queue_ack", f).await?)
+    }
+
     /// `queue_nack`: gives the delivery back, visible again after `delay`. Whether the
     /// message went to the dead letters (it had its `max_receives`).
     pub async fn nack(&self, receipt: &str, delay: Duration) -> Result<bool, ClientError> {
@@ -664,4 +672,13 @@ impl Stream for QueueSubscription {
             }));
         }
     }
+}
+
+/// What a batch `queue_ack` answered.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AckBatch {
+    pub acknowledged: u64,
+    /// `{receipt_handle, error}` of each receipt refused.
+    #[serde(default)]
+    pub failed: Vec<Value>,
 }

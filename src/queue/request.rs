@@ -614,7 +614,13 @@ pub struct ReceiptRequest {
     pub receipt_handle: String,
     pub delay_seconds: Option<f64>,
     pub visibility_timeout_seconds: Option<f64>,
+    /// `queue_ack` only: several deliveries at once (SQS's DeleteMessageBatch), instead of
+    /// `receipt_handle`.
+    pub receipt_handles: Option<Vec<String>>,
 }
+
+/// Most receipts one `queue_ack` takes.
+pub const MAX_ACK_BATCH: usize = 100;
 
 /// A receipt handle names the queue's run (`boot`: a restart or a new queue under the name
 /// makes every earlier handle stale), the message and its delivery.

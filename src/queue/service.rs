@@ -607,9 +607,32 @@ impl Queues {
             }
             Op::Ack => {
                 let req: request::ReceiptRequest = decode(req)?;
-                let r = self.receipt(&q, &req.receipt_handle)?;
-                self.ack(&q, r)?;
-                Ok(json!({ "success": true, "acknowledged": true }))
+                let Some(handles) = req.receipt_handles else {
+                    let r = self.receipt(&q, &req.receipt_handle)?;
+                    self.ack(&q, r)?;
+                    return Ok(json!({ "success": true, "acknowledged": true }));
+                };
+                if handles.is_empty() || handles.len() > request::MAX_ACK_BATCH {
+                    return Err(QueueFail::Invalid(format!(
+                        "receipt_handles: 1 to {} per ack",
+                        request::MAX_ACK_BATCH
+                    )));
+                }
+                if !req.receipt_handle.is_empty() {
+                    return Err(QueueFail::Invalid(
+                        "give receipt_handle or receipt_handles, not both".into(),
+                    ));
+                }
+                // Each on its own: one stale receipt fails alone, named with its reason.
+                let mut failed = Vec::new();
+                let mut acked = 0;
+                for h in &handles {
+                    match self.receipt(&q, h).and_then(|r| self.ack(&q, r)) {
+                        Ok(()) => acked += 1,
+                        Err(e) => failed.push(json!({"receipt_handle": h, "error": e.to_string()})),
+                    }
+                }
+                Ok(json!({ "success": failed.is_empty(), "acknowledged": acked, "failed": failed }))
             }
             Op::Nack => {
                 let req: request::ReceiptRequest = decode(req)?;
@@ -687,16 +710,27 @@ impl Queues {
     /// Runs `f` on the queue's state after letting time pass, then hands the writes it
     /// made (and what time did) to the store, in order, under the lock.
     fn with<R>(&self, q: &Owned, f: impl FnOnce(&mut State, u64, &mut Vec<Write>) -> R) -> R {
+        self.with_last(q, f).0
+    }
+
+    /// [`Queues::with`], also giving the commit of the last write handed over: it covers
+    /// every write before it (writes are applied in order, a commit takes all waiting).
+    fn with_last<R>(
+        &self,
+        q: &Owned,
+        f: impl FnOnce(&mut State, u64, &mut Vec<Write>) -> R,
+    ) -> (R, Option<super::store::Committed>) {
         let now = self.now();
         let mut writes = Vec::new();
         let mut st = q.state.lock();
         let events = st.queue.tick(now);
         self.events(q, &mut st, &events, &mut writes);
         let r = f(&mut st, now, &mut writes);
+        let mut last = None;
         for w in writes {
-            drop(self.store.write(w));
+            last = Some(self.store.write(w));
         }
-        r
+        (r, last)
     }
 
     /// What time did to a queue's messages: counted, and written.
@@ -745,7 +779,7 @@ impl Queues {
         q: &Owned,
         checked: request::CheckedSend,
     ) -> Result<(Value, Committed), QueueFail> {
-        let outcome = self.with(q, |st, now, writes| {
+        let (outcome, last) = self.with_last(q, |st, now, writes| {
             let send = checked.send;
             let window = st.queue.config().dedup_window_ms;
             let ttl = st.queue.config().message_ttl_ms;
@@ -788,9 +822,12 @@ impl Queues {
             Ok::<_, QueueFail>(sent)
         });
         let sent = outcome?;
-        // The commit of the last write handed over covers this one (writes are applied in
-        // order, and a commit takes every write waiting).
-        let committed = self.store.write(Write::Barrier);
+        // The commit of the last write handed over covers this one (a duplicate's barrier
+        // waits for the first send's, which is ahead of it).
+        let committed = match last {
+            Some(c) => c,
+            None => self.store.write(Write::Barrier),
+        };
         if sent.duplicate {
             q.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         } else {
