@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: three `mpreg-node` processes form a cluster, headless
 //! Chromium (Debian's, driven by playwright-core: `tests/browser/`) opens the first one's
-//! dashboard and sees the three nodes live; one is killed with SIGKILL, and the page, fed
-//! by server-sent events, shows it down. A screenshot is saved in the target directory.
+//! dashboard and sees the three nodes live and a queue's depth; one is killed with SIGKILL,
+//! and the page, fed by server-sent events, shows it down. A screenshot is saved in the
+//! target directory.
 //! `scripts/test.sh` installs Chromium and playwright-core; without them this test fails.
 
 mod common;
@@ -26,6 +27,26 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_down() {
     let dashboard = format!("{}/", a.monitoring_url());
     let b = NodeProcess::start(&["--name", "beta", "--peers", &a.url], &[]);
     let mut c = NodeProcess::start(&["--name", "gamma", "--peers", &a.url], &[]);
+    // A queue on alpha with two messages: its panel shows them.
+    let cli = env!("CARGO_BIN_EXE_mpreg");
+    let queue = |args: &[&str]| {
+        Command::new(cli)
+            .arg("queue")
+            .args(args)
+            .args(["--url", &a.url])
+            .output()
+            .expect("mpreg runs")
+    };
+    let mut tries = 0;
+    while !queue(&["create", "jobs"]).status.success() {
+        // The node elects itself and registers a moment after it listens.
+        tries += 1;
+        assert!(tries < 400, "queue_create never succeeded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for n in 0..2 {
+        assert!(queue(&["send", "jobs", &n.to_string()]).status.success());
+    }
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let mut browser = Command::new("node")

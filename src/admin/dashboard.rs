@@ -157,6 +157,7 @@ fn snapshot(admin: &Admin, seen: &mut Seen) -> Value {
         "cluster": info.cluster_map(),
         "catalog": catalog,
         "calls": calls,
+        "queues": crate::queue::metrics::dashboard(&info.queues),
         "errors": info.stats.errors.recent(),
     })
 }

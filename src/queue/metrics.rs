@@ -219,3 +219,41 @@ pub(crate) fn original_json(
         "queues": per,
     })
 }
+
+/// Queues the dashboard lists (the first by name; the rest are counted).
+const DASHBOARD_ROWS: usize = 100;
+
+/// The dashboard's queue panel: this node's queues by name, each with its counts now and
+/// its totals, and how many more there are beyond [`DASHBOARD_ROWS`].
+pub fn dashboard(queues: &Queues) -> Value {
+    let now = queues.wall_ms();
+    let mut owned = queues.owned();
+    owned.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Value> = owned
+        .iter()
+        .take(DASHBOARD_ROWS)
+        .map(|q| {
+            let c = &q.counters;
+            let s = q.snapshot(now);
+            let lat = c.send_to_ack.snapshot();
+            json!({
+                "name": q.name,
+                "depth": s.depth,
+                "in_flight": s.in_flight,
+                "dead_lettered": s.dead_lettered,
+                "oldest_age_s": s.oldest_age_ms as f64 / 1000.0,
+                "sent": n(&c.sent),
+                "acked": n(&c.acked),
+                "redelivered": n(&c.redelivered),
+                "send_to_ack_ms": if lat.count == 0 { None } else {
+                    Some(lat.sum_seconds * 1000.0 / lat.count as f64)
+                },
+            })
+        })
+        .collect();
+    json!({
+        "durable": queues.durable(),
+        "rows": rows,
+        "more": owned.len().saturating_sub(DASHBOARD_ROWS),
+    })
+}

@@ -1,6 +1,7 @@
 // Drives the node's dashboard in headless Chromium for tests/dashboard.rs.
 //   node dashboard.mjs <dashboard url> <screenshot path>
-// Prints `three` once it shows three live nodes (the test then kills one), then
+// Prints `three` once it shows three live nodes and queue `jobs` holding two messages (the
+// test then kills one node), then
 // `down <name>` once it shows that node down, and saves a screenshot either way.
 import { chromium } from "playwright-core";
 
@@ -27,6 +28,8 @@ try {
   }
   await page.check("#builtins");
   await page.locator('#catalog tr[data-function="echo"]').waitFor({ timeout: 5000 });
+  // The queue the test made on this node, with the two messages it sent.
+  await page.locator('#queues tr[data-queue="jobs"][data-depth="2"]').waitFor({ timeout: 10000 });
   console.log("three");
   const down = await page.waitForFunction(() => {
     const row = document.querySelector('#nodes tr[data-status="down"]');
