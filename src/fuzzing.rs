@@ -64,6 +64,10 @@ pub fn peer_frame(data: &[u8]) {
 /// A client's frame (JSON), and the plan of the request it holds.
 pub fn client_frame(data: &[u8]) {
     match crate::protocol::decode_frame(data) {
+        // A queue subscription call is read by the connection itself.
+        Ok(Incoming::Rpc(req)) if crate::builtins::queue::is_subscription_call(&req) => {
+            let _ = crate::builtins::queue::subscription_call(&req);
+        }
         Ok(Incoming::Rpc(req)) => check_plan(&req.cmds, 1000),
         // A subscription within its bounds goes into a matcher; a message within its
         // bounds is matched and encoded as notifications carry it.

@@ -403,6 +403,22 @@ fn write_seed_corpora() {
             r#"{"role":"pubsub-unsubscribe","u":"9","subscription_id":"s1"}"#,
         ),
         ("truncated", r#"{"role":"rpc","u":"6","cmds":[{"name""#),
+        (
+            "type_create_queue",
+            r#"{"type":"create_queue","queue_name":"q","payload":{"max_size":10}}"#,
+        ),
+        (
+            "queue_send",
+            r#"{"role":"rpc","u":"10","cmds":[{"name":"s","fun":"queue_send","args":[{"queue_name":"q","message_payload":{"id":1},"deduplication_id":"d1","message_group_id":"g","headers":{"h":"v"}}]}]}"#,
+        ),
+        (
+            "queue_subscribe",
+            r#"{"role":"rpc","u":"11","cmds":[{"name":"s","fun":"queue_subscribe","args":[{"queue_name":"q","subscription_id":"w1","max_in_flight":2}]}]}"#,
+        ),
+        (
+            "queue_topic",
+            r#"{"role":"pubsub-subscribe","u":"12","subscription":{"subscription_id":"w2","patterns":[{"pattern":"mpreg.queue.q","exact_match":true}]}}"#,
+        ),
     ];
     for (name, json) in client {
         write("client_frame", name, json.as_bytes());
