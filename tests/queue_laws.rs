@@ -12,6 +12,7 @@
 //!   delivered before its delay; a group has at most one message in flight, and its
 //!   messages are first delivered in send order;
 //! * a named consumer holds at most its `max_in_flight` messages, and only in-flight ones;
+//!   a message addressed to one consumer is delivered to it alone (and still drains);
 //! * a restart (the queue rebuilt from what a store keeps, `stored` then `restore`) keeps
 //!   every message where it was, except that one in flight is pending again (visible at its
 //!   deadline), and keeps the deduplication ids.
@@ -35,6 +36,8 @@ enum Op {
         dedup: Option<u8>,
         group: Option<u8>,
         forget: bool,
+        /// Addressed to consumer `c0` or `c1` (a broadcast's copy; never in a group).
+        to: Option<u8>,
     },
     Receive {
         max: usize,
@@ -53,8 +56,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0i64..3, prop_oneof![3 => Just(0u64), 1 => 1u64..400], prop::option::of(0u8..4), prop::option::weighted(0.4, 0u8..2), prop::bool::weighted(0.1))
-            .prop_map(|(priority, delay, dedup, group, forget)| Op::Send { priority, delay, dedup, group, forget }),
+        6 => (0i64..3, prop_oneof![3 => Just(0u64), 1 => 1u64..400], prop::option::of(0u8..4), prop::option::weighted(0.4, 0u8..2), prop::bool::weighted(0.1), prop::option::weighted(0.2, 0u8..2))
+            .prop_map(|(priority, delay, dedup, group, forget, to)| Op::Send { priority, delay, dedup, group: group.filter(|_| to.is_none()), forget, to }),
         4 => (1usize..4, prop::option::of(50u64..400), prop::option::of(0u8..2)).prop_map(|(max, visibility, holder)| Op::Receive { max, visibility, holder }),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => (any::<usize>(), 0u64..200).prop_map(|(r, d)| Op::Nack(r, d)),
@@ -94,6 +97,7 @@ struct Known {
     visible_at: u64,
     priority: i64,
     group: Option<u8>,
+    to: Option<u8>,
     gone: bool,
 }
 
@@ -188,6 +192,7 @@ impl Model {
                 dedup,
                 group,
                 forget,
+                to,
             } => {
                 let window = self.queue.config().dedup_window_ms;
                 let repeat = dedup
@@ -204,6 +209,7 @@ impl Model {
                         group: group.map(|g| format!("g{g}")),
                         fire_and_forget: forget,
                         meta: None,
+                        to: to.map(|t| Arc::from(format!("c{t}"))),
                     },
                 );
                 match (r, repeat) {
@@ -224,6 +230,7 @@ impl Model {
                                 visible_at: self.now + delay,
                                 priority,
                                 group,
+                                to,
                                 gone: false,
                             },
                         );
@@ -280,6 +287,16 @@ impl Model {
                     );
                     prop_assert!(self.now >= k.sent_at);
                     prop_assert_eq!(d.priority, k.priority);
+                    if let Some(t) = k.to {
+                        let named = holder.as_ref().map(|h| h.id.to_string());
+                        prop_assert_eq!(
+                            named,
+                            Some(format!("c{}", t)),
+                            "{} is addressed to c{} alone",
+                            id,
+                            t
+                        );
+                    }
                     if let Some(g) = k.group
                         && self.delivered_once.insert(id)
                     {
@@ -442,9 +459,13 @@ proptest! {
         // Everything left drains: after the longest delay, receive and ack until empty.
         for _ in 0..200 {
             m.now += 1_000;
-            let got = m.queue.receive(m.now, 16, None);
-            for d in got {
-                let _ = m.queue.ack(m.now, d.receipt);
+            // Anyone's, then what is addressed to each consumer.
+            for holder in [None, Some("c0"), Some("c1")] {
+                let holder = holder.map(|h| Holder { id: Arc::from(h), max_in_flight: 100 });
+                let got = m.queue.receive_as(m.now, 16, None, holder.as_ref());
+                for d in got {
+                    let _ = m.queue.ack(m.now, d.receipt);
+                }
             }
             if m.queue.depth() + m.queue.in_flight() == 0 {
                 break;

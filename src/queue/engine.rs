@@ -81,6 +81,9 @@ pub struct Send {
     pub group: Option<String>,
     /// At most once: the message is gone as soon as it is received (no ack).
     pub fire_and_forget: bool,
+    /// Addressed to one named consumer: only its receives take it (a broadcast's or a
+    /// quorum's copy).
+    pub to: Option<Arc<str>>,
 }
 
 /// A send's result: the message's id, and whether it repeated a deduplication id still in
@@ -172,6 +175,8 @@ struct Entry {
     at: Where,
     /// The consumer holding it while in flight, when the receive named one.
     holder: Option<Arc<str>>,
+    /// The only consumer that may receive it, when addressed.
+    to: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -188,6 +193,8 @@ pub struct Queue {
     next_seq: u64,
     entries: BTreeMap<u64, Entry>,
     ready: BTreeSet<(i64, u64)>,
+    /// Ready messages addressed to one consumer, by consumer.
+    ready_for: BTreeMap<Arc<str>, BTreeSet<(i64, u64)>>,
     delayed: BTreeSet<(u64, u64)>,
     in_flight: BTreeSet<(u64, u64)>,
     expiring: BTreeSet<(u64, u64)>,
@@ -309,6 +316,7 @@ impl Queue {
             expires_at,
             at: Where::Waiting,
             holder: None,
+            to: s.to.clone(),
         };
         self.entries.insert(id, entry);
         if let Some(g) = &s.group {
@@ -334,7 +342,8 @@ impl Queue {
         } else if self.group_blocks(e.group.as_deref(), id) {
             Where::Waiting
         } else {
-            self.ready.insert((self.order_key(e), id));
+            let key = self.order_key(e);
+            self.set_ready(key, id);
             Where::Ready
         };
         if let Some(e) = self.entries.get_mut(&id) {
@@ -370,9 +379,37 @@ impl Queue {
             && matches!(e.at, Where::Waiting)
         {
             let key = self.order_key(e);
-            self.ready.insert((key, h));
+            self.set_ready(key, h);
             if let Some(e) = self.entries.get_mut(&h) {
                 e.at = Where::Ready;
+            }
+        }
+    }
+
+    /// `id` is ready: for every consumer, or for the one it is addressed to.
+    fn set_ready(&mut self, key: i64, id: u64) {
+        match self.entries.get(&id).and_then(|e| e.to.clone()) {
+            Some(to) => {
+                self.ready_for.entry(to).or_default().insert((key, id));
+            }
+            None => {
+                self.ready.insert((key, id));
+            }
+        }
+    }
+
+    fn unset_ready(&mut self, key: i64, id: u64) {
+        match self.entries.get(&id).and_then(|e| e.to.clone()) {
+            Some(to) => {
+                if let Some(set) = self.ready_for.get_mut(&to) {
+                    set.remove(&(key, id));
+                    if set.is_empty() {
+                        self.ready_for.remove(&to);
+                    }
+                }
+            }
+            None => {
+                self.ready.remove(&(key, id));
             }
         }
     }
@@ -384,7 +421,8 @@ impl Queue {
         };
         match e.at {
             Where::Ready => {
-                self.ready.remove(&(self.order_key(e), id));
+                let key = self.order_key(e);
+                self.unset_ready(key, id);
             }
             Where::Delayed(t) => {
                 self.delayed.remove(&(t, id));
@@ -472,10 +510,15 @@ impl Queue {
         };
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(&(key, id)) = self.ready.iter().next() else {
+            // The best of what is ready for anyone and what is addressed to this consumer.
+            let general = self.ready.iter().next().copied();
+            let mine = holder
+                .and_then(|h| self.ready_for.get(&h.id))
+                .and_then(|set| set.iter().next().copied());
+            let Some((key, id)) = general.into_iter().chain(mine).min() else {
                 break;
             };
-            self.ready.remove(&(key, id));
+            self.unset_ready(key, id);
             let Some(e) = self.entries.get_mut(&id) else {
                 continue;
             };
@@ -781,6 +824,7 @@ impl Queue {
             expires_at: if m.dead { None } else { m.expires_at },
             at: Where::Waiting,
             holder: None,
+            to: m.to.clone(),
         };
         self.entries.insert(m.id, entry);
         if m.dead {
@@ -821,6 +865,7 @@ impl Queue {
                     Where::Waiting | Where::Ready | Where::Dead => 0,
                 },
                 dead: matches!(e.at, Where::Dead),
+                to: e.to.clone(),
             })
             .collect()
     }
@@ -876,4 +921,6 @@ pub struct Stored {
     /// When it may be received (its delay, or the deadline of the delivery it was in).
     pub visible_at: u64,
     pub dead: bool,
+    /// The consumer it is addressed to.
+    pub to: Option<Arc<str>>,
 }

@@ -311,6 +311,7 @@ pub fn send(req: &SendRequest, limits: &Limits) -> Result<CheckedSend, Invalid> 
             group: id("message_group_id", &req.message_group_id)?,
             fire_and_forget: guarantee == Guarantee::FireAndForget,
             meta: meta(topic.as_deref(), &req.headers),
+            to: None,
         },
         guarantee,
         topic,

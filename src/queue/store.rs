@@ -32,7 +32,9 @@ use tokio::sync::oneshot;
 use super::engine::Stored;
 
 /// The queue file's layout version (SQLite `user_version`); a newer one is refused.
-pub const QUEUE_FORMAT: i64 = 1;
+/// 2: messages keep the consumer they are addressed to (`to_consumer`); a format-1 file
+/// gains the column at open.
+pub const QUEUE_FORMAT: i64 = 2;
 
 /// Most writes one commit takes (a bound on one transaction's time, not on throughput).
 const MAX_BATCH: usize = 4096;
@@ -43,6 +45,7 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     priority INTEGER NOT NULL, grp TEXT, fire_and_forget INTEGER NOT NULL,
     deliveries INTEGER NOT NULL, receives INTEGER NOT NULL, expires_at INTEGER,
     visible_at INTEGER NOT NULL, dead INTEGER NOT NULL, sent_ms INTEGER NOT NULL,
+    to_consumer TEXT,
     PRIMARY KEY (queue, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue TEXT NOT NULL, dedup_id TEXT NOT NULL, id INTEGER NOT NULL, until INTEGER NOT NULL,
@@ -355,6 +358,9 @@ impl Store {
         if found > QUEUE_FORMAT {
             return Err(StoreError::NewerFormat { found });
         }
+        if found == 1 {
+            conn.execute_batch("ALTER TABLE queue_messages ADD COLUMN to_consumer TEXT")?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {QUEUE_FORMAT}"))?;
         let (jobs, queue) = mpsc::channel::<Job>();
@@ -514,8 +520,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: Write) -> rusqlite::Result<()> {
             let m = &row.message;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO queue_messages (queue, id, payload, meta, priority, grp, \
-                 fire_and_forget, deliveries, receives, expires_at, visible_at, dead, sent_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 fire_and_forget, deliveries, receives, expires_at, visible_at, dead, sent_ms, \
+                 to_consumer) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 &*queue,
@@ -531,6 +538,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: Write) -> rusqlite::Result<()> {
                 int(m.visible_at),
                 m.dead,
                 int(row.sent_ms),
+                m.to.as_deref(),
             ])?;
             if let Some((d, until)) = dedup {
                 tx.prepare_cached(
@@ -601,7 +609,8 @@ fn load(tx: &rusqlite::Transaction<'_>, queue: &str) -> rusqlite::Result<Loaded>
     let rows = tx
         .prepare_cached(
             "SELECT id, payload, meta, priority, grp, fire_and_forget, deliveries, receives, \
-             expires_at, visible_at, dead, sent_ms FROM queue_messages WHERE queue = ?1 \
+             expires_at, visible_at, dead, sent_ms, to_consumer FROM queue_messages \
+             WHERE queue = ?1 \
              ORDER BY id",
         )?
         .query_map([queue], |r| {
@@ -620,6 +629,7 @@ fn load(tx: &rusqlite::Transaction<'_>, queue: &str) -> rusqlite::Result<Loaded>
                     expires_at: r.get::<_, Option<i64>>(8)?.map(uint),
                     visible_at: uint(r.get(9)?),
                     dead: r.get(10)?,
+                    to: r.get::<_, Option<String>>(12)?.map(Arc::from),
                 },
                 sent_ms: uint(r.get(11)?),
             })
@@ -672,6 +682,7 @@ mod tests {
                 expires_at: None,
                 visible_at: 0,
                 dead: false,
+                to: (id == 3).then(|| Arc::from("c1")),
             },
             sent_ms: 5,
         })
@@ -730,8 +741,53 @@ mod tests {
         let two = &loaded.rows[0].message;
         assert_eq!((two.deliveries, two.receives, two.visible_at), (2, 1, 77));
         assert!(loaded.rows[1].message.dead);
+        assert_eq!(loaded.rows[1].message.to.as_deref(), Some("c1"));
+        assert_eq!(loaded.rows[0].message.to, None);
         assert_eq!(loaded.dedup, [("d2".to_owned(), 2, 100)]);
         assert_eq!(loaded.next_id, 4);
+    }
+
+    /// A format-1 file (before messages were addressed) opens, gains the column, and keeps
+    /// its rows.
+    #[tokio::test]
+    async fn a_format_1_file_gains_the_addressed_column() {
+        let dir = std::env::temp_dir().join(format!("mpreg-qstore-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("queues.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE queue_messages (queue TEXT NOT NULL, id INTEGER NOT NULL, \
+                 payload BLOB NOT NULL, meta BLOB, priority INTEGER NOT NULL, grp TEXT, \
+                 fire_and_forget INTEGER NOT NULL, deliveries INTEGER NOT NULL, \
+                 receives INTEGER NOT NULL, expires_at INTEGER, visible_at INTEGER NOT NULL, \
+                 dead INTEGER NOT NULL, sent_ms INTEGER NOT NULL, PRIMARY KEY (queue, id)) \
+                 WITHOUT ROWID;
+                 INSERT INTO queue_messages VALUES ('q#1', 1, X'2278', NULL, 0, NULL, 0, 0, 0, \
+                 NULL, 0, 0, 5);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = Store::sqlite(&path).unwrap();
+        let loaded = store.load("q#1").await.unwrap();
+        assert_eq!(loaded.rows.len(), 1);
+        assert_eq!(loaded.rows[0].message.to, None);
+        store
+            .write(Write::Insert {
+                queue: Arc::from("q#1"),
+                row: row(3),
+                dedup: None,
+                next_id: 4,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let loaded = store.load("q#1").await.unwrap();
+        assert_eq!(loaded.rows[1].message.to.as_deref(), Some("c1"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The simulator's disk: an answered write survives a crash; one not yet synced is

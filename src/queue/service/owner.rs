@@ -234,6 +234,7 @@ impl Queues {
                     expires_at: (ttl > 0).then(|| now.saturating_add(ttl)),
                     visible_at: now.saturating_add(send.delay_ms),
                     dead: false,
+                    to: send.to.clone(),
                 },
                 sent_ms: now,
             };
