@@ -954,7 +954,7 @@ async fn a_queue_is_found_by_dns_and_catalog_query() {
     );
     assert_eq!(
         q["delivery_guarantees"],
-        json!(["fire_and_forget", "at_least_once"])
+        json!(["fire_and_forget", "at_least_once", "broadcast", "quorum"])
     );
     assert!(q["advertised_at"].as_f64().unwrap() > 1.6e9, "{q}");
     client.queue("orders").delete().await.unwrap();

@@ -849,3 +849,99 @@ async fn next(s: &mut mpreg::client::QueueSubscription) -> mpreg::client::Delive
         .expect("a delivery within 10 s")
         .expect("the subscription goes on")
 }
+
+/// `broadcast` copies a message to every active named consumer and `quorum` to
+/// `required_acknowledgments` of them, each copy for its consumer alone and acked on its
+/// own; with none (or too few) active the send is refused, never kept for nobody; a
+/// broadcast's dedup id makes no second set of copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_and_quorum_copy_to_active_consumers() {
+    let (a, b) = pair().await;
+    let on_a = Client::connect(a.url()).await.unwrap();
+    call(&on_a, "queue_create", json!({"queue_name": "fan"})).await;
+    let on_b = Client::connect(b.url()).await.unwrap();
+    let send = |guarantee: &str, extra: Value| {
+        let mut r = json!({"queue_name": "fan", "message_payload": guarantee,
+                           "delivery_guarantee": guarantee});
+        if let (Some(r), Value::Object(e)) = (r.as_object_mut(), extra) {
+            r.extend(e);
+        }
+        r
+    };
+    let (code, why) = refused(&on_b, "queue_send", send("broadcast", json!({}))).await;
+    assert_eq!(code, 1003, "{why}");
+    assert!(why.contains("no_consumers"), "{why}");
+    // Three named consumers ask (and find nothing): they are active.
+    let receive = |c: &str| json!({"queue_name": "fan", "consumer_id": c, "max_messages": 10});
+    for c in ["c1", "c2", "c3"] {
+        assert!(handles(&call(&on_b, "queue_receive", receive(c)).await).is_empty());
+    }
+    let sent = call(
+        &on_b,
+        "queue_send",
+        send("broadcast", json!({"deduplication_id": "b1"})),
+    )
+    .await;
+    assert_eq!(
+        (&sent["copies"], &sent["duplicate"]),
+        (&json!(3), &json!(false))
+    );
+    let again = call(
+        &on_b,
+        "queue_send",
+        send("broadcast", json!({"deduplication_id": "b1"})),
+    )
+    .await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["message_id"], sent["message_id"]);
+    // Anyone's receive gets none of them; each consumer its own copy, once.
+    let anyone = json!({"queue_name": "fan", "max_messages": 10});
+    assert!(handles(&call(&on_b, "queue_receive", anyone.clone()).await).is_empty());
+    for c in ["c1", "c2", "c3"] {
+        let got = call(&on_b, "queue_receive", receive(c)).await;
+        assert_eq!(
+            got["messages"][0]["message_payload"], "broadcast",
+            "{c}: {got}"
+        );
+        let h = handles(&got);
+        assert_eq!(h.len(), 1, "{c}: {got}");
+        let acked = call(
+            &on_a,
+            "queue_ack",
+            json!({"queue_name": "fan", "receipt_handles": h}),
+        )
+        .await;
+        assert_eq!(acked["acknowledged"], 1);
+    }
+    // Quorum: copies to two of the three; four is more than are active.
+    let q = call(
+        &on_b,
+        "queue_send",
+        send("quorum", json!({"required_acknowledgments": 2})),
+    )
+    .await;
+    assert_eq!(q["copies"], 2, "{q}");
+    let mut got = 0;
+    for c in ["c1", "c2", "c3"] {
+        got += handles(&call(&on_b, "queue_receive", receive(c)).await).len();
+    }
+    assert_eq!(got, 2, "two copies, to two consumers");
+    let (code, why) = refused(
+        &on_b,
+        "queue_send",
+        send("quorum", json!({"required_acknowledgments": 4})),
+    )
+    .await;
+    assert_eq!(code, 1003, "{why}");
+    assert!(why.contains("quorum_unavailable"), "{why}");
+    let stats = call(&on_a, "queue_stats", json!({"queue_name": "fan"})).await;
+    assert_eq!(stats["total_messages_sent"], 5, "3 copies, then 2: {stats}");
+    // The Rust client asks the same.
+    let fan = on_b.queue("fan");
+    assert_eq!(
+        fan.send(json!(1)).broadcast().await.unwrap().copies,
+        Some(3)
+    );
+    assert_eq!(fan.send(json!(2)).quorum(1).await.unwrap().copies, Some(1));
+    assert_eq!(fan.send(json!(3)).await.unwrap().copies, None);
+}

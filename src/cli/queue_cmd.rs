@@ -59,8 +59,14 @@ pub enum QueueCommand {
         #[arg(long = "header")]
         headers: Vec<String>,
         /// At most once: gone once received
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["broadcast", "quorum"])]
         fire_and_forget: bool,
+        /// A copy to every active named consumer
+        #[arg(long, conflicts_with = "quorum")]
+        broadcast: bool,
+        /// Copies to this many distinct active named consumers
+        #[arg(long, value_name = "N")]
+        quorum: Option<u32>,
         #[command(flatten)]
         out: Out,
     },
@@ -265,6 +271,8 @@ pub async fn run(cmd: QueueCommand) -> i32 {
             topic,
             headers,
             fire_and_forget,
+            broadcast,
+            quorum,
             out,
         } => {
             let mut fields = serde_json::Map::new();
@@ -279,10 +287,15 @@ pub async fn run(cmd: QueueCommand) -> i32 {
             set("priority", priority.map(Value::from));
             set("message_group_id", group.map(Value::from));
             set("topic", topic.map(Value::from));
-            set(
-                "delivery_guarantee",
-                fire_and_forget.then(|| json!("fire_and_forget")),
-            );
+            let guarantee = if fire_and_forget {
+                Some("fire_and_forget")
+            } else if broadcast {
+                Some("broadcast")
+            } else {
+                quorum.map(|_| "quorum")
+            };
+            set("delivery_guarantee", guarantee.map(Value::from));
+            set("required_acknowledgments", quorum.map(Value::from));
             let mut h = serde_json::Map::new();
             for kv in &headers {
                 match kv.split_once('=') {
@@ -304,7 +317,11 @@ pub async fn run(cmd: QueueCommand) -> i32 {
                     } else {
                         ""
                     };
-                    println!("sent {}{dup}", text(&v["message_id"]));
+                    let copies = v["copies"]
+                        .as_u64()
+                        .map(|n| format!(" ({n} copies)"))
+                        .unwrap_or_default();
+                    println!("sent {}{copies}{dup}", text(&v["message_id"]));
                 }
             )
         }

@@ -359,6 +359,16 @@ impl SendBuilder<'_> {
     pub fn fire_and_forget(self) -> Self {
         self.set("delivery_guarantee", json!("fire_and_forget"))
     }
+    /// A copy to every active named consumer (subscriptions, consumers with
+    /// `max_in_flight`), each acked on its own; refused when none is active.
+    pub fn broadcast(self) -> Self {
+        self.set("delivery_guarantee", json!("broadcast"))
+    }
+    /// Copies to `n` distinct active named consumers; refused when fewer are active.
+    pub fn quorum(self, n: u32) -> Self {
+        self.set("delivery_guarantee", json!("quorum"))
+            .set("required_acknowledgments", json!(n))
+    }
 }
 
 /// What `queue_send` answered.
@@ -367,6 +377,9 @@ pub struct Sent {
     pub message_id: String,
     /// The dedup id was seen within the window: nothing new was stored.
     pub duplicate: bool,
+    /// Broadcast and quorum: how many copies were stored.
+    #[serde(default)]
+    pub copies: Option<u64>,
 }
 
 impl<'q> IntoFuture for SendBuilder<'q> {

@@ -245,6 +245,13 @@ impl Queue {
         self.dead.len()
     }
 
+    /// Whether `messages` more messages of `bytes` in all fit (a send of several copies
+    /// checks first, so that it adds all or none).
+    pub fn has_room(&self, messages: usize, bytes: usize) -> bool {
+        self.live + messages <= self.config.max_size
+            && self.live_bytes + bytes <= self.config.max_bytes
+    }
+
     /// Messages consumer `holder` has in flight.
     pub fn held(&self, holder: &str) -> usize {
         self.holders.get(holder).copied().unwrap_or(0)

@@ -201,14 +201,21 @@ pub fn create(req: &CreateRequest, limits: &Limits) -> Result<(String, QueueConf
     ))
 }
 
-/// The `delivery_guarantee`s a send may ask for today (the original's names).
-pub const SERVED_GUARANTEES: [&str; 2] = ["fire_and_forget", "at_least_once"];
+/// The `delivery_guarantee`s a send may ask for (the original's names).
+pub const SERVED_GUARANTEES: [&str; 4] =
+    ["fire_and_forget", "at_least_once", "broadcast", "quorum"];
+/// Most acknowledgements a quorum send may require (one copy each).
+pub const MAX_QUORUM: u32 = 100;
 
 /// How a message is delivered (the original's `delivery_guarantee`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
     FireAndForget,
     AtLeastOnce,
+    /// A copy to every active named consumer, each acked on its own.
+    Broadcast,
+    /// Copies to this many distinct active named consumers.
+    Quorum(u32),
 }
 
 /// `queue_send`'s request (one message of `queue_send_batch` too).
@@ -227,6 +234,8 @@ pub struct SendRequest {
     pub message_group_id: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// With `quorum`: how many distinct consumers must acknowledge (the original's name).
+    pub required_acknowledgments: Option<u32>,
 }
 
 /// A checked send: the engine's part, and what travels with the message.
@@ -255,18 +264,16 @@ pub fn send(req: &SendRequest, limits: &Limits) -> Result<CheckedSend, Invalid> 
     let guarantee = match req.delivery_guarantee.as_deref() {
         None | Some("at_least_once") => Guarantee::AtLeastOnce,
         Some("fire_and_forget") => Guarantee::FireAndForget,
-        Some(g @ ("broadcast" | "quorum")) => {
-            // Both need subscriptions (every subscriber once; N acknowledgements), which
-            // this build does not serve yet: refused, not delivered as something else.
-            return Err(invalid(
-                "delivery_guarantee",
-                format!(
-                    "{g:?} is not served by this node yet (it needs queue subscriptions); \
-                     served: {}",
-                    SERVED_GUARANTEES.join(", ")
-                ),
-            ));
-        }
+        Some("broadcast") => Guarantee::Broadcast,
+        Some("quorum") => match req.required_acknowledgments {
+            Some(n) if (1..=MAX_QUORUM).contains(&n) => Guarantee::Quorum(n),
+            _ => {
+                return Err(invalid(
+                    "required_acknowledgments",
+                    format!("a quorum send needs 1 to {MAX_QUORUM}"),
+                ));
+            }
+        },
         Some(other) => {
             return Err(invalid(
                 "delivery_guarantee",
@@ -274,6 +281,18 @@ pub fn send(req: &SendRequest, limits: &Limits) -> Result<CheckedSend, Invalid> 
             ));
         }
     };
+    if matches!(guarantee, Guarantee::Broadcast | Guarantee::Quorum(_))
+        && req
+            .message_group_id
+            .as_deref()
+            .is_some_and(|g| !g.is_empty())
+    {
+        // Its copies go to different consumers; a group is one ordered stream.
+        return Err(invalid(
+            "message_group_id",
+            "a broadcast or quorum send has no group (its copies go to several consumers)",
+        ));
+    }
     let payload = serde_json::to_vec(&req.message_payload)
         .map_err(|e| invalid("message_payload", e.to_string()))?;
     if payload.len() > limits.max_message_bytes {
@@ -430,14 +449,18 @@ mod tests {
                 json!({"delivery_guarantee": "exactly_twice"}),
                 "delivery_guarantee",
             ),
-            // Not served yet: refused, never delivered as at_least_once instead.
-            (
-                json!({"delivery_guarantee": "broadcast"}),
-                "delivery_guarantee",
-            ),
+            // A quorum names its size; copies to several consumers have no group.
             (
                 json!({"delivery_guarantee": "quorum"}),
-                "delivery_guarantee",
+                "required_acknowledgments",
+            ),
+            (
+                json!({"delivery_guarantee": "quorum", "required_acknowledgments": 101}),
+                "required_acknowledgments",
+            ),
+            (
+                json!({"delivery_guarantee": "broadcast", "message_group_id": "g"}),
+                "message_group_id",
             ),
             (json!({"message_payload": big}), "message_payload"),
             (json!({"delay_seconds": 901}), "delay_seconds"),

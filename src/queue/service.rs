@@ -150,6 +150,9 @@ struct State {
     queue: Queue,
     /// When each live or dead message was sent (wall ms), for ages and latencies.
     sent_ms: BTreeMap<u64, u64>,
+    /// Named consumers (subscriptions, and pull consumers naming themselves) and when each
+    /// last asked for messages: those a broadcast or quorum send copies to.
+    active: BTreeMap<Arc<str>, u64>,
 }
 
 /// A queue this node owns.
@@ -497,7 +500,11 @@ impl Queues {
             incarnation: entry.incarnation,
             boot: self.env.rng.next_u64(),
             key,
-            state: Mutex::new(State { queue, sent_ms }),
+            state: Mutex::new(State {
+                queue,
+                sent_ms,
+                active: BTreeMap::new(),
+            }),
             arrived: Notify::new(),
             deleted: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),

@@ -2,6 +2,7 @@
 //! writes it made to the store in the same order (`with`); a send answers once its commit
 //! is done, a receive waits (long poll) for messages, due times or the queue's deletion.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use super::{COMMIT_WITHIN, Op, Owned, QueueFail, Queues, State, store_key};
 use crate::control::replica::CommitError;
 use crate::control::{CatalogCommand, CatalogError, QueueEntry};
 use crate::queue::engine::{Delivery, Event};
-use crate::queue::request;
+use crate::queue::request::{self, Guarantee};
 use crate::queue::store::{Row, StoreError, Write};
 
 impl Queues {
@@ -217,37 +218,63 @@ impl Queues {
         q: &Owned,
         checked: request::CheckedSend,
     ) -> Result<(Value, Committed), QueueFail> {
+        let guarantee = checked.guarantee;
         let (outcome, last) = self.with_last(q, |st, now, writes| {
             let send = checked.send;
             let window = st.queue.config().dedup_window_ms;
             let ttl = st.queue.config().message_ttl_ms;
-            let row = Row {
-                message: crate::queue::engine::Stored {
-                    id: 0,
-                    payload: send.payload.clone(),
-                    meta: send.meta.clone(),
-                    priority: send.priority,
-                    group: send.group.clone(),
-                    fire_and_forget: send.fire_and_forget,
-                    deliveries: 0,
-                    receives: 0,
-                    expires_at: (ttl > 0).then(|| now.saturating_add(ttl)),
-                    visible_at: now.saturating_add(send.delay_ms),
-                    dead: false,
-                    to: send.to.clone(),
-                },
-                sent_ms: now,
+            // Who gets it: anyone (one message), or a copy for each chosen consumer.
+            let targets: Vec<Option<Arc<str>>> = match guarantee {
+                Guarantee::Broadcast | Guarantee::Quorum(_) => addressees(st, now, guarantee)?
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
+                Guarantee::AtLeastOnce | Guarantee::FireAndForget => vec![None],
             };
-            let dedup = send
-                .dedup_id
-                .clone()
-                .filter(|_| window > 0)
-                .map(|d| (d, now.saturating_add(window)));
-            let sent = st.queue.send(now, send)?;
-            if sent.duplicate {
-                // Answered once the first send's commit (ahead in the store) is done.
-                writes.push(Write::Barrier);
-            } else {
+            let size = send.payload.len() + send.meta.as_ref().map_or(0, |m| m.len());
+            if targets.len() > 1 && !st.queue.has_room(targets.len(), targets.len() * size) {
+                return Err(QueueFail::from(crate::queue::engine::QueueError::Full(
+                    "messages or bytes, for every copy",
+                )));
+            }
+            let mut first = None;
+            let mut copies = 0;
+            for (i, to) in targets.into_iter().enumerate() {
+                let mut send = send.clone();
+                send.to = to;
+                if i > 0 {
+                    send.dedup_id = None; // the first copy holds the send's dedup id
+                }
+                let row = Row {
+                    message: crate::queue::engine::Stored {
+                        id: 0,
+                        payload: send.payload.clone(),
+                        meta: send.meta.clone(),
+                        priority: send.priority,
+                        group: send.group.clone(),
+                        fire_and_forget: send.fire_and_forget,
+                        deliveries: 0,
+                        receives: 0,
+                        expires_at: (ttl > 0).then(|| now.saturating_add(ttl)),
+                        visible_at: now.saturating_add(send.delay_ms),
+                        dead: false,
+                        to: send.to.clone(),
+                    },
+                    sent_ms: now,
+                };
+                let dedup = send
+                    .dedup_id
+                    .clone()
+                    .filter(|_| window > 0)
+                    .map(|d| (d, now.saturating_add(window)));
+                let sent = st.queue.send(now, send)?;
+                if sent.duplicate {
+                    // Answered once the first send's commit (ahead in the store) is done;
+                    // its copies were made then.
+                    writes.push(Write::Barrier);
+                    first = Some(sent);
+                    break;
+                }
                 let mut row = row;
                 row.message.id = sent.id;
                 st.sent_ms.insert(sent.id, now);
@@ -257,10 +284,13 @@ impl Queues {
                     dedup,
                     next_id: st.queue.next_id(),
                 });
+                first.get_or_insert(sent);
+                copies += 1;
             }
-            Ok::<_, QueueFail>(sent)
+            let sent = first.ok_or_else(|| QueueFail::Invalid("nothing to send".into()))?;
+            Ok::<_, QueueFail>((sent, copies))
         });
-        let sent = outcome?;
+        let (sent, copies) = outcome?;
         // The commit of the last write handed over covers this one (a duplicate's barrier
         // waits for the first send's, which is ahead of it).
         let committed = match last {
@@ -270,17 +300,18 @@ impl Queues {
         if sent.duplicate {
             q.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         } else {
-            q.counters.sent.fetch_add(1, Ordering::Relaxed);
+            q.counters.sent.fetch_add(copies, Ordering::Relaxed);
             q.arrived.notify_waiters();
         }
-        Ok((
-            json!({
-                "success": true,
-                "message_id": message_id(q, sent.id),
-                "duplicate": sent.duplicate,
-            }),
-            Committed(committed),
-        ))
+        let mut reply = json!({
+            "success": true,
+            "message_id": message_id(q, sent.id),
+            "duplicate": sent.duplicate,
+        });
+        if matches!(guarantee, Guarantee::Broadcast | Guarantee::Quorum(_)) && !sent.duplicate {
+            reply["copies"] = json!(copies);
+        }
+        Ok((reply, Committed(committed)))
     }
 
     async fn send_batch(&self, q: &Owned, req: Value) -> Result<Value, QueueFail> {
@@ -427,6 +458,9 @@ impl Queues {
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let (got, due) = self.with(q, |st, now, writes| {
+                if let Some(h) = &c.holder {
+                    st.active.insert(h.id.clone(), now);
+                }
                 let got = st
                     .queue
                     .receive_as(now, c.max, c.visibility_ms, c.holder.as_ref());
@@ -624,4 +658,46 @@ fn message_json(payload: &[u8], meta: Option<&[u8]>) -> Value {
         "topic": meta.topic,
         "headers": meta.headers,
     })
+}
+
+/// A named consumer counts as active this long after it last asked for messages (a long
+/// poll waits at most 20 s, so a live subscription or pull consumer asks again within it).
+const ACTIVE_FOR_MS: u64 = 30_000;
+
+/// The consumers a broadcast or quorum send copies to: every active one, or the `n` that
+/// hold the fewest messages now (then by name). None active, or fewer than `n`: refused,
+/// not dead-lettered or kept for nobody.
+fn addressees(st: &mut State, now: u64, guarantee: Guarantee) -> Result<Vec<Arc<str>>, QueueFail> {
+    st.active
+        .retain(|_, seen| now.saturating_sub(*seen) <= ACTIVE_FOR_MS);
+    let active: Vec<Arc<str>> = st.active.keys().cloned().collect();
+    match guarantee {
+        Guarantee::Quorum(n) => {
+            let n = n as usize;
+            if active.len() < n {
+                return Err(QueueFail::refused(
+                    "quorum_unavailable",
+                    format!(
+                        "{n} acknowledgements need {n} active consumers (named consumers that \
+                         received in the last {} s); {} are",
+                        ACTIVE_FOR_MS / 1000,
+                        active.len()
+                    ),
+                ));
+            }
+            let mut by_load: Vec<(usize, Arc<str>)> =
+                active.into_iter().map(|c| (st.queue.held(&c), c)).collect();
+            by_load.sort();
+            Ok(by_load.into_iter().take(n).map(|(_, c)| c).collect())
+        }
+        _ if active.is_empty() => Err(QueueFail::refused(
+            "no_consumers",
+            format!(
+                "a broadcast goes to the queue's active consumers (named consumers that \
+                 received in the last {} s); there are none",
+                ACTIVE_FOR_MS / 1000
+            ),
+        )),
+        _ => Ok(active),
+    }
 }
