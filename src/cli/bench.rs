@@ -547,11 +547,13 @@ async fn bench_queue(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), Str
             },
         );
         println!(
-            "mpreg-queue sent {:.0}/s (answered p50 {:.0} µs p99 {:.0} µs), acked {:.0}/s (end to end p50 {:.0} µs p99 {:.0} µs), backlog {:.0}; missing {}, duplicates {}, errors {}",
+            "mpreg-queue sent {:.0}/s (answered p50 {:.0} µs p99 {:.0} µs), acked {:.0}/s (delivered p50 {:.0} µs p99 {:.0} µs; acked, end to end, p50 {:.0} µs p99 {:.0} µs), backlog {:.0}; missing {}, duplicates {}, errors {}",
             s.sent_per_sec,
             s.send_p50_us,
             s.send_p99_us,
             s.acked_per_sec,
+            s.deliver_p50_us,
+            s.deliver_p99_us,
             s.e2e_p50_us,
             s.e2e_p99_us,
             s.backlog,

@@ -8,7 +8,9 @@
 //! connections receive batches (long polls) and acknowledge each batch in one call
 //! (`receipt_handles`). Counted in the
 //! measured window (after the warm-up): sends answered, with send→answer latency; messages
-//! acknowledged, with end-to-end latency (send time → ack answered). After the window the
+//! received, with send→delivery latency (natsbench's end to end with `--ack async`, whose
+//! ack is not waited for); messages acknowledged, with end-to-end latency (send time → ack
+//! answered). After the window the
 //! producers stop and the consumers drain the queue; every message id a send was answered
 //! with is checked off as received: `missing` (acknowledged sends never received) must be 0,
 //! `duplicates` (received more than once) are counted.
@@ -54,6 +56,8 @@ pub struct QueueRound {
     pub acked_per_sec: f64,
     pub send_p50_us: f64,
     pub send_p99_us: f64,
+    pub deliver_p50_us: f64,
+    pub deliver_p99_us: f64,
     pub e2e_p50_us: f64,
     pub e2e_p99_us: f64,
     /// Messages in the queue when the window ended.
@@ -76,6 +80,9 @@ fn hist() -> Histogram<u64> {
 #[derive(Default)]
 struct Tally {
     send: Option<Histogram<u64>>,
+    /// Send time → the consumer has the message (what a consumer that acks without
+    /// waiting, as natsbench's `--ack async`, would call end to end).
+    deliver: Option<Histogram<u64>>,
     e2e: Option<Histogram<u64>>,
     sent_in_window: u64,
     acked_in_window: u64,
@@ -93,7 +100,11 @@ impl Tally {
         self.first_error.get_or_insert_with(|| e.to_string());
     }
     fn merge(&mut self, other: Tally) {
-        for (mine, theirs) in [(&mut self.send, other.send), (&mut self.e2e, other.e2e)] {
+        for (mine, theirs) in [
+            (&mut self.send, other.send),
+            (&mut self.deliver, other.deliver),
+            (&mut self.e2e, other.e2e),
+        ] {
             if let Some(t) = theirs {
                 match mine {
                     Some(m) => drop(m.add(&t)),
@@ -185,6 +196,7 @@ async fn consume(
     drain_until: Arc<Mutex<Option<tokio::time::Instant>>>,
 ) -> Tally {
     let mut t = Tally {
+        deliver: Some(hist()),
         e2e: Some(hist()),
         ..Tally::default()
     };
@@ -195,7 +207,23 @@ async fn consume(
             Duration::from_millis(200)
         };
         let got = match queue.receive().max(batch).wait(wait).await {
-            Ok(got) => got,
+            Ok(got) => {
+                let at = window.us();
+                if window.measured(at)
+                    && let Some(h) = &mut t.deliver
+                {
+                    for d in &got {
+                        if let Some(s) = d
+                            .payload
+                            .as_str()
+                            .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        {
+                            h.saturating_record(at.saturating_sub(s).max(1));
+                        }
+                    }
+                }
+                got
+            }
             Err(e) => {
                 t.error(&e);
                 if queue_closed(&e) {
@@ -364,6 +392,8 @@ pub async fn run_round(env: &Env, load: &QueueLoad, name: &str) -> Result<QueueR
         acked_per_sec: tally.acked_in_window as f64 / secs,
         send_p50_us: q(&tally.send, 0.5),
         send_p99_us: q(&tally.send, 0.99),
+        deliver_p50_us: q(&tally.deliver, 0.5),
+        deliver_p99_us: q(&tally.deliver, 0.99),
         e2e_p50_us: q(&tally.e2e, 0.5),
         e2e_p99_us: q(&tally.e2e, 0.99),
         backlog,
@@ -383,6 +413,8 @@ pub struct QueueSummary {
     pub acked_per_sec: f64,
     pub send_p50_us: f64,
     pub send_p99_us: f64,
+    pub deliver_p50_us: f64,
+    pub deliver_p99_us: f64,
     pub e2e_p50_us: f64,
     pub e2e_p99_us: f64,
     pub backlog: f64,
@@ -401,6 +433,8 @@ impl QueueSummary {
             acked_per_sec: med(&|r| r.acked_per_sec),
             send_p50_us: med(&|r| r.send_p50_us),
             send_p99_us: med(&|r| r.send_p99_us),
+            deliver_p50_us: med(&|r| r.deliver_p50_us),
+            deliver_p99_us: med(&|r| r.deliver_p99_us),
             e2e_p50_us: med(&|r| r.e2e_p50_us),
             e2e_p99_us: med(&|r| r.e2e_p99_us),
             backlog: med(&|r| r.backlog as f64),
@@ -415,11 +449,13 @@ impl QueueSummary {
 
 pub fn describe(round: usize, rounds: usize, r: &QueueRound) -> String {
     format!(
-        "round {round}/{rounds} mpreg-queue sent {:>8.0}/s (answered p50 {:.0} µs p99 {:.0} µs)  acked {:>8.0}/s (end to end p50 {:.0} µs p99 {:.0} µs)  backlog {}  {} sent, missing {}, duplicates {}, redelivered {}, errors {}",
+        "round {round}/{rounds} mpreg-queue sent {:>8.0}/s (answered p50 {:.0} µs p99 {:.0} µs)  acked {:>8.0}/s (delivered p50 {:.0} µs p99 {:.0} µs; acked, end to end, p50 {:.0} µs p99 {:.0} µs)  backlog {}  {} sent, missing {}, duplicates {}, redelivered {}, errors {}",
         r.sent_per_sec,
         r.send_p50_us,
         r.send_p99_us,
         r.acked_per_sec,
+        r.deliver_p50_us,
+        r.deliver_p99_us,
         r.e2e_p50_us,
         r.e2e_p99_us,
         r.backlog,
