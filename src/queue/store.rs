@@ -439,6 +439,9 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>) {
     let tx = conn.transaction();
     let mut failed = tx.as_ref().err().map(|e| StoreError::Sqlite(e.to_string()));
     let mut answers = Vec::with_capacity(batch.len());
+    // Each queue's next id, written once a batch (a send per message would double the
+    // writer's statements): only the last one counts.
+    let mut next = BTreeMap::new();
     for job in batch.drain(..) {
         let Ok(tx) = &tx else {
             answers.push(Answer::Failed(job));
@@ -447,18 +450,24 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>) {
         match job {
             Job::Write(w, done) => {
                 if failed.is_none()
-                    && let Err(e) = apply(tx, w)
+                    && let Err(e) = apply(tx, w, &mut next)
                 {
                     failed = Some(StoreError::from(e));
                 }
                 answers.push(Answer::Write(done));
             }
-            Job::Load(queue, done) => answers.push(Answer::Load(done, load(tx, &queue))),
+            Job::Load(queue, done) => {
+                let loaded = write_next(tx, &mut next).and_then(|()| load(tx, &queue));
+                answers.push(Answer::Load(done, loaded));
+            }
             Job::Defs(done) => answers.push(Answer::Defs(done, defs(tx))),
         }
     }
     if let (Ok(tx), None) = (tx, &failed) {
-        failed = tx.commit().err().map(StoreError::from);
+        failed = write_next(&tx, &mut next)
+            .err()
+            .or_else(|| tx.commit().err())
+            .map(StoreError::from);
     }
     for answer in answers {
         match answer {
@@ -505,7 +514,24 @@ fn uint(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, w: Write) -> rusqlite::Result<()> {
+/// Writes the next ids gathered so far.
+fn write_next(
+    tx: &rusqlite::Transaction<'_>,
+    next: &mut BTreeMap<Arc<str>, u64>,
+) -> rusqlite::Result<()> {
+    for (queue, next_id) in std::mem::take(next) {
+        tx.prepare_cached("INSERT OR REPLACE INTO queue_next (queue, next_id) VALUES (?1, ?2)")?
+            .execute(params![&*queue, int(next_id)])?;
+    }
+    Ok(())
+}
+
+/// Applies `w`; an insert's next id goes to `next`, written later in the batch.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    w: Write,
+    next: &mut BTreeMap<Arc<str>, u64>,
+) -> rusqlite::Result<()> {
     match w {
         Write::Define { queue, entry } => {
             tx.prepare_cached("INSERT OR REPLACE INTO queue_defs (queue, entry) VALUES (?1, ?2)")?
@@ -547,10 +573,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: Write) -> rusqlite::Result<()> {
                 )?
                 .execute(params![&*queue, d, int(m.id), int(until)])?;
             }
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO queue_next (queue, next_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![&*queue, int(next_id)])?;
+            let n = next.entry(queue).or_insert(next_id);
+            *n = (*n).max(next_id);
         }
         Write::Update {
             queue,
@@ -596,6 +620,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: Write) -> rusqlite::Result<()> {
                 .execute(params![&*queue, int(now)])?;
         }
         Write::Drop { queue } => {
+            next.remove(&queue);
             for table in ["queue_messages", "queue_dedup", "queue_next", "queue_defs"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE queue = ?1"), [&*queue])?;
             }
