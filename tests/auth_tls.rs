@@ -758,3 +758,53 @@ async fn a_node_with_a_public_key_takes_rs256_tokens() {
     assert!(reason.contains("another algorithm"), "{reason}");
     node.shutdown().await;
 }
+
+/// With `queue_role` set, every queue built-in and a queue subscription (by the call and by
+/// the queue's topic) need that role; a token with it drives the queue.
+#[tokio::test]
+async fn queue_calls_need_the_queue_role() {
+    let dir = temp_dir("auth-queue");
+    let secret = jwt_secret(&dir, SECRET);
+    let node = start_node(
+        Settings {
+            queue_role: Some("queue".into()),
+            ..authed(&secret)
+        },
+        vec![],
+    )
+    .await;
+    assert!(node.registered().await);
+    let worker = connect(
+        node.url(),
+        &with_token(&token(&secret, "w", &["queue"], 60)),
+    )
+    .await
+    .unwrap();
+    let other = connect(node.url(), &with_token(&token(&secret, "o", &[], 60)))
+        .await
+        .unwrap();
+    worker.queue("jobs").create().await.unwrap();
+    worker.queue("jobs").send(json!(1)).await.unwrap();
+    for (fun, req) in [
+        (
+            "queue_send",
+            json!({"queue_name": "jobs", "message_payload": 2}),
+        ),
+        ("queue_receive", json!({"queue_name": "jobs"})),
+        ("queue_create", json!({"queue_name": "mine"})),
+    ] {
+        let code = rpc_code(other.call(fun, json!([req])).await);
+        assert_eq!(code, Some(1021), "{fun} without the role");
+    }
+    let refused = other.queue("jobs").subscribe(1).await.expect_err("no role");
+    assert!(refused.to_string().contains("`queue` role"), "{refused}");
+    let Err(topic) = other.subscribe(["mpreg.queue.jobs"]).await else {
+        panic!("subscribed to a queue's topic without the role");
+    };
+    assert!(topic.to_string().contains("`queue` role"), "{topic}");
+    // The holder of the role is fed.
+    let mut sub = worker.queue("jobs").subscribe(1).await.unwrap();
+    let d = futures_util::StreamExt::next(&mut sub).await.unwrap();
+    assert_eq!(d.payload, json!(1));
+    d.ack().await.unwrap();
+}
