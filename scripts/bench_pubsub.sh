@@ -16,36 +16,9 @@
 # 4222, mpreg chosen by the OS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${MPREG_BIN_DIR:-target/release}
-if [ -n "${NATSBENCH:-}" ]; then
-  natsbench=$NATSBENCH
-elif [ -n "${NATSBENCH_DIR:-}" ]; then
-  natsbench=$NATSBENCH_DIR/target/release/natsbench
-else
-  echo "bench_pubsub.sh: say where natsbench is: NATSBENCH_DIR=<its directory, built with" \
-    "cargo build --release> or NATSBENCH=<its binary> (see the header)" >&2
-  exit 2
-fi
-[ -x "$natsbench" ] || {
-  echo "bench_pubsub.sh: no natsbench binary at $natsbench (from NATSBENCH_DIR or NATSBENCH;" \
-    "build it in its directory with cargo build --release)" >&2
-  exit 2
-}
-passes=${PASSES:-2}
-rounds=${ROUNDS:-3}
-duration=${DURATION:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for b in "$bin/mpreg" "$bin/mpreg-node"; do
-  [ -x "$b" ] || { echo "bench_pubsub.sh: $b is missing (see the header)" >&2; exit 2; }
-done
-command -v nats-server >/dev/null || { echo "bench_pubsub.sh: nats-server is not on PATH" >&2; exit 2; }
+me=bench_pubsub.sh
+# shellcheck source=scripts/bench_common.sh
+. scripts/bench_common.sh
 
 printf 'listen: 127.0.0.1:4222\n' >"$work/nats.conf"
 nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &

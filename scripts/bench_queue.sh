@@ -20,31 +20,9 @@
 # live under a temporary directory (TMPDIR: put it on the disk you mean to measure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${MPREG_BIN_DIR:-target/release}
-if [ -n "${NATSBENCH:-}" ]; then
-  natsbench=$NATSBENCH
-elif [ -n "${NATSBENCH_DIR:-}" ]; then
-  natsbench=$NATSBENCH_DIR/target/release/natsbench
-else
-  echo "bench_queue.sh: say where natsbench is: NATSBENCH_DIR or NATSBENCH (see the header)" >&2
-  exit 2
-fi
-[ -x "$natsbench" ] || { echo "bench_queue.sh: no natsbench binary at $natsbench" >&2; exit 2; }
-for b in "$bin/mpreg" "$bin/mpreg-node"; do
-  [ -x "$b" ] || { echo "bench_queue.sh: $b is missing (see the header)" >&2; exit 2; }
-done
-command -v nats-server >/dev/null || { echo "bench_queue.sh: nats-server is not on PATH" >&2; exit 2; }
-passes=${PASSES:-2}
-rounds=${ROUNDS:-3}
-duration=${DURATION:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+me=bench_queue.sh
+# shellcheck source=scripts/bench_common.sh
+. scripts/bench_common.sh
 
 sync=""
 [ "${SYNC_ALWAYS:-0}" = 1 ] && sync="  sync_interval: always"

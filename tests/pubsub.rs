@@ -428,22 +428,7 @@ async fn the_python_example_subscribes_on_one_node_and_publishes_on_another() {
     let a = start_node(test_settings(), vec![]).await;
     let b = start_node(joining(&a), vec![]).await;
     common::wait_routable(&[&a, &b], "echo", 2).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pubsub_websockets.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, a.url(), b.url(), "2"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'websockets'"),
-        "this test needs python3 with the `websockets` package (scripts/test.sh installs it)"
-    );
-    assert!(out.status.success(), "{stderr}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = common::python_example("pubsub_websockets.py", &[a.url(), b.url(), "2"]).await;
     assert_eq!(
         lines,
         [

@@ -133,19 +133,8 @@ async fn acknowledged_sends_survive_the_owner_killed_repeatedly() {
     });
     // A short visibility timeout: deliveries in flight at a kill come back soon after.
     let admin = connect(&s.url, s.deadline).await.expect("the node answers");
-    let mut created = admin
-        .queue("crash")
-        .create()
-        .visibility_timeout(Duration::from_secs(2))
-        .max_receives(0)
-        .dedup_window(Duration::from_secs(600))
-        .max_size(100_000)
-        .await;
-    while let Err(e) = &created {
-        // The node elects itself and registers a moment after it listens.
-        assert!(Instant::now() < s.deadline, "queue_create: {e}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        created = admin
+    loop {
+        let created = admin
             .queue("crash")
             .create()
             .visibility_timeout(Duration::from_secs(2))
@@ -153,6 +142,12 @@ async fn acknowledged_sends_survive_the_owner_killed_repeatedly() {
             .dedup_window(Duration::from_secs(600))
             .max_size(100_000)
             .await;
+        match created {
+            Ok(_) => break,
+            // The node elects itself and registers a moment after it listens.
+            Err(e) => assert!(Instant::now() < s.deadline, "queue_create: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS {

@@ -632,22 +632,7 @@ async fn the_rust_client_drives_a_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_drives_a_queue_across_two_nodes() {
     let (a, b) = pair().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/queue_websockets.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, a.url(), b.url(), "3"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'websockets'"),
-        "this test needs python3 with the `websockets` package (scripts/test.sh installs it)"
-    );
-    assert!(out.status.success(), "{stderr}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = python_example("queue_websockets.py", &[a.url(), b.url(), "3"]).await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     let mut orders: Vec<i64> = lines[..3]
         .iter()

@@ -174,6 +174,18 @@ pub struct Out {
     target: Target,
 }
 
+/// Sets field `k` when there is a value for it.
+fn put(fields: &mut serde_json::Map<String, Value>, k: &str, v: Option<Value>) {
+    if let Some(v) = v {
+        fields.insert(k.into(), v);
+    }
+}
+
+/// A duration as the built-ins take it: seconds.
+fn seconds(d: Option<Duration>) -> Option<Value> {
+    d.map(|d| json!(d.as_secs_f64()))
+}
+
 fn fail(e: &dyn std::fmt::Display) -> i32 {
     eprintln!("mpreg: {e}");
     1
@@ -228,24 +240,19 @@ pub async fn run(cmd: QueueCommand) -> i32 {
             out,
         } => {
             let mut fields = serde_json::Map::new();
-            let mut set = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    fields.insert(k.into(), v);
-                }
-            };
-            let secs = |d: Option<Duration>| d.map(|d| json!(d.as_secs_f64()));
+            let mut set = |k: &str, v: Option<Value>| put(&mut fields, k, v);
             set("queue_type", queue_type.map(Value::from));
             set("max_size", max_size.map(Value::from));
             set(
                 "default_visibility_timeout_seconds",
-                secs(visibility_timeout),
+                seconds(visibility_timeout),
             );
             match max_receives {
                 Some(0) => set("enable_dead_letter_queue", Some(json!(false))),
                 n => set("dead_letter_max_receives", n.map(Value::from)),
             }
-            set("deduplication_window_seconds", secs(dedup_window));
-            set("message_ttl_seconds", secs(ttl));
+            set("deduplication_window_seconds", seconds(dedup_window));
+            set("message_ttl_seconds", seconds(ttl));
             on_queue!(
                 &out.target,
                 &queue,
@@ -277,13 +284,9 @@ pub async fn run(cmd: QueueCommand) -> i32 {
         } => {
             let mut fields = serde_json::Map::new();
             fields.insert("message_payload".into(), super::arg::parse_arg(&payload));
-            let mut set = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    fields.insert(k.into(), v);
-                }
-            };
+            let mut set = |k: &str, v: Option<Value>| put(&mut fields, k, v);
             set("deduplication_id", dedup_id.map(Value::from));
-            set("delay_seconds", delay.map(|d| json!(d.as_secs_f64())));
+            set("delay_seconds", seconds(delay));
             set("priority", priority.map(Value::from));
             set("message_group_id", group.map(Value::from));
             set("topic", topic.map(Value::from));
@@ -334,12 +337,12 @@ pub async fn run(cmd: QueueCommand) -> i32 {
         } => {
             let mut fields = serde_json::Map::new();
             fields.insert("max_messages".into(), json!(max));
-            if let Some(w) = wait {
-                fields.insert("wait_seconds".into(), json!(w.as_secs_f64()));
-            }
-            if let Some(v) = visibility {
-                fields.insert("visibility_timeout_seconds".into(), json!(v.as_secs_f64()));
-            }
+            put(&mut fields, "wait_seconds", seconds(wait));
+            put(
+                &mut fields,
+                "visibility_timeout_seconds",
+                seconds(visibility),
+            );
             on_queue!(
                 &out.target,
                 &queue,

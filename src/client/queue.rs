@@ -463,16 +463,7 @@ async fn receive(queue: Queue, options: ReceiveOptions) -> Result<Vec<Delivery>,
     Ok(got
         .messages
         .into_iter()
-        .map(|w| Delivery {
-            message_id: w.message_id,
-            receipt_handle: w.receipt_handle,
-            payload: w.message_payload,
-            topic: w.topic,
-            headers: w.headers.unwrap_or_default(),
-            receive_count: w.receive_count,
-            group: w.message_group_id,
-            queue: queue.clone(),
-        })
+        .map(|w| w.delivery(&queue))
         .collect())
 }
 
@@ -496,6 +487,21 @@ struct Wire {
     #[serde(default)]
     receive_count: u32,
     message_group_id: Option<String>,
+}
+
+impl Wire {
+    fn delivery(self, queue: &Queue) -> Delivery {
+        Delivery {
+            message_id: self.message_id,
+            receipt_handle: self.receipt_handle,
+            payload: self.message_payload,
+            topic: self.topic,
+            headers: self.headers.unwrap_or_default(),
+            receive_count: self.receive_count,
+            group: self.message_group_id,
+            queue: queue.clone(),
+        }
+    }
 }
 
 /// One delivery of a message: invisible to other consumers until its visibility timeout,
@@ -673,16 +679,7 @@ impl Stream for QueueSubscription {
             let Ok(w) = serde_json::from_value::<Wire>(n.payload) else {
                 continue; // not a delivery (nothing else is sent on this subscription)
             };
-            return Poll::Ready(Some(Delivery {
-                message_id: w.message_id,
-                receipt_handle: w.receipt_handle,
-                payload: w.message_payload,
-                topic: w.topic,
-                headers: w.headers.unwrap_or_default(),
-                receive_count: w.receive_count,
-                group: w.message_group_id,
-                queue: self.queue.clone(),
-            }));
+            return Poll::Ready(Some(w.delivery(&self.queue)));
         }
     }
 }

@@ -125,18 +125,18 @@ impl QueueFeeds {
         let max_in_flight = req
             .max_in_flight
             .unwrap_or(queues.limits().request.max_in_flight as u64);
-        let mut receive = json!({
-            "queue_name": queue, "max_messages": super::request::MAX_RECEIVE_MESSAGES,
-            "wait_seconds": super::request::MAX_WAIT_SECONDS,
-            "consumer_id": format!("{holder_prefix}/{id}"), "max_in_flight": max_in_flight,
-        });
-        if let Some(v) = req.visibility_timeout_seconds {
-            receive["visibility_timeout_seconds"] = json!(v);
-        }
+        let receive = super::request::ReceiveRequest {
+            queue_name: queue.clone(),
+            max_messages: Some(super::request::MAX_RECEIVE_MESSAGES),
+            wait_seconds: Some(super::request::MAX_WAIT_SECONDS),
+            visibility_timeout_seconds: req.visibility_timeout_seconds,
+            consumer_id: Some(format!("{holder_prefix}/{id}")),
+            max_in_flight: Some(max_in_flight),
+        };
         // The receive's own check: bad bounds are refused now, not by the task.
-        let decoded: super::request::ReceiveRequest = serde_json::from_value(receive.clone())
-            .map_err(|e| QueueFail::Invalid(e.to_string()))?;
-        super::request::receive(&decoded, &queues.limits().request)?;
+        super::request::receive(&receive, &queues.limits().request)?;
+        let receive =
+            serde_json::to_value(&receive).map_err(|e| QueueFail::Invalid(e.to_string()))?;
         let task = tokio::spawn(feed(
             queues.clone(),
             id.clone(),

@@ -245,9 +245,7 @@ pub fn dashboard(queues: &Queues) -> Value {
                 "sent": n(&c.sent),
                 "acked": n(&c.acked),
                 "redelivered": n(&c.redelivered),
-                "send_to_ack_ms": if lat.count == 0 { None } else {
-                    Some(lat.sum_seconds * 1000.0 / lat.count as f64)
-                },
+                "send_to_ack_ms": lat.mean_ms(),
             })
         })
         .collect();

@@ -545,8 +545,8 @@ pub fn spec_of(c: &QueueConfig) -> crate::control::QueueSpec {
     }
 }
 
-/// `queue_receive`'s request.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `queue_receive`'s request (a subscription's feed writes one too).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 pub struct ReceiveRequest {
     #[serde(default)]
     pub queue_name: String,

@@ -25,6 +25,13 @@ pub struct LatencySnapshot {
     pub sum_seconds: f64,
 }
 
+impl LatencySnapshot {
+    /// The mean, in milliseconds (`None` before the first call).
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_seconds * 1000.0 / self.count as f64)
+    }
+}
+
 impl Latency {
     pub fn record(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);

@@ -109,3 +109,26 @@ pub async fn run_original_script(script: &str, args: &[&str], envs: &[(&str, &st
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the Python example `examples/<script>` with `args` and returns its stdout's JSON
+/// lines, failing unless it exits 0. It needs python3 with the `websockets` package
+/// (`scripts/test.sh` installs it); without it the test fails saying so.
+pub async fn python_example(script: &str, args: &[&str]) -> Vec<Value> {
+    let path = format!("{}/examples/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'websockets'"),
+        "this test needs python3 with the `websockets` package (scripts/test.sh installs it)"
+    );
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}

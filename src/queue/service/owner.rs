@@ -553,7 +553,7 @@ impl Queues {
             "total_messages_dead_lettered": n(&c.dead_lettered),
             "total_messages_expired": n(&c.expired),
             "duplicate_sends": n(&c.duplicates),
-            "average_send_to_ack_ms": if latency.count == 0 { 0.0 } else { latency.sum_seconds * 1000.0 / latency.count as f64 },
+            "average_send_to_ack_ms": latency.mean_ms().unwrap_or(0.0),
             "durable": self.durable(),
         })
     }
