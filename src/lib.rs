@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod auth;
 pub mod builtins;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -17,7 +17,7 @@ use crate::pubsub::exchange::Exchange;
 use crate::pubsub::interest::RemoteInterest;
 
 /// The systems this node serves, as `capabilities` and the status page name them.
-pub(crate) const SERVED_SYSTEMS: [&str; 3] = ["pubsub", "queue", "rpc"];
+pub(crate) const SERVED_SYSTEMS: [&str; 4] = ["cache", "pubsub", "queue", "rpc"];
 
 pub(crate) struct NodeView {
     pub(crate) node_id: String,
@@ -51,6 +51,10 @@ pub(crate) struct NodeView {
     pub(crate) queues: Arc<crate::queue::service::Queues>,
     /// The role the queue built-ins need (tokens required and `queue_role` set).
     pub(crate) queue_role: Option<String>,
+    /// The cache, unless `enable_default_cache` is off.
+    pub(crate) cache: Option<Arc<crate::cache::CacheService>>,
+    /// The role `cache-request` messages need (tokens required and `cache_role` set).
+    pub(crate) cache_role: Option<String>,
     /// Every discovery denial here (its calls and its DNS gateway), the newest 500.
     pub(crate) access_audit:
         Arc<crate::control::policy::AuditLog<crate::control::policy::AccessDenial>>,

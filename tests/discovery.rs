@@ -302,7 +302,10 @@ async fn describe_report_map_v2_and_watch_in_the_originals_shapes() {
     assert_eq!(nodes.len(), 2, "{m}");
     assert!(m.get("next_page_token").is_none());
     for n in nodes {
-        assert_eq!(n["capabilities"], json!(["pubsub", "queue", "rpc"]));
+        assert_eq!(
+            n["capabilities"],
+            json!(["cache", "pubsub", "queue", "rpc"])
+        );
         assert_eq!(n["scope"], "zone");
         let url = n["advertised_urls"][0].as_str().unwrap();
         assert_eq!(n["transport_endpoints"][0]["endpoint"], url);

@@ -158,6 +158,7 @@ fn snapshot(admin: &Admin, seen: &mut Seen) -> Value {
         "catalog": catalog,
         "calls": calls,
         "queues": crate::queue::metrics::dashboard(&info.queues),
+        "cache": info.cache.as_deref().map(crate::cache::metrics::dashboard),
         "errors": info.stats.errors.recent(),
     })
 }

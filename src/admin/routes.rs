@@ -7,8 +7,8 @@ use axum::routing::get;
 
 use super::dashboard::{events, page};
 use super::status::{
-    Admin, dns_metrics, endpoints, error, guard, health, health_summary, metrics, metrics_queue,
-    metrics_rpc, metrics_transport, metrics_unified, persistence, readyz, status,
+    Admin, dns_metrics, endpoints, error, guard, health, health_summary, metrics, metrics_cache,
+    metrics_queue, metrics_rpc, metrics_transport, metrics_unified, persistence, readyz, status,
 };
 
 /// The admin router.
@@ -27,6 +27,7 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route("/dns/metrics", get(dns_metrics))
         .route("/metrics/rpc", get(metrics_rpc))
         .route("/metrics/queue", get(metrics_queue))
+        .route("/metrics/cache", get(metrics_cache))
         .route("/metrics/transport", get(metrics_transport))
         .route("/metrics/unified", get(metrics_unified))
         .fallback(|| async {

@@ -23,8 +23,8 @@ pub enum MonitorCommand {
     Health(MonitorArgs),
     /// This node and the cluster: members with status, role and load
     Status(MonitorArgs),
-    /// The node's Prometheus metrics
-    Metrics(MonitorArgs),
+    /// The node's Prometheus metrics, or one system's in the original's shape (--system)
+    Metrics(MetricsArgs),
     /// Where the node keeps its state
     Persistence(MonitorArgs),
     /// The admin server's endpoints
@@ -53,6 +53,15 @@ pub struct MonitorArgs {
     pub interval: f64,
     #[command(flatten)]
     pub connect: super::ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+    /// One system's metrics in the original's shape (`/metrics/<system>`)
+    #[arg(long, value_parser = ["rpc", "queue", "cache", "transport", "unified"])]
+    pub system: Option<String>,
 }
 
 /// `GET url` (http:// or https://), the body as text, or why not.
@@ -108,10 +117,18 @@ async fn get(env: &Env, url: &str, connect: &super::ConnectArgs) -> Result<(u16,
 }
 
 pub async fn run(cmd: MonitorCommand) -> i32 {
+    let system;
     let (args, path) = match &cmd {
         MonitorCommand::Health(a) => (a, "/health/summary"),
         MonitorCommand::Status(a) => (a, "/status"),
-        MonitorCommand::Metrics(a) => (a, "/metrics"),
+        MonitorCommand::Metrics(MetricsArgs {
+            monitor,
+            system: Some(name),
+        }) => {
+            system = format!("/metrics/{name}");
+            (monitor, system.as_str())
+        }
+        MonitorCommand::Metrics(a) => (&a.monitor, "/metrics"),
         MonitorCommand::Persistence(a) => (a, "/metrics/persistence"),
         MonitorCommand::Endpoints(a) => (a, "/endpoints"),
         MonitorCommand::Dns(a) => (a, "/dns/metrics"),
@@ -155,7 +172,7 @@ fn render(cmd: &MonitorCommand, json: bool, status: u16, body: &str) -> Result<S
             .unwrap_or_else(|| body.trim().to_owned());
         return Err(format!("HTTP {status}: {why}"));
     }
-    if let MonitorCommand::Metrics(_) = cmd {
+    if let MonitorCommand::Metrics(MetricsArgs { system: None, .. }) = cmd {
         let samples = samples(body);
         return Ok(if json {
             let map: serde_json::Map<String, Value> = samples
@@ -187,8 +204,31 @@ fn render(cmd: &MonitorCommand, json: bool, status: u16, body: &str) -> Result<S
                 .map(|e| vec![text(&e["path"]), text(&e["description"])]),
         ),
         MonitorCommand::Dns(_) => dns_table(&v["dns_gateway"]),
-        MonitorCommand::Metrics(_) => String::new(),
+        MonitorCommand::Metrics(_) => system_table(&v),
     })
+}
+
+/// `/metrics/<system>`: its figures as two columns, nested ones by dotted name.
+fn system_table(v: &Value) -> String {
+    fn flatten(prefix: &str, v: &Value, rows: &mut Vec<Vec<String>>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&name, x, rows);
+                }
+            }
+            other => rows.push(vec![prefix.to_owned(), text(other)]),
+        }
+    }
+    let mut rows = Vec::new();
+    let metrics = v.get("metrics").unwrap_or(v);
+    flatten("", metrics, &mut rows);
+    table(&[&text(&v["system"]), "value"], rows)
 }
 
 /// The samples of a Prometheus text exposition, in order (`name{labels}`, value).

@@ -37,6 +37,9 @@ pub enum ClientError {
     /// The node refused a subscribe, unsubscribe or publish (its `pubsub-ack` said why).
     #[error("the node refused: {0}")]
     PubSub(String),
+    /// A `cache-response` with status `error`: its `error_message`.
+    #[error("cache: {0}")]
+    Cache(String),
 }
 
 fn details_text(v: &Value) -> String {

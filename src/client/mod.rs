@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 mod cluster;
 mod cluster_pubsub;
 mod error;
@@ -61,6 +62,8 @@ struct PendingState {
     /// Subscribes, unsubscribes and publishes awaiting their `pubsub-ack`, by sequence
     /// number (`Err`: the node's reason for refusing).
     acks: BTreeMap<u64, oneshot::Sender<Result<(), String>>>,
+    /// `cache-request`s awaiting their `cache-response`, by sequence number.
+    cache: BTreeMap<u64, oneshot::Sender<serde_json::Value>>,
     /// Where each subscription's notifications go, by its id.
     subscriptions: BTreeMap<String, pubsub::Route>,
     closed: bool,
@@ -469,6 +472,10 @@ where
                     dispatch_pubsub(bytes, &pending);
                     continue;
                 }
+                Ok(r) if r.role.as_deref() == Some("cache-response") => {
+                    cache::dispatch(bytes, &r, &pending);
+                    continue;
+                }
                 Ok(r) => r,
                 Err(e) => {
                     // An ack refusing with a reason does not read as a reply.
@@ -502,6 +509,7 @@ where
     pending.closed = true;
     pending.waiting.clear();
     pending.acks.clear();
+    pending.cache.clear();
     pending.subscriptions.clear();
 }
 

@@ -3,7 +3,7 @@
 //! heartbeats say of each peer.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -225,6 +225,30 @@ impl DataMetrics {
                 ("version", f.spec.version.to_string()),
             ];
             ConstCounter::new(n).encode(failed.encode_family(&labels)?)?;
+        }
+        // Cacheable functions only (`Function::cache`): calls answered from the cache, and
+        // calls that ran the function.
+        for (name, help, read) in [
+            (
+                "mpreg_function_cache_hits",
+                "Calls of a cacheable function answered from its result cache",
+                (|s| &s.cache_hits) as fn(&crate::registry::stats::CallStats) -> &AtomicU64,
+            ),
+            (
+                "mpreg_function_cache_misses",
+                "Calls of a cacheable function that ran it",
+                |s| &s.cache_misses,
+            ),
+        ] {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for f in registry.functions().filter(|f| f.cache_ttl.is_some()) {
+                let labels = [
+                    ("function", f.spec.name.clone()),
+                    ("version", f.spec.version.to_string()),
+                ];
+                let n = read(&f.stats).load(Ordering::Relaxed);
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
         }
         let mut errors = e.encode_descriptor(
             "mpreg_request_errors",

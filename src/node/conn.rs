@@ -548,6 +548,7 @@ impl<'a> Connection<'a> {
             Ok(Incoming::Publish(req)) => {
                 self.publish(req, kind, out, running, mailbox.as_deref());
             }
+            Ok(Incoming::Cache(text)) => self.cache_request(&text, kind, draining, running, out),
             Ok(Incoming::Unsubscribe(req)) => {
                 let in_watch = watch
                     .catalog
@@ -802,6 +803,63 @@ impl<'a> Connection<'a> {
         });
         w.subscribe(req.subscription.subscription_id, req.subscription.patterns);
         crate::protocol::pubsub::ack(&req.u, true, None)
+    }
+
+    /// Answers a `cache-request`: most are answered on their first poll (L1); one that
+    /// waits for L2 runs beside the connection's other requests, under the same limit.
+    fn cache_request(
+        &self,
+        text: &str,
+        kind: FrameKind,
+        draining: bool,
+        running: &mut Unordered<RequestFuture<'a>>,
+        out: &mut Outbox<'a>,
+    ) {
+        use crate::cache::request::{Outcome, decode, response_text};
+        let view = &self.shared.view;
+        let refuse = |u: &str, why: String| {
+            let ts = view.env.wall_seconds();
+            kind.message(response_text(u, "", ts, 0.0, &Outcome::error(why)))
+        };
+        let req = match decode(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let u = crate::protocol::jscan::find_u(text.as_bytes()).unwrap_or_default();
+                return out.push(refuse(&u, format!("not a valid cache-request: {e}")));
+            }
+        };
+        let refused = match &view.cache {
+            None => Some("the cache is off on this node (enable_default_cache)".to_owned()),
+            Some(_) if draining => Some("node is draining; retry on another node".to_owned()),
+            Some(_) if running.len() >= self.max_inflight => Some(format!(
+                "this connection already has {} requests running (max_inflight_per_connection)",
+                self.max_inflight
+            )),
+            Some(_) => view
+                .cache_role
+                .as_ref()
+                .filter(|role| !self.access.has_role(role))
+                .map(|role| {
+                    format!(
+                        "{} lacks the `{role}` role cache requests need",
+                        self.access.describe()
+                    )
+                }),
+        };
+        let Some(cache) = view.cache.clone().filter(|_| refused.is_none()) else {
+            return out.push(refuse(&req.u, refused.unwrap_or_default()));
+        };
+        let charged = text.len();
+        let mut request: RequestFuture<'a> =
+            Box::pin(async move { (kind.message(cache.handle(req).await), charged) });
+        let waker = futures_util::task::noop_waker();
+        match request.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready((reply, _)) => out.push(reply),
+            Poll::Pending => {
+                out.budget.charge(charged);
+                running.push(request);
+            }
+        }
     }
 
     /// Starts feeding this connection queue subscription `sub` (the token's role checked

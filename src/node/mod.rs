@@ -46,6 +46,8 @@ pub enum NodeError {
     Dns(#[from] crate::dns::answer::ZoneError),
     #[error(transparent)]
     Queues(#[from] crate::queue::store::StoreError),
+    #[error("cannot open the cache: {0}")]
+    Cache(#[from] crate::cache::service::OpenError),
 }
 
 impl From<crate::data::functions::PublishError> for NodeError {

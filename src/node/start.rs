@@ -31,7 +31,7 @@ impl NodeBuilder {
             disk,
             secret,
             next_protocol,
-            registry,
+            mut registry,
             queue_disk,
         } = self;
         let env = env.unwrap_or_else(Env::production);
@@ -41,6 +41,10 @@ impl NodeBuilder {
         let mut ports = Ports::bind(&env, &settings, security.tls.is_some()).await?;
         let fabric = security.fabric(&env, &settings, next_protocol);
         let control = control_plane(&env, &settings, disk, &ports.url, fabric.clone()).await?;
+        let cache = cache(&env, &settings, control.id).await?;
+        if let Some(c) = &cache {
+            registry.set_result_cache(Arc::new(crate::cache::results::Results::new(c.clone())));
+        }
         let (registered_tx, registered) = watch::channel(false);
         let view = parts(
             &env,
@@ -52,6 +56,7 @@ impl NodeBuilder {
             &registered,
             dns,
             queue_store,
+            cache,
         );
         install_builtins(&view);
         let upgrade = upgrade_stats(next_protocol);
@@ -330,6 +335,7 @@ fn parts(
     registered: &watch::Receiver<bool>,
     dns: Option<(crate::dns::answer::Zones, crate::dns::service::DnsLimits)>,
     queue_store: crate::queue::store::Store,
+    cache: Option<Arc<crate::cache::CacheService>>,
 ) -> Arc<NodeView> {
     let stats = Arc::new(crate::data::stats::Stats::new(env.clock.clone()));
     let detector = SharedDetector::default();
@@ -402,9 +408,38 @@ fn parts(
             .queue_role
             .clone()
             .filter(|_| settings.auth_required),
+        cache,
+        cache_role: settings
+            .cache_role
+            .clone()
+            .filter(|_| settings.auth_required),
         access_audit,
         policy_audit: Arc::default(),
     })
+}
+
+/// The node's cache, unless `enable_default_cache` is off: L2 in `cache.sqlite` in the data
+/// directory in `sqlite` mode, else L1 alone.
+async fn cache(
+    env: &Env,
+    settings: &Settings,
+    id: crate::control::NodeId,
+) -> Result<Option<Arc<crate::cache::CacheService>>, NodeError> {
+    use crate::cache::{CacheLimits, CacheService};
+    use crate::config::PersistenceMode;
+    if !settings.enable_default_cache {
+        return Ok(None);
+    }
+    let limits = CacheLimits::from_settings(settings);
+    let prefix = format!("{:x}", id.0);
+    let service = match settings.persistence.mode {
+        PersistenceMode::Sqlite => {
+            let path = settings.persistence.data_dir.join("cache.sqlite");
+            CacheService::open(&path, limits, env.clock.clone(), prefix).await?
+        }
+        PersistenceMode::Memory => CacheService::in_memory(limits, env.clock.clone(), prefix),
+    };
+    Ok(Some(Arc::new(service)))
 }
 
 /// Where this node's queues keep their messages: `queues.sqlite` in the data directory in
@@ -580,6 +615,9 @@ fn metrics(view: &NodeView) -> prometheus_client::registry::Registry {
     registry.register_collector(Box::new(crate::queue::metrics::QueueMetrics(
         view.queues.clone(),
     )));
+    if let Some(cache) = &view.cache {
+        registry.register_collector(Box::new(crate::cache::metrics::CacheMetrics(cache.clone())));
+    }
     if let Some(gateway) = &view.dns {
         registry.register_collector(Box::new(crate::dns::metrics::DnsMetrics(
             gateway.stats.clone(),
@@ -650,6 +688,12 @@ fn spawn_tasks(
         registered,
         shutdown.clone(),
     ));
+    if let Some(cache) = &view.cache {
+        tokio::spawn(crate::cache::service::sweeping(
+            cache.clone(),
+            shutdown.clone(),
+        ));
+    }
 }
 
 /// The heartbeat loop of this node: to every other member of its catalog, carrying its

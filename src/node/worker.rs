@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -33,6 +34,8 @@ const MAX_RESOURCE_BYTES: usize = 64;
 const MAX_PARAMS: usize = 32;
 const MAX_PARAM_BYTES: usize = 64;
 const MAX_DOC_BYTES: usize = 1024;
+/// Longest time a worker may ask its results be kept: a day.
+const MAX_RESULT_TTL_SECONDS: f64 = 86_400.0;
 
 type Waiters = Mutex<BTreeMap<String, oneshot::Sender<Result<Json, CallError>>>>;
 
@@ -112,6 +115,15 @@ impl Worker {
                     short(&f.name)
                 ));
             }
+            if let Some(c) = &f.cache
+                && !(c.ttl_seconds.is_finite()
+                    && (0.0..=MAX_RESULT_TTL_SECONDS).contains(&c.ttl_seconds))
+            {
+                return Err(format!(
+                    "function `{}`: cache.ttl_seconds must be from 0 to {MAX_RESULT_TTL_SECONDS}",
+                    short(&f.name)
+                ));
+            }
             if let Some(params) = &f.params {
                 crate::registry::signature::check_declared(params, MAX_PARAMS, MAX_PARAM_BYTES)
                     .map_err(|e| format!("function `{}`: {e}", short(&f.name)))?;
@@ -156,6 +168,9 @@ impl Worker {
                 }
                 if let Some(doc) = &f.doc {
                     function = function.doc(doc.clone());
+                }
+                if let Some(cache) = &f.cache {
+                    function = function.cache(Duration::from_secs_f64(cache.ttl_seconds));
                 }
                 function
             })

@@ -225,6 +225,10 @@ pub struct StepTiming {
     pub forwarded: bool,
     pub started_ms: f64,
     pub duration_ms: f64,
+    /// Whether its result came from the node's result cache instead of a run (mpreg
+    /// extension; absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// The reply to an `rpc` request: `r` on success, `error` on failure.

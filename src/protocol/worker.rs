@@ -44,6 +44,15 @@ pub struct WorkerFunction {
     /// One line on what it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<String>,
+    /// Its results may be cached: `{"ttl_seconds": 60}` (`Function::cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResultCaching>,
+}
+
+/// How long a worker's function's results are kept for identical calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResultCaching {
+    pub ttl_seconds: f64,
 }
 
 fn default_version() -> String {

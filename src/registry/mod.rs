@@ -39,6 +39,8 @@ pub struct Function {
     declared: Option<Vec<signature::Param>>,
     /// One line on what it does, for `rpc_describe`.
     doc: Option<String>,
+    /// How long its results are kept for identical calls (none: every call runs it).
+    cache_ttl: Option<std::time::Duration>,
     make: MakeHandler,
 }
 
@@ -69,6 +71,7 @@ impl Function {
             types: F::param_types(),
             declared: None,
             doc: None,
+            cache_ttl: None,
             make: Box::new(move |params| f.into_handler(params)),
         }
     }
@@ -91,6 +94,7 @@ impl Function {
             types: Vec::new(),
             declared: None,
             doc: None,
+            cache_ttl: None,
             make: Box::new(move |_| Arc::new(handler::Raw(f))),
         }
     }
@@ -165,6 +169,16 @@ impl Function {
         self
     }
 
+    /// Marks the function's results cacheable for `ttl`: the node that runs it keeps a
+    /// successful result under (function_id, version, canonical arguments), and identical
+    /// calls within `ttl`, from any client, get it without running the function; identical
+    /// calls that arrive while it runs wait for that run (errors are not kept). For pure
+    /// functions only. A zero `ttl` turns caching off.
+    pub fn cache(mut self, ttl: std::time::Duration) -> Function {
+        self.cache_ttl = (!ttl.is_zero()).then_some(ttl);
+        self
+    }
+
     /// One line on what the function does, as `rpc_describe` reports it.
     pub fn doc(mut self, doc: impl Into<String>) -> Function {
         self.doc = Some(doc.into());
@@ -223,7 +237,28 @@ pub struct RegisteredFunction {
     pub handler: Arc<dyn Handler>,
     /// What its calls here did (`/metrics`).
     pub stats: stats::CallStats,
+    /// How long its results are kept ([`Function::cache`]).
+    pub cache_ttl: Option<std::time::Duration>,
 }
+
+/// Where a node keeps the results of functions registered with [`Function::cache`] (the
+/// cache room implements it; rooms below it call through this).
+pub trait ResultCache: Send + Sync {
+    /// `f`'s result for `args`: kept from an earlier call, or `compute`'s (kept for
+    /// `f.cache_ttl` when it succeeds). Identical calls that arrive while one computes
+    /// wait for its result. The flag is true when the result came without running
+    /// `compute` for this call.
+    fn call<'a>(
+        &'a self,
+        f: &'a RegisteredFunction,
+        args: CallArgs,
+        compute: Box<dyn FnOnce(CallArgs) -> CallFuture<'a> + Send + 'a>,
+    ) -> CallFuture<'a, (Result<Json, CallError>, bool)>;
+}
+
+/// A call's future, borrowing what it runs against.
+pub type CallFuture<'a, T = Result<Json, CallError>> =
+    std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl std::fmt::Debug for RegisteredFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,9 +346,21 @@ pub struct NotFound(pub String);
 pub struct Registry {
     /// Per name, versions in descending order so the first match is the highest.
     by_name: BTreeMap<String, Vec<Arc<RegisteredFunction>>>,
+    /// Where cacheable functions' results are kept (none: they run every time).
+    results: Option<Arc<dyn ResultCache>>,
 }
 
 impl Registry {
+    /// Keeps cacheable functions' results in `cache` from now on.
+    pub fn set_result_cache(&mut self, cache: Arc<dyn ResultCache>) {
+        self.results = Some(cache);
+    }
+
+    /// Where cacheable functions' results are kept.
+    pub fn result_cache(&self) -> Option<&dyn ResultCache> {
+        self.results.as_deref()
+    }
+
     /// Registers a user's function; reserved names are refused ([`is_reserved`]).
     pub fn register(&mut self, f: Function) -> Result<Arc<RegisteredFunction>, RegisterError> {
         if is_reserved(&f.name) {
@@ -395,6 +442,7 @@ impl Registry {
             handler: (f.make)(params.clone()),
             params,
             stats: stats::CallStats::default(),
+            cache_ttl: f.cache_ttl,
         });
         versions.push(registered.clone());
         versions.sort_by(|a, b| b.spec.version.cmp(&a.spec.version));

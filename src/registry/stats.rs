@@ -119,6 +119,10 @@ pub struct CallStats {
     pub peer: Latency,
     /// Calls that returned an error (any caller).
     pub failures: AtomicU64,
+    /// Calls of a cacheable function answered from the cache (or by waiting for an
+    /// identical call's run), and those that ran it.
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
 }
 
 impl CallStats {

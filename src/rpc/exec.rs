@@ -25,7 +25,8 @@ use crate::protocol::{
 };
 use crate::registry::stats::Caller;
 use crate::registry::{
-    CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, VersionConstraint,
+    CallArgs, CallError, Handler, Query, RegisteredFunction, Registry, ResultCache,
+    VersionConstraint,
 };
 use crate::routing::NoRoute;
 use tokio::time::Instant;
@@ -378,7 +379,14 @@ async fn hosted_step(
 ) -> Result<(Json, Option<NodeId>), ExecError> {
     let copy = args.clone();
     // Why it moves, and the code it fails with if nowhere else offers it.
-    let (moved, code) = match call_counted(f, args, here.clock, Caller::Client).await {
+    let called = call_counted(
+        f,
+        args,
+        here.clock,
+        Caller::Client,
+        here.registry.result_cache(),
+    );
+    let (moved, code) = match called.await.map(|(v, _)| v) {
         Err(CallError::Unavailable(why)) => (why, ErrorCode::ClusterUnavailable),
         Err(CallError::Lost(why)) if f.spec.idempotent => (why, ErrorCode::StepLost),
         other => return other.map(|v| (v, None)).map_err(|e| step_error(cmd, e)),
@@ -407,10 +415,16 @@ async fn run_bound(
     reuse_route: bool,
 ) -> Result<(Json, Option<NodeId>), ExecError> {
     match binding {
-        Binding::Local(f) => call_counted(f, args, here.clock, Caller::Client)
-            .await
-            .map(|v| (v, None))
-            .map_err(|e| step_error(cmd, e)),
+        Binding::Local(f) => call_counted(
+            f,
+            args,
+            here.clock,
+            Caller::Client,
+            here.registry.result_cache(),
+        )
+        .await
+        .map(|(v, _)| (v, None))
+        .map_err(|e| step_error(cmd, e)),
         Binding::Hosted(f, constraint) => {
             hosted_step(here, cmd, constraint.as_ref(), f, args, deadline).await
         }
@@ -497,16 +511,23 @@ async fn run_step_traced(
     let timeout = Duration::from_millis(step.timeout_ms).min(limits.request_timeout);
     let hosted = function.handler.hosted_elsewhere();
     let call = async {
-        let value =
-            match call_counted(&function, CallArgs { args, kwargs }, clock, Caller::Peer).await {
-                Ok(value) => value,
-                // The worker serving it here went away: before the call reached it (nothing
-                // ran, another node may take it), or during it (the caller decides, by
-                // idempotence).
-                Err(CallError::Unavailable(why)) if hosted => return Ok(StepOutcome::NotHere(why)),
-                Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
-                Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
-            };
+        let value = match call_counted(
+            &function,
+            CallArgs { args, kwargs },
+            clock,
+            Caller::Peer,
+            registry.result_cache(),
+        )
+        .await
+        {
+            Ok((value, _)) => value,
+            // The worker serving it here went away: before the call reached it (nothing
+            // ran, another node may take it), or during it (the caller decides, by
+            // idempotence).
+            Err(CallError::Unavailable(why)) if hosted => return Ok(StepOutcome::NotHere(why)),
+            Err(CallError::Lost(why)) if hosted => return Ok(StepOutcome::Lost(why)),
+            Err(e) => return Err(ExecError::new(call_error_code(&e), e.to_string())),
+        };
         if depth_of(value.get()) > MAX_VALUE_DEPTH {
             return Err(ExecError::new(
                 ErrorCode::LimitExceeded,
@@ -543,9 +564,15 @@ async fn run_single(
     let value = match binding {
         Some(Binding::Local(function)) => {
             let call = async {
-                let value = call_counted(function, args, here.clock, Caller::Client)
-                    .await
-                    .map_err(|e| step_error(cmd, e))?;
+                let (value, _) = call_counted(
+                    function,
+                    args,
+                    here.clock,
+                    Caller::Client,
+                    here.registry.result_cache(),
+                )
+                .await
+                .map_err(|e| step_error(cmd, e))?;
                 check_result(cmd, value)
             };
             with_deadline(call, timeout).await?
@@ -596,6 +623,11 @@ async fn run(
     let deadline = started.map(|s| s + timeout);
     // The arguments move out of the request; names stay for the reply.
     let args: Vec<CallArgs> = req.cmds.iter_mut().map(take_args).collect();
+    let cached: Vec<std::sync::atomic::AtomicBool> = req
+        .cmds
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
     let outcome = {
         let flow = Dataflow {
             max_resolved_bytes: limits.max_resolved_bytes,
@@ -605,14 +637,41 @@ async fn run(
             here,
             deadline,
             clock: timed.then_some(clock),
+            cached: &cached,
         };
         with_deadline(flow.run(args), timeout).await?
     };
-    Ok(build_reply(req, u, &plan, outcome, started, here))
+    Ok(build_reply(req, u, &plan, outcome, started, here, &cached))
 }
 
-/// Calls `f` for `caller`, counting the call and its time in the function's stats.
+/// Calls `f` for `caller`, counting the call and its time in the function's stats. A
+/// cacheable function ([`crate::registry::Function::cache`]) goes through `results`, which
+/// may answer without running it: the flag says so.
 async fn call_counted(
+    f: &RegisteredFunction,
+    args: CallArgs,
+    clock: &dyn Clock,
+    caller: Caller,
+    results: Option<&dyn ResultCache>,
+) -> Result<(Json, bool), CallError> {
+    if let (Some(_), Some(cache)) = (f.cache_ttl, results) {
+        let compute = Box::new(move |args| {
+            Box::pin(call_timed(f, args, clock, caller)) as crate::registry::CallFuture<'_>
+        });
+        let (result, cached) = cache.call(f, args, compute).await;
+        let counter = if cached {
+            &f.stats.cache_hits
+        } else {
+            &f.stats.cache_misses
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return result.map(|v| (v, cached));
+    }
+    call_timed(f, args, clock, caller).await.map(|v| (v, false))
+}
+
+/// Runs `f` once, counting the call and its time in the function's stats.
+async fn call_timed(
     f: &RegisteredFunction,
     args: CallArgs,
     clock: &dyn Clock,
@@ -690,6 +749,8 @@ struct Dataflow<'a> {
     deadline: Option<Instant>,
     /// Set when the reply reports timings.
     clock: Option<&'a dyn Clock>,
+    /// Which steps' results came from the result cache (for the execution summary).
+    cached: &'a [std::sync::atomic::AtomicBool],
 }
 
 impl<'a> Dataflow<'a> {
@@ -768,14 +829,21 @@ impl<'a> Dataflow<'a> {
         let cmd = &self.req.cmds[i];
         match &self.functions[i] {
             Binding::Local(f) => {
-                let call = call_counted(f, args, self.here.clock, Caller::Client);
+                let here = self.here;
+                let call = call_counted(
+                    f,
+                    args,
+                    here.clock,
+                    Caller::Client,
+                    here.registry.result_cache(),
+                );
+                let cached = &self.cached[i];
                 Either::Left(async move {
-                    (
-                        i,
-                        call.await
-                            .map(|v| (v, None))
-                            .map_err(|e| step_error(cmd, e)),
-                    )
+                    let result = call.await.map(|(v, hit)| {
+                        cached.store(hit, std::sync::atomic::Ordering::Relaxed);
+                        (v, None)
+                    });
+                    (i, result.map_err(|e| step_error(cmd, e)))
                 })
             }
             // A step that waited for others is routed when it starts: liveness may have
@@ -843,6 +911,7 @@ fn build_reply(
     mut outcome: Outcome,
     started: Option<tokio::time::Instant>,
     here: Here<'_>,
+    cached: &[std::sync::atomic::AtomicBool],
 ) -> Done {
     let clock = here.clock;
     let mut done = Done::default();
@@ -900,6 +969,7 @@ fn build_reply(
                         level: k,
                         node_id: name(outcome.ran_on[i]),
                         forwarded: outcome.ran_on[i].is_some(),
+                        cached: cached[i].load(std::sync::atomic::Ordering::Relaxed),
                         started_ms: ms_between(started, a),
                         duration_ms: ms_between(a, b),
                     });

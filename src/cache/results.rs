@@ -1,0 +1,144 @@
+//! Cached results of cacheable functions (`Function::cache`, a worker's `"cache":
+//! {"ttl_seconds": …}`), kept in L1 under `mpreg.rpc:<hash>:<version>`, where the hash is
+//! the made identifier of `[function_id, args, kwargs]` (canonical JSON, `key.rs`), so the
+//! same arguments written in another key order are the same call. Calls run "single
+//! flight": the first of identical calls runs the function, and the others that arrive
+//! while it runs wait for its result instead of running it again (Go's singleflight,
+//! Caffeine's `get(key, loader)`). Errors are handed to those waiting but never kept. When
+//! the call that runs is dropped (its client left, its deadline passed), one of those
+//! waiting runs it instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::key::made_identifier;
+use super::service::CacheService;
+use crate::protocol::Json;
+use crate::registry::{CallArgs, CallError, CallFuture, RegisteredFunction, ResultCache};
+
+/// The namespace results are kept under.
+pub const RESULT_NAMESPACE: &str = "mpreg.rpc";
+
+type Waiters = Vec<oneshot::Sender<Result<Json, CallError>>>;
+
+/// The node's result cache.
+pub struct Results {
+    cache: Arc<CacheService>,
+    /// Keys being computed, with the calls waiting for each. Bounded by the calls running
+    /// on the node (each waiter is one).
+    flights: Mutex<HashMap<String, Waiters>>,
+}
+
+impl Results {
+    pub fn new(cache: Arc<CacheService>) -> Results {
+        Results {
+            cache,
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key of `f` called with `args`; `None` if the arguments do not parse (the call
+    /// then runs uncached, and the function reports the error).
+    pub fn key(f: &RegisteredFunction, args: &CallArgs) -> Option<String> {
+        let parsed = |j: &Json| serde_json::from_str::<serde_json::Value>(j.get()).ok();
+        let call = serde_json::Value::Array(vec![
+            serde_json::Value::String(f.spec.function_id.clone()),
+            parsed(&args.args)?,
+            parsed(&args.kwargs)?,
+        ]);
+        Some(format!(
+            "{RESULT_NAMESPACE}:{}:{}",
+            made_identifier(&call),
+            f.spec.version
+        ))
+    }
+
+    /// Joins the flight for `key` if one is under way (the receiver), or starts it.
+    fn join(&self, key: &str) -> Option<oneshot::Receiver<Result<Json, CallError>>> {
+        let mut flights = self.flights.lock();
+        match flights.get_mut(key) {
+            Some(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            }
+            None => {
+                flights.insert(key.to_owned(), Vec::new());
+                None
+            }
+        }
+    }
+
+    /// Calls under way (for tests and metrics).
+    pub fn flights(&self) -> usize {
+        self.flights.lock().len()
+    }
+}
+
+/// Ends a flight however its call ends: dropped unfinished, its waiters see their
+/// channel close and one of them runs the call.
+struct Flight<'a> {
+    results: &'a Results,
+    key: &'a str,
+}
+
+impl Flight<'_> {
+    fn land(self, result: &Result<Json, CallError>) {
+        let waiters = self.results.flights.lock().remove(self.key);
+        std::mem::forget(self);
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.results.flights.lock().remove(self.key);
+    }
+}
+
+impl ResultCache for Results {
+    fn call<'a>(
+        &'a self,
+        f: &'a RegisteredFunction,
+        args: CallArgs,
+        compute: Box<dyn FnOnce(CallArgs) -> CallFuture<'a> + Send + 'a>,
+    ) -> CallFuture<'a, (Result<Json, CallError>, bool)> {
+        Box::pin(async move {
+            let (Some(ttl), Some(key)) = (f.cache_ttl, Results::key(f, &args)) else {
+                return (compute(args).await, false);
+            };
+            loop {
+                if let Some(text) = self.cache.memory_get(&key)
+                    && let Ok(value) = Json::from_text(text.to_string())
+                {
+                    return (Ok(value), true);
+                }
+                match self.join(&key) {
+                    Some(wait) => match wait.await {
+                        Ok(result) => return (result, true),
+                        // The call that ran was dropped: ask again (the next may run it).
+                        Err(_) => continue,
+                    },
+                    None => {
+                        let flight = Flight {
+                            results: self,
+                            key: &key,
+                        };
+                        let result = compute(args).await;
+                        if let Ok(v) = &result {
+                            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                            self.cache.memory_put(&key, Arc::from(v.get()), ttl_ms);
+                        }
+                        flight.land(&result);
+                        return (result, false);
+                    }
+                }
+            }
+        })
+    }
+}
