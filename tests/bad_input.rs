@@ -54,13 +54,13 @@ async fn not_an_object() {
 
 #[tokio::test]
 async fn unknown_role() {
-    let reply = rejects(r#"{"role":"cache-request","u":"c1","key":"k"}"#, 1004).await;
+    let reply = rejects(r#"{"role":"cache-analytics","u":"c1","key":"k"}"#, 1004).await;
     assert_eq!(reply["u"], "c1");
     assert!(
         reply["error"]["details"]
             .as_str()
             .unwrap()
-            .contains("cache-request")
+            .contains("cache-analytics")
     );
 }
 

@@ -194,7 +194,7 @@ async fn probes_health_status_and_metrics() {
         "healthy"
     );
     let listed = get_json(&base, "/endpoints").await;
-    assert_eq!(listed["total_endpoints"], 15);
+    assert_eq!(listed["total_endpoints"], 16);
     let (code, _, body) = get(&base, "/no/such", "").await;
     assert_eq!(code, 404);
     assert_eq!(
@@ -510,8 +510,9 @@ async fn reported_figures_move_with_what_they_measure() {
     let u = get_json(&base, "/metrics/unified").await["unified_metrics"].clone();
     assert_eq!(u["rpc"]["total_operations_last_hour"], 0, "{u}");
     assert_eq!(u["pubsub"]["total_operations_last_hour"], 0, "{u}");
-    // Cache and federation: not built yet.
-    assert_eq!(u["overall_health"]["systems_unavailable"], 2, "{u}");
+    // Federation: not built yet.
+    assert_eq!(u["overall_health"]["systems_unavailable"], 1, "{u}");
+    assert_eq!(u["cache"]["total_operations_last_hour"], 0, "{u}");
     let p = get_json(&base, "/metrics/persistence").await;
     let entries = &p["persistence_snapshots"]["fabric"]["catalog_entries"];
     assert_eq!(entries["topics"], 0, "{p}");
@@ -673,4 +674,48 @@ async fn queue_figures_move_with_their_queue() {
     let (_, _, unified) = get(&base, "/metrics/unified", "").await;
     let u: Value = serde_json::from_str(&unified).unwrap();
     assert_eq!(u["unified_metrics"]["queue"]["system_type"], "queue");
+}
+
+#[tokio::test]
+async fn cache_figures_move_with_the_cache() {
+    let square = mpreg::Function::new("square", |x: i64| async move { Ok::<_, String>(x * x) })
+        .params(["x"])
+        .cache(std::time::Duration::from_secs(60));
+    let node = start_node(monitored(), vec![square]).await;
+    let base = node.monitoring_url().unwrap().to_owned();
+    let c = Client::connect(node.url()).await.unwrap();
+    c.cache().put("a:b", json!(1), None).await.unwrap();
+    assert!(c.cache().get("a:b").await.unwrap().is_some());
+    assert!(c.cache().get("a:zz").await.unwrap().is_none());
+    for _ in 0..3 {
+        assert_eq!(c.call("square", json!([4])).await.unwrap(), json!(16));
+    }
+    let (_, _, text) = get(&base, "/metrics", "").await;
+    for line in [
+        r#"mpreg_cache_entries{level="L1"} 2"#,
+        r#"mpreg_cache_requests_total{operation="put",status="hit"} 1"#,
+        r#"mpreg_cache_requests_total{operation="get",status="miss"} 1"#,
+        r#"mpreg_function_cache_hits_total{function="square",version="1.0.0"} 2"#,
+        r#"mpreg_function_cache_misses_total{function="square",version="1.0.0"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    // L1 counted the get's hit, the result cache's two hits, the miss and the first call's.
+    assert_eq!(metric(&text, r#"mpreg_cache_hits_total{level="L1"}"#), 3.0);
+    assert_eq!(
+        metric(&text, r#"mpreg_cache_misses_total{level="L1"}"#),
+        2.0
+    );
+    promtool_accepts(&text);
+    let v = get_json(&base, "/metrics/cache").await;
+    assert_eq!(v["system"], "cache");
+    assert_eq!(v["metrics"]["system_type"], "cache");
+    assert_eq!(v["metrics"]["levels"]["L1"]["entries"], 2);
+    assert!(v["metrics"]["levels"]["L2"].is_null(), "memory mode: no L2");
+    let u = get_json(&base, "/metrics/unified").await;
+    assert_eq!(u["unified_metrics"]["cache"]["system_type"], "cache");
+    assert_eq!(
+        u["unified_metrics"]["overall_health"]["systems_unavailable"],
+        1
+    );
 }

@@ -39,6 +39,7 @@ fn totals(info: &NodeView, functions: &Functions) -> Totals {
         failures,
         published: info.pubsub.stats().published,
         queue_ops: info.queues.operations(),
+        cache_ops: info.cache.as_ref().map_or(0, |c| c.snapshot().requests()),
     }
 }
 
@@ -586,14 +587,20 @@ pub(crate) async fn metrics_queue(State(admin): State<Admin>) -> Response {
 }
 
 /// The cache in the original's shape (`cache::metrics::original_json`); null when it is off.
-fn cache_system(admin: &Admin) -> Value {
+fn cache_system(admin: &Admin, hour: Totals) -> Value {
     admin.info.cache.as_ref().map_or(Value::Null, |c| {
-        crate::cache::metrics::original_json(c, up_seconds(admin), &admin.info.name, now_s(admin))
+        crate::cache::metrics::original_json(
+            c,
+            up_seconds(admin),
+            hour.cache_ops,
+            &admin.info.name,
+            now_s(admin),
+        )
     })
 }
 
 pub(crate) async fn metrics_cache(State(admin): State<Admin>) -> Response {
-    let cache = cache_system(&admin);
+    let cache = cache_system(&admin, admin.last_hour());
     if cache.is_null() {
         return error(
             StatusCode::NOT_FOUND,
@@ -643,7 +650,7 @@ pub(crate) async fn metrics_unified(State(admin): State<Admin>) -> Response {
     let rpc = rpc_system(&admin, hour);
     let pubsub = pubsub_system(&admin, hour);
     let queue = queue_system(&admin, hour);
-    let cache = cache_system(&admin);
+    let cache = cache_system(&admin, hour);
     let mut served: Vec<(&str, f64)> = [&rpc, &pubsub, &queue].map(system_health).to_vec();
     if !cache.is_null() {
         served.push(system_health(&cache));

@@ -21,6 +21,8 @@ pub struct Totals {
     pub published: u64,
     /// Queue operations (sends, receives, acks, nacks) on the queues this node owns.
     pub queue_ops: u64,
+    /// `cache-request`s answered.
+    pub cache_ops: u64,
 }
 
 impl Totals {
@@ -30,6 +32,7 @@ impl Totals {
             failures: self.failures.saturating_sub(base.failures),
             published: self.published.saturating_sub(base.published),
             queue_ops: self.queue_ops.saturating_sub(base.queue_ops),
+            cache_ops: self.cache_ops.saturating_sub(base.cache_ops),
         }
     }
 }
@@ -85,6 +88,7 @@ mod tests {
             failures: n / 10,
             published: 2 * n,
             queue_ops: 3 * n,
+            cache_ops: 4 * n,
         }
     }
 

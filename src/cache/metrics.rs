@@ -100,6 +100,9 @@ pub struct Snapshot {
     /// None when L2 is off (memory persistence mode).
     pub disk: Option<LevelFigures>,
     pub operations: Vec<(&'static str, &'static str, u64)>,
+    /// Cacheable calls running, and identical calls waiting for them.
+    pub results_running: u64,
+    pub results_waiting: u64,
 }
 
 impl Snapshot {
@@ -114,7 +117,13 @@ impl Snapshot {
             "L1": self.memory.to_json(),
             "L2": self.disk.map(LevelFigures::to_json),
             "operations": ops,
+            "results": {"running": self.results_running, "waiting": self.results_waiting},
         })
+    }
+
+    /// `cache-request`s answered since the node started.
+    pub fn requests(&self) -> u64 {
+        self.total_requests()
     }
 
     fn total_requests(&self) -> u64 {
@@ -205,7 +214,13 @@ impl Collector for CacheMetrics {
 }
 
 /// `/metrics/cache`'s `metrics` in the original's shape, with the levels' figures beside.
-pub(crate) fn original_json(cache: &CacheService, uptime_s: f64, name: &str, now_s: f64) -> Value {
+pub(crate) fn original_json(
+    cache: &CacheService,
+    uptime_s: f64,
+    last_hour_ops: u64,
+    name: &str,
+    now_s: f64,
+) -> Value {
     let s = cache.snapshot();
     let total = s.total_requests();
     json!({
@@ -217,7 +232,7 @@ pub(crate) fn original_json(cache: &CacheService, uptime_s: f64, name: &str, now
         "p99_latency_ms": 0.0,
         "error_rate_percent": if total == 0 { 0.0 } else { s.errors() as f64 * 100.0 / total as f64 },
         "active_connections": 0,
-        "total_operations_last_hour": total,
+        "total_operations_last_hour": last_hour_ops,
         "last_updated": now_s,
         "levels": s.to_json(),
     })

@@ -1,7 +1,8 @@
 //! Cached results of cacheable functions (`Function::cache`, a worker's `"cache":
 //! {"ttl_seconds": …}`), kept in L1 under `mpreg.rpc:<hash>:<version>`, where the hash is
-//! the made identifier of `[function_id, args, kwargs]` (canonical JSON, `key.rs`), so the
-//! same arguments written in another key order are the same call. Calls run "single
+//! the made identifier of the function id and its arguments (canonical JSON, `key.rs`;
+//! `Results::key`), so the same arguments, positional or by name, in any key order, are
+//! the same call. Calls run "single
 //! flight": the first of identical calls runs the function, and the others that arrive
 //! while it runs wait for its result instead of running it again (Go's singleflight,
 //! Caffeine's `get(key, loader)`). Errors are handed to those waiting but never kept. When
@@ -10,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -40,15 +42,27 @@ impl Results {
         }
     }
 
-    /// The key of `f` called with `args`; `None` if the arguments do not parse (the call
-    /// then runs uncached, and the function reports the error).
+    /// The key of `f` called with `args`; `None` if the arguments do not parse or bind (the
+    /// call then runs uncached, and the function reports the error). A function with named
+    /// parameters keys on the arguments bound to them, so `f(12)` and `f(x=12)` are one
+    /// call: `[function_id, {param: value, …}]`; a variadic one on `[function_id, args,
+    /// kwargs]`.
     pub fn key(f: &RegisteredFunction, args: &CallArgs) -> Option<String> {
-        let parsed = |j: &Json| serde_json::from_str::<serde_json::Value>(j.get()).ok();
-        let call = serde_json::Value::Array(vec![
-            serde_json::Value::String(f.spec.function_id.clone()),
-            parsed(&args.args)?,
-            parsed(&args.kwargs)?,
-        ]);
+        use serde_json::Value;
+        let parsed = |text: &str| serde_json::from_str::<Value>(text).ok();
+        let arguments = if f.params.is_empty() {
+            Value::Array(vec![parsed(args.args.get())?, parsed(args.kwargs.get())?])
+        } else {
+            let bound = args.bind(&f.params).ok()?;
+            let mut named = serde_json::Map::new();
+            for (name, v) in f.params.iter().zip(bound) {
+                if let Some(v) = v {
+                    named.insert(name.clone(), parsed(v.get())?);
+                }
+            }
+            Value::Object(named)
+        };
+        let call = Value::Array(vec![Value::String(f.spec.function_id.clone()), arguments]);
         Some(format!(
             "{RESULT_NAMESPACE}:{}:{}",
             made_identifier(&call),
@@ -59,7 +73,7 @@ impl Results {
     /// Joins the flight for `key` if one is under way (the receiver), or starts it.
     fn join(&self, key: &str) -> Option<oneshot::Receiver<Result<Json, CallError>>> {
         let mut flights = self.flights.lock();
-        match flights.get_mut(key) {
+        let joined = match flights.get_mut(key) {
             Some(waiters) => {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
@@ -69,12 +83,28 @@ impl Results {
                 flights.insert(key.to_owned(), Vec::new());
                 None
             }
-        }
+        };
+        self.cache
+            .flights
+            .running
+            .store(flights.len() as u64, Ordering::Relaxed);
+        joined
     }
+}
 
-    /// Calls under way (for tests and metrics).
-    pub fn flights(&self) -> usize {
-        self.flights.lock().len()
+/// Counts a call waiting for another's run while it waits (however its wait ends).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicU64) -> Waiting<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,17 +117,25 @@ struct Flight<'a> {
 
 impl Flight<'_> {
     fn land(self, result: &Result<Json, CallError>) {
-        let waiters = self.results.flights.lock().remove(self.key);
-        std::mem::forget(self);
-        for w in waiters.into_iter().flatten() {
+        for w in self.take().into_iter().flatten() {
             let _ = w.send(result.clone());
         }
+    }
+
+    /// Ends the flight; those waiting for it.
+    fn take(&self) -> Option<Waiters> {
+        let mut flights = self.results.flights.lock();
+        let waiters = flights.remove(self.key);
+        let running = &self.results.cache.flights.running;
+        running.store(flights.len() as u64, Ordering::Relaxed);
+        waiters
     }
 }
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        self.results.flights.lock().remove(self.key);
+        // Landed already, or dropped unfinished: either way the flight is over.
+        self.take();
     }
 }
 
@@ -119,7 +157,10 @@ impl ResultCache for Results {
                     return (Ok(value), true);
                 }
                 match self.join(&key) {
-                    Some(wait) => match wait.await {
+                    Some(wait) => match {
+                        let _counted = Waiting::new(&self.cache.flights.waiting);
+                        wait.await
+                    } {
                         Ok(result) => return (result, true),
                         // The call that ran was dropped: ask again (the next may run it).
                         Err(_) => continue,

@@ -93,6 +93,15 @@ pub struct CacheService {
     id_prefix: String,
     next_id: AtomicU64,
     pub(crate) counters: Counters,
+    /// Cacheable calls running, and identical calls waiting for them (`results.rs`).
+    pub(crate) flights: Flights,
+}
+
+/// Result-cache calls under way.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    pub(crate) running: AtomicU64,
+    pub(crate) waiting: AtomicU64,
 }
 
 /// Why the cache could not start.
@@ -116,6 +125,7 @@ impl CacheService {
             id_prefix,
             next_id: AtomicU64::new(0),
             counters: Counters::default(),
+            flights: Flights::default(),
         }
     }
 
@@ -493,6 +503,8 @@ impl CacheService {
                 counts: d.state.counts(),
             }),
             operations: self.counters.snapshot(),
+            results_running: self.flights.running.load(Ordering::Relaxed),
+            results_waiting: self.flights.waiting.load(Ordering::Relaxed),
         }
     }
 

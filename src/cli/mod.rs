@@ -7,6 +7,7 @@ mod bench_dag;
 mod bench_pubsub;
 mod bench_queue;
 mod bench_round;
+mod cache_cmd;
 mod client_cmd;
 mod dns_cmd;
 mod monitor_cmd;
@@ -151,6 +152,9 @@ pub enum MpregCommand {
     /// Create, feed and drain queues
     #[command(subcommand)]
     Queue(queue_cmd::QueueCommand),
+    /// Read and write the node's cache
+    #[command(subcommand)]
+    Cache(cache_cmd::CacheCommand),
     /// Mint client tokens (JWT)
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -198,6 +202,7 @@ pub async fn run_mpreg(cli: MpregCli) -> i32 {
         }
         MpregCommand::Client(cmd) => client_cmd::run(cmd).await,
         MpregCommand::Queue(cmd) => queue_cmd::run(cmd).await,
+        MpregCommand::Cache(cmd) => cache_cmd::run(cmd).await,
         MpregCommand::Bench(args) => bench::run(args).await,
         MpregCommand::Token(cmd) => token_cmd::run(cmd, &crate::env::Env::production()),
         MpregCommand::Monitor(cmd) => monitor_cmd::run(cmd).await,

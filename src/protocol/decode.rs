@@ -396,7 +396,7 @@ mod tests {
     fn each_defect_has_its_code() {
         assert_eq!(err("{nope").code, ErrorCode::MalformedMessage);
         assert_eq!(err("[1,2]").code, ErrorCode::MalformedMessage);
-        let e = err(r#"{"role":"cache-request","u":"x"}"#);
+        let e = err(r#"{"role":"cache-sync","u":"x"}"#);
         assert_eq!(
             (e.code, e.u),
             (ErrorCode::TimeoutOrBadRole, Value::from("x"))
