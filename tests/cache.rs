@@ -472,3 +472,67 @@ async fn errors_are_not_cached() {
     assert_eq!(c.call("flaky", json!([1])).await.unwrap(), json!(1));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// The key vectors of docs/PROTOCOL.md ("Cache keys"): the canonical text and identifier
+/// of each value, as computed here and, for those marked so, by Python's `json` module.
+#[test]
+fn the_documented_key_vectors_hold_here_and_in_python() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let block = doc
+        .split("```json key-vectors\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a key-vectors block");
+    let vectors: Vec<Value> = serde_json::from_str(block).unwrap();
+    assert!(vectors.len() >= 5);
+    let mut python = Vec::new();
+    for v in &vectors {
+        let canonical = mpreg::cache::canonical_json(&v["value"]);
+        assert_eq!(
+            canonical,
+            v["canonical"].as_str().unwrap(),
+            "{v}: {canonical}"
+        );
+        assert_eq!(
+            mpreg::cache::made_identifier(&v["value"]),
+            v["identifier"],
+            "{v}"
+        );
+        if v["python"] == true {
+            python.push(v.clone());
+        }
+    }
+    let script = r#"
+import hashlib, json, sys
+for v in json.load(sys.stdin):
+    c = json.dumps(v["value"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert c == v["canonical"], (c, v["canonical"])
+    h = hashlib.sha256(c.encode()).hexdigest()[:32]
+    assert h == v["identifier"], (h, v["identifier"])
+print(len(sys.argv))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (CI installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(python).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python disagrees: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A key made from data is its namespace, that identifier and the default version.
+    let k = mpreg::cache::CacheKey::from_data("orders", &json!({"order_id": "A-100"}));
+    assert_eq!(k.text(), "orders:f0ccb45f16b9728e24a4af60d02343a2:v1.0.0");
+}

@@ -165,19 +165,22 @@ impl CacheService {
         let started = self.clock.now();
         let outcome = self.outcome(&req).await;
         self.counters.record(req.operation, outcome.status);
+        let took = self.clock.now().saturating_duration_since(started);
+        self.response(&req.u, took.as_secs_f64() * 1000.0, &outcome)
+    }
+
+    /// The `cache-response` refusing a request that could not be read or may not run.
+    pub fn refusal(&self, u: &str, why: String) -> String {
+        self.response(u, 0.0, &Outcome::error(why))
+    }
+
+    fn response(&self, u: &str, lookup_ms: f64, outcome: &Outcome) -> String {
         let id = format!(
             "{}-{}",
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let took = self.clock.now().saturating_duration_since(started);
-        super::request::response_text(
-            &req.u,
-            &id,
-            self.now_ms() as f64 / 1000.0,
-            took.as_secs_f64() * 1000.0,
-            &outcome,
-        )
+        super::request::response_text(u, &id, self.now_ms() as f64 / 1000.0, lookup_ms, outcome)
     }
 
     /// What `req` does.

@@ -818,8 +818,13 @@ impl<'a> Connection<'a> {
         use crate::cache::request::{Outcome, decode, response_text};
         let view = &self.shared.view;
         let refuse = |u: &str, why: String| {
-            let ts = view.env.wall_seconds();
-            kind.message(response_text(u, "", ts, 0.0, &Outcome::error(why)))
+            kind.message(match &view.cache {
+                Some(cache) => cache.refusal(u, why),
+                None => {
+                    let ts = view.env.wall_seconds();
+                    response_text(u, "", ts, 0.0, &Outcome::error(why))
+                }
+            })
         };
         let req = match decode(text) {
             Ok(r) => r,
