@@ -105,6 +105,23 @@ pub struct BenchArgs {
     /// js-work measures JetStream; scripts/bench_queue.sh runs both)
     #[arg(long)]
     pub queue: bool,
+    /// Measure the cache instead of calls: `cache-request`s, --cache-get-percent gets and
+    /// the rest puts over --cache-keys keys (loaded first) of --cache-value-bytes, beside
+    /// `echo` calls at the same concurrency (scripts/bench_cache.sh adds redis-benchmark)
+    #[arg(long)]
+    pub cache: bool,
+    /// With --cache: keys in the key space
+    #[arg(long, default_value_t = 100_000)]
+    pub cache_keys: u64,
+    /// With --cache: bytes of each value
+    #[arg(long, default_value_t = 64)]
+    pub cache_value_bytes: usize,
+    /// With --cache: percent of requests that are gets
+    #[arg(long, default_value_t = 90)]
+    pub cache_get_percent: u64,
+    /// With --cache: the levels asked (L1, or L1,L2 on a sqlite node)
+    #[arg(long, default_value = "L1", value_delimiter = ',')]
+    pub cache_levels: Vec<String>,
     /// With --queue: consumer connections (0: sends only, as natsbench js-pub)
     #[arg(long, default_value_t = 4)]
     pub consumers: usize,
@@ -154,6 +171,9 @@ struct Ack<'a> {
     u: Cow<'a, str>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
+    /// A `cache-response`'s.
+    #[serde(default, borrow)]
+    status: Option<Cow<'a, str>>,
 }
 
 /// Per connection: the waiting slot of each in-flight loop.
@@ -161,12 +181,41 @@ type Slots = Mutex<Vec<Option<oneshot::Sender<bool>>>>;
 
 /// Runs one round of `load` against `url`.
 pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult, String> {
+    // JSON-encoded once; each request is then one `format!`.
+    let fun = Value::String(load.fun.clone()).to_string();
+    let payload = Value::String(load.payload.clone()).to_string();
+    let make: MakeFrame = Arc::new(move |conn, slot, seq| {
+        let frame = format!(
+            r#"{{"role":"rpc","u":"{slot}-{conn}-{seq}","cmds":[{{"name":"b","fun":{fun},"args":[{payload}]}}]}}"#
+        );
+        (frame, 0)
+    });
+    let mut kinds = run_frames(env, url, load, make, 1).await?;
+    Ok(kinds.remove(0))
+}
+
+/// One request of a round: its frame, given its connection, slot and sequence number (its
+/// `u` must begin `<slot>-`), and the kind its latency is counted under.
+pub(crate) type MakeFrame = Arc<dyn Fn(usize, usize, u64) -> (String, usize) + Send + Sync>;
+
+/// Runs one round of `load` against `url` with the requests `make` builds, of `kinds`
+/// kinds; the figures of each kind, then of all together.
+pub(crate) async fn run_frames(
+    env: &Env,
+    url: &str,
+    load: &Load,
+    make: MakeFrame,
+    kinds: usize,
+) -> Result<Vec<RoundResult>, String> {
     let start = env.clock.now();
     let measure_from = start + load.warmup;
     let stop_at = measure_from + load.duration;
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?,
-    ));
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string());
+    let hists = Arc::new(
+        (0..kinds)
+            .map(|_| new_hist().map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for conn in 0..load.connections {
@@ -179,16 +228,14 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
         let slots: Arc<Slots> = Arc::new(Mutex::new((0..load.inflight).map(|_| None).collect()));
         tokio::spawn(read_acks(frames, slots.clone()));
         for slot in 0..load.inflight {
-            let (tx, slots, hist, errors, env) = (
+            let (tx, slots, hists, errors, env, make) = (
                 tx.clone(),
                 slots.clone(),
-                hist.clone(),
+                hists.clone(),
                 errors.clone(),
                 env.clone(),
+                make.clone(),
             );
-            // JSON-encoded once; each request is then one `format!`.
-            let fun = Value::String(load.fun.clone()).to_string();
-            let payload = Value::String(load.payload.clone()).to_string();
             tasks.spawn(async move {
                 let mut seq = 0u64;
                 loop {
@@ -197,9 +244,7 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                         return;
                     }
                     seq += 1;
-                    let frame = format!(
-                        r#"{{"role":"rpc","u":"{slot}-{conn}-{seq}","cmds":[{{"name":"b","fun":{fun},"args":[{payload}]}}]}}"#
-                    );
+                    let (frame, kind) = make(conn, slot, seq);
                     let (done_tx, done_rx) = oneshot::channel();
                     slots.lock()[slot] = Some(done_tx);
                     if tx
@@ -216,19 +261,31 @@ pub async fn run_round(env: &Env, url: &str, load: &Load) -> Result<RoundResult,
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         let us = done.duration_since(sent).as_micros().max(1) as u64;
-                        let _ = hist.lock().record(us);
+                        if let Some(h) = hists.get(kind) {
+                            let _ = h.lock().record(us);
+                        }
                     }
                 }
             });
         }
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock();
-    Ok(RoundResult::new(
-        &h,
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-        load.duration,
-    ))
+    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    let mut all = new_hist()?;
+    let mut out = Vec::with_capacity(kinds + 1);
+    for h in hists.iter() {
+        let h = h.lock();
+        let _ = all.add(&*h);
+        out.push(RoundResult::new(&h, 0, load.duration));
+    }
+    let mut total = RoundResult::new(&all, errors, load.duration);
+    if kinds == 1 {
+        out[0].errors = errors;
+        return Ok(out);
+    }
+    total.errors = errors;
+    out.push(total);
+    Ok(out)
 }
 
 /// Reads one connection's replies and wakes the loop waiting in each one's slot (the first
@@ -253,7 +310,7 @@ async fn read_acks<E>(
             .and_then(|s| s.parse::<usize>().ok());
         let waiter = slot.and_then(|s| slots.lock().get_mut(s)?.take());
         if let Some(w) = waiter {
-            let _ = w.send(ack.error.is_some());
+            let _ = w.send(ack.error.is_some() || ack.status.as_deref() == Some("error"));
         }
     }
     // The connection ended: wake every waiting loop (their calls are lost).
@@ -356,6 +413,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     if args.queue {
         return bench_queue(&env, &args, &load).await;
+    }
+    if args.cache {
+        return bench_cache(&env, &args, &load).await;
     }
     if let Some(n) = args.fanout {
         return bench_fanout(&env, &args, &load, n).await;
@@ -489,6 +549,60 @@ async fn bench_pubsub(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), St
             s.p999_us,
             s.lost
         );
+    }
+    Ok(())
+}
+
+async fn bench_cache(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), String> {
+    use super::bench_cache::{CacheLoad, CacheSummary, describe, preload, run_round_pair};
+    if args.cache_keys == 0 || args.cache_get_percent > 100 {
+        return Err("--cache-keys must be positive and --cache-get-percent at most 100".into());
+    }
+    let cache = CacheLoad {
+        keys: args.cache_keys,
+        value_bytes: args.cache_value_bytes,
+        get_percent: args.cache_get_percent,
+        levels: json!(args.cache_levels).to_string(),
+    };
+    preload(env, &args.url, load, &cache).await?;
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let r = run_round_pair(env, &args.url, load, &cache).await?;
+        eprintln!("round {round}/{} {}", args.rounds, describe(&r));
+        rounds.push(r);
+    }
+    let s = CacheSummary::new(rounds);
+    if args.json {
+        println!(
+            "{}",
+            json!({"config": {"url": args.url, "connections": args.connections,
+                "inflight": args.inflight, "duration_s": args.duration, "keys": args.cache_keys,
+                "value_bytes": args.cache_value_bytes, "get_percent": args.cache_get_percent,
+                "levels": args.cache_levels, "rounds": args.rounds}, "mpreg_cache": s})
+        );
+    } else {
+        println!(
+            "{} connections x {} in flight, {}% gets over {} keys of {} B ({}), {} s x {} rounds; medians:",
+            args.connections,
+            args.inflight,
+            args.cache_get_percent,
+            args.cache_keys,
+            args.cache_value_bytes,
+            args.cache_levels.join(","),
+            args.duration,
+            args.rounds
+        );
+        println!(
+            "mpreg-cache {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs; get p50 {:.0} µs p99 {:.0} µs; put p50 {:.0} µs",
+            s.ops_per_sec, s.p50_us, s.p99_us, s.get_p50_us, s.get_p99_us, s.put_p50_us
+        );
+        println!(
+            "echo calls {:.0}/s, p50 {:.0} µs; get p50 / echo p50 = {:.2}x; errors {}",
+            s.echo_calls_per_sec, s.echo_p50_us, s.get_p50_vs_echo, s.errors
+        );
+    }
+    if s.errors > 0 {
+        return Err(format!("{} requests failed", s.errors));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod arg;
 pub mod bench;
+mod bench_cache;
 mod bench_catalog;
 mod bench_dag;
 mod bench_pubsub;
