@@ -52,6 +52,16 @@ async fn the_originals_messages_get_the_right_status() {
     assert_eq!(hit["entry"]["ttl_seconds"], 60.0);
     assert_eq!(hit["entry"]["access_count"], 1);
     assert!(hit["operation_id"].is_string());
+    // Without metadata: the key and value alone.
+    let bare = json!({"role": "cache-request", "u": "g1b", "operation": "get",
+        "key": {"namespace": "shop", "identifier": "k"},
+        "options": {"cache_levels": ["L1"], "include_metadata": false}});
+    let bare = raw_roundtrip(&mut ws, &bare.to_string()).await;
+    assert_eq!(
+        bare["entry"],
+        json!({"key": {"namespace": "shop", "identifier": "k", "version": "v1.0.0", "tags": []},
+               "value": {"n": 1}})
+    );
     let miss = raw_roundtrip(&mut ws, &original("g2", "get", "absent", None)).await;
     assert_eq!(miss["status"], "miss", "{miss}");
     assert!(miss.get("entry").is_none());

@@ -74,7 +74,7 @@ async fn ask(cache: &CacheService, frame: Value) -> Value {
     json!({
         "status": serde_json::to_value(o.status).unwrap(),
         "level": o.level.map(|l| l.name()),
-        "value": o.entry.map(|e| serde_json::from_str::<Value>(e.value.get()).unwrap()),
+        "value": o.entry.map(|e| serde_json::from_str::<Value>(&e.value).unwrap()),
         "error": o.error,
     })
 }
@@ -99,6 +99,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             limits,
             clock.clone(),
             "t".into(),
+            7,
         )
         .await
         .expect("opens");

@@ -7,9 +7,7 @@
 //! comes in as an argument (milliseconds on the node's clock), so this is pure.
 
 use std::cell::Cell;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
@@ -101,9 +99,10 @@ impl Lifecycle<Arc<str>, Entry> for Evictions {
     }
 }
 
-/// A fixed-seed hasher: quick_cache's default is randomly seeded, which would make the
-/// eviction order differ between runs of one seed.
-type Fixed = BuildHasherDefault<DefaultHasher>;
+/// foldhash seeded by the caller: from the node's RNG, so random in production (crafted
+/// keys cannot aim at one bucket) and fixed in a simulation's run (quick_cache's own
+/// default is seeded by the OS, which would make eviction order differ between runs).
+type Seeded = foldhash::fast::FixedState;
 
 /// Counters of one level (`/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +117,7 @@ pub struct LevelCounts {
 
 /// The memory level.
 pub struct Memory {
-    entries: quick_cache::unsync::Cache<Arc<str>, Entry, ByBytes, Fixed, Evictions>,
+    entries: quick_cache::unsync::Cache<Arc<str>, Entry, ByBytes, Seeded, Evictions>,
     /// (deadline, key) of every entry that expires.
     expiry: BTreeSet<(u64, Arc<str>)>,
     /// For each key that entries depend on, those entries (a cascade's index).
@@ -128,8 +127,9 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// A level holding at most `capacity_bytes` (entries weighed by [`Entry::weight`]).
-    pub fn new(capacity_bytes: u64) -> Memory {
+    /// A level holding at most `capacity_bytes` (entries weighed by [`Entry::weight`]),
+    /// its table hashed with `seed`.
+    pub fn new(capacity_bytes: u64, seed: u64) -> Memory {
         // An estimate for the table's first allocation; it grows as entries come.
         let estimated = (capacity_bytes / 1024).clamp(16, 1 << 16) as usize;
         let options = OptionsBuilder::new()
@@ -141,7 +141,7 @@ impl Memory {
             entries: quick_cache::unsync::Cache::with_options(
                 options,
                 ByBytes,
-                Fixed::default(),
+                Seeded::with_seed(seed),
                 Evictions,
             ),
             expiry: BTreeSet::new(),
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn entries_expire_on_read_and_on_sweep() {
-        let mut m = Memory::new(1 << 20);
+        let mut m = Memory::new(1 << 20, 7);
         m.put(Arc::from("a"), entry("1", Some(100)));
         m.put(Arc::from("b"), entry("2", Some(200)));
         m.put(Arc::from("c"), entry("3", None));
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_holds_and_evictions_leave_the_index() {
-        let mut m = Memory::new(64 * 1024);
+        let mut m = Memory::new(64 * 1024, 7);
         let value: Arc<str> = Arc::from("x".repeat(100));
         for i in 0..10_000u64 {
             m.put(
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn an_overwrite_charges_only_the_new_size() {
-        let mut m = Memory::new(1 << 20);
+        let mut m = Memory::new(1 << 20, 7);
         m.put(Arc::from("k"), entry(&"a".repeat(1000), None));
         let one = m.bytes();
         m.put(Arc::from("k"), entry(&"a".repeat(1000), None));

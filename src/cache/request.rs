@@ -1,8 +1,6 @@
 //! The original's `cache-request` and `cache-response` messages (docs/PROTOCOL.md, "Cache"),
 //! read under the node's bounds ([`CacheLimits`]).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -231,10 +229,11 @@ pub enum Status {
 }
 
 /// `entry` of a `cache-response`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EntryView {
     pub key: CacheKey,
-    pub value: Box<RawValue>,
+    /// JSON text, shared with the entry it shows (written as it is).
+    pub value: std::sync::Arc<str>,
     pub creation_time: f64,
     pub access_count: u64,
     pub last_access_time: f64,
@@ -242,6 +241,8 @@ pub struct EntryView {
     pub size_bytes: u64,
     pub dependencies: Vec<String>,
     pub ttl_seconds: Option<f64>,
+    /// `options.include_metadata`: false shows the key and value alone.
+    pub metadata: bool,
 }
 
 /// A `cache-response`, less the fields the service stamps (`u`, `timestamp`,
@@ -283,27 +284,44 @@ impl Outcome {
     }
 }
 
-/// The reply's JSON.
-#[derive(Serialize)]
-struct Wire<'a> {
-    role: &'static str,
-    u: &'a str,
-    timestamp: f64,
-    version: &'static str,
-    status: Status,
-    operation_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_level: Option<Level>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    entry: Option<&'a EntryView>,
-    performance: BTreeMap<&'static str, f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_message: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[Level]>::is_empty")]
-    unserved_levels: &'a [Level],
+/// Appends `v` as JSON (a string escaped, a float in shortest form).
+fn push_json<T: Serialize + ?Sized>(out: &mut String, v: &T) {
+    // Writing JSON of plain values into a String cannot fail.
+    if let Ok(text) = serde_json::to_string(v) {
+        out.push_str(&text);
+    }
 }
 
-/// The `cache-response` text for `outcome`.
+fn push_entry(out: &mut String, e: &EntryView) {
+    out.push_str(r#""entry":{"key":"#);
+    push_json(out, &e.key);
+    out.push_str(r#","value":"#);
+    out.push_str(&e.value);
+    if e.metadata {
+        out.push_str(r#","creation_time":"#);
+        push_json(out, &e.creation_time);
+        out.push_str(r#","access_count":"#);
+        out.push_str(itoa(e.access_count).as_str());
+        out.push_str(r#","last_access_time":"#);
+        push_json(out, &e.last_access_time);
+        out.push_str(r#","computation_cost_ms":"#);
+        push_json(out, &e.computation_cost_ms);
+        out.push_str(r#","size_bytes":"#);
+        out.push_str(itoa(e.size_bytes).as_str());
+        out.push_str(r#","dependencies":"#);
+        push_json(out, &e.dependencies);
+        out.push_str(r#","ttl_seconds":"#);
+        push_json(out, &e.ttl_seconds);
+    }
+    out.push_str("},");
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+/// The `cache-response` text for `outcome`, written field by field (the hot path of a get:
+/// no tree is built, the value's text is copied once).
 pub fn response_text(
     u: &str,
     operation_id: &str,
@@ -311,23 +329,38 @@ pub fn response_text(
     lookup_ms: f64,
     outcome: &Outcome,
 ) -> String {
-    let mut performance = BTreeMap::new();
-    performance.insert("lookup_time_ms", lookup_ms);
-    performance.insert("network_hops", 0.0);
-    let wire = Wire {
-        role: "cache-response",
-        u,
-        timestamp,
-        version: "2.0",
-        status: outcome.status,
-        operation_id,
-        cache_level: outcome.level,
-        entry: outcome.entry.as_ref(),
-        performance,
-        error_message: outcome.error.as_deref(),
-        unserved_levels: &outcome.unserved,
-    };
-    serde_json::to_string(&wire).unwrap_or_default()
+    let value_len = outcome.entry.as_ref().map_or(0, |e| e.value.len());
+    let mut out = String::with_capacity(256 + u.len() + value_len);
+    out.push_str(r#"{"role":"cache-response","u":"#);
+    push_json(&mut out, u);
+    out.push_str(r#","timestamp":"#);
+    push_json(&mut out, &timestamp);
+    out.push_str(r#","version":"2.0","status":"#);
+    push_json(&mut out, &outcome.status);
+    out.push_str(r#","operation_id":"#);
+    push_json(&mut out, operation_id);
+    out.push(',');
+    if let Some(level) = outcome.level {
+        out.push_str(r#""cache_level":""#);
+        out.push_str(level.name());
+        out.push_str("\",");
+    }
+    if let Some(e) = &outcome.entry {
+        push_entry(&mut out, e);
+    }
+    out.push_str(r#""performance":{"lookup_time_ms":"#);
+    push_json(&mut out, &lookup_ms);
+    out.push_str(r#","network_hops":0}"#);
+    if let Some(why) = &outcome.error {
+        out.push_str(r#","error_message":"#);
+        push_json(&mut out, why);
+    }
+    if !outcome.unserved.is_empty() {
+        out.push_str(r#","unserved_levels":"#);
+        push_json(&mut out, &outcome.unserved);
+    }
+    out.push('}');
+    out
 }
 
 /// Reads a `cache-request` frame (JSON already checked for depth and duplicate keys).

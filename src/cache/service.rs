@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::disk::{self, DiskEntry, DiskState};
 use super::key::CacheKey;
@@ -114,10 +113,16 @@ pub enum OpenError {
 }
 
 impl CacheService {
-    /// A cache with L1 only (memory persistence mode).
-    pub fn in_memory(limits: CacheLimits, clock: Arc<dyn Clock>, id_prefix: String) -> Self {
+    /// A cache with L1 only (memory persistence mode); `seed` seeds L1's hasher (the
+    /// node's RNG).
+    pub fn in_memory(
+        limits: CacheLimits,
+        clock: Arc<dyn Clock>,
+        id_prefix: String,
+        seed: u64,
+    ) -> Self {
         CacheService {
-            memory: Mutex::new(Memory::new(limits.memory_bytes)),
+            memory: Mutex::new(Memory::new(limits.memory_bytes, seed)),
             disk: None,
             atomics: tokio::sync::Mutex::new(()),
             clock,
@@ -135,6 +140,7 @@ impl CacheService {
         limits: CacheLimits,
         clock: Arc<dyn Clock>,
         id_prefix: String,
+        seed: u64,
     ) -> Result<CacheService, OpenError> {
         // A cache need not survive power loss: commits sync at checkpoints only.
         let db = SqliteDb::open(path, Durability::Normal)?;
@@ -143,7 +149,7 @@ impl CacheService {
         db.call(move |conn| Ok(disk::open(conn, &s))).await??;
         Ok(CacheService {
             disk: Some(Disk { db, state }),
-            ..CacheService::in_memory(limits, clock, id_prefix)
+            ..CacheService::in_memory(limits, clock, id_prefix, seed)
         })
     }
 
@@ -189,7 +195,10 @@ impl CacheService {
         let mut outcome = match self.check(req, &levels) {
             Err(why) => Outcome::error(why),
             Ok(()) => match req.operation {
-                Operation::Get => self.get(&req.key, &levels).await,
+                Operation::Get => {
+                    self.get(&req.key, &levels, req.options.include_metadata)
+                        .await
+                }
                 Operation::Put => self.put(req, &levels).await,
                 Operation::Delete => self.delete(&req.key).await,
                 Operation::Invalidate => self.invalidate(req).await,
@@ -270,7 +279,7 @@ impl CacheService {
     }
 
     /// The entry under `key`, from the first level of `levels` that has it.
-    async fn get(&self, key: &CacheKey, levels: &[Level]) -> Outcome {
+    async fn get(&self, key: &CacheKey, levels: &[Level], metadata: bool) -> Outcome {
         let text = key.text();
         let now = self.now_ms();
         if levels.contains(&Level::L1)
@@ -278,7 +287,7 @@ impl CacheService {
                 .memory
                 .lock()
                 .get(&text, now)
-                .map(|e| view(key, &text, e))
+                .map(|e| view(key, &text, e, metadata))
         {
             return Outcome::hit(Level::L1, view);
         }
@@ -290,7 +299,7 @@ impl CacheService {
             Ok(None) => Outcome::status(Status::Miss),
             Ok(Some(found)) => {
                 let entry = from_disk(&found);
-                let v = view(key, &text, &entry);
+                let v = view(key, &text, &entry, metadata);
                 if levels.contains(&Level::L1) {
                     self.memory.lock().put(Arc::from(text.as_str()), entry);
                 }
@@ -306,7 +315,10 @@ impl CacheService {
         let text = value.get();
         match self.entry(req, Arc::from(text), self.now_ms()) {
             Err(why) => Outcome::error(why),
-            Ok(entry) => self.store(&req.key, entry, levels).await,
+            Ok(entry) => {
+                let metadata = req.options.include_metadata;
+                self.store(&req.key, entry, levels, metadata).await
+            }
         }
     }
 
@@ -345,9 +357,15 @@ impl CacheService {
     }
 
     /// Writes `entry` under `key` to each of `levels`.
-    async fn store(&self, key: &CacheKey, entry: Entry, levels: &[Level]) -> Outcome {
+    async fn store(
+        &self,
+        key: &CacheKey,
+        entry: Entry,
+        levels: &[Level],
+        metadata: bool,
+    ) -> Outcome {
         let text = key.text();
-        let v = view(key, &text, &entry);
+        let v = view(key, &text, &entry, metadata);
         if levels.contains(&Level::L2) {
             let row = to_disk(key, &text, &entry);
             if let Err(why) = self.disk_call(move |c, s| disk::put(c, s, &row)).await {
@@ -547,7 +565,7 @@ impl CacheService {
                 };
                 let from = e.expires_ms.unwrap_or_else(|| self.now_ms());
                 e.expires_ms = Some(from.saturating_add((seconds * 1000.0) as u64));
-                return self.store(&req.key, e, levels).await;
+                return self.store(&req.key, e, levels, true).await;
             }
             other => other,
         };
@@ -624,7 +642,7 @@ impl CacheService {
                         self.limits.max_value_bytes
                     ));
                 }
-                let stored = self.store(&req.key, entry, levels).await;
+                let stored = self.store(&req.key, entry, levels, true).await;
                 if stored.status == Status::Error {
                     return stored;
                 }
@@ -805,20 +823,15 @@ fn parse(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("the stored value is not JSON: {e}"))
 }
 
-fn raw(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned())
-        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).unwrap_or_default())
-}
-
 /// How the reply shows `e`, stored under `key`.
-fn view(key: &CacheKey, text: &str, e: &Entry) -> EntryView {
+fn view(key: &CacheKey, text: &str, e: &Entry, metadata: bool) -> EntryView {
     let mut key = key.clone();
     if key.tags.is_empty() {
         key.tags = e.tags.to_vec();
     }
     EntryView {
         key,
-        value: raw(&e.value),
+        value: e.value.clone(),
         creation_time: e.created_ms as f64 / 1000.0,
         access_count: e.access_count.get(),
         last_access_time: e.last_access_ms.get() as f64 / 1000.0,
@@ -828,6 +841,7 @@ fn view(key: &CacheKey, text: &str, e: &Entry) -> EntryView {
         ttl_seconds: e
             .expires_ms
             .map(|t| t.saturating_sub(e.created_ms) as f64 / 1000.0),
+        metadata,
     }
 }
 
@@ -837,7 +851,7 @@ fn answer(key: &CacheKey, value: Value) -> Outcome {
     let mut o = Outcome::status(Status::Hit);
     o.entry = Some(EntryView {
         key: key.clone(),
-        value: raw(&text),
+        value: Arc::from(text.as_str()),
         creation_time: 0.0,
         access_count: 0,
         last_access_time: 0.0,
@@ -845,6 +859,7 @@ fn answer(key: &CacheKey, value: Value) -> Outcome {
         size_bytes: text.len() as u64,
         dependencies: Vec::new(),
         ttl_seconds: None,
+        metadata: true,
     });
     o
 }

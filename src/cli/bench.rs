@@ -210,7 +210,8 @@ pub(crate) async fn run_frames(
     let start = env.clock.now();
     let measure_from = start + load.warmup;
     let stop_at = measure_from + load.duration;
-    let new_hist = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string());
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string());
     let hists = Arc::new(
         (0..kinds)
             .map(|_| new_hist().map(Mutex::new))
@@ -247,11 +248,7 @@ pub(crate) async fn run_frames(
                     let (frame, kind) = make(conn, slot, seq);
                     let (done_tx, done_rx) = oneshot::channel();
                     slots.lock()[slot] = Some(done_tx);
-                    if tx
-                        .send(Message::text(frame))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Message::text(frame)).await.is_err() {
                         return;
                     }
                     let Ok(failed) = done_rx.await else { return };

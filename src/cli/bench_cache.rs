@@ -36,7 +36,7 @@ fn mix(conn: usize, slot: usize, seq: u64) -> u64 {
 
 fn put_frame(u: &str, key: u64, value: &str, levels: &str) -> String {
     format!(
-        r#"{{"role":"cache-request","u":"{u}","operation":"put","key":{{"namespace":"bench","identifier":"k{key}"}},"options":{{"cache_levels":{levels}}},"value":{value}}}"#
+        r#"{{"role":"cache-request","u":"{u}","operation":"put","key":{{"namespace":"bench","identifier":"k{key}"}},"options":{{"cache_levels":{levels},"include_metadata":false}},"value":{value}}}"#
     )
 }
 
@@ -49,8 +49,9 @@ fn frames(load: &CacheLoad) -> MakeFrame {
         let key = r % load.keys.max(1);
         let u = format!("{slot}-{conn}-{seq}");
         if (r >> 40) % 100 < load.get_percent {
+            // Key and value alone, as Redis GET answers (`include_metadata: false`).
             let frame = format!(
-                r#"{{"role":"cache-request","u":"{u}","operation":"get","key":{{"namespace":"bench","identifier":"k{key}"}},"options":{{"cache_levels":{}}}}}"#,
+                r#"{{"role":"cache-request","u":"{u}","operation":"get","key":{{"namespace":"bench","identifier":"k{key}"}},"options":{{"cache_levels":{},"include_metadata":false}}}}"#,
                 load.levels
             );
             (frame, 0)
@@ -71,12 +72,8 @@ pub async fn preload(env: &Env, url: &str, load: &Load, cache: &CacheLoad) -> Re
     let lanes = 64u64;
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..lanes {
-        let (client, value, levels, keys) = (
-            client.clone(),
-            value.clone(),
-            levels.clone(),
-            cache.keys,
-        );
+        let (client, value, levels, keys) =
+            (client.clone(), value.clone(), levels.clone(), cache.keys);
         tasks.spawn(async move {
             let mut k = lane;
             while k < keys {

@@ -432,12 +432,13 @@ async fn cache(
     }
     let limits = CacheLimits::from_settings(settings);
     let prefix = format!("{:x}", id.0);
+    let seed = env.rng.next_u64();
     let service = match settings.persistence.mode {
         PersistenceMode::Sqlite => {
             let path = settings.persistence.data_dir.join("cache.sqlite");
-            CacheService::open(&path, limits, env.clock.clone(), prefix).await?
+            CacheService::open(&path, limits, env.clock.clone(), prefix, seed).await?
         }
-        PersistenceMode::Memory => CacheService::in_memory(limits, env.clock.clone(), prefix),
+        PersistenceMode::Memory => CacheService::in_memory(limits, env.clock.clone(), prefix, seed),
     };
     Ok(Some(Arc::new(service)))
 }
