@@ -175,6 +175,64 @@ impl CacheService {
         self.response(&req.u, took.as_secs_f64() * 1000.0, &outcome)
     }
 
+    /// Answers `req` at once when it needs no await: a get or put that asks L1 alone (the
+    /// common request, kept off the general path's large future); `None` otherwise.
+    pub fn answer_now(&self, req: &CacheRequest) -> Option<String> {
+        if !matches!(req.operation, Operation::Get | Operation::Put) {
+            return None;
+        }
+        let (levels, unserved) = self.levels(&req.options.cache_levels);
+        if levels != [Level::L1] {
+            return None;
+        }
+        let started = self.clock.now();
+        let mut outcome = match self.check(req, &levels) {
+            Err(why) => Outcome::error(why),
+            Ok(()) if req.operation == Operation::Get => {
+                self.get_memory(&req.key, req.options.include_metadata)
+            }
+            Ok(()) => match self.put_entry(req) {
+                Err(why) => Outcome::error(why),
+                Ok(entry) => self.put_memory(&req.key, entry, req.options.include_metadata),
+            },
+        };
+        outcome.unserved = unserved;
+        self.counters.record(req.operation, outcome.status);
+        let took = self.clock.now().saturating_duration_since(started);
+        Some(self.response(&req.u, took.as_secs_f64() * 1000.0, &outcome))
+    }
+
+    /// L1's answer to a get: a hit, or a miss.
+    fn get_memory(&self, key: &CacheKey, metadata: bool) -> Outcome {
+        let text = key.text();
+        let now = self.now_ms();
+        match self
+            .memory
+            .lock()
+            .get(&text, now)
+            .map(|e| view(key, &text, e, metadata))
+        {
+            Some(v) => Outcome::hit(Level::L1, v),
+            None => Outcome::status(Status::Miss),
+        }
+    }
+
+    /// Stores `entry` in L1.
+    fn put_memory(&self, key: &CacheKey, entry: Entry, metadata: bool) -> Outcome {
+        let text = key.text();
+        let v = view(key, &text, &entry, metadata);
+        self.memory.lock().put(Arc::from(text.as_str()), entry);
+        Outcome::hit(Level::L1, v)
+    }
+
+    /// The entry a put stores, within bounds.
+    fn put_entry(&self, req: &CacheRequest) -> Result<Entry, String> {
+        let Some(value) = &req.value else {
+            return Err("`put` needs a `value` (JSON; null is not stored)".to_owned());
+        };
+        self.entry(req, Arc::from(value.get()), self.now_ms())
+    }
+
     /// The `cache-response` refusing a request that could not be read or may not run.
     pub fn refusal(&self, u: &str, why: String) -> String {
         self.response(u, 0.0, &Outcome::error(why))
@@ -280,20 +338,16 @@ impl CacheService {
 
     /// The entry under `key`, from the first level of `levels` that has it.
     async fn get(&self, key: &CacheKey, levels: &[Level], metadata: bool) -> Outcome {
-        let text = key.text();
-        let now = self.now_ms();
-        if levels.contains(&Level::L1)
-            && let Some(view) = self
-                .memory
-                .lock()
-                .get(&text, now)
-                .map(|e| view(key, &text, e, metadata))
-        {
-            return Outcome::hit(Level::L1, view);
-        }
-        if !levels.contains(&Level::L2) {
+        if levels.contains(&Level::L1) {
+            let found = self.get_memory(key, metadata);
+            if found.status == Status::Hit || !levels.contains(&Level::L2) {
+                return found;
+            }
+        } else if !levels.contains(&Level::L2) {
             return Outcome::status(Status::Miss);
         }
+        let text = key.text();
+        let now = self.now_ms();
         match self.disk_get(&text, now).await {
             Err(why) => Outcome::error(why),
             Ok(None) => Outcome::status(Status::Miss),
@@ -309,11 +363,7 @@ impl CacheService {
     }
 
     async fn put(&self, req: &CacheRequest, levels: &[Level]) -> Outcome {
-        let Some(value) = &req.value else {
-            return Outcome::error("`put` needs a `value` (JSON; null is not stored)");
-        };
-        let text = value.get();
-        match self.entry(req, Arc::from(text), self.now_ms()) {
+        match self.put_entry(req) {
             Err(why) => Outcome::error(why),
             Ok(entry) => {
                 let metadata = req.options.include_metadata;
@@ -836,8 +886,13 @@ fn view(key: &CacheKey, text: &str, e: &Entry, metadata: bool) -> EntryView {
         access_count: e.access_count.get(),
         last_access_time: e.last_access_ms.get() as f64 / 1000.0,
         computation_cost_ms: e.computation_cost_ms,
-        size_bytes: e.weight(text),
-        dependencies: e.dependencies.to_vec(),
+        // Computed only when shown.
+        size_bytes: if metadata { e.weight(text) } else { 0 },
+        dependencies: if metadata {
+            e.dependencies.to_vec()
+        } else {
+            Vec::new()
+        },
         ttl_seconds: e
             .expires_ms
             .map(|t| t.saturating_sub(e.created_ms) as f64 / 1000.0),

@@ -854,9 +854,13 @@ impl<'a> Connection<'a> {
         let Some(cache) = view.cache.clone().filter(|_| refused.is_none()) else {
             return out.push(refuse(&req.u, refused.unwrap_or_default()));
         };
+        if let Some(answer) = cache.answer_now(&req) {
+            return out.push(kind.message(answer));
+        }
         let charged = text.len();
+        let req = Box::new(req);
         let mut request: RequestFuture<'a> =
-            Box::pin(async move { (kind.message(cache.handle(req).await), charged) });
+            Box::pin(async move { (kind.message(cache.handle(*req).await), charged) });
         let waker = futures_util::task::noop_waker();
         match request.as_mut().poll(&mut Context::from_waker(&waker)) {
             Poll::Ready((reply, _)) => out.push(reply),
