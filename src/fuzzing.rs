@@ -78,6 +78,24 @@ pub fn client_frame(data: &[u8]) {
             }
             let _ = m.matches(&req.subscription.patterns[0].pattern);
         }
+        // A cache request is read and answered by a small memory-only cache (every path
+        // without L2 completes on its first poll).
+        Ok(Incoming::Cache(text)) => {
+            if let Ok(req) = crate::cache::request::decode(&text) {
+                use futures_util::FutureExt;
+                let cache = fuzz_cache();
+                let answered = match cache.answer_now(&req) {
+                    Some(a) => Some(a),
+                    None => cache.handle(req).now_or_never(),
+                };
+                if let Some(a) = answered {
+                    assert!(
+                        serde_json::from_str::<serde::de::IgnoredAny>(&a).is_ok(),
+                        "a cache-response is JSON: {a}"
+                    );
+                }
+            }
+        }
         Ok(Incoming::Publish(req)) if req.message.check().is_ok() => {
             let body = req.message.notified_json();
             let n = crate::protocol::pubsub::notification(&body, &req.message, "s");
@@ -88,6 +106,24 @@ pub fn client_frame(data: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// The cache the fuzzer's cache requests go to: 64 KiB of L1, wall time fixed.
+fn fuzz_cache() -> &'static crate::cache::CacheService {
+    struct Fixed;
+    impl crate::env::Clock for Fixed {
+        fn wall_ms(&self) -> u64 {
+            1_700_000_000_000
+        }
+    }
+    static CACHE: std::sync::OnceLock<crate::cache::CacheService> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let limits = crate::cache::CacheLimits {
+            memory_bytes: 64 << 10,
+            ..Default::default()
+        };
+        crate::cache::CacheService::in_memory(limits, std::sync::Arc::new(Fixed), "f".into(), 1)
+    })
 }
 
 /// The client-side JSON text machinery: `find_u` on any bytes; `check` agrees with

@@ -717,3 +717,77 @@ fn queue_verbs_drive_a_queue() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("deleted queue orders"), "{out}");
 }
+
+/// `mpreg cache …` against a node started as the issue's user starts it: put with a TTL,
+/// get (a hit with its level; a miss exits 1), incr, invalidate by pattern, delete, stats as
+/// a table and as JSON; `monitor metrics --system cache` reads /metrics/cache.
+#[test]
+fn cache_verbs_drive_the_cache() {
+    let mut node = NodeProcess::start(&["--cache-capacity-mb", "256"], &[]);
+    let monitoring = node.monitoring_url();
+    let url = node.url.as_str();
+    let c = |args: &[&str]| {
+        let mut all = vec!["cache"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", url]);
+        mpreg(&all)
+    };
+    let (code, out, err) = c(&[
+        "put",
+        "orders:A-100",
+        r#"{"status": "ready"}"#,
+        "--ttl",
+        "10m",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stored orders:A-100 in L1"), "{out}");
+    let (code, out, err) = c(&["get", "orders:A-100"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("L1") && out.contains(r#"{"status":"ready"}"#),
+        "{out}"
+    );
+    assert!(out.contains("600"), "the TTL: {out}");
+    let (code, _, err) = c(&["get", "orders:nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("miss"), "{err}");
+    for expected in ["= 1", "= 4"] {
+        let by = if expected == "= 1" { "1" } else { "3" };
+        let (code, out, err) = c(&["incr", "stats:calls", "--by", by]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("stats:calls {expected}")), "{out}");
+    }
+    c(&["put", "orders:A-101", "plain text"]);
+    let (code, out, _) = c(&["invalidate", "orders:*"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("removed 2 entries"), "{out}");
+    let (code, out, _) = c(&["delete", "stats:calls"]);
+    assert_eq!(code, 0);
+    let (_, again, _) = c(&["delete", "stats:calls"]);
+    assert!(
+        out.contains("removed 1") && again.contains("not there"),
+        "{out} / {again}"
+    );
+    let (code, table, _) = c(&["stats"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("level") && table.contains("L1"), "{table}");
+    let stats = json_out(&["cache", "stats", "--json", "--url", url]);
+    assert_eq!(
+        stats["entry"]["value"]["L1"]["capacity_bytes"],
+        256 << 20,
+        "{stats}"
+    );
+    let (code, _, err) = c(&["invalidate", "a[b]"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`[`"), "{err}");
+    let (code, out, err) = mpreg(&[
+        "monitor",
+        "metrics",
+        "--system",
+        "cache",
+        "--url",
+        &monitoring,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("levels.L1.capacity_bytes"), "{out}");
+}

@@ -151,27 +151,36 @@ impl Memory {
         }
     }
 
-    /// The live entry under `key`, counted as a hit or a miss; an expired one is removed.
-    pub fn get(&mut self, key: &str, now_ms: u64) -> Option<&Entry> {
-        match self.entries.peek(key).map(|e| e.live_at(now_ms)) {
-            None => {
-                self.counts.misses += 1;
-                None
-            }
-            Some(false) => {
-                self.remove(key);
-                self.counts.expirations += 1;
-                self.counts.misses += 1;
-                None
-            }
-            Some(true) => {
-                self.counts.hits += 1;
-                let e = self.entries.get(key)?;
+    /// `f` of the live entry under `key` (its use recorded), counted as a hit or a miss;
+    /// an expired one is removed. One table lookup for a hit.
+    pub fn get_with<R>(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+        f: impl FnOnce(&Entry) -> R,
+    ) -> Option<R> {
+        let mut expired = false;
+        let found = match self.entries.get(key) {
+            Some(e) if e.live_at(now_ms) => {
                 e.access_count.set(e.access_count.get() + 1);
                 e.last_access_ms.set(now_ms);
-                Some(e)
+                Some(f(e))
             }
+            Some(_) => {
+                expired = true;
+                None
+            }
+            None => None,
+        };
+        if expired {
+            self.remove(key);
+            self.counts.expirations += 1;
         }
+        match found {
+            Some(_) => self.counts.hits += 1,
+            None => self.counts.misses += 1,
+        }
+        found
     }
 
     /// The live entry under `key` without counting or touching it.
@@ -302,11 +311,14 @@ mod tests {
         m.put(Arc::from("a"), entry("1", Some(100)));
         m.put(Arc::from("b"), entry("2", Some(200)));
         m.put(Arc::from("c"), entry("3", None));
-        assert!(m.get("a", 99).is_some());
-        assert!(m.get("a", 100).is_none(), "expired at its deadline");
+        assert!(m.get_with("a", 99, |_| ()).is_some());
+        assert!(
+            m.get_with("a", 100, |_| ()).is_none(),
+            "expired at its deadline"
+        );
         assert_eq!(m.expire(250, 10), vec![Arc::<str>::from("b")]);
         assert_eq!(m.len(), 1);
-        assert!(m.get("c", u64::MAX - 1).is_some());
+        assert!(m.get_with("c", u64::MAX - 1, |_| ()).is_some());
         assert_eq!(m.counts().expirations, 2);
     }
 

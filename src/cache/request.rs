@@ -231,7 +231,9 @@ pub enum Status {
 /// `entry` of a `cache-response`.
 #[derive(Debug, Clone)]
 pub struct EntryView {
-    pub key: CacheKey,
+    /// The entry's tags, shown when the request's key carries none (the key shown is the
+    /// request's).
+    pub tags: std::sync::Arc<[String]>,
     /// JSON text, shared with the entry it shows (written as it is).
     pub value: std::sync::Arc<str>,
     pub creation_time: f64,
@@ -284,83 +286,92 @@ impl Outcome {
     }
 }
 
-/// Appends `v` as JSON (a string escaped, a float in shortest form).
-fn push_json<T: Serialize + ?Sized>(out: &mut String, v: &T) {
-    // Writing JSON of plain values into a String cannot fail.
-    if let Ok(text) = serde_json::to_string(v) {
-        out.push_str(&text);
-    }
+/// Appends `v` as JSON (a string escaped, a float in shortest form), without an
+/// intermediate string.
+fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing JSON of plain values into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
-fn push_entry(out: &mut String, e: &EntryView) {
-    out.push_str(r#""entry":{"key":"#);
-    push_json(out, &e.key);
-    out.push_str(r#","value":"#);
-    out.push_str(&e.value);
+fn push_key(out: &mut Vec<u8>, key: &CacheKey, tags: &[String]) {
+    out.extend_from_slice(br#"{"namespace":"#);
+    push_json(out, &key.namespace);
+    out.extend_from_slice(br#","identifier":"#);
+    push_json(out, &key.identifier);
+    out.extend_from_slice(br#","version":"#);
+    push_json(out, &key.version);
+    out.extend_from_slice(br#","tags":"#);
+    push_json(out, if key.tags.is_empty() { tags } else { &key.tags });
+    out.push(b'}');
+}
+
+fn push_entry(out: &mut Vec<u8>, key: &CacheKey, e: &EntryView) {
+    out.extend_from_slice(br#""entry":{"key":"#);
+    push_key(out, key, &e.tags);
+    out.extend_from_slice(br#","value":"#);
+    out.extend_from_slice(e.value.as_bytes());
     if e.metadata {
-        out.push_str(r#","creation_time":"#);
+        out.extend_from_slice(br#","creation_time":"#);
         push_json(out, &e.creation_time);
-        out.push_str(r#","access_count":"#);
-        out.push_str(itoa(e.access_count).as_str());
-        out.push_str(r#","last_access_time":"#);
+        out.extend_from_slice(br#","access_count":"#);
+        push_json(out, &e.access_count);
+        out.extend_from_slice(br#","last_access_time":"#);
         push_json(out, &e.last_access_time);
-        out.push_str(r#","computation_cost_ms":"#);
+        out.extend_from_slice(br#","computation_cost_ms":"#);
         push_json(out, &e.computation_cost_ms);
-        out.push_str(r#","size_bytes":"#);
-        out.push_str(itoa(e.size_bytes).as_str());
-        out.push_str(r#","dependencies":"#);
+        out.extend_from_slice(br#","size_bytes":"#);
+        push_json(out, &e.size_bytes);
+        out.extend_from_slice(br#","dependencies":"#);
         push_json(out, &e.dependencies);
-        out.push_str(r#","ttl_seconds":"#);
+        out.extend_from_slice(br#","ttl_seconds":"#);
         push_json(out, &e.ttl_seconds);
     }
-    out.push_str("},");
+    out.extend_from_slice(b"},");
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
-}
-
-/// The `cache-response` text for `outcome`, written field by field (the hot path of a get:
-/// no tree is built, the value's text is copied once).
+/// The `cache-response` text for `outcome` to a request about `key`, written field by
+/// field (the hot path of a get: no tree is built, the value's text is copied once).
 pub fn response_text(
     u: &str,
+    key: &CacheKey,
     operation_id: &str,
     timestamp: f64,
     lookup_ms: f64,
     outcome: &Outcome,
 ) -> String {
     let value_len = outcome.entry.as_ref().map_or(0, |e| e.value.len());
-    let mut out = String::with_capacity(256 + u.len() + value_len);
-    out.push_str(r#"{"role":"cache-response","u":"#);
+    let mut out = Vec::with_capacity(256 + u.len() + value_len);
+    out.extend_from_slice(br#"{"role":"cache-response","u":"#);
     push_json(&mut out, u);
-    out.push_str(r#","timestamp":"#);
+    out.extend_from_slice(br#","timestamp":"#);
     push_json(&mut out, &timestamp);
-    out.push_str(r#","version":"2.0","status":"#);
+    out.extend_from_slice(br#","version":"2.0","status":"#);
     push_json(&mut out, &outcome.status);
-    out.push_str(r#","operation_id":"#);
+    out.extend_from_slice(br#","operation_id":"#);
     push_json(&mut out, operation_id);
-    out.push(',');
+    out.push(b',');
     if let Some(level) = outcome.level {
-        out.push_str(r#""cache_level":""#);
-        out.push_str(level.name());
-        out.push_str("\",");
+        out.extend_from_slice(br#""cache_level":""#);
+        out.extend_from_slice(level.name().as_bytes());
+        out.extend_from_slice(b"\",");
     }
     if let Some(e) = &outcome.entry {
-        push_entry(&mut out, e);
+        push_entry(&mut out, key, e);
     }
-    out.push_str(r#""performance":{"lookup_time_ms":"#);
+    out.extend_from_slice(br#""performance":{"lookup_time_ms":"#);
     push_json(&mut out, &lookup_ms);
-    out.push_str(r#","network_hops":0}"#);
+    out.extend_from_slice(br#","network_hops":0}"#);
     if let Some(why) = &outcome.error {
-        out.push_str(r#","error_message":"#);
+        out.extend_from_slice(br#","error_message":"#);
         push_json(&mut out, why);
     }
     if !outcome.unserved.is_empty() {
-        out.push_str(r#","unserved_levels":"#);
+        out.extend_from_slice(br#","unserved_levels":"#);
         push_json(&mut out, &outcome.unserved);
     }
-    out.push('}');
-    out
+    out.push(b'}');
+    // Only JSON text and the stored values' (checked) text were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Reads a `cache-request` frame (JSON already checked for depth and duplicate keys).

@@ -172,7 +172,7 @@ impl CacheService {
         let outcome = self.outcome(&req).await;
         self.counters.record(req.operation, outcome.status);
         let took = self.clock.now().saturating_duration_since(started);
-        self.response(&req.u, took.as_secs_f64() * 1000.0, &outcome)
+        self.response(&req.u, &req.key, took.as_secs_f64() * 1000.0, &outcome)
     }
 
     /// Answers `req` at once when it needs no await: a get or put that asks L1 alone (the
@@ -199,7 +199,7 @@ impl CacheService {
         outcome.unserved = unserved;
         self.counters.record(req.operation, outcome.status);
         let took = self.clock.now().saturating_duration_since(started);
-        Some(self.response(&req.u, took.as_secs_f64() * 1000.0, &outcome))
+        Some(self.response(&req.u, &req.key, took.as_secs_f64() * 1000.0, &outcome))
     }
 
     /// L1's answer to a get: a hit, or a miss.
@@ -209,8 +209,7 @@ impl CacheService {
         match self
             .memory
             .lock()
-            .get(&text, now)
-            .map(|e| view(key, &text, e, metadata))
+            .get_with(&text, now, |e| view(&text, e, metadata))
         {
             Some(v) => Outcome::hit(Level::L1, v),
             None => Outcome::status(Status::Miss),
@@ -220,7 +219,7 @@ impl CacheService {
     /// Stores `entry` in L1.
     fn put_memory(&self, key: &CacheKey, entry: Entry, metadata: bool) -> Outcome {
         let text = key.text();
-        let v = view(key, &text, &entry, metadata);
+        let v = view(&text, &entry, metadata);
         self.memory.lock().put(Arc::from(text.as_str()), entry);
         Outcome::hit(Level::L1, v)
     }
@@ -235,16 +234,17 @@ impl CacheService {
 
     /// The `cache-response` refusing a request that could not be read or may not run.
     pub fn refusal(&self, u: &str, why: String) -> String {
-        self.response(u, 0.0, &Outcome::error(why))
+        self.response(u, &CacheKey::default(), 0.0, &Outcome::error(why))
     }
 
-    fn response(&self, u: &str, lookup_ms: f64, outcome: &Outcome) -> String {
+    fn response(&self, u: &str, key: &CacheKey, lookup_ms: f64, outcome: &Outcome) -> String {
         let id = format!(
             "{}-{}",
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        super::request::response_text(u, &id, self.now_ms() as f64 / 1000.0, lookup_ms, outcome)
+        let now = self.now_ms() as f64 / 1000.0;
+        super::request::response_text(u, key, &id, now, lookup_ms, outcome)
     }
 
     /// What `req` does.
@@ -261,7 +261,7 @@ impl CacheService {
                 Operation::Delete => self.delete(&req.key).await,
                 Operation::Invalidate => self.invalidate(req).await,
                 Operation::Query => self.query(req).await,
-                Operation::Stats => self.stats(&req.key),
+                Operation::Stats => self.stats(),
                 Operation::Atomic => match &req.atomic_operation {
                     Some(op) => self.atomic(req, op, &levels).await,
                     None => Outcome::error("an `atomic` request needs `atomic_operation`"),
@@ -353,7 +353,7 @@ impl CacheService {
             Ok(None) => Outcome::status(Status::Miss),
             Ok(Some(found)) => {
                 let entry = from_disk(&found);
-                let v = view(key, &text, &entry, metadata);
+                let v = view(&text, &entry, metadata);
                 if levels.contains(&Level::L1) {
                     self.memory.lock().put(Arc::from(text.as_str()), entry);
                 }
@@ -415,7 +415,7 @@ impl CacheService {
         metadata: bool,
     ) -> Outcome {
         let text = key.text();
-        let v = view(key, &text, &entry, metadata);
+        let v = view(&text, &entry, metadata);
         if levels.contains(&Level::L2) {
             let row = to_disk(key, &text, &entry);
             if let Err(why) = self.disk_call(move |c, s| disk::put(c, s, &row)).await {
@@ -434,7 +434,7 @@ impl CacheService {
         match self.remove_cascade(vec![key.text()]).await {
             Err(why) => Outcome::error(why),
             Ok((0, _)) => Outcome::status(Status::Miss),
-            Ok((n, truncated)) => counted(key, n, truncated),
+            Ok((n, truncated)) => counted(n, truncated),
         }
     }
 
@@ -486,7 +486,7 @@ impl CacheService {
             Err(why) => Outcome::error(why),
             Ok((keys, truncated)) => match self.remove_cascade(keys).await {
                 Err(why) => Outcome::error(why),
-                Ok((n, more)) => counted(&req.key, n, truncated || more),
+                Ok((n, more)) => counted(n, truncated || more),
             },
         }
     }
@@ -539,22 +539,20 @@ impl CacheService {
             Err(e) => return Outcome::error(e.to_string()),
         };
         let ns = req.key.namespace.clone();
-        self.list(&req.key, &ns, &pattern, self.limits.max_list_entries)
-            .await
+        self.list(&ns, &pattern, self.limits.max_list_entries).await
     }
 
-    async fn list(&self, key: &CacheKey, ns: &str, pattern: &Pattern, limit: usize) -> Outcome {
+    async fn list(&self, ns: &str, pattern: &Pattern, limit: usize) -> Outcome {
         match self.matching(Some(ns), pattern, limit).await {
             Err(why) => Outcome::error(why),
-            Ok((keys, truncated)) => answer(
-                key,
-                serde_json::json!({"namespace": ns, "keys": keys, "truncated": truncated}),
-            ),
+            Ok((keys, truncated)) => {
+                answer(serde_json::json!({"namespace": ns, "keys": keys, "truncated": truncated}))
+            }
         }
     }
 
-    fn stats(&self, key: &CacheKey) -> Outcome {
-        answer(key, self.snapshot().to_json())
+    fn stats(&self) -> Outcome {
+        answer(self.snapshot().to_json())
     }
 
     /// The figures of both levels (`stats`, `/metrics`, `/metrics/cache`).
@@ -659,10 +657,10 @@ impl CacheService {
     ) -> Outcome {
         match applied {
             Applied::Missing => Outcome::status(Status::Miss),
-            Applied::Read(answer_value) => answer(&req.key, answer_value),
+            Applied::Read(answer_value) => answer(answer_value),
             Applied::Conflict(now_value) => Outcome {
                 status: Status::Conflict,
-                ..answer(&req.key, now_value)
+                ..answer(now_value)
             },
             Applied::ExtendTtl(_) => Outcome::error("extend_ttl applies to atomic operations"),
             Applied::Store {
@@ -698,7 +696,7 @@ impl CacheService {
                 }
                 Outcome {
                     level: stored.level,
-                    ..answer(&req.key, answer_value)
+                    ..answer(answer_value)
                 }
             }
         }
@@ -721,19 +719,18 @@ impl CacheService {
             .unwrap_or(self.limits.max_list_entries)
             .min(self.limits.max_list_entries);
         match op.operation_type.as_str() {
-            "list_keys" => self.list(&req.key, &ns, &pattern, limit).await,
+            "list_keys" => self.list(&ns, &pattern, limit).await,
             "clear" => match self.matching(Some(&ns), &pattern, MAX_CASCADE).await {
                 Err(why) => Outcome::error(why),
-                Ok((keys, truncated)) if op.dry_run => answer(
-                    &req.key,
-                    serde_json::json!({"would_remove": keys.len(), "truncated": truncated}),
-                ),
+                Ok((keys, truncated)) if op.dry_run => {
+                    answer(serde_json::json!({"would_remove": keys.len(), "truncated": truncated}))
+                }
                 Ok((keys, truncated)) => match self.remove_cascade(keys).await {
                     Err(why) => Outcome::error(why),
-                    Ok((n, more)) => counted(&req.key, n, truncated || more),
+                    Ok((n, more)) => counted(n, truncated || more),
                 },
             },
-            "statistics" => self.namespace_statistics(&req.key, &ns).await,
+            "statistics" => self.namespace_statistics(&ns).await,
             "backup" | "restore" => Outcome::error(format!(
                 "namespace `{}` is not served: a cache is rebuilt, not restored",
                 op.operation_type
@@ -744,7 +741,7 @@ impl CacheService {
         }
     }
 
-    async fn namespace_statistics(&self, key: &CacheKey, ns: &str) -> Outcome {
+    async fn namespace_statistics(&self, ns: &str) -> Outcome {
         let (entries, bytes) = {
             let m = self.memory.lock();
             let prefix = format!("{ns}:");
@@ -769,7 +766,7 @@ impl CacheService {
                 Err(why) => return Outcome::error(why),
             }
         }
-        answer(key, figures)
+        answer(figures)
     }
 
     /// Removes expired entries from both levels (the node's tick).
@@ -810,7 +807,7 @@ impl CacheService {
     /// The L1 entry under `key` if live (the RPC result cache's lookup).
     pub(crate) fn memory_get(&self, key: &str) -> Option<Arc<str>> {
         let now = self.now_ms();
-        self.memory.lock().get(key, now).map(|e| e.value.clone())
+        self.memory.lock().get_with(key, now, |e| e.value.clone())
     }
 
     /// Stores a result in L1 for `ttl_ms` (the RPC result cache).
@@ -874,13 +871,9 @@ fn parse(text: &str) -> Result<Value, String> {
 }
 
 /// How the reply shows `e`, stored under `key`.
-fn view(key: &CacheKey, text: &str, e: &Entry, metadata: bool) -> EntryView {
-    let mut key = key.clone();
-    if key.tags.is_empty() {
-        key.tags = e.tags.to_vec();
-    }
+fn view(text: &str, e: &Entry, metadata: bool) -> EntryView {
     EntryView {
-        key,
+        tags: e.tags.clone(),
         value: e.value.clone(),
         creation_time: e.created_ms as f64 / 1000.0,
         access_count: e.access_count.get(),
@@ -901,11 +894,11 @@ fn view(key: &CacheKey, text: &str, e: &Entry, metadata: bool) -> EntryView {
 }
 
 /// A result (stats, a listing, an operation's answer) in a reply's `entry.value`.
-fn answer(key: &CacheKey, value: Value) -> Outcome {
+fn answer(value: Value) -> Outcome {
     let text = value.to_string();
     let mut o = Outcome::status(Status::Hit);
     o.entry = Some(EntryView {
-        key: key.clone(),
+        tags: Arc::new([]),
         value: Arc::from(text.as_str()),
         creation_time: 0.0,
         access_count: 0,
@@ -920,11 +913,8 @@ fn answer(key: &CacheKey, value: Value) -> Outcome {
 }
 
 /// The answer of a removal: how many entries went.
-fn counted(key: &CacheKey, n: usize, truncated: bool) -> Outcome {
-    answer(
-        key,
-        serde_json::json!({"removed": n, "truncated": truncated}),
-    )
+fn counted(n: usize, truncated: bool) -> Outcome {
+    answer(serde_json::json!({"removed": n, "truncated": truncated}))
 }
 
 fn to_disk(key: &CacheKey, text: &str, e: &Entry) -> DiskEntry {

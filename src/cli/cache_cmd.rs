@@ -15,12 +15,14 @@ use crate::client::cache::{CacheClient, CacheResponse};
 pub enum CacheCommand {
     /// The entry under a key, with the level that answered (exit code 1 on a miss)
     Get {
+        #[arg(value_name = "KEY", id = "cache_key")]
         key: String,
         #[command(flatten)]
         out: Out,
     },
     /// Store a value (JSON, or a string) under a key
     Put {
+        #[arg(value_name = "KEY", id = "cache_key")]
         key: String,
         value: String,
         /// How long it lives (e.g. 10m; default: until evicted or invalidated)
@@ -31,6 +33,7 @@ pub enum CacheCommand {
     },
     /// Remove a key, and the entries that depend on it
     Delete {
+        #[arg(value_name = "KEY", id = "cache_key")]
         key: String,
         #[command(flatten)]
         out: Out,
@@ -43,6 +46,7 @@ pub enum CacheCommand {
     },
     /// Add to the number under a key (a missing key starts from 0)
     Incr {
+        #[arg(value_name = "KEY", id = "cache_key")]
         key: String,
         #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
         by: i64,

@@ -822,7 +822,8 @@ impl<'a> Connection<'a> {
                 Some(cache) => cache.refusal(u, why),
                 None => {
                     let ts = view.env.wall_seconds();
-                    response_text(u, "", ts, 0.0, &Outcome::error(why))
+                    let key = crate::cache::CacheKey::default();
+                    response_text(u, &key, "", ts, 0.0, &Outcome::error(why))
                 }
             })
         };
