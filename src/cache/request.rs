@@ -329,14 +329,18 @@ fn push_entry(out: &mut Vec<u8>, key: &CacheKey, e: &EntryView) {
     out.extend_from_slice(b"},");
 }
 
+/// A response's `operation_id`: the answering cache's prefix and its count (`prefix-n`).
+pub struct OperationId<'a>(pub &'a str, pub Option<u64>);
+
 /// The `cache-response` text for `outcome` to a request about `key`, written field by
-/// field (the hot path of a get: no tree is built, the value's text is copied once).
+/// field (the hot path of a get: no tree is built, the value's text is copied once);
+/// `performance` only when `lookup_ms` is given (the original marks it optional).
 pub fn response_text(
     u: &str,
     key: &CacheKey,
-    operation_id: &str,
+    operation_id: OperationId<'_>,
     timestamp: f64,
-    lookup_ms: f64,
+    lookup_ms: Option<f64>,
     outcome: &Outcome,
 ) -> String {
     let value_len = outcome.entry.as_ref().map_or(0, |e| e.value.len());
@@ -347,9 +351,14 @@ pub fn response_text(
     push_json(&mut out, &timestamp);
     out.extend_from_slice(br#","version":"2.0","status":"#);
     push_json(&mut out, &outcome.status);
-    out.extend_from_slice(br#","operation_id":"#);
-    push_json(&mut out, operation_id);
-    out.push(b',');
+    out.extend_from_slice(br#","operation_id":""#);
+    // The prefix is the node's id in hex: nothing to escape.
+    out.extend_from_slice(operation_id.0.as_bytes());
+    if let Some(n) = operation_id.1 {
+        out.push(b'-');
+        push_json(&mut out, &n);
+    }
+    out.extend_from_slice(b"\",");
     if let Some(level) = outcome.level {
         out.extend_from_slice(br#""cache_level":""#);
         out.extend_from_slice(level.name().as_bytes());
@@ -358,18 +367,25 @@ pub fn response_text(
     if let Some(e) = &outcome.entry {
         push_entry(&mut out, key, e);
     }
-    out.extend_from_slice(br#""performance":{"lookup_time_ms":"#);
-    push_json(&mut out, &lookup_ms);
-    out.extend_from_slice(br#","network_hops":0}"#);
+    if let Some(ms) = lookup_ms {
+        out.extend_from_slice(br#""performance":{"lookup_time_ms":"#);
+        push_json(&mut out, &ms);
+        out.extend_from_slice(br#","network_hops":0},"#);
+    }
     if let Some(why) = &outcome.error {
-        out.extend_from_slice(br#","error_message":"#);
+        out.extend_from_slice(br#""error_message":"#);
         push_json(&mut out, why);
+        out.push(b',');
     }
     if !outcome.unserved.is_empty() {
-        out.extend_from_slice(br#","unserved_levels":"#);
+        out.extend_from_slice(br#""unserved_levels":"#);
         push_json(&mut out, &outcome.unserved);
+        out.push(b',');
     }
-    out.push(b'}');
+    // Every field above ends with a comma: the last one's becomes the closing brace.
+    if let Some(last) = out.last_mut() {
+        *last = b'}';
+    }
     // Only JSON text and the stored values' (checked) text were written.
     String::from_utf8(out).unwrap_or_default()
 }

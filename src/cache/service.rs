@@ -172,7 +172,12 @@ impl CacheService {
         let outcome = self.outcome(&req).await;
         self.counters.record(req.operation, outcome.status);
         let took = self.clock.now().saturating_duration_since(started);
-        self.response(&req.u, &req.key, took.as_secs_f64() * 1000.0, &outcome)
+        self.response(
+            &req.u,
+            &req.key,
+            Some(took.as_secs_f64() * 1000.0),
+            &outcome,
+        )
     }
 
     /// Answers `req` at once when it needs no await: a get or put that asks L1 alone (the
@@ -199,7 +204,12 @@ impl CacheService {
         outcome.unserved = unserved;
         self.counters.record(req.operation, outcome.status);
         let took = self.clock.now().saturating_duration_since(started);
-        Some(self.response(&req.u, &req.key, took.as_secs_f64() * 1000.0, &outcome))
+        // Without metadata, the key and value alone: no performance figures either.
+        let lookup_ms = req
+            .options
+            .include_metadata
+            .then(|| took.as_secs_f64() * 1000.0);
+        Some(self.response(&req.u, &req.key, lookup_ms, &outcome))
     }
 
     /// L1's answer to a get: a hit, or a miss.
@@ -234,17 +244,20 @@ impl CacheService {
 
     /// The `cache-response` refusing a request that could not be read or may not run.
     pub fn refusal(&self, u: &str, why: String) -> String {
-        self.response(u, &CacheKey::default(), 0.0, &Outcome::error(why))
+        self.response(u, &CacheKey::default(), Some(0.0), &Outcome::error(why))
     }
 
-    fn response(&self, u: &str, key: &CacheKey, lookup_ms: f64, outcome: &Outcome) -> String {
-        let id = format!(
-            "{}-{}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+    fn response(
+        &self,
+        u: &str,
+        key: &CacheKey,
+        lookup_ms: Option<f64>,
+        outcome: &Outcome,
+    ) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = super::request::OperationId(&self.id_prefix, Some(n));
         let now = self.now_ms() as f64 / 1000.0;
-        super::request::response_text(u, key, &id, now, lookup_ms, outcome)
+        super::request::response_text(u, key, id, now, lookup_ms, outcome)
     }
 
     /// What `req` does.

@@ -823,7 +823,8 @@ impl<'a> Connection<'a> {
                 None => {
                     let ts = view.env.wall_seconds();
                     let key = crate::cache::CacheKey::default();
-                    response_text(u, &key, "", ts, 0.0, &Outcome::error(why))
+                    let id = crate::cache::request::OperationId("", None);
+                    response_text(u, &key, id, ts, Some(0.0), &Outcome::error(why))
                 }
             })
         };
