@@ -9,7 +9,7 @@
 //! the call that runs is dropped (its client left, its deadline passed), one of those
 //! waiting runs it instead.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,14 +31,14 @@ pub struct Results {
     cache: Arc<CacheService>,
     /// Keys being computed, with the calls waiting for each. Bounded by the calls running
     /// on the node (each waiter is one).
-    flights: Mutex<HashMap<String, Waiters>>,
+    flights: Mutex<BTreeMap<String, Waiters>>,
 }
 
 impl Results {
     pub fn new(cache: Arc<CacheService>) -> Results {
         Results {
             cache,
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -157,14 +157,16 @@ impl ResultCache for Results {
                     return (Ok(value), true);
                 }
                 match self.join(&key) {
-                    Some(wait) => match {
-                        let _counted = Waiting::new(&self.cache.flights.waiting);
-                        wait.await
-                    } {
-                        Ok(result) => return (result, true),
-                        // The call that ran was dropped: ask again (the next may run it).
-                        Err(_) => continue,
-                    },
+                    Some(wait) => {
+                        let counted = Waiting::new(&self.cache.flights.waiting);
+                        let landed = wait.await;
+                        drop(counted);
+                        match landed {
+                            Ok(result) => return (result, true),
+                            // The call that ran was dropped: ask again (the next may run it).
+                            Err(_) => continue,
+                        }
+                    }
                     None => {
                         let flight = Flight {
                             results: self,

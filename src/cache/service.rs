@@ -208,7 +208,7 @@ impl CacheService {
         let lookup_ms = req
             .options
             .include_metadata
-            .then(|| took.as_secs_f64() * 1000.0);
+            .then_some(took.as_secs_f64() * 1000.0);
         Some(self.response(&req.u, &req.key, lookup_ms, &outcome))
     }
 
