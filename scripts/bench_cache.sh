@@ -24,17 +24,8 @@ done
 for c in redis-server redis-benchmark; do
   command -v "$c" >/dev/null || { echo "$me: $c is not on PATH (apt-get install redis-server redis-tools)" >&2; exit 2; }
 done
-passes=${PASSES:-2}
-rounds=${ROUNDS:-3}
-duration=${DURATION:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench_work.sh
+. scripts/bench_work.sh
 
 redis_port=16399
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &

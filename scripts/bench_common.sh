@@ -22,14 +22,5 @@ for b in "$bin/mpreg" "$bin/mpreg-node"; do
   [ -x "$b" ] || { echo "$me: $b is missing (see the header)" >&2; exit 2; }
 done
 command -v nats-server >/dev/null || { echo "$me: nats-server is not on PATH" >&2; exit 2; }
-passes=${PASSES:-2}
-rounds=${ROUNDS:-3}
-duration=${DURATION:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench_work.sh
+. scripts/bench_work.sh

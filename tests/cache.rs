@@ -299,14 +299,7 @@ async fn bounds_refuse_with_a_clear_message_and_the_node_stays_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l2_survives_a_restart_and_a_hit_there_is_promoted_to_l1() {
     let dir = common::pki::temp_dir("cache-restart");
-    let settings = || Settings {
-        persistence: mpreg::config::PersistenceConfig {
-            mode: mpreg::config::PersistenceMode::Sqlite,
-            data_dir: dir.clone(),
-            ..Default::default()
-        },
-        ..test_settings()
-    };
+    let settings = || sqlite_settings(&dir);
     let node = start_node(settings(), vec![]).await;
     let c = Client::connect(node.url()).await.unwrap();
     let put = c

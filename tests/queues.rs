@@ -395,14 +395,7 @@ async fn a_queue_whose_owner_is_gone_fails_fast_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_sqlite_owner_loses_no_acknowledged_send() {
     let dir = common::pki::temp_dir("queue-restart");
-    let settings = || Settings {
-        persistence: mpreg::config::PersistenceConfig {
-            mode: mpreg::config::PersistenceMode::Sqlite,
-            data_dir: dir.clone(),
-            ..Default::default()
-        },
-        ..test_settings()
-    };
+    let settings = || sqlite_settings(&dir);
     let node = start_node(settings(), vec![]).await;
     assert!(node.registered().await);
     let c = Client::connect(node.url()).await.unwrap();

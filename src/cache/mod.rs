@@ -4,10 +4,12 @@
 //! as an argument (`memory` for L1; `ops` for the atomic and structure operations; `key`
 //! and `pattern` for keys), the disk level's functions (`disk`, run on its database
 //! thread), the messages (`request`), the service at the IO edge (`service`), result
-//! caching for the RPC path (`results`), and its figures (`metrics`). The connection hands
+//! caching for the RPC path (`results`), and its figures (`figures`, as values; `metrics`, the
+//! collector and the original's shape). The connection hands
 //! `cache-request` frames to the service (`node/conn.rs`).
 
 pub mod disk;
+pub mod figures;
 pub mod key;
 pub mod memory;
 pub mod metrics;

@@ -12,9 +12,9 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::disk::{self, DiskEntry, DiskState};
+use super::figures::Counters;
 use super::key::CacheKey;
 use super::memory::{Entry, Memory};
-use super::metrics::Counters;
 use super::ops::{self, Applied};
 use super::pattern::Pattern;
 use super::request::{
@@ -569,16 +569,16 @@ impl CacheService {
     }
 
     /// The figures of both levels (`stats`, `/metrics`, `/metrics/cache`).
-    pub fn snapshot(&self) -> super::metrics::Snapshot {
+    pub fn snapshot(&self) -> super::figures::Snapshot {
         let m = self.memory.lock();
-        super::metrics::Snapshot {
-            memory: super::metrics::LevelFigures {
+        super::figures::Snapshot {
+            memory: super::figures::LevelFigures {
                 entries: m.len() as u64,
                 bytes: m.bytes(),
                 capacity_bytes: m.capacity(),
                 counts: m.counts(),
             },
-            disk: self.disk.as_ref().map(|d| super::metrics::LevelFigures {
+            disk: self.disk.as_ref().map(|d| super::figures::LevelFigures {
                 entries: d.state.entries.load(Ordering::Relaxed),
                 bytes: d.state.bytes.load(Ordering::Relaxed),
                 capacity_bytes: d.state.capacity,
@@ -605,14 +605,21 @@ impl CacheService {
         Ok(self.disk_get(&text, now).await?.map(|d| from_disk(&d)))
     }
 
+    /// The entry under `key` and its value read as JSON.
+    async fn current_value(
+        &self,
+        key: &CacheKey,
+        levels: &[Level],
+    ) -> Result<(Option<Entry>, Option<Value>), String> {
+        let current = self.current(key, levels).await?;
+        let value = current.as_ref().map(|e| parse(&e.value)).transpose()?;
+        Ok((current, value))
+    }
+
     async fn atomic(&self, req: &CacheRequest, op: &AtomicOperation, levels: &[Level]) -> Outcome {
         let _one = self.atomics.lock().await;
-        let current = match self.current(&req.key, levels).await {
+        let (current, value) = match self.current_value(&req.key, levels).await {
             Ok(c) => c,
-            Err(why) => return Outcome::error(why),
-        };
-        let value = match current.as_ref().map(|e| parse(&e.value)).transpose() {
-            Ok(v) => v,
             Err(why) => return Outcome::error(why),
         };
         let applied = match ops::atomic(op, value.as_ref()) {
@@ -642,12 +649,8 @@ impl CacheService {
         levels: &[Level],
     ) -> Outcome {
         let _one = self.atomics.lock().await;
-        let current = match self.current(&req.key, levels).await {
+        let (current, value) = match self.current_value(&req.key, levels).await {
             Ok(c) => c,
-            Err(why) => return Outcome::error(why),
-        };
-        let value = match current.as_ref().map(|e| parse(&e.value)).transpose() {
-            Ok(v) => v,
             Err(why) => return Outcome::error(why),
         };
         match ops::structure(op, value.as_ref()) {

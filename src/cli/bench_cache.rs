@@ -9,8 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::bench::{MakeFrame, run_frames, run_round};
-use super::bench_round::{Load, RoundResult, median};
+use super::bench_round::{Load, MakeFrame, RoundResult, median, run_frames, run_round};
 use crate::env::Env;
 
 /// What a cache round does.

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::Value;
 
-use super::Target;
+use super::Out;
 use super::text::{clip, duration, table, text};
+use super::text::{fail, print_json};
 use crate::client::cache::{CacheClient, CacheResponse};
 
 #[derive(Subcommand, Debug)]
@@ -58,28 +59,6 @@ pub enum CacheCommand {
         #[command(flatten)]
         out: Out,
     },
-}
-
-/// Where to ask, and how to print.
-#[derive(Args, Debug)]
-pub struct Out {
-    /// Print the node's response as JSON
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    target: Target,
-}
-
-fn fail(e: &dyn std::fmt::Display) -> i32 {
-    eprintln!("mpreg: {e}");
-    1
-}
-
-fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
 }
 
 /// A value typed at the shell: JSON if it parses, else the text as a string.

@@ -97,6 +97,16 @@ pub struct Target {
     pub connect: ConnectArgs,
 }
 
+/// Where to ask, and how to print (the queue and cache verbs).
+#[derive(Args, Debug)]
+pub struct Out {
+    /// Print the node's reply as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
 impl Target {
     /// A client of the node, presenting the token and TLS options given.
     pub async fn client(&self) -> Result<crate::Client, crate::ClientError> {

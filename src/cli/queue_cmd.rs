@@ -5,11 +5,12 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::Target;
 use super::text::{clip, duration, table, text};
+use super::text::{fail, print_json};
+use super::{Out, Target};
 use crate::client::queue::{Delivery, Queue};
 
 #[derive(Subcommand, Debug)]
@@ -164,16 +165,6 @@ pub enum QueueCommand {
     },
 }
 
-/// Where to ask, and how to print.
-#[derive(Args, Debug)]
-pub struct Out {
-    /// Print the node's reply as JSON
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    target: Target,
-}
-
 /// Sets field `k` when there is a value for it.
 fn put(fields: &mut serde_json::Map<String, Value>, k: &str, v: Option<Value>) {
     if let Some(v) = v {
@@ -186,23 +177,11 @@ fn seconds(d: Option<Duration>) -> Option<Value> {
     d.map(|d| json!(d.as_secs_f64()))
 }
 
-fn fail(e: &dyn std::fmt::Display) -> i32 {
-    eprintln!("mpreg: {e}");
-    1
-}
-
 async fn queue_of(target: &Target, name: &str) -> Result<Queue, i32> {
     match target.client().await {
         Ok(c) => Ok(c.queue(name)),
         Err(e) => Err(fail(&e)),
     }
-}
-
-fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
 }
 
 /// Opens the queue, runs `f` on it, prints what it answered (`show` as a table, or the

@@ -69,6 +69,20 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(n * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Reports `e` on stderr; the exit code of a failed command.
+pub fn fail(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("mpreg: {e}");
+    1
+}
+
+/// `v` as indented JSON on stdout.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

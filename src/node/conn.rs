@@ -162,6 +162,25 @@ struct Connection<'a> {
 /// A running request: resolves to its reply, and the bytes its frame was charged.
 type RequestFuture<'a> = futures_util::future::BoxFuture<'a, (Message, usize)>;
 
+/// Polls a request once: most complete then, and their reply is queued; one that waits
+/// joins `running` (which polls it again with a real waker), holding its frame's bytes.
+#[inline]
+fn run_or_hold<'a>(
+    mut request: RequestFuture<'a>,
+    charged: usize,
+    out: &mut Outbox<'a>,
+    running: &mut Unordered<RequestFuture<'a>>,
+) {
+    let waker = futures_util::task::noop_waker();
+    match request.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready((reply, _)) => out.push(reply),
+        Poll::Pending => {
+            out.budget.charge(charged);
+            running.push(request);
+        }
+    }
+}
+
 /// Replies waiting to be written, and the connection's bytes (`budget.rs`).
 struct Outbox<'a> {
     queue: VecDeque<Message>,
@@ -620,7 +639,7 @@ impl<'a> Connection<'a> {
             conn: self.id,
             seq: self.requests.fetch_add(1, Ordering::Relaxed),
         };
-        let mut request: RequestFuture<'a> =
+        let request: RequestFuture<'a> =
             Box::pin(crate::registry::meter::metered(trees, async move {
                 let reply = execute_in(
                     &registry,
@@ -634,16 +653,7 @@ impl<'a> Connection<'a> {
                 .await;
                 (kind.frame(&reply, max, &shared.view.stats.errors), charged)
             }));
-        // Most requests complete on their first poll; only those that wait join `running`
-        // (which polls them again with a real waker), holding their frame's bytes.
-        let waker = futures_util::task::noop_waker();
-        match request.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready((reply, _)) => out.push(reply),
-            Poll::Pending => {
-                out.budget.charge(charged);
-                running.push(request);
-            }
-        }
+        run_or_hold(request, charged, out, running);
     }
 
     /// Publishes on this node: every matching subscription here gets it, and every
@@ -861,16 +871,9 @@ impl<'a> Connection<'a> {
         }
         let charged = text.len();
         let req = Box::new(req);
-        let mut request: RequestFuture<'a> =
+        let request: RequestFuture<'a> =
             Box::pin(async move { (kind.message(cache.handle(*req).await), charged) });
-        let waker = futures_util::task::noop_waker();
-        match request.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready((reply, _)) => out.push(reply),
-            Poll::Pending => {
-                out.budget.charge(charged);
-                running.push(request);
-            }
-        }
+        run_or_hold(request, charged, out, running);
     }
 
     /// Starts feeding this connection queue subscription `sub` (the token's role checked

@@ -23,6 +23,19 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// Test settings of a node keeping its state in `dir` (sqlite): the same directory again
+/// restarts it as it was.
+pub fn sqlite_settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        persistence: mpreg::config::PersistenceConfig {
+            mode: mpreg::config::PersistenceMode::Sqlite,
+            data_dir: dir.to_owned(),
+            ..Default::default()
+        },
+        ..test_settings()
+    }
+}
+
 /// Starts a node with `functions` registered.
 pub async fn start_node(settings: Settings, functions: Vec<Function>) -> RunningNode {
     let mut b = Node::builder(settings);
