@@ -36,6 +36,31 @@ const MAX_TTL_SECONDS: f64 = 315_360_000.0;
 /// Entries one expiry sweep removes per level (the rest wait for the next tick).
 const SWEEP_LIMIT: usize = 10_000;
 
+/// Levels a request is served from (a bit each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LevelSet(u8);
+
+impl LevelSet {
+    const L1_ONLY: LevelSet = LevelSet(1);
+
+    fn bit(l: Level) -> u8 {
+        match l {
+            Level::L1 => 1,
+            Level::L2 => 2,
+            Level::L3 => 4,
+            Level::L4 => 8,
+        }
+    }
+
+    fn contains(self, l: &Level) -> bool {
+        self.0 & LevelSet::bit(*l) != 0
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// The cache's bounds, from the node's settings (`cache_*`, `persistent_cache_size_mb`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
@@ -187,11 +212,12 @@ impl CacheService {
             return None;
         }
         let (levels, unserved) = self.levels(&req.options.cache_levels);
-        if levels != [Level::L1] {
+        if levels != LevelSet::L1_ONLY {
             return None;
         }
-        let started = self.clock.now();
-        let mut outcome = match self.check(req, &levels) {
+        // Timed only when the answer shows it (with its metadata).
+        let started = req.options.include_metadata.then(|| self.clock.now());
+        let mut outcome = match self.check(req, levels) {
             Err(why) => Outcome::error(why),
             Ok(()) if req.operation == Operation::Get => {
                 self.get_memory(&req.key, req.options.include_metadata)
@@ -203,12 +229,11 @@ impl CacheService {
         };
         outcome.unserved = unserved;
         self.counters.record(req.operation, outcome.status);
-        let took = self.clock.now().saturating_duration_since(started);
         // Without metadata, the key and value alone: no performance figures either.
-        let lookup_ms = req
-            .options
-            .include_metadata
-            .then_some(took.as_secs_f64() * 1000.0);
+        let lookup_ms = started.map(|s| {
+            let took = self.clock.now().saturating_duration_since(s);
+            took.as_secs_f64() * 1000.0
+        });
         Some(self.response(&req.u, &req.key, lookup_ms, &outcome))
     }
 
@@ -263,24 +288,24 @@ impl CacheService {
     /// What `req` does.
     pub async fn outcome(&self, req: &CacheRequest) -> Outcome {
         let (levels, unserved) = self.levels(&req.options.cache_levels);
-        let mut outcome = match self.check(req, &levels) {
+        let mut outcome = match self.check(req, levels) {
             Err(why) => Outcome::error(why),
             Ok(()) => match req.operation {
                 Operation::Get => {
-                    self.get(&req.key, &levels, req.options.include_metadata)
+                    self.get(&req.key, levels, req.options.include_metadata)
                         .await
                 }
-                Operation::Put => self.put(req, &levels).await,
+                Operation::Put => self.put(req, levels).await,
                 Operation::Delete => self.delete(&req.key).await,
                 Operation::Invalidate => self.invalidate(req).await,
                 Operation::Query => self.query(req).await,
                 Operation::Stats => self.stats(),
                 Operation::Atomic => match &req.atomic_operation {
-                    Some(op) => self.atomic(req, op, &levels).await,
+                    Some(op) => self.atomic(req, op, levels).await,
                     None => Outcome::error("an `atomic` request needs `atomic_operation`"),
                 },
                 Operation::Structure => match &req.structure_operation {
-                    Some(op) => self.structure(req, op, &levels).await,
+                    Some(op) => self.structure(req, op, levels).await,
                     None => Outcome::error("a `structure` request needs `structure_operation`"),
                 },
                 Operation::Namespace => match &req.namespace_operation {
@@ -293,19 +318,24 @@ impl CacheService {
         outcome
     }
 
-    /// The levels of `asked` this node serves, in order, and those it does not.
-    fn levels(&self, asked: &[Level]) -> (Vec<Level>, Vec<Level>) {
-        let asked: BTreeSet<Level> = asked.iter().copied().collect();
-        let served =
-            |l: &Level| SERVED_LEVELS.contains(l) && (*l != Level::L2 || self.disk.is_some());
-        (
-            asked.iter().copied().filter(served).collect(),
-            asked.iter().copied().filter(|l| !served(l)).collect(),
-        )
+    /// The levels of `asked` this node serves, and those it does not (no allocation
+    /// unless some are not served).
+    fn levels(&self, asked: &[Level]) -> (LevelSet, Vec<Level>) {
+        let mut served = LevelSet(0);
+        let mut unserved = Vec::new();
+        for &l in asked {
+            if SERVED_LEVELS.contains(&l) && (l != Level::L2 || self.disk.is_some()) {
+                served.0 |= LevelSet::bit(l);
+            } else if !unserved.contains(&l) {
+                unserved.push(l);
+            }
+        }
+        unserved.sort();
+        (served, unserved)
     }
 
     /// The request's key and levels within bounds.
-    fn check(&self, req: &CacheRequest, levels: &[Level]) -> Result<(), String> {
+    fn check(&self, req: &CacheRequest, levels: LevelSet) -> Result<(), String> {
         let keyed = !matches!(
             req.operation,
             Operation::Stats | Operation::Invalidate | Operation::Query | Operation::Namespace
@@ -336,7 +366,8 @@ impl CacheService {
                 operation_name(req.operation)
             ));
         }
-        let text = key.text().len();
+        // The text form's length, without making it.
+        let text = key.namespace.len() + key.identifier.len() + key.version.len() + 2;
         if text > self.limits.max_key_bytes {
             return Err(format!(
                 "the key is {text} bytes; at most {} (cache_max_key_bytes)",
@@ -350,7 +381,7 @@ impl CacheService {
     }
 
     /// The entry under `key`, from the first level of `levels` that has it.
-    async fn get(&self, key: &CacheKey, levels: &[Level], metadata: bool) -> Outcome {
+    async fn get(&self, key: &CacheKey, levels: LevelSet, metadata: bool) -> Outcome {
         if levels.contains(&Level::L1) {
             let found = self.get_memory(key, metadata);
             if found.status == Status::Hit || !levels.contains(&Level::L2) {
@@ -375,7 +406,7 @@ impl CacheService {
         }
     }
 
-    async fn put(&self, req: &CacheRequest, levels: &[Level]) -> Outcome {
+    async fn put(&self, req: &CacheRequest, levels: LevelSet) -> Outcome {
         match self.put_entry(req) {
             Err(why) => Outcome::error(why),
             Ok(entry) => {
@@ -424,7 +455,7 @@ impl CacheService {
         &self,
         key: &CacheKey,
         entry: Entry,
-        levels: &[Level],
+        levels: LevelSet,
         metadata: bool,
     ) -> Outcome {
         let text = key.text();
@@ -591,7 +622,7 @@ impl CacheService {
     }
 
     /// The current value under `key` at the first of `levels` holding it.
-    async fn current(&self, key: &CacheKey, levels: &[Level]) -> Result<Option<Entry>, String> {
+    async fn current(&self, key: &CacheKey, levels: LevelSet) -> Result<Option<Entry>, String> {
         let text = key.text();
         let now = self.now_ms();
         if levels.contains(&Level::L1)
@@ -609,14 +640,14 @@ impl CacheService {
     async fn current_value(
         &self,
         key: &CacheKey,
-        levels: &[Level],
+        levels: LevelSet,
     ) -> Result<(Option<Entry>, Option<Value>), String> {
         let current = self.current(key, levels).await?;
         let value = current.as_ref().map(|e| parse(&e.value)).transpose()?;
         Ok((current, value))
     }
 
-    async fn atomic(&self, req: &CacheRequest, op: &AtomicOperation, levels: &[Level]) -> Outcome {
+    async fn atomic(&self, req: &CacheRequest, op: &AtomicOperation, levels: LevelSet) -> Outcome {
         let _one = self.atomics.lock().await;
         let (current, value) = match self.current_value(&req.key, levels).await {
             Ok(c) => c,
@@ -646,7 +677,7 @@ impl CacheService {
         &self,
         req: &CacheRequest,
         op: &StructureOperation,
-        levels: &[Level],
+        levels: LevelSet,
     ) -> Outcome {
         let _one = self.atomics.lock().await;
         let (current, value) = match self.current_value(&req.key, levels).await {
@@ -669,7 +700,7 @@ impl CacheService {
         applied: Applied,
         current: Option<Entry>,
         ttl: Option<f64>,
-        levels: &[Level],
+        levels: LevelSet,
     ) -> Outcome {
         match applied {
             Applied::Missing => Outcome::status(Status::Miss),
