@@ -14,7 +14,8 @@
 #   - Node.js and npm (Debian's), if missing, and playwright-core (npm, the version
 #     tests/browser/package-lock.json pins; it downloads no browser): what drives Chromium.
 #   - Python's `websockets` (pip): tests/python_worker.rs and tests/pubsub.rs run the
-#     Python examples, which need only it.
+#     Python examples, which need only it. (Python 3 itself, which Debian has: tests/cache.rs
+#     also checks the documented cache key vectors with its `json` module.)
 # Debian packages need root (or sudo without a password); `apt-get update` runs first, as a
 # fresh machine may have no package lists.
 set -euo pipefail
