@@ -459,6 +459,10 @@ settings! {
     cache_max_key_bytes: usize = 1024, flag(value_name("BYTES")), bounds(16..=65_536);
     /// Most keys one `query` or namespace `list_keys` answers with.
     cache_max_list_entries: usize = 1000, flag(value_name("N")), bounds(1..=100_000);
+    /// Longest invalidation or listing pattern, in bytes (matching costs time per key held).
+    cache_max_pattern_bytes: usize = 256, flag(value_name("BYTES")), bounds(1..=4096);
+    /// Most wildcards (`*`, `?`) in one pattern.
+    cache_max_pattern_wildcards: usize = 8, flag(value_name("N")), bounds(0..=64);
     /// The role a token needs to send `cache-request` messages when tokens are required;
     /// unset: any authenticated client may. (Cached function results need only the role
     /// the function needs.)

@@ -4,10 +4,22 @@
 //! original did, a pattern with no wildcard and no `:` also names a whole namespace.
 //! Patterns are bounded (length, wildcards) because matching one costs time per key held.
 
-/// Longest pattern, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 256;
-/// Most wildcards in one pattern.
-pub const MAX_WILDCARDS: usize = 8;
+/// How complex a pattern may be (settings `cache_max_pattern_bytes` and
+/// `cache_max_pattern_wildcards`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatternLimits {
+    pub max_bytes: usize,
+    pub max_wildcards: usize,
+}
+
+impl Default for PatternLimits {
+    fn default() -> Self {
+        PatternLimits {
+            max_bytes: 256,
+            max_wildcards: 8,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
@@ -20,28 +32,28 @@ pub struct Pattern {
 pub enum PatternError {
     #[error("an empty pattern matches nothing; use `*` for every key")]
     Empty,
-    #[error("the pattern is {0} bytes; at most {MAX_PATTERN_BYTES}")]
-    TooLong(usize),
-    #[error("the pattern has {0} wildcards; at most {MAX_WILDCARDS}")]
-    TooManyWildcards(usize),
+    #[error("the pattern is {0} bytes; at most {1} (cache_max_pattern_bytes)")]
+    TooLong(usize, usize),
+    #[error("the pattern has {0} wildcards; at most {1} (cache_max_pattern_wildcards)")]
+    TooManyWildcards(usize, usize),
     #[error("`[` and `]` are not pattern syntax here (only `*` and `?`)")]
     Brackets,
 }
 
 impl Pattern {
-    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+    pub fn parse(text: &str, limits: PatternLimits) -> Result<Pattern, PatternError> {
         if text.is_empty() {
             return Err(PatternError::Empty);
         }
-        if text.len() > MAX_PATTERN_BYTES {
-            return Err(PatternError::TooLong(text.len()));
+        if text.len() > limits.max_bytes {
+            return Err(PatternError::TooLong(text.len(), limits.max_bytes));
         }
         if text.contains(['[', ']']) {
             return Err(PatternError::Brackets);
         }
         let wild = text.chars().filter(|c| matches!(c, '*' | '?')).count();
-        if wild > MAX_WILDCARDS {
-            return Err(PatternError::TooManyWildcards(wild));
+        if wild > limits.max_wildcards {
+            return Err(PatternError::TooManyWildcards(wild, limits.max_wildcards));
         }
         let namespace = (wild == 0 && !text.contains(':')).then(|| text.to_owned());
         Ok(Pattern {
@@ -115,7 +127,7 @@ mod tests {
     use super::*;
 
     fn m(p: &str, k: &str) -> bool {
-        Pattern::parse(p)
+        Pattern::parse(p, PatternLimits::default())
             .unwrap()
             .matches(k, k.split(':').next().unwrap_or(""))
     }
@@ -136,9 +148,15 @@ mod tests {
 
     #[test]
     fn bounds() {
-        assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
-        assert!(Pattern::parse(&"*".repeat(9)).is_err());
-        assert!(Pattern::parse(&"a".repeat(300)).is_err());
-        assert_eq!(Pattern::parse("a[b]"), Err(PatternError::Brackets));
+        assert_eq!(
+            Pattern::parse("", PatternLimits::default()),
+            Err(PatternError::Empty)
+        );
+        assert!(Pattern::parse(&"*".repeat(9), PatternLimits::default()).is_err());
+        assert!(Pattern::parse(&"a".repeat(300), PatternLimits::default()).is_err());
+        assert_eq!(
+            Pattern::parse("a[b]", PatternLimits::default()),
+            Err(PatternError::Brackets)
+        );
     }
 }

@@ -72,6 +72,7 @@ pub struct CacheLimits {
     pub max_key_bytes: usize,
     /// Keys one `query` or `list_keys` returns at most.
     pub max_list_entries: usize,
+    pub patterns: super::pattern::PatternLimits,
 }
 
 impl CacheLimits {
@@ -82,6 +83,10 @@ impl CacheLimits {
             max_value_bytes: s.cache_max_value_bytes,
             max_key_bytes: s.cache_max_key_bytes,
             max_list_entries: s.cache_max_list_entries,
+            patterns: super::pattern::PatternLimits {
+                max_bytes: s.cache_max_pattern_bytes,
+                max_wildcards: s.cache_max_pattern_wildcards,
+            },
         }
     }
 }
@@ -94,6 +99,7 @@ impl Default for CacheLimits {
             max_value_bytes: 1 << 20,
             max_key_bytes: 1024,
             max_list_entries: 1000,
+            patterns: super::pattern::PatternLimits::default(),
         }
     }
 }
@@ -521,7 +527,7 @@ impl CacheService {
     async fn invalidate(&self, req: &CacheRequest) -> Outcome {
         let pattern = match &req.invalidation_pattern {
             None => return self.delete(&req.key).await,
-            Some(p) => match Pattern::parse(p) {
+            Some(p) => match Pattern::parse(p, self.limits.patterns) {
                 Ok(p) => p,
                 Err(e) => return Outcome::error(e.to_string()),
             },
@@ -578,7 +584,7 @@ impl CacheService {
 
     async fn query(&self, req: &CacheRequest) -> Outcome {
         let text = req.invalidation_pattern.as_deref().unwrap_or("*");
-        let pattern = match Pattern::parse(text) {
+        let pattern = match Pattern::parse(text, self.limits.patterns) {
             Ok(p) => p,
             Err(e) => return Outcome::error(e.to_string()),
         };
@@ -757,7 +763,7 @@ impl CacheService {
         if ns.is_empty() || ns.contains(':') {
             return Outcome::error("a namespace must be non-empty and hold no `:`");
         }
-        let pattern = match Pattern::parse(&op.pattern) {
+        let pattern = match Pattern::parse(&op.pattern, self.limits.patterns) {
             Ok(p) => p,
             Err(e) => return Outcome::error(e.to_string()),
         };
