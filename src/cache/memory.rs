@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
-/// What one entry costs beyond its key's and value's bytes: the entry's fields, its slot
-/// in the table and in the expiry index, and S3-FIFO's ghost record of it (measured with
-/// a counting allocator over 100k entries: ~150 bytes; rounded up). Counting it in the
-/// weight keeps the bound honest for many small entries.
+/// What one entry costs beyond its key's and value's bytes: an estimate (not yet measured
+/// with a counting allocator) of its fields (~100 bytes), the allocation headers of its key
+/// and value, its slot in the table and in the deadline index, and S3-FIFO's ghost record.
+/// Counting it in the weight keeps the bound honest for many small entries.
 pub const ENTRY_OVERHEAD: u64 = 192;
 
 /// One cached value and what the original reports of it.
