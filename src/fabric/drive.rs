@@ -33,6 +33,12 @@ const READ_BATCH: usize = 64;
 /// How long closing a socket may take (a writer stuck on a dead peer is given up on).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a stopping node's connection waits for the steps it runs for the peer to
+/// finish and their answers to be written. Meanwhile new requests are refused as `Busy`
+/// (nothing ran: the peer sends the step elsewhere), so a step is not lost because it
+/// arrived as the node left.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Starts using `ws`, whose hello is done: the handle that calls share, and the task that
 /// must run for the connection to work (the dialler spawns it; an accepted connection's
 /// own task runs it).
@@ -91,6 +97,8 @@ async fn drive(
     let node_stops = until_true(&mut node_closed);
     tokio::pin!(node_stops);
     let mut gone = false;
+    // Set when the node stops: the last moment to wait for the steps still running.
+    let mut stopping: Option<tokio::time::Instant> = None;
     let handles_gone = async move {
         let _ = handles_gone.recv().await;
     };
@@ -100,6 +108,13 @@ async fn drive(
         if life.closed {
             break;
         }
+        if stopping.is_some()
+            && !served.running_steps()
+            && !pace.unflushed
+            && !conn.has_queued()
+        {
+            break;
+        }
         let Some(reading) = pace.reading(&conn, &served) else {
             break;
         };
@@ -107,7 +122,12 @@ async fn drive(
         let silent_ok = life.here != Use::Using && !served.answering_any();
         tokio::select! {
             biased;
-            () = &mut node_stops => break,
+            () = &mut node_stops, if stopping.is_none() => {
+                stopping = Some(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            Some(()) = futures_util::future::OptionFuture::from(
+                stopping.map(tokio::time::sleep_until),
+            ) => break,
             () = conn.changed.notified() => {}
             () = &mut handles_gone, if !gone => {
                 gone = true;

@@ -63,6 +63,11 @@ impl Served {
         let _ = self.steps.join_next().await;
     }
 
+    /// Whether forwarded steps still run (or wait for their answer to be queued).
+    pub(crate) fn running_steps(&self) -> bool {
+        !self.running.is_empty()
+    }
+
     /// Whether the peer still waits for an answer to anything it asked.
     pub(crate) fn answering_any(&self) -> bool {
         !self.answering.is_empty()
@@ -105,6 +110,13 @@ impl Served {
             Frame::Reply { id, body } => answered(id, Answered::Reply(body)),
             Frame::Unsupported { id, why } => answered(id, Answered::Unsupported(why)),
             Frame::Busy { id, why } => answered(id, Answered::Busy(why)),
+            // The node is stopping: nothing new runs; the peer may send it elsewhere.
+            Frame::Request { id, .. } if e.is_closed() => {
+                let why = "this node is stopping".to_owned();
+                if let Ok(frame) = encode(&Frame::Busy { id, why }) {
+                    conn.push(frame);
+                }
+            }
             Frame::Request { id, plane, body } => match e.planes().get(plane) {
                 Handler::By(handler) => self.start(handler, id, body, conn),
                 Handler::Missing => {

@@ -131,7 +131,15 @@ pub async fn leave(raft: &Raft, policy: MembershipPolicy, id: u64) -> Result<(),
         // Not a member (any more): leaving is done. Only the leader can know that.
         read_index(raft).await?;
     }
-    Ok(())
+    // Its catalog entries go in the same leave: once the leaving node hears "done", no
+    // replica that has caught up routes to it. (The supervisor would drop them on its next
+    // round, racing the node's own shutdown: calls sent to it meanwhile were lost.)
+    let gone = crate::control::CatalogCommand::RemoveMember(crate::control::NodeId(id));
+    match raft.client_write(gone).await {
+        // `Err` inside: it was not in the catalog (removed already): nothing to drop.
+        Ok(_) => Ok(()),
+        Err(e) => Err(membership_error(e)),
+    }
 }
 
 /// The leader's read index (`ensure_linearizable`: it confirms its leadership with a
