@@ -108,11 +108,7 @@ async fn drive(
         if life.closed {
             break;
         }
-        if stopping.is_some()
-            && !served.running_steps()
-            && !pace.unflushed
-            && !conn.has_queued()
-        {
+        if stopping.is_some() && !served.running_steps() && !pace.unflushed && !conn.has_queued() {
             break;
         }
         let Some(reading) = pace.reading(&conn, &served) else {
