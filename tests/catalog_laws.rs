@@ -6,8 +6,8 @@ use mpreg::ids::NodeId;
 use std::collections::BTreeSet;
 
 use mpreg::control::{
-    Catalog, CatalogCommand, DnsService, FunctionEntry, Member, QueueEntry, QueueSpec, Role,
-    ServiceKey,
+    Catalog, CatalogCommand, CatalogError, CatalogResponse, DnsService, FunctionEntry, Member,
+    QueueEntry, QueueSpec, Role, ServiceKey,
 };
 use proptest::prelude::*;
 use semver::Version;
@@ -338,4 +338,75 @@ fn service_registrations_are_bounded_per_node_and_in_all() {
         .unwrap();
     c.apply(CatalogCommand::RegisterService(numbered(i, nodes as u64)))
         .unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The proposer's batches change nothing but the number of log entries: the commands
+    /// cut into batches anywhere leave the catalog as applying them one by one does, and
+    /// each command gets the answer it would have got alone.
+    #[test]
+    fn a_batch_applies_as_its_commands_one_by_one(
+        cmds in prop::collection::vec(command(), 0..60),
+        cuts in prop::collection::vec(1usize..8, 0..20),
+    ) {
+        let mut alone = Catalog::default();
+        let expected: Vec<_> = cmds.iter().cloned().map(|c| alone.apply(c)).collect();
+        let mut batched = Catalog::default();
+        let mut got = Vec::new();
+        let mut rest = &cmds[..];
+        let mut sizes = cuts.into_iter().chain(std::iter::repeat(3));
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap_or(1).min(rest.len());
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            match batched.apply_entry(CatalogCommand::Batch(batch.to_vec())) {
+                CatalogResponse::Batch(results) => {
+                    prop_assert_eq!(results.len(), n);
+                    got.extend(results);
+                }
+                other => prop_assert!(false, "a batch answered {:?}", other),
+            }
+        }
+        prop_assert_eq!(&batched, &alone);
+        prop_assert_eq!(got, expected);
+    }
+}
+
+/// A batch inside a batch is refused, alone: its neighbours apply.
+#[test]
+fn a_nested_batch_is_refused_alone() {
+    let mut c = Catalog::default();
+    let answer = c.apply_entry(CatalogCommand::Batch(vec![
+        CatalogCommand::UpsertMember(member(1, 9000)),
+        CatalogCommand::Batch(vec![CatalogCommand::UpsertMember(member(2, 9001))]),
+    ]));
+    assert_eq!(
+        answer,
+        CatalogResponse::Batch(vec![Ok(()), Err(CatalogError::NestedBatch)])
+    );
+    assert!(c.member_by_id(NodeId(1)).is_some());
+    assert!(c.member_by_id(NodeId(2)).is_none());
+}
+
+/// A single command's answer is encoded as the `Result` it replaced, so a node built
+/// before batches reads the answers to the writes it forwards.
+#[test]
+fn a_single_answer_encodes_as_the_result_it_replaced() {
+    let cfg = bincode::config::standard();
+    let pairs: Vec<(CatalogResponse, Result<(), CatalogError>)> = vec![
+        (CatalogResponse::Ok, Ok(())),
+        (
+            CatalogResponse::Err(CatalogError::QueueExists("q".into())),
+            Err(CatalogError::QueueExists("q".into())),
+        ),
+    ];
+    for (new, old) in pairs {
+        let bytes = bincode::serde::encode_to_vec(&new, cfg).unwrap();
+        assert_eq!(bytes, bincode::serde::encode_to_vec(&old, cfg).unwrap());
+        let (read, _): (Result<(), CatalogError>, usize) =
+            bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(read, old);
+    }
 }

@@ -452,3 +452,87 @@ async fn a_node_of_another_cluster_cannot_join() {
     c.shutdown().await;
     a.shutdown().await;
 }
+
+/// Catalog writes that reach the leader together share log entries (the proposer's
+/// batches: openraft 0.9 would flush each on its own), and each writer still gets its own
+/// command's answer: here half of them create a queue each (accepted) and half try to
+/// redefine a queue that exists (refused), all at once, on a node that fsyncs its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_catalog_writes_share_entries_and_keep_their_own_answers() {
+    use mpreg::control::raft::PeerClient;
+    use mpreg::control::{CatalogCommand, CatalogError, NodeId, QueueEntry, QueueSpec};
+    use mpreg::env::Env;
+    use mpreg::fabric::ClusterSecret;
+
+    let dir = std::env::temp_dir().join(format!("mpreg-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let secret = ClusterSecret::from_bytes(b"the batch test's cluster secret").unwrap();
+    let a = mpreg::Node::builder(sqlite_settings(&dir))
+        .cluster_secret(secret.clone())
+        .start()
+        .await
+        .expect("node starts");
+    assert!(a.registered().await, "the node joined its own cluster");
+    let addr = a.url().trim_start_matches("ws://").to_owned();
+    let queue = |name: &str, visibility_timeout_ms: u64| {
+        CatalogCommand::CreateQueue(QueueEntry {
+            name: name.to_owned(),
+            owner: NodeId(a.raft_id()),
+            incarnation: 1,
+            created_ms: 0,
+            spec: QueueSpec {
+                visibility_timeout_ms,
+                ..QueueSpec::default()
+            },
+        })
+    };
+    let mut tool = PeerClient::to_addr(Env::production(), addr.clone(), secret.clone());
+    let made = tool
+        .write(queue("taken", 1_000), Duration::from_secs(10))
+        .await;
+    assert!(matches!(made, Ok(Ok(ref r)) if r.data.is_ok()), "{made:?}");
+    let log_before = a.raft_metrics().borrow().last_log_index.unwrap_or(0);
+
+    const WRITERS: u64 = 96;
+    // Every writer connects first, then all write at once.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let cmd = if i.is_multiple_of(2) {
+            queue(&format!("q{i}"), 1_000)
+        } else {
+            queue("taken", 2_000 + i)
+        };
+        let (addr, secret, start) = (addr.clone(), secret.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut peer = PeerClient::to_addr(Env::production(), addr, secret);
+            peer.ping(Duration::from_secs(10)).await.expect("connected");
+            start.wait().await;
+            let written = peer.write(cmd, Duration::from_secs(10)).await;
+            (i, written)
+        }));
+    }
+    for t in tasks {
+        let (i, written) = t.await.unwrap();
+        let answer = match written {
+            Ok(Ok(resp)) => resp.data.into_result(),
+            other => panic!("writer {i}: {other:?}"),
+        };
+        if i.is_multiple_of(2) {
+            assert_eq!(answer, Ok(()), "writer {i} created its own queue");
+        } else {
+            assert_eq!(
+                answer,
+                Err(CatalogError::QueueExists("taken".to_owned())),
+                "writer {i} redefined `taken`"
+            );
+        }
+    }
+    let entries = a.raft_metrics().borrow().last_log_index.unwrap_or(0) - log_before;
+    assert!(
+        entries < WRITERS,
+        "{WRITERS} concurrent writes took {entries} log entries: none shared one"
+    );
+    a.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

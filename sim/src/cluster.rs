@@ -560,7 +560,7 @@ async fn write_with_failover(
         match peer.write(cmd.clone(), WRITE_TIMEOUT).await {
             Ok(Ok(resp)) => {
                 *home = target;
-                return match resp.data {
+                return match resp.data.into_result() {
                     Ok(()) => (Outcome::Acknowledged, String::new()),
                     Err(e) => (Outcome::Rejected, format!(" ({e})")),
                 };

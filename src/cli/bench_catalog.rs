@@ -1,7 +1,8 @@
 //! `mpreg bench --catalog`: catalog writes through Raft. Each of `--connections` writers
 //! keeps one write in flight on its own peer connection to the node (which forwards to the
-//! leader); a write counts when the leader reports it committed and applied. Every write
-//! creates a new queue owned by the target node, so nothing is deduplicated.
+//! leader); a write counts when the leader reports it committed and applied. A writer
+//! creates a queue owned by the target node, then deletes it, and so on with a new name:
+//! every write changes the catalog, and the catalog stays far below its bound on queues.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,18 +86,23 @@ pub async fn run_round(
                     return;
                 }
                 seq += 1;
-                let cmd = CatalogCommand::CreateQueue(QueueEntry {
-                    name: format!("{prefix}-{seq}"),
-                    owner: crate::ids::NodeId(owner),
-                    incarnation: 1,
-                    created_ms: 0,
-                    spec: QueueSpec {
-                        visibility_timeout_ms: 30_000,
-                        max_receives: 0,
-                        dedup_window_ms: 0,
-                        ..QueueSpec::default()
-                    },
-                });
+                let name = format!("{prefix}-{}", seq.div_ceil(2));
+                let cmd = if seq.is_multiple_of(2) {
+                    CatalogCommand::DeleteQueue { name }
+                } else {
+                    CatalogCommand::CreateQueue(QueueEntry {
+                        name,
+                        owner: crate::ids::NodeId(owner),
+                        incarnation: 1,
+                        created_ms: 0,
+                        spec: QueueSpec {
+                            visibility_timeout_ms: 30_000,
+                            max_receives: 0,
+                            dedup_window_ms: 0,
+                            ..QueueSpec::default()
+                        },
+                    })
+                };
                 let ok = matches!(
                     peer.write(cmd, WRITE_TIMEOUT).await,
                     Ok(Ok(ref resp)) if resp.data.is_ok()

@@ -142,9 +142,13 @@ pub enum CatalogCommand {
     UnregisterService(ServiceKey),
     /// Replaces the namespace policy (who may discover what) as a whole.
     SetNamespacePolicy(NamespacePolicy),
-    /// Creates a queue owned by `owner` (data format 5). Last: variants are numbered in
-    /// order in stored entries.
+    /// Creates a queue owned by `owner` (data format 5). Variants are numbered in order in
+    /// stored entries: new ones go last.
     CreateQueue(QueueEntry),
+    /// Several commands in one log entry (the leader's proposer groups concurrent writes),
+    /// applied in order, each on its own: one refused leaves the others standing. A batch
+    /// inside a batch is refused.
+    Batch(Vec<CatalogCommand>),
 }
 
 /// Why a command was rejected (the state is unchanged).
@@ -177,6 +181,49 @@ pub enum CatalogError {
     UnknownService(ServiceKey),
     #[error("invalid namespace policy: {}", .0.join("; "))]
     InvalidPolicy(Vec<String>),
+    #[error("a batch of catalog commands cannot hold another batch")]
+    NestedBatch,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What applying one log entry answered: one result, or one per command of a batch.
+///
+/// Its first two variants encode as `Result<(), CatalogError>` does (bincode numbers
+/// variants in order and `()` takes no bytes), so the answer to a single write reads the
+/// same to a node built before batches; `Batch` never leaves the leader (its proposer
+/// hands each writer its own result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogResponse {
+    Ok,
+    Err(CatalogError),
+    Batch(Vec<Result<(), CatalogError>>),
+}
+
+impl CatalogResponse {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, CatalogResponse::Ok)
+    }
+
+    /// The result of a single command (a batch's answer is not one).
+    pub fn into_result(self) -> Result<(), CatalogError> {
+        match self {
+            CatalogResponse::Ok => Ok(()),
+            CatalogResponse::Err(e) => Err(e),
+            CatalogResponse::Batch(_) => Err(CatalogError::Internal(
+                "a batch's answer where one command's was expected".to_owned(),
+            )),
+        }
+    }
+}
+
+impl From<Result<(), CatalogError>> for CatalogResponse {
+    fn from(r: Result<(), CatalogError>) -> CatalogResponse {
+        match r {
+            Ok(()) => CatalogResponse::Ok,
+            Err(e) => CatalogResponse::Err(e),
+        }
+    }
 }
 
 /// The whole replicated state. Ordered maps throughout: iteration order is part of what
@@ -193,9 +240,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Applies one log entry's command: a batch command by command.
+    pub fn apply_entry(&mut self, cmd: CatalogCommand) -> CatalogResponse {
+        match cmd {
+            CatalogCommand::Batch(cmds) => {
+                CatalogResponse::Batch(cmds.into_iter().map(|c| self.apply(c)).collect())
+            }
+            cmd => self.apply(cmd).into(),
+        }
+    }
+
     /// Applies one command. On `Err` the state is exactly as before.
     pub fn apply(&mut self, cmd: CatalogCommand) -> Result<(), CatalogError> {
         match cmd {
+            CatalogCommand::Batch(_) => Err(CatalogError::NestedBatch),
             CatalogCommand::UpsertMember(m) => {
                 self.members.insert(m.id, m);
                 Ok(())

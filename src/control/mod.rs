@@ -9,6 +9,6 @@ pub mod raft;
 pub mod replica;
 
 pub use catalog::{
-    Catalog, CatalogCommand, CatalogError, DnsService, FunctionEntry, Member, NodeId, QueueEntry,
-    QueueKind, QueueSpec, Role, ServiceKey,
+    Catalog, CatalogCommand, CatalogError, CatalogResponse, DnsService, FunctionEntry, Member,
+    NodeId, QueueEntry, QueueKind, QueueSpec, Role, ServiceKey,
 };

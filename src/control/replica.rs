@@ -160,6 +160,7 @@ impl Control {
             env: env.clone(),
             policy,
             network: network.clone(),
+            proposer: crate::control::raft::Proposer::start(raft.clone()),
         });
         network.fabric().introduce(id, addr);
         let handler: Arc<dyn PlaneHandler> = service.clone();
@@ -317,7 +318,7 @@ impl Control {
     ) -> Result<(), CommitError> {
         let mut tries = 0u32;
         let resp = loop {
-            let leader = match self.raft.client_write(cmd.clone()).await {
+            let leader = match self.service.proposer.write(cmd.clone()).await {
                 Ok(resp) => break resp,
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     f.leader_node.map(|node| (f.leader_id, node))
@@ -334,7 +335,7 @@ impl Control {
             tries += 1;
         };
         self.applied(resp.log_id.index).await;
-        Ok(resp.data?)
+        Ok(resp.data.into_result()?)
     }
 
     /// Waits (at most [`RPC_TIMEOUT`]) until this replica has applied log entry `index`:

@@ -6,6 +6,7 @@
 //! implementation are the only places allowed to touch `tokio::net`, `SystemTime::now` or an
 //! OS-seeded RNG (enforced by `clippy.toml`).
 
+pub mod log_engine;
 mod rng;
 pub mod sqlite;
 mod tokio_env;

@@ -9,6 +9,7 @@ mod format_v3;
 mod format_v4;
 mod membership;
 mod network;
+mod propose;
 mod runtime;
 mod service;
 mod snapshot_buf;
@@ -23,6 +24,7 @@ mod vote_guard;
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here};
 pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
+pub use propose::Proposer;
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
 pub use snapshot_buf::SnapshotBuf;
@@ -32,10 +34,8 @@ pub use store_stats::StoreStats;
 pub use stored_state::{StoredSnapshot, StoredState};
 pub use supervisor::supervise;
 
-use super::catalog::{CatalogCommand, CatalogError};
-
-/// A command's outcome as every replica computes it.
-pub type CatalogResponse = Result<(), CatalogError>;
+use super::catalog::CatalogCommand;
+pub use super::catalog::CatalogResponse;
 
 openraft::declare_raft_types!(
     /// mpreg's Raft: log entries are catalog commands; nodes are reached at `host:port`.

@@ -25,6 +25,8 @@ pub struct PeerService {
     pub env: Env,
     pub policy: MembershipPolicy,
     pub network: NetworkFactory,
+    /// Writes go through it: concurrent ones share a log entry (`propose`).
+    pub proposer: super::Proposer,
 }
 
 impl PlaneHandler for PeerService {
@@ -92,7 +94,7 @@ async fn vote(raft: &Raft, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, R
 
 /// Commits `cmd` here if this node leads, else (once) on the leader it knows.
 async fn write(service: &PeerService, cmd: CatalogCommand, forward: bool) -> WriteResult {
-    let result = service.raft.client_write(cmd.clone()).await;
+    let result = service.proposer.write(cmd.clone()).await;
     let leader = match &result {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if forward => {
             f.leader_node.clone().map(|node| (f.leader_id, node))

@@ -1,7 +1,11 @@
-//! The Raft log, vote and committed id in SQLite (`synchronous=FULL`): an append is one
-//! transaction, and openraft hears that it is flushed only after that transaction's commit
-//! (the WAL fsync) returned. Entries are bincode-encoded blobs keyed by index. The state
-//! machine's last snapshot lives here too (one row), so the log behind it can be purged.
+//! The catalog's Raft log, vote, committed id and last snapshot, as group 0 of the node's
+//! log engine (`env::log_engine`: one SQLite file, `synchronous=FULL`, one writer thread
+//! that commits the appends of every group waiting together). An append hands its entries
+//! to the engine and returns; openraft hears that they are flushed only after the commit
+//! that carried them (the WAL fsync) returned, so the core goes on taking writes while the
+//! disk syncs, and many writes share one fsync. Entries are bincode-encoded blobs keyed by
+//! group and index. The state machine's last snapshot lives here too, so the log behind it
+//! can be purged.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -21,15 +25,33 @@ use super::TypeConfig;
 use super::store_stats::StoreStats;
 use super::stored_state::{StoredSnapshot, StoredState};
 use crate::env::Clock;
-use crate::env::sqlite::{DbError, Durability, SqliteDb};
+use crate::env::log_engine::LogEngine;
+use crate::env::sqlite::DbError;
 use crate::fabric::codec;
 
-const SCHEMA: &str = "
+/// The tables of formats up to 5: one log, the catalog's. Created (if missing) only to
+/// upgrade an older database, then moved into [`SCHEMA`]'s tables as group 0.
+const SCHEMA_V5: &str = "
 CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS raft_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), meta BLOB NOT NULL, data BLOB NOT NULL);
 ";
+
+/// Every group's log, meta (vote, committed id, last purged id; the node id in group 0) and
+/// last snapshot. Rowid tables: entries and snapshots may be large, which WITHOUT ROWID
+/// tables handle badly.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log_entries (
+    grp INTEGER NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL, PRIMARY KEY (grp, idx));
+CREATE TABLE IF NOT EXISTS log_meta (
+    grp INTEGER NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (grp, key));
+CREATE TABLE IF NOT EXISTS log_snapshots (
+    grp INTEGER PRIMARY KEY, meta BLOB NOT NULL, data BLOB NOT NULL);
+";
+
+/// The catalog's group in the log engine.
+pub const CATALOG_GROUP: i64 = 0;
 
 /// The data directory's format, kept in SQLite's `user_version`. A newer build opens an
 /// older format (0 is a database from before versions were kept: the same layout as 1); a
@@ -45,7 +67,9 @@ CREATE TABLE IF NOT EXISTS raft_snapshot (
 /// Format 5: queue entries carry a queue's whole settings and incarnation; a format-4
 /// snapshot is rewritten at open (`format_v4`), log entries read unchanged (the old queue
 /// command keeps its place, the new one is a new variant).
-pub const DATA_FORMAT: i64 = 5;
+/// Format 6: logs are kept by group in the log engine's tables (`log_entries`, `log_meta`,
+/// `log_snapshots`); a format-5 database's tables move there as group 0 (`from_format_5`).
+pub const DATA_FORMAT: i64 = 6;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -65,46 +89,59 @@ pub(super) fn storage_error(
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
-/// A durable Raft log store; clones share the database.
+/// Creates the tables and brings an older database to this format, all in one transaction
+/// (on any error nothing changed: the node refuses to start, and the old build still reads
+/// its directory).
+fn prepare(c: &mut rusqlite::Connection) -> Result<(), DbError> {
+    let found: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > DATA_FORMAT {
+        return Err(DbError::NewerFormat {
+            found,
+            supported: DATA_FORMAT,
+        });
+    }
+    let tx = c.transaction()?;
+    if found < 6 {
+        tx.execute_batch(SCHEMA_V5)?;
+        if found < 2 {
+            from_format_1(&tx)?;
+        } else if found < 4 {
+            from_format_3(&tx)?;
+        } else if found < 5 {
+            from_format_4(&tx)?;
+        }
+    }
+    tx.execute_batch(SCHEMA)?;
+    if found < 6 {
+        from_format_5(&tx)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
+    Ok(tx.commit()?)
+}
+
+/// A durable Raft log store for one group of the log engine; clones share the engine.
 #[derive(Clone)]
 pub struct SqliteLogStore {
-    db: SqliteDb,
+    engine: LogEngine,
+    group: i64,
     stats: Arc<StoreStats>,
     /// Times appends for `stats` (`None`: not timed).
     clock: Option<Arc<dyn Clock>>,
+    /// The committed id openraft last reported, not yet written: the next append writes it
+    /// in its own transaction (see `save_committed`).
+    unsaved_committed: Arc<parking_lot::Mutex<Option<Vec<u8>>>>,
 }
 
 impl SqliteLogStore {
-    /// Opens (or creates) the log at `path`.
+    /// Opens (or creates) the log engine at `path` and the catalog's log in it.
     pub async fn open(path: &Path) -> Result<SqliteLogStore, DbError> {
-        let db = SqliteDb::open(path, Durability::Full)?;
-        let found: i64 = db
-            .call(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
-            .await?;
-        if found > DATA_FORMAT {
-            return Err(DbError::NewerFormat {
-                found,
-                supported: DATA_FORMAT,
-            });
-        }
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            if found < 2 {
-                from_format_1(&tx)?;
-            } else if found < 4 {
-                from_format_3(&tx)?;
-            } else if found < 5 {
-                from_format_4(&tx)?;
-            }
-            tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
-            tx.commit()
-        })
-        .await?;
+        let engine = LogEngine::open(path, prepare)?;
         Ok(SqliteLogStore {
-            db,
+            engine,
+            group: CATALOG_GROUP,
             stats: Arc::default(),
             clock: None,
+            unsaved_committed: Arc::default(),
         })
     }
 
@@ -118,16 +155,21 @@ impl SqliteLogStore {
         self.stats.clone()
     }
 
+    /// The engine under this log (shared with the other groups').
+    pub fn engine(&self) -> &LogEngine {
+        &self.engine
+    }
+
     async fn meta<T: DeserializeOwned + Send + 'static>(
         &self,
         key: &'static str,
     ) -> Result<Option<T>, DbError> {
-        self.db
-            .call(move |c| {
+        let grp = self.group;
+        self.engine
+            .read(move |c| {
                 let bytes: Option<Vec<u8>> = c
-                    .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
-                        r.get(0)
-                    })
+                    .prepare_cached("SELECT value FROM log_meta WHERE grp = ?1 AND key = ?2")?
+                    .query_row(params![grp, key], |r| r.get(0))
                     .optional()?;
                 bytes.map(|b| decode(&b)).transpose()
             })
@@ -136,12 +178,13 @@ impl SqliteLogStore {
 
     async fn set_meta<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), DbError> {
         let bytes = encode(value)?;
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO raft_meta (key, value) VALUES (?1, ?2)",
-                    params![key, bytes],
-                )
+        let grp = self.group;
+        self.engine
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO log_meta (grp, key, value) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![grp, key, bytes])
                 .map(|_| ())
             })
             .await
@@ -167,13 +210,16 @@ impl SqliteLogStore {
     /// Forgets the Raft state (vote, log, snapshot) but keeps the node id: after leaving the
     /// cluster a node that starts again joins as a newcomer with its old identity.
     pub async fn forget_membership(&self) -> Result<(), DbError> {
-        self.db
-            .call(|c| {
-                let tx = c.transaction()?;
-                tx.execute("DELETE FROM raft_log", [])?;
-                tx.execute("DELETE FROM raft_snapshot", [])?;
-                tx.execute("DELETE FROM raft_meta WHERE key <> 'node_id'", [])?;
-                tx.commit()
+        let grp = self.group;
+        self.engine
+            .write(move |c| {
+                c.execute("DELETE FROM log_entries WHERE grp = ?1", [grp])?;
+                c.execute("DELETE FROM log_snapshots WHERE grp = ?1", [grp])?;
+                c.execute(
+                    "DELETE FROM log_meta WHERE grp = ?1 AND key <> 'node_id'",
+                    [grp],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -184,11 +230,12 @@ impl SqliteLogStore {
     ) -> Result<(), StorageError<u64>> {
         let err = |e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
         let meta = encode(&meta).map_err(|e| err(e.into()))?;
-        self.db
-            .call(move |c| {
+        let grp = self.group;
+        self.engine
+            .write(move |c| {
                 c.execute(
-                    "INSERT OR REPLACE INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
-                    params![meta, data],
+                    "INSERT OR REPLACE INTO log_snapshots (grp, meta, data) VALUES (?1, ?2, ?3)",
+                    params![grp, meta, data],
                 )
                 .map(|_| ())
             })
@@ -197,12 +244,13 @@ impl SqliteLogStore {
     }
 
     pub(crate) async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
-        self.db
-            .call(|c| {
+        let grp = self.group;
+        self.engine
+            .read(move |c| {
                 let row: Option<(Vec<u8>, Vec<u8>)> = c
                     .query_row(
-                        "SELECT meta, data FROM raft_snapshot WHERE id = 1",
-                        [],
+                        "SELECT meta, data FROM log_snapshots WHERE grp = ?1",
+                        [grp],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
@@ -212,6 +260,17 @@ impl SqliteLogStore {
             .await
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
     }
+}
+
+/// Moves a format-5 database's tables (one log, the catalog's) into the engine's tables as
+/// group 0, in the caller's transaction.
+fn from_format_5(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "INSERT INTO log_entries (grp, idx, entry) SELECT 0, idx, entry FROM raft_log;
+         INSERT INTO log_meta (grp, key, value) SELECT 0, key, value FROM raft_meta;
+         INSERT INTO log_snapshots (grp, meta, data) SELECT 0, meta, data FROM raft_snapshot;
+         DROP TABLE raft_log; DROP TABLE raft_meta; DROP TABLE raft_snapshot;",
+    )
 }
 
 /// Rewrites a format-1 (or 0) database's log entries and snapshot as format 2, in the
@@ -291,6 +350,23 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
+/// Writes the committed id `save_committed` left in `slot`, if any: taken when the write
+/// runs, so the latest one reported by then.
+fn keep_committed(
+    c: &rusqlite::Connection,
+    grp: i64,
+    slot: &parking_lot::Mutex<Option<Vec<u8>>>,
+) -> rusqlite::Result<()> {
+    let Some(id) = slot.lock().take() else {
+        return Ok(());
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO log_meta (grp, key, value) VALUES (?1, 'committed', ?2)",
+    )?
+    .execute(params![grp, id])
+    .map(|_| ())
+}
+
 /// SQLite integers are signed: clamp indices into range.
 fn sql_index(i: u64) -> i64 {
     i64::try_from(i).unwrap_or(i64::MAX)
@@ -302,12 +378,14 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
         let (start, end) = bounds(&range);
-        self.db
-            .call(move |c| {
+        let grp = self.group;
+        self.engine
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+                    "SELECT entry FROM log_entries WHERE grp = ?1 AND idx >= ?2 AND idx < ?3 \
+                     ORDER BY idx",
                 )?;
-                let rows = stmt.query_map(params![sql_index(start), sql_index(end)], |r| {
+                let rows = stmt.query_map(params![grp, sql_index(start), sql_index(end)], |r| {
                     r.get::<_, Vec<u8>>(0)
                 })?;
                 rows.map(|b| decode(&b?)).collect()
@@ -323,13 +401,14 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let err = |e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e);
         let last_purged: Option<LogId<u64>> = self.meta("last_purged").await.map_err(err)?;
+        let grp = self.group;
         let last: Option<Entry<TypeConfig>> = self
-            .db
-            .call(|c| {
+            .engine
+            .read(move |c| {
                 let bytes: Option<Vec<u8>> = c
                     .query_row(
-                        "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
-                        [],
+                        "SELECT entry FROM log_entries WHERE grp = ?1 ORDER BY idx DESC LIMIT 1",
+                        [grp],
                         |r| r.get(0),
                     )
                     .optional()?;
@@ -364,9 +443,14 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         self.stats.committed(committed.map(|c| c.index));
-        self.set_meta("committed", &committed)
-            .await
-            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))
+        // Not written now: openraft reads it back only to apply sooner after a restart, and
+        // a committed id that lags the disk is learned again from the leader. Writing it on
+        // its own would cost a commit (an fsync) per advance, beside the appends'; it goes
+        // with the next append instead.
+        let bytes = encode(&committed)
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e.into()))?;
+        *self.unsaved_committed.lock() = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -391,44 +475,44 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e.into()))?;
         self.stats.append_entries.record(rows.len() as u64);
-        let started = self.clock.as_ref().map(|c| c.now());
-        let written = self
-            .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
+        let timing = self.clock.clone().map(|c| (c.now(), c));
+        let stats = self.stats.clone();
+        let grp = self.group;
+        let committed = self.unsaved_committed.clone();
+        // Handed over, not waited for: the engine commits it with whatever else waits and
+        // only then tells openraft it is flushed.
+        self.engine
+            .write_then(
+                Box::new(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "INSERT OR REPLACE INTO log_entries (grp, idx, entry) VALUES (?1, ?2, ?3)",
                     )?;
                     for (idx, bytes) in &rows {
-                        stmt.execute(params![idx, bytes])?;
+                        stmt.execute(params![grp, idx, bytes])?;
                     }
-                }
-                tx.commit() // with synchronous=FULL this returns after the WAL fsync
-            })
-            .await;
-        if let (Some(clock), Some(started)) = (&self.clock, started) {
-            let took = clock.now().saturating_duration_since(started);
-            self.stats.append_duration.record(took);
-        }
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))
-            }
-        }
+                    keep_committed(c, grp, &committed)
+                }),
+                Box::new(move |r| {
+                    if let Some((started, clock)) = timing {
+                        let took = clock.now().saturating_duration_since(started);
+                        stats.append_duration.record(took);
+                    }
+                    callback.log_io_completed(r.map_err(std::io::Error::other));
+                }),
+            )
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let from = sql_index(log_id.index);
-        self.db
-            .call(move |c| {
-                c.execute("DELETE FROM raft_log WHERE idx >= ?1", [from])
-                    .map(|_| ())
+        let grp = self.group;
+        self.engine
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM log_entries WHERE grp = ?1 AND idx >= ?2",
+                    params![grp, from],
+                )
+                .map(|_| ())
             })
             .await
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -438,15 +522,19 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         let upto = sql_index(log_id.index);
         let bytes = encode(&log_id)
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e.into()))?;
-        self.db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO raft_meta (key, value) VALUES ('last_purged', ?1)",
-                    [bytes],
+        let grp = self.group;
+        self.engine
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO log_meta (grp, key, value) \
+                     VALUES (?1, 'last_purged', ?2)",
+                    params![grp, bytes],
                 )?;
-                tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [upto])?;
-                tx.commit()
+                c.execute(
+                    "DELETE FROM log_entries WHERE grp = ?1 AND idx <= ?2",
+                    params![grp, upto],
+                )
+                .map(|_| ())
             })
             .await
             .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -470,6 +558,14 @@ mod tests {
             let mut s = SqliteLogStore::open(&path).await.unwrap();
             s.save_vote(&vote).await.unwrap();
             s.save_committed(Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 7)))
+                .await
+                .unwrap();
+            // Not written on its own: the next append carries it, as this write does.
+            s.engine().flush().await.unwrap();
+            let (slot, grp) = (s.unsaved_committed.clone(), s.group);
+            assert!(slot.lock().is_some(), "waiting for an append");
+            s.engine()
+                .write(move |c| keep_committed(c, grp, &slot))
                 .await
                 .unwrap();
         }
@@ -534,7 +630,7 @@ mod tests {
         let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 1), 7);
         {
             let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(SCHEMA_V5).unwrap();
             c.execute_batch("PRAGMA user_version = 1").unwrap();
             let entry = EntryV1 {
                 log_id,
@@ -615,7 +711,7 @@ mod tests {
         };
         {
             let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(SCHEMA_V5).unwrap();
             c.execute_batch("PRAGMA user_version = 3").unwrap();
             let entry: Entry<TypeConfig> = Entry {
                 log_id,
@@ -694,7 +790,7 @@ mod tests {
         };
         {
             let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(SCHEMA_V5).unwrap();
             c.execute_batch("PRAGMA user_version = 4").unwrap();
             let entry: Entry<TypeConfig> = Entry {
                 log_id,
@@ -754,7 +850,7 @@ mod tests {
         {
             // What a build before formats wrote: the tables and a node id, no version.
             let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(SCHEMA_V5).unwrap();
             c.execute(
                 "INSERT INTO raft_meta (key, value) VALUES ('node_id', ?1)",
                 [encode(&77u64).unwrap()],

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Catalog writes through Raft on three nodes (sqlite: every node fsyncs its log before it
+# acknowledges), beside what this disk allows with one fdatasync per write, in one run:
+#   1. the disk: 4 KiB writes, each followed by fdatasync, for DURATION seconds (python3);
+#   2. mpreg bench --catalog with 64 writers, then with 1, against the first node.
+# The three nodes share this machine's disk and cores; the data lives under a temporary
+# directory (TMPDIR: put it on the disk you mean to measure).
+#
+#   scripts/bench_catalog.sh                      # 2 passes x 3 rounds of 5 s
+#   PASSES=1 ROUNDS=1 DURATION=3 scripts/bench_catalog.sh
+#
+# Needs: python3, the release binaries (MPREG_BIN_DIR, default target/release;
+# `cargo build --release --bin mpreg --bin mpreg-node`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${MPREG_BIN_DIR:-target/release}
+for b in "$bin/mpreg" "$bin/mpreg-node"; do
+  [ -x "$b" ] || { echo "bench_catalog.sh: $b is missing (see the header)" >&2; exit 2; }
+done
+command -v python3 >/dev/null || { echo "bench_catalog.sh: python3 is not on PATH" >&2; exit 2; }
+# shellcheck source=scripts/bench_work.sh
+. scripts/bench_work.sh
+
+openssl rand -hex 32 >"$work/secret" 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/secret"
+chmod 600 "$work/secret"
+start_node() { # name, extra flags...
+  local name=$1; shift
+  "$bin/mpreg-node" --port 0 --name "$name" --persistence-mode sqlite --data-dir "$work/$name" \
+    --cluster-secret-file "$work/secret" --no-monitoring --log-level error "$@" \
+    >"$work/$name.out" 2>"$work/$name.err" &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q MPREG_URL= "$work/$name.out" && break; sleep 0.1; done
+  grep MPREG_URL= "$work/$name.out" | cut -d= -f2
+}
+url1=$(start_node n1)
+[ -n "$url1" ] || { echo "bench_catalog.sh: the first node did not start" >&2; exit 1; }
+start_node n2 --peers "$url1" >/dev/null
+start_node n3 --peers "$url1" >/dev/null
+# Wait until all three are members (cluster_map lists them).
+for _ in $(seq 100); do
+  n=$("$bin/mpreg" client call cluster_map --url "$url1" 2>/dev/null | grep -c '"node_id"' || true)
+  [ "$n" -ge 3 ] && break
+  sleep 0.2
+done
+
+fsync_rate() {
+  python3 - "$work/fsync.dat" "$duration" <<'EOF'
+import os, sys, time
+path, secs = sys.argv[1], float(sys.argv[2])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+block, n, t0 = b"\0" * 4096, 0, time.monotonic()
+while time.monotonic() - t0 < secs:
+    os.pwrite(fd, block, (n % 256) * 4096)
+    os.fdatasync(fd)
+    n += 1
+print(f"{n / (time.monotonic() - t0):.0f}")
+EOF
+}
+common=(--duration "$duration" --warmup 1 --rounds "$rounds" --cluster-secret-file "$work/secret")
+catalog() { "$bin/mpreg" bench --catalog --url "$url1" "${common[@]}" "$@" 2>/dev/null | tail -1; }
+for pass in $(seq "$passes"); do
+  echo "== pass $pass/$passes"
+  echo "disk: $(fsync_rate) fdatasyncs/s (4 KiB writes, one sync each)"
+  echo "mpreg, 64 writers: $(catalog --connections 64)"
+  echo "mpreg, 1 writer:   $(catalog --connections 1)"
+done
