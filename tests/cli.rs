@@ -196,14 +196,29 @@ fn bad_settings_are_one_line_and_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("MPREG_PORT"));
 }
 
-/// `mpreg bench --catalog` commits catalog writes through Raft and reports them; the
-/// queues it created are then in the catalog.
+/// `mpreg bench --catalog` commits catalog writes through Raft and reports them: the
+/// leader proposed at least as many commands as the bench counted, and what is left in the
+/// catalog is the bench's (each writer creates a queue, deletes it, and so on: at most one
+/// of each writer's stays).
 #[test]
 fn bench_catalog_commits_writes() {
-    let node = NodeProcess::start(&[], &[]);
+    let mut node = NodeProcess::start(&[], &[]);
     let url = node.url.clone();
+    let monitoring = node.monitoring_url();
     // The node registers itself in the catalog just after it starts listening.
     wait_for_leader(&url);
+    let proposed = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("mpreg_raft_proposal_commands_sum "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let metrics = || {
+        let (code, out, err) = mpreg(&["monitor", "metrics", "--url", &monitoring]);
+        assert_eq!(code, 0, "mpreg monitor metrics: {err}");
+        out
+    };
+    let before = proposed(&metrics());
     let out = json_out(&[
         "bench",
         "--catalog",
@@ -222,12 +237,18 @@ fn bench_catalog_commits_writes() {
     let writes = out["catalog"]["rounds"][0]["calls"].as_u64().unwrap_or(0);
     assert!(writes > 0, "{out}");
     assert_eq!(out["catalog"]["errors"], 0, "{out}");
-    let (created, queues) = queues_on(&url);
-    let created = created as u64;
+    let after = metrics();
     assert!(
-        created >= writes,
-        "{created} queues for {writes} writes: {queues}"
+        proposed(&after) - before >= writes,
+        "{writes} writes counted, {} commands proposed: {after}",
+        proposed(&after) - before
     );
+    let (left, queues) = queues_on(&url);
+    assert!(left <= 2, "{left} queues left by 2 writers: {queues}");
+    for q in queues["queues"].as_array().into_iter().flatten() {
+        let name = q["name"].as_str().unwrap_or_default();
+        assert!(name.starts_with("bench-"), "{queues}");
+    }
 }
 
 /// `mpreg bench --pubsub` runs its publisher and subscribers against a node, on one node

@@ -172,6 +172,7 @@ async fn probes_health_status_and_metrics() {
     );
     assert!(metric(&text, "mpreg_raft_committed_index") >= 1.0, "{text}");
     assert!(metric(&text, "mpreg_raft_append_entries_count") >= 1.0);
+    assert!(metric(&text, "mpreg_raft_proposal_commands_count") >= 1.0);
     assert_eq!(metric(&text, "mpreg_worker_connections"), 0.0);
     promtool_accepts(&text);
     // What the original's `mpreg monitor status` reads.

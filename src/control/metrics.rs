@@ -99,7 +99,28 @@ impl ControlMetrics {
             "mpreg_raft_append_entries",
             "Entries per Raft log append",
             &store.append_entries.snapshot(),
-        )
+        )?;
+        histogram(
+            e,
+            "mpreg_raft_proposal_commands",
+            "Catalog commands per proposed log entry (concurrent writes share one)",
+            &store.proposal_commands.snapshot(),
+        )?;
+        if let Some(engine) = &store.log_engine {
+            counter(
+                e,
+                "mpreg_raft_log_commits",
+                "Transactions the Raft log engine committed, each one fsync",
+                engine.commits.load(Ordering::Relaxed),
+            )?;
+            counter(
+                e,
+                "mpreg_raft_log_writes",
+                "Writes (appends, votes, truncations) those transactions carried",
+                engine.writes.load(Ordering::Relaxed),
+            )?;
+        }
+        Ok(())
     }
 
     fn catalog(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {

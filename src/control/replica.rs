@@ -160,7 +160,7 @@ impl Control {
             env: env.clone(),
             policy,
             network: network.clone(),
-            proposer: crate::control::raft::Proposer::start(raft.clone()),
+            proposer: crate::control::raft::Proposer::start(raft.clone(), disk.stats()),
         });
         network.fabric().introduce(id, addr);
         let handler: Arc<dyn PlaneHandler> = service.clone();

@@ -81,7 +81,7 @@ impl LogEngine {
         Ok(LogEngine { jobs, counts })
     }
 
-    pub fn counts(&self) -> &EngineCounts {
+    pub fn counts(&self) -> &Arc<EngineCounts> {
         &self.counts
     }
 

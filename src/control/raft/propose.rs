@@ -21,7 +21,7 @@ use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::raft::ClientWriteResponse;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::{CatalogResponse, Raft, TypeConfig};
+use super::{CatalogResponse, Raft, StoreStats, TypeConfig};
 use crate::control::catalog::CatalogCommand;
 
 /// Proposals openraft holds at once: one being appended while the last one replicates.
@@ -55,9 +55,10 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposer's task on the current runtime (the node's, or the simulated
     /// host's).
-    pub fn start(raft: Raft) -> Proposer {
+    /// `stats` counts the commands per entry.
+    pub fn start(raft: Raft, stats: Arc<StoreStats>) -> Proposer {
         let (pending, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, stats));
         Proposer {
             pending,
             queued_bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
@@ -92,7 +93,7 @@ fn encoded_len(cmd: &CatalogCommand) -> usize {
     bincode::serde::encode_to_vec(cmd, bincode::config::standard()).map_or(usize::MAX, |b| b.len())
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, stats: Arc<StoreStats>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -118,6 +119,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
             bytes += next.bytes;
             batch.push(next);
         }
+        stats.proposal_commands.record(batch.len() as u64);
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(&raft, batch).await;

@@ -136,10 +136,11 @@ impl SqliteLogStore {
     /// Opens (or creates) the log engine at `path` and the catalog's log in it.
     pub async fn open(path: &Path) -> Result<SqliteLogStore, DbError> {
         let engine = LogEngine::open(path, prepare)?;
+        let stats = StoreStats::of_log_engine(engine.counts().clone());
         Ok(SqliteLogStore {
             engine,
             group: CATALOG_GROUP,
-            stats: Arc::default(),
+            stats: Arc::new(stats),
             clock: None,
             unsaved_committed: Arc::default(),
         })
