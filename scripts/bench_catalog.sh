@@ -23,19 +23,19 @@ command -v python3 >/dev/null || { echo "bench_catalog.sh: python3 is not on PAT
 
 openssl rand -hex 32 >"$work/secret" 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/secret"
 chmod 600 "$work/secret"
-start_node() { # name, extra flags...
+start_node() { # name, extra flags... (not in $(...): its pid must reach `pids`)
   local name=$1; shift
   "$bin/mpreg-node" --port 0 --name "$name" --persistence-mode sqlite --data-dir "$work/$name" \
-    --cluster-secret-file "$work/secret" --no-monitoring --log-level error "$@" \
+    --cluster-secret-file "$work/secret" --monitoring-port 0 --log-level error "$@" \
     >"$work/$name.out" 2>"$work/$name.err" &
   pids+=($!)
   for _ in $(seq 300); do grep -q MPREG_URL= "$work/$name.out" && break; sleep 0.1; done
-  grep MPREG_URL= "$work/$name.out" | cut -d= -f2
 }
-url1=$(start_node n1)
+start_node n1
+url1=$(grep MPREG_URL= "$work/n1.out" | cut -d= -f2)
 [ -n "$url1" ] || { echo "bench_catalog.sh: the first node did not start" >&2; exit 1; }
-start_node n2 --peers "$url1" >/dev/null
-start_node n3 --peers "$url1" >/dev/null
+start_node n2 --peers "$url1"
+start_node n3 --peers "$url1"
 # Wait until all three are members (cluster_map lists them).
 for _ in $(seq 100); do
   n=$("$bin/mpreg" client call cluster_map --url "$url1" 2>/dev/null | grep -c '"node_id"' || true)
@@ -64,3 +64,11 @@ for pass in $(seq "$passes"); do
   echo "mpreg, 64 writers: $(catalog --connections 64)"
   echo "mpreg, 1 writer:   $(catalog --connections 1)"
 done
+# How the writes were grouped on the leader (the first node, which bootstrapped).
+mon=$(grep MPREG_MONITORING_URL= "$work/n1.out" | cut -d= -f2)
+if [ -n "$mon" ]; then
+  "$bin/mpreg" monitor metrics --url "$mon" 2>/dev/null | awk '
+    /^mpreg_raft_proposal_commands_sum / { s = $2 } /^mpreg_raft_proposal_commands_count / { c = $2 }
+    /^mpreg_raft_log_writes_total / { w = $2 } /^mpreg_raft_log_commits_total / { k = $2 }
+    END { if (c > 0 && k > 0) printf "leader: %.1f commands per entry, %.1f writes per fsync\n", s / c, w / k }'
+fi
