@@ -18,11 +18,14 @@
 //!   nothing in flight is ready (one in flight per group, in order, as SQS FIFO groups);
 //! * `dedup`: deduplication id → the message it named, until its window ends.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// How a queue orders its ready messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum QueueType {
     /// Send order.
     #[default]
@@ -34,7 +37,7 @@ pub enum QueueType {
 }
 
 /// A queue's settings (the original's `QueueConfiguration`, in ms and counts).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
     pub queue_type: QueueType,
     /// Most live messages (pending and in flight); a full queue refuses sends.
@@ -69,7 +72,7 @@ impl Default for QueueConfig {
 }
 
 /// What a send asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Send {
     pub payload: Arc<[u8]>,
     /// What travels with the payload that the engine does not read (topic, headers);
@@ -88,7 +91,7 @@ pub struct Send {
 
 /// A send's result: the message's id, and whether it repeated a deduplication id still in
 /// its window (then nothing was added; the id is the first send's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
     pub id: u64,
     pub duplicate: bool,
@@ -96,14 +99,14 @@ pub struct Sent {
 
 /// Names one delivery of a message: an ack, nack or extension with it acts only while that
 /// delivery is the message's current one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Receipt {
     pub id: u64,
     pub delivery: u32,
 }
 
 /// A received message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub receipt: Receipt,
     pub payload: Arc<[u8]>,
@@ -126,7 +129,7 @@ pub enum Status {
 
 /// What happened to messages without a command naming them (time passing), for metrics and
 /// for the store: each is final for that message, or moves it to the dead-letter side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// Its visibility timeout ran out: pending again.
     Redelivering(u64),
@@ -137,10 +140,10 @@ pub enum Event {
 }
 
 /// Why a command was refused; the state is as before.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum QueueError {
     #[error("the queue is full ({0}): it refuses new messages until some are acknowledged")]
-    Full(&'static str),
+    Full(Cow<'static, str>),
     #[error(
         "receipt {}/{} is not current: the message was acknowledged, expired, or delivered again since",
         .0.id, .0.delivery
@@ -150,7 +153,7 @@ pub enum QueueError {
     DedupFull(usize),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Where {
     /// Behind its group's head.
     Waiting,
@@ -160,7 +163,7 @@ enum Where {
     Dead,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     payload: Arc<[u8]>,
     meta: Option<Arc<[u8]>>,
@@ -187,7 +190,7 @@ impl Entry {
 }
 
 /// One queue.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Queue {
     config: QueueConfig,
     next_seq: u64,
@@ -287,11 +290,11 @@ impl Queue {
             });
         }
         if self.live >= self.config.max_size {
-            return Err(QueueError::Full("messages"));
+            return Err(QueueError::Full("messages".into()));
         }
         let size = s.payload.len() + s.meta.as_ref().map_or(0, |m| m.len());
         if self.live_bytes + size > self.config.max_bytes {
-            return Err(QueueError::Full("bytes"));
+            return Err(QueueError::Full("bytes".into()));
         }
         let dedup = s.dedup_id.filter(|_| self.config.dedup_window_ms > 0);
         if dedup.is_some() && self.dedup.len() >= self.config.max_dedup_ids {

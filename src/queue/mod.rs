@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod fail;
 pub mod feed;
+pub mod machine;
 pub mod metrics;
 pub mod request;
 pub mod service;

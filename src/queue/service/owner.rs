@@ -234,7 +234,7 @@ impl Queues {
             let size = send.payload.len() + send.meta.as_ref().map_or(0, |m| m.len());
             if targets.len() > 1 && !st.queue.has_room(targets.len(), targets.len() * size) {
                 return Err(QueueFail::from(crate::queue::engine::QueueError::Full(
-                    "messages or bytes, for every copy",
+                    "messages or bytes, for every copy".into(),
                 )));
             }
             let mut first = None;
