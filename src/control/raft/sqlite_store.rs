@@ -161,6 +161,18 @@ impl SqliteLogStore {
         &self.engine
     }
 
+    /// The log of group `group` in the same engine: its own entries, vote, committed id
+    /// and snapshot, committed in the same transactions as every other group's.
+    pub fn in_group(&self, group: i64) -> SqliteLogStore {
+        SqliteLogStore {
+            engine: self.engine.clone(),
+            group,
+            stats: Arc::new(StoreStats::of_log_engine(self.engine.counts().clone())),
+            clock: self.clock.clone(),
+            unsaved_committed: Arc::default(),
+        }
+    }
+
     async fn meta<T: DeserializeOwned + Send + 'static>(
         &self,
         key: &'static str,

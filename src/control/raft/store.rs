@@ -673,5 +673,79 @@ mod tests {
             Suite::test_all(db).expect("sqlite storage conforms");
             let _ = std::fs::remove_dir_all(dir);
         }
+
+        /// Every store the suite asks for is a new group of one engine, beside the groups
+        /// of the stores before it (which keep what the suite left in them): a group that
+        /// saw or changed another's rows would fail it.
+        struct GroupsOfOneEngine {
+            first: SqliteLogStore,
+            next: AtomicU64,
+        }
+
+        impl StoreBuilder<TypeConfig, SqliteLogStore, CatalogStateMachine> for GroupsOfOneEngine {
+            async fn build(
+                &self,
+            ) -> Result<((), SqliteLogStore, CatalogStateMachine), StorageError<u64>> {
+                let group = 1 + self.next.fetch_add(1, Ordering::Relaxed) as i64;
+                let store = self.first.in_group(group);
+                let sm = CatalogStateMachine::open(
+                    Disk::Sqlite(store.clone()),
+                    DEFAULT_MAX_SNAPSHOT_BYTES,
+                )
+                .await?;
+                Ok(((), store, sm))
+            }
+        }
+
+        #[test]
+        fn openraft_storage_suite_on_groups_of_one_engine() {
+            let db = FreshDb::new();
+            let dir = db.0.clone();
+            let path = dir.join(format!(
+                "groups-{}.sqlite",
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let first = rt.block_on(SqliteLogStore::open(&path)).unwrap();
+            // Group 0 (the catalog's) holds a vote and entries the other groups must not see.
+            rt.block_on(async {
+                let mut g0 = first.clone();
+                g0.save_vote(&Vote::new(9, 9)).await.unwrap();
+                g0.engine()
+                    .write(|c| {
+                        c.execute(
+                            "INSERT INTO log_entries (grp, idx, entry) VALUES (0, 1, x'00')",
+                            [],
+                        )
+                        .map(|_| ())
+                    })
+                    .await
+                    .unwrap();
+            });
+            let builder = GroupsOfOneEngine {
+                first: first.clone(),
+                next: AtomicU64::new(0),
+            };
+            Suite::test_all(builder).expect("every group conforms");
+            let groups = rt.block_on(async {
+                let mut g0 = first.clone();
+                assert_eq!(g0.read_vote().await.unwrap(), Some(Vote::new(9, 9)));
+                first
+                    .engine()
+                    .read(|c| {
+                        c.query_row("SELECT count(DISTINCT grp) FROM log_meta", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    })
+                    .await
+                    .unwrap()
+            });
+            assert!(groups > 2, "the suite's stores left {groups} groups");
+            drop(first);
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
