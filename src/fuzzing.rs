@@ -281,7 +281,7 @@ pub fn snapshot(data: &[u8]) {
             Poll::Pending => panic!("a snapshot buffer never waits"),
         }
     }
-    let mut buf = SnapshotBuf::receiving(LIMIT);
+    let mut buf: SnapshotBuf = SnapshotBuf::receiving(LIMIT);
     for (i, part) in rest.chunks(chunk).enumerate() {
         // Honest offsets, except every chunk that the shift byte's bits pick.
         let honest = (i * chunk) as u64;

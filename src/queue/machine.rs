@@ -60,6 +60,8 @@ pub enum QueueOp {
 /// What applying an entry answered, the same on every replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueOutput {
+    /// An entry that is not a queue command (Raft's blank and membership entries).
+    Noop,
     Sent(Result<Sent, QueueError>),
     SentBatch(Vec<Result<Sent, QueueError>>),
     Received(Vec<Delivery>),

@@ -10,6 +10,7 @@ mod format_v4;
 mod membership;
 mod network;
 mod propose;
+pub mod queue_group;
 mod runtime;
 mod service;
 mod snapshot_buf;
@@ -27,7 +28,7 @@ pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftRe
 pub use propose::Proposer;
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
-pub use snapshot_buf::SnapshotBuf;
+pub use snapshot_buf::{SnapshotBuf, SnapshotState};
 pub use sqlite_store::SqliteLogStore;
 pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore};
 pub use store_stats::StoreStats;

@@ -23,9 +23,21 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use super::snapshot_decode::decode_state;
 use super::stored_state::StoredState;
 
+/// What a received snapshot decodes to (the catalog's `StoredState`, a queue group's
+/// `QueueMachine`), under a byte limit.
+pub trait SnapshotState: Sized {
+    fn decode_snapshot(bytes: &[u8], limit: usize) -> Result<Self, String>;
+}
+
+impl SnapshotState for StoredState {
+    fn decode_snapshot(bytes: &[u8], limit: usize) -> Result<Self, String> {
+        decode_state(bytes, limit).map_err(|e| e.to_string())
+    }
+}
+
 /// A snapshot's bytes, read by openraft when sending and written when receiving.
-#[derive(Debug, Default)]
-pub struct SnapshotBuf {
+#[derive(Debug)]
+pub struct SnapshotBuf<S = StoredState> {
     bytes: Vec<u8>,
     pos: usize,
     /// Most bytes a received snapshot may hold.
@@ -33,12 +45,24 @@ pub struct SnapshotBuf {
     /// Whether this buffer is being received (its shutdown checks what arrived).
     receiving: bool,
     /// The state decoded from a received snapshot at shutdown.
-    decoded: Option<StoredState>,
+    decoded: Option<S>,
 }
 
-impl SnapshotBuf {
+impl<S> Default for SnapshotBuf<S> {
+    fn default() -> Self {
+        SnapshotBuf {
+            bytes: Vec::new(),
+            pos: 0,
+            limit: 0,
+            receiving: false,
+            decoded: None,
+        }
+    }
+}
+
+impl<S> SnapshotBuf<S> {
     /// A snapshot this node has, to be read (sent to a peer or installed here).
-    pub fn of(bytes: Vec<u8>) -> SnapshotBuf {
+    pub fn of(bytes: Vec<u8>) -> SnapshotBuf<S> {
         SnapshotBuf {
             limit: bytes.len(),
             bytes,
@@ -47,7 +71,7 @@ impl SnapshotBuf {
     }
 
     /// An empty buffer for a snapshot arriving from the leader, of at most `limit` bytes.
-    pub fn receiving(limit: usize) -> SnapshotBuf {
+    pub fn receiving(limit: usize) -> SnapshotBuf<S> {
         SnapshotBuf {
             limit,
             receiving: true,
@@ -56,7 +80,7 @@ impl SnapshotBuf {
     }
 
     /// The bytes, and the state decoded from them if this buffer was received and shut down.
-    pub fn into_parts(self) -> (Vec<u8>, Option<StoredState>) {
+    pub fn into_parts(self) -> (Vec<u8>, Option<S>) {
         (self.bytes, self.decoded)
     }
 
@@ -74,7 +98,7 @@ fn refused(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why)
 }
 
-impl AsyncRead for SnapshotBuf {
+impl<S: Unpin> AsyncRead for SnapshotBuf<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -89,7 +113,7 @@ impl AsyncRead for SnapshotBuf {
     }
 }
 
-impl AsyncSeek for SnapshotBuf {
+impl<S: Unpin> AsyncSeek for SnapshotBuf<S> {
     fn start_seek(self: Pin<&mut Self>, to: SeekFrom) -> io::Result<()> {
         let me = self.get_mut();
         let len = me.bytes.len() as i128;
@@ -114,7 +138,7 @@ impl AsyncSeek for SnapshotBuf {
     }
 }
 
-impl AsyncWrite for SnapshotBuf {
+impl<S: SnapshotState + Unpin> AsyncWrite for SnapshotBuf<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -143,7 +167,7 @@ impl AsyncWrite for SnapshotBuf {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         if me.receiving && me.decoded.is_none() {
-            let state = decode_state(&me.bytes, me.limit)
+            let state = S::decode_snapshot(&me.bytes, me.limit)
                 .map_err(|e| refused(format!("the snapshot received does not decode: {e}")))?;
             me.decoded = Some(state);
         }
@@ -165,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn chunks_in_order_make_the_snapshot() {
         let bytes = encoded(&StoredState::default());
-        let mut buf = SnapshotBuf::receiving(1 << 20);
+        let mut buf = SnapshotBuf::<StoredState>::receiving(1 << 20);
         let (a, b) = bytes.split_at(bytes.len() / 2);
         buf.write_all(a).await.unwrap();
         buf.seek(SeekFrom::Start(0)).await.unwrap();
@@ -180,7 +204,7 @@ mod tests {
     /// The attack: a seek far past what arrived is refused, and nothing was allocated for it.
     #[tokio::test]
     async fn a_seek_past_what_arrived_is_refused() {
-        let mut buf = SnapshotBuf::receiving(1 << 20);
+        let mut buf = SnapshotBuf::<StoredState>::receiving(1 << 20);
         buf.write_all(b"abc").await.unwrap();
         let err = buf.seek(SeekFrom::Start(1 << 40)).await.unwrap_err();
         assert!(err.to_string().contains("outside the 3 bytes"), "{err}");
@@ -192,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_over_the_limit_is_refused() {
-        let mut buf = SnapshotBuf::receiving(10);
+        let mut buf = SnapshotBuf::<StoredState>::receiving(10);
         buf.write_all(&[0; 10]).await.unwrap();
         let err = buf.write_all(&[0]).await.unwrap_err();
         assert!(
@@ -204,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_that_do_not_decode_are_refused_at_shutdown() {
-        let mut buf = SnapshotBuf::receiving(1 << 20);
+        let mut buf = SnapshotBuf::<StoredState>::receiving(1 << 20);
         buf.write_all(&[0xff; 64]).await.unwrap();
         let err = buf.shutdown().await.unwrap_err();
         assert!(err.to_string().contains("does not decode"), "{err}");
@@ -213,7 +237,7 @@ mod tests {
     /// What this node sends reads back whole, from any offset openraft seeks to.
     #[tokio::test]
     async fn a_snapshot_reads_back_from_any_offset() {
-        let mut buf = SnapshotBuf::of(b"0123456789".to_vec());
+        let mut buf = SnapshotBuf::<StoredState>::of(b"0123456789".to_vec());
         assert_eq!(buf.seek(SeekFrom::End(0)).await.unwrap(), 10);
         buf.seek(SeekFrom::Start(4)).await.unwrap();
         let mut rest = String::new();

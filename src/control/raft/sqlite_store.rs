@@ -8,14 +8,15 @@
 //! can be purged.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
-    StorageIOError, Vote,
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftTypeConfig,
+    StorageError, StorageIOError, Vote,
 };
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -120,8 +121,9 @@ fn prepare(c: &mut rusqlite::Connection) -> Result<(), DbError> {
 }
 
 /// A durable Raft log store for one group of the log engine; clones share the engine.
-#[derive(Clone)]
-pub struct SqliteLogStore {
+/// `C` is the group's Raft type (the catalog's by default; a queue group's entries are
+/// queue commands): only the entries' encoding depends on it.
+pub struct SqliteLogStore<C: RaftTypeConfig = TypeConfig> {
     engine: LogEngine,
     group: i64,
     stats: Arc<StoreStats>,
@@ -130,6 +132,20 @@ pub struct SqliteLogStore {
     /// The committed id openraft last reported, not yet written: the next append writes it
     /// in its own transaction (see `save_committed`).
     unsaved_committed: Arc<parking_lot::Mutex<Option<Vec<u8>>>>,
+    entries: PhantomData<fn() -> C>,
+}
+
+impl<C: RaftTypeConfig> Clone for SqliteLogStore<C> {
+    fn clone(&self) -> Self {
+        SqliteLogStore {
+            engine: self.engine.clone(),
+            group: self.group,
+            stats: self.stats.clone(),
+            clock: self.clock.clone(),
+            unsaved_committed: self.unsaved_committed.clone(),
+            entries: PhantomData,
+        }
+    }
 }
 
 impl SqliteLogStore {
@@ -143,11 +159,14 @@ impl SqliteLogStore {
             stats: Arc::new(stats),
             clock: None,
             unsaved_committed: Arc::default(),
+            entries: PhantomData,
         })
     }
+}
 
+impl<C: RaftTypeConfig> SqliteLogStore<C> {
     /// Times appends on `clock`, for [`SqliteLogStore::stats`].
-    pub fn timed_by(mut self, clock: Arc<dyn Clock>) -> SqliteLogStore {
+    pub fn timed_by(mut self, clock: Arc<dyn Clock>) -> SqliteLogStore<C> {
         self.clock = Some(clock);
         self
     }
@@ -163,13 +182,14 @@ impl SqliteLogStore {
 
     /// The log of group `group` in the same engine: its own entries, vote, committed id
     /// and snapshot, committed in the same transactions as every other group's.
-    pub fn in_group(&self, group: i64) -> SqliteLogStore {
+    pub fn in_group<D: RaftTypeConfig>(&self, group: i64) -> SqliteLogStore<D> {
         SqliteLogStore {
             engine: self.engine.clone(),
             group,
             stats: Arc::new(StoreStats::of_log_engine(self.engine.counts().clone())),
             clock: self.clock.clone(),
             unsaved_committed: Arc::default(),
+            entries: PhantomData,
         }
     }
 
@@ -385,11 +405,14 @@ fn sql_index(i: u64) -> i64 {
     i64::try_from(i).unwrap_or(i64::MAX)
 }
 
-impl RaftLogReader<TypeConfig> for SqliteLogStore {
+impl<C> RaftLogReader<C> for SqliteLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
         let (start, end) = bounds(&range);
         let grp = self.group;
         self.engine
@@ -408,14 +431,17 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for SqliteLogStore {
+impl<C> RaftLogStorage<C> for SqliteLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
         let err = |e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e);
         let last_purged: Option<LogId<u64>> = self.meta("last_purged").await.map_err(err)?;
         let grp = self.group;
-        let last: Option<Entry<TypeConfig>> = self
+        let last: Option<Entry<C>> = self
             .engine
             .read(move |c| {
                 let bytes: Option<Vec<u8>> = c
@@ -476,10 +502,10 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<C>,
     ) -> Result<(), StorageError<u64>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let rows: Vec<(i64, Vec<u8>)> = entries

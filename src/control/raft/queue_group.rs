@@ -1,0 +1,345 @@
+//! A queue's Raft group: its type configuration and its state machine, the queue machine
+//! (`queue::machine`) behind openraft's storage traits. The group's log is a group of the
+//! node's log engine (`SqliteLogStore::in_group`), so its appends share the engine's
+//! commits with every other group's; its snapshot (the whole queue, exactly, with the last
+//! applied id and the membership) is kept beside its log, before openraft may purge the
+//! log behind it.
+//!
+//! Still to come (issue 28): groups started from the catalog's placement, their messages
+//! on the peer fabric, and the queue service forwarding to a group's leader.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::snapshot_buf::{SnapshotBuf, SnapshotState};
+use super::{SeededRuntime, SqliteLogStore, StoreStats};
+use crate::fabric::codec;
+use crate::queue::engine::QueueConfig;
+use crate::queue::machine::{QueueCommand, QueueMachine, QueueOutput};
+
+openraft::declare_raft_types!(
+    /// A queue's Raft group: entries are queue commands carrying the leader's time.
+    pub QueueGroup:
+        D = QueueCommand,
+        R = QueueOutput,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<QueueGroup>,
+        SnapshotData = SnapshotBuf<GroupState>,
+        AsyncRuntime = SeededRuntime,
+);
+
+/// What a queue group's snapshot holds: the queue and where in the log it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupState {
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+    pub machine: QueueMachine,
+}
+
+impl SnapshotState for GroupState {
+    fn decode_snapshot(bytes: &[u8], limit: usize) -> Result<Self, String> {
+        codec::decode_stored_within(bytes, limit).map_err(|e| e.to_string())
+    }
+}
+
+fn io_error(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(openraft::AnyError::error(e.to_string())).into()
+}
+
+struct Data {
+    state: GroupState,
+    snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+}
+
+/// One replica of a queue's group.
+#[derive(Clone)]
+pub struct QueueStateMachine {
+    data: Arc<Mutex<Data>>,
+    store: SqliteLogStore<QueueGroup>,
+    stats: Arc<StoreStats>,
+    max_snapshot_bytes: usize,
+}
+
+impl Debug for QueueStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStateMachine")
+            .field("last_applied", &self.data.lock().state.last_applied)
+            .finish()
+    }
+}
+
+impl QueueStateMachine {
+    /// The replica of a queue created with `config`, starting from the snapshot `store`
+    /// keeps (if any). Snapshots over `max_snapshot_bytes` are refused.
+    pub async fn open(
+        store: SqliteLogStore<QueueGroup>,
+        config: QueueConfig,
+        max_snapshot_bytes: usize,
+    ) -> Result<QueueStateMachine, StorageError<u64>> {
+        let (state, snapshot) = match store.load_snapshot().await? {
+            Some((meta, bytes)) => {
+                let state =
+                    GroupState::decode_snapshot(&bytes, max_snapshot_bytes).map_err(io_error)?;
+                (state, Some((meta, bytes)))
+            }
+            None => (
+                GroupState {
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                    machine: QueueMachine::new(config),
+                },
+                None,
+            ),
+        };
+        Ok(QueueStateMachine {
+            data: Arc::new(Mutex::new(Data { state, snapshot })),
+            stats: store.stats(),
+            store,
+            max_snapshot_bytes,
+        })
+    }
+
+    /// Reads the queue in place; `f` must not block.
+    pub fn read<R>(&self, f: impl FnOnce(&QueueMachine) -> R) -> R {
+        f(&self.data.lock().state.machine)
+    }
+}
+
+impl RaftSnapshotBuilder<QueueGroup> for QueueStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<QueueGroup>, StorageError<u64>> {
+        let (meta, bytes) = {
+            let d = self.data.lock();
+            let bytes = codec::encode_stored(&d.state).map_err(io_error)?;
+            let last = d.state.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: d.state.membership.clone(),
+                snapshot_id: match last {
+                    Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+                    None => "empty".to_owned(),
+                },
+            };
+            (meta, bytes)
+        };
+        // Durable before openraft may purge the log it replaces.
+        self.store
+            .save_snapshot((meta.clone(), bytes.clone()))
+            .await?;
+        self.stats
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.data.lock().snapshot = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotBuf::of(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<QueueGroup> for QueueStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        let d = self.data.lock();
+        Ok((d.state.last_applied, d.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<QueueOutput>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<QueueGroup>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut d = self.data.lock();
+        let mut out = Vec::new();
+        for e in entries {
+            d.state.last_applied = Some(e.log_id);
+            out.push(match e.payload {
+                EntryPayload::Blank => QueueOutput::Noop,
+                EntryPayload::Normal(cmd) => d.state.machine.apply(cmd),
+                EntryPayload::Membership(m) => {
+                    d.state.membership = StoredMembership::new(Some(e.log_id), m);
+                    QueueOutput::Noop
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<SnapshotBuf<GroupState>>, StorageError<u64>> {
+        Ok(Box::new(SnapshotBuf::receiving(self.max_snapshot_bytes)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<SnapshotBuf<GroupState>>,
+    ) -> Result<(), StorageError<u64>> {
+        // Decoded when its last chunk arrived (`SnapshotBuf`), where a bad one fails the
+        // transfer; here an error would stop the group's Raft core.
+        let (bytes, decoded) = snapshot.into_parts();
+        let state = match decoded {
+            Some(state) => state,
+            None => {
+                GroupState::decode_snapshot(&bytes, self.max_snapshot_bytes).map_err(io_error)?
+            }
+        };
+        self.store
+            .save_snapshot((meta.clone(), bytes.clone()))
+            .await?;
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut d = self.data.lock();
+        d.state = state;
+        d.snapshot = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<QueueGroup>>, StorageError<u64>> {
+        Ok(self
+            .data
+            .lock()
+            .snapshot
+            .as_ref()
+            .map(|(meta, bytes)| Snapshot {
+                meta: meta.clone(),
+                snapshot: Box::new(SnapshotBuf::of(bytes.clone())),
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::config::DEFAULT_MAX_SNAPSHOT_BYTES;
+
+    /// Each store the suite asks for is a new queue group of one engine, beside the
+    /// catalog's group and the groups before it.
+    struct QueueGroups {
+        catalog: SqliteLogStore,
+        next: AtomicU64,
+    }
+
+    impl StoreBuilder<QueueGroup, SqliteLogStore<QueueGroup>, QueueStateMachine> for QueueGroups {
+        async fn build(
+            &self,
+        ) -> Result<((), SqliteLogStore<QueueGroup>, QueueStateMachine), StorageError<u64>>
+        {
+            let group = 100 + self.next.fetch_add(1, Ordering::Relaxed) as i64;
+            let store = self.catalog.in_group::<QueueGroup>(group);
+            let sm = QueueStateMachine::open(
+                store.clone(),
+                QueueConfig::default(),
+                DEFAULT_MAX_SNAPSHOT_BYTES,
+            )
+            .await?;
+            Ok(((), store, sm))
+        }
+    }
+
+    /// openraft's conformance suite for a queue group's storage: its log in the shared
+    /// engine, its state machine the queue machine.
+    #[test]
+    fn openraft_storage_suite_for_queue_groups() {
+        let dir = std::env::temp_dir().join(format!("mpreg-queue-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let catalog = rt
+            .block_on(SqliteLogStore::open(&dir.join("mpreg.sqlite")))
+            .unwrap();
+        Suite::test_all(QueueGroups {
+            catalog,
+            next: AtomicU64::new(0),
+        })
+        .expect("a queue group's storage conforms");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A queue's messages survive in its group's snapshot, in flight as they were, and a
+    /// machine opened on the store starts from it.
+    #[tokio::test]
+    async fn a_queue_group_restarts_from_its_snapshot() {
+        use crate::queue::engine::Send;
+        use crate::queue::machine::QueueOp;
+        let dir = std::env::temp_dir().join(format!("mpreg-queue-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let catalog = SqliteLogStore::open(&dir.join("mpreg.sqlite"))
+            .await
+            .unwrap();
+        let store = catalog.in_group::<QueueGroup>(7);
+        let mut sm = QueueStateMachine::open(store.clone(), QueueConfig::default(), 1 << 20)
+            .await
+            .unwrap();
+        let entry = |index: u64, op: QueueOp| Entry::<QueueGroup> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(QueueCommand { at_ms: 1_000, op }),
+        };
+        let out = sm
+            .apply([
+                entry(
+                    1,
+                    QueueOp::Send(Send {
+                        payload: Arc::from(&b"a"[..]),
+                        ..Send::default()
+                    }),
+                ),
+                entry(
+                    2,
+                    QueueOp::Receive {
+                        max: 1,
+                        visibility_ms: None,
+                        holder: None,
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        let QueueOutput::Received(got) = &out[1] else {
+            panic!("{out:?}")
+        };
+        let receipt = got[0].receipt;
+        sm.build_snapshot().await.unwrap();
+        drop(sm);
+        let mut again = QueueStateMachine::open(store, QueueConfig::default(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            again.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(2)
+        );
+        assert_eq!(again.read(|m| m.queue().in_flight()), 1);
+        // The receipt of the delivery in flight still acks on the restored replica.
+        let out = again
+            .apply([entry(3, QueueOp::Ack(receipt))])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![QueueOutput::Acked(Ok(()))]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
