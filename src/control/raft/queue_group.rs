@@ -342,4 +342,240 @@ mod tests {
         assert_eq!(out, vec![QueueOutput::Acked(Ok(()))]);
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// Three replicas of one queue group over an in-process network (the fabric's transport
+    /// for groups is still to come): acknowledged sends, a message in flight and a dedup id
+    /// survive the leader's loss, and the in-flight message comes back after its visibility
+    /// timeout on the new leader.
+    mod failover {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use openraft::error::{
+            InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable,
+        };
+        use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+        use openraft::raft::{
+            AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+            InstallSnapshotResponse, VoteRequest, VoteResponse,
+        };
+        use openraft::{Config, Raft};
+
+        use super::*;
+        use crate::queue::engine::Send;
+        use crate::queue::machine::QueueOp;
+
+        type GroupRaft = Raft<QueueGroup>;
+
+        #[derive(Clone, Default)]
+        struct Router(Arc<Mutex<BTreeMap<u64, GroupRaft>>>);
+
+        struct Link {
+            router: Router,
+            target: u64,
+        }
+
+        impl Link {
+            fn raft<E: std::error::Error>(
+                &self,
+            ) -> Result<GroupRaft, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+                self.router
+                    .0
+                    .lock()
+                    .get(&self.target)
+                    .cloned()
+                    .ok_or_else(|| {
+                        RPCError::Unreachable(Unreachable::new(&std::io::Error::other("down")))
+                    })
+            }
+        }
+
+        impl RaftNetworkFactory<QueueGroup> for Router {
+            type Network = Link;
+            async fn new_client(&mut self, target: u64, _: &BasicNode) -> Link {
+                Link {
+                    router: self.clone(),
+                    target,
+                }
+            }
+        }
+
+        impl RaftNetwork<QueueGroup> for Link {
+            async fn append_entries(
+                &mut self,
+                rpc: AppendEntriesRequest<QueueGroup>,
+                _: RPCOption,
+            ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>
+            {
+                let raft = self.raft()?;
+                raft.append_entries(rpc)
+                    .await
+                    .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+
+            async fn install_snapshot(
+                &mut self,
+                rpc: InstallSnapshotRequest<QueueGroup>,
+                _: RPCOption,
+            ) -> Result<
+                InstallSnapshotResponse<u64>,
+                RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+            > {
+                let raft = self.raft()?;
+                raft.install_snapshot(rpc)
+                    .await
+                    .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+
+            async fn vote(
+                &mut self,
+                rpc: VoteRequest<u64>,
+                _: RPCOption,
+            ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+                let raft = self.raft()?;
+                raft.vote(rpc)
+                    .await
+                    .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+        }
+
+        async fn leader_among(rafts: &BTreeMap<u64, GroupRaft>, not: Option<u64>) -> u64 {
+            let any = rafts.values().next().unwrap();
+            let m = any
+                .wait(Some(std::time::Duration::from_secs(10)))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.current_leader != not,
+                    "a leader",
+                )
+                .await
+                .expect("a leader within 10 s");
+            m.current_leader.unwrap()
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn acknowledged_sends_survive_the_leaders_loss() {
+            let dir =
+                std::env::temp_dir().join(format!("mpreg-queue-failover-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let config = Arc::new(
+                Config {
+                    heartbeat_interval: 50,
+                    election_timeout_min: 300,
+                    election_timeout_max: 600,
+                    ..Config::default()
+                }
+                .validate()
+                .unwrap(),
+            );
+            let router = Router::default();
+            let mut rafts = BTreeMap::new();
+            let queue = QueueConfig {
+                visibility_timeout_ms: 1_000,
+                ..QueueConfig::default()
+            };
+            for id in 1..=3u64 {
+                // Each replica on its own node's engine, in a group beside its catalog's.
+                let catalog = SqliteLogStore::open(&dir.join(format!("n{id}.sqlite")))
+                    .await
+                    .unwrap();
+                let log = catalog.in_group::<QueueGroup>(42);
+                let sm = QueueStateMachine::open(log.clone(), queue.clone(), 1 << 20)
+                    .await
+                    .unwrap();
+                let raft = Raft::new(id, config.clone(), router.clone(), log, sm)
+                    .await
+                    .unwrap();
+                router.0.lock().insert(id, raft.clone());
+                rafts.insert(id, raft);
+            }
+            let members: BTreeMap<u64, BasicNode> = (1..=3)
+                .map(|id| (id, BasicNode::new(format!("n{id}"))))
+                .collect();
+            rafts[&1].initialize(members).await.unwrap();
+            let leader = leader_among(&rafts, None).await;
+            let write = |raft: GroupRaft, at_ms: u64, op: QueueOp| async move {
+                raft.client_write(QueueCommand { at_ms, op })
+                    .await
+                    .expect("committed")
+                    .data
+            };
+            let send = |n: u32, dedup: Option<&str>| {
+                QueueOp::Send(Send {
+                    payload: Arc::from(format!("m{n}").into_bytes()),
+                    dedup_id: dedup.map(str::to_owned),
+                    ..Send::default()
+                })
+            };
+            let t0 = 1_000_000;
+            let mut acked = BTreeSet::new();
+            for n in 0..50 {
+                match write(rafts[&leader].clone(), t0, send(n, None)).await {
+                    QueueOutput::Sent(Ok(s)) => assert!(acked.insert(s.id)),
+                    other => panic!("send {n}: {other:?}"),
+                }
+            }
+            let QueueOutput::Sent(Ok(first)) =
+                write(rafts[&leader].clone(), t0, send(99, Some("d1"))).await
+            else {
+                panic!("the dedup send")
+            };
+            acked.insert(first.id);
+            let QueueOutput::Received(taken) = write(
+                rafts[&leader].clone(),
+                t0,
+                QueueOp::Receive {
+                    max: 5,
+                    visibility_ms: None,
+                    holder: None,
+                },
+            )
+            .await
+            else {
+                panic!("the receive")
+            };
+            assert_eq!(taken.len(), 5);
+
+            // The leader is lost.
+            router.0.lock().remove(&leader);
+            rafts.remove(&leader).unwrap().shutdown().await.unwrap();
+            let next = leader_among(&rafts, Some(leader)).await;
+            assert_ne!(next, leader);
+
+            // Its dedup id holds on the new leader: the same id again is a duplicate.
+            match write(rafts[&next].clone(), t0 + 10, send(99, Some("d1"))).await {
+                QueueOutput::Sent(Ok(s)) => {
+                    assert!(s.duplicate, "{s:?}");
+                    assert_eq!(s.id, first.id);
+                }
+                other => panic!("{other:?}"),
+            }
+            // Past the visibility timeout every acknowledged message is there to take,
+            // the five that were in flight again.
+            let QueueOutput::Received(all) = write(
+                rafts[&next].clone(),
+                t0 + 2_000,
+                QueueOp::Receive {
+                    max: 1_000,
+                    visibility_ms: None,
+                    holder: None,
+                },
+            )
+            .await
+            else {
+                panic!("the receive after failover")
+            };
+            let got: BTreeSet<u64> = all.iter().map(|d| d.receipt.id).collect();
+            assert_eq!(got, acked);
+            let again: BTreeSet<u64> = taken.iter().map(|d| d.receipt.id).collect();
+            for d in &all {
+                assert_eq!(
+                    d.receive_count,
+                    if again.contains(&d.receipt.id) { 2 } else { 1 }
+                );
+            }
+            for (_, raft) in rafts {
+                raft.shutdown().await.unwrap();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
