@@ -375,6 +375,8 @@ mod tests {
         }
 
         impl Link {
+            // openraft's own error type, as its network trait returns it.
+            #[allow(clippy::result_large_err)]
             fn raft<E: std::error::Error>(
                 &self,
             ) -> Result<GroupRaft, RPCError<u64, BasicNode, RaftError<u64, E>>> {
