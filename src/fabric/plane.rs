@@ -40,6 +40,7 @@ pub trait PlaneHandler: Send + Sync + 'static {
 pub(crate) struct Planes {
     raft: OnceLock<Weak<dyn PlaneHandler>>,
     data: OnceLock<Weak<dyn PlaneHandler>>,
+    groups: OnceLock<Weak<dyn PlaneHandler>>,
 }
 
 /// Whether a plane has a handler to take a request.
@@ -56,6 +57,7 @@ impl Planes {
         match plane {
             Plane::Raft => &self.raft,
             Plane::Data => &self.data,
+            Plane::Groups => &self.groups,
         }
     }
 
