@@ -390,19 +390,25 @@ fn a_nested_batch_is_refused_alone() {
     assert!(c.member_by_id(NodeId(2)).is_none());
 }
 
-/// A single command's answer is encoded as the `Result` it replaced, so a node built
-/// before batches reads the answers to the writes it forwards.
+/// A single command's answer is encoded as the `Result` it replaced, in the peer codec
+/// (MessagePack, what travels) and in bincode, so a node built before batches reads the
+/// answers to the writes it forwards.
 #[test]
 fn a_single_answer_encodes_as_the_result_it_replaced() {
+    use mpreg::fabric::codec;
     let cfg = bincode::config::standard();
     let pairs: Vec<(CatalogResponse, Result<(), CatalogError>)> = vec![
-        (CatalogResponse::Ok, Ok(())),
+        (CatalogResponse::Ok(()), Ok(())),
         (
             CatalogResponse::Err(CatalogError::QueueExists("q".into())),
             Err(CatalogError::QueueExists("q".into())),
         ),
     ];
     for (new, old) in pairs {
+        let wire = codec::encode(&new).unwrap();
+        assert_eq!(wire, codec::encode(&old).unwrap());
+        let read: Result<(), CatalogError> = codec::decode(&wire, 1 << 20).unwrap();
+        assert_eq!(read, old);
         let bytes = bincode::serde::encode_to_vec(&new, cfg).unwrap();
         assert_eq!(bytes, bincode::serde::encode_to_vec(&old, cfg).unwrap());
         let (read, _): (Result<(), CatalogError>, usize) =

@@ -492,6 +492,16 @@ async fn concurrent_catalog_writes_share_entries_and_keep_their_own_answers() {
         .await;
     assert!(matches!(made, Ok(Ok(ref r)) if r.data.is_ok()), "{made:?}");
     let log_before = a.raft_metrics().borrow().last_log_index.unwrap_or(0);
+    // Batches are the leader's own: one sent by a peer is refused, and nothing is written.
+    let batch = CatalogCommand::Batch(vec![queue("smuggled", 1_000)]);
+    match tool.write(batch, Duration::from_secs(10)).await {
+        Ok(Ok(resp)) => assert_eq!(resp.data.into_result(), Err(CatalogError::NestedBatch)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        a.raft_metrics().borrow().last_log_index.unwrap_or(0),
+        log_before
+    );
 
     const WRITERS: u64 = 96;
     // Every writer connects first, then all write at once.

@@ -181,7 +181,9 @@ pub enum CatalogError {
     UnknownService(ServiceKey),
     #[error("invalid namespace policy: {}", .0.join("; "))]
     InvalidPolicy(Vec<String>),
-    #[error("a batch of catalog commands cannot hold another batch")]
+    #[error(
+        "catalog commands are batched by the leader: a batch cannot be proposed, nor held in another"
+    )]
     NestedBatch,
     #[error("internal error: {0}")]
     Internal(String),
@@ -189,26 +191,27 @@ pub enum CatalogError {
 
 /// What applying one log entry answered: one result, or one per command of a batch.
 ///
-/// Its first two variants encode as `Result<(), CatalogError>` does (bincode numbers
-/// variants in order and `()` takes no bytes), so the answer to a single write reads the
-/// same to a node built before batches; `Batch` never leaves the leader (its proposer
+/// Its first two variants are shaped as `Result<(), CatalogError>`'s (`Ok(())`, not a unit
+/// `Ok`: MessagePack, the peer codec, writes a unit variant as a bare name but `Ok(())` as a
+/// one-entry map), so the answer to a single write reads the same to a node built before
+/// batches, in the peer codec and in bincode; `Batch` never leaves the leader (its proposer
 /// hands each writer its own result).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogResponse {
-    Ok,
+    Ok(()),
     Err(CatalogError),
     Batch(Vec<Result<(), CatalogError>>),
 }
 
 impl CatalogResponse {
     pub fn is_ok(&self) -> bool {
-        matches!(self, CatalogResponse::Ok)
+        matches!(self, CatalogResponse::Ok(()))
     }
 
     /// The result of a single command (a batch's answer is not one).
     pub fn into_result(self) -> Result<(), CatalogError> {
         match self {
-            CatalogResponse::Ok => Ok(()),
+            CatalogResponse::Ok(()) => Ok(()),
             CatalogResponse::Err(e) => Err(e),
             CatalogResponse::Batch(_) => Err(CatalogError::Internal(
                 "a batch's answer where one command's was expected".to_owned(),
@@ -220,7 +223,7 @@ impl CatalogResponse {
 impl From<Result<(), CatalogError>> for CatalogResponse {
     fn from(r: Result<(), CatalogError>) -> CatalogResponse {
         match r {
-            Ok(()) => CatalogResponse::Ok,
+            Ok(()) => CatalogResponse::Ok(()),
             Err(e) => CatalogResponse::Err(e),
         }
     }

@@ -131,6 +131,10 @@ impl Control {
                 heartbeat_interval: settings.raft_heartbeat_ms,
                 election_timeout_min: settings.raft_election_timeout_ms,
                 election_timeout_max: settings.raft_election_timeout_ms * 2,
+                // Entries may be batches of up to ~1 MiB (`propose`): 16 of them keep an
+                // append well inside a peer frame (64 MiB), where openraft's 300 would not,
+                // and a follower catching up would be sent the same oversized append forever.
+                max_payload_entries: 16,
                 ..Config::default()
             }
             .validate()

@@ -4,7 +4,12 @@
 //!
 //! A request for a group this node holds no replica of (not started yet, or removed) is
 //! answered `NoSuchGroup`, which the sender treats as unreachable: openraft backs off and
-//! tries again, as for a node that is down.
+//! tries again, as for a node that is down. Votes pass the catalog's guard (`vote_guard`),
+//! so every replica must know the group's members before an election can succeed: each is
+//! initialized with them (the catalog's placement), not only the first.
+//!
+//! Trust: as on the catalog's plane, any peer that proves the cluster secret may speak for
+//! any group (requests are not tied to the caller's node id); the secret is the boundary.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -57,9 +62,9 @@ pub struct GroupHost {
 }
 
 impl GroupHost {
-    /// Serves `group` with `raft` (replacing any replica it had).
-    pub fn insert(&self, group: u64, raft: Raft<QueueGroup>) {
-        self.rafts.lock().insert(group, raft);
+    /// Serves `group` with `raft`; returns the replica it replaces (to shut down).
+    pub fn insert(&self, group: u64, raft: Raft<QueueGroup>) -> Option<Raft<QueueGroup>> {
+        self.rafts.lock().insert(group, raft)
     }
 
     /// Stops serving `group`; returns its replica (to shut down).
@@ -77,9 +82,37 @@ impl GroupHost {
         };
         match req.rpc {
             GroupRpc::Append(r) => GroupReply::Append(raft.append_entries(r).await),
-            GroupRpc::Vote(r) => GroupReply::Vote(raft.vote(r).await),
+            GroupRpc::Vote(r) => GroupReply::Vote(vote(&raft, r).await),
             GroupRpc::Snapshot(r) => GroupReply::Snapshot(raft.install_snapshot(r).await),
         }
+    }
+}
+
+/// Answers a vote request, refusing disruptive ones before openraft sees them, as the
+/// catalog's plane does (`vote_guard`, Raft §6): a removed or partitioned replica's
+/// campaign does not depose a leader that hears from its quorum.
+async fn vote(
+    raft: &Raft<QueueGroup>,
+    req: VoteRequest<u64>,
+) -> Result<VoteResponse<u64>, RaftError<u64>> {
+    let refused = {
+        let m = raft.metrics().borrow().clone();
+        let candidate = req.vote.leader_id().voted_for();
+        let view = super::vote_guard::VoteView {
+            candidate_is_voter: candidate
+                .is_some_and(|c| m.membership_config.membership().voter_ids().any(|v| v == c)),
+            leading: m.state == openraft::ServerState::Leader,
+            quorum_ack_ms: m.millis_since_quorum_ack,
+            election_timeout_min_ms: raft.config().election_timeout_min,
+        };
+        super::vote_guard::refusal(view).map(|why| (why, m.vote, m.last_applied))
+    };
+    match refused {
+        Some((why, vote, last)) => {
+            tracing::debug!(%why, candidate = ?req.vote, "refused a queue group's vote request");
+            Ok(VoteResponse::new(vote, last, false))
+        }
+        None => raft.vote(req).await,
     }
 }
 
@@ -310,21 +343,14 @@ mod tests {
                 machines.insert((group, id), sm);
             }
         }
-        // Group 7 starts on node 1, group 8 on node 2.
-        peers[0]
-            .host
-            .get(7)
-            .unwrap()
-            .initialize(members.clone())
-            .await
-            .unwrap();
-        peers[1]
-            .host
-            .get(8)
-            .unwrap()
-            .initialize(members)
-            .await
-            .unwrap();
+        // Every replica starts with the group's members, as the catalog's placement will
+        // give them: a replica votes only for a candidate it knows as a voter (vote guard).
+        for group in [7, 8] {
+            for p in &peers {
+                let raft = p.host.get(group).unwrap();
+                raft.initialize(members.clone()).await.unwrap();
+            }
+        }
         for (group, sends) in [(7u64, 20u32), (8, 5)] {
             let any = peers[0].host.get(group).unwrap();
             let m = any

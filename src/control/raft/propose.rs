@@ -29,6 +29,8 @@ use crate::control::catalog::CatalogCommand;
 /// 0.9 flushes the leader's appends one after another anyway, so more in flight overlap
 /// nothing but the queue).
 pub const MAX_IN_FLIGHT: usize = 1;
+/// How long a proposal keeps the slot (see `run`): ~100 times a healthy commit here.
+pub const SLOT_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most commands in one entry.
 pub const MAX_BATCH_COMMANDS: usize = 512;
 /// An entry stops taking commands past this many bytes (a single larger one goes alone).
@@ -68,8 +70,18 @@ impl Proposer {
         }
     }
 
-    /// Commits `cmd` (if this replica leads) and answers as `Raft::client_write` does.
+    /// Commits `cmd` (if this replica leads) and answers as `Raft::client_write` does. A
+    /// `Batch` is refused, not proposed: batches are the proposer's own, bounded by it (a
+    /// peer's would skip those bounds, and its answer is not one command's).
     pub async fn write(&self, cmd: CatalogCommand) -> WriteOutcome {
+        if matches!(cmd, CatalogCommand::Batch(_)) {
+            return Ok(ClientWriteResponse {
+                // Nothing was committed: no entry to wait for.
+                log_id: openraft::LogId::default(),
+                data: CatalogResponse::Err(crate::control::catalog::CatalogError::NestedBatch),
+                membership: None,
+            });
+        }
         let bytes = encoded_len(&cmd);
         let wanted = u32::try_from(bytes.min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
         let stopped = || RaftError::Fatal(Fatal::Stopped);
@@ -100,7 +112,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, stats: Arc<St
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
-        // Wait for a free slot first: while both are taken, writes gather in `rx`.
+        // Wait for a free slot first: while it is taken, writes gather in `rx`.
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -125,8 +137,18 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, stats: Arc<St
         stats.proposal_commands.record(batch.len() as u64);
         let raft = raft.clone();
         tokio::spawn(async move {
-            propose(&raft, batch).await;
-            drop(slot);
+            let work = propose(&raft, batch);
+            tokio::pin!(work);
+            // A proposal that hangs (a leader cut off from its quorum waits until its entry
+            // is committed or truncated) gives its slot up after SLOT_HOLD: the writes behind
+            // it then learn at once that this node no longer leads, instead of waiting too.
+            tokio::select! {
+                () = &mut work => drop(slot),
+                () = tokio::time::sleep(SLOT_HOLD) => {
+                    drop(slot);
+                    work.await;
+                }
+            }
         });
     }
 }

@@ -2,8 +2,9 @@
 //! log engine (`env::log_engine`: one SQLite file, `synchronous=FULL`, one writer thread
 //! that commits the appends of every group waiting together). An append hands its entries
 //! to the engine and returns; openraft hears that they are flushed only after the commit
-//! that carried them (the WAL fsync) returned, so the core goes on taking writes while the
-//! disk syncs, and many writes share one fsync. Entries are bincode-encoded blobs keyed by
+//! that carried them (the WAL fsync) returned. (openraft 0.9 waits for that report before
+//! its core takes the next message, so one group's appends are flushed one after another;
+//! the appends of many groups, waiting at once, share one fsync.) Entries are bincode-encoded blobs keyed by
 //! group and index. The state machine's last snapshot lives here too, so the log behind it
 //! can be purged.
 

@@ -515,11 +515,11 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
                 digest: digest(&bytes),
             });
             out.push(match e.payload {
-                EntryPayload::Blank => CatalogResponse::Ok,
+                EntryPayload::Blank => CatalogResponse::Ok(()),
                 EntryPayload::Normal(cmd) => d.state.catalog.apply_entry(cmd),
                 EntryPayload::Membership(m) => {
                     d.state.membership = StoredMembership::new(Some(e.log_id), m);
-                    CatalogResponse::Ok
+                    CatalogResponse::Ok(())
                 }
             });
         }
