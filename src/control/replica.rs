@@ -88,6 +88,32 @@ pub(crate) enum ReadError {
     Lagging,
 }
 
+/// Whether every other member of the catalog's membership speaks a peer protocol that
+/// reads batched entries with this node, on a connection open now: a member of an older
+/// build (or one not connected, whose build is unknown) means writes go one per entry.
+fn members_read_batches(raft: Raft, fabric: Fabric, me: u64) -> impl Fn() -> bool + Send {
+    move || {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let others: Vec<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect();
+        drop(m);
+        batching_allowed(&others, |id| fabric.protocol_of(id))
+    }
+}
+
+/// The rule of [`members_read_batches`], apart from where its facts come from.
+pub(crate) fn batching_allowed(others: &[u64], protocol_of: impl Fn(u64) -> Option<u32>) -> bool {
+    others
+        .iter()
+        .all(|id| protocol_of(*id).is_some_and(|p| p >= crate::fabric::frame::BATCH_PROTOCOL))
+}
+
 impl Control {
     /// Where the member `id` is reached (`host:port`), per this node's catalog replica.
     /// Every forwarded step asks this, so a URL is parsed once, not per step.
@@ -164,7 +190,11 @@ impl Control {
             env: env.clone(),
             policy,
             network: network.clone(),
-            proposer: crate::control::raft::Proposer::start(raft.clone(), disk.stats()),
+            proposer: crate::control::raft::Proposer::start(
+                raft.clone(),
+                disk.stats(),
+                members_read_batches(raft.clone(), network.fabric().clone(), id),
+            ),
         });
         network.fabric().introduce(id, addr);
         let handler: Arc<dyn PlaneHandler> = service.clone();
@@ -541,5 +571,28 @@ mod backoff_tests {
         assert_eq!(retry_backoff(9, u64::MAX), retry_backoff(9, u64::MAX % 501));
         assert!(retry_backoff(40, 7) <= Duration::from_secs(1));
         assert!(retry_backoff(40, 7) >= Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod batching_tests {
+    use super::batching_allowed;
+    use crate::fabric::frame::BATCH_PROTOCOL;
+
+    /// Batches only when every other member is connected with a protocol that reads them:
+    /// one older build, or one whose build is unknown (not connected), and each write goes
+    /// alone (a rolling upgrade keeps working while old followers remain).
+    #[test]
+    fn batches_wait_for_every_member_to_read_them() {
+        let new = BATCH_PROTOCOL;
+        let old = BATCH_PROTOCOL - 1;
+        assert!(batching_allowed(&[], |_| None), "alone: nobody to wait for");
+        assert!(batching_allowed(&[2, 3], |_| Some(new)));
+        assert!(!batching_allowed(&[2, 3], |id| Some(if id == 3 {
+            old
+        } else {
+            new
+        })));
+        assert!(!batching_allowed(&[2, 3], |id| (id == 2).then_some(new)));
     }
 }

@@ -46,6 +46,7 @@ pub(crate) fn start(
     ws: PeerWs,
     dialled_by: u64,
     endpoint: Arc<Endpoint>,
+    protocol: u32,
 ) -> (Arc<Open>, impl Future<Output = ()> + Send + 'static) {
     let (writer, frames) = ws.split();
     let (alive, handles_gone) = mpsc::channel(1);
@@ -54,6 +55,7 @@ pub(crate) fn start(
         conn: conn.clone(),
         next_id: AtomicU64::new(1),
         dialled_by,
+        protocol,
         _alive: alive,
     });
     (open, drive(frames, conn, handles_gone, endpoint))

@@ -81,6 +81,11 @@ impl Link {
         }))
     }
 
+    /// The peer protocol of the connection in use (`None`: none is open).
+    pub fn protocol(&self) -> Option<u32> {
+        self.current().map(|o| o.protocol)
+    }
+
     /// The `host:port` this link reaches.
     pub fn addr(&self) -> &str {
         &self.0.addr
@@ -261,7 +266,7 @@ impl Link {
         };
         let protocol = say_hello(&mut ws, &hello, e.secret(), addr).await?;
         tracing::debug!(%addr, protocol, "peer link open");
-        let (open, task) = start(ws, dialled_by, e.clone());
+        let (open, task) = start(ws, dialled_by, e.clone(), protocol);
         tokio::spawn(task);
         Ok(open)
     }

@@ -77,6 +77,19 @@ impl Fabric {
         });
     }
 
+    /// The peer protocol this node speaks with node `id` on a connection open now (the
+    /// highest, if several addresses reach it); `None` when no connection to it is open.
+    pub fn protocol_of(&self, id: u64) -> Option<u32> {
+        let links: Vec<Link> = self
+            .links
+            .lock()
+            .iter()
+            .filter(|((node, _), _)| *node == id)
+            .map(|(_, link)| link.clone())
+            .collect();
+        links.iter().filter_map(Link::protocol).max()
+    }
+
     /// Serves `plane` with `handler`, held weakly (the node owns it).
     pub fn serve(&self, plane: Plane, handler: Weak<dyn PlaneHandler>) {
         self.endpoint.planes().serve(plane, handler);

@@ -19,6 +19,8 @@ pub(crate) struct Open {
     pub(crate) next_id: AtomicU64,
     /// The node that dialled it (0: a tool, or a node that did not say).
     pub(crate) dialled_by: u64,
+    /// The peer protocol the two ends settled on in the hello.
+    pub(crate) protocol: u32,
     /// Dropped with the last handle: this side then tells the peer it is done with it.
     pub(crate) _alive: mpsc::Sender<()>,
 }

@@ -29,17 +29,17 @@ pub async fn serve_peer(fabric: Fabric, mut ws: PeerWs, remote: SocketAddr) {
         let now = endpoint.env.clock.now();
         endpoint.refusals.refused(now, &remote.to_string(), why);
     };
-    let from = match admitted {
+    let (from, protocol) = match admitted {
         Ok(Ok(Welcomed { from, protocol })) => {
             tracing::debug!(%remote, protocol, "peer link accepted");
-            from
+            (from, protocol)
         }
         Ok(Err(why)) => return refused(&why),
         Err(_) => return refused("no hello and proof within the deadline"),
     };
     let dialled_by = from.as_ref().map_or(0, |c| c.id);
     let me = endpoint.me().map(|m| m.id);
-    let (open, task) = start(ws, dialled_by, endpoint);
+    let (open, task) = start(ws, dialled_by, endpoint, protocol);
     if let Some(caller) = from.filter(|c| Some(c.id) != me) {
         fabric.link_to(caller.id, &caller.addr).install(open);
     } else {

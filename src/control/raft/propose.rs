@@ -60,10 +60,15 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposer's task on the current runtime (the node's, or the simulated
     /// host's).
-    /// `stats` counts the commands per entry.
-    pub fn start(raft: Raft, stats: Arc<StoreStats>) -> Proposer {
+    /// `stats` counts the commands per entry. `may_batch` says whether every member reads
+    /// batched entries (builds before them do not: until then, each write goes alone).
+    pub fn start(
+        raft: Raft,
+        stats: Arc<StoreStats>,
+        may_batch: impl Fn() -> bool + Send + 'static,
+    ) -> Proposer {
         let (pending, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, stats));
+        tokio::spawn(run(raft, rx, stats, may_batch));
         Proposer {
             pending,
             queued_bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
@@ -108,7 +113,12 @@ fn encoded_len(cmd: &CatalogCommand) -> usize {
     bincode::serde::encode_to_vec(cmd, bincode::config::standard()).map_or(usize::MAX, |b| b.len())
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, stats: Arc<StoreStats>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    stats: Arc<StoreStats>,
+    may_batch: impl Fn() -> bool,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -125,7 +135,8 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, stats: Arc<St
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_COMMANDS {
+        let most = if may_batch() { MAX_BATCH_COMMANDS } else { 1 };
+        while batch.len() < most {
             let Ok(next) = rx.try_recv() else { break };
             if bytes.saturating_add(next.bytes) > MAX_BATCH_BYTES {
                 carried = Some(next);
