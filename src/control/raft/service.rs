@@ -71,25 +71,7 @@ pub async fn answer(service: &PeerService, req: RaftRequest) -> RaftReply {
 /// Answers a vote request, refusing disruptive ones before openraft sees them
 /// (`vote_guard`: Raft §6).
 async fn vote(raft: &Raft, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
-    let refused = {
-        let m = raft.metrics().borrow().clone();
-        let candidate = req.vote.leader_id().voted_for();
-        let view = super::vote_guard::VoteView {
-            candidate_is_voter: candidate
-                .is_some_and(|c| m.membership_config.membership().voter_ids().any(|v| v == c)),
-            leading: m.state == openraft::ServerState::Leader,
-            quorum_ack_ms: m.millis_since_quorum_ack,
-            election_timeout_min_ms: raft.config().election_timeout_min,
-        };
-        super::vote_guard::refusal(view).map(|why| (why, m.vote, m.last_applied))
-    };
-    match refused {
-        Some((why, vote, last)) => {
-            tracing::debug!(%why, candidate = ?req.vote, "refused a vote request");
-            Ok(VoteResponse::new(vote, last, false))
-        }
-        None => raft.vote(req).await,
-    }
+    super::vote_guard::guarded_vote(raft, req).await
 }
 
 /// Commits `cmd` here if this node leads, else (once) on the leader it knows.

@@ -46,6 +46,36 @@ pub(crate) fn refusal(v: VoteView) -> Option<&'static str> {
     }
 }
 
+/// Answers `req` on `raft` (the catalog's or a queue group's), refusing it by [`refusal`]
+/// before openraft sees it.
+pub(crate) async fn guarded_vote<C>(
+    raft: &openraft::Raft<C>,
+    req: openraft::raft::VoteRequest<u64>,
+) -> Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>>
+where
+    C: openraft::RaftTypeConfig<NodeId = u64>,
+{
+    let refused = {
+        let m = raft.metrics().borrow().clone();
+        let candidate = req.vote.leader_id().voted_for();
+        let view = VoteView {
+            candidate_is_voter: candidate
+                .is_some_and(|c| m.membership_config.membership().voter_ids().any(|v| v == c)),
+            leading: m.state == openraft::ServerState::Leader,
+            quorum_ack_ms: m.millis_since_quorum_ack,
+            election_timeout_min_ms: raft.config().election_timeout_min,
+        };
+        refusal(view).map(|why| (why, m.vote, m.last_applied))
+    };
+    match refused {
+        Some((why, vote, last)) => {
+            tracing::debug!(%why, candidate = ?req.vote, "refused a vote request");
+            Ok(openraft::raft::VoteResponse::new(vote, last, false))
+        }
+        None => raft.vote(req).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
