@@ -26,7 +26,7 @@ pub enum Plane {
     Raft,
     /// The data plane: heartbeats and forwarded steps (`data::plane`).
     Data,
-    /// Queue groups' Raft RPCs, each naming its group (`control::raft::group_network`). A
+    /// Queue groups' Raft RPCs, each naming its group (`queue::group_network`). A
     /// build without it answers `Unsupported` and keeps the connection.
     Groups,
 }

@@ -4,11 +4,16 @@
 //! the owner's store, durable before the ack (`store`); the service at the IO edge, where the
 //! owner runs a queue (`service/owner.rs`) and other nodes forward to it (`service`), with
 //! its failures (`fail`); subscriptions that the node feeds a connection (`feed`); and its
-//! figures (`metrics`). The built-ins are `builtins/queue.rs`.
+//! figures (`metrics`). The built-ins are `builtins/queue.rs`. Being built (issue 28): a
+//! queue replicated by a Raft group of its own: the engine as a replicated state machine
+//! (`machine`; laws in `tests/queue_machine_laws.rs`), the group's openraft side (`group`)
+//! and its RPCs on the peer fabric (`group_network`).
 
 pub mod engine;
 pub mod fail;
 pub mod feed;
+pub mod group;
+pub mod group_network;
 pub mod machine;
 pub mod metrics;
 pub mod request;

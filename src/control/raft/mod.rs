@@ -7,11 +7,9 @@
 mod format_v1;
 mod format_v3;
 mod format_v4;
-pub mod group_network;
 mod membership;
 mod network;
 mod propose;
-pub mod queue_group;
 mod runtime;
 mod service;
 mod snapshot_buf;
@@ -35,6 +33,7 @@ pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, 
 pub use store_stats::StoreStats;
 pub use stored_state::{StoredSnapshot, StoredState};
 pub use supervisor::supervise;
+pub(crate) use vote_guard::guarded_vote;
 
 use super::catalog::CatalogCommand;
 pub use super::catalog::CatalogResponse;

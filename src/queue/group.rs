@@ -5,8 +5,13 @@
 //! applied id and the membership) is kept beside its log, before openraft may purge the
 //! log behind it.
 //!
-//! Still to come (issue 28): groups started from the catalog's placement, their messages
-//! on the peer fabric, and the queue service forwarding to a group's leader.
+//! openraft types otherwise stay in `control::raft`; a queue group is the second Raft of a
+//! node, built from that room's parts (the log engine's store, the seeded runtime, the
+//! bounded snapshot buffer). Its RPCs travel on the fabric (`group_network`).
+//!
+//! Still to come (issue 28): groups started from the catalog's placement (each replica
+//! initialized with the group's members and settings, which must travel in the group's log,
+//! not come from each node's catalog), and the queue service forwarding to a group's leader.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -19,8 +24,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::snapshot_buf::{SnapshotBuf, SnapshotState};
-use super::{SeededRuntime, SqliteLogStore, StoreStats};
+use crate::control::raft::{SeededRuntime, SnapshotBuf, SnapshotState, SqliteLogStore, StoreStats};
 use crate::fabric::codec;
 use crate::queue::engine::QueueConfig;
 use crate::queue::machine::{QueueCommand, QueueMachine, QueueOutput};

@@ -27,7 +27,7 @@ use openraft::{BasicNode, Raft};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::queue_group::QueueGroup;
+use super::group::QueueGroup;
 use crate::fabric::frame::MAX_FRAME_BYTES;
 use crate::fabric::{Answer, Fabric, Link, Plane, PlaneHandler, Work, codec};
 
@@ -95,7 +95,7 @@ async fn vote(
     raft: &Raft<QueueGroup>,
     req: VoteRequest<u64>,
 ) -> Result<VoteResponse<u64>, RaftError<u64>> {
-    super::vote_guard::guarded_vote(raft, req).await
+    crate::control::raft::guarded_vote(raft, req).await
 }
 
 impl PlaneHandler for GroupHost {
@@ -237,10 +237,10 @@ mod tests {
 
     use super::*;
     use crate::control::raft::SqliteLogStore;
-    use crate::control::raft::queue_group::QueueStateMachine;
     use crate::env::Env;
     use crate::fabric::{ClusterSecret, serve_peer};
     use crate::queue::engine::{QueueConfig, Send};
+    use crate::queue::group::QueueStateMachine;
     use crate::queue::machine::{QueueCommand, QueueOp, QueueOutput};
 
     /// A node's peer side: a fabric serving `Plane::Groups` on a port of its own.
