@@ -36,6 +36,8 @@ enum Step {
     Tick,
     Redrive,
     Purge,
+    /// New settings (taken only before the first send).
+    Configure(u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -50,6 +52,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Tick),
         1 => Just(Step::Redrive),
         1 => Just(Step::Purge),
+        1 => (1u32..4).prop_map(Step::Configure),
     ]
 }
 
@@ -148,6 +151,10 @@ fn entries(
             Step::Tick => QueueOp::Tick,
             Step::Redrive => QueueOp::Redrive,
             Step::Purge => QueueOp::Purge,
+            Step::Configure(r) => QueueOp::Configure(QueueConfig {
+                max_receives: *r,
+                ..config.clone()
+            }),
         };
         let cmd = QueueCommand {
             at_ms: clock as u64,
@@ -226,4 +233,34 @@ fn snapshots_are_bounded_and_checked() {
     let back = QueueMachine::restore(&bytes, bytes.len()).unwrap();
     assert_eq!(back.queue().depth(), 1);
     assert_eq!(back.now_ms(), 5);
+}
+
+/// Settings come from the group's log: taken before the first message, refused after.
+#[test]
+fn settings_are_taken_only_before_the_first_message() {
+    let mut m = QueueMachine::new(QueueConfig::default());
+    let tight = QueueConfig {
+        max_size: 1,
+        ..QueueConfig::default()
+    };
+    let at = |op| QueueCommand { at_ms: 10, op };
+    assert_eq!(
+        m.apply(at(QueueOp::Configure(tight.clone()))),
+        QueueOutput::Configured(true)
+    );
+    assert_eq!(m.queue().config(), &tight);
+    let send = || {
+        QueueOp::Send(Send {
+            payload: Arc::from(&b"x"[..]),
+            ..Send::default()
+        })
+    };
+    assert!(matches!(m.apply(at(send())), QueueOutput::Sent(Ok(_))));
+    // max_size 1: the second is refused, as the settings taken say.
+    assert!(matches!(m.apply(at(send())), QueueOutput::Sent(Err(_))));
+    assert_eq!(
+        m.apply(at(QueueOp::Configure(QueueConfig::default()))),
+        QueueOutput::Configured(false)
+    );
+    assert_eq!(m.queue().config(), &tight);
 }

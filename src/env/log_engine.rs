@@ -169,10 +169,13 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, counts: &EngineCounts) {
         tx.commit()
     })();
     let writes = told.len() as u64;
-    if writes > 0 {
+    if writes > 0 && committed.is_ok() {
         counts.commits.fetch_add(1, Ordering::Relaxed);
         counts.writes.fetch_add(writes, Ordering::Relaxed);
     }
+    // A failed commit fails every write in it, whichever group it came from (their Raft
+    // cores then stop on a storage error, as with any failed append): the shared fate of
+    // group commit.
     match committed {
         Ok(()) => {
             for (done, r) in told {

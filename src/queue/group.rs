@@ -10,8 +10,9 @@
 //! bounded snapshot buffer). Its RPCs travel on the fabric (`group_network`).
 //!
 //! Still to come (issue 28): groups started from the catalog's placement (each replica
-//! initialized with the group's members and settings, which must travel in the group's log,
-//! not come from each node's catalog), and the queue service forwarding to a group's leader.
+//! initialized with the group's members; its settings are the group's first entry,
+//! `QueueOp::Configure`, so no replica depends on its own node's view of the catalog), and
+//! the queue service forwarding to a group's leader.
 
 use std::fmt::Debug;
 use std::sync::Arc;

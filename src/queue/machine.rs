@@ -55,6 +55,10 @@ pub enum QueueOp {
     Tick,
     Purge,
     Redrive,
+    /// The queue's settings, as the group's first entry: every replica starts from its log,
+    /// not from its own node's view of the catalog. Taken only while the queue never held a
+    /// message (settings do not change under messages); later ones are refused.
+    Configure(QueueConfig),
 }
 
 /// What applying an entry answered, the same on every replica.
@@ -71,6 +75,8 @@ pub enum QueueOutput {
     Ticked(Vec<Event>),
     Purged(Vec<u64>),
     Redriven(Vec<u64>),
+    /// Whether the settings were taken.
+    Configured(bool),
 }
 
 /// Why a snapshot could not be read.
@@ -145,6 +151,14 @@ impl QueueMachine {
             QueueOp::Tick => QueueOutput::Ticked(q.tick(now)),
             QueueOp::Purge => QueueOutput::Purged(q.purge(now)),
             QueueOp::Redrive => QueueOutput::Redriven(q.redrive(now)),
+            QueueOp::Configure(config) => {
+                // No message was ever sent: nothing but the settings to replace.
+                let fresh = q.next_id() == 1;
+                if fresh {
+                    *q = Queue::new(config);
+                }
+                QueueOutput::Configured(fresh)
+            }
         }
     }
 
