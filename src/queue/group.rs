@@ -25,7 +25,9 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::control::raft::{SeededRuntime, SnapshotBuf, SnapshotState, SqliteLogStore, StoreStats};
+use crate::control::raft::{
+    LogStore, SeededRuntime, SnapshotBuf, SnapshotState, SqliteLogStore, StoreStats, StoredSnapshot,
+};
 use crate::fabric::codec;
 use crate::queue::engine::QueueConfig;
 use crate::queue::machine::{QueueCommand, QueueMachine, QueueOutput};
@@ -69,7 +71,7 @@ struct Data {
 #[derive(Clone)]
 pub struct QueueStateMachine {
     data: Arc<Mutex<Data>>,
-    store: SqliteLogStore<QueueGroup>,
+    store: GroupDisk,
     stats: Arc<StoreStats>,
     max_snapshot_bytes: usize,
 }
@@ -82,11 +84,46 @@ impl Debug for QueueStateMachine {
     }
 }
 
+/// Where a queue group's replica keeps its log and snapshots: a group of the node's log
+/// engine (SQLite), or the simulator's memory disk (its crash semantics: appends durable
+/// only after their sync).
+#[derive(Clone)]
+pub enum GroupDisk {
+    Sqlite(SqliteLogStore<QueueGroup>),
+    Memory(LogStore<QueueGroup>),
+}
+
+impl GroupDisk {
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StorageError<u64>> {
+        match self {
+            GroupDisk::Sqlite(db) => db.save_snapshot(snapshot).await,
+            GroupDisk::Memory(disk) => {
+                disk.save_snapshot(snapshot);
+                Ok(())
+            }
+        }
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
+        match self {
+            GroupDisk::Sqlite(db) => db.load_snapshot().await,
+            GroupDisk::Memory(disk) => Ok(disk.load_snapshot()),
+        }
+    }
+
+    fn stats(&self) -> Arc<StoreStats> {
+        match self {
+            GroupDisk::Sqlite(db) => db.stats(),
+            GroupDisk::Memory(disk) => disk.stats(),
+        }
+    }
+}
+
 impl QueueStateMachine {
     /// The replica of a queue created with `config`, starting from the snapshot `store`
     /// keeps (if any). Snapshots over `max_snapshot_bytes` are refused.
     pub async fn open(
-        store: SqliteLogStore<QueueGroup>,
+        store: GroupDisk,
         config: QueueConfig,
         max_snapshot_bytes: usize,
     ) -> Result<QueueStateMachine, StorageError<u64>> {
@@ -256,7 +293,7 @@ mod tests {
             let group = 100 + self.next.fetch_add(1, Ordering::Relaxed) as i64;
             let store = self.catalog.in_group::<QueueGroup>(group);
             let sm = QueueStateMachine::open(
-                store.clone(),
+                GroupDisk::Sqlite(store.clone()),
                 QueueConfig::default(),
                 DEFAULT_MAX_SNAPSHOT_BYTES,
             )
@@ -286,6 +323,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The same suite on the simulator's memory disk.
+    struct MemoryGroups;
+
+    impl StoreBuilder<QueueGroup, LogStore<QueueGroup>, QueueStateMachine> for MemoryGroups {
+        async fn build(
+            &self,
+        ) -> Result<((), LogStore<QueueGroup>, QueueStateMachine), StorageError<u64>> {
+            let disk = LogStore::<QueueGroup>::default();
+            let sm = QueueStateMachine::open(
+                GroupDisk::Memory(disk.clone()),
+                QueueConfig::default(),
+                DEFAULT_MAX_SNAPSHOT_BYTES,
+            )
+            .await?;
+            Ok(((), disk, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite_for_queue_groups_in_memory() {
+        Suite::test_all(MemoryGroups).expect("a queue group's memory storage conforms");
+    }
+
     /// A queue's messages survive in its group's snapshot, in flight as they were, and a
     /// machine opened on the store starts from it.
     #[tokio::test]
@@ -298,9 +358,13 @@ mod tests {
             .await
             .unwrap();
         let store = catalog.in_group::<QueueGroup>(7);
-        let mut sm = QueueStateMachine::open(store.clone(), QueueConfig::default(), 1 << 20)
-            .await
-            .unwrap();
+        let mut sm = QueueStateMachine::open(
+            GroupDisk::Sqlite(store.clone()),
+            QueueConfig::default(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
         let entry = |index: u64, op: QueueOp| Entry::<QueueGroup> {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(QueueCommand { at_ms: 1_000, op }),
@@ -331,9 +395,10 @@ mod tests {
         let receipt = got[0].receipt;
         sm.build_snapshot().await.unwrap();
         drop(sm);
-        let mut again = QueueStateMachine::open(store, QueueConfig::default(), 1 << 20)
-            .await
-            .unwrap();
+        let mut again =
+            QueueStateMachine::open(GroupDisk::Sqlite(store), QueueConfig::default(), 1 << 20)
+                .await
+                .unwrap();
         assert_eq!(
             again.applied_state().await.unwrap().0.map(|l| l.index),
             Some(2)
@@ -485,9 +550,10 @@ mod tests {
                     .await
                     .unwrap();
                 let log = catalog.in_group::<QueueGroup>(42);
-                let sm = QueueStateMachine::open(log.clone(), queue.clone(), 1 << 20)
-                    .await
-                    .unwrap();
+                let sm =
+                    QueueStateMachine::open(GroupDisk::Sqlite(log.clone()), queue.clone(), 1 << 20)
+                        .await
+                        .unwrap();
                 let raft = Raft::new(id, config.clone(), router.clone(), log, sm)
                     .await
                     .unwrap();

@@ -240,7 +240,7 @@ mod tests {
     use crate::env::Env;
     use crate::fabric::{ClusterSecret, serve_peer};
     use crate::queue::engine::{QueueConfig, Send};
-    use crate::queue::group::QueueStateMachine;
+    use crate::queue::group::{GroupDisk, QueueStateMachine};
     use crate::queue::machine::{QueueCommand, QueueOp, QueueOutput};
 
     /// A node's peer side: a fabric serving `Plane::Groups` on a port of its own.
@@ -314,9 +314,13 @@ mod tests {
         for group in [7u64, 8] {
             for (p, id) in peers.iter().zip(1u64..) {
                 let log = p.catalog.in_group::<QueueGroup>(group as i64);
-                let sm = QueueStateMachine::open(log.clone(), QueueConfig::default(), 1 << 20)
-                    .await
-                    .unwrap();
+                let sm = QueueStateMachine::open(
+                    GroupDisk::Sqlite(log.clone()),
+                    QueueConfig::default(),
+                    1 << 20,
+                )
+                .await
+                .unwrap();
                 let net = GroupNetwork::new(p.fabric.clone(), group);
                 let raft = Raft::new(id, config.clone(), net, log, sm.clone())
                     .await

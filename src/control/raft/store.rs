@@ -22,7 +22,7 @@ use std::time::Duration;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StoredMembership, Vote,
+    RaftTypeConfig, SnapshotMeta, StorageError, StoredMembership, Vote,
 };
 use parking_lot::Mutex;
 
@@ -34,23 +34,37 @@ use super::stored_state::{StoredSnapshot, StoredState};
 use super::{CatalogResponse, TypeConfig};
 
 /// What one copy of the disk holds.
-#[derive(Debug, Clone, Default)]
-struct DiskCopy {
+#[derive(Debug, Default)]
+struct DiskCopy<C: RaftTypeConfig> {
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    entries: BTreeMap<u64, Entry<C>>,
     snapshot: Option<StoredSnapshot>,
 }
 
-#[derive(Default)]
-struct DiskState {
-    live: DiskCopy,
-    durable: DiskCopy,
+impl<C: RaftTypeConfig> Clone for DiskCopy<C>
+where
+    Entry<C>: Clone,
+{
+    fn clone(&self) -> Self {
+        DiskCopy {
+            vote: self.vote,
+            committed: self.committed,
+            last_purged: self.last_purged,
+            entries: self.entries.clone(),
+            snapshot: self.snapshot.clone(),
+        }
+    }
+}
+
+struct DiskState<C: RaftTypeConfig> {
+    live: DiskCopy<C>,
+    durable: DiskCopy<C>,
     /// How long an append takes to reach the durable copy (`None`: at once).
     sync_delay: Option<Duration>,
     /// Appends written but not yet synced, answered in order by the next sync.
-    waiting: Vec<LogFlushed<TypeConfig>>,
+    waiting: Vec<LogFlushed<C>>,
     sync_scheduled: bool,
     /// Bumped by every crash, so a sync scheduled before it does nothing after it.
     epoch: u64,
@@ -62,18 +76,40 @@ struct DiskState {
     stats: Arc<StoreStats>,
 }
 
-impl DiskState {
+impl<C: RaftTypeConfig> DiskState<C> {
     /// The live log changed from index `i` on: the next sync copies from there.
     fn mark_dirty(&mut self, i: u64) {
         self.dirty_from = Some(self.dirty_from.map_or(i, |f| f.min(i)));
     }
 }
 
-/// The Raft log of one node (a simulated disk; see the module comment).
-#[derive(Clone, Default)]
-pub struct LogStore(Arc<Mutex<DiskState>>);
+/// The Raft log of one node (a simulated disk; see the module comment): the catalog's by
+/// default, a queue group's with `C = QueueGroup`.
+pub struct LogStore<C: RaftTypeConfig = TypeConfig>(Arc<Mutex<DiskState<C>>>);
 
-impl Debug for LogStore {
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore(self.0.clone())
+    }
+}
+
+impl<C: RaftTypeConfig> Default for LogStore<C> {
+    fn default() -> Self {
+        LogStore(Arc::new(Mutex::new(DiskState {
+            live: DiskCopy::default(),
+            durable: DiskCopy::default(),
+            sync_delay: None,
+            waiting: Vec::new(),
+            sync_scheduled: false,
+            epoch: 0,
+            dirty_from: None,
+            node_id: None,
+            stats: Arc::default(),
+        })))
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = self.0.lock();
         f.debug_struct("LogStore")
@@ -83,7 +119,11 @@ impl Debug for LogStore {
     }
 }
 
-impl LogStore {
+impl<C: RaftTypeConfig> LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C::D: Clone,
+{
     /// What this disk's appends did.
     pub fn stats(&self) -> Arc<StoreStats> {
         self.0.lock().stats.clone()
@@ -91,7 +131,7 @@ impl LogStore {
 
     /// A disk whose appends become durable (and are acknowledged to openraft) only `delay`
     /// after they were written: a crash in between loses them.
-    pub fn with_sync_delay(delay: Duration) -> LogStore {
+    pub fn with_sync_delay(delay: Duration) -> LogStore<C> {
         let store = LogStore::default();
         store.0.lock().sync_delay = Some(delay);
         store
@@ -178,11 +218,15 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C::D: Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
         Ok(self
             .0
             .lock()
@@ -194,10 +238,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C::D: Clone,
+{
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
         let d = self.0.lock();
         let last = d.live.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
@@ -239,10 +287,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<C>,
     ) -> Result<(), StorageError<u64>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let (delay, epoch, schedule) = {
