@@ -161,15 +161,10 @@ impl RaftSnapshotBuilder<QueueGroup> for QueueStateMachine {
         let (meta, bytes) = {
             let d = self.data.lock();
             let bytes = codec::encode_stored(&d.state).map_err(io_error)?;
-            let last = d.state.last_applied;
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: d.state.membership.clone(),
-                snapshot_id: match last {
-                    Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-                    None => "empty".to_owned(),
-                },
-            };
+            let meta = crate::control::raft::snapshot_meta(
+                d.state.last_applied,
+                d.state.membership.clone(),
+            );
             (meta, bytes)
         };
         // Durable before openraft may purge the log it replaces.

@@ -31,7 +31,7 @@ pub use snapshot_buf::{SnapshotBuf, SnapshotState};
 pub use sqlite_store::SqliteLogStore;
 pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore};
 pub use store_stats::StoreStats;
-pub use stored_state::{StoredSnapshot, StoredState};
+pub use stored_state::{StoredSnapshot, StoredState, snapshot_meta};
 pub use supervisor::supervise;
 pub(crate) use vote_guard::guarded_vote;
 

@@ -53,6 +53,8 @@ struct Pending {
 /// ends when the last clone is gone.
 #[derive(Clone)]
 pub struct Proposer {
+    /// Unbounded by count, bounded in bytes: a write enters only with its encoded size
+    /// taken from `queued_bytes` (at most MAX_QUEUED_BYTES wait in all).
     pending: mpsc::UnboundedSender<Pending>,
     queued_bytes: Arc<Semaphore>,
 }

@@ -513,15 +513,10 @@ impl RaftSnapshotBuilder<TypeConfig> for CatalogStateMachine {
             let d = self.data.lock();
             let bytes = bincode::serde::encode_to_vec(&d.state, bincode::config::standard())
                 .map_err(io_error)?;
-            let last = d.state.last_applied;
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: d.state.membership.clone(),
-                snapshot_id: match last {
-                    Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-                    None => "empty".to_owned(),
-                },
-            };
+            let meta = super::stored_state::snapshot_meta(
+                d.state.last_applied,
+                d.state.membership.clone(),
+            );
             (meta, bytes)
         };
         // Durable before openraft may purge the log it replaces.
