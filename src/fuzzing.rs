@@ -50,6 +50,18 @@ pub fn peer_frame(data: &[u8]) {
             }
         }
     }
+    // A queue group's RPC, as `GroupHost` reads it.
+    if let Ok(crate::fabric::Frame::Request {
+        plane: crate::fabric::Plane::Groups,
+        body,
+        ..
+    }) = decode_frame(data)
+    {
+        let _ = crate::fabric::codec::decode::<crate::queue::group_network::GroupRequest>(
+            &body,
+            body.len(),
+        );
+    }
     if let Ok(frame) = decode_frame(data) {
         let bytes = encode_frame(&frame).expect("a decoded frame encodes");
         let again = decode_frame(&bytes).expect("an encoded frame decodes");
@@ -279,6 +291,15 @@ pub fn snapshot(data: &[u8]) {
         match p {
             Poll::Ready(r) => r,
             Poll::Pending => panic!("a snapshot buffer never waits"),
+        }
+    }
+    // A queue group's snapshot, decoded as its replica reads one: what decodes encodes.
+    {
+        use crate::control::raft::SnapshotState;
+        use crate::queue::group::GroupState;
+        if let Ok(state) = GroupState::decode_snapshot(rest, LIMIT) {
+            let bytes = crate::fabric::codec::encode_stored(&state).expect("encodes");
+            GroupState::decode_snapshot(&bytes, bytes.len()).expect("an encoded state decodes");
         }
     }
     let mut buf: SnapshotBuf = SnapshotBuf::receiving(LIMIT);

@@ -109,6 +109,28 @@ fn peer_frames() -> Vec<(&'static str, PeerFrame)> {
         ),
         ("proof", PeerFrame::Proof([3; 32])),
         ("ping", req(1, RaftRequest::Ping)),
+        (
+            "group_vote",
+            PeerFrame::Request {
+                id: 9,
+                plane: Plane::Groups,
+                body: codec::encode(&mpreg::queue::group_network::GroupRequest {
+                    group: 7,
+                    rpc: mpreg::queue::group_network::GroupRpc::Vote(VoteRequest::new(vote, None)),
+                })
+                .unwrap(),
+            },
+        ),
+        (
+            "write_batch",
+            req(
+                10,
+                RaftRequest::Write {
+                    cmd: CatalogCommand::Batch(vec![queue("jobs")]),
+                    forward: true,
+                },
+            ),
+        ),
         ("read_index", req(2, RaftRequest::ReadIndex)),
         (
             "write",
