@@ -39,6 +39,8 @@ mod owner;
 
 /// How long a catalog commit (create, delete) may take before the call fails (1017).
 const COMMIT_WITHIN: Duration = Duration::from_secs(5);
+/// How long a miss waits to catch up with the leader before it is answered `not found`.
+const MISS_CATCH_UP: Duration = Duration::from_secs(1);
 /// How long a forwarded call may take beyond its own wait.
 const FORWARD_SLACK: Duration = Duration::from_secs(10);
 
@@ -406,6 +408,14 @@ impl Queues {
         if !*done.borrow() {
             let _ = tokio::time::timeout(COMMIT_WITHIN, done.wait_for(|d| *d)).await;
         }
+        if let Some(e) = self.entry(name) {
+            return Ok(e);
+        }
+        // A queue created through another node a moment ago may not have reached this
+        // replica yet (a follower learns a commit with the leader's next append): a miss is
+        // confirmed by catching up with the leader before it is answered. Misses only: the
+        // calls that find their queue never wait for this.
+        let _ = self.control.linearizable(MISS_CATCH_UP).await;
         self.entry(name)
             .ok_or_else(|| QueueFail::NotFound(name.to_owned()))
     }
