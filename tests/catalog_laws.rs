@@ -94,20 +94,30 @@ fn command() -> impl Strategy<Value = CatalogCommand> {
                 functions: vec![(format!("f{n}"), v.map(|m| Version::new(1, m, 0)))],
             }
         }),
-        (0u8..3, node.clone(), 0u32..2).prop_map(|(q, owner, r)| CatalogCommand::CreateQueue(
-            QueueEntry {
+        (0u8..3, node.clone(), 0u32..2, any::<bool>()).prop_map(|(q, owner, r, replicated)| {
+            CatalogCommand::CreateQueue(QueueEntry {
                 name: format!("q{q}"),
                 owner: NodeId(owner),
                 incarnation: 1,
                 created_ms: 0,
+                replicas: if replicated {
+                    vec![NodeId(owner), NodeId(owner + 1), NodeId(owner + 2)]
+                } else {
+                    Vec::new()
+                },
                 spec: QueueSpec {
                     visibility_timeout_ms: 30_000,
                     max_receives: r,
                     dedup_window_ms: 0,
                     ..QueueSpec::default()
                 },
-            }
-        )),
+            })
+        }),
+        (0u8..3, node.clone()).prop_map(|(q, first)| CatalogCommand::SetQueueReplicas {
+            name: format!("q{q}"),
+            incarnation: 1,
+            replicas: vec![NodeId(first), NodeId(first + 1), NodeId(first + 2)],
+        }),
         (0u8..3).prop_map(|q| CatalogCommand::DeleteQueue {
             name: format!("q{q}")
         }),

@@ -480,6 +480,7 @@ async fn concurrent_catalog_writes_share_entries_and_keep_their_own_answers() {
             owner: NodeId(a.raft_id()),
             incarnation: 1,
             created_ms: 0,
+            replicas: Vec::new(),
             spec: QueueSpec {
                 visibility_timeout_ms,
                 ..QueueSpec::default()

@@ -74,6 +74,11 @@ fn queue(name: &str) -> CatalogCommand {
         owner: mpreg::ids::NodeId(7),
         incarnation: 1,
         created_ms: 0,
+        replicas: vec![
+            mpreg::ids::NodeId(7),
+            mpreg::ids::NodeId(8),
+            mpreg::ids::NodeId(9),
+        ],
         spec: QueueSpec {
             visibility_timeout_ms: 30_000,
             max_receives: 3,

@@ -195,6 +195,7 @@ fn create_queue(name: &str) -> CatalogCommand {
         owner: mpreg::ids::NodeId(1),
         incarnation: 1,
         created_ms: 0,
+        replicas: Vec::new(),
         spec: QueueSpec {
             visibility_timeout_ms: 30_000,
             max_receives: 0,

@@ -488,6 +488,7 @@ fn add_client(
                 owner: mpreg::ids::NodeId(owner),
                 incarnation: 1,
                 created_ms: 0,
+                replicas: Vec::new(),
                 spec: QueueSpec {
                     visibility_timeout_ms: 30_000,
                     max_receives: 0,

@@ -91,6 +91,7 @@ pub async fn run_round(
                     CatalogCommand::DeleteQueue { name }
                 } else {
                     CatalogCommand::CreateQueue(QueueEntry {
+                        replicas: Vec::new(),
                         name,
                         owner: crate::ids::NodeId(owner),
                         incarnation: 1,

@@ -65,7 +65,9 @@ impl FunctionEntry {
     }
 }
 
-pub use super::queues::{MAX_QUEUES, QueueEntry, QueueEntryV4, QueueKind, QueueSpec};
+pub use super::queues::{
+    MAX_QUEUES, QueueEntry, QueueEntryV4, QueueEntryV6, QueueKind, QueueSpec, check_replicas,
+};
 
 /// Identifies a DNS service registration, as the original keys them: registering the same
 /// namespace, name, protocol and port again replaces it.
@@ -142,13 +144,23 @@ pub enum CatalogCommand {
     UnregisterService(ServiceKey),
     /// Replaces the namespace policy (who may discover what) as a whole.
     SetNamespacePolicy(NamespacePolicy),
-    /// Creates a queue owned by `owner` (data format 5). Variants are numbered in order in
-    /// stored entries: new ones go last.
-    CreateQueue(QueueEntry),
+    /// Creates a queue owned by `owner` (data formats 5 and 6, before replicas). Variants are
+    /// numbered in order in stored entries: new ones go last.
+    CreateQueueV6(QueueEntryV6),
     /// Several commands in one log entry (the leader's proposer groups concurrent writes),
     /// applied in order, each on its own: one refused leaves the others standing. A batch
     /// inside a batch is refused.
     Batch(Vec<CatalogCommand>),
+    /// Creates a queue, with its replicas if it has any (data format 7; proposed only while
+    /// every member speaks `REPLICAS_PROTOCOL`).
+    CreateQueue(QueueEntry),
+    /// Replaces the members of queue `name`'s group (a replica moved off a node gone too
+    /// long), for the incarnation named: a later queue of the name is left alone.
+    SetQueueReplicas {
+        name: String,
+        incarnation: u64,
+        replicas: Vec<NodeId>,
+    },
 }
 
 /// Why a command was rejected (the state is unchanged).
@@ -187,6 +199,9 @@ pub enum CatalogError {
     NestedBatch,
     #[error("internal error: {0}")]
     Internal(String),
+    /// Replicas that cannot make a queue's group (new last variant: errors travel encoded).
+    #[error("a queue's replicas are 3 or 5 distinct members: {0}")]
+    BadReplicas(String),
 }
 
 /// What applying one log entry answered: one result, or one per command of a batch.
@@ -300,8 +315,13 @@ impl Catalog {
                 Ok(())
             }
             CatalogCommand::CreateQueueV4(q) => self.apply(CatalogCommand::CreateQueue(q.into())),
+            CatalogCommand::CreateQueueV6(q) => self.apply(CatalogCommand::CreateQueue(q.into())),
             CatalogCommand::CreateQueue(q) => {
                 self.member(q.owner)?;
+                for r in &q.replicas {
+                    self.member(*r)?;
+                }
+                check_replicas(&q.replicas)?;
                 match self.queues.get(&q.name) {
                     Some(existing) if existing == &q => Ok(()), // idempotent retry
                     Some(_) => Err(CatalogError::QueueExists(q.name)),
@@ -310,6 +330,23 @@ impl Catalog {
                         self.queues.insert(q.name.clone(), q);
                         Ok(())
                     }
+                }
+            }
+            CatalogCommand::SetQueueReplicas {
+                name,
+                incarnation,
+                replicas,
+            } => {
+                for r in &replicas {
+                    self.member(*r)?;
+                }
+                check_replicas(&replicas)?;
+                match self.queues.get_mut(&name) {
+                    Some(q) if q.incarnation == incarnation && q.replicated() => {
+                        q.replicas = replicas;
+                        Ok(())
+                    }
+                    _ => Err(CatalogError::UnknownQueue(name)),
                 }
             }
             CatalogCommand::DeleteQueue { name } => self
@@ -440,10 +477,10 @@ impl Catalog {
 
     /// A catalog from its parts (the data directory's older formats are read into these;
     /// their queue entries are converted).
-    pub(crate) fn from_parts(
+    pub(crate) fn from_parts<Q: Into<QueueEntry>>(
         members: BTreeMap<NodeId, Member>,
         functions: BTreeMap<NodeId, BTreeMap<(String, Version), FunctionEntry>>,
-        queues: BTreeMap<String, QueueEntryV4>,
+        queues: BTreeMap<String, Q>,
         services: BTreeMap<ServiceKey, DnsService>,
         policy: NamespacePolicy,
     ) -> Catalog {

@@ -60,7 +60,9 @@ impl Default for QueueSpec {
     }
 }
 
-/// A queue and the node that stores its messages.
+/// A queue, the node that created it, and where its messages live: on `owner` alone
+/// (`replicas` empty, R = 1: the owner's store), or on each node of `replicas` (R = 3 or 5:
+/// a Raft group of those nodes, `crate::queue::group`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     pub name: String,
@@ -71,6 +73,62 @@ pub struct QueueEntry {
     /// Wall time of the creation at the accepting node (ms since the epoch).
     pub created_ms: u64,
     pub spec: QueueSpec,
+    /// The members of the queue's Raft group, in placement order (data format 7); empty
+    /// for a queue kept by its owner alone.
+    #[serde(default)]
+    pub replicas: Vec<NodeId>,
+}
+
+impl QueueEntry {
+    /// Whether the queue is a Raft group (R > 1) rather than its owner's store.
+    pub fn replicated(&self) -> bool {
+        !self.replicas.is_empty()
+    }
+
+    /// The queue's Raft group id in the node's log engine and on the peer plane: its
+    /// incarnation, kept positive and clear of the catalog's group 0.
+    pub fn group(&self) -> u64 {
+        (self.incarnation & (i64::MAX as u64)).max(1)
+    }
+}
+
+/// Checks a replicated queue's members: none (R = 1), or 3 or 5 distinct nodes.
+pub fn check_replicas(replicas: &[NodeId]) -> Result<(), super::catalog::CatalogError> {
+    let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
+    if distinct.len() != replicas.len() {
+        return Err(super::catalog::CatalogError::BadReplicas(format!(
+            "{replicas:?} names a node twice"
+        )));
+    }
+    match replicas.len() {
+        0 | 3 | 5 => Ok(()),
+        n => Err(super::catalog::CatalogError::BadReplicas(format!(
+            "{n} given"
+        ))),
+    }
+}
+
+/// A queue entry as data formats 5 and 6 stored it, before replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntryV6 {
+    pub name: String,
+    pub owner: NodeId,
+    pub incarnation: u64,
+    pub created_ms: u64,
+    pub spec: QueueSpec,
+}
+
+impl From<QueueEntryV6> for QueueEntry {
+    fn from(q: QueueEntryV6) -> QueueEntry {
+        QueueEntry {
+            name: q.name,
+            owner: q.owner,
+            incarnation: q.incarnation,
+            created_ms: q.created_ms,
+            spec: q.spec,
+            replicas: Vec::new(),
+        }
+    }
 }
 
 /// The most queues in the catalog: every member holds the catalog, and every queue is a
@@ -102,6 +160,7 @@ impl From<QueueEntryV4> for QueueEntry {
             owner: q.owner,
             incarnation: 0,
             created_ms: 0,
+            replicas: Vec::new(),
             spec: QueueSpec {
                 visibility_timeout_ms: q.config.visibility_timeout_ms,
                 max_receives: q.config.max_receives,

@@ -217,6 +217,23 @@ impl Control {
         })
     }
 
+    /// The store the catalog's log is kept on (queue groups keep theirs beside it).
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    /// Whether every other member speaks at least peer protocol `p` with this node on a
+    /// connection open now (a member not connected counts as older).
+    pub(crate) fn members_speak(&self, p: u32) -> bool {
+        let fabric = self.network.fabric();
+        self.catalog.read(|s| {
+            s.catalog
+                .members()
+                .filter(|m| m.id != self.id)
+                .all(|m| fabric.protocol_of(m.id.0).is_some_and(|v| v >= p))
+        })
+    }
+
     /// What the peer endpoint serves with (the membership supervisor's copy).
     pub(crate) fn peer_service(&self) -> PeerService {
         (*self.service).clone()

@@ -38,11 +38,16 @@ pub(crate) type PeerWs = WebSocketStream<BoxStream>;
 /// or a message kind (answered `Unsupported` by a build that does not know it) without a
 /// new protocol; the number goes up when what a message *means* changes, and the hello
 /// settles on the highest version both ends speak (see [`negotiate`]).
-pub const PEER_PROTOCOL: u32 = 6;
+pub const PEER_PROTOCOL: u32 = 7;
 
 /// The first peer protocol whose builds read batched catalog entries
 /// (`CatalogCommand::Batch`): a leader batches only when every member speaks it with it.
 pub const BATCH_PROTOCOL: u32 = 6;
+
+/// The first peer protocol whose builds read queue entries with replicas
+/// (`CatalogCommand::CreateQueue` of data format 7) and run queue groups: a queue is created
+/// replicated only while every member speaks it.
+pub const REPLICAS_PROTOCOL: u32 = 7;
 
 /// The oldest peer protocol this build still speaks. 5 is the first in MessagePack: the
 /// builds before (1 to 4) spoke bincode and are told so (`hello::parse_hello`), so moving

@@ -374,6 +374,13 @@ fn parts(
         detector.clone(),
         queue_store,
         crate::queue::service::QueueLimits::from_settings(settings),
+        crate::queue::groups::Groups::new(
+            env.clone(),
+            control.clone(),
+            fabric.clone(),
+            detector.clone(),
+            settings,
+        ),
     ));
     let pubsub = crate::pubsub::exchange::Exchange::new(
         crate::pubsub::backlog::Retention::from_settings(settings),

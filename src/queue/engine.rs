@@ -809,6 +809,28 @@ impl Queue {
         delayed.into_iter().chain(in_flight).min()
     }
 
+    /// The next time time itself changes the queue (a delay, visibility deadline or TTL
+    /// runs out): a replicated queue's leader proposes a tick then, and not before.
+    pub fn due_at(&self) -> Option<u64> {
+        let expiring = self.expiring.iter().next().map(|(t, _)| *t);
+        self.next_due().into_iter().chain(expiring).min()
+    }
+
+    /// Whether a receive at `now` (by `holder`, if named) would take something: a message
+    /// is ready for it, or a deadline that may make one ready has passed. A replicated
+    /// queue's leader proposes a receive only then, so a waiting consumer writes nothing.
+    pub fn can_deliver(&self, now: u64, holder: Option<&Holder>) -> bool {
+        if let Some(h) = holder
+            && self.held(&h.id) >= h.max_in_flight
+        {
+            return false;
+        }
+        let addressed = holder
+            .and_then(|h| self.ready_for.get(&h.id))
+            .is_some_and(|r| !r.is_empty());
+        !self.ready.is_empty() || addressed || self.next_due().is_some_and(|t| t <= now)
+    }
+
     /// The oldest live message's id (ids grow with sends), for its age.
     pub fn oldest(&self) -> Option<u64> {
         self.entries

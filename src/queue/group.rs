@@ -71,6 +71,9 @@ struct Data {
 #[derive(Clone)]
 pub struct QueueStateMachine {
     data: Arc<Mutex<Data>>,
+    /// Woken after every applied batch of entries (and installed snapshot): receives
+    /// waiting on the leader look again.
+    applied: Arc<tokio::sync::Notify>,
     store: GroupDisk,
     stats: Arc<StoreStats>,
     max_snapshot_bytes: usize,
@@ -144,6 +147,7 @@ impl QueueStateMachine {
         };
         Ok(QueueStateMachine {
             data: Arc::new(Mutex::new(Data { state, snapshot })),
+            applied: Arc::default(),
             stats: store.stats(),
             store,
             max_snapshot_bytes,
@@ -153,6 +157,11 @@ impl QueueStateMachine {
     /// Reads the queue in place; `f` must not block.
     pub fn read<R>(&self, f: impl FnOnce(&QueueMachine) -> R) -> R {
         f(&self.data.lock().state.machine)
+    }
+
+    /// Notified after entries are applied or a snapshot installed.
+    pub fn applied(&self) -> &tokio::sync::Notify {
+        &self.applied
     }
 }
 
@@ -210,6 +219,8 @@ impl RaftStateMachine<QueueGroup> for QueueStateMachine {
                 }
             });
         }
+        drop(d);
+        self.applied.notify_waiters();
         Ok(out)
     }
 
@@ -246,6 +257,8 @@ impl RaftStateMachine<QueueGroup> for QueueStateMachine {
         let mut d = self.data.lock();
         d.state = state;
         d.snapshot = Some((meta.clone(), bytes));
+        drop(d);
+        self.applied.notify_waiters();
         Ok(())
     }
 

@@ -115,16 +115,32 @@ impl PlaneHandler for GroupHost {
     }
 }
 
+/// Where a node is reached now (`host:port`), by its id: the catalog's word, which
+/// follows a member that came back at another address.
+pub type AddrOf = Arc<dyn Fn(u64) -> Option<String> + Send + Sync>;
+
 /// One group's network: its replicas' peers reached on the node's fabric.
 #[derive(Clone)]
 pub struct GroupNetwork {
     fabric: Fabric,
     group: u64,
+    addr_of: Option<AddrOf>,
 }
 
 impl GroupNetwork {
     pub fn new(fabric: Fabric, group: u64) -> GroupNetwork {
-        GroupNetwork { fabric, group }
+        GroupNetwork {
+            fabric,
+            group,
+            addr_of: None,
+        }
+    }
+
+    /// Reaches each peer where `addr_of` says at each RPC, not at the address the group's
+    /// membership recorded when the group began.
+    pub fn resolving(mut self, addr_of: AddrOf) -> GroupNetwork {
+        self.addr_of = Some(addr_of);
+        self
     }
 }
 
@@ -135,7 +151,9 @@ impl RaftNetworkFactory<QueueGroup> for GroupNetwork {
         GroupClient {
             target,
             group: self.group,
-            link: self.fabric.link_to(target, &node.addr),
+            fabric: self.fabric.clone(),
+            recorded: node.addr.clone(),
+            addr_of: self.addr_of.clone(),
         }
     }
 }
@@ -144,7 +162,10 @@ impl RaftNetworkFactory<QueueGroup> for GroupNetwork {
 pub struct GroupClient {
     target: u64,
     group: u64,
-    link: Link,
+    fabric: Fabric,
+    /// The address in the group's membership.
+    recorded: String,
+    addr_of: Option<AddrOf>,
 }
 
 fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<u64, BasicNode, E> {
@@ -164,8 +185,13 @@ impl GroupClient {
             rpc,
         };
         let body = codec::encode(&req).map_err(|e| unreachable(io::Error::other(e)))?;
-        let reply = self
-            .link
+        let addr = self
+            .addr_of
+            .as_ref()
+            .and_then(|f| f(self.target))
+            .unwrap_or_else(|| self.recorded.clone());
+        let link: Link = self.fabric.link_to(self.target, &addr);
+        let reply = link
             .call(Plane::Groups, body, option.hard_ttl())
             .await
             .map_err(|f| unreachable(f.error))?;

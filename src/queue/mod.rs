@@ -14,6 +14,7 @@ pub mod fail;
 pub mod feed;
 pub mod group;
 pub mod group_network;
+pub mod groups;
 pub mod machine;
 pub mod metrics;
 pub mod request;

@@ -82,6 +82,9 @@ pub struct CreateRequest {
     pub enable_deduplication: Option<bool>,
     pub deduplication_window_seconds: Option<f64>,
     pub message_ttl_seconds: Option<f64>,
+    /// How many nodes keep the queue: 1 (its creating node's store), 3 or 5 (a Raft group;
+    /// the default in a cluster of three or more nodes is 3).
+    pub replicas: Option<u32>,
 }
 
 /// A queue name: 1 to 128 bytes of letters, digits, `.`, `_` and `-`, starting with a

@@ -26,7 +26,7 @@ use super::request::{self, Limits};
 use super::store::{Store, StoreError, Write};
 use crate::config::Settings;
 use crate::control::replica::{CommitError, Control};
-use crate::control::{CatalogCommand, CatalogError, QueueEntry};
+use crate::control::{CatalogCommand, CatalogError, NodeId, QueueEntry};
 use crate::data::client::DataClient;
 use crate::env::Env;
 use crate::fabric::Fabric;
@@ -36,12 +36,14 @@ use crate::fabric::liveness::Liveness;
 pub use super::fail::QueueFail;
 
 mod owner;
+mod replicated;
 
 /// How long a catalog commit (create, delete) may take before the call fails (1017).
 const COMMIT_WITHIN: Duration = Duration::from_secs(5);
 /// How long a miss waits to catch up with the leader before it is answered `not found`.
 const MISS_CATCH_UP: Duration = Duration::from_secs(1);
-/// How long a forwarded call may take beyond its own wait.
+/// How long a forwarded call may take beyond its own wait (for a replicated queue, also
+/// how long a call looks for its group's leader).
 const FORWARD_SLACK: Duration = Duration::from_secs(10);
 
 /// This node's queue bounds, from its settings.
@@ -214,6 +216,8 @@ pub struct Queues {
     /// One load from the store at a time (a queue is loaded once).
     loading: tokio::sync::Mutex<()>,
     waiters: AtomicUsize,
+    /// The replicated queues' groups this node holds replicas of.
+    groups: Arc<crate::queue::groups::Groups>,
     /// Set once this node's stored queues are back in the catalog ([`Queues::reclaim`]):
     /// until then, a queue not in the catalog may be one of them.
     reclaimed: tokio::sync::watch::Sender<bool>,
@@ -227,6 +231,7 @@ impl Queues {
         detector: SharedDetector,
         store: Store,
         limits: QueueLimits,
+        groups: Arc<crate::queue::groups::Groups>,
     ) -> Queues {
         Queues {
             env,
@@ -238,6 +243,7 @@ impl Queues {
             owned: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
             waiters: AtomicUsize::new(0),
+            groups,
             reclaimed: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -249,6 +255,11 @@ impl Queues {
 
     pub fn limits(&self) -> &QueueLimits {
         &self.limits
+    }
+
+    /// The replicated queues' groups this node holds replicas of.
+    pub fn groups(&self) -> &crate::queue::groups::Groups {
+        &self.groups
     }
 
     /// The queues this node owns and has loaded, by name.
@@ -309,10 +320,13 @@ impl Queues {
             };
         }
         let me = self.control.id;
-        let mine = self
-            .control
-            .catalog
-            .read(|s| s.catalog.queues().filter(|q| q.owner == me).count());
+        let replicas = self.place(req.replicas)?;
+        let mine = self.control.catalog.read(|s| {
+            s.catalog
+                .queues()
+                .filter(|q| q.owner == me || q.replicas.contains(&me))
+                .count()
+        });
         if mine >= self.limits.max_queues {
             return Err(QueueFail::refused(
                 "too_many_queues",
@@ -328,7 +342,11 @@ impl Queues {
             incarnation: self.env.rng.next_u64(),
             created_ms: self.now(),
             spec,
+            replicas,
         };
+        if entry.replicated() {
+            return self.create_replicated(entry).await;
+        }
         match self
             .control
             .propose_within(CatalogCommand::CreateQueue(entry.clone()), COMMIT_WITHIN)
@@ -363,9 +381,102 @@ impl Queues {
         }
     }
 
+    /// Commits a replicated queue to the catalog (its replicas start on their nodes when
+    /// they apply it, `groups`). Proposed as the old command while some member is of an
+    /// older build, which does not read the new one (`place` then chose none).
+    async fn create_replicated(&self, entry: QueueEntry) -> Result<Value, QueueFail> {
+        let name = entry.name.clone();
+        match self
+            .control
+            .propose_within(CatalogCommand::CreateQueue(entry.clone()), COMMIT_WITHIN)
+            .await
+        {
+            Ok(()) => {
+                // This node's replica, if it holds one, starts now rather than at the
+                // queue task's next look.
+                self.groups.reconcile().await;
+                Ok(self.created(&entry, true))
+            }
+            Err(CommitError::Refused(CatalogError::QueueExists(_))) => match self.entry(&name) {
+                Some(existing) if existing.spec == entry.spec => Ok(self.created(&existing, false)),
+                _ => Err(QueueFail::Exists(name)),
+            },
+            Err(CommitError::Refused(e)) => {
+                Err(QueueFail::refused("catalog_refused", e.to_string()))
+            }
+            Err(CommitError::Unavailable(why)) => Err(QueueFail::unavailable(
+                "catalog_unavailable",
+                format!("the catalog could not commit the queue: {why}"),
+            )),
+        }
+    }
+
+    /// Where a new queue's replicas go: none (R = 1, the creating node keeps it) or R
+    /// distinct live members, those holding the fewest replicas first. Asked for nothing,
+    /// R is 3 in a cluster of three or more nodes whose members all run queue groups.
+    fn place(&self, asked: Option<u32>) -> Result<Vec<NodeId>, QueueFail> {
+        let me = self.control.id;
+        let now = self.env.clock.now();
+        let (members, mut load) = self.control.catalog.read(|s| {
+            let members: Vec<NodeId> = s.catalog.members().map(|m| m.id).collect();
+            let mut load: BTreeMap<NodeId, usize> = members.iter().map(|m| (*m, 0)).collect();
+            for q in s.catalog.queues() {
+                for r in &q.replicas {
+                    *load.entry(*r).or_default() += 1;
+                }
+            }
+            (members, load)
+        });
+        let r = match asked {
+            None if members.len() >= 3 => 3,
+            None | Some(1) => return Ok(Vec::new()),
+            Some(n @ (3 | 5)) => n as usize,
+            Some(n) => {
+                return Err(QueueFail::Invalid(format!(
+                    "replicas: 1, 3 or 5 (a majority of them must be up), not {n}"
+                )));
+            }
+        };
+        if !self
+            .control
+            .members_speak(crate::fabric::frame::REPLICAS_PROTOCOL)
+        {
+            return match asked {
+                None => Ok(Vec::new()),
+                Some(_) => Err(QueueFail::refused(
+                    "replicas_unsupported",
+                    "some member of the cluster runs an older build without replicated \
+                     queues (or is not connected): create the queue with replicas 1, or \
+                     after the upgrade",
+                )),
+            };
+        }
+        let live: Vec<NodeId> = {
+            let d = self.detector.lock();
+            members
+                .into_iter()
+                .filter(|id| *id == me || d.status(*id, now) != Liveness::Down)
+                .collect()
+        };
+        if live.len() < r {
+            return Err(QueueFail::refused(
+                "not_enough_nodes",
+                format!(
+                    "{r} replicas need {r} live nodes; the cluster has {} up",
+                    live.len()
+                ),
+            ));
+        }
+        let mut ranked: Vec<(usize, NodeId)> = live
+            .into_iter()
+            .map(|id| (load.remove(&id).unwrap_or(0), id))
+            .collect();
+        ranked.sort();
+        Ok(ranked.into_iter().take(r).map(|(_, id)| id).collect())
+    }
+
     fn created(&self, q: &QueueEntry, created: bool) -> Value {
-        let owner = self.control.catalog.read(|s| s.catalog.node_id_of(q.owner));
-        let mut v = entry_json(q, owner);
+        let mut v = self.control.catalog.read(|s| entry_json(q, &s.catalog));
         v["created"] = json!(created);
         v["success"] = json!(true);
         v
@@ -376,7 +487,7 @@ impl Queues {
         let queues: Vec<Value> = self.control.catalog.read(|s| {
             s.catalog
                 .queues()
-                .map(|q| entry_json(q, s.catalog.node_id_of(q.owner)))
+                .map(|q| entry_json(q, &s.catalog))
                 .collect()
         });
         json!({ "count": queues.len(), "queues": queues })
@@ -391,7 +502,9 @@ impl Queues {
             .ok_or_else(|| QueueFail::Invalid("queue_name: required".into()))?;
         request::queue_name(name)?;
         let entry = self.entry_after_reclaim(name).await?;
-        if entry.owner == self.control.id {
+        if entry.replicated() {
+            self.group_call(op, &entry, req).await
+        } else if entry.owner == self.control.id {
             self.run(op, &entry, req).await
         } else {
             self.forward(&entry, op, req).await
@@ -430,6 +543,10 @@ impl Queues {
         let entry = self
             .entry(name)
             .ok_or_else(|| QueueFail::NotFound(name.to_owned()))?;
+        if entry.replicated() {
+            let reply = self.serve_group(op, &entry, req).await?;
+            return serde_json::to_vec(&reply).map_err(|e| QueueFail::Invalid(e.to_string()));
+        }
         if entry.owner != self.control.id {
             return Err(QueueFail::unavailable(
                 "queue_moved",
@@ -566,13 +683,16 @@ impl Queues {
     }
 }
 
-/// A catalog queue in replies (`queue_list`, `queue_create`), with its owner's node id.
-/// (Called inside a catalog read: it must not read the catalog again.)
-fn entry_json(q: &QueueEntry, owner: String) -> Value {
+/// A catalog queue in replies (`queue_list`, `queue_create`), with its owner's and
+/// replicas' node ids. (Called inside a catalog read: it must not read the catalog again.)
+fn entry_json(q: &QueueEntry, catalog: &crate::control::Catalog) -> Value {
     let s = &q.spec;
+    let replica_nodes: Vec<String> = q.replicas.iter().map(|r| catalog.node_id_of(*r)).collect();
     json!({
         "queue_name": q.name,
-        "owner": owner,
+        "owner": catalog.node_id_of(q.owner),
+        "replicas": q.replicas.len().max(1),
+        "replica_nodes": replica_nodes,
         "queue_type": s.queue_type.as_str(),
         "max_size": s.max_size,
         "max_bytes": s.max_bytes,
@@ -614,11 +734,19 @@ pub(crate) async fn run(
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = every.tick() => queues.tick(),
-            _ = shutdown.wait_for(|s| *s) => return,
+        let stop = tokio::select! {
+            _ = every.tick() => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if stop {
+            break;
         }
+        queues.tick();
+        queues.groups.reconcile().await;
+        queues.groups.watch_leaders().await;
+        queues.tick_groups().await;
     }
+    queues.groups.shutdown().await;
 }
 
 /// The queues as the data plane sees them: calls forwarded to this node as an owner.

@@ -131,6 +131,7 @@ pub(crate) mod testing {
             owner: mpreg::ids::NodeId(1),
             incarnation: 1,
             created_ms: 0,
+            replicas: Vec::new(),
             spec: QueueSpec {
                 visibility_timeout_ms: 30_000,
                 max_receives: 0,

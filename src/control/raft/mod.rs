@@ -7,6 +7,7 @@
 mod format_v1;
 mod format_v3;
 mod format_v4;
+mod format_v6;
 mod membership;
 mod network;
 mod propose;

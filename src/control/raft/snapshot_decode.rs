@@ -7,6 +7,7 @@ use openraft::{StorageError, StorageIOError};
 use super::format_v1::StoredStateV1;
 use super::format_v3::StoredStateV3;
 use super::format_v4::StoredStateV4;
+use super::format_v6::StoredStateV6;
 use super::stored_state::StoredState;
 use crate::fabric::codec::decode_stored_within;
 
@@ -20,9 +21,14 @@ pub(super) fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64>
 #[allow(clippy::result_large_err)] // openraft's storage methods all return this error
 pub(super) fn decode_state(bytes: &[u8], max: usize) -> Result<StoredState, StorageError<u64>> {
     // A snapshot of an older format (a leader of the older build during a rolling upgrade)
-    // reads too: before queue settings (format 4), queue entries differ; before the policy
+    // reads too: before replicas (formats 5–6), queue entries end early; before queue settings (format 4), queue entries differ; before the policy
     // (formats 2–3), a catalog ends early; before roles (format 1), function entries differ.
     decode_stored_within::<StoredState>(bytes, max)
+        .or_else(|e| {
+            decode_stored_within::<StoredStateV6>(bytes, max)
+                .map(Into::into)
+                .map_err(|_| e)
+        })
         .or_else(|e| {
             decode_stored_within::<StoredStateV4>(bytes, max)
                 .map(Into::into)

@@ -71,7 +71,10 @@ pub const CATALOG_GROUP: i64 = 0;
 /// command keeps its place, the new one is a new variant).
 /// Format 6: logs are kept by group in the log engine's tables (`log_entries`, `log_meta`,
 /// `log_snapshots`); a format-5 database's tables move there as group 0 (`from_format_5`).
-pub const DATA_FORMAT: i64 = 6;
+/// Format 7: queue entries name their replicas; a format 5–6 catalog snapshot is rewritten
+/// at open (`format_v6`), log entries read unchanged (the old queue command keeps its
+/// place, the new one is a new variant).
+pub const DATA_FORMAT: i64 = 7;
 
 fn encode<T: Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
     codec::encode_stored(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -116,6 +119,9 @@ fn prepare(c: &mut rusqlite::Connection) -> Result<(), DbError> {
     tx.execute_batch(SCHEMA)?;
     if found < 6 {
         from_format_5(&tx)?;
+    }
+    if found == 5 || found == 6 {
+        from_format_6(&tx)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {DATA_FORMAT}"))?;
     Ok(tx.commit()?)
@@ -348,6 +354,26 @@ fn from_format_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// the caller's transaction; log entries read unchanged.
 fn from_format_4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     rewrite_snapshot::<super::format_v4::StoredStateV4>(tx)
+}
+
+/// Rewrites a format 5–6 catalog snapshot (already in `log_snapshots`) as this format
+/// (queue entries gain their replicas, none), in the caller's transaction.
+fn from_format_6(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let snapshot: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT data FROM log_snapshots WHERE grp = ?1",
+            params![CATALOG_GROUP],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(bytes) = snapshot {
+        let state: StoredState = decode::<super::format_v6::StoredStateV6>(&bytes)?.into();
+        tx.execute(
+            "UPDATE log_snapshots SET data = ?1 WHERE grp = ?2",
+            params![encode(&state)?, CATALOG_GROUP],
+        )?;
+    }
+    Ok(())
 }
 
 /// Reads the snapshot as `Old` and writes it back as this format's state.

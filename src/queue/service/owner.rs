@@ -514,21 +514,7 @@ impl Queues {
     }
 
     fn deliveries(&self, q: &Owned, got: Vec<Delivery>) -> Value {
-        let messages: Vec<Value> = got
-            .into_iter()
-            .map(|d| {
-                let mut m = message_json(&d.payload, d.meta.as_deref());
-                m["message_id"] = json!(message_id(q, d.receipt.id));
-                m["receipt_handle"] = json!(request::receipt_handle(q.boot, d.receipt));
-                m["receive_count"] = json!(d.receive_count);
-                m["priority"] = json!(d.priority);
-                if let Some(g) = d.group {
-                    m["message_group_id"] = json!(g);
-                }
-                m
-            })
-            .collect();
-        json!({ "queue_name": q.name, "messages": messages })
+        deliveries_json(&q.name, q.incarnation, q.boot, got)
     }
 
     fn stats(&self, q: &Owned) -> Value {
@@ -559,7 +545,7 @@ impl Queues {
     }
 
     /// `queue_delete`, on the owner: out of the catalog, then its rows.
-    async fn delete(&self, entry: &QueueEntry) -> Result<Value, QueueFail> {
+    pub(super) async fn delete(&self, entry: &QueueEntry) -> Result<Value, QueueFail> {
         match self
             .control
             .propose_within(
@@ -615,10 +601,10 @@ impl Committed {
 }
 
 /// One waiting receive, counted against the node's bound while it waits.
-struct Waiter<'a>(&'a AtomicUsize);
+pub(super) struct Waiter<'a>(&'a AtomicUsize);
 
 impl<'a> Waiter<'a> {
-    fn enter(count: &'a AtomicUsize, max: usize) -> Result<Waiter<'a>, QueueFail> {
+    pub(super) fn enter(count: &'a AtomicUsize, max: usize) -> Result<Waiter<'a>, QueueFail> {
         let before = count.fetch_add(1, Ordering::Relaxed);
         let w = Waiter(count);
         if before >= max {
@@ -640,18 +626,47 @@ impl Drop for Waiter<'_> {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, QueueFail> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, QueueFail> {
     serde_json::from_value(v).map_err(|e| QueueFail::Invalid(e.to_string()))
 }
 
 /// A message id as clients see it: the queue's incarnation and the message's number, so
 /// ids of a queue created again under its name differ.
 fn message_id(q: &Owned, id: u64) -> String {
-    format!("{:x}-{id}", q.incarnation)
+    message_id_of(q.incarnation, id)
+}
+
+pub(super) fn message_id_of(incarnation: u64, id: u64) -> String {
+    format!("{incarnation:x}-{id}")
+}
+
+/// A receive's reply: each delivery with its id and receipt (`boot` names the run of the
+/// queue the receipts are good for).
+pub(super) fn deliveries_json(
+    name: &str,
+    incarnation: u64,
+    boot: u64,
+    got: Vec<Delivery>,
+) -> Value {
+    let messages: Vec<Value> = got
+        .into_iter()
+        .map(|d| {
+            let mut m = message_json(&d.payload, d.meta.as_deref());
+            m["message_id"] = json!(message_id_of(incarnation, d.receipt.id));
+            m["receipt_handle"] = json!(request::receipt_handle(boot, d.receipt));
+            m["receive_count"] = json!(d.receive_count);
+            m["priority"] = json!(d.priority);
+            if let Some(g) = d.group {
+                m["message_group_id"] = json!(g);
+            }
+            m
+        })
+        .collect();
+    json!({ "queue_name": name, "messages": messages })
 }
 
 /// A message's payload (its JSON text) with its topic and headers.
-fn message_json(payload: &[u8], meta: Option<&[u8]>) -> Value {
+pub(super) fn message_json(payload: &[u8], meta: Option<&[u8]>) -> Value {
     let meta = request::meta_of(meta);
     json!({
         "message_payload": serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null),
@@ -668,9 +683,18 @@ const ACTIVE_FOR_MS: u64 = 30_000;
 /// hold the fewest messages now (then by name). None active, or fewer than `n`: refused,
 /// not dead-lettered or kept for nobody.
 fn addressees(st: &mut State, now: u64, guarantee: Guarantee) -> Result<Vec<Arc<str>>, QueueFail> {
-    st.active
-        .retain(|_, seen| now.saturating_sub(*seen) <= ACTIVE_FOR_MS);
-    let active: Vec<Arc<str>> = st.active.keys().cloned().collect();
+    addressees_of(&mut st.active, &st.queue, now, guarantee)
+}
+
+/// [`addressees`] of a queue and its named consumers.
+pub(super) fn addressees_of(
+    active: &mut std::collections::BTreeMap<Arc<str>, u64>,
+    queue: &crate::queue::engine::Queue,
+    now: u64,
+    guarantee: Guarantee,
+) -> Result<Vec<Arc<str>>, QueueFail> {
+    active.retain(|_, seen| now.saturating_sub(*seen) <= ACTIVE_FOR_MS);
+    let active: Vec<Arc<str>> = active.keys().cloned().collect();
     match guarantee {
         Guarantee::Quorum(n) => {
             let n = n as usize;
@@ -686,7 +710,7 @@ fn addressees(st: &mut State, now: u64, guarantee: Guarantee) -> Result<Vec<Arc<
                 ));
             }
             let mut by_load: Vec<(usize, Arc<str>)> =
-                active.into_iter().map(|c| (st.queue.held(&c), c)).collect();
+                active.into_iter().map(|c| (queue.held(&c), c)).collect();
             by_load.sort();
             Ok(by_load.into_iter().take(n).map(|(_, c)| c).collect())
         }

@@ -1,0 +1,342 @@
+//! The replicated queues' groups a node holds a replica of: started from the catalog's
+//! placement (a queue entry's `replicas`), stopped when the queue is deleted or moved off
+//! this node, served to peers on `Plane::Groups` (`group_network`).
+//!
+//! Groups are quiescent: openraft's own heartbeats and election timers are off, so an idle
+//! group sends nothing, and a node with a thousand idle queues costs what it costs with
+//! none. Failure detection is the node's, once per peer: the fabric's heartbeat detector
+//! (`fabric::heartbeat`) says when a peer is down, and a replica whose leader is down (or
+//! that knows no leader) turns openraft's election timer on until a leader is known again
+//! (the first live replica in placement order campaigns at once). A write commits as in any
+//! Raft group; only the timers are the node's.
+//!
+//! Every replica is initialized with the group's members (the vote guard needs them, see
+//! `group_network`); a replica restarted from its log is initialized already, and openraft
+//! says so, which is not an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::{BasicNode, Config, Raft};
+use parking_lot::Mutex;
+
+use super::group::{GroupDisk, QueueGroup, QueueStateMachine};
+use super::group_network::{GroupHost, GroupNetwork};
+use crate::control::raft::{Disk, LogStore};
+use crate::control::replica::Control;
+use crate::control::{NodeId, QueueEntry};
+use crate::env::Env;
+use crate::fabric::heartbeat::SharedDetector;
+use crate::fabric::liveness::Liveness;
+use crate::fabric::{Fabric, Plane, PlaneHandler};
+
+/// One replica of a queue's group on this node.
+pub struct Replica {
+    pub entry: QueueEntry,
+    pub raft: Raft<QueueGroup>,
+    pub sm: QueueStateMachine,
+    /// Counted where calls ran: on the leader of the moment.
+    pub counters: super::service::Counters,
+    /// Named consumers and when each last asked for messages (the leader's, for broadcast
+    /// and quorum sends; a new leader learns them again within a long poll).
+    pub active: Mutex<BTreeMap<Arc<str>, u64>>,
+    /// Since when this replica has known no live leader (the node's clock).
+    leaderless_since: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Replica {
+    /// The group's leader as this replica knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self, me: NodeId) -> bool {
+        self.leader() == Some(me.0)
+    }
+}
+
+/// Why a replica could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("queue `{0}`: this node has no disk for a replica's log")]
+    NoDisk(String),
+    #[error("queue `{queue}`: its replica did not start: {why}")]
+    Raft { queue: String, why: String },
+}
+
+/// The queue groups of this node.
+pub struct Groups {
+    env: Env,
+    control: Arc<Control>,
+    fabric: Fabric,
+    detector: SharedDetector,
+    host: Arc<GroupHost>,
+    config: Arc<Config>,
+    max_snapshot_bytes: usize,
+    replicas: Mutex<BTreeMap<String, Arc<Replica>>>,
+    /// The catalog's applied index at the last reconcile: nothing to do until it moves.
+    seen: Mutex<Option<u64>>,
+}
+
+impl Groups {
+    /// The groups of this node, served to peers on the fabric from now on (none yet: the
+    /// queue task reconciles them with the catalog).
+    pub(crate) fn new(
+        env: Env,
+        control: Arc<Control>,
+        fabric: Fabric,
+        detector: SharedDetector,
+        settings: &crate::config::Settings,
+    ) -> Arc<Groups> {
+        let config = Config {
+            cluster_name: "mpreg-queue".to_owned(),
+            heartbeat_interval: settings.raft_heartbeat_ms,
+            election_timeout_min: settings.raft_election_timeout_ms,
+            election_timeout_max: settings.raft_election_timeout_ms * 2,
+            // Quiescent: the node's detector, not each group, watches peers (module note).
+            enable_heartbeat: false,
+            enable_elect: false,
+            // A send is at most `queue_max_message_bytes` (a batch, 100 of them): 16 such
+            // entries keep an append inside a peer frame.
+            max_payload_entries: 16,
+            ..Config::default()
+        }
+        .validate()
+        // The settings were checked (an election timeout above the heartbeat), so this
+        // holds; were it not to, openraft's defaults still make a working group.
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "queue groups run on openraft's default timing");
+            Config {
+                enable_heartbeat: false,
+                enable_elect: false,
+                ..Config::default()
+            }
+        });
+        let host = Arc::new(GroupHost::default());
+        let handler: Arc<dyn PlaneHandler> = host.clone();
+        fabric.serve(Plane::Groups, Arc::downgrade(&handler));
+        Arc::new(Groups {
+            env,
+            control,
+            fabric,
+            detector,
+            host,
+            config: Arc::new(config),
+            // A queue holds at most its byte bound of payloads, plus per-message overhead.
+            max_snapshot_bytes: settings
+                .max_snapshot_bytes
+                .max(settings.queue_max_bytes.saturating_mul(2) + (16 << 20)),
+            replicas: Mutex::default(),
+            seen: Mutex::default(),
+        })
+    }
+
+    /// This node's replica of queue `entry`'s group, if it runs one of this incarnation.
+    pub fn get(&self, entry: &QueueEntry) -> Option<Arc<Replica>> {
+        self.replicas
+            .lock()
+            .get(&entry.name)
+            .filter(|r| r.entry.incarnation == entry.incarnation)
+            .cloned()
+    }
+
+    /// Every replica this node runs.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.replicas.lock().values().cloned().collect()
+    }
+
+    /// Starts the replicas the catalog places here and stops those it no longer does.
+    /// Cheap when the catalog has not moved since the last call.
+    pub(crate) async fn reconcile(&self) {
+        let applied = self
+            .control
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index);
+        if *self.seen.lock() == applied && applied.is_some() {
+            return;
+        }
+        let me = self.control.id;
+        let wanted: BTreeMap<String, QueueEntry> = self.control.catalog.read(|s| {
+            s.catalog
+                .queues()
+                .filter(|q| q.replicas.contains(&me))
+                .map(|q| (q.name.clone(), q.clone()))
+                .collect()
+        });
+        let stale: Vec<Arc<Replica>> = {
+            let mut running = self.replicas.lock();
+            let gone: Vec<String> = running
+                .iter()
+                .filter(|(name, r)| {
+                    wanted
+                        .get(*name)
+                        .is_none_or(|w| w.incarnation != r.entry.incarnation)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            gone.iter().filter_map(|n| running.remove(n)).collect()
+        };
+        for r in stale {
+            self.host.remove(r.entry.group());
+            if let Err(e) = r.raft.shutdown().await {
+                tracing::warn!(queue = %r.entry.name, error = %e, "a queue replica stopped badly");
+            }
+        }
+        let mut all_started = true;
+        for (name, entry) in wanted {
+            let running = self.replicas.lock().get(&name).cloned();
+            match running {
+                Some(r) => {
+                    // Placement changed (a replica moved): the group's membership follows
+                    // on its leader (`repair`); the entry kept here is the latest.
+                    if r.entry.replicas != entry.replicas {
+                        let updated = Arc::new(Replica {
+                            entry,
+                            raft: r.raft.clone(),
+                            sm: r.sm.clone(),
+                            counters: Default::default(),
+                            active: Mutex::new(r.active.lock().clone()),
+                            leaderless_since: Mutex::new(*r.leaderless_since.lock()),
+                        });
+                        self.replicas.lock().insert(name, updated);
+                    }
+                }
+                None => match self.start(entry).await {
+                    Ok(r) => {
+                        self.replicas.lock().insert(name, r);
+                    }
+                    Err(e) => {
+                        all_started = false;
+                        tracing::warn!(error = %e, "a queue replica could not start");
+                    }
+                },
+            }
+        }
+        if all_started {
+            *self.seen.lock() = applied;
+        }
+    }
+
+    async fn start(&self, entry: QueueEntry) -> Result<Arc<Replica>, StartError> {
+        let group = entry.group();
+        let raft_err = |why: String| StartError::Raft {
+            queue: entry.name.clone(),
+            why,
+        };
+        let disk = match self.control.disk() {
+            // `group()` is at most i64::MAX, never the catalog's 0.
+            Disk::Sqlite(log) => GroupDisk::Sqlite(log.in_group::<QueueGroup>(group as i64)),
+            // The memory disk is the process's: a replica restarted with it starts empty
+            // and catches up from its group, as a replaced disk would.
+            Disk::Memory(_) => GroupDisk::Memory(LogStore::default()),
+            Disk::None => return Err(StartError::NoDisk(entry.name.clone())),
+        };
+        let config = super::request::config_of(&entry.spec);
+        let sm = QueueStateMachine::open(disk.clone(), config, self.max_snapshot_bytes)
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        let control = self.control.clone();
+        let net = GroupNetwork::new(self.fabric.clone(), group)
+            .resolving(Arc::new(move |id| control.member_addr(NodeId(id))));
+        let me = self.control.id.0;
+        let raft = match disk {
+            GroupDisk::Sqlite(log) => {
+                Raft::new(me, self.config.clone(), net, log, sm.clone()).await
+            }
+            GroupDisk::Memory(log) => {
+                Raft::new(me, self.config.clone(), net, log, sm.clone()).await
+            }
+        }
+        .map_err(|e| raft_err(e.to_string()))?;
+        if let Some(old) = self.host.insert(group, raft.clone()) {
+            let _ = old.shutdown().await;
+        }
+        let members: BTreeMap<u64, BasicNode> = entry
+            .replicas
+            .iter()
+            .map(|id| {
+                let addr = self.control.member_addr(*id).unwrap_or_default();
+                (id.0, BasicNode::new(addr))
+            })
+            .collect();
+        // A replica restarted from its log was initialized before: openraft refuses the
+        // second, harmlessly.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(queue = %entry.name, error = %e, "queue replica initialized before");
+        }
+        tracing::debug!(queue = %entry.name, group, "queue replica started");
+        Ok(Arc::new(Replica {
+            entry,
+            raft,
+            sm,
+            counters: Default::default(),
+            active: Mutex::default(),
+            leaderless_since: Mutex::default(),
+        }))
+    }
+
+    /// Starts elections where a group has no live leader (see the module's note). The
+    /// queue task calls it every tick.
+    pub(crate) async fn watch_leaders(&self) {
+        let now = self.env.clock.now();
+        let me = self.control.id;
+        let members: BTreeSet<NodeId> = self
+            .control
+            .catalog
+            .read(|s| s.catalog.members().map(|m| m.id).collect());
+        // Gone: down by the detector, or no longer a member (it left: the detector forgot it).
+        let gone: BTreeSet<u64> = {
+            let d = self.detector.lock();
+            self.all()
+                .iter()
+                .flat_map(|r| r.entry.replicas.iter().copied())
+                .filter(|id| {
+                    *id != me && (!members.contains(id) || d.status(*id, now) == Liveness::Down)
+                })
+                .map(|id| id.0)
+                .collect()
+        };
+        for r in self.all() {
+            let leader = r.leader();
+            let led = leader.is_some_and(|l| l == me.0 || !gone.contains(&l));
+            // openraft's own election timer runs only while the group has no live leader:
+            // its randomized timeouts settle split votes, and a replica whose log is behind
+            // loses to one that is not.
+            r.raft.runtime_config().elect(!led);
+            if led {
+                *r.leaderless_since.lock() = None;
+                continue;
+            }
+            let first = r.leaderless_since.lock().is_none();
+            r.leaderless_since.lock().get_or_insert(now);
+            // The first live replica in placement order campaigns at once rather than
+            // after a timeout (a new group, a leader that just went).
+            let rank0 = r
+                .entry
+                .replicas
+                .iter()
+                .find(|id| !gone.contains(&id.0) && Some(id.0) != leader)
+                == Some(&me);
+            if first && rank0 {
+                tracing::debug!(queue = %r.entry.name, ?leader, "queue replica campaigns");
+                if let Err(e) = r.raft.trigger().elect().await {
+                    tracing::warn!(queue = %r.entry.name, error = %e, "queue replica cannot campaign");
+                }
+            }
+        }
+    }
+
+    /// Stops every replica (the node is stopping).
+    pub(crate) async fn shutdown(&self) {
+        let all: Vec<Arc<Replica>> = std::mem::take(&mut *self.replicas.lock())
+            .into_values()
+            .collect();
+        for r in all {
+            self.host.remove(r.entry.group());
+            let _ = r.raft.shutdown().await;
+        }
+    }
+}
