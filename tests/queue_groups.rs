@@ -18,6 +18,10 @@ async fn call(c: &Client, name: &str, req: Value) -> Value {
 }
 
 async fn trio() -> Vec<RunningNode> {
+    cluster(3).await
+}
+
+async fn cluster(n: usize) -> Vec<RunningNode> {
     let a = start_node(
         Settings {
             name: "a".into(),
@@ -28,7 +32,7 @@ async fn trio() -> Vec<RunningNode> {
     .await;
     assert!(a.registered().await);
     let mut nodes = vec![a];
-    for name in ["b", "c"] {
+    for name in ["b", "c", "d", "e"].into_iter().take(n - 1) {
         let n = start_node(
             Settings {
                 name: name.into(),
@@ -161,6 +165,145 @@ async fn a_replicated_queue_keeps_what_it_acknowledged_when_its_leader_leaves() 
     let stats = call(&clients[0], "queue_stats", json!({"queue_name": "jobs"})).await;
     assert_eq!(stats["depth"], 0, "{stats}");
     assert_eq!(stats["in_flight"], 0, "{stats}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// The queue's replica nodes, as the catalog of the node `c` is connected to says.
+async fn replica_nodes(c: &Client, queue: &str) -> Vec<String> {
+    let list = call(c, "queue_list", json!({})).await;
+    list["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["queue_name"] == queue)
+        .expect("the queue")["replica_nodes"]
+        .as_array()
+        .expect("replica nodes")
+        .iter()
+        .map(|n| n.as_str().expect("a node id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_node_left_moves_to_a_live_node_and_keeps_the_queue() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut nodes = cluster(4).await;
+    all_members(&nodes).await;
+    let mut clients: Vec<Client> = futures_util::future::join_all(
+        nodes
+            .iter()
+            .map(|n| async { Client::connect(n.url()).await.unwrap() }),
+    )
+    .await;
+    call(
+        &clients[0],
+        "queue_create",
+        json!({"queue_name": "moves", "replicas": 3}),
+    )
+    .await;
+    for i in 0..30 {
+        call(
+            &clients[i % 4],
+            "queue_send",
+            json!({"queue_name": "moves", "message_payload": i}),
+        )
+        .await;
+    }
+    let placed = replica_nodes(&clients[0], "moves").await;
+    assert_eq!(placed.len(), 3, "{placed:?}");
+    let spare = nodes
+        .iter()
+        .find(|n| !placed.contains(&n.node_id().to_owned()))
+        .expect("one node holds no replica")
+        .node_id()
+        .to_owned();
+    // One replica's node leaves: its place goes to the spare node.
+    let leaving = nodes
+        .iter()
+        .position(|n| n.node_id() == placed[1])
+        .expect("a replica's node");
+    drop(clients.remove(leaving));
+    nodes.remove(leaving).shutdown().await;
+    let moved = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let now = replica_nodes(&clients[0], "moves").await;
+            if now.contains(&spare) && !now.contains(&placed[1]) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the replica moved within 30 s");
+    assert_eq!(moved.len(), 3, "{moved:?}");
+    // The group took the spare in as a voter once it caught up: another original replica
+    // may go now, and the two left (one of them the new one) still hold every message.
+    let at_spare = nodes.iter().position(|n| n.node_id() == spare).unwrap();
+    let mut want: Vec<u64> = nodes
+        .iter()
+        .filter(|n| moved.contains(&n.node_id().to_owned()))
+        .map(|n| n.raft_id())
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 3, "every replica node is running");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let stats = call(
+                &clients[at_spare],
+                "queue_stats",
+                json!({"queue_name": "moves"}),
+            )
+            .await;
+            let ids = |k: &str| {
+                let mut v: Vec<u64> = stats[k]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|i| i.as_u64().expect("an id"))
+                    .collect();
+                v.sort();
+                v
+            };
+            if ids("voters") == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the group's membership followed within 30 s");
+    let second = nodes
+        .iter()
+        .position(|n| n.node_id() == placed[0] || n.node_id() == placed[2])
+        .expect("another original replica");
+    drop(clients.remove(second));
+    nodes.remove(second).shutdown().await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 30 {
+        let r = call(
+            &clients[0],
+            "queue_receive",
+            json!({"queue_name": "moves", "max_messages": 10, "wait_seconds": 5}),
+        )
+        .await;
+        let messages = r["messages"].as_array().expect("messages").clone();
+        assert!(!messages.is_empty(), "nothing more after {}", got.len());
+        for m in &messages {
+            got.insert(m["message_payload"].as_u64().expect("a number"));
+            call(
+                &clients[0],
+                "queue_ack",
+                json!({"queue_name": "moves", "receipt_handle": m["receipt_handle"]}),
+            )
+            .await;
+        }
+    }
+    assert_eq!(got, (0..30).collect());
     for n in nodes {
         n.shutdown().await;
     }

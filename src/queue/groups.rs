@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use openraft::{BasicNode, Config, Raft};
 use parking_lot::Mutex;
@@ -30,6 +32,10 @@ use crate::fabric::heartbeat::SharedDetector;
 use crate::fabric::liveness::Liveness;
 use crate::fabric::{Fabric, Plane, PlaneHandler};
 
+/// How long one step of a repair (a catalog commit, a learner catching up, a membership
+/// change) may take before the next look tries again.
+const REPAIR_STEP: Duration = Duration::from_secs(30);
+
 /// One replica of a queue's group on this node.
 pub struct Replica {
     pub entry: QueueEntry,
@@ -42,6 +48,8 @@ pub struct Replica {
     pub active: Mutex<BTreeMap<Arc<str>, u64>>,
     /// Since when this replica has known no live leader (the node's clock).
     leaderless_since: Mutex<Option<tokio::time::Instant>>,
+    /// A repair of the group runs (at most one at a time).
+    repairing: AtomicBool,
 }
 
 impl Replica {
@@ -74,6 +82,10 @@ pub struct Groups {
     config: Arc<Config>,
     max_snapshot_bytes: usize,
     replicas: Mutex<BTreeMap<String, Arc<Replica>>>,
+    /// How long a replica's node may be down before the replica moves elsewhere.
+    replace_after: Duration,
+    /// Since when each member has been down, by the detector.
+    down_since: Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
     /// The catalog's applied index at the last reconcile: nothing to do until it moves.
     seen: Mutex<Option<u64>>,
 }
@@ -127,6 +139,8 @@ impl Groups {
                 .max_snapshot_bytes
                 .max(settings.queue_max_bytes.saturating_mul(2) + (16 << 20)),
             replicas: Mutex::default(),
+            replace_after: Duration::from_millis(settings.replace_voter_after_ms),
+            down_since: Mutex::default(),
             seen: Mutex::default(),
         })
     }
@@ -193,6 +207,7 @@ impl Groups {
                     // Placement changed (a replica moved): the group's membership follows
                     // on its leader (`repair`); the entry kept here is the latest.
                     if r.entry.replicas != entry.replicas {
+                        tracing::debug!(queue = %name, replicas = ?entry.replicas, "a queue's placement changed");
                         let updated = Arc::new(Replica {
                             entry,
                             raft: r.raft.clone(),
@@ -200,6 +215,7 @@ impl Groups {
                             counters: Default::default(),
                             active: Mutex::new(r.active.lock().clone()),
                             leaderless_since: Mutex::new(*r.leaderless_since.lock()),
+                            repairing: AtomicBool::new(false),
                         });
                         self.replicas.lock().insert(name, updated);
                     }
@@ -254,17 +270,15 @@ impl Groups {
         if let Some(old) = self.host.insert(group, raft.clone()) {
             let _ = old.shutdown().await;
         }
-        let members: BTreeMap<u64, BasicNode> = entry
-            .replicas
-            .iter()
-            .map(|id| {
-                let addr = self.control.member_addr(*id).unwrap_or_default();
-                (id.0, BasicNode::new(addr))
-            })
-            .collect();
-        // A replica restarted from its log was initialized before: openraft refuses the
-        // second, harmlessly.
-        if let Err(e) = raft.initialize(members).await {
+        let members = self.nodes(&entry.replicas);
+        // Only the first replica of the placement initializes the group (and campaigns, see
+        // `watch_leaders`): the others learn the membership from its log, so a replica
+        // that joins later (a repair appends it last) never starts from a membership of
+        // its own. A replica restarted from its log was initialized before: openraft
+        // refuses the second, harmlessly.
+        if entry.replicas.first() == Some(&self.control.id)
+            && let Err(e) = raft.initialize(members).await
+        {
             tracing::debug!(queue = %entry.name, error = %e, "queue replica initialized before");
         }
         tracing::debug!(queue = %entry.name, group, "queue replica started");
@@ -275,6 +289,7 @@ impl Groups {
             counters: Default::default(),
             active: Mutex::default(),
             leaderless_since: Mutex::default(),
+            repairing: AtomicBool::new(false),
         }))
     }
 
@@ -326,6 +341,157 @@ impl Groups {
                     tracing::warn!(queue = %r.entry.name, error = %e, "queue replica cannot campaign");
                 }
             }
+        }
+    }
+
+    /// The group members `ids` as openraft records them (the address is a hint: the
+    /// network asks the catalog at each RPC).
+    fn nodes(&self, ids: &[NodeId]) -> BTreeMap<u64, BasicNode> {
+        ids.iter()
+            .map(|id| {
+                let addr = self.control.member_addr(*id).unwrap_or_default();
+                (id.0, BasicNode::new(addr))
+            })
+            .collect()
+    }
+
+    /// On the groups this node leads, moves replicas off nodes gone longer than
+    /// `replace_voter_after_ms` (or no longer members) to live nodes, and brings the
+    /// group's membership to the catalog's placement: first the catalog (so the new node
+    /// starts its replica), then the group (the new replica as a learner until it caught
+    /// up, then one membership change). Each step is idempotent: a leader that fails half
+    /// way, or its successor, finishes from what the catalog and the group say.
+    pub(crate) async fn repair(self: &Arc<Self>) {
+        let now = self.env.clock.now();
+        let me = self.control.id;
+        let (members, load) = self.control.catalog.read(|s| {
+            let members: BTreeSet<NodeId> = s.catalog.members().map(|m| m.id).collect();
+            let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for q in s.catalog.queues() {
+                for r in &q.replicas {
+                    *load.entry(*r).or_default() += 1;
+                }
+            }
+            (members, load)
+        });
+        // How long each member has been down, by the detector (forgotten once it is up).
+        let down: BTreeSet<NodeId> = {
+            let d = self.detector.lock();
+            let mut since = self.down_since.lock();
+            since.retain(|id, _| members.contains(id));
+            for id in &members {
+                if *id != me && d.status(*id, now) == Liveness::Down {
+                    since.entry(*id).or_insert(now);
+                } else {
+                    since.remove(id);
+                }
+            }
+            since
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) >= self.replace_after)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for r in self.all() {
+            if !r.is_leader(me) || r.repairing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let gone: Vec<NodeId> = r
+                .entry
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !members.contains(id) || down.contains(id))
+                .collect();
+            let spare: Vec<NodeId> = {
+                let d = self.detector.lock();
+                let mut spare: Vec<(usize, NodeId)> = members
+                    .iter()
+                    .filter(|id| !r.entry.replicas.contains(id))
+                    .filter(|id| **id == me || d.status(**id, now) == Liveness::Alive)
+                    .map(|id| (load.get(id).copied().unwrap_or(0), *id))
+                    .collect();
+                spare.sort();
+                spare.into_iter().map(|(_, id)| id).collect()
+            };
+            let groups = self.clone();
+            tokio::spawn(async move {
+                groups.repair_one(&r, gone, spare).await;
+                r.repairing.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    async fn repair_one(&self, r: &Replica, gone: Vec<NodeId>, spare: Vec<NodeId>) {
+        let name = &r.entry.name;
+        if !gone.is_empty() {
+            // The catalog first: each gone replica's place to a spare node, appended last.
+            let mut replicas: Vec<NodeId> = r
+                .entry
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !gone.contains(id))
+                .collect();
+            let added: Vec<NodeId> = spare.into_iter().take(gone.len()).collect();
+            if added.len() < gone.len() {
+                tracing::debug!(queue = %name, ?gone, "no live node to move a queue replica to");
+                return;
+            }
+            replicas.extend(&added);
+            tracing::info!(queue = %name, ?gone, ?added, "moving queue replicas off nodes gone");
+            let cmd = crate::control::CatalogCommand::SetQueueReplicas {
+                name: name.clone(),
+                incarnation: r.entry.incarnation,
+                replicas,
+            };
+            if let Err(e) = self.control.propose_within(cmd, REPAIR_STEP).await {
+                tracing::warn!(queue = %name, error = %e, "the catalog did not take a queue's new replicas");
+            }
+            return; // the next look finds the catalog changed and moves the group
+        }
+        let want: BTreeSet<u64> = r.entry.replicas.iter().map(|id| id.0).collect();
+        let voters: BTreeSet<u64> = r
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters == want {
+            return;
+        }
+        tracing::debug!(queue = %name, ?voters, ?want, "a queue group's voters differ from its placement");
+        let nodes = self.nodes(&r.entry.replicas);
+        for (id, node) in &nodes {
+            if voters.contains(id) {
+                continue;
+            }
+            // Blocking: answered once the learner caught up with the leader's log.
+            tracing::debug!(queue = %name, node = id, "adding a queue replica as a learner");
+            match tokio::time::timeout(REPAIR_STEP, r.raft.add_learner(*id, node.clone(), true))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(queue = %name, node = id, error = %e, "a new queue replica was not added");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(queue = %name, node = id, "a new queue replica is still catching up");
+                    return;
+                }
+            }
+        }
+        tracing::debug!(queue = %name, replicas = ?want, "changing a queue group's voters");
+        match tokio::time::timeout(REPAIR_STEP, r.raft.change_membership(want.clone(), false)).await
+        {
+            Ok(Ok(_)) => tracing::info!(queue = %name, replicas = ?want, "queue group moved"),
+            Ok(Err(e)) => {
+                tracing::warn!(queue = %name, error = %e, "queue group membership unchanged")
+            }
+            Err(_) => tracing::warn!(queue = %name, "queue group membership change timed out"),
         }
     }
 

@@ -392,8 +392,11 @@ impl Queues {
             .await
         {
             Ok(()) => {
-                // This node's replica, if it holds one, starts now rather than at the
-                // queue task's next look.
+                // Committed by the catalog's leader; this replica applies it before the
+                // answer, so a call through this node right after finds the queue. Then
+                // this node's replica, if it holds one, starts now rather than at the queue
+                // task's next look.
+                let _ = self.control.linearizable(COMMIT_WITHIN).await;
                 self.groups.reconcile().await;
                 Ok(self.created(&entry, true))
             }
@@ -744,6 +747,7 @@ pub(crate) async fn run(
         queues.tick();
         queues.groups.reconcile().await;
         queues.groups.watch_leaders().await;
+        queues.groups.repair().await;
         queues.tick_groups().await;
     }
     queues.groups.shutdown().await;

@@ -16,6 +16,10 @@
 //! * any candidate while it leads with a quorum that acknowledged it within the minimum
 //!   election timeout (the leader's side of §6's rule: it is the current leader it knows).
 //!
+//! A node that knows no members yet (a queue group's replica waiting for its group's
+//! first leader, `queue::groups`) refuses nothing: it has no leader to protect, and its
+//! vote is how the group's first leader is elected.
+//!
 //! Refusing a vote is always safe (safety never depends on a vote being granted); it only
 //! delays an election, and both rules lapse as soon as the leader loses its quorum.
 
@@ -24,6 +28,8 @@
 pub(crate) struct VoteView {
     /// The candidate is a voter of this node's effective membership.
     pub candidate_is_voter: bool,
+    /// This node's membership has no voter at all (not initialized).
+    pub knows_no_members: bool,
     /// This node leads.
     pub leading: bool,
     /// Since a quorum last acknowledged this leader, in ms (`None`: never, or not leader).
@@ -34,7 +40,9 @@ pub(crate) struct VoteView {
 
 /// Why the request is refused, or `None` to let openraft decide.
 pub(crate) fn refusal(v: VoteView) -> Option<&'static str> {
-    if !v.candidate_is_voter {
+    if v.knows_no_members {
+        None
+    } else if !v.candidate_is_voter {
         Some("the candidate is not a voter of this cluster")
     } else if v.leading
         && v.quorum_ack_ms
@@ -61,6 +69,12 @@ where
         let view = VoteView {
             candidate_is_voter: candidate
                 .is_some_and(|c| m.membership_config.membership().voter_ids().any(|v| v == c)),
+            knows_no_members: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none(),
             leading: m.state == openraft::ServerState::Leader,
             quorum_ack_ms: m.millis_since_quorum_ack,
             election_timeout_min_ms: raft.config().election_timeout_min,
@@ -84,6 +98,7 @@ mod tests {
     fn votes_are_refused_from_strangers_and_while_the_leader_has_its_quorum() {
         let view = |voter, leading, ack| VoteView {
             candidate_is_voter: voter,
+            knows_no_members: false,
             leading,
             quorum_ack_ms: ack,
             election_timeout_min_ms: 1000,
@@ -98,6 +113,18 @@ mod tests {
             (true, true, None, false),       // a leader that never heard a quorum
             (true, false, None, false),      // followers: openraft's lease decides
         ];
+        let blank = VoteView {
+            candidate_is_voter: false,
+            knows_no_members: true,
+            leading: false,
+            quorum_ack_ms: None,
+            election_timeout_min_ms: 1000,
+        };
+        assert_eq!(
+            refusal(blank),
+            None,
+            "a node that knows no members lets openraft decide"
+        );
         for (i, (voter, leading, ack, refused)) in table.into_iter().enumerate() {
             assert_eq!(
                 refusal(view(voter, leading, ack)).is_some(),

@@ -587,6 +587,7 @@ impl Queues {
             "durable": self.durable(),
             "replicas": r.entry.replicas.iter().map(|id| id.0).collect::<Vec<_>>(),
             "leader": m.current_leader,
+            "voters": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
             "term": m.current_term,
             "last_log_index": m.last_log_index,
             "last_applied": m.last_applied.map(|l| l.index),
