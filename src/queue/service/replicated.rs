@@ -408,6 +408,16 @@ impl Queues {
                 "duplicate": duplicate,
             })
         };
+        let size = send.payload.len() + send.meta.as_ref().map_or(0, |m| m.len());
+        let copies = if many { 0 } else { 1 };
+        // A full queue refuses here, writing nothing (the machine checks again as it applies):
+        // a producer retrying into a full queue does not grow the log.
+        // (A send with a dedup id goes on: it may name a message already in, a duplicate.)
+        if copies == 1 && send.dedup_id.is_none() && !r.sm.read(|m| m.queue().has_room(1, size)) {
+            return Err(QueueFail::from(crate::queue::engine::QueueError::Full(
+                "messages or bytes".into(),
+            )));
+        }
         if !many {
             let QueueOutput::Sent(res) = self.write(r, QueueOp::Send(send)).await? else {
                 return Err(mismatched());
