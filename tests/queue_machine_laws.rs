@@ -192,6 +192,42 @@ proptest! {
         prop_assert_eq!(b.snapshot().unwrap(), a.snapshot().unwrap());
     }
 
+    /// The leader's proposer puts concurrent calls in one entry: a run of entries cut into
+    /// batches (each at its latest command's time, as `Batching::batch` does) answers each
+    /// command as the entries one by one would at the same times, and ends in the same
+    /// state; a batch inside a batch does nothing.
+    #[test]
+    fn batched_entries_answer_as_the_entries_alone(
+        config in config(),
+        steps in prop::collection::vec((step(), 0i64..300), 1..120),
+        cuts in prop::collection::vec(1usize..8, 1..40),
+    ) {
+        let (cmds, _, _) = entries(&config, &steps);
+        let mut batched = QueueMachine::new(config.clone());
+        let mut alone = QueueMachine::new(config);
+        let mut at = 0;
+        for n in cuts.iter().cycle() {
+            if at >= cmds.len() {
+                break;
+            }
+            let group = &cmds[at..(at + n).min(cmds.len())];
+            at += group.len();
+            let t = group.iter().map(|c| c.at_ms).max().unwrap_or(0);
+            let mut ops: Vec<QueueOp> = group.iter().map(|c| c.op.clone()).collect();
+            ops.push(QueueOp::Batch(vec![QueueOp::Purge]));
+            let QueueOutput::Batch(outs) = batched.apply(QueueCommand { at_ms: t, op: QueueOp::Batch(ops) }) else {
+                panic!("a batch answers a batch");
+            };
+            prop_assert_eq!(outs.len(), group.len() + 1);
+            prop_assert_eq!(outs.last(), Some(&QueueOutput::Noop));
+            for (c, out) in group.iter().zip(&outs) {
+                let one = alone.apply(QueueCommand { at_ms: t, op: c.op.clone() });
+                prop_assert_eq!(&one, out);
+            }
+        }
+        prop_assert_eq!(batched.snapshot().unwrap(), alone.snapshot().unwrap());
+    }
+
     #[test]
     fn a_replica_restored_from_any_snapshot_answers_as_the_rest(
         config in config(),

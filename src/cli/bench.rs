@@ -126,6 +126,10 @@ pub struct BenchArgs {
     /// queue refuses sends, counted as errors)
     #[arg(long, default_value_t = 100_000)]
     pub queue_max_size: u64,
+    /// With --queue: the queue's replicas (1, 3 or 5; unset: the cluster's default, 3 in a
+    /// cluster of three or more nodes)
+    #[arg(long)]
+    pub queue_replicas: Option<u32>,
     #[command(flatten)]
     pub connect: super::ConnectArgs,
 }
@@ -459,6 +463,7 @@ async fn bench_queue(env: &Env, args: &BenchArgs, load: &Load) -> Result<(), Str
         consumers: args.consumers,
         batch: args.batch,
         max_size: args.queue_max_size,
+        replicas: args.queue_replicas,
         rate: args.rate,
         warmup: load.warmup,
         duration: load.duration,

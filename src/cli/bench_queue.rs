@@ -42,6 +42,8 @@ pub struct QueueLoad {
     /// Messages a receive asks for (1 to 10).
     pub batch: u64,
     pub max_size: u64,
+    /// The queue's replicas (`None`: the cluster's default).
+    pub replicas: Option<u32>,
     /// Total sends a second (0: as fast as answers allow).
     pub rate: f64,
     pub warmup: Duration,
@@ -291,11 +293,15 @@ fn queue_closed(e: &ClientError) -> bool {
 pub async fn run_round(env: &Env, load: &QueueLoad, name: &str) -> Result<QueueRound, String> {
     let admin = connect(env, load).await?;
     let queue = admin.queue(name);
-    queue
+    let mut create = queue
         .create()
         .visibility_timeout(Duration::from_secs(30))
         .max_receives(0)
-        .max_size(load.max_size)
+        .max_size(load.max_size);
+    if let Some(r) = load.replicas {
+        create = create.replicas(r);
+    }
+    create
         .await
         .map_err(|e| format!("queue_create {name}: {e}"))?;
     let base = env.clock.now();

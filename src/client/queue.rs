@@ -267,6 +267,11 @@ impl CreateBuilder<'_> {
     pub fn queue_type(self, t: &str) -> Self {
         self.set("queue_type", json!(t))
     }
+    /// How many nodes keep the queue: 1 (the creating node's store), 3 or 5 (a Raft group;
+    /// unset, 3 in a cluster of three or more nodes).
+    pub fn replicas(self, n: u32) -> Self {
+        self.set("replicas", json!(n))
+    }
     /// Most messages the queue holds; a full queue refuses sends.
     pub fn max_size(self, n: u64) -> Self {
         self.set("max_size", json!(n))

@@ -44,6 +44,34 @@ openraft::declare_raft_types!(
         AsyncRuntime = SeededRuntime,
 );
 
+impl crate::control::raft::Batching for QueueGroup {
+    fn is_batch(cmd: &QueueCommand) -> bool {
+        matches!(cmd.op, crate::queue::machine::QueueOp::Batch(_))
+    }
+    fn nested_refused() -> QueueOutput {
+        QueueOutput::Noop
+    }
+    fn batch(cmds: Vec<QueueCommand>) -> QueueCommand {
+        // One time for the entry: the latest of its commands' (time never goes back).
+        let at_ms = cmds.iter().map(|c| c.at_ms).max().unwrap_or(0);
+        QueueCommand {
+            at_ms,
+            op: crate::queue::machine::QueueOp::Batch(cmds.into_iter().map(|c| c.op).collect()),
+        }
+    }
+    fn split(answer: QueueOutput, n: usize) -> Result<Vec<QueueOutput>, String> {
+        match answer {
+            QueueOutput::Batch(outs) if outs.len() == n => Ok(outs),
+            other => Err(format!(
+                "a batch of {n} queue commands was answered with {other:?}"
+            )),
+        }
+    }
+    fn internal(_why: String) -> QueueOutput {
+        QueueOutput::Noop
+    }
+}
+
 /// What a queue group's snapshot holds: the queue and where in the log it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupState {

@@ -36,10 +36,16 @@ use crate::fabric::{Fabric, Plane, PlaneHandler};
 /// change) may take before the next look tries again.
 const REPAIR_STEP: Duration = Duration::from_secs(30);
 
+/// The most payload bytes one call may put in a queue group's entry (a send, or a send
+/// batch in all): with `max_payload_entries` 8, an append stays far below a peer frame.
+pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+
 /// One replica of a queue's group on this node.
 pub struct Replica {
     pub entry: QueueEntry,
     pub raft: Raft<QueueGroup>,
+    /// Concurrent calls' commands go to the group together (one entry, one fsync).
+    pub proposer: crate::control::raft::Proposer<QueueGroup>,
     pub sm: QueueStateMachine,
     /// Counted where calls ran: on the leader of the moment.
     pub counters: super::service::Counters,
@@ -108,9 +114,10 @@ impl Groups {
             // Quiescent: the node's detector, not each group, watches peers (module note).
             enable_heartbeat: false,
             enable_elect: false,
-            // A send is at most `queue_max_message_bytes` (a batch, 100 of them): 16 such
-            // entries keep an append inside a peer frame.
-            max_payload_entries: 16,
+            // An entry is at most MAX_ENTRY_BYTES (the proposer's batches stop at 1 MiB; a
+            // larger call goes alone, and none is larger than that): 8 of them keep an
+            // append well inside a peer frame (64 MiB).
+            max_payload_entries: 8,
             ..Config::default()
         }
         .validate()
@@ -211,6 +218,7 @@ impl Groups {
                         let updated = Arc::new(Replica {
                             entry,
                             raft: r.raft.clone(),
+                            proposer: r.proposer.clone(),
                             sm: r.sm.clone(),
                             counters: Default::default(),
                             active: Mutex::new(r.active.lock().clone()),
@@ -282,8 +290,10 @@ impl Groups {
             tracing::debug!(queue = %entry.name, error = %e, "queue replica initialized before");
         }
         tracing::debug!(queue = %entry.name, group, "queue replica started");
+        let proposer = crate::control::raft::Proposer::start(raft.clone(), Arc::default(), || true);
         Ok(Arc::new(Replica {
             entry,
+            proposer,
             raft,
             sm,
             counters: Default::default(),

@@ -59,6 +59,9 @@ pub enum QueueOp {
     /// not from its own node's view of the catalog. Taken only while the queue never held a
     /// message (settings do not change under messages); later ones are refused.
     Configure(QueueConfig),
+    /// Several commands in one entry (the leader's proposer groups concurrent calls), each
+    /// applied on its own at the entry's time. A batch inside a batch does nothing.
+    Batch(Vec<QueueOp>),
 }
 
 /// What applying an entry answered, the same on every replica.
@@ -77,6 +80,8 @@ pub enum QueueOutput {
     Redriven(Vec<u64>),
     /// Whether the settings were taken.
     Configured(bool),
+    /// One output per command of a `Batch`, in order.
+    Batch(Vec<QueueOutput>),
 }
 
 /// Why a snapshot could not be read.
@@ -117,9 +122,23 @@ impl QueueMachine {
     /// Applies one entry.
     pub fn apply(&mut self, cmd: QueueCommand) -> QueueOutput {
         self.now_ms = self.now_ms.max(cmd.at_ms);
+        match cmd.op {
+            QueueOp::Batch(ops) => QueueOutput::Batch(
+                ops.into_iter()
+                    .map(|op| match op {
+                        QueueOp::Batch(_) => QueueOutput::Noop,
+                        op => self.apply_one(op),
+                    })
+                    .collect(),
+            ),
+            op => self.apply_one(op),
+        }
+    }
+
+    fn apply_one(&mut self, op: QueueOp) -> QueueOutput {
         let now = self.now_ms;
         let q = &mut self.queue;
-        match cmd.op {
+        match op {
             QueueOp::Send(s) => QueueOutput::Sent(q.send(now, s)),
             QueueOp::SendBatch(sends) => {
                 QueueOutput::SentBatch(sends.into_iter().map(|s| q.send(now, s)).collect())
@@ -159,6 +178,7 @@ impl QueueMachine {
                 }
                 QueueOutput::Configured(fresh)
             }
+            QueueOp::Batch(_) => QueueOutput::Noop, // `apply` opens batches
         }
     }
 

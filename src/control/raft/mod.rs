@@ -25,7 +25,7 @@ mod vote_guard;
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here};
 pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
-pub use propose::Proposer;
+pub use propose::{Batching, Proposer};
 pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
 pub use snapshot_buf::{SnapshotBuf, SnapshotState};

@@ -1,4 +1,5 @@
-//! Catalog writes handed to Raft in groups.
+//! Writes handed to Raft in groups: the catalog's, and each queue group's (generic over
+//! the Raft type, [`Batching`] says how its commands make one entry).
 //!
 //! openraft 0.9 appends each client write as one entry and waits for that append's flush
 //! before it takes the next message, so writers that reach the leader together still cost
@@ -21,8 +22,53 @@ use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::raft::ClientWriteResponse;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::{CatalogResponse, Raft, StoreStats, TypeConfig};
+use super::{CatalogResponse, StoreStats, TypeConfig};
 use crate::control::catalog::CatalogCommand;
+
+/// How a Raft type's commands go in one entry together, and its answer comes apart.
+pub trait Batching:
+    openraft::RaftTypeConfig<
+        NodeId = u64,
+        Node = BasicNode,
+        Responder = openraft::impls::OneshotResponder<Self>,
+    >
+{
+    /// Whether `cmd` is a batch itself (refused: batches are the proposer's own).
+    fn is_batch(cmd: &Self::D) -> bool;
+    /// What answers a batch that was handed in (nothing was committed).
+    fn nested_refused() -> Self::R;
+    /// One entry of `cmds`, applied in order, each on its own.
+    fn batch(cmds: Vec<Self::D>) -> Self::D;
+    /// A batch's answer as one answer per command (`n` of them), or why it is not one.
+    fn split(answer: Self::R, n: usize) -> Result<Vec<Self::R>, String>;
+    /// What each writer of a batch is told when its answer does not split (a bug).
+    fn internal(why: String) -> Self::R;
+}
+
+impl Batching for TypeConfig {
+    fn is_batch(cmd: &CatalogCommand) -> bool {
+        matches!(cmd, CatalogCommand::Batch(_))
+    }
+    fn nested_refused() -> CatalogResponse {
+        CatalogResponse::Err(crate::control::catalog::CatalogError::NestedBatch)
+    }
+    fn batch(cmds: Vec<CatalogCommand>) -> CatalogCommand {
+        CatalogCommand::Batch(cmds)
+    }
+    fn split(answer: CatalogResponse, n: usize) -> Result<Vec<CatalogResponse>, String> {
+        match answer {
+            CatalogResponse::Batch(results) if results.len() == n => {
+                Ok(results.into_iter().map(CatalogResponse::from).collect())
+            }
+            other => Err(format!(
+                "a batch of {n} commands was answered with {other:?}"
+            )),
+        }
+    }
+    fn internal(why: String) -> CatalogResponse {
+        CatalogResponse::Err(crate::control::catalog::CatalogError::Internal(why))
+    }
+}
 
 /// Proposals openraft holds at once. One: measured with 64 writers on three nodes, 1 gave
 /// 19.9k-20.3k writes/s, 2 gave 18.2k-18.6k, 4 17.9k, 8 16.5k (smaller entries; openraft
@@ -39,36 +85,44 @@ pub const MAX_BATCH_BYTES: usize = 1 << 20;
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// What a write answers: openraft's own result type, per command.
-pub type WriteOutcome =
-    Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+pub type WriteOutcome<C = TypeConfig> =
+    Result<ClientWriteResponse<C>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
 
-struct Pending {
-    cmd: CatalogCommand,
+struct Pending<C: Batching> {
+    cmd: C::D,
     bytes: usize,
-    reply: oneshot::Sender<WriteOutcome>,
+    reply: oneshot::Sender<WriteOutcome<C>>,
     _queued: OwnedSemaphorePermit,
 }
 
-/// Hands catalog writes to the replica's Raft, grouped. Clones share one proposer; its task
-/// ends when the last clone is gone.
-#[derive(Clone)]
-pub struct Proposer {
+/// Hands writes to the replica's Raft, grouped. Clones share one proposer; its task ends
+/// when the last clone is gone.
+pub struct Proposer<C: Batching = TypeConfig> {
     /// Unbounded by count, bounded in bytes: a write enters only with its encoded size
     /// taken from `queued_bytes` (at most MAX_QUEUED_BYTES wait in all).
-    pending: mpsc::UnboundedSender<Pending>,
+    pending: mpsc::UnboundedSender<Pending<C>>,
     queued_bytes: Arc<Semaphore>,
 }
 
-impl Proposer {
+impl<C: Batching> Clone for Proposer<C> {
+    fn clone(&self) -> Self {
+        Proposer {
+            pending: self.pending.clone(),
+            queued_bytes: self.queued_bytes.clone(),
+        }
+    }
+}
+
+impl<C: Batching> Proposer<C> {
     /// Starts the proposer's task on the current runtime (the node's, or the simulated
     /// host's).
     /// `stats` counts the commands per entry. `may_batch` says whether every member reads
     /// batched entries (builds before them do not: until then, each write goes alone).
     pub fn start(
-        raft: Raft,
+        raft: openraft::Raft<C>,
         stats: Arc<StoreStats>,
         may_batch: impl Fn() -> bool + Send + 'static,
-    ) -> Proposer {
+    ) -> Proposer<C> {
         let (pending, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, rx, stats, may_batch));
         Proposer {
@@ -80,12 +134,12 @@ impl Proposer {
     /// Commits `cmd` (if this replica leads) and answers as `Raft::client_write` does. A
     /// `Batch` is refused, not proposed: batches are the proposer's own, bounded by it (a
     /// peer's would skip those bounds, and its answer is not one command's).
-    pub async fn write(&self, cmd: CatalogCommand) -> WriteOutcome {
-        if matches!(cmd, CatalogCommand::Batch(_)) {
+    pub async fn write(&self, cmd: C::D) -> WriteOutcome<C> {
+        if C::is_batch(&cmd) {
             return Ok(ClientWriteResponse {
                 // Nothing was committed: no entry to wait for.
                 log_id: openraft::LogId::default(),
-                data: CatalogResponse::Err(crate::control::catalog::CatalogError::NestedBatch),
+                data: C::nested_refused(),
                 membership: None,
             });
         }
@@ -111,18 +165,18 @@ impl Proposer {
     }
 }
 
-fn encoded_len(cmd: &CatalogCommand) -> usize {
+fn encoded_len<D: serde::Serialize>(cmd: &D) -> usize {
     bincode::serde::encode_to_vec(cmd, bincode::config::standard()).map_or(usize::MAX, |b| b.len())
 }
 
-async fn run(
-    raft: Raft,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+async fn run<C: Batching>(
+    raft: openraft::Raft<C>,
+    mut rx: mpsc::UnboundedReceiver<Pending<C>>,
     stats: Arc<StoreStats>,
     may_batch: impl Fn() -> bool,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut carried: Option<Pending> = None;
+    let mut carried: Option<Pending<C>> = None;
     loop {
         // Wait for a free slot first: while it is taken, writes gather in `rx`.
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
@@ -168,7 +222,7 @@ async fn run(
 
 /// One entry: a lone command as itself, several as a batch whose results are handed out
 /// in order.
-async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
+async fn propose<C: Batching>(raft: &openraft::Raft<C>, mut batch: Vec<Pending<C>>) {
     if batch.len() == 1 {
         let Some(p) = batch.pop() else { return };
         let _ = p.reply.send(raft.client_write(p.cmd).await);
@@ -176,22 +230,21 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
     }
     let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let n = cmds.len();
-    match raft.client_write(CatalogCommand::Batch(cmds)).await {
+    match raft.client_write(C::batch(cmds)).await {
         Ok(resp) => {
-            let results = match resp.data {
-                CatalogResponse::Batch(results) if results.len() == n => results,
+            let results = match C::split(resp.data, n) {
+                Ok(results) => results,
                 // The state machine answers a batch with one result per command; anything
                 // else would be a bug, told to every writer rather than guessed at.
-                other => {
-                    let why = format!("a batch of {n} commands was answered with {other:?}");
+                Err(why) => {
                     tracing::error!("{why}");
-                    vec![Err(crate::control::catalog::CatalogError::Internal(why)); n]
+                    (0..n).map(|_| C::internal(why.clone())).collect()
                 }
             };
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(ClientWriteResponse {
-                    log_id: resp.log_id,
-                    data: CatalogResponse::from(result),
+                    log_id: resp.log_id.clone(),
+                    data: result,
                     membership: None,
                 }));
             }

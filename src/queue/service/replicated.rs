@@ -24,7 +24,7 @@ use crate::control::QueueEntry;
 use crate::data::client::DataClient;
 use crate::fabric::liveness::Liveness;
 use crate::queue::engine::{Event, Receipt, Send};
-use crate::queue::groups::Replica;
+use crate::queue::groups::{MAX_ENTRY_BYTES, Replica};
 use crate::queue::machine::{QueueCommand, QueueOp, QueueOutput};
 use crate::queue::request::{self, Guarantee};
 
@@ -177,7 +177,7 @@ impl Queues {
             at_ms: self.now(),
             op,
         };
-        match tokio::time::timeout(COMMIT_WITHIN, r.raft.client_write(cmd)).await {
+        match tokio::time::timeout(COMMIT_WITHIN, r.proposer.write(cmd)).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(not_leader(f.leader_id))
@@ -222,6 +222,7 @@ impl Queues {
                     )));
                 }
                 let mut sends = Vec::with_capacity(messages.len());
+                let mut bytes = 0usize;
                 for (i, m) in messages.iter().enumerate() {
                     let mut m = m.clone();
                     if let Some(o) = m.as_object_mut() {
@@ -239,7 +240,15 @@ impl Queues {
                             "messages[{i}]: broadcast and quorum sends go one at a time"
                         )));
                     }
+                    bytes += checked.send.payload.len()
+                        + checked.send.meta.as_ref().map_or(0, |m| m.len());
                     sends.push(checked.send);
+                }
+                if bytes > MAX_ENTRY_BYTES {
+                    return Err(QueueFail::Invalid(format!(
+                        "messages: {bytes} bytes in all; a replicated queue takes at most \
+                         {MAX_ENTRY_BYTES} per batch (send fewer at once)"
+                    )));
                 }
                 let QueueOutput::SentBatch(results) =
                     self.write(r, QueueOp::SendBatch(sends)).await?
@@ -290,16 +299,18 @@ impl Queues {
                         h
                     }
                 };
+                // All at once: the proposer puts them in one entry.
+                let outcomes = futures_util::future::join_all(handles.iter().map(|h| async {
+                    let receipt = self.group_receipt(r, h)?;
+                    match self.write(r, QueueOp::Ack(receipt)).await? {
+                        QueueOutput::Acked(res) => res.map_err(QueueFail::from),
+                        _ => Err(mismatched()),
+                    }
+                }))
+                .await;
                 let mut failed = Vec::new();
                 let mut acked = 0;
-                for h in &handles {
-                    let done = match self.group_receipt(r, h) {
-                        Ok(receipt) => match self.write(r, QueueOp::Ack(receipt)).await? {
-                            QueueOutput::Acked(res) => res.map_err(QueueFail::from),
-                            _ => Err(mismatched()),
-                        },
-                        Err(e) => Err(e),
-                    };
+                for (h, done) in handles.iter().zip(outcomes) {
                     match done {
                         Ok(()) => {
                             acked += 1;
@@ -409,6 +420,12 @@ impl Queues {
             })
         };
         let size = send.payload.len() + send.meta.as_ref().map_or(0, |m| m.len());
+        if size > MAX_ENTRY_BYTES {
+            return Err(QueueFail::Invalid(format!(
+                "message_payload: {size} bytes; a replicated queue takes at most \
+                 {MAX_ENTRY_BYTES}"
+            )));
+        }
         let copies = if many { 0 } else { 1 };
         // A full queue refuses here, writing nothing (the machine checks again as it applies):
         // a producer retrying into a full queue does not grow the log.
@@ -438,6 +455,13 @@ impl Queues {
         {
             return Err(QueueFail::from(crate::queue::engine::QueueError::Full(
                 "messages or bytes, for every copy".into(),
+            )));
+        }
+        if targets.len().saturating_mul(size) > MAX_ENTRY_BYTES {
+            return Err(QueueFail::Invalid(format!(
+                "{} copies of {size} bytes: a replicated queue takes at most {MAX_ENTRY_BYTES} \
+                 in one send",
+                targets.len()
             )));
         }
         let copies: Vec<Send> = targets
