@@ -67,6 +67,10 @@ pub struct Scenario {
     /// Pause between the producer's sends.
     #[serde(default = "defaults::queue_every_ms")]
     pub queue_every_ms: u64,
+    /// The queue's `replicas` (3 or 5: a Raft group; unset: the cluster's default, 3 once
+    /// three nodes are members and connected, else 1, kept by its owner).
+    #[serde(default)]
+    pub queue_replicas: Option<u32>,
     /// After the workload ends and every fault is healed, the replicas must agree within
     /// this much simulated time.
     #[serde(default = "defaults::settle_ms")]

@@ -36,6 +36,7 @@ pub fn base_scenario() -> Scenario {
         queue_messages: 0,
         queue_consumers: 2,
         queue_every_ms: 60,
+        queue_replicas: None,
         settle_ms: 20_000,
         seeds: 1,
         seed: None,

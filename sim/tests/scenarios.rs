@@ -82,6 +82,15 @@ fn holds(name: &str) {
                     dns_services_answered += answered.len();
                     dns_every_seed &= !o.dns_probes.is_empty();
                 }
+                if let Some(want) = scenario.queue_replicas {
+                    let created = format!("replicas {want}");
+                    assert!(
+                        r.trace
+                            .iter()
+                            .any(|l| l.contains("created simq") && l.contains(&created)),
+                        "{name} seed {seed}: the queue was not created with {created}"
+                    );
+                }
                 if scenario.queue_messages > 0 {
                     let q = &r.obs.queue;
                     let acked = q.sends.iter().filter(|s| s.acked).count();
@@ -187,6 +196,9 @@ scenario_tests!(
     leader_partitioned,
     majority_partition,
     minority_partition,
+    queue_group_leader_crash,
+    queue_group_partition,
+    queue_group_replica_moves,
     random_links,
     removed_member_campaigns,
     rolling_restart,

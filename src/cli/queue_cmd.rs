@@ -15,7 +15,7 @@ use crate::client::queue::{Delivery, Queue};
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
-    /// Create a queue owned by the node asked (the same settings again: the queue as it is)
+    /// Create a queue (the same settings again: the queue as it is)
     Create {
         queue: String,
         /// fifo, priority or delay
@@ -36,6 +36,10 @@ pub enum QueueCommand {
         /// How long a message lives (0: until acknowledged)
         #[arg(long, value_parser = duration)]
         ttl: Option<Duration>,
+        /// Nodes that keep it: 1 (the node asked), 3 or 5 (a Raft group; unset: 3 in a
+        /// cluster of three or more nodes)
+        #[arg(long)]
+        replicas: Option<u32>,
         #[command(flatten)]
         out: Out,
     },
@@ -216,6 +220,7 @@ pub async fn run(cmd: QueueCommand) -> i32 {
             max_receives,
             dedup_window,
             ttl,
+            replicas,
             out,
         } => {
             let mut fields = serde_json::Map::new();
@@ -232,6 +237,7 @@ pub async fn run(cmd: QueueCommand) -> i32 {
             }
             set("deduplication_window_seconds", seconds(dedup_window));
             set("message_ttl_seconds", seconds(ttl));
+            set("replicas", replicas.map(Value::from));
             on_queue!(
                 &out.target,
                 &queue,
@@ -243,7 +249,17 @@ pub async fn run(cmd: QueueCommand) -> i32 {
                     } else {
                         "exists, as asked"
                     };
-                    println!("queue {queue} {what} (owner {})", text(&v["owner"]));
+                    match v["replica_nodes"].as_array().filter(|r| !r.is_empty()) {
+                        Some(nodes) => {
+                            let nodes: Vec<String> = nodes.iter().map(text).collect();
+                            println!(
+                                "queue {queue} {what} ({} replicas: {})",
+                                nodes.len(),
+                                nodes.join(", ")
+                            );
+                        }
+                        None => println!("queue {queue} {what} (owner {})", text(&v["owner"])),
+                    }
                 }
             )
         }

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use super::group::{GroupDisk, QueueGroup, QueueStateMachine};
 use super::group_network::{GroupHost, GroupNetwork};
-use crate::control::raft::{Disk, LogStore};
+use crate::control::raft::Disk;
 use crate::control::replica::Control;
 use crate::control::{NodeId, QueueEntry};
 use crate::env::Env;
@@ -66,6 +66,26 @@ impl Replica {
 
     pub fn is_leader(&self, me: NodeId) -> bool {
         self.leader() == Some(me.0)
+    }
+
+    /// How long this replica has known no live leader (zero while it knows one).
+    pub fn leaderless_for(&self, now: tokio::time::Instant) -> Duration {
+        self.leaderless_since
+            .lock()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// The queue's counts at this replica (the leader's are the queue's).
+    pub fn snapshot(&self) -> super::service::Snapshot {
+        self.sm.read(|m| {
+            let q = m.queue();
+            super::service::Snapshot {
+                depth: q.depth(),
+                in_flight: q.in_flight(),
+                dead_lettered: q.dead_lettered(),
+                oldest_age_ms: 0,
+            }
+        })
     }
 }
 
@@ -253,9 +273,9 @@ impl Groups {
         let disk = match self.control.disk() {
             // `group()` is at most i64::MAX, never the catalog's 0.
             Disk::Sqlite(log) => GroupDisk::Sqlite(log.in_group::<QueueGroup>(group as i64)),
-            // The memory disk is the process's: a replica restarted with it starts empty
-            // and catches up from its group, as a replaced disk would.
-            Disk::Memory(_) => GroupDisk::Memory(LogStore::default()),
+            // The memory disk (the simulator's, or a memory-mode node's): the group's log
+            // beside the catalog's, crashing with it.
+            Disk::Memory(log) => GroupDisk::Memory(log.in_group::<QueueGroup>(group as i64)),
             Disk::None => return Err(StartError::NoDisk(entry.name.clone())),
         };
         let config = super::request::config_of(&entry.spec);
@@ -329,8 +349,10 @@ impl Groups {
             let led = leader.is_some_and(|l| l == me.0 || !gone.contains(&l));
             // openraft's own election timer runs only while the group has no live leader:
             // its randomized timeouts settle split votes, and a replica whose log is behind
-            // loses to one that is not.
+            // loses to one that is not. Its tick, which drives nothing else here (heartbeats
+            // are off), stops too: an idle group wakes no task.
             r.raft.runtime_config().elect(!led);
+            r.raft.runtime_config().tick(!led);
             if led {
                 *r.leaderless_since.lock() = None;
                 continue;

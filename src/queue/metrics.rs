@@ -13,7 +13,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::{Value, json};
 
-use super::service::{Owned, Queues, Snapshot};
+use super::groups::Replica;
+use super::service::{Counters, Queues, Snapshot};
 use crate::metrics::{gauge, int, per_bucket};
 
 /// The collector the node registers.
@@ -25,7 +26,52 @@ impl std::fmt::Debug for QueueMetrics {
     }
 }
 
-type Read = fn(&Owned, &Snapshot) -> u64;
+type Read = fn(&Counters, &Snapshot) -> u64;
+
+/// One queue's figures here: a queue this node owns, or a replicated queue whose group it
+/// leads now (its counters count what ran while it led).
+struct Row {
+    name: String,
+    snapshot: Snapshot,
+    counters: Arc<dyn AsRef<Counters> + Send + Sync>,
+}
+
+impl AsRef<Counters> for super::service::Owned {
+    fn as_ref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl AsRef<Counters> for Replica {
+    fn as_ref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+fn rows(queues: &Queues) -> Vec<Row> {
+    let now = queues.wall_ms();
+    let mut rows: Vec<Row> = queues
+        .owned()
+        .into_iter()
+        .map(|q| Row {
+            name: q.name.clone(),
+            snapshot: q.snapshot(now),
+            counters: q,
+        })
+        .collect();
+    let me = queues.node();
+    for r in queues.groups().all() {
+        if r.is_leader(me) {
+            rows.push(Row {
+                name: r.entry.name.clone(),
+                snapshot: r.snapshot(),
+                counters: r,
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
 
 const GAUGES: [(&str, &str, Read); 3] = [
     (
@@ -53,62 +99,53 @@ const COUNTERS: [(&str, &str, Read); 8] = [
     (
         "mpreg_queue_sent",
         "Messages sent (stored; duplicates apart)",
-        |q, _| n(&q.counters.sent),
+        |c, _| n(&c.sent),
     ),
     (
         "mpreg_queue_duplicates",
         "Sends answered with an earlier message (deduplication id in its window)",
-        |q, _| n(&q.counters.duplicates),
+        |c, _| n(&c.duplicates),
     ),
-    ("mpreg_queue_received", "Deliveries made", |q, _| {
-        n(&q.counters.received)
+    ("mpreg_queue_received", "Deliveries made", |c, _| {
+        n(&c.received)
     }),
-    ("mpreg_queue_acked", "Deliveries acknowledged", |q, _| {
-        n(&q.counters.acked)
+    ("mpreg_queue_acked", "Deliveries acknowledged", |c, _| {
+        n(&c.acked)
     }),
-    ("mpreg_queue_nacked", "Deliveries given back", |q, _| {
-        n(&q.counters.nacked)
+    ("mpreg_queue_nacked", "Deliveries given back", |c, _| {
+        n(&c.nacked)
     }),
     (
         "mpreg_queue_redelivered",
         "Deliveries whose visibility timeout ran out",
-        |q, _| n(&q.counters.redelivered),
+        |c, _| n(&c.redelivered),
     ),
     (
         "mpreg_queue_dead_lettered_messages",
         "Messages moved to the dead-letter queue",
-        |q, _| n(&q.counters.dead_lettered),
+        |c, _| n(&c.dead_lettered),
     ),
     (
         "mpreg_queue_expired",
         "Pending messages whose TTL ran out",
-        |q, _| n(&q.counters.expired),
+        |c, _| n(&c.expired),
     ),
 ];
 
 impl Collector for QueueMetrics {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let e = &mut e;
-        let now = self.0.wall_ms();
-        let queues: Vec<(Arc<Owned>, Snapshot)> = self
-            .0
-            .owned()
-            .into_iter()
-            .map(|q| {
-                let s = q.snapshot(now);
-                (q, s)
-            })
-            .collect();
+        let queues = rows(&self.0);
         gauge(
             e,
             "mpreg_queues_owned",
             "Queues this node owns and has loaded",
-            int(queues.len()),
+            int(self.0.owned().len()),
         )?;
         for (name, help, read) in GAUGES {
             let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (q, s) in &queues {
-                let g = ConstGauge::new(int(read(q, s)));
+            for q in &queues {
+                let g = ConstGauge::new(int(read((*q.counters).as_ref(), &q.snapshot)));
                 g.encode(family.encode_family(&[("queue", q.name.as_str())])?)?;
             }
         }
@@ -118,14 +155,14 @@ impl Collector for QueueMetrics {
             None,
             MetricType::Gauge,
         )?;
-        for (q, s) in &queues {
-            let g = ConstGauge::new(s.oldest_age_ms as f64 / 1000.0);
+        for q in &queues {
+            let g = ConstGauge::new(q.snapshot.oldest_age_ms as f64 / 1000.0);
             g.encode(age.encode_family(&[("queue", q.name.as_str())])?)?;
         }
         for (name, help, read) in COUNTERS {
             let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (q, s) in &queues {
-                let c = ConstCounter::new(read(q, s));
+            for q in &queues {
+                let c = ConstCounter::new(read((*q.counters).as_ref(), &q.snapshot));
                 c.encode(family.encode_family(&[("queue", q.name.as_str())])?)?;
             }
         }
@@ -135,8 +172,8 @@ impl Collector for QueueMetrics {
             None,
             MetricType::Histogram,
         )?;
-        for (q, _) in &queues {
-            let snap = q.counters.send_to_ack.snapshot();
+        for q in &queues {
+            let snap = (*q.counters).as_ref().send_to_ack.snapshot();
             latency
                 .encode_family(&[("queue", q.name.as_str())])?
                 .encode_histogram::<NoLabelSet>(
@@ -146,8 +183,72 @@ impl Collector for QueueMetrics {
                     None,
                 )?;
         }
+        replica_health(e, &self.0)?;
         Ok(())
     }
+}
+
+/// Each replicated queue's replica on this node, by queue: whether it leads, the group's
+/// voters and the placement's replicas (fewer voters than replicas: a repair is under way),
+/// how far its log and state machine are, its term, and how long it has known no leader.
+fn replica_health(e: &mut DescriptorEncoder, queues: &Queues) -> std::fmt::Result {
+    let me = queues.node();
+    let replicas = queues.groups().all();
+    type ReadReplica = fn(&Replica, &openraft::RaftMetrics<u64, openraft::BasicNode>, u64) -> u64;
+    const REPLICA_GAUGES: [(&str, &str, ReadReplica); 6] = [
+        (
+            "mpreg_queue_replica_leader",
+            "1 where this node's replica leads its queue's group",
+            |_, m, me| u64::from(m.current_leader == Some(me)),
+        ),
+        (
+            "mpreg_queue_replica_voters",
+            "Voters of the queue's group, as this replica knows them",
+            |_, m, _| m.membership_config.membership().voter_ids().count() as u64,
+        ),
+        (
+            "mpreg_queue_replica_placed",
+            "Replicas the catalog places the queue on (its replicas setting once repaired)",
+            |r, _, _| r.entry.replicas.len() as u64,
+        ),
+        (
+            "mpreg_queue_replica_term",
+            "The queue group's Raft term at this replica",
+            |_, m, _| m.current_term,
+        ),
+        (
+            "mpreg_queue_replica_last_log_index",
+            "The last entry in this replica's log of the queue's group",
+            |_, m, _| m.last_log_index.unwrap_or(0),
+        ),
+        (
+            "mpreg_queue_replica_applied_index",
+            "The last entry this replica applied",
+            |_, m, _| m.last_applied.map_or(0, |l| l.index),
+        ),
+    ];
+    let metrics: Vec<_> = replicas
+        .iter()
+        .map(|r| r.raft.metrics().borrow().clone())
+        .collect();
+    for (name, help, read) in REPLICA_GAUGES {
+        let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (r, m) in replicas.iter().zip(&metrics) {
+            let g = ConstGauge::new(int(read(r, m, me.0)));
+            g.encode(family.encode_family(&[("queue", r.entry.name.as_str())])?)?;
+        }
+    }
+    let mut family = e.encode_descriptor(
+        "mpreg_queue_replica_leaderless_seconds",
+        "How long this replica has known no live leader of its group (0: it knows one)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for r in &replicas {
+        let g = ConstGauge::new(r.leaderless_for(queues.now_instant()).as_secs_f64());
+        g.encode(family.encode_family(&[("queue", r.entry.name.as_str())])?)?;
+    }
+    Ok(())
 }
 
 /// `/metrics/queue`'s `metrics` in the original's shape (its `system_type`, rate and
@@ -164,12 +265,11 @@ pub(crate) fn original_json(
     let mut sum_s = 0.0;
     let mut count = 0u64;
     let mut merged: Vec<(f64, u64)> = Vec::new();
-    let per: Vec<Value> = queues
-        .owned()
+    let per: Vec<Value> = rows(queues)
         .iter()
         .map(|q| {
-            let c = &q.counters;
-            let s = q.snapshot(now);
+            let c: &Counters = (*q.counters).as_ref();
+            let s = &q.snapshot;
             ops += n(&c.sent) + n(&c.received) + n(&c.acked) + n(&c.nacked);
             let snap = c.send_to_ack.snapshot();
             sum_s += snap.sum_seconds;
@@ -226,15 +326,30 @@ const DASHBOARD_ROWS: usize = 100;
 /// The dashboard's queue panel: this node's queues by name, each with its counts now and
 /// its totals, and how many more there are beyond [`DASHBOARD_ROWS`].
 pub fn dashboard(queues: &Queues) -> Value {
-    let now = queues.wall_ms();
-    let mut owned = queues.owned();
-    owned.sort_by(|a, b| a.name.cmp(&b.name));
+    let placed: std::collections::BTreeMap<String, (usize, usize)> = queues
+        .groups()
+        .all()
+        .iter()
+        .map(|r| {
+            let voters = r
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count();
+            (r.entry.name.clone(), (r.entry.replicas.len(), voters))
+        })
+        .collect();
+    let owned = rows(queues);
     let rows: Vec<Value> = owned
         .iter()
         .take(DASHBOARD_ROWS)
         .map(|q| {
-            let c = &q.counters;
-            let s = q.snapshot(now);
+            let c: &Counters = (*q.counters).as_ref();
+            let s = &q.snapshot;
+            let (replicas, voters) = placed.get(&q.name).copied().unwrap_or((1, 1));
             let lat = c.send_to_ack.snapshot();
             json!({
                 "name": q.name,
@@ -246,6 +361,8 @@ pub fn dashboard(queues: &Queues) -> Value {
                 "acked": n(&c.acked),
                 "redelivered": n(&c.redelivered),
                 "send_to_ack_ms": lat.mean_ms(),
+                "replicas": replicas,
+                "voters": voters,
             })
         })
         .collect();

@@ -257,6 +257,16 @@ impl Queues {
         &self.limits
     }
 
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.control.id
+    }
+
+    /// The node's clock, now (for how long things have lasted).
+    pub(crate) fn now_instant(&self) -> tokio::time::Instant {
+        self.env.clock.now()
+    }
+
     /// The replicated queues' groups this node holds replicas of.
     pub fn groups(&self) -> &crate::queue::groups::Groups {
         &self.groups
@@ -420,15 +430,19 @@ impl Queues {
     fn place(&self, asked: Option<u32>) -> Result<Vec<NodeId>, QueueFail> {
         let me = self.control.id;
         let now = self.env.clock.now();
-        let (members, mut load) = self.control.catalog.read(|s| {
+        let (members, mut load, firsts) = self.control.catalog.read(|s| {
             let members: Vec<NodeId> = s.catalog.members().map(|m| m.id).collect();
             let mut load: BTreeMap<NodeId, usize> = members.iter().map(|m| (*m, 0)).collect();
+            let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
             for q in s.catalog.queues() {
                 for r in &q.replicas {
                     *load.entry(*r).or_default() += 1;
                 }
+                if let Some(f) = q.replicas.first() {
+                    *firsts.entry(*f).or_default() += 1;
+                }
             }
-            (members, load)
+            (members, load, firsts)
         });
         let r = match asked {
             None if members.len() >= 3 => 3,
@@ -475,7 +489,15 @@ impl Queues {
             .map(|id| (load.remove(&id).unwrap_or(0), id))
             .collect();
         ranked.sort();
-        Ok(ranked.into_iter().take(r).map(|(_, id)| id).collect())
+        let mut chosen: Vec<NodeId> = ranked.into_iter().take(r).map(|(_, id)| id).collect();
+        // The first replica initializes the group and campaigns first, so it usually leads:
+        // the chosen node that is first of the fewest groups goes first, spreading leaders.
+        if let Some(at) =
+            (0..chosen.len()).min_by_key(|i| (firsts.get(&chosen[*i]).copied().unwrap_or(0), *i))
+        {
+            chosen.swap(0, at);
+        }
+        Ok(chosen)
     }
 
     fn created(&self, q: &QueueEntry, created: bool) -> Value {

@@ -131,9 +131,12 @@ pub(super) fn add_producer(
         let mut client: Option<Client> = None;
         // Create through n1 (its owner), again until it answers: a create whose answer
         // was lost is answered by the next as the queue that exists.
-        let create = json!({"queue_name": QUEUE,
+        let mut create = json!({"queue_name": QUEUE,
             "default_visibility_timeout_seconds": VISIBILITY.as_secs_f64(),
             "enable_dead_letter_queue": false, "deduplication_window_seconds": 600});
+        if let Some(r) = scenario.queue_replicas {
+            create["replicas"] = json!(r);
+        }
         let until = now() + Duration::from_secs(20);
         while world.borrow().obs.queue.owner.is_none() && now() < until {
             if client.is_none() {
@@ -145,7 +148,13 @@ pub(super) fn add_producer(
             };
             match created {
                 Ok(v) => {
-                    trace.record("qp", format!("created {QUEUE}: owner {}", v["owner"]));
+                    trace.record(
+                        "qp",
+                        format!(
+                            "created {QUEUE}: owner {}, replicas {}",
+                            v["owner"], v["replicas"]
+                        ),
+                    );
                     world.borrow_mut().obs.queue.owner = Some(nodes[0].clone());
                 }
                 Err(_) => {

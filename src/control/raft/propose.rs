@@ -243,7 +243,7 @@ async fn propose<C: Batching>(raft: &openraft::Raft<C>, mut batch: Vec<Pending<C
             };
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(ClientWriteResponse {
-                    log_id: resp.log_id.clone(),
+                    log_id: resp.log_id,
                     data: result,
                     membership: None,
                 }));

@@ -905,6 +905,94 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Formats 5 and 6, before queue entries named their replicas: the catalog's snapshot is
+    /// rewritten (its queues kept by their owners, no replicas), whether it sat in format
+    /// 5's table or format 6's log engine; an old queue command reads as itself.
+    #[tokio::test]
+    async fn format_5_and_6_snapshots_are_read_and_rewritten() {
+        use super::super::format_v6::StoredStateV6;
+        use crate::control::catalog::QueueEntryV6;
+        for found in [5, 6] {
+            let dir =
+                std::env::temp_dir().join(format!("mpreg-format{found}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("log.sqlite");
+            let _ = std::fs::remove_file(&path);
+            let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 1), 4);
+            let old = QueueEntryV6 {
+                name: "jobs".into(),
+                owner: crate::ids::NodeId(5),
+                incarnation: 9,
+                created_ms: 1,
+                spec: crate::control::QueueSpec {
+                    visibility_timeout_ms: 7_000,
+                    ..Default::default()
+                },
+            };
+            let entry: Entry<TypeConfig> = Entry {
+                log_id,
+                payload: openraft::EntryPayload::Normal(CatalogCommand::CreateQueueV6(old.clone())),
+            };
+            let mut state = StoredStateV6 {
+                last_applied: Some(log_id),
+                ..Default::default()
+            };
+            state.catalog.queues.insert(old.name.clone(), old.clone());
+            let meta = SnapshotMeta::<u64, BasicNode> {
+                last_log_id: Some(log_id),
+                last_membership: Default::default(),
+                snapshot_id: "2-4".into(),
+            };
+            let bytes = encode(&state).unwrap();
+            {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                if found == 5 {
+                    c.execute_batch(SCHEMA_V5).unwrap();
+                    c.execute(
+                        "INSERT INTO raft_log (idx, entry) VALUES (4, ?1)",
+                        [encode(&entry).unwrap()],
+                    )
+                    .unwrap();
+                    c.execute(
+                        "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                        params![encode(&meta).unwrap(), bytes],
+                    )
+                    .unwrap();
+                } else {
+                    c.execute_batch(SCHEMA).unwrap();
+                    c.execute(
+                        "INSERT INTO log_entries (grp, idx, entry) VALUES (0, 4, ?1)",
+                        [encode(&entry).unwrap()],
+                    )
+                    .unwrap();
+                    c.execute(
+                        "INSERT INTO log_snapshots (grp, meta, data) VALUES (0, ?1, ?2)",
+                        params![encode(&meta).unwrap(), bytes],
+                    )
+                    .unwrap();
+                }
+                c.execute_batch(&format!("PRAGMA user_version = {found}"))
+                    .unwrap();
+            }
+            let mut s = SqliteLogStore::open(&path).await.unwrap();
+            let entries = s.try_get_log_entries(4..5).await.unwrap();
+            assert!(matches!(
+                &entries[0].payload,
+                openraft::EntryPayload::Normal(CatalogCommand::CreateQueueV6(q)) if *q == old
+            ));
+            let (_, data) = s.load_snapshot().await.unwrap().expect("the snapshot");
+            let state: StoredState = codec::decode_stored(&data).expect("rewritten as format 7");
+            let q = state.catalog.queue("jobs").expect("the queue kept");
+            assert_eq!(
+                (q.owner, q.incarnation, q.spec.visibility_timeout_ms),
+                (old.owner, 9, 7_000),
+                "format {found}"
+            );
+            assert!(q.replicas.is_empty(), "format {found}: kept by its owner");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     /// The data directory's format: a database from before formats were kept (user_version
     /// 0) opens, keeps its contents and is marked; one of a newer format is refused.
     #[tokio::test]

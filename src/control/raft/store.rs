@@ -74,6 +74,32 @@ struct DiskState<C: RaftTypeConfig> {
     /// The node's id, written (durably) the first time it starts on this disk.
     node_id: Option<u64>,
     stats: Arc<StoreStats>,
+    /// Other Raft groups' logs on this disk (queue groups, `in_group`): one disk, so a
+    /// crash cuts each back to what it had synced.
+    groups: BTreeMap<i64, Arc<dyn GroupLog>>,
+}
+
+/// A group's log kept beside another's on one memory disk.
+trait GroupLog: Send + Sync {
+    fn crash(&self);
+    fn forget(&self);
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<C> GroupLog for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C::D: Clone,
+{
+    fn crash(&self) {
+        LogStore::crash(self);
+    }
+    fn forget(&self) {
+        self.forget_membership();
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 impl<C: RaftTypeConfig> DiskState<C> {
@@ -105,6 +131,7 @@ impl<C: RaftTypeConfig> Default for LogStore<C> {
             dirty_from: None,
             node_id: None,
             stats: Arc::default(),
+            groups: BTreeMap::new(),
         })))
     }
 }
@@ -148,24 +175,61 @@ where
     }
 
     /// Forgets vote, log and snapshot (after the node left the cluster); keeps the id.
+    /// Every group's log on this disk goes too (the node's replicas were of that cluster).
     pub fn forget_membership(&self) {
-        let mut d = self.0.lock();
-        d.live = DiskCopy::default();
-        d.durable = DiskCopy::default();
-        d.dirty_from = None;
-        d.waiting.clear();
-        d.epoch += 1;
-        d.sync_scheduled = false;
+        let groups: Vec<Arc<dyn GroupLog>> = {
+            let mut d = self.0.lock();
+            d.live = DiskCopy::default();
+            d.durable = DiskCopy::default();
+            d.dirty_from = None;
+            d.waiting.clear();
+            d.epoch += 1;
+            d.sync_scheduled = false;
+            std::mem::take(&mut d.groups).into_values().collect()
+        };
+        for g in groups {
+            g.forget();
+        }
     }
 
-    /// Power loss: whatever was not synced is gone, and pending acknowledgements with it.
+    /// Power loss: whatever was not synced is gone, and pending acknowledgements with it
+    /// (in every group's log on this disk too).
     pub fn crash(&self) {
+        let groups: Vec<Arc<dyn GroupLog>> = {
+            let mut d = self.0.lock();
+            d.live = d.durable.clone();
+            d.dirty_from = None;
+            d.waiting.clear();
+            d.sync_scheduled = false;
+            d.epoch += 1;
+            d.groups.values().cloned().collect()
+        };
+        for g in groups {
+            g.crash();
+        }
+    }
+
+    /// Group `group`'s log on this disk (created empty the first time), with this disk's
+    /// sync delay: as `SqliteLogStore::in_group` is for the log engine, for the simulator.
+    pub fn in_group<D>(&self, group: i64) -> LogStore<D>
+    where
+        D: RaftTypeConfig<NodeId = u64, Entry = Entry<D>> + 'static,
+        D::D: Clone,
+    {
         let mut d = self.0.lock();
-        d.live = d.durable.clone();
-        d.dirty_from = None;
-        d.waiting.clear();
-        d.sync_scheduled = false;
-        d.epoch += 1;
+        if let Some(found) = d
+            .groups
+            .get(&group)
+            .and_then(|g| g.as_any().downcast_ref::<LogStore<D>>())
+        {
+            return found.clone();
+        }
+        let log = match d.sync_delay {
+            Some(delay) => LogStore::<D>::with_sync_delay(delay),
+            None => LogStore::<D>::default(),
+        };
+        d.groups.insert(group, Arc::new(log.clone()));
+        log
     }
 
     /// Entries that were written but not synced (for tests of the crash semantics).
