@@ -9,10 +9,8 @@
 //! node, built from that room's parts (the log engine's store, the seeded runtime, the
 //! bounded snapshot buffer). Its RPCs travel on the fabric (`group_network`).
 //!
-//! Still to come (issue 28): groups started from the catalog's placement (each replica
-//! initialized with the group's members; its settings are the group's first entry,
-//! `QueueOp::Configure`, so no replica depends on its own node's view of the catalog), and
-//! the queue service forwarding to a group's leader.
+//! The replicas run where the catalog places them (`queue::groups`), and the queue service
+//! proposes to the group this node leads (`queue/service/replicated.rs`).
 
 use std::fmt::Debug;
 use std::sync::Arc;
