@@ -23,25 +23,15 @@ command -v python3 >/dev/null || { echo "bench_catalog.sh: python3 is not on PAT
 
 openssl rand -hex 32 >"$work/secret" 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/secret"
 chmod 600 "$work/secret"
-start_node() { # name, extra flags... (not in $(...): its pid must reach `pids`)
-  local name=$1; shift
-  "$bin/mpreg-node" --port 0 --name "$name" --persistence-mode sqlite --data-dir "$work/$name" \
-    --cluster-secret-file "$work/secret" --monitoring-port 0 --log-level error "$@" \
-    >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 300); do grep -q MPREG_URL= "$work/$name.out" && break; sleep 0.1; done
-}
+node_flags=(--cluster-secret-file "$work/secret")
+# shellcheck source=scripts/bench_cluster.sh
+. scripts/bench_cluster.sh
 start_node n1
-url1=$(grep MPREG_URL= "$work/n1.out" | cut -d= -f2)
+url1=$(url_of n1)
 [ -n "$url1" ] || { echo "bench_catalog.sh: the first node did not start" >&2; exit 1; }
 start_node n2 --peers "$url1"
 start_node n3 --peers "$url1"
-# Wait until all three are members (cluster_map lists them).
-for _ in $(seq 100); do
-  n=$("$bin/mpreg" client call cluster_map --url "$url1" 2>/dev/null | grep -c '"node_id"' || true)
-  [ "$n" -ge 3 ] && break
-  sleep 0.2
-done
+wait_members 3 "$url1"
 
 fsync_rate() {
   python3 - "$work/fsync.dat" "$duration" <<'EOF'

@@ -21,25 +21,15 @@ window=${WINDOW:-30}
 # shellcheck source=scripts/bench_work.sh
 . scripts/bench_work.sh
 
-start_node() { # name, extra flags... (not in $(...): its pid must reach `pids`)
-  local name=$1; shift
-  "$bin/mpreg-node" --port 0 --name "$name" --persistence-mode sqlite --data-dir "$work/$name" \
-    --queue-max-queues 10000 --monitoring-port 0 --log-level error "$@" \
-    >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  echo $! >"$work/$name.pid"
-  for _ in $(seq 300); do grep -q MPREG_URL= "$work/$name.out" && break; sleep 0.1; done
-}
+node_flags=(--queue-max-queues 10000)
+# shellcheck source=scripts/bench_cluster.sh
+. scripts/bench_cluster.sh
 start_node n1
-url1=$(grep MPREG_URL= "$work/n1.out" | cut -d= -f2)
+url1=$(url_of n1)
 [ -n "$url1" ] || { echo "$me: the first node did not start" >&2; exit 1; }
 start_node n2 --peers "$url1"
 start_node n3 --peers "$url1"
-for _ in $(seq 100); do
-  n=$("$bin/mpreg" client call cluster_map --url "$url1" 2>/dev/null | grep -c '"node_id"' || true)
-  [ "$n" -ge 3 ] && break
-  sleep 0.2
-done
+wait_members 3 "$url1"
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

@@ -34,24 +34,15 @@ trap 'stop_js; cleanup' EXIT
 if [ ${#sync[@]} -gt 0 ]; then nats_sync="fsync before every ack (sync_interval: always)"
 else nats_sync="NO fsync before its acks ($(nats-server --version))"; fi
 
-start_node() { # name, extra flags... (not in $(...): its pid must reach `pids`)
-  local name=$1; shift
-  "$bin/mpreg-node" --port 0 --name "$name" --persistence-mode sqlite --data-dir "$work/$name" \
-    --queue-max-messages 5000000 --queue-max-bytes 4294967296 --monitoring-port 0 \
-    --log-level error "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 300); do grep -q MPREG_URL= "$work/$name.out" && break; sleep 0.1; done
-}
+node_flags=(--queue-max-messages 5000000 --queue-max-bytes 4294967296)
+# shellcheck source=scripts/bench_cluster.sh
+. scripts/bench_cluster.sh
 start_node n1
-url1=$(grep MPREG_URL= "$work/n1.out" | cut -d= -f2)
+url1=$(url_of n1)
 [ -n "$url1" ] || { echo "$me: the first node did not start" >&2; exit 1; }
 start_node n2 --peers "$url1"
 start_node n3 --peers "$url1"
-for _ in $(seq 100); do
-  n=$("$bin/mpreg" client call cluster_map --url "$url1" 2>/dev/null | grep -c '"node_id"' || true)
-  [ "$n" -ge 3 ] && break
-  sleep 0.2
-done
+wait_members 3 "$url1"
 
 common=(--duration "$duration" --warmup 1 --rounds "$rounds")
 nats() { "$natsbench" "$@" --url nats://127.0.0.1:4222 --stream BENCH --replicas 3 "${common[@]}" 2>/dev/null | grep -v '^JSON' | tail -2 | tr '\n' ' '; }

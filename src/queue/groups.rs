@@ -48,7 +48,7 @@ pub struct Replica {
     pub proposer: crate::control::raft::Proposer<QueueGroup>,
     pub sm: QueueStateMachine,
     /// Counted where calls ran: on the leader of the moment.
-    pub counters: super::service::Counters,
+    pub counters: super::counters::Counters,
     /// Named consumers and when each last asked for messages (the leader's, for broadcast
     /// and quorum sends; a new leader learns them again within a long poll).
     pub active: Mutex<BTreeMap<Arc<str>, u64>>,
@@ -76,10 +76,10 @@ impl Replica {
     }
 
     /// The queue's counts at this replica (the leader's are the queue's).
-    pub fn snapshot(&self) -> super::service::Snapshot {
+    pub fn snapshot(&self) -> super::counters::Snapshot {
         self.sm.read(|m| {
             let q = m.queue();
-            super::service::Snapshot {
+            super::counters::Snapshot {
                 depth: q.depth(),
                 in_flight: q.in_flight(),
                 dead_lettered: q.dead_lettered(),

@@ -13,8 +13,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::{Value, json};
 
+use super::counters::{Counters, Snapshot};
 use super::groups::Replica;
-use super::service::{Counters, Queues, Snapshot};
+use super::service::Queues;
 use crate::metrics::{gauge, int, per_bucket};
 
 /// The collector the node registers.

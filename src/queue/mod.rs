@@ -9,6 +9,7 @@
 //! (`machine`; laws in `tests/queue_machine_laws.rs`), the group's openraft side (`group`)
 //! and its RPCs on the peer fabric (`group_network`).
 
+pub mod counters;
 pub mod engine;
 pub mod fail;
 pub mod feed;

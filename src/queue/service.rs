@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -33,6 +33,7 @@ use crate::fabric::Fabric;
 use crate::fabric::heartbeat::SharedDetector;
 use crate::fabric::liveness::Liveness;
 
+pub use super::counters::{Counters, Snapshot};
 pub use super::fail::QueueFail;
 
 mod owner;
@@ -134,21 +135,6 @@ impl Op {
     }
 }
 
-/// One queue's counters since its owner started.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub sent: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub received: AtomicU64,
-    pub acked: AtomicU64,
-    pub nacked: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub expired: AtomicU64,
-    /// From a message's send to its ack (wall clock, ms resolution).
-    pub send_to_ack: crate::registry::stats::Latency,
-}
-
 /// A queue's state on its owner.
 struct State {
     queue: Queue,
@@ -171,15 +157,6 @@ pub struct Owned {
     /// Set when the queue is deleted: receives waiting on it answer at once.
     deleted: std::sync::atomic::AtomicBool,
     pub counters: Counters,
-}
-
-/// What `queue_stats` and the metrics read of a queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub depth: usize,
-    pub in_flight: usize,
-    pub dead_lettered: usize,
-    pub oldest_age_ms: u64,
 }
 
 impl Owned {
@@ -354,14 +331,16 @@ impl Queues {
             spec,
             replicas,
         };
-        if entry.replicated() {
-            return self.create_replicated(entry).await;
-        }
-        match self
-            .control
-            .propose_within(CatalogCommand::CreateQueue(entry.clone()), COMMIT_WITHIN)
-            .await
-        {
+        match self.commit_create(&entry).await {
+            Ok(()) if entry.replicated() => {
+                // Committed by the catalog's leader; this replica applies it before the
+                // answer, so a call through this node right after finds the queue. Then
+                // this node's replica, if it holds one, starts now rather than at the queue
+                // task's next look (the others start when their nodes apply it).
+                let _ = self.control.linearizable(COMMIT_WITHIN).await;
+                self.groups.reconcile().await;
+                Ok(self.created(&entry, true))
+            }
             Ok(()) => {
                 let def =
                     serde_json::to_vec(&entry).map_err(|e| QueueFail::Invalid(e.to_string()))?;
@@ -391,37 +370,23 @@ impl Queues {
         }
     }
 
-    /// Commits a replicated queue to the catalog (its replicas start on their nodes when
-    /// they apply it, `groups`). Proposed as the old command while some member is of an
-    /// older build, which does not read the new one (`place` then chose none).
-    async fn create_replicated(&self, entry: QueueEntry) -> Result<Value, QueueFail> {
-        let name = entry.name.clone();
-        match self
-            .control
-            .propose_within(CatalogCommand::CreateQueue(entry.clone()), COMMIT_WITHIN)
-            .await
-        {
-            Ok(()) => {
-                // Committed by the catalog's leader; this replica applies it before the
-                // answer, so a call through this node right after finds the queue. Then
-                // this node's replica, if it holds one, starts now rather than at the queue
-                // task's next look.
-                let _ = self.control.linearizable(COMMIT_WITHIN).await;
-                self.groups.reconcile().await;
-                Ok(self.created(&entry, true))
-            }
-            Err(CommitError::Refused(CatalogError::QueueExists(_))) => match self.entry(&name) {
-                Some(existing) if existing.spec == entry.spec => Ok(self.created(&existing, false)),
-                _ => Err(QueueFail::Exists(name)),
-            },
-            Err(CommitError::Refused(e)) => {
-                Err(QueueFail::refused("catalog_refused", e.to_string()))
-            }
-            Err(CommitError::Unavailable(why)) => Err(QueueFail::unavailable(
-                "catalog_unavailable",
-                format!("the catalog could not commit the queue: {why}"),
-            )),
-        }
+    /// Commits queue `entry` to the catalog. A queue with one replica goes as the command of
+    /// formats 5–6, which every member reads (one of an older build too, during a rolling
+    /// upgrade); a replicated one as the new command (`place` chose replicas only while every
+    /// member reads it).
+    async fn commit_create(&self, entry: &QueueEntry) -> Result<(), CommitError> {
+        let cmd = if entry.replicated() {
+            CatalogCommand::CreateQueue(entry.clone())
+        } else {
+            CatalogCommand::CreateQueueV6(crate::control::catalog::QueueEntryV6 {
+                name: entry.name.clone(),
+                owner: entry.owner,
+                incarnation: entry.incarnation,
+                created_ms: entry.created_ms,
+                spec: entry.spec.clone(),
+            })
+        };
+        self.control.propose_within(cmd, COMMIT_WITHIN).await
     }
 
     /// Where a new queue's replicas go: none (R = 1, the creating node keeps it) or R
@@ -694,12 +659,9 @@ impl Queues {
                      this node's stored messages of the earlier queue are kept, not served"
                 ),
                 None => {
-                    self.control
-                        .propose_within(CatalogCommand::CreateQueue(def), COMMIT_WITHIN)
-                        .await
-                        .map_err(|e| {
-                            QueueFail::unavailable("catalog_unavailable", e.to_string())
-                        })?;
+                    self.commit_create(&def).await.map_err(|e| {
+                        QueueFail::unavailable("catalog_unavailable", e.to_string())
+                    })?;
                     reclaimed += 1;
                 }
             }

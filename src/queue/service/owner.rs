@@ -3,7 +3,7 @@
 //! is done, a receive waits (long poll) for messages, due times or the queue's deletion.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -315,31 +315,7 @@ impl Queues {
     }
 
     async fn send_batch(&self, q: &Owned, req: Value) -> Result<Value, QueueFail> {
-        let Some(messages) = req.get("messages").and_then(Value::as_array) else {
-            return Err(QueueFail::Invalid(
-                "messages: required, a list of queue_send requests".into(),
-            ));
-        };
-        if messages.is_empty() || messages.len() > request::MAX_SEND_BATCH {
-            return Err(QueueFail::Invalid(format!(
-                "messages: 1 to {} per batch",
-                request::MAX_SEND_BATCH
-            )));
-        }
-        // Checked all first: a batch with a bad message sends nothing.
-        let mut checked = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let mut m = m.clone();
-            if let Some(o) = m.as_object_mut() {
-                o.insert("queue_name".into(), json!(q.name));
-            }
-            let r: request::SendRequest =
-                decode(m).map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))?;
-            checked.push(
-                request::send(&r, &self.limits.request)
-                    .map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))?,
-            );
-        }
+        let checked = checked_batch(&req, &q.name, &self.limits.request)?;
         let mut results = Vec::with_capacity(checked.len());
         let mut last = None;
         for c in checked {
@@ -521,27 +497,16 @@ impl Queues {
         let now = self.now();
         self.with(q, |_, _, _| ());
         let s = q.snapshot(now);
-        let c = &q.counters;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let acks = n(&c.acked);
-        let latency = c.send_to_ack.snapshot();
-        json!({
+        let mut stats = json!({
             "queue_name": q.name,
             "depth": s.depth,
             "in_flight": s.in_flight,
             "dead_lettered": s.dead_lettered,
             "oldest_message_age_seconds": s.oldest_age_ms as f64 / 1000.0,
-            "total_messages_sent": n(&c.sent),
-            "total_messages_received": n(&c.received),
-            "total_messages_acknowledged": acks,
-            "total_messages_nacked": n(&c.nacked),
-            "total_messages_redelivered": n(&c.redelivered),
-            "total_messages_dead_lettered": n(&c.dead_lettered),
-            "total_messages_expired": n(&c.expired),
-            "duplicate_sends": n(&c.duplicates),
-            "average_send_to_ack_ms": latency.mean_ms().unwrap_or(0.0),
             "durable": self.durable(),
-        })
+        });
+        q.counters.add_totals(&mut stats);
+        stats
     }
 
     /// `queue_delete`, on the owner: out of the catalog, then its rows.
@@ -628,6 +593,39 @@ impl Drop for Waiter<'_> {
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, QueueFail> {
     serde_json::from_value(v).map_err(|e| QueueFail::Invalid(e.to_string()))
+}
+
+/// `queue_send_batch`'s messages, each checked as a `queue_send` to queue `name`, all before
+/// any is sent: a batch with a bad message sends nothing.
+pub(super) fn checked_batch(
+    req: &Value,
+    name: &str,
+    limits: &request::Limits,
+) -> Result<Vec<request::CheckedSend>, QueueFail> {
+    let Some(messages) = req.get("messages").and_then(Value::as_array) else {
+        return Err(QueueFail::Invalid(
+            "messages: required, a list of queue_send requests".into(),
+        ));
+    };
+    if messages.is_empty() || messages.len() > request::MAX_SEND_BATCH {
+        return Err(QueueFail::Invalid(format!(
+            "messages: 1 to {} per batch",
+            request::MAX_SEND_BATCH
+        )));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut m = m.clone();
+            if let Some(o) = m.as_object_mut() {
+                o.insert("queue_name".into(), json!(name));
+            }
+            let r: request::SendRequest =
+                decode(m).map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))?;
+            request::send(&r, limits).map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))
+        })
+        .collect()
 }
 
 /// A message id as clients see it: the queue's incarnation and the message's number, so

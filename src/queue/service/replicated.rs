@@ -12,13 +12,15 @@
 //! Receipts name the queue's incarnation (not a run of a node): a message received from
 //! one leader is acked on the next.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use serde_json::{Value, json};
 
-use super::owner::{Waiter, addressees_of, decode, deliveries_json, message_id_of, message_json};
+use super::owner::{
+    Waiter, addressees_of, checked_batch, decode, deliveries_json, message_id_of, message_json,
+};
 use super::{COMMIT_WITHIN, FORWARD_SLACK, Op, QueueFail, Queues};
 use crate::control::QueueEntry;
 use crate::data::client::DataClient;
@@ -210,28 +212,12 @@ impl Queues {
                 self.group_send(r, checked).await
             }
             Op::SendBatch => {
-                let Some(messages) = req.get("messages").and_then(Value::as_array) else {
-                    return Err(QueueFail::Invalid(
-                        "messages: required, a list of queue_send requests".into(),
-                    ));
-                };
-                if messages.is_empty() || messages.len() > request::MAX_SEND_BATCH {
-                    return Err(QueueFail::Invalid(format!(
-                        "messages: 1 to {} per batch",
-                        request::MAX_SEND_BATCH
-                    )));
-                }
-                let mut sends = Vec::with_capacity(messages.len());
+                let mut sends = Vec::new();
                 let mut bytes = 0usize;
-                for (i, m) in messages.iter().enumerate() {
-                    let mut m = m.clone();
-                    if let Some(o) = m.as_object_mut() {
-                        o.insert("queue_name".into(), json!(r.entry.name));
-                    }
-                    let q: request::SendRequest =
-                        decode(m).map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))?;
-                    let checked = request::send(&q, &self.limits.request)
-                        .map_err(|e| QueueFail::Invalid(format!("messages[{i}]: {e}")))?;
+                for (i, checked) in checked_batch(&req, &r.entry.name, &self.limits.request)?
+                    .into_iter()
+                    .enumerate()
+                {
                     if !matches!(
                         checked.guarantee,
                         Guarantee::AtLeastOnce | Guarantee::FireAndForget
@@ -596,28 +582,16 @@ impl Queues {
     }
 
     fn group_stats(&self, r: &Replica) -> Value {
-        let c = &r.counters;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let latency = c.send_to_ack.snapshot();
         let (depth, in_flight, dead) = r.sm.read(|m| {
             let q = m.queue();
             (q.depth(), q.in_flight(), q.dead_lettered())
         });
         let m = r.raft.metrics().borrow().clone();
-        json!({
+        let mut stats = json!({
             "queue_name": r.entry.name,
             "depth": depth,
             "in_flight": in_flight,
             "dead_lettered": dead,
-            "total_messages_sent": n(&c.sent),
-            "total_messages_received": n(&c.received),
-            "total_messages_acknowledged": n(&c.acked),
-            "total_messages_nacked": n(&c.nacked),
-            "total_messages_redelivered": n(&c.redelivered),
-            "total_messages_dead_lettered": n(&c.dead_lettered),
-            "total_messages_expired": n(&c.expired),
-            "duplicate_sends": n(&c.duplicates),
-            "average_send_to_ack_ms": latency.mean_ms().unwrap_or(0.0),
             "durable": self.durable(),
             "replicas": r.entry.replicas.iter().map(|id| id.0).collect::<Vec<_>>(),
             "leader": m.current_leader,
@@ -625,7 +599,9 @@ impl Queues {
             "term": m.current_term,
             "last_log_index": m.last_log_index,
             "last_applied": m.last_applied.map(|l| l.index),
-        })
+        });
+        r.counters.add_totals(&mut stats);
+        stats
     }
 
     /// Lets time pass on the groups this node leads whose queues have something due
