@@ -528,6 +528,22 @@ impl Catalog {
         self.queues.values()
     }
 
+    /// Per node: the queue replicas it holds, and the groups it is placed first in (whose
+    /// first leader it usually is). Nodes holding none are absent.
+    pub fn replica_load(&self) -> (BTreeMap<NodeId, usize>, BTreeMap<NodeId, usize>) {
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for q in self.queues.values() {
+            for r in &q.replicas {
+                *load.entry(*r).or_default() += 1;
+            }
+            if let Some(f) = q.replicas.first() {
+                *firsts.entry(*f).or_default() += 1;
+            }
+        }
+        (load, firsts)
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &DnsService> {
         self.services.values()
     }

@@ -68,6 +68,17 @@ impl Replica {
         self.leader() == Some(me.0)
     }
 
+    /// The group's voters, as this replica knows them.
+    pub fn voters(&self) -> BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
     /// How long this replica has known no live leader (zero while it knows one).
     pub fn leaderless_for(&self, now: tokio::time::Instant) -> Duration {
         self.leaderless_since
@@ -396,16 +407,10 @@ impl Groups {
     pub(crate) async fn repair(self: &Arc<Self>) {
         let now = self.env.clock.now();
         let me = self.control.id;
-        let (members, load) = self.control.catalog.read(|s| {
-            let members: BTreeSet<NodeId> = s.catalog.members().map(|m| m.id).collect();
-            let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for q in s.catalog.queues() {
-                for r in &q.replicas {
-                    *load.entry(*r).or_default() += 1;
-                }
-            }
-            (members, load)
-        });
+        let members: BTreeSet<NodeId> = self
+            .control
+            .catalog
+            .read(|s| s.catalog.members().map(|m| m.id).collect());
         // How long each member has been down, by the detector (forgotten once it is up).
         let down: BTreeSet<NodeId> = {
             let d = self.detector.lock();
@@ -424,8 +429,10 @@ impl Groups {
                 .map(|(id, _)| *id)
                 .collect()
         };
+        // Replicas per node, read once and only if some group has a replica to move.
+        let mut load: Option<BTreeMap<NodeId, usize>> = None;
         for r in self.all() {
-            if !r.is_leader(me) || r.repairing.swap(true, Ordering::AcqRel) {
+            if !r.is_leader(me) {
                 continue;
             }
             let gone: Vec<NodeId> = r
@@ -435,7 +442,20 @@ impl Groups {
                 .copied()
                 .filter(|id| !members.contains(id) || down.contains(id))
                 .collect();
-            let spare: Vec<NodeId> = {
+            // Nothing to move and the voters are the placement: no task (the common case,
+            // every tick, for every group this node leads).
+            if gone.is_empty() && r.voters() == r.entry.replicas.iter().map(|id| id.0).collect() {
+                continue;
+            }
+            if r.repairing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let spare: Vec<NodeId> = if gone.is_empty() {
+                Vec::new()
+            } else {
+                let load = load.get_or_insert_with(|| {
+                    self.control.catalog.read(|s| s.catalog.replica_load().0)
+                });
                 let d = self.detector.lock();
                 let mut spare: Vec<(usize, NodeId)> = members
                     .iter()
@@ -483,14 +503,7 @@ impl Groups {
             return; // the next look finds the catalog changed and moves the group
         }
         let want: BTreeSet<u64> = r.entry.replicas.iter().map(|id| id.0).collect();
-        let voters: BTreeSet<u64> = r
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let voters = r.voters();
         if voters == want {
             return;
         }

@@ -332,15 +332,10 @@ pub fn dashboard(queues: &Queues) -> Value {
         .all()
         .iter()
         .map(|r| {
-            let voters = r
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .count();
-            (r.entry.name.clone(), (r.entry.replicas.len(), voters))
+            (
+                r.entry.name.clone(),
+                (r.entry.replicas.len(), r.voters().len()),
+            )
         })
         .collect();
     let owned = rows(queues);

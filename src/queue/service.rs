@@ -395,19 +395,9 @@ impl Queues {
     fn place(&self, asked: Option<u32>) -> Result<Vec<NodeId>, QueueFail> {
         let me = self.control.id;
         let now = self.env.clock.now();
-        let (members, mut load, firsts) = self.control.catalog.read(|s| {
+        let (members, (mut load, firsts)) = self.control.catalog.read(|s| {
             let members: Vec<NodeId> = s.catalog.members().map(|m| m.id).collect();
-            let mut load: BTreeMap<NodeId, usize> = members.iter().map(|m| (*m, 0)).collect();
-            let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for q in s.catalog.queues() {
-                for r in &q.replicas {
-                    *load.entry(*r).or_default() += 1;
-                }
-                if let Some(f) = q.replicas.first() {
-                    *firsts.entry(*f).or_default() += 1;
-                }
-            }
-            (members, load, firsts)
+            (members, s.catalog.replica_load())
         });
         let r = match asked {
             None if members.len() >= 3 => 3,
@@ -560,31 +550,47 @@ impl Queues {
                 ),
             )
         };
-        let held_down = {
-            let now = self.env.clock.now();
-            self.detector.lock().status(owner, now) == Liveness::Down
-        };
-        if held_down {
-            return Err(down());
-        }
-        let addr = self.control.member_addr(owner).ok_or_else(down)?;
-        let wait = req
-            .get("wait_seconds")
-            .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(Duration::ZERO, |s| {
-                Duration::from_secs_f64(s.min(request::MAX_WAIT_SECONDS))
-            });
-        let body = serde_json::to_vec(&req).map_err(|e| QueueFail::Invalid(e.to_string()))?;
-        let client = DataClient::new(self.fabric.link_to(owner.0, &addr));
-        match client.queue(op.name(), body, wait + FORWARD_SLACK).await {
-            Ok(Ok(reply)) => serde_json::from_slice(&reply)
-                .map_err(|e| QueueFail::unavailable("queue_owner_reply", e.to_string())),
-            Ok(Err((kind, code, message))) => Err(QueueFail::from_wire(kind, code, message)),
-            Err(e) => Err(QueueFail::unavailable(
+        let ttl = replicated::wait_of(&req) + FORWARD_SLACK;
+        match self.call_node(owner, op, &req, ttl).await {
+            Ok(answer) => answer,
+            Err(Unreached::Down | Unreached::NotMember) => Err(down()),
+            Err(Unreached::Failed(e)) => Err(QueueFail::unavailable(
                 "queue_owner_down",
                 format!("{} ({e})", down()),
             )),
+        }
+    }
+
+    /// Runs `op` with `req` on node `target` through the data plane, within `ttl`: its
+    /// answer (a queue failure included), or why it was not reached.
+    async fn call_node(
+        &self,
+        target: NodeId,
+        op: Op,
+        req: &Value,
+        ttl: Duration,
+    ) -> Result<Result<Value, QueueFail>, Unreached> {
+        let held_down = {
+            let now = self.env.clock.now();
+            self.detector.lock().status(target, now) == Liveness::Down
+        };
+        if held_down {
+            return Err(Unreached::Down);
+        }
+        let addr = self
+            .control
+            .member_addr(target)
+            .ok_or(Unreached::NotMember)?;
+        let body = match serde_json::to_vec(req) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(QueueFail::Invalid(e.to_string()))),
+        };
+        let client = DataClient::new(self.fabric.link_to(target.0, &addr));
+        match client.queue(op.name(), body, ttl).await {
+            Ok(Ok(reply)) => Ok(serde_json::from_slice(&reply)
+                .map_err(|e| QueueFail::unavailable("queue_owner_reply", e.to_string()))),
+            Ok(Err((kind, code, message))) => Ok(Err(QueueFail::from_wire(kind, code, message))),
+            Err(e) => Err(Unreached::Failed(e.to_string())),
         }
     }
 
@@ -695,6 +701,16 @@ fn entry_json(q: &QueueEntry, catalog: &crate::control::Catalog) -> Value {
 
 /// How often the queue task lets time pass on the loaded queues.
 const TICK: Duration = Duration::from_millis(200);
+
+/// Why a call to another node did not reach it (`Queues::call_node`).
+enum Unreached {
+    /// The failure detector holds it down.
+    Down,
+    /// It is not a member (no address).
+    NotMember,
+    /// The call failed on the way.
+    Failed(String),
+}
 
 /// The node's queue task: once the node is registered (its catalog caught up), gives the
 /// catalog back this node's stored queues it forgot; then lets time pass on the loaded

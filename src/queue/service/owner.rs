@@ -46,26 +46,15 @@ impl Queues {
             }
             Op::Ack => {
                 let req: request::ReceiptRequest = decode(req)?;
-                let Some(handles) = req.receipt_handles else {
+                let Some(handles) = receipt_handles(&req)? else {
                     let r = self.receipt(&q, &req.receipt_handle)?;
                     self.ack(&q, r)?;
                     return Ok(json!({ "success": true, "acknowledged": true }));
                 };
-                if handles.is_empty() || handles.len() > request::MAX_ACK_BATCH {
-                    return Err(QueueFail::Invalid(format!(
-                        "receipt_handles: 1 to {} per ack",
-                        request::MAX_ACK_BATCH
-                    )));
-                }
-                if !req.receipt_handle.is_empty() {
-                    return Err(QueueFail::Invalid(
-                        "give receipt_handle or receipt_handles, not both".into(),
-                    ));
-                }
                 // Each on its own: one stale receipt fails alone, named with its reason.
                 let mut failed = Vec::new();
                 let mut acked = 0;
-                for h in &handles {
+                for h in handles {
                     match self.receipt(&q, h).and_then(|r| self.ack(&q, r)) {
                         Ok(()) => acked += 1,
                         Err(e) => failed.push(json!({"receipt_handle": h, "error": e.to_string()})),
@@ -593,6 +582,28 @@ impl Drop for Waiter<'_> {
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, QueueFail> {
     serde_json::from_value(v).map_err(|e| QueueFail::Invalid(e.to_string()))
+}
+
+/// `queue_ack`'s several receipts (`receipt_handles`, 1 to `MAX_ACK_BATCH`, and then no
+/// `receipt_handle`), or `None` when it acks one.
+pub(super) fn receipt_handles(
+    req: &request::ReceiptRequest,
+) -> Result<Option<&[String]>, QueueFail> {
+    let Some(handles) = &req.receipt_handles else {
+        return Ok(None);
+    };
+    if handles.is_empty() || handles.len() > request::MAX_ACK_BATCH {
+        return Err(QueueFail::Invalid(format!(
+            "receipt_handles: 1 to {} per ack",
+            request::MAX_ACK_BATCH
+        )));
+    }
+    if !req.receipt_handle.is_empty() {
+        return Err(QueueFail::Invalid(
+            "give receipt_handle or receipt_handles, not both".into(),
+        ));
+    }
+    Ok(Some(handles))
 }
 
 /// `queue_send_batch`'s messages, each checked as a `queue_send` to queue `name`, all before

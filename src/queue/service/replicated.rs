@@ -20,11 +20,10 @@ use serde_json::{Value, json};
 
 use super::owner::{
     Waiter, addressees_of, checked_batch, decode, deliveries_json, message_id_of, message_json,
+    receipt_handles,
 };
-use super::{COMMIT_WITHIN, FORWARD_SLACK, Op, QueueFail, Queues};
+use super::{COMMIT_WITHIN, FORWARD_SLACK, Op, QueueFail, Queues, Unreached};
 use crate::control::QueueEntry;
-use crate::data::client::DataClient;
-use crate::fabric::liveness::Liveness;
 use crate::queue::engine::{Event, Receipt, Send};
 use crate::queue::groups::{MAX_ENTRY_BYTES, Replica};
 use crate::queue::machine::{QueueCommand, QueueOp, QueueOutput};
@@ -146,31 +145,20 @@ impl Queues {
         req: &Value,
         deadline: tokio::time::Instant,
     ) -> Result<Value, QueueFail> {
-        let target_id = crate::control::NodeId(target);
-        let down = |why: String| QueueFail::unavailable("queue_owner_down", why);
-        let held_down = {
-            let now = self.env.clock.now();
-            self.detector.lock().status(target_id, now) == Liveness::Down
-        };
-        if held_down {
-            return Err(down(format!("node {target} is down")));
-        }
-        let addr = self
-            .control
-            .member_addr(target_id)
-            .ok_or_else(|| down(format!("node {target} is not a member")))?;
-        let body = serde_json::to_vec(req).map_err(|e| QueueFail::Invalid(e.to_string()))?;
         let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let client = DataClient::new(self.fabric.link_to(target, &addr));
-        match client.queue(op.name(), body, ttl).await {
-            Ok(Ok(reply)) => serde_json::from_slice(&reply)
-                .map_err(|e| QueueFail::unavailable("queue_owner_reply", e.to_string())),
-            Ok(Err((kind, code, message))) => Err(QueueFail::from_wire(kind, code, message)),
-            Err(e) => Err(down(format!(
+        let why = match self
+            .call_node(crate::control::NodeId(target), op, req, ttl)
+            .await
+        {
+            Ok(answer) => return answer,
+            Err(Unreached::Down) => format!("node {target} is down"),
+            Err(Unreached::NotMember) => format!("node {target} is not a member"),
+            Err(Unreached::Failed(e)) => format!(
                 "node {target} (a replica of queue `{}`) could not be reached: {e}",
                 entry.name
-            ))),
-        }
+            ),
+        };
+        Err(QueueFail::unavailable("queue_owner_down", why))
     }
 
     /// Proposes `op` to the group this node leads; what applying it answered.
@@ -268,22 +256,9 @@ impl Queues {
             Op::Ack => {
                 let req: request::ReceiptRequest = decode(req)?;
                 let single = req.receipt_handles.is_none();
-                let handles = match req.receipt_handles {
+                let handles = match receipt_handles(&req)? {
                     None => vec![req.receipt_handle.clone()],
-                    Some(h) => {
-                        if h.is_empty() || h.len() > request::MAX_ACK_BATCH {
-                            return Err(QueueFail::Invalid(format!(
-                                "receipt_handles: 1 to {} per ack",
-                                request::MAX_ACK_BATCH
-                            )));
-                        }
-                        if !req.receipt_handle.is_empty() {
-                            return Err(QueueFail::Invalid(
-                                "give receipt_handle or receipt_handles, not both".into(),
-                            ));
-                        }
-                        h
-                    }
+                    Some(h) => h.to_vec(),
                 };
                 // All at once: the proposer puts them in one entry.
                 let outcomes = futures_util::future::join_all(handles.iter().map(|h| async {
