@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mpreg::control::raft::{CatalogStateMachine, LogStore, PeerClient, seed_raft_rng};
+use mpreg::control::raft::{AppliedRun, CatalogStateMachine, LogStore, PeerClient, seed_raft_rng};
 use mpreg::control::{CatalogCommand, QueueEntry, QueueSpec};
 use mpreg::{Client, Node, Settings};
 use openraft::ServerState;
@@ -41,8 +41,11 @@ struct Disks {
 
 impl Disks {
     fn new() -> Disks {
+        let log = LogStore::with_sync_delay(DISK_SYNC_DELAY);
+        // For the state-machine-safety checker: what every replica on this disk applied.
+        log.record_applied();
         Disks {
-            log: LogStore::with_sync_delay(DISK_SYNC_DELAY),
+            log,
             queues: mpreg::queue::store::MemoryDisk::with_sync_delay(QUEUE_SYNC_DELAY),
         }
     }
@@ -104,6 +107,9 @@ pub struct Observations {
     /// Per term, the hosts that reported being leader in it.
     pub leaders: BTreeMap<u64, BTreeSet<String>>,
     pub boots: Vec<Boot>,
+    /// What the replicas applied (the catalog's, group 0, and every queue group's), each
+    /// run with the host whose disk recorded it, in the order they started.
+    pub applied: Vec<(String, AppliedRun)>,
     pub writes: Vec<WriteRecord>,
     pub reads: Vec<ReadRecord>,
     /// Hosts up and still members at the end (their replicas must have converged).
@@ -1296,6 +1302,14 @@ fn run_here(scenario: &Scenario, seed: u64) -> Result<RunReport, SimFailure> {
     {
         let mut w = world.borrow_mut();
         w.obs.final_members = w.live();
+        w.obs.applied = h
+            .disks
+            .iter()
+            .flat_map(|(host, disk)| {
+                let runs = disk.log.applied_log().map(|l| l.runs()).unwrap_or_default();
+                runs.into_iter().map(move |r| (host.clone(), r))
+            })
+            .collect();
         w.obs.upgrades = w
             .upgraded
             .iter()

@@ -90,6 +90,20 @@ fn holds(name: &str) {
                             .any(|l| l.contains("created simq") && l.contains(&created)),
                         "{name} seed {seed}: the queue was not created with {created}"
                     );
+                    // State-machine safety was checked on the group, not vacuously: a
+                    // majority of its replicas applied entries.
+                    let hosts: std::collections::BTreeSet<&str> = r
+                        .obs
+                        .applied
+                        .iter()
+                        .filter(|(_, run)| run.group != 0 && !run.entries.is_empty())
+                        .map(|(host, _)| host.as_str())
+                        .collect();
+                    assert!(
+                        hosts.len() > want as usize / 2,
+                        "{name} seed {seed}: only {hosts:?} applied the queue group's entries"
+                    );
+                    eprintln!("  queue group applied on {hosts:?}");
                 }
                 if scenario.queue_messages > 0 {
                     let q = &r.obs.queue;
@@ -103,6 +117,12 @@ fn holds(name: &str) {
                         distinct.len(),
                         q.acks.iter().filter(|a| a.ok).count(),
                         q.final_from.zip(q.drained_at).map(|(f, d)| d - f),
+                    );
+                    eprintln!(
+                        "  queue: a send after healing acknowledged after {:?}",
+                        q.final_from
+                            .zip(q.after_heal.as_ref())
+                            .map(|(f, s)| s.finished.saturating_sub(f)),
                     );
                     queue_acked += acked;
                     queue_drained_every_seed &= q.drained_at.is_some();
@@ -196,6 +216,7 @@ scenario_tests!(
     leader_partitioned,
     majority_partition,
     minority_partition,
+    queue_group_disk_lost,
     queue_group_leader_crash,
     queue_group_partition,
     queue_group_replica_moves,

@@ -24,7 +24,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::control::raft::{
-    LogStore, SeededRuntime, SnapshotBuf, SnapshotState, SqliteLogStore, StoreStats, StoredSnapshot,
+    Applied, AppliedRecorder, LogStore, SeededRuntime, SnapshotBuf, SnapshotState, SqliteLogStore,
+    StoreStats, StoredSnapshot,
 };
 use crate::fabric::codec;
 use crate::queue::engine::QueueConfig;
@@ -91,6 +92,9 @@ fn io_error(e: impl std::fmt::Display) -> StorageError<u64> {
 struct Data {
     state: GroupState,
     snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    /// Where what this replica applies is recorded, if its disk records (the simulator's
+    /// state-machine-safety checker).
+    recorder: Option<AppliedRecorder>,
 }
 
 /// One replica of a queue's group.
@@ -146,6 +150,13 @@ impl GroupDisk {
             GroupDisk::Memory(disk) => disk.stats(),
         }
     }
+
+    fn applied_recorder(&self) -> Option<AppliedRecorder> {
+        match self {
+            GroupDisk::Sqlite(_) => None,
+            GroupDisk::Memory(disk) => disk.applied_recorder(),
+        }
+    }
 }
 
 impl QueueStateMachine {
@@ -172,7 +183,11 @@ impl QueueStateMachine {
             ),
         };
         Ok(QueueStateMachine {
-            data: Arc::new(Mutex::new(Data { state, snapshot })),
+            data: Arc::new(Mutex::new(Data {
+                state,
+                snapshot,
+                recorder: store.applied_recorder(),
+            })),
             applied: Arc::default(),
             stats: store.stats(),
             store,
@@ -235,6 +250,10 @@ impl RaftStateMachine<QueueGroup> for QueueStateMachine {
         let mut d = self.data.lock();
         let mut out = Vec::new();
         for e in entries {
+            if let Some(recorder) = &d.recorder {
+                let bytes = codec::encode_stored(&e.payload).map_err(io_error)?;
+                recorder.push(Applied::of(e.log_id, &bytes));
+            }
             d.state.last_applied = Some(e.log_id);
             out.push(match e.payload {
                 EntryPayload::Blank => QueueOutput::Noop,
@@ -283,6 +302,7 @@ impl RaftStateMachine<QueueGroup> for QueueStateMachine {
         let mut d = self.data.lock();
         d.state = state;
         d.snapshot = Some((meta.clone(), bytes));
+        d.recorder = d.recorder.as_ref().map(AppliedRecorder::restart);
         drop(d);
         self.applied.notify_waiters();
         Ok(())

@@ -63,7 +63,7 @@ pub fn check(obs: &Observations) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::testing::{member, replica};
+    use crate::check::testing::{boot, member};
     use crate::cluster::dns::DnsProbe;
     use mpreg::control::{CatalogCommand, DnsService, NodeId, ServiceKey};
     use std::collections::BTreeSet;
@@ -115,7 +115,7 @@ mod tests {
             final_members: vec!["n1".into()],
             ..Observations::default()
         };
-        obs.boots.push(replica("n1", 1, entries));
+        obs.boots.push(boot("n1", 1, entries));
         obs
     }
 

@@ -17,6 +17,7 @@ mod pubsub_backlog;
 mod pubsub_matching;
 mod pubsub_once;
 mod pubsub_order;
+mod queue_after_heal;
 mod queue_dedup;
 mod queue_exclusive;
 mod queue_group_order;
@@ -34,7 +35,7 @@ pub use pubsub_backlog::checked as backlog_checked;
 pub type Checker = fn(&Observations) -> Result<(), String>;
 
 /// The checkers every scenario must pass.
-pub const ALL: [(&str, Checker); 21] = [
+pub const ALL: [(&str, Checker); 22] = [
     ("election safety", election_safety::check),
     ("state-machine safety", state_machine_safety::check),
     ("acknowledged writes are never lost", no_lost_ack::check),
@@ -92,6 +93,10 @@ pub const ALL: [(&str, Checker); 21] = [
         queue_dedup::check,
     ),
     ("per-group queue order holds", queue_group_order::check),
+    (
+        "after healing every queue takes sends again within a bound",
+        queue_after_heal::check,
+    ),
 ];
 
 /// Runs `checkers` in order; the first failure is reported with its property's name.
@@ -105,12 +110,14 @@ pub fn run_all(obs: &Observations, checkers: &[(&str, Checker)]) -> Result<(), S
 /// Replicas built by hand for the checkers' self-tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use mpreg::control::raft::{CatalogStateMachine, TypeConfig};
-    use mpreg::control::{CatalogCommand, Member, QueueEntry, QueueSpec, Role};
+    use mpreg::control::raft::{
+        AppliedRun, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore, TypeConfig,
+    };
     use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
     use crate::cluster::Boot;
+    use mpreg::control::{CatalogCommand, Member, QueueEntry, QueueSpec, Role};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
     /// Member 1 joins (queues need an owning member).
     pub fn member() -> CatalogCommand {
@@ -141,32 +148,64 @@ pub(crate) mod testing {
         })
     }
 
-    /// Boot `boot` of `host`, whose replica applied `entries`: (index, term, command; no
-    /// command: a blank entry), in the order given, through the state machine the nodes run.
-    pub fn replica(
-        host: &str,
-        boot: usize,
-        entries: Vec<(u64, u64, Option<CatalogCommand>)>,
-    ) -> Boot {
+    /// Boot `boot` of `host`, whose catalog applied `entries` (as [`replica`] takes them).
+    pub fn boot(host: &str, boot: usize, entries: Vec<(u64, u64, Option<CatalogCommand>)>) -> Boot {
         let machine = CatalogStateMachine::default();
-        let entries: Vec<openraft::Entry<TypeConfig>> = entries
-            .into_iter()
-            .map(|(index, term, cmd)| openraft::Entry {
-                log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-                payload: cmd.map_or(EntryPayload::Blank, EntryPayload::Normal),
-            })
-            .collect();
         let mut applying = machine.clone();
         // `apply` awaits nothing: any executor will do.
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime")
-            .block_on(applying.apply(entries))
+            .block_on(applying.apply(entries_of(entries)))
             .expect("applied");
         Boot {
             host: host.into(),
             boot,
             machine,
         }
+    }
+
+    fn entries_of(
+        entries: Vec<(u64, u64, Option<CatalogCommand>)>,
+    ) -> Vec<openraft::Entry<TypeConfig>> {
+        entries
+            .into_iter()
+            .map(|(index, term, cmd)| openraft::Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+                payload: cmd.map_or(EntryPayload::Blank, EntryPayload::Normal),
+            })
+            .collect()
+    }
+
+    /// A run of group `group` on `host` that applied `entries`: (index, term, command; no
+    /// command: a blank entry), in the order given, through the catalog's state machine on
+    /// a recording disk, as the nodes run it. (The group's id only labels the run here.)
+    pub fn replica(
+        host: &str,
+        group: i64,
+        entries: Vec<(u64, u64, Option<CatalogCommand>)>,
+    ) -> (String, AppliedRun) {
+        let disk = LogStore::default();
+        disk.record_applied();
+        let entries = entries_of(entries);
+        // `open` and `apply` await nothing: any executor will do.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(async {
+                let mut machine = CatalogStateMachine::open(
+                    Disk::Memory(disk.clone()),
+                    DEFAULT_MAX_SNAPSHOT_BYTES,
+                )
+                .await
+                .expect("opened");
+                machine.apply(entries).await.expect("applied");
+            });
+        let mut run = disk
+            .applied_log()
+            .and_then(|l| l.runs().pop())
+            .expect("the disk records");
+        run.group = group;
+        (host.into(), run)
     }
 }

@@ -40,7 +40,7 @@ pub fn check(obs: &Observations) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::testing::{member, queue, replica};
+    use crate::check::testing::{boot, member, queue};
     use crate::cluster::WriteRecord;
     use std::time::Duration;
 
@@ -65,16 +65,15 @@ mod tests {
             write("q-c", Outcome::Rejected),
         ]);
         // n2's first boot never saw q-a; its last boot, the one that counts, did.
-        obs.boots
-            .push(replica("n2", 1, vec![(1, 1, Some(member()))]));
-        obs.boots.push(replica(
+        obs.boots.push(boot("n2", 1, vec![(1, 1, Some(member()))]));
+        obs.boots.push(boot(
             "n2",
             2,
             vec![(1, 1, Some(member())), (2, 1, Some(queue("q-a")))],
         ));
         assert!(check(&obs).is_ok());
         // A later boot of n2 that lost q-a.
-        obs.boots.push(replica(
+        obs.boots.push(boot(
             "n2",
             3,
             vec![(1, 1, Some(member())), (2, 2, Some(queue("q-b")))],

@@ -41,6 +41,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONSUMERS_FROM: Duration = Duration::from_millis(1500);
 /// After healing: how long the drain may take.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(40);
+/// After healing: how soon the queue must take a send again (its group may still be
+/// electing a leader or moving a replica off a lost node).
+pub const SEND_AFTER_HEAL_BOUND: Duration = Duration::from_secs(10);
 
 /// One message the producer sent (perhaps several times, under one dedup id).
 #[derive(Debug, Clone)]
@@ -94,6 +97,9 @@ pub struct QueueObs {
     /// within [`DRAIN_BOUND`]).
     pub final_from: Option<Duration>,
     pub drained_at: Option<Duration>,
+    /// The send made once the final phase began (also among `sends`), to show the queue
+    /// takes sends again after healing (`None`: not made).
+    pub after_heal: Option<QueueSend>,
 }
 
 async fn connect(env: &Env, node: &str) -> Option<Client> {
@@ -209,6 +215,57 @@ pub(super) fn add_producer(
     });
 }
 
+/// Once the final phase began: one more send (key `queue_messages`, so that it must be
+/// delivered too), retried on the next node until acknowledged or
+/// [`SEND_AFTER_HEAL_BOUND`] has passed since the phase began.
+async fn send_after_heal(
+    world: &Shared,
+    trace: &Trace,
+    env: &Env,
+    nodes: &[String],
+    at: &mut usize,
+) {
+    let (Some(from), k) = ({
+        let w = world.borrow();
+        (w.obs.queue.final_from, w.obs.queue.sends.len() as u64)
+    }) else {
+        return;
+    };
+    let group = format!("g{}", k % GROUPS);
+    let req = json!({"queue_name": QUEUE, "message_payload": {"k": k},
+        "deduplication_id": format!("d{k}"), "message_group_id": group});
+    let started = now();
+    let mut answer = None;
+    while answer.is_none() && now() < from + SEND_AFTER_HEAL_BOUND {
+        let sent = match connect(env, &nodes[*at % nodes.len()]).await {
+            Some(c) => call(&c, "queue_send", req.clone()).await,
+            None => Err(true),
+        };
+        match sent {
+            Ok(v) => answer = Some(v),
+            Err(_) => {
+                *at += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    trace.record(
+        "qc0",
+        format!("send {k} after healing: acked {}", answer.is_some()),
+    );
+    let send = QueueSend {
+        k,
+        group,
+        started,
+        finished: now(),
+        acked: answer.is_some(),
+        message_id: answer.and_then(|v| v["message_id"].as_str().map(str::to_owned)),
+    };
+    let mut w = world.borrow_mut();
+    w.obs.queue.sends.push(send.clone());
+    w.obs.queue.after_heal = Some(send);
+}
+
 /// Adds consumer `qc{i}`.
 pub(super) fn add_consumer(
     sim: &mut turmoil::Sim<'_>,
@@ -253,6 +310,14 @@ async fn consume(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            let probe_due = {
+                let w = world.borrow();
+                i == 0 && w.obs.queue.final_from.is_some() && w.obs.queue.after_heal.is_none()
+            };
+            if probe_due {
+                send_after_heal(&world, &trace, &env, &nodes, &mut at).await;
+                client = None;
+            }
             if client.is_none() {
                 client = connect(&env, &nodes[at % nodes.len()]).await;
             }
@@ -281,7 +346,10 @@ async fn consume(
             if messages.is_empty() {
                 let finishing = {
                     let w = world.borrow();
-                    w.queue_produced && w.obs.queue.final_from.is_some()
+                    // (The send after healing is in, or it would be left behind.)
+                    w.queue_produced
+                        && w.obs.queue.final_from.is_some()
+                        && w.obs.queue.after_heal.is_some()
                 };
                 if !finishing {
                     continue;

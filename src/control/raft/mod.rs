@@ -4,6 +4,7 @@
 //!
 //! openraft types stay inside this module so that a later port to openraft 0.10 stays local.
 
+mod applied_log;
 mod format_v1;
 mod format_v3;
 mod format_v4;
@@ -22,6 +23,7 @@ mod stored_state;
 mod supervisor;
 mod vote_guard;
 
+pub use applied_log::{Applied, AppliedLog, AppliedRecorder, AppliedRun};
 pub(crate) use membership::read_index;
 pub use membership::{MembershipPolicy, leave as leave_here};
 pub use network::{JoinError, MembershipError, NetworkFactory, PeerClient, RaftReply, RaftRequest};
@@ -30,7 +32,7 @@ pub use runtime::{SeededRuntime, seed_raft_rng, seed_raft_rng_from};
 pub use service::{PeerService, answer};
 pub use snapshot_buf::{SnapshotBuf, SnapshotState};
 pub use sqlite_store::SqliteLogStore;
-pub use store::{Applied, CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore};
+pub use store::{CatalogStateMachine, DEFAULT_MAX_SNAPSHOT_BYTES, Disk, LogStore};
 pub use store_stats::StoreStats;
 pub use stored_state::{StoredSnapshot, StoredState, snapshot_meta};
 pub use supervisor::supervise;

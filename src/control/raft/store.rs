@@ -26,6 +26,7 @@ use openraft::{
 };
 use parking_lot::Mutex;
 
+use super::applied_log::{Applied, AppliedLog, AppliedRecorder};
 use super::snapshot_buf::SnapshotBuf;
 use super::snapshot_decode::{decode_state, io_error};
 use super::sqlite_store::SqliteLogStore;
@@ -77,6 +78,11 @@ struct DiskState<C: RaftTypeConfig> {
     /// Other Raft groups' logs on this disk (queue groups, `in_group`): one disk, so a
     /// crash cuts each back to what it had synced.
     groups: BTreeMap<i64, Arc<dyn GroupLog>>,
+    /// This log's Raft group (0: the catalog's).
+    group: i64,
+    /// Where this disk's state machines record what they apply (`record_applied`; the
+    /// simulator's), shared with every group's log on it.
+    applied: Option<AppliedLog>,
 }
 
 /// A group's log kept beside another's on one memory disk.
@@ -132,6 +138,8 @@ impl<C: RaftTypeConfig> Default for LogStore<C> {
             node_id: None,
             stats: Arc::default(),
             groups: BTreeMap::new(),
+            group: 0,
+            applied: None,
         })))
     }
 }
@@ -162,6 +170,27 @@ where
         let store = LogStore::default();
         store.0.lock().sync_delay = Some(delay);
         store
+    }
+
+    /// Makes the state machines on this disk (the catalog's and every group's) record what
+    /// they apply, for checkers ([`LogStore::applied_log`]). Off by default: the record
+    /// grows with every entry applied.
+    pub fn record_applied(&self) {
+        self.0
+            .lock()
+            .applied
+            .get_or_insert_with(AppliedLog::default);
+    }
+
+    /// What this disk's state machines applied, if it records ([`LogStore::record_applied`]).
+    pub fn applied_log(&self) -> Option<AppliedLog> {
+        self.0.lock().applied.clone()
+    }
+
+    /// A new run of this log's group in the record, if this disk records.
+    pub fn applied_recorder(&self) -> Option<AppliedRecorder> {
+        let d = self.0.lock();
+        d.applied.as_ref().map(|log| log.start(d.group))
     }
 
     /// Whether this node has ever voted (so it must not bootstrap a new cluster).
@@ -228,6 +257,11 @@ where
             Some(delay) => LogStore::<D>::with_sync_delay(delay),
             None => LogStore::<D>::default(),
         };
+        {
+            let mut g = log.0.lock();
+            g.group = group;
+            g.applied = d.applied.clone();
+        }
         d.groups.insert(group, Arc::new(log.clone()));
         log
     }
@@ -402,14 +436,6 @@ where
     }
 }
 
-/// One applied log entry: its id and a digest of its payload, so that checkers can compare
-/// what replicas applied, not just where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    pub log_id: LogId<u64>,
-    pub digest: u64,
-}
-
 /// The control plane's disk: where the Raft log, the vote, the node's id and the catalog's
 /// snapshots are kept (snapshots must survive a restart: openraft purges the log behind
 /// one, so losing it would lose the catalog). The one seam between the control plane and
@@ -502,8 +528,9 @@ impl Disk {
 #[derive(Default)]
 struct MachineData {
     state: StoredState,
-    /// Every entry applied since this machine started or last installed a snapshot.
-    history: Vec<Applied>,
+    /// Where what this machine applies is recorded, if its disk records
+    /// ([`LogStore::record_applied`]).
+    recorder: Option<AppliedRecorder>,
     snapshot: Option<StoredSnapshot>,
 }
 
@@ -528,13 +555,6 @@ impl Debug for CatalogStateMachine {
 /// The default of `max_snapshot_bytes`, declared with the setting.
 pub use crate::config::DEFAULT_MAX_SNAPSHOT_BYTES;
 
-/// FNV-1a: a stable digest (the same in every process and run).
-fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl CatalogStateMachine {
     /// A state machine that keeps its snapshots on `disk`, starting from the last one there.
     /// Snapshots over `max_snapshot_bytes` are refused, from a peer or from the disk.
@@ -542,7 +562,13 @@ impl CatalogStateMachine {
         disk: Disk,
         max_snapshot_bytes: usize,
     ) -> Result<CatalogStateMachine, StorageError<u64>> {
-        let mut data = MachineData::default();
+        let mut data = MachineData {
+            recorder: match &disk {
+                Disk::Memory(log) => log.applied_recorder(),
+                _ => None,
+            },
+            ..MachineData::default()
+        };
         if let Some((meta, bytes)) = disk.load().await? {
             data.state = decode_state(&bytes, max_snapshot_bytes)?;
             data.snapshot = Some((meta, bytes));
@@ -563,11 +589,6 @@ impl CatalogStateMachine {
     /// Reads the applied state in place (no copy of the catalog); `f` must not block.
     pub fn read<R>(&self, f: impl FnOnce(&StoredState) -> R) -> R {
         f(&self.data.lock().state)
-    }
-
-    /// Entries applied since this machine was created or last installed a snapshot.
-    pub fn history(&self) -> Vec<Applied> {
-        self.data.lock().history.clone()
     }
 }
 
@@ -614,13 +635,12 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
         let mut d = self.data.lock();
         let mut out = Vec::new();
         for e in entries {
-            let bytes = bincode::serde::encode_to_vec(&e.payload, bincode::config::standard())
-                .map_err(io_error)?;
+            if let Some(recorder) = &d.recorder {
+                let bytes = bincode::serde::encode_to_vec(&e.payload, bincode::config::standard())
+                    .map_err(io_error)?;
+                recorder.push(Applied::of(e.log_id, &bytes));
+            }
             d.state.last_applied = Some(e.log_id);
-            d.history.push(Applied {
-                log_id: e.log_id,
-                digest: digest(&bytes),
-            });
             out.push(match e.payload {
                 EntryPayload::Blank => CatalogResponse::Ok(()),
                 EntryPayload::Normal(cmd) => d.state.catalog.apply_entry(cmd),
@@ -659,7 +679,7 @@ impl RaftStateMachine<TypeConfig> for CatalogStateMachine {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut d = self.data.lock();
         d.state = state;
-        d.history.clear();
+        d.recorder = d.recorder.as_ref().map(AppliedRecorder::restart);
         d.snapshot = Some((meta.clone(), bytes));
         Ok(())
     }
