@@ -308,3 +308,101 @@ async fn a_replica_whose_node_left_moves_to_a_live_node_and_keeps_the_queue() {
         n.shutdown().await;
     }
 }
+
+/// Rows of queue groups (every group but the catalog's, 0) in a node's log engine.
+fn group_rows(db: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("the node's database opens read-only beside it");
+    ["log_entries", "log_meta", "log_snapshots"]
+        .iter()
+        .map(|t| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM {t} WHERE grp <> 0"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("counted")
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_replicated_queue_leaves_no_rows_in_the_log_engine() {
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| common::pki::temp_dir(&format!("group-rows-{i}")))
+        .collect();
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let settings = Settings {
+            name: format!("n{i}"),
+            peers: nodes
+                .first()
+                .map(|n| vec![n.url().to_owned()])
+                .unwrap_or_default(),
+            ..sqlite_settings(dir)
+        };
+        let n = start_node(settings, vec![]).await;
+        assert!(n.registered().await);
+        nodes.push(n);
+    }
+    all_members(&nodes).await;
+    let dbs: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .map(|d| sqlite_settings(d).persistence.sqlite_path())
+        .collect();
+    let c = Client::connect(nodes[0].url()).await.unwrap();
+    let created = call(
+        &c,
+        "queue_create",
+        json!({"queue_name": "gone", "replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["replicas"], 3, "{created}");
+    for i in 0..20 {
+        call(
+            &c,
+            "queue_send",
+            json!({"queue_name": "gone", "message_payload": {"n": i}}),
+        )
+        .await;
+    }
+    // The sends are in every replica's log (a majority at once, the third soon after).
+    for db in &dbs[..] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while group_rows(db) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{db:?} holds no group rows"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let deleted = call(&c, "queue_delete", json!({"queue_name": "gone"})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    // Each node stops its replica when its catalog applies the delete, and erases its rows.
+    for db in &dbs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = group_rows(db);
+            if rows == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{db:?} still holds {rows} rows of the deleted queue's group"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The catalog's own group is untouched, and the cluster still takes queues.
+    let again = call(
+        &c,
+        "queue_create",
+        json!({"queue_name": "next", "replicas": 3}),
+    )
+    .await;
+    assert_eq!(again["replicas"], 3, "{again}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -236,6 +236,25 @@ impl Groups {
             if let Err(e) = r.raft.shutdown().await {
                 tracing::warn!(queue = %r.entry.name, error = %e, "a queue replica stopped badly");
             }
+            // A deleted queue's group is gone for good: its rows go too. A replica that
+            // only moved off this node keeps them: until the group's membership change
+            // commits, this node may still be counted as a voter, and one placed back here
+            // must come back with its vote and log, never empty (an empty voter could
+            // elect a leader missing committed entries).
+            let deleted = self.control.catalog.read(|s| {
+                s.catalog
+                    .queue(&r.entry.name)
+                    .is_none_or(|q| q.incarnation != r.entry.incarnation)
+            });
+            if deleted
+                && let Err(e) = self
+                    .control
+                    .disk()
+                    .erase_group(r.entry.group() as i64)
+                    .await
+            {
+                tracing::warn!(queue = %r.entry.name, error = %e, "a deleted queue's log was not erased");
+            }
         }
         let mut all_started = true;
         for (name, entry) in wanted {

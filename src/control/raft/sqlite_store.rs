@@ -248,17 +248,42 @@ impl<C: RaftTypeConfig> SqliteLogStore<C> {
     }
 
     /// Forgets the Raft state (vote, log, snapshot) but keeps the node id: after leaving the
-    /// cluster a node that starts again joins as a newcomer with its old identity.
+    /// cluster a node that starts again joins as a newcomer with its old identity. The
+    /// catalog's forgets every queue group's too (they were replicas in that cluster), as
+    /// the memory disk does.
     pub async fn forget_membership(&self) -> Result<(), DbError> {
         let grp = self.group;
+        let all = grp == CATALOG_GROUP;
         self.engine
             .write(move |c| {
+                if all {
+                    c.execute("DELETE FROM log_entries WHERE grp <> ?1", [grp])?;
+                    c.execute("DELETE FROM log_snapshots WHERE grp <> ?1", [grp])?;
+                    c.execute("DELETE FROM log_meta WHERE grp <> ?1", [grp])?;
+                }
                 c.execute("DELETE FROM log_entries WHERE grp = ?1", [grp])?;
                 c.execute("DELETE FROM log_snapshots WHERE grp = ?1", [grp])?;
                 c.execute(
                     "DELETE FROM log_meta WHERE grp = ?1 AND key <> 'node_id'",
                     [grp],
                 )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Erases this group's log, meta and snapshot (its queue was deleted: the group is gone
+    /// for good). The catalog's group is never erased here (`forget_membership` keeps its id).
+    pub async fn erase(&self) -> Result<(), DbError> {
+        let grp = self.group;
+        if grp == CATALOG_GROUP {
+            return Ok(());
+        }
+        self.engine
+            .write(move |c| {
+                c.execute("DELETE FROM log_entries WHERE grp = ?1", [grp])?;
+                c.execute("DELETE FROM log_snapshots WHERE grp = ?1", [grp])?;
+                c.execute("DELETE FROM log_meta WHERE grp = ?1", [grp])?;
                 Ok(())
             })
             .await
@@ -668,8 +693,30 @@ mod tests {
         let (got, data) = s.load_snapshot().await.unwrap().expect("a snapshot");
         assert_eq!(got, meta);
         assert_eq!(data, vec![1, 2, 3]);
+        // Two queue groups: erasing one leaves the other and the catalog's.
+        let (mut g1, mut g2) = (s.in_group::<TypeConfig>(1), s.in_group::<TypeConfig>(2));
+        for g in [&mut g1, &mut g2] {
+            g.save_vote(&Vote::new(3, 1)).await.unwrap();
+            g.save_snapshot((meta.clone(), vec![4])).await.unwrap();
+        }
+        g1.erase().await.unwrap();
+        assert!(!g1.has_vote().await.unwrap());
+        assert!(g1.load_snapshot().await.unwrap().is_none());
+        assert!(g2.has_vote().await.unwrap());
+        assert!(s.has_vote().await.unwrap());
+        s.in_group::<TypeConfig>(CATALOG_GROUP)
+            .erase()
+            .await
+            .unwrap();
+        assert!(
+            s.has_vote().await.unwrap(),
+            "the catalog's group is never erased"
+        );
+        // Leaving forgets the catalog's state and every group's; the id stays.
         s.forget_membership().await.unwrap();
         assert!(!s.has_vote().await.unwrap());
+        assert!(!g2.has_vote().await.unwrap());
+        assert!(g2.load_snapshot().await.unwrap().is_none());
         assert!(s.load_snapshot().await.unwrap().is_none());
         assert_eq!(s.node_id_or_insert(7).await.unwrap(), 42);
         let _ = std::fs::remove_dir_all(dir);

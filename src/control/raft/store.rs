@@ -266,6 +266,19 @@ where
         log
     }
 
+    /// Erases group `group`'s log from this disk (its queue was deleted); the catalog's
+    /// (0) is never erased here.
+    pub fn erase_group(&self, group: i64) {
+        if group != 0 {
+            self.0.lock().groups.remove(&group);
+        }
+    }
+
+    /// The groups whose logs this disk keeps beside this one.
+    pub fn groups(&self) -> Vec<i64> {
+        self.0.lock().groups.keys().copied().collect()
+    }
+
     /// Entries that were written but not synced (for tests of the crash semantics).
     pub fn unsynced_entries(&self) -> usize {
         let d = self.0.lock();
@@ -493,6 +506,22 @@ impl Disk {
                 Ok(())
             }
             Disk::Sqlite(db) => db.forget_membership().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Erases queue group `group`'s log, meta and snapshot (its queue was deleted).
+    pub async fn erase_group(&self, group: i64) -> Result<(), String> {
+        match self {
+            Disk::None => Ok(()),
+            Disk::Memory(disk) => {
+                disk.erase_group(group);
+                Ok(())
+            }
+            Disk::Sqlite(db) => db
+                .in_group::<TypeConfig>(group)
+                .erase()
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -728,6 +757,20 @@ mod tests {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// A deleted queue's group leaves the memory disk; the others and the catalog stay, and
+    /// leaving forgets every group.
+    #[test]
+    fn erasing_a_group_keeps_the_others_and_leaving_forgets_all() {
+        let disk: LogStore = LogStore::default();
+        let _ = disk.in_group::<TypeConfig>(1);
+        let _ = disk.in_group::<TypeConfig>(2);
+        disk.erase_group(1);
+        disk.erase_group(0);
+        assert_eq!(disk.groups(), vec![2]);
+        disk.forget_membership();
+        assert!(disk.groups().is_empty());
     }
 
     /// A snapshot survives the state machine: a new one opened on the disk starts from it.
