@@ -71,6 +71,11 @@ impl Detector {
         }
     }
 
+    /// When a silent peer is suspected and when it is down.
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+    }
+
     /// Starts watching `node` at `now` (a new member): it has until the thresholds pass to
     /// answer before it is suspected.
     pub fn watch(&mut self, node: NodeId, now: Instant) {

@@ -137,11 +137,23 @@ impl Groups {
         detector: SharedDetector,
         settings: &crate::config::Settings,
     ) -> Arc<Groups> {
+        // openraft's leader lease is `election_timeout_max`: a follower that heard its
+        // leader within it refuses to vote. Under the detector's `down_after`, every
+        // follower's lease has run out by the time the detector calls a dead leader down,
+        // so the first campaign wins: failover takes about `down_after` and one round,
+        // where a 2 s lease made the first campaign fail and the next wait a timeout more
+        // (2.5-3.5 s). The timeout itself only paces campaigns while a group has no
+        // leader (elections are off otherwise: quiescent). Safety does not rest on it.
+        let down_after = detector.lock().thresholds().down_after;
+        let lease_ms = u64::try_from(down_after.as_millis() * 2 / 3)
+            .unwrap_or(u64::MAX)
+            .max(settings.raft_heartbeat_ms.saturating_mul(4))
+            .min(settings.raft_election_timeout_ms.saturating_mul(2));
         let config = Config {
             cluster_name: "mpreg-queue".to_owned(),
             heartbeat_interval: settings.raft_heartbeat_ms,
-            election_timeout_min: settings.raft_election_timeout_ms,
-            election_timeout_max: settings.raft_election_timeout_ms * 2,
+            election_timeout_min: (lease_ms / 2).max(settings.raft_heartbeat_ms + 1),
+            election_timeout_max: lease_ms,
             // Quiescent: the node's detector, not each group, watches peers (module note).
             enable_heartbeat: false,
             enable_elect: false,

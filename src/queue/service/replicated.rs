@@ -117,7 +117,21 @@ impl Queues {
                     ),
                 ));
             }
-            tokio::time::sleep(pause).await;
+            // The pause ends early when this node's replica learns of a new leader (an
+            // election it saw): a call need not wait out its backoff after a failover.
+            let known = local.as_ref().and_then(|r| r.leader());
+            match &local {
+                Some(r) => {
+                    let mut metrics = r.raft.metrics();
+                    let _ = tokio::time::timeout(
+                        pause,
+                        metrics
+                            .wait_for(|m| m.current_leader.is_some() && m.current_leader != known),
+                    )
+                    .await;
+                }
+                None => tokio::time::sleep(pause).await,
+            }
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
@@ -562,6 +576,11 @@ impl Queues {
             (q.depth(), q.in_flight(), q.dead_lettered())
         });
         let m = r.raft.metrics().borrow().clone();
+        let leader_node = m.current_leader.map(|l| {
+            self.control
+                .catalog
+                .read(|s| s.catalog.node_id_of(crate::control::NodeId(l)))
+        });
         let mut stats = json!({
             "queue_name": r.entry.name,
             "depth": depth,
@@ -570,6 +589,7 @@ impl Queues {
             "durable": self.durable(),
             "replicas": r.entry.replicas.iter().map(|id| id.0).collect::<Vec<_>>(),
             "leader": m.current_leader,
+            "leader_node": leader_node,
             "voters": m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
             "term": m.current_term,
             "last_log_index": m.last_log_index,
