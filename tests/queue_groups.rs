@@ -326,6 +326,22 @@ fn group_rows(db: &std::path::Path) -> i64 {
         .sum()
 }
 
+/// Waits up to 10 s until `db`'s queue-group rows satisfy `ok`; else fails saying `what`.
+async fn rows_until(db: &std::path::Path, what: &str, ok: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = group_rows(db);
+        if ok(rows) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{db:?} {what} ({rows} rows)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_replicated_queue_leaves_no_rows_in_the_log_engine() {
     let dirs: Vec<std::path::PathBuf> = (0..3)
@@ -367,32 +383,17 @@ async fn a_deleted_replicated_queue_leaves_no_rows_in_the_log_engine() {
         .await;
     }
     // The sends are in every replica's log (a majority at once, the third soon after).
-    for db in &dbs[..] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while group_rows(db) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{db:?} holds no group rows"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for db in &dbs {
+        rows_until(db, "holds no group rows", |n| n > 0).await;
     }
     let deleted = call(&c, "queue_delete", json!({"queue_name": "gone"})).await;
     assert_eq!(deleted["success"], true, "{deleted}");
     // Each node stops its replica when its catalog applies the delete, and erases its rows.
     for db in &dbs {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let rows = group_rows(db);
-            if rows == 0 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{db:?} still holds {rows} rows of the deleted queue's group"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        rows_until(db, "still holds rows of the deleted queue's group", |n| {
+            n == 0
+        })
+        .await;
     }
     // The catalog's own group is untouched, and the cluster still takes queues.
     let again = call(

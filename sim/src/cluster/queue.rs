@@ -176,43 +176,65 @@ pub(super) fn add_producer(
         }
         for k in 0..scenario.queue_messages as u64 {
             tokio::time::sleep(Duration::from_millis(scenario.queue_every_ms)).await;
-            let group = format!("g{}", k % GROUPS);
-            let req = json!({"queue_name": QUEUE, "message_payload": {"k": k},
-                "deduplication_id": format!("d{k}"), "message_group_id": group});
             let started = now();
-            let mut answer = None;
-            while answer.is_none() && now() < started + SEND_PATIENCE {
-                if client.is_none() {
-                    client = connect(&env, &nodes[at % nodes.len()]).await;
-                }
-                let sent = match &client {
-                    Some(c) => call(c, "queue_send", req.clone()).await,
-                    None => Err(true),
-                };
-                match sent {
-                    Ok(v) => answer = Some(v),
-                    Err(_) => {
-                        // No answer, or refused (the owner is out of reach): try the next
-                        // node a moment later.
-                        client = None;
-                        at += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-            trace.record("qp", format!("send {k}: acked {}", answer.is_some()));
-            world.borrow_mut().obs.queue.sends.push(QueueSend {
+            let sent = send_k(
+                &env,
+                &nodes,
+                &mut at,
+                &mut client,
                 k,
-                group,
-                started,
-                finished: now(),
-                acked: answer.is_some(),
-                message_id: answer.and_then(|v| v["message_id"].as_str().map(str::to_owned)),
-            });
+                started + SEND_PATIENCE,
+            )
+            .await;
+            trace.record("qp", format!("send {k}: acked {}", sent.acked));
+            world.borrow_mut().obs.queue.sends.push(sent);
         }
         world.borrow_mut().queue_produced = true;
         Ok(())
     });
+}
+
+/// Sends message `k` (dedup id `d<k>`, group `g<k % GROUPS>`) through `client` (connected
+/// to `nodes[at]` when missing), moving on to the next node a moment after a call that got
+/// no answer or was refused (the owner out of reach), until one answers or `until`.
+async fn send_k(
+    env: &Env,
+    nodes: &[String],
+    at: &mut usize,
+    client: &mut Option<Client>,
+    k: u64,
+    until: Duration,
+) -> QueueSend {
+    let group = format!("g{}", k % GROUPS);
+    let req = json!({"queue_name": QUEUE, "message_payload": {"k": k},
+        "deduplication_id": format!("d{k}"), "message_group_id": group});
+    let started = now();
+    let mut answer = None;
+    while answer.is_none() && now() < until {
+        if client.is_none() {
+            *client = connect(env, &nodes[*at % nodes.len()]).await;
+        }
+        let sent = match client.as_ref() {
+            Some(c) => call(c, "queue_send", req.clone()).await,
+            None => Err(true),
+        };
+        match sent {
+            Ok(v) => answer = Some(v),
+            Err(_) => {
+                *client = None;
+                *at += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    QueueSend {
+        k,
+        group,
+        started,
+        finished: now(),
+        acked: answer.is_some(),
+        message_id: answer.and_then(|v| v["message_id"].as_str().map(str::to_owned)),
+    }
 }
 
 /// Once the final phase began: one more send (key `queue_messages`, so that it must be
@@ -231,36 +253,11 @@ async fn send_after_heal(
     }) else {
         return;
     };
-    let group = format!("g{}", k % GROUPS);
-    let req = json!({"queue_name": QUEUE, "message_payload": {"k": k},
-        "deduplication_id": format!("d{k}"), "message_group_id": group});
-    let started = now();
-    let mut answer = None;
-    while answer.is_none() && now() < from + SEND_AFTER_HEAL_BOUND {
-        let sent = match connect(env, &nodes[*at % nodes.len()]).await {
-            Some(c) => call(&c, "queue_send", req.clone()).await,
-            None => Err(true),
-        };
-        match sent {
-            Ok(v) => answer = Some(v),
-            Err(_) => {
-                *at += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let send = send_k(env, nodes, at, &mut None, k, from + SEND_AFTER_HEAL_BOUND).await;
     trace.record(
         "qc0",
-        format!("send {k} after healing: acked {}", answer.is_some()),
+        format!("send {k} after healing: acked {}", send.acked),
     );
-    let send = QueueSend {
-        k,
-        group,
-        started,
-        finished: now(),
-        acked: answer.is_some(),
-        message_id: answer.and_then(|v| v["message_id"].as_str().map(str::to_owned)),
-    };
     let mut w = world.borrow_mut();
     w.obs.queue.sends.push(send.clone());
     w.obs.queue.after_heal = Some(send);
