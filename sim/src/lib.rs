@@ -18,7 +18,8 @@ pub mod trace;
 use std::path::PathBuf;
 
 /// The seeds a test runs: `MPREG_SIM_SEED=n` replays one seed; `MPREG_SIM_SEEDS=N` runs
-/// seeds 0..N (soaks); otherwise `default_count` seeds from 0.
+/// seeds 0..N (soaks), or from `MPREG_SIM_SEED_FROM` on (a soak in chunks, one process
+/// each: a process grows with every run it makes); otherwise `default_count` seeds from 0.
 pub fn seeds(default_count: u64) -> Vec<u64> {
     if let Some(one) = std::env::var("MPREG_SIM_SEED")
         .ok()
@@ -26,11 +27,14 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     {
         return vec![one];
     }
-    let n = std::env::var("MPREG_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default_count);
-    (0..n).collect()
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let n = var("MPREG_SIM_SEEDS").unwrap_or(default_count);
+    let from = var("MPREG_SIM_SEED_FROM").unwrap_or(0);
+    (from..from.saturating_add(n)).collect()
 }
 
 /// A failed run: everything needed to replay and inspect it.
