@@ -52,6 +52,7 @@ pub struct AppliedLog(Arc<Mutex<Vec<AppliedRun>>>);
 #[derive(Debug, Clone)]
 pub struct AppliedRecorder {
     log: AppliedLog,
+    group: i64,
     run: usize,
 }
 
@@ -65,6 +66,7 @@ impl AppliedLog {
         });
         AppliedRecorder {
             log: self.clone(),
+            group,
             run: runs.len() - 1,
         }
     }
@@ -84,7 +86,6 @@ impl AppliedRecorder {
 
     /// The same group's next run (after this state machine installed a snapshot).
     pub fn restart(&self) -> AppliedRecorder {
-        let group = self.log.0.lock().get(self.run).map_or(0, |r| r.group);
-        self.log.start(group)
+        self.log.start(self.group)
     }
 }

@@ -252,20 +252,16 @@ impl<C: RaftTypeConfig> SqliteLogStore<C> {
     /// catalog's forgets every queue group's too (they were replicas in that cluster), as
     /// the memory disk does.
     pub async fn forget_membership(&self) -> Result<(), DbError> {
-        let grp = self.group;
-        let all = grp == CATALOG_GROUP;
+        if self.group != CATALOG_GROUP {
+            return self.erase().await;
+        }
         self.engine
             .write(move |c| {
-                if all {
-                    c.execute("DELETE FROM log_entries WHERE grp <> ?1", [grp])?;
-                    c.execute("DELETE FROM log_snapshots WHERE grp <> ?1", [grp])?;
-                    c.execute("DELETE FROM log_meta WHERE grp <> ?1", [grp])?;
-                }
-                c.execute("DELETE FROM log_entries WHERE grp = ?1", [grp])?;
-                c.execute("DELETE FROM log_snapshots WHERE grp = ?1", [grp])?;
+                c.execute("DELETE FROM log_entries", [])?;
+                c.execute("DELETE FROM log_snapshots", [])?;
                 c.execute(
-                    "DELETE FROM log_meta WHERE grp = ?1 AND key <> 'node_id'",
-                    [grp],
+                    "DELETE FROM log_meta WHERE NOT (grp = ?1 AND key = 'node_id')",
+                    [CATALOG_GROUP],
                 )?;
                 Ok(())
             })
