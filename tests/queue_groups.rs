@@ -186,6 +186,51 @@ async fn replica_nodes(c: &Client, queue: &str) -> Vec<String> {
         .collect()
 }
 
+/// The first replica initializes a group and campaigns first, so it usually leads. It is
+/// the creating node when that node is first of no more groups than the others (a call it
+/// takes then skips a hop), and otherwise the node first of the fewest, so leaders spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_s_first_replica_is_its_creator_unless_that_unbalances_leaders() {
+    let nodes = trio().await;
+    all_members(&nodes).await;
+    let b = Client::connect(nodes[1].url()).await.unwrap();
+    let c = Client::connect(nodes[2].url()).await.unwrap();
+    let mut firsts = Vec::new();
+    for (client, queue) in [(&b, "q1"), (&b, "q2"), (&c, "q3")] {
+        // Replicas 3 asked for: refused (not placed on fewer) until the creating node has
+        // heard every member speak the replicas protocol.
+        let req = json!([{"queue_name": queue, "replicas": 3}]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let created = loop {
+            match client.call("queue_create", req.clone()).await {
+                Ok(v) => break v,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("replicas_unsupported"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("queue_create {queue}: {e}"),
+            }
+        };
+        assert_eq!(created["replicas"], 3, "{created}");
+        firsts.push(replica_nodes(&b, queue).await[0].clone());
+    }
+    assert_eq!(firsts[0], nodes[1].node_id(), "q1 is first on its creator");
+    assert_ne!(
+        firsts[1],
+        nodes[1].node_id(),
+        "q2's creator is first of one group already, the others of none"
+    );
+    let distinct: std::collections::BTreeSet<_> = firsts.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "one group first on each node: {firsts:?}"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_node_left_moves_to_a_live_node_and_keeps_the_queue() {
     let _ = tracing_subscriber::fmt()

@@ -447,9 +447,13 @@ impl Queues {
         let mut chosen: Vec<NodeId> = ranked.into_iter().take(r).map(|(_, id)| id).collect();
         // The first replica initializes the group and campaigns first, so it usually leads:
         // the chosen node that is first of the fewest groups goes first, spreading leaders.
-        if let Some(at) =
-            (0..chosen.len()).min_by_key(|i| (firsts.get(&chosen[*i]).copied().unwrap_or(0), *i))
-        {
+        // Among those, this node: the one creating a queue is likely the one its producers
+        // talk to, and a call served by the leader skips a hop (in the R3 benchmark, where
+        // every call comes through one node, about 1.35x the sends/s of a forwarded call).
+        if let Some(at) = (0..chosen.len()).min_by_key(|i| {
+            let id = chosen[*i];
+            (firsts.get(&id).copied().unwrap_or(0), id != me, *i)
+        }) {
             chosen.swap(0, at);
         }
         Ok(chosen)
