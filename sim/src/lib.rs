@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 /// The seeds a test runs: `MPREG_SIM_SEED=n` replays one seed; `MPREG_SIM_SEEDS=N` runs
 /// seeds 0..N (soaks), or from `MPREG_SIM_SEED_FROM` on (a soak in chunks, one process
-/// each: a process grows with every run it makes); otherwise `default_count` seeds from 0.
+/// each, on as many cores); otherwise `default_count` seeds from 0.
 pub fn seeds(default_count: u64) -> Vec<u64> {
     if let Some(one) = std::env::var("MPREG_SIM_SEED")
         .ok()

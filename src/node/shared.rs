@@ -28,3 +28,12 @@ pub(crate) struct Shared {
     /// interval.
     pub(crate) refusals: crate::fabric::handshake::RefusalLog,
 }
+
+/// The serving side is gone once the last task holding it ends (the node stopped, or its
+/// runtime was dropped: a crash in the simulator): the node's functions go with it, which
+/// breaks the cycle through its built-ins (`Functions::clear`).
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.view.functions.clear();
+    }
+}
