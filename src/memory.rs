@@ -19,7 +19,9 @@ const PURGE_EVERY: Duration = Duration::from_millis(500);
 /// freed under load was faulted in again (page faults, zeroing and TLB shootdowns were
 /// ~7% of a loaded node's CPU; the R3 queue benchmark sent 32.5k/s with it, 35-39k/s
 /// with the default delay). So the delay stays, and a thread of its own collects every
-/// [`PURGE_EVERY`]: purging mimalloc's arenas is process-wide, whichever thread asks.
+/// [`PURGE_EVERY`]: mimalloc's arenas (where freed pages go once a thread's heap lets them
+/// go, and large blocks at once) are purged process-wide, whichever thread asks. Pages a
+/// worker's own heap still holds wait for that worker to allocate again.
 /// An operator's own `MIMALLOC_PURGE_DELAY` (milliseconds, read by mimalloc as it
 /// starts) is left as it is. Call first in `main` of a binary whose global allocator is
 /// mimalloc.
@@ -34,6 +36,10 @@ pub fn return_freed_memory_promptly() {
     let spawned = std::thread::Builder::new()
         .name("mpreg-purge".into())
         .spawn(|| {
+            // `mi_collect` collects the calling thread's heap, and reaches the arenas only
+            // through an initialized one: this thread may never allocate by itself.
+            // SAFETY: initializes mimalloc's state for this thread; idempotent.
+            unsafe { libmimalloc_sys::mi_thread_init() }
             loop {
                 std::thread::sleep(PURGE_EVERY);
                 // SAFETY: mimalloc's own collection, callable from any thread at any time.

@@ -168,12 +168,23 @@ mod tests {
             .expect("the node starts");
             let view = Arc::downgrade(&node.view);
             node.shutdown().await;
-            view
+            // In a runtime that goes on, too: the node's tasks end with it.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while view.upgrade().is_some() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let freed_in_runtime = view.upgrade().is_none();
+            (view, freed_in_runtime)
         });
+        let (view, freed_in_runtime) = view;
         drop(rt);
         assert!(
             view.upgrade().is_none(),
             "the node's view outlived its runtime"
+        );
+        assert!(
+            freed_in_runtime,
+            "a task kept the node's view 5 s after it stopped"
         );
     }
 }
