@@ -203,13 +203,12 @@ async fn a_queue_s_first_replica_is_its_creator_unless_that_unbalances_leaders()
     let x = Client::connect(creator.url()).await.unwrap();
     let mut firsts = Vec::new();
     for queue in ["q1", "q2", "q3"] {
-        let client = &x;
         // Replicas 3 asked for: refused (not placed on fewer) until the creating node has
         // heard every member speak the replicas protocol.
         let req = json!([{"queue_name": queue, "replicas": 3}]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let created = loop {
-            match client.call("queue_create", req.clone()).await {
+            match x.call("queue_create", req.clone()).await {
                 Ok(v) => break v,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     assert!(e.to_string().contains("replicas_unsupported"), "{e}");

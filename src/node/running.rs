@@ -158,7 +158,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("a runtime");
-        let view = rt.block_on(async {
+        let (view, freed_in_runtime) = rt.block_on(async {
             let node = crate::Node::builder(Settings {
                 port: 0,
                 ..Settings::default()
@@ -176,7 +176,6 @@ mod tests {
             let freed_in_runtime = view.upgrade().is_none();
             (view, freed_in_runtime)
         });
-        let (view, freed_in_runtime) = view;
         drop(rt);
         assert!(
             view.upgrade().is_none(),
